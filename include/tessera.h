@@ -1,0 +1,209 @@
+/* Tessera: a deep-learning compiler and runtime.
+ *
+ * Life cycle: load or build a graph, create a plan for a device, give the
+ * plan concrete input shapes (tsr_plan_reshape), then run it as often as
+ * needed with caller-owned buffers. Every fallible call returns a
+ * tsr_status; on failure tsr_last_error() says what went wrong and where. */
+#ifndef TESSERA_H
+#define TESSERA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TSR_VERSION_STRING "0.1.0"
+#define TSR_MAX_RANK 8
+
+typedef enum tsr_status {
+    TSR_OK = 0,
+    TSR_ERR_INVALID_ARGUMENT, /* a caller passed something unusable */
+    TSR_ERR_PARSE,            /* a model or data file is malformed */
+    TSR_ERR_UNSUPPORTED,      /* valid, but not something Tessera runs */
+    TSR_ERR_SHAPE,            /* shapes do not fit together */
+    TSR_ERR_DTYPE,            /* element types do not fit together */
+    TSR_ERR_NOT_FOUND,        /* a name that does not exist */
+    TSR_ERR_IO,               /* reading or writing a file failed */
+    TSR_ERR_OUT_OF_MEMORY,
+    TSR_ERR_INTERNAL /* a bug in Tessera: please report it */
+} tsr_status;
+
+/* The message of the last failure on this thread; never NULL. */
+const char *tsr_last_error(void);
+const char *tsr_status_name(tsr_status status);
+
+/* Element types; the values are ONNX's TensorProto codes. */
+typedef enum tsr_dtype {
+    TSR_DTYPE_UNDEFINED = 0,
+    TSR_FLOAT32 = 1,
+    TSR_UINT8 = 2,
+    TSR_INT8 = 3,
+    TSR_INT32 = 6,
+    TSR_INT64 = 7,
+    TSR_BOOL = 9,
+    TSR_FLOAT64 = 11
+} tsr_dtype;
+
+size_t tsr_dtype_size(tsr_dtype dtype); /* 0 for unknown types */
+const char *tsr_dtype_name(tsr_dtype dtype);
+
+/* A dense, C-ordered tensor that the caller owns. */
+typedef struct tsr_tensor {
+    tsr_dtype dtype;
+    int rank;
+    int64_t dims[TSR_MAX_RANK];
+    void *data;
+} tsr_tensor;
+
+int64_t tsr_tensor_numel(const tsr_tensor *t);
+size_t tsr_tensor_bytes(const tsr_tensor *t);
+
+/* ---------------------------------------------------------------- graph */
+
+typedef struct tsr_graph tsr_graph;
+
+tsr_status tsr_graph_load_onnx_file(const char *path, tsr_graph **graph_out);
+/* base_dir is where external data files are looked up; NULL forbids them. */
+tsr_status tsr_graph_load_onnx_buffer(const void *data, size_t size, const char *base_dir,
+                                      tsr_graph **graph_out);
+tsr_status tsr_graph_create(tsr_graph **graph_out);
+void tsr_graph_destroy(tsr_graph *graph);
+
+/* Attributes of a node under construction. Lists point at caller memory
+ * that only needs to live for the duration of tsr_graph_add_node. */
+typedef enum tsr_attr_type {
+    TSR_ATTR_INT = 1,
+    TSR_ATTR_FLOAT,
+    TSR_ATTR_STRING,
+    TSR_ATTR_INTS,
+    TSR_ATTR_FLOATS,
+    TSR_ATTR_TENSOR
+} tsr_attr_type;
+
+typedef struct tsr_attr {
+    const char *name;
+    tsr_attr_type type;
+    int64_t i;
+    double f;
+    const char *s;
+    size_t count; /* length of ints or floats */
+    const int64_t *ints;
+    const double *floats;
+    const tsr_tensor *t;
+} tsr_attr;
+
+#define TSR_ATTR_I(n, v) ((tsr_attr){.name = (n), .type = TSR_ATTR_INT, .i = (v)})
+#define TSR_ATTR_F(n, v) ((tsr_attr){.name = (n), .type = TSR_ATTR_FLOAT, .f = (v)})
+#define TSR_ATTR_S(n, v) ((tsr_attr){.name = (n), .type = TSR_ATTR_STRING, .s = (v)})
+#define TSR_ATTR_INTS(n, p, c)                                                                   \
+    ((tsr_attr){.name = (n), .type = TSR_ATTR_INTS, .ints = (p), .count = (c)})
+#define TSR_ATTR_FLOATS(n, p, c)                                                                 \
+    ((tsr_attr){.name = (n), .type = TSR_ATTR_FLOATS, .floats = (p), .count = (c)})
+#define TSR_ATTR_T(n, p) ((tsr_attr){.name = (n), .type = TSR_ATTR_TENSOR, .t = (p)})
+
+/* The version of ONNX's default domain that nodes added from now on follow
+ * (the importer takes it from the model; default 17). Opsets 11 to 17. */
+tsr_status tsr_graph_set_opset(tsr_graph *graph, int opset);
+
+/* Graph inputs. A dim with dim_names[i] != NULL is symbolic (e.g. "batch");
+ * its dims[i] is ignored. dim_names may be NULL when every dim is fixed. */
+tsr_status tsr_graph_add_input(tsr_graph *graph, const char *name, tsr_dtype dtype, int rank,
+                               const int64_t *dims, const char *const *dim_names);
+/* A constant (weights, initializers); the data is copied. */
+tsr_status tsr_graph_add_constant(tsr_graph *graph, const char *name, const tsr_tensor *value);
+/* A node of op `op_type` in `domain` ("" or "ai.onnx" for ONNX's own ops).
+ * Inputs must already exist; an empty input name marks an omitted
+ * optional input. Outputs are new values. node_name may be NULL. */
+tsr_status tsr_graph_add_node(tsr_graph *graph, const char *op_type, const char *domain,
+                              const char *node_name, int n_inputs, const char *const *inputs,
+                              int n_outputs, const char *const *outputs, int n_attrs,
+                              const tsr_attr *attrs);
+tsr_status tsr_graph_add_output(tsr_graph *graph, const char *name);
+
+/* Description of a graph input or output. dims[i] is -1 where the size is
+ * not known before run time; dim_names[i] names a symbolic dim, else NULL. */
+typedef struct tsr_value_info {
+    const char *name;
+    tsr_dtype dtype;
+    int rank; /* -1 when not known */
+    int64_t dims[TSR_MAX_RANK];
+    const char *dim_names[TSR_MAX_RANK];
+} tsr_value_info;
+
+int tsr_graph_num_inputs(const tsr_graph *graph);
+int tsr_graph_num_outputs(const tsr_graph *graph);
+tsr_status tsr_graph_input_info(const tsr_graph *graph, int index, tsr_value_info *info_out);
+tsr_status tsr_graph_output_info(const tsr_graph *graph, int index, tsr_value_info *info_out);
+
+/* Summary of a graph, as `tessera info` prints it. */
+typedef struct tsr_graph_stats {
+    int n_nodes;
+    int64_t n_parameters; /* elements of all floating-point constants */
+    int n_op_types;
+    const char *op_types[128]; /* op type names, most frequent first */
+    int op_counts[128];
+} tsr_graph_stats;
+
+tsr_status tsr_graph_get_stats(const tsr_graph *graph, tsr_graph_stats *stats_out);
+/* Checks the graph's invariants; every load and build already ran it. */
+tsr_status tsr_graph_verify(const tsr_graph *graph);
+/* One line per node: outputs, op, inputs, attributes, shapes. */
+tsr_status tsr_graph_print(const tsr_graph *graph, FILE *out);
+
+/* ----------------------------------------------------------------- plan */
+
+typedef struct tsr_plan tsr_plan;
+
+typedef enum tsr_precision { TSR_PRECISION_FP32 = 0, TSR_PRECISION_BF16 } tsr_precision;
+
+typedef struct tsr_compile_options {
+    const char *device; /* "ref"; NULL picks the default device */
+    int threads;        /* 0: all cores */
+    int depth_first;    /* -1: the device's default, 0: off, 1: on */
+    tsr_precision precision;
+    int verbose; /* print the kernel each node got to stderr */
+} tsr_compile_options;
+
+void tsr_compile_options_init(tsr_compile_options *options);
+const char *tsr_default_device(void);
+
+/* The plan keeps its own copy of the graph: the graph may be destroyed. */
+tsr_status tsr_plan_create(const tsr_graph *graph, const tsr_compile_options *options,
+                           tsr_plan **plan_out);
+void tsr_plan_destroy(tsr_plan *plan);
+
+/* Specializes the plan to the shapes of `inputs` (their data is not read).
+ * Plans are cached by shape, so switching back and forth is cheap. */
+tsr_status tsr_plan_reshape(tsr_plan *plan, int n_inputs, const tsr_tensor *inputs);
+/* After reshape: the dtype and concrete shape of output `index`. */
+tsr_status tsr_plan_output_desc(const tsr_plan *plan, int index, tsr_tensor *desc_out);
+/* Runs on the shapes of `inputs` (reshaping first if they changed) and
+ * writes every output into the caller's buffers, whose dtype and shape
+ * must match tsr_plan_output_desc. */
+tsr_status tsr_plan_run(tsr_plan *plan, int n_inputs, const tsr_tensor *inputs, int n_outputs,
+                        tsr_tensor *outputs);
+
+typedef struct tsr_plan_stats {
+    size_t arena_bytes;    /* shared memory of all intermediates */
+    size_t constant_bytes; /* weights and folded constants */
+    double flops;          /* estimated floating-point operations per run */
+    int n_steps;           /* kernel calls per run */
+} tsr_plan_stats;
+
+tsr_status tsr_plan_get_stats(const tsr_plan *plan, tsr_plan_stats *stats_out);
+
+/* ------------------------------------------------------------------ npy */
+
+/* Reads a .npy file (float32, float64 or int64, C order) into a tensor
+ * whose data the caller frees with free(). */
+tsr_status tsr_npy_read(const char *path, tsr_tensor *tensor_out);
+/* Writes atomically: a temporary file beside `path`, then a rename. */
+tsr_status tsr_npy_write(const char *path, const tsr_tensor *tensor);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,41 @@
+/* The reference backend: each op's portable reference kernel. It is the
+ * oracle other backends are tested against and the fallback for any node
+ * they refuse. */
+#include "backends/backend.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static bool ref_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t why_size)
+{
+    (void)g;
+    if (node->op->ref)
+        return true;
+    snprintf(why, why_size, "%s has no reference kernel", node->op->name);
+    return false;
+}
+
+static tsr_status ref_run(void *state, const tsr_kernel_ctx *ctx)
+{
+    (void)state;
+    return ctx->node->op->ref(ctx);
+}
+
+const tsr_backend tsr_backend_ref = {
+    .name = "ref",
+    .supports = ref_supports,
+    .run = ref_run,
+    .alloc = tsr_aligned_alloc,
+    .free = tsr_aligned_free,
+};
+
+static const tsr_backend *const ref_device[] = {&tsr_backend_ref, NULL};
+
+const tsr_backend *const *tsr_device_backends(const char *device)
+{
+    if (strcmp(device, "ref") == 0)
+        return ref_device;
+    return NULL;
+}
+
+const char *tsr_default_device(void) { return "ref"; }

@@ -1,0 +1,66 @@
+/* Internal basics shared by every part of the library: errors, memory,
+ * shape arithmetic. */
+#ifndef TSR_CORE_H
+#define TSR_CORE_H
+
+#include "tessera.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define TSR_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define TSR_PRINTF(f, a)
+#endif
+
+#define TSR_ALIGNMENT 64
+
+/* Records the message returned by tsr_last_error() and returns `status`,
+ * so that callers can write `return tsr_error(TSR_ERR_SHAPE, ...)`. */
+tsr_status tsr_error(tsr_status status, const char *fmt, ...) TSR_PRINTF(2, 3);
+/* Puts context ("node 'conv1' (Conv): ") in front of the current message. */
+void tsr_error_prefix(const char *fmt, ...) TSR_PRINTF(1, 2);
+
+#define TSR_CHECK(expr)                                                                          \
+    do {                                                                                         \
+        tsr_status tsr_check_status_ = (expr);                                                   \
+        if (tsr_check_status_ != TSR_OK)                                                         \
+            return tsr_check_status_;                                                            \
+    } while (0)
+
+/* Allocation that records TSR_ERR_OUT_OF_MEMORY on failure. */
+void *tsr_malloc(size_t size);
+void *tsr_calloc(size_t count, size_t size);
+void *tsr_realloc(void *ptr, size_t size);
+char *tsr_strdup(const char *s);
+void *tsr_aligned_alloc(size_t size); /* free with tsr_aligned_free */
+void tsr_aligned_free(void *ptr);
+/* Grows *array (of elem_size elements, capacity *cap) to hold `need`. */
+tsr_status tsr_grow(void **array, int *cap, int need, size_t elem_size);
+
+/* Dims of values in the IR: >= 0 is a known size, TSR_DIM_UNKNOWN is a size
+ * only known at run time, and values <= TSR_DIM_SYM(0) name a symbol of the
+ * graph ("batch"), whose name the graph keeps. */
+#define TSR_DIM_UNKNOWN ((int64_t)-1)
+#define TSR_DIM_SYM(k) ((int64_t)-2 - (int64_t)(k))
+#define TSR_DIM_SYM_INDEX(d) ((int)(-2 - (d)))
+static inline bool tsr_dim_known(int64_t d) { return d >= 0; }
+static inline bool tsr_dim_is_sym(int64_t d) { return d <= -2; }
+
+int64_t tsr_shape_numel(int rank, const int64_t *dims); /* -1 if not all known */
+/* Normalizes an axis in [-rank, rank) to [0, rank); false if out of range. */
+bool tsr_axis_normalize(int64_t axis, int rank, int *axis_out);
+/* Numpy broadcasting of two shapes; symbolic dims broadcast when equal. */
+tsr_status tsr_shape_broadcast(int rank_a, const int64_t *a, int rank_b, const int64_t *b,
+                               int *rank_out, int64_t *dims_out);
+/* Writes "[1, batch, 224]"-style text (symbols as s<k>) into buf. */
+void tsr_shape_format(char *buf, size_t size, int rank, const int64_t *dims);
+
+bool tsr_dtype_is_float(tsr_dtype dtype);
+
+/* Number of threads to use when the caller said `requested` (0 = all). */
+int tsr_thread_count(int requested);
+
+#endif

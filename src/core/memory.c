@@ -1,0 +1,63 @@
+#include "core/core.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void *tsr_malloc(size_t size)
+{
+    void *p = malloc(size ? size : 1);
+    if (!p)
+        tsr_error(TSR_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes", size);
+    return p;
+}
+
+void *tsr_calloc(size_t count, size_t size)
+{
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p)
+        tsr_error(TSR_ERR_OUT_OF_MEMORY, "out of memory allocating %zu x %zu bytes", count, size);
+    return p;
+}
+
+void *tsr_realloc(void *ptr, size_t size)
+{
+    void *p = realloc(ptr, size ? size : 1);
+    if (!p)
+        tsr_error(TSR_ERR_OUT_OF_MEMORY, "out of memory growing a buffer to %zu bytes", size);
+    return p;
+}
+
+char *tsr_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = tsr_malloc(n);
+    if (p)
+        memcpy(p, s, n);
+    return p;
+}
+
+void *tsr_aligned_alloc(size_t size)
+{
+    size_t rounded = (size + TSR_ALIGNMENT - 1) / TSR_ALIGNMENT * TSR_ALIGNMENT;
+    void *p = aligned_alloc(TSR_ALIGNMENT, rounded ? rounded : TSR_ALIGNMENT);
+    if (!p)
+        tsr_error(TSR_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes", size);
+    return p;
+}
+
+void tsr_aligned_free(void *ptr) { free(ptr); }
+
+tsr_status tsr_grow(void **array, int *cap, int need, size_t elem_size)
+{
+    if (need <= *cap)
+        return TSR_OK;
+    int new_cap = *cap ? *cap : 8;
+    while (new_cap < need)
+        new_cap *= 2;
+    void *p = tsr_realloc(*array, (size_t)new_cap * elem_size);
+    if (!p)
+        return TSR_ERR_OUT_OF_MEMORY;
+    *array = p;
+    *cap = new_cap;
+    return TSR_OK;
+}

@@ -1,0 +1,11 @@
+/* PLACEHOLDER: replaced by the real op family. */
+#include "ops/op.h"
+
+static tsr_status todo_infer(tsr_infer_ctx *c)
+{
+    return tsr_infer_error(c, TSR_ERR_UNSUPPORTED, "%s is not implemented yet", c->node->op->name);
+}
+
+const tsr_op_def tsr_op_Gemm = {.name = "Gemm", .domain = "", .max_inputs = 64, .max_outputs = 64, .infer = todo_infer};
+const tsr_op_def tsr_op_MatMul = {.name = "MatMul", .domain = "", .max_inputs = 64, .max_outputs = 64, .infer = todo_infer};
+const tsr_op_def tsr_op_Einsum = {.name = "Einsum", .domain = "", .max_inputs = 64, .max_outputs = 64, .infer = todo_infer};

@@ -1,0 +1,92 @@
+/* Every op Tessera knows, once. Each line names the tsr_op_def defined in
+ * the family file given in the comment; adding an op is one line here and
+ * its definition there. Expanded with a TSR_OP(id) macro. */
+
+/* unary.c: element-wise math and activations */
+TSR_OP(Abs)
+TSR_OP(Neg)
+TSR_OP(Relu)
+TSR_OP(LeakyRelu)
+TSR_OP(Elu)
+TSR_OP(Selu)
+TSR_OP(Clip)
+TSR_OP(Sigmoid)
+TSR_OP(HardSigmoid)
+TSR_OP(HardSwish)
+TSR_OP(Tanh)
+TSR_OP(Erf)
+TSR_OP(Exp)
+TSR_OP(Log)
+TSR_OP(Sqrt)
+TSR_OP(Reciprocal)
+TSR_OP(Floor)
+TSR_OP(Ceil)
+TSR_OP(Softplus)
+TSR_OP(Not)
+
+/* binary.c: broadcasting element-wise ops with two or more inputs */
+TSR_OP(Add)
+TSR_OP(Sub)
+TSR_OP(Mul)
+TSR_OP(Div)
+TSR_OP(Pow)
+TSR_OP(Max)
+TSR_OP(Min)
+TSR_OP(Sum)
+TSR_OP(Equal)
+TSR_OP(Less)
+TSR_OP(Greater)
+TSR_OP(Where)
+TSR_OP(Mod)
+
+/* conv.c */
+TSR_OP(Conv)
+
+/* pool.c */
+TSR_OP(MaxPool)
+TSR_OP(AveragePool)
+TSR_OP(GlobalAveragePool)
+TSR_OP(GlobalMaxPool)
+
+/* norm.c */
+TSR_OP(BatchNormalization)
+TSR_OP(LayerNormalization)
+
+/* matmul.c */
+TSR_OP(Gemm)
+TSR_OP(MatMul)
+TSR_OP(Einsum)
+
+/* reduce.c: reductions over axes, softmax */
+TSR_OP(ReduceMean)
+TSR_OP(ReduceSum)
+TSR_OP(ReduceMax)
+TSR_OP(ReduceMin)
+TSR_OP(Softmax)
+TSR_OP(LogSoftmax)
+
+/* shape.c: ops that only reinterpret the shape */
+TSR_OP(Shape)
+TSR_OP(Reshape)
+TSR_OP(Flatten)
+TSR_OP(Squeeze)
+TSR_OP(Unsqueeze)
+TSR_OP(Expand)
+TSR_OP(Identity)
+TSR_OP(Dropout)
+
+/* movement.c: ops that move data around */
+TSR_OP(Transpose)
+TSR_OP(Concat)
+TSR_OP(Split)
+TSR_OP(Slice)
+TSR_OP(Gather)
+TSR_OP(Pad)
+TSR_OP(Tile)
+TSR_OP(ScatterND)
+
+/* constant.c: constants, casts and index generators */
+TSR_OP(Constant)
+TSR_OP(ConstantOfShape)
+TSR_OP(Cast)
+TSR_OP(Range)
