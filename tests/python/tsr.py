@@ -1,0 +1,291 @@
+"""ctypes bindings to libtessera for the tests: build a graph through the C
+builder API, run it on a device, get numpy arrays back. The library is
+build/lib/libtessera.so unless TESSERA_LIB names another."""
+
+import ctypes as C
+import os
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MAX_RANK = 8
+
+DTYPES = {
+    np.dtype(np.float32): 1,
+    np.dtype(np.uint8): 2,
+    np.dtype(np.int8): 3,
+    np.dtype(np.int32): 6,
+    np.dtype(np.int64): 7,
+    np.dtype(np.bool_): 9,
+    np.dtype(np.float64): 11,
+}
+NUMPY_OF = {code: dt for dt, code in DTYPES.items()}
+
+ATTR_INT, ATTR_FLOAT, ATTR_STRING, ATTR_INTS, ATTR_FLOATS, ATTR_TENSOR = range(1, 7)
+
+
+class TesseraError(Exception):
+    """A call into libtessera failed; the message is tsr_last_error()."""
+
+
+class Tensor(C.Structure):
+    _fields_ = [
+        ("dtype", C.c_int),
+        ("rank", C.c_int),
+        ("dims", C.c_int64 * MAX_RANK),
+        ("data", C.c_void_p),
+    ]
+
+
+class Attr(C.Structure):
+    _fields_ = [
+        ("name", C.c_char_p),
+        ("type", C.c_int),
+        ("i", C.c_int64),
+        ("f", C.c_double),
+        ("s", C.c_char_p),
+        ("count", C.c_size_t),
+        ("ints", C.POINTER(C.c_int64)),
+        ("floats", C.POINTER(C.c_double)),
+        ("t", C.POINTER(Tensor)),
+    ]
+
+
+class ValueInfo(C.Structure):
+    _fields_ = [
+        ("name", C.c_char_p),
+        ("dtype", C.c_int),
+        ("rank", C.c_int),
+        ("dims", C.c_int64 * MAX_RANK),
+        ("dim_names", C.c_char_p * MAX_RANK),
+    ]
+
+
+class CompileOptions(C.Structure):
+    _fields_ = [
+        ("device", C.c_char_p),
+        ("threads", C.c_int),
+        ("depth_first", C.c_int),
+        ("precision", C.c_int),
+        ("verbose", C.c_int),
+    ]
+
+
+class PlanStats(C.Structure):
+    _fields_ = [
+        ("arena_bytes", C.c_size_t),
+        ("constant_bytes", C.c_size_t),
+        ("flops", C.c_double),
+        ("n_steps", C.c_int),
+    ]
+
+
+def _load():
+    path = os.environ.get("TESSERA_LIB", os.path.join(ROOT, "build", "lib", "libtessera.so"))
+    lib = C.CDLL(path)
+    lib.tsr_last_error.restype = C.c_char_p
+    lib.tsr_graph_destroy.restype = None
+    lib.tsr_plan_destroy.restype = None
+    lib.tsr_compile_options_init.restype = None
+    return lib
+
+
+_lib = None
+
+
+def lib():
+    global _lib
+    if _lib is None:
+        _lib = _load()
+    return _lib
+
+
+def check(status):
+    if status != 0:
+        raise TesseraError(lib().tsr_last_error().decode())
+
+
+def tensor_of(array):
+    """A Tensor viewing a C-contiguous numpy array (keep the array alive)."""
+    if array.dtype not in DTYPES:
+        raise TypeError(f"dtype {array.dtype} has no Tessera equivalent")
+    t = Tensor()
+    t.dtype = DTYPES[array.dtype]
+    t.rank = array.ndim
+    for i, d in enumerate(array.shape):
+        t.dims[i] = d
+    t.data = array.ctypes.data
+    return t
+
+
+def _attr(name, value, keep):
+    a = Attr()
+    a.name = name.encode()
+    keep.append(a.name)
+    if isinstance(value, (bool, int, np.integer)):
+        a.type, a.i = ATTR_INT, int(value)
+    elif isinstance(value, (float, np.floating)):
+        a.type, a.f = ATTR_FLOAT, float(value)
+    elif isinstance(value, str):
+        a.type, a.s = ATTR_STRING, value.encode()
+        keep.append(a.s)
+    elif isinstance(value, np.ndarray):
+        arr = np.ascontiguousarray(value)
+        t = tensor_of(arr)
+        keep += [arr, t]
+        a.type, a.t = ATTR_TENSOR, C.pointer(t)
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, (int, np.integer)) for v in value):
+        arr = (C.c_int64 * max(len(value), 1))(*value)
+        keep.append(arr)
+        a.type, a.count, a.ints = ATTR_INTS, len(value), arr
+    elif isinstance(value, (list, tuple)):
+        arr = (C.c_double * max(len(value), 1))(*[float(v) for v in value])
+        keep.append(arr)
+        a.type, a.count, a.floats = ATTR_FLOATS, len(value), arr
+    else:
+        raise TypeError(f"attribute {name}: cannot pass {type(value)}")
+    return a
+
+
+class Graph:
+    """A graph owned by Python; destroyed with the object."""
+
+    def __init__(self, handle=None):
+        self.handle = C.c_void_p(handle)
+        if handle is None:
+            check(lib().tsr_graph_create(C.byref(self.handle)))
+
+    def __del__(self):
+        if _lib is not None and self.handle:
+            _lib.tsr_graph_destroy(self.handle)
+            self.handle = C.c_void_p()
+
+    @classmethod
+    def load(cls, path):
+        h = C.c_void_p()
+        check(lib().tsr_graph_load_onnx_file(str(path).encode(), C.byref(h)))
+        return cls(h.value)
+
+    @classmethod
+    def load_bytes(cls, data, base_dir=None):
+        h = C.c_void_p()
+        buf = C.create_string_buffer(bytes(data), len(data))
+        bd = str(base_dir).encode() if base_dir is not None else None
+        check(lib().tsr_graph_load_onnx_buffer(buf, C.c_size_t(len(data)), bd, C.byref(h)))
+        return cls(h.value)
+
+    def set_opset(self, opset):
+        check(lib().tsr_graph_set_opset(self.handle, opset))
+
+    def add_input(self, name, dtype, shape):
+        """shape entries are ints or strings (symbolic dims)."""
+        dims = (C.c_int64 * MAX_RANK)(*[d if isinstance(d, int) else -1 for d in shape])
+        names = (C.c_char_p * MAX_RANK)(*[d.encode() if isinstance(d, str) else None for d in shape])
+        check(lib().tsr_graph_add_input(self.handle, name.encode(), DTYPES[np.dtype(dtype)],
+                                        len(shape), dims, names))
+
+    def add_constant(self, name, array):
+        arr = np.ascontiguousarray(array)
+        t = tensor_of(arr)
+        check(lib().tsr_graph_add_constant(self.handle, name.encode(), C.byref(t)))
+
+    def add_node(self, op_type, inputs, outputs, attrs=None, domain="", name=None):
+        keep = []
+        ins = (C.c_char_p * max(len(inputs), 1))(*[(i or "").encode() for i in inputs])
+        outs = (C.c_char_p * max(len(outputs), 1))(*[o.encode() for o in outputs])
+        items = list((attrs or {}).items())
+        arr = (Attr * max(len(items), 1))(*[_attr(k, v, keep) for k, v in items])
+        check(lib().tsr_graph_add_node(self.handle, op_type.encode(), domain.encode(),
+                                       name.encode() if name else None, len(inputs), ins,
+                                       len(outputs), outs, len(items), arr))
+
+    def add_output(self, name):
+        check(lib().tsr_graph_add_output(self.handle, name.encode()))
+
+    def _info(self, fn, index):
+        info = ValueInfo()
+        check(fn(self.handle, index, C.byref(info)))
+        shape = []
+        for d in range(info.rank):
+            n = info.dim_names[d]
+            shape.append(n.decode() if n else int(info.dims[d]))
+        return info.name.decode(), NUMPY_OF.get(info.dtype), shape
+
+    def inputs(self):
+        n = lib().tsr_graph_num_inputs(self.handle)
+        return [self._info(lib().tsr_graph_input_info, i) for i in range(n)]
+
+    def outputs(self):
+        n = lib().tsr_graph_num_outputs(self.handle)
+        return [self._info(lib().tsr_graph_output_info, i) for i in range(n)]
+
+    def run(self, inputs, device="ref", threads=1):
+        plan = Plan(self, device=device, threads=threads)
+        return plan.run(inputs)
+
+
+class Plan:
+    def __init__(self, graph, device="ref", threads=1):
+        self.graph = graph
+        opts = CompileOptions()
+        lib().tsr_compile_options_init(C.byref(opts))
+        opts.device = device.encode()
+        opts.threads = threads
+        self.handle = C.c_void_p()
+        check(lib().tsr_plan_create(graph.handle, C.byref(opts), C.byref(self.handle)))
+
+    def __del__(self):
+        if _lib is not None and self.handle:
+            _lib.tsr_plan_destroy(self.handle)
+            self.handle = C.c_void_p()
+
+    def run(self, inputs):
+        arrays = [np.ascontiguousarray(a) for a in inputs]
+        ins = (Tensor * max(len(arrays), 1))(*[tensor_of(a) for a in arrays])
+        check(lib().tsr_plan_reshape(self.handle, len(arrays), ins))
+        n_out = lib().tsr_graph_num_outputs(self.graph.handle)
+        results = []
+        for o in range(n_out):
+            desc = Tensor()
+            check(lib().tsr_plan_output_desc(self.handle, o, C.byref(desc)))
+            shape = tuple(desc.dims[d] for d in range(desc.rank))
+            results.append(np.empty(shape, dtype=NUMPY_OF[desc.dtype]))
+        outs = (Tensor * max(n_out, 1))(*[tensor_of(r) for r in results])
+        check(lib().tsr_plan_run(self.handle, len(arrays), ins, n_out, outs))
+        return results
+
+    def stats(self):
+        s = PlanStats()
+        check(lib().tsr_plan_get_stats(self.handle, C.byref(s)))
+        return s
+
+
+def run_op(op_type, inputs, attrs=None, *, n_outputs=1, domain="", opset=17, const_inputs=(),
+           threads=1, device="ref"):
+    """Runs one node on `inputs` (None for an omitted optional input) and
+    returns its outputs as numpy arrays."""
+    g = Graph()
+    g.set_opset(opset)
+    names, feeds = [], []
+    for i, x in enumerate(inputs):
+        if x is None:
+            names.append("")
+            continue
+        name = f"in{i}"
+        x = np.asarray(x)
+        if i in const_inputs:
+            g.add_constant(name, x)
+        else:
+            g.add_input(name, x.dtype, list(x.shape))
+            feeds.append(x)
+        names.append(name)
+    outs = [f"out{o}" for o in range(n_outputs)]
+    g.add_node(op_type, names, outs, attrs, domain=domain, name="node0")
+    for o in outs:
+        g.add_output(o)
+    return g.run(feeds, device=device, threads=threads)
+
+
+def run_onnx(path, inputs, device="ref", threads=1):
+    """Loads an ONNX file and runs it on `inputs` (in graph input order)."""
+    return Graph.load(path).run(inputs, device=device, threads=threads)
