@@ -595,6 +595,7 @@ bool tsr_graph_remove_dead(tsr_graph *g)
         if (g->nodes[n].op)
             g->nodes[kept++] = g->nodes[n];
     g->n_nodes = kept;
+    tsr_graph_recount(g);
     /* Drop unread constants and orphaned outputs by compacting values. */
     int *remap = tsr_malloc((size_t)(g->n_values + 1) * sizeof *remap);
     if (!remap)

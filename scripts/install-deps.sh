@@ -1,0 +1,31 @@
+#!/bin/sh
+# Installs the Debian packages a target needs, if any are missing.
+# Usage: scripts/install-deps.sh build|test
+# As root it runs apt-get; otherwise it names what is missing and fails.
+set -eu
+
+build_pkgs="gcc make cmake pkg-config libprotobuf-c-dev protobuf-c-compiler libonnx-dev"
+test_pkgs="$build_pkgs python3 python3-pytest python3-numpy python3-torch python3-torchvision python3-onnx"
+
+case "${1:-build}" in
+build) want=$build_pkgs ;;
+test) want=$test_pkgs ;;
+*) echo "usage: $0 build|test" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $want; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "Missing Debian packages:$missing" >&2
+    echo "Install them with: sudo apt-get install -y$missing" >&2
+    exit 1
+fi
+echo "Installing missing Debian packages:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086
+apt-get install -y -q $missing
