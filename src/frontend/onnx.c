@@ -1,12 +1,465 @@
-/* PLACEHOLDER: replaced by the ONNX importer. */
-#include "core/core.h"
+/* The ONNX importer: unpacks a ModelProto with protobuf-c and replays it
+ * through the graph builder, which checks every node against its op's
+ * schema, infers shapes and folds constants. Initializers become constants,
+ * graph inputs keep their symbolic dims by name, and any failure destroys
+ * the partial graph so that the caller never sees half of a model. */
+#include "frontend/onnx_internal.h"
+#include "ir/graph.h"
+#include "ops/op.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct importer {
+    const Onnx__ModelProto *model;
+    const char *base_dir;
+    tsr_graph *g;
+    int64_t default_opset; /* 0 when the model does not import ai.onnx */
+} importer;
+
+static bool is_default_domain(const char *domain)
+{
+    return !domain || !*domain || strcmp(domain, "ai.onnx") == 0;
+}
+
+static const char *domain_label(const char *domain)
+{
+    return is_default_domain(domain) ? "ai.onnx" : domain;
+}
+
+static void node_label(const Onnx__NodeProto *node, size_t index, char *buf, size_t size)
+{
+    const char *op = node->op_type ? node->op_type : "?";
+    if (node->name && *node->name)
+        snprintf(buf, size, "node '%s' (%s)", node->name, op);
+    else
+        snprintf(buf, size, "node #%zu (%s)", index, op);
+}
+
+/* The version of `domain` the model imports; false when it does not. */
+static bool domain_version(const importer *imp, const char *domain, int64_t *version_out)
+{
+    for (size_t i = 0; i < imp->model->n_opset_import; i++) {
+        const Onnx__OperatorSetIdProto *os = imp->model->opset_import[i];
+        bool same = is_default_domain(domain) ? is_default_domain(os->domain)
+                                              : os->domain && strcmp(os->domain, domain) == 0;
+        if (same) {
+            *version_out = os->has_version ? os->version : 0;
+            return true;
+        }
+    }
+    return false;
+}
+
+static tsr_status check_opsets(importer *imp)
+{
+    const Onnx__ModelProto *m = imp->model;
+    for (size_t i = 0; i < m->n_opset_import; i++) {
+        const Onnx__OperatorSetIdProto *os = m->opset_import[i];
+        int64_t v = os->has_version ? os->version : 0;
+        for (size_t j = 0; j < i; j++) {
+            const Onnx__OperatorSetIdProto *prev = m->opset_import[j];
+            bool same = is_default_domain(os->domain)
+                            ? is_default_domain(prev->domain)
+                            : prev->domain && strcmp(prev->domain, os->domain) == 0;
+            if (same && (prev->has_version ? prev->version : 0) != v)
+                return tsr_error(TSR_ERR_PARSE,
+                                 "opset_import lists domain '%s' twice (%" PRId64 " and %" PRId64
+                                 ")",
+                                 domain_label(os->domain), prev->version, v);
+        }
+        if (!is_default_domain(os->domain))
+            continue;
+        if (v < 11 || v > 17)
+            return tsr_error(TSR_ERR_UNSUPPORTED,
+                             "the model uses ONNX opset %" PRId64
+                             "; Tessera supports opsets 11 to 17 (re-export the model with "
+                             "one of those)",
+                             v);
+        imp->default_opset = v;
+    }
+    if (imp->default_opset)
+        TSR_CHECK(tsr_graph_set_opset(imp->g, (int)imp->default_opset));
+    return TSR_OK;
+}
+
+static tsr_status add_initializers(importer *imp)
+{
+    const Onnx__GraphProto *graph = imp->model->graph;
+    if (graph->n_sparse_initializer)
+        return tsr_error(TSR_ERR_UNSUPPORTED,
+                         "the graph has %zu sparse initializers, which Tessera does not support",
+                         graph->n_sparse_initializer);
+    for (size_t i = 0; i < graph->n_initializer; i++) {
+        const Onnx__TensorProto *tp = graph->initializer[i];
+        if (!tp->name || !*tp->name)
+            return tsr_error(TSR_ERR_PARSE, "initializer #%zu has no name", i);
+        char what[320];
+        snprintf(what, sizeof what, "initializer '%s'", tp->name);
+        tsr_tensor t;
+        TSR_CHECK(tsr_onnx_tensor_decode(tp, imp->base_dir, what, &t));
+        int v;
+        tsr_status st = tsr_graph_new_value(imp->g, tp->name, &v);
+        if (st != TSR_OK) {
+            tsr_aligned_free(t.data);
+            return st;
+        }
+        /* The decoded buffer becomes the constant's storage: no second copy. */
+        tsr_value *val = &imp->g->values[v];
+        val->data = t.data;
+        val->dtype = t.dtype;
+        val->rank = t.rank;
+        memcpy(val->dims, t.dims, sizeof val->dims);
+    }
+    return TSR_OK;
+}
+
+static tsr_status add_input(importer *imp, const Onnx__ValueInfoProto *vi, size_t index)
+{
+    if (!vi->name || !*vi->name)
+        return tsr_error(TSR_ERR_PARSE, "graph input #%zu has no name", index);
+    int existing = tsr_graph_find_value(imp->g, vi->name);
+    /* Older exporters list every initializer as an input too. */
+    if (existing >= 0 && !imp->g->values[existing].is_input)
+        return TSR_OK;
+    const char *name = vi->name;
+    if (!vi->type)
+        return tsr_error(TSR_ERR_PARSE, "graph input '%s' has no type", name);
+    if (vi->type->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !vi->type->tensor_type)
+        return tsr_error(TSR_ERR_UNSUPPORTED,
+                         "graph input '%s' is not a dense tensor (sequences, maps, optionals and "
+                         "sparse tensors are not supported)",
+                         name);
+    const Onnx__TypeProto__Tensor *tt = vi->type->tensor_type;
+    tsr_dtype dtype;
+    if (!tt->has_elem_type || !tsr_onnx_dtype(tt->elem_type, &dtype))
+        return tsr_error(TSR_ERR_UNSUPPORTED,
+                         "graph input '%s' has element type %s, which Tessera does not support "
+                         "(float, double, int64, int32, bool, uint8, int8 are)",
+                         name, tsr_onnx_dtype_name(tt->has_elem_type ? tt->elem_type : 0));
+    if (!tt->shape)
+        return tsr_error(TSR_ERR_UNSUPPORTED,
+                         "graph input '%s' has no shape (its rank is unknown); Tessera needs "
+                         "at least the rank of every input",
+                         name);
+    if (tt->shape->n_dim > TSR_MAX_RANK)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "graph input '%s' has rank %zu, more than %d", name,
+                         tt->shape->n_dim, TSR_MAX_RANK);
+    int rank = (int)tt->shape->n_dim;
+    int64_t dims[TSR_MAX_RANK] = {0};
+    const char *dim_names[TSR_MAX_RANK] = {0};
+    char generated[TSR_MAX_RANK][300];
+    for (int i = 0; i < rank; i++) {
+        const Onnx__TensorShapeProto__Dimension *d = tt->shape->dim[i];
+        if (d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE) {
+            if (d->dim_value < 0)
+                return tsr_error(TSR_ERR_PARSE, "graph input '%s' has dim %" PRId64 " at axis %d",
+                                 name, d->dim_value, i);
+            dims[i] = d->dim_value;
+        } else if (d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM &&
+                   d->dim_param && *d->dim_param) {
+            dim_names[i] = d->dim_param;
+        } else {
+            /* A size nobody named: a symbol of its own, known at plan time. */
+            snprintf(generated[i], sizeof generated[i], "unk_%s_%d", name, i);
+            dim_names[i] = generated[i];
+        }
+    }
+    return tsr_graph_add_input(imp->g, name, dtype, rank, dims, dim_names);
+}
+
+/* Memory an attribute conversion allocates, freed once the builder has
+ * copied the node. */
+typedef struct attr_scratch {
+    char *s;
+    double *floats;
+    tsr_tensor t;
+} attr_scratch;
+
+static const char *attr_kind_name(Onnx__AttributeProto__AttributeType type)
+{
+    switch (type) {
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPH: return "a graph";
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPHS: return "a list of graphs";
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__SPARSE_TENSOR: return "a sparse tensor";
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__SPARSE_TENSORS: return "a list of sparse tensors";
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TYPE_PROTO: return "a type";
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TYPE_PROTOS: return "a list of types";
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRINGS: return "a list of strings";
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSORS: return "a list of tensors";
+    default: return "of an unknown kind";
+    }
+}
+
+/* Models from before IR version 2 may leave `type` unset. */
+static Onnx__AttributeProto__AttributeType attr_type(const Onnx__AttributeProto *a)
+{
+    if (a->has_type && a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__UNDEFINED)
+        return a->type;
+    if (a->has_f)
+        return ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT;
+    if (a->has_i)
+        return ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
+    if (a->has_s)
+        return ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING;
+    if (a->t)
+        return ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR;
+    if (a->g)
+        return ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPH;
+    if (a->n_floats)
+        return ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS;
+    if (a->n_ints)
+        return ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS;
+    return ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__UNDEFINED;
+}
+
+static tsr_status convert_attr(const importer *imp, const char *label,
+                               const Onnx__AttributeProto *a, tsr_attr *out, attr_scratch *scratch)
+{
+    if (!a->name || !*a->name)
+        return tsr_error(TSR_ERR_PARSE, "%s has an attribute without a name", label);
+    memset(out, 0, sizeof *out);
+    out->name = a->name;
+    Onnx__AttributeProto__AttributeType type = attr_type(a);
+    switch (type) {
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT:
+        out->type = TSR_ATTR_FLOAT;
+        out->f = a->f;
+        return TSR_OK;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT:
+        out->type = TSR_ATTR_INT;
+        out->i = a->i;
+        return TSR_OK;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING:
+        if (a->s.len && memchr(a->s.data, 0, a->s.len))
+            return tsr_error(TSR_ERR_PARSE, "%s: string attribute '%s' contains a NUL byte", label,
+                             a->name);
+        scratch->s = tsr_malloc(a->s.len + 1);
+        if (!scratch->s)
+            return TSR_ERR_OUT_OF_MEMORY;
+        if (a->s.len)
+            memcpy(scratch->s, a->s.data, a->s.len);
+        scratch->s[a->s.len] = '\0';
+        out->type = TSR_ATTR_STRING;
+        out->s = scratch->s;
+        return TSR_OK;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS:
+        out->type = TSR_ATTR_INTS;
+        out->ints = a->ints;
+        out->count = a->n_ints;
+        return TSR_OK;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS:
+        scratch->floats = tsr_malloc(a->n_floats * sizeof(double));
+        if (!scratch->floats)
+            return TSR_ERR_OUT_OF_MEMORY;
+        for (size_t i = 0; i < a->n_floats; i++)
+            scratch->floats[i] = a->floats[i];
+        out->type = TSR_ATTR_FLOATS;
+        out->floats = scratch->floats;
+        out->count = a->n_floats;
+        return TSR_OK;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR: {
+        char what[512];
+        snprintf(what, sizeof what, "%s attribute '%s'", label, a->name);
+        if (!a->t)
+            return tsr_error(TSR_ERR_PARSE, "%s holds no tensor", what);
+        TSR_CHECK(tsr_onnx_tensor_decode(a->t, imp->base_dir, what, &scratch->t));
+        out->type = TSR_ATTR_TENSOR;
+        out->t = &scratch->t;
+        return TSR_OK;
+    }
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__UNDEFINED:
+        return tsr_error(TSR_ERR_PARSE, "%s: attribute '%s' has no type and no value", label,
+                         a->name);
+    default:
+        return tsr_error(TSR_ERR_UNSUPPORTED,
+                         "%s: attribute '%s' is %s, which Tessera does not support", label, a->name,
+                         attr_kind_name(type));
+    }
+}
+
+static tsr_status add_node(importer *imp, const Onnx__NodeProto *node, size_t index)
+{
+    char label[400];
+    node_label(node, index, label, sizeof label);
+    if (!node->op_type || !*node->op_type)
+        return tsr_error(TSR_ERR_PARSE, "node #%zu has no op type", index);
+    const char *domain = is_default_domain(node->domain) ? "" : node->domain;
+    const tsr_op_def *op = tsr_op_find(domain, node->op_type);
+    if (!op)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "%s: unknown op '%s' in domain '%s'", label,
+                         node->op_type, domain_label(domain));
+    int64_t version;
+    if (!domain_version(imp, domain, &version))
+        return tsr_error(TSR_ERR_PARSE,
+                         "%s uses domain '%s', which the model's opset_import does not list", label,
+                         domain_label(domain));
+    if (version < 1 || version > INT32_MAX)
+        return tsr_error(TSR_ERR_PARSE, "%s: domain '%s' has version %" PRId64, label,
+                         domain_label(domain), version);
+
+    size_t n_attrs = node->n_attribute;
+    tsr_attr *attrs = tsr_calloc(n_attrs + 1, sizeof *attrs);
+    attr_scratch *scratch = tsr_calloc(n_attrs + 1, sizeof *scratch);
+    tsr_status st = TSR_OK;
+    if (!attrs || !scratch) {
+        st = TSR_ERR_OUT_OF_MEMORY;
+        goto cleanup;
+    }
+    for (size_t a = 0; a < n_attrs && st == TSR_OK; a++)
+        st = convert_attr(imp, label, node->attribute[a], &attrs[a], &scratch[a]);
+    if (st == TSR_OK && (node->n_input > INT32_MAX || node->n_output > INT32_MAX))
+        st = tsr_error(TSR_ERR_PARSE, "%s has too many inputs or outputs", label);
+    if (st == TSR_OK)
+        st = tsr_graph_add_node_op(imp->g, op, (int)version, node->name, (int)node->n_input,
+                                   (const char *const *)node->input, (int)node->n_output,
+                                   (const char *const *)node->output, (int)n_attrs, attrs);
+cleanup:
+    for (size_t a = 0; scratch && a < n_attrs; a++) {
+        free(scratch[a].s);
+        free(scratch[a].floats);
+        tsr_aligned_free(scratch[a].t.data);
+    }
+    free(scratch);
+    free(attrs);
+    return st;
+}
+
+static tsr_status build_graph(importer *imp)
+{
+    const Onnx__GraphProto *graph = imp->model->graph;
+    TSR_CHECK(check_opsets(imp));
+    TSR_CHECK(add_initializers(imp));
+    for (size_t i = 0; i < graph->n_input; i++)
+        TSR_CHECK(add_input(imp, graph->input[i], i));
+    for (size_t n = 0; n < graph->n_node; n++)
+        TSR_CHECK(add_node(imp, graph->node[n], n));
+    if (!graph->n_output)
+        return tsr_error(TSR_ERR_PARSE, "the graph has no outputs");
+    for (size_t o = 0; o < graph->n_output; o++) {
+        const char *name = graph->output[o]->name;
+        if (!name || !*name)
+            return tsr_error(TSR_ERR_PARSE, "graph output #%zu has no name", o);
+        TSR_CHECK(tsr_graph_add_output(imp->g, name));
+    }
+    tsr_graph_remove_dead(imp->g);
+    return tsr_graph_verify(imp->g);
+}
+
+tsr_status tsr_graph_load_onnx_buffer(const void *data, size_t size, const char *base_dir,
+                                      tsr_graph **graph_out)
+{
+    if (!graph_out)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_graph_load_onnx_buffer: graph_out is NULL");
+    *graph_out = NULL;
+    if (!data && size)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_graph_load_onnx_buffer: data is NULL");
+    if (!size)
+        return tsr_error(TSR_ERR_PARSE, "not an ONNX model (the data is empty)");
+    Onnx__ModelProto *model = onnx__model_proto__unpack(NULL, size, data);
+    if (!model)
+        return tsr_error(TSR_ERR_PARSE,
+                         "not an ONNX model (protobuf could not parse its %zu bytes: the file is "
+                         "truncated, corrupt or of another format)",
+                         size);
+    if (!model->graph) {
+        onnx__model_proto__free_unpacked(model, NULL);
+        return tsr_error(TSR_ERR_PARSE, "not an ONNX model (it parses, but holds no graph)");
+    }
+    importer imp = {.model = model, .base_dir = base_dir};
+    tsr_status st = tsr_graph_create(&imp.g);
+    if (st == TSR_OK)
+        st = build_graph(&imp);
+    onnx__model_proto__free_unpacked(model, NULL);
+    if (st != TSR_OK) {
+        tsr_graph_destroy(imp.g);
+        return st;
+    }
+    *graph_out = imp.g;
+    return TSR_OK;
+}
+
+/* Reads a whole file; regular files are sized up front, anything else
+ * (pipes) grows the buffer as it goes. */
+static tsr_status read_file(const char *path, unsigned char **data_out, size_t *size_out)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return tsr_error(TSR_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int err = errno;
+        close(fd);
+        return tsr_error(TSR_ERR_IO, "cannot stat '%s': %s", path, strerror(err));
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        close(fd);
+        return tsr_error(TSR_ERR_IO, "cannot read '%s': %s", path, strerror(EISDIR));
+    }
+    size_t cap = S_ISREG(sb.st_mode) ? (size_t)sb.st_size + 1 : 1 << 16, size = 0;
+    unsigned char *buf = tsr_malloc(cap);
+    tsr_status st = buf ? TSR_OK : TSR_ERR_OUT_OF_MEMORY;
+    while (st == TSR_OK) {
+        if (size == cap) {
+            unsigned char *bigger = tsr_realloc(buf, cap * 2);
+            if (!bigger) {
+                st = TSR_ERR_OUT_OF_MEMORY;
+                break;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+        ssize_t got = read(fd, buf + size, cap - size);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            st = tsr_error(TSR_ERR_IO, "cannot read '%s': %s", path, strerror(errno));
+        else if (got == 0)
+            break;
+        else
+            size += (size_t)got;
+    }
+    close(fd);
+    if (st != TSR_OK) {
+        free(buf);
+        return st;
+    }
+    *data_out = buf;
+    *size_out = size;
+    return TSR_OK;
+}
+
 tsr_status tsr_graph_load_onnx_file(const char *path, tsr_graph **graph_out)
 {
-    (void)path; *graph_out = NULL;
-    return tsr_error(TSR_ERR_UNSUPPORTED, "ONNX import is not implemented yet");
-}
-tsr_status tsr_graph_load_onnx_buffer(const void *data, size_t size, const char *base_dir, tsr_graph **graph_out)
-{
-    (void)data; (void)size; (void)base_dir; *graph_out = NULL;
-    return tsr_error(TSR_ERR_UNSUPPORTED, "ONNX import is not implemented yet");
+    if (!graph_out || !path)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_graph_load_onnx_file: NULL argument");
+    *graph_out = NULL;
+    unsigned char *data = NULL;
+    size_t size = 0;
+    TSR_CHECK(read_file(path, &data, &size));
+    if (!size) {
+        free(data);
+        return tsr_error(TSR_ERR_PARSE, "'%s' is empty, not an ONNX model", path);
+    }
+    /* External data files live beside the model. */
+    const char *slash = strrchr(path, '/');
+    size_t dir_len = !slash ? 1 : slash == path ? 1 : (size_t)(slash - path);
+    char *base_dir = tsr_malloc(dir_len + 1);
+    if (!base_dir) {
+        free(data);
+        return TSR_ERR_OUT_OF_MEMORY;
+    }
+    memcpy(base_dir, slash ? path : ".", dir_len);
+    base_dir[dir_len] = '\0';
+    tsr_status st = tsr_graph_load_onnx_buffer(data, size, base_dir, graph_out);
+    if (st != TSR_OK && st != TSR_ERR_OUT_OF_MEMORY)
+        tsr_error_prefix("'%s': ", path);
+    free(base_dir);
+    free(data);
+    return st;
 }

@@ -26,11 +26,10 @@ bool tsr_onnx_dtype(int32_t onnx_type, tsr_dtype *dtype_out)
 
 const char *tsr_onnx_dtype_name(int32_t onnx_type)
 {
-    static const char *const names[] = {"undefined", "float",     "uint8",      "int8",
-                                        "uint16",    "int16",     "int32",      "int64",
-                                        "string",    "bool",      "float16",    "double",
-                                        "uint32",    "uint64",    "complex64",  "complex128",
-                                        "bfloat16"};
+    static const char *const names[] = {"undefined",  "float",   "uint8",  "int8",   "uint16",
+                                        "int16",      "int32",   "int64",  "string", "bool",
+                                        "float16",    "double",  "uint32", "uint64", "complex64",
+                                        "complex128", "bfloat16"};
     if (onnx_type >= 0 && onnx_type < (int32_t)(sizeof names / sizeof names[0]))
         return names[onnx_type];
     return "unknown";
@@ -70,8 +69,8 @@ static tsr_status decode_shape(const Onnx__TensorProto *tp, const char *what, ts
         return tsr_error(TSR_ERR_UNSUPPORTED, "%s has rank %zu, more than Tessera's %d", what,
                          tp->n_dims, TSR_MAX_RANK);
     if (tp->segment)
-        return tsr_error(TSR_ERR_UNSUPPORTED, "%s is stored in segments, which Tessera does not read",
-                         what);
+        return tsr_error(TSR_ERR_UNSUPPORTED,
+                         "%s is stored in segments, which Tessera does not read", what);
     out->rank = (int)tp->n_dims;
     int64_t numel = 1;
     /* Bound the element count so that numel * element size cannot overflow. */
@@ -79,8 +78,8 @@ static tsr_status decode_shape(const Onnx__TensorProto *tp, const char *what, ts
     for (size_t i = 0; i < tp->n_dims; i++) {
         int64_t d = tp->dims[i];
         if (d < 0)
-            return tsr_error(TSR_ERR_PARSE, "%s has a negative dim (%" PRId64 " at axis %zu)",
-                             what, d, i);
+            return tsr_error(TSR_ERR_PARSE, "%s has a negative dim (%" PRId64 " at axis %zu)", what,
+                             d, i);
         out->dims[i] = d;
         if (d && numel > limit / d)
             return tsr_error(TSR_ERR_PARSE, "%s is impossibly large (dim %" PRId64 " at axis %zu)",
@@ -125,15 +124,15 @@ static tsr_status check_relative_path(const char *location, const char *what)
             depth++;
         if (depth < 0)
             return tsr_error(TSR_ERR_PARSE,
-                             "%s: external data location '%s' escapes the model's directory",
-                             what, location);
+                             "%s: external data location '%s' escapes the model's directory", what,
+                             location);
         p += len + (slash ? 1 : 0);
     }
     return TSR_OK;
 }
 
-static tsr_status read_external(const Onnx__TensorProto *tp, const char *base_dir,
-                                const char *what, size_t bytes, void *dst)
+static tsr_status read_external(const Onnx__TensorProto *tp, const char *base_dir, const char *what,
+                                size_t bytes, void *dst)
 {
     const char *location = NULL;
     int64_t offset = 0, length = -1;
@@ -174,8 +173,7 @@ static tsr_status read_external(const Onnx__TensorProto *tp, const char *base_di
         st = tsr_error(TSR_ERR_IO, "%s: cannot open external data file '%s': %s", what, path,
                        strerror(errno));
     } else if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st = tsr_error(TSR_ERR_IO, "%s: external data file '%s' is not a regular file", what,
-                       path);
+        st = tsr_error(TSR_ERR_IO, "%s: external data file '%s' is not a regular file", what, path);
     } else if ((uint64_t)sb.st_size < (uint64_t)offset ||
                (uint64_t)sb.st_size - (uint64_t)offset < bytes) {
         st = tsr_error(TSR_ERR_IO,
@@ -196,8 +194,8 @@ static tsr_status read_external(const Onnx__TensorProto *tp, const char *base_di
 
 static tsr_status count_mismatch(const char *what, const char *field, size_t have, int64_t need)
 {
-    return tsr_error(TSR_ERR_PARSE, "%s holds %zu values in %s, but its shape needs %" PRId64,
-                     what, have, field, need);
+    return tsr_error(TSR_ERR_PARSE, "%s holds %zu values in %s, but its shape needs %" PRId64, what,
+                     have, field, need);
 }
 
 /* int32_data carries bool, uint8 and int8 too, one element per int32. */
@@ -268,12 +266,12 @@ tsr_status tsr_onnx_tensor_decode(const Onnx__TensorProto *tp, const char *base_
                                   const char *what, tsr_tensor *out)
 {
     memset(out, 0, sizeof *out);
-    int64_t numel;
+    int64_t numel = 0;
     TSR_CHECK(decode_shape(tp, what, out, &numel));
     size_t elem = tsr_dtype_size(out->dtype);
     size_t bytes = (size_t)numel * elem;
-    bool external = tp->has_data_location &&
-                    tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+    bool external =
+        tp->has_data_location && tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
 
     void *data = tsr_aligned_alloc(bytes);
     if (!data)
@@ -296,8 +294,8 @@ tsr_status tsr_onnx_tensor_decode(const Onnx__TensorProto *tp, const char *base_
     } else if (has_typed_data(tp, out->dtype)) {
         st = decode_typed(tp, what, out->dtype, numel, data);
     } else if (numel > 0) {
-        st = tsr_error(TSR_ERR_PARSE, "%s has no data for its %" PRId64 " %s elements", what,
-                       numel, tsr_dtype_name(out->dtype));
+        st = tsr_error(TSR_ERR_PARSE, "%s has no data for its %" PRId64 " %s elements", what, numel,
+                       tsr_dtype_name(out->dtype));
     }
     if (st != TSR_OK) {
         tsr_aligned_free(data);
