@@ -39,8 +39,16 @@ test-c:
 	ctest --test-dir $(BUILD) --output-on-failure
 	ctest --test-dir $(SAN_BUILD) --output-on-failure
 
+# The Python tests run twice: on the release build, then (all but the
+# whole-model tests, which are too slow there) on the sanitizer build, with
+# the ASan runtime preloaded so the ctypes-loaded library can use it.
 test-python:
 	TESSERA_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/python $(PYTEST_ARGS)
+	LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
+	  TESSERA_BUILD_DIR=$(abspath $(BUILD)) \
+	  TESSERA_LIB=$(abspath $(SAN_BUILD))/lib/libtessera.so \
+	  TESSERA_BIN=$(abspath $(SAN_BUILD))/bin/tessera \
+	  $(PYTHON) -m pytest -q -m "not models" tests/python $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(SAN_BUILD)
