@@ -1,12 +1,393 @@
-/* PLACEHOLDER: replaced by the real op family. */
+/* Pooling: MaxPool and AveragePool over 1 to 3 spatial dims, and the
+ * global pools over all spatial dims. Every spatial case runs as a 3-D loop
+ * nest (leading dims of size 1); each window is clipped to the input
+ * before it is read, so padded positions never take part in a max and only
+ * count for an average when count_include_pad says so. */
 #include "ops/op.h"
+#include "ops/window.h"
 
-static tsr_status todo_infer(tsr_infer_ctx *c)
+#include <math.h>
+#include <string.h>
+
+static const tsr_attr_def maxpool_attrs[] = {{"auto_pad", TSR_ATTR_STRING, .s = "NOTSET"},
+                                             {"ceil_mode", TSR_ATTR_INT, .i = 0},
+                                             {"dilations", TSR_ATTR_INTS},
+                                             {"kernel_shape", TSR_ATTR_INTS, .required = true},
+                                             {"pads", TSR_ATTR_INTS},
+                                             {"storage_order", TSR_ATTR_INT, .i = 0},
+                                             {"strides", TSR_ATTR_INTS},
+                                             {NULL}};
+
+static const tsr_attr_def avgpool_attrs[] = {{"auto_pad", TSR_ATTR_STRING, .s = "NOTSET"},
+                                             {"ceil_mode", TSR_ATTR_INT, .i = 0},
+                                             {"count_include_pad", TSR_ATTR_INT, .i = 0},
+                                             {"kernel_shape", TSR_ATTR_INTS, .required = true},
+                                             {"pads", TSR_ATTR_INTS},
+                                             {"strides", TSR_ATTR_INTS},
+                                             {NULL}};
+
+static tsr_status bool_attr(const tsr_node *node, const char *name, bool *out)
 {
-    return tsr_infer_error(c, TSR_ERR_UNSUPPORTED, "%s is not implemented yet", c->node->op->name);
+    int64_t v = tsr_attr_int(node, name);
+    if (v != 0 && v != 1)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "%s is %lld, must be 0 or 1", name, (long long)v);
+    *out = v == 1;
+    return TSR_OK;
 }
 
-const tsr_op_def tsr_op_MaxPool = {.name = "MaxPool", .domain = "", .max_inputs = 64, .max_outputs = 64, .infer = todo_infer};
-const tsr_op_def tsr_op_AveragePool = {.name = "AveragePool", .domain = "", .max_inputs = 64, .max_outputs = 64, .infer = todo_infer};
-const tsr_op_def tsr_op_GlobalAveragePool = {.name = "GlobalAveragePool", .domain = "", .max_inputs = 64, .max_outputs = 64, .infer = todo_infer};
-const tsr_op_def tsr_op_GlobalMaxPool = {.name = "GlobalMaxPool", .domain = "", .max_inputs = 64, .max_outputs = 64, .infer = todo_infer};
+/* The window of a MaxPool or AveragePool node over input dims `in` (rank
+ * n + 2), checking the attributes. */
+static tsr_status pool_window(const tsr_node *node, int rank, const int64_t *in, tsr_window *w)
+{
+    size_t n;
+    const int64_t *kernel = tsr_attr_ints(node, "kernel_shape", &n);
+    if (rank != (int)n + 2)
+        return tsr_error(TSR_ERR_SHAPE,
+                         "X has rank %d but kernel_shape has %zu values (expected rank - 2)", rank,
+                         n);
+    if (n < 1 || n > TSR_WINDOW_MAX_DIMS)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "%zu spatial dims; 1 to %d are supported", n,
+                         TSR_WINDOW_MAX_DIMS);
+    for (size_t i = 0; i < n; i++)
+        if (kernel[i] < 1)
+            return tsr_error(TSR_ERR_SHAPE, "kernel_shape[%zu] is %lld, must be >= 1", i,
+                             (long long)kernel[i]);
+    bool ceil_mode = false;
+    TSR_CHECK(bool_attr(node, "ceil_mode", &ceil_mode));
+    TSR_CHECK(tsr_window_init(node, (int)n, in, kernel, ceil_mode, w));
+    for (int i = 0; i < w->n; i++) {
+        int64_t span = (w->kernel[i] - 1) * w->dilation[i] + 1;
+        if (w->pad_begin[i] >= span || w->pad_end[i] >= span)
+            return tsr_error(TSR_ERR_SHAPE,
+                             "pads %lld and %lld along spatial dim %d must be smaller than the "
+                             "window %lld, or some windows would hold only padding",
+                             (long long)w->pad_begin[i], (long long)w->pad_end[i], i,
+                             (long long)span);
+    }
+    return TSR_OK;
+}
+
+static tsr_status pool_infer(tsr_infer_ctx *c)
+{
+    TSR_CHECK(tsr_infer_require_dtype(c, 0, TSR_FLOAT_TYPES));
+    const tsr_node *node = c->node;
+    const tsr_value *x = c->inputs[0];
+    bool is_max = node->op == &tsr_op_MaxPool;
+    if (is_max) {
+        int64_t order = tsr_attr_int(node, "storage_order");
+        if (order != 0 && order != 1)
+            return tsr_infer_error(c, TSR_ERR_SHAPE, "storage_order is %lld, must be 0 or 1",
+                                   (long long)order);
+        if (order == 1 && c->n_outputs > 1)
+            return tsr_infer_error(c, TSR_ERR_UNSUPPORTED,
+                                   "storage_order 1 (column-major Indices) is not supported");
+    } else {
+        bool include_pad = false;
+        TSR_CHECK(bool_attr(node, "count_include_pad", &include_pad));
+    }
+    size_t n;
+    tsr_attr_ints(node, "kernel_shape", &n);
+    int rank = x->rank >= 0 ? x->rank : (int)n + 2;
+    int64_t in[TSR_MAX_RANK];
+    for (int i = 0; i < rank; i++)
+        in[i] = x->rank >= 0 ? x->dims[i] : TSR_DIM_UNKNOWN;
+    if (rank < 3)
+        return tsr_infer_error(c, TSR_ERR_SHAPE,
+                               "X has rank %d; %s needs (N, C, spatial...) of rank 3 to 5", rank,
+                               node->op->name);
+    tsr_window w;
+    TSR_CHECK(pool_window(node, rank, in + 2, &w));
+    int64_t dims[TSR_MAX_RANK] = {in[0], in[1]};
+    for (int i = 0; i < w.n; i++)
+        dims[2 + i] = w.out[i];
+    tsr_infer_set(c, 0, x->dtype, rank, dims);
+    if (c->n_outputs > 1)
+        tsr_infer_set(c, 1, TSR_INT64, rank, dims);
+    return TSR_OK;
+}
+
+static double pool_flops(const tsr_infer_ctx *c)
+{
+    const tsr_value *y = c->outputs[0];
+    size_t n;
+    const int64_t *kernel = tsr_attr_ints(c->node, "kernel_shape", &n);
+    int64_t per_output = tsr_shape_numel((int)n, kernel);
+    int64_t outputs = tsr_shape_numel(y->rank, y->dims);
+    return outputs < 0 || per_output < 0 ? 0.0 : (double)outputs * (double)per_output;
+}
+
+/* Taps [*lo, *hi) of a window starting at `start` (stride `step`) that land
+ * inside [0, size). */
+static void taps_inside(int64_t start, int64_t step, int64_t taps, int64_t size, int64_t *lo,
+                        int64_t *hi)
+{
+    int64_t a = start >= 0 ? 0 : (-start + step - 1) / step;
+    int64_t b = start > size - 1 ? 0 : (size - 1 - start) / step + 1;
+    if (b > taps)
+        b = taps;
+    *lo = a;
+    *hi = b > a ? b : a;
+}
+
+/* Geometry of one pooling run: the window in 3-D and the plane sizes. */
+typedef struct pool_geom {
+    tsr_window w;
+    int64_t planes, in_plane, out_plane;
+    bool include_pad;
+} pool_geom;
+
+static tsr_status pool_geom_init(const tsr_kernel_ctx *k, pool_geom *g)
+{
+    const tsr_tensor *x = k->inputs[0];
+    tsr_window w;
+    TSR_CHECK(pool_window(k->node, x->rank, x->dims + 2, &w));
+    tsr_window_to_3d(&w, &g->w);
+    g->planes = x->dims[0] * x->dims[1];
+    g->in_plane = g->w.in[0] * g->w.in[1] * g->w.in[2];
+    g->out_plane = g->w.out[0] * g->w.out[1] * g->w.out[2];
+    g->include_pad =
+        k->node->op == &tsr_op_AveragePool && tsr_attr_int(k->node, "count_include_pad") == 1;
+    return TSR_OK;
+}
+
+/* Max over the window of output (od, oh, ow) of one plane; *arg gets the
+ * position in the plane, -1 for a window holding only padding. */
+#define MAX_WINDOW(T, SUF)                                                                         \
+    static T max_window_##SUF(const tsr_window *w, const T *x, int64_t od, int64_t oh, int64_t ow, \
+                              int64_t *arg)                                                        \
+    {                                                                                              \
+        int64_t start[3] = {od * w->stride[0] - w->pad_begin[0],                                   \
+                            oh * w->stride[1] - w->pad_begin[1],                                   \
+                            ow * w->stride[2] - w->pad_begin[2]};                                  \
+        int64_t lo[3], hi[3];                                                                      \
+        for (int i = 0; i < 3; i++)                                                                \
+            taps_inside(start[i], w->dilation[i], w->kernel[i], w->in[i], &lo[i], &hi[i]);         \
+        T best = (T)-INFINITY;                                                                     \
+        int64_t best_at = -1;                                                                      \
+        for (int64_t kd = lo[0]; kd < hi[0]; kd++) {                                               \
+            int64_t id = start[0] + kd * w->dilation[0];                                           \
+            for (int64_t kh = lo[1]; kh < hi[1]; kh++) {                                           \
+                int64_t row = (id * w->in[1] + start[1] + kh * w->dilation[1]) * w->in[2];         \
+                for (int64_t kw = lo[2]; kw < hi[2]; kw++) {                                       \
+                    int64_t at = row + start[2] + kw * w->dilation[2];                             \
+                    T v = x[at];                                                                   \
+                    /* NaN wins, as in PyTorch. */                                                 \
+                    if (v > best || (v != v && best == best) || best_at < 0) {                     \
+                        best = v;                                                                  \
+                        best_at = at;                                                              \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        *arg = best_at;                                                                            \
+        return best;                                                                               \
+    }
+
+MAX_WINDOW(float, f32)
+MAX_WINDOW(double, f64)
+
+static tsr_status maxpool_ref(const tsr_kernel_ctx *k)
+{
+    pool_geom g;
+    TSR_CHECK(pool_geom_init(k, &g));
+    const tsr_window *w = &g.w;
+    bool f64 = k->inputs[0]->dtype == TSR_FLOAT64;
+    const char *x = k->inputs[0]->data;
+    char *y = k->outputs[0]->data;
+    int64_t *indices = k->n_outputs > 1 ? k->outputs[1]->data : NULL;
+    size_t sz = f64 ? sizeof(double) : sizeof(float);
+#pragma omp parallel for schedule(static) num_threads(k->threads)
+    for (int64_t p = 0; p < g.planes; p++) {
+        const char *xp = x + (size_t)(p * g.in_plane) * sz;
+        int64_t o = p * g.out_plane;
+        for (int64_t od = 0; od < w->out[0]; od++)
+            for (int64_t oh = 0; oh < w->out[1]; oh++)
+                for (int64_t ow = 0; ow < w->out[2]; ow++, o++) {
+                    int64_t at;
+                    if (f64)
+                        ((double *)y)[o] = max_window_f64(w, (const double *)xp, od, oh, ow, &at);
+                    else
+                        ((float *)y)[o] = max_window_f32(w, (const float *)xp, od, oh, ow, &at);
+                    if (indices)
+                        indices[o] = at < 0 ? -1 : p * g.in_plane + at;
+                }
+    }
+    return TSR_OK;
+}
+
+/* Mean over the window of output (od, oh, ow) of one plane. With
+ * count_include_pad the divisor counts padded positions too, but a window
+ * running past the end padding (ceil_mode) is clipped there, as in
+ * PyTorch. */
+#define AVG_WINDOW(T, SUF)                                                                         \
+    static T avg_window_##SUF(const pool_geom *g, const T *x, int64_t od, int64_t oh, int64_t ow)  \
+    {                                                                                              \
+        const tsr_window *w = &g->w;                                                               \
+        int64_t o[3] = {od, oh, ow}, lo[3], hi[3];                                                 \
+        int64_t padded = 1, inside = 1;                                                            \
+        for (int i = 0; i < 3; i++) {                                                              \
+            int64_t start = o[i] * w->stride[i] - w->pad_begin[i];                                 \
+            int64_t end = start + w->kernel[i];                                                    \
+            if (end > w->in[i] + w->pad_end[i])                                                    \
+                end = w->in[i] + w->pad_end[i];                                                    \
+            padded *= end - start;                                                                 \
+            lo[i] = start > 0 ? start : 0;                                                         \
+            hi[i] = end < w->in[i] ? end : w->in[i];                                               \
+            inside *= hi[i] > lo[i] ? hi[i] - lo[i] : 0;                                           \
+        }                                                                                          \
+        double sum = 0.0;                                                                          \
+        for (int64_t id = lo[0]; id < hi[0]; id++)                                                 \
+            for (int64_t ih = lo[1]; ih < hi[1]; ih++) {                                           \
+                const T *row = x + (id * w->in[1] + ih) * w->in[2];                                \
+                for (int64_t iw = lo[2]; iw < hi[2]; iw++)                                         \
+                    sum += row[iw];                                                                \
+            }                                                                                      \
+        return (T)(sum / (double)(g->include_pad ? padded : inside));                              \
+    }
+
+AVG_WINDOW(float, f32)
+AVG_WINDOW(double, f64)
+
+static tsr_status avgpool_ref(const tsr_kernel_ctx *k)
+{
+    pool_geom g;
+    TSR_CHECK(pool_geom_init(k, &g));
+    const tsr_window *w = &g.w;
+    bool f64 = k->inputs[0]->dtype == TSR_FLOAT64;
+    const char *x = k->inputs[0]->data;
+    char *y = k->outputs[0]->data;
+    size_t sz = f64 ? sizeof(double) : sizeof(float);
+#pragma omp parallel for schedule(static) num_threads(k->threads)
+    for (int64_t p = 0; p < g.planes; p++) {
+        const char *xp = x + (size_t)(p * g.in_plane) * sz;
+        int64_t o = p * g.out_plane;
+        for (int64_t od = 0; od < w->out[0]; od++)
+            for (int64_t oh = 0; oh < w->out[1]; oh++)
+                for (int64_t ow = 0; ow < w->out[2]; ow++, o++) {
+                    if (f64)
+                        ((double *)y)[o] = avg_window_f64(&g, (const double *)xp, od, oh, ow);
+                    else
+                        ((float *)y)[o] = avg_window_f32(&g, (const float *)xp, od, oh, ow);
+                }
+    }
+    return TSR_OK;
+}
+
+const tsr_op_def tsr_op_MaxPool = {
+    .name = "MaxPool",
+    .domain = "",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .min_outputs = 1,
+    .max_outputs = 2,
+    .attrs = maxpool_attrs,
+    .locality = TSR_LOCALITY_WINDOW,
+    .infer = pool_infer,
+    .ref = maxpool_ref,
+    .flops = pool_flops,
+};
+
+const tsr_op_def tsr_op_AveragePool = {
+    .name = "AveragePool",
+    .domain = "",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .attrs = avgpool_attrs,
+    .locality = TSR_LOCALITY_WINDOW,
+    .infer = pool_infer,
+    .ref = avgpool_ref,
+    .flops = pool_flops,
+};
+
+/* ------------------------------------------------------------ global pools */
+
+static tsr_status global_pool_infer(tsr_infer_ctx *c)
+{
+    TSR_CHECK(tsr_infer_require_dtype(c, 0, TSR_FLOAT_TYPES));
+    const tsr_value *x = c->inputs[0];
+    if (x->rank < 0) {
+        tsr_infer_set(c, 0, x->dtype, -1, NULL);
+        return TSR_OK;
+    }
+    if (x->rank < 3)
+        return tsr_infer_error(c, TSR_ERR_SHAPE,
+                               "X has rank %d; %s needs (N, C, spatial...) of rank 3 or more",
+                               x->rank, c->node->op->name);
+    int64_t dims[TSR_MAX_RANK];
+    for (int i = 0; i < x->rank; i++)
+        dims[i] = i < 2 ? x->dims[i] : 1;
+    tsr_infer_set(c, 0, x->dtype, x->rank, dims);
+    return TSR_OK;
+}
+
+static double global_pool_flops(const tsr_infer_ctx *c)
+{
+    int64_t count = tsr_shape_numel(c->inputs[0]->rank, c->inputs[0]->dims);
+    return count < 0 ? 0.0 : (double)count;
+}
+
+#define GLOBAL_POOL(T, SUF)                                                                        \
+    static void global_pool_##SUF(const T *x, T *y, int64_t planes, int64_t size, bool is_max,     \
+                                  int threads)                                                     \
+    {                                                                                              \
+        _Pragma("omp parallel for schedule(static) num_threads(threads)") for (int64_t p = 0;      \
+                                                                               p < planes; p++)    \
+        {                                                                                          \
+            const T *xp = x + p * size;                                                            \
+            if (is_max) {                                                                          \
+                T best = (T)-INFINITY;                                                             \
+                for (int64_t i = 0; i < size; i++)                                                 \
+                    best = xp[i] > best || xp[i] != xp[i] ? xp[i] : best;                          \
+                y[p] = best;                                                                       \
+            } else {                                                                               \
+                double sum = 0.0;                                                                  \
+                for (int64_t i = 0; i < size; i++)                                                 \
+                    sum += xp[i];                                                                  \
+                y[p] = (T)(sum / (double)size);                                                    \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+GLOBAL_POOL(float, f32)
+GLOBAL_POOL(double, f64)
+
+static tsr_status global_pool_ref(const tsr_kernel_ctx *k)
+{
+    const tsr_tensor *x = k->inputs[0];
+    int64_t planes = x->dims[0] * x->dims[1];
+    int64_t size = tsr_shape_numel(x->rank - 2, x->dims + 2);
+    bool is_max = k->node->op == &tsr_op_GlobalMaxPool;
+    if (x->dtype == TSR_FLOAT64)
+        global_pool_f64(x->data, k->outputs[0]->data, planes, size, is_max, k->threads);
+    else
+        global_pool_f32(x->data, k->outputs[0]->data, planes, size, is_max, k->threads);
+    return TSR_OK;
+}
+
+const tsr_op_def tsr_op_GlobalAveragePool = {
+    .name = "GlobalAveragePool",
+    .domain = "",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .locality = TSR_LOCALITY_REDUCTION,
+    .infer = global_pool_infer,
+    .ref = global_pool_ref,
+    .flops = global_pool_flops,
+};
+
+const tsr_op_def tsr_op_GlobalMaxPool = {
+    .name = "GlobalMaxPool",
+    .domain = "",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .locality = TSR_LOCALITY_REDUCTION,
+    .infer = global_pool_infer,
+    .ref = global_pool_ref,
+    .flops = global_pool_flops,
+};

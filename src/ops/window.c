@@ -1,0 +1,142 @@
+/* Sliding-window geometry shared by Conv and the windowed pools. */
+#include "ops/window.h"
+
+#include <string.h>
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+static int64_t ceil_div(int64_t a, int64_t b)
+{
+    return -floor_div(-a, b);
+}
+
+/* Reads an optional list attribute of `n` values, each at least `min`,
+ * into out; absent lists leave out as it is. */
+static tsr_status read_list(const tsr_node *node, const char *name, int n, int64_t min,
+                            int64_t *out)
+{
+    size_t count;
+    const int64_t *vals = tsr_attr_ints(node, name, &count);
+    if (!vals)
+        return TSR_OK;
+    if (count != (size_t)n)
+        return tsr_error(TSR_ERR_SHAPE, "'%s' has %zu values, expected %d (one per spatial dim%s)",
+                         name, count, n, strcmp(name, "pads") == 0 ? ", begins then ends" : "");
+    for (int i = 0; i < n; i++)
+        if (vals[i] < min)
+            return tsr_error(TSR_ERR_SHAPE, "'%s'[%d] is %lld, must be at least %lld", name, i,
+                             (long long)vals[i], (long long)min);
+    memcpy(out, vals, (size_t)n * sizeof *out);
+    return TSR_OK;
+}
+
+tsr_status tsr_window_init(const tsr_node *node, int n, const int64_t *in, const int64_t *kernel,
+                           bool ceil_mode, tsr_window *w)
+{
+    memset(w, 0, sizeof *w);
+    if (n < 1 || n > TSR_WINDOW_MAX_DIMS)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "%d spatial dims; 1 to %d are supported", n,
+                         TSR_WINDOW_MAX_DIMS);
+    w->n = n;
+    for (int i = 0; i < n; i++) {
+        w->in[i] = in[i];
+        w->kernel[i] = kernel[i];
+        w->stride[i] = 1;
+        w->dilation[i] = 1;
+    }
+    TSR_CHECK(read_list(node, "strides", n, 1, w->stride));
+    TSR_CHECK(read_list(node, "dilations", n, 1, w->dilation));
+    int64_t pads[2 * TSR_WINDOW_MAX_DIMS] = {0};
+    TSR_CHECK(read_list(node, "pads", 2 * n, 0, pads));
+
+    const char *auto_pad = tsr_attr_string(node, "auto_pad");
+    bool same_upper = strcmp(auto_pad, "SAME_UPPER") == 0;
+    bool same_lower = strcmp(auto_pad, "SAME_LOWER") == 0;
+    bool valid = strcmp(auto_pad, "VALID") == 0;
+    if (!same_upper && !same_lower && !valid && strcmp(auto_pad, "NOTSET") != 0)
+        return tsr_error(TSR_ERR_UNSUPPORTED,
+                         "auto_pad '%s' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID",
+                         auto_pad);
+    for (int i = 0; i < 2 * n; i++)
+        if (pads[i] != 0 && strcmp(auto_pad, "NOTSET") != 0)
+            return tsr_error(TSR_ERR_SHAPE, "explicit pads cannot be combined with auto_pad '%s'",
+                             auto_pad);
+
+    for (int i = 0; i < n; i++) {
+        w->pad_begin[i] = pads[i];
+        w->pad_end[i] = pads[n + i];
+        int64_t s = w->stride[i];
+        if (!tsr_dim_known(in[i]) || !tsr_dim_known(kernel[i])) {
+            bool identity = tsr_dim_is_sym(in[i]) && s == 1 &&
+                            ((same_upper || same_lower) ||
+                             (tsr_dim_known(kernel[i]) &&
+                              (kernel[i] - 1) * w->dilation[i] == pads[i] + pads[n + i]));
+            w->out[i] = identity ? in[i] : TSR_DIM_UNKNOWN;
+            continue;
+        }
+        if (kernel[i] < 1)
+            return tsr_error(TSR_ERR_SHAPE, "kernel size %lld along spatial dim %d must be >= 1",
+                             (long long)kernel[i], i);
+        int64_t span = (kernel[i] - 1) * w->dilation[i] + 1;
+        if (same_upper || same_lower) {
+            /* ONNX: out = ceil(in / stride), the padding split evenly with
+             * the odd one at the end (UPPER) or the beginning (LOWER). */
+            int64_t out = ceil_div(in[i], s);
+            int64_t total = (out - 1) * s + span - in[i];
+            if (total < 0)
+                total = 0;
+            w->pad_begin[i] = same_upper ? total / 2 : total - total / 2;
+            w->pad_end[i] = total - w->pad_begin[i];
+            w->out[i] = out;
+        } else {
+            int64_t room = in[i] + w->pad_begin[i] + w->pad_end[i] - span;
+            if (room < 0)
+                return tsr_error(TSR_ERR_SHAPE,
+                                 "window of %lld (kernel %lld, dilation %lld) is larger than the "
+                                 "padded input %lld along spatial dim %d",
+                                 (long long)span, (long long)kernel[i], (long long)w->dilation[i],
+                                 (long long)(in[i] + w->pad_begin[i] + w->pad_end[i]), i);
+            int64_t out = (ceil_mode ? ceil_div(room, s) : room / s) + 1;
+            /* PyTorch's rule: the last window must start inside the input
+             * or its left padding. */
+            if (ceil_mode && (out - 1) * s >= in[i] + w->pad_begin[i])
+                out--;
+            w->out[i] = out;
+        }
+        if (w->out[i] < 1)
+            return tsr_error(TSR_ERR_SHAPE, "output size %lld along spatial dim %d (input %lld)",
+                             (long long)w->out[i], i, (long long)in[i]);
+    }
+    return TSR_OK;
+}
+
+void tsr_window_to_3d(const tsr_window *w, tsr_window *w3)
+{
+    int lead = TSR_WINDOW_MAX_DIMS - w->n;
+    w3->n = TSR_WINDOW_MAX_DIMS;
+    for (int i = 0; i < TSR_WINDOW_MAX_DIMS; i++) {
+        bool pad = i < lead;
+        int j = i - lead;
+        w3->in[i] = pad ? 1 : w->in[j];
+        w3->kernel[i] = pad ? 1 : w->kernel[j];
+        w3->stride[i] = pad ? 1 : w->stride[j];
+        w3->dilation[i] = pad ? 1 : w->dilation[j];
+        w3->pad_begin[i] = pad ? 0 : w->pad_begin[j];
+        w3->pad_end[i] = pad ? 0 : w->pad_end[j];
+        w3->out[i] = pad ? 1 : w->out[j];
+    }
+}
+
+void tsr_window_valid_range(const tsr_window *w, int d, int64_t k, int64_t *lo, int64_t *hi)
+{
+    int64_t s = w->stride[d], offset = k * w->dilation[d] - w->pad_begin[d];
+    int64_t a = ceil_div(-offset, s), b = floor_div(w->in[d] - 1 - offset, s) + 1;
+    if (a < 0)
+        a = 0;
+    if (b > w->out[d])
+        b = w->out[d];
+    *lo = a;
+    *hi = b > a ? b : a;
+}

@@ -1,0 +1,39 @@
+/* Geometry of a sliding window over 1 to 3 spatial dims, shared by Conv and
+ * the windowed pools: strides, dilations, pads and auto_pad read from a
+ * node, and the output size ONNX (and PyTorch, for ceil_mode) gives. */
+#ifndef TSR_OPS_WINDOW_H
+#define TSR_OPS_WINDOW_H
+
+#include "ops/op.h"
+
+#define TSR_WINDOW_MAX_DIMS 3
+
+typedef struct tsr_window {
+    int n; /* spatial dims */
+    int64_t in[TSR_WINDOW_MAX_DIMS];
+    int64_t kernel[TSR_WINDOW_MAX_DIMS];
+    int64_t stride[TSR_WINDOW_MAX_DIMS];
+    int64_t dilation[TSR_WINDOW_MAX_DIMS];
+    int64_t pad_begin[TSR_WINDOW_MAX_DIMS];
+    int64_t pad_end[TSR_WINDOW_MAX_DIMS];
+    int64_t out[TSR_WINDOW_MAX_DIMS];
+} tsr_window;
+
+/* Fills *w for a node with `n` spatial dims of sizes `in` and window
+ * `kernel` (either may hold unknown or symbolic dims; the matching output
+ * dims are then TSR_DIM_UNKNOWN, or the input's symbol where the window
+ * maps each position to itself). Reads the node's strides, dilations (when
+ * present), pads and auto_pad, validates them and fails with a message
+ * naming the numbers when an output would be empty. */
+tsr_status tsr_window_init(const tsr_node *node, int n, const int64_t *in, const int64_t *kernel,
+                           bool ceil_mode, tsr_window *w);
+
+/* The same window with leading dims of size 1 added up to 3 spatial dims,
+ * so that kernels need only one 3-D loop nest. Needs known sizes. */
+void tsr_window_to_3d(const tsr_window *w, tsr_window *w3);
+
+/* Range [*lo, *hi) of output positions along dim d whose window tap `k`
+ * lands inside the input. */
+void tsr_window_valid_range(const tsr_window *w, int d, int64_t k, int64_t *lo, int64_t *hi);
+
+#endif
