@@ -130,7 +130,7 @@ def _attr(name, value, keep):
         a.type, a.s = ATTR_STRING, value.encode()
         keep.append(a.s)
     elif isinstance(value, np.ndarray):
-        arr = np.ascontiguousarray(value)
+        arr = np.require(value, requirements="C")
         t = tensor_of(arr)
         keep += [arr, t]
         a.type, a.t = ATTR_TENSOR, C.pointer(t)
@@ -185,7 +185,7 @@ class Graph:
                                         len(shape), dims, names))
 
     def add_constant(self, name, array):
-        arr = np.ascontiguousarray(array)
+        arr = np.require(array, requirements="C")
         t = tensor_of(arr)
         check(lib().tsr_graph_add_constant(self.handle, name.encode(), C.byref(t)))
 
@@ -240,7 +240,7 @@ class Plan:
             self.handle = C.c_void_p()
 
     def run(self, inputs):
-        arrays = [np.ascontiguousarray(a) for a in inputs]
+        arrays = [np.require(a, requirements="C") for a in inputs]
         ins = (Tensor * max(len(arrays), 1))(*[tensor_of(a) for a in arrays])
         check(lib().tsr_plan_reshape(self.handle, len(arrays), ins))
         n_out = lib().tsr_graph_num_outputs(self.graph.handle)
