@@ -1,10 +1,298 @@
-/* PLACEHOLDER: replaced by the real op family. */
+/* Normalization: BatchNormalization (inference form) and
+ * LayerNormalization. Statistics are computed in double precision for both
+ * float types. */
 #include "ops/op.h"
 
-static tsr_status todo_infer(tsr_infer_ctx *c)
+#include <math.h>
+#include <stdlib.h>
+
+/* ---------------------------------------------------- BatchNormalization */
+
+static const tsr_attr_def batchnorm_attrs[] = {{"epsilon", TSR_ATTR_FLOAT, .f = 1e-5},
+                                               {"momentum", TSR_ATTR_FLOAT, .f = 0.9},
+                                               {"training_mode", TSR_ATTR_INT, .i = 0},
+                                               {NULL}};
+
+static const char *const batchnorm_inputs[] = {"X", "scale", "B", "input_mean", "input_var"};
+
+static tsr_status batchnorm_infer(tsr_infer_ctx *c)
 {
-    return tsr_infer_error(c, TSR_ERR_UNSUPPORTED, "%s is not implemented yet", c->node->op->name);
+    if (tsr_attr_int(c->node, "training_mode") != 0)
+        return tsr_infer_error(c, TSR_ERR_UNSUPPORTED,
+                               "training_mode=1 is not supported: training-mode BatchNorm comes "
+                               "with training support");
+    if (c->n_outputs > 1)
+        return tsr_infer_error(c, TSR_ERR_UNSUPPORTED,
+                               "%d outputs: outputs beyond Y (running or saved statistics) exist "
+                               "only in training mode, which is not supported yet",
+                               c->n_outputs);
+    const tsr_value *x = c->inputs[0];
+    for (int i = 0; i < 5; i++) {
+        TSR_CHECK(tsr_infer_require_dtype(c, i, TSR_FLOAT_TYPES));
+        if (!c->inputs[i])
+            return tsr_infer_error(c, TSR_ERR_SHAPE, "input %d (%s) is required", i,
+                                   batchnorm_inputs[i]);
+        if (c->inputs[i]->dtype != x->dtype)
+            return tsr_infer_error(c, TSR_ERR_DTYPE, "%s is %s but X is %s", batchnorm_inputs[i],
+                                   tsr_dtype_name(c->inputs[i]->dtype), tsr_dtype_name(x->dtype));
+    }
+    if (x->rank >= 0 && x->rank < 2)
+        return tsr_infer_error(c, TSR_ERR_SHAPE, "X must have rank >= 2 (N, C, ...), got %d",
+                               x->rank);
+    int64_t channels = x->rank >= 2 ? x->dims[1] : TSR_DIM_UNKNOWN;
+    for (int i = 1; i < 5; i++) {
+        const tsr_value *p = c->inputs[i];
+        if (p->rank < 0)
+            continue;
+        if (p->rank != 1)
+            return tsr_infer_error(c, TSR_ERR_SHAPE, "%s must be 1-D, got rank %d",
+                                   batchnorm_inputs[i], p->rank);
+        if (tsr_dim_known(p->dims[0]) && tsr_dim_known(channels) && p->dims[0] != channels)
+            return tsr_infer_error(c, TSR_ERR_SHAPE, "%s has %lld elements but X has %lld channels",
+                                   batchnorm_inputs[i], (long long)p->dims[0], (long long)channels);
+    }
+    tsr_infer_set(c, 0, x->dtype, x->rank, x->dims);
+    return TSR_OK;
 }
 
-const tsr_op_def tsr_op_BatchNormalization = {.name = "BatchNormalization", .domain = "", .max_inputs = 64, .max_outputs = 64, .infer = todo_infer};
-const tsr_op_def tsr_op_LayerNormalization = {.name = "LayerNormalization", .domain = "", .max_inputs = 64, .max_outputs = 64, .infer = todo_infer};
+/* The kernel below is instantiated once per element type. */
+/* clang-format off */
+#define BATCHNORM_DEFINE(T)                                                                        \
+    static void batchnorm_run_##T(const tsr_kernel_ctx *k, const double *mul, const double *add,   \
+                                  int64_t planes, int64_t channels, int64_t spatial)               \
+    {                                                                                              \
+        const T *x = k->inputs[0]->data;                                                           \
+        T *y = k->outputs[0]->data;                                                                \
+        _Pragma("omp parallel for num_threads(k->threads) if (k->threads > 1 && planes > 1)")      \
+        for (int64_t p = 0; p < planes; p++) {                                                     \
+            T m = (T)mul[p % channels], a = (T)add[p % channels];                                  \
+            const T *xp = x + p * spatial;                                                         \
+            T *yp = y + p * spatial;                                                               \
+            for (int64_t i = 0; i < spatial; i++)                                                  \
+                yp[i] = xp[i] * m + a;                                                             \
+        }                                                                                          \
+    }
+/* clang-format on */
+
+BATCHNORM_DEFINE(float)
+BATCHNORM_DEFINE(double)
+
+static tsr_status batchnorm_ref(const tsr_kernel_ctx *k)
+{
+    const tsr_tensor *x = k->inputs[0];
+    int64_t channels = x->dims[1], spatial = 1;
+    for (int d = 2; d < x->rank; d++)
+        spatial *= x->dims[d];
+    double eps = tsr_attr_float(k->node, "epsilon");
+    double *mul = tsr_malloc(2 * (size_t)(channels > 0 ? channels : 1) * sizeof(double));
+    if (!mul)
+        return TSR_ERR_OUT_OF_MEMORY;
+    double *add = mul + channels;
+    /* y = (x - mean) / sqrt(var + eps) * scale + B, folded into one multiply-add */
+    for (int64_t ch = 0; ch < channels; ch++) {
+        mul[ch] = tsr_get_f(k->inputs[1], ch) / sqrt(tsr_get_f(k->inputs[4], ch) + eps);
+        add[ch] = tsr_get_f(k->inputs[2], ch) - tsr_get_f(k->inputs[3], ch) * mul[ch];
+    }
+    int64_t planes = x->dims[0] * channels;
+    if (x->dtype == TSR_FLOAT32)
+        batchnorm_run_float(k, mul, add, planes, channels, spatial);
+    else
+        batchnorm_run_double(k, mul, add, planes, channels, spatial);
+    free(mul);
+    return TSR_OK;
+}
+
+static double two_per_element(const tsr_infer_ctx *c)
+{
+    return 2.0 * (double)tsr_shape_numel(c->outputs[0]->rank, c->outputs[0]->dims);
+}
+
+const tsr_op_def tsr_op_BatchNormalization = {
+    .name = "BatchNormalization",
+    .domain = "",
+    .min_inputs = 5,
+    .max_inputs = 5,
+    .min_outputs = 1,
+    .max_outputs = 5,
+    .attrs = batchnorm_attrs,
+    .locality = TSR_LOCALITY_ELEMENTWISE,
+    .infer = batchnorm_infer,
+    .ref = batchnorm_ref,
+    .flops = two_per_element,
+};
+
+/* ---------------------------------------------------- LayerNormalization */
+
+static const tsr_attr_def layernorm_attrs[] = {{"axis", TSR_ATTR_INT, .i = -1},
+                                               {"epsilon", TSR_ATTR_FLOAT, .f = 1e-5},
+                                               {"stash_type", TSR_ATTR_INT, .i = 1},
+                                               {NULL}};
+
+/* Scale and B broadcast unidirectionally to the normalized shape
+ * X.shape[axis:], aligned on the right. */
+static tsr_status layernorm_check_param(tsr_infer_ctx *c, int input, const char *what, int axis)
+{
+    const tsr_value *x = c->inputs[0], *p = c->inputs[input];
+    if (!p || p->rank < 0)
+        return TSR_OK;
+    TSR_CHECK(tsr_infer_require_dtype(c, input, TSR_FLOAT_TYPES));
+    if (p->dtype != x->dtype)
+        return tsr_infer_error(c, TSR_ERR_DTYPE, "%s is %s but X is %s", what,
+                               tsr_dtype_name(p->dtype), tsr_dtype_name(x->dtype));
+    int norm_rank = x->rank - axis;
+    bool fits = p->rank <= norm_rank;
+    for (int i = 0; fits && i < p->rank; i++) {
+        int64_t pd = p->dims[p->rank - 1 - i], xd = x->dims[x->rank - 1 - i];
+        fits = pd == 1 || pd == xd || !tsr_dim_known(pd) || !tsr_dim_known(xd);
+    }
+    if (!fits) {
+        char sp[160], sn[160];
+        tsr_shape_format(sp, sizeof sp, p->rank, p->dims);
+        tsr_shape_format(sn, sizeof sn, norm_rank, x->dims + axis);
+        return tsr_infer_error(c, TSR_ERR_SHAPE,
+                               "%s %s does not broadcast to the normalized shape %s (axis %d)",
+                               what, sp, sn, axis);
+    }
+    return TSR_OK;
+}
+
+static tsr_status layernorm_stash_dtype(const tsr_node *n, tsr_dtype *out)
+{
+    int64_t stash = tsr_attr_int(n, "stash_type");
+    if (stash != TSR_FLOAT32 && stash != TSR_FLOAT64)
+        return tsr_error(TSR_ERR_UNSUPPORTED,
+                         "stash_type %lld is not supported (1 = float32 and 11 = float64 are)",
+                         (long long)stash);
+    *out = (tsr_dtype)stash;
+    return TSR_OK;
+}
+
+static tsr_status layernorm_infer(tsr_infer_ctx *c)
+{
+    TSR_CHECK(tsr_infer_require_dtype(c, 0, TSR_FLOAT_TYPES));
+    const tsr_value *x = c->inputs[0];
+    if (!c->inputs[1])
+        return tsr_infer_error(c, TSR_ERR_SHAPE, "Scale is required");
+    tsr_dtype stash = TSR_FLOAT32;
+    TSR_CHECK(layernorm_stash_dtype(c->node, &stash));
+    if (x->rank < 0) {
+        for (int o = 0; o < c->n_outputs; o++)
+            tsr_infer_set(c, o, o ? stash : x->dtype, -1, NULL);
+        return TSR_OK;
+    }
+    int64_t axis_attr = tsr_attr_int(c->node, "axis");
+    int axis;
+    if (!tsr_axis_normalize(axis_attr, x->rank, &axis))
+        return tsr_infer_error(c, TSR_ERR_SHAPE, "axis %lld is out of range for rank %d",
+                               (long long)axis_attr, x->rank);
+    TSR_CHECK(layernorm_check_param(c, 1, "Scale", axis));
+    if (c->n_inputs > 2)
+        TSR_CHECK(layernorm_check_param(c, 2, "B", axis));
+    tsr_infer_set(c, 0, x->dtype, x->rank, x->dims);
+    int64_t stat_dims[TSR_MAX_RANK];
+    for (int d = 0; d < x->rank; d++)
+        stat_dims[d] = d < axis ? x->dims[d] : 1;
+    for (int o = 1; o < c->n_outputs; o++)
+        tsr_infer_set(c, o, stash, x->rank, stat_dims);
+    return TSR_OK;
+}
+
+/* Expands a Scale or B tensor to `norm` values over the normalized shape. */
+static void layernorm_expand(const tsr_tensor *p, const int64_t *norm_dims, int norm_rank,
+                             int64_t norm, double fill, double *out)
+{
+    for (int64_t i = 0; i < norm; i++) {
+        if (!p) {
+            out[i] = fill;
+            continue;
+        }
+        int64_t rest = i, offset = 0, stride = 1;
+        for (int d = 0; d < norm_rank; d++) {
+            int64_t size = norm_dims[norm_rank - 1 - d], idx = rest % size;
+            rest /= size;
+            if (d < p->rank) {
+                int64_t pd = p->dims[p->rank - 1 - d];
+                offset += (pd == 1 ? 0 : idx) * stride;
+                stride *= pd;
+            }
+        }
+        out[i] = tsr_get_f(p, offset);
+    }
+}
+
+/* The kernel below is instantiated once per element type. */
+/* clang-format off */
+#define LAYERNORM_DEFINE(T)                                                                        \
+    static void layernorm_run_##T(const tsr_kernel_ctx *k, const double *scale,                    \
+                                  const double *bias, int64_t rows, int64_t norm, double eps)      \
+    {                                                                                              \
+        const T *x = k->inputs[0]->data;                                                           \
+        T *y = k->outputs[0]->data;                                                                \
+        tsr_tensor *mean_out = k->n_outputs > 1 ? k->outputs[1] : NULL;                            \
+        tsr_tensor *inv_out = k->n_outputs > 2 ? k->outputs[2] : NULL;                             \
+        _Pragma("omp parallel for num_threads(k->threads) if (k->threads > 1 && rows > 1)")        \
+        for (int64_t r = 0; r < rows; r++) {                                                       \
+            const T *xr = x + r * norm;                                                            \
+            T *yr = y + r * norm;                                                                  \
+            double sum = 0.0, sq = 0.0;                                                            \
+            for (int64_t i = 0; i < norm; i++)                                                     \
+                sum += xr[i];                                                                      \
+            double mean = sum / (double)norm;                                                      \
+            for (int64_t i = 0; i < norm; i++)                                                     \
+                sq += (xr[i] - mean) * (xr[i] - mean);                                             \
+            double inv = 1.0 / sqrt(sq / (double)norm + eps);                                      \
+            for (int64_t i = 0; i < norm; i++)                                                     \
+                yr[i] = (T)((xr[i] - mean) * inv * scale[i] + bias[i]);                            \
+            if (mean_out)                                                                          \
+                tsr_set_f(mean_out, r, mean);                                                      \
+            if (inv_out)                                                                           \
+                tsr_set_f(inv_out, r, inv);                                                        \
+        }                                                                                          \
+    }
+/* clang-format on */
+
+LAYERNORM_DEFINE(float)
+LAYERNORM_DEFINE(double)
+
+static tsr_status layernorm_ref(const tsr_kernel_ctx *k)
+{
+    const tsr_tensor *x = k->inputs[0];
+    int axis;
+    if (!tsr_axis_normalize(tsr_attr_int(k->node, "axis"), x->rank, &axis))
+        return tsr_error(TSR_ERR_SHAPE, "axis is out of range for rank %d", x->rank);
+    int64_t rows = tsr_shape_numel(axis, x->dims);
+    int64_t norm = tsr_shape_numel(x->rank - axis, x->dims + axis);
+    double *params = tsr_malloc(2 * (size_t)(norm > 0 ? norm : 1) * sizeof(double));
+    if (!params)
+        return TSR_ERR_OUT_OF_MEMORY;
+    const tsr_tensor *bias = k->n_inputs > 2 ? k->inputs[2] : NULL;
+    layernorm_expand(k->inputs[1], x->dims + axis, x->rank - axis, norm, 1.0, params);
+    layernorm_expand(bias, x->dims + axis, x->rank - axis, norm, 0.0, params + norm);
+    double eps = tsr_attr_float(k->node, "epsilon");
+    if (x->dtype == TSR_FLOAT32)
+        layernorm_run_float(k, params, params + norm, rows, norm, eps);
+    else
+        layernorm_run_double(k, params, params + norm, rows, norm, eps);
+    free(params);
+    return TSR_OK;
+}
+
+static double layernorm_flops(const tsr_infer_ctx *c)
+{
+    /* sum, squared deviation, then normalize, scale and shift */
+    return 8.0 * (double)tsr_shape_numel(c->outputs[0]->rank, c->outputs[0]->dims);
+}
+
+const tsr_op_def tsr_op_LayerNormalization = {
+    .name = "LayerNormalization",
+    .domain = "",
+    .min_inputs = 2,
+    .max_inputs = 3,
+    .min_outputs = 1,
+    .max_outputs = 3,
+    .attrs = layernorm_attrs,
+    .locality = TSR_LOCALITY_REDUCTION,
+    .infer = layernorm_infer,
+    .ref = layernorm_ref,
+    .flops = layernorm_flops,
+};

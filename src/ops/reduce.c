@@ -1,14 +1,390 @@
-/* PLACEHOLDER: replaced by the real op family. */
+/* Reductions over axes (ReduceMean, ReduceSum, ReduceMax, ReduceMin) and
+ * Softmax / LogSoftmax. Sums accumulate in double for both float types. */
 #include "ops/op.h"
 
-static tsr_status todo_infer(tsr_infer_ctx *c)
+#include <math.h>
+#include <stdio.h>
+
+typedef enum reduce_mode { REDUCE_SUM, REDUCE_MEAN, REDUCE_MAX, REDUCE_MIN } reduce_mode;
+
+static reduce_mode reduce_mode_of(const tsr_op_def *op)
 {
-    return tsr_infer_error(c, TSR_ERR_UNSUPPORTED, "%s is not implemented yet", c->node->op->name);
+    if (op == &tsr_op_ReduceSum)
+        return REDUCE_SUM;
+    if (op == &tsr_op_ReduceMax)
+        return REDUCE_MAX;
+    if (op == &tsr_op_ReduceMin)
+        return REDUCE_MIN;
+    return REDUCE_MEAN;
 }
 
-const tsr_op_def tsr_op_ReduceMean = {.name = "ReduceMean", .domain = "", .max_inputs = 64, .max_outputs = 64, .infer = todo_infer};
-const tsr_op_def tsr_op_ReduceSum = {.name = "ReduceSum", .domain = "", .max_inputs = 64, .max_outputs = 64, .infer = todo_infer};
-const tsr_op_def tsr_op_ReduceMax = {.name = "ReduceMax", .domain = "", .max_inputs = 64, .max_outputs = 64, .infer = todo_infer};
-const tsr_op_def tsr_op_ReduceMin = {.name = "ReduceMin", .domain = "", .max_inputs = 64, .max_outputs = 64, .infer = todo_infer};
-const tsr_op_def tsr_op_Softmax = {.name = "Softmax", .domain = "", .max_inputs = 64, .max_outputs = 64, .infer = todo_infer};
-const tsr_op_def tsr_op_LogSoftmax = {.name = "LogSoftmax", .domain = "", .max_inputs = 64, .max_outputs = 64, .infer = todo_infer};
+/* ReduceSum takes its axes as an optional input from opset 13 on; the
+ * others keep the attribute up to opset 17. */
+static bool axes_from_input(const tsr_node *n)
+{
+    return n->op == &tsr_op_ReduceSum && n->opset >= 13;
+}
+
+/* Which axes are reduced. `axes_input` is the axes input when the node has
+ * one and its contents are known, NULL otherwise; *known is false when the
+ * node has an axes input whose contents are not known yet. */
+static tsr_status reduce_mask(const tsr_node *n, bool has_axes_input, const tsr_tensor *axes_input,
+                              int rank, bool mask[TSR_MAX_RANK], bool *known)
+{
+    int64_t axes[TSR_MAX_RANK];
+    int count = 0;
+    *known = true;
+    if (axes_from_input(n)) {
+        if (tsr_attr_has(n, "axes"))
+            return tsr_error(TSR_ERR_UNSUPPORTED, "from opset 13 on, ReduceSum takes axes as its "
+                                                  "second input, not as an attribute");
+        if (has_axes_input && !axes_input) {
+            *known = false;
+            return TSR_OK;
+        }
+        if (has_axes_input) {
+            if (axes_input->dtype != TSR_INT64)
+                return tsr_error(TSR_ERR_DTYPE, "axes must be int64, got %s",
+                                 tsr_dtype_name(axes_input->dtype));
+            if (tsr_tensor_numel(axes_input) > rank)
+                return tsr_error(TSR_ERR_SHAPE, "%lld axes given for an input of rank %d",
+                                 (long long)tsr_tensor_numel(axes_input), rank);
+            TSR_CHECK(tsr_kernel_ints(axes_input, axes, TSR_MAX_RANK, &count));
+        }
+    } else {
+        if (has_axes_input)
+            return tsr_error(TSR_ERR_UNSUPPORTED,
+                             "%s at opset %d takes axes as an attribute, not as an input",
+                             n->op->name, n->opset);
+        size_t n_attr;
+        const int64_t *attr = tsr_attr_ints(n, "axes", &n_attr);
+        if (n_attr > (size_t)rank)
+            return tsr_error(TSR_ERR_SHAPE, "%zu axes given for an input of rank %d", n_attr, rank);
+        for (size_t i = 0; i < n_attr; i++)
+            axes[count++] = attr[i];
+    }
+    bool noop = n->op == &tsr_op_ReduceSum && tsr_attr_int(n, "noop_with_empty_axes") != 0;
+    for (int d = 0; d < rank; d++)
+        mask[d] = count == 0 && !noop;
+    for (int i = 0; i < count; i++) {
+        int axis;
+        if (!tsr_axis_normalize(axes[i], rank, &axis))
+            return tsr_error(TSR_ERR_SHAPE, "axis %lld is out of range for rank %d",
+                             (long long)axes[i], rank);
+        if (mask[axis])
+            return tsr_error(TSR_ERR_SHAPE, "axis %lld is given twice", (long long)axes[i]);
+        mask[axis] = true;
+    }
+    return TSR_OK;
+}
+
+static const tsr_attr_def reduce_attrs[] = {
+    {"axes", TSR_ATTR_INTS}, {"keepdims", TSR_ATTR_INT, .i = 1}, {NULL}};
+static const tsr_attr_def reduce_sum_attrs[] = {{"axes", TSR_ATTR_INTS},
+                                                {"keepdims", TSR_ATTR_INT, .i = 1},
+                                                {"noop_with_empty_axes", TSR_ATTR_INT, .i = 0},
+                                                {NULL}};
+
+static tsr_status reduce_infer(tsr_infer_ctx *c)
+{
+    TSR_CHECK(tsr_infer_require_dtype(c, 0, TSR_FLOAT_TYPES));
+    const tsr_value *x = c->inputs[0];
+    const tsr_value *axes_value = c->n_inputs > 1 ? c->inputs[1] : NULL;
+    bool keepdims = tsr_attr_int(c->node, "keepdims") != 0;
+    if (x->rank < 0) {
+        tsr_infer_set(c, 0, x->dtype, -1, NULL);
+        return TSR_OK;
+    }
+    tsr_tensor axes_view;
+    const tsr_tensor *axes_known = NULL;
+    if (axes_value) {
+        axes_view = tsr_value_tensor(axes_value);
+        if (axes_value->dtype != TSR_INT64)
+            return tsr_infer_error(c, TSR_ERR_DTYPE, "axes must be int64, got %s",
+                                   tsr_dtype_name(axes_value->dtype));
+        if (axes_value->rank >= 0 && axes_value->rank != 1)
+            return tsr_infer_error(c, TSR_ERR_SHAPE, "axes must be 1-D, got rank %d",
+                                   axes_value->rank);
+        if (axes_value->data || tsr_shape_numel(axes_value->rank, axes_value->dims) == 0)
+            axes_known = &axes_view;
+    }
+    bool mask[TSR_MAX_RANK], known;
+    TSR_CHECK(reduce_mask(c->node, axes_value != NULL, axes_known, x->rank, mask, &known));
+    int64_t dims[TSR_MAX_RANK];
+    int rank = 0;
+    if (!known) {
+        /* Which axes go is decided at run time: with keepdims the rank stays. */
+        int64_t n_axes = axes_value->rank == 1 ? axes_value->dims[0] : TSR_DIM_UNKNOWN;
+        if (tsr_dim_known(n_axes) && n_axes > x->rank)
+            return tsr_infer_error(c, TSR_ERR_SHAPE, "%lld axes given for an input of rank %d",
+                                   (long long)n_axes, x->rank);
+        if (keepdims) {
+            for (int d = 0; d < x->rank; d++)
+                dims[d] = TSR_DIM_UNKNOWN;
+            rank = x->rank;
+        } else if (tsr_dim_known(n_axes) && n_axes > 0) {
+            for (int d = 0; d < x->rank - n_axes; d++)
+                dims[d] = TSR_DIM_UNKNOWN;
+            rank = x->rank - (int)n_axes;
+        } else {
+            rank = -1;
+        }
+        tsr_infer_set(c, 0, x->dtype, rank, dims);
+        return TSR_OK;
+    }
+    for (int d = 0; d < x->rank; d++) {
+        if (!mask[d])
+            dims[rank++] = x->dims[d];
+        else if (keepdims)
+            dims[rank++] = 1;
+    }
+    tsr_infer_set(c, 0, x->dtype, rank, dims);
+    return TSR_OK;
+}
+
+/* Input dims split into runs of kept and reduced axes; adjacent axes of the
+ * same kind merge into one run, size-1 axes vanish. */
+typedef struct reduce_runs {
+    int n_kept, n_red;
+    int64_t kept_size[TSR_MAX_RANK], kept_stride[TSR_MAX_RANK];
+    int64_t red_size[TSR_MAX_RANK], red_stride[TSR_MAX_RANK];
+    int64_t out_count, red_count;
+} reduce_runs;
+
+static void reduce_runs_of(const tsr_tensor *x, const bool *mask, reduce_runs *r)
+{
+    r->n_kept = r->n_red = 0;
+    r->out_count = r->red_count = 1;
+    int64_t stride = 1;
+    int last = -1; /* kind of the run just added, walking from the innermost axis */
+    for (int d = x->rank - 1; d >= 0; d--) {
+        int64_t size = x->dims[d];
+        int kind = mask[d] ? 1 : 0;
+        if (size != 1) {
+            int64_t *sizes = kind ? r->red_size : r->kept_size;
+            int64_t *strides = kind ? r->red_stride : r->kept_stride;
+            int *n = kind ? &r->n_red : &r->n_kept;
+            if (last == kind) {
+                sizes[*n - 1] *= size;
+            } else {
+                sizes[*n] = size;
+                strides[*n] = stride;
+                (*n)++;
+            }
+            last = kind;
+            *(kind ? &r->red_count : &r->out_count) *= size;
+        }
+        stride *= size;
+    }
+}
+
+/* The kernel below is instantiated once per element type. */
+/* clang-format off */
+#define REDUCE_DEFINE(T)                                                                           \
+    static void reduce_run_##T(const tsr_kernel_ctx *k, const reduce_runs *r, reduce_mode mode)    \
+    {                                                                                              \
+        const T *x = k->inputs[0]->data;                                                           \
+        T *y = k->outputs[0]->data;                                                                \
+        /* runs are stored innermost first; the innermost reduced run is the inner loop */         \
+        int64_t inner = r->n_red ? r->red_size[0] : 1;                                             \
+        int64_t inner_stride = r->n_red ? r->red_stride[0] : 0;                                    \
+        int64_t outer = inner ? r->red_count / inner : 0;                                          \
+        int64_t outs = r->out_count;                                                               \
+        _Pragma("omp parallel for num_threads(k->threads) if (k->threads > 1 && outs > 1)")        \
+        for (int64_t o = 0; o < outs; o++) {                                                       \
+            int64_t base = 0, rest = o;                                                            \
+            for (int g = 0; g < r->n_kept; g++) {                                                  \
+                base += (rest % r->kept_size[g]) * r->kept_stride[g];                              \
+                rest /= r->kept_size[g];                                                           \
+            }                                                                                      \
+            double acc = mode == REDUCE_MAX ? -INFINITY : mode == REDUCE_MIN ? INFINITY : 0.0;     \
+            for (int64_t q = 0; q < outer; q++) {                                                  \
+                int64_t offset = base, qr = q;                                                     \
+                for (int g = 1; g < r->n_red; g++) {                                               \
+                    offset += (qr % r->red_size[g]) * r->red_stride[g];                            \
+                    qr /= r->red_size[g];                                                          \
+                }                                                                                  \
+                const T *xs = x + offset;                                                          \
+                if (mode == REDUCE_SUM || mode == REDUCE_MEAN) {                                   \
+                    for (int64_t i = 0; i < inner; i++)                                            \
+                        acc += xs[i * inner_stride];                                               \
+                } else if (mode == REDUCE_MAX) {                                                   \
+                    for (int64_t i = 0; i < inner; i++) {                                          \
+                        double v = xs[i * inner_stride];                                           \
+                        if (!isnan(acc) && (v > acc || isnan(v)))                                  \
+                            acc = v;                                                               \
+                    }                                                                              \
+                } else {                                                                           \
+                    for (int64_t i = 0; i < inner; i++) {                                          \
+                        double v = xs[i * inner_stride];                                           \
+                        if (!isnan(acc) && (v < acc || isnan(v)))                                  \
+                            acc = v;                                                               \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+            if (mode == REDUCE_MEAN)                                                               \
+                acc /= (double)r->red_count;                                                       \
+            y[o] = (T)acc;                                                                         \
+        }                                                                                          \
+    }
+/* clang-format on */
+
+REDUCE_DEFINE(float)
+REDUCE_DEFINE(double)
+
+static tsr_status reduce_ref(const tsr_kernel_ctx *k)
+{
+    const tsr_tensor *x = k->inputs[0];
+    const tsr_tensor *axes = k->n_inputs > 1 ? k->inputs[1] : NULL;
+    bool mask[TSR_MAX_RANK], known;
+    TSR_CHECK(reduce_mask(k->node, axes != NULL, axes, x->rank, mask, &known));
+    reduce_runs r;
+    reduce_runs_of(x, mask, &r);
+    if (tsr_tensor_numel(k->outputs[0]) != r.out_count)
+        return tsr_error(TSR_ERR_SHAPE, "output has %lld elements, the reduction gives %lld",
+                         (long long)tsr_tensor_numel(k->outputs[0]), (long long)r.out_count);
+    reduce_mode mode = reduce_mode_of(k->node->op);
+    if (x->dtype == TSR_FLOAT32)
+        reduce_run_float(k, &r, mode);
+    else
+        reduce_run_double(k, &r, mode);
+    return TSR_OK;
+}
+
+static double per_input_element(const tsr_infer_ctx *c)
+{
+    return (double)tsr_shape_numel(c->inputs[0]->rank, c->inputs[0]->dims);
+}
+
+#define REDUCE_OP(NAME, ATTRS, MAX_INPUTS)                                                         \
+    const tsr_op_def tsr_op_##NAME = {                                                             \
+        .name = #NAME,                                                                             \
+        .domain = "",                                                                              \
+        .min_inputs = 1,                                                                           \
+        .max_inputs = MAX_INPUTS,                                                                  \
+        .min_outputs = 1,                                                                          \
+        .max_outputs = 1,                                                                          \
+        .attrs = ATTRS,                                                                            \
+        .locality = TSR_LOCALITY_REDUCTION,                                                        \
+        .infer = reduce_infer,                                                                     \
+        .ref = reduce_ref,                                                                         \
+        .flops = per_input_element,                                                                \
+    };
+
+REDUCE_OP(ReduceMean, reduce_attrs, 1)
+REDUCE_OP(ReduceSum, reduce_sum_attrs, 2)
+REDUCE_OP(ReduceMax, reduce_attrs, 1)
+REDUCE_OP(ReduceMin, reduce_attrs, 1)
+
+/* ------------------------------------------------------ Softmax, LogSoftmax */
+
+/* ONNX's default axis is 1 before opset 13 and -1 from 13 on; the schema
+ * holds the newer one and softmax_axis applies the older. */
+static const tsr_attr_def softmax_attrs[] = {{"axis", TSR_ATTR_INT, .i = -1}, {NULL}};
+
+static tsr_status softmax_axis(const tsr_node *n, int rank, int *axis)
+{
+    int64_t a = n->opset < 13 && !tsr_attr_has(n, "axis") ? 1 : tsr_attr_int(n, "axis");
+    if (rank < 1)
+        return tsr_error(TSR_ERR_SHAPE, "%s needs an input of rank >= 1", n->op->name);
+    if (!tsr_axis_normalize(a, rank, axis))
+        return tsr_error(TSR_ERR_SHAPE, "axis %lld is out of range for rank %d", (long long)a,
+                         rank);
+    return TSR_OK;
+}
+
+static tsr_status softmax_infer(tsr_infer_ctx *c)
+{
+    TSR_CHECK(tsr_infer_require_dtype(c, 0, TSR_FLOAT_TYPES));
+    const tsr_value *x = c->inputs[0];
+    if (x->rank >= 0) {
+        int axis;
+        TSR_CHECK(softmax_axis(c->node, x->rank, &axis));
+    }
+    tsr_infer_set(c, 0, x->dtype, x->rank, x->dims);
+    return TSR_OK;
+}
+
+/* The kernel below is instantiated once per element type. */
+/* clang-format off */
+/* Normalizes `n` values spaced `stride` apart, for each of outer x inner
+ * starting points. Before opset 13 the input is seen as 2-D at the axis,
+ * so the whole trailing block is one contiguous row (inner = 1). */
+#define SOFTMAX_DEFINE(T)                                                                          \
+    static void softmax_run_##T(const tsr_kernel_ctx *k, int64_t outer, int64_t n, int64_t inner,  \
+                                bool log_out)                                                      \
+    {                                                                                              \
+        const T *x = k->inputs[0]->data;                                                           \
+        T *y = k->outputs[0]->data;                                                                \
+        int64_t rows = outer * inner;                                                              \
+        _Pragma("omp parallel for num_threads(k->threads) if (k->threads > 1 && rows > 1)")        \
+        for (int64_t row = 0; row < rows; row++) {                                                 \
+            int64_t start = (row / inner) * n * inner + row % inner;                               \
+            const T *xs = x + start;                                                               \
+            T *ys = y + start;                                                                     \
+            double max = -INFINITY, sum = 0.0;                                                     \
+            for (int64_t j = 0; j < n; j++)                                                        \
+                max = xs[j * inner] > max ? xs[j * inner] : max;                                   \
+            for (int64_t j = 0; j < n; j++)                                                        \
+                sum += exp(xs[j * inner] - max);                                                   \
+            if (log_out) {                                                                         \
+                double shift = max + log(sum);                                                     \
+                for (int64_t j = 0; j < n; j++)                                                    \
+                    ys[j * inner] = (T)(xs[j * inner] - shift);                                    \
+            } else {                                                                               \
+                for (int64_t j = 0; j < n; j++)                                                    \
+                    ys[j * inner] = (T)(exp(xs[j * inner] - max) / sum);                           \
+            }                                                                                      \
+        }                                                                                          \
+    }
+/* clang-format on */
+
+SOFTMAX_DEFINE(float)
+SOFTMAX_DEFINE(double)
+
+static tsr_status softmax_ref(const tsr_kernel_ctx *k)
+{
+    const tsr_tensor *x = k->inputs[0];
+    int axis;
+    TSR_CHECK(softmax_axis(k->node, x->rank, &axis));
+    int64_t outer = tsr_shape_numel(axis, x->dims), n, inner;
+    if (k->node->opset < 13) {
+        n = tsr_shape_numel(x->rank - axis, x->dims + axis);
+        inner = 1;
+    } else {
+        n = x->dims[axis];
+        inner = tsr_shape_numel(x->rank - axis - 1, x->dims + axis + 1);
+    }
+    bool log_out = k->node->op == &tsr_op_LogSoftmax;
+    if (n == 0 || inner == 0)
+        return TSR_OK;
+    if (x->dtype == TSR_FLOAT32)
+        softmax_run_float(k, outer, n, inner, log_out);
+    else
+        softmax_run_double(k, outer, n, inner, log_out);
+    return TSR_OK;
+}
+
+static double softmax_flops(const tsr_infer_ctx *c)
+{
+    /* max, exp and sum, normalize */
+    return 4.0 * (double)tsr_shape_numel(c->inputs[0]->rank, c->inputs[0]->dims);
+}
+
+#define SOFTMAX_OP(NAME)                                                                           \
+    const tsr_op_def tsr_op_##NAME = {                                                             \
+        .name = #NAME,                                                                             \
+        .domain = "",                                                                              \
+        .min_inputs = 1,                                                                           \
+        .max_inputs = 1,                                                                           \
+        .min_outputs = 1,                                                                          \
+        .max_outputs = 1,                                                                          \
+        .attrs = softmax_attrs,                                                                    \
+        .locality = TSR_LOCALITY_REDUCTION,                                                        \
+        .infer = softmax_infer,                                                                    \
+        .ref = softmax_ref,                                                                        \
+        .flops = softmax_flops,                                                                    \
+    };
+
+SOFTMAX_OP(Softmax)
+SOFTMAX_OP(LogSoftmax)
