@@ -336,8 +336,13 @@ static tsr_status spec_create(tsr_plan *p, int n_inputs, const tsr_tensor *input
     for (int v = 0; v < s->graph->n_values; v++) {
         const tsr_value *val = &s->graph->values[v];
         if (tsr_shape_numel(val->rank, val->dims) < 0) {
-            st = tsr_error(TSR_ERR_INTERNAL, "value '%s' has no concrete shape after specialization",
-                           val->name);
+            char desc[320] = "an input";
+            if (val->producer >= 0)
+                tsr_node_describe(&s->graph->nodes[val->producer], desc, sizeof desc);
+            st = tsr_error(TSR_ERR_UNSUPPORTED,
+                           "%s: the shape of '%s' depends on the values of a non-constant input; "
+                           "Tessera needs shapes that follow from the input shapes",
+                           desc, val->name);
             goto fail;
         }
     }
