@@ -1,0 +1,106 @@
+/* Shared pieces of the `tessera` command line program: option parsing,
+ * error reporting, models (ONNX files or built-in ones), random inputs. */
+#ifndef TSR_CLI_H
+#define TSR_CLI_H
+
+#include "tessera.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define CLI_CHECK(expr)                                                                            \
+    do {                                                                                           \
+        tsr_status cli_check_status_ = (expr);                                                     \
+        if (cli_check_status_ != TSR_OK)                                                           \
+            return cli_check_status_;                                                              \
+    } while (0)
+
+/* Exit codes: success, a failure while doing the work, a command line that
+ * does not make sense. */
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
+
+typedef struct cli_command {
+    const char *name;
+    const char *summary;
+    const char *usage; /* full help text */
+    int (*main)(int argc, char **argv);
+} cli_command;
+
+extern const cli_command cli_run_command;
+extern const cli_command cli_info_command;
+extern const cli_command cli_bench_command;
+
+/* Prints "tessera: error: <message>" to stderr; returns CLI_FAIL. */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same, followed by the command's usage; returns CLI_USAGE. */
+int cli_usage_error(const cli_command *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Reports the library's last error, prefixed by `what` unless the library
+ * message already says it; returns CLI_FAIL. */
+int cli_fail_status(const char *what);
+
+/* Walks a command's arguments. cli_arg_option matches `--name VALUE` and
+ * `--name=VALUE`; cli_arg_flag a bare `--name`. Anything else starting
+ * with '-' (after the options were tried) is an unknown option. */
+typedef struct cli_args {
+    const cli_command *cmd;
+    int argc;
+    char **argv;
+    int i;
+    bool only_positional; /* after "--" */
+    int status;           /* CLI_USAGE once an error was printed */
+} cli_args;
+
+void cli_args_init(cli_args *a, const cli_command *cmd, int argc, char **argv);
+/* The current argument, or NULL at the end (or after an error). */
+const char *cli_args_peek(cli_args *a);
+bool cli_arg_flag(cli_args *a, const char *name);
+bool cli_arg_option(cli_args *a, const char *name, const char **value_out);
+/* Handles the current argument if it is --help, "--", a positional one or
+ * an unknown option: returns the positional argument, else NULL (with
+ * a->status set on errors or help). */
+const char *cli_arg_rest(cli_args *a, bool *help_out);
+
+/* Strict integer parsing for option values; prints the error itself. */
+bool cli_parse_int(cli_args *a, const char *option, const char *text, long long min, long long max,
+                   long long *out);
+bool cli_parse_u64(cli_args *a, const char *option, const char *text, uint64_t *out);
+
+/* The functions below that return int print their own error and return
+ * CLI_FAIL on failure, CLI_OK otherwise. */
+
+/* A model: an ONNX file or "builtin:resnet50". */
+#define CLI_BUILTIN_RESNET50 "builtin:resnet50"
+int cli_load_model(const char *spec, tsr_graph **graph_out);
+int cli_build_resnet50(tsr_graph **graph_out);
+
+/* "[batch, 3, 224, 224]" from a value info. */
+void cli_format_info_shape(const tsr_value_info *info, char *buf, size_t size);
+/* "[1, 1000]" from a concrete tensor. */
+void cli_format_dims(int rank, const int64_t *dims, char *buf, size_t size);
+
+/* A small, portable generator so that seeded runs give the same numbers
+ * on every machine. */
+typedef struct cli_rng {
+    uint64_t state;
+    bool has_spare;
+    double spare;
+} cli_rng;
+
+void cli_rng_seed(cli_rng *r, uint64_t seed);
+uint64_t cli_rng_next(cli_rng *r);
+double cli_rng_uniform(cli_rng *r); /* in (0, 1) */
+double cli_rng_normal(cli_rng *r);
+
+/* Allocates t's data for its dtype and shape and fills it with seeded
+ * random values: normal(0, 1) for floats, 0..9 for integers, 0/1 for
+ * bools. */
+int cli_fill_random(tsr_tensor *t, const char *name, uint64_t seed);
+
+/* Shapes for the inputs of `graph` when every non-fixed dim is `batch`:
+ * the tensors get no data. */
+int cli_default_input_shapes(const tsr_graph *graph, int64_t batch, tsr_tensor *inputs);
+
+double cli_now_seconds(void); /* monotonic clock */
+
+#endif

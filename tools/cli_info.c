@@ -1,0 +1,143 @@
+/* `tessera info`: what a model takes and gives, what it is made of, and
+ * what a plan of it costs. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char info_usage[] =
+    "Usage: tessera info MODEL [options]\n"
+    "\n"
+    "Prints MODEL's inputs and outputs (symbolic dims by name), its node and op\n"
+    "counts and parameter count, and the estimated FLOPs, arena bytes and constant\n"
+    "bytes of a plan on the ref device with symbolic dims set to --batch.\n"
+    "\n"
+    "Options:\n"
+    "  --graph      also print every node of the graph\n"
+    "  --batch N    size of the symbolic dims for the plan (default 1)\n"
+    "  -h, --help   show this help\n";
+
+static int info_main(int argc, char **argv);
+
+const cli_command cli_info_command = {
+    .name = "info",
+    .summary = "describe a model: inputs, outputs, ops, parameters, cost",
+    .usage = info_usage,
+    .main = info_main,
+};
+
+static void print_values(const tsr_graph *g, bool inputs)
+{
+    int n = inputs ? tsr_graph_num_inputs(g) : tsr_graph_num_outputs(g);
+    printf("%s (%d):\n", inputs ? "Inputs" : "Outputs", n);
+    for (int i = 0; i < n; i++) {
+        tsr_value_info info;
+        tsr_status st =
+            inputs ? tsr_graph_input_info(g, i, &info) : tsr_graph_output_info(g, i, &info);
+        if (st != TSR_OK)
+            continue;
+        char shape[512];
+        cli_format_info_shape(&info, shape, sizeof shape);
+        printf("  %s: %s %s\n", info.name, tsr_dtype_name(info.dtype), shape);
+    }
+}
+
+static void print_bytes(const char *label, size_t bytes)
+{
+    double mib = (double)bytes / (1024.0 * 1024.0);
+    printf("  %s %zu bytes (%.2f MiB)\n", label, bytes, mib);
+}
+
+/* The cost part needs a plan: concrete shapes and every node on a kernel. */
+static int print_plan(const tsr_graph *g, long long batch)
+{
+    int n_in = tsr_graph_num_inputs(g);
+    tsr_tensor *inputs = calloc((size_t)n_in + 1, sizeof *inputs);
+    tsr_plan *plan = NULL;
+    tsr_plan_stats stats;
+    int rc = inputs ? CLI_OK : cli_fail("out of memory");
+    if (rc == CLI_OK)
+        rc = cli_default_input_shapes(g, batch, inputs);
+    if (rc == CLI_OK) {
+        tsr_compile_options opts;
+        tsr_compile_options_init(&opts);
+        opts.device = "ref";
+        opts.threads = 1;
+        if (tsr_plan_create(g, &opts, &plan) != TSR_OK ||
+            tsr_plan_reshape(plan, n_in, inputs) != TSR_OK ||
+            tsr_plan_get_stats(plan, &stats) != TSR_OK)
+            rc = cli_fail_status("cannot plan the model");
+    }
+    if (rc == CLI_OK) {
+        printf("Plan (device ref, batch %lld):\n", batch);
+        printf("  FLOPs: %.0f (%.3f GFLOPs)\n", stats.flops, stats.flops * 1e-9);
+        print_bytes("Arena:", stats.arena_bytes);
+        print_bytes("Constants:", stats.constant_bytes);
+        printf("  Steps: %d\n", stats.n_steps);
+    }
+    tsr_plan_destroy(plan);
+    free(inputs);
+    return rc;
+}
+
+static int info_main(int argc, char **argv)
+{
+    cli_args a;
+    cli_args_init(&a, &cli_info_command, argc, argv);
+    const char *model = NULL;
+    bool graph = false, help = false;
+    long long batch = 1;
+    while (cli_args_peek(&a)) {
+        const char *v;
+        if (cli_arg_flag(&a, "--graph")) {
+            graph = true;
+        } else if (cli_arg_option(&a, "--batch", &v)) {
+            if (v)
+                cli_parse_int(&a, "--batch", v, 1, 1 << 24, &batch);
+        } else {
+            const char *pos = cli_arg_rest(&a, &help);
+            if (!pos)
+                continue;
+            if (model)
+                return cli_usage_error(&cli_info_command, "unexpected argument '%s'", pos);
+            model = pos;
+        }
+    }
+    if (a.status || help)
+        return a.status;
+    if (!model)
+        return cli_usage_error(&cli_info_command, "missing MODEL");
+
+    tsr_graph *g = NULL;
+    int rc = cli_load_model(model, &g);
+    if (rc != CLI_OK)
+        return rc;
+    tsr_graph_stats stats;
+    if (tsr_graph_get_stats(g, &stats) != TSR_OK) {
+        tsr_graph_destroy(g);
+        return cli_fail_status(NULL);
+    }
+    printf("Model: %s\n", model);
+    print_values(g, true);
+    print_values(g, false);
+    printf("Nodes: %d\n", stats.n_nodes);
+    printf("Ops:");
+    for (int k = 0; k < stats.n_op_types; k++)
+        printf("%s %s %d", k ? "," : "", stats.op_types[k], stats.op_counts[k]);
+    printf("%s\n", stats.n_op_types ? "" : " none");
+    printf("Parameters: %lld (%.2f M)\n", (long long)stats.n_parameters,
+           (double)stats.n_parameters * 1e-6);
+    if (graph) {
+        printf("Graph:\n");
+        fflush(stdout);
+        if (tsr_graph_print(g, stdout) != TSR_OK)
+            rc = cli_fail_status(NULL);
+    }
+    if (rc == CLI_OK) {
+        fflush(stdout);
+        rc = print_plan(g, batch);
+    }
+    tsr_graph_destroy(g);
+    return rc;
+}
