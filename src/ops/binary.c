@@ -196,7 +196,8 @@ static tsr_status broadcast_run(tsr_tensor *out, int n_in, const tsr_tensor *con
     }
 
 /* Signed overflow wraps (through unsigned arithmetic) instead of being
- * undefined; division by zero gives 0 instead of trapping. */
+ * undefined. Integer division by zero never reaches these: the kernels
+ * refuse such divisors first (check_divisor). */
 #define INT_HELPERS(P, T, UT)                                                                      \
     static inline T P##_add(T a, T b)                                                              \
     {                                                                                              \
@@ -352,7 +353,24 @@ static tsr_status kernel_dtype_error(const tsr_kernel_ctx *k, tsr_dtype t)
 typedef struct {
     loop_fn loops[DTYPE_SLOTS];
     bool bool_out;
+    bool divides; /* integer zeros in input 1 are an error */
 } ew_desc;
+
+/* ONNX leaves integer division by zero undefined; an error says more than
+ * any number we could make up. */
+static tsr_status check_divisor(const tsr_tensor *b)
+{
+    int64_t n = tsr_tensor_numel(b);
+    for (int64_t i = 0; i < n; i++) {
+        bool zero = b->dtype == TSR_INT64 ? ((const int64_t *)b->data)[i] == 0
+                  : b->dtype == TSR_INT32 ? ((const int32_t *)b->data)[i] == 0
+                                          : false;
+        if (zero)
+            return tsr_error(TSR_ERR_INVALID_ARGUMENT,
+                             "integer division by zero (element %lld of the divisor)", (long long)i);
+    }
+    return TSR_OK;
+}
 
 static tsr_status ew_infer(tsr_infer_ctx *c, const ew_desc *d)
 {
@@ -374,6 +392,8 @@ static tsr_status ew_ref(const tsr_kernel_ctx *k, const ew_desc *d)
     if (!fn)
         return kernel_dtype_error(k, t);
     tsr_tensor *out = k->outputs[0];
+    if (d->divides)
+        TSR_CHECK(check_divisor(k->inputs[1]));
     if (k->n_inputs == 1) {
         memcpy(out->data, k->inputs[0]->data, tsr_tensor_bytes(out));
         return TSR_OK;
@@ -387,8 +407,8 @@ static tsr_status ew_ref(const tsr_kernel_ctx *k, const ew_desc *d)
     return TSR_OK;
 }
 
-#define EW_OP(NAME, MAX_IN, FLOPS, BOOL_OUT, TABLE)                                                \
-    static const ew_desc NAME##_desc = {.loops = TABLE, .bool_out = BOOL_OUT};                     \
+#define EW_OP(NAME, MAX_IN, FLOPS, BOOL_OUT, DIVIDES, TABLE)                                       \
+    static const ew_desc NAME##_desc = {.loops = TABLE, .bool_out = BOOL_OUT, .divides = DIVIDES}; \
     static tsr_status NAME##_infer(tsr_infer_ctx *c)                                               \
     {                                                                                              \
         return ew_infer(c, &NAME##_desc);                                                          \
@@ -416,16 +436,16 @@ static tsr_status ew_ref(const tsr_kernel_ctx *k, const ew_desc *d)
         [TSR_INT32] = equal_i32, [TSR_BOOL] = equal_bool                                           \
     }
 
-EW_OP(Add, 2, flops_elementwise, false, NUMERIC_TABLE(add))
-EW_OP(Sub, 2, flops_elementwise, false, NUMERIC_TABLE(sub))
-EW_OP(Mul, 2, flops_elementwise, false, NUMERIC_TABLE(mul))
-EW_OP(Div, 2, flops_elementwise, false, NUMERIC_TABLE(div))
-EW_OP(Max, TSR_MAX_NODE_IO, flops_variadic, false, NUMERIC_TABLE(max))
-EW_OP(Min, TSR_MAX_NODE_IO, flops_variadic, false, NUMERIC_TABLE(min))
-EW_OP(Sum, TSR_MAX_NODE_IO, flops_variadic, false, NUMERIC_TABLE(add))
-EW_OP(Equal, 2, flops_elementwise, true, EQUAL_TABLE)
-EW_OP(Less, 2, flops_elementwise, true, NUMERIC_TABLE(less))
-EW_OP(Greater, 2, flops_elementwise, true, NUMERIC_TABLE(greater))
+EW_OP(Add, 2, flops_elementwise, false, false, NUMERIC_TABLE(add))
+EW_OP(Sub, 2, flops_elementwise, false, false, NUMERIC_TABLE(sub))
+EW_OP(Mul, 2, flops_elementwise, false, false, NUMERIC_TABLE(mul))
+EW_OP(Div, 2, flops_elementwise, false, true, NUMERIC_TABLE(div))
+EW_OP(Max, TSR_MAX_NODE_IO, flops_variadic, false, false, NUMERIC_TABLE(max))
+EW_OP(Min, TSR_MAX_NODE_IO, flops_variadic, false, false, NUMERIC_TABLE(min))
+EW_OP(Sum, TSR_MAX_NODE_IO, flops_variadic, false, false, NUMERIC_TABLE(add))
+EW_OP(Equal, 2, flops_elementwise, true, false, EQUAL_TABLE)
+EW_OP(Less, 2, flops_elementwise, true, false, NUMERIC_TABLE(less))
+EW_OP(Greater, 2, flops_elementwise, true, false, NUMERIC_TABLE(greater))
 
 /* ------------------------------------------------------------------ Mod */
 
@@ -461,6 +481,7 @@ static tsr_status mod_ref(const tsr_kernel_ctx *k)
     loop_fn fn = table_loop(tsr_attr_int(k->node, "fmod") ? fmod_loops : pymod_loops, t);
     if (!fn)
         return kernel_dtype_error(k, t);
+    TSR_CHECK(check_divisor(k->inputs[1]));
     const tsr_tensor *in[2] = {k->inputs[0], k->inputs[1]};
     return broadcast_run(k->outputs[0], 2, in, fn, k->threads);
 }
