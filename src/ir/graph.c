@@ -429,6 +429,10 @@ tsr_status tsr_graph_add_node_op(tsr_graph *g, const tsr_op_def *op, int opset,
         }
     for (int i = 0; i < n_inputs; i++) {
         if (!inputs[i] || !*inputs[i]) {
+            if (i < op->min_inputs) {
+                st = tsr_error(TSR_ERR_PARSE, "required input %d is missing", i);
+                goto fail;
+            }
             node.inputs[i] = -1;
             continue;
         }

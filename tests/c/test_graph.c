@@ -95,6 +95,9 @@ static void test_errors_leave_graph_intact(void)
     st = tsr_graph_add_node(g, "Relu", "", "n6", 2, (const char *[]){"x", "x"}, 1,
                             (const char *[]){"y"}, 0, NULL);
     CHECK(st == TSR_ERR_PARSE && strstr(tsr_last_error(), "inputs"));
+    st = tsr_graph_add_node(g, "Relu", "", "n7", 1, (const char *[]){""}, 1, (const char *[]){"y"},
+                            0, NULL);
+    CHECK(st == TSR_ERR_PARSE && strstr(tsr_last_error(), "required input 0"));
     st = tsr_graph_add_output(g, "nothing");
     CHECK(st == TSR_ERR_NOT_FOUND);
     st = tsr_graph_add_input(g, "bad", (tsr_dtype)5, 1, dims, NULL);
