@@ -41,10 +41,13 @@ test-c:
 
 # The Python tests run twice: on the release build, then (all but the
 # whole-model tests, which are too slow there) on the sanitizer build, with
-# the ASan runtime preloaded so the ctypes-loaded library can use it.
+# the ASan runtime preloaded so the ctypes-loaded library can use it;
+# libstdc++ is preloaded too, or ASan cannot intercept the C++ exceptions
+# that PyTorch throws inside torch.onnx.export.
 test-python:
 	TESSERA_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/python $(PYTEST_ARGS)
-	LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libstdc++.so.6)" \
+	  ASAN_OPTIONS=detect_leaks=0 \
 	  TESSERA_BUILD_DIR=$(abspath $(BUILD)) \
 	  TESSERA_LIB=$(abspath $(SAN_BUILD))/lib/libtessera.so \
 	  TESSERA_BIN=$(abspath $(SAN_BUILD))/bin/tessera \
