@@ -114,6 +114,10 @@ tsr_status tsr_graph_add_input(tsr_graph *graph, const char *name, tsr_dtype dty
                                const int64_t *dims, const char *const *dim_names);
 /* A constant (weights, initializers); the data is copied. */
 tsr_status tsr_graph_add_constant(tsr_graph *graph, const char *name, const tsr_tensor *value);
+/* A trainable constant (weights): like a constant, but never folded into
+ * the constants computed from it, so gradients reach it and its value can
+ * be updated. The ONNX importer makes float initializers parameters. */
+tsr_status tsr_graph_add_parameter(tsr_graph *graph, const char *name, const tsr_tensor *value);
 /* A node of op `op_type` in `domain` ("" or "ai.onnx" for ONNX's own ops).
  * Inputs must already exist; an empty input name marks an omitted
  * optional input. Outputs are new values. node_name may be NULL. */

@@ -112,6 +112,7 @@ static tsr_status add_initializers(importer *imp)
         /* The decoded buffer becomes the constant's storage: no second copy. */
         tsr_value *val = &imp->g->values[v];
         val->data = t.data;
+        val->is_param = tsr_dtype_is_float(t.dtype);
         val->dtype = t.dtype;
         val->rank = t.rank;
         memcpy(val->dims, t.dims, sizeof val->dims);

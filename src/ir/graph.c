@@ -263,6 +263,16 @@ tsr_status tsr_graph_add_constant(tsr_graph *g, const char *name, const tsr_tens
     return st;
 }
 
+tsr_status tsr_graph_add_parameter(tsr_graph *g, const char *name, const tsr_tensor *value)
+{
+    if (value && !tsr_dtype_is_float(value->dtype))
+        return tsr_error(TSR_ERR_DTYPE, "parameter '%s' must be float32 or float64, got %s",
+                         name ? name : "", tsr_dtype_name(value->dtype));
+    TSR_CHECK(tsr_graph_add_constant(g, name, value));
+    g->values[g->n_values - 1].is_param = true;
+    return TSR_OK;
+}
+
 static tsr_status copy_attr(const tsr_op_def *op, const tsr_attr *src, tsr_node_attr *dst)
 {
     memset(dst, 0, sizeof *dst);
@@ -377,7 +387,7 @@ static bool node_foldable(const tsr_graph *g, const tsr_node *n)
             continue;
         const tsr_value *v = &g->values[n->inputs[i]];
         bool shape_known = tsr_shape_numel(v->rank, v->dims) >= 0;
-        if (!(v->data || ((n->op->flags & TSR_OP_SHAPE_ONLY) && shape_known)))
+        if (!((v->data && !v->is_param) || ((n->op->flags & TSR_OP_SHAPE_ONLY) && shape_known)))
             return false;
     }
     return true;
@@ -663,6 +673,7 @@ tsr_status tsr_graph_replay(const tsr_graph *src, tsr_graph *dst, bool borrow_co
         } else {
             tsr_tensor t = tsr_value_tensor(val);
             TSR_CHECK(tsr_graph_add_constant(dst, val->name, &t));
+            dst->values[dst->n_values - 1].is_param = val->is_param;
         }
     }
     for (int n = 0; n < src->n_nodes; n++) {

@@ -66,6 +66,35 @@ static void test_folding(void)
     tsr_graph_destroy(g);
 }
 
+static void test_parameters_are_not_folded(void)
+{
+    /* Nodes reading a parameter stay nodes (gradients must reach it);
+     * plans fold them like any constant. */
+    tsr_graph *g = NULL;
+    CHECK_OK(tsr_graph_create(&g));
+    double w[3] = {-1.0, 2.0, -3.0};
+    tsr_tensor t = {.dtype = TSR_FLOAT64, .rank = 1, .dims = {3}, .data = w};
+    CHECK_OK(tsr_graph_add_parameter(g, "w", &t));
+    CHECK_OK(tsr_graph_add_node(g, "Abs", "", NULL, 1, (const char *[]){"w"}, 1,
+                                (const char *[]){"a"}, 0, NULL));
+    CHECK_OK(tsr_graph_add_output(g, "a"));
+    CHECK(g->n_nodes == 1);
+    tsr_plan *p = NULL;
+    CHECK_OK(tsr_plan_create(g, NULL, &p));
+    CHECK_OK(tsr_plan_reshape(p, 0, NULL));
+    tsr_plan_stats st;
+    CHECK_OK(tsr_plan_get_stats(p, &st));
+    CHECK(st.n_steps == 0);
+    double a[3] = {0};
+    tsr_tensor out = {.dtype = TSR_FLOAT64, .rank = 1, .dims = {3}, .data = a};
+    CHECK_OK(tsr_plan_run(p, 0, NULL, 1, &out));
+    CHECK(a[0] == 1.0 && a[1] == 2.0 && a[2] == 3.0);
+    tsr_plan_destroy(p);
+    tsr_tensor ints = {.dtype = TSR_INT64, .rank = 1, .dims = {3}, .data = w};
+    CHECK(tsr_graph_add_parameter(g, "i", &ints) == TSR_ERR_DTYPE);
+    tsr_graph_destroy(g);
+}
+
 static void test_errors_leave_graph_intact(void)
 {
     tsr_graph *g = NULL;
@@ -144,6 +173,7 @@ int main(void)
 {
     test_symbolic_dims();
     test_folding();
+    test_parameters_are_not_folded();
     test_errors_leave_graph_intact();
     test_dead_code();
     test_registry();
