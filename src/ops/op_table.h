@@ -90,3 +90,7 @@ TSR_OP(Constant)
 TSR_OP(ConstantOfShape)
 TSR_OP(Cast)
 TSR_OP(Range)
+
+/* dpp.c: Detail-Preserving Pooling (domain ai.tessera) */
+
+/* grad_*.c: backward ops that gradient rules build (domain ai.tessera) */
