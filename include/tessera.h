@@ -157,6 +157,28 @@ tsr_status tsr_graph_verify(const tsr_graph *graph);
 /* One line per node: outputs, op, inputs, attributes, shapes. */
 tsr_status tsr_graph_print(const tsr_graph *graph, FILE *out);
 
+/* ------------------------------------------------------------- autodiff */
+
+/* Reverse-mode differentiation. Builds a new graph that computes, besides
+ * every output of `graph` (first, in their order), the gradient of
+ *     sum_k sum(outputs[k] * seed_k)
+ * with respect to each value in `wrt` (graph inputs or parameters, float
+ * only). The new graph has the inputs of `graph` followed by one input per
+ * differentiated output, "<output>__seed", of that output's dtype and
+ * shape (symbolic dims included), and after the forward outputs one output
+ * per wrt value, "<wrt>__grad", of the wrt value's shape. (Where such a
+ * name is taken already, "_1", "_2", ... is appended.) Parameters stay
+ * parameters, so the result can be differentiated again (Hessian-vector
+ * products, gradients of gradient norms) or trained.
+ *
+ * A wrt value that no differentiated output depends on gets a gradient of
+ * zeros (not an error). Errors: names that do not exist, a wrt value that
+ * is neither an input nor a parameter, integer outputs or wrt values, an
+ * output given twice, and, naming the node, an op on the way from a wrt
+ * value to an output that has no gradient rule. */
+tsr_status tsr_graph_gradient(const tsr_graph *graph, int n_outputs, const char *const *outputs,
+                              int n_wrt, const char *const *wrt, tsr_graph **grad_graph_out);
+
 /* ----------------------------------------------------------------- plan */
 
 typedef struct tsr_plan tsr_plan;
@@ -195,9 +217,16 @@ typedef struct tsr_plan_stats {
     size_t constant_bytes; /* weights and folded constants */
     double flops;          /* estimated floating-point operations per run */
     int n_steps;           /* kernel calls per run */
+    int n_reorders;        /* layout conversions per run */
 } tsr_plan_stats;
 
 tsr_status tsr_plan_get_stats(const tsr_plan *plan, tsr_plan_stats *stats_out);
+
+/* Per-step timing. While on, every run adds each step's time; the report
+ * lists each kernel call, layout reorder and copy of the current
+ * specialization with its mean milliseconds per run. */
+tsr_status tsr_plan_set_profiling(tsr_plan *plan, int enabled);
+tsr_status tsr_plan_print_profile(const tsr_plan *plan, FILE *out);
 
 /* ------------------------------------------------------------------ npy */
 

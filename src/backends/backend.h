@@ -6,15 +6,35 @@
 
 #include "ops/op.h"
 
+/* What a backend knows when it prepares a node at plan time. */
+typedef struct tsr_prepare_ctx {
+    const tsr_graph *graph;
+    const tsr_node *node;
+    const uint8_t *input_layouts; /* the layouts the node's kernel will see */
+    const uint8_t *output_layouts;
+    int threads;
+    tsr_precision precision;
+} tsr_prepare_ctx;
+
 typedef struct tsr_backend {
     const char *name;
     /* Whether this backend runs `node` at its concrete shapes; if not,
      * writes the reason into `why`. */
     bool (*supports)(const tsr_graph *g, const tsr_node *node, char *why, size_t why_size);
+    /* Given the layout each input is available in (tsr_layout values),
+     * the layout the node wants each input in (the planner reorders where
+     * they differ) and the layout it writes each output in. NULL: plain
+     * everywhere. Omitted inputs have entries too; ignore them. */
+    void (*layouts)(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                    uint8_t *wanted, uint8_t *produced);
     /* Per-node state built once at plan time (NULL if none is needed). */
-    tsr_status (*prepare)(const tsr_graph *g, const tsr_node *node, void **state_out);
+    tsr_status (*prepare)(const struct tsr_prepare_ctx *ctx, void **state_out);
     void (*release)(void *state);
     tsr_status (*run)(void *state, const tsr_kernel_ctx *ctx);
+    /* Converts src (logical shape and dtype as dst's) between layouts;
+     * needed by any backend whose layouts() asks for non-plain ones. */
+    tsr_status (*reorder)(const tsr_tensor *src, tsr_layout from, tsr_tensor *dst, tsr_layout to,
+                          int threads);
     /* Memory the plan's arena lives in. */
     void *(*alloc)(size_t bytes);
     void (*free)(void *ptr);
@@ -24,5 +44,10 @@ extern const tsr_backend tsr_backend_ref;
 
 /* The backends of `device`, best first, NULL-terminated; NULL if unknown. */
 const tsr_backend *const *tsr_device_backends(const char *device);
+/* Comma-separated names of the devices this build has. */
+const char *tsr_device_names(void);
+/* Whether `device` computes in `precision`; if not, `why` says so. */
+bool tsr_device_supports_precision(const char *device, tsr_precision precision, char *why,
+                                   size_t why_size);
 
 #endif

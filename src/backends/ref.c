@@ -29,13 +29,3 @@ const tsr_backend tsr_backend_ref = {
     .free = tsr_aligned_free,
 };
 
-static const tsr_backend *const ref_device[] = {&tsr_backend_ref, NULL};
-
-const tsr_backend *const *tsr_device_backends(const char *device)
-{
-    if (strcmp(device, "ref") == 0)
-        return ref_device;
-    return NULL;
-}
-
-const char *tsr_default_device(void) { return "ref"; }

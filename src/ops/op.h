@@ -37,7 +37,27 @@ typedef struct tsr_infer_ctx {
     tsr_value *outputs[TSR_MAX_NODE_IO];
 } tsr_infer_ctx;
 
-/* A kernel sees concrete tensors; omitted inputs are NULL. */
+/* How a tensor's elements are laid out in memory. dims always hold the
+ * logical (ONNX) shape. Blocked layouts exist for rank-4 float tensors
+ * [N, C, H, W]: stored as [N, ceil(C/b), H, W, b] (nChw16c, nChw8c), the
+ * lanes past C in the last block zero-filled; every kernel that writes a
+ * blocked tensor keeps them zero. */
+typedef enum tsr_layout {
+    TSR_LAYOUT_PLAIN = 0,
+    TSR_LAYOUT_BLOCKED8,
+    TSR_LAYOUT_BLOCKED16
+} tsr_layout;
+
+static inline int tsr_layout_block(tsr_layout l)
+{
+    return l == TSR_LAYOUT_BLOCKED16 ? 16 : l == TSR_LAYOUT_BLOCKED8 ? 8 : 1;
+}
+/* Bytes a tensor of this shape takes in this layout. */
+size_t tsr_layout_bytes(const tsr_tensor *t, tsr_layout layout);
+const char *tsr_layout_name(tsr_layout layout);
+
+/* A kernel sees concrete tensors; omitted inputs are NULL. The reference
+ * backend only ever sees plain layouts. */
 typedef struct tsr_kernel_ctx {
     const tsr_node *node;
     int n_inputs;
@@ -45,6 +65,8 @@ typedef struct tsr_kernel_ctx {
     int n_outputs;
     tsr_tensor *outputs[TSR_MAX_NODE_IO];
     int threads;
+    uint8_t input_layouts[TSR_MAX_NODE_IO]; /* tsr_layout of each input */
+    uint8_t output_layouts[TSR_MAX_NODE_IO];
 } tsr_kernel_ctx;
 
 /* Gradient rules build graph nodes; autodiff defines the context. */

@@ -93,6 +93,25 @@ const tsr_tensor *tsr_attr_tensor(const tsr_node *n, const char *name)
     return a ? &a->t : NULL;
 }
 
+size_t tsr_layout_bytes(const tsr_tensor *t, tsr_layout layout)
+{
+    int b = tsr_layout_block(layout);
+    if (b == 1 || t->rank != 4)
+        return tsr_tensor_bytes(t);
+    int64_t c = (t->dims[1] + b - 1) / b * b;
+    return (size_t)(t->dims[0] * c * t->dims[2] * t->dims[3]) * tsr_dtype_size(t->dtype);
+}
+
+const char *tsr_layout_name(tsr_layout layout)
+{
+    switch (layout) {
+    case TSR_LAYOUT_PLAIN: return "plain";
+    case TSR_LAYOUT_BLOCKED8: return "nChw8c";
+    case TSR_LAYOUT_BLOCKED16: return "nChw16c";
+    }
+    return "unknown";
+}
+
 tsr_status tsr_infer_error(const tsr_infer_ctx *c, tsr_status status, const char *fmt, ...)
 {
     char msg[1024];

@@ -1,40 +1,13 @@
 /* Plans: a graph specialized to concrete input shapes, its nodes assigned
  * to backends, and every intermediate placed in one arena by liveness.
  * Specializations are cached by input shape. */
-#include "backends/backend.h"
+#include "runtime/plan_internal.h"
+
+#include <omp.h>
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef enum { LOC_NONE, LOC_CONST, LOC_INPUT, LOC_OUTPUT, LOC_ARENA } loc_kind;
-
-typedef struct {
-    loc_kind kind;
-    int index;     /* graph input or output index */
-    size_t offset; /* within the arena */
-} value_loc;
-
-typedef struct {
-    int node;
-    const tsr_backend *backend;
-    void *state;
-} plan_step;
-
-typedef struct spec {
-    int n_inputs;
-    int ranks[64];
-    int64_t dims[64][TSR_MAX_RANK];
-    tsr_graph *graph; /* concrete shapes, constants borrowed from plan->graph */
-    plan_step *steps;
-    int n_steps;
-    value_loc *locs;
-    size_t arena_bytes;
-    void *arena;
-    const tsr_backend *arena_owner;
-    double flops;
-    struct spec *next;
-} spec;
 
 struct tsr_plan {
     tsr_graph *graph;
@@ -43,6 +16,7 @@ struct tsr_plan {
     int threads;
     spec *specs;
     spec *current;
+    bool profiling;
 };
 
 void tsr_compile_options_init(tsr_compile_options *o)
@@ -56,13 +30,9 @@ static void spec_destroy(spec *s)
 {
     if (!s)
         return;
-    for (int i = 0; i < s->n_steps; i++)
-        if (s->steps[i].state && s->steps[i].backend->release)
-            s->steps[i].backend->release(s->steps[i].state);
+    tsr_schedule_release(s);
     if (s->arena)
         s->arena_owner->free(s->arena);
-    free(s->steps);
-    free(s->locs);
     tsr_graph_destroy(s->graph);
     free(s);
 }
@@ -82,11 +52,13 @@ tsr_status tsr_plan_create(const tsr_graph *graph, const tsr_compile_options *op
         opts.device = tsr_default_device();
     const tsr_backend *const *backends = tsr_device_backends(opts.device);
     if (!backends)
-        return tsr_error(TSR_ERR_UNSUPPORTED, "unknown device '%s' (available: ref)", opts.device);
+        return tsr_error(TSR_ERR_UNSUPPORTED, "unknown device '%s' (available: %s)", opts.device,
+                         tsr_device_names());
     if (opts.threads < 0)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "threads must be >= 0, got %d", opts.threads);
-    if (opts.precision != TSR_PRECISION_FP32)
-        return tsr_error(TSR_ERR_UNSUPPORTED, "device '%s' computes in fp32 only", opts.device);
+    char why[256];
+    if (!tsr_device_supports_precision(opts.device, opts.precision, why, sizeof why))
+        return tsr_error(TSR_ERR_UNSUPPORTED, "%s", why);
     if (graph->n_inputs > 64)
         return tsr_error(TSR_ERR_UNSUPPORTED, "graphs with more than 64 inputs are not supported");
     TSR_CHECK(tsr_graph_verify(graph));
@@ -180,136 +152,6 @@ static bool spec_matches(const spec *s, int n_inputs, const tsr_tensor *inputs)
     return true;
 }
 
-static tsr_status assign_backends(tsr_plan *p, spec *s)
-{
-    const tsr_graph *g = s->graph;
-    s->steps = tsr_calloc((size_t)g->n_nodes + 1, sizeof *s->steps);
-    if (!s->steps)
-        return TSR_ERR_OUT_OF_MEMORY;
-    for (int n = 0; n < g->n_nodes; n++) {
-        const tsr_node *node = &g->nodes[n];
-        char desc[320];
-        tsr_node_describe(node, desc, sizeof desc);
-        const tsr_backend *chosen = NULL;
-        for (const tsr_backend *const *b = p->backends; *b && !chosen; b++) {
-            char why[256] = "";
-            if ((*b)->supports(g, node, why, sizeof why))
-                chosen = *b;
-            else if (p->options.verbose)
-                fprintf(stderr, "tessera: %s: %s refused: %s\n", desc, (*b)->name, why);
-        }
-        if (!chosen)
-            return tsr_error(TSR_ERR_UNSUPPORTED, "%s: no backend of this device runs it", desc);
-        if (p->options.verbose)
-            fprintf(stderr, "tessera: %s -> %s\n", desc, chosen->name);
-        s->steps[s->n_steps].node = n;
-        s->steps[s->n_steps].backend = chosen;
-        if (chosen->prepare) {
-            tsr_status st = chosen->prepare(g, node, &s->steps[s->n_steps].state);
-            if (st != TSR_OK) {
-                tsr_error_prefix("%s: ", desc);
-                return st;
-            }
-        }
-        s->n_steps++;
-        if (node->op->flops) {
-            tsr_infer_ctx c = {.graph = g, .node = node, .n_inputs = node->n_inputs,
-                               .n_outputs = node->n_outputs};
-            for (int i = 0; i < node->n_inputs; i++)
-                c.inputs[i] = node->inputs[i] >= 0 ? &g->values[node->inputs[i]] : NULL;
-            for (int o = 0; o < node->n_outputs; o++)
-                c.outputs[o] = &g->values[node->outputs[o]];
-            s->flops += node->op->flops(&c);
-        }
-    }
-    return TSR_OK;
-}
-
-typedef struct {
-    int value;
-    size_t bytes;
-    int first, last; /* steps during which the buffer is live */
-} lifetime;
-
-static int by_size_desc(const void *a, const void *b)
-{
-    const lifetime *x = a, *y = b;
-    if (x->bytes != y->bytes)
-        return x->bytes < y->bytes ? 1 : -1;
-    return x->first - y->first;
-}
-
-static size_t align_up(size_t n) { return (n + TSR_ALIGNMENT - 1) / TSR_ALIGNMENT * TSR_ALIGNMENT; }
-
-/* Greedy placement, largest first, at the lowest offset that overlaps no
- * placed buffer whose lifetime overlaps. */
-static tsr_status plan_memory(spec *s)
-{
-    tsr_graph *g = s->graph;
-    s->locs = tsr_calloc((size_t)g->n_values + 1, sizeof *s->locs);
-    lifetime *lt = tsr_calloc((size_t)g->n_values + 1, sizeof *lt);
-    size_t *offsets = tsr_calloc((size_t)g->n_values + 1, sizeof *offsets);
-    tsr_status st = TSR_OK;
-    if (!s->locs || !lt || !offsets) {
-        st = TSR_ERR_OUT_OF_MEMORY;
-        goto done;
-    }
-    for (int v = 0; v < g->n_values; v++)
-        s->locs[v].kind = g->values[v].data ? LOC_CONST : LOC_NONE;
-    for (int i = 0; i < g->n_inputs; i++)
-        s->locs[g->inputs[i]] = (value_loc){LOC_INPUT, i, 0};
-    for (int o = 0; o < g->n_outputs; o++) {
-        int v = g->outputs[o];
-        if (s->locs[v].kind == LOC_NONE)
-            s->locs[v] = (value_loc){LOC_OUTPUT, o, 0};
-    }
-    int n_lt = 0;
-    for (int step = 0; step < s->n_steps; step++) {
-        const tsr_node *node = &g->nodes[s->steps[step].node];
-        for (int o = 0; o < node->n_outputs; o++) {
-            int v = node->outputs[o];
-            if (s->locs[v].kind != LOC_NONE)
-                continue;
-            s->locs[v].kind = LOC_ARENA;
-            s->locs[v].index = n_lt;
-            lt[n_lt++] = (lifetime){v, align_up(tsr_shape_numel(g->values[v].rank, g->values[v].dims) *
-                                               tsr_dtype_size(g->values[v].dtype)),
-                                    step, step};
-        }
-        for (int i = 0; i < node->n_inputs; i++) {
-            int v = node->inputs[i];
-            if (v >= 0 && s->locs[v].kind == LOC_ARENA)
-                lt[s->locs[v].index].last = step;
-        }
-    }
-    qsort(lt, (size_t)n_lt, sizeof *lt, by_size_desc);
-    size_t total = 0;
-    for (int a = 0; a < n_lt; a++) {
-        size_t offset = 0;
-        bool moved = true;
-        while (moved) {
-            moved = false;
-            for (int b = 0; b < a; b++) {
-                bool time_overlap = lt[a].first <= lt[b].last && lt[b].first <= lt[a].last;
-                bool space_overlap = offset < offsets[b] + lt[b].bytes && offsets[b] < offset + lt[a].bytes;
-                if (time_overlap && space_overlap) {
-                    offset = offsets[b] + lt[b].bytes;
-                    moved = true;
-                }
-            }
-        }
-        offsets[a] = offset;
-        s->locs[lt[a].value].offset = offset;
-        if (offset + lt[a].bytes > total)
-            total = offset + lt[a].bytes;
-    }
-    s->arena_bytes = total;
-done:
-    free(lt);
-    free(offsets);
-    return st;
-}
-
 static tsr_status spec_create(tsr_plan *p, int n_inputs, const tsr_tensor *inputs, spec **out)
 {
     tsr_status st;
@@ -346,8 +188,9 @@ static tsr_status spec_create(tsr_plan *p, int n_inputs, const tsr_tensor *input
             goto fail;
         }
     }
-    if ((st = tsr_graph_verify(s->graph)) != TSR_OK || (st = assign_backends(p, s)) != TSR_OK ||
-        (st = plan_memory(s)) != TSR_OK)
+    if ((st = tsr_graph_verify(s->graph)) != TSR_OK ||
+        (st = tsr_schedule(s, p->backends, p->threads, p->options.precision,
+                            p->options.verbose)) != TSR_OK)
         goto fail;
     s->arena_owner = p->backends[0];
     if (s->arena_bytes) {
@@ -399,18 +242,63 @@ tsr_status tsr_plan_output_desc(const tsr_plan *p, int index, tsr_tensor *desc_o
     return TSR_OK;
 }
 
-static tsr_tensor bind(const spec *s, int v, const tsr_tensor *inputs, tsr_tensor *outputs)
+static void *buffer_data(const spec *s, int buf, const tsr_tensor *inputs, tsr_tensor *outputs)
 {
-    const tsr_value *val = &s->graph->values[v];
-    tsr_tensor t = tsr_value_tensor(val);
-    const value_loc *loc = &s->locs[v];
-    switch (loc->kind) {
-    case LOC_INPUT: t.data = inputs[loc->index].data; break;
-    case LOC_OUTPUT: t.data = outputs[loc->index].data; break;
-    case LOC_ARENA: t.data = (char *)s->arena + loc->offset; break;
-    default: break;
+    const plan_buffer *b = &s->bufs[buf];
+    switch (b->kind) {
+    case BUF_CONST: return s->graph->values[b->value].data;
+    case BUF_INPUT: return inputs[b->index].data;
+    case BUF_OUTPUT: return outputs[b->index].data;
+    case BUF_ARENA: return (char *)s->arena + b->offset;
     }
+    return NULL;
+}
+
+static tsr_tensor buffer_tensor(const spec *s, int buf, const tsr_tensor *inputs,
+                                tsr_tensor *outputs)
+{
+    tsr_tensor t = tsr_value_tensor(&s->graph->values[s->bufs[buf].value]);
+    t.data = buffer_data(s, buf, inputs, outputs);
     return t;
+}
+
+static tsr_status run_step(const tsr_plan *p, const spec *s, const plan_step *st,
+                           const tsr_tensor *inputs, tsr_tensor *outputs)
+{
+    if (st->kind == STEP_COPY || st->kind == STEP_REORDER) {
+        tsr_tensor src = buffer_tensor(s, st->in_bufs[0], inputs, outputs);
+        tsr_tensor dst = buffer_tensor(s, st->out_bufs[0], inputs, outputs);
+        if (st->kind == STEP_REORDER)
+            return st->backend->reorder(&src, (tsr_layout)s->bufs[st->in_bufs[0]].layout, &dst,
+                                        (tsr_layout)s->bufs[st->out_bufs[0]].layout, p->threads);
+        size_t bytes = tsr_tensor_bytes(&src);
+        if (bytes && src.data != dst.data)
+            memcpy(dst.data, src.data, bytes);
+        return TSR_OK;
+    }
+    const tsr_node *node = &s->graph->nodes[st->node];
+    tsr_tensor ins[TSR_MAX_NODE_IO], outs[TSR_MAX_NODE_IO];
+    tsr_kernel_ctx k = {.node = node, .n_inputs = node->n_inputs, .n_outputs = node->n_outputs,
+                        .threads = p->threads};
+    for (int i = 0; i < node->n_inputs; i++) {
+        if (st->in_bufs[i] < 0)
+            continue;
+        ins[i] = buffer_tensor(s, st->in_bufs[i], inputs, outputs);
+        k.inputs[i] = &ins[i];
+        k.input_layouts[i] = s->bufs[st->in_bufs[i]].layout;
+    }
+    for (int o = 0; o < node->n_outputs; o++) {
+        outs[o] = buffer_tensor(s, st->out_bufs[o], inputs, outputs);
+        k.outputs[o] = &outs[o];
+        k.output_layouts[o] = s->bufs[st->out_bufs[o]].layout;
+    }
+    tsr_status status = st->backend->run(st->state, &k);
+    if (status != TSR_OK) {
+        char desc[320];
+        tsr_node_describe(node, desc, sizeof desc);
+        tsr_error_prefix("%s: ", desc);
+    }
+    return status;
 }
 
 tsr_status tsr_plan_run(tsr_plan *p, int n_inputs, const tsr_tensor *inputs, int n_outputs,
@@ -440,39 +328,63 @@ tsr_status tsr_plan_run(tsr_plan *p, int n_inputs, const tsr_tensor *inputs, int
         if (!outputs[o].data && tsr_tensor_numel(&want) > 0)
             return tsr_error(TSR_ERR_INVALID_ARGUMENT, "output %d has no buffer", o);
     }
-    tsr_tensor ins[TSR_MAX_NODE_IO], outs[TSR_MAX_NODE_IO];
-    for (int step = 0; step < s->n_steps; step++) {
-        const tsr_node *node = &g->nodes[s->steps[step].node];
-        tsr_kernel_ctx k = {.node = node, .n_inputs = node->n_inputs, .n_outputs = node->n_outputs,
-                            .threads = p->threads};
-        for (int i = 0; i < node->n_inputs; i++) {
-            if (node->inputs[i] < 0)
-                continue;
-            ins[i] = bind(s, node->inputs[i], inputs, outputs);
-            k.inputs[i] = &ins[i];
-        }
-        for (int o = 0; o < node->n_outputs; o++) {
-            outs[o] = bind(s, node->outputs[o], inputs, outputs);
-            k.outputs[o] = &outs[o];
-        }
-        tsr_status st = s->steps[step].backend->run(s->steps[step].state, &k);
-        if (st != TSR_OK) {
-            char desc[320];
-            tsr_node_describe(node, desc, sizeof desc);
-            tsr_error_prefix("%s: ", desc);
-            return st;
-        }
+    /* Libraries that size their own thread teams (oneDNN) follow this. */
+    omp_set_num_threads(p->threads);
+    for (int i = 0; i < s->n_steps; i++) {
+        plan_step *st = &s->steps[i];
+        double start = p->profiling ? omp_get_wtime() : 0.0;
+        TSR_CHECK(run_step(p, s, st, inputs, outputs));
+        if (p->profiling)
+            st->seconds += omp_get_wtime() - start;
     }
-    /* Outputs no kernel wrote: constants, inputs, or a value listed twice. */
-    for (int o = 0; o < n_outputs; o++) {
-        int v = g->outputs[o];
-        if (s->locs[v].kind == LOC_OUTPUT && s->locs[v].index == o)
-            continue;
-        tsr_tensor src = bind(s, v, inputs, outputs);
-        size_t bytes = tsr_tensor_bytes(&src);
-        if (bytes && src.data != outputs[o].data)
-            memcpy(outputs[o].data, src.data, bytes);
+    if (p->profiling)
+        s->profiled_runs++;
+    return TSR_OK;
+}
+
+tsr_status tsr_plan_set_profiling(tsr_plan *p, int enabled)
+{
+    if (!p)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_plan_set_profiling: plan is NULL");
+    p->profiling = enabled != 0;
+    for (spec *s = p->specs; s; s = s->next) {
+        s->profiled_runs = 0;
+        for (int i = 0; i < s->n_steps; i++)
+            s->steps[i].seconds = 0.0;
     }
+    return TSR_OK;
+}
+
+tsr_status tsr_plan_print_profile(const tsr_plan *p, FILE *out)
+{
+    if (!p || !out)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_plan_print_profile: NULL argument");
+    const spec *s = p->current;
+    if (!s || !s->profiled_runs)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "no profiled runs: enable profiling, then run");
+    double total = 0.0;
+    for (int i = 0; i < s->n_steps; i++)
+        total += s->steps[i].seconds;
+    fprintf(out, "%-5s %10s %6s  %-8s %-20s %s\n", "step", "ms/run", "%", "backend", "op", "node");
+    for (int i = 0; i < s->n_steps; i++) {
+        const plan_step *st = &s->steps[i];
+        double ms = st->seconds * 1e3 / s->profiled_runs;
+        const char *op = "Copy", *name = s->graph->values[s->bufs[st->out_bufs[0]].value].name;
+        char label[64];
+        if (st->kind == STEP_KERNEL) {
+            op = s->graph->nodes[st->node].op->name;
+            name = s->graph->nodes[st->node].name;
+        } else if (st->kind == STEP_REORDER) {
+            snprintf(label, sizeof label, "Reorder->%s",
+                     tsr_layout_name((tsr_layout)s->bufs[st->out_bufs[0]].layout));
+            op = label;
+        }
+        fprintf(out, "%-5d %10.3f %6.1f  %-8s %-20s %s\n", i, ms,
+                total > 0 ? 100.0 * st->seconds / total : 0.0, st->backend ? st->backend->name : "-",
+                op, name && *name ? name : "<unnamed>");
+    }
+    fprintf(out, "total %10.3f ms/run over %d runs\n", total * 1e3 / s->profiled_runs,
+            s->profiled_runs);
     return TSR_OK;
 }
 
@@ -486,11 +398,14 @@ tsr_status tsr_plan_get_stats(const tsr_plan *p, tsr_plan_stats *out)
     memset(out, 0, sizeof *out);
     out->arena_bytes = s->arena_bytes;
     out->flops = s->flops;
-    out->n_steps = s->n_steps;
-    for (int v = 0; v < s->graph->n_values; v++) {
-        const tsr_value *val = &s->graph->values[v];
-        if (val->data && !val->is_input)
-            out->constant_bytes += tsr_shape_numel(val->rank, val->dims) * tsr_dtype_size(val->dtype);
+    for (int i = 0; i < s->n_steps; i++) {
+        out->n_steps += s->steps[i].kind == STEP_KERNEL;
+        out->n_reorders += s->steps[i].kind == STEP_REORDER;
     }
+    for (int b = 0; b < s->n_bufs; b++)
+        if (s->bufs[b].kind == BUF_CONST) {
+            tsr_tensor t = tsr_value_tensor(&s->graph->values[s->bufs[b].value]);
+            out->constant_bytes += tsr_tensor_bytes(&t);
+        }
     return TSR_OK;
 }

@@ -77,6 +77,7 @@ class PlanStats(C.Structure):
         ("constant_bytes", C.c_size_t),
         ("flops", C.c_double),
         ("n_steps", C.c_int),
+        ("n_reorders", C.c_int),
     ]
 
 

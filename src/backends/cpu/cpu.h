@@ -1,0 +1,26 @@
+/* The x86-64 CPU device: oneDNN for the compute-bound ops (backend
+ * "dnnl"), our own vectorized kernels for the rest (backend "cpu"), the
+ * reference backend for anything left. Activations flow between them in
+ * the machine's blocked layout. */
+#ifndef TSR_BACKENDS_CPU_H
+#define TSR_BACKENDS_CPU_H
+
+#include "backends/backend.h"
+
+typedef enum tsr_isa { TSR_ISA_PORTABLE = 0, TSR_ISA_AVX2, TSR_ISA_AVX512 } tsr_isa;
+
+/* The vector extensions of this CPU (read once); TSR_CPU_ISA=portable|avx2|avx512
+ * lowers it, for tests and comparisons. */
+tsr_isa tsr_cpu_isa(void);
+/* The blocked layout activations use: nChw16c with AVX-512, nChw8c with
+ * AVX2, plain otherwise; TSR_CPU_LAYOUT=plain|nChw8c|nChw16c overrides it. */
+tsr_layout tsr_cpu_layout(void);
+/* Whether this CPU computes bf16 in hardware (AVX512_BF16 or AMX). */
+bool tsr_cpu_has_bf16(void);
+
+/* oneDNN: Conv, ai.tessera.FusedConv, Gemm, MatMul. */
+extern const tsr_backend tsr_backend_dnnl;
+/* Our own kernels, and the layout reorders of the device. */
+extern const tsr_backend tsr_backend_cpu;
+
+#endif

@@ -1,0 +1,28 @@
+/* Devices: which backends a device name stands for, in order of
+ * preference. The reference backend ends every list. */
+#include "backends/backend.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const tsr_backend *const ref_device[] = {&tsr_backend_ref, NULL};
+
+const tsr_backend *const *tsr_device_backends(const char *device)
+{
+    if (strcmp(device, "ref") == 0)
+        return ref_device;
+    return NULL;
+}
+
+const char *tsr_device_names(void) { return "ref"; }
+
+bool tsr_device_supports_precision(const char *device, tsr_precision precision, char *why,
+                                   size_t why_size)
+{
+    if (precision == TSR_PRECISION_FP32)
+        return true;
+    snprintf(why, why_size, "device '%s' computes in fp32 only", device);
+    return false;
+}
+
+const char *tsr_default_device(void) { return "ref"; }

@@ -1,0 +1,330 @@
+/* From a specialized graph to steps over buffers: each node gets the first
+ * backend of the device that supports it, each input arrives in the layout
+ * that backend wants (reorders are inserted and shared between readers),
+ * graph outputs land in the caller's buffers, and arena buffers are placed
+ * by liveness. */
+#include "runtime/plan_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define N_LAYOUTS 3
+
+typedef struct {
+    spec *s;
+    const tsr_backend *const *backends;
+    const tsr_backend *reorderer; /* the device's backend that converts layouts */
+    int *copies;                  /* [value][layout] -> buffer, -1 none */
+    tsr_precision precision;
+    bool verbose;
+} scheduler;
+
+static size_t align_up(size_t n) { return (n + TSR_ALIGNMENT - 1) / TSR_ALIGNMENT * TSR_ALIGNMENT; }
+
+static tsr_status new_buffer(scheduler *sc, buf_kind kind, int index, int value, tsr_layout layout,
+                             int *buf_out)
+{
+    spec *s = sc->s;
+    TSR_CHECK(tsr_grow((void **)&s->bufs, &s->cap_bufs, s->n_bufs + 1, sizeof *s->bufs));
+    tsr_tensor t = tsr_value_tensor(&s->graph->values[value]);
+    s->bufs[s->n_bufs] = (plan_buffer){.kind = kind, .index = index, .value = value,
+                                       .layout = (uint8_t)layout,
+                                       .bytes = align_up(tsr_layout_bytes(&t, layout)),
+                                       .first = -1, .last = -1};
+    *buf_out = s->n_bufs++;
+    return TSR_OK;
+}
+
+static tsr_status new_step(scheduler *sc, step_kind kind, int node, const tsr_backend *backend,
+                           int n_in, int n_out, plan_step **step_out)
+{
+    spec *s = sc->s;
+    TSR_CHECK(tsr_grow((void **)&s->steps, &s->cap_steps, s->n_steps + 1, sizeof *s->steps));
+    plan_step *st = &s->steps[s->n_steps];
+    memset(st, 0, sizeof *st);
+    st->in_bufs = tsr_calloc((size_t)n_in + 1, sizeof(int));
+    st->out_bufs = tsr_calloc((size_t)n_out + 1, sizeof(int));
+    if (!st->in_bufs || !st->out_bufs) {
+        free(st->in_bufs);
+        free(st->out_bufs);
+        return TSR_ERR_OUT_OF_MEMORY;
+    }
+    st->kind = kind;
+    st->node = node;
+    st->backend = backend;
+    st->n_in = n_in;
+    st->n_out = n_out;
+    s->n_steps++;
+    *step_out = st;
+    return TSR_OK;
+}
+
+/* The buffer holding value v in `layout`, reordering a copy that exists
+ * in another layout when needed. */
+static tsr_status buffer_in_layout(scheduler *sc, int v, tsr_layout layout, int *buf_out)
+{
+    int *row = &sc->copies[v * N_LAYOUTS];
+    if (row[layout] >= 0) {
+        *buf_out = row[layout];
+        return TSR_OK;
+    }
+    int src = -1;
+    for (int l = 0; l < N_LAYOUTS && src < 0; l++)
+        src = row[l];
+    if (src < 0)
+        return tsr_error(TSR_ERR_INTERNAL, "value '%s' has no buffer", sc->s->graph->values[v].name);
+    if (!sc->reorderer)
+        return tsr_error(TSR_ERR_INTERNAL, "no backend of this device converts layouts");
+    int dst;
+    TSR_CHECK(new_buffer(sc, BUF_ARENA, -1, v, layout, &dst));
+    plan_step *st;
+    TSR_CHECK(new_step(sc, STEP_REORDER, -1, sc->reorderer, 1, 1, &st));
+    st->in_bufs[0] = src;
+    st->out_bufs[0] = dst;
+    row[layout] = dst;
+    if (sc->verbose)
+        fprintf(stderr, "tessera:   reorder '%s' %s -> %s\n", sc->s->graph->values[v].name,
+                tsr_layout_name(sc->s->bufs[src].layout), tsr_layout_name(layout));
+    *buf_out = dst;
+    return TSR_OK;
+}
+
+static const tsr_backend *choose_backend(scheduler *sc, const tsr_node *node, const char *desc)
+{
+    for (const tsr_backend *const *b = sc->backends; *b; b++) {
+        char why[256] = "";
+        if ((*b)->supports(sc->s->graph, node, why, sizeof why))
+            return *b;
+        if (sc->verbose)
+            fprintf(stderr, "tessera: %s: %s refused: %s\n", desc, (*b)->name, why);
+    }
+    return NULL;
+}
+
+static double node_flops(const tsr_graph *g, const tsr_node *node)
+{
+    if (!node->op->flops)
+        return 0.0;
+    tsr_infer_ctx c = {.graph = g, .node = node, .n_inputs = node->n_inputs,
+                       .n_outputs = node->n_outputs};
+    for (int i = 0; i < node->n_inputs; i++)
+        c.inputs[i] = node->inputs[i] >= 0 ? &g->values[node->inputs[i]] : NULL;
+    for (int o = 0; o < node->n_outputs; o++)
+        c.outputs[o] = &g->values[node->outputs[o]];
+    return node->op->flops(&c);
+}
+
+static tsr_status schedule_node(scheduler *sc, int n, int threads)
+{
+    spec *s = sc->s;
+    const tsr_graph *g = s->graph;
+    const tsr_node *node = &g->nodes[n];
+    char desc[320];
+    tsr_node_describe(node, desc, sizeof desc);
+    const tsr_backend *b = choose_backend(sc, node, desc);
+    if (!b)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "%s: no backend of this device runs it", desc);
+
+    uint8_t available[TSR_MAX_NODE_IO] = {0}, wanted[TSR_MAX_NODE_IO] = {0},
+            produced[TSR_MAX_NODE_IO] = {0};
+    for (int i = 0; i < node->n_inputs; i++) {
+        int v = node->inputs[i];
+        if (v < 0)
+            continue;
+        for (int l = 0; l < N_LAYOUTS; l++)
+            if (sc->copies[v * N_LAYOUTS + l] >= 0) {
+                available[i] = (uint8_t)l;
+                break;
+            }
+    }
+    if (b->layouts)
+        b->layouts(g, node, available, wanted, produced);
+
+    int ins[TSR_MAX_NODE_IO];
+    for (int i = 0; i < node->n_inputs; i++) {
+        ins[i] = -1;
+        if (node->inputs[i] >= 0)
+            TSR_CHECK(buffer_in_layout(sc, node->inputs[i], (tsr_layout)wanted[i], &ins[i]));
+    }
+    plan_step *st;
+    TSR_CHECK(new_step(sc, STEP_KERNEL, n, b, node->n_inputs, node->n_outputs, &st));
+    memcpy(st->in_bufs, ins, sizeof(int) * (size_t)node->n_inputs);
+    for (int o = 0; o < node->n_outputs; o++) {
+        int v = node->outputs[o];
+        int graph_out = -1;
+        for (int k = 0; k < g->n_outputs && graph_out < 0; k++)
+            if (g->outputs[k] == v)
+                graph_out = k;
+        int buf;
+        if (graph_out >= 0 && produced[o] == TSR_LAYOUT_PLAIN)
+            TSR_CHECK(new_buffer(sc, BUF_OUTPUT, graph_out, v, TSR_LAYOUT_PLAIN, &buf));
+        else
+            TSR_CHECK(new_buffer(sc, BUF_ARENA, -1, v, (tsr_layout)produced[o], &buf));
+        s->steps[s->n_steps - 1].out_bufs[o] = buf;
+        sc->copies[v * N_LAYOUTS + produced[o]] = buf;
+    }
+    st = &s->steps[s->n_steps - 1];
+    if (b->prepare) {
+        uint8_t in_l[TSR_MAX_NODE_IO] = {0}, out_l[TSR_MAX_NODE_IO] = {0};
+        for (int i = 0; i < node->n_inputs; i++)
+            in_l[i] = ins[i] >= 0 ? s->bufs[ins[i]].layout : 0;
+        for (int o = 0; o < node->n_outputs; o++)
+            out_l[o] = s->bufs[st->out_bufs[o]].layout;
+        tsr_prepare_ctx pc = {.graph = g, .node = node, .input_layouts = in_l,
+                              .output_layouts = out_l, .threads = threads,
+                              .precision = sc->precision};
+        tsr_status status = b->prepare(&pc, &st->state);
+        if (status != TSR_OK) {
+            tsr_error_prefix("%s: ", desc);
+            return status;
+        }
+    }
+    if (sc->verbose) {
+        fprintf(stderr, "tessera: %s -> %s", desc, b->name);
+        for (int o = 0; o < node->n_outputs; o++)
+            if (produced[o])
+                fprintf(stderr, " [%s]", tsr_layout_name((tsr_layout)produced[o]));
+        fputc('\n', stderr);
+    }
+    s->flops += node_flops(g, node);
+    return TSR_OK;
+}
+
+/* Graph outputs no kernel wrote into the caller's buffer: constants,
+ * inputs, values listed twice or held in another layout. */
+static tsr_status finish_outputs(scheduler *sc)
+{
+    spec *s = sc->s;
+    const tsr_graph *g = s->graph;
+    for (int o = 0; o < g->n_outputs; o++) {
+        int v = g->outputs[o];
+        int *row = &sc->copies[v * N_LAYOUTS];
+        bool written = false;
+        for (int b = 0; b < s->n_bufs && !written; b++)
+            written = s->bufs[b].kind == BUF_OUTPUT && s->bufs[b].index == o;
+        if (written)
+            continue;
+        int dst;
+        TSR_CHECK(new_buffer(sc, BUF_OUTPUT, o, v, TSR_LAYOUT_PLAIN, &dst));
+        plan_step *st;
+        if (row[TSR_LAYOUT_PLAIN] >= 0) {
+            TSR_CHECK(new_step(sc, STEP_COPY, -1, NULL, 1, 1, &st));
+            st->in_bufs[0] = row[TSR_LAYOUT_PLAIN];
+        } else {
+            int src = row[1] >= 0 ? row[1] : row[2];
+            TSR_CHECK(new_step(sc, STEP_REORDER, -1, sc->reorderer, 1, 1, &st));
+            st->in_bufs[0] = src;
+        }
+        st->out_bufs[0] = dst;
+    }
+    return TSR_OK;
+}
+
+typedef struct {
+    int buf;
+    size_t bytes;
+    int first;
+} placement;
+
+static int by_size_desc(const void *a, const void *b)
+{
+    const placement *x = a, *y = b;
+    if (x->bytes != y->bytes)
+        return x->bytes < y->bytes ? 1 : -1;
+    return x->first - y->first;
+}
+
+/* Greedy placement, largest first, at the lowest offset that overlaps no
+ * placed buffer whose lifetime overlaps. */
+static tsr_status place_arena(spec *s)
+{
+    for (int step = 0; step < s->n_steps; step++) {
+        const plan_step *st = &s->steps[step];
+        for (int o = 0; o < st->n_out; o++)
+            if (s->bufs[st->out_bufs[o]].first < 0)
+                s->bufs[st->out_bufs[o]].first = s->bufs[st->out_bufs[o]].last = step;
+        for (int i = 0; i < st->n_in; i++)
+            if (st->in_bufs[i] >= 0)
+                s->bufs[st->in_bufs[i]].last = step;
+    }
+    placement *order = tsr_calloc((size_t)s->n_bufs + 1, sizeof *order);
+    if (!order)
+        return TSR_ERR_OUT_OF_MEMORY;
+    int n = 0;
+    for (int b = 0; b < s->n_bufs; b++)
+        if (s->bufs[b].kind == BUF_ARENA)
+            order[n++] = (placement){b, s->bufs[b].bytes, s->bufs[b].first};
+    qsort(order, (size_t)n, sizeof *order, by_size_desc);
+    size_t total = 0;
+    for (int a = 0; a < n; a++) {
+        plan_buffer *pa = &s->bufs[order[a].buf];
+        size_t offset = 0;
+        bool moved = true;
+        while (moved) {
+            moved = false;
+            for (int b = 0; b < a; b++) {
+                const plan_buffer *pb = &s->bufs[order[b].buf];
+                bool time_overlap = pa->first <= pb->last && pb->first <= pa->last;
+                bool space_overlap = offset < pb->offset + pb->bytes && pb->offset < offset + pa->bytes;
+                if (time_overlap && space_overlap) {
+                    offset = pb->offset + pb->bytes;
+                    moved = true;
+                }
+            }
+        }
+        pa->offset = offset;
+        if (offset + pa->bytes > total)
+            total = offset + pa->bytes;
+    }
+    free(order);
+    s->arena_bytes = total;
+    return TSR_OK;
+}
+
+tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads,
+                        tsr_precision precision, bool verbose)
+{
+    const tsr_graph *g = s->graph;
+    scheduler sc = {.s = s, .backends = backends, .verbose = verbose, .precision = precision};
+    for (const tsr_backend *const *b = backends; *b && !sc.reorderer; b++)
+        if ((*b)->reorder)
+            sc.reorderer = *b;
+    sc.copies = tsr_malloc(sizeof(int) * N_LAYOUTS * ((size_t)g->n_values + 1));
+    if (!sc.copies)
+        return TSR_ERR_OUT_OF_MEMORY;
+    for (int i = 0; i < N_LAYOUTS * (g->n_values + 1); i++)
+        sc.copies[i] = -1;
+    tsr_status st = TSR_OK;
+    for (int v = 0; v < g->n_values && st == TSR_OK; v++) {
+        if (g->values[v].data)
+            st = new_buffer(&sc, BUF_CONST, -1, v, TSR_LAYOUT_PLAIN, &sc.copies[v * N_LAYOUTS]);
+    }
+    for (int i = 0; i < g->n_inputs && st == TSR_OK; i++)
+        st = new_buffer(&sc, BUF_INPUT, i, g->inputs[i], TSR_LAYOUT_PLAIN,
+                        &sc.copies[g->inputs[i] * N_LAYOUTS]);
+    for (int n = 0; n < g->n_nodes && st == TSR_OK; n++)
+        st = schedule_node(&sc, n, threads);
+    if (st == TSR_OK)
+        st = finish_outputs(&sc);
+    if (st == TSR_OK)
+        st = place_arena(s);
+    free(sc.copies);
+    return st;
+}
+
+void tsr_schedule_release(spec *s)
+{
+    for (int i = 0; i < s->n_steps; i++) {
+        plan_step *st = &s->steps[i];
+        if (st->kind == STEP_KERNEL && st->state && st->backend->release)
+            st->backend->release(st->state);
+        free(st->in_bufs);
+        free(st->out_bufs);
+    }
+    free(s->steps);
+    free(s->bufs);
+    s->steps = NULL;
+    s->bufs = NULL;
+    s->n_steps = s->n_bufs = 0;
+}
