@@ -118,6 +118,8 @@ static void free_node(tsr_node *n)
     free(n->attrs);
 }
 
+void tsr_node_free(tsr_node *n) { free_node(n); }
+
 tsr_status tsr_graph_create(tsr_graph **graph_out)
 {
     if (!graph_out)

@@ -94,6 +94,9 @@ tsr_tensor tsr_value_tensor(const tsr_value *v);
 bool tsr_graph_remove_dead(tsr_graph *g);
 /* Recomputes producer and n_uses of every value. */
 void tsr_graph_recount(tsr_graph *g);
+/* Frees what a node owns (name, inputs, outputs, attributes), not the
+ * node itself: for passes that take nodes out of a graph. */
+void tsr_node_free(tsr_node *n);
 /* "node 'name' (OpType)" for error messages. */
 void tsr_node_describe(const tsr_node *n, char *buf, size_t size);
 

@@ -5,7 +5,9 @@
  * block of output channels that share each input load. Padding becomes a
  * range of valid output positions per kernel tap instead of a branch per
  * element. */
-#include "ops/op.h"
+#include "ops/conv.h"
+
+#include "autodiff/autodiff.h"
 #include "ops/window.h"
 
 #include <stdlib.h>
@@ -45,7 +47,7 @@ static tsr_status conv_kernel_shape(const tsr_node *node, const tsr_value *w, in
     return TSR_OK;
 }
 
-static tsr_status conv_infer(tsr_infer_ctx *c)
+tsr_status tsr_conv_infer(tsr_infer_ctx *c)
 {
     const tsr_value *x = c->inputs[0], *w = c->inputs[1];
     const tsr_value *b = c->n_inputs > 2 ? c->inputs[2] : NULL;
@@ -114,7 +116,7 @@ static tsr_status conv_infer(tsr_infer_ctx *c)
     return TSR_OK;
 }
 
-static double conv_flops(const tsr_infer_ctx *c)
+double tsr_conv_flops(const tsr_infer_ctx *c)
 {
     const tsr_value *y = c->outputs[0], *w = c->inputs[1];
     int64_t outputs = tsr_shape_numel(y->rank, y->dims);
@@ -391,7 +393,7 @@ static void conv_pack(const conv_geom *g, const conv_loops *L, const char *x_img
     }
 }
 
-static tsr_status conv_ref(const tsr_kernel_ctx *k)
+tsr_status tsr_conv_ref(const tsr_kernel_ctx *k)
 {
     const tsr_tensor *x = k->inputs[0], *wt = k->inputs[1];
     const tsr_tensor *bias = k->n_inputs > 2 ? k->inputs[2] : NULL;
@@ -441,6 +443,45 @@ static tsr_status conv_ref(const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
+static tsr_status emit_conv_grad(tsr_grad_ctx *c, const tsr_op_def *op, const char *a,
+                                 const char *b, const char *shape_of, const char **out)
+{
+    tsr_attr attrs[16];
+    int n_attrs = tsr_grad_node_attrs(c, attrs, 16);
+    const char *ins[3] = {a, b, NULL};
+    TSR_CHECK(tsr_grad_shape(c, shape_of, &ins[2]));
+    return tsr_grad_emit(c, op, 3, ins, n_attrs, attrs, 1, out);
+}
+
+/* dX and dW are the backward ops of grad_conv.c (sharing Conv's
+ * attributes), dB sums dY over every axis but the channels. */
+static tsr_status conv_grad(tsr_grad_ctx *c)
+{
+    const char *x = tsr_grad_input(c, 0), *w = tsr_grad_input(c, 1), *dy = tsr_grad_dy(c, 0);
+    const char *g;
+    if (tsr_grad_wants(c, 0)) {
+        TSR_CHECK(emit_conv_grad(c, &tsr_op_ConvGradInput, dy, w, x, &g));
+        TSR_CHECK(tsr_grad_contribute(c, 0, g));
+    }
+    if (tsr_grad_wants(c, 1)) {
+        TSR_CHECK(emit_conv_grad(c, &tsr_op_ConvGradFilter, x, dy, w, &g));
+        TSR_CHECK(tsr_grad_contribute(c, 1, g));
+    }
+    if (tsr_grad_wants(c, 2)) {
+        int rank = tsr_grad_value(c, dy)->rank;
+        int64_t axes[TSR_MAX_RANK] = {0};
+        for (int d = 2; d < rank; d++)
+            axes[d - 1] = d;
+        const char *axes_name;
+        TSR_CHECK(tsr_grad_ints(c, rank - 1, axes, &axes_name));
+        tsr_attr kd = TSR_ATTR_I("keepdims", 0);
+        const char *ins[2] = {dy, axes_name};
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReduceSum, 2, ins, 1, &kd, 1, &g));
+        TSR_CHECK(tsr_grad_contribute(c, 2, g));
+    }
+    return TSR_OK;
+}
+
 const tsr_op_def tsr_op_Conv = {
     .name = "Conv",
     .domain = "",
@@ -450,7 +491,8 @@ const tsr_op_def tsr_op_Conv = {
     .max_outputs = 1,
     .attrs = conv_attrs,
     .locality = TSR_LOCALITY_COMPUTE,
-    .infer = conv_infer,
-    .ref = conv_ref,
-    .flops = conv_flops,
+    .infer = tsr_conv_infer,
+    .ref = tsr_conv_ref,
+    .flops = tsr_conv_flops,
+    .grad = conv_grad,
 };
