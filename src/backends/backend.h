@@ -27,6 +27,10 @@ typedef struct tsr_backend {
      * everywhere. Omitted inputs have entries too; ignore them. */
     void (*layouts)(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
                     uint8_t *wanted, uint8_t *produced);
+    /* The input whose buffer output 0 may take over when the node is that
+     * input's last reader (an accumulating kernel: oneDNN's sum post-op),
+     * or -1. NULL: never. */
+    int (*inplace_input)(const tsr_node *node);
     /* Per-node state built once at plan time (NULL if none is needed). */
     tsr_status (*prepare)(const struct tsr_prepare_ctx *ctx, void **state_out);
     void (*release)(void *state);
@@ -46,6 +50,9 @@ extern const tsr_backend tsr_backend_ref;
 const tsr_backend *const *tsr_device_backends(const char *device);
 /* Comma-separated names of the devices this build has. */
 const char *tsr_device_names(void);
+/* Whether plans for `device` run the optimization passes (the reference
+ * device runs graphs as they are: it is the oracle). */
+bool tsr_device_optimizes(const char *device);
 /* Whether `device` computes in `precision`; if not, `why` says so. */
 bool tsr_device_supports_precision(const char *device, tsr_precision precision, char *why,
                                    size_t why_size);

@@ -16,6 +16,8 @@ const tsr_backend *const *tsr_device_backends(const char *device)
 
 const char *tsr_device_names(void) { return "ref"; }
 
+bool tsr_device_optimizes(const char *device) { return strcmp(device, "ref") != 0; }
+
 bool tsr_device_supports_precision(const char *device, tsr_precision precision, char *why,
                                    size_t why_size)
 {

@@ -3,6 +3,8 @@
  * Specializations are cached by input shape. */
 #include "runtime/plan_internal.h"
 
+#include "passes/passes.h"
+
 #include <omp.h>
 
 #include <stdio.h>
@@ -17,6 +19,7 @@ struct tsr_plan {
     spec *specs;
     spec *current;
     bool profiling;
+    bool optimize; /* run the graph passes on each specialization */
 };
 
 void tsr_compile_options_init(tsr_compile_options *o)
@@ -71,6 +74,7 @@ tsr_status tsr_plan_create(const tsr_graph *graph, const tsr_compile_options *op
         return st;
     }
     p->options = opts;
+    p->optimize = tsr_device_optimizes(opts.device);
     p->options.device = NULL; /* the caller's string may not outlive the plan */
     p->backends = backends;
     p->threads = tsr_thread_count(opts.threads);
@@ -188,6 +192,8 @@ static tsr_status spec_create(tsr_plan *p, int n_inputs, const tsr_tensor *input
             goto fail;
         }
     }
+    if (p->optimize && (st = tsr_passes_run(s->graph)) != TSR_OK)
+        goto fail;
     if ((st = tsr_graph_verify(s->graph)) != TSR_OK ||
         (st = tsr_schedule(s, p->backends, p->threads, p->options.precision,
                             p->options.verbose)) != TSR_OK)

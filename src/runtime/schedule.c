@@ -16,6 +16,7 @@ typedef struct {
     const tsr_backend *const *backends;
     const tsr_backend *reorderer; /* the device's backend that converts layouts */
     int *copies;                  /* [value][layout] -> buffer, -1 none */
+    int *last_reader;             /* [value] -> last node reading it */
     tsr_precision precision;
     bool verbose;
 } scheduler;
@@ -90,6 +91,27 @@ static tsr_status buffer_in_layout(scheduler *sc, int v, tsr_layout layout, int 
     return TSR_OK;
 }
 
+/* Whether node n may write its output into buf, which holds value v: n
+ * must be v's last reader and the buffer a piece of the arena in the
+ * output's layout that is not a graph output. */
+static bool takes_over(const scheduler *sc, int n, int v, int buf, uint8_t layout)
+{
+    const spec *s = sc->s;
+    if (v < 0 || buf < 0 || sc->last_reader[v] != n)
+        return false;
+    const plan_buffer *pb = &s->bufs[buf];
+    if (pb->kind != BUF_ARENA || pb->layout != layout)
+        return false;
+    for (int o = 0; o < s->graph->n_outputs; o++)
+        if (s->graph->outputs[o] == v)
+            return false;
+    int reads = 0;
+    const tsr_node *node = &s->graph->nodes[n];
+    for (int i = 0; i < node->n_inputs; i++)
+        reads += node->inputs[i] == v;
+    return reads == 1;
+}
+
 static const tsr_backend *choose_backend(scheduler *sc, const tsr_node *node, const char *desc)
 {
     for (const tsr_backend *const *b = sc->backends; *b; b++) {
@@ -157,7 +179,14 @@ static tsr_status schedule_node(scheduler *sc, int n, int threads)
             if (g->outputs[k] == v)
                 graph_out = k;
         int buf;
-        if (graph_out >= 0 && produced[o] == TSR_LAYOUT_PLAIN)
+        int k = o == 0 && b->inplace_input ? b->inplace_input(node) : -1;
+        if (k >= 0 && k < node->n_inputs && takes_over(sc, n, node->inputs[k], ins[k], produced[0]) &&
+            graph_out < 0) {
+            buf = ins[k];
+            if (sc->verbose)
+                fprintf(stderr, "tessera:   '%s' takes over the buffer of '%s'\n",
+                        g->values[v].name, g->values[node->inputs[k]].name);
+        } else if (graph_out >= 0 && produced[o] == TSR_LAYOUT_PLAIN)
             TSR_CHECK(new_buffer(sc, BUF_OUTPUT, graph_out, v, TSR_LAYOUT_PLAIN, &buf));
         else
             TSR_CHECK(new_buffer(sc, BUF_ARENA, -1, v, (tsr_layout)produced[o], &buf));
@@ -291,8 +320,18 @@ tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads
         if ((*b)->reorder)
             sc.reorderer = *b;
     sc.copies = tsr_malloc(sizeof(int) * N_LAYOUTS * ((size_t)g->n_values + 1));
-    if (!sc.copies)
+    sc.last_reader = tsr_malloc(sizeof(int) * ((size_t)g->n_values + 1));
+    if (!sc.copies || !sc.last_reader) {
+        free(sc.copies);
+        free(sc.last_reader);
         return TSR_ERR_OUT_OF_MEMORY;
+    }
+    for (int v = 0; v < g->n_values; v++)
+        sc.last_reader[v] = -1;
+    for (int n = 0; n < g->n_nodes; n++)
+        for (int i = 0; i < g->nodes[n].n_inputs; i++)
+            if (g->nodes[n].inputs[i] >= 0)
+                sc.last_reader[g->nodes[n].inputs[i]] = n;
     for (int i = 0; i < N_LAYOUTS * (g->n_values + 1); i++)
         sc.copies[i] = -1;
     tsr_status st = TSR_OK;
@@ -310,6 +349,7 @@ tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads
     if (st == TSR_OK)
         st = place_arena(s);
     free(sc.copies);
+    free(sc.last_reader);
     return st;
 }
 
