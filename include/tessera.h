@@ -190,7 +190,8 @@ typedef struct tsr_compile_options {
     int threads;        /* 0: all cores */
     int depth_first;    /* -1: the device's default, 0: off, 1: on */
     tsr_precision precision;
-    int verbose; /* print the kernel each node got to stderr */
+    int verbose; /* print the kernel each node got, and why others refused it, to stderr
+                    (default: on when the environment sets TSR_VERBOSE=1) */
 } tsr_compile_options;
 
 void tsr_compile_options_init(tsr_compile_options *options);

@@ -27,6 +27,8 @@ void tsr_compile_options_init(tsr_compile_options *o)
     memset(o, 0, sizeof *o);
     o->depth_first = -1;
     o->precision = TSR_PRECISION_FP32;
+    const char *verbose = getenv("TSR_VERBOSE");
+    o->verbose = verbose && *verbose && strcmp(verbose, "0") != 0;
 }
 
 static void spec_destroy(spec *s)
