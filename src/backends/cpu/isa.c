@@ -1,0 +1,68 @@
+/* What the CPU can do, from CPUID, and the environment overrides tests and
+ * comparisons use. The overrides are read at every call (plan creation
+ * time, not run time), so a process can switch them between plans. */
+#include "backends/cpu/cpu.h"
+
+#include <cpuid.h>
+#include <stdlib.h>
+#include <string.h>
+
+static tsr_isa hardware_isa(void)
+{
+    /* __builtin_cpu_supports also checks that the OS saves the vector
+     * registers (XGETBV), not just the CPUID bits. */
+    if (__builtin_cpu_supports("avx512f"))
+        return TSR_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return TSR_ISA_AVX2;
+    return TSR_ISA_PORTABLE;
+}
+
+tsr_isa tsr_cpu_isa(void)
+{
+    tsr_isa isa = hardware_isa();
+    const char *env = getenv("TSR_CPU_ISA");
+    if (!env || !*env)
+        return isa;
+    tsr_isa want = isa;
+    if (strcmp(env, "portable") == 0)
+        want = TSR_ISA_PORTABLE;
+    else if (strcmp(env, "avx2") == 0)
+        want = TSR_ISA_AVX2;
+    else if (strcmp(env, "avx512") == 0)
+        want = TSR_ISA_AVX512;
+    /* The override can only lower what the hardware has. */
+    return want < isa ? want : isa;
+}
+
+tsr_layout tsr_cpu_layout(void)
+{
+    const char *env = getenv("TSR_CPU_LAYOUT");
+    if (env && strcmp(env, "plain") == 0)
+        return TSR_LAYOUT_PLAIN;
+    if (env && strcmp(env, "nChw8c") == 0)
+        return TSR_LAYOUT_BLOCKED8;
+    if (env && strcmp(env, "nChw16c") == 0)
+        return TSR_LAYOUT_BLOCKED16;
+    switch (tsr_cpu_isa()) {
+    case TSR_ISA_AVX512: return TSR_LAYOUT_BLOCKED16;
+    case TSR_ISA_AVX2: return TSR_LAYOUT_BLOCKED8;
+    default: return TSR_LAYOUT_PLAIN;
+    }
+}
+
+bool tsr_cpu_has_bf16(void)
+{
+    if (!__builtin_cpu_supports("avx512f"))
+        return false;
+    unsigned eax, ebx, ecx, edx;
+    if (__get_cpuid_max(0, NULL) < 7)
+        return false;
+    /* Leaf 7, subleaf 1, EAX bit 5: AVX512_BF16. */
+    __cpuid_count(7, 1, eax, ebx, ecx, edx);
+    if (eax & (1u << 5))
+        return true;
+    /* Leaf 7, subleaf 0, EDX bit 22: AMX-BF16. */
+    __cpuid_count(7, 0, eax, ebx, ecx, edx);
+    return (edx & (1u << 22)) != 0;
+}

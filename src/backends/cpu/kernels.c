@@ -1,0 +1,129 @@
+/* The cpu backend: our own vectorized kernels for the memory-bound ops,
+ * working directly on the blocked layouts oneDNN produces, and the
+ * device's layout reorders. Each op family lists its ops in a table; this
+ * file dispatches the backend's calls to them. */
+#include "backends/cpu/kernels_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const tsr_cpu_op *const families[] = {tsr_cpu_eltwise_ops, tsr_cpu_pool_ops,
+                                             tsr_cpu_misc_ops};
+
+static const tsr_cpu_op *find_op(const tsr_op_def *op)
+{
+    for (size_t f = 0; f < sizeof families / sizeof *families; f++)
+        for (const tsr_cpu_op *o = families[f]; o->op; o++)
+            if (o->op == op)
+                return o;
+    return NULL;
+}
+
+bool tsr_cpu_require_f32(const tsr_graph *g, const tsr_node *n, int i, char *why, size_t size)
+{
+    const tsr_value *v = tsr_cpu_input(g, n, i);
+    if (!v || v->dtype == TSR_FLOAT32)
+        return true;
+    snprintf(why, size, "%s: the ref backend runs %s", tsr_dtype_name(v->dtype),
+             v->dtype == TSR_FLOAT64 ? "float64" : "other types");
+    return false;
+}
+
+tsr_layout tsr_cpu_keep_layout(const tsr_value *v, uint8_t available)
+{
+    if (v && v->rank == 4 && available != TSR_LAYOUT_PLAIN)
+        return (tsr_layout)available;
+    return TSR_LAYOUT_PLAIN;
+}
+
+int tsr_cpu_threads_for(int threads, int64_t work)
+{
+    /* Below this, starting a team costs more than the loop. */
+    const int64_t per_thread = 16384;
+    int64_t useful = work / per_thread;
+    if (useful < 1)
+        useful = 1;
+    return threads < useful ? threads : (int)useful;
+}
+
+tsr_isa tsr_cpu_isa_for_block(tsr_isa isa, int block)
+{
+    if (block == 1)
+        return TSR_ISA_PORTABLE;
+    if (block == 8 && isa == TSR_ISA_AVX512)
+        return TSR_ISA_AVX2;
+    return isa;
+}
+
+static bool cpu_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t why_size)
+{
+    const tsr_cpu_op *o = find_op(node->op);
+    if (!o) {
+        snprintf(why, why_size, "%s has no kernel in the cpu backend", node->op->name);
+        return false;
+    }
+    return o->supports(g, node, why, why_size);
+}
+
+static void cpu_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                        uint8_t *wanted, uint8_t *produced)
+{
+    const tsr_cpu_op *o = find_op(node->op);
+    if (o && o->layouts) {
+        o->layouts(g, node, available, wanted, produced);
+        return;
+    }
+    tsr_layout main = tsr_cpu_keep_layout(tsr_cpu_input(g, node, 0), available[0]);
+    for (int i = 0; i < node->n_inputs; i++)
+        wanted[i] = i == 0 ? (uint8_t)main : TSR_LAYOUT_PLAIN;
+    for (int i = 0; i < node->n_outputs; i++)
+        produced[i] = (uint8_t)main;
+}
+
+static tsr_status cpu_prepare(const tsr_prepare_ctx *ctx, void **state_out)
+{
+    *state_out = NULL;
+    const tsr_cpu_op *o = find_op(ctx->node->op);
+    if (!o)
+        return tsr_error(TSR_ERR_INTERNAL, "the cpu backend has no kernel for %s",
+                         ctx->node->op->name);
+    tsr_cpu_state *s = tsr_calloc(1, sizeof *s);
+    if (!s)
+        return TSR_ERR_OUT_OF_MEMORY;
+    s->isa = tsr_cpu_isa();
+    tsr_status st = o->prepare(ctx, s);
+    if (st != TSR_OK) {
+        free(s->data);
+        free(s);
+        return st;
+    }
+    *state_out = s;
+    return TSR_OK;
+}
+
+static void cpu_release(void *state)
+{
+    tsr_cpu_state *s = state;
+    if (!s)
+        return;
+    free(s->data);
+    free(s);
+}
+
+static tsr_status cpu_run(void *state, const tsr_kernel_ctx *ctx)
+{
+    const tsr_cpu_state *s = state;
+    return s->run(s, ctx);
+}
+
+const tsr_backend tsr_backend_cpu = {
+    .name = "cpu",
+    .supports = cpu_supports,
+    .layouts = cpu_layouts,
+    .prepare = cpu_prepare,
+    .release = cpu_release,
+    .run = cpu_run,
+    .reorder = tsr_cpu_reorder,
+    .alloc = tsr_aligned_alloc,
+    .free = tsr_aligned_free,
+};

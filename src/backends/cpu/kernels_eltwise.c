@@ -1,0 +1,579 @@
+/* Element-wise kernels of the cpu backend: unary activations, Add, Sub,
+ * Mul and Div (same shapes, or a per-channel or scalar operand), and
+ * inference BatchNormalization. They treat a tensor as rows of contiguous
+ * floats (a blocked tensor's rows are its channel blocks, padded lanes
+ * included), cut into cache-sized pieces that threads share. Where an op
+ * maps the zeros of padded lanes to something else (Sigmoid, 0/0), the
+ * lanes are zeroed again in each piece while it is still in cache. */
+#include "backends/cpu/kernels_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    float a, b;
+} tsr_cpu_ew_params;
+
+enum {
+    TSR_CPU_RELU,
+    TSR_CPU_LEAKY_RELU,
+    TSR_CPU_CLIP,
+    TSR_CPU_HARD_SIGMOID,
+    TSR_CPU_HARD_SWISH,
+    TSR_CPU_SIGMOID,
+    TSR_CPU_TANH,
+    TSR_CPU_EXP,
+    TSR_CPU_ABS,
+    TSR_CPU_NEG,
+    TSR_CPU_N_UNARY
+};
+
+/* RSUB and RDIV: the full-shape operand is the second one. */
+enum {
+    TSR_CPU_ADD,
+    TSR_CPU_SUB,
+    TSR_CPU_MUL,
+    TSR_CPU_DIV,
+    TSR_CPU_RSUB,
+    TSR_CPU_RDIV,
+    TSR_CPU_N_BINARY
+};
+
+typedef void (*unary_tile)(const float *x, float *y, int64_t n, const tsr_cpu_ew_params *p);
+typedef void (*binary_vv_tile)(const float *a, const float *b, float *y, int64_t n);
+typedef void (*binary_vp_tile)(const float *a, const float *pattern, int period, float *y,
+                               int64_t n);
+typedef void (*affine_tile)(const float *x, const float *s, const float *t, int period, float *y,
+                            int64_t n);
+
+typedef struct {
+    unary_tile unary[TSR_CPU_N_UNARY];
+    binary_vv_tile vv[TSR_CPU_N_BINARY];
+    binary_vp_tile vp[TSR_CPU_N_BINARY];
+    affine_tile affine;
+} tsr_cpu_eltwise_tiles;
+
+#define TSR_SIMD_LEVEL 0
+#include "backends/cpu/tiles_eltwise.h"
+#undef TSR_SIMD_LEVEL
+#define TSR_SIMD_LEVEL 1
+#include "backends/cpu/tiles_eltwise.h"
+#undef TSR_SIMD_LEVEL
+#define TSR_SIMD_LEVEL 2
+#include "backends/cpu/tiles_eltwise.h"
+#undef TSR_SIMD_LEVEL
+
+static const tsr_cpu_eltwise_tiles *const tiles[] = {
+    [TSR_ISA_PORTABLE] = &eltwise_tiles_portable,
+    [TSR_ISA_AVX2] = &eltwise_tiles_avx2,
+    [TSR_ISA_AVX512] = &eltwise_tiles_avx512,
+};
+static const int isa_width[] = {[TSR_ISA_PORTABLE] = 1, [TSR_ISA_AVX2] = 8, [TSR_ISA_AVX512] = 16};
+
+/* ------------------------------------------------------------- spans */
+
+/* Floats per piece: 32 KiB, a multiple of every block size. */
+#define PIECE 8192
+
+/* A tensor as rows of contiguous floats. */
+typedef struct {
+    int64_t rows, row_len;
+    int block;    /* lanes per pixel: 1 for plain */
+    int64_t cbs;  /* channel blocks per image; rows are (n, cb) when blocked */
+    int pad_from; /* first padded lane of the last block; == block when none */
+    bool rezero;  /* whether the op turns padded zeros into something else */
+} span_job;
+
+typedef void (*piece_fn)(const void *ctx, int64_t row, int64_t offset, int64_t len);
+
+static void zero_padding(float *y, int64_t len, int block, int pad_from)
+{
+    for (int64_t p = 0; p < len; p += block)
+        for (int l = pad_from; l < block; l++)
+            y[p + l] = 0.0f;
+}
+
+/* Calls fn on every piece; `out` is the output, for re-zeroing. */
+static void run_pieces(const span_job *j, int threads, piece_fn fn, const void *ctx, float *out)
+{
+    if (j->rows == 0 || j->row_len == 0)
+        return;
+    int64_t per_row = (j->row_len + PIECE - 1) / PIECE;
+    int64_t items = j->rows * per_row;
+    bool rezero = j->rezero && j->block > 1 && j->pad_from < j->block;
+    int nt = tsr_cpu_threads_for(threads, j->rows * j->row_len);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t item = 0; item < items; item++) {
+        int64_t row = item / per_row, offset = (item % per_row) * PIECE;
+        int64_t len = j->row_len - offset < PIECE ? j->row_len - offset : PIECE;
+        fn(ctx, row, offset, len);
+        if (rezero && row % j->cbs == j->cbs - 1)
+            zero_padding(out + row * j->row_len + offset, len, j->block, j->pad_from);
+    }
+}
+
+/* Rows of a rank >= 2 tensor in `layout`: per (n, channel block) when
+ * blocked, per (n, c) when per_channel, else one row of everything. */
+static span_job span_of(const tsr_tensor *t, tsr_layout layout, bool per_channel)
+{
+    span_job j = {.rows = 1, .row_len = tsr_tensor_numel(t), .block = 1, .cbs = 1, .pad_from = 1};
+    if (layout != TSR_LAYOUT_PLAIN) {
+        int b = tsr_layout_block(layout);
+        int64_t c = t->dims[1];
+        j.block = b;
+        j.cbs = (c + b - 1) / b;
+        j.rows = t->dims[0] * j.cbs;
+        j.row_len = t->dims[2] * t->dims[3] * b;
+        j.pad_from = c % b == 0 ? b : (int)(c % b);
+    } else if (per_channel) {
+        j.rows = t->dims[0] * t->dims[1];
+        j.row_len = j.rows ? tsr_tensor_numel(t) / j.rows : 0;
+    }
+    return j;
+}
+
+/* ------------------------------------------------------------- unary */
+
+typedef struct {
+    int kind;
+    tsr_cpu_ew_params prm;
+} unary_data;
+
+typedef struct {
+    unary_tile tile;
+    tsr_cpu_ew_params prm;
+    const float *x;
+    float *y;
+    int64_t row_len;
+} unary_ctx;
+
+static void unary_piece(const void *ctx, int64_t row, int64_t offset, int64_t len)
+{
+    const unary_ctx *c = ctx;
+    int64_t at = row * c->row_len + offset;
+    c->tile(c->x + at, c->y + at, len, &c->prm);
+}
+
+static tsr_status unary_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const unary_data *d = s->data;
+    unary_ctx c = {.tile = tiles[s->isa]->unary[d->kind],
+                   .prm = d->prm,
+                   .x = k->inputs[0]->data,
+                   .y = k->outputs[0]->data};
+    if (d->kind == TSR_CPU_CLIP) {
+        c.prm.a = k->n_inputs > 1 && k->inputs[1] ? *(const float *)k->inputs[1]->data : -INFINITY;
+        c.prm.b = k->n_inputs > 2 && k->inputs[2] ? *(const float *)k->inputs[2]->data : INFINITY;
+    }
+    span_job j = span_of(k->inputs[0], (tsr_layout)k->input_layouts[0], false);
+    float zero = 0.0f, f0;
+    c.tile(&zero, &f0, 1, &c.prm);
+    j.rezero = f0 != 0.0f;
+    c.row_len = j.row_len;
+    run_pieces(&j, k->threads, unary_piece, &c, c.y);
+    return TSR_OK;
+}
+
+static bool unary_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    for (int i = 0; i < node->n_inputs; i++)
+        if (!tsr_cpu_require_f32(g, node, i, why, size))
+            return false;
+    return true;
+}
+
+static tsr_status unary_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
+{
+    const tsr_node *node = ctx->node;
+    unary_data *d = tsr_calloc(1, sizeof *d);
+    if (!d)
+        return TSR_ERR_OUT_OF_MEMORY;
+    s->data = d;
+    s->run = unary_run;
+    const tsr_op_def *op = node->op;
+    if (op == &tsr_op_Relu) {
+        d->kind = TSR_CPU_RELU;
+    } else if (op == &tsr_op_LeakyRelu) {
+        d->kind = TSR_CPU_LEAKY_RELU;
+        d->prm.a = (float)tsr_attr_float(node, "alpha");
+    } else if (op == &tsr_op_Clip) {
+        d->kind = TSR_CPU_CLIP;
+    } else if (op == &tsr_op_HardSigmoid) {
+        d->kind = TSR_CPU_HARD_SIGMOID;
+        d->prm.a = (float)tsr_attr_float(node, "alpha");
+        d->prm.b = (float)tsr_attr_float(node, "beta");
+    } else if (op == &tsr_op_HardSwish) {
+        d->kind = TSR_CPU_HARD_SWISH;
+    } else if (op == &tsr_op_Sigmoid) {
+        d->kind = TSR_CPU_SIGMOID;
+    } else if (op == &tsr_op_Tanh) {
+        d->kind = TSR_CPU_TANH;
+    } else if (op == &tsr_op_Exp) {
+        d->kind = TSR_CPU_EXP;
+    } else if (op == &tsr_op_Abs) {
+        d->kind = TSR_CPU_ABS;
+    } else if (op == &tsr_op_Neg) {
+        d->kind = TSR_CPU_NEG;
+    } else {
+        return tsr_error(TSR_ERR_INTERNAL, "cpu backend: %s is not a unary op it knows", op->name);
+    }
+    return TSR_OK;
+}
+
+/* ------------------------------------------------------------ binary */
+
+/* How a binary node's operands line up with its output. */
+typedef struct {
+    int main;        /* the input with the output's shape */
+    bool same_shape; /* both inputs have it */
+    bool scalar;     /* else the other input is per-channel */
+} binary_form;
+
+static bool same_dims(const tsr_value *a, const tsr_value *b)
+{
+    if (a->rank != b->rank)
+        return false;
+    for (int i = 0; i < a->rank; i++)
+        if (a->dims[i] != b->dims[i])
+            return false;
+    return true;
+}
+
+/* Whether `v` broadcast to `out` varies along dim 1 only. */
+static bool is_per_channel(const tsr_value *v, const tsr_value *out)
+{
+    if (out->rank < 2 || v->rank > out->rank)
+        return false;
+    for (int i = 0; i < out->rank; i++) {
+        int vi = i - (out->rank - v->rank);
+        int64_t d = vi >= 0 ? v->dims[vi] : 1;
+        if (d != (i == 1 ? out->dims[1] : 1))
+            return false;
+    }
+    return true;
+}
+
+static bool binary_form_of(const tsr_graph *g, const tsr_node *node, binary_form *f, char *why,
+                           size_t size)
+{
+    const tsr_value *in[2] = {tsr_cpu_input(g, node, 0), tsr_cpu_input(g, node, 1)};
+    const tsr_value *out = tsr_cpu_output(g, node, 0);
+    bool full[2] = {same_dims(in[0], out), same_dims(in[1], out)};
+    char shape[2][128], oshape[128];
+    tsr_shape_format(shape[0], sizeof shape[0], in[0]->rank, in[0]->dims);
+    tsr_shape_format(shape[1], sizeof shape[1], in[1]->rank, in[1]->dims);
+    tsr_shape_format(oshape, sizeof oshape, out->rank, out->dims);
+    if (!full[0] && !full[1]) {
+        snprintf(why, size, "%s: both operands broadcast (%s and %s to %s)", node->op->name,
+                 shape[0], shape[1], oshape);
+        return false;
+    }
+    *f = (binary_form){.main = full[0] ? 0 : 1, .same_shape = full[0] && full[1]};
+    if (f->same_shape)
+        return true;
+    const tsr_value *other = in[1 - f->main];
+    if (tsr_shape_numel(other->rank, other->dims) == 1) {
+        f->scalar = true;
+        return true;
+    }
+    if (is_per_channel(other, out))
+        return true;
+    snprintf(why, size, "%s: broadcast of %s to %s is not per-channel", node->op->name,
+             shape[1 - f->main], oshape);
+    return false;
+}
+
+static bool binary_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    binary_form f;
+    return tsr_cpu_require_f32(g, node, 0, why, size) &&
+           tsr_cpu_require_f32(g, node, 1, why, size) && binary_form_of(g, node, &f, why, size);
+}
+
+static void binary_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                           uint8_t *wanted, uint8_t *produced)
+{
+    binary_form f;
+    char why[8];
+    tsr_layout l = TSR_LAYOUT_PLAIN;
+    if (binary_form_of(g, node, &f, why, sizeof why)) {
+        const tsr_value *main = tsr_cpu_input(g, node, f.main);
+        l = tsr_cpu_keep_layout(main, available[f.main]);
+        /* A residual Add of a blocked and a plain tensor: block the plain one. */
+        if (f.same_shape && l == TSR_LAYOUT_PLAIN)
+            l = tsr_cpu_keep_layout(main, available[1 - f.main]);
+        wanted[f.main] = (uint8_t)l;
+        wanted[1 - f.main] = f.same_shape ? (uint8_t)l : TSR_LAYOUT_PLAIN;
+    }
+    produced[0] = (uint8_t)l;
+}
+
+typedef struct {
+    int kind; /* TSR_CPU_ADD.. with the operands in (main, other) order */
+    binary_form form;
+} binary_data;
+
+typedef struct {
+    binary_vv_tile vv;
+    binary_vp_tile vp;
+    const float *a, *b;
+    float *y;
+    int64_t row_len;
+    /* vp: the other operand's value per channel (C of them), or one scalar */
+    const float *values;
+    bool scalar;
+    int block; /* > 1: rows are channel blocks */
+    int64_t cbs, channels;
+    int width;       /* vector width of the tile: the splat period */
+    float pad_value; /* what padded lanes of the pattern hold */
+} binary_ctx;
+
+static void binary_piece(const void *ctx, int64_t row, int64_t offset, int64_t len)
+{
+    const binary_ctx *c = ctx;
+    int64_t at = row * c->row_len + offset;
+    if (c->vv) {
+        c->vv(c->a + at, c->b + at, c->y + at, len);
+        return;
+    }
+    float pattern[16];
+    int period;
+    if (c->block > 1) {
+        period = c->block;
+        int64_t c0 = (row % c->cbs) * c->block;
+        for (int l = 0; l < c->block; l++)
+            pattern[l] = c0 + l >= c->channels ? c->pad_value
+                         : c->scalar           ? c->values[0]
+                                               : c->values[c0 + l];
+    } else {
+        period = c->width;
+        float v = c->scalar ? c->values[0] : c->values[row % c->channels];
+        for (int l = 0; l < period; l++)
+            pattern[l] = v;
+    }
+    c->vp(c->a + at, pattern, period, c->y + at, len);
+}
+
+/* The op on padded lanes: 0 OP pad. NaN (0/0) compares unequal to 0 too. */
+static float binary_scalar(int kind, float a, float b)
+{
+    switch (kind) {
+    case TSR_CPU_ADD: return a + b;
+    case TSR_CPU_SUB: return a - b;
+    case TSR_CPU_MUL: return a * b;
+    case TSR_CPU_DIV: return a / b;
+    case TSR_CPU_RSUB: return b - a;
+    default: return b / a;
+    }
+}
+
+static tsr_status binary_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const binary_data *d = s->data;
+    const binary_form *f = &d->form;
+    const tsr_tensor *x = k->inputs[f->main], *other = k->inputs[1 - f->main];
+    tsr_layout layout = (tsr_layout)k->input_layouts[f->main];
+    binary_ctx c = {.a = x->data,
+                    .b = other->data,
+                    .y = k->outputs[0]->data,
+                    .values = other->data,
+                    .scalar = f->scalar,
+                    .width = isa_width[s->isa]};
+    span_job j = span_of(x, layout, !f->same_shape && !f->scalar);
+    const tsr_cpu_eltwise_tiles *t = tiles[s->isa];
+    if (f->same_shape) {
+        c.vv = t->vv[d->kind];
+    } else {
+        c.vp = t->vp[d->kind];
+        c.block = j.block;
+        c.cbs = j.cbs;
+        c.channels = x->rank >= 2 ? x->dims[1] : 1;
+        /* Padded lanes get a value that keeps them zero where one exists. */
+        c.pad_value = d->kind == TSR_CPU_DIV ? 1.0f : 0.0f;
+    }
+    float pad = f->same_shape ? 0.0f : c.pad_value;
+    j.rezero = binary_scalar(d->kind, 0.0f, pad) != 0.0f;
+    c.row_len = j.row_len;
+    run_pieces(&j, k->threads, binary_piece, &c, c.y);
+    return TSR_OK;
+}
+
+static tsr_status binary_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
+{
+    const tsr_node *node = ctx->node;
+    binary_data *d = tsr_calloc(1, sizeof *d);
+    if (!d)
+        return TSR_ERR_OUT_OF_MEMORY;
+    s->data = d;
+    s->run = binary_run;
+    char why[256];
+    if (!binary_form_of(ctx->graph, node, &d->form, why, sizeof why))
+        return tsr_error(TSR_ERR_INTERNAL, "cpu backend: %s", why);
+    const tsr_op_def *op = node->op;
+    bool swapped = d->form.main == 1;
+    if (op == &tsr_op_Add)
+        d->kind = TSR_CPU_ADD;
+    else if (op == &tsr_op_Mul)
+        d->kind = TSR_CPU_MUL;
+    else if (op == &tsr_op_Sub)
+        d->kind = swapped ? TSR_CPU_RSUB : TSR_CPU_SUB;
+    else
+        d->kind = swapped ? TSR_CPU_RDIV : TSR_CPU_DIV;
+    /* A pattern of one block's lanes needs vectors no wider than the block. */
+    int block = tsr_layout_block((tsr_layout)ctx->input_layouts[d->form.main]);
+    if (!d->form.same_shape && block > 1)
+        s->isa = tsr_cpu_isa_for_block(s->isa, block);
+    return TSR_OK;
+}
+
+/* ---------------------------------------------------- BatchNormalization */
+
+typedef struct {
+    float *scale, *shift; /* per channel; NULL until computed (non-constant statistics) */
+    int64_t channels;
+    double epsilon;
+} bn_data;
+
+static bool bn_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    for (int i = 0; i < 5; i++)
+        if (!tsr_cpu_require_f32(g, node, i, why, size))
+            return false;
+    if (node->n_outputs > 1) {
+        snprintf(why, size, "BatchNormalization with %d outputs: the ref backend runs it",
+                 node->n_outputs);
+        return false;
+    }
+    return true;
+}
+
+/* scale = gamma / sqrt(var + eps), shift = beta - mean * scale, in double. */
+static void bn_coefficients(const float *const p[4], int64_t channels, double eps, float *scale,
+                            float *shift)
+{
+    for (int64_t c = 0; c < channels; c++) {
+        double s = (double)p[0][c] / sqrt((double)p[3][c] + eps);
+        scale[c] = (float)s;
+        shift[c] = (float)((double)p[1][c] - (double)p[2][c] * s);
+    }
+}
+
+typedef struct {
+    affine_tile tile;
+    const float *x;
+    float *y;
+    int64_t row_len;
+    const float *scale, *shift;
+    int block, width;
+    int64_t cbs, channels;
+} bn_ctx;
+
+static void bn_piece(const void *ctx, int64_t row, int64_t offset, int64_t len)
+{
+    const bn_ctx *c = ctx;
+    float s[16], t[16];
+    int period;
+    if (c->block > 1) {
+        period = c->block;
+        int64_t c0 = (row % c->cbs) * c->block;
+        for (int l = 0; l < c->block; l++) {
+            bool pad = c0 + l >= c->channels;
+            s[l] = pad ? 0.0f : c->scale[c0 + l];
+            t[l] = pad ? 0.0f : c->shift[c0 + l];
+        }
+    } else {
+        period = c->width;
+        int64_t ch = row % c->channels;
+        for (int l = 0; l < period; l++) {
+            s[l] = c->scale[ch];
+            t[l] = c->shift[ch];
+        }
+    }
+    int64_t at = row * c->row_len + offset;
+    c->tile(c->x + at, s, t, period, c->y + at, len);
+}
+
+static tsr_status bn_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const bn_data *d = s->data;
+    const tsr_tensor *x = k->inputs[0];
+    float *scratch = NULL;
+    const float *scale = d->scale, *shift = d->shift;
+    if (!scale) {
+        scratch = tsr_malloc(2 * (size_t)(d->channels + 1) * sizeof(float));
+        if (!scratch)
+            return TSR_ERR_OUT_OF_MEMORY;
+        const float *p[4];
+        for (int i = 0; i < 4; i++)
+            p[i] = k->inputs[i + 1]->data;
+        bn_coefficients(p, d->channels, d->epsilon, scratch, scratch + d->channels);
+        scale = scratch;
+        shift = scratch + d->channels;
+    }
+    span_job j = span_of(x, (tsr_layout)k->input_layouts[0], true);
+    bn_ctx c = {.tile = tiles[s->isa]->affine,
+                .x = x->data,
+                .y = k->outputs[0]->data,
+                .row_len = j.row_len,
+                .scale = scale,
+                .shift = shift,
+                .block = j.block,
+                .width = isa_width[s->isa],
+                .cbs = j.cbs,
+                .channels = d->channels};
+    run_pieces(&j, k->threads, bn_piece, &c, c.y);
+    free(scratch);
+    return TSR_OK;
+}
+
+static tsr_status bn_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
+{
+    const tsr_graph *g = ctx->graph;
+    const tsr_node *node = ctx->node;
+    const tsr_value *x = tsr_cpu_input(g, node, 0);
+    int64_t channels = x->dims[1];
+    bool constant = true;
+    for (int i = 1; i < 5; i++)
+        constant = constant && tsr_cpu_input(g, node, i)->data;
+    /* The struct and, for constant statistics, both coefficient arrays in one block. */
+    size_t extra = constant ? 2 * (size_t)channels * sizeof(float) : 0;
+    bn_data *d = tsr_calloc(1, sizeof *d + extra);
+    if (!d)
+        return TSR_ERR_OUT_OF_MEMORY;
+    s->data = d;
+    s->run = bn_run;
+    d->channels = channels;
+    d->epsilon = tsr_attr_float(node, "epsilon");
+    int block = tsr_layout_block((tsr_layout)ctx->input_layouts[0]);
+    if (block > 1)
+        s->isa = tsr_cpu_isa_for_block(s->isa, block);
+    if (constant) {
+        d->scale = (float *)(d + 1);
+        d->shift = d->scale + channels;
+        const float *p[4];
+        for (int i = 0; i < 4; i++)
+            p[i] = tsr_cpu_input(g, node, i + 1)->data;
+        bn_coefficients(p, channels, d->epsilon, d->scale, d->shift);
+    }
+    return TSR_OK;
+}
+
+const tsr_cpu_op tsr_cpu_eltwise_ops[] = {
+    {&tsr_op_Relu, unary_supports, NULL, unary_prepare},
+    {&tsr_op_LeakyRelu, unary_supports, NULL, unary_prepare},
+    {&tsr_op_Clip, unary_supports, NULL, unary_prepare},
+    {&tsr_op_HardSigmoid, unary_supports, NULL, unary_prepare},
+    {&tsr_op_HardSwish, unary_supports, NULL, unary_prepare},
+    {&tsr_op_Sigmoid, unary_supports, NULL, unary_prepare},
+    {&tsr_op_Tanh, unary_supports, NULL, unary_prepare},
+    {&tsr_op_Exp, unary_supports, NULL, unary_prepare},
+    {&tsr_op_Abs, unary_supports, NULL, unary_prepare},
+    {&tsr_op_Neg, unary_supports, NULL, unary_prepare},
+    {&tsr_op_Add, binary_supports, binary_layouts, binary_prepare},
+    {&tsr_op_Sub, binary_supports, binary_layouts, binary_prepare},
+    {&tsr_op_Mul, binary_supports, binary_layouts, binary_prepare},
+    {&tsr_op_Div, binary_supports, binary_layouts, binary_prepare},
+    {&tsr_op_BatchNormalization, bn_supports, NULL, bn_prepare},
+    {NULL},
+};

@@ -1,0 +1,64 @@
+/* The cpu backend's pieces: each op family (kernels_eltwise.c,
+ * kernels_pool.c, kernels_misc.c) gives the backend table in kernels.c
+ * what it needs per node: whether it runs it, in which layouts, and the
+ * per-node state built at plan time. Tiles are picked per ISA at prepare. */
+#ifndef TSR_BACKENDS_CPU_KERNELS_INTERNAL_H
+#define TSR_BACKENDS_CPU_KERNELS_INTERNAL_H
+
+#include "backends/cpu/cpu.h"
+
+#include <stdio.h>
+
+typedef struct tsr_cpu_state tsr_cpu_state;
+typedef tsr_status (*tsr_cpu_run_fn)(const tsr_cpu_state *s, const tsr_kernel_ctx *k);
+
+/* What prepare leaves for run: the kernel, the tile variant it picked and
+ * op-specific data (freed with free()). */
+struct tsr_cpu_state {
+    tsr_cpu_run_fn run;
+    tsr_isa isa;
+    void *data;
+};
+
+/* One op family's entry for one op. */
+typedef struct tsr_cpu_op {
+    const tsr_op_def *op;
+    bool (*supports)(const tsr_graph *g, const tsr_node *node, char *why, size_t why_size);
+    /* NULL: the op's main input (0) keeps the blocked layout it arrives
+     * in, every other input is plain, the outputs follow input 0. */
+    void (*layouts)(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                    uint8_t *wanted, uint8_t *produced);
+    tsr_status (*prepare)(const tsr_prepare_ctx *ctx, tsr_cpu_state *state);
+} tsr_cpu_op;
+
+extern const tsr_cpu_op tsr_cpu_eltwise_ops[];
+extern const tsr_cpu_op tsr_cpu_pool_ops[];
+extern const tsr_cpu_op tsr_cpu_misc_ops[];
+
+/* Helpers shared by the families. */
+static inline const tsr_value *tsr_cpu_input(const tsr_graph *g, const tsr_node *n, int i)
+{
+    return i < n->n_inputs && n->inputs[i] >= 0 ? &g->values[n->inputs[i]] : NULL;
+}
+static inline const tsr_value *tsr_cpu_output(const tsr_graph *g, const tsr_node *n, int o)
+{
+    return &g->values[n->outputs[o]];
+}
+/* Refuses anything but float32 input `i`, naming who runs it instead. */
+bool tsr_cpu_require_f32(const tsr_graph *g, const tsr_node *n, int i, char *why, size_t size);
+/* The blocked layout to keep for a value that arrives in `available`:
+ * that layout when it is blocked and the value is a rank-4 tensor, else
+ * plain. */
+tsr_layout tsr_cpu_keep_layout(const tsr_value *v, uint8_t available);
+/* Threads worth starting for `work` elements of streaming work. */
+int tsr_cpu_threads_for(int threads, int64_t work);
+/* The tile variant for data in `layout`: blocks narrower than the ISA's
+ * vectors use the narrower ISA that matches them. */
+tsr_isa tsr_cpu_isa_for_block(tsr_isa isa, int block);
+
+/* reorder.c: plain <-> nChw8c <-> nChw16c for rank-4 tensors of 4- or
+ * 8-byte elements, zero-filling the lanes past C. */
+tsr_status tsr_cpu_reorder(const tsr_tensor *src, tsr_layout from, tsr_tensor *dst, tsr_layout to,
+                           int threads);
+
+#endif

@@ -1,0 +1,246 @@
+/* Pooling kernels of the cpu backend: MaxPool and AveragePool over two
+ * spatial dims, and the global pools, on blocked layouts (vectors across a
+ * channel block's lanes) and plain (one lane). Window geometry is worked
+ * out once at plan time: for each output row and column, the range of
+ * taps that land inside the input, so the inner loops never test bounds. */
+#include "backends/cpu/kernels_internal.h"
+#include "ops/window.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    int64_t ih, iw, oh, ow;
+    int64_t sh, sw, dh, dw, ph, pw;
+    const int64_t *hlo, *hhi, *wlo, *whi; /* valid taps [lo, hi) per output row / column */
+    const float *hcount, *wcount;         /* the average's divisor, per row and column */
+} tsr_cpu_pool_geom;
+
+typedef void (*pool_row_tile)(const tsr_cpu_pool_geom *g, const float *x, float *y, int64_t oh);
+typedef void (*reduce_tile)(const float *x, int64_t pixels, float *out);
+typedef float (*reduce_plain_tile)(const float *x, int64_t n, bool is_max);
+
+/* Indexed [is_max][0: plain, 1: 8 lanes, 2: 16 lanes]; NULL where the
+ * block is narrower than the ISA's vectors. */
+typedef struct {
+    pool_row_tile row[2][3];
+    reduce_tile global[2][3];
+    reduce_plain_tile plain;
+} tsr_cpu_pool_tiles;
+
+#define TSR_SIMD_LEVEL 0
+#include "backends/cpu/tiles_pool.h"
+#undef TSR_SIMD_LEVEL
+#define TSR_SIMD_LEVEL 1
+#include "backends/cpu/tiles_pool.h"
+#undef TSR_SIMD_LEVEL
+#define TSR_SIMD_LEVEL 2
+#include "backends/cpu/tiles_pool.h"
+#undef TSR_SIMD_LEVEL
+
+static const tsr_cpu_pool_tiles *const tiles[] = {
+    [TSR_ISA_PORTABLE] = &pool_tiles_portable,
+    [TSR_ISA_AVX2] = &pool_tiles_avx2,
+    [TSR_ISA_AVX512] = &pool_tiles_avx512,
+};
+
+static int block_index(int block)
+{
+    return block == 16 ? 2 : block == 8 ? 1 : 0;
+}
+
+/* ------------------------------------------------------ windowed pools */
+
+static bool pool_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    if (!tsr_cpu_require_f32(g, node, 0, why, size))
+        return false;
+    if (node->n_outputs > 1) {
+        snprintf(why, size, "MaxPool with an Indices output: the ref backend runs it");
+        return false;
+    }
+    const tsr_value *x = tsr_cpu_input(g, node, 0);
+    if (x->rank != 4) {
+        snprintf(why, size, "%s over %d spatial dims: the ref backend runs it (2 only here)",
+                 node->op->name, x->rank - 2);
+        return false;
+    }
+    return true;
+}
+
+typedef struct {
+    tsr_cpu_pool_geom g;
+    pool_row_tile row;
+    int block;
+} pool_data;
+
+/* Taps k in [0, taps) with 0 <= start + k * step < size, as [*lo, *hi). */
+static void taps_inside(int64_t start, int64_t step, int64_t taps, int64_t size, int64_t *lo,
+                        int64_t *hi)
+{
+    int64_t a = start >= 0 ? 0 : (-start + step - 1) / step;
+    int64_t b = start > size - 1 ? 0 : (size - 1 - start) / step + 1;
+    if (b > taps)
+        b = taps;
+    *lo = a;
+    *hi = b > a ? b : a;
+}
+
+/* Valid taps and the average's divisor along one spatial dim: with
+ * count_include_pad the divisor counts padding too, but not past the end
+ * padding (ceil_mode windows), as in PyTorch. */
+static void dim_ranges(const tsr_window *w, int d, bool include_pad, int64_t *lo, int64_t *hi,
+                       float *count)
+{
+    for (int64_t o = 0; o < w->out[d]; o++) {
+        int64_t start = o * w->stride[d] - w->pad_begin[d];
+        taps_inside(start, w->dilation[d], w->kernel[d], w->in[d], &lo[o], &hi[o]);
+        int64_t end = start + w->kernel[d];
+        if (end > w->in[d] + w->pad_end[d])
+            end = w->in[d] + w->pad_end[d];
+        count[o] = (float)(include_pad ? end - start : hi[o] - lo[o]);
+    }
+}
+
+static tsr_status pool_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const pool_data *d = s->data;
+    const tsr_cpu_pool_geom *g = &d->g;
+    const tsr_tensor *x = k->inputs[0];
+    int b = d->block;
+    int64_t planes = x->dims[0] * ((x->dims[1] + b - 1) / b);
+    int64_t rows = planes * g->oh;
+    int64_t in_plane = g->ih * g->iw * b, out_row = g->ow * b;
+    const float *xs = x->data;
+    float *ys = k->outputs[0]->data;
+    int nt = tsr_cpu_threads_for(k->threads, planes * in_plane);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t r = 0; r < rows; r++)
+        d->row(g, xs + (r / g->oh) * in_plane, ys + r * out_row, r % g->oh);
+    return TSR_OK;
+}
+
+static tsr_status pool_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
+{
+    const tsr_node *node = ctx->node;
+    const tsr_value *x = tsr_cpu_input(ctx->graph, node, 0);
+    bool is_max = node->op == &tsr_op_MaxPool;
+    size_t n_kernel;
+    const int64_t *kernel = tsr_attr_ints(node, "kernel_shape", &n_kernel);
+    if (n_kernel != 2)
+        return tsr_error(TSR_ERR_INTERNAL, "cpu backend: kernel_shape has %zu values", n_kernel);
+    tsr_window w;
+    TSR_CHECK(
+        tsr_window_init(node, 2, x->dims + 2, kernel, tsr_attr_int(node, "ceil_mode") == 1, &w));
+    bool include_pad = !is_max && tsr_attr_int(node, "count_include_pad") == 1;
+    size_t n = (size_t)(w.out[0] + w.out[1]);
+    pool_data *d = tsr_calloc(1, sizeof *d + n * (2 * sizeof(int64_t) + sizeof(float)));
+    if (!d)
+        return TSR_ERR_OUT_OF_MEMORY;
+    s->data = d;
+    s->run = pool_run;
+    int64_t *ranges = (int64_t *)(d + 1);
+    float *counts = (float *)(ranges + 2 * n);
+    tsr_cpu_pool_geom *g = &d->g;
+    *g = (tsr_cpu_pool_geom){.ih = w.in[0],
+                             .iw = w.in[1],
+                             .oh = w.out[0],
+                             .ow = w.out[1],
+                             .sh = w.stride[0],
+                             .sw = w.stride[1],
+                             .dh = w.dilation[0],
+                             .dw = w.dilation[1],
+                             .ph = w.pad_begin[0],
+                             .pw = w.pad_begin[1]};
+    int64_t *hlo = ranges, *hhi = hlo + w.out[0], *wlo = hhi + w.out[0], *whi = wlo + w.out[1];
+    float *hcount = counts, *wcount = counts + w.out[0];
+    dim_ranges(&w, 0, include_pad, hlo, hhi, hcount);
+    dim_ranges(&w, 1, include_pad, wlo, whi, wcount);
+    g->hlo = hlo;
+    g->hhi = hhi;
+    g->wlo = wlo;
+    g->whi = whi;
+    g->hcount = hcount;
+    g->wcount = wcount;
+    d->block = tsr_layout_block((tsr_layout)ctx->input_layouts[0]);
+    s->isa = tsr_cpu_isa_for_block(s->isa, d->block);
+    d->row = tiles[s->isa]->row[is_max][block_index(d->block)];
+    return TSR_OK;
+}
+
+/* --------------------------------------------------------- global pools */
+
+static bool global_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    return tsr_cpu_require_f32(g, node, 0, why, size);
+}
+
+/* Blocked input, plain [N, C, 1, 1] output: the next op (Flatten, Gemm)
+ * wants plain anyway, and the output is tiny. */
+static void global_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                           uint8_t *wanted, uint8_t *produced)
+{
+    wanted[0] = (uint8_t)tsr_cpu_keep_layout(tsr_cpu_input(g, node, 0), available[0]);
+    produced[0] = TSR_LAYOUT_PLAIN;
+}
+
+typedef struct {
+    bool is_max;
+} global_data;
+
+static tsr_status global_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const global_data *d = s->data;
+    const tsr_tensor *x = k->inputs[0];
+    int b = tsr_layout_block((tsr_layout)k->input_layouts[0]);
+    int64_t n = x->dims[0], c = x->dims[1];
+    int64_t pixels = tsr_shape_numel(x->rank - 2, x->dims + 2);
+    const float *xs = x->data;
+    float *ys = k->outputs[0]->data;
+    bool is_max = d->is_max;
+    if (b == 1) {
+        reduce_plain_tile tile = tiles[s->isa]->plain;
+        int nt = tsr_cpu_threads_for(k->threads, n * c * pixels);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+        for (int64_t p = 0; p < n * c; p++) {
+            float r = tile(xs + p * pixels, pixels, is_max);
+            ys[p] = is_max ? r : r / (float)pixels;
+        }
+        return TSR_OK;
+    }
+    reduce_tile tile = tiles[s->isa]->global[is_max][block_index(b)];
+    int64_t cbs = (c + b - 1) / b;
+    int nt = tsr_cpu_threads_for(k->threads, n * cbs * pixels * b);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t u = 0; u < n * cbs; u++) {
+        float lanes[16];
+        tile(xs + u * pixels * b, pixels, lanes);
+        int64_t c0 = (u % cbs) * b, batch = u / cbs;
+        for (int l = 0; l < b && c0 + l < c; l++)
+            ys[batch * c + c0 + l] = is_max ? lanes[l] : lanes[l] / (float)pixels;
+    }
+    return TSR_OK;
+}
+
+static tsr_status global_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
+{
+    global_data *d = tsr_calloc(1, sizeof *d);
+    if (!d)
+        return TSR_ERR_OUT_OF_MEMORY;
+    s->data = d;
+    s->run = global_run;
+    d->is_max = ctx->node->op == &tsr_op_GlobalMaxPool;
+    int block = tsr_layout_block((tsr_layout)ctx->input_layouts[0]);
+    if (block > 1)
+        s->isa = tsr_cpu_isa_for_block(s->isa, block);
+    return TSR_OK;
+}
+
+const tsr_cpu_op tsr_cpu_pool_ops[] = {
+    {&tsr_op_MaxPool, pool_supports, NULL, pool_prepare},
+    {&tsr_op_AveragePool, pool_supports, NULL, pool_prepare},
+    {&tsr_op_GlobalAveragePool, global_supports, global_layouts, global_prepare},
+    {&tsr_op_GlobalMaxPool, global_supports, global_layouts, global_prepare},
+    {NULL},
+};

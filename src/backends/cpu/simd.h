@@ -1,0 +1,172 @@
+/* The vector layer the cpu backend's tiles are written in, for one
+ * instruction set: TSR_SIMD_LEVEL 0 (portable C, one lane), 1 (AVX2 + FMA,
+ * 8 lanes) or 2 (AVX-512F, 16 lanes). A tile template includes this header
+ * and is itself included once per level, so the loops are written once and
+ * only these definitions differ (BLIS style).
+ *
+ * No include guard: every inclusion redefines the macros for the level set.
+ * Conventions that keep the levels bit-compatible where it matters:
+ * vf_max(a, b) is `a > b ? a : b` and vf_min(a, b) is `a < b ? a : b`, as
+ * the x86 instructions define them (NaN in either gives b). */
+#include <math.h>
+#include <stdint.h>
+
+#ifndef TSR_SIMD_LEVEL
+#error "define TSR_SIMD_LEVEL before including simd.h"
+#endif
+
+#undef SIMD_W
+#undef SIMD_SUFFIX
+#undef SIMD_TARGET
+#undef vf
+#undef vm
+#undef vf_zero
+#undef vf_set1
+#undef vf_load
+#undef vf_store
+#undef vf_load_n
+#undef vf_store_n
+#undef vf_add
+#undef vf_sub
+#undef vf_mul
+#undef vf_div
+#undef vf_fmadd
+#undef vf_max
+#undef vf_min
+#undef vf_round
+#undef vf_scale2
+#undef vf_abs
+#undef vf_copysign
+#undef vm_lt
+#undef vm_nan
+#undef vm_or
+#undef vm_none
+#undef vf_select
+
+#define SIMD_CAT2(a, b) a##_##b
+#define SIMD_CAT(a, b) SIMD_CAT2(a, b)
+/* A name of this level's variant: SIMD_NAME(unary_relu) -> unary_relu_avx2. */
+#define SIMD_NAME(x) SIMD_CAT(x, SIMD_SUFFIX)
+
+#if TSR_SIMD_LEVEL == 2
+
+#include <immintrin.h>
+#define SIMD_W 16
+#define SIMD_SUFFIX avx512
+#define SIMD_TARGET __attribute__((target("avx512f,avx2,fma")))
+#define vf __m512
+#define vm __mmask16
+#define vf_zero() _mm512_setzero_ps()
+#define vf_set1(x) _mm512_set1_ps(x)
+#define vf_load(p) _mm512_loadu_ps(p)
+#define vf_store(p, v) _mm512_storeu_ps((p), (v))
+#define vf_load_n(p, n) _mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1u), (p))
+#define vf_store_n(p, v, n) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1u), (v))
+#define vf_add(a, b) _mm512_add_ps(a, b)
+#define vf_sub(a, b) _mm512_sub_ps(a, b)
+#define vf_mul(a, b) _mm512_mul_ps(a, b)
+#define vf_div(a, b) _mm512_div_ps(a, b)
+#define vf_fmadd(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define vf_max(a, b) _mm512_max_ps(a, b)
+#define vf_min(a, b) _mm512_min_ps(a, b)
+#define vf_round(x) _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+/* p * 2^n for integer-valued n; overflow and underflow as IEEE says. */
+#define vf_scale2(p, n) _mm512_scalef_ps(p, n)
+#define vf_abs(x)                                                                                  \
+    _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff)))
+/* |mag| with the sign of sgn; mag must be non-negative. */
+#define vf_copysign(mag, sgn)                                                                      \
+    _mm512_castsi512_ps(_mm512_or_si512(                                                           \
+        _mm512_castps_si512(mag),                                                                  \
+        _mm512_and_si512(_mm512_castps_si512(sgn), _mm512_set1_epi32((int)0x80000000u))))
+#define vm_lt(a, b) _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ)
+#define vm_nan(a) _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q)
+#define vm_or(a, b) ((__mmask16)((a) | (b)))
+#define vm_none() ((__mmask16)0)
+/* m ? x : y, lane by lane */
+#define vf_select(m, x, y) _mm512_mask_blend_ps(m, y, x)
+
+#elif TSR_SIMD_LEVEL == 1
+
+#include <immintrin.h>
+#define SIMD_W 8
+#define SIMD_SUFFIX avx2
+#define SIMD_TARGET __attribute__((target("avx2,fma")))
+#define vf __m256
+#define vm __m256
+#define vf_zero() _mm256_setzero_ps()
+#define vf_set1(x) _mm256_set1_ps(x)
+#define vf_load(p) _mm256_loadu_ps(p)
+#define vf_store(p, v) _mm256_storeu_ps((p), (v))
+#define TSR_AVX2_TAIL(n)                                                                           \
+    _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#define vf_load_n(p, n) _mm256_maskload_ps((p), TSR_AVX2_TAIL(n))
+#define vf_store_n(p, v, n) _mm256_maskstore_ps((p), TSR_AVX2_TAIL(n), (v))
+#define vf_add(a, b) _mm256_add_ps(a, b)
+#define vf_sub(a, b) _mm256_sub_ps(a, b)
+#define vf_mul(a, b) _mm256_mul_ps(a, b)
+#define vf_div(a, b) _mm256_div_ps(a, b)
+#define vf_fmadd(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define vf_max(a, b) _mm256_max_ps(a, b)
+#define vf_min(a, b) _mm256_min_ps(a, b)
+#define vf_round(x) _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define vf_scale2(p, n) tsr_simd_scale2_avx2(p, n)
+#define vf_abs(x) _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)))
+#define vf_copysign(mag, sgn)                                                                      \
+    _mm256_or_ps(mag, _mm256_and_ps(sgn, _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u))))
+#define vm_lt(a, b) _mm256_cmp_ps(a, b, _CMP_LT_OQ)
+#define vm_nan(a) _mm256_cmp_ps(a, a, _CMP_UNORD_Q)
+#define vm_or(a, b) _mm256_or_ps(a, b)
+#define vm_none() _mm256_setzero_ps()
+#define vf_select(m, x, y) _mm256_blendv_ps(y, x, m)
+
+#ifndef TSR_SIMD_AVX2_HELPERS
+#define TSR_SIMD_AVX2_HELPERS
+/* p * 2^n for integer-valued n in [-150, 130]: two exponent-field scales,
+ * so that each factor stays a normal number and the product over- or
+ * underflows correctly. */
+__attribute__((target("avx2,fma"))) static inline __m256 tsr_simd_scale2_avx2(__m256 p, __m256 n)
+{
+    __m256 half = _mm256_floor_ps(_mm256_mul_ps(n, _mm256_set1_ps(0.5f)));
+    __m256i n1 = _mm256_cvtps_epi32(half);
+    __m256i n2 = _mm256_cvtps_epi32(_mm256_sub_ps(n, half));
+    __m256i bias = _mm256_set1_epi32(127);
+    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+#endif
+
+#elif TSR_SIMD_LEVEL == 0
+
+#define SIMD_W 1
+#define SIMD_SUFFIX portable
+#define SIMD_TARGET
+#define vf float
+#define vm int
+#define vf_zero() 0.0f
+#define vf_set1(x) ((float)(x))
+#define vf_load(p) (*(p))
+#define vf_store(p, v) (*(p) = (v))
+#define vf_load_n(p, n) ((void)(n), *(p))
+#define vf_store_n(p, v, n) ((void)(n), *(p) = (v))
+#define vf_add(a, b) ((a) + (b))
+#define vf_sub(a, b) ((a) - (b))
+#define vf_mul(a, b) ((a) * (b))
+#define vf_div(a, b) ((a) / (b))
+#define vf_fmadd(a, b, c) ((a) * (b) + (c))
+#define vf_max(a, b) ((a) > (b) ? (a) : (b))
+#define vf_min(a, b) ((a) < (b) ? (a) : (b))
+#define vf_round(x) rintf(x)
+#define vf_scale2(p, n) ldexpf(p, (int)(n))
+#define vf_abs(x) fabsf(x)
+#define vf_copysign(mag, sgn) copysignf(mag, sgn)
+#define vm_lt(a, b) ((a) < (b))
+#define vm_nan(a) ((a) != (a))
+#define vm_or(a, b) ((a) | (b))
+#define vm_none() 0
+#define vf_select(m, x, y) ((m) ? (x) : (y))
+
+#else
+#error "TSR_SIMD_LEVEL must be 0, 1 or 2"
+#endif

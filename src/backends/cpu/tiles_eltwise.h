@@ -1,0 +1,198 @@
+/* Element-wise tiles over contiguous spans of float32, written once in the
+ * vector layer of simd.h and included by kernels_eltwise.c once per ISA
+ * level. A span is a plain tensor's elements or a blocked tensor's
+ * (padded lanes included); per-channel operands come as a pattern that
+ * repeats every `period` floats (a block's lanes, or one splat vector).
+ * No include guard: included once per level. */
+#include "backends/cpu/simd.h"
+
+/* e^x for float32: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two so
+ * n ln2 is exact), a degree-7 Taylor polynomial for e^r (error below
+ * 1e-8 on that range), then the exact scaling by 2^n. Clamping keeps n in
+ * the range vf_scale2 handles; the bounds lie past overflow and underflow
+ * of the result, and keep NaN (x as the second operand). */
+SIMD_TARGET static inline vf SIMD_NAME(v_exp)(vf x)
+{
+    x = vf_min(vf_set1(89.0f), vf_max(vf_set1(-104.0f), x));
+    vf n = vf_round(vf_mul(x, vf_set1(1.44269504088896341f)));
+    vf r = vf_fmadd(n, vf_set1(-0.693359375f), x);
+    r = vf_fmadd(n, vf_set1(2.12194440e-4f), r);
+    vf p = vf_set1(1.0f / 5040.0f);
+    p = vf_fmadd(p, r, vf_set1(1.0f / 720.0f));
+    p = vf_fmadd(p, r, vf_set1(1.0f / 120.0f));
+    p = vf_fmadd(p, r, vf_set1(1.0f / 24.0f));
+    p = vf_fmadd(p, r, vf_set1(1.0f / 6.0f));
+    p = vf_fmadd(p, r, vf_set1(0.5f));
+    p = vf_fmadd(p, r, vf_set1(1.0f));
+    p = vf_fmadd(p, r, vf_set1(1.0f));
+    return vf_scale2(p, n);
+}
+
+SIMD_TARGET static inline vf SIMD_NAME(v_sigmoid)(vf x)
+{
+    vf one = vf_set1(1.0f);
+    return vf_div(one, vf_add(one, SIMD_NAME(v_exp)(vf_sub(vf_zero(), x))));
+}
+
+/* tanh: below |x| = 0.5 its odd Taylor series to x^15 (relative error
+ * under 1e-8 there, where 1 - 2/(e^2x + 1) would cancel); above it that
+ * form, whose absolute error of a few ulp of 1 is small relative to
+ * tanh(0.5) = 0.46. */
+SIMD_TARGET static inline vf SIMD_NAME(v_tanh)(vf x)
+{
+    vf ax = vf_abs(x);
+    vf x2 = vf_mul(x, x);
+    vf p = vf_set1(-929569.0f / 638512875.0f);
+    p = vf_fmadd(p, x2, vf_set1(21844.0f / 6081075.0f));
+    p = vf_fmadd(p, x2, vf_set1(-1382.0f / 155925.0f));
+    p = vf_fmadd(p, x2, vf_set1(62.0f / 2835.0f));
+    p = vf_fmadd(p, x2, vf_set1(-17.0f / 315.0f));
+    p = vf_fmadd(p, x2, vf_set1(2.0f / 15.0f));
+    p = vf_fmadd(p, x2, vf_set1(-1.0f / 3.0f));
+    vf small = vf_fmadd(vf_mul(p, x2), x, x);
+    vf e = SIMD_NAME(v_exp)(vf_add(ax, ax));
+    vf big = vf_sub(vf_set1(1.0f), vf_div(vf_set1(2.0f), vf_add(e, vf_set1(1.0f))));
+    return vf_select(vm_lt(ax, vf_set1(0.5f)), small, vf_copysign(big, x));
+}
+
+/* The unary ops; a and b are the op's two float parameters (alpha/beta,
+ * or Clip's bounds). */
+#define UNARY_RELU(x) vf_max(vf_zero(), x)
+#define UNARY_LEAKY(x) vf_fmadd(a, vf_min(vf_zero(), x), vf_max(vf_zero(), x))
+#define UNARY_CLIP(x) vf_min(b, vf_max(a, x))
+#define UNARY_HARDSIGMOID(x) vf_min(vf_set1(1.0f), vf_max(vf_zero(), vf_fmadd(a, x, b)))
+#define UNARY_HARDSWISH(x)                                                                         \
+    vf_mul(x, vf_min(vf_set1(1.0f),                                                                \
+                     vf_max(vf_zero(), vf_fmadd(vf_set1(1.0f / 6.0f), x, vf_set1(0.5f)))))
+#define UNARY_SIGMOID(x) SIMD_NAME(v_sigmoid)(x)
+#define UNARY_TANH(x) SIMD_NAME(v_tanh)(x)
+#define UNARY_EXP(x) SIMD_NAME(v_exp)(x)
+#define UNARY_ABS(x) vf_abs(x)
+#define UNARY_NEG(x) vf_sub(vf_zero(), x)
+
+#define UNARY_TILE(name, EXPR)                                                                     \
+    SIMD_TARGET static void SIMD_NAME(unary_##name)(const float *xs, float *ys, int64_t n,         \
+                                                    const tsr_cpu_ew_params *prm)                  \
+    {                                                                                              \
+        vf a = vf_set1(prm->a), b = vf_set1(prm->b);                                               \
+        (void)a;                                                                                   \
+        (void)b;                                                                                   \
+        int64_t i = 0;                                                                             \
+        for (; i + SIMD_W <= n; i += SIMD_W) {                                                     \
+            vf x = vf_load(xs + i);                                                                \
+            vf_store(ys + i, EXPR(x));                                                             \
+        }                                                                                          \
+        if (i < n) {                                                                               \
+            vf x = vf_load_n(xs + i, (int)(n - i));                                                \
+            vf_store_n(ys + i, EXPR(x), (int)(n - i));                                             \
+        }                                                                                          \
+    }
+
+UNARY_TILE(relu, UNARY_RELU)
+UNARY_TILE(leaky, UNARY_LEAKY)
+UNARY_TILE(clip, UNARY_CLIP)
+UNARY_TILE(hardsigmoid, UNARY_HARDSIGMOID)
+UNARY_TILE(hardswish, UNARY_HARDSWISH)
+UNARY_TILE(sigmoid, UNARY_SIGMOID)
+UNARY_TILE(tanh, UNARY_TANH)
+UNARY_TILE(exp, UNARY_EXP)
+UNARY_TILE(abs, UNARY_ABS)
+UNARY_TILE(neg, UNARY_NEG)
+
+#define BINARY_ADD(a, b) vf_add(a, b)
+#define BINARY_SUB(a, b) vf_sub(a, b)
+#define BINARY_MUL(a, b) vf_mul(a, b)
+#define BINARY_DIV(a, b) vf_div(a, b)
+#define BINARY_RSUB(a, b) vf_sub(b, a)
+#define BINARY_RDIV(a, b) vf_div(b, a)
+
+/* y = a OP b over n elements (vv), and y = a OP pattern, the pattern of
+ * `period` floats repeating along the span (vp). period is SIMD_W (one
+ * splat vector: n may end in a partial vector) or a multiple of it that
+ * divides n (a block's lanes). */
+#define BINARY_TILES(name, OP)                                                                     \
+    SIMD_TARGET static void SIMD_NAME(binary_vv_##name)(const float *as, const float *bs,          \
+                                                        float *ys, int64_t n)                      \
+    {                                                                                              \
+        int64_t i = 0;                                                                             \
+        for (; i + SIMD_W <= n; i += SIMD_W)                                                       \
+            vf_store(ys + i, OP(vf_load(as + i), vf_load(bs + i)));                                \
+        if (i < n) {                                                                               \
+            int r = (int)(n - i);                                                                  \
+            vf_store_n(ys + i, OP(vf_load_n(as + i, r), vf_load_n(bs + i, r)), r);                 \
+        }                                                                                          \
+    }                                                                                              \
+    SIMD_TARGET static void SIMD_NAME(binary_vp_##name)(const float *as, const float *pat,         \
+                                                        int period, float *ys, int64_t n)          \
+    {                                                                                              \
+        int64_t i = 0;                                                                             \
+        if (period == SIMD_W) {                                                                    \
+            vf p = vf_load(pat);                                                                   \
+            for (; i + SIMD_W <= n; i += SIMD_W)                                                   \
+                vf_store(ys + i, OP(vf_load(as + i), p));                                          \
+            if (i < n) {                                                                           \
+                int r = (int)(n - i);                                                              \
+                vf_store_n(ys + i, OP(vf_load_n(as + i, r), p), r);                                \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
+        for (; i < n; i += period)                                                                 \
+            for (int j = 0; j < period; j += SIMD_W)                                               \
+                vf_store(ys + i + j, OP(vf_load(as + i + j), vf_load(pat + j)));                   \
+    }
+
+BINARY_TILES(add, BINARY_ADD)
+BINARY_TILES(sub, BINARY_SUB)
+BINARY_TILES(mul, BINARY_MUL)
+BINARY_TILES(div, BINARY_DIV)
+BINARY_TILES(rsub, BINARY_RSUB)
+BINARY_TILES(rdiv, BINARY_RDIV)
+
+/* y = x * s + t with s and t patterns as in binary_vp (BatchNormalization). */
+SIMD_TARGET static void SIMD_NAME(affine_vp)(const float *xs, const float *s, const float *t,
+                                             int period, float *ys, int64_t n)
+{
+    int64_t i = 0;
+    if (period == SIMD_W) {
+        vf vs = vf_load(s), vt = vf_load(t);
+        for (; i + SIMD_W <= n; i += SIMD_W)
+            vf_store(ys + i, vf_fmadd(vf_load(xs + i), vs, vt));
+        if (i < n) {
+            int r = (int)(n - i);
+            vf_store_n(ys + i, vf_fmadd(vf_load_n(xs + i, r), vs, vt), r);
+        }
+        return;
+    }
+    for (; i < n; i += period)
+        for (int j = 0; j < period; j += SIMD_W)
+            vf_store(ys + i + j, vf_fmadd(vf_load(xs + i + j), vf_load(s + j), vf_load(t + j)));
+}
+
+static const tsr_cpu_eltwise_tiles SIMD_NAME(eltwise_tiles) = {
+    .unary = {[TSR_CPU_RELU] = SIMD_NAME(unary_relu),
+              [TSR_CPU_LEAKY_RELU] = SIMD_NAME(unary_leaky),
+              [TSR_CPU_CLIP] = SIMD_NAME(unary_clip),
+              [TSR_CPU_HARD_SIGMOID] = SIMD_NAME(unary_hardsigmoid),
+              [TSR_CPU_HARD_SWISH] = SIMD_NAME(unary_hardswish),
+              [TSR_CPU_SIGMOID] = SIMD_NAME(unary_sigmoid),
+              [TSR_CPU_TANH] = SIMD_NAME(unary_tanh),
+              [TSR_CPU_EXP] = SIMD_NAME(unary_exp),
+              [TSR_CPU_ABS] = SIMD_NAME(unary_abs),
+              [TSR_CPU_NEG] = SIMD_NAME(unary_neg)},
+    .vv = {[TSR_CPU_ADD] = SIMD_NAME(binary_vv_add),
+           [TSR_CPU_SUB] = SIMD_NAME(binary_vv_sub),
+           [TSR_CPU_MUL] = SIMD_NAME(binary_vv_mul),
+           [TSR_CPU_DIV] = SIMD_NAME(binary_vv_div),
+           [TSR_CPU_RSUB] = SIMD_NAME(binary_vv_rsub),
+           [TSR_CPU_RDIV] = SIMD_NAME(binary_vv_rdiv)},
+    .vp = {[TSR_CPU_ADD] = SIMD_NAME(binary_vp_add),
+           [TSR_CPU_SUB] = SIMD_NAME(binary_vp_sub),
+           [TSR_CPU_MUL] = SIMD_NAME(binary_vp_mul),
+           [TSR_CPU_DIV] = SIMD_NAME(binary_vp_div),
+           [TSR_CPU_RSUB] = SIMD_NAME(binary_vp_rsub),
+           [TSR_CPU_RDIV] = SIMD_NAME(binary_vp_rdiv)},
+    .affine = SIMD_NAME(affine_vp),
+};
+
+#undef UNARY_TILE
+#undef BINARY_TILES

@@ -1,0 +1,190 @@
+/* Pooling tiles, written once in the vector layer of simd.h and included
+ * by kernels_pool.c once per ISA level. Data is a plane of pixels of `b`
+ * lanes (a channel block of nChw8c/nChw16c, or b = 1 for plain), and the
+ * vectors run across the lanes, so every window tap is one vector load
+ * per SIMD_W lanes. b is a compile-time constant in each instance, so the
+ * lane loops unroll and the accumulators stay in registers.
+ * No include guard: included once per level. */
+#include "backends/cpu/simd.h"
+
+#define POOL_MAXV (16 / SIMD_W)
+
+/* One output row `oh` of a max or average pool. Max ignores nothing:
+ * a NaN anywhere in the window makes the output NaN (tracked in a mask,
+ * since vf_max drops NaN held in its first operand). */
+SIMD_TARGET static inline __attribute__((always_inline)) void
+SIMD_NAME(pool_row)(const tsr_cpu_pool_geom *g, const float *x, float *y, int64_t oh,
+                    const bool is_max, const int b)
+{
+    const int nv = b / SIMD_W;
+    int64_t h0 = oh * g->sh - g->ph;
+    int64_t hlo = g->hlo[oh], hhi = g->hhi[oh];
+    for (int64_t ow = 0; ow < g->ow; ow++) {
+        int64_t w0 = ow * g->sw - g->pw;
+        int64_t wlo = g->wlo[ow], whi = g->whi[ow];
+        vf acc[POOL_MAXV];
+        vm nan[POOL_MAXV];
+        for (int j = 0; j < nv; j++) {
+            acc[j] = is_max ? vf_set1(-INFINITY) : vf_zero();
+            nan[j] = vm_none();
+        }
+        for (int64_t kh = hlo; kh < hhi; kh++) {
+            const float *row = x + (h0 + kh * g->dh) * g->iw * b;
+            for (int64_t kw = wlo; kw < whi; kw++) {
+                const float *p = row + (w0 + kw * g->dw) * b;
+                for (int j = 0; j < nv; j++) {
+                    vf v = vf_load(p + j * SIMD_W);
+                    if (is_max) {
+                        acc[j] = vf_max(acc[j], v);
+                        nan[j] = vm_or(nan[j], vm_nan(v));
+                    } else {
+                        acc[j] = vf_add(acc[j], v);
+                    }
+                }
+            }
+        }
+        float *o = y + ow * b;
+        if (is_max) {
+            for (int j = 0; j < nv; j++)
+                vf_store(o + j * SIMD_W, vf_select(nan[j], vf_set1(NAN), acc[j]));
+        } else {
+            vf count = vf_set1(g->hcount[oh] * g->wcount[ow]);
+            for (int j = 0; j < nv; j++)
+                vf_store(o + j * SIMD_W, vf_div(acc[j], count));
+        }
+    }
+}
+
+/* Sum or max of `pixels` pixels of b lanes each into out[0..b), with four
+ * accumulators per lane vector to hide the add latency. */
+SIMD_TARGET static inline __attribute__((always_inline)) void
+SIMD_NAME(reduce_pixels)(const float *x, int64_t pixels, float *out, const bool is_max, const int b)
+{
+    const int nv = b / SIMD_W;
+    vf acc[4][POOL_MAXV];
+    vm nan[POOL_MAXV];
+    for (int j = 0; j < nv; j++) {
+        for (int u = 0; u < 4; u++)
+            acc[u][j] = is_max ? vf_set1(-INFINITY) : vf_zero();
+        nan[j] = vm_none();
+    }
+    int64_t p = 0;
+    for (; p + 4 <= pixels; p += 4)
+        for (int u = 0; u < 4; u++)
+            for (int j = 0; j < nv; j++) {
+                vf v = vf_load(x + (p + u) * b + j * SIMD_W);
+                if (is_max) {
+                    acc[u][j] = vf_max(acc[u][j], v);
+                    nan[j] = vm_or(nan[j], vm_nan(v));
+                } else {
+                    acc[u][j] = vf_add(acc[u][j], v);
+                }
+            }
+    for (; p < pixels; p++)
+        for (int j = 0; j < nv; j++) {
+            vf v = vf_load(x + p * b + j * SIMD_W);
+            if (is_max) {
+                acc[0][j] = vf_max(acc[0][j], v);
+                nan[j] = vm_or(nan[j], vm_nan(v));
+            } else {
+                acc[0][j] = vf_add(acc[0][j], v);
+            }
+        }
+    for (int j = 0; j < nv; j++) {
+        vf r;
+        if (is_max) {
+            r = vf_max(vf_max(acc[0][j], acc[1][j]), vf_max(acc[2][j], acc[3][j]));
+            r = vf_select(nan[j], vf_set1(NAN), r);
+        } else {
+            r = vf_add(vf_add(acc[0][j], acc[1][j]), vf_add(acc[2][j], acc[3][j]));
+        }
+        vf_store(out + j * SIMD_W, r);
+    }
+}
+
+/* Sum or max of n contiguous floats (a plain plane): pixels of SIMD_W
+ * lanes, then across the lanes and the tail in scalar code. */
+SIMD_TARGET static float SIMD_NAME(reduce_plain)(const float *x, int64_t n, bool is_max)
+{
+    float lanes[SIMD_W];
+    int64_t body = n / SIMD_W;
+    if (is_max)
+        SIMD_NAME(reduce_pixels)(x, body, lanes, true, SIMD_W);
+    else
+        SIMD_NAME(reduce_pixels)(x, body, lanes, false, SIMD_W);
+    float r = is_max ? -INFINITY : 0.0f;
+    for (int64_t i = 0; i < SIMD_W + n - body * SIMD_W; i++) {
+        float v = i < SIMD_W ? lanes[i] : x[body * SIMD_W + i - SIMD_W];
+        if (!is_max)
+            r += v;
+        else if (v > r || v != v || r != r)
+            r = r != r ? r : v;
+    }
+    return r;
+}
+
+/* The instances: every (op, block) whose block is a multiple of SIMD_W. */
+#define POOL_INSTANCE(op, is_max, b)                                                               \
+    SIMD_TARGET static void SIMD_NAME(op##_b##b)(const tsr_cpu_pool_geom *g, const float *x,       \
+                                                 float *y, int64_t oh)                             \
+    {                                                                                              \
+        SIMD_NAME(pool_row)(g, x, y, oh, is_max, b);                                               \
+    }
+#define GLOBAL_INSTANCE(op, is_max, b)                                                             \
+    SIMD_TARGET static void SIMD_NAME(op##_b##b)(const float *x, int64_t pixels, float *out)       \
+    {                                                                                              \
+        SIMD_NAME(reduce_pixels)(x, pixels, out, is_max, b);                                       \
+    }
+
+POOL_INSTANCE(maxpool, true, 16)
+POOL_INSTANCE(avgpool, false, 16)
+GLOBAL_INSTANCE(gmax, true, 16)
+GLOBAL_INSTANCE(gsum, false, 16)
+#if SIMD_W <= 8
+POOL_INSTANCE(maxpool, true, 8)
+POOL_INSTANCE(avgpool, false, 8)
+GLOBAL_INSTANCE(gmax, true, 8)
+GLOBAL_INSTANCE(gsum, false, 8)
+#endif
+#if SIMD_W == 1
+POOL_INSTANCE(maxpool, true, 1)
+POOL_INSTANCE(avgpool, false, 1)
+#endif
+
+static const tsr_cpu_pool_tiles SIMD_NAME(pool_tiles) = {
+    .row = {{
+                [2] = SIMD_NAME(avgpool_b16),
+#if SIMD_W <= 8
+                [1] = SIMD_NAME(avgpool_b8),
+#endif
+#if SIMD_W == 1
+                [0] = SIMD_NAME(avgpool_b1),
+#endif
+            },
+            {
+                [2] = SIMD_NAME(maxpool_b16),
+#if SIMD_W <= 8
+                [1] = SIMD_NAME(maxpool_b8),
+#endif
+#if SIMD_W == 1
+                [0] = SIMD_NAME(maxpool_b1),
+#endif
+            }},
+    .global = {{
+                   [2] = SIMD_NAME(gsum_b16),
+#if SIMD_W <= 8
+                   [1] = SIMD_NAME(gsum_b8),
+#endif
+               },
+               {
+                   [2] = SIMD_NAME(gmax_b16),
+#if SIMD_W <= 8
+                   [1] = SIMD_NAME(gmax_b8),
+#endif
+               }},
+    .plain = SIMD_NAME(reduce_plain),
+};
+
+#undef POOL_INSTANCE
+#undef GLOBAL_INSTANCE
+#undef POOL_MAXV
