@@ -53,7 +53,10 @@ static bool activation_attrs(const tsr_graph *g, const tsr_node *act, tsr_attr *
         beta = tsr_attr_float(act, "beta");
         params = true;
     } else if (op == &tsr_op_Clip) {
-        if (!clip_bound(g, act, 1, -INFINITY, &alpha) || !clip_bound(g, act, 2, INFINITY, &beta))
+        /* An empty range (min > max, or NaN) is left to the unfused Clip,
+         * whose meaning ONNX pins down; fused epilogues assume min <= max. */
+        if (!clip_bound(g, act, 1, -INFINITY, &alpha) || !clip_bound(g, act, 2, INFINITY, &beta) ||
+            !(alpha <= beta))
             return false;
         params = true;
     } else if (op != &tsr_op_Relu && op != &tsr_op_Sigmoid && op != &tsr_op_HardSwish &&
