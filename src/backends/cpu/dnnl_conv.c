@@ -1,0 +1,264 @@
+/* 2-D convolutions through oneDNN: Conv, and ai.tessera.FusedConv whose
+ * residual input Z becomes a binary-add post-op and whose activation
+ * becomes eltwise post-ops. (A sum post-op would need Z copied into Y
+ * first; binary add reads Z in place, and oneDNN's jit kernels take
+ * both.) Activations arrive and leave in the device's blocked layout;
+ * weights are reordered once into the format oneDNN picked. */
+#include "backends/cpu/dnnl_internal.h"
+
+#include "ops/window.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Inputs with at most this many channels stay plain: oneDNN has direct
+ * kernels for an RGB image in nchw, and blocking 3 channels to 16 would
+ * multiply the input's size. */
+#define DNNL_PLAIN_SRC_CHANNELS 4
+
+typedef struct {
+    bool is_conv; /* first, see dnnl_release */
+    tsr_dnnl_convert convert;
+    tsr_dnnl_exec exec;
+} conv_state;
+
+/* FusedConv's activations as oneDNN eltwise post-ops, with the ONNX
+ * defaults of their parameters. HardSigmoid has no oneDNN 2.6 eltwise:
+ * it becomes linear(alpha, beta) then clip(0, 1). */
+static const struct {
+    const char *name;
+    dnnl_alg_kind_t alg;
+    double alpha, beta;
+} conv_acts[] = {{"Relu", dnnl_eltwise_relu, 0.0, 0.0},
+                 {"LeakyRelu", dnnl_eltwise_relu, 0.01, 0.0},
+                 {"Clip", dnnl_eltwise_clip, -INFINITY, INFINITY},
+                 {"Sigmoid", dnnl_eltwise_logistic, 0.0, 0.0},
+                 {"HardSigmoid", dnnl_eltwise_linear, 0.2, 0.5},
+                 {"HardSwish", dnnl_eltwise_hardswish, 0.0, 0.0},
+                 {"Tanh", dnnl_eltwise_tanh, 0.0, 0.0}};
+
+static bool is_fused(const tsr_node *node)
+{
+    return node->op == &tsr_op_FusedConv;
+}
+
+/* -1 for no activation, -2 for one oneDNN does not have. */
+static int conv_act_index(const tsr_node *node)
+{
+    if (!is_fused(node))
+        return -1;
+    const char *name = tsr_attr_string(node, "activation");
+    if (!name[0])
+        return -1;
+    for (int i = 0; i < (int)(sizeof conv_acts / sizeof conv_acts[0]); i++)
+        if (strcmp(conv_acts[i].name, name) == 0)
+            return i;
+    return -2;
+}
+
+bool tsr_dnnl_conv_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    const tsr_value *x = &g->values[node->inputs[0]], *w = &g->values[node->inputs[1]];
+    if (x->dtype != TSR_FLOAT32) {
+        snprintf(why, size, "X is %s; oneDNN convolutions run float32 (float64 runs on ref)",
+                 tsr_dtype_name(x->dtype));
+        return false;
+    }
+    if (x->rank != 4) {
+        snprintf(why, size, "X has rank %d; oneDNN takes 2-D convolutions (rank 4) here", x->rank);
+        return false;
+    }
+    if (!w->data) {
+        snprintf(why, size, "W ('%s') is not a constant; weights are prepacked at plan time",
+                 w->name);
+        return false;
+    }
+    const tsr_value *y = &g->values[node->outputs[0]];
+    if (tsr_shape_numel(y->rank, y->dims) == 0 || tsr_shape_numel(x->rank, x->dims) == 0) {
+        snprintf(why, size, "empty tensors are left to ref");
+        return false;
+    }
+    if (conv_act_index(node) == -2) {
+        snprintf(why, size, "activation '%s' has no oneDNN post-op",
+                 tsr_attr_string(node, "activation"));
+        return false;
+    }
+    return true;
+}
+
+void tsr_dnnl_conv_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                           uint8_t *wanted, uint8_t *produced)
+{
+    (void)available;
+    tsr_layout blocked = tsr_cpu_layout();
+    const tsr_value *x = &g->values[node->inputs[0]];
+    wanted[0] = (uint8_t)(x->dims[1] <= DNNL_PLAIN_SRC_CHANNELS ? TSR_LAYOUT_PLAIN : blocked);
+    produced[0] = (uint8_t)blocked;
+    if (node->n_inputs > 3)
+        wanted[3] = (uint8_t)blocked;
+}
+
+static tsr_status conv_post_ops(const tsr_node *node, const dnnl_memory_desc_t *z_md,
+                                dnnl_primitive_attr_t attr)
+{
+    int act = conv_act_index(node);
+    if (!z_md && act < 0)
+        return TSR_OK;
+    dnnl_post_ops_t ops;
+    TSR_DNNL_CHECK(dnnl_post_ops_create(&ops), "post-ops creation");
+    dnnl_status_t s = dnnl_success;
+    if (z_md)
+        s = dnnl_post_ops_append_binary(ops, dnnl_binary_add, z_md);
+    if (s == dnnl_success && act >= 0) {
+        double alpha = tsr_attr_has(node, "activation_alpha")
+                           ? tsr_attr_float(node, "activation_alpha")
+                           : conv_acts[act].alpha;
+        double beta = tsr_attr_has(node, "activation_beta")
+                          ? tsr_attr_float(node, "activation_beta")
+                          : conv_acts[act].beta;
+        s = dnnl_post_ops_append_eltwise(ops, 1.0f, conv_acts[act].alg, (float)alpha, (float)beta);
+        if (s == dnnl_success && conv_acts[act].alg == dnnl_eltwise_linear)
+            s = dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_clip, 0.0f, 1.0f);
+    }
+    if (s == dnnl_success)
+        s = dnnl_primitive_attr_set_post_ops(attr, ops);
+    dnnl_post_ops_destroy(ops);
+    return tsr_dnnl_check(s, "convolution post-ops");
+}
+
+/* Builds the primitive with src and weights in f32 or bf16. */
+static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf16)
+{
+    const tsr_graph *g = ctx->graph;
+    const tsr_node *node = ctx->node;
+    const tsr_value *x = &g->values[node->inputs[0]], *w = &g->values[node->inputs[1]];
+    const tsr_value *y = &g->values[node->outputs[0]];
+    bool has_b = node->n_inputs > 2 && node->inputs[2] >= 0;
+    bool has_z = node->n_inputs > 3 && node->inputs[3] >= 0;
+
+    tsr_window win;
+    TSR_CHECK(tsr_window_init(node, 2, x->dims + 2, w->dims + 2, false, &win));
+    dnnl_dims_t strides, dilates, pad_l, pad_r;
+    for (int d = 0; d < 2; d++) {
+        strides[d] = win.stride[d];
+        dilates[d] = win.dilation[d] - 1;
+        pad_l[d] = win.pad_begin[d];
+        pad_r[d] = win.pad_end[d];
+    }
+    int64_t group = tsr_attr_int(node, "group");
+    dnnl_data_type_t in_type = bf16 ? dnnl_bf16 : dnnl_f32;
+
+    dnnl_memory_desc_t src_md, user_src_md, wei_md, wei_plain_md, bias_md, dst_md, z_md;
+    TSR_CHECK(
+        tsr_dnnl_layout_md(&user_src_md, x->dims, (tsr_layout)ctx->input_layouts[0], dnnl_f32));
+    TSR_CHECK(tsr_dnnl_layout_md(&src_md, x->dims, (tsr_layout)ctx->input_layouts[0], in_type));
+    TSR_CHECK(tsr_dnnl_layout_md(&dst_md, y->dims, (tsr_layout)ctx->output_layouts[0], dnnl_f32));
+    if (has_z)
+        TSR_CHECK(tsr_dnnl_layout_md(&z_md, y->dims, (tsr_layout)ctx->input_layouts[3], dnnl_f32));
+    int wei_rank = group > 1 ? 5 : 4;
+    int64_t wei_dims[5];
+    if (group > 1) {
+        wei_dims[0] = group;
+        wei_dims[1] = w->dims[0] / group;
+        memcpy(wei_dims + 2, w->dims + 1, 3 * sizeof(int64_t));
+    } else {
+        memcpy(wei_dims, w->dims, 4 * sizeof(int64_t));
+    }
+    TSR_CHECK(tsr_dnnl_plain_md(&wei_plain_md, wei_rank, wei_dims, dnnl_f32));
+    dnnl_dims_t wd;
+    memcpy(wd, wei_dims, sizeof(int64_t) * (size_t)wei_rank);
+    TSR_DNNL_CHECK(
+        dnnl_memory_desc_init_by_tag(&wei_md, wei_rank, wd, in_type, dnnl_format_tag_any),
+        "weights descriptor");
+    if (has_b)
+        TSR_CHECK(tsr_dnnl_plain_md(&bias_md, 1, w->dims, dnnl_f32));
+
+    dnnl_convolution_desc_t cd;
+    TSR_DNNL_CHECK(dnnl_dilated_convolution_forward_desc_init(
+                       &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_md, &wei_md,
+                       has_b ? &bias_md : NULL, &dst_md, strides, dilates, pad_l, pad_r),
+                   "convolution descriptor");
+    dnnl_engine_t engine;
+    TSR_CHECK(tsr_dnnl_engine(&engine, NULL));
+    dnnl_primitive_attr_t attr;
+    TSR_DNNL_CHECK(dnnl_primitive_attr_create(&attr), "attribute creation");
+    tsr_status status =
+        tsr_dnnl_check(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user),
+                       "scratchpad mode");
+    if (status == TSR_OK)
+        status = conv_post_ops(node, has_z ? &z_md : NULL, attr);
+    dnnl_primitive_desc_t pd = NULL;
+    if (status == TSR_OK)
+        status = tsr_dnnl_check(dnnl_primitive_desc_create(&pd, &cd, attr, engine, NULL),
+                                bf16 ? "bf16 convolution" : "convolution");
+    dnnl_primitive_attr_destroy(attr);
+    TSR_CHECK(status);
+
+    tsr_dnnl_exec *e = &st->exec;
+    void *src_data = NULL;
+    if (bf16)
+        status = tsr_dnnl_convert_init(&st->convert, &user_src_md, &src_md, 0, &src_data);
+    if (status == TSR_OK)
+        status = tsr_dnnl_exec_arg(e, DNNL_ARG_SRC, &src_md,
+                                   bf16 ? TSR_DNNL_FIXED : TSR_DNNL_FROM_INPUT, 0, &src_data);
+    if (status == TSR_OK)
+        status = tsr_dnnl_pack(e, DNNL_ARG_WEIGHTS, &wei_plain_md, w->data,
+                               dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), 1.0f);
+    if (status == TSR_OK && has_b)
+        status = tsr_dnnl_exec_arg(e, DNNL_ARG_BIAS, &bias_md, TSR_DNNL_FROM_INPUT, 2, NULL);
+    if (status == TSR_OK)
+        status = tsr_dnnl_exec_arg(e, DNNL_ARG_DST, &dst_md, TSR_DNNL_FROM_OUTPUT, 0, NULL);
+    if (status == TSR_OK && has_z)
+        status = tsr_dnnl_exec_arg(e, DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, &z_md,
+                                   TSR_DNNL_FROM_INPUT, 3, NULL);
+    if (status != TSR_OK) {
+        dnnl_primitive_desc_destroy(pd);
+        return status;
+    }
+    return tsr_dnnl_exec_finish(e, pd, "convolution");
+}
+
+static void conv_clear(conv_state *st)
+{
+    tsr_dnnl_exec_release(&st->convert.exec);
+    tsr_dnnl_exec_release(&st->exec);
+    st->convert.active = false;
+}
+
+tsr_status tsr_dnnl_conv_prepare(const tsr_prepare_ctx *ctx, void **state_out)
+{
+    conv_state *st = tsr_calloc(1, sizeof *st);
+    if (!st)
+        return TSR_ERR_OUT_OF_MEMORY;
+    st->is_conv = true;
+    bool bf16 = tsr_dnnl_use_bf16(ctx);
+    tsr_status status = conv_build(ctx, st, bf16);
+    if (status == TSR_ERR_UNSUPPORTED && bf16) {
+        /* No bf16 kernel for this shape: the node computes in f32. */
+        conv_clear(st);
+        status = conv_build(ctx, st, false);
+    }
+    if (status != TSR_OK) {
+        tsr_dnnl_conv_release(st);
+        return status;
+    }
+    *state_out = st;
+    return TSR_OK;
+}
+
+tsr_status tsr_dnnl_conv_run(void *state, const tsr_kernel_ctx *k)
+{
+    conv_state *st = state;
+    if (st->convert.active)
+        TSR_CHECK(tsr_dnnl_exec_run(&st->convert.exec, k));
+    return tsr_dnnl_exec_run(&st->exec, k);
+}
+
+void tsr_dnnl_conv_release(void *state)
+{
+    conv_state *st = state;
+    conv_clear(st);
+    free(st);
+}

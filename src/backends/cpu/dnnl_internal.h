@@ -1,0 +1,99 @@
+/* The oneDNN backend's shared pieces: one engine and stream for the
+ * process, status translation, and the per-node state every primitive
+ * (convolution, matmul) is run through. */
+#ifndef TSR_BACKENDS_CPU_DNNL_INTERNAL_H
+#define TSR_BACKENDS_CPU_DNNL_INTERNAL_H
+
+#include "backends/cpu/cpu.h"
+
+#include <dnnl.h>
+
+/* The CPU engine, created once, and the calling thread's stream (each
+ * thread gets its own, so plans may run concurrently on different threads). */
+tsr_status tsr_dnnl_engine(dnnl_engine_t *engine_out, dnnl_stream_t *stream_out);
+
+/* TSR_OK for dnnl_success; else records "oneDNN <what>: <status>" with a
+ * status of TSR_ERR_UNSUPPORTED for unimplemented, TSR_ERR_INTERNAL
+ * otherwise. */
+tsr_status tsr_dnnl_check(dnnl_status_t status, const char *what);
+#define TSR_DNNL_CHECK(call, what) TSR_CHECK(tsr_dnnl_check((call), (what)))
+
+/* A plain (row-major) memory descriptor of `rank` dims. */
+tsr_status tsr_dnnl_plain_md(dnnl_memory_desc_t *md, int rank, const int64_t *dims,
+                             dnnl_data_type_t type);
+/* The descriptor of a rank-4 activation in a tsr_layout. */
+tsr_status tsr_dnnl_layout_md(dnnl_memory_desc_t *md, const int64_t *dims, tsr_layout layout,
+                              dnnl_data_type_t type);
+
+/* Where a memory's buffer comes from at each run. */
+typedef enum {
+    TSR_DNNL_FROM_INPUT,  /* the kernel's input `index` */
+    TSR_DNNL_FROM_OUTPUT, /* the kernel's output `index` */
+    TSR_DNNL_OWNED,       /* a buffer this exec owns (prepacked weights, scratchpad) */
+    TSR_DNNL_FIXED        /* a buffer that something else owns and keeps */
+} tsr_dnnl_source;
+
+#define TSR_DNNL_MAX_ARGS 8
+
+/* One primitive with its arguments: memories whose handles are set from
+ * the kernel's tensors at each run, or point at buffers owned here. */
+typedef struct tsr_dnnl_exec {
+    dnnl_primitive_t primitive;
+    const char *what; /* for error messages: "convolution", "matmul" */
+    int n_args;
+    dnnl_exec_arg_t args[TSR_DNNL_MAX_ARGS];
+    tsr_dnnl_source sources[TSR_DNNL_MAX_ARGS];
+    int indices[TSR_DNNL_MAX_ARGS];
+    void *owned[TSR_DNNL_MAX_ARGS]; /* aligned buffers, freed with the state */
+    /* The handle each memory holds: setting one costs oneDNN a pass that
+     * zeroes a blocked tensor's padding, so unchanged ones are kept. */
+    void *current[TSR_DNNL_MAX_ARGS];
+} tsr_dnnl_exec;
+
+/* Adds argument `arg` described by `md`. OWNED arguments get a zeroed
+ * buffer of the descriptor's size, returned in *data if data is not NULL;
+ * FIXED ones use *data. */
+tsr_status tsr_dnnl_exec_arg(tsr_dnnl_exec *e, int arg, const dnnl_memory_desc_t *md,
+                             tsr_dnnl_source source, int index, void **data);
+/* Creates the primitive from `pd` (which it takes over) and a user
+ * scratchpad owned by the exec. */
+tsr_status tsr_dnnl_exec_finish(tsr_dnnl_exec *e, dnnl_primitive_desc_t pd, const char *what);
+/* Sets the handles from the kernel's tensors and executes. */
+tsr_status tsr_dnnl_exec_run(tsr_dnnl_exec *e, const tsr_kernel_ctx *k);
+void tsr_dnnl_exec_release(tsr_dnnl_exec *e);
+
+/* Copies `src` (plain, f32) into a new owned buffer laid out as `dst_md`
+ * (the format a primitive chose for its weights, maybe bf16), scaled by
+ * `scale`. */
+tsr_status tsr_dnnl_pack(tsr_dnnl_exec *e, int arg, const dnnl_memory_desc_t *src_md,
+                         const void *src, const dnnl_memory_desc_t *dst_md, float scale);
+
+/* A per-run conversion of input `index` from f32 into a bf16 buffer the
+ * exec owns, which argument `arg` of the main primitive then reads. */
+typedef struct tsr_dnnl_convert {
+    tsr_dnnl_exec exec;
+    bool active;
+} tsr_dnnl_convert;
+
+tsr_status tsr_dnnl_convert_init(tsr_dnnl_convert *c, const dnnl_memory_desc_t *f32_md,
+                                 const dnnl_memory_desc_t *bf16_md, int index, void **bf16_out);
+
+/* Whether a node should compute in bf16: asked for, and the CPU has it. */
+bool tsr_dnnl_use_bf16(const tsr_prepare_ctx *ctx);
+
+/* The ops: each decides support and layouts and prepares its state,
+ * a struct whose first member is `bool is_conv` (so that release can
+ * tell them apart). */
+bool tsr_dnnl_conv_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size);
+void tsr_dnnl_conv_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                           uint8_t *wanted, uint8_t *produced);
+tsr_status tsr_dnnl_conv_prepare(const tsr_prepare_ctx *ctx, void **state_out);
+tsr_status tsr_dnnl_conv_run(void *state, const tsr_kernel_ctx *k);
+void tsr_dnnl_conv_release(void *state);
+
+bool tsr_dnnl_matmul_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size);
+tsr_status tsr_dnnl_matmul_prepare(const tsr_prepare_ctx *ctx, void **state_out);
+tsr_status tsr_dnnl_matmul_run(void *state, const tsr_kernel_ctx *k);
+void tsr_dnnl_matmul_release(void *state);
+
+#endif
