@@ -21,7 +21,7 @@ const tsr_backend *const *tsr_device_backends(const char *device)
 
 const char *tsr_device_names(void) { return "cpu, ref"; }
 
-const char *tsr_default_device(void) { return "ref"; }
+const char *tsr_default_device(void) { return "cpu"; }
 
 bool tsr_device_optimizes(const char *device) { return strcmp(device, "ref") != 0; }
 

@@ -253,8 +253,8 @@ def export(model_name, opset, batch, dynamic):
     return Entry(final)
 
 
-def run_tessera(onnx_path, input_path, output_path, threads=2, timeout=900):
-    """Runs `tessera run` on the reference backend; returns (CompletedProcess, seconds)."""
+def run_tessera(onnx_path, input_path, output_path, threads=2, timeout=900, device="ref"):
+    """Runs `tessera run` on `device`; returns (CompletedProcess, seconds)."""
     cmd = [
         str(tessera_bin()),
         "run",
@@ -264,7 +264,7 @@ def run_tessera(onnx_path, input_path, output_path, threads=2, timeout=900):
         "--output",
         str(output_path),
         "--device",
-        "ref",
+        device,
         "--threads",
         str(threads),
     ]

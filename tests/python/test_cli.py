@@ -254,7 +254,7 @@ def test_bench_json(relu_add):
     for key in ("model", "device", "batch", "threads", "min_ms", "median_ms", "arena_bytes"):
         assert key in result
     assert result["model"] == str(relu_add)
-    assert result["device"] == "ref" and result["batch"] == 3 and result["threads"] == 1
+    assert result["device"] == "cpu" and result["batch"] == 3 and result["threads"] == 1
     assert 0 <= result["min_ms"] <= result["median_ms"]
     assert result["arena_bytes"] >= 3 * 4 * 4
     assert r.stderr == ""

@@ -59,14 +59,16 @@ def _cli_failure(proc):
     CONFIGS,
     ids=[f"op{o}-{'dynamic' if d else 'static'}-b{b}" for o, d, b in CONFIGS],
 )
+@pytest.mark.parametrize("device", ["ref", "cpu"])
 @pytest.mark.parametrize("model", models.MODEL_NAMES)
-def test_model_matches_torch(model, opset, dynamic, batch, tmp_path):
+def test_model_matches_torch(model, opset, dynamic, batch, device, tmp_path):
     _require_tessera()
     entry = _entry(model, opset, dynamic, batch)
     expected = np.load(entry.torch_output_path(batch))
     out_path = tmp_path / "out.npy"
 
-    proc, seconds = models.run_tessera(entry.onnx_path, entry.input_path(batch), out_path)
+    proc, seconds = models.run_tessera(entry.onnx_path, entry.input_path(batch), out_path,
+                                       device=device)
     assert proc.returncode == 0, f"tessera run failed on {entry.path.name}: {_cli_failure(proc)}"
 
     got = np.load(out_path)
@@ -77,7 +79,7 @@ def test_model_matches_torch(model, opset, dynamic, batch, tmp_path):
     scale = float(np.max(np.abs(expected)))
     ratio = err / scale
     print(
-        f"{entry.path.name} b{batch}: ratio {ratio:.3g} (max err {err:.3g}, "
+        f"{entry.path.name} b{batch} {device}: ratio {ratio:.3g} (max err {err:.3g}, "
         f"max |torch| {scale:.3g}), tessera {seconds:.1f} s"
     )
     assert ratio <= TOLERANCE, (
