@@ -37,6 +37,12 @@ void *tsr_realloc(void *ptr, size_t size);
 char *tsr_strdup(const char *s);
 void *tsr_aligned_alloc(size_t size); /* free with tsr_aligned_free */
 void tsr_aligned_free(void *ptr);
+/* Reference-counted aligned storage for constants, so that graphs, their
+ * clones and the plans made from them share weights instead of copying
+ * them. Starts with one reference; the last release frees it. */
+void *tsr_shared_alloc(size_t size);
+void tsr_shared_retain(void *ptr);
+void tsr_shared_release(void *ptr); /* NULL is fine */
 /* Grows *array (of elem_size elements, capacity *cap) to hold `need`. */
 tsr_status tsr_grow(void **array, int *cap, int need, size_t elem_size);
 

@@ -47,6 +47,31 @@ void *tsr_aligned_alloc(size_t size)
 
 void tsr_aligned_free(void *ptr) { free(ptr); }
 
+/* The count sits in front of the data, one alignment unit ahead, so the
+ * data stays aligned. */
+void *tsr_shared_alloc(size_t size)
+{
+    char *base = tsr_aligned_alloc(size + TSR_ALIGNMENT);
+    if (!base)
+        return NULL;
+    __atomic_store_n((long *)base, 1L, __ATOMIC_RELAXED);
+    return base + TSR_ALIGNMENT;
+}
+
+void tsr_shared_retain(void *ptr)
+{
+    __atomic_add_fetch((long *)((char *)ptr - TSR_ALIGNMENT), 1L, __ATOMIC_RELAXED);
+}
+
+void tsr_shared_release(void *ptr)
+{
+    if (!ptr)
+        return;
+    char *base = (char *)ptr - TSR_ALIGNMENT;
+    if (__atomic_sub_fetch((long *)base, 1L, __ATOMIC_ACQ_REL) == 0)
+        free(base);
+}
+
 tsr_status tsr_grow(void **array, int *cap, int need, size_t elem_size)
 {
     if (need <= *cap)

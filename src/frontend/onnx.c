@@ -106,7 +106,7 @@ static tsr_status add_initializers(importer *imp)
         int v;
         tsr_status st = tsr_graph_new_value(imp->g, tp->name, &v);
         if (st != TSR_OK) {
-            tsr_aligned_free(t.data);
+            tsr_shared_release(t.data);
             return st;
         }
         /* The decoded buffer becomes the constant's storage: no second copy. */
@@ -324,7 +324,7 @@ cleanup:
     for (size_t a = 0; scratch && a < n_attrs; a++) {
         free(scratch[a].s);
         free(scratch[a].floats);
-        tsr_aligned_free(scratch[a].t.data);
+        tsr_shared_release(scratch[a].t.data);
     }
     free(scratch);
     free(attrs);

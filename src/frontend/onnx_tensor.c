@@ -273,7 +273,7 @@ tsr_status tsr_onnx_tensor_decode(const Onnx__TensorProto *tp, const char *base_
     bool external =
         tp->has_data_location && tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
 
-    void *data = tsr_aligned_alloc(bytes);
+    void *data = tsr_shared_alloc(bytes);
     if (!data)
         return TSR_ERR_OUT_OF_MEMORY;
     tsr_status st = TSR_OK;
@@ -298,7 +298,7 @@ tsr_status tsr_onnx_tensor_decode(const Onnx__TensorProto *tp, const char *base_
                        tsr_dtype_name(out->dtype));
     }
     if (st != TSR_OK) {
-        tsr_aligned_free(data);
+        tsr_shared_release(data);
         return st;
     }
     out->data = data;

@@ -96,8 +96,7 @@ static void free_values_from(tsr_graph *g, int first)
 {
     for (int v = first; v < g->n_values; v++) {
         free(g->values[v].name);
-        if (!g->values[v].borrowed)
-            tsr_aligned_free(g->values[v].data);
+        tsr_shared_release(g->values[v].data);
     }
     g->n_values = first;
 }
@@ -219,15 +218,13 @@ tsr_status tsr_graph_add_input(tsr_graph *g, const char *name, tsr_dtype dtype, 
 tsr_status tsr_value_set_constant(tsr_value *v, const tsr_tensor *t)
 {
     size_t bytes = tsr_tensor_bytes(t);
-    void *data = tsr_aligned_alloc(bytes);
+    void *data = tsr_shared_alloc(bytes);
     if (!data)
         return TSR_ERR_OUT_OF_MEMORY;
     if (bytes)
         memcpy(data, t->data, bytes);
-    if (!v->borrowed)
-        tsr_aligned_free(v->data);
+    tsr_shared_release(v->data);
     v->data = data;
-    v->borrowed = false;
     v->dtype = t->dtype;
     v->rank = t->rank;
     memcpy(v->dims, t->dims, sizeof v->dims);
@@ -357,7 +354,7 @@ static tsr_status fold_node(tsr_graph *g, const tsr_node *n)
     int done = 0;
     for (; done < n->n_outputs; done++) {
         outs[done] = tsr_value_tensor(&g->values[n->outputs[done]]);
-        outs[done].data = tsr_aligned_alloc(tsr_tensor_bytes(&outs[done]));
+        outs[done].data = tsr_shared_alloc(tsr_tensor_bytes(&outs[done]));
         if (!outs[done].data) {
             st = TSR_ERR_OUT_OF_MEMORY;
             goto cleanup;
@@ -373,7 +370,7 @@ static tsr_status fold_node(tsr_graph *g, const tsr_node *n)
     }
 cleanup:
     for (int o = 0; o < done; o++)
-        tsr_aligned_free(outs[o].data);
+        tsr_shared_release(outs[o].data);
     return st;
 }
 
@@ -626,8 +623,7 @@ bool tsr_graph_remove_dead(tsr_graph *g)
         } else {
             remap[v] = -1;
             free(val->name);
-            if (!val->borrowed)
-                tsr_aligned_free(val->data);
+            tsr_shared_release(val->data);
             changed = true;
         }
     }
@@ -657,26 +653,21 @@ static tsr_attr attr_view(const tsr_node_attr *a)
                       .count = a->count, .ints = a->ints, .floats = a->floats, .t = &a->t};
 }
 
-tsr_status tsr_graph_replay(const tsr_graph *src, tsr_graph *dst, bool borrow_constants)
+tsr_status tsr_graph_replay(const tsr_graph *src, tsr_graph *dst, bool freeze_params)
 {
     for (int v = 0; v < src->n_values; v++) {
         const tsr_value *val = &src->values[v];
         if (!val->data || val->producer >= 0 || val->is_input)
             continue;
-        if (borrow_constants) {
-            int idx;
-            TSR_CHECK(tsr_graph_new_value(dst, val->name, &idx));
-            tsr_value *copy = &dst->values[idx];
-            copy->dtype = val->dtype;
-            copy->rank = val->rank;
-            memcpy(copy->dims, val->dims, sizeof copy->dims);
-            copy->data = val->data;
-            copy->borrowed = true;
-        } else {
-            tsr_tensor t = tsr_value_tensor(val);
-            TSR_CHECK(tsr_graph_add_constant(dst, val->name, &t));
-            dst->values[dst->n_values - 1].is_param = val->is_param;
-        }
+        int idx;
+        TSR_CHECK(tsr_graph_new_value(dst, val->name, &idx));
+        tsr_value *copy = &dst->values[idx];
+        copy->dtype = val->dtype;
+        copy->rank = val->rank;
+        memcpy(copy->dims, val->dims, sizeof copy->dims);
+        copy->data = val->data;
+        tsr_shared_retain(copy->data);
+        copy->is_param = val->is_param && !freeze_params;
     }
     for (int n = 0; n < src->n_nodes; n++) {
         const tsr_node *node = &src->nodes[n];

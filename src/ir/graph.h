@@ -12,11 +12,10 @@ typedef struct tsr_value {
     tsr_dtype dtype; /* TSR_DTYPE_UNDEFINED until inferred */
     int rank;        /* -1 until inferred */
     int64_t dims[TSR_MAX_RANK];
-    void *data;    /* constant contents (aligned, owned), or NULL */
+    void *data;    /* constant contents (tsr_shared_alloc storage, one reference), or NULL */
     int producer;  /* index of the node writing it, -1 for inputs/constants */
     int n_uses;    /* how many node inputs and graph outputs read it */
     bool is_input; /* a graph input */
-    bool borrowed; /* data belongs to another graph that outlives this one */
     /* A trainable constant (float initializers, tsr_graph_add_parameter):
      * never folded into other constants, so gradients can reach it and
      * its contents can change. Plans treat it as an ordinary constant. */
@@ -80,9 +79,9 @@ tsr_status tsr_graph_add_node_op(tsr_graph *g, const tsr_op_def *op, int opset,
                                  const tsr_attr *attrs);
 /* Adds src's constants, nodes and outputs to dst, which already has the
  * inputs (possibly with other shapes): nodes are re-inferred and folded. */
-/* With borrow_constants, dst reads src's constants in place and treats
- * parameters as plain constants (plans: everything foldable is folded). */
-tsr_status tsr_graph_replay(const tsr_graph *src, tsr_graph *dst, bool borrow_constants);
+/* dst shares src's constants (no copies). With freeze_params, parameters
+ * become plain constants (plans: everything foldable is folded). */
+tsr_status tsr_graph_replay(const tsr_graph *src, tsr_graph *dst, bool freeze_params);
 /* Deep copy. */
 tsr_status tsr_graph_clone(const tsr_graph *g, tsr_graph **out);
 /* Makes value `v` a constant holding a copy of `t` (shape and dtype too). */

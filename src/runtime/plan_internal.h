@@ -36,7 +36,7 @@ typedef struct spec {
     int n_inputs;
     int ranks[64];
     int64_t dims[64][TSR_MAX_RANK];
-    tsr_graph *graph; /* concrete shapes, constants borrowed from the plan's graph */
+    tsr_graph *graph; /* concrete shapes, constants shared with the plan's graph */
     plan_step *steps;
     int n_steps, cap_steps;
     plan_buffer *bufs;
