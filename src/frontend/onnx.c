@@ -103,6 +103,13 @@ static tsr_status add_initializers(importer *imp)
         snprintf(what, sizeof what, "initializer '%s'", tp->name);
         tsr_tensor t;
         TSR_CHECK(tsr_onnx_tensor_decode(tp, imp->base_dir, what, &t));
+        /* The decoded copy replaces the raw bytes: free them now rather
+         * than with the whole model, which keeps the peak memory of a
+         * large model near one copy of its weights. */
+        ProtobufCBinaryData *raw = &graph->initializer[i]->raw_data;
+        free(raw->data);
+        raw->data = NULL;
+        raw->len = 0;
         int v;
         tsr_status st = tsr_graph_new_value(imp->g, tp->name, &v);
         if (st != TSR_OK) {
@@ -352,22 +359,21 @@ static tsr_status build_graph(importer *imp)
     return tsr_graph_verify(imp->g);
 }
 
-tsr_status tsr_graph_load_onnx_buffer(const void *data, size_t size, const char *base_dir,
-                                      tsr_graph **graph_out)
+static tsr_status unpack(const void *data, size_t size, Onnx__ModelProto **model_out)
 {
-    if (!graph_out)
-        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_graph_load_onnx_buffer: graph_out is NULL");
-    *graph_out = NULL;
-    if (!data && size)
-        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_graph_load_onnx_buffer: data is NULL");
-    if (!size)
-        return tsr_error(TSR_ERR_PARSE, "not an ONNX model (the data is empty)");
-    Onnx__ModelProto *model = onnx__model_proto__unpack(NULL, size, data);
-    if (!model)
+    *model_out = onnx__model_proto__unpack(NULL, size, data);
+    if (!*model_out)
         return tsr_error(TSR_ERR_PARSE,
                          "not an ONNX model (protobuf could not parse its %zu bytes: the file is "
                          "truncated, corrupt or of another format)",
                          size);
+    return TSR_OK;
+}
+
+/* Builds the graph of an unpacked model, then frees the model. */
+static tsr_status import_model(Onnx__ModelProto *model, const char *base_dir,
+                               tsr_graph **graph_out)
+{
     if (!model->graph) {
         onnx__model_proto__free_unpacked(model, NULL);
         return tsr_error(TSR_ERR_PARSE, "not an ONNX model (it parses, but holds no graph)");
@@ -435,6 +441,21 @@ static tsr_status read_file(const char *path, unsigned char **data_out, size_t *
     return TSR_OK;
 }
 
+tsr_status tsr_graph_load_onnx_buffer(const void *data, size_t size, const char *base_dir,
+                                      tsr_graph **graph_out)
+{
+    if (!graph_out)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_graph_load_onnx_buffer: graph_out is NULL");
+    *graph_out = NULL;
+    if (!data && size)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_graph_load_onnx_buffer: data is NULL");
+    if (!size)
+        return tsr_error(TSR_ERR_PARSE, "not an ONNX model (the data is empty)");
+    Onnx__ModelProto *model;
+    TSR_CHECK(unpack(data, size, &model));
+    return import_model(model, base_dir, graph_out);
+}
+
 tsr_status tsr_graph_load_onnx_file(const char *path, tsr_graph **graph_out)
 {
     if (!graph_out || !path)
@@ -457,10 +478,15 @@ tsr_status tsr_graph_load_onnx_file(const char *path, tsr_graph **graph_out)
     }
     memcpy(base_dir, slash ? path : ".", dir_len);
     base_dir[dir_len] = '\0';
-    tsr_status st = tsr_graph_load_onnx_buffer(data, size, base_dir, graph_out);
+    /* The file's bytes are not needed once unpacked: free them before the
+     * weights are decoded, so a big model is not held three times. */
+    Onnx__ModelProto *model;
+    tsr_status st = unpack(data, size, &model);
+    free(data);
+    if (st == TSR_OK)
+        st = import_model(model, base_dir, graph_out);
     if (st != TSR_OK && st != TSR_ERR_OUT_OF_MEMORY)
         tsr_error_prefix("'%s': ", path);
     free(base_dir);
-    free(data);
     return st;
 }
