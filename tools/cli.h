@@ -29,6 +29,7 @@ typedef struct cli_command {
 extern const cli_command cli_run_command;
 extern const cli_command cli_info_command;
 extern const cli_command cli_bench_command;
+extern const cli_command cli_grad_command;
 
 /* Prints "tessera: error: <message>" to stderr; returns CLI_FAIL. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -102,5 +103,28 @@ int cli_fill_random(tsr_tensor *t, const char *name, uint64_t seed);
 int cli_default_input_shapes(const tsr_graph *graph, int64_t batch, tsr_tensor *inputs);
 
 double cli_now_seconds(void); /* monotonic clock */
+
+/* Model inputs from --input [NAME=]FILE.npy arguments, as `tessera run`
+ * takes them: NAME= binds by name, plain files bind the inputs in order;
+ * inputs given no file get seeded random data (symbolic dims of size
+ * `batch` unless a file sized them). The tensors' data is malloc'ed. */
+typedef struct cli_input_args {
+    const char *const *args; /* as given: "[NAME=]FILE" */
+    int n;
+    uint64_t seed;
+    long long batch;
+} cli_input_args;
+
+int cli_make_inputs(const tsr_graph *g, const cli_input_args *a, tsr_tensor *inputs);
+
+/* Output file names for --output-dir: every character outside
+ * [A-Za-z0-9._-] becomes '_', names taken already (ignoring case) get _1,
+ * _2, ... appended; paths[k] = "DIR/NAME.npy", malloc'ed. */
+void cli_sanitize_name(const char *name, char *buf, size_t size);
+int cli_output_paths(int n, const char *const *names, const char *dir, char **paths);
+int cli_make_dir(const char *dir); /* mkdir -p */
+/* Writes every tensor, atomically each; on a failure removes the files
+ * this call created, so no partial set is left. */
+int cli_write_outputs(int n, char *const *paths, const tsr_tensor *outputs);
 
 #endif

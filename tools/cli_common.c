@@ -8,7 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static void vreport(const char *fmt, va_list ap)
 {
@@ -303,4 +306,268 @@ double cli_now_seconds(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ------------------------------------------------ inputs from .npy files */
+
+/* Sizes given to symbolic dims by input files, by symbol name. */
+typedef struct {
+    const char *names[64 * TSR_MAX_RANK];
+    int64_t sizes[64 * TSR_MAX_RANK];
+    const char *from[64 * TSR_MAX_RANK];
+    int n;
+} symbol_sizes;
+
+static int symbol_find(const symbol_sizes *s, const char *name)
+{
+    for (int k = 0; k < s->n; k++)
+        if (strcmp(s->names[k], name) == 0)
+            return k;
+    return -1;
+}
+
+static void list_input_names(const tsr_graph *g, char *buf, size_t size)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < tsr_graph_num_inputs(g) && used < size; i++) {
+        tsr_value_info info;
+        if (tsr_graph_input_info(g, i, &info) == TSR_OK)
+            used += (size_t)snprintf(buf + used, size - used, "%s'%s'", i ? ", " : "", info.name);
+    }
+}
+
+/* Decides which graph input each --input binds. */
+static int bind_input_args(const tsr_graph *g, const cli_input_args *o, const char **file_for)
+{
+    int n_in = tsr_graph_num_inputs(g);
+    int next_positional = 0;
+    for (int k = 0; k < o->n; k++) {
+        const char *arg = o->args[k];
+        const char *file = arg;
+        int index = -1;
+        const char *eq = strchr(arg, '=');
+        if (eq) {
+            for (int i = 0; i < n_in && index < 0; i++) {
+                tsr_value_info info;
+                if (tsr_graph_input_info(g, i, &info) == TSR_OK &&
+                    strlen(info.name) == (size_t)(eq - arg) &&
+                    strncmp(info.name, arg, (size_t)(eq - arg)) == 0)
+                    index = i;
+            }
+            if (index >= 0) {
+                file = eq + 1;
+                if (!*file)
+                    return cli_fail("--input %s: no file after '='", arg);
+            } else if (access(arg, F_OK) != 0) {
+                /* Not a name of this model, and not a file with '=' in its
+                 * name either. */
+                char names[1024];
+                list_input_names(g, names, sizeof names);
+                return cli_fail("--input %s: the model has no input named '%.*s' (its inputs: %s)",
+                                arg, (int)(eq - arg), arg, names);
+            }
+        }
+        if (index < 0) {
+            if (next_positional >= n_in)
+                return cli_fail("--input %s: too many inputs, the model has %d", arg, n_in);
+            index = next_positional++;
+        }
+        if (file_for[index]) {
+            tsr_value_info info;
+            tsr_graph_input_info(g, index, &info);
+            return cli_fail("input '%s' is given twice ('%s' and '%s')", info.name, file_for[index],
+                            file);
+        }
+        file_for[index] = file;
+    }
+    return CLI_OK;
+}
+
+/* Reads an input file and checks it against the model's input. */
+static int load_input_file(const tsr_value_info *info, const char *file, symbol_sizes *syms,
+                           tsr_tensor *t)
+{
+    if (tsr_npy_read(file, t) != TSR_OK)
+        return cli_fail_status(file);
+    char want[512], got[512];
+    cli_format_info_shape(info, want, sizeof want);
+    cli_format_dims(t->rank, t->dims, got, sizeof got);
+    if (t->dtype != info->dtype)
+        return cli_fail("input '%s' must be %s, but %s holds %s", info->name,
+                        tsr_dtype_name(info->dtype), file, tsr_dtype_name(t->dtype));
+    if (info->rank >= 0 && t->rank != info->rank)
+        return cli_fail("input '%s' must have shape %s, but %s holds %s (rank %d, not %d)",
+                        info->name, want, file, got, t->rank, info->rank);
+    for (int d = 0; d < info->rank; d++) {
+        if (info->dims[d] >= 0 && info->dims[d] != t->dims[d])
+            return cli_fail("input '%s' must have shape %s, but %s holds %s (dim %d)", info->name,
+                            want, file, got, d);
+        if (info->dims[d] >= 0 || !info->dim_names[d])
+            continue;
+        int k = symbol_find(syms, info->dim_names[d]);
+        if (k >= 0 && syms->sizes[k] != t->dims[d])
+            return cli_fail("%s gives '%s' = %lld (input '%s' dim %d), but %s gave %lld", file,
+                            info->dim_names[d], (long long)t->dims[d], info->name, d, syms->from[k],
+                            (long long)syms->sizes[k]);
+        if (k < 0 && syms->n < 64 * TSR_MAX_RANK) {
+            syms->names[syms->n] = info->dim_names[d];
+            syms->sizes[syms->n] = t->dims[d];
+            syms->from[syms->n++] = file;
+        }
+    }
+    return CLI_OK;
+}
+
+int cli_make_inputs(const tsr_graph *g, const cli_input_args *o, tsr_tensor *inputs)
+{
+    int n_in = tsr_graph_num_inputs(g);
+    const char **file_for = calloc((size_t)n_in + 1, sizeof *file_for);
+    symbol_sizes *syms = calloc(1, sizeof *syms);
+    int rc = CLI_OK;
+    if (!file_for || !syms) {
+        rc = cli_fail("out of memory");
+        goto done;
+    }
+    if ((rc = bind_input_args(g, o, file_for)) != CLI_OK)
+        goto done;
+    for (int i = 0; i < n_in && rc == CLI_OK; i++) {
+        tsr_value_info info;
+        if (tsr_graph_input_info(g, i, &info) != TSR_OK) {
+            rc = cli_fail_status(NULL);
+            break;
+        }
+        if (file_for[i])
+            rc = load_input_file(&info, file_for[i], syms, &inputs[i]);
+    }
+    /* Each random input has its own stream, so that giving one input from
+     * a file does not change the random values of the others. */
+    cli_rng seeds;
+    cli_rng_seed(&seeds, o->seed);
+    for (int i = 0; i < n_in && rc == CLI_OK; i++) {
+        uint64_t seed = cli_rng_next(&seeds);
+        if (file_for[i])
+            continue;
+        tsr_value_info info;
+        tsr_graph_input_info(g, i, &info);
+        if (info.rank < 0) {
+            rc = cli_fail("input '%s' has an unknown rank: give it with --input", info.name);
+            break;
+        }
+        tsr_tensor *t = &inputs[i];
+        t->dtype = info.dtype;
+        t->rank = info.rank;
+        for (int d = 0; d < info.rank; d++) {
+            int k = info.dim_names[d] ? symbol_find(syms, info.dim_names[d]) : -1;
+            t->dims[d] = info.dims[d] >= 0 ? info.dims[d] : k >= 0 ? syms->sizes[k] : o->batch;
+        }
+        rc = cli_fill_random(t, info.name, seed);
+    }
+done:
+    free(file_for);
+    free(syms);
+    return rc;
+}
+
+/* ------------------------------------------------- outputs to .npy files */
+
+/* Output names become file names: only [A-Za-z0-9._-] survive, and names
+ * that collide (ignoring case, for case-insensitive file systems) are
+ * told apart by a numeric suffix. */
+void cli_sanitize_name(const char *name, char *buf, size_t size)
+{
+    size_t n = 0;
+    for (const char *c = name; *c && n + 1 < size && n < 200; c++) {
+        bool keep = (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') ||
+                    (*c >= '0' && *c <= '9') || *c == '.' || *c == '_' || *c == '-';
+        buf[n++] = keep ? *c : '_';
+    }
+    buf[n] = '\0';
+    if (n == 0)
+        snprintf(buf, size, "output");
+}
+
+static bool name_taken(char **names, int n, const char *name)
+{
+    for (int k = 0; k < n; k++)
+        if (strcasecmp(names[k], name) == 0)
+            return true;
+    return false;
+}
+
+int cli_output_paths(int n_out, const char *const *names, const char *dir, char **paths)
+{
+    char **stems = calloc((size_t)n_out + 1, sizeof *stems);
+    int rc = stems ? CLI_OK : cli_fail("out of memory");
+    for (int o = 0; o < n_out && rc == CLI_OK; o++) {
+        char base[256], stem[300];
+        cli_sanitize_name(names[o], base, sizeof base);
+        snprintf(stem, sizeof stem, "%s", base);
+        for (int k = 1; name_taken(stems, o, stem); k++)
+            snprintf(stem, sizeof stem, "%s_%d", base, k);
+        size_t len = strlen(dir) + strlen(stem) + 8;
+        stems[o] = strdup(stem);
+        paths[o] = malloc(len);
+        if (!stems[o] || !paths[o]) {
+            rc = cli_fail("out of memory");
+            break;
+        }
+        snprintf(paths[o], len, "%s/%s.npy", dir, stem);
+    }
+    for (int o = 0; stems && o < n_out; o++)
+        free(stems[o]);
+    free(stems);
+    return rc;
+}
+
+/* mkdir -p */
+int cli_make_dir(const char *dir)
+{
+    char *path = strdup(dir);
+    if (!path)
+        return cli_fail("out of memory");
+    int rc = CLI_OK;
+    for (char *p = path + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char saved = *p;
+        *p = '\0';
+        struct stat sb;
+        if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+            rc = cli_fail("cannot create directory '%s': %s", path, strerror(errno));
+            break;
+        }
+        if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            rc = cli_fail("cannot create directory '%s': a file of that name exists", path);
+            break;
+        }
+        *p = saved;
+        if (saved == '\0')
+            break;
+    }
+    free(path);
+    return rc;
+}
+
+/* Writes every output; on a failure, removes the files this run created
+ * so that no partial set of outputs is left. */
+int cli_write_outputs(int n_out, char *const *paths, const tsr_tensor *outputs)
+{
+    bool *created = calloc((size_t)n_out + 1, sizeof *created);
+    if (!created)
+        return cli_fail("out of memory");
+    int rc = CLI_OK;
+    for (int o = 0; o < n_out; o++) {
+        bool existed = access(paths[o], F_OK) == 0;
+        if (tsr_npy_write(paths[o], &outputs[o]) != TSR_OK) {
+            rc = cli_fail_status(paths[o]);
+            for (int k = 0; k < o; k++)
+                if (created[k])
+                    unlink(paths[k]);
+            break;
+        }
+        created[o] = !existed;
+    }
+    free(created);
+    return rc;
 }

@@ -7,6 +7,7 @@
  * that same-shape, scalar and per-channel cases end up as a long innermost
  * loop whose input strides are 0 or 1. The outer dims advance with an
  * odometer; no per-element index arithmetic. */
+#include "autodiff/autodiff.h"
 #include "ops/op.h"
 
 #include <math.h>
@@ -407,7 +408,7 @@ static tsr_status ew_ref(const tsr_kernel_ctx *k, const ew_desc *d)
     return TSR_OK;
 }
 
-#define EW_OP(NAME, MAX_IN, FLOPS, BOOL_OUT, DIVIDES, TABLE)                                       \
+#define EW_OP(NAME, MAX_IN, FLOPS, BOOL_OUT, DIVIDES, TABLE, GRAD)                                 \
     static const ew_desc NAME##_desc = {.loops = TABLE, .bool_out = BOOL_OUT, .divides = DIVIDES}; \
     static tsr_status NAME##_infer(tsr_infer_ctx *c)                                               \
     {                                                                                              \
@@ -428,6 +429,7 @@ static tsr_status ew_ref(const tsr_kernel_ctx *k, const ew_desc *d)
         .infer = NAME##_infer,                                                                     \
         .ref = NAME##_ref,                                                                         \
         .flops = FLOPS,                                                                            \
+        .grad = GRAD,                                                                              \
     };
 
 #define EQUAL_TABLE                                                                                \
@@ -436,16 +438,96 @@ static tsr_status ew_ref(const tsr_kernel_ctx *k, const ew_desc *d)
         [TSR_INT32] = equal_i32, [TSR_BOOL] = equal_bool                                           \
     }
 
-EW_OP(Add, 2, flops_elementwise, false, false, NUMERIC_TABLE(add))
-EW_OP(Sub, 2, flops_elementwise, false, false, NUMERIC_TABLE(sub))
-EW_OP(Mul, 2, flops_elementwise, false, false, NUMERIC_TABLE(mul))
-EW_OP(Div, 2, flops_elementwise, false, true, NUMERIC_TABLE(div))
-EW_OP(Max, TSR_MAX_NODE_IO, flops_variadic, false, false, NUMERIC_TABLE(max))
-EW_OP(Min, TSR_MAX_NODE_IO, flops_variadic, false, false, NUMERIC_TABLE(min))
-EW_OP(Sum, TSR_MAX_NODE_IO, flops_variadic, false, false, NUMERIC_TABLE(add))
-EW_OP(Equal, 2, flops_elementwise, true, false, EQUAL_TABLE)
-EW_OP(Less, 2, flops_elementwise, true, false, NUMERIC_TABLE(less))
-EW_OP(Greater, 2, flops_elementwise, true, false, NUMERIC_TABLE(greater))
+/* Gradient rules of the element-wise ops; each input's share is summed
+ * back over the axes it was broadcast along. */
+
+static tsr_status add_grad(tsr_grad_ctx *c)
+{
+    for (int i = 0; i < tsr_grad_node(c)->n_inputs; i++)
+        TSR_CHECK(tsr_grad_contribute_sum(c, i, tsr_grad_dy(c, 0)));
+    return TSR_OK;
+}
+
+static tsr_status sub_grad(tsr_grad_ctx *c)
+{
+    const char *neg;
+    TSR_CHECK(tsr_grad_contribute_sum(c, 0, tsr_grad_dy(c, 0)));
+    if (!tsr_grad_wants(c, 1))
+        return TSR_OK;
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Neg, tsr_grad_dy(c, 0), &neg));
+    return tsr_grad_contribute_sum(c, 1, neg);
+}
+
+static tsr_status mul_grad(tsr_grad_ctx *c)
+{
+    for (int i = 0; i < 2; i++) {
+        if (!tsr_grad_wants(c, i))
+            continue;
+        const char *g;
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, tsr_grad_dy(c, 0), tsr_grad_input(c, 1 - i), &g));
+        TSR_CHECK(tsr_grad_contribute_sum(c, i, g));
+    }
+    return TSR_OK;
+}
+
+/* d(a/b)/db = -(a/b)/b */
+static tsr_status div_grad(tsr_grad_ctx *c)
+{
+    const char *a_grad, *dy = tsr_grad_dy(c, 0), *b = tsr_grad_input(c, 1);
+    if (tsr_grad_wants(c, 0)) {
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Div, dy, b, &a_grad));
+        TSR_CHECK(tsr_grad_contribute_sum(c, 0, a_grad));
+    }
+    if (tsr_grad_wants(c, 1)) {
+        const char *t, *q, *neg;
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dy, tsr_grad_output(c, 0), &t));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Div, t, b, &q));
+        TSR_CHECK(tsr_grad_unary(c, &tsr_op_Neg, q, &neg));
+        TSR_CHECK(tsr_grad_contribute_sum(c, 1, neg));
+    }
+    return TSR_OK;
+}
+
+/* Max and Min: the gradient goes to the inputs equal to the result, split
+ * evenly between ties (as PyTorch's maximum and minimum do). */
+static tsr_status extremum_grad(tsr_grad_ctx *c)
+{
+    int n = tsr_grad_node(c)->n_inputs;
+    const char *y = tsr_grad_output(c, 0), *dy = tsr_grad_dy(c, 0);
+    tsr_dtype dt = tsr_grad_value(c, dy)->dtype;
+    const char *masks[TSR_MAX_NODE_IO], *count = NULL, *share;
+    tsr_attr to = TSR_ATTR_I("to", dt);
+    for (int i = 0; i < n; i++) {
+        const char *eq;
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Equal, tsr_grad_input(c, i), y, &eq));
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_Cast, 1, &eq, 1, &to, 1, &masks[i]));
+        if (!count)
+            count = masks[i];
+        else
+            TSR_CHECK(tsr_grad_binary(c, &tsr_op_Add, count, masks[i], &count));
+    }
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Div, dy, count, &share));
+    for (int i = 0; i < n; i++) {
+        if (!tsr_grad_wants(c, i))
+            continue;
+        const char *g;
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, share, masks[i], &g));
+        TSR_CHECK(tsr_grad_contribute_sum(c, i, g));
+    }
+    return TSR_OK;
+}
+
+EW_OP(Add, 2, flops_elementwise, false, false, NUMERIC_TABLE(add), add_grad)
+EW_OP(Sub, 2, flops_elementwise, false, false, NUMERIC_TABLE(sub), sub_grad)
+EW_OP(Mul, 2, flops_elementwise, false, false, NUMERIC_TABLE(mul), mul_grad)
+EW_OP(Div, 2, flops_elementwise, false, true, NUMERIC_TABLE(div), div_grad)
+EW_OP(Max, TSR_MAX_NODE_IO, flops_variadic, false, false, NUMERIC_TABLE(max), extremum_grad)
+EW_OP(Min, TSR_MAX_NODE_IO, flops_variadic, false, false, NUMERIC_TABLE(min), extremum_grad)
+EW_OP(Sum, TSR_MAX_NODE_IO, flops_variadic, false, false, NUMERIC_TABLE(add), add_grad)
+/* Comparisons have bool outputs, which carry no gradient. */
+EW_OP(Equal, 2, flops_elementwise, true, false, EQUAL_TABLE, NULL)
+EW_OP(Less, 2, flops_elementwise, true, false, NUMERIC_TABLE(less), NULL)
+EW_OP(Greater, 2, flops_elementwise, true, false, NUMERIC_TABLE(greater), NULL)
 
 /* ------------------------------------------------------------------ Mod */
 
@@ -486,6 +568,27 @@ static tsr_status mod_ref(const tsr_kernel_ctx *k)
     return broadcast_run(k->outputs[0], 2, in, fn, k->threads);
 }
 
+/* fmod(a, b) = a - trunc(a / b) * b: da = dy, db = -dy * trunc(a / b).
+ * Python's modulo is integer-only here, so it has no gradient. */
+static tsr_status mod_grad(tsr_grad_ctx *c)
+{
+    TSR_CHECK(tsr_grad_contribute_sum(c, 0, tsr_grad_dy(c, 0)));
+    if (!tsr_grad_wants(c, 1))
+        return TSR_OK;
+    const char *a = tsr_grad_input(c, 0), *b = tsr_grad_input(c, 1), *dy = tsr_grad_dy(c, 0);
+    const char *q, *fl, *ce, *neg_q, *zero, *trunc, *t, *g;
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Div, a, b, &q));
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Floor, q, &fl));
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Ceil, q, &ce));
+    TSR_CHECK(tsr_grad_scalar(c, 0.0, tsr_grad_value(c, dy)->dtype, &zero));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Less, q, zero, &neg_q));
+    const char *pick[3] = {neg_q, ce, fl};
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_Where, 3, pick, 0, NULL, 1, &trunc));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dy, trunc, &t));
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Neg, t, &g));
+    return tsr_grad_contribute_sum(c, 1, g);
+}
+
 const tsr_op_def tsr_op_Mod = {
     .name = "Mod",
     .domain = "",
@@ -498,6 +601,7 @@ const tsr_op_def tsr_op_Mod = {
     .infer = mod_infer,
     .ref = mod_ref,
     .flops = flops_elementwise,
+    .grad = mod_grad,
 };
 
 /* ------------------------------------------------------------------ Pow */
@@ -559,6 +663,35 @@ static tsr_status pow_ref(const tsr_kernel_ctx *k)
     return broadcast_run(k->outputs[0], 2, in, fn, k->threads);
 }
 
+/* d(a^b)/da = b a^(b-1) (an integer exponent is cast to a's dtype);
+ * d(a^b)/db = a^b log(a). */
+static tsr_status pow_grad(tsr_grad_ctx *c)
+{
+    const char *a = tsr_grad_input(c, 0), *b = tsr_grad_input(c, 1), *dy = tsr_grad_dy(c, 0);
+    tsr_dtype dt = tsr_grad_value(c, a)->dtype;
+    if (tsr_grad_wants(c, 0)) {
+        const char *bf = b, *one, *bm1, *p, *t, *g;
+        if (tsr_grad_value(c, b)->dtype != dt) {
+            tsr_attr to = TSR_ATTR_I("to", dt);
+            TSR_CHECK(tsr_grad_emit(c, &tsr_op_Cast, 1, &b, 1, &to, 1, &bf));
+        }
+        TSR_CHECK(tsr_grad_scalar(c, 1.0, dt, &one));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Sub, bf, one, &bm1));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Pow, a, bm1, &p));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, p, bf, &t));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dy, t, &g));
+        TSR_CHECK(tsr_grad_contribute_sum(c, 0, g));
+    }
+    if (tsr_grad_wants(c, 1)) {
+        const char *lg, *t, *g;
+        TSR_CHECK(tsr_grad_unary(c, &tsr_op_Log, a, &lg));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, tsr_grad_output(c, 0), lg, &t));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dy, t, &g));
+        TSR_CHECK(tsr_grad_contribute_sum(c, 1, g));
+    }
+    return TSR_OK;
+}
+
 const tsr_op_def tsr_op_Pow = {
     .name = "Pow",
     .domain = "",
@@ -570,6 +703,7 @@ const tsr_op_def tsr_op_Pow = {
     .infer = pow_infer,
     .ref = pow_ref,
     .flops = flops_elementwise,
+    .grad = pow_grad,
 };
 
 /* ---------------------------------------------------------------- Where */
@@ -652,6 +786,22 @@ static tsr_status where_ref(const tsr_kernel_ctx *k)
     return broadcast_run(k->outputs[0], 3, in, fn, k->threads);
 }
 
+/* The condition is bool and gets nothing; X and Y get dy where they
+ * were selected. */
+static tsr_status where_grad(tsr_grad_ctx *c)
+{
+    const char *cond = tsr_grad_input(c, 0), *dy = tsr_grad_dy(c, 0), *zero;
+    TSR_CHECK(tsr_grad_scalar(c, 0.0, tsr_grad_value(c, dy)->dtype, &zero));
+    for (int i = 1; i < 3; i++) {
+        if (!tsr_grad_wants(c, i))
+            continue;
+        const char *g, *ins[3] = {cond, i == 1 ? dy : zero, i == 1 ? zero : dy};
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_Where, 3, ins, 0, NULL, 1, &g));
+        TSR_CHECK(tsr_grad_contribute_sum(c, i, g));
+    }
+    return TSR_OK;
+}
+
 const tsr_op_def tsr_op_Where = {
     .name = "Where",
     .domain = "",
@@ -663,4 +813,5 @@ const tsr_op_def tsr_op_Where = {
     .infer = where_infer,
     .ref = where_ref,
     .flops = flops_elementwise,
+    .grad = where_grad,
 };

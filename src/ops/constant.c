@@ -1,6 +1,7 @@
 /* Constants (Constant, ConstantOfShape), element type conversion (Cast)
  * and the index generator Range. All of them work on every dtype Tessera
  * has; the ONNX types it lacks (float16, strings, ...) are refused by name. */
+#include "autodiff/autodiff.h"
 #include "ops/movement.h"
 
 #include <math.h>
@@ -290,6 +291,18 @@ static tsr_status cast_ref(const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
+/* Between float types the gradient is cast back; other casts carry none. */
+static tsr_status cast_grad(tsr_grad_ctx *c)
+{
+    const tsr_value x_copy = *tsr_grad_value(c, tsr_grad_input(c, 0)), *x = &x_copy;
+    if (!tsr_dtype_is_float(tsr_grad_value(c, tsr_grad_output(c, 0))->dtype))
+        return TSR_OK;
+    const char *dy = tsr_grad_dy(c, 0), *g;
+    tsr_attr to = TSR_ATTR_I("to", x->dtype);
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_Cast, 1, &dy, 1, &to, 1, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
 const tsr_op_def tsr_op_Cast = {
     .name = "Cast",
     .domain = "",
@@ -301,6 +314,7 @@ const tsr_op_def tsr_op_Cast = {
     .locality = TSR_LOCALITY_ELEMENTWISE,
     .infer = cast_infer,
     .ref = cast_ref,
+    .grad = cast_grad,
 };
 
 /* ---------------------------------------------------------------- Range */

@@ -11,6 +11,7 @@
  * the power, as the authors' CUDA code does. The backward op returns dX
  * and the gradients of the raw alpha, lambda (through exp) and filter.
  * docs/dpp.md has the gradients and the numerical limits. */
+#include "autodiff/autodiff.h"
 #include "ops/op.h"
 #include "ops/window.h"
 
@@ -393,6 +394,33 @@ static tsr_status dpp_grad_ref(const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
+/* The gradient rule emits the backward op, which computes every input's
+ * gradient at once; the parameters' gradients are already summed. */
+static tsr_status dpp_grad_rule(tsr_grad_ctx *c)
+{
+    const tsr_node *n = tsr_grad_node(c);
+    int n_in = n->n_inputs;
+    const char *ins[5] = {tsr_grad_dy(c, 0)}, *outs[4];
+    for (int i = 0; i < n_in; i++)
+        ins[1 + i] = tsr_grad_input(c, i);
+    tsr_attr attrs[16];
+    int n_attrs = tsr_grad_node_attrs(c, attrs, 16);
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_DetailPreservingPoolGrad, 1 + n_in, ins, n_attrs, attrs,
+                            n_in, outs));
+    for (int i = 0; i < n_in; i++)
+        TSR_CHECK(tsr_grad_contribute(c, i, outs[i]));
+    return TSR_OK;
+}
+
+/* Second derivatives of DPP would need the backward op's own adjoint,
+ * which is not written yet. */
+static tsr_status dpp_grad_grad_rule(tsr_grad_ctx *c)
+{
+    return tsr_grad_unsupported(c, "DetailPreservingPoolGrad has no gradient rule yet: second "
+                                   "derivatives through Detail-Preserving Pooling are not "
+                                   "supported");
+}
+
 const tsr_op_def tsr_op_DetailPreservingPool = {
     .name = "DetailPreservingPool",
     .domain = "ai.tessera",
@@ -405,6 +433,7 @@ const tsr_op_def tsr_op_DetailPreservingPool = {
     .infer = dpp_infer,
     .ref = dpp_ref,
     .flops = dpp_flops,
+    .grad = dpp_grad_rule,
 };
 
 /* Inputs dY, X, alpha, lambda, [filter]; outputs dX, dalpha, dlambda,
@@ -422,4 +451,5 @@ const tsr_op_def tsr_op_DetailPreservingPoolGrad = {
     .infer = dpp_grad_infer,
     .ref = dpp_grad_ref,
     .flops = dpp_grad_flops,
+    .grad = dpp_grad_grad_rule,
 };

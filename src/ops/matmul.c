@@ -1,6 +1,7 @@
 /* Matrix products: Gemm, MatMul (numpy semantics) and Einsum. Gemm and
  * MatMul share one blocked reference GEMM; Einsum is a general loop over
  * every label, slow but exact for any equation. */
+#include "autodiff/autodiff.h"
 #include "ops/op.h"
 
 #include <omp.h>
@@ -243,6 +244,43 @@ static double gemm_flops(const tsr_infer_ctx *c)
     return 2.0 * (double)y->dims[0] * (double)y->dims[1] * (double)kdim;
 }
 
+/* With A' = op(A), B' = op(B): dA' = alpha dY B'^T, dB' = alpha A'^T dY,
+ * each written as one Gemm on the original operands; dC = beta dY summed
+ * to C's shape. */
+static tsr_status gemm_grad(tsr_grad_ctx *c)
+{
+    const tsr_node *n = tsr_grad_node(c);
+    int64_t ta = tsr_attr_int(n, "transA") != 0, tb = tsr_attr_int(n, "transB") != 0;
+    double alpha = tsr_attr_float(n, "alpha"), beta = tsr_attr_float(n, "beta");
+    const char *a = tsr_grad_input(c, 0), *b = tsr_grad_input(c, 1), *dy = tsr_grad_dy(c, 0);
+    const char *g;
+    if (tsr_grad_wants(c, 0)) {
+        /* transA = 0: dA = dY op(B)^T; transA = 1: dA = op(B) dY^T */
+        const char *ins[2] = {ta ? b : dy, ta ? dy : b};
+        tsr_attr attrs[3] = {TSR_ATTR_F("alpha", alpha), TSR_ATTR_I("transA", ta ? tb : 0),
+                             TSR_ATTR_I("transB", ta ? 1 : !tb)};
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_Gemm, 2, ins, 3, attrs, 1, &g));
+        TSR_CHECK(tsr_grad_contribute(c, 0, g));
+    }
+    if (tsr_grad_wants(c, 1)) {
+        /* transB = 0: dB = op(A)^T dY; transB = 1: dB = dY^T op(A) */
+        const char *ins[2] = {tb ? dy : a, tb ? a : dy};
+        tsr_attr attrs[3] = {TSR_ATTR_F("alpha", alpha), TSR_ATTR_I("transA", tb ? 1 : !ta),
+                             TSR_ATTR_I("transB", tb ? ta : 0)};
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_Gemm, 2, ins, 3, attrs, 1, &g));
+        TSR_CHECK(tsr_grad_contribute(c, 1, g));
+    }
+    if (tsr_grad_wants(c, 2)) {
+        const char *scaled = dy, *k;
+        if (beta != 1.0) {
+            TSR_CHECK(tsr_grad_scalar(c, beta, tsr_grad_value(c, dy)->dtype, &k));
+            TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dy, k, &scaled));
+        }
+        TSR_CHECK(tsr_grad_contribute_sum(c, 2, scaled));
+    }
+    return TSR_OK;
+}
+
 const tsr_op_def tsr_op_Gemm = {
     .name = "Gemm",
     .domain = "",
@@ -255,6 +293,7 @@ const tsr_op_def tsr_op_Gemm = {
     .infer = gemm_infer,
     .ref = gemm_ref,
     .flops = gemm_flops,
+    .grad = gemm_grad,
 };
 
 /* ---------------------------------------------------------------- MatMul */
@@ -386,6 +425,74 @@ static double matmul_flops(const tsr_infer_ctx *c)
            (double)s.k_a;
 }
 
+/* Swaps the last two axes of a value of rank >= 2. */
+static tsr_status transpose_last(tsr_grad_ctx *c, const char *v, const char **out)
+{
+    int rank = tsr_grad_value(c, v)->rank;
+    int64_t perm[TSR_MAX_RANK];
+    for (int d = 0; d < rank; d++)
+        perm[d] = d;
+    perm[rank - 2] = rank - 1;
+    perm[rank - 1] = rank - 2;
+    tsr_attr attr = TSR_ATTR_INTS("perm", perm, (size_t)rank);
+    return tsr_grad_emit(c, &tsr_op_Transpose, 1, &v, 1, &attr, 1, out);
+}
+
+static tsr_status unsqueeze_at(tsr_grad_ctx *c, const char *v, int64_t axis, const char **out)
+{
+    const char *axes;
+    TSR_CHECK(tsr_grad_ints(c, 1, &axis, &axes));
+    const char *ins[2] = {v, axes};
+    return tsr_grad_emit(c, &tsr_op_Unsqueeze, 2, ins, 0, NULL, 1, out);
+}
+
+/* 1-D operands are promoted as numpy does (A to a row, B to a column, dY
+ * gets the dropped axis back), then dA = dY B^T and dB = A^T dY, summed
+ * over broadcast batch axes and squeezed back. */
+static tsr_status matmul_grad(tsr_grad_ctx *c)
+{
+    const char *a = tsr_grad_input(c, 0), *b = tsr_grad_input(c, 1), *dy = tsr_grad_dy(c, 0);
+    bool a_vec = tsr_grad_value(c, a)->rank == 1, b_vec = tsr_grad_value(c, b)->rank == 1;
+    if (a_vec && b_vec) {
+        /* a dot product: dA = dy b, dB = dy a */
+        for (int i = 0; i < 2; i++) {
+            const char *g;
+            if (!tsr_grad_wants(c, i))
+                continue;
+            TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dy, i ? a : b, &g));
+            TSR_CHECK(tsr_grad_contribute(c, i, g));
+        }
+        return TSR_OK;
+    }
+    const char *a2 = a, *b2 = b, *dy2 = dy;
+    if (a_vec) {
+        TSR_CHECK(unsqueeze_at(c, a, 0, &a2));
+        TSR_CHECK(unsqueeze_at(c, dy, -2, &dy2));
+    }
+    if (b_vec) {
+        TSR_CHECK(unsqueeze_at(c, b, 1, &b2));
+        TSR_CHECK(unsqueeze_at(c, dy2, -1, &dy2));
+    }
+    for (int i = 0; i < 2; i++) {
+        if (!tsr_grad_wants(c, i))
+            continue;
+        const char *t, *g, *summed;
+        TSR_CHECK(transpose_last(c, i ? a2 : b2, &t));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_MatMul, i ? t : dy2, i ? dy2 : t, &g));
+        TSR_CHECK(tsr_grad_sum_to(c, g, i ? b2 : a2, &summed));
+        if ((i == 0 && a_vec) || (i == 1 && b_vec)) {
+            const char *axes, *sq;
+            int64_t axis = i == 0 ? 0 : 1;
+            TSR_CHECK(tsr_grad_ints(c, 1, &axis, &axes));
+            const char *ins[2] = {summed, axes};
+            TSR_CHECK(tsr_grad_emit(c, &tsr_op_Squeeze, 2, ins, 0, NULL, 1, &sq));
+            summed = sq;
+        }
+        TSR_CHECK(tsr_grad_contribute(c, i, summed));
+    }
+    return TSR_OK;
+}
+
 const tsr_op_def tsr_op_MatMul = {
     .name = "MatMul",
     .domain = "",
@@ -397,6 +504,7 @@ const tsr_op_def tsr_op_MatMul = {
     .infer = matmul_infer,
     .ref = matmul_ref,
     .flops = matmul_flops,
+    .grad = matmul_grad,
 };
 
 /* ---------------------------------------------------------------- Einsum */
@@ -668,6 +776,68 @@ static double einsum_flops(const tsr_infer_ctx *c)
            (double)s.n_terms;
 }
 
+/* The gradient of input i is an Einsum of dY with the other inputs into
+ * input i's term: "t0,..,out->ti" without ti on the left. Terms with a
+ * repeated label (diagonals), labels summed over in input i alone, and
+ * ellipses are not supported. */
+static tsr_status einsum_grad(tsr_grad_ctx *c)
+{
+    const tsr_node *n = tsr_grad_node(c);
+    const char *eq = tsr_attr_string(n, "equation");
+    einsum_spec s;
+    TSR_CHECK(einsum_parse(eq, n->n_inputs, &s));
+    if (strchr(eq, '.'))
+        return tsr_grad_unsupported(c, "Einsum '%s': ellipses have no gradient rule yet", eq);
+    int n_in = n->n_inputs;
+    for (int i = 0; i < n_in; i++) {
+        if (!tsr_grad_wants(c, i))
+            continue;
+        int count[EINSUM_LABELS] = {0};
+        for (int t = 0; t < n_in; t++)
+            if (t != i)
+                for (int d = 0; d < s.term_rank[t]; d++)
+                    count[s.term[t][d]]++;
+        for (int d = 0; d < s.out_rank; d++)
+            count[s.out[d]]++;
+        bool seen[EINSUM_LABELS] = {false};
+        for (int d = 0; d < s.term_rank[i]; d++) {
+            int l = s.term[i][d];
+            if (seen[l] || !count[l])
+                return tsr_grad_unsupported(c,
+                                            "Einsum '%s': label '%c' of input %d is %s, which "
+                                            "has no gradient rule yet",
+                                            eq, einsum_char(l), i,
+                                            seen[l] ? "repeated" : "summed in that input alone");
+            seen[l] = true;
+        }
+        char spec[EINSUM_MAX_EQUATION];
+        size_t at = 0;
+        const char *ins[TSR_MAX_NODE_IO];
+        int k = 0;
+        for (int t = 0; t < n_in; t++) {
+            if (t == i)
+                continue;
+            for (int d = 0; d < s.term_rank[t]; d++)
+                spec[at++] = einsum_char(s.term[t][d]);
+            spec[at++] = ',';
+            ins[k++] = tsr_grad_input(c, t);
+        }
+        for (int d = 0; d < s.out_rank; d++)
+            spec[at++] = einsum_char(s.out[d]);
+        ins[k++] = tsr_grad_dy(c, 0);
+        spec[at++] = '-';
+        spec[at++] = '>';
+        for (int d = 0; d < s.term_rank[i]; d++)
+            spec[at++] = einsum_char(s.term[i][d]);
+        spec[at] = 0;
+        tsr_attr attr = TSR_ATTR_S("equation", spec);
+        const char *g;
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_Einsum, k, ins, 1, &attr, 1, &g));
+        TSR_CHECK(tsr_grad_contribute(c, i, g));
+    }
+    return TSR_OK;
+}
+
 const tsr_op_def tsr_op_Einsum = {
     .name = "Einsum",
     .domain = "",
@@ -680,4 +850,5 @@ const tsr_op_def tsr_op_Einsum = {
     .infer = einsum_infer,
     .ref = einsum_ref,
     .flops = einsum_flops,
+    .grad = einsum_grad,
 };

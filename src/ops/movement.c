@@ -2,6 +2,7 @@
  * slices, gathers and scatters, padding, tiling. Kernels copy elements as
  * bytes of the dtype's size, so every dtype shares one code path, and the
  * output shapes they fill are the ones inference computed. */
+#include "autodiff/autodiff.h"
 #include "ops/movement.h"
 
 #include <stdio.h>
@@ -245,6 +246,19 @@ static tsr_status transpose_ref(const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
+static tsr_status transpose_grad(tsr_grad_ctx *c)
+{
+    int rank = tsr_grad_value(c, tsr_grad_input(c, 0))->rank, perm[TSR_MAX_RANK];
+    TSR_CHECK(transpose_perm(tsr_grad_node(c), rank, perm));
+    int64_t inverse[TSR_MAX_RANK];
+    for (int d = 0; d < rank; d++)
+        inverse[perm[d]] = d;
+    tsr_attr attr = TSR_ATTR_INTS("perm", inverse, (size_t)rank);
+    const char *dy = tsr_grad_dy(c, 0), *g;
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_Transpose, 1, &dy, 1, &attr, 1, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
 const tsr_op_def tsr_op_Transpose = {
     .name = "Transpose",
     .domain = "",
@@ -256,6 +270,7 @@ const tsr_op_def tsr_op_Transpose = {
     .locality = TSR_LOCALITY_MOVEMENT,
     .infer = transpose_infer,
     .ref = transpose_ref,
+    .grad = transpose_grad,
 };
 
 /* -------------------------------------------------------------- Concat */
@@ -333,6 +348,31 @@ static tsr_status concat_ref(const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
+/* Split dY back into the pieces, whose sizes along the axis must be known. */
+static tsr_status concat_grad(tsr_grad_ctx *c)
+{
+    int n = tsr_grad_node(c)->n_inputs, rank = tsr_grad_value(c, tsr_grad_dy(c, 0))->rank, axis;
+    if (!tsr_axis_normalize(tsr_attr_int(tsr_grad_node(c), "axis"), rank, &axis))
+        return tsr_error(TSR_ERR_SHAPE, "axis is out of range for rank %d", rank);
+    if (n == 1)
+        return tsr_grad_contribute(c, 0, tsr_grad_dy(c, 0));
+    int64_t sizes[TSR_MAX_NODE_IO];
+    for (int i = 0; i < n; i++) {
+        sizes[i] = tsr_grad_value(c, tsr_grad_input(c, i))->dims[axis];
+        if (!tsr_dim_known(sizes[i]))
+            return tsr_grad_unsupported(c, "input %d's size along axis %d is not known before "
+                                           "run time", i, axis);
+    }
+    const char *split, *outs[TSR_MAX_NODE_IO];
+    TSR_CHECK(tsr_grad_ints(c, n, sizes, &split));
+    tsr_attr attr = TSR_ATTR_I("axis", axis);
+    const char *ins[2] = {tsr_grad_dy(c, 0), split};
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_Split, 2, ins, 1, &attr, n, outs));
+    for (int i = 0; i < n; i++)
+        TSR_CHECK(tsr_grad_contribute(c, i, outs[i]));
+    return TSR_OK;
+}
+
 const tsr_op_def tsr_op_Concat = {
     .name = "Concat",
     .domain = "",
@@ -344,6 +384,7 @@ const tsr_op_def tsr_op_Concat = {
     .locality = TSR_LOCALITY_MOVEMENT,
     .infer = concat_infer,
     .ref = concat_ref,
+    .grad = concat_grad,
 };
 
 /* --------------------------------------------------------------- Split */
@@ -444,6 +485,25 @@ static tsr_status split_ref(const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
+/* Concatenate the pieces' gradients, with zeros for pieces that got none. */
+static tsr_status split_grad(tsr_grad_ctx *c)
+{
+    const tsr_node *n = tsr_grad_node(c);
+    int n_out = n->n_outputs;
+    int rank = tsr_grad_value(c, tsr_grad_input(c, 0))->rank, axis;
+    if (!tsr_axis_normalize(tsr_attr_int(n, "axis"), rank, &axis))
+        return tsr_error(TSR_ERR_SHAPE, "axis is out of range for rank %d", rank);
+    const char *pieces[TSR_MAX_NODE_IO], *g;
+    for (int o = 0; o < n_out; o++) {
+        pieces[o] = tsr_grad_dy(c, o);
+        if (!pieces[o])
+            TSR_CHECK(tsr_grad_zeros_like(c, tsr_grad_output(c, o), &pieces[o]));
+    }
+    tsr_attr attr = TSR_ATTR_I("axis", axis);
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_Concat, n_out, pieces, 1, &attr, 1, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
 const tsr_op_def tsr_op_Split = {
     .name = "Split",
     .domain = "",
@@ -455,6 +515,7 @@ const tsr_op_def tsr_op_Split = {
     .locality = TSR_LOCALITY_MOVEMENT,
     .infer = split_infer,
     .ref = split_ref,
+    .grad = split_grad,
 };
 
 /* --------------------------------------------------------------- Slice */
@@ -610,6 +671,60 @@ static tsr_status slice_ref(const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
+/* A slice with unit steps is undone by zero padding; its bounds must be
+ * constants and the sliced axes' sizes known. */
+static tsr_status slice_grad(tsr_grad_ctx *c)
+{
+    const tsr_value x_copy = *tsr_grad_value(c, tsr_grad_input(c, 0)), *x = &x_copy;
+    slice_spec s;
+    int64_t *arrays[4] = {s.starts, s.ends, s.axes, s.steps};
+    int counts[4] = {0, 0, 0, 0};
+    bool present[4];
+    for (int i = 0; i < 4; i++) {
+        const tsr_value *v = tsr_grad_value(c, tsr_grad_input(c, i + 1));
+        present[i] = v != NULL;
+        if (!v)
+            continue;
+        if (!v->data)
+            return tsr_grad_unsupported(c, "the slice bounds are computed at run time");
+        tsr_tensor t = tsr_value_tensor(v);
+        TSR_CHECK(tsr_kernel_ints(&t, arrays[i], TSR_MAX_RANK, &counts[i]));
+    }
+    s.n = counts[0];
+    slice_defaults(&s, present[2], present[3]);
+    int64_t start[TSR_MAX_RANK], step[TSR_MAX_RANK], len[TSR_MAX_RANK];
+    int64_t pads[2 * TSR_MAX_RANK];
+    bool sliced[TSR_MAX_RANK] = {false};
+    for (int i = 0; i < s.n; i++) {
+        int axis;
+        if (tsr_axis_normalize(s.axes[i], x->rank, &axis))
+            sliced[axis] = true;
+    }
+    for (int d = 0; d < x->rank; d++)
+        if (sliced[d] && !tsr_dim_known(x->dims[d]))
+            return tsr_grad_unsupported(c, "axis %d's size is not known before run time", d);
+    int64_t dims[TSR_MAX_RANK] = {0};
+    for (int d = 0; d < x->rank; d++)
+        dims[d] = sliced[d] ? x->dims[d] : 1;
+    TSR_CHECK(slice_resolve(&s, x->rank, dims, start, step, len));
+    for (int d = 0; d < x->rank; d++) {
+        if (!sliced[d]) {
+            pads[d] = pads[x->rank + d] = 0;
+            continue;
+        }
+        if (step[d] != 1 && len[d] > 1)
+            return tsr_grad_unsupported(c, "a slice with step %lld has no gradient rule yet",
+                                        (long long)step[d]);
+        pads[d] = len[d] > 0 ? start[d] : 0;
+        pads[x->rank + d] = x->dims[d] - pads[d] - len[d];
+    }
+    const char *pads_name, *g;
+    TSR_CHECK(tsr_grad_ints(c, 2 * x->rank, pads, &pads_name));
+    const char *ins[2] = {tsr_grad_dy(c, 0), pads_name};
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_Pad, 2, ins, 0, NULL, 1, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
 const tsr_op_def tsr_op_Slice = {
     .name = "Slice",
     .domain = "",
@@ -620,6 +735,7 @@ const tsr_op_def tsr_op_Slice = {
     .locality = TSR_LOCALITY_MOVEMENT,
     .infer = slice_infer,
     .ref = slice_ref,
+    .grad = slice_grad,
 };
 
 /* -------------------------------------------------------------- Gather */
@@ -698,6 +814,16 @@ static tsr_status gather_ref(const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
+static tsr_status gather_grad(tsr_grad_ctx *c)
+{
+    const char *shape, *g;
+    TSR_CHECK(tsr_grad_shape(c, tsr_grad_input(c, 0), &shape));
+    tsr_attr attr = TSR_ATTR_I("axis", tsr_attr_int(tsr_grad_node(c), "axis"));
+    const char *ins[3] = {tsr_grad_dy(c, 0), tsr_grad_input(c, 1), shape};
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_GatherGrad, 3, ins, 1, &attr, 1, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
 const tsr_op_def tsr_op_Gather = {
     .name = "Gather",
     .domain = "",
@@ -709,6 +835,7 @@ const tsr_op_def tsr_op_Gather = {
     .locality = TSR_LOCALITY_MOVEMENT,
     .infer = gather_infer,
     .ref = gather_ref,
+    .grad = gather_grad,
 };
 
 /* ----------------------------------------------------------------- Pad */
@@ -871,6 +998,23 @@ static tsr_status pad_ref(const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
+/* Constant padding is undone by the opposite (cropping) pads. */
+static tsr_status pad_grad(tsr_grad_ctx *c)
+{
+    pad_mode mode = PAD_CONSTANT;
+    TSR_CHECK(pad_mode_of(tsr_grad_node(c), &mode));
+    if (mode != PAD_CONSTANT)
+        return tsr_grad_unsupported(c, "Pad mode '%s' has no gradient rule yet",
+                                    tsr_attr_string(tsr_grad_node(c), "mode"));
+    if (tsr_grad_wants(c, 2))
+        return tsr_grad_unsupported(c, "the gradient of constant_value has no rule yet");
+    const char *neg, *g;
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Neg, tsr_grad_input(c, 1), &neg));
+    const char *ins[2] = {tsr_grad_dy(c, 0), neg};
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_Pad, 2, ins, 0, NULL, 1, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
 const tsr_op_def tsr_op_Pad = {
     .name = "Pad",
     .domain = "",
@@ -882,6 +1026,7 @@ const tsr_op_def tsr_op_Pad = {
     .locality = TSR_LOCALITY_MOVEMENT,
     .infer = pad_infer,
     .ref = pad_ref,
+    .grad = pad_grad,
 };
 
 /* ---------------------------------------------------------------- Tile */
@@ -951,6 +1096,33 @@ static tsr_status tile_ref(const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
+/* dY viewed as (repeat, size) pairs per axis, summed over the repeats. */
+static tsr_status tile_grad(tsr_grad_ctx *c)
+{
+    const tsr_value x_copy = *tsr_grad_value(c, tsr_grad_input(c, 0)), *x = &x_copy;
+    const tsr_value dy_copy = *tsr_grad_value(c, tsr_grad_dy(c, 0)), *dy = &dy_copy;
+    if (2 * x->rank > TSR_MAX_RANK)
+        return tsr_grad_unsupported(c, "Tile of rank %d has no gradient rule (at most %d)",
+                                    x->rank, TSR_MAX_RANK / 2);
+    int64_t shape[TSR_MAX_RANK], axes[TSR_MAX_RANK];
+    for (int d = 0; d < x->rank; d++) {
+        if (!tsr_dim_known(x->dims[d]) || !tsr_dim_known(dy->dims[d]) || x->dims[d] == 0)
+            return tsr_grad_unsupported(c, "axis %d's size is not known before run time", d);
+        shape[2 * d] = dy->dims[d] / x->dims[d];
+        shape[2 * d + 1] = x->dims[d];
+        axes[d] = 2 * d;
+    }
+    const char *shape_name, *axes_name, *r, *g;
+    TSR_CHECK(tsr_grad_ints(c, 2 * x->rank, shape, &shape_name));
+    const char *rs[2] = {dy->name, shape_name};
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_Reshape, 2, rs, 0, NULL, 1, &r));
+    TSR_CHECK(tsr_grad_ints(c, x->rank, axes, &axes_name));
+    tsr_attr kd = TSR_ATTR_I("keepdims", 0);
+    const char *ins[2] = {r, axes_name};
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReduceSum, 2, ins, 1, &kd, 1, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
 const tsr_op_def tsr_op_Tile = {
     .name = "Tile",
     .domain = "",
@@ -961,6 +1133,7 @@ const tsr_op_def tsr_op_Tile = {
     .locality = TSR_LOCALITY_MOVEMENT,
     .infer = tile_infer,
     .ref = tile_ref,
+    .grad = tile_grad,
 };
 
 /* ----------------------------------------------------------- ScatterND */
@@ -1044,6 +1217,19 @@ static tsr_status scatternd_ref(const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
+/* The overwritten positions of data get no gradient: dData is dY with
+ * zeros scattered there. The updates' gradient would need GatherND. */
+static tsr_status scatternd_grad(tsr_grad_ctx *c)
+{
+    if (tsr_grad_wants(c, 2))
+        return tsr_grad_unsupported(c, "the gradient of ScatterND's updates has no rule yet");
+    const char *zeros, *g;
+    TSR_CHECK(tsr_grad_zeros_like(c, tsr_grad_input(c, 2), &zeros));
+    const char *ins[3] = {tsr_grad_dy(c, 0), tsr_grad_input(c, 1), zeros};
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ScatterND, 3, ins, 0, NULL, 1, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
 const tsr_op_def tsr_op_ScatterND = {
     .name = "ScatterND",
     .domain = "",
@@ -1055,4 +1241,5 @@ const tsr_op_def tsr_op_ScatterND = {
     .locality = TSR_LOCALITY_MOVEMENT,
     .infer = scatternd_infer,
     .ref = scatternd_ref,
+    .grad = scatternd_grad,
 };

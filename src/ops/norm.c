@@ -1,6 +1,7 @@
 /* Normalization: BatchNormalization (inference form) and
  * LayerNormalization. Statistics are computed in double precision for both
  * float types. */
+#include "autodiff/autodiff.h"
 #include "ops/op.h"
 
 #include <math.h>
@@ -107,6 +108,90 @@ static double two_per_element(const tsr_infer_ctx *c)
     return 2.0 * (double)tsr_shape_numel(c->outputs[0]->rank, c->outputs[0]->dims);
 }
 
+/* Inference-form BatchNorm is affine per channel: with a = scale / sqrt(var
+ * + eps), y = (x - mean) a + B. Statistics get gradients too, since they
+ * are ordinary inputs here. */
+static tsr_status per_channel(tsr_grad_ctx *c, const char *v, int rank, const char **out)
+{
+    if (rank <= 2) {
+        *out = v;
+        return TSR_OK;
+    }
+    int64_t axes[TSR_MAX_RANK];
+    for (int d = 1; d < rank - 1; d++)
+        axes[d - 1] = d;
+    const char *axes_name;
+    TSR_CHECK(tsr_grad_ints(c, rank - 2, axes, &axes_name));
+    const char *ins[2] = {v, axes_name};
+    return tsr_grad_emit(c, &tsr_op_Unsqueeze, 2, ins, 0, NULL, 1, out);
+}
+
+static tsr_status sum_but_channels(tsr_grad_ctx *c, const char *v, int rank, const char **out)
+{
+    int64_t axes[TSR_MAX_RANK] = {0};
+    for (int d = 2; d < rank; d++)
+        axes[d - 1] = d;
+    const char *axes_name;
+    TSR_CHECK(tsr_grad_ints(c, rank - 1, axes, &axes_name));
+    tsr_attr kd = TSR_ATTR_I("keepdims", 0);
+    const char *ins[2] = {v, axes_name};
+    return tsr_grad_emit(c, &tsr_op_ReduceSum, 2, ins, 1, &kd, 1, out);
+}
+
+static tsr_status batchnorm_grad(tsr_grad_ctx *c)
+{
+    for (int o = 1; o < tsr_grad_node(c)->n_outputs; o++)
+        if (tsr_grad_dy(c, o))
+            return tsr_grad_unsupported(c, "output %d of BatchNormalization has no gradient", o);
+    const char *x = tsr_grad_input(c, 0), *scale = tsr_grad_input(c, 1);
+    const char *mean = tsr_grad_input(c, 3), *var = tsr_grad_input(c, 4), *dy = tsr_grad_dy(c, 0);
+    const tsr_value xv_copy = *tsr_grad_value(c, x), *xv = &xv_copy;
+    int rank = xv->rank;
+    const char *eps, *ve, *sd, *inv, *a, *a_b, *g, *dbias = NULL;
+    TSR_CHECK(tsr_grad_scalar(c, tsr_attr_float(tsr_grad_node(c), "epsilon"), xv->dtype, &eps));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Add, var, eps, &ve));
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Sqrt, ve, &sd));
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Reciprocal, sd, &inv));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, scale, inv, &a));
+    if (tsr_grad_wants(c, 0)) {
+        TSR_CHECK(per_channel(c, a, rank, &a_b));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dy, a_b, &g));
+        TSR_CHECK(tsr_grad_contribute(c, 0, g));
+    }
+    if (tsr_grad_wants(c, 2) || tsr_grad_wants(c, 3)) {
+        TSR_CHECK(sum_but_channels(c, dy, rank, &dbias));
+        TSR_CHECK(tsr_grad_contribute(c, 2, dbias));
+    }
+    if (tsr_grad_wants(c, 3)) {
+        const char *t, *neg;
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dbias, a, &t));
+        TSR_CHECK(tsr_grad_unary(c, &tsr_op_Neg, t, &neg));
+        TSR_CHECK(tsr_grad_contribute(c, 3, neg));
+    }
+    if (tsr_grad_wants(c, 1) || tsr_grad_wants(c, 4)) {
+        /* s = sum(dy (x - mean)) per channel */
+        const char *mean_b, *xc, *p, *s;
+        TSR_CHECK(per_channel(c, mean, rank, &mean_b));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Sub, x, mean_b, &xc));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dy, xc, &p));
+        TSR_CHECK(sum_but_channels(c, p, rank, &s));
+        if (tsr_grad_wants(c, 1)) {
+            TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, s, inv, &g));
+            TSR_CHECK(tsr_grad_contribute(c, 1, g));
+        }
+        if (tsr_grad_wants(c, 4)) {
+            /* d/dvar of a = -a / (2 (var + eps)) */
+            const char *half, *t, *u, *w;
+            TSR_CHECK(tsr_grad_scalar(c, -0.5, xv->dtype, &half));
+            TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, s, a, &t));
+            TSR_CHECK(tsr_grad_binary(c, &tsr_op_Div, t, ve, &u));
+            TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, u, half, &w));
+            TSR_CHECK(tsr_grad_contribute(c, 4, w));
+        }
+    }
+    return TSR_OK;
+}
+
 const tsr_op_def tsr_op_BatchNormalization = {
     .name = "BatchNormalization",
     .domain = "",
@@ -119,6 +204,7 @@ const tsr_op_def tsr_op_BatchNormalization = {
     .infer = batchnorm_infer,
     .ref = batchnorm_ref,
     .flops = two_per_element,
+    .grad = batchnorm_grad,
 };
 
 /* ---------------------------------------------------- LayerNormalization */
@@ -283,6 +369,55 @@ static double layernorm_flops(const tsr_infer_ctx *c)
     return 8.0 * (double)tsr_shape_numel(c->outputs[0]->rank, c->outputs[0]->dims);
 }
 
+/* With xhat = (x - mean) inv over the normalized axes and g = dy scale:
+ * dx = inv (g - mean(g) - xhat mean(g xhat)); dScale and dB sum dy xhat
+ * and dy over what they were broadcast along. Recomputed from x with
+ * graph nodes, so the rule is differentiable again. */
+static tsr_status layernorm_grad(tsr_grad_ctx *c)
+{
+    for (int o = 1; o < tsr_grad_node(c)->n_outputs; o++)
+        if (tsr_grad_dy(c, o))
+            return tsr_grad_unsupported(c, "the Mean and InvStdDev outputs have no gradient rule");
+    const char *x = tsr_grad_input(c, 0), *scale = tsr_grad_input(c, 1), *dy = tsr_grad_dy(c, 0);
+    const tsr_value xv_copy = *tsr_grad_value(c, x), *xv = &xv_copy;
+    int axis;
+    if (!tsr_axis_normalize(tsr_attr_int(tsr_grad_node(c), "axis"), xv->rank, &axis))
+        return tsr_error(TSR_ERR_SHAPE, "axis is out of range for rank %d", xv->rank);
+    int64_t axes[TSR_MAX_RANK];
+    for (int d = axis; d < xv->rank; d++)
+        axes[d - axis] = d;
+    const char *mu, *xc, *sq, *var, *eps, *ve, *sd, *inv, *xhat, *g;
+    tsr_attr mean_attrs[1] = {TSR_ATTR_INTS("axes", axes, (size_t)(xv->rank - axis))};
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReduceMean, 1, &x, 1, mean_attrs, 1, &mu));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Sub, x, mu, &xc));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, xc, xc, &sq));
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReduceMean, 1, &sq, 1, mean_attrs, 1, &var));
+    TSR_CHECK(tsr_grad_scalar(c, tsr_attr_float(tsr_grad_node(c), "epsilon"), xv->dtype, &eps));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Add, var, eps, &ve));
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Sqrt, ve, &sd));
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Reciprocal, sd, &inv));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, xc, inv, &xhat));
+    if (tsr_grad_wants(c, 2))
+        TSR_CHECK(tsr_grad_contribute_sum(c, 2, dy));
+    if (tsr_grad_wants(c, 1)) {
+        const char *p;
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dy, xhat, &p));
+        TSR_CHECK(tsr_grad_contribute_sum(c, 1, p));
+    }
+    if (!tsr_grad_wants(c, 0))
+        return TSR_OK;
+    const char *gs, *m1, *gx, *m2, *t, *d1, *d2;
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dy, scale, &gs));
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReduceMean, 1, &gs, 1, mean_attrs, 1, &m1));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, gs, xhat, &gx));
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReduceMean, 1, &gx, 1, mean_attrs, 1, &m2));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, xhat, m2, &t));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Sub, gs, m1, &d1));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Sub, d1, t, &d2));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, d2, inv, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
 const tsr_op_def tsr_op_LayerNormalization = {
     .name = "LayerNormalization",
     .domain = "",
@@ -295,4 +430,5 @@ const tsr_op_def tsr_op_LayerNormalization = {
     .infer = layernorm_infer,
     .ref = layernorm_ref,
     .flops = layernorm_flops,
+    .grad = layernorm_grad,
 };

@@ -92,5 +92,17 @@ TSR_OP(Cast)
 TSR_OP(Range)
 
 /* dpp.c: Detail-Preserving Pooling (domain ai.tessera) */
+TSR_OP(DetailPreservingPool)
+TSR_OP(DetailPreservingPoolGrad)
 
 /* grad_*.c: backward ops that gradient rules build (domain ai.tessera) */
+TSR_OP(ConvGradInput)
+TSR_OP(ConvGradFilter)
+TSR_OP(MaxPoolGrad)
+TSR_OP(MaxPoolGather)
+TSR_OP(AveragePoolGrad)
+TSR_OP(GatherGrad)
+TSR_OP(SumTo)
+
+/* fused.c: ops the optimization passes produce (domain ai.tessera) */
+TSR_OP(FusedConv)

@@ -3,6 +3,7 @@
  * nest (leading dims of size 1); each window is clipped to the input
  * before it is read, so padded positions never take part in a max and only
  * count for an average when count_include_pad says so. */
+#include "autodiff/autodiff.h"
 #include "ops/op.h"
 #include "ops/window.h"
 
@@ -273,6 +274,68 @@ static tsr_status avgpool_ref(const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
+/* ------------------------------------------------------- gradient rules */
+
+static tsr_status emit_pool_grad(tsr_grad_ctx *c, const tsr_op_def *op, const char *a,
+                                 const char *b, const char **out)
+{
+    tsr_attr attrs[16];
+    int n_attrs = tsr_grad_node_attrs(c, attrs, 16);
+    const char *ins[2] = {a, b};
+    return tsr_grad_emit(c, op, 2, ins, n_attrs, attrs, 1, out);
+}
+
+/* The maximum's position carries the gradient; Indices get none. */
+static tsr_status maxpool_grad(tsr_grad_ctx *c)
+{
+    const char *dy = tsr_grad_dy(c, 0), *g;
+    if (!dy)
+        return TSR_OK;
+    TSR_CHECK(emit_pool_grad(c, &tsr_op_MaxPoolGrad, tsr_grad_input(c, 0), dy, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
+static tsr_status avgpool_grad(tsr_grad_ctx *c)
+{
+    const char *shape, *g;
+    TSR_CHECK(tsr_grad_shape(c, tsr_grad_input(c, 0), &shape));
+    TSR_CHECK(emit_pool_grad(c, &tsr_op_AveragePoolGrad, tsr_grad_dy(c, 0), shape, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
+/* GlobalAveragePool: dY / (spatial size) broadcast over the plane;
+ * GlobalMaxPool: dY split between the elements equal to the maximum. */
+static tsr_status global_pool_grad(tsr_grad_ctx *c)
+{
+    const char *x = tsr_grad_input(c, 0), *dy = tsr_grad_dy(c, 0), *shape, *g;
+    const tsr_value xv_copy = *tsr_grad_value(c, x), *xv = &xv_copy;
+    TSR_CHECK(tsr_grad_shape(c, x, &shape));
+    if (tsr_grad_node(c)->op == &tsr_op_GlobalAveragePool) {
+        int64_t size = tsr_shape_numel(xv->rank - 2, xv->dims + 2);
+        if (size < 0)
+            return tsr_grad_unsupported(c, "the spatial size is not known before run time");
+        const char *inv, *scaled;
+        TSR_CHECK(tsr_grad_scalar(c, size ? 1.0 / (double)size : 0.0, xv->dtype, &inv));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dy, inv, &scaled));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Expand, scaled, shape, &g));
+        return tsr_grad_contribute(c, 0, g);
+    }
+    const char *eq, *m, *axes, *count, *share;
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Equal, x, tsr_grad_output(c, 0), &eq));
+    tsr_attr to = TSR_ATTR_I("to", xv->dtype);
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_Cast, 1, &eq, 1, &to, 1, &m));
+    int64_t spatial[TSR_MAX_RANK];
+    for (int d = 2; d < xv->rank; d++)
+        spatial[d - 2] = d;
+    TSR_CHECK(tsr_grad_ints(c, xv->rank - 2, spatial, &axes));
+    tsr_attr kd = TSR_ATTR_I("keepdims", 1);
+    const char *ins[2] = {m, axes};
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReduceSum, 2, ins, 1, &kd, 1, &count));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Div, dy, count, &share));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, m, share, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
 const tsr_op_def tsr_op_MaxPool = {
     .name = "MaxPool",
     .domain = "",
@@ -285,6 +348,7 @@ const tsr_op_def tsr_op_MaxPool = {
     .infer = pool_infer,
     .ref = maxpool_ref,
     .flops = pool_flops,
+    .grad = maxpool_grad,
 };
 
 const tsr_op_def tsr_op_AveragePool = {
@@ -299,6 +363,7 @@ const tsr_op_def tsr_op_AveragePool = {
     .infer = pool_infer,
     .ref = avgpool_ref,
     .flops = pool_flops,
+    .grad = avgpool_grad,
 };
 
 /* ------------------------------------------------------------ global pools */
@@ -377,6 +442,7 @@ const tsr_op_def tsr_op_GlobalAveragePool = {
     .infer = global_pool_infer,
     .ref = global_pool_ref,
     .flops = global_pool_flops,
+    .grad = global_pool_grad,
 };
 
 const tsr_op_def tsr_op_GlobalMaxPool = {
@@ -390,4 +456,5 @@ const tsr_op_def tsr_op_GlobalMaxPool = {
     .infer = global_pool_infer,
     .ref = global_pool_ref,
     .flops = global_pool_flops,
+    .grad = global_pool_grad,
 };

@@ -1,5 +1,6 @@
 /* Reductions over axes (ReduceMean, ReduceSum, ReduceMax, ReduceMin) and
  * Softmax / LogSoftmax. Sums accumulate in double for both float types. */
+#include "autodiff/autodiff.h"
 #include "ops/op.h"
 
 #include <math.h>
@@ -256,6 +257,104 @@ static double per_input_element(const tsr_infer_ctx *c)
     return (double)tsr_shape_numel(c->inputs[0]->rank, c->inputs[0]->dims);
 }
 
+/* ------------------------------------------------------- gradient rules */
+
+/* The reduced axes of a Reduce node, from its attribute or constant input;
+ * unsupported when they are only known at run time. */
+static tsr_status reduce_grad_axes(tsr_grad_ctx *c, int rank, bool mask[TSR_MAX_RANK])
+{
+    const tsr_node *n = tsr_grad_node(c);
+    const tsr_value *axes = tsr_grad_value(c, tsr_grad_input(c, 1));
+    tsr_tensor view;
+    const tsr_tensor *known = NULL;
+    if (axes) {
+        view = tsr_value_tensor(axes);
+        if (!axes->data && tsr_shape_numel(axes->rank, axes->dims) != 0)
+            return tsr_grad_unsupported(c, "the axes are computed at run time");
+        known = &view;
+    }
+    bool ok;
+    return reduce_mask(n, axes != NULL, known, rank, mask, &ok);
+}
+
+/* dy with the reduced axes put back (size 1), ready to broadcast to X. */
+static tsr_status reduce_grad_keep(tsr_grad_ctx *c, const char *dy, const bool *mask, int rank,
+                                   const char **out)
+{
+    if (tsr_attr_int(tsr_grad_node(c), "keepdims") != 0) {
+        *out = dy;
+        return TSR_OK;
+    }
+    int64_t axes[TSR_MAX_RANK];
+    int n = 0;
+    for (int d = 0; d < rank; d++)
+        if (mask[d])
+            axes[n++] = d;
+    if (n == 0) {
+        *out = dy;
+        return TSR_OK;
+    }
+    const char *axes_name;
+    TSR_CHECK(tsr_grad_ints(c, n, axes, &axes_name));
+    const char *ins[2] = {dy, axes_name};
+    return tsr_grad_emit(c, &tsr_op_Unsqueeze, 2, ins, 0, NULL, 1, out);
+}
+
+static tsr_status expand_to(tsr_grad_ctx *c, const char *g, const char *like, const char **out)
+{
+    const char *shape;
+    TSR_CHECK(tsr_grad_shape(c, like, &shape));
+    const char *ins[2] = {g, shape};
+    return tsr_grad_emit(c, &tsr_op_Expand, 2, ins, 0, NULL, 1, out);
+}
+
+static tsr_status reduce_grad(tsr_grad_ctx *c)
+{
+    const char *x = tsr_grad_input(c, 0), *dy = tsr_grad_dy(c, 0);
+    const tsr_value xv_copy = *tsr_grad_value(c, x), *xv = &xv_copy;
+    tsr_dtype dt = xv->dtype;
+    bool mask[TSR_MAX_RANK];
+    TSR_CHECK(reduce_grad_axes(c, xv->rank, mask));
+    const char *keep, *g;
+    TSR_CHECK(reduce_grad_keep(c, dy, mask, xv->rank, &keep));
+    reduce_mode mode = reduce_mode_of(tsr_grad_node(c)->op);
+    if (mode == REDUCE_SUM || mode == REDUCE_MEAN) {
+        TSR_CHECK(expand_to(c, keep, x, &g));
+        if (mode == REDUCE_MEAN) {
+            int64_t count = 1;
+            for (int d = 0; d < xv->rank; d++)
+                if (mask[d]) {
+                    if (!tsr_dim_known(xv->dims[d]))
+                        return tsr_grad_unsupported(
+                            c, "the number of averaged elements is not known before run time");
+                    count *= xv->dims[d];
+                }
+            const char *inv;
+            TSR_CHECK(tsr_grad_scalar(c, count ? 1.0 / (double)count : 0.0, dt, &inv));
+            TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, g, inv, &g));
+        }
+        return tsr_grad_contribute(c, 0, g);
+    }
+    /* Max and Min: split between the elements equal to the result. */
+    const char *y_keep, *eq, *m, *count, *share, *axes_name;
+    TSR_CHECK(reduce_grad_keep(c, tsr_grad_output(c, 0), mask, xv->rank, &y_keep));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Equal, x, y_keep, &eq));
+    tsr_attr to = TSR_ATTR_I("to", dt);
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_Cast, 1, &eq, 1, &to, 1, &m));
+    int64_t axes[TSR_MAX_RANK];
+    int n = 0;
+    for (int d = 0; d < xv->rank; d++)
+        if (mask[d])
+            axes[n++] = d;
+    TSR_CHECK(tsr_grad_ints(c, n, axes, &axes_name));
+    tsr_attr kd = TSR_ATTR_I("keepdims", 1);
+    const char *sum_in[2] = {m, axes_name};
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReduceSum, 2, sum_in, 1, &kd, 1, &count));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Div, keep, count, &share));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, m, share, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
 #define REDUCE_OP(NAME, ATTRS, MAX_INPUTS)                                                         \
     const tsr_op_def tsr_op_##NAME = {                                                             \
         .name = #NAME,                                                                             \
@@ -269,6 +368,7 @@ static double per_input_element(const tsr_infer_ctx *c)
         .infer = reduce_infer,                                                                     \
         .ref = reduce_ref,                                                                         \
         .flops = per_input_element,                                                                \
+        .grad = reduce_grad,                                                                       \
     };
 
 REDUCE_OP(ReduceMean, reduce_attrs, 1)
@@ -371,6 +471,39 @@ static double softmax_flops(const tsr_infer_ctx *c)
     return 4.0 * (double)tsr_shape_numel(c->inputs[0]->rank, c->inputs[0]->dims);
 }
 
+/* Softmax: dx = y * (dy - sum(dy * y)); LogSoftmax: dx = dy - e^y sum(dy),
+ * sums over the softmax axis (every axis from it on before opset 13). */
+static tsr_status softmax_grad(tsr_grad_ctx *c)
+{
+    const tsr_node *node = tsr_grad_node(c);
+    const char *y = tsr_grad_output(c, 0), *dy = tsr_grad_dy(c, 0);
+    int rank = tsr_grad_value(c, y)->rank, axis;
+    TSR_CHECK(softmax_axis(node, rank, &axis));
+    bool log_out = node->op == &tsr_op_LogSoftmax;
+    int64_t axes[TSR_MAX_RANK];
+    int n = 0;
+    for (int d = axis; d < (node->opset < 13 ? rank : axis + 1); d++)
+        axes[n++] = d;
+    const char *axes_name, *prod, *sum, *g;
+    TSR_CHECK(tsr_grad_ints(c, n, axes, &axes_name));
+    tsr_attr kd = TSR_ATTR_I("keepdims", 1);
+    if (log_out) {
+        const char *ins[2] = {dy, axes_name}, *e, *t;
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReduceSum, 2, ins, 1, &kd, 1, &sum));
+        TSR_CHECK(tsr_grad_unary(c, &tsr_op_Exp, y, &e));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, e, sum, &t));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Sub, dy, t, &g));
+    } else {
+        const char *diff;
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dy, y, &prod));
+        const char *ins[2] = {prod, axes_name};
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReduceSum, 2, ins, 1, &kd, 1, &sum));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Sub, dy, sum, &diff));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, y, diff, &g));
+    }
+    return tsr_grad_contribute(c, 0, g);
+}
+
 #define SOFTMAX_OP(NAME)                                                                           \
     const tsr_op_def tsr_op_##NAME = {                                                             \
         .name = #NAME,                                                                             \
@@ -384,6 +517,7 @@ static double softmax_flops(const tsr_infer_ctx *c)
         .infer = softmax_infer,                                                                    \
         .ref = softmax_ref,                                                                        \
         .flops = softmax_flops,                                                                    \
+        .grad = softmax_grad,                                                                      \
     };
 
 SOFTMAX_OP(Softmax)

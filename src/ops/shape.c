@@ -3,6 +3,7 @@
  * copies Identity and inference-mode Dropout. Shape inference here carries
  * symbolic dims (the batch) through wherever an output dim provably equals
  * an input dim, since PyTorch's exports route every view through them. */
+#include "autodiff/autodiff.h"
 #include "ops/movement.h"
 
 #include <stdio.h>
@@ -74,6 +75,29 @@ const tsr_op_def tsr_op_Shape = {
     .infer = shape_infer,
     .ref = shape_ref,
 };
+
+/* ------------------------------------------------------- gradient rules */
+
+/* The gradient of a view is the incoming gradient viewed back as the
+ * input's shape. */
+static tsr_status view_grad(tsr_grad_ctx *c)
+{
+    const char *shape, *g;
+    TSR_CHECK(tsr_grad_shape(c, tsr_grad_input(c, 0), &shape));
+    const char *ins[2] = {tsr_grad_dy(c, 0), shape};
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_Reshape, 2, ins, 0, NULL, 1, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
+static tsr_status pass_grad(tsr_grad_ctx *c)
+{
+    return tsr_grad_contribute(c, 0, tsr_grad_dy(c, 0));
+}
+
+static tsr_status expand_grad(tsr_grad_ctx *c)
+{
+    return tsr_grad_contribute_sum(c, 0, tsr_grad_dy(c, 0));
+}
 
 /* -------------------------------------------------------------- Reshape */
 
@@ -208,6 +232,7 @@ const tsr_op_def tsr_op_Reshape = {
     .locality = TSR_LOCALITY_MOVEMENT,
     .infer = reshape_infer,
     .ref = copy_ref,
+    .grad = view_grad,
 };
 
 /* -------------------------------------------------------------- Flatten */
@@ -260,6 +285,7 @@ const tsr_op_def tsr_op_Flatten = {
     .locality = TSR_LOCALITY_MOVEMENT,
     .infer = flatten_infer,
     .ref = copy_ref,
+    .grad = view_grad,
 };
 
 /* ---------------------------------------------------- Squeeze, Unsqueeze */
@@ -365,6 +391,7 @@ const tsr_op_def tsr_op_Squeeze = {
     .locality = TSR_LOCALITY_MOVEMENT,
     .infer = squeeze_infer,
     .ref = copy_ref,
+    .grad = view_grad,
 };
 
 static tsr_status unsqueeze_infer(tsr_infer_ctx *c)
@@ -406,6 +433,7 @@ const tsr_op_def tsr_op_Unsqueeze = {
     .locality = TSR_LOCALITY_MOVEMENT,
     .infer = unsqueeze_infer,
     .ref = copy_ref,
+    .grad = view_grad,
 };
 
 /* --------------------------------------------------------------- Expand */
@@ -475,6 +503,7 @@ const tsr_op_def tsr_op_Expand = {
     .locality = TSR_LOCALITY_MOVEMENT,
     .infer = expand_infer,
     .ref = expand_ref,
+    .grad = expand_grad,
 };
 
 /* ------------------------------------------------------------- Identity */
@@ -497,6 +526,7 @@ const tsr_op_def tsr_op_Identity = {
     .locality = TSR_LOCALITY_ELEMENTWISE,
     .infer = identity_infer,
     .ref = copy_ref,
+    .grad = pass_grad,
 };
 
 /* -------------------------------------------------------------- Dropout */
@@ -575,4 +605,5 @@ const tsr_op_def tsr_op_Dropout = {
     .locality = TSR_LOCALITY_ELEMENTWISE,
     .infer = dropout_infer,
     .ref = dropout_ref,
+    .grad = pass_grad,
 };

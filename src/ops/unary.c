@@ -1,5 +1,6 @@
 /* Element-wise unary math and activations. Each op is a scalar expression
  * evaluated in double precision, so float32 and float64 share one definition. */
+#include "autodiff/autodiff.h"
 #include "ops/op.h"
 
 #include <math.h>
@@ -33,6 +34,7 @@ static void read_params(const tsr_node *node, double p[4])
  * clang-format is off here because it mangles _Pragma inside macros. */
 // clang-format off
 #define UNARY_OP(NAME, ATTRS, EXPR)                                                              \
+    static tsr_status NAME##_grad(tsr_grad_ctx *c);                                              \
     static inline double NAME##_fn(double x, const double *p)                                    \
     {                                                                                            \
         (void)p;                                                                                 \
@@ -71,6 +73,7 @@ static void read_params(const tsr_node *node, double p[4])
         .infer = infer_same_float,                                                               \
         .ref = NAME##_ref,                                                                       \
         .flops = flops_per_element,                                                              \
+        .grad = NAME##_grad,                                                                     \
     };
 // clang-format on
 
@@ -107,6 +110,230 @@ UNARY_OP(Ceil, NULL, ceil(x))
 /* log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow, no cancellation. */
 UNARY_OP(Softplus, NULL, (x > 0 ? x : 0.0) + log1p(exp(-fabs(x))))
 
+/* ------------------------------------------------------- gradient rules */
+
+/* Each rule builds dX = dY * f'(x) from graph nodes; derivatives at kinks
+ * follow PyTorch (Relu'(0) = 0, Abs'(0) = 0, Clip passes its bounds). */
+
+static tsr_dtype dy_dtype(const tsr_grad_ctx *c)
+{
+    return tsr_grad_value(c, tsr_grad_dy(c, 0))->dtype;
+}
+
+static tsr_status scalar(tsr_grad_ctx *c, double v, const char **out)
+{
+    return tsr_grad_scalar(c, v, dy_dtype(c), out);
+}
+
+/* a OP scalar v */
+static tsr_status with_scalar(tsr_grad_ctx *c, const tsr_op_def *op, const char *a, double v,
+                              const char **out)
+{
+    const char *k;
+    TSR_CHECK(scalar(c, v, &k));
+    return tsr_grad_binary(c, op, a, k, out);
+}
+
+/* Where(x OP threshold, then, otherwise), else_name may be NULL for 0. */
+static tsr_status select_cmp(tsr_grad_ctx *c, const tsr_op_def *cmp, const char *x,
+                             double threshold, const char *then, const char *otherwise,
+                             const char **out)
+{
+    const char *cond, *zero;
+    TSR_CHECK(with_scalar(c, cmp, x, threshold, &cond));
+    if (!otherwise) {
+        TSR_CHECK(scalar(c, 0.0, &zero));
+        otherwise = zero;
+    }
+    if (!then) {
+        TSR_CHECK(scalar(c, 0.0, &zero));
+        then = zero;
+    }
+    const char *ins[3] = {cond, then, otherwise};
+    return tsr_grad_emit(c, &tsr_op_Where, 3, ins, 0, NULL, 1, out);
+}
+
+/* Contributes dY * d to the input. */
+static tsr_status times_dy(tsr_grad_ctx *c, const char *d)
+{
+    const char *g;
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, tsr_grad_dy(c, 0), d, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
+static double attr_f(const tsr_grad_ctx *c, const char *name)
+{
+    return tsr_attr_float(tsr_grad_node(c), name);
+}
+
+static tsr_status Relu_grad(tsr_grad_ctx *c)
+{
+    const char *g;
+    const char *x = tsr_grad_input(c, 0);
+    TSR_CHECK(select_cmp(c, &tsr_op_Greater, x, 0.0, tsr_grad_dy(c, 0), NULL, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
+static tsr_status LeakyRelu_grad(tsr_grad_ctx *c)
+{
+    const char *neg, *g;
+    TSR_CHECK(with_scalar(c, &tsr_op_Mul, tsr_grad_dy(c, 0), attr_f(c, "alpha"), &neg));
+    const char *x = tsr_grad_input(c, 0);
+    TSR_CHECK(select_cmp(c, &tsr_op_Greater, x, 0.0, tsr_grad_dy(c, 0), neg, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
+/* Elu and Selu: scale * (x > 0 ? 1 : alpha * e^x). */
+static tsr_status elu_like(tsr_grad_ctx *c, double alpha, double scale)
+{
+    const char *x = tsr_grad_input(c, 0), *e, *neg, *d, *g;
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Exp, x, &e));
+    TSR_CHECK(with_scalar(c, &tsr_op_Mul, e, alpha * scale, &neg));
+    const char *pos;
+    TSR_CHECK(scalar(c, scale, &pos));
+    TSR_CHECK(select_cmp(c, &tsr_op_Greater, x, 0.0, pos, neg, &d));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, tsr_grad_dy(c, 0), d, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
+static tsr_status Elu_grad(tsr_grad_ctx *c) { return elu_like(c, attr_f(c, "alpha"), 1.0); }
+
+static tsr_status Selu_grad(tsr_grad_ctx *c)
+{
+    return elu_like(c, attr_f(c, "alpha"), attr_f(c, "gamma"));
+}
+
+static tsr_status Sigmoid_grad(tsr_grad_ctx *c)
+{
+    const char *y = tsr_grad_output(c, 0), *one_minus, *d, *one;
+    TSR_CHECK(scalar(c, 1.0, &one));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Sub, one, y, &one_minus));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, y, one_minus, &d));
+    return times_dy(c, d);
+}
+
+/* alpha inside the open interval where 0 < alpha x + beta < 1, else 0. */
+static tsr_status HardSigmoid_grad(tsr_grad_ctx *c)
+{
+    const char *ax, *v, *inner, *g, *scaled;
+    TSR_CHECK(with_scalar(c, &tsr_op_Mul, tsr_grad_input(c, 0), attr_f(c, "alpha"), &ax));
+    TSR_CHECK(with_scalar(c, &tsr_op_Add, ax, attr_f(c, "beta"), &v));
+    TSR_CHECK(with_scalar(c, &tsr_op_Mul, tsr_grad_dy(c, 0), attr_f(c, "alpha"), &scaled));
+    TSR_CHECK(select_cmp(c, &tsr_op_Less, v, 1.0, scaled, NULL, &inner));
+    TSR_CHECK(select_cmp(c, &tsr_op_Greater, v, 0.0, inner, NULL, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
+/* x < -3: 0, x > 3: 1, else x / 3 + 1/2 (PyTorch's convention at +-3). */
+static tsr_status HardSwish_grad(tsr_grad_ctx *c)
+{
+    const char *x = tsr_grad_input(c, 0), *third, *mid, *d, *outer, *one;
+    TSR_CHECK(with_scalar(c, &tsr_op_Mul, x, 1.0 / 3.0, &third));
+    TSR_CHECK(with_scalar(c, &tsr_op_Add, third, 0.5, &mid));
+    TSR_CHECK(scalar(c, 1.0, &one));
+    TSR_CHECK(select_cmp(c, &tsr_op_Greater, x, 3.0, one, mid, &outer));
+    TSR_CHECK(select_cmp(c, &tsr_op_Less, x, -3.0, NULL, outer, &d));
+    return times_dy(c, d);
+}
+
+static tsr_status Tanh_grad(tsr_grad_ctx *c)
+{
+    const char *y = tsr_grad_output(c, 0), *sq, *d, *one;
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, y, y, &sq));
+    TSR_CHECK(scalar(c, 1.0, &one));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Sub, one, sq, &d));
+    return times_dy(c, d);
+}
+
+static tsr_status Erf_grad(tsr_grad_ctx *c)
+{
+    const char *x = tsr_grad_input(c, 0), *sq, *neg, *e, *d;
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, x, x, &sq));
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Neg, sq, &neg));
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Exp, neg, &e));
+    TSR_CHECK(with_scalar(c, &tsr_op_Mul, e, 1.12837916709551257390, &d)); /* 2 / sqrt(pi) */
+    return times_dy(c, d);
+}
+
+static tsr_status Exp_grad(tsr_grad_ctx *c) { return times_dy(c, tsr_grad_output(c, 0)); }
+
+static tsr_status Log_grad(tsr_grad_ctx *c)
+{
+    const char *g;
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Div, tsr_grad_dy(c, 0), tsr_grad_input(c, 0), &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
+static tsr_status Sqrt_grad(tsr_grad_ctx *c)
+{
+    const char *twice, *g;
+    TSR_CHECK(with_scalar(c, &tsr_op_Mul, tsr_grad_output(c, 0), 2.0, &twice));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Div, tsr_grad_dy(c, 0), twice, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
+static tsr_status Reciprocal_grad(tsr_grad_ctx *c)
+{
+    const char *y = tsr_grad_output(c, 0), *sq, *neg;
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, y, y, &sq));
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Neg, sq, &neg));
+    return times_dy(c, neg);
+}
+
+/* Piecewise constant: the gradient is zero, so nothing flows back. */
+static tsr_status Floor_grad(tsr_grad_ctx *c) { return TSR_OK; }
+static tsr_status Ceil_grad(tsr_grad_ctx *c) { return TSR_OK; }
+
+static tsr_status Softplus_grad(tsr_grad_ctx *c)
+{
+    const char *s;
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Sigmoid, tsr_grad_input(c, 0), &s));
+    return times_dy(c, s);
+}
+
+static tsr_status Abs_grad(tsr_grad_ctx *c)
+{
+    const char *x = tsr_grad_input(c, 0), *dy = tsr_grad_dy(c, 0), *neg, *inner, *g;
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Neg, dy, &neg));
+    TSR_CHECK(select_cmp(c, &tsr_op_Less, x, 0.0, neg, NULL, &inner));
+    TSR_CHECK(select_cmp(c, &tsr_op_Greater, x, 0.0, dy, inner, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
+static tsr_status Neg_grad(tsr_grad_ctx *c)
+{
+    const char *g;
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Neg, tsr_grad_dy(c, 0), &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
+/* dX flows where min <= x <= max (as in PyTorch); a bound that is an
+ * input gets the gradient of the elements clipped to it. */
+static tsr_status Clip_grad(tsr_grad_ctx *c)
+{
+    const char *x = tsr_grad_input(c, 0), *dy = tsr_grad_dy(c, 0);
+    const char *lo = tsr_grad_input(c, 1), *hi = tsr_grad_input(c, 2);
+    const char *g = dy, *zero;
+    TSR_CHECK(scalar(c, 0.0, &zero));
+    const char *bounds[2] = {lo, hi};
+    const tsr_op_def *outside[2] = {&tsr_op_Less, &tsr_op_Greater};
+    for (int b = 0; b < 2; b++) {
+        if (!bounds[b])
+            continue;
+        const char *cond, *masked, *to_bound;
+        TSR_CHECK(tsr_grad_binary(c, outside[b], x, bounds[b], &cond));
+        const char *keep[3] = {cond, zero, g};
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_Where, 3, keep, 0, NULL, 1, &masked));
+        if (tsr_grad_wants(c, 1 + b)) {
+            const char *take[3] = {cond, g, zero};
+            TSR_CHECK(tsr_grad_emit(c, &tsr_op_Where, 3, take, 0, NULL, 1, &to_bound));
+            TSR_CHECK(tsr_grad_contribute_sum(c, 1 + b, to_bound));
+        }
+        g = masked;
+    }
+    return tsr_grad_contribute(c, 0, g);
+}
+
 /* Abs and Neg also take integers: shape arithmetic exported from PyTorch
  * uses them. Negation goes through unsigned so that INT_MIN wraps. */
 static tsr_status infer_same_signed(tsr_infer_ctx *c)
@@ -127,6 +354,7 @@ static tsr_status infer_same_signed(tsr_infer_ctx *c)
     } while (0)
 
 #define SIGNED_OP(NAME, EXPR, NEGATE_IF)                                                           \
+    static tsr_status NAME##_grad(tsr_grad_ctx *c);                                                \
     static inline double NAME##_fn(double x)                                                       \
     {                                                                                              \
         return (EXPR);                                                                             \
@@ -168,6 +396,7 @@ static tsr_status infer_same_signed(tsr_infer_ctx *c)
         .infer = infer_same_signed,                                                                \
         .ref = NAME##_ref,                                                                         \
         .flops = flops_per_element,                                                                \
+        .grad = NAME##_grad,                                                                       \
     };
 
 SIGNED_OP(Abs, fabs(x), xs[i] < 0)
@@ -236,6 +465,7 @@ const tsr_op_def tsr_op_Clip = {
     .infer = clip_infer,
     .ref = clip_ref,
     .flops = flops_per_element,
+    .grad = Clip_grad,
 };
 
 static tsr_status not_infer(tsr_infer_ctx *c)
