@@ -290,3 +290,17 @@ def run_op(op_type, inputs, attrs=None, *, n_outputs=1, domain="", opset=17, con
 def run_onnx(path, inputs, device="ref", threads=1):
     """Loads an ONNX file and runs it on `inputs` (in graph input order)."""
     return Graph.load(path).run(inputs, device=device, threads=threads)
+
+
+# ------------------------------------------------------------------ autodiff
+
+
+def gradient(graph, outputs, wrt):
+    """tsr_graph_gradient: a new Graph computing graph's outputs, then the
+    gradient of sum(output * seed) for each name in `wrt` ("<wrt>__grad"),
+    with one extra input "<output>__seed" per differentiated output."""
+    outs = (C.c_char_p * max(len(outputs), 1))(*[o.encode() for o in outputs])
+    ws = (C.c_char_p * max(len(wrt), 1))(*[w.encode() for w in wrt])
+    h = C.c_void_p()
+    check(lib().tsr_graph_gradient(graph.handle, len(outputs), outs, len(wrt), ws, C.byref(h)))
+    return Graph(h.value)
