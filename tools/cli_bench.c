@@ -1,6 +1,7 @@
 /* `tessera bench`: latency of a model's plan on random inputs. */
 #include "cli.h"
 
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,9 +22,17 @@ static const char bench_usage[] =
     "  --iters N     timed runs (default 10)\n"
     "  --warmup N    untimed runs before them (default 2)\n"
     "  --device DEV  device to run on (default: the library's default)\n"
+    "  --no-depth-first  run layer by layer, without depth-first stacks\n"
+    "  --precision P fp32 (default) or bf16: bf16 compute-bound ops where the CPU\n"
+    "                has bf16 arithmetic; also reports the outputs' max relative\n"
+    "                error against an fp32 plan of the same device\n"
+    "  --verbose     print the kernel each node got, and why others refused it\n"
+    "  --profile     print the time of each step (kernel, reorder, stack) of the\n"
+    "                timed runs to stderr\n"
     "  --json        print only one JSON object, on the last line, with keys model,\n"
     "                device, batch, threads, min_ms, median_ms, arena_bytes (and\n"
-    "                iters, warmup, images_per_s, gflops); no progress on stderr\n"
+    "                iters, warmup, images_per_s, gflops, depth_first, n_stacks);\n"
+    "                no progress on stderr\n"
     "  -h, --help    show this help\n";
 
 static int bench_main(int argc, char **argv);
@@ -39,7 +48,8 @@ typedef struct {
     const char *model;
     const char *device;
     long long batch, threads, iters, warmup;
-    bool json;
+    bool json, no_depth_first, profile, verbose;
+    tsr_precision precision;
 } bench_options;
 
 static int compare_double(const void *a, const void *b)
@@ -64,8 +74,51 @@ static void json_string(FILE *out, const char *s)
 
 typedef struct {
     double min_ms, median_ms;
+    double rel_error; /* bf16 against fp32, max |y - y32| / max |y32| */
     tsr_plan_stats stats;
 } bench_result;
+
+/* Runs an fp32 plan of the same device on the same inputs and compares
+ * its float outputs with `outputs`. */
+static int error_vs_fp32(const bench_options *o, tsr_graph *g, int n_in, const tsr_tensor *inputs,
+                         int n_out, const tsr_tensor *outputs, double *rel_error)
+{
+    tsr_compile_options opts;
+    tsr_compile_options_init(&opts);
+    opts.device = o->device;
+    opts.threads = (int)o->threads;
+    tsr_plan *plan = NULL;
+    tsr_tensor *ref = calloc((size_t)n_out + 1, sizeof *ref);
+    int rc = ref ? CLI_OK : cli_fail("out of memory");
+    if (rc == CLI_OK && (tsr_plan_create(g, &opts, &plan) != TSR_OK ||
+                         tsr_plan_reshape(plan, n_in, inputs) != TSR_OK))
+        rc = cli_fail_status("fp32 comparison plan");
+    for (int k = 0; rc == CLI_OK && k < n_out; k++) {
+        ref[k] = outputs[k];
+        size_t bytes = tsr_tensor_bytes(&ref[k]);
+        if (!(ref[k].data = malloc(bytes ? bytes : 1)))
+            rc = cli_fail("out of memory for output %d (%zu bytes)", k, bytes);
+    }
+    if (rc == CLI_OK && tsr_plan_run(plan, n_in, inputs, n_out, ref) != TSR_OK)
+        rc = cli_fail_status("fp32 comparison run");
+    double max_err = 0.0, max_ref = 0.0;
+    for (int k = 0; rc == CLI_OK && k < n_out; k++) {
+        if (ref[k].dtype != TSR_FLOAT32)
+            continue;
+        const float *a = outputs[k].data, *b = ref[k].data;
+        for (int64_t i = 0; i < tsr_tensor_numel(&ref[k]); i++) {
+            double d = fabs((double)a[i] - (double)b[i]), m = fabs((double)b[i]);
+            max_err = d > max_err || d != d ? d : max_err;
+            max_ref = m > max_ref ? m : max_ref;
+        }
+    }
+    *rel_error = max_ref > 0 ? max_err / max_ref : max_err;
+    for (int k = 0; ref && k < n_out; k++)
+        free(ref[k].data);
+    free(ref);
+    tsr_plan_destroy(plan);
+    return rc;
+}
 
 static int bench_plan(const bench_options *o, tsr_graph *g, bench_result *res)
 {
@@ -94,6 +147,10 @@ static int bench_plan(const bench_options *o, tsr_graph *g, bench_result *res)
     tsr_compile_options_init(&opts);
     opts.device = o->device;
     opts.threads = (int)o->threads;
+    opts.precision = o->precision;
+    opts.verbose = opts.verbose || o->verbose;
+    if (o->no_depth_first)
+        opts.depth_first = 0;
     if (tsr_plan_create(g, &opts, &plan) != TSR_OK ||
         tsr_plan_reshape(plan, n_in, inputs) != TSR_OK ||
         tsr_plan_get_stats(plan, &res->stats) != TSR_OK) {
@@ -117,6 +174,8 @@ static int bench_plan(const bench_options *o, tsr_graph *g, bench_result *res)
             fprintf(stderr, "tessera: %s %lld run%s\n", it < o->warmup ? "warming up," : "timing,",
                     it < o->warmup ? o->warmup : o->iters,
                     (it < o->warmup ? o->warmup : o->iters) == 1 ? "" : "s");
+        if (o->profile && it == o->warmup)
+            tsr_plan_set_profiling(plan, 1);
         double t0 = cli_now_seconds();
         if (tsr_plan_run(plan, n_in, inputs, n_out, outputs) != TSR_OK) {
             rc = cli_fail_status(NULL);
@@ -125,6 +184,17 @@ static int bench_plan(const bench_options *o, tsr_graph *g, bench_result *res)
         double ms = (cli_now_seconds() - t0) * 1e3;
         if (it >= o->warmup)
             times[it - o->warmup] = ms;
+    }
+    if (o->profile && tsr_plan_print_profile(plan, stderr) != TSR_OK) {
+        rc = cli_fail_status(NULL);
+        goto done;
+    }
+    if (o->precision != TSR_PRECISION_FP32) {
+        if (!o->json)
+            fprintf(stderr, "tessera: comparing with an fp32 plan\n");
+        rc = error_vs_fp32(o, g, n_in, inputs, n_out, outputs, &res->rel_error);
+        if (rc != CLI_OK)
+            goto done;
     }
     qsort(times, (size_t)o->iters, sizeof *times, compare_double);
     res->min_ms = times[0];
@@ -152,6 +222,18 @@ static int bench_main(int argc, char **argv)
         const char *v;
         if (cli_arg_flag(&a, "--json")) {
             o.json = true;
+        } else if (cli_arg_flag(&a, "--no-depth-first")) {
+            o.no_depth_first = true;
+        } else if (cli_arg_flag(&a, "--profile")) {
+            o.profile = true;
+        } else if (cli_arg_flag(&a, "--verbose")) {
+            o.verbose = true;
+        } else if (cli_arg_option(&a, "--precision", &v)) {
+            if (v && strcmp(v, "bf16") == 0)
+                o.precision = TSR_PRECISION_BF16;
+            else if (v && strcmp(v, "fp32") != 0)
+                return cli_usage_error(&cli_bench_command,
+                                       "--precision must be fp32 or bf16, not '%s'", v);
         } else if (cli_arg_option(&a, "--batch", &v)) {
             if (v)
                 cli_parse_int(&a, "--batch", v, 1, 1 << 24, &o.batch);
@@ -205,9 +287,14 @@ static int bench_main(int argc, char **argv)
         json_string(stdout, device);
         printf(", \"batch\": %lld, \"threads\": %d, \"iters\": %lld, \"warmup\": %lld, "
                "\"min_ms\": %.4f, \"median_ms\": %.4f, \"images_per_s\": %.4f, "
-               "\"gflops\": %.6g, \"arena_bytes\": %zu}\n",
+               "\"gflops\": %.6g, \"arena_bytes\": %zu, \"depth_first\": %s, "
+               "\"n_stacks\": %d, \"precision\": \"%s\"",
                o.batch, threads, o.iters, o.warmup, res.min_ms, res.median_ms, images_per_s,
-               res.stats.flops * 1e-9, res.stats.arena_bytes);
+               res.stats.flops * 1e-9, res.stats.arena_bytes, o.no_depth_first ? "false" : "true",
+               res.stats.n_stacks, o.precision == TSR_PRECISION_BF16 ? "bf16" : "fp32");
+        if (o.precision != TSR_PRECISION_FP32)
+            printf(", \"max_rel_error_vs_fp32\": %.6g", res.rel_error);
+        printf("}\n");
         return CLI_OK;
     }
     printf("model:       %s\n", o.model);
@@ -222,5 +309,9 @@ static int bench_main(int argc, char **argv)
            res.median_ms > 0 ? res.stats.flops * 1e-6 / res.median_ms : 0.0);
     printf("arena:       %zu bytes (%.2f MiB)\n", res.stats.arena_bytes,
            (double)res.stats.arena_bytes / (1024.0 * 1024.0));
+    printf("stacks:      %d depth-first (%d ops)%s\n", res.stats.n_stacks, res.stats.n_stack_ops,
+           o.no_depth_first ? ", off" : "");
+    if (o.precision != TSR_PRECISION_FP32)
+        printf("precision:   bf16, max relative error against fp32 %.3g\n", res.rel_error);
     return CLI_OK;
 }

@@ -16,6 +16,8 @@ static const char info_usage[] =
     "Options:\n"
     "  --graph      also print every node of the graph\n"
     "  --batch N    size of the symbolic dims for the plan (default 1)\n"
+    "  --stacks     also print the depth-first stacks of a plan on the default device\n"
+    "               (which ops formed each, and its tile sizes)\n"
     "  -h, --help   show this help\n";
 
 static int info_main(int argc, char **argv);
@@ -81,17 +83,45 @@ static int print_plan(const tsr_graph *g, long long batch)
     return rc;
 }
 
+static int print_stacks(const tsr_graph *g, long long batch)
+{
+    int n_in = tsr_graph_num_inputs(g);
+    tsr_tensor *inputs = calloc((size_t)n_in + 1, sizeof *inputs);
+    tsr_plan *plan = NULL;
+    int rc = inputs ? CLI_OK : cli_fail("out of memory");
+    if (rc == CLI_OK)
+        rc = cli_default_input_shapes(g, batch, inputs);
+    if (rc == CLI_OK) {
+        tsr_compile_options opts;
+        tsr_compile_options_init(&opts);
+        if (tsr_plan_create(g, &opts, &plan) != TSR_OK ||
+            tsr_plan_reshape(plan, n_in, inputs) != TSR_OK)
+            rc = cli_fail_status("cannot plan the model");
+    }
+    if (rc == CLI_OK) {
+        printf("Depth-first stacks (device %s, batch %lld):\n", tsr_default_device(), batch);
+        fflush(stdout);
+        if (tsr_plan_print_stacks(plan, stdout) != TSR_OK)
+            rc = cli_fail_status(NULL);
+    }
+    tsr_plan_destroy(plan);
+    free(inputs);
+    return rc;
+}
+
 static int info_main(int argc, char **argv)
 {
     cli_args a;
     cli_args_init(&a, &cli_info_command, argc, argv);
     const char *model = NULL;
-    bool graph = false, help = false;
+    bool graph = false, stacks = false, help = false;
     long long batch = 1;
     while (cli_args_peek(&a)) {
         const char *v;
         if (cli_arg_flag(&a, "--graph")) {
             graph = true;
+        } else if (cli_arg_flag(&a, "--stacks")) {
+            stacks = true;
         } else if (cli_arg_option(&a, "--batch", &v)) {
             if (v)
                 cli_parse_int(&a, "--batch", v, 1, 1 << 24, &batch);
@@ -138,6 +168,8 @@ static int info_main(int argc, char **argv)
         fflush(stdout);
         rc = print_plan(g, batch);
     }
+    if (rc == CLI_OK && stacks)
+        rc = print_stacks(g, batch);
     tsr_graph_destroy(g);
     return rc;
 }

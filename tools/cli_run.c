@@ -32,6 +32,10 @@ static const char run_usage[] =
     "                           (ignoring case) gets _1, _2, ... appended, in output order.\n"
     "  --device DEV             device to run on (default: the library's default)\n"
     "  --threads N              threads, 0 for all cores (default 0)\n"
+    "  --no-depth-first         run layer by layer, without depth-first stacks\n"
+    "  --precision P            fp32 (default) or bf16 (compute-bound ops in bf16 where\n"
+    "                           the CPU has bf16 arithmetic, fp32 everywhere else)\n"
+    "  --verbose                print the kernel each node got, and why others refused it\n"
     "  --batch N                size of symbolic dims of random inputs (default 1); a\n"
     "                           symbolic dim takes its size from a file when one gives it\n"
     "  --seed S                 seed of the random inputs (default 0)\n"
@@ -60,6 +64,8 @@ typedef struct {
     long long threads;
     long long batch;
     uint64_t seed;
+    bool no_depth_first, verbose;
+    tsr_precision precision;
 } run_options;
 
 static int parse_options(int argc, char **argv, run_options *o, bool *help)
@@ -82,6 +88,16 @@ static int parse_options(int argc, char **argv, run_options *o, bool *help)
             o->output_dir = v;
         } else if (cli_arg_option(&a, "--device", &v)) {
             o->device = v;
+        } else if (cli_arg_flag(&a, "--no-depth-first")) {
+            o->no_depth_first = true;
+        } else if (cli_arg_flag(&a, "--verbose")) {
+            o->verbose = true;
+        } else if (cli_arg_option(&a, "--precision", &v)) {
+            if (v && strcmp(v, "bf16") == 0)
+                o->precision = TSR_PRECISION_BF16;
+            else if (v && strcmp(v, "fp32") != 0)
+                return cli_usage_error(&cli_run_command, "--precision must be fp32 or bf16, not '%s'",
+                                       v);
         } else if (cli_arg_option(&a, "--threads", &v)) {
             if (v)
                 cli_parse_int(&a, "--threads", v, 0, 4096, &o->threads);
@@ -189,6 +205,10 @@ static int run_model(const run_options *o, tsr_graph *g)
     tsr_compile_options_init(&opts);
     opts.device = o->device;
     opts.threads = (int)o->threads;
+    opts.precision = o->precision;
+    opts.verbose = opts.verbose || o->verbose;
+    if (o->no_depth_first)
+        opts.depth_first = 0;
     if (tsr_plan_create(g, &opts, &plan) != TSR_OK ||
         tsr_plan_reshape(plan, n_in, inputs) != TSR_OK) {
         rc = cli_fail_status(NULL);

@@ -16,6 +16,34 @@ typedef struct tsr_prepare_ctx {
     tsr_precision precision;
 } tsr_prepare_ctx;
 
+/* Depth-first stacks: how a node computed band by band maps its output
+ * rows to input rows. Output rows [r0, r1) of one image's channel block
+ * read, from each streamed input, rows [r0 * stride - pad,
+ * (r1 - 1) * stride - pad + extent) clipped to the input, in the same
+ * channel block (Concat: in the block it routes the output block to). */
+typedef struct tsr_band_info {
+    int64_t stride, pad, extent;
+    unsigned streamed;  /* bit i: input i is read band by band */
+    bool routes_blocks; /* Concat along channels: output blocks are the inputs' blocks in order */
+} tsr_band_info;
+
+/* Rows of one channel block's plane: `data` holds row `row0` onward,
+ * rows `pitch` floats apart (width x block lanes). */
+typedef struct tsr_band {
+    float *data;
+    int64_t row0;
+} tsr_band;
+
+/* One band of one node: output rows [r0, r1) of channel block cb of
+ * image n. Streamed inputs come as bands of the block they are read in
+ * (Concat: only the input holding the block, the others NULL); the others
+ * as their whole tensor (row0 0). */
+typedef struct tsr_band_call {
+    int64_t n, cb, r0, r1;
+    tsr_band in[TSR_MAX_NODE_IO];
+    tsr_band out;
+} tsr_band_call;
+
 typedef struct tsr_backend {
     const char *name;
     /* Whether this backend runs `node` at its concrete shapes; if not,
@@ -39,6 +67,11 @@ typedef struct tsr_backend {
      * needed by any backend whose layouts() asks for non-plain ones. */
     tsr_status (*reorder)(const tsr_tensor *src, tsr_layout from, tsr_tensor *dst, tsr_layout to,
                           int threads);
+    /* Depth-first stacks (NULL: the backend computes no node by bands).
+     * band_info says whether the prepared node runs by bands and how;
+     * run_band computes one band, on the calling thread. */
+    bool (*band_info)(const void *state, tsr_band_info *info_out);
+    void (*run_band)(const void *state, const tsr_band_call *call);
     /* Memory the plan's arena lives in. */
     void *(*alloc)(size_t bytes);
     void (*free)(void *ptr);

@@ -64,8 +64,9 @@ tsr_status tsr_plan_create(const tsr_graph *graph, const tsr_compile_options *op
     char why[256];
     if (!tsr_device_supports_precision(opts.device, opts.precision, why, sizeof why))
         return tsr_error(TSR_ERR_UNSUPPORTED, "%s", why);
-    if (graph->n_inputs > 64)
-        return tsr_error(TSR_ERR_UNSUPPORTED, "graphs with more than 64 inputs are not supported");
+    if (graph->n_inputs > TSR_PLAN_MAX_INPUTS)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "graphs with more than %d inputs are not supported",
+                         TSR_PLAN_MAX_INPUTS);
     TSR_CHECK(tsr_graph_verify(graph));
     tsr_plan *p = tsr_calloc(1, sizeof *p);
     if (!p)
@@ -198,7 +199,7 @@ static tsr_status spec_create(tsr_plan *p, int n_inputs, const tsr_tensor *input
         goto fail;
     if ((st = tsr_graph_verify(s->graph)) != TSR_OK ||
         (st = tsr_schedule(s, p->backends, p->threads, p->options.precision,
-                            p->options.verbose)) != TSR_OK)
+                           p->options.depth_first != 0, p->options.verbose)) != TSR_OK)
         goto fail;
     s->arena_owner = p->backends[0];
     if (s->arena_bytes) {
@@ -250,7 +251,7 @@ tsr_status tsr_plan_output_desc(const tsr_plan *p, int index, tsr_tensor *desc_o
     return TSR_OK;
 }
 
-static void *buffer_data(const spec *s, int buf, const tsr_tensor *inputs, tsr_tensor *outputs)
+void *tsr_spec_buffer(const spec *s, int buf, const tsr_tensor *inputs, tsr_tensor *outputs)
 {
     const plan_buffer *b = &s->bufs[buf];
     switch (b->kind) {
@@ -258,6 +259,7 @@ static void *buffer_data(const spec *s, int buf, const tsr_tensor *inputs, tsr_t
     case BUF_INPUT: return inputs[b->index].data;
     case BUF_OUTPUT: return outputs[b->index].data;
     case BUF_ARENA: return (char *)s->arena + b->offset;
+    case BUF_BAND: return NULL;
     }
     return NULL;
 }
@@ -266,13 +268,15 @@ static tsr_tensor buffer_tensor(const spec *s, int buf, const tsr_tensor *inputs
                                 tsr_tensor *outputs)
 {
     tsr_tensor t = tsr_value_tensor(&s->graph->values[s->bufs[buf].value]);
-    t.data = buffer_data(s, buf, inputs, outputs);
+    t.data = tsr_spec_buffer(s, buf, inputs, outputs);
     return t;
 }
 
 static tsr_status run_step(const tsr_plan *p, const spec *s, const plan_step *st,
                            const tsr_tensor *inputs, tsr_tensor *outputs)
 {
+    if (st->kind == STEP_STACK)
+        return tsr_stack_run(s, st, inputs, outputs, p->threads);
     if (st->kind == STEP_COPY || st->kind == STEP_REORDER) {
         tsr_tensor src = buffer_tensor(s, st->in_bufs[0], inputs, outputs);
         tsr_tensor dst = buffer_tensor(s, st->out_bufs[0], inputs, outputs);
@@ -378,8 +382,12 @@ tsr_status tsr_plan_print_profile(const tsr_plan *p, FILE *out)
         const plan_step *st = &s->steps[i];
         double ms = st->seconds * 1e3 / s->profiled_runs;
         const char *op = "Copy", *name = s->graph->values[s->bufs[st->out_bufs[0]].value].name;
-        char label[64];
-        if (st->kind == STEP_KERNEL) {
+        char label[64], members[256];
+        if (st->kind == STEP_STACK) {
+            op = "Stack";
+            tsr_stack_ops(s, st->stack, members, sizeof members);
+            name = members;
+        } else if (st->kind == STEP_KERNEL) {
             op = s->graph->nodes[st->node].op->name;
             name = s->graph->nodes[st->node].name;
         } else if (st->kind == STEP_REORDER) {
@@ -396,6 +404,22 @@ tsr_status tsr_plan_print_profile(const tsr_plan *p, FILE *out)
     return TSR_OK;
 }
 
+tsr_status tsr_plan_print_stacks(const tsr_plan *p, FILE *out)
+{
+    if (!p || !out)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_plan_print_stacks: NULL argument");
+    const spec *s = p->current;
+    if (!s)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "call tsr_plan_reshape before asking for stacks");
+    if (!s->n_stacks)
+        fprintf(out, "no depth-first stacks%s\n",
+                p->options.depth_first == 0 ? " (depth-first execution is off)" : "");
+    for (int i = 0; i < s->n_steps; i++)
+        if (s->steps[i].kind == STEP_STACK)
+            tsr_stack_print(s, s->steps[i].stack, out);
+    return TSR_OK;
+}
+
 tsr_status tsr_plan_get_stats(const tsr_plan *p, tsr_plan_stats *out)
 {
     if (!p || !out)
@@ -409,7 +433,11 @@ tsr_status tsr_plan_get_stats(const tsr_plan *p, tsr_plan_stats *out)
     for (int i = 0; i < s->n_steps; i++) {
         out->n_steps += s->steps[i].kind == STEP_KERNEL;
         out->n_reorders += s->steps[i].kind == STEP_REORDER;
+        out->n_stacks += s->steps[i].kind == STEP_STACK;
+        if (s->steps[i].kind == STEP_STACK)
+            out->n_stack_ops += tsr_stack_size(s->steps[i].stack);
     }
+    out->n_steps += out->n_stack_ops;
     for (int b = 0; b < s->n_bufs; b++)
         if (s->bufs[b].kind == BUF_CONST) {
             tsr_tensor t = tsr_value_tensor(&s->graph->values[s->bufs[b].value]);

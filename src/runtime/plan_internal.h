@@ -7,7 +7,11 @@
 
 #include "backends/backend.h"
 
-typedef enum { BUF_CONST, BUF_INPUT, BUF_OUTPUT, BUF_ARENA } buf_kind;
+#include <stdio.h>
+
+/* BUF_BAND: a value inside a depth-first stack, held only in per-thread
+ * bands of rows; it has no memory of its own. */
+typedef enum { BUF_CONST, BUF_INPUT, BUF_OUTPUT, BUF_ARENA, BUF_BAND } buf_kind;
 
 typedef struct {
     buf_kind kind;
@@ -19,23 +23,30 @@ typedef struct {
     int first, last; /* steps between which an arena buffer is live */
 } plan_buffer;
 
-typedef enum { STEP_KERNEL, STEP_REORDER, STEP_COPY } step_kind;
+typedef enum { STEP_KERNEL, STEP_REORDER, STEP_COPY, STEP_STACK } step_kind;
+
+typedef struct plan_stack plan_stack;
 
 typedef struct {
     step_kind kind;
-    int node; /* STEP_KERNEL */
+    int node;          /* STEP_KERNEL */
+    plan_stack *stack; /* STEP_STACK: its member kernel steps and tiles */
     const tsr_backend *backend;
     void *state;
-    int *in_bufs; /* per node input (-1 omitted); one for reorders and copies */
+    int *in_bufs; /* per node input (-1 omitted); one for reorders and copies; for a
+                     stack, the buffers it reads and (out_bufs) writes */
     int *out_bufs;
     int n_in, n_out;
     double seconds; /* profiling: total time in this step */
 } plan_step;
 
+/* Training graphs take every parameter as an input. */
+#define TSR_PLAN_MAX_INPUTS 1024
+
 typedef struct spec {
     int n_inputs;
-    int ranks[64];
-    int64_t dims[64][TSR_MAX_RANK];
+    int ranks[TSR_PLAN_MAX_INPUTS];
+    int64_t dims[TSR_PLAN_MAX_INPUTS][TSR_MAX_RANK];
     tsr_graph *graph; /* concrete shapes, constants shared with the plan's graph */
     plan_step *steps;
     int n_steps, cap_steps;
@@ -45,6 +56,7 @@ typedef struct spec {
     void *arena;
     const tsr_backend *arena_owner;
     double flops;
+    int n_stacks;
     int profiled_runs;
     struct spec *next;
 } spec;
@@ -52,7 +64,23 @@ typedef struct spec {
 /* Builds steps and buffers for s->graph on the given device backends and
  * places the arena buffers; the arena itself is not allocated. */
 tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads,
-                        tsr_precision precision, bool verbose);
+                        tsr_precision precision, bool depth_first, bool verbose);
 void tsr_schedule_release(spec *s);
+
+/* The memory behind buffer `buf` during a run. */
+void *tsr_spec_buffer(const spec *s, int buf, const tsr_tensor *inputs, tsr_tensor *outputs);
+
+/* Depth-first stacks (stack.c): replaces runs of kernel steps that the
+ * backends can compute band by band with STEP_STACK steps, before the
+ * arena is placed. */
+tsr_status tsr_stacks_form(spec *s, int threads, bool verbose);
+tsr_status tsr_stack_run(const spec *s, const plan_step *st, const tsr_tensor *inputs,
+                         tsr_tensor *outputs, int threads);
+void tsr_stack_destroy(plan_stack *k);
+int tsr_stack_size(const plan_stack *k); /* its member ops */
+/* "Relu+MaxPool+Add": the member ops, cut to fit `size`. */
+void tsr_stack_ops(const spec *s, const plan_stack *k, char *buf, size_t size);
+/* One line per member and one for the tiling. */
+void tsr_stack_print(const spec *s, const plan_stack *k, FILE *out);
 
 #endif

@@ -312,7 +312,7 @@ static tsr_status place_arena(spec *s)
 }
 
 tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads,
-                        tsr_precision precision, bool verbose)
+                        tsr_precision precision, bool depth_first, bool verbose)
 {
     const tsr_graph *g = s->graph;
     scheduler sc = {.s = s, .backends = backends, .verbose = verbose, .precision = precision};
@@ -346,6 +346,8 @@ tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads
         st = schedule_node(&sc, n, threads);
     if (st == TSR_OK)
         st = finish_outputs(&sc);
+    if (st == TSR_OK && depth_first)
+        st = tsr_stacks_form(s, threads, verbose);
     if (st == TSR_OK)
         st = place_arena(s);
     free(sc.copies);
@@ -359,6 +361,8 @@ void tsr_schedule_release(spec *s)
         plan_step *st = &s->steps[i];
         if (st->kind == STEP_KERNEL && st->state && st->backend->release)
             st->backend->release(st->state);
+        if (st->kind == STEP_STACK)
+            tsr_stack_destroy(st->stack);
         free(st->in_bufs);
         free(st->out_bufs);
     }

@@ -381,3 +381,53 @@ def test_bad_input_fails_cleanly(tmp_path, relu_add, case):
     assert out_file.read_bytes() == before
     assert not out_dir.exists()
     assert not list(tmp_path.glob("**/*.tmp-*")), "a temporary file was left behind"
+
+
+# ----------------------------------------------------- precision, verbose
+
+
+@pytest.fixture
+def small_conv(tmp_path):
+    """A convolution and a classifier: compute-bound ops that bf16 changes."""
+    rng = np.random.default_rng(5)
+    w = rng.normal(0, 0.3, (16, 3, 3, 3)).astype(np.float32)
+    fc = rng.normal(0, 0.1, (10, 16)).astype(np.float32)
+    return save_model(
+        tmp_path / "small_conv.onnx",
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+            helper.make_node("Flatten", ["g"], ["f"]),
+            helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1),
+        ],
+        [value("x", ["batch", 3, 12, 12])],
+        [value("y", ["batch", 10])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(fc, "fc")],
+    )
+
+
+def test_bench_bf16_reports_error_against_fp32(small_conv):
+    r = tessera("bench", small_conv, "--precision", "bf16", "--iters", 2, "--warmup", 1,
+                "--threads", 1, "--json")
+    if r.returncode != 0 and "no bf16 arithmetic" in r.stderr:
+        pytest.skip("this CPU has no bf16 arithmetic")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["precision"] == "bf16"
+    # bf16 keeps 8 bits of mantissa: visible, but small, error.
+    assert 0 < result["max_rel_error_vs_fp32"] < 5e-2
+
+
+def test_bad_precision_is_a_usage_error(small_conv):
+    for cmd in ("run", "bench"):
+        r = tessera(cmd, small_conv, "--precision", "fp16")
+        assert r.returncode == 2
+        assert "--precision must be fp32 or bf16, not 'fp16'" in r.stderr
+
+
+def test_run_verbose_names_each_nodes_kernel(small_conv):
+    r = ok("run", small_conv, "--device", "cpu", "--verbose")
+    assert "(FusedConv) -> dnnl" in r.stderr
+    assert "(GlobalAveragePool) -> cpu" in r.stderr
+    assert "refused:" in r.stderr

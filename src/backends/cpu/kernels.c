@@ -8,7 +8,7 @@
 #include <string.h>
 
 static const tsr_cpu_op *const families[] = {tsr_cpu_eltwise_ops, tsr_cpu_pool_ops,
-                                             tsr_cpu_misc_ops};
+                                             tsr_cpu_misc_ops, tsr_cpu_dpp_ops};
 
 static const tsr_cpu_op *find_op(const tsr_op_def *op)
 {
@@ -53,6 +53,25 @@ tsr_isa tsr_cpu_isa_for_block(tsr_isa isa, int block)
     if (block == 8 && isa == TSR_ISA_AVX512)
         return TSR_ISA_AVX2;
     return isa;
+}
+
+bool tsr_cpu_planes_of(const tsr_value *v, uint8_t layout, tsr_cpu_planes *p)
+{
+    if (!v || v->rank != 4)
+        return false;
+    int b = tsr_layout_block((tsr_layout)layout);
+    int64_t c = v->dims[1];
+    *p = (tsr_cpu_planes){.pitch = v->dims[3] * b,
+                          .channels = c,
+                          .cbs = (c + b - 1) / b,
+                          .block = b,
+                          .pad_from = c % b == 0 ? b : (int)(c % b)};
+    return true;
+}
+
+tsr_band_info tsr_cpu_pointwise_band(unsigned streamed)
+{
+    return (tsr_band_info){.stride = 1, .pad = 0, .extent = 1, .streamed = streamed};
 }
 
 static bool cpu_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t why_size)
@@ -116,6 +135,21 @@ static tsr_status cpu_run(void *state, const tsr_kernel_ctx *ctx)
     return s->run(s, ctx);
 }
 
+static bool cpu_band_info(const void *state, tsr_band_info *info_out)
+{
+    const tsr_cpu_state *s = state;
+    if (!s || !s->band)
+        return false;
+    *info_out = s->band_info;
+    return true;
+}
+
+static void cpu_run_band(const void *state, const tsr_band_call *call)
+{
+    const tsr_cpu_state *s = state;
+    s->band(s, call);
+}
+
 const tsr_backend tsr_backend_cpu = {
     .name = "cpu",
     .supports = cpu_supports,
@@ -124,6 +158,8 @@ const tsr_backend tsr_backend_cpu = {
     .release = cpu_release,
     .run = cpu_run,
     .reorder = tsr_cpu_reorder,
+    .band_info = cpu_band_info,
+    .run_band = cpu_run_band,
     .alloc = tsr_aligned_alloc,
     .free = tsr_aligned_free,
 };

@@ -133,11 +133,41 @@ static span_job span_of(const tsr_tensor *t, tsr_layout layout, bool per_channel
     return j;
 }
 
+/* Rows [r0, r1) of a band, as a pointer to row r0. */
+static float *band_rows(const tsr_band *b, int64_t r0, int64_t pitch)
+{
+    return b->data + (r0 - b->row0) * pitch;
+}
+
+/* Re-zeroes the padded lanes of a band of the last channel block. */
+static void band_rezero(const tsr_cpu_planes *p, int64_t cb, float *y, int64_t len)
+{
+    if (p->block > 1 && p->pad_from < p->block && cb == p->cbs - 1)
+        zero_padding(y, len, p->block, p->pad_from);
+}
+
+/* The pattern of per-channel values for channel block cb (plain: channel
+ * cb, splat over `width` lanes); returns its period. */
+static int channel_pattern(const tsr_cpu_planes *p, int64_t cb, const float *values, bool scalar,
+                           float pad_value, int width, float *pattern)
+{
+    if (p->block > 1) {
+        int64_t c0 = cb * p->block;
+        for (int l = 0; l < p->block; l++)
+            pattern[l] = c0 + l >= p->channels ? pad_value : scalar ? values[0] : values[c0 + l];
+        return p->block;
+    }
+    for (int l = 0; l < width; l++)
+        pattern[l] = scalar ? values[0] : values[cb];
+    return width;
+}
+
 /* ------------------------------------------------------------- unary */
 
 typedef struct {
     int kind;
     tsr_cpu_ew_params prm;
+    tsr_cpu_planes planes; /* for bands */
 } unary_data;
 
 typedef struct {
@@ -155,24 +185,52 @@ static void unary_piece(const void *ctx, int64_t row, int64_t offset, int64_t le
     c->tile(c->x + at, c->y + at, len, &c->prm);
 }
 
+/* The op's parameters; Clip's bounds are its optional inputs. */
+static tsr_cpu_ew_params unary_params(const unary_data *d, const float *lo, const float *hi)
+{
+    tsr_cpu_ew_params prm = d->prm;
+    if (d->kind == TSR_CPU_CLIP) {
+        prm.a = lo ? *lo : -INFINITY;
+        prm.b = hi ? *hi : INFINITY;
+    }
+    return prm;
+}
+
+/* Whether the op turns the zeros of padded lanes into something else. */
+static bool unary_rezeroes(unary_tile tile, const tsr_cpu_ew_params *prm)
+{
+    float zero = 0.0f, f0;
+    tile(&zero, &f0, 1, prm);
+    return f0 != 0.0f;
+}
+
 static tsr_status unary_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
 {
     const unary_data *d = s->data;
+    const tsr_tensor *lo = k->n_inputs > 1 ? k->inputs[1] : NULL;
+    const tsr_tensor *hi = k->n_inputs > 2 ? k->inputs[2] : NULL;
     unary_ctx c = {.tile = tiles[s->isa]->unary[d->kind],
-                   .prm = d->prm,
+                   .prm = unary_params(d, lo ? lo->data : NULL, hi ? hi->data : NULL),
                    .x = k->inputs[0]->data,
                    .y = k->outputs[0]->data};
-    if (d->kind == TSR_CPU_CLIP) {
-        c.prm.a = k->n_inputs > 1 && k->inputs[1] ? *(const float *)k->inputs[1]->data : -INFINITY;
-        c.prm.b = k->n_inputs > 2 && k->inputs[2] ? *(const float *)k->inputs[2]->data : INFINITY;
-    }
     span_job j = span_of(k->inputs[0], (tsr_layout)k->input_layouts[0], false);
-    float zero = 0.0f, f0;
-    c.tile(&zero, &f0, 1, &c.prm);
-    j.rezero = f0 != 0.0f;
+    j.rezero = unary_rezeroes(c.tile, &c.prm);
     c.row_len = j.row_len;
     run_pieces(&j, k->threads, unary_piece, &c, c.y);
     return TSR_OK;
+}
+
+static void unary_band(const tsr_cpu_state *s, const tsr_band_call *c)
+{
+    const unary_data *d = s->data;
+    const tsr_cpu_planes *p = &d->planes;
+    unary_tile tile = tiles[s->isa]->unary[d->kind];
+    tsr_cpu_ew_params prm = unary_params(d, c->in[1].data, c->in[2].data);
+    int64_t len = (c->r1 - c->r0) * p->pitch;
+    float *y = band_rows(&c->out, c->r0, p->pitch);
+    tile(band_rows(&c->in[0], c->r0, p->pitch), y, len, &prm);
+    if (unary_rezeroes(tile, &prm))
+        band_rezero(p, c->cb, y, len);
 }
 
 static bool unary_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
@@ -217,6 +275,10 @@ static tsr_status unary_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
         d->kind = TSR_CPU_NEG;
     } else {
         return tsr_error(TSR_ERR_INTERNAL, "cpu backend: %s is not a unary op it knows", op->name);
+    }
+    if (tsr_cpu_planes_of(tsr_cpu_input(ctx->graph, node, 0), ctx->input_layouts[0], &d->planes)) {
+        s->band = unary_band;
+        s->band_info = tsr_cpu_pointwise_band(1u);
     }
     return TSR_OK;
 }
@@ -312,6 +374,7 @@ static void binary_layouts(const tsr_graph *g, const tsr_node *node, const uint8
 typedef struct {
     int kind; /* TSR_CPU_ADD.. with the operands in (main, other) order */
     binary_form form;
+    tsr_cpu_planes planes; /* of the output, for bands */
 } binary_data;
 
 typedef struct {
@@ -323,10 +386,9 @@ typedef struct {
     /* vp: the other operand's value per channel (C of them), or one scalar */
     const float *values;
     bool scalar;
-    int block; /* > 1: rows are channel blocks */
-    int64_t cbs, channels;
-    int width;       /* vector width of the tile: the splat period */
-    float pad_value; /* what padded lanes of the pattern hold */
+    tsr_cpu_planes planes; /* block > 1: rows are channel blocks */
+    int width;             /* vector width of the tile: the splat period */
+    float pad_value;       /* what padded lanes of the pattern hold */
 } binary_ctx;
 
 static void binary_piece(const void *ctx, int64_t row, int64_t offset, int64_t len)
@@ -338,20 +400,9 @@ static void binary_piece(const void *ctx, int64_t row, int64_t offset, int64_t l
         return;
     }
     float pattern[16];
-    int period;
-    if (c->block > 1) {
-        period = c->block;
-        int64_t c0 = (row % c->cbs) * c->block;
-        for (int l = 0; l < c->block; l++)
-            pattern[l] = c0 + l >= c->channels ? c->pad_value
-                         : c->scalar           ? c->values[0]
-                                               : c->values[c0 + l];
-    } else {
-        period = c->width;
-        float v = c->scalar ? c->values[0] : c->values[row % c->channels];
-        for (int l = 0; l < period; l++)
-            pattern[l] = v;
-    }
+    int64_t cb = c->planes.block > 1 ? row % c->planes.cbs : row % c->planes.channels;
+    int period =
+        channel_pattern(&c->planes, cb, c->values, c->scalar, c->pad_value, c->width, pattern);
     c->vp(c->a + at, pattern, period, c->y + at, len);
 }
 
@@ -386,9 +437,8 @@ static tsr_status binary_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
         c.vv = t->vv[d->kind];
     } else {
         c.vp = t->vp[d->kind];
-        c.block = j.block;
-        c.cbs = j.cbs;
-        c.channels = x->rank >= 2 ? x->dims[1] : 1;
+        c.planes = (tsr_cpu_planes){
+            .block = j.block, .cbs = j.cbs, .channels = x->rank >= 2 ? x->dims[1] : 1};
         /* Padded lanes get a value that keeps them zero where one exists. */
         c.pad_value = d->kind == TSR_CPU_DIV ? 1.0f : 0.0f;
     }
@@ -397,6 +447,29 @@ static tsr_status binary_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
     c.row_len = j.row_len;
     run_pieces(&j, k->threads, binary_piece, &c, c.y);
     return TSR_OK;
+}
+
+static void binary_band(const tsr_cpu_state *s, const tsr_band_call *c)
+{
+    const binary_data *d = s->data;
+    const binary_form *f = &d->form;
+    const tsr_cpu_planes *p = &d->planes;
+    const tsr_cpu_eltwise_tiles *t = tiles[s->isa];
+    int64_t len = (c->r1 - c->r0) * p->pitch;
+    const float *a = band_rows(&c->in[f->main], c->r0, p->pitch);
+    float *y = band_rows(&c->out, c->r0, p->pitch);
+    float pad = 0.0f;
+    if (f->same_shape) {
+        t->vv[d->kind](a, band_rows(&c->in[1 - f->main], c->r0, p->pitch), y, len);
+    } else {
+        float pattern[16];
+        pad = d->kind == TSR_CPU_DIV ? 1.0f : 0.0f;
+        int period = channel_pattern(p, c->cb, c->in[1 - f->main].data, f->scalar, pad,
+                                     isa_width[s->isa], pattern);
+        t->vp[d->kind](a, pattern, period, y, len);
+    }
+    if (binary_scalar(d->kind, 0.0f, pad) != 0.0f)
+        band_rezero(p, c->cb, y, len);
 }
 
 static tsr_status binary_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
@@ -424,6 +497,11 @@ static tsr_status binary_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
     int block = tsr_layout_block((tsr_layout)ctx->input_layouts[d->form.main]);
     if (!d->form.same_shape && block > 1)
         s->isa = tsr_cpu_isa_for_block(s->isa, block);
+    if (tsr_cpu_planes_of(tsr_cpu_output(ctx->graph, node, 0), ctx->input_layouts[d->form.main],
+                          &d->planes)) {
+        s->band = binary_band;
+        s->band_info = tsr_cpu_pointwise_band(d->form.same_shape ? 3u : 1u << d->form.main);
+    }
     return TSR_OK;
 }
 
@@ -433,6 +511,7 @@ typedef struct {
     float *scale, *shift; /* per channel; NULL until computed (non-constant statistics) */
     int64_t channels;
     double epsilon;
+    tsr_cpu_planes planes; /* for bands */
 } bn_data;
 
 static bool bn_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
@@ -465,31 +544,17 @@ typedef struct {
     float *y;
     int64_t row_len;
     const float *scale, *shift;
-    int block, width;
-    int64_t cbs, channels;
+    tsr_cpu_planes planes;
+    int width;
 } bn_ctx;
 
 static void bn_piece(const void *ctx, int64_t row, int64_t offset, int64_t len)
 {
     const bn_ctx *c = ctx;
     float s[16], t[16];
-    int period;
-    if (c->block > 1) {
-        period = c->block;
-        int64_t c0 = (row % c->cbs) * c->block;
-        for (int l = 0; l < c->block; l++) {
-            bool pad = c0 + l >= c->channels;
-            s[l] = pad ? 0.0f : c->scale[c0 + l];
-            t[l] = pad ? 0.0f : c->shift[c0 + l];
-        }
-    } else {
-        period = c->width;
-        int64_t ch = row % c->channels;
-        for (int l = 0; l < period; l++) {
-            s[l] = c->scale[ch];
-            t[l] = c->shift[ch];
-        }
-    }
+    int64_t cb = c->planes.block > 1 ? row % c->planes.cbs : row % c->planes.channels;
+    int period = channel_pattern(&c->planes, cb, c->scale, false, 0.0f, c->width, s);
+    channel_pattern(&c->planes, cb, c->shift, false, 0.0f, c->width, t);
     int64_t at = row * c->row_len + offset;
     c->tile(c->x + at, s, t, period, c->y + at, len);
 }
@@ -518,13 +583,23 @@ static tsr_status bn_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
                 .row_len = j.row_len,
                 .scale = scale,
                 .shift = shift,
-                .block = j.block,
-                .width = isa_width[s->isa],
-                .cbs = j.cbs,
-                .channels = d->channels};
+                .planes = {.block = j.block, .cbs = j.cbs, .channels = d->channels},
+                .width = isa_width[s->isa]};
     run_pieces(&j, k->threads, bn_piece, &c, c.y);
     free(scratch);
     return TSR_OK;
+}
+
+static void bn_band(const tsr_cpu_state *s, const tsr_band_call *c)
+{
+    const bn_data *d = s->data;
+    const tsr_cpu_planes *p = &d->planes;
+    float sp[16], tp[16];
+    int width = isa_width[s->isa];
+    int period = channel_pattern(p, c->cb, d->scale, false, 0.0f, width, sp);
+    channel_pattern(p, c->cb, d->shift, false, 0.0f, width, tp);
+    tiles[s->isa]->affine(band_rows(&c->in[0], c->r0, p->pitch), sp, tp, period,
+                          band_rows(&c->out, c->r0, p->pitch), (c->r1 - c->r0) * p->pitch);
 }
 
 static tsr_status bn_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
@@ -555,6 +630,11 @@ static tsr_status bn_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
         for (int i = 0; i < 4; i++)
             p[i] = tsr_cpu_input(g, node, i + 1)->data;
         bn_coefficients(p, channels, d->epsilon, d->scale, d->shift);
+        /* Bands only with constant statistics: non-constant ones are computed per run. */
+        if (tsr_cpu_planes_of(x, ctx->input_layouts[0], &d->planes)) {
+            s->band = bn_band;
+            s->band_info = tsr_cpu_pointwise_band(1u);
+        }
     }
     return TSR_OK;
 }

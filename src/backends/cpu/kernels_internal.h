@@ -11,14 +11,33 @@
 
 typedef struct tsr_cpu_state tsr_cpu_state;
 typedef tsr_status (*tsr_cpu_run_fn)(const tsr_cpu_state *s, const tsr_kernel_ctx *k);
+typedef void (*tsr_cpu_band_fn)(const tsr_cpu_state *s, const tsr_band_call *call);
 
 /* What prepare leaves for run: the kernel, the tile variant it picked and
- * op-specific data (freed with free()). */
+ * op-specific data (freed with free()); for nodes a depth-first stack can
+ * hold, the band kernel and how its rows map (band NULL: none). */
 struct tsr_cpu_state {
     tsr_cpu_run_fn run;
     tsr_isa isa;
     void *data;
+    tsr_cpu_band_fn band;
+    tsr_band_info band_info;
 };
+
+/* A rank-4 tensor's plane per (image, channel block) in a band kernel:
+ * plain layouts have one channel per block. */
+typedef struct tsr_cpu_planes {
+    int64_t pitch; /* floats per row: width x block */
+    int64_t channels, cbs;
+    int block;
+    int pad_from; /* first padded lane of the last block; == block when none */
+} tsr_cpu_planes;
+
+/* The planes of `v` in `layout`; false unless v is rank 4. */
+bool tsr_cpu_planes_of(const tsr_value *v, uint8_t layout, tsr_cpu_planes *p);
+/* The element-wise band info: row r of the output reads row r of the
+ * inputs in `streamed`. */
+tsr_band_info tsr_cpu_pointwise_band(unsigned streamed);
 
 /* One op family's entry for one op. */
 typedef struct tsr_cpu_op {
@@ -34,6 +53,7 @@ typedef struct tsr_cpu_op {
 extern const tsr_cpu_op tsr_cpu_eltwise_ops[];
 extern const tsr_cpu_op tsr_cpu_pool_ops[];
 extern const tsr_cpu_op tsr_cpu_misc_ops[];
+extern const tsr_cpu_op tsr_cpu_dpp_ops[];
 
 /* Helpers shared by the families. */
 static inline const tsr_value *tsr_cpu_input(const tsr_graph *g, const tsr_node *n, int i)

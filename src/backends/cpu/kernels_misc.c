@@ -49,6 +49,7 @@ static void concat_layouts(const tsr_graph *g, const tsr_node *node, const uint8
 
 typedef struct {
     int axis;
+    int64_t pitch; /* floats per row of a channel block's plane, for bands */
 } concat_data;
 
 /* Bytes moved per parallel piece. */
@@ -89,6 +90,20 @@ static tsr_status concat_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
+/* A band of the channel block the stack routed to one input: a copy. */
+static void concat_band(const tsr_cpu_state *s, const tsr_band_call *c)
+{
+    const concat_data *d = s->data;
+    const tsr_band *x = NULL;
+    for (int i = 0; i < TSR_MAX_NODE_IO && !x; i++)
+        if (c->in[i].data)
+            x = &c->in[i];
+    if (!x)
+        return;
+    memcpy(c->out.data + (c->r0 - c->out.row0) * d->pitch, x->data + (c->r0 - x->row0) * d->pitch,
+           (size_t)((c->r1 - c->r0) * d->pitch) * sizeof(float));
+}
+
 static tsr_status concat_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 {
     concat_data *d = tsr_calloc(1, sizeof *d);
@@ -98,6 +113,19 @@ static tsr_status concat_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
     s->run = concat_run;
     if (!concat_axis(ctx->graph, ctx->node, &d->axis))
         return tsr_error(TSR_ERR_INTERNAL, "cpu backend: Concat axis out of range");
+    const tsr_value *y = tsr_cpu_output(ctx->graph, ctx->node, 0);
+    tsr_cpu_planes p;
+    /* Whole channel blocks per input: blocked layouts only get here with
+     * every input's channels a multiple of the block, plain ones always. */
+    if (d->axis == 1 && y->dtype == TSR_FLOAT32 && ctx->node->n_inputs <= 32 &&
+        tsr_cpu_planes_of(y, ctx->output_layouts[0], &p)) {
+        d->pitch = p.pitch;
+        s->band = concat_band;
+        s->band_info = (tsr_band_info){.stride = 1,
+                                       .extent = 1,
+                                       .streamed = (unsigned)((1ull << ctx->node->n_inputs) - 1),
+                                       .routes_blocks = true};
+    }
     return TSR_OK;
 }
 

@@ -17,7 +17,8 @@ typedef struct {
     const float *hcount, *wcount;         /* the average's divisor, per row and column */
 } tsr_cpu_pool_geom;
 
-typedef void (*pool_row_tile)(const tsr_cpu_pool_geom *g, const float *x, float *y, int64_t oh);
+typedef void (*pool_row_tile)(const tsr_cpu_pool_geom *g, const float *x, int64_t x_row0, float *y,
+                              int64_t oh);
 typedef void (*reduce_tile)(const float *x, int64_t pixels, float *out);
 typedef float (*reduce_plain_tile)(const float *x, int64_t n, bool is_max);
 
@@ -117,8 +118,18 @@ static tsr_status pool_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
     int nt = tsr_cpu_threads_for(k->threads, planes * in_plane);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t r = 0; r < rows; r++)
-        d->row(g, xs + (r / g->oh) * in_plane, ys + r * out_row, r % g->oh);
+        d->row(g, xs + (r / g->oh) * in_plane, 0, ys + r * out_row, r % g->oh);
     return TSR_OK;
+}
+
+static void pool_band(const tsr_cpu_state *s, const tsr_band_call *c)
+{
+    const pool_data *d = s->data;
+    const tsr_cpu_pool_geom *g = &d->g;
+    int64_t out_row = g->ow * d->block;
+    float *y = c->out.data + (c->r0 - c->out.row0) * out_row;
+    for (int64_t r = c->r0; r < c->r1; r++, y += out_row)
+        d->row(g, c->in[0].data, c->in[0].row0, y, r);
 }
 
 static tsr_status pool_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
@@ -166,6 +177,9 @@ static tsr_status pool_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
     d->block = tsr_layout_block((tsr_layout)ctx->input_layouts[0]);
     s->isa = tsr_cpu_isa_for_block(s->isa, d->block);
     d->row = tiles[s->isa]->row[is_max][block_index(d->block)];
+    s->band = pool_band;
+    s->band_info = (tsr_band_info){
+        .stride = g->sh, .pad = g->ph, .extent = (kernel[0] - 1) * g->dh + 1, .streamed = 1u};
     return TSR_OK;
 }
 

@@ -5,28 +5,8 @@
  * repeats every `period` floats (a block's lanes, or one splat vector).
  * No include guard: included once per level. */
 #include "backends/cpu/simd.h"
+#include "backends/cpu/simd_math.h"
 
-/* e^x for float32: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two so
- * n ln2 is exact), a degree-7 Taylor polynomial for e^r (error below
- * 1e-8 on that range), then the exact scaling by 2^n. Clamping keeps n in
- * the range vf_scale2 handles; the bounds lie past overflow and underflow
- * of the result, and keep NaN (x as the second operand). */
-SIMD_TARGET static inline vf SIMD_NAME(v_exp)(vf x)
-{
-    x = vf_min(vf_set1(89.0f), vf_max(vf_set1(-104.0f), x));
-    vf n = vf_round(vf_mul(x, vf_set1(1.44269504088896341f)));
-    vf r = vf_fmadd(n, vf_set1(-0.693359375f), x);
-    r = vf_fmadd(n, vf_set1(2.12194440e-4f), r);
-    vf p = vf_set1(1.0f / 5040.0f);
-    p = vf_fmadd(p, r, vf_set1(1.0f / 720.0f));
-    p = vf_fmadd(p, r, vf_set1(1.0f / 120.0f));
-    p = vf_fmadd(p, r, vf_set1(1.0f / 24.0f));
-    p = vf_fmadd(p, r, vf_set1(1.0f / 6.0f));
-    p = vf_fmadd(p, r, vf_set1(0.5f));
-    p = vf_fmadd(p, r, vf_set1(1.0f));
-    p = vf_fmadd(p, r, vf_set1(1.0f));
-    return vf_scale2(p, n);
-}
 
 SIMD_TARGET static inline vf SIMD_NAME(v_sigmoid)(vf x)
 {

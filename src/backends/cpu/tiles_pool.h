@@ -9,12 +9,13 @@
 
 #define POOL_MAXV (16 / SIMD_W)
 
-/* One output row `oh` of a max or average pool. Max ignores nothing:
+/* One output row `oh` of a max or average pool; x holds the plane from
+ * row x_row0 on (a band of it in a depth-first stack). Max ignores nothing:
  * a NaN anywhere in the window makes the output NaN (tracked in a mask,
  * since vf_max drops NaN held in its first operand). */
 SIMD_TARGET static inline __attribute__((always_inline)) void
-SIMD_NAME(pool_row)(const tsr_cpu_pool_geom *g, const float *x, float *y, int64_t oh,
-                    const bool is_max, const int b)
+SIMD_NAME(pool_row)(const tsr_cpu_pool_geom *g, const float *x, int64_t x_row0, float *y,
+                    int64_t oh, const bool is_max, const int b)
 {
     const int nv = b / SIMD_W;
     int64_t h0 = oh * g->sh - g->ph;
@@ -29,7 +30,7 @@ SIMD_NAME(pool_row)(const tsr_cpu_pool_geom *g, const float *x, float *y, int64_
             nan[j] = vm_none();
         }
         for (int64_t kh = hlo; kh < hhi; kh++) {
-            const float *row = x + (h0 + kh * g->dh) * g->iw * b;
+            const float *row = x + (h0 + kh * g->dh - x_row0) * g->iw * b;
             for (int64_t kw = wlo; kw < whi; kw++) {
                 const float *p = row + (w0 + kw * g->dw) * b;
                 for (int j = 0; j < nv; j++) {
@@ -126,9 +127,9 @@ SIMD_TARGET static float SIMD_NAME(reduce_plain)(const float *x, int64_t n, bool
 /* The instances: every (op, block) whose block is a multiple of SIMD_W. */
 #define POOL_INSTANCE(op, is_max, b)                                                               \
     SIMD_TARGET static void SIMD_NAME(op##_b##b)(const tsr_cpu_pool_geom *g, const float *x,       \
-                                                 float *y, int64_t oh)                             \
+                                                 int64_t x_row0, float *y, int64_t oh)             \
     {                                                                                              \
-        SIMD_NAME(pool_row)(g, x, y, oh, is_max, b);                                               \
+        SIMD_NAME(pool_row)(g, x, x_row0, y, oh, is_max, b);                                       \
     }
 #define GLOBAL_INSTANCE(op, is_max, b)                                                             \
     SIMD_TARGET static void SIMD_NAME(op##_b##b)(const float *x, int64_t pixels, float *out)       \

@@ -1,0 +1,160 @@
+/* Vectorized exp, exp2, log2 and log for float32 in the vector layer of
+ * simd.h, for tiles that need transcendental functions. Included once per
+ * ISA level, so no include guard.
+ *
+ * Each is written once; only the exponent split below and, where the
+ * split does not cover zero, subnormals, infinities and NaN itself, the
+ * test that sends those lanes to libm differ per level. */
+#include "backends/cpu/simd.h"
+
+#include <float.h>
+
+#undef vmath_split
+#undef vmath_any
+
+/* x = m * 2^e with m in [0.75, 1.5). VMATH_SPLIT_EXACT: the split itself
+ * gives the right log for every x (AVX-512's getexp and getmant take
+ * subnormals, zero, infinities, NaN and negative x, the last as NaN);
+ * elsewhere it covers positive normal x only. */
+#undef VMATH_SPLIT_EXACT
+#if TSR_SIMD_LEVEL == 2
+#define VMATH_SPLIT_EXACT 1
+#define vmath_split(x, m, e)                                                                       \
+    do {                                                                                           \
+        (m) = _mm512_getmant_ps(x, _MM_MANT_NORM_p75_1p5, _MM_MANT_SIGN_nan);                      \
+        (e) = _mm512_getexp_ps(x);                                                                 \
+        (e) = _mm512_mask_add_ps(e, _mm512_cmp_ps_mask(m, _mm512_set1_ps(1.0f), _CMP_LT_OQ), e,    \
+                                 _mm512_set1_ps(1.0f));                                            \
+    } while (0)
+#define vmath_any(mask) ((mask) != 0)
+#elif TSR_SIMD_LEVEL == 1
+/* The exponent field and the mantissa with a zero exponent give m in
+ * [1, 2); halving m from 1.5 on moves it into range. */
+#define VMATH_SPLIT_EXACT 0
+#define vmath_split(x, m, e)                                                                       \
+    do {                                                                                           \
+        __m256i bits_ = _mm256_castps_si256(x);                                                    \
+        __m256i ex_ = _mm256_sub_epi32(_mm256_srli_epi32(bits_, 23), _mm256_set1_epi32(127));      \
+        __m256 m1_ = _mm256_castsi256_ps(                                                          \
+            _mm256_or_si256(_mm256_and_si256(bits_, _mm256_set1_epi32(0x007fffff)),                \
+                            _mm256_set1_epi32(0x3f800000)));                                       \
+        __m256 big_ = _mm256_cmp_ps(m1_, _mm256_set1_ps(1.5f), _CMP_GE_OQ);                        \
+        (m) = _mm256_blendv_ps(m1_, _mm256_mul_ps(m1_, _mm256_set1_ps(0.5f)), big_);               \
+        (e) = _mm256_add_ps(_mm256_cvtepi32_ps(ex_), _mm256_and_ps(big_, _mm256_set1_ps(1.0f)));   \
+    } while (0)
+#define vmath_any(mask) (_mm256_movemask_ps(mask) != 0)
+#else
+#define VMATH_SPLIT_EXACT 0
+#define vmath_split(x, m, e)                                                                       \
+    do {                                                                                           \
+        int ex_;                                                                                   \
+        float m1_ = frexpf(x, &ex_);                                                               \
+        if (m1_ < 0.75f) {                                                                         \
+            m1_ *= 2.0f;                                                                           \
+            ex_--;                                                                                 \
+        }                                                                                          \
+        (m) = m1_;                                                                                 \
+        (e) = (float)ex_;                                                                          \
+    } while (0)
+#define vmath_any(mask) ((mask) != 0)
+#endif
+
+/* e^x: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two so n ln2 is
+ * exact), a degree-7 Taylor polynomial for e^r (error below 1e-8 on that
+ * range), then the exact scaling by 2^n. Clamping keeps n in the range
+ * vf_scale2 handles; the bounds lie past overflow and underflow of the
+ * result, and keep NaN (x as the second operand). */
+SIMD_TARGET static inline vf SIMD_NAME(v_exp)(vf x)
+{
+    x = vf_min(vf_set1(89.0f), vf_max(vf_set1(-104.0f), x));
+    vf n = vf_round(vf_mul(x, vf_set1(1.44269504088896341f)));
+    vf r = vf_fmadd(n, vf_set1(-0.693359375f), x);
+    r = vf_fmadd(n, vf_set1(2.12194440e-4f), r);
+    vf p = vf_set1(1.0f / 5040.0f);
+    p = vf_fmadd(p, r, vf_set1(1.0f / 720.0f));
+    p = vf_fmadd(p, r, vf_set1(1.0f / 120.0f));
+    p = vf_fmadd(p, r, vf_set1(1.0f / 24.0f));
+    p = vf_fmadd(p, r, vf_set1(1.0f / 6.0f));
+    p = vf_fmadd(p, r, vf_set1(0.5f));
+    p = vf_fmadd(p, r, vf_set1(1.0f));
+    p = vf_fmadd(p, r, vf_set1(1.0f));
+    return vf_scale2(p, n);
+}
+
+/* 2^x for x in [-150, 128] or NaN: x = n + r with n an integer and
+ * |r| <= 1/2 (exact), a degree-6 polynomial for 2^r fitted here for
+ * relative error (2e-9; about 1e-7 once rounded to float32), then the
+ * exact scaling by 2^n. */
+SIMD_TARGET static inline vf SIMD_NAME(v_exp2_core)(vf x)
+{
+    vf n = vf_round(x);
+    vf r = vf_sub(x, n);
+    vf p = vf_set1(1.5353300841525197e-4f);
+    p = vf_fmadd(p, r, vf_set1(1.3398848241195083e-3f));
+    p = vf_fmadd(p, r, vf_set1(9.61843691766262e-3f));
+    p = vf_fmadd(p, r, vf_set1(5.5503323674201965e-2f));
+    p = vf_fmadd(p, r, vf_set1(0.24022647738456726f));
+    p = vf_fmadd(p, r, vf_set1(0.6931471824645996f));
+    p = vf_fmadd(p, r, vf_set1(1.0f));
+    return vf_scale2(p, n);
+}
+
+/* 2^x; clamping as v_exp. */
+SIMD_TARGET static inline vf SIMD_NAME(v_exp2)(vf x)
+{
+    return SIMD_NAME(v_exp2_core)(vf_min(vf_set1(128.0f), vf_max(vf_set1(-150.0f), x)));
+}
+
+/* 2^x for x <= 0 (or NaN), one clamp fewer. */
+SIMD_TARGET static inline vf SIMD_NAME(v_exp2_nonpos)(vf x)
+{
+    return SIMD_NAME(v_exp2_core)(vf_max(vf_set1(-150.0f), x));
+}
+
+#if !VMATH_SPLIT_EXACT
+/* Lanes that the split does not cover (zero, subnormal, negative,
+ * infinite, NaN) go through libm one by one: rare, and exact there. */
+SIMD_TARGET static vf SIMD_NAME(v_log2_special)(vf x, vf fast)
+{
+    float xs[SIMD_W], rs[SIMD_W];
+    vf_store(xs, x);
+    vf_store(rs, fast);
+    for (int i = 0; i < SIMD_W; i++)
+        if (!(xs[i] >= FLT_MIN && xs[i] <= FLT_MAX))
+            rs[i] = log2f(xs[i]);
+    return vf_load(rs);
+}
+#endif
+
+/* log2 x: x = m 2^e with m in [0.75, 1.5), f = m - 1 and
+ * log2(1 + f) = f P(f), P of degree 8 fitted here for relative error
+ * (3e-8; about 1.6e-7 once rounded to float32, near 1 too). */
+SIMD_TARGET static inline vf SIMD_NAME(v_log2)(vf x)
+{
+    vf m, e;
+    vmath_split(x, m, e);
+    vf f = vf_sub(m, vf_set1(1.0f));
+    vf p = vf_set1(0.07806090265512466f);
+    p = vf_fmadd(p, f, vf_set1(-0.17421916127204895f));
+    p = vf_fmadd(p, f, vf_set1(0.2163192480802536f));
+    p = vf_fmadd(p, f, vf_set1(-0.24272343516349792f));
+    p = vf_fmadd(p, f, vf_set1(0.2881919741630554f));
+    p = vf_fmadd(p, f, vf_set1(-0.36057597398757935f));
+    p = vf_fmadd(p, f, vf_set1(0.4809020757675171f));
+    p = vf_fmadd(p, f, vf_set1(-0.7213484644889832f));
+    p = vf_fmadd(p, f, vf_set1(1.4426950216293335f));
+    vf r = vf_fmadd(p, f, e);
+#if !VMATH_SPLIT_EXACT
+    vm special = vm_or(vm_lt(x, vf_set1(FLT_MIN)), vm_lt(vf_set1(FLT_MAX), x));
+    special = vm_or(special, vm_nan(x));
+    if (vmath_any(special))
+        r = SIMD_NAME(v_log2_special)(x, r);
+#endif
+    return r;
+}
+
+/* ln x, as log2 x ln 2. */
+SIMD_TARGET static inline vf SIMD_NAME(v_log)(vf x)
+{
+    return vf_mul(SIMD_NAME(v_log2)(x), vf_set1(0.69314718055994531f));
+}

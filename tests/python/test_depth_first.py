@@ -1,0 +1,303 @@
+"""Depth-first stacks on the cpu device: the same graph run tile by tile
+(depth_first=1) and layer by layer (depth_first=0) must agree to 1e-6
+relative, on random stacks of pooling (random windows, strides, padding,
+dilations, ceil_mode), element-wise, per-channel, BatchNormalization,
+residual Adds and Concats, at odd sizes, in plain and blocked layouts, with
+tiles down to one row so that every tile touches an image border; and on
+the six models. The reference device checks both, more loosely."""
+
+import ctypes
+
+import numpy as np
+import pytest
+
+import tsr
+
+LAYOUTS = ["plain", "nChw8c", "nChw16c"]
+
+
+def _has_cpu_device():
+    lib = tsr.lib()
+    lib.tsr_device_names.restype = ctypes.c_char_p
+    return "cpu" in lib.tsr_device_names().decode().split(",")
+
+
+pytestmark = pytest.mark.skipif(not _has_cpu_device(), reason="this build has no cpu device")
+
+
+def blocked(g, name, c):
+    """name -> identity 1x1 Conv: the same values, in the device's layout."""
+    eye = name + "_eye"
+    g.add_constant(eye, np.eye(c, dtype=np.float32).reshape(c, c, 1, 1))
+    g.add_node("Conv", [name, eye], [name + "_c"], {"kernel_shape": [1, 1]})
+    return name + "_c"
+
+
+def _pool_out(size, k, s, pb, pe, d, ceil):
+    span = size + pb + pe - ((k - 1) * d + 1)
+    if span < 0:
+        return 0
+    out = (span + (s - 1 if ceil else 0)) // s + 1
+    if ceil and (out - 1) * s >= size + pb:
+        out -= 1
+    return out
+
+
+class Builder:
+    """A random stack: each step adds one op on the current value."""
+
+    def __init__(self, rng, layout):
+        self.rng = rng
+        self.g = tsr.Graph()
+        self.g.set_opset(17)
+        n = int(rng.choice([1, 2, 3]))
+        c = int(rng.choice([3, 8, 13, 16, 24, 32]))
+        h, w = (int(v) for v in rng.integers(5, 30, size=2))
+        self.x_shape = (n, c, h, w)
+        self.g.add_input("x", np.float32, list(self.x_shape))
+        self.feeds = [rng.standard_normal(self.x_shape).astype(np.float32)]
+        self.cur = blocked(self.g, "x", c) if layout != "plain" else "x"
+        self.shape = {"x": (c, h, w), self.cur: (c, h, w)}
+        self.count = 0
+        self.outputs = []
+
+    def name(self):
+        self.count += 1
+        return f"v{self.count}"
+
+    def add(self, op, inputs, attrs=None, shape=None):
+        out = self.name()
+        self.g.add_node(op, inputs, [out], attrs)
+        self.shape[out] = shape or self.shape[inputs[0]]
+        self.cur = out
+        return out
+
+    def const(self, array):
+        name = self.name()
+        self.g.add_constant(name, array.astype(np.float32))
+        return name
+
+    def step(self):
+        rng = self.rng
+        c, h, w = self.shape[self.cur]
+        kind = rng.choice(["pool", "pool", "unary", "channel", "bn", "residual", "concat"])
+        if kind == "pool":
+            k = [int(v) for v in rng.integers(1, 5, size=2)]
+            s = [int(v) for v in rng.choice([1, 1, 2, 3], size=2)]
+            d = [int(v) for v in rng.choice([1, 1, 2], size=2)]
+            op = "MaxPool" if rng.random() < 0.5 else "AveragePool"
+            if op == "AveragePool":
+                d = [1, 1]
+            pads = [int(rng.integers(0, k[i] // 2 + 1)) for i in (0, 1)]
+            pads += [int(rng.integers(0, k[i] // 2 + 1)) for i in (0, 1)]
+            ceil = int(rng.random() < 0.5)
+            oh = _pool_out(h, k[0], s[0], pads[0], pads[2], d[0], ceil)
+            ow = _pool_out(w, k[1], s[1], pads[1], pads[3], d[1], ceil)
+            if oh < 2 or ow < 2:
+                return
+            attrs = {"kernel_shape": k, "strides": s, "pads": pads, "ceil_mode": ceil}
+            if op == "MaxPool":
+                attrs["dilations"] = d
+            else:
+                attrs["count_include_pad"] = int(rng.random() < 0.5)
+            self.add(op, [self.cur], attrs, (c, oh, ow))
+        elif kind == "unary":
+            op = str(rng.choice(["Relu", "Sigmoid", "Tanh", "LeakyRelu", "HardSwish", "Abs"]))
+            self.add(op, [self.cur], {"alpha": 0.1} if op == "LeakyRelu" else None)
+        elif kind == "channel":
+            op = str(rng.choice(["Mul", "Add", "Sub", "Div"]))
+            shape = [(c, 1, 1), (1, c, 1, 1), (1,)][int(rng.integers(0, 3))]
+            values = rng.uniform(0.5, 1.5, size=shape)
+            other = self.const(values)
+            inputs = [self.cur, other] if rng.random() < 0.7 else [other, self.cur]
+            self.add(op, inputs, shape=(c, h, w))
+        elif kind == "bn":
+            params = [rng.uniform(0.5, 1.5, c), rng.normal(0, 0.1, c), rng.normal(0, 0.1, c),
+                      rng.uniform(0.5, 1.5, c)]
+            names = [self.const(p) for p in params]
+            self.add("BatchNormalization", [self.cur] + names, {"epsilon": 1e-5})
+        elif kind == "residual":
+            same = [v for v in self.shape if v != self.cur and self.shape[v] == (c, h, w)]
+            if not same:
+                # A small diamond: y = relu(x) + x.
+                x = self.cur
+                same = [self.add("Relu", [x])]
+                self.cur = x
+            other = str(rng.choice(same))
+            self.add("Add", [self.cur, other] if rng.random() < 0.5 else [other, self.cur])
+        else:
+            same = [v for v in self.shape if self.shape[v][1:] == (h, w)]
+            parts = [self.cur, str(rng.choice(same))]
+            rng.shuffle(parts)
+            total = sum(self.shape[p][0] for p in parts)
+            self.add("Concat", parts, {"axis": 1}, (total, h, w))
+        if rng.random() < 0.15:
+            self.outputs.append(self.cur)
+        if rng.random() < 0.1:
+            out = self.name()
+            self.g.add_node("GlobalAveragePool", [self.cur], [out])
+            self.outputs.append(out)
+
+    def finish(self):
+        for o in dict.fromkeys(self.outputs + [self.cur]):
+            self.g.add_output(o)
+        return self.g
+
+
+def run_modes(g, feeds, threads=2):
+    results, stats = {}, {}
+    for df in (0, 1):
+        plan = tsr.Plan(g, device="cpu", threads=threads, depth_first=df)
+        results[df] = plan.run(feeds)
+        stats[df] = plan.stats()
+    return results, stats
+
+
+def check_close(got, want, rtol=1e-6):
+    assert got.shape == want.shape
+    scale = float(np.max(np.abs(want))) if want.size else 0.0
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale + 1e-30)
+
+
+@pytest.mark.parametrize("band_rows", ["", "1", "2", "3"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_random_stacks(layout, band_rows, monkeypatch):
+    monkeypatch.setenv("TSR_CPU_LAYOUT", layout)
+    if band_rows:
+        monkeypatch.setenv("TSR_DF_BAND_ROWS", band_rows)
+    else:
+        monkeypatch.delenv("TSR_DF_BAND_ROWS", raising=False)
+    rng = np.random.default_rng([LAYOUTS.index(layout), len(band_rows) and int(band_rows)])
+    stacks = 0
+    for case in range(12):
+        b = Builder(rng, layout)
+        for _ in range(int(rng.integers(3, 9))):
+            b.step()
+        g = b.finish()
+        results, stats = run_modes(g, b.feeds)
+        assert stats[0].n_stacks == 0
+        stacks += stats[1].n_stacks
+        want = tsr.Plan(g, device="ref").run(b.feeds)
+        for got_df, got_lbl, ref in zip(results[1], results[0], want):
+            check_close(got_df, got_lbl)
+            check_close(got_df, ref, rtol=1e-4)
+    assert stacks >= 6, f"only {stacks} stacks formed in 12 random graphs"
+
+
+def test_chain_has_no_full_intermediates(monkeypatch):
+    """A stack's inner values have no buffers: the arena shrinks, the plan says so."""
+    monkeypatch.setenv("TSR_CPU_LAYOUT", "nChw16c")
+    monkeypatch.delenv("TSR_DF_BAND_ROWS", raising=False)
+    g = tsr.Graph()
+    g.set_opset(17)
+    shape = (2, 32, 57, 57)
+    g.add_input("x", np.float32, list(shape))
+    x = blocked(g, "x", 32)
+    g.add_constant("s", np.full((32, 1, 1), 0.5, np.float32))
+    g.add_node("Mul", [x, "s"], ["a"])
+    g.add_node("Relu", ["a"], ["b"])
+    g.add_node("MaxPool", ["b"], ["c"], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]})
+    g.add_node("Add", ["c", x], ["d"])
+    g.add_node("Sigmoid", ["d"], ["e"])
+    g.add_node("Mul", ["d", "e"], ["f"])
+    g.add_node("AveragePool", ["f"], ["y"], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]})
+    g.add_output("y")
+    feeds = [np.random.default_rng(5).standard_normal(shape).astype(np.float32)]
+    results, stats = run_modes(g, feeds)
+    check_close(results[1][0], results[0][0])
+    assert stats[1].n_stacks == 1 and stats[1].n_stack_ops == 7
+    assert stats[1].n_steps == stats[0].n_steps
+    assert stats[1].arena_bytes < stats[0].arena_bytes
+
+
+def test_ref_device_and_off_form_no_stacks():
+    g = tsr.Graph()
+    g.set_opset(17)
+    g.add_input("x", np.float32, [1, 4, 9, 9])
+    g.add_node("Relu", ["x"], ["a"])
+    g.add_node("MaxPool", ["a"], ["y"], {"kernel_shape": [2, 2]})
+    g.add_output("y")
+    x = np.random.default_rng(1).standard_normal((1, 4, 9, 9)).astype(np.float32)
+    for device, df, want in (("ref", 1, 0), ("cpu", 0, 0), ("cpu", -1, 1), ("cpu", 1, 1)):
+        plan = tsr.Plan(g, device=device, depth_first=df)
+        plan.run([x])
+        assert plan.stats().n_stacks == want, (device, df)
+
+
+MODEL_NAMES = ("resnet18", "resnet50", "mobilenet_v2", "vgg16", "densenet121", "squeezenet1_1")
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_models_agree(model, monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    import models
+
+    monkeypatch.delenv("TSR_DF_BAND_ROWS", raising=False)
+    monkeypatch.delenv("TSR_CPU_LAYOUT", raising=False)
+    entry = models.export(model, 11, 1, False)
+    x = np.load(entry.input_path(1))
+    g = tsr.Graph.load(entry.onnx_path)
+    results, stats = run_modes(g, [x])
+    check_close(results[1][0], results[0][0])
+    # The arena is its peak: it shrinks where stacks remove a value live at the peak
+    # (DenseNet's concatenations), and never grows.
+    assert stats[1].arena_bytes <= stats[0].arena_bytes
+    if model == "densenet121":
+        assert stats[1].n_stacks >= 50
+        assert stats[1].arena_bytes < 0.95 * stats[0].arena_bytes
+
+
+def test_cli_stacks_and_no_depth_first(tmp_path, monkeypatch):
+    """`tessera info --stacks` lists the stack; --no-depth-first runs without it, same answer."""
+    import json
+    import subprocess
+
+    onnx = pytest.importorskip("onnx")
+    import models
+    from onnx import TensorProto, helper
+
+    monkeypatch.delenv("TSR_DF_BAND_ROWS", raising=False)
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"], name="relu"),
+        helper.make_node("MaxPool", ["a"], ["b"], name="pool", kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["b"], ["y"], name="sigmoid"),
+    ]
+    graph = helper.make_graph(
+        nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 11, 13])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 11, 13])])
+    path = tmp_path / "chain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    exe = str(models.tessera_bin())
+
+    info = subprocess.run([exe, "info", str(path), "--stacks"], capture_output=True, text=True)
+    assert info.returncode == 0, info.stderr
+    assert "stack of 3 ops" in info.stdout
+    for name in ("relu", "pool", "sigmoid"):
+        assert name in info.stdout
+
+    x = np.random.default_rng(3).standard_normal((1, 8, 11, 13)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    outs = []
+    for flag in ([], ["--no-depth-first"]):
+        out = tmp_path / f"y{len(flag)}.npy"
+        proc = subprocess.run([exe, "run", str(path), "--device", "cpu", "--input",
+                               str(tmp_path / "x.npy"), "--output", str(out)] + flag,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        outs.append(np.load(out))
+        bench = subprocess.run([exe, "bench", str(path), "--device", "cpu", "--iters", "1",
+                                "--warmup", "0", "--json"] + flag, capture_output=True, text=True)
+        assert bench.returncode == 0, bench.stderr
+        res = json.loads(bench.stdout.strip().splitlines()[-1])
+        assert res["depth_first"] == (not flag) and res["n_stacks"] == (0 if flag else 1)
+    check_close(outs[0], outs[1])
+    pooled = np.full_like(x, -np.inf)
+    xp = np.pad(np.maximum(x, 0), ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    for dh in range(3):
+        for dw in range(3):
+            pooled = np.maximum(pooled, xp[:, :, dh:dh + 11, dw:dw + 13])
+    want = 1.0 / (1.0 + np.exp(-pooled))
+    check_close(outs[0], want, rtol=1e-5)
