@@ -219,9 +219,16 @@ typedef struct tsr_plan_stats {
     double flops;          /* estimated floating-point operations per run */
     int n_steps;           /* kernel calls per run */
     int n_reorders;        /* layout conversions per run */
+    int n_stacks;          /* depth-first stacks (see tsr_plan_print_stacks) */
+    int n_stack_ops;       /* kernel calls run inside them, tile by tile */
 } tsr_plan_stats;
 
 tsr_status tsr_plan_get_stats(const tsr_plan *plan, tsr_plan_stats *stats_out);
+/* The depth-first stacks of the current specialization: which ops formed
+ * each, and its tiles (compile option depth_first, on by default on the
+ * cpu device: runs of memory-bound ops computed tile by tile in cache,
+ * their intermediates never stored whole). */
+tsr_status tsr_plan_print_stacks(const tsr_plan *plan, FILE *out);
 
 /* Per-step timing. While on, every run adds each step's time; the report
  * lists each kernel call, layout reorder and copy of the current
@@ -234,10 +241,16 @@ tsr_status tsr_plan_print_profile(const tsr_plan *plan, FILE *out);
 /* Reads a .npy file (float32, float64 or int64, C order) into a tensor
  * whose data the caller frees with free(). */
 tsr_status tsr_npy_read(const char *path, tsr_tensor *tensor_out);
+/* The same from the bytes of a .npy file in memory (e.g. a member of an
+ * .npz archive); `name` names it in error messages. */
+tsr_status tsr_npy_read_buffer(const void *data, size_t size, const char *name,
+                               tsr_tensor *tensor_out);
 /* Writes atomically: a temporary file beside `path`, then a rename. */
 tsr_status tsr_npy_write(const char *path, const tsr_tensor *tensor);
 
 #ifdef __cplusplus
 }
 #endif
+
+#include "tessera/train.h" /* training: trainer, losses, optimizers */
 #endif

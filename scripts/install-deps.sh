@@ -4,7 +4,7 @@
 # As root it runs apt-get; otherwise it names what is missing and fails.
 set -eu
 
-build_pkgs="gcc make cmake pkg-config libprotobuf-c-dev protobuf-c-compiler libonnx-dev libdnnl-dev"
+build_pkgs="gcc make cmake pkg-config libprotobuf-c-dev protobuf-c-compiler libonnx-dev libdnnl-dev zlib1g-dev"
 test_pkgs="$build_pkgs python3 python3-pytest python3-numpy python3-torch python3-torchvision python3-onnx"
 
 case "${1:-build}" in

@@ -393,6 +393,30 @@ tsr_status tsr_npy_read(const char *path, tsr_tensor *tensor_out)
     return TSR_OK;
 }
 
+tsr_status tsr_npy_read_buffer(const void *data, size_t size, const char *name,
+                               tsr_tensor *tensor_out)
+{
+    if (!data || !name || !tensor_out)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_npy_read_buffer: NULL argument");
+    memset(tensor_out, 0, sizeof *tensor_out);
+    if (size == 0)
+        return tsr_error(TSR_ERR_PARSE, "%s: not a .npy file (it is empty)", name);
+    /* A stream over the bytes lets one parser serve files and buffers
+     * (members of .npz archives); fmemopen never writes in "rb" mode. */
+    FILE *f = fmemopen((void *)data, size, "rb");
+    if (!f)
+        return tsr_error(TSR_ERR_IO, "%s: cannot open the buffer: %s", name, strerror(errno));
+    tsr_tensor t;
+    void *out = NULL;
+    tsr_status st = npy_read_file(f, name, &t, &out);
+    fclose(f);
+    if (st != TSR_OK)
+        return st;
+    t.data = out;
+    *tensor_out = t;
+    return TSR_OK;
+}
+
 /* ------------------------------------------------------------- write */
 
 static tsr_status write_all(int fd, const void *buf, size_t n)

@@ -104,5 +104,16 @@ TSR_OP(AveragePoolGrad)
 TSR_OP(GatherGrad)
 TSR_OP(SumTo)
 
+/* training.c: training-mode forms the trainer substitutes (domain ai.tessera) */
+TSR_OP(BatchNormTrain)
+TSR_OP(BatchNormTrainGrad)
+TSR_OP(DropoutTrain)
+
+/* loss.c: losses and their backward ops (domain ai.tessera) */
+TSR_OP(SoftmaxCrossEntropy)
+TSR_OP(SoftmaxCrossEntropyGrad)
+TSR_OP(RegressionLoss)
+TSR_OP(RegressionLossGrad)
+
 /* fused.c: ops the optimization passes produce (domain ai.tessera) */
 TSR_OP(FusedConv)

@@ -78,6 +78,8 @@ class PlanStats(C.Structure):
         ("flops", C.c_double),
         ("n_steps", C.c_int),
         ("n_reorders", C.c_int),
+        ("n_stacks", C.c_int),
+        ("n_stack_ops", C.c_int),
     ]
 
 
@@ -220,18 +222,19 @@ class Graph:
         n = lib().tsr_graph_num_outputs(self.handle)
         return [self._info(lib().tsr_graph_output_info, i) for i in range(n)]
 
-    def run(self, inputs, device="ref", threads=1):
-        plan = Plan(self, device=device, threads=threads)
+    def run(self, inputs, device="ref", threads=1, depth_first=-1):
+        plan = Plan(self, device=device, threads=threads, depth_first=depth_first)
         return plan.run(inputs)
 
 
 class Plan:
-    def __init__(self, graph, device="ref", threads=1):
+    def __init__(self, graph, device="ref", threads=1, depth_first=-1):
         self.graph = graph
         opts = CompileOptions()
         lib().tsr_compile_options_init(C.byref(opts))
         opts.device = device.encode()
         opts.threads = threads
+        opts.depth_first = depth_first
         self.handle = C.c_void_p()
         check(lib().tsr_plan_create(graph.handle, C.byref(opts), C.byref(self.handle)))
 
@@ -262,7 +265,7 @@ class Plan:
 
 
 def run_op(op_type, inputs, attrs=None, *, n_outputs=1, domain="", opset=17, const_inputs=(),
-           threads=1, device="ref"):
+           threads=1, device="ref", depth_first=-1):
     """Runs one node on `inputs` (None for an omitted optional input) and
     returns its outputs as numpy arrays."""
     g = Graph()
@@ -284,12 +287,12 @@ def run_op(op_type, inputs, attrs=None, *, n_outputs=1, domain="", opset=17, con
     g.add_node(op_type, names, outs, attrs, domain=domain, name="node0")
     for o in outs:
         g.add_output(o)
-    return g.run(feeds, device=device, threads=threads)
+    return g.run(feeds, device=device, threads=threads, depth_first=depth_first)
 
 
-def run_onnx(path, inputs, device="ref", threads=1):
+def run_onnx(path, inputs, device="ref", threads=1, depth_first=-1):
     """Loads an ONNX file and runs it on `inputs` (in graph input order)."""
-    return Graph.load(path).run(inputs, device=device, threads=threads)
+    return Graph.load(path).run(inputs, device=device, threads=threads, depth_first=depth_first)
 
 
 # ------------------------------------------------------------------ autodiff
@@ -304,3 +307,222 @@ def gradient(graph, outputs, wrt):
     h = C.c_void_p()
     check(lib().tsr_graph_gradient(graph.handle, len(outputs), outs, len(wrt), ws, C.byref(h)))
     return Graph(h.value)
+
+
+# ------------------------------------------------------------------ training
+
+
+LOSS_KINDS = {"cross_entropy": 0, "mse": 1, "l1": 2, "huber": 3}
+OPTIMIZERS = {"sgd": 0, "adam": 1, "adamw": 2}
+SCHEDULES = {"none": 0, "step": 1, "cosine": 2, "plateau": 3}
+MAX_PARAM_GROUPS = 8
+
+
+class LossOptions(C.Structure):
+    _fields_ = [
+        ("kind", C.c_int),
+        ("reduction", C.c_int),
+        ("output", C.c_char_p),
+        ("label_smoothing", C.c_double),
+        ("huber_delta", C.c_double),
+    ]
+
+
+class ParamGroup(C.Structure):
+    _fields_ = [
+        ("pattern", C.c_char_p),
+        ("max_rank", C.c_int),
+        ("weight_decay", C.c_double),
+        ("lr_scale", C.c_double),
+    ]
+
+
+class OptimizerOptions(C.Structure):
+    _fields_ = [
+        ("kind", C.c_int),
+        ("lr", C.c_double),
+        ("weight_decay", C.c_double),
+        ("momentum", C.c_double),
+        ("dampening", C.c_double),
+        ("nesterov", C.c_int),
+        ("beta1", C.c_double),
+        ("beta2", C.c_double),
+        ("eps", C.c_double),
+        ("amsgrad", C.c_int),
+        ("n_groups", C.c_int),
+        ("groups", ParamGroup * MAX_PARAM_GROUPS),
+        ("schedule", C.c_int),
+        ("schedule_per_step", C.c_int),
+        ("step_size", C.c_int),
+        ("gamma", C.c_double),
+        ("t_max", C.c_int),
+        ("min_lr", C.c_double),
+        ("patience", C.c_int),
+        ("factor", C.c_double),
+        ("threshold", C.c_double),
+        ("clip_norm", C.c_double),
+        ("ema_decay", C.c_double),
+    ]
+
+
+class TrainerParam(C.Structure):
+    _fields_ = [("name", C.c_char_p), ("trainable", C.c_int), ("value", Tensor)]
+
+
+class TrainerStats(C.Structure):
+    _fields_ = [
+        ("arena_bytes", C.c_size_t),
+        ("eval_arena_bytes", C.c_size_t),
+        ("param_bytes", C.c_size_t),
+        ("grad_bytes", C.c_size_t),
+        ("optimizer_bytes", C.c_size_t),
+        ("constant_bytes", C.c_size_t),
+        ("flops", C.c_double),
+        ("n_kernel_calls", C.c_int),
+        ("n_trainable", C.c_int),
+        ("n_trainable_elements", C.c_int64),
+    ]
+
+
+def add_parameter(graph, name, array):
+    """tsr_graph_add_parameter: a trainable constant."""
+    arr = np.require(array, requirements="C")
+    t = tensor_of(arr)
+    check(lib().tsr_graph_add_parameter(graph.handle, name.encode(), C.byref(t)))
+
+
+class Trainer:
+    """tsr_trainer: loss is a dict (kind, reduction, output, label_smoothing,
+    huber_delta), optimizer a dict of tsr_optimizer_options fields (kind as
+    "sgd"/"adam"/"adamw", schedule by name, groups as a list of dicts)."""
+
+    def __init__(self, graph, loss=None, optimizer=None, device="ref", threads=1, seed=0,
+                 depth_first=-1):
+        L = lib()
+        L.tsr_trainer_destroy.restype = None
+        L.tsr_loss_options_init.restype = None
+        L.tsr_optimizer_options_init.restype = None
+        L.tsr_trainer_lr.restype = C.c_double
+        L.tsr_trainer_step_count.restype = C.c_int64
+        L.tsr_trainer_epoch_count.restype = C.c_int64
+        L.tsr_trainer_epoch_end.argtypes = [C.c_void_p, C.c_double]
+        self._keep = []
+        lo = LossOptions()
+        L.tsr_loss_options_init(C.byref(lo))
+        for k, v in (loss or {}).items():
+            if k == "kind":
+                v = LOSS_KINDS[v]
+            elif k == "reduction":
+                v = {"mean": 0, "sum": 1}[v]
+            elif k == "output":
+                v = v.encode()
+                self._keep.append(v)
+            setattr(lo, k, v)
+        oo = OptimizerOptions()
+        L.tsr_optimizer_options_init(C.byref(oo))
+        for k, v in (optimizer or {}).items():
+            if k == "kind":
+                v = OPTIMIZERS[v]
+            elif k == "schedule":
+                v = SCHEDULES[v]
+            elif k == "groups":
+                oo.n_groups = len(v)
+                for i, gdict in enumerate(v):
+                    pat = gdict.get("pattern")
+                    pat = pat.encode() if pat is not None else None
+                    self._keep.append(pat)
+                    oo.groups[i] = ParamGroup(pat, gdict.get("max_rank", 0),
+                                              gdict.get("weight_decay", 0.0),
+                                              gdict.get("lr_scale", 1.0))
+                continue
+            setattr(oo, k, v)
+        co = CompileOptions()
+        L.tsr_compile_options_init(C.byref(co))
+        co.device = device.encode()
+        co.threads = threads
+        co.depth_first = depth_first
+        self.graph = graph
+        self.handle = C.c_void_p()
+        check(L.tsr_trainer_create(graph.handle, C.byref(lo), C.byref(oo), C.byref(co),
+                                   C.c_uint64(seed), C.byref(self.handle)))
+
+    def __del__(self):
+        if _lib is not None and getattr(self, "handle", None):
+            _lib.tsr_trainer_destroy(self.handle)
+            self.handle = C.c_void_p()
+
+    @staticmethod
+    def _tensors(arrays):
+        arrays = [np.require(a, requirements="C") for a in arrays]
+        return arrays, (Tensor * max(len(arrays), 1))(*[tensor_of(a) for a in arrays])
+
+    def step(self, inputs, target):
+        arrays, ins = self._tensors(inputs)
+        tgt = np.require(target, requirements="C")
+        t = tensor_of(tgt)
+        loss = C.c_double()
+        check(lib().tsr_trainer_step(self.handle, len(arrays), ins, C.byref(t), C.byref(loss)))
+        return loss.value
+
+    def evaluate(self, inputs, target=None):
+        """(loss or None, model output)"""
+        arrays, ins = self._tensors(inputs)
+        desc = Tensor()
+        check(lib().tsr_trainer_output_desc(self.handle, len(arrays), ins, C.byref(desc)))
+        out = np.empty(tuple(desc.dims[d] for d in range(desc.rank)), dtype=NUMPY_OF[desc.dtype])
+        ot = tensor_of(out)
+        loss = C.c_double()
+        if target is None:
+            check(lib().tsr_trainer_evaluate(self.handle, len(arrays), ins, None, None,
+                                             C.byref(ot)))
+            return None, out
+        tgt = np.require(target, requirements="C")
+        t = tensor_of(tgt)
+        check(lib().tsr_trainer_evaluate(self.handle, len(arrays), ins, C.byref(t),
+                                         C.byref(loss), C.byref(ot)))
+        return loss.value, out
+
+    def epoch_end(self, metric=float("nan")):
+        check(lib().tsr_trainer_epoch_end(self.handle, C.c_double(metric)))
+
+    def lr(self):
+        return lib().tsr_trainer_lr(self.handle)
+
+    def step_count(self):
+        return lib().tsr_trainer_step_count(self.handle)
+
+    def params(self):
+        """{name: (trainable, copy of the value)}"""
+        out = {}
+        for i in range(lib().tsr_trainer_num_params(self.handle)):
+            p = TrainerParam()
+            check(lib().tsr_trainer_param_info(self.handle, i, C.byref(p)))
+            name = p.name.decode()
+            arr = np.empty(tuple(p.value.dims[d] for d in range(p.value.rank)),
+                           dtype=NUMPY_OF[p.value.dtype])
+            t = tensor_of(arr)
+            check(lib().tsr_trainer_get_param(self.handle, p.name, C.byref(t)))
+            out[name] = (bool(p.trainable), arr)
+        return out
+
+    def set_param(self, name, array):
+        arr = np.require(array, requirements="C")
+        t = tensor_of(arr)
+        check(lib().tsr_trainer_set_param(self.handle, name.encode(), C.byref(t)))
+
+    def use_ema(self, enabled):
+        check(lib().tsr_trainer_use_ema(self.handle, int(enabled)))
+
+    def save_onnx(self, source, out):
+        check(lib().tsr_trainer_save_onnx(self.handle, str(source).encode(), str(out).encode()))
+
+    def save_checkpoint(self, path):
+        check(lib().tsr_trainer_save_checkpoint(self.handle, str(path).encode()))
+
+    def load_checkpoint(self, path):
+        check(lib().tsr_trainer_load_checkpoint(self.handle, str(path).encode()))
+
+    def stats(self):
+        s = TrainerStats()
+        check(lib().tsr_trainer_get_stats(self.handle, C.byref(s)))
+        return s
