@@ -1,5 +1,6 @@
 /* The oneDNN backend: convolutions (Conv, ai.tessera.FusedConv with its
- * bias, residual sum and activation as post-ops) and matrix products
+ * bias, residual sum and activation as post-ops), their gradients
+ * (ai.tessera.ConvGradInput, ConvGradFilter) and matrix products
  * (Gemm, MatMul). Every primitive is created once when the plan is built,
  * with weights prepacked into the format oneDNN chose; a run only points
  * the primitive's memories at the plan's buffers and executes.
@@ -235,13 +236,21 @@ bool tsr_dnnl_use_bf16(const tsr_prepare_ctx *ctx)
     return ctx->precision == TSR_PRECISION_BF16 && tsr_cpu_has_bf16();
 }
 
+static bool is_conv_bwd(const tsr_node *node)
+{
+    return node->op == &tsr_op_ConvGradInput || node->op == &tsr_op_ConvGradFilter;
+}
+
 static bool dnnl_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
 {
     if (node->op == &tsr_op_Conv || node->op == &tsr_op_FusedConv)
         return tsr_dnnl_conv_supports(g, node, why, size);
     if (node->op == &tsr_op_Gemm || node->op == &tsr_op_MatMul)
         return tsr_dnnl_matmul_supports(g, node, why, size);
-    snprintf(why, size, "oneDNN runs Conv, FusedConv, Gemm and MatMul only");
+    if (is_conv_bwd(node))
+        return tsr_dnnl_conv_bwd_supports(g, node, why, size);
+    snprintf(why, size,
+             "oneDNN runs Conv, FusedConv, ConvGradInput, ConvGradFilter, Gemm and MatMul only");
     return false;
 }
 
@@ -258,9 +267,13 @@ static tsr_status dnnl_prepare(const tsr_prepare_ctx *ctx, void **state_out)
     int saved_threads = omp_get_max_threads();
     if (ctx->threads > 0)
         omp_set_num_threads(ctx->threads);
-    tsr_status status = ctx->node->op == &tsr_op_Conv || ctx->node->op == &tsr_op_FusedConv
-                            ? tsr_dnnl_conv_prepare(ctx, state_out)
-                            : tsr_dnnl_matmul_prepare(ctx, state_out);
+    tsr_status status;
+    if (ctx->node->op == &tsr_op_Conv || ctx->node->op == &tsr_op_FusedConv)
+        status = tsr_dnnl_conv_prepare(ctx, state_out);
+    else if (is_conv_bwd(ctx->node))
+        status = tsr_dnnl_conv_bwd_prepare(ctx, state_out);
+    else
+        status = tsr_dnnl_matmul_prepare(ctx, state_out);
     omp_set_num_threads(saved_threads);
     return status;
 }
@@ -269,6 +282,8 @@ static tsr_status dnnl_run(void *state, const tsr_kernel_ctx *k)
 {
     if (k->node->op == &tsr_op_Conv || k->node->op == &tsr_op_FusedConv)
         return tsr_dnnl_conv_run(state, k);
+    if (is_conv_bwd(k->node))
+        return tsr_dnnl_conv_bwd_run(state, k);
     return tsr_dnnl_matmul_run(state, k);
 }
 
@@ -276,8 +291,11 @@ static void dnnl_release(void *state)
 {
     if (!state)
         return;
-    if (*(const bool *)state)
+    tsr_dnnl_kind kind = *(const tsr_dnnl_kind *)state;
+    if (kind == TSR_DNNL_KIND_CONV)
         tsr_dnnl_conv_release(state);
+    else if (kind == TSR_DNNL_KIND_CONV_BWD)
+        tsr_dnnl_conv_bwd_release(state);
     else
         tsr_dnnl_matmul_release(state);
 }

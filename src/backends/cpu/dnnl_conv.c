@@ -19,7 +19,7 @@
 #define DNNL_PLAIN_SRC_CHANNELS 4
 
 typedef struct {
-    bool is_conv; /* first, see dnnl_release */
+    tsr_dnnl_kind kind; /* first, see dnnl_release */
     tsr_dnnl_convert convert;
     tsr_dnnl_exec exec;
 } conv_state;
@@ -232,7 +232,7 @@ tsr_status tsr_dnnl_conv_prepare(const tsr_prepare_ctx *ctx, void **state_out)
     conv_state *st = tsr_calloc(1, sizeof *st);
     if (!st)
         return TSR_ERR_OUT_OF_MEMORY;
-    st->is_conv = true;
+    st->kind = TSR_DNNL_KIND_CONV;
     bool bf16 = tsr_dnnl_use_bf16(ctx);
     tsr_status status = conv_build(ctx, st, bf16);
     if (status == TSR_ERR_UNSUPPORTED && bf16) {

@@ -82,8 +82,10 @@ tsr_status tsr_dnnl_convert_init(tsr_dnnl_convert *c, const dnnl_memory_desc_t *
 bool tsr_dnnl_use_bf16(const tsr_prepare_ctx *ctx);
 
 /* The ops: each decides support and layouts and prepares its state,
- * a struct whose first member is `bool is_conv` (so that release can
+ * a struct whose first member is a tsr_dnnl_kind (so that release can
  * tell them apart). */
+typedef enum { TSR_DNNL_KIND_MATMUL, TSR_DNNL_KIND_CONV, TSR_DNNL_KIND_CONV_BWD } tsr_dnnl_kind;
+
 bool tsr_dnnl_conv_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size);
 void tsr_dnnl_conv_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
                            uint8_t *wanted, uint8_t *produced);
@@ -95,5 +97,11 @@ bool tsr_dnnl_matmul_supports(const tsr_graph *g, const tsr_node *node, char *wh
 tsr_status tsr_dnnl_matmul_prepare(const tsr_prepare_ctx *ctx, void **state_out);
 tsr_status tsr_dnnl_matmul_run(void *state, const tsr_kernel_ctx *k);
 void tsr_dnnl_matmul_release(void *state);
+
+/* ai.tessera.ConvGradInput and ConvGradFilter, all operands plain. */
+bool tsr_dnnl_conv_bwd_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size);
+tsr_status tsr_dnnl_conv_bwd_prepare(const tsr_prepare_ctx *ctx, void **state_out);
+tsr_status tsr_dnnl_conv_bwd_run(void *state, const tsr_kernel_ctx *k);
+void tsr_dnnl_conv_bwd_release(void *state);
 
 #endif

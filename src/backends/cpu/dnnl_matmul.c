@@ -13,7 +13,7 @@
 #define MM_MAX_RANK 4
 
 typedef struct {
-    bool is_conv; /* first, see dnnl_release */
+    tsr_dnnl_kind kind; /* first, see dnnl_release */
     tsr_dnnl_convert convert;
     tsr_dnnl_exec exec;
     /* Gemm's C copied into Y before each run: Y[i, j] = C[i * c_rs + j * c_cs]. */

@@ -1,0 +1,192 @@
+/* Conv's backward ops through oneDNN: ai.tessera.ConvGradInput as a
+ * backward-data convolution and ai.tessera.ConvGradFilter as a
+ * backward-weights one, 2-D float32. Every operand is plain (NCHW, OIHW,
+ * grouped weights seen as GOIHW over the same memory) and read from the
+ * plan's buffers at each run: in training both W and X change per step,
+ * so there is nothing to prepack. oneDNN 2.6 builds backward primitives
+ * from a forward one of the same shapes, made here only as that hint. */
+#include "backends/cpu/dnnl_internal.h"
+
+#include "ops/window.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    tsr_dnnl_kind kind; /* first, see dnnl_release */
+    tsr_dnnl_exec exec;
+} conv_bwd_state;
+
+static bool is_grad_input(const tsr_node *node)
+{
+    return node->op == &tsr_op_ConvGradInput;
+}
+
+/* The node's X, W and dY dims, whichever of them are inputs or output. */
+static void conv_bwd_dims(const tsr_graph *g, const tsr_node *node, const tsr_value **x,
+                          const tsr_value **w, const tsr_value **dy)
+{
+    const tsr_value *in0 = &g->values[node->inputs[0]], *in1 = &g->values[node->inputs[1]];
+    const tsr_value *out = &g->values[node->outputs[0]];
+    if (is_grad_input(node)) {
+        *dy = in0;
+        *w = in1;
+        *x = out;
+    } else {
+        *x = in0;
+        *dy = in1;
+        *w = out;
+    }
+}
+
+bool tsr_dnnl_conv_bwd_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    const tsr_value *x, *w, *dy;
+    conv_bwd_dims(g, node, &x, &w, &dy);
+    if (dy->dtype != TSR_FLOAT32) {
+        snprintf(why, size, "dY is %s; oneDNN convolutions run float32 (float64 runs on ref)",
+                 tsr_dtype_name(dy->dtype));
+        return false;
+    }
+    if (x->rank != 4 || w->rank != 4 || dy->rank != 4) {
+        snprintf(why, size, "rank %d; oneDNN takes 2-D convolutions (rank 4) here", dy->rank);
+        return false;
+    }
+    int64_t nx = tsr_shape_numel(4, x->dims), nw = tsr_shape_numel(4, w->dims),
+            ny = tsr_shape_numel(4, dy->dims);
+    if (nx < 0 || nw < 0 || ny < 0) {
+        snprintf(why, size, "X, W or dY has dims unknown at plan time");
+        return false;
+    }
+    if (nx == 0 || nw == 0 || ny == 0) {
+        snprintf(why, size, "empty tensors are left to ref");
+        return false;
+    }
+    /* Shapes that do not make one convolution are ref's to reject, with
+     * its message. */
+    int64_t group = tsr_attr_int(node, "group");
+    tsr_window win;
+    if (group < 1 || tsr_window_init(node, 2, x->dims + 2, w->dims + 2, false, &win) != TSR_OK) {
+        snprintf(why, size, "the attributes do not give a valid window; ref reports it");
+        return false;
+    }
+    if (win.out[0] != dy->dims[2] || win.out[1] != dy->dims[3] || dy->dims[0] != x->dims[0] ||
+        dy->dims[1] != w->dims[0] || w->dims[0] % group != 0 || w->dims[1] * group != x->dims[1]) {
+        snprintf(why, size, "X, W and dY do not fit one convolution of group %lld; ref reports it",
+                 (long long)group);
+        return false;
+    }
+    return true;
+}
+
+/* W's descriptor: OIHW, or GOIHW for groups (the same bytes). */
+static tsr_status conv_bwd_weights_md(dnnl_memory_desc_t *md, const int64_t *dims, int64_t group)
+{
+    if (group == 1)
+        return tsr_dnnl_plain_md(md, 4, dims, dnnl_f32);
+    int64_t g_dims[5] = {group, dims[0] / group, dims[1], dims[2], dims[3]};
+    return tsr_dnnl_plain_md(md, 5, g_dims, dnnl_f32);
+}
+
+static tsr_status conv_bwd_build(const tsr_prepare_ctx *ctx, conv_bwd_state *st)
+{
+    const tsr_node *node = ctx->node;
+    bool grad_input = is_grad_input(node);
+    const tsr_value *x, *w, *dy;
+    conv_bwd_dims(ctx->graph, node, &x, &w, &dy);
+
+    tsr_window win;
+    TSR_CHECK(tsr_window_init(node, 2, x->dims + 2, w->dims + 2, false, &win));
+    dnnl_dims_t strides, dilates, pad_l, pad_r;
+    for (int d = 0; d < 2; d++) {
+        strides[d] = win.stride[d];
+        dilates[d] = win.dilation[d] - 1;
+        pad_l[d] = win.pad_begin[d];
+        pad_r[d] = win.pad_end[d];
+    }
+    dnnl_memory_desc_t x_md, w_md, dy_md;
+    TSR_CHECK(tsr_dnnl_plain_md(&x_md, 4, x->dims, dnnl_f32));
+    TSR_CHECK(tsr_dnnl_plain_md(&dy_md, 4, dy->dims, dnnl_f32));
+    TSR_CHECK(conv_bwd_weights_md(&w_md, w->dims, tsr_attr_int(node, "group")));
+
+    dnnl_engine_t engine;
+    TSR_CHECK(tsr_dnnl_engine(&engine, NULL));
+    dnnl_convolution_desc_t fwd_d, bwd_d;
+    TSR_DNNL_CHECK(dnnl_dilated_convolution_forward_desc_init(
+                       &fwd_d, dnnl_forward_training, dnnl_convolution_direct, &x_md, &w_md, NULL,
+                       &dy_md, strides, dilates, pad_l, pad_r),
+                   "convolution descriptor");
+    if (grad_input)
+        TSR_DNNL_CHECK(dnnl_dilated_convolution_backward_data_desc_init(
+                           &bwd_d, dnnl_convolution_direct, &x_md, &w_md, &dy_md, strides, dilates,
+                           pad_l, pad_r),
+                       "backward-data convolution descriptor");
+    else
+        TSR_DNNL_CHECK(dnnl_dilated_convolution_backward_weights_desc_init(
+                           &bwd_d, dnnl_convolution_direct, &x_md, &w_md, NULL, &dy_md, strides,
+                           dilates, pad_l, pad_r),
+                       "backward-weights convolution descriptor");
+    dnnl_primitive_desc_t hint;
+    TSR_DNNL_CHECK(dnnl_primitive_desc_create(&hint, &fwd_d, NULL, engine, NULL),
+                   "forward convolution (the backward hint)");
+    /* oneDNN's own scratchpad, not one owned per node: the gemm-based
+     * backward kernels need im2col buffers of a layer's size, and the
+     * library's is one per thread, shared by every primitive (with one per
+     * node, a resnet18 training step's peak memory doubled). */
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t s = dnnl_primitive_desc_create(&pd, &bwd_d, NULL, engine, hint);
+    dnnl_primitive_desc_destroy(hint);
+    const char *what = grad_input ? "backward-data convolution" : "backward-weights convolution";
+    TSR_CHECK(tsr_dnnl_check(s, what));
+
+    tsr_dnnl_exec *e = &st->exec;
+    tsr_status status;
+    if (grad_input) {
+        status = tsr_dnnl_exec_arg(e, DNNL_ARG_DIFF_DST, &dy_md, TSR_DNNL_FROM_INPUT, 0, NULL);
+        if (status == TSR_OK)
+            status = tsr_dnnl_exec_arg(e, DNNL_ARG_WEIGHTS, &w_md, TSR_DNNL_FROM_INPUT, 1, NULL);
+        if (status == TSR_OK)
+            status = tsr_dnnl_exec_arg(e, DNNL_ARG_DIFF_SRC, &x_md, TSR_DNNL_FROM_OUTPUT, 0, NULL);
+    } else {
+        status = tsr_dnnl_exec_arg(e, DNNL_ARG_SRC, &x_md, TSR_DNNL_FROM_INPUT, 0, NULL);
+        if (status == TSR_OK)
+            status = tsr_dnnl_exec_arg(e, DNNL_ARG_DIFF_DST, &dy_md, TSR_DNNL_FROM_INPUT, 1, NULL);
+        if (status == TSR_OK)
+            status =
+                tsr_dnnl_exec_arg(e, DNNL_ARG_DIFF_WEIGHTS, &w_md, TSR_DNNL_FROM_OUTPUT, 0, NULL);
+    }
+    if (status != TSR_OK) {
+        dnnl_primitive_desc_destroy(pd);
+        return status;
+    }
+    return tsr_dnnl_exec_finish(e, pd, what);
+}
+
+tsr_status tsr_dnnl_conv_bwd_prepare(const tsr_prepare_ctx *ctx, void **state_out)
+{
+    conv_bwd_state *st = tsr_calloc(1, sizeof *st);
+    if (!st)
+        return TSR_ERR_OUT_OF_MEMORY;
+    st->kind = TSR_DNNL_KIND_CONV_BWD;
+    tsr_status status = conv_bwd_build(ctx, st);
+    if (status != TSR_OK) {
+        tsr_dnnl_conv_bwd_release(st);
+        return status;
+    }
+    *state_out = st;
+    return TSR_OK;
+}
+
+tsr_status tsr_dnnl_conv_bwd_run(void *state, const tsr_kernel_ctx *k)
+{
+    conv_bwd_state *st = state;
+    return tsr_dnnl_exec_run(&st->exec, k);
+}
+
+void tsr_dnnl_conv_bwd_release(void *state)
+{
+    conv_bwd_state *st = state;
+    tsr_dnnl_exec_release(&st->exec);
+    free(st);
+}
