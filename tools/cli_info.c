@@ -11,13 +11,15 @@ static const char info_usage[] =
     "\n"
     "Prints MODEL's inputs and outputs (symbolic dims by name), its node and op\n"
     "counts and parameter count, and the estimated FLOPs, arena bytes and constant\n"
-    "bytes of a plan on the ref device with symbolic dims set to --batch.\n"
+    "bytes of a plan on --device with symbolic dims set to --batch (FLOPs after the\n"
+    "device's graph passes: fused epilogues count their element-wise work).\n"
     "\n"
     "Options:\n"
     "  --graph      also print every node of the graph\n"
     "  --batch N    size of the symbolic dims for the plan (default 1)\n"
-    "  --stacks     also print the depth-first stacks of a plan on the default device\n"
-    "               (which ops formed each, and its tile sizes)\n"
+    "  --device DEV device to plan for (default: the library's default)\n"
+    "  --stacks     also print the plan's depth-first stacks (which ops formed each,\n"
+    "               and its tile sizes)\n"
     "  -h, --help   show this help\n";
 
 static int info_main(int argc, char **argv);
@@ -52,7 +54,7 @@ static void print_bytes(const char *label, size_t bytes)
 }
 
 /* The cost part needs a plan: concrete shapes and every node on a kernel. */
-static int print_plan(const tsr_graph *g, long long batch)
+static int print_plan(const tsr_graph *g, const char *device, long long batch, bool stacks)
 {
     int n_in = tsr_graph_num_inputs(g);
     tsr_tensor *inputs = calloc((size_t)n_in + 1, sizeof *inputs);
@@ -64,7 +66,7 @@ static int print_plan(const tsr_graph *g, long long batch)
     if (rc == CLI_OK) {
         tsr_compile_options opts;
         tsr_compile_options_init(&opts);
-        opts.device = "ref";
+        opts.device = device;
         opts.threads = 1;
         if (tsr_plan_create(g, &opts, &plan) != TSR_OK ||
             tsr_plan_reshape(plan, n_in, inputs) != TSR_OK ||
@@ -72,34 +74,14 @@ static int print_plan(const tsr_graph *g, long long batch)
             rc = cli_fail_status("cannot plan the model");
     }
     if (rc == CLI_OK) {
-        printf("Plan (device ref, batch %lld):\n", batch);
+        printf("Plan (device %s, batch %lld):\n", device, batch);
         printf("  FLOPs: %.0f (%.3f GFLOPs)\n", stats.flops, stats.flops * 1e-9);
         print_bytes("Arena:", stats.arena_bytes);
         print_bytes("Constants:", stats.constant_bytes);
         printf("  Steps: %d\n", stats.n_steps);
     }
-    tsr_plan_destroy(plan);
-    free(inputs);
-    return rc;
-}
-
-static int print_stacks(const tsr_graph *g, long long batch)
-{
-    int n_in = tsr_graph_num_inputs(g);
-    tsr_tensor *inputs = calloc((size_t)n_in + 1, sizeof *inputs);
-    tsr_plan *plan = NULL;
-    int rc = inputs ? CLI_OK : cli_fail("out of memory");
-    if (rc == CLI_OK)
-        rc = cli_default_input_shapes(g, batch, inputs);
-    if (rc == CLI_OK) {
-        tsr_compile_options opts;
-        tsr_compile_options_init(&opts);
-        if (tsr_plan_create(g, &opts, &plan) != TSR_OK ||
-            tsr_plan_reshape(plan, n_in, inputs) != TSR_OK)
-            rc = cli_fail_status("cannot plan the model");
-    }
-    if (rc == CLI_OK) {
-        printf("Depth-first stacks (device %s, batch %lld):\n", tsr_default_device(), batch);
+    if (rc == CLI_OK && stacks) {
+        printf("Depth-first stacks:\n");
         fflush(stdout);
         if (tsr_plan_print_stacks(plan, stdout) != TSR_OK)
             rc = cli_fail_status(NULL);
@@ -114,6 +96,7 @@ static int info_main(int argc, char **argv)
     cli_args a;
     cli_args_init(&a, &cli_info_command, argc, argv);
     const char *model = NULL;
+    const char *device = tsr_default_device();
     bool graph = false, stacks = false, help = false;
     long long batch = 1;
     while (cli_args_peek(&a)) {
@@ -122,6 +105,9 @@ static int info_main(int argc, char **argv)
             graph = true;
         } else if (cli_arg_flag(&a, "--stacks")) {
             stacks = true;
+        } else if (cli_arg_option(&a, "--device", &v)) {
+            if (v)
+                device = v;
         } else if (cli_arg_option(&a, "--batch", &v)) {
             if (v)
                 cli_parse_int(&a, "--batch", v, 1, 1 << 24, &batch);
@@ -166,10 +152,8 @@ static int info_main(int argc, char **argv)
     }
     if (rc == CLI_OK) {
         fflush(stdout);
-        rc = print_plan(g, batch);
+        rc = print_plan(g, device, batch, stacks);
     }
-    if (rc == CLI_OK && stacks)
-        rc = print_stacks(g, batch);
     tsr_graph_destroy(g);
     return rc;
 }

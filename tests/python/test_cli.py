@@ -199,7 +199,7 @@ def test_info(relu_add):
     assert "Nodes: 2" in out
     assert "Relu 1" in out and "Add 1" in out
     assert "Parameters: 4 " in out
-    assert "Plan (device ref, batch 2)" in out
+    assert "Plan (device cpu, batch 2)" in out
     assert "GFLOPs" in out and "Arena:" in out and "Constants: 16 bytes" in out
     graph = ok("info", relu_add, "--graph").stdout
     assert "Relu(%x)" in graph.replace(" ", "")
