@@ -74,21 +74,7 @@ tsr_status tsr_grad_unsupported(const tsr_grad_ctx *c, const char *fmt, ...)
 
 int tsr_grad_node_attrs(const tsr_grad_ctx *c, tsr_attr *attrs, int max)
 {
-    const tsr_node *n = tsr_grad_node(c);
-    int count = n->n_attrs < max ? n->n_attrs : max;
-    for (int a = 0; a < count; a++) {
-        const tsr_node_attr *at = &n->attrs[a];
-        attrs[a] = (tsr_attr){.name = at->name,
-                              .type = at->type,
-                              .i = at->i,
-                              .f = at->f,
-                              .s = at->s,
-                              .count = at->count,
-                              .ints = at->ints,
-                              .floats = at->floats,
-                              .t = &at->t};
-    }
-    return count;
+    return tsr_node_attr_views(tsr_grad_node(c), attrs, max);
 }
 
 /* Emits a node whose outputs get exactly the names in `names`. */

@@ -646,11 +646,15 @@ bool tsr_graph_remove_dead(tsr_graph *g)
     return changed;
 }
 
-/* Converts a stored attribute back to the builder's form. */
-static tsr_attr attr_view(const tsr_node_attr *a)
+int tsr_node_attr_views(const tsr_node *n, tsr_attr *attrs, int max)
 {
-    return (tsr_attr){.name = a->name, .type = a->type, .i = a->i, .f = a->f, .s = a->s,
-                      .count = a->count, .ints = a->ints, .floats = a->floats, .t = &a->t};
+    int count = n->n_attrs < max ? n->n_attrs : max;
+    for (int i = 0; i < count; i++) {
+        const tsr_node_attr *a = &n->attrs[i];
+        attrs[i] = (tsr_attr){.name = a->name, .type = a->type, .i = a->i, .f = a->f, .s = a->s,
+                              .count = a->count, .ints = a->ints, .floats = a->floats, .t = &a->t};
+    }
+    return count;
 }
 
 tsr_status tsr_graph_replay(const tsr_graph *src, tsr_graph *dst, bool freeze_params)
@@ -679,8 +683,7 @@ tsr_status tsr_graph_replay(const tsr_graph *src, tsr_graph *dst, bool freeze_pa
             ins[i] = node->inputs[i] >= 0 ? src->values[node->inputs[i]].name : "";
         for (int o = 0; o < node->n_outputs; o++)
             outs[o] = src->values[node->outputs[o]].name;
-        for (int a = 0; a < node->n_attrs; a++)
-            attrs[a] = attr_view(&node->attrs[a]);
+        tsr_node_attr_views(node, attrs, 64);
         TSR_CHECK(tsr_graph_add_node_op(dst, node->op, node->opset, node->name, node->n_inputs, ins,
                                         node->n_outputs, outs, node->n_attrs, attrs));
     }

@@ -96,6 +96,9 @@ void tsr_graph_recount(tsr_graph *g);
 /* Frees what a node owns (name, inputs, outputs, attributes), not the
  * node itself: for passes that take nodes out of a graph. */
 void tsr_node_free(tsr_node *n);
+/* A node's stored attributes in the builder's form (pointing into the
+ * node), at most `max` of them; returns how many. */
+int tsr_node_attr_views(const tsr_node *n, tsr_attr *attrs, int max);
 /* "node 'name' (OpType)" for error messages. */
 void tsr_node_describe(const tsr_node *n, char *buf, size_t size);
 

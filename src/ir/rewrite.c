@@ -133,19 +133,6 @@ static tsr_status attr_copy(const tsr_attr *src, tsr_node_attr *dst)
     return TSR_OK;
 }
 
-static tsr_attr attr_view(const tsr_node_attr *a)
-{
-    return (tsr_attr){.name = a->name,
-                      .type = a->type,
-                      .i = a->i,
-                      .f = a->f,
-                      .s = a->s,
-                      .count = a->count,
-                      .ints = a->ints,
-                      .floats = a->floats,
-                      .t = &a->t};
-}
-
 static tsr_status attr_check(const tsr_op_def *op, const tsr_attr *a)
 {
     for (const tsr_attr_def *d = op->attrs; d && d->name; d++)
@@ -165,6 +152,11 @@ static tsr_status merge_attrs(const tsr_node *node, const tsr_op_def *op, int n_
     tsr_node_attr *attrs = tsr_calloc((size_t)(node->n_attrs + n_extra) + 1, sizeof *attrs);
     if (!attrs)
         return TSR_ERR_OUT_OF_MEMORY;
+    tsr_attr views[64];
+    if (tsr_node_attr_views(node, views, 64) < node->n_attrs) {
+        free(attrs);
+        return tsr_error(TSR_ERR_UNSUPPORTED, "node '%s' has more than 64 attributes", node->name);
+    }
     int count = 0;
     tsr_status st = TSR_OK;
     for (int a = 0; a < node->n_attrs && st == TSR_OK; a++) {
@@ -173,7 +165,7 @@ static tsr_status merge_attrs(const tsr_node *node, const tsr_op_def *op, int n_
             replaced |= strcmp(extra[e].name, node->attrs[a].name) == 0;
         if (replaced)
             continue;
-        tsr_attr view = attr_view(&node->attrs[a]);
+        tsr_attr view = views[a];
         st = attr_check(op, &view);
         if (st == TSR_OK && (st = attr_copy(&view, &attrs[count])) == TSR_OK)
             count++;

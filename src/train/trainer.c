@@ -20,24 +20,6 @@ typedef enum { GRAPH_TRAIN, GRAPH_EVAL, GRAPH_EVAL_LOSS } graph_mode;
 
 typedef enum { ROLE_CONSTANT, ROLE_TRAINABLE, ROLE_BUFFER } param_role;
 
-static int node_attrs(const tsr_node *n, tsr_attr *attrs, int max)
-{
-    int count = n->n_attrs < max ? n->n_attrs : max;
-    for (int a = 0; a < count; a++) {
-        const tsr_node_attr *at = &n->attrs[a];
-        attrs[a] = (tsr_attr){.name = at->name,
-                              .type = at->type,
-                              .i = at->i,
-                              .f = at->f,
-                              .s = at->s,
-                              .count = at->count,
-                              .ints = at->ints,
-                              .floats = at->floats,
-                              .t = &at->t};
-    }
-    return count;
-}
-
 /* Inputs through which no gradient flows: shapes, sizes, pads, bounds. */
 static bool non_differentiable_use(const tsr_node *n, int input)
 {
@@ -250,7 +232,7 @@ static tsr_status add_nodes(tsr_trainer *t, tsr_graph *g, const tsr_graph *m, gr
         for (int o = 0; o < n->n_outputs; o++)
             outs[o] = m->values[n->outputs[o]].name;
         tsr_attr attrs[64];
-        int n_attrs = node_attrs(n, attrs, 64);
+        int n_attrs = tsr_node_attr_views(n, attrs, 64);
         TSR_CHECK(tsr_graph_add_node_op(g, n->op, n->opset, n->name, n->n_inputs, ins, n->n_outputs,
                                         outs, n_attrs, attrs));
     }
