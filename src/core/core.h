@@ -66,6 +66,12 @@ void tsr_shape_format(char *buf, size_t size, int rank, const int64_t *dims);
 
 bool tsr_dtype_is_float(tsr_dtype dtype);
 
+/* Writes the parts one after another to `path` through a temporary file
+ * beside it, fsync and rename: readers see the old file or the new one.
+ * On failure the temporary file is gone and `path` is untouched. */
+tsr_status tsr_write_file_atomic(const char *path, int n_parts, const void *const *parts,
+                                 const size_t *sizes);
+
 /* Number of threads to use when the caller said `requested` (0 = all). */
 int tsr_thread_count(int requested);
 

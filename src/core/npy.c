@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -419,46 +418,6 @@ tsr_status tsr_npy_read_buffer(const void *data, size_t size, const char *name,
 
 /* ------------------------------------------------------------- write */
 
-static tsr_status write_all(int fd, const void *buf, size_t n)
-{
-    const char *p = buf;
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return TSR_ERR_IO;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return TSR_OK;
-}
-
-/* Creates a new file beside `path` that no one else has opened. O_EXCL
- * does what mkstemp does, but with mode 0666 so that the umask decides the
- * permissions just as for a file created in place. */
-static int create_temp_beside(const char *path, char *tmp, size_t size)
-{
-    static atomic_uint counter;
-    const char *slash = strrchr(path, '/');
-    int dir_len = slash ? (int)(slash - path + 1) : 0;
-    const char *base = slash ? slash + 1 : path;
-    for (int attempt = 0; attempt < 100; attempt++) {
-        unsigned k = atomic_fetch_add(&counter, 1);
-        int n =
-            snprintf(tmp, size, "%.*s.%.64s.tmp-%ld-%u", dir_len, path, base, (long)getpid(), k);
-        if (n < 0 || (size_t)n >= size) {
-            errno = ENAMETOOLONG;
-            return -1;
-        }
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd >= 0 || errno != EEXIST)
-            return fd;
-    }
-    return -1;
-}
-
 tsr_status tsr_npy_write(const char *path, const tsr_tensor *t)
 {
     if (!path || !t || !*path)
@@ -498,36 +457,7 @@ tsr_status tsr_npy_write(const char *path, const tsr_tensor *t)
     prefix[8] = (unsigned char)(header_len & 0xff);
     prefix[9] = (unsigned char)(header_len >> 8);
 
-    char tmp[4096];
-    int fd = create_temp_beside(path, tmp, sizeof tmp);
-    if (fd < 0)
-        return tsr_error(TSR_ERR_IO, "%s: cannot create a temporary file beside it: %s", path,
-                         strerror(errno));
-    const char *what = "write";
-    tsr_status st = write_all(fd, prefix, sizeof prefix);
-    if (st == TSR_OK)
-        st = write_all(fd, header, header_len);
-    if (st == TSR_OK)
-        st = write_all(fd, t->data, bytes);
-    if (st == TSR_OK && fsync(fd) != 0) {
-        what = "fsync";
-        st = TSR_ERR_IO;
-    }
-    int saved = errno;
-    if (close(fd) != 0 && st == TSR_OK) {
-        what = "close";
-        saved = errno;
-        st = TSR_ERR_IO;
-    }
-    if (st == TSR_OK && rename(tmp, path) != 0) {
-        what = "rename";
-        saved = errno;
-        st = TSR_ERR_IO;
-    }
-    if (st != TSR_OK) {
-        unlink(tmp);
-        return tsr_error(TSR_ERR_IO, "%s: cannot write (%s failed: %s)", path, what,
-                         strerror(saved));
-    }
-    return TSR_OK;
+    const void *parts[3] = {prefix, header, t->data};
+    const size_t sizes[3] = {sizeof prefix, header_len, bytes};
+    return tsr_write_file_atomic(path, 3, parts, sizes);
 }

@@ -21,7 +21,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,64 +38,10 @@ static uint64_t fnv1a(const uint8_t *p, size_t n)
     return h;
 }
 
-static tsr_status write_all(int fd, const void *data, size_t size)
-{
-    const char *p = data;
-    while (size) {
-        ssize_t n = write(fd, p, size > (1u << 30) ? (1u << 30) : size);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return TSR_ERR_IO;
-        p += n;
-        size -= (size_t)n;
-    }
-    return TSR_OK;
-}
-
 /* Writes `size` bytes to `path` through a temporary file and a rename. */
 static tsr_status write_atomic(const char *path, const void *data, size_t size)
 {
-    static atomic_uint counter;
-    char tmp[4096];
-    const char *slash = strrchr(path, '/');
-    int dir_len = slash ? (int)(slash - path + 1) : 0;
-    int fd = -1;
-    for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
-        int n = snprintf(tmp, sizeof tmp, "%.*s.%.64s.tmp-%ld-%u", dir_len, path,
-                         slash ? slash + 1 : path, (long)getpid(), atomic_fetch_add(&counter, 1));
-        if (n < 0 || (size_t)n >= sizeof tmp)
-            return tsr_error(TSR_ERR_IO, "%s: path too long", path);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd < 0 && errno != EEXIST)
-            break;
-    }
-    if (fd < 0)
-        return tsr_error(TSR_ERR_IO, "%s: cannot create a temporary file beside it: %s", path,
-                         strerror(errno));
-    const char *what = "write";
-    tsr_status st = write_all(fd, data, size);
-    if (st == TSR_OK && fsync(fd) != 0) {
-        what = "fsync";
-        st = TSR_ERR_IO;
-    }
-    int saved = errno;
-    if (close(fd) != 0 && st == TSR_OK) {
-        what = "close";
-        saved = errno;
-        st = TSR_ERR_IO;
-    }
-    if (st == TSR_OK && rename(tmp, path) != 0) {
-        what = "rename";
-        saved = errno;
-        st = TSR_ERR_IO;
-    }
-    if (st != TSR_OK) {
-        unlink(tmp);
-        return tsr_error(TSR_ERR_IO, "%s: cannot write (%s failed: %s)", path, what,
-                         strerror(saved));
-    }
-    return TSR_OK;
+    return tsr_write_file_atomic(path, 1, (const void *const[]){data}, (const size_t[]){size});
 }
 
 static tsr_status read_file(const char *path, uint8_t **data, size_t *size)
