@@ -114,47 +114,8 @@ static tsr_status grad_pool_geom_init(const tsr_node *node, int rank, const int6
     return TSR_OK;
 }
 
-/* Taps [*lo, *hi) of a window starting at `start` (step `step`) inside [0, size). */
-static void taps_inside(int64_t start, int64_t step, int64_t taps, int64_t size, int64_t *lo,
-                        int64_t *hi)
-{
-    int64_t a = start >= 0 ? 0 : (-start + step - 1) / step;
-    int64_t b = start > size - 1 ? 0 : (size - 1 - start) / step + 1;
-    if (b > taps)
-        b = taps;
-    *lo = a;
-    *hi = b > a ? b : a;
-}
-
 /* clang-format off */
-#define ARGMAX_DEFINE(T)                                                                           \
-    /* Position in the plane of the maximum of output (od, oh, ow)'s window, -1 if none. */        \
-    static int64_t argmax_##T(const tsr_window *w, const T *x, int64_t od, int64_t oh, int64_t ow) \
-    {                                                                                              \
-        int64_t start[3] = {od * w->stride[0] - w->pad_begin[0],                                   \
-                            oh * w->stride[1] - w->pad_begin[1],                                   \
-                            ow * w->stride[2] - w->pad_begin[2]};                                  \
-        int64_t lo[3], hi[3];                                                                      \
-        for (int i = 0; i < 3; i++)                                                                \
-            taps_inside(start[i], w->dilation[i], w->kernel[i], w->in[i], &lo[i], &hi[i]);         \
-        T best = (T)-INFINITY;                                                                     \
-        int64_t best_at = -1;                                                                      \
-        for (int64_t kd = lo[0]; kd < hi[0]; kd++) {                                               \
-            int64_t id = start[0] + kd * w->dilation[0];                                           \
-            for (int64_t kh = lo[1]; kh < hi[1]; kh++) {                                           \
-                int64_t row = (id * w->in[1] + start[1] + kh * w->dilation[1]) * w->in[2];         \
-                for (int64_t kw = lo[2]; kw < hi[2]; kw++) {                                       \
-                    int64_t at = row + start[2] + kw * w->dilation[2];                             \
-                    T v = x[at];                                                                   \
-                    if (v > best || (v != v && best == best) || best_at < 0) {                     \
-                        best = v;                                                                  \
-                        best_at = at;                                                              \
-                    }                                                                              \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-        return best_at;                                                                            \
-    }                                                                                              \
+#define MAXPOOL_ROUTE_DEFINE(T, SUF)                                                                      \
     /* scatter: dx[argmax] += dy (dx zeroed first); else y = z[argmax]. */                         \
     static void maxpool_route_##T(const grad_pool_geom *g, const T *x, const T *src, T *dst,       \
                                   bool scatter, int threads)                                       \
@@ -170,7 +131,8 @@ static void taps_inside(int64_t start, int64_t step, int64_t taps, int64_t size,
             for (int64_t od = 0; od < w->out[0]; od++)                                             \
                 for (int64_t oh = 0; oh < w->out[1]; oh++)                                         \
                     for (int64_t ow = 0; ow < w->out[2]; ow++, o++) {                              \
-                        int64_t at = argmax_##T(w, xp, od, oh, ow);                                \
+                        int64_t at;                                                                \
+                        tsr_window_max_##SUF(w, xp, od, oh, ow, &at);                              \
                         if (scatter && at >= 0)                                                    \
                             dst[p * g->in_plane + at] += src[o];                                   \
                         else if (!scatter)                                                         \
@@ -180,8 +142,8 @@ static void taps_inside(int64_t start, int64_t step, int64_t taps, int64_t size,
     }
 /* clang-format on */
 
-ARGMAX_DEFINE(float)
-ARGMAX_DEFINE(double)
+MAXPOOL_ROUTE_DEFINE(float, f32)
+MAXPOOL_ROUTE_DEFINE(double, f64)
 
 static tsr_status maxpool_grad_ref(const tsr_kernel_ctx *k)
 {

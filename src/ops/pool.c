@@ -117,19 +117,6 @@ static double pool_flops(const tsr_infer_ctx *c)
     return outputs < 0 || per_output < 0 ? 0.0 : (double)outputs * (double)per_output;
 }
 
-/* Taps [*lo, *hi) of a window starting at `start` (stride `step`) that land
- * inside [0, size). */
-static void taps_inside(int64_t start, int64_t step, int64_t taps, int64_t size, int64_t *lo,
-                        int64_t *hi)
-{
-    int64_t a = start >= 0 ? 0 : (-start + step - 1) / step;
-    int64_t b = start > size - 1 ? 0 : (size - 1 - start) / step + 1;
-    if (b > taps)
-        b = taps;
-    *lo = a;
-    *hi = b > a ? b : a;
-}
-
 /* Geometry of one pooling run: the window in 3-D and the plane sizes. */
 typedef struct pool_geom {
     tsr_window w;
@@ -151,42 +138,6 @@ static tsr_status pool_geom_init(const tsr_kernel_ctx *k, pool_geom *g)
     return TSR_OK;
 }
 
-/* Max over the window of output (od, oh, ow) of one plane; *arg gets the
- * position in the plane, -1 for a window holding only padding. */
-#define MAX_WINDOW(T, SUF)                                                                         \
-    static T max_window_##SUF(const tsr_window *w, const T *x, int64_t od, int64_t oh, int64_t ow, \
-                              int64_t *arg)                                                        \
-    {                                                                                              \
-        int64_t start[3] = {od * w->stride[0] - w->pad_begin[0],                                   \
-                            oh * w->stride[1] - w->pad_begin[1],                                   \
-                            ow * w->stride[2] - w->pad_begin[2]};                                  \
-        int64_t lo[3], hi[3];                                                                      \
-        for (int i = 0; i < 3; i++)                                                                \
-            taps_inside(start[i], w->dilation[i], w->kernel[i], w->in[i], &lo[i], &hi[i]);         \
-        T best = (T)-INFINITY;                                                                     \
-        int64_t best_at = -1;                                                                      \
-        for (int64_t kd = lo[0]; kd < hi[0]; kd++) {                                               \
-            int64_t id = start[0] + kd * w->dilation[0];                                           \
-            for (int64_t kh = lo[1]; kh < hi[1]; kh++) {                                           \
-                int64_t row = (id * w->in[1] + start[1] + kh * w->dilation[1]) * w->in[2];         \
-                for (int64_t kw = lo[2]; kw < hi[2]; kw++) {                                       \
-                    int64_t at = row + start[2] + kw * w->dilation[2];                             \
-                    T v = x[at];                                                                   \
-                    /* NaN wins, as in PyTorch. */                                                 \
-                    if (v > best || (v != v && best == best) || best_at < 0) {                     \
-                        best = v;                                                                  \
-                        best_at = at;                                                              \
-                    }                                                                              \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-        *arg = best_at;                                                                            \
-        return best;                                                                               \
-    }
-
-MAX_WINDOW(float, f32)
-MAX_WINDOW(double, f64)
-
 static tsr_status maxpool_ref(const tsr_kernel_ctx *k)
 {
     pool_geom g;
@@ -206,9 +157,9 @@ static tsr_status maxpool_ref(const tsr_kernel_ctx *k)
                 for (int64_t ow = 0; ow < w->out[2]; ow++, o++) {
                     int64_t at;
                     if (f64)
-                        ((double *)y)[o] = max_window_f64(w, (const double *)xp, od, oh, ow, &at);
+                        ((double *)y)[o] = tsr_window_max_f64(w, (const double *)xp, od, oh, ow, &at);
                     else
-                        ((float *)y)[o] = max_window_f32(w, (const float *)xp, od, oh, ow, &at);
+                        ((float *)y)[o] = tsr_window_max_f32(w, (const float *)xp, od, oh, ow, &at);
                     if (indices)
                         indices[o] = at < 0 ? -1 : p * g.in_plane + at;
                 }

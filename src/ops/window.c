@@ -1,6 +1,7 @@
 /* Sliding-window geometry shared by Conv and the windowed pools. */
 #include "ops/window.h"
 
+#include <math.h>
 #include <string.h>
 
 static int64_t floor_div(int64_t a, int64_t b)
@@ -140,3 +141,51 @@ void tsr_window_valid_range(const tsr_window *w, int d, int64_t k, int64_t *lo, 
     *lo = a;
     *hi = b > a ? b : a;
 }
+
+/* Taps [*lo, *hi) of a window starting at `start` (stride `step`) that land
+ * inside [0, size). */
+void tsr_window_taps_inside(int64_t start, int64_t step, int64_t taps, int64_t size, int64_t *lo,
+                            int64_t *hi)
+{
+    int64_t a = start >= 0 ? 0 : (-start + step - 1) / step;
+    int64_t b = start > size - 1 ? 0 : (size - 1 - start) / step + 1;
+    if (b > taps)
+        b = taps;
+    *lo = a;
+    *hi = b > a ? b : a;
+}
+
+#define MAX_WINDOW(T, SUF)                                                                         \
+    T tsr_window_max_##SUF(const tsr_window *w, const T *x, int64_t od, int64_t oh, int64_t ow,    \
+                           int64_t *arg)                                                           \
+    {                                                                                              \
+        int64_t start[3] = {od * w->stride[0] - w->pad_begin[0],                                   \
+                            oh * w->stride[1] - w->pad_begin[1],                                   \
+                            ow * w->stride[2] - w->pad_begin[2]};                                  \
+        int64_t lo[3], hi[3];                                                                      \
+        for (int i = 0; i < 3; i++)                                                                \
+            tsr_window_taps_inside(start[i], w->dilation[i], w->kernel[i], w->in[i], &lo[i],      \
+                                   &hi[i]);                                                        \
+        T best = (T)-INFINITY;                                                                     \
+        int64_t best_at = -1;                                                                      \
+        for (int64_t kd = lo[0]; kd < hi[0]; kd++) {                                               \
+            int64_t id = start[0] + kd * w->dilation[0];                                           \
+            for (int64_t kh = lo[1]; kh < hi[1]; kh++) {                                           \
+                int64_t row = (id * w->in[1] + start[1] + kh * w->dilation[1]) * w->in[2];         \
+                for (int64_t kw = lo[2]; kw < hi[2]; kw++) {                                       \
+                    int64_t at = row + start[2] + kw * w->dilation[2];                             \
+                    T v = x[at];                                                                   \
+                    /* NaN wins, as in PyTorch. */                                                 \
+                    if (v > best || (v != v && best == best) || best_at < 0) {                     \
+                        best = v;                                                                  \
+                        best_at = at;                                                              \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        *arg = best_at;                                                                            \
+        return best;                                                                               \
+    }
+
+MAX_WINDOW(float, f32)
+MAX_WINDOW(double, f64)

@@ -36,4 +36,16 @@ void tsr_window_to_3d(const tsr_window *w, tsr_window *w3);
  * lands inside the input. */
 void tsr_window_valid_range(const tsr_window *w, int d, int64_t k, int64_t *lo, int64_t *hi);
 
+/* Taps [*lo, *hi) of a window starting at `start` (stride `step`) that
+ * land inside [0, size). */
+void tsr_window_taps_inside(int64_t start, int64_t step, int64_t taps, int64_t size, int64_t *lo,
+                            int64_t *hi);
+/* Max over the window of output (od, oh, ow) of one plane (3-D geometry;
+ * fewer dims are size 1); *arg gets its position in the plane, -1 for a
+ * window holding only padding. NaN wins, as in PyTorch. */
+float tsr_window_max_f32(const tsr_window *w, const float *x, int64_t od, int64_t oh, int64_t ow,
+                         int64_t *arg);
+double tsr_window_max_f64(const tsr_window *w, const double *x, int64_t od, int64_t oh,
+                          int64_t ow, int64_t *arg);
+
 #endif
