@@ -227,8 +227,8 @@ tsr_status tsr_dnnl_convert_init(tsr_dnnl_convert *c, const dnnl_memory_desc_t *
     TSR_CHECK(tsr_dnnl_exec_arg(&c->exec, DNNL_ARG_TO, bf16_md, TSR_DNNL_OWNED, 0, bf16_out));
     dnnl_primitive_desc_t pd;
     TSR_DNNL_CHECK(dnnl_reorder_primitive_desc_create(&pd, f32_md, engine, bf16_md, engine, NULL),
-                   "f32 to bf16 reorder");
-    return tsr_dnnl_exec_finish(&c->exec, pd, "f32 to bf16 reorder");
+                   "input reorder");
+    return tsr_dnnl_exec_finish(&c->exec, pd, "input reorder");
 }
 
 bool tsr_dnnl_use_bf16(const tsr_prepare_ctx *ctx)

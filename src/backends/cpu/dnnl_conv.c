@@ -3,7 +3,8 @@
  * becomes eltwise post-ops. (A sum post-op would need Z copied into Y
  * first; binary add reads Z in place, and oneDNN's jit kernels take
  * both.) Activations arrive and leave in the device's blocked layout;
- * weights are reordered once into the format oneDNN picked. */
+ * constant weights are reordered once into the format oneDNN picked,
+ * weights fed at run time (training plans' parameters) at every run. */
 #include "backends/cpu/dnnl_internal.h"
 
 #include "ops/window.h"
@@ -21,6 +22,7 @@
 typedef struct {
     tsr_dnnl_kind kind; /* first, see dnnl_release */
     tsr_dnnl_convert convert;
+    tsr_dnnl_convert wconvert; /* W fed at run time into the primitive's format */
     tsr_dnnl_exec exec;
 } conv_state;
 
@@ -60,7 +62,7 @@ static int conv_act_index(const tsr_node *node)
 
 bool tsr_dnnl_conv_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
 {
-    const tsr_value *x = &g->values[node->inputs[0]], *w = &g->values[node->inputs[1]];
+    const tsr_value *x = &g->values[node->inputs[0]];
     if (x->dtype != TSR_FLOAT32) {
         snprintf(why, size, "X is %s; oneDNN convolutions run float32 (float64 runs on ref)",
                  tsr_dtype_name(x->dtype));
@@ -68,11 +70,6 @@ bool tsr_dnnl_conv_supports(const tsr_graph *g, const tsr_node *node, char *why,
     }
     if (x->rank != 4) {
         snprintf(why, size, "X has rank %d; oneDNN takes 2-D convolutions (rank 4) here", x->rank);
-        return false;
-    }
-    if (!w->data) {
-        snprintf(why, size, "W ('%s') is not a constant; weights are prepacked at plan time",
-                 w->name);
         return false;
     }
     const tsr_value *y = &g->values[node->outputs[0]];
@@ -203,9 +200,19 @@ static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf
     if (status == TSR_OK)
         status = tsr_dnnl_exec_arg(e, DNNL_ARG_SRC, &src_md,
                                    bf16 ? TSR_DNNL_FIXED : TSR_DNNL_FROM_INPUT, 0, &src_data);
-    if (status == TSR_OK)
-        status = tsr_dnnl_pack(e, DNNL_ARG_WEIGHTS, &wei_plain_md, w->data,
-                               dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), 1.0f);
+    const dnnl_memory_desc_t *wei_chosen =
+        dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    if (status == TSR_OK && w->data) {
+        status = tsr_dnnl_pack(e, DNNL_ARG_WEIGHTS, &wei_plain_md, w->data, wei_chosen, 1.0f);
+    } else if (status == TSR_OK && dnnl_memory_desc_equal(&wei_plain_md, wei_chosen)) {
+        status = tsr_dnnl_exec_arg(e, DNNL_ARG_WEIGHTS, wei_chosen, TSR_DNNL_FROM_INPUT, 1, NULL);
+    } else if (status == TSR_OK) {
+        void *wei_data = NULL;
+        status = tsr_dnnl_convert_init(&st->wconvert, &wei_plain_md, wei_chosen, 1, &wei_data);
+        if (status == TSR_OK)
+            status =
+                tsr_dnnl_exec_arg(e, DNNL_ARG_WEIGHTS, wei_chosen, TSR_DNNL_FIXED, 0, &wei_data);
+    }
     if (status == TSR_OK && has_b)
         status = tsr_dnnl_exec_arg(e, DNNL_ARG_BIAS, &bias_md, TSR_DNNL_FROM_INPUT, 2, NULL);
     if (status == TSR_OK)
@@ -223,8 +230,10 @@ static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf
 static void conv_clear(conv_state *st)
 {
     tsr_dnnl_exec_release(&st->convert.exec);
+    tsr_dnnl_exec_release(&st->wconvert.exec);
     tsr_dnnl_exec_release(&st->exec);
     st->convert.active = false;
+    st->wconvert.active = false;
 }
 
 tsr_status tsr_dnnl_conv_prepare(const tsr_prepare_ctx *ctx, void **state_out)
@@ -253,6 +262,8 @@ tsr_status tsr_dnnl_conv_run(void *state, const tsr_kernel_ctx *k)
     conv_state *st = state;
     if (st->convert.active)
         TSR_CHECK(tsr_dnnl_exec_run(&st->convert.exec, k));
+    if (st->wconvert.active)
+        TSR_CHECK(tsr_dnnl_exec_run(&st->wconvert.exec, k));
     return tsr_dnnl_exec_run(&st->exec, k);
 }
 

@@ -68,8 +68,10 @@ void tsr_dnnl_exec_release(tsr_dnnl_exec *e);
 tsr_status tsr_dnnl_pack(tsr_dnnl_exec *e, int arg, const dnnl_memory_desc_t *src_md,
                          const void *src, const dnnl_memory_desc_t *dst_md, float scale);
 
-/* A per-run conversion of input `index` from f32 into a bf16 buffer the
- * exec owns, which argument `arg` of the main primitive then reads. */
+/* A per-run reorder of input `index` (f32, laid out as f32_md) into a
+ * buffer the exec owns, laid out as bf16_md: bf16 activations, or weights
+ * fed at run time in the format (f32 or bf16) a primitive chose. The main
+ * primitive then reads that buffer. */
 typedef struct tsr_dnnl_convert {
     tsr_dnnl_exec exec;
     bool active;
