@@ -14,23 +14,6 @@
 #include <math.h>
 #include <string.h>
 
-static const tsr_attr_def maxpool_grad_attrs[] = {{"auto_pad", TSR_ATTR_STRING, .s = "NOTSET"},
-                                                  {"ceil_mode", TSR_ATTR_INT, .i = 0},
-                                                  {"dilations", TSR_ATTR_INTS},
-                                                  {"kernel_shape", TSR_ATTR_INTS, .required = true},
-                                                  {"pads", TSR_ATTR_INTS},
-                                                  {"storage_order", TSR_ATTR_INT, .i = 0},
-                                                  {"strides", TSR_ATTR_INTS},
-                                                  {NULL}};
-
-static const tsr_attr_def avgpool_grad_attrs[] = {{"auto_pad", TSR_ATTR_STRING, .s = "NOTSET"},
-                                                  {"ceil_mode", TSR_ATTR_INT, .i = 0},
-                                                  {"count_include_pad", TSR_ATTR_INT, .i = 0},
-                                                  {"kernel_shape", TSR_ATTR_INTS, .required = true},
-                                                  {"pads", TSR_ATTR_INTS},
-                                                  {"strides", TSR_ATTR_INTS},
-                                                  {NULL}};
-
 /* The pool's window over an input of dims `in` (rank n + 2). */
 static tsr_status grad_pool_window(const tsr_node *node, int rank, const int64_t *in, tsr_window *w)
 {
@@ -297,7 +280,7 @@ const tsr_op_def tsr_op_MaxPoolGrad = {
     .max_inputs = 2,
     .min_outputs = 1,
     .max_outputs = 1,
-    .attrs = maxpool_grad_attrs,
+    .attrs = tsr_maxpool_attrs,
     .locality = TSR_LOCALITY_WINDOW,
     .infer = maxpool_grad_infer,
     .ref = maxpool_grad_ref,
@@ -312,7 +295,7 @@ const tsr_op_def tsr_op_MaxPoolGather = {
     .max_inputs = 2,
     .min_outputs = 1,
     .max_outputs = 1,
-    .attrs = maxpool_grad_attrs,
+    .attrs = tsr_maxpool_attrs,
     .locality = TSR_LOCALITY_WINDOW,
     .infer = maxpool_gather_infer,
     .ref = maxpool_gather_ref,
@@ -327,7 +310,7 @@ const tsr_op_def tsr_op_AveragePoolGrad = {
     .max_inputs = 2,
     .min_outputs = 1,
     .max_outputs = 1,
-    .attrs = avgpool_grad_attrs,
+    .attrs = tsr_avgpool_attrs,
     .locality = TSR_LOCALITY_WINDOW,
     .infer = avgpool_grad_infer,
     .ref = avgpool_grad_ref,

@@ -10,22 +10,22 @@
 #include <math.h>
 #include <string.h>
 
-static const tsr_attr_def maxpool_attrs[] = {{"auto_pad", TSR_ATTR_STRING, .s = "NOTSET"},
-                                             {"ceil_mode", TSR_ATTR_INT, .i = 0},
-                                             {"dilations", TSR_ATTR_INTS},
-                                             {"kernel_shape", TSR_ATTR_INTS, .required = true},
-                                             {"pads", TSR_ATTR_INTS},
-                                             {"storage_order", TSR_ATTR_INT, .i = 0},
-                                             {"strides", TSR_ATTR_INTS},
-                                             {NULL}};
+const tsr_attr_def tsr_maxpool_attrs[] = {{"auto_pad", TSR_ATTR_STRING, .s = "NOTSET"},
+                                          {"ceil_mode", TSR_ATTR_INT, .i = 0},
+                                          {"dilations", TSR_ATTR_INTS},
+                                          {"kernel_shape", TSR_ATTR_INTS, .required = true},
+                                          {"pads", TSR_ATTR_INTS},
+                                          {"storage_order", TSR_ATTR_INT, .i = 0},
+                                          {"strides", TSR_ATTR_INTS},
+                                          {NULL}};
 
-static const tsr_attr_def avgpool_attrs[] = {{"auto_pad", TSR_ATTR_STRING, .s = "NOTSET"},
-                                             {"ceil_mode", TSR_ATTR_INT, .i = 0},
-                                             {"count_include_pad", TSR_ATTR_INT, .i = 0},
-                                             {"kernel_shape", TSR_ATTR_INTS, .required = true},
-                                             {"pads", TSR_ATTR_INTS},
-                                             {"strides", TSR_ATTR_INTS},
-                                             {NULL}};
+const tsr_attr_def tsr_avgpool_attrs[] = {{"auto_pad", TSR_ATTR_STRING, .s = "NOTSET"},
+                                          {"ceil_mode", TSR_ATTR_INT, .i = 0},
+                                          {"count_include_pad", TSR_ATTR_INT, .i = 0},
+                                          {"kernel_shape", TSR_ATTR_INTS, .required = true},
+                                          {"pads", TSR_ATTR_INTS},
+                                          {"strides", TSR_ATTR_INTS},
+                                          {NULL}};
 
 static tsr_status bool_attr(const tsr_node *node, const char *name, bool *out)
 {
@@ -157,7 +157,8 @@ static tsr_status maxpool_ref(const tsr_kernel_ctx *k)
                 for (int64_t ow = 0; ow < w->out[2]; ow++, o++) {
                     int64_t at;
                     if (f64)
-                        ((double *)y)[o] = tsr_window_max_f64(w, (const double *)xp, od, oh, ow, &at);
+                        ((double *)y)[o] =
+                            tsr_window_max_f64(w, (const double *)xp, od, oh, ow, &at);
                     else
                         ((float *)y)[o] = tsr_window_max_f32(w, (const float *)xp, od, oh, ow, &at);
                     if (indices)
@@ -294,7 +295,7 @@ const tsr_op_def tsr_op_MaxPool = {
     .max_inputs = 1,
     .min_outputs = 1,
     .max_outputs = 2,
-    .attrs = maxpool_attrs,
+    .attrs = tsr_maxpool_attrs,
     .locality = TSR_LOCALITY_WINDOW,
     .infer = pool_infer,
     .ref = maxpool_ref,
@@ -309,7 +310,7 @@ const tsr_op_def tsr_op_AveragePool = {
     .max_inputs = 1,
     .min_outputs = 1,
     .max_outputs = 1,
-    .attrs = avgpool_attrs,
+    .attrs = tsr_avgpool_attrs,
     .locality = TSR_LOCALITY_WINDOW,
     .infer = pool_infer,
     .ref = avgpool_ref,

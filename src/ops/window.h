@@ -45,7 +45,12 @@ void tsr_window_taps_inside(int64_t start, int64_t step, int64_t taps, int64_t s
  * window holding only padding. NaN wins, as in PyTorch. */
 float tsr_window_max_f32(const tsr_window *w, const float *x, int64_t od, int64_t oh, int64_t ow,
                          int64_t *arg);
-double tsr_window_max_f64(const tsr_window *w, const double *x, int64_t od, int64_t oh,
-                          int64_t ow, int64_t *arg);
+double tsr_window_max_f64(const tsr_window *w, const double *x, int64_t od, int64_t oh, int64_t ow,
+                          int64_t *arg);
+
+/* The attribute schemas of MaxPool and AveragePool, which their backward
+ * ops (grad_pool.c) take unchanged. */
+extern const tsr_attr_def tsr_maxpool_attrs[];
+extern const tsr_attr_def tsr_avgpool_attrs[];
 
 #endif
