@@ -2,6 +2,7 @@
 PyTorch: BatchNormalization, LayerNormalization, Gemm, MatMul, Einsum,
 ReduceMean/Sum/Max/Min, Softmax and LogSoftmax."""
 import itertools
+import zlib
 
 import numpy as np
 import pytest
@@ -44,7 +45,7 @@ def t(x):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(3, 5), (2, 7, 9), (2, 3, 5, 7), (1, 4, 3, 2, 5)])
 def test_batchnorm(dtype, shape):
-    r = rng(hash(shape) % 1000)
+    r = rng(zlib.crc32(str(shape).encode()) % 1000)
     c = shape[1]
     x = randn(r, shape, dtype)
     scale, bias, mean = (randn(r, (c,), dtype) for _ in range(3))

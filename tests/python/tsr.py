@@ -1,6 +1,6 @@
 """ctypes bindings to libtessera for the tests: build a graph through the C
 builder API, run it on a device, get numpy arrays back. The library is
-build/lib/libtessera.so unless TESSERA_LIB names another."""
+$TESSERA_LIB, else $TESSERA_BUILD_DIR/lib/libtessera.so, else build/lib/libtessera.so."""
 
 import ctypes as C
 import os
@@ -84,7 +84,8 @@ class PlanStats(C.Structure):
 
 
 def _load():
-    path = os.environ.get("TESSERA_LIB", os.path.join(ROOT, "build", "lib", "libtessera.so"))
+    build = os.environ.get("TESSERA_BUILD_DIR", os.path.join(ROOT, "build"))
+    path = os.environ.get("TESSERA_LIB", os.path.join(build, "lib", "libtessera.so"))
     lib = C.CDLL(path)
     lib.tsr_last_error.restype = C.c_char_p
     lib.tsr_graph_destroy.restype = None
