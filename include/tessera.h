@@ -108,6 +108,14 @@ typedef struct tsr_attr {
  * (the importer takes it from the model; default 17). Opsets 11 to 17. */
 tsr_status tsr_graph_set_opset(tsr_graph *graph, int opset);
 
+/* Constant folding while building: a node whose inputs are all constants
+ * is computed at once, unless its outputs take more than `bytes` bytes or
+ * its estimated FLOPs pass `bytes`; such nodes are left to the plan, which
+ * folds them when it is created. -1: no limit. Default 16 MiB, or
+ * TSR_FOLD_LIMIT (bytes) from the environment when the graph is created,
+ * which is how the ONNX importer's limit is set. */
+tsr_status tsr_graph_set_fold_limit(tsr_graph *graph, int64_t bytes);
+
 /* Graph inputs. A dim with dim_names[i] != NULL is symbolic (e.g. "batch");
  * its dims[i] is ignored. dim_names may be NULL when every dim is fixed. */
 tsr_status tsr_graph_add_input(tsr_graph *graph, const char *name, tsr_dtype dtype, int rank,
@@ -221,9 +229,21 @@ typedef struct tsr_plan_stats {
     int n_reorders;        /* layout conversions per run */
     int n_stacks;          /* depth-first stacks (see tsr_plan_print_stacks) */
     int n_stack_ops;       /* kernel calls run inside them, tile by tile */
+    /* The device's backends, best first, and the kernel calls per run each
+     * makes (stack members included; they add up to n_steps). */
+    int n_backends;
+    const char *backend_names[8];
+    int backend_steps[8];
 } tsr_plan_stats;
 
 tsr_status tsr_plan_get_stats(const tsr_plan *plan, tsr_plan_stats *stats_out);
+/* The backend ("ref", "cpu", "dnnl", ...) that runs the node named
+ * `node_name` in the current specialization. TSR_ERR_NOT_FOUND when no
+ * node of that name runs: a name the graph never had, or a node the
+ * optimization passes removed or fused into another (a Relu fused into
+ * the convolution before it runs as that convolution's node). */
+tsr_status tsr_plan_node_backend(const tsr_plan *plan, const char *node_name,
+                                 const char **backend_out);
 /* The depth-first stacks of the current specialization: which ops formed
  * each, and its tiles (compile option depth_first, on by default on the
  * cpu device: runs of memory-bound ops computed tile by tile in cache,
@@ -235,6 +255,22 @@ tsr_status tsr_plan_print_stacks(const tsr_plan *plan, FILE *out);
  * specialization with its mean milliseconds per run. */
 tsr_status tsr_plan_set_profiling(tsr_plan *plan, int enabled);
 tsr_status tsr_plan_print_profile(const tsr_plan *plan, FILE *out);
+
+/* ------------------------------------------------------------------ ops */
+
+/* The op table: every op Tessera knows, for tools and tests that cover
+ * them all. */
+typedef struct tsr_op_info {
+    const char *name;
+    const char *domain; /* "" for ONNX's default domain */
+    int min_inputs, max_inputs;
+    int min_outputs, max_outputs;
+    int has_gradient; /* whether tsr_graph_gradient differentiates through it */
+} tsr_op_info;
+
+int tsr_op_table_size(void);
+/* Entry `index` (0 .. tsr_op_table_size() - 1) of the op table. */
+tsr_status tsr_op_table_entry(int index, tsr_op_info *info_out);
 
 /* ------------------------------------------------------------------ npy */
 

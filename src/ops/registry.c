@@ -19,6 +19,23 @@ const tsr_op_def *tsr_op_at(int index)
     return index >= 0 && index < tsr_op_count() ? all_ops[index] : NULL;
 }
 
+int tsr_op_table_size(void) { return tsr_op_count(); }
+
+tsr_status tsr_op_table_entry(int index, tsr_op_info *info_out)
+{
+    if (!info_out)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_op_table_entry: info_out is NULL");
+    const tsr_op_def *op = tsr_op_at(index);
+    if (!op)
+        return tsr_error(TSR_ERR_NOT_FOUND, "op table index %d out of range (%d ops)", index,
+                         tsr_op_count());
+    *info_out = (tsr_op_info){.name = op->name, .domain = op->domain,
+                              .min_inputs = op->min_inputs, .max_inputs = op->max_inputs,
+                              .min_outputs = op->min_outputs, .max_outputs = op->max_outputs,
+                              .has_gradient = op->grad != NULL};
+    return TSR_OK;
+}
+
 const tsr_op_def *tsr_op_find(const char *domain, const char *name)
 {
     for (int i = 0; i < tsr_op_count(); i++)

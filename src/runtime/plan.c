@@ -420,6 +420,62 @@ tsr_status tsr_plan_print_stacks(const tsr_plan *p, FILE *out)
     return TSR_OK;
 }
 
+/* Calls f(step, arg) for every kernel step of s, stack members included;
+ * returns the first for which it returns true, else NULL. */
+static const plan_step *find_kernel_step(const spec *s,
+                                         bool (*f)(const spec *s, const plan_step *st, void *arg),
+                                         void *arg)
+{
+    for (int i = 0; i < s->n_steps; i++) {
+        const plan_step *st = &s->steps[i];
+        if (st->kind == STEP_KERNEL && f(s, st, arg))
+            return st;
+        for (int m = 0; st->kind == STEP_STACK && m < tsr_stack_size(st->stack); m++)
+            if (f(s, tsr_stack_member(st->stack, m), arg))
+                return tsr_stack_member(st->stack, m);
+    }
+    return NULL;
+}
+
+static bool count_backend(const spec *s, const plan_step *st, void *arg)
+{
+    (void)s;
+    tsr_plan_stats *out = arg;
+    for (int b = 0; b < out->n_backends; b++)
+        if (strcmp(out->backend_names[b], st->backend->name) == 0)
+            out->backend_steps[b]++;
+    return false;
+}
+
+static bool named(const spec *s, const plan_step *st, void *arg)
+{
+    const char *name = s->graph->nodes[st->node].name;
+    return name && strcmp(name, arg) == 0;
+}
+
+tsr_status tsr_plan_node_backend(const tsr_plan *p, const char *node_name, const char **backend_out)
+{
+    if (!p || !node_name || !backend_out)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_plan_node_backend: NULL argument");
+    *backend_out = NULL;
+    if (!p->current)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT,
+                         "call tsr_plan_reshape before asking which backend runs a node");
+    const plan_step *st = find_kernel_step(p->current, named, (void *)node_name);
+    if (!st) {
+        bool in_graph = false;
+        for (int n = 0; n < p->graph->n_nodes && !in_graph; n++)
+            in_graph = p->graph->nodes[n].name && strcmp(p->graph->nodes[n].name, node_name) == 0;
+        return tsr_error(TSR_ERR_NOT_FOUND,
+                         in_graph ? "node '%s' does not run in this plan: the optimization passes "
+                                    "removed it or fused it into another node"
+                                  : "the graph has no node named '%s'",
+                         node_name);
+    }
+    *backend_out = st->backend->name;
+    return TSR_OK;
+}
+
 tsr_status tsr_plan_get_stats(const tsr_plan *p, tsr_plan_stats *out)
 {
     if (!p || !out)
@@ -438,6 +494,9 @@ tsr_status tsr_plan_get_stats(const tsr_plan *p, tsr_plan_stats *out)
             out->n_stack_ops += tsr_stack_size(s->steps[i].stack);
     }
     out->n_steps += out->n_stack_ops;
+    for (const tsr_backend *const *b = p->backends; *b && out->n_backends < 8; b++)
+        out->backend_names[out->n_backends++] = (*b)->name;
+    find_kernel_step(s, count_backend, out);
     for (int b = 0; b < s->n_bufs; b++)
         if (s->bufs[b].kind == BUF_CONST) {
             tsr_tensor t = tsr_value_tensor(&s->graph->values[s->bufs[b].value]);

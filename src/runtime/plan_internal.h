@@ -78,6 +78,8 @@ tsr_status tsr_stack_run(const spec *s, const plan_step *st, const tsr_tensor *i
                          tsr_tensor *outputs, int threads);
 void tsr_stack_destroy(plan_stack *k);
 int tsr_stack_size(const plan_stack *k); /* its member ops */
+/* Member m's kernel step (0 <= m < tsr_stack_size). */
+const plan_step *tsr_stack_member(const plan_stack *k, int m);
 /* "Relu+MaxPool+Add": the member ops, cut to fit `size`. */
 void tsr_stack_ops(const spec *s, const plan_stack *k, char *buf, size_t size);
 /* One line per member and one for the tiling. */

@@ -635,6 +635,8 @@ int tsr_stack_size(const plan_stack *k)
     return k->n_members;
 }
 
+const plan_step *tsr_stack_member(const plan_stack *k, int m) { return &k->members[m].step; }
+
 void tsr_stack_ops(const spec *s, const plan_stack *k, char *buf, size_t size)
 {
     size_t at = 0;

@@ -80,7 +80,34 @@ class PlanStats(C.Structure):
         ("n_reorders", C.c_int),
         ("n_stacks", C.c_int),
         ("n_stack_ops", C.c_int),
+        ("n_backends", C.c_int),
+        ("backend_names", C.c_char_p * 8),
+        ("backend_steps", C.c_int * 8),
     ]
+
+
+class OpInfo(C.Structure):
+    _fields_ = [
+        ("name", C.c_char_p),
+        ("domain", C.c_char_p),
+        ("min_inputs", C.c_int),
+        ("max_inputs", C.c_int),
+        ("min_outputs", C.c_int),
+        ("max_outputs", C.c_int),
+        ("has_gradient", C.c_int),
+    ]
+
+
+def op_table():
+    """Every op of the op table as a dict (name, domain, min/max inputs and
+    outputs, has_gradient), in table order."""
+    ops = []
+    for i in range(lib().tsr_op_table_size()):
+        info = OpInfo()
+        check(lib().tsr_op_table_entry(i, C.byref(info)))
+        ops.append({f: getattr(info, f) for f, _ in OpInfo._fields_})
+        ops[-1]["name"], ops[-1]["domain"] = info.name.decode(), info.domain.decode()
+    return ops
 
 
 def _load():
@@ -229,13 +256,14 @@ class Graph:
 
 
 class Plan:
-    def __init__(self, graph, device="ref", threads=1, depth_first=-1):
+    def __init__(self, graph, device="ref", threads=1, depth_first=-1, precision="fp32"):
         self.graph = graph
         opts = CompileOptions()
         lib().tsr_compile_options_init(C.byref(opts))
         opts.device = device.encode()
         opts.threads = threads
         opts.depth_first = depth_first
+        opts.precision = {"fp32": 0, "bf16": 1}[precision]
         self.handle = C.c_void_p()
         check(lib().tsr_plan_create(graph.handle, C.byref(opts), C.byref(self.handle)))
 
@@ -263,6 +291,18 @@ class Plan:
         s = PlanStats()
         check(lib().tsr_plan_get_stats(self.handle, C.byref(s)))
         return s
+
+    def node_backend(self, name):
+        """The backend that runs node `name` in the current specialization
+        (after run); TesseraError when no node of that name runs."""
+        out = C.c_char_p()
+        check(lib().tsr_plan_node_backend(self.handle, name.encode(), C.byref(out)))
+        return out.value.decode()
+
+    def backend_counts(self):
+        """{backend: kernel calls per run} over the device's backends."""
+        s = self.stats()
+        return {s.backend_names[b].decode(): s.backend_steps[b] for b in range(s.n_backends)}
 
 
 def run_op(op_type, inputs, attrs=None, *, n_outputs=1, domain="", opset=17, const_inputs=(),
