@@ -55,7 +55,26 @@ tsr_status tsr_grow(void **array, int *cap, int need, size_t elem_size);
 static inline bool tsr_dim_known(int64_t d) { return d >= 0; }
 static inline bool tsr_dim_is_sym(int64_t d) { return d <= -2; }
 
-int64_t tsr_shape_numel(int rank, const int64_t *dims); /* -1 if not all known */
+/* The largest tensor Tessera makes or reads, in bytes and in elements:
+ * 2^62, far past any memory, so that sizes of accepted tensors (and their
+ * sums in plans) never wrap. */
+#define TSR_MAX_TENSOR_BYTES ((int64_t)1 << 62)
+/* *out = a * b (or a + b) for sizes >= 0; false when the result would pass
+ * TSR_MAX_TENSOR_BYTES (then *out is left alone). */
+bool tsr_size_mul(int64_t a, int64_t b, int64_t *out);
+bool tsr_size_add(int64_t a, int64_t b, int64_t *out);
+/* Element count of a shape into *numel_out, -1 when a dim is not known.
+ * TSR_ERR_SHAPE when the elements, or their bytes at `dtype` (undefined:
+ * elements only), would pass TSR_MAX_TENSOR_BYTES; the message names
+ * `what` ("output 'y'") and the shape, never a wrapped count. */
+tsr_status tsr_shape_numel_checked(int rank, const int64_t *dims, tsr_dtype dtype,
+                                   const char *what, int64_t *numel_out);
+/* Largest constant, in bytes, that building a graph folds (also the most
+ * FLOPs a folded node may cost); TSR_FOLD_LIMIT in the environment or
+ * tsr_graph_set_fold_limit change it. */
+#define TSR_FOLD_LIMIT_DEFAULT ((int64_t)16 << 20)
+/* -1 if not all dims are known or the count passes TSR_MAX_TENSOR_BYTES. */
+int64_t tsr_shape_numel(int rank, const int64_t *dims);
 /* Normalizes an axis in [-rank, rank) to [0, rank); false if out of range. */
 bool tsr_axis_normalize(int64_t axis, int rank, int *axis_out);
 /* Numpy broadcasting of two shapes; symbolic dims broadcast when equal. */

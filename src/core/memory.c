@@ -1,5 +1,6 @@
 #include "core/core.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +39,10 @@ char *tsr_strdup(const char *s)
 
 void *tsr_aligned_alloc(size_t size)
 {
+    if (size > SIZE_MAX - 2 * TSR_ALIGNMENT) {
+        tsr_error(TSR_ERR_OUT_OF_MEMORY, "out of memory: %zu bytes asked for", size);
+        return NULL;
+    }
     size_t rounded = (size + TSR_ALIGNMENT - 1) / TSR_ALIGNMENT * TSR_ALIGNMENT;
     void *p = aligned_alloc(TSR_ALIGNMENT, rounded ? rounded : TSR_ALIGNMENT);
     if (!p)
@@ -51,7 +56,7 @@ void tsr_aligned_free(void *ptr) { free(ptr); }
  * data stays aligned. */
 void *tsr_shared_alloc(size_t size)
 {
-    char *base = tsr_aligned_alloc(size + TSR_ALIGNMENT);
+    char *base = tsr_aligned_alloc(size > SIZE_MAX - TSR_ALIGNMENT ? SIZE_MAX : size + TSR_ALIGNMENT);
     if (!base)
         return NULL;
     __atomic_store_n((long *)base, 1L, __ATOMIC_RELAXED);
@@ -76,6 +81,8 @@ tsr_status tsr_grow(void **array, int *cap, int need, size_t elem_size)
 {
     if (need <= *cap)
         return TSR_OK;
+    if (need > INT32_MAX / 2)
+        return tsr_error(TSR_ERR_OUT_OF_MEMORY, "out of memory: a list of %d entries", need);
     int new_cap = *cap ? *cap : 8;
     while (new_cap < need)
         new_cap *= 2;

@@ -1,6 +1,7 @@
 #include "core/core.h"
 
 #include <omp.h>
+#include <stdint.h>
 #include <stdio.h>
 
 size_t tsr_dtype_size(tsr_dtype dtype)
@@ -37,23 +38,89 @@ bool tsr_dtype_is_float(tsr_dtype dtype) { return dtype == TSR_FLOAT32 || dtype 
 
 int64_t tsr_tensor_numel(const tsr_tensor *t) { return tsr_shape_numel(t->rank, t->dims); }
 
+/* 0 for unknown dims; SIZE_MAX (which no allocation satisfies) past
+ * TSR_MAX_TENSOR_BYTES. */
 size_t tsr_tensor_bytes(const tsr_tensor *t)
 {
-    int64_t n = tsr_tensor_numel(t);
-    return n < 0 ? 0 : (size_t)n * tsr_dtype_size(t->dtype);
+    if (t->rank < 0 || t->rank > TSR_MAX_RANK)
+        return 0;
+    for (int i = 0; i < t->rank; i++)
+        if (t->dims[i] < 0)
+            return 0;
+    int64_t n = tsr_shape_numel(t->rank, t->dims), bytes;
+    if (n < 0 || !tsr_size_mul(n, (int64_t)tsr_dtype_size(t->dtype), &bytes))
+        return SIZE_MAX;
+    return (size_t)bytes;
+}
+
+bool tsr_size_mul(int64_t a, int64_t b, int64_t *out)
+{
+    if (a < 0 || b < 0 || (a != 0 && b > TSR_MAX_TENSOR_BYTES / a))
+        return false;
+    *out = a * b;
+    return true;
+}
+
+bool tsr_size_add(int64_t a, int64_t b, int64_t *out)
+{
+    if (a < 0 || b < 0 || a > TSR_MAX_TENSOR_BYTES - b)
+        return false;
+    *out = a + b;
+    return true;
+}
+
+/* A zero dim makes the count 0 whatever the others hold. */
+static bool numel_of(int rank, const int64_t *dims, int64_t *n_out)
+{
+    for (int i = 0; i < rank; i++)
+        if (dims[i] == 0) {
+            *n_out = 0;
+            return true;
+        }
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++)
+        if (!tsr_size_mul(n, dims[i], &n))
+            return false;
+    *n_out = n;
+    return true;
 }
 
 int64_t tsr_shape_numel(int rank, const int64_t *dims)
 {
     if (rank < 0)
         return -1;
-    int64_t n = 1;
-    for (int i = 0; i < rank; i++) {
+    for (int i = 0; i < rank; i++)
         if (dims[i] < 0)
             return -1;
-        n *= dims[i];
+    int64_t n;
+    return numel_of(rank, dims, &n) ? n : -1;
+}
+
+tsr_status tsr_shape_numel_checked(int rank, const int64_t *dims, tsr_dtype dtype,
+                                   const char *what, int64_t *numel_out)
+{
+    *numel_out = -1;
+    if (rank < 0)
+        return TSR_OK;
+    int64_t known[TSR_MAX_RANK];
+    int n_known = 0;
+    for (int i = 0; i < rank && i < TSR_MAX_RANK; i++)
+        if (tsr_dim_known(dims[i]))
+            known[n_known++] = dims[i];
+    int64_t n, bytes;
+    size_t elem = tsr_dtype_size(dtype);
+    /* Known dims alone already too big fail even beside unknown ones. */
+    if (!numel_of(n_known, known, &n) || !tsr_size_mul(n, elem ? (int64_t)elem : 1, &bytes)) {
+        char shape[160];
+        tsr_shape_format(shape, sizeof shape, rank, dims);
+        return tsr_error(TSR_ERR_SHAPE,
+                         "%s of shape %s (%s) would hold more than 2^62 %s, past what memory can "
+                         "hold",
+                         what, shape, tsr_dtype_name(dtype), elem ? "bytes" : "elements");
     }
-    return n;
+    if (n_known == rank)
+        *numel_out = n;
+    return TSR_OK;
 }
 
 bool tsr_axis_normalize(int64_t axis, int rank, int *axis_out)

@@ -72,21 +72,15 @@ static tsr_status decode_shape(const Onnx__TensorProto *tp, const char *what, ts
         return tsr_error(TSR_ERR_UNSUPPORTED,
                          "%s is stored in segments, which Tessera does not read", what);
     out->rank = (int)tp->n_dims;
-    int64_t numel = 1;
-    /* Bound the element count so that numel * element size cannot overflow. */
-    const int64_t limit = INT64_C(1) << 56;
     for (size_t i = 0; i < tp->n_dims; i++) {
         int64_t d = tp->dims[i];
         if (d < 0)
             return tsr_error(TSR_ERR_PARSE, "%s has a negative dim (%" PRId64 " at axis %zu)", what,
                              d, i);
         out->dims[i] = d;
-        if (d && numel > limit / d)
-            return tsr_error(TSR_ERR_PARSE, "%s is impossibly large (dim %" PRId64 " at axis %zu)",
-                             what, d, i);
-        numel *= d;
     }
-    *numel_out = numel;
+    if (tsr_shape_numel_checked(out->rank, out->dims, out->dtype, what, numel_out) != TSR_OK)
+        return TSR_ERR_PARSE;
     return TSR_OK;
 }
 
@@ -131,8 +125,10 @@ static tsr_status check_relative_path(const char *location, const char *what)
     return TSR_OK;
 }
 
+/* Allocates *data_out only once the file is known to hold `bytes` bytes
+ * at the offset. */
 static tsr_status read_external(const Onnx__TensorProto *tp, const char *base_dir, const char *what,
-                                size_t bytes, void *dst)
+                                size_t bytes, void **data_out)
 {
     const char *location = NULL;
     int64_t offset = 0, length = -1;
@@ -183,7 +179,9 @@ static tsr_status read_external(const Onnx__TensorProto *tp, const char *base_di
     } else if (fseeko(f, (off_t)offset, SEEK_SET) != 0) {
         st = tsr_error(TSR_ERR_IO, "%s: cannot seek to offset %" PRId64 " in '%s': %s", what,
                        offset, path, strerror(errno));
-    } else if (bytes && fread(dst, 1, bytes, f) != bytes) {
+    } else if (!(*data_out = tsr_shared_alloc(bytes))) {
+        st = TSR_ERR_OUT_OF_MEMORY;
+    } else if (bytes && fread(*data_out, 1, bytes, f) != bytes) {
         st = tsr_error(TSR_ERR_IO, "%s: short read of %zu bytes from '%s'", what, bytes, path);
     }
     if (f)
@@ -202,8 +200,6 @@ static tsr_status count_mismatch(const char *what, const char *field, size_t hav
 static tsr_status decode_small_ints(const Onnx__TensorProto *tp, const char *what, tsr_dtype dtype,
                                     int64_t numel, void *dst)
 {
-    if ((int64_t)tp->n_int32_data != numel)
-        return count_mismatch(what, "int32_data", tp->n_int32_data, numel);
     for (int64_t i = 0; i < numel; i++) {
         int32_t v = tp->int32_data[i];
         switch (dtype) {
@@ -225,40 +221,35 @@ static tsr_status decode_small_ints(const Onnx__TensorProto *tp, const char *wha
     return TSR_OK;
 }
 
+/* The typed field that holds `dtype`, and how many values it has. */
+static size_t typed_count(const Onnx__TensorProto *tp, tsr_dtype dtype, const char **field)
+{
+    switch (dtype) {
+    case TSR_FLOAT32: *field = "float_data"; return tp->n_float_data;
+    case TSR_FLOAT64: *field = "double_data"; return tp->n_double_data;
+    case TSR_INT64: *field = "int64_data"; return tp->n_int64_data;
+    default: *field = "int32_data"; return tp->n_int32_data;
+    }
+}
+
+/* The count was checked against the shape already. */
 static tsr_status decode_typed(const Onnx__TensorProto *tp, const char *what, tsr_dtype dtype,
                                int64_t numel, void *dst)
 {
     switch (dtype) {
     case TSR_FLOAT32:
-        if ((int64_t)tp->n_float_data != numel)
-            return count_mismatch(what, "float_data", tp->n_float_data, numel);
         if (numel)
             memcpy(dst, tp->float_data, (size_t)numel * sizeof(float));
         return TSR_OK;
     case TSR_FLOAT64:
-        if ((int64_t)tp->n_double_data != numel)
-            return count_mismatch(what, "double_data", tp->n_double_data, numel);
         if (numel)
             memcpy(dst, tp->double_data, (size_t)numel * sizeof(double));
         return TSR_OK;
     case TSR_INT64:
-        if ((int64_t)tp->n_int64_data != numel)
-            return count_mismatch(what, "int64_data", tp->n_int64_data, numel);
         if (numel)
             memcpy(dst, tp->int64_data, (size_t)numel * sizeof(int64_t));
         return TSR_OK;
     default: return decode_small_ints(tp, what, dtype, numel, dst);
-    }
-}
-
-/* Whether the typed field that holds `dtype` has any values. */
-static bool has_typed_data(const Onnx__TensorProto *tp, tsr_dtype dtype)
-{
-    switch (dtype) {
-    case TSR_FLOAT32: return tp->n_float_data > 0;
-    case TSR_FLOAT64: return tp->n_double_data > 0;
-    case TSR_INT64: return tp->n_int64_data > 0;
-    default: return tp->n_int32_data > 0;
     }
 }
 
@@ -272,13 +263,15 @@ tsr_status tsr_onnx_tensor_decode(const Onnx__TensorProto *tp, const char *base_
     size_t bytes = (size_t)numel * elem;
     bool external =
         tp->has_data_location && tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+    const char *field;
+    size_t typed = typed_count(tp, out->dtype, &field);
 
-    void *data = tsr_shared_alloc(bytes);
-    if (!data)
-        return TSR_ERR_OUT_OF_MEMORY;
+    /* Every source's length is compared with the shape before the buffer
+     * is allocated, so declared dims alone never cost memory. */
+    void *data = NULL;
     tsr_status st = TSR_OK;
     if (external) {
-        st = read_external(tp, base_dir, what, bytes, data);
+        st = read_external(tp, base_dir, what, bytes, &data);
         if (st == TSR_OK)
             little_endian_to_host(data, (size_t)numel, elem);
     } else if (tp->has_raw_data) {
@@ -287,15 +280,24 @@ tsr_status tsr_onnx_tensor_decode(const Onnx__TensorProto *tp, const char *base_
                            "%s has %zu bytes of raw_data, but its shape and type need %" PRId64
                            " x %zu = %zu bytes",
                            what, tp->raw_data.len, numel, elem, bytes);
+        else if (!(data = tsr_shared_alloc(bytes)))
+            st = TSR_ERR_OUT_OF_MEMORY;
         else if (bytes) {
             memcpy(data, tp->raw_data.data, bytes);
             little_endian_to_host(data, (size_t)numel, elem);
         }
-    } else if (has_typed_data(tp, out->dtype)) {
-        st = decode_typed(tp, what, out->dtype, numel, data);
+    } else if (typed > 0) {
+        if ((int64_t)typed != numel)
+            st = count_mismatch(what, field, typed, numel);
+        else if (!(data = tsr_shared_alloc(bytes)))
+            st = TSR_ERR_OUT_OF_MEMORY;
+        else
+            st = decode_typed(tp, what, out->dtype, numel, data);
     } else if (numel > 0) {
         st = tsr_error(TSR_ERR_PARSE, "%s has no data for its %" PRId64 " %s elements", what, numel,
                        tsr_dtype_name(out->dtype));
+    } else if (!(data = tsr_shared_alloc(0))) {
+        st = TSR_ERR_OUT_OF_MEMORY;
     }
     if (st != TSR_OK) {
         tsr_shared_release(data);

@@ -119,6 +119,20 @@ static void free_node(tsr_node *n)
 
 void tsr_node_free(tsr_node *n) { free_node(n); }
 
+/* TSR_FOLD_LIMIT (bytes) when the environment sets it to a number, else
+ * TSR_FOLD_LIMIT_DEFAULT. */
+static int64_t default_fold_limit(void)
+{
+    const char *env = getenv("TSR_FOLD_LIMIT");
+    if (env && *env) {
+        char *end;
+        long long v = strtoll(env, &end, 10);
+        if (*end == '\0' && v >= 0)
+            return v;
+    }
+    return TSR_FOLD_LIMIT_DEFAULT;
+}
+
 tsr_status tsr_graph_create(tsr_graph **graph_out)
 {
     if (!graph_out)
@@ -128,6 +142,7 @@ tsr_status tsr_graph_create(tsr_graph **graph_out)
     if (!g)
         return TSR_ERR_OUT_OF_MEMORY;
     g->default_opset = 17;
+    g->fold_limit = default_fold_limit();
     if (rebuild_name_index(g) != TSR_OK) {
         free(g);
         return TSR_ERR_OUT_OF_MEMORY;
@@ -152,6 +167,15 @@ void tsr_graph_destroy(tsr_graph *g)
     free(g->symbols);
     free(g->name_index);
     free(g);
+}
+
+tsr_status tsr_graph_set_fold_limit(tsr_graph *g, int64_t bytes)
+{
+    if (!g || bytes < -1)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT,
+                         "tsr_graph_set_fold_limit: graph is NULL or the limit is below -1");
+    g->fold_limit = bytes;
+    return TSR_OK;
 }
 
 tsr_status tsr_graph_set_opset(tsr_graph *g, int opset)
@@ -203,6 +227,10 @@ tsr_status tsr_graph_add_input(tsr_graph *g, const char *name, tsr_dtype dtype, 
             return tsr_error(TSR_ERR_SHAPE, "input '%s': dim %d has no size and no name", name, i);
         }
     }
+    char what[300];
+    snprintf(what, sizeof what, "input '%s'", name);
+    int64_t numel;
+    TSR_CHECK(tsr_shape_numel_checked(rank, d, dtype, what, &numel));
     TSR_CHECK(tsr_grow((void **)&g->inputs, &g->cap_inputs, g->n_inputs + 1, sizeof *g->inputs));
     int v;
     TSR_CHECK(tsr_graph_new_value(g, name, &v));
@@ -248,9 +276,14 @@ tsr_status tsr_graph_add_constant(tsr_graph *g, const char *name, const tsr_tens
     if (value->rank < 0 || value->rank > TSR_MAX_RANK)
         return tsr_error(TSR_ERR_UNSUPPORTED, "constant '%s': rank %d is outside 0..%d", name,
                          value->rank, TSR_MAX_RANK);
-    if (tsr_tensor_numel(value) < 0)
-        return tsr_error(TSR_ERR_SHAPE, "constant '%s': negative dimension", name);
-    if (tsr_tensor_numel(value) > 0 && !value->data)
+    for (int i = 0; i < value->rank; i++)
+        if (value->dims[i] < 0)
+            return tsr_error(TSR_ERR_SHAPE, "constant '%s': negative dimension", name);
+    char what[300];
+    snprintf(what, sizeof what, "constant '%s'", name);
+    int64_t numel;
+    TSR_CHECK(tsr_shape_numel_checked(value->rank, value->dims, value->dtype, what, &numel));
+    if (numel > 0 && !value->data)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "constant '%s': data is NULL", name);
     int v;
     TSR_CHECK(tsr_graph_new_value(g, name, &v));
@@ -374,13 +407,23 @@ cleanup:
     return st;
 }
 
-static bool node_foldable(const tsr_graph *g, const tsr_node *n)
+/* Folding runs the reference kernel at build time, so a node whose outputs
+ * or work pass the graph's fold limit is left for the plan: a tiny model
+ * cannot make loading it take long or much memory. */
+static bool node_foldable(const tsr_graph *g, const tsr_infer_ctx *ctx)
 {
+    const tsr_node *n = ctx->node;
     if (n->op->flags & TSR_OP_NO_FOLD)
         return false;
-    for (int o = 0; o < n->n_outputs; o++)
-        if (tsr_shape_numel(g->values[n->outputs[o]].rank, g->values[n->outputs[o]].dims) < 0)
+    int64_t total = 0;
+    for (int o = 0; o < n->n_outputs; o++) {
+        tsr_tensor t = tsr_value_tensor(&g->values[n->outputs[o]]);
+        if (tsr_tensor_numel(&t) < 0)
             return false;
+        if (g->fold_limit >= 0 &&
+            (!tsr_size_add(total, (int64_t)tsr_tensor_bytes(&t), &total) || total > g->fold_limit))
+            return false;
+    }
     for (int i = 0; i < n->n_inputs; i++) {
         if (n->inputs[i] < 0)
             continue;
@@ -389,7 +432,21 @@ static bool node_foldable(const tsr_graph *g, const tsr_node *n)
         if (!((v->data && !v->is_param) || ((n->op->flags & TSR_OP_SHAPE_ONLY) && shape_known)))
             return false;
     }
-    return true;
+    return g->fold_limit < 0 || !n->op->flops || n->op->flops(ctx) <= (double)g->fold_limit;
+}
+
+/* Every output's element count and bytes must be representable before
+ * anything is allocated for it (folding, plans, kernels). */
+static tsr_status check_output_sizes(const tsr_graph *g, const tsr_node *n)
+{
+    for (int o = 0; o < n->n_outputs; o++) {
+        const tsr_value *v = &g->values[n->outputs[o]];
+        char what[300];
+        snprintf(what, sizeof what, "output '%s'", v->name);
+        int64_t numel;
+        TSR_CHECK(tsr_shape_numel_checked(v->rank, v->dims, v->dtype, what, &numel));
+    }
+    return TSR_OK;
 }
 
 tsr_status tsr_graph_add_node_op(tsr_graph *g, const tsr_op_def *op, int opset,
@@ -473,10 +530,12 @@ tsr_status tsr_graph_add_node_op(tsr_graph *g, const tsr_op_def *op, int opset,
     for (int o = 0; o < n_outputs; o++)
         ctx.outputs[o] = &g->values[node.outputs[o]];
     st = op->infer(&ctx);
+    if (st == TSR_OK)
+        st = check_output_sizes(g, &node);
     if (st != TSR_OK)
         goto fail;
 
-    if (node_foldable(g, &node)) {
+    if (node_foldable(g, &ctx)) {
         st = fold_node(g, &node);
         if (st != TSR_OK)
             goto fail;
@@ -659,6 +718,8 @@ int tsr_node_attr_views(const tsr_node *n, tsr_attr *attrs, int max)
 
 tsr_status tsr_graph_replay(const tsr_graph *src, tsr_graph *dst, bool freeze_params)
 {
+    if (freeze_params)
+        dst->fold_limit = -1;
     for (int v = 0; v < src->n_values; v++) {
         const tsr_value *val = &src->values[v];
         if (!val->data || val->producer >= 0 || val->is_input)
@@ -699,6 +760,7 @@ tsr_status tsr_graph_clone(const tsr_graph *g, tsr_graph **out)
     TSR_CHECK(tsr_graph_create(&c));
     tsr_status st = TSR_OK;
     c->default_opset = g->default_opset;
+    c->fold_limit = g->fold_limit;
     for (int s = 0; s < g->n_symbols && st == TSR_OK; s++) {
         int idx;
         st = tsr_graph_symbol(c, g->symbols[s], &idx);

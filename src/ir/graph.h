@@ -62,6 +62,9 @@ struct tsr_graph {
     int *name_index; /* open-addressing hash of value names, -1 empty */
     int name_index_cap;
     int default_opset; /* for nodes built without an importer */
+    /* Bytes (and FLOPs) past which a node is left for the plan instead of
+     * being folded while the graph is built; -1: no limit (plans). */
+    int64_t fold_limit;
 };
 
 /* Index of the value named `name`, or -1. */
@@ -80,7 +83,8 @@ tsr_status tsr_graph_add_node_op(tsr_graph *g, const tsr_op_def *op, int opset,
 /* Adds src's constants, nodes and outputs to dst, which already has the
  * inputs (possibly with other shapes): nodes are re-inferred and folded. */
 /* dst shares src's constants (no copies). With freeze_params, parameters
- * become plain constants (plans: everything foldable is folded). */
+ * become plain constants and dst folds with no size limit (plans:
+ * everything foldable is folded). */
 tsr_status tsr_graph_replay(const tsr_graph *src, tsr_graph *dst, bool freeze_params);
 /* Deep copy. */
 tsr_status tsr_graph_clone(const tsr_graph *g, tsr_graph **out);

@@ -86,11 +86,12 @@ tsr_status tsr_conv_infer(tsr_infer_ctx *c)
         return tsr_infer_error(c, TSR_ERR_SHAPE,
                                "W has %lld output channels, not divisible by group %lld",
                                (long long)m, (long long)group);
-    if (tsr_dim_known(channels) && tsr_dim_known(cg) && channels != cg * group)
-        return tsr_infer_error(
-            c, TSR_ERR_SHAPE,
-            "X has %lld channels but W expects %lld per group x group %lld = %lld",
-            (long long)channels, (long long)cg, (long long)group, (long long)(cg * group));
+    int64_t expected;
+    if (tsr_dim_known(channels) && tsr_dim_known(cg) &&
+        (!tsr_size_mul(cg, group, &expected) || channels != expected))
+        return tsr_infer_error(c, TSR_ERR_SHAPE,
+                               "X has %lld channels but W expects %lld per group x group %lld",
+                               (long long)channels, (long long)cg, (long long)group);
     if (b && b->rank >= 0) {
         if (b->rank != 1)
             return tsr_infer_error(c, TSR_ERR_SHAPE, "B has rank %d, expected 1", b->rank);

@@ -43,13 +43,18 @@ static tsr_status conv_grad_infer(tsr_infer_ctx *c, bool filter)
     if (n >= 0 && n != rank)
         return tsr_infer_error(c, TSR_ERR_SHAPE, "the shape input has %d entries for rank %d", n,
                                rank);
-    for (int d = 0; d < rank; d++)
+    for (int d = 0; d < rank; d++) {
+        if (known && shape[d] < 0)
+            return tsr_infer_error(c, TSR_ERR_SHAPE, "the shape input holds the negative size %lld",
+                                   (long long)shape[d]);
         dims[d] = known ? shape[d] : TSR_DIM_UNKNOWN;
+    }
     if (!known && !filter) {
         /* dX: batch of dY, channels of W times group. */
         dims[0] = a->dims[0];
-        if (tsr_dim_known(b->dims[1]))
-            dims[1] = b->dims[1] * group;
+        if (tsr_dim_known(b->dims[1]) && !tsr_size_mul(b->dims[1], group, &dims[1]))
+            return tsr_infer_error(c, TSR_ERR_SHAPE, "group %lld times %lld channels passes 2^62",
+                                   (long long)group, (long long)b->dims[1]);
     }
     tsr_infer_set(c, 0, a->dtype, rank, dims);
     return TSR_OK;

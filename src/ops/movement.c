@@ -309,9 +309,13 @@ static tsr_status concat_infer(tsr_infer_ctx *c)
                                        "input %d has shape %s, which differs from input 0's %s "
                                        "on axis %d (concatenating along axis %d)",
                                        i, si, s0, d, axis);
-        if (tsr_dim_known(x->dims[axis]))
-            known_sum += x->dims[axis];
-        else {
+        if (tsr_dim_known(x->dims[axis])) {
+            if (!tsr_size_add(known_sum, x->dims[axis], &known_sum))
+                return tsr_infer_error(c, TSR_ERR_SHAPE,
+                                       "the sizes of axis %d add up to more than 2^62 (input %d "
+                                       "has shape %s)",
+                                       axis, i, si);
+        } else {
             n_open++;
             open_dim = x->dims[axis];
         }
@@ -859,15 +863,30 @@ static tsr_status pad_mode_of(const tsr_node *n, pad_mode *mode)
     return TSR_OK;
 }
 
-/* Checks that pads leave a non-negative size and that reflect and edge
- * have something to copy from; unknown dims are skipped. */
+/* n + b + e, false when it leaves int64 or passes TSR_MAX_TENSOR_BYTES. */
+static bool pad_size(int64_t n, int64_t b, int64_t e, int64_t *out)
+{
+    int64_t sum;
+    if (__builtin_add_overflow(n, b, &sum) || __builtin_add_overflow(sum, e, &sum) ||
+        sum > TSR_MAX_TENSOR_BYTES)
+        return false;
+    *out = sum;
+    return true;
+}
+
+/* Checks that pads leave a non-negative size that fits and that reflect
+ * and edge have something to copy from; unknown dims are skipped. */
 static tsr_status pad_check(pad_mode mode, int rank, const int64_t *dims, const int64_t *pads)
 {
     for (int d = 0; d < rank; d++) {
-        int64_t n = dims[d], b = pads[d], e = pads[rank + d];
+        int64_t n = dims[d], b = pads[d], e = pads[rank + d], size;
         if (!tsr_dim_known(n))
             continue;
-        if (n + b + e < 0)
+        if (!pad_size(n, b, e, &size))
+            return tsr_error(TSR_ERR_SHAPE,
+                             "pads %lld and %lld make axis %d of size %lld larger than 2^62",
+                             (long long)b, (long long)e, d, (long long)n);
+        if (size < 0)
             return tsr_error(TSR_ERR_SHAPE,
                              "pads %lld and %lld leave axis %d of size %lld negative", (long long)b,
                              (long long)e, d, (long long)n);
@@ -900,19 +919,19 @@ static tsr_status pad_infer(tsr_infer_ctx *c)
                                tsr_dtype_name(cv->dtype), tsr_dtype_name(x->dtype));
     if (cv && tsr_shape_numel(cv->rank, cv->dims) != 1 && tsr_shape_numel(cv->rank, cv->dims) >= 0)
         return tsr_infer_error(c, TSR_ERR_SHAPE, "constant_value must hold one element");
+    if (known)
+        TSR_CHECK(pad_check(mode, x->rank, x->dims, pads));
     int64_t dims[TSR_MAX_RANK];
     for (int d = 0; d < x->rank; d++) {
         dims[d] = TSR_DIM_UNKNOWN;
         if (!known)
             continue;
-        int64_t n = x->dims[d], total = pads[d] + pads[x->rank + d];
+        int64_t n = x->dims[d];
         if (tsr_dim_known(n))
-            dims[d] = n + total;
-        else if (pads[d] == 0 && total == 0)
+            pad_size(n, pads[d], pads[x->rank + d], &dims[d]);
+        else if (pads[d] == 0 && pads[x->rank + d] == 0)
             dims[d] = n;
     }
-    if (known)
-        TSR_CHECK(pad_check(mode, x->rank, x->dims, pads));
     tsr_infer_set(c, 0, x->dtype, x->rank, dims);
     return TSR_OK;
 }
@@ -1050,9 +1069,13 @@ static tsr_status tile_infer(tsr_infer_ctx *c)
         if (reps[d] < 0)
             return tsr_infer_error(c, TSR_ERR_SHAPE, "repeats[%d] = %lld is negative", d,
                                    (long long)reps[d]);
-        if (tsr_dim_known(x->dims[d]))
-            dims[d] = x->dims[d] * reps[d];
-        else if (reps[d] <= 1)
+        if (tsr_dim_known(x->dims[d])) {
+            if (!tsr_size_mul(x->dims[d], reps[d], &dims[d]))
+                return tsr_infer_error(c, TSR_ERR_SHAPE,
+                                       "repeats[%d] = %lld makes axis %d of size %lld larger "
+                                       "than 2^62",
+                                       d, (long long)reps[d], d, (long long)x->dims[d]);
+        } else if (reps[d] <= 1)
             dims[d] = reps[d] == 0 ? 0 : x->dims[d];
     }
     tsr_infer_set(c, 0, x->dtype, x->rank, dims);

@@ -108,15 +108,16 @@ typedef struct count_balance {
     int64_t known_a, known_b;
     int open_a, open_b;
     int64_t last_open_a; /* the open dim of a, when there is one */
+    bool too_big;        /* a known product passes TSR_MAX_TENSOR_BYTES */
 } count_balance;
 
 static count_balance balance(int rank_a, const int64_t *a, int rank_b, const int64_t *b)
 {
-    count_balance r = {1, 1, 0, 0, TSR_DIM_UNKNOWN};
+    count_balance r = {1, 1, 0, 0, TSR_DIM_UNKNOWN, false};
     bool used[TSR_MAX_RANK] = {false};
     for (int i = 0; i < rank_a; i++) {
         if (tsr_dim_known(a[i])) {
-            r.known_a *= a[i];
+            r.too_big |= !tsr_size_mul(r.known_a, a[i], &r.known_a);
             continue;
         }
         int match = -1;
@@ -132,7 +133,7 @@ static count_balance balance(int rank_a, const int64_t *a, int rank_b, const int
     }
     for (int j = 0; j < rank_b; j++) {
         if (tsr_dim_known(b[j]))
-            r.known_b *= b[j];
+            r.too_big |= !tsr_size_mul(r.known_b, b[j], &r.known_b);
         else if (!used[j])
             r.open_b++;
     }
@@ -194,6 +195,11 @@ static tsr_status reshape_infer(tsr_infer_ctx *c)
         if (i != infer_at)
             others[n_others++] = dims[i];
     count_balance b = balance(x->rank, x->dims, n_others, others);
+    if (b.too_big)
+        return tsr_infer_error(c, TSR_ERR_SHAPE,
+                               "shape %s holds more than 2^62 elements, past what memory can hold "
+                               "(input %s)",
+                               want, have);
     if (infer_at >= 0) {
         if (b.open_a == 0 && b.open_b == 0) {
             if (b.known_b == 0)

@@ -26,9 +26,9 @@ static tsr_status read_list(const tsr_node *node, const char *name, int n, int64
         return tsr_error(TSR_ERR_SHAPE, "'%s' has %zu values, expected %d (one per spatial dim%s)",
                          name, count, n, strcmp(name, "pads") == 0 ? ", begins then ends" : "");
     for (int i = 0; i < n; i++)
-        if (vals[i] < min)
-            return tsr_error(TSR_ERR_SHAPE, "'%s'[%d] is %lld, must be at least %lld", name, i,
-                             (long long)vals[i], (long long)min);
+        if (vals[i] < min || vals[i] > TSR_MAX_TENSOR_BYTES)
+            return tsr_error(TSR_ERR_SHAPE, "'%s'[%d] is %lld, must be between %lld and 2^62", name,
+                             i, (long long)vals[i], (long long)min);
     memcpy(out, vals, (size_t)n * sizeof *out);
     return TSR_OK;
 }
@@ -80,7 +80,16 @@ tsr_status tsr_window_init(const tsr_node *node, int n, const int64_t *in, const
         if (kernel[i] < 1)
             return tsr_error(TSR_ERR_SHAPE, "kernel size %lld along spatial dim %d must be >= 1",
                              (long long)kernel[i], i);
-        int64_t span = (kernel[i] - 1) * w->dilation[i] + 1;
+        int64_t span, padded;
+        if (!tsr_size_mul(kernel[i] - 1, w->dilation[i], &span) || !tsr_size_add(span, 1, &span) ||
+            !tsr_size_add(in[i], w->pad_begin[i], &padded) ||
+            !tsr_size_add(padded, w->pad_end[i], &padded))
+            return tsr_error(TSR_ERR_SHAPE,
+                             "along spatial dim %d the input %lld with pads %lld and %lld, or the "
+                             "window of kernel %lld and dilation %lld, passes 2^62",
+                             i, (long long)in[i], (long long)w->pad_begin[i],
+                             (long long)w->pad_end[i], (long long)kernel[i],
+                             (long long)w->dilation[i]);
         if (same_upper || same_lower) {
             /* ONNX: out = ceil(in / stride), the padding split evenly with
              * the odd one at the end (UPPER) or the beginning (LOWER). */
@@ -92,13 +101,13 @@ tsr_status tsr_window_init(const tsr_node *node, int n, const int64_t *in, const
             w->pad_end[i] = total - w->pad_begin[i];
             w->out[i] = out;
         } else {
-            int64_t room = in[i] + w->pad_begin[i] + w->pad_end[i] - span;
+            int64_t room = padded - span;
             if (room < 0)
                 return tsr_error(TSR_ERR_SHAPE,
                                  "window of %lld (kernel %lld, dilation %lld) is larger than the "
                                  "padded input %lld along spatial dim %d",
                                  (long long)span, (long long)kernel[i], (long long)w->dilation[i],
-                                 (long long)(in[i] + w->pad_begin[i] + w->pad_end[i]), i);
+                                 (long long)padded, i);
             int64_t out = (ceil_mode ? ceil_div(room, s) : room / s) + 1;
             /* PyTorch's rule: the last window must start inside the input
              * or its left padding. */
