@@ -5,7 +5,7 @@
 set -eu
 
 build_pkgs="gcc make cmake pkg-config libprotobuf-c-dev protobuf-c-compiler libonnx-dev libdnnl-dev zlib1g-dev"
-test_pkgs="$build_pkgs python3 python3-pytest python3-numpy python3-torch python3-torchvision python3-onnx"
+test_pkgs="$build_pkgs python3 python3-pytest python3-numpy python3-torch python3-torchvision python3-onnx python3-ase"
 
 case "${1:-build}" in
 build) want=$build_pkgs ;;
