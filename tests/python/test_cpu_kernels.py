@@ -23,7 +23,7 @@ CHANNELS = [1, 3, 8, 13, 16, 24, 33]
 LAYOUTS = ["plain", "nChw8c", "nChw16c"]
 
 
-def _cpu_flags():
+def cpu_flags():
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -35,7 +35,7 @@ def _cpu_flags():
 
 
 def _isas():
-    flags = _cpu_flags()
+    flags = cpu_flags()
     isas = ["portable"]
     if "avx2" in flags and "fma" in flags:
         isas.append("avx2")

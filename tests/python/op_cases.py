@@ -1,0 +1,266 @@
+"""One case description per op of the op table, for the op x backend
+harness (test_backend_ops.py). A case is one node: its inputs as value
+specs (shape, odd sizes, and the range the values must lie in), its
+attributes, and the backend that must run it on the cpu device in float32.
+Adding an op to src/ops/op_table.h means adding its case here; the
+harness fails naming any op that has none. Adding a backend, or teaching
+one a new op, means changing `cpu=` of the cases it now runs."""
+
+import numpy as np
+
+I64 = np.int64
+
+
+class Spec:
+    """How to make one input. Float specs follow the dtype under test;
+    `const` inputs become graph constants (shape tensors, axes, bounds),
+    the others graph inputs (differentiated when float)."""
+
+    def __init__(self, shape, make, const=False, float_=True):
+        self.shape, self.make, self.const, self.float = tuple(shape), make, const, float_
+
+    def array(self, rng, dtype):
+        a = np.asarray(self.make(rng, self.shape))
+        return a.astype(dtype) if self.float else a
+
+
+def normal(*shape, scale=1.0):
+    return Spec(shape, lambda r, s: r.standard_normal(s) * scale)
+
+
+def away(*shape, margin=0.1, scale=1.0):
+    """|x| >= margin: finite differences never cross a kink at 0."""
+    def make(r, s):
+        x = r.standard_normal(s) * scale
+        return np.where(x >= 0, x + margin, x - margin)
+    return Spec(shape, make)
+
+
+def positive(*shape, lo=0.5, hi=2.0):
+    return Spec(shape, lambda r, s: r.uniform(lo, hi, s))
+
+
+def distinct(*shape, offset=0.0):
+    """Distinct values 0.1 apart (plus `offset`, so that inputs with
+    different offsets never tie either): no ties for max and min to break."""
+    def make(r, s):
+        n = int(np.prod(s))
+        return (r.permutation(n).reshape(s) - n / 2) / 10 + offset
+    return Spec(shape, make)
+
+
+def fractional(*shape):
+    """Values at least 0.1 away from every integer (Floor, Ceil, Mod)."""
+    return Spec(shape, lambda r, s: r.integers(-3, 4, s) + r.uniform(0.1, 0.9, s))
+
+
+def const(value):
+    """A constant of exactly this value and dtype (floats follow the dtype under test)."""
+    v = np.asarray(value)
+    return Spec(v.shape, lambda r, s: v.copy(), const=True, float_=v.dtype.kind == "f")
+
+
+def ints(*shape, lo=0, hi=3, constant=False):
+    return Spec(shape, lambda r, s: r.integers(lo, hi, s).astype(I64), const=constant,
+                float_=False)
+
+
+def mask(*shape):
+    return Spec(shape, lambda r, s: r.standard_normal(s) > 0, float_=False)
+
+
+class Case:
+    """One node of `op` on `inputs` (Spec or None for an omitted input).
+
+    cpu, cpu64: the backend that must run it on the cpu device in float32,
+    in float64. rtol: the "close" tolerance, relative to max |ref| (float32
+    sums of many terms need more than the default). grad: True to check the gradient rule
+    against finite differences, or a string saying why this case is not
+    differentiated. grad_outputs: the outputs differentiated (default all
+    float outputs). tol: "close" (a few ulps of max |ref|), "exact", or
+    "sum" for sums of products (bounded by the op applied to |inputs|).
+    folded: every input is constant, so the graph builder computes the
+    node; `expect` is then an independent numpy reference."""
+
+    def __init__(self, op, inputs, attrs=None, *, cpu="ref", cpu64="ref", n_outputs=1, opset=17,
+                 grad=True, grad_outputs=None, tol="close", rtol=1e-6, folded=False, expect=None,
+                 label=""):
+        self.op, self.inputs, self.attrs = op, list(inputs), dict(attrs or {})
+        self.cpu, self.cpu64, self.n_outputs, self.opset = cpu, cpu64, n_outputs, opset
+        self.grad, self.rtol = grad, rtol
+        self.grad_outputs, self.tol, self.folded, self.expect = grad_outputs, tol, folded, expect
+        self.label = label
+
+
+CONV = {"kernel_shape": [3, 2], "pads": [1, 0, 2, 1], "strides": [2, 1], "dilations": [1, 2]}
+POOL = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}
+
+CASES = [
+    # unary.c
+    Case("Abs", [away(2, 13, 5, 7)], cpu="cpu", tol="exact"),
+    Case("Neg", [normal(2, 13, 5, 7)], cpu="cpu", tol="exact"),
+    Case("Relu", [away(3, 19, 7, 5)], cpu="cpu", tol="exact"),
+    Case("Relu", [away(3, 5, 7)], cpu="cpu", tol="exact", label="rank3"),
+    Case("LeakyRelu", [away(2, 13, 5, 7)], {"alpha": 0.07}, cpu="cpu"),
+    Case("Elu", [away(3, 5, 7)], {"alpha": 0.7}),
+    Case("Selu", [away(3, 5, 7)]),
+    Case("Clip", [normal(2, 13, 5, 7, scale=2), const(np.float32(-0.5)), const(np.float32(0.7))],
+         cpu="cpu", tol="exact"),
+    Case("Clip", [normal(3, 5, 7, scale=2), None, const(np.float32(0.5))], cpu="cpu", tol="exact",
+         label="max_only"),
+    Case("Sigmoid", [normal(2, 19, 5, 7, scale=3)], cpu="cpu"),
+    Case("HardSigmoid", [away(2, 13, 5, 7)], {"alpha": 0.3, "beta": 0.6}, cpu="cpu"),
+    Case("HardSwish", [normal(2, 13, 5, 7, scale=3)], cpu="cpu"),
+    Case("Tanh", [normal(2, 13, 5, 7, scale=3)], cpu="cpu"),
+    Case("Erf", [normal(3, 5, 7)]),
+    Case("Exp", [normal(2, 13, 5, 7, scale=3)], cpu="cpu"),
+    Case("Log", [positive(3, 5, 7)]),
+    Case("Sqrt", [positive(3, 5, 7)]),
+    Case("Reciprocal", [positive(3, 5, 7)]),
+    Case("Floor", [fractional(3, 5, 7)], tol="exact"),
+    Case("Ceil", [fractional(3, 5, 7)], tol="exact"),
+    Case("Softplus", [normal(3, 5, 7, scale=3)]),
+    Case("Not", [mask(3, 5, 7)], tol="exact"),
+    # binary.c
+    Case("Add", [normal(2, 13, 5, 7), normal(2, 13, 5, 7)], cpu="cpu"),
+    Case("Add", [normal(2, 13, 5, 7), normal(13, 1, 1)], cpu="cpu", label="per_channel"),
+    Case("Add", [normal(3, 5, 7), normal(5, 1)], cpu="cpu", label="broadcast"),
+    Case("Sub", [normal(2, 19, 5, 7), normal(1, 19, 1, 1)], cpu="cpu"),
+    Case("Sub", [normal(3, 5, 7), normal(7)], label="broadcast"),
+    Case("Mul", [normal(2, 13, 5, 7), normal(2, 13, 5, 7)], cpu="cpu"),
+    Case("Mul", [normal(2, 13, 5, 7), normal()], cpu="cpu", label="scalar"),
+    Case("Div", [normal(2, 13, 5, 7), positive(2, 13, 5, 7)], cpu="cpu"),
+    Case("Div", [normal(3, 5, 7), positive(5, 1)], cpu="cpu", label="broadcast"),
+    Case("Pow", [positive(3, 5, 7), normal(7)]),
+    Case("Pow", [normal(3, 5), const(np.array(3, dtype=I64))], label="int_exponent"),
+    Case("Max", [distinct(3, 5), distinct(5, offset=0.03), distinct(3, 1, offset=0.06)]),
+    Case("Min", [distinct(3, 5), distinct(3, 5, offset=0.05)]),
+    Case("Sum", [normal(3, 5), normal(5), normal(3, 5)]),
+    Case("Equal", [ints(3, 5), ints(5)], tol="exact"),
+    Case("Less", [distinct(3, 5), distinct(5, offset=0.05)], tol="exact"),
+    Case("Greater", [distinct(3, 5), distinct(3, 1, offset=0.05)], tol="exact"),
+    Case("Where", [mask(3, 5), normal(3, 5), normal(5)]),
+    Case("Mod", [fractional(3, 5), const(np.full((3, 5), 2.0))], {"fmod": 1}),
+    # conv.c
+    Case("Conv", [normal(2, 5, 9, 7), normal(6, 5, 3, 2), normal(6)], CONV, cpu="dnnl", tol="sum"),
+    Case("Conv", [normal(1, 6, 7, 5), normal(9, 2, 3, 3)], {"group": 3, "pads": [1, 1, 1, 1]},
+         cpu="dnnl", tol="sum", label="grouped"),
+    Case("Conv", [normal(2, 3, 9), normal(5, 3, 3)], {"strides": [2], "auto_pad": "SAME_UPPER"},
+         tol="sum", label="1d"),
+    # pool.c
+    Case("MaxPool", [distinct(2, 13, 9, 7)], POOL, cpu="cpu", tol="exact"),
+    Case("MaxPool", [distinct(1, 19, 7, 7)], {"kernel_shape": [2, 3], "strides": [2, 1],
+                                               "pads": [0, 1, 1, 0], "ceil_mode": 1},
+         cpu="cpu", tol="exact", label="ceil"),
+    Case("MaxPool", [distinct(1, 5, 9, 7)], {"kernel_shape": [3, 2], "dilations": [2, 1],
+                                              "pads": [2, 0, 1, 1]}, cpu="cpu", tol="exact",
+         label="dilated"),
+    Case("AveragePool", [normal(2, 13, 9, 7)], POOL, cpu="cpu"),
+    Case("AveragePool", [normal(1, 19, 7, 7)], dict(POOL, count_include_pad=1, ceil_mode=1),
+         cpu="cpu", label="include_pad"),
+    Case("GlobalAveragePool", [normal(2, 13, 5, 7)], cpu="cpu"),
+    Case("GlobalMaxPool", [distinct(2, 13, 5, 7)], cpu="cpu", tol="exact"),
+    # norm.c
+    Case("BatchNormalization", [normal(2, 13, 5, 7), positive(13), normal(13), normal(13),
+                                positive(13)], {"epsilon": 1e-3}, cpu="cpu"),
+    Case("LayerNormalization", [normal(3, 5, 7), normal(5, 7), normal(7)], {"axis": -2}),
+    # matmul.c
+    Case("Gemm", [normal(3, 7), normal(5, 7), normal(5)], {"transB": 1, "alpha": 0.7, "beta": 1.3},
+         cpu="dnnl", tol="sum"),
+    Case("Gemm", [normal(7, 3), normal(7, 5), normal(3, 1)], {"transA": 1}, cpu="dnnl",
+         tol="sum", label="transA"),
+    Case("MatMul", [normal(2, 3, 7), normal(7, 5)], cpu="dnnl", tol="sum"),
+    Case("MatMul", [normal(2, 1, 3, 7), normal(3, 7, 5)], cpu="dnnl", tol="sum",
+         label="batch_broadcast"),
+    Case("MatMul", [normal(7), normal(2, 7, 3)], cpu="dnnl", tol="sum", label="vector"),
+    Case("Einsum", [normal(2, 3, 7), normal(2, 7, 5)], {"equation": "bij,bjk->bik"}, tol="sum"),
+    # reduce.c
+    Case("ReduceMean", [normal(3, 5, 7)], {"axes": [1]}),
+    Case("ReduceSum", [normal(3, 5, 7), const(np.array([0, 2], dtype=I64))], {"keepdims": 0}),
+    Case("ReduceMax", [distinct(3, 5, 7)], {"axes": [0, 2], "keepdims": 0}, tol="exact"),
+    Case("ReduceMin", [distinct(3, 5, 7)], {"axes": [-1]}, tol="exact"),
+    Case("Softmax", [normal(3, 5, 7)], {"axis": 1}),
+    Case("Softmax", [normal(3, 5, 7)], {"axis": 1}, opset=11, label="opset11"),
+    Case("LogSoftmax", [normal(3, 5, 7)], {"axis": -1}),
+    # shape.c
+    Case("Shape", [normal(3, 5, 7)], folded=True,
+         expect=lambda x: np.array(x.shape, dtype=I64)),
+    Case("Reshape", [normal(3, 5, 7), const(np.array([5, -1], dtype=I64))], tol="exact"),
+    Case("Flatten", [normal(3, 5, 7)], {"axis": 2}, tol="exact"),
+    Case("Squeeze", [normal(3, 1, 5), const(np.array([1], dtype=I64))], tol="exact"),
+    Case("Unsqueeze", [normal(3, 5), const(np.array([0, 3], dtype=I64))], tol="exact"),
+    Case("Expand", [normal(3, 1), const(np.array([2, 3, 5], dtype=I64))], tol="exact"),
+    Case("Identity", [normal(3, 5)], tol="exact"),
+    Case("Dropout", [normal(3, 5)], tol="exact"),
+    # movement.c
+    Case("Transpose", [normal(2, 3, 5)], {"perm": [1, 2, 0]}, tol="exact"),
+    Case("Concat", [normal(2, 13, 5, 7), normal(2, 19, 5, 7), normal(2, 8, 5, 7)], {"axis": 1},
+         cpu="cpu", cpu64="cpu", tol="exact"),
+    Case("Concat", [normal(2, 3), normal(2, 1), normal(2, 5)], {"axis": 1}, cpu="cpu",
+         cpu64="cpu", tol="exact", label="rank2"),
+    Case("Split", [normal(5, 3), const(np.array([2, 3], dtype=I64))], {"axis": 0}, n_outputs=2,
+         tol="exact"),
+    Case("Slice", [normal(5, 7), const(np.array([1, -5], dtype=I64)),
+                   const(np.array([4, 100], dtype=I64)), const(np.array([0, 1], dtype=I64))],
+         tol="exact"),
+    Case("Gather", [normal(5, 3), const(np.array([[3, 0], [3, 1]], dtype=I64))], {"axis": 0},
+         tol="exact"),
+    Case("Gather", [normal(3, 5), const(np.array([4, -1, 2], dtype=I64))], {"axis": 1},
+         tol="exact", label="axis1"),
+    Case("Pad", [normal(3, 5), const(np.array([1, 0, 2, -1], dtype=I64))], tol="exact"),
+    Case("Tile", [normal(2, 3), const(np.array([2, 3], dtype=I64))], tol="exact"),
+    # The updates are a constant: their gradient has no rule yet.
+    Case("ScatterND", [normal(5, 3), const(np.array([[1], [3]], dtype=I64)),
+                       const(np.arange(6.0).reshape(2, 3))], tol="exact"),
+    # constant.c
+    Case("Constant", [], {"value": np.arange(15.0).reshape(3, 5)}, folded=True,
+         expect=lambda: np.arange(15.0).reshape(3, 5)),
+    Case("ConstantOfShape", [const(np.array([3, 5], dtype=I64))],
+         {"value": np.array([2.5])}, folded=True,
+         expect=lambda s: np.full((3, 5), 2.5)),
+    Case("Cast", [normal(3, 5)], {"to": 11}, tol="exact"),
+    Case("Range", [const(np.array(1, dtype=I64)), const(np.array(14, dtype=I64)),
+                   const(np.array(3, dtype=I64))], folded=True,
+         expect=lambda a, b, c: np.arange(a, b, c, dtype=I64)),
+    # dpp.c
+    Case("DetailPreservingPool", [positive(2, 13, 9, 7), normal(13, scale=0.3),
+                                  normal(13, scale=0.3)], {"kernel_shape": [3, 3], "strides": [2, 2]},
+         cpu="cpu"),
+    Case("DetailPreservingPoolGrad", [normal(2, 13, 4, 3), positive(2, 13, 9, 7),
+                                      normal(13, scale=0.3), normal(13, scale=0.3)],
+         {"kernel_shape": [3, 3], "strides": [2, 2]}, n_outputs=3, cpu="cpu", rtol=1e-5,
+         grad="second derivatives of DPP are not written (a clear error, test_dpp.py)"),
+    # grad_*.c
+    Case("ConvGradInput", [normal(2, 6, 5, 6), normal(6, 5, 3, 2),
+                           const(np.array([2, 5, 9, 7], dtype=I64))], CONV, cpu="dnnl", tol="sum"),
+    Case("ConvGradFilter", [normal(2, 5, 9, 7), normal(2, 6, 5, 6),
+                            const(np.array([6, 5, 3, 2], dtype=I64))], CONV, cpu="dnnl", tol="sum"),
+    Case("MaxPoolGrad", [distinct(2, 3, 9, 7), normal(2, 3, 5, 4)], POOL),
+    Case("MaxPoolGather", [distinct(2, 3, 9, 7), normal(2, 3, 9, 7)], POOL, tol="exact"),
+    Case("AveragePoolGrad", [normal(2, 3, 5, 4), const(np.array([2, 3, 9, 7], dtype=I64))], POOL),
+    Case("GatherGrad", [normal(2, 2, 3), const(np.array([[3, 0], [3, 1]], dtype=I64)),
+                        const(np.array([5, 3], dtype=I64))], {"axis": 0}),
+    Case("SumTo", [normal(3, 5, 7), const(np.array([5, 1], dtype=I64))]),
+    # training.c
+    Case("BatchNormTrain", [normal(3, 5, 4, 3), positive(5), normal(5),
+                            const(np.linspace(-0.5, 0.5, 5)), const(np.linspace(0.5, 1.5, 5))],
+         {"epsilon": 1e-3, "momentum": 0.8}, n_outputs=5, grad_outputs=[0]),
+    Case("BatchNormTrainGrad", [normal(3, 5, 4, 3), normal(3, 5, 4, 3), positive(5), normal(5),
+                                positive(5)], n_outputs=3),
+    Case("DropoutTrain", [normal(5, 7), const(np.array(7, dtype=I64))], {"ratio": 0.3},
+         n_outputs=2, grad_outputs=[0]),
+    # loss.c
+    Case("SoftmaxCrossEntropy", [normal(3, 5, 2), ints(3, 2, hi=5, constant=True)],
+         {"label_smoothing": 0.1}),
+    Case("SoftmaxCrossEntropyGrad", [normal(), normal(3, 5, 2), ints(3, 2, hi=5, constant=True)]),
+    Case("RegressionLoss", [normal(3, 5), normal(3, 5)], {"kind": "huber", "delta": 0.7,
+                                                          "reduction": "sum"}),
+    Case("RegressionLoss", [normal(3, 5), normal(3, 5)], {"kind": "mse"}, label="mse"),
+    Case("RegressionLossGrad", [normal(), normal(3, 5), normal(3, 5)], {"kind": "l1"}),
+    # fused.c
+    Case("FusedConv", [normal(2, 5, 9, 7), normal(6, 5, 3, 2), normal(6), normal(2, 6, 5, 6)],
+         dict(CONV, activation="Relu"), cpu="dnnl", tol="sum"),
+    Case("FusedConv", [normal(2, 5, 9, 7), normal(6, 5, 3, 2)],
+         dict(CONV, activation="HardSigmoid", activation_alpha=0.3, activation_beta=0.5),
+         cpu="dnnl", tol="sum", label="hardsigmoid"),
+]

@@ -1,0 +1,240 @@
+"""The op x backend harness: every op of the op table, from its case
+description in op_cases.py, on every backend of every device, against the
+reference backend; and every gradient rule against central finite
+differences in float64.
+
+On the cpu device each case runs in float64 (which the device mostly
+leaves to ref) and in float32 in every activation layout (TSR_CPU_LAYOUT; blocked
+inputs come out of an identity Conv and a 1x1 MaxPool, as in a model) and
+on every instruction set (TSR_CPU_ISA) when the case runs on one of the
+device's own backends, plus bf16 precision where oneDNN runs it. Each
+test asserts that the node ran on the backend its case names
+(tsr_plan_node_backend): a backend that starts or stops taking an op
+fails here until the case says so. Instruction sets and bf16 this machine
+lacks show as skips with the reason."""
+
+import zlib
+
+import numpy as np
+import pytest
+
+import tsr
+from op_cases import CASES
+from test_cpu_kernels import blocked, cpu_flags
+
+OPS = tsr.op_table()
+DOMAIN = {o["name"]: o["domain"] for o in OPS}
+HAS_GRADIENT = {o["name"]: bool(o["has_gradient"]) for o in OPS}
+LAYOUTS = ["plain", "nChw8c", "nChw16c"]
+ISAS = {"portable": [], "avx2": ["avx2", "fma"], "avx512": ["avx512f"]}
+EPS = 1e-6
+
+
+def case_id(case):
+    return case.op + (f"-{case.label}" if case.label else "")
+
+
+def seed_of(text):
+    """A seed that is the same in every process (hash() is not)."""
+    return zlib.crc32(text.encode())
+
+
+def test_every_op_has_a_case():
+    """A new op in the op table must come with its case description."""
+    missing = [o["name"] for o in OPS if not any(c.op == o["name"] for c in CASES)]
+    assert not missing, f"ops of src/ops/op_table.h without a case in op_cases.py: {missing}"
+    unknown = sorted({c.op for c in CASES} - set(DOMAIN))
+    assert not unknown, f"op_cases.py describes ops the op table lacks: {unknown}"
+    ids = [case_id(c) for c in CASES]
+    assert len(ids) == len(set(ids)), "two cases of one op need different labels"
+
+
+def inputs_of(case, dtype):
+    rng = np.random.default_rng(seed_of(case_id(case)))
+    return [None if s is None else s.array(rng, dtype) for s in case.inputs]
+
+
+def build(case, arrays, block=False, outputs=None):
+    """The case's node, named node0, on `arrays`; returns the graph and its feeds.
+    block: float32 4-D inputs reach the node through blocked() (the
+    device's blocked layout). outputs: the node outputs that are graph
+    outputs (default all)."""
+    g = tsr.Graph()
+    g.set_opset(case.opset)
+    names, feeds = [], []
+    for i, (spec, a) in enumerate(zip(case.inputs, arrays)):
+        if spec is None:
+            names.append("")
+            continue
+        name = f"in{i}"
+        if spec.const:
+            g.add_constant(name, a)
+        else:
+            g.add_input(name, a.dtype, list(a.shape))
+            feeds.append(a)
+            if block and a.dtype == np.float32 and a.ndim == 4:
+                name = blocked(g, name, a.shape[1])
+        names.append(name)
+    outs = [f"out{o}" for o in range(case.n_outputs)]
+    g.add_node(case.op, names, outs, case.attrs, domain=DOMAIN[case.op], name="node0")
+    for o in outputs if outputs is not None else range(case.n_outputs):
+        g.add_output(outs[o])
+    return g, feeds
+
+
+def configs():
+    """(case, device config) pairs: dtype, layout, ISA, precision."""
+    params = []
+    for case in CASES:
+        cid = case_id(case)
+        if case.folded:
+            params.append(pytest.param(case, None, id=f"{cid}-folded"))
+            continue
+        params.append(pytest.param(case, ("float64", "plain", None, "fp32"), id=f"{cid}-float64"))
+        isas = list(ISAS) if case.cpu != "ref" else [None]
+        for layout in LAYOUTS:
+            for isa in isas:
+                params.append(pytest.param(case, ("float32", layout, isa, "fp32"),
+                                           id=f"{cid}-{layout}" + (f"-{isa}" if isa else "")))
+        if case.cpu == "dnnl":
+            params.append(pytest.param(case, ("float32", "plain", None, "bf16"), id=f"{cid}-bf16"))
+    return params
+
+
+def tolerance(case, arrays, want, precision):
+    """The largest error allowed per element of want (an array)."""
+    if case.tol == "sum":
+        # Sums of products: rounding is bounded by the same sums of |terms|,
+        # which the op computes on |inputs| (activations are 1-Lipschitz or less).
+        attrs = {k: v for k, v in case.attrs.items() if not k.startswith("activation")}
+        if "activation" in case.attrs:
+            attrs["activation"] = ""
+        abs_case = type(case)(case.op, case.inputs, attrs, n_outputs=case.n_outputs,
+                              opset=case.opset)
+        g, feeds = build(abs_case, [None if a is None else np.abs(a) for a in arrays])
+        bound = tsr.Plan(g).run([np.abs(f) for f in feeds])[0]
+        unit = 2.0 ** -7 if precision == "bf16" else 2.0 ** -17
+        return unit * bound + 1e-30
+    scale = float(np.max(np.abs(want))) if want.size else 0.0
+    return case.rtol * (np.abs(want) + scale) + 1e-30
+
+
+def compare(case, got, want, arrays, precision, what):
+    assert got.shape == want.shape and got.dtype == want.dtype, what
+    if case.tol == "exact" or want.dtype.kind not in "f":
+        np.testing.assert_array_equal(got, want, err_msg=what)
+        return
+    allowed = tolerance(case, arrays, want, precision)
+    err = np.abs(got.astype(np.float64) - want)
+    worst = np.unravel_index(np.argmax(err - allowed), err.shape) if err.size else ()
+    assert np.all(err <= allowed), (
+        f"{what}: error {err[worst]:.3g} at {worst} exceeds {np.asarray(allowed)[worst]:.3g}")
+
+
+def skip_unless_machine_has(isa):
+    missing = [f for f in ISAS[isa] if f not in cpu_flags()]
+    if missing:
+        pytest.skip(f"machine lacks {' and '.join(missing)}: the {isa} kernels cannot run here")
+
+
+@pytest.mark.parametrize("case,config", configs())
+def test_backend_against_ref(case, config, monkeypatch):
+    if config is None:
+        for device in ("ref", "cpu"):
+            arrays = inputs_of(case, np.float64)
+            g, feeds = build(case, arrays)
+            plan = tsr.Plan(g, device=device)
+            got = plan.run(feeds)[0]
+            np.testing.assert_array_equal(got, case.expect(*arrays))
+            with pytest.raises(tsr.TesseraError, match="no node named 'node0'"):
+                plan.node_backend("node0")
+        return
+    dtype, layout, isa, precision = config
+    if isa:
+        skip_unless_machine_has(isa)
+        monkeypatch.setenv("TSR_CPU_ISA", isa)
+    monkeypatch.setenv("TSR_CPU_LAYOUT", layout)
+    arrays = inputs_of(case, np.dtype(dtype))
+    g, feeds = build(case, arrays, block=layout != "plain")
+    if precision == "bf16":
+        try:
+            plan = tsr.Plan(g, device="cpu", threads=2, precision="bf16")
+        except tsr.TesseraError as e:
+            pytest.skip(f"machine lacks bf16 arithmetic: {e}")
+    else:
+        plan = tsr.Plan(g, device="cpu", threads=2)
+    got = plan.run(feeds)
+    want_backend = case.cpu if dtype == "float32" else case.cpu64
+    assert plan.node_backend("node0") == want_backend, (
+        f"{case.op} ran on {plan.node_backend('node0')}, its case in op_cases.py says "
+        f"{want_backend}")
+    # The oracle: the reference device on the float64 version of the same values.
+    ref_arrays = [None if a is None else (a.astype(np.float64) if a.dtype == np.float32 else a)
+                  for a in arrays]
+    ref_g, ref_feeds = build(case, ref_arrays)
+    want = tsr.Plan(ref_g, device="ref").run(ref_feeds)
+    for o, (x, w) in enumerate(zip(got, want)):
+        if w.dtype == np.float64 and x.dtype == np.float32:
+            if case.tol == "exact":
+                w = w.astype(np.float32)
+            else:
+                x = x.astype(np.float64)
+        compare(case, x, w, ref_arrays, precision, f"{case_id(case)} output {o} on {config}")
+
+
+def grad_cases():
+    params = []
+    for case in CASES:
+        if not HAS_GRADIENT[case.op] or case.folded:
+            continue
+        marks = [] if case.grad is True else [pytest.mark.skip(reason=case.grad)]
+        params.append(pytest.param(case, id=case_id(case), marks=marks))
+    return params
+
+
+def numeric_grad(loss, xs, k):
+    """Central differences of the scalar loss(xs) with respect to xs[k]."""
+    x = xs[k]
+    grad = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        saved = x[idx]
+        x[idx] = saved + EPS
+        hi = loss(xs)
+        x[idx] = saved - EPS
+        lo = loss(xs)
+        x[idx] = saved
+        grad[idx] = (hi - lo) / (2 * EPS)
+    return grad
+
+
+@pytest.mark.parametrize("case", grad_cases())
+def test_gradient_rule_against_finite_differences(case):
+    """d sum(outputs * seeds) / d every float graph input, float64 on ref."""
+    arrays = inputs_of(case, np.float64)
+    float_outs = case.grad_outputs
+    if float_outs is None:
+        probe, probe_feeds = build(case, arrays)
+        float_outs = [o for o, y in enumerate(tsr.Plan(probe).run(probe_feeds))
+                      if y.dtype == np.float64]
+    g, feeds = build(case, arrays, outputs=float_outs)
+    wrt = [f"in{i}" for i, s in enumerate(case.inputs)
+           if s is not None and not s.const and arrays[i].dtype == np.float64]
+    plan = tsr.Plan(g)
+    ys = plan.run(feeds)
+    rng = np.random.default_rng(seed_of("seed " + case_id(case)))
+    seeds = [rng.standard_normal(y.shape) for y in ys]
+
+    def loss(values):
+        return sum(float(np.sum(y * s)) for y, s in zip(plan.run(values), seeds))
+
+    gg = tsr.gradient(g, [f"out{o}" for o in float_outs], wrt)
+    grads = tsr.Plan(gg).run(feeds + seeds)[len(float_outs):]
+    xs = [f.copy() for f in feeds]
+    positions = [i for i, s in enumerate(case.inputs) if s is not None and not s.const]
+    for k, w in enumerate(wrt):
+        fd = numeric_grad(loss, xs, positions.index(int(w[2:])))
+        scale = max(float(np.max(np.abs(fd))) if fd.size else 0.0, 1e-3)
+        err = float(np.max(np.abs(grads[k] - fd))) if fd.size else 0.0
+        assert err <= 1e-6 * scale, (
+            f"{case_id(case)} d/d{w}: max error {err:.3g} against finite differences, "
+            f"max |grad| {scale:.3g}")
