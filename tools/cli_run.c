@@ -149,7 +149,7 @@ static void print_summary(const char *name, const tsr_tensor *t)
     cli_format_dims(t->rank, t->dims, shape, sizeof shape);
     printf("%s: %s %s", name, tsr_dtype_name(t->dtype), shape);
     int64_t n = tsr_tensor_numel(t);
-    if (n <= 0) {
+    if (n == 0) {
         printf(" (empty)\n");
         return;
     }
@@ -220,6 +220,12 @@ static int run_model(const run_options *o, tsr_graph *g)
             goto done;
         }
         size_t bytes = tsr_tensor_bytes(&outputs[k]);
+        if (tsr_tensor_numel(&outputs[k]) < 0) {
+            char shape[512];
+            cli_format_dims(outputs[k].rank, outputs[k].dims, shape, sizeof shape);
+            rc = cli_fail("output %d has shape %s, whose size is not representable", k, shape);
+            goto done;
+        }
         outputs[k].data = malloc(bytes ? bytes : 1);
         if (!outputs[k].data) {
             rc = cli_fail("out of memory for output %d (%zu bytes)", k, bytes);

@@ -146,9 +146,20 @@ int cli_idx_read(const char *path, tsr_tensor *out)
         goto done;
     }
     uint64_t count = 1;
-    for (int d = 0; d < rank; d++) {
+    for (int d = 0; d < rank; d++)
         out->dims[d] = (int64_t)be_load(buf + 4 + 4 * d, 4);
-        count *= (uint64_t)out->dims[d]; /* dims < 2^32 and rank <= 8: bounded below */
+    /* An empty axis would leave the other dims unchecked, and code that
+     * loops over them (per-sample sizes, reductions) multiplies them. */
+    for (int d = 0; d < rank; d++)
+        if (out->dims[d] == 0) {
+            char dims[256];
+            cli_format_dims(rank, out->dims, dims, sizeof dims);
+            rc = cli_fail("%s: dim %d of the header's shape %s is 0: the file holds no elements",
+                          path, d, dims);
+            goto done;
+        }
+    for (int d = 0; d < rank; d++) {
+        count *= (uint64_t)out->dims[d]; /* dims < 2^32 and count <= size: no wrap */
         if (count > (uint64_t)size) {
             count = UINT64_MAX;
             break;

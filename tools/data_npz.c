@@ -108,14 +108,14 @@ static int read_member(const zip_file *z, uint64_t *at, zip_member *m)
     while (x + 4 <= x_end) {
         uint64_t id = le(x, 2), len = le(x + 2, 2);
         const unsigned char *v = x + 4;
-        if (v + len > x_end)
+        if (len > (uint64_t)(x_end - v))
             return corrupt(z, "a member's extra field is damaged");
         if (id == 1) {
             uint64_t *fields[3] = {&m->uncompressed, &m->compressed, &m->local_offset};
             for (int k = 0; k < 3; k++) {
                 if (*fields[k] != 0xFFFFFFFFu)
                     continue;
-                if (v + 8 > x + 4 + len)
+                if (8 > (uint64_t)(x + 4 + len - v))
                     return corrupt(z, "a member's zip64 field is too short");
                 *fields[k] = le(v, 8);
                 v += 8;
@@ -137,9 +137,9 @@ static int member_bytes(const zip_file *z, const zip_member *m, unsigned char **
         return cli_fail("%s: member '%s' uses compression method %u; only stored (0) and "
                         "deflated (8) members are supported",
                         z->path, m->name, m->method);
-    const unsigned char *l = z->data + m->local_offset;
-    if (!in_file(z, m->local_offset, 30) || le(l, 4) != SIG_LOCAL)
+    if (!in_file(z, m->local_offset, 30) || le(z->data + m->local_offset, 4) != SIG_LOCAL)
         return corrupt(z, "a member's local header is damaged or outside the file");
+    const unsigned char *l = z->data + m->local_offset;
     uint64_t start = m->local_offset + 30 + le(l + 26, 2) + le(l + 28, 2);
     if (!in_file(z, start, m->compressed))
         return cli_fail("%s: member '%s' is truncated (%llu bytes promised)", z->path, m->name,

@@ -56,7 +56,8 @@ void tsr_aligned_free(void *ptr) { free(ptr); }
  * data stays aligned. */
 void *tsr_shared_alloc(size_t size)
 {
-    char *base = tsr_aligned_alloc(size > SIZE_MAX - TSR_ALIGNMENT ? SIZE_MAX : size + TSR_ALIGNMENT);
+    char *base =
+        tsr_aligned_alloc(size > SIZE_MAX - TSR_ALIGNMENT ? SIZE_MAX : size + TSR_ALIGNMENT);
     if (!base)
         return NULL;
     __atomic_store_n((long *)base, 1L, __ATOMIC_RELAXED);

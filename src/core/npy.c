@@ -247,7 +247,49 @@ static tsr_status read_exact(FILE *f, const char *path, void *buf, size_t n, con
     return TSR_OK;
 }
 
-static tsr_status npy_read_file(FILE *f, const char *path, tsr_tensor *out, void **data_out)
+/* Reads `bytes` of data when the stream's length is not known (pipes): the
+ * buffer grows with what actually arrives, so a header's promise alone
+ * never allocates much. */
+static tsr_status read_growing(FILE *f, const char *path, size_t bytes, void **data_out)
+{
+    size_t cap = bytes < ((size_t)1 << 20) ? bytes : ((size_t)1 << 20), got = 0;
+    char *buf = tsr_malloc(cap ? cap : 1);
+    if (!buf)
+        return TSR_ERR_OUT_OF_MEMORY;
+    tsr_status st = TSR_OK;
+    while (got < bytes) {
+        if (got == cap) {
+            size_t grown = cap > bytes - cap ? bytes : 2 * cap;
+            char *bigger = tsr_realloc(buf, grown);
+            if (!bigger) {
+                st = TSR_ERR_OUT_OF_MEMORY;
+                break;
+            }
+            buf = bigger;
+            cap = grown;
+        }
+        size_t n = fread(buf + got, 1, cap - got, f);
+        if (n == 0) {
+            st = ferror(f) ? tsr_error(TSR_ERR_IO, "%s: read error: %s", path, strerror(errno))
+                           : tsr_error(TSR_ERR_PARSE,
+                                       "%s: file is truncated: the header promises %zu bytes of "
+                                       "data, the file holds %zu",
+                                       path, bytes, got);
+            break;
+        }
+        got += n;
+    }
+    if (st != TSR_OK) {
+        free(buf);
+        return st;
+    }
+    *data_out = buf;
+    return TSR_OK;
+}
+
+/* `avail` is the length of the whole stream, UINT64_MAX when not known. */
+static tsr_status npy_read_file(FILE *f, const char *path, uint64_t avail, tsr_tensor *out,
+                                void **data_out)
 {
     unsigned char pre[10];
     size_t got = fread(pre, 1, 8, f);
@@ -307,26 +349,18 @@ static tsr_status npy_read_file(FILE *f, const char *path, tsr_tensor *out, void
                          "a C-ordered copy (numpy.ascontiguousarray)",
                          path);
 
-    /* Bound the size by what the file holds before allocating anything.
+    /* Bound the size by what the stream holds before allocating anything.
      * Zero-sized dims do not excuse absurd other dims: code downstream
      * multiplies them too. */
-    uint64_t nonzero = tsr_dtype_size(dtype);
-    bool empty = false;
-    for (int d = 0; d < h.rank; d++) {
-        uint64_t dim = (uint64_t)h.dims[d];
-        if (dim == 0) {
-            empty = true;
-            continue;
-        }
-        if (dim > (UINT64_MAX >> 2) / nonzero)
-            return tsr_error(TSR_ERR_PARSE, "%s: the shape in the header is absurdly large", path);
-        nonzero *= dim;
+    int64_t numel;
+    if (tsr_shape_numel_checked(h.rank, h.dims, dtype, "the array", &numel) != TSR_OK) {
+        tsr_error_prefix("%s: the shape in the header is absurdly large: ", path);
+        return TSR_ERR_PARSE;
     }
-    uint64_t bytes = empty ? 0 : nonzero;
-    struct stat sb;
-    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode)) {
-        uint64_t size = (uint64_t)sb.st_size, start = prefix_len + header_len;
-        uint64_t data_len = size > start ? size - start : 0;
+    uint64_t bytes = (uint64_t)numel * tsr_dtype_size(dtype);
+    if (avail != UINT64_MAX) {
+        uint64_t start = prefix_len + header_len;
+        uint64_t data_len = avail > start ? avail - start : 0;
         if (data_len < bytes)
             return tsr_error(TSR_ERR_PARSE,
                              "%s: file is truncated: the header promises %llu bytes of data, the "
@@ -340,12 +374,17 @@ static tsr_status npy_read_file(FILE *f, const char *path, tsr_tensor *out, void
     if (bytes > SIZE_MAX / 2)
         return tsr_error(TSR_ERR_PARSE, "%s: the shape in the header is absurdly large", path);
 
-    void *data = tsr_malloc(bytes ? (size_t)bytes : 1);
-    if (!data) {
+    void *data = NULL;
+    if (avail == UINT64_MAX) {
+        st = read_growing(f, path, (size_t)bytes, &data);
+        if (st != TSR_OK)
+            return st;
+    } else if (!(data = tsr_malloc(bytes ? (size_t)bytes : 1))) {
         tsr_error_prefix("%s: ", path);
         return TSR_ERR_OUT_OF_MEMORY;
+    } else {
+        st = read_exact(f, path, data, (size_t)bytes, "data");
     }
-    st = read_exact(f, path, data, (size_t)bytes, "data");
     if (st == TSR_OK && fgetc(f) != EOF)
         st = tsr_error(TSR_ERR_PARSE, "%s: extra data after the %llu bytes the header promises",
                        path, (unsigned long long)bytes);
@@ -377,13 +416,15 @@ tsr_status tsr_npy_read(const char *path, tsr_tensor *tensor_out)
     if (!f)
         return tsr_error(TSR_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
-    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+    bool sized = fstat(fileno(f), &sb) == 0;
+    if (sized && S_ISDIR(sb.st_mode)) {
         fclose(f);
         return tsr_error(TSR_ERR_IO, "%s: is a directory, not a .npy file", path);
     }
+    uint64_t avail = sized && S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size : UINT64_MAX;
     tsr_tensor t;
     void *data = NULL;
-    tsr_status st = npy_read_file(f, path, &t, &data);
+    tsr_status st = npy_read_file(f, path, avail, &t, &data);
     fclose(f);
     if (st != TSR_OK)
         return st;
@@ -407,7 +448,7 @@ tsr_status tsr_npy_read_buffer(const void *data, size_t size, const char *name,
         return tsr_error(TSR_ERR_IO, "%s: cannot open the buffer: %s", name, strerror(errno));
     tsr_tensor t;
     void *out = NULL;
-    tsr_status st = npy_read_file(f, name, &t, &out);
+    tsr_status st = npy_read_file(f, name, (uint64_t)size, &t, &out);
     fclose(f);
     if (st != TSR_OK)
         return st;

@@ -69,19 +69,20 @@ bool tsr_size_add(int64_t a, int64_t b, int64_t *out)
     return true;
 }
 
-/* A zero dim makes the count 0 whatever the others hold. */
+/* A zero dim makes the count 0, but the other dims must still multiply
+ * within bounds: code that loops over them (inner sizes, strides,
+ * reductions) multiplies them without the zero. */
 static bool numel_of(int rank, const int64_t *dims, int64_t *n_out)
 {
-    for (int i = 0; i < rank; i++)
-        if (dims[i] == 0) {
-            *n_out = 0;
-            return true;
-        }
     int64_t n = 1;
-    for (int i = 0; i < rank; i++)
-        if (!tsr_size_mul(n, dims[i], &n))
+    bool empty = false;
+    for (int i = 0; i < rank; i++) {
+        if (dims[i] == 0)
+            empty = true;
+        else if (!tsr_size_mul(n, dims[i], &n))
             return false;
-    *n_out = n;
+    }
+    *n_out = empty ? 0 : n;
     return true;
 }
 
@@ -96,8 +97,8 @@ int64_t tsr_shape_numel(int rank, const int64_t *dims)
     return numel_of(rank, dims, &n) ? n : -1;
 }
 
-tsr_status tsr_shape_numel_checked(int rank, const int64_t *dims, tsr_dtype dtype,
-                                   const char *what, int64_t *numel_out)
+tsr_status tsr_shape_numel_checked(int rank, const int64_t *dims, tsr_dtype dtype, const char *what,
+                                   int64_t *numel_out)
 {
     *numel_out = -1;
     if (rank < 0)
@@ -107,15 +108,19 @@ tsr_status tsr_shape_numel_checked(int rank, const int64_t *dims, tsr_dtype dtyp
     for (int i = 0; i < rank && i < TSR_MAX_RANK; i++)
         if (tsr_dim_known(dims[i]))
             known[n_known++] = dims[i];
-    int64_t n, bytes;
+    int64_t n, nonzero, bytes;
     size_t elem = tsr_dtype_size(dtype);
+    int64_t ones[TSR_MAX_RANK];
+    for (int i = 0; i < n_known; i++)
+        ones[i] = known[i] ? known[i] : 1;
     /* Known dims alone already too big fail even beside unknown ones. */
-    if (!numel_of(n_known, known, &n) || !tsr_size_mul(n, elem ? (int64_t)elem : 1, &bytes)) {
+    if (!numel_of(n_known, known, &n) || !numel_of(n_known, ones, &nonzero) ||
+        !tsr_size_mul(nonzero, elem ? (int64_t)elem : 1, &bytes)) {
         char shape[160];
         tsr_shape_format(shape, sizeof shape, rank, dims);
         return tsr_error(TSR_ERR_SHAPE,
-                         "%s of shape %s (%s) would hold more than 2^62 %s, past what memory can "
-                         "hold",
+                         "%s of shape %s (%s): its dims multiply to more than 2^62 %s, past "
+                         "what memory can hold",
                          what, shape, tsr_dtype_name(dtype), elem ? "bytes" : "elements");
     }
     if (n_known == rank)

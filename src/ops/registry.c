@@ -115,8 +115,11 @@ size_t tsr_layout_bytes(const tsr_tensor *t, tsr_layout layout)
     int b = tsr_layout_block(layout);
     if (b == 1 || t->rank != 4)
         return tsr_tensor_bytes(t);
-    int64_t c = (t->dims[1] + b - 1) / b * b;
-    return (size_t)(t->dims[0] * c * t->dims[2] * t->dims[3]) * tsr_dtype_size(t->dtype);
+    int64_t c = (t->dims[1] + b - 1) / b * b, dims[4] = {t->dims[0], c, t->dims[2], t->dims[3]};
+    int64_t n = tsr_shape_numel(4, dims), bytes;
+    if (n < 0 || !tsr_size_mul(n, (int64_t)tsr_dtype_size(t->dtype), &bytes))
+        return SIZE_MAX;
+    return (size_t)bytes;
 }
 
 const char *tsr_layout_name(tsr_layout layout)

@@ -258,7 +258,7 @@ void *tsr_spec_buffer(const spec *s, int buf, const tsr_tensor *inputs, tsr_tens
     case BUF_CONST: return s->graph->values[b->value].data;
     case BUF_INPUT: return inputs[b->index].data;
     case BUF_OUTPUT: return outputs[b->index].data;
-    case BUF_ARENA: return (char *)s->arena + b->offset;
+    case BUF_ARENA: return s->arena ? (char *)s->arena + b->offset : NULL; /* all empty */
     case BUF_BAND: return NULL;
     }
     return NULL;

@@ -29,9 +29,13 @@ static tsr_status new_buffer(scheduler *sc, buf_kind kind, int index, int value,
     spec *s = sc->s;
     TSR_CHECK(tsr_grow((void **)&s->bufs, &s->cap_bufs, s->n_bufs + 1, sizeof *s->bufs));
     tsr_tensor t = tsr_value_tensor(&s->graph->values[value]);
+    size_t bytes = tsr_layout_bytes(&t, layout);
+    if (bytes > (size_t)TSR_MAX_TENSOR_BYTES)
+        return tsr_error(TSR_ERR_SHAPE, "'%s' would take more than 2^62 bytes in layout %s",
+                         s->graph->values[value].name, tsr_layout_name(layout));
     s->bufs[s->n_bufs] = (plan_buffer){.kind = kind, .index = index, .value = value,
                                        .layout = (uint8_t)layout,
-                                       .bytes = align_up(tsr_layout_bytes(&t, layout)),
+                                       .bytes = align_up(bytes),
                                        .first = -1, .last = -1};
     *buf_out = s->n_bufs++;
     return TSR_OK;
@@ -301,6 +305,11 @@ static tsr_status place_arena(spec *s)
                     moved = true;
                 }
             }
+        }
+        if (offset + pa->bytes > (size_t)TSR_MAX_TENSOR_BYTES) {
+            free(order);
+            return tsr_error(TSR_ERR_SHAPE,
+                             "the intermediates live at once take more than 2^62 bytes");
         }
         pa->offset = offset;
         if (offset + pa->bytes > total)
