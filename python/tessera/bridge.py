@@ -1,0 +1,510 @@
+"""tessera.optimize: a PyTorch module that runs on Tessera, for inference
+and training.
+
+How it works. The module is captured with torch.onnx.export into memory,
+with export_params=False, so every parameter and buffer is a graph input
+named by its state_dict key. Each call feeds the module's own tensors to the
+plan by pointer: there is no second copy of the weights, and an optimizer
+step, load_state_dict or in-place edit is seen by the next call without
+re-planning. A module is captured once per mode (train/eval) and dtype;
+Tessera caches plans per input shape, so other batch sizes reuse the
+capture.
+
+In train mode the capture is the exporter's training export, with
+BatchNormalization and Dropout turned into Tessera's training ops
+(ai.tessera.BatchNormTrain, DropoutTrain). The forward plan produces the
+outputs and the BatchNorm running-statistic updates, which are written into
+the module's buffers (num_batches_tracked counts up as in PyTorch). Backward
+runs a second plan, built on first use from tsr_graph_gradient of the same
+graph, with respect to the parameters (and inputs) that require grad; it
+recomputes the forward pass from the saved inputs rather than keeping
+activations between the two calls. Dropout masks come from Tessera's seeded
+generator (seeded from torch's, so torch.manual_seed makes runs
+repeatable), not from PyTorch's: with p > 0 the masks differ from eager.
+
+Fallback: none. What the exporter or Tessera cannot take fails at
+optimize() (or at the first call in the other mode) with a CaptureError
+naming the submodule and the op; there is no partial execution in PyTorch.
+"""
+
+import io
+import warnings
+
+import numpy as np
+import torch
+
+from . import _capi, _feeds
+from .graph import Graph, Plan
+from .nn import DOMAIN
+
+OPSET = 14
+SEED_INPUT = "tessera_dropout_seed"
+
+
+class CaptureError(RuntimeError):
+    """A module could not be captured: `submodule` is its dotted name ("" for
+    the top module), `op` the operator that failed (None when unknown), and
+    the message says why."""
+
+    def __init__(self, message, submodule=None, op=None):
+        super().__init__(message)
+        self.submodule = submodule
+        self.op = op
+
+
+# ------------------------------------------------------------------ capture
+
+
+class _ModuleStack:
+    """Forward hooks that track which submodule is running, so that a failure
+    during tracing (data-dependent control flow) can be blamed on it."""
+
+    def __init__(self, module):
+        self.stack, self.handles = [], []
+        for name, m in module.named_modules():
+            self.handles.append(m.register_forward_pre_hook(self._enter(name)))
+            self.handles.append(m.register_forward_hook(self._leave))
+
+    def _enter(self, name):
+        def hook(_module, _inputs):
+            self.stack.append(name)
+
+        return hook
+
+    def _leave(self, _module, _inputs, _output):
+        self.stack.pop()
+
+    def innermost(self):
+        return self.stack[-1] if self.stack else ""
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+
+
+class _Preserved:
+    """Keeps tracing from changing the module: BatchNorm running statistics
+    and torch's random state are restored after the export's trace run."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __enter__(self):
+        with torch.no_grad():
+            self.buffers = [(b, b.clone()) for b in self.module.buffers()]
+        self.rng = torch.get_rng_state()
+        self.training = self.module.training
+
+    def __exit__(self, *exc):
+        with torch.no_grad():
+            for b, saved in self.buffers:
+                b.copy_(saved)
+        torch.set_rng_state(self.rng)
+        self.module.train(self.training)
+
+
+def _export(module, inputs, training, dynamic_batch, n_outputs):
+    """The module's ONNX bytes (parameters as inputs), in train or eval mode."""
+    input_names = [f"input_{i}" for i in range(len(inputs))]
+    output_names = [f"output_{i}" for i in range(n_outputs)]
+    axes = {}
+    if dynamic_batch:
+        axes = {n: {0: "batch"} for n in input_names + output_names}
+    f = io.BytesIO()
+    module.train(training)
+    # PRESERVE on a module in eval mode keeps BatchNormalization (EVAL would fold
+    # it into the convolution as new constants, not the module's buffers).
+    mode = torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.PRESERVE
+    with warnings.catch_warnings():
+        # A tensor turned into a Python value in the module's own code is
+        # data-dependent control flow, which a trace would silently freeze;
+        # torch's own checks (batch sizes in F.batch_norm) are harmless.
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"torch\.")
+        torch.onnx.export(module, tuple(inputs), f, export_params=False, training=mode,
+                          do_constant_folding=False, opset_version=OPSET,
+                          input_names=input_names, output_names=output_names,
+                          dynamic_axes=axes, custom_opsets={DOMAIN: 1})
+    return f.getvalue()
+
+
+def _op_of(exc):
+    text = str(exc)
+    if "operator '" in text:
+        return text.split("operator '", 1)[1].split("'", 1)[0]
+    return None
+
+
+def _locate(module, inputs, training, dynamic_batch):
+    """The dotted name of the deepest submodule whose own export fails (each
+    child is exported alone on the inputs it got in an eager run)."""
+    seen = {}
+
+    def recorder(name):
+        def hook(_module, inputs):
+            seen.setdefault(name, inputs)
+
+        return hook
+
+    handles = [m.register_forward_pre_hook(recorder(name)) for name, m in module.named_modules()]
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    except Exception:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    path = ""
+    while True:
+        failing = None
+        for name, child in module.named_children():
+            full = f"{path}.{name}" if path else name
+            if full not in seen or not all(isinstance(t, torch.Tensor) for t in seen[full]):
+                continue
+            try:
+                with torch.no_grad():
+                    n_out = len(_flatten(child(*seen[full]))[0])
+                _export(child, seen[full], training, dynamic_batch, n_out)
+            except Exception:
+                failing = (full, child)
+                break
+        if failing is None:
+            return path
+        path, module = failing
+
+
+def _flatten(out):
+    """(list of tensors, rebuild function) for a tensor, tuple or list."""
+    if isinstance(out, torch.Tensor):
+        return [out], lambda ts: ts[0]
+    if isinstance(out, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in out):
+        kind = type(out)
+        return list(out), lambda ts: kind(ts)
+    raise CaptureError(f"the module returns {type(out).__name__}; tessera.optimize supports "
+                       "modules returning a tensor or a tuple or list of tensors", "")
+
+
+def _attr(node, name, default):
+    import onnx
+
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _constant_value(model, name):
+    import onnx.numpy_helper
+
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.output[0] == name:
+            return onnx.numpy_helper.to_array(_attr(n, "value", None))
+    for t in model.graph.initializer:
+        if t.name == name:
+            return onnx.numpy_helper.to_array(t)
+    return None
+
+
+def _to_training_ops(data):
+    """Rewrites a training export: BatchNormalization in training mode (the
+    five-output form, or training_mode=1) becomes ai.tessera.BatchNormTrain
+    and Dropout in training mode ai.tessera.DropoutTrain, whose seed is a new
+    int64 [1] input. Returns (bytes, [(running_mean, running_var,
+    batch_mean, batch_var, momentum)], has_dropout): the names of each
+    BatchNorm's buffers, of its outputs of the batch statistics, and its
+    PyTorch-convention momentum as the export gave it."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load_from_string(data)
+    nodes, stats, has_dropout = [], [], False
+    for n in model.graph.node:
+        if n.op_type == "BatchNormalization" and (len(n.output) > 1
+                                                   or _attr(n, "training_mode", 0)):
+            y = n.output[0]
+            outs = [y] + [f"{y}__{s}" for s in ("running_mean", "running_var", "saved_mean",
+                                                "saved_inv_std")]
+            # momentum 0: the node outputs the batch statistics themselves (the
+            # variance unbiased), and the running average is taken in Python with
+            # the module's own momentum, exactly (ONNX stores it as a float32).
+            nodes.append(helper.make_node("BatchNormTrain", list(n.input), outs, name=n.name,
+                                          domain=DOMAIN, epsilon=_attr(n, "epsilon", 1e-5),
+                                          momentum=0.0))
+            stats.append((n.input[3], n.input[4], outs[1], outs[2],
+                          1.0 - float(_attr(n, "momentum", 0.9))))
+        elif n.op_type == "Dropout" and len(n.input) > 2 and n.input[2]:
+            mode = _constant_value(model, n.input[2])
+            ratio = _constant_value(model, n.input[1]) if n.input[1] else np.array(0.5)
+            if mode is None or ratio is None:
+                raise CaptureError(f"Dropout node '{n.name}': its ratio and training mode must "
+                                   "be constants", _scope(n.name), "Dropout")
+            if not bool(mode) or float(ratio) == 0.0:
+                nodes.append(helper.make_node("Identity", [n.input[0]], [n.output[0]],
+                                              name=n.name))
+                continue
+            has_dropout = True
+            nodes.append(helper.make_node("DropoutTrain", [n.input[0], SEED_INPUT],
+                                          [n.output[0], f"{n.output[0]}__mask"], name=n.name,
+                                          domain=DOMAIN, ratio=float(ratio)))
+        else:
+            nodes.append(n)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    if has_dropout:
+        model.graph.input.append(helper.make_tensor_value_info(SEED_INPUT, onnx.TensorProto.INT64,
+                                                               [1]))
+    for _, _, m, v, _ in stats:
+        model.graph.output.extend([helper.make_empty_tensor_value_info(m),
+                                   helper.make_empty_tensor_value_info(v)])
+    if not any(o.domain == DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
+    return model.SerializeToString(), stats, has_dropout
+
+
+def _scope(node_name):
+    """The submodule of an exported node: '/layer1/0/conv1/Conv' -> 'layer1.0.conv1'."""
+    parts = [p for p in (node_name or "").split("/") if p]
+    return ".".join(parts[:-1])
+
+
+class _Capture:
+    """One captured mode and dtype: the graph, its forward plan, and the
+    backward plans (per set of differentiated names) built on demand."""
+
+    def __init__(self, owner, inputs, training):
+        module = owner._orig
+        stack = _ModuleStack(module)
+        try:
+            with _Preserved(module):
+                data = _export(module, inputs, training, owner._dynamic_batch, owner._n_outputs)
+        except CaptureError:
+            raise
+        except Exception as e:
+            sub = stack.innermost()
+            if not sub:
+                with _Preserved(module):
+                    sub = _locate(module, inputs, training, owner._dynamic_batch)
+            where = f"submodule '{sub}' ({type(module.get_submodule(sub)).__name__})" if sub \
+                else f"the module ({type(module).__name__})"
+            op = _op_of(e)
+            raise CaptureError(f"tessera.optimize could not capture {where}"
+                               + (f", op {op}" if op else "") + f": {e}", sub, op) from e
+        finally:
+            stack.close()
+        self.stats, self.has_dropout = [], False
+        if training:
+            data, self.stats, self.has_dropout = _to_training_ops(data)
+        self.onnx = data
+        try:
+            self.graph = Graph.from_bytes(data)
+        except _capi.Error as e:
+            node = e.message.split("node '", 1)[1].split("'", 1)[0] if "node '" in e.message \
+                else ""
+            op = e.message.split("op '", 1)[1].split("'", 1)[0] if "op '" in e.message else None
+            sub = _scope(node)
+            raise CaptureError(f"Tessera cannot run submodule '{sub}'" + (f", op {op}" if op else "")
+                               + f": {e.message}", sub, op) from e
+        self.input_specs = self.graph.inputs()
+        self.n_user = len(inputs)
+        self.n_model_outputs = owner._n_outputs
+        self.plan = Plan(self.graph, **owner._compile)
+        self.compile = owner._compile
+        self.grad_plans = {}
+
+    def grad_plan(self, wrt):
+        plan = self.grad_plans.get(wrt)
+        if plan is None:
+            outs = self.graph.outputs()[:self.n_model_outputs]
+            diff = tuple(o.name for o in outs if o.dtype is not None and o.dtype.kind == "f")
+            g = self.graph.gradient(diff, wrt)
+            plan = (Plan(g, **self.compile), diff)
+            self.grad_plans[wrt] = plan
+        return plan
+
+
+# ------------------------------------------------------------------ running
+
+
+def _run(plan, feeds):
+    """Runs `plan` on a list of tensors (zero-copy views where possible) and
+    returns newly allocated torch outputs."""
+    views = []
+    for i, x in enumerate(feeds):
+        t, owner = _feeds.view(x, None, str(i))
+        views.append((t, owner))
+    ins = _capi.tensor_array([t for t, _ in views])
+    descs = plan.reshape(ins)
+    outs = [torch.empty(shape, dtype=_feeds.torch_dtype(_capi.DTYPES[np.dtype(dt)]))
+            for dt, shape in descs]
+    plan.run(ins, _capi.tensor_array([_feeds.view(o, None, "out")[0] for o in outs]))
+    return outs
+
+
+class _TesseraFunction(torch.autograd.Function):
+    """Forward on the capture's plan; backward on its gradient plan, fed the
+    saved inputs and the output gradients as seeds."""
+
+    @staticmethod
+    def forward(ctx, call, *diff):
+        ctx.call = call
+        ctx.save_for_backward(*diff)
+        outs = call.forward()
+        ctx.mark_non_differentiable(*[o for o in outs if not o.is_floating_point()])
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        call = ctx.call
+        plan, diff = call.capture.grad_plan(call.wrt)
+        outs = call.outputs
+        seeds = []
+        for name, g in zip(diff, grads):
+            o = outs[[s.name for s in call.capture.graph.outputs()].index(name)]
+            seeds.append(torch.zeros_like(o) if g is None else g)
+        results = _run(plan, call.feeds + seeds)
+        n_fwd = len(call.capture.graph.outputs())
+        return (None,) + tuple(results[n_fwd:])
+
+
+class _Call:
+    """The feeds of one forward call, kept for its backward."""
+
+    def __init__(self, capture, feeds, wrt):
+        self.capture, self.feeds, self.wrt = capture, feeds, wrt
+        self.outputs = None
+
+    def forward(self):
+        self.outputs = _run(self.capture.plan, self.feeds)
+        return self.outputs
+
+
+class OptimizedModule(torch.nn.Module):
+    """A module that runs on Tessera; made by tessera.optimize (see there).
+
+    It shares the wrapped module's parameter, buffer and submodule tables:
+    state_dict() has the same keys, parameters() are the same Parameter
+    objects, load_state_dict(), .to(), .train()/.eval() and optimizers act on
+    the original module's tensors."""
+
+    def __init__(self, module, example_inputs, device, dynamic_batch, precision, depth_first):
+        super().__init__()
+        self._modules = module._modules
+        self._parameters = module._parameters
+        self._buffers = module._buffers
+        self._non_persistent_buffers_set = module._non_persistent_buffers_set
+        object.__setattr__(self, "_orig", module)
+        self._dynamic_batch = dynamic_batch
+        self._compile = dict(device=device, threads=None, precision=precision,
+                             depth_first=depth_first)
+        self._captures = {}
+        self.training = module.training
+        inputs = tuple(example_inputs)
+        with _Preserved(module), torch.no_grad():
+            module.eval()
+            outs, self._rebuild = _flatten(module(*inputs))
+        self._n_outputs = len(outs)
+        self._capture(inputs, module.training)
+
+    def train(self, mode=True):
+        """Train mode (batch statistics in BatchNorm, Dropout on) or eval."""
+        super().train(mode)
+        self._orig.training = mode
+        return self
+
+    def _capture(self, inputs, training):
+        dtypes = tuple(str(x.dtype) for x in inputs)
+        pdtypes = tuple(sorted({str(p.dtype) for p in self._orig.parameters()}))
+        key = (training, dtypes, pdtypes)
+        cap = self._captures.get(key)
+        if cap is None:
+            examples = [x.detach() for x in inputs]
+            cap = _Capture(self, examples, training)
+            self._captures[key] = cap
+        return cap
+
+    def forward(self, *inputs):
+        """Runs the module on Tessera: torch tensors in (CPU), torch tensors out."""
+        cap = self._capture(inputs, self.training)
+        if len(inputs) != cap.n_user:
+            raise TypeError(f"forward takes {cap.n_user} inputs, got {len(inputs)}")
+        state = self._orig.state_dict(keep_vars=True)
+        feeds, by_name = list(inputs), {}
+        for spec in cap.input_specs[cap.n_user:]:
+            if spec.name == SEED_INPUT:
+                seed = torch.randint(0, 2**62, (1,), dtype=torch.int64)
+                feeds.append(seed)
+                continue
+            t = state.get(spec.name)
+            if t is None:
+                raise CaptureError(f"the captured graph reads '{spec.name}', which is no longer "
+                                   "in the module's state_dict", "")
+            feeds.append(t)
+            by_name[spec.name] = t
+        names = [s.name for s in cap.input_specs]
+        wrt = tuple(names[i] for i, x in enumerate(feeds)
+                    if torch.is_grad_enabled() and x.requires_grad and x.is_floating_point())
+        call = _Call(cap, [x.detach() for x in feeds], wrt)
+        if wrt:
+            diff = [feeds[names.index(w)] for w in wrt]
+            outs = list(_TesseraFunction.apply(call, *diff))
+        else:
+            outs = call.forward()
+        if cap.stats:
+            self._update_running_stats(cap, call.outputs, by_name)
+        return self._rebuild(outs[:self._n_outputs])
+
+    def _update_running_stats(self, cap, outs, by_name):
+        """PyTorch's BatchNorm update, with the module's momentum (None: the
+        cumulative average) and num_batches_tracked counted first."""
+        out_names = [o.name for o in cap.graph.outputs()]
+        with torch.no_grad():
+            for mean, var, batch_mean, batch_var, momentum in cap.stats:
+                bn = None
+                if mean.endswith("running_mean"):
+                    prefix = mean[:-len("running_mean")]
+                    try:
+                        bn = self._orig.get_submodule(prefix.rstrip("."))
+                    except AttributeError:
+                        bn = None
+                if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
+                    if bn.num_batches_tracked is not None:
+                        bn.num_batches_tracked.add_(1)
+                    momentum = bn.momentum
+                    if momentum is None:
+                        momentum = 1.0 / float(bn.num_batches_tracked)
+                for name, new in ((mean, batch_mean), (var, batch_var)):
+                    buf = by_name[name]
+                    buf.mul_(1.0 - momentum).add_(outs[out_names.index(new)], alpha=momentum)
+
+
+def optimize(module, example_inputs, *, device="cpu", dynamic_batch=True, precision="fp32",
+             depth_first=None):
+    """Returns an nn.Module that computes what `module` computes, on Tessera.
+
+    module: a torch.nn.Module whose forward takes tensors and returns a
+        tensor or a tuple or list of tensors.
+    example_inputs: a tensor or a tuple of tensors to capture with (their
+        shapes and dtypes; with dynamic_batch, other sizes of dim 0 run too).
+    device: "cpu" or "ref"; precision: "fp32" or "bf16"; depth_first: None
+        (the device's default), True or False.
+
+    The result behaves like the module: forward takes and returns CPU torch
+    tensors (batch sizes other than the example's reuse the capture; plans
+    are cached per shape); state_dict() has the same keys and
+    load_state_dict() changes its outputs; parameters() are the module's own
+    Parameters, read by Tessera in place at every call, so any torch.optim
+    optimizer, scheduler or gradient clipping works unchanged. .train()
+    switches to Tessera's training-mode BatchNorm (running statistics updated
+    in the module's buffers) and Dropout; loss.backward() then fills the
+    .grad of every parameter with gradients computed by Tessera.
+
+    What cannot be captured (an op the exporter or Tessera lacks,
+    data-dependent control flow) raises CaptureError naming the submodule
+    and the op. There is no fallback to PyTorch for parts of the module."""
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"optimize takes an nn.Module, got {type(module).__name__}")
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    return OptimizedModule(module, example_inputs, device, dynamic_batch, precision, depth_first)

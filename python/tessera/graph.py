@@ -1,0 +1,199 @@
+"""Graphs and plans: thin Python objects over tsr_graph and tsr_plan.
+
+Most users want tessera.Session (ONNX models) or tessera.optimize (PyTorch
+modules); these classes are what both are built on, and what builds graphs
+op by op through the C builder API."""
+
+import collections
+import ctypes as C
+import os
+
+import numpy as np
+
+from . import _capi
+from ._capi import check, lib
+
+ValueSpec = collections.namedtuple("ValueSpec", ["name", "dtype", "shape"])
+ValueSpec.__doc__ = """A graph input or output: `name`; `dtype`, a numpy dtype (None where
+Tessera's type has no numpy equivalent); `shape`, a list whose entries are
+ints (fixed sizes), strs (symbolic dims, by name, e.g. "batch") or None
+(sizes known only at run time); None when even the rank is unknown."""
+
+
+class Graph:
+    """A tsr_graph owned by Python and destroyed with the object.
+
+    Graph() starts an empty graph for the builder methods; Graph.load and
+    Graph.from_bytes import ONNX models."""
+
+    def __init__(self, handle=None):
+        self.handle = C.c_void_p(handle)
+        if handle is None:
+            check(lib().tsr_graph_create(C.byref(self.handle)))
+
+    def __del__(self):
+        if _capi.loaded() and getattr(self, "handle", None):
+            lib().tsr_graph_destroy(self.handle)
+            self.handle = C.c_void_p()
+
+    @classmethod
+    def load(cls, path):
+        """Imports an ONNX file (external data files are looked up beside it)."""
+        h = C.c_void_p()
+        check(lib().tsr_graph_load_onnx_file(os.fsencode(path), C.byref(h)))
+        return cls(h.value)
+
+    @classmethod
+    def from_bytes(cls, data, base_dir=None):
+        """Imports an ONNX model held in memory; `base_dir` is where external
+        data files are looked up (None forbids them)."""
+        data = bytes(data)
+        h = C.c_void_p()
+        bd = os.fsencode(base_dir) if base_dir is not None else None
+        check(lib().tsr_graph_load_onnx_buffer(data, len(data), bd, C.byref(h)))
+        return cls(h.value)
+
+    def set_opset(self, opset):
+        """The ONNX default-domain version of nodes added from now on."""
+        check(lib().tsr_graph_set_opset(self.handle, opset))
+
+    def add_input(self, name, dtype, shape):
+        """A graph input; `shape` entries are ints or strs (symbolic dims)."""
+        dtype = np.dtype(dtype)
+        if dtype not in _capi.DTYPES:
+            raise TypeError(f"input {name}: dtype {dtype} has no Tessera equivalent")
+        dims = (C.c_int64 * _capi.MAX_RANK)(*[d if isinstance(d, int) else -1 for d in shape])
+        names = (C.c_char_p * _capi.MAX_RANK)(
+            *[d.encode() if isinstance(d, str) else None for d in shape])
+        check(lib().tsr_graph_add_input(self.handle, name.encode(), _capi.DTYPES[dtype],
+                                        len(shape), dims, names))
+
+    def _add_value(self, fn, name, array):
+        arr = np.require(array, requirements="C")
+        t = _capi.tensor_of(arr)
+        check(fn(self.handle, name.encode(), C.byref(t)))
+
+    def add_constant(self, name, array):
+        """A constant (the data is copied into the graph)."""
+        self._add_value(lib().tsr_graph_add_constant, name, array)
+
+    def add_parameter(self, name, array):
+        """A trainable constant (tsr_graph_add_parameter; the data is copied)."""
+        self._add_value(lib().tsr_graph_add_parameter, name, array)
+
+    def add_node(self, op_type, inputs, outputs, attrs=None, domain="", name=None):
+        """A node; `inputs` may hold None or "" for omitted optional inputs;
+        `attrs` maps names to ints, floats, strs, lists or numpy arrays."""
+        keep = []
+        ins = _capi.c_strings([i or "" for i in inputs])
+        outs = _capi.c_strings(list(outputs))
+        items = list((attrs or {}).items())
+        arr = (_capi.Attr * max(len(items), 1))(*[_capi.make_attr(k, v, keep) for k, v in items])
+        check(lib().tsr_graph_add_node(self.handle, op_type.encode(), domain.encode(),
+                                       name.encode() if name else None, len(inputs), ins,
+                                       len(outputs), outs, len(items), arr))
+
+    def add_output(self, name):
+        """Marks an existing value as a graph output."""
+        check(lib().tsr_graph_add_output(self.handle, name.encode()))
+
+    def _info(self, fn, index):
+        info = _capi.ValueInfo()
+        check(fn(self.handle, index, C.byref(info)))
+        shape = None
+        if info.rank >= 0:
+            shape = []
+            for d in range(info.rank):
+                n = info.dim_names[d]
+                size = int(info.dims[d])
+                shape.append(n.decode() if n else (size if size >= 0 else None))
+        return ValueSpec(info.name.decode(), _capi.NUMPY_OF.get(info.dtype), shape)
+
+    def inputs(self):
+        """The graph's inputs, as ValueSpecs, in order."""
+        n = lib().tsr_graph_num_inputs(self.handle)
+        return [self._info(lib().tsr_graph_input_info, i) for i in range(n)]
+
+    def outputs(self):
+        """The graph's outputs, as ValueSpecs, in order."""
+        n = lib().tsr_graph_num_outputs(self.handle)
+        return [self._info(lib().tsr_graph_output_info, i) for i in range(n)]
+
+    def stats(self):
+        """tsr_graph_get_stats as a dict: n_nodes, n_parameters, op_counts
+        ({op type: count}, most frequent first)."""
+        s = _capi.GraphStats()
+        check(lib().tsr_graph_get_stats(self.handle, C.byref(s)))
+        ops = {s.op_types[i].decode(): s.op_counts[i] for i in range(s.n_op_types)}
+        return {"n_nodes": s.n_nodes, "n_parameters": s.n_parameters, "op_counts": ops}
+
+    def gradient(self, outputs, wrt):
+        """tsr_graph_gradient: a new Graph computing this graph's outputs,
+        then the gradient of sum(output * seed) for each name in `wrt`
+        (outputs "<wrt>__grad"), with one extra input "<output>__seed" per
+        differentiated output."""
+        outs = _capi.c_strings(list(outputs))
+        ws = _capi.c_strings(list(wrt))
+        h = C.c_void_p()
+        check(lib().tsr_graph_gradient(self.handle, len(outputs), outs, len(wrt), ws,
+                                       C.byref(h)))
+        return Graph(h.value)
+
+
+class Plan:
+    """A tsr_plan compiled from a Graph (which may be dropped afterwards:
+    the plan keeps its own copy)."""
+
+    def __init__(self, graph, device=None, threads=None, precision="fp32", depth_first=None):
+        opts = _capi.compile_options(device, threads, precision, depth_first)
+        self.n_outputs = lib().tsr_graph_num_outputs(graph.handle)
+        self.handle = C.c_void_p()
+        check(lib().tsr_plan_create(graph.handle, C.byref(opts), C.byref(self.handle)))
+
+    def __del__(self):
+        if _capi.loaded() and getattr(self, "handle", None):
+            lib().tsr_plan_destroy(self.handle)
+            self.handle = C.c_void_p()
+
+    def reshape(self, inputs):
+        """Specializes to the shapes of `inputs` (a C array of Tensor) and
+        returns the outputs' descriptions, [(numpy dtype, shape)]."""
+        check(lib().tsr_plan_reshape(self.handle, len(inputs), inputs))
+        descs = []
+        for o in range(self.n_outputs):
+            d = _capi.Tensor()
+            check(lib().tsr_plan_output_desc(self.handle, o, C.byref(d)))
+            descs.append((_capi.NUMPY_OF[d.dtype], d.shape()))
+        return descs
+
+    def run(self, inputs, outputs):
+        """tsr_plan_run on C arrays of Tensor (inputs in graph order,
+        outputs sized as reshape() described)."""
+        check(lib().tsr_plan_run(self.handle, len(inputs), inputs, self.n_outputs, outputs))
+
+    def stats(self):
+        """tsr_plan_get_stats of the current specialization, as a dict."""
+        s = _capi.PlanStats()
+        check(lib().tsr_plan_get_stats(self.handle, C.byref(s)))
+        out = {k: getattr(s, k) for k, _ in _capi.PlanStats._fields_[:7]}
+        out["backend_steps"] = {s.backend_names[i].decode(): s.backend_steps[i]
+                                for i in range(s.n_backends)}
+        return out
+
+    def node_backend(self, node_name):
+        """The backend that runs `node_name` in the current specialization."""
+        b = C.c_char_p()
+        check(lib().tsr_plan_node_backend(self.handle, node_name.encode(), C.byref(b)))
+        return b.value.decode()
+
+    def set_profiling(self, enabled):
+        """Turns per-step timing on or off (tsr_plan_set_profiling)."""
+        check(lib().tsr_plan_set_profiling(self.handle, int(bool(enabled))))
+
+    def profile_text(self):
+        """tsr_plan_print_profile's report, as a str."""
+        return _capi.read_c_stream(lambda f: check(lib().tsr_plan_print_profile(self.handle, f)))
+
+    def stacks_text(self):
+        """tsr_plan_print_stacks's report, as a str."""
+        return _capi.read_c_stream(lambda f: check(lib().tsr_plan_print_stacks(self.handle, f)))
