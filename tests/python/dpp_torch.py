@@ -1,9 +1,11 @@
 """Detail-Preserving Pooling in PyTorch, written from the formulas with
-standard torch ops (unfold), and its export to ONNX as Tessera's custom op
-ai.tessera::DetailPreservingPool (opset 1).
+standard torch ops (unfold): the tests' independent reference (autograd
+gives the reference gradients) for Tessera's DPP kernels.
 
-The module is the tests' independent reference (autograd gives the reference
-gradients) and the way to bring DPP networks from PyTorch into Tessera:
+The drop-in layer that runs on Tessera and exports to ai.tessera's
+DetailPreservingPool is tessera.nn.DetailPreservingPool2d; the
+DetailPreservingPool2d here is that layer with this file's reference
+computation in place of Tessera's kernels (same parameters, same export):
 
     layer = DetailPreservingPool2d(64, kernel_size=2, full=True)
     ...
@@ -11,25 +13,20 @@ gradients) and the way to bring DPP networks from PyTorch into Tessera:
 """
 
 import math
+import os
+import sys
 
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "python"))
+
+import tessera.nn  # noqa: E402
+from tessera.nn import _pads, _pair  # noqa: E402
+
 DEFAULT_EPSILON = math.sqrt(1e-3)
-DOMAIN = "ai.tessera"
-
-
-def _pair(v):
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def _pads(padding):
-    """(top, left, bottom, right) from an int, a pair or ONNX's four pads."""
-    if isinstance(padding, int):
-        return (padding,) * 4
-    if len(padding) == 2:
-        return (int(padding[0]), int(padding[1])) * 2
-    return tuple(int(p) for p in padding)
+DOMAIN = tessera.nn.DOMAIN
 
 
 def pooled_size(size, kernel, stride, pad_begin, pad_end, ceil_mode):
@@ -87,75 +84,12 @@ def dpp(x, alpha, lam, filt=None, kernel_size=2, stride=None, padding=0, ceil_mo
     return out.view(n, c, oh, ow)
 
 
-class _DppExport(torch.autograd.Function):
-    """Exports as one ai.tessera node; used only under torch.onnx.export.
+class DetailPreservingPool2d(tessera.nn.DetailPreservingPool2d):
+    """tessera.nn.DetailPreservingPool2d computed by dpp() above (pure
+    PyTorch, autograd for the gradients); exports like the Tessera layer."""
 
-    The forward runs the torch implementation untraced on detached inputs
-    and hands back a copy: traced, its ops would land in a subgraph that
-    torch 1.13's ONNX passes fail on, and the symbolic replaces them anyway."""
-
-    @staticmethod
-    def forward(ctx, x, alpha, lam, filt, config):
-        state = torch._C._get_tracing_state()
-        torch._C._set_tracing_state(None)
-        try:
-            with torch.no_grad():
-                out = dpp(x.detach(), alpha.detach(), lam.detach(),
-                          None if filt is None else filt.detach(), **dict(config))
-        finally:
-            torch._C._set_tracing_state(state)
-        return out.clone()
-
-    @staticmethod
-    def symbolic(g, x, alpha, lam, filt, config):
-        cfg = dict(config)
-        kh, kw = _pair(cfg["kernel_size"])
-        stride = _pair(cfg["stride"] if cfg["stride"] is not None else (kh, kw))
-        pads = _pads(cfg["padding"])
-        full = filt is not None and not (hasattr(filt, "node") and filt.node().mustBeNone())
-        inputs = [x, alpha, lam] + ([filt] if full else [])
-        return g.op(f"{DOMAIN}::DetailPreservingPool", *inputs, kernel_shape_i=[kh, kw],
-                    strides_i=list(stride), pads_i=list(pads),
-                    ceil_mode_i=int(cfg["ceil_mode"]), symmetric_i=int(cfg["symmetric"]),
-                    epsilon_f=float(cfg["epsilon"]), normalization_s=cfg["normalization"])
-
-
-class DetailPreservingPool2d(torch.nn.Module):
-    """DPP over [N, C, H, W] with learned raw alpha and lambda per channel
-    (alpha = exp(alpha), lambda = exp(lambda)) and, with full=True, a learned
-    3x3 depthwise pre-filter (initialized to a normalized binomial)."""
-
-    def __init__(self, channels, kernel_size=2, stride=None, padding=0, ceil_mode=False,
-                 symmetric=True, full=False, normalization="paper", epsilon=DEFAULT_EPSILON):
-        super().__init__()
-        if normalization not in ("paper", "ratio"):
-            raise ValueError(f"normalization {normalization!r} is not 'paper' or 'ratio'")
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.ceil_mode, self.symmetric, self.full = ceil_mode, symmetric, full
-        self.normalization, self.epsilon = normalization, epsilon
-        self.alpha = torch.nn.Parameter(torch.zeros(channels))
-        self.lambda_ = torch.nn.Parameter(torch.zeros(channels))
-        if full:
-            b = torch.tensor([1.0, 2.0, 1.0])
-            k = torch.outer(b, b) / 16
-            self.filter = torch.nn.Parameter(k.repeat(channels, 1, 1, 1))
-        else:
-            self.register_parameter("filter", None)
-
-    def _config(self):
-        return (("kernel_size", self.kernel_size), ("stride", self.stride),
-                ("padding", self.padding), ("ceil_mode", self.ceil_mode),
-                ("symmetric", self.symmetric), ("normalization", self.normalization),
-                ("epsilon", self.epsilon))
-
-    def forward(self, x):
-        if torch.onnx.is_in_onnx_export():
-            return _DppExport.apply(x, self.alpha, self.lambda_, self.filter, self._config())
+    def eager(self, x):
         return dpp(x, self.alpha, self.lambda_, self.filter, **dict(self._config()))
 
 
-def export(model, example, path, opset=13, **kwargs):
-    """torch.onnx.export with the ai.tessera domain registered."""
-    model.eval()
-    torch.onnx.export(model, example, str(path), opset_version=opset,
-                      custom_opsets={DOMAIN: 1}, **kwargs)
+export = tessera.nn.export
