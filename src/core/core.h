@@ -69,8 +69,8 @@ bool tsr_size_add(int64_t a, int64_t b, int64_t *out);
  * `what` ("output 'y'") and the shape, never a wrapped count. */
 tsr_status tsr_shape_numel_checked(int rank, const int64_t *dims, tsr_dtype dtype,
                                    const char *what, int64_t *numel_out);
-/* Largest constant, in bytes, that building a graph folds (also the most
- * FLOPs a folded node may cost); TSR_FOLD_LIMIT in the environment or
+/* Bytes (and FLOPs) a folded node may make beyond what its constant
+ * inputs hold; TSR_FOLD_LIMIT in the environment or
  * tsr_graph_set_fold_limit change it. */
 #define TSR_FOLD_LIMIT_DEFAULT ((int64_t)16 << 20)
 /* -1 if not all dims are known or the count passes TSR_MAX_TENSOR_BYTES. */

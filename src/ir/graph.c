@@ -407,23 +407,18 @@ cleanup:
     return st;
 }
 
-/* Folding runs the reference kernel at build time, so a node whose outputs
- * or work pass the graph's fold limit is left for the plan: a tiny model
- * cannot make loading it take long or much memory. */
+/* Folding runs the reference kernel while the graph is built, so it may
+ * only make (and spend in FLOPs) the fold limit beyond the bytes its
+ * constant inputs already hold: views and casts of weights always fold,
+ * while a node that makes a large tensor out of a few scalars (Range,
+ * ConstantOfShape, Expand, Tile) is left for the plan to run. A tiny model
+ * cannot make loading or planning it take long or much memory. */
 static bool node_foldable(const tsr_graph *g, const tsr_infer_ctx *ctx)
 {
     const tsr_node *n = ctx->node;
     if (n->op->flags & TSR_OP_NO_FOLD)
         return false;
-    int64_t total = 0;
-    for (int o = 0; o < n->n_outputs; o++) {
-        tsr_tensor t = tsr_value_tensor(&g->values[n->outputs[o]]);
-        if (tsr_tensor_numel(&t) < 0)
-            return false;
-        if (g->fold_limit >= 0 &&
-            (!tsr_size_add(total, (int64_t)tsr_tensor_bytes(&t), &total) || total > g->fold_limit))
-            return false;
-    }
+    int64_t budget = g->fold_limit, made = 0;
     for (int i = 0; i < n->n_inputs; i++) {
         if (n->inputs[i] < 0)
             continue;
@@ -431,8 +426,19 @@ static bool node_foldable(const tsr_graph *g, const tsr_infer_ctx *ctx)
         bool shape_known = tsr_shape_numel(v->rank, v->dims) >= 0;
         if (!((v->data && !v->is_param) || ((n->op->flags & TSR_OP_SHAPE_ONLY) && shape_known)))
             return false;
+        tsr_tensor t = tsr_value_tensor(v);
+        if (v->data && budget >= 0 && !tsr_size_add(budget, (int64_t)tsr_tensor_bytes(&t), &budget))
+            budget = TSR_MAX_TENSOR_BYTES;
     }
-    return g->fold_limit < 0 || !n->op->flops || n->op->flops(ctx) <= (double)g->fold_limit;
+    for (int o = 0; o < n->n_outputs; o++) {
+        tsr_tensor t = tsr_value_tensor(&g->values[n->outputs[o]]);
+        if (tsr_tensor_numel(&t) < 0)
+            return false;
+        if (budget >= 0 &&
+            (!tsr_size_add(made, (int64_t)tsr_tensor_bytes(&t), &made) || made > budget))
+            return false;
+    }
+    return budget < 0 || !n->op->flops || n->op->flops(ctx) <= (double)budget;
 }
 
 /* Every output's element count and bytes must be representable before
@@ -718,8 +724,7 @@ int tsr_node_attr_views(const tsr_node *n, tsr_attr *attrs, int max)
 
 tsr_status tsr_graph_replay(const tsr_graph *src, tsr_graph *dst, bool freeze_params)
 {
-    if (freeze_params)
-        dst->fold_limit = -1;
+    dst->fold_limit = src->fold_limit;
     for (int v = 0; v < src->n_values; v++) {
         const tsr_value *val = &src->values[v];
         if (!val->data || val->producer >= 0 || val->is_input)

@@ -62,8 +62,8 @@ struct tsr_graph {
     int *name_index; /* open-addressing hash of value names, -1 empty */
     int name_index_cap;
     int default_opset; /* for nodes built without an importer */
-    /* Bytes (and FLOPs) past which a node is left for the plan instead of
-     * being folded while the graph is built; -1: no limit (plans). */
+    /* Bytes (and FLOPs) beyond its constant inputs' bytes past which a
+     * node is run by plans instead of folded; -1: no limit. */
     int64_t fold_limit;
 };
 
@@ -82,9 +82,9 @@ tsr_status tsr_graph_add_node_op(tsr_graph *g, const tsr_op_def *op, int opset,
                                  const tsr_attr *attrs);
 /* Adds src's constants, nodes and outputs to dst, which already has the
  * inputs (possibly with other shapes): nodes are re-inferred and folded. */
-/* dst shares src's constants (no copies). With freeze_params, parameters
- * become plain constants and dst folds with no size limit (plans:
- * everything foldable is folded). */
+/* dst shares src's constants (no copies) and fold limit. With
+ * freeze_params, parameters become plain constants (plans: everything
+ * foldable within the limit is folded). */
 tsr_status tsr_graph_replay(const tsr_graph *src, tsr_graph *dst, bool freeze_params);
 /* Deep copy. */
 tsr_status tsr_graph_clone(const tsr_graph *g, tsr_graph **out);
