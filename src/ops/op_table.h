@@ -117,3 +117,10 @@ TSR_OP(RegressionLossGrad)
 
 /* fused.c: ops the optimization passes produce (domain ai.tessera) */
 TSR_OP(FusedConv)
+
+/* ict.c: irreducible Cartesian tensors and their products (domain ai.tessera) */
+TSR_OP(ICT)
+TSR_OP(ICTProduct)
+
+/* radial.c: the Bessel radial basis with the polynomial cutoff (domain ai.tessera) */
+TSR_OP(BesselBasis)

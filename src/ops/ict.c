@@ -1,0 +1,691 @@
+/* Irreducible Cartesian tensors (ICTs) and their products, domain
+ * ai.tessera: the tensor algebra of ICTP potentials (docs/ictp.md).
+ *
+ *   ICT(v [E, 3]) -> T [E, 3^l]                        attributes l, normalize
+ *   ICTProduct(x [N, 3^l1(, C)], y [N, 3^l2(, C)]) -> z [N, 3^l3(, C)]
+ *                                                      attributes l1, l2, l3, alpha
+ *
+ * Rank-l tensors store all 3^l components, row-major (index i*9 + j*3 + k
+ * for rank 3), with channels fastest when there is a channel axis.
+ *
+ * ICT: with Π the orthogonal projection onto symmetric traceless tensors
+ * and C_l = (2l-1)!!/l!, T^l(n) = C_l Π(n^⊗l), evaluated by the detracer
+ *     Π(n^⊗l) = Σ_m (-1)^m (2l-2m-1)!!/(2l-1)!! |n|^2m {n^⊗(l-2m) ⊗ δ^⊗m}
+ * ({} sums over the distinct placements of the indices). With normalize = 1
+ * n = v/|v|, the ICT of ictp.md; with normalize = 0 n = v (a homogeneous
+ * polynomial of degree l, the same tensor on unit vectors).
+ *
+ * ICTProduct couples ranks l1 and l2 to l3 (|l1-l2| <= l3 <= l1+l2, l1+l2-l3
+ * even) with k = (l1+l2-l3)/2:
+ *     z = alpha K Π(contract_k(Πx, Πy)),  K = c(l1,l2,l3) binom(l3, l1-k)
+ * contracting the last k indices of x with the first k of y, c of
+ * ictp-checkpoint.md §3. On symmetric traceless inputs (every feature of
+ * the model) the input projections do nothing and this is the product of
+ * ictp-checkpoint.md §3, which gives T^l1(n) ⊗ T^l2(n) = T^l3(n); on other
+ * inputs it is still one well-defined bilinear map, so gradients are exact
+ * everywhere. Channels multiply one to one; a channel axis of size 1, or
+ * none, broadcasts.
+ *
+ * Gradients: Π is self-adjoint, so the adjoints of a product are products
+ * again, dx = ICTProduct(dz, y; l3, l2 -> l1) and dy = ICTProduct(x, dz;
+ * l1, l3 -> l2), with alpha carrying the ratio of the constants; the ICT's
+ * gradient is, with T^l = C_l Π(n^⊗l),
+ *     dn = l C_l Π(dT) · n^⊗(l-1) = (2l-1)/K(l,l-1,1) ICTProduct(dT, T^(l-1)(n); l, l-1 -> 1)
+ * then through n = v/|v| with ordinary ops. All of it differentiates again.
+ *
+ * The kernels work in the 2l+1 coordinates of an orthonormal basis Q of
+ * the symmetric traceless tensors of each rank (columns: the orthonormalized
+ * ICTs of 2l+1 fixed directions): Π = Q Qᵀ, and the product is a dense
+ * (2l3+1) x (2l1+1) x (2l2+1) coupling of coordinates. Q itself does not
+ * matter: Π is unique. */
+#include "autodiff/autodiff.h"
+#include "ops/op.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Highest rank any input or output may have (3^8 = 6561 components). */
+#define ICT_MAX_L 8
+
+static const tsr_attr_def ict_attrs[] = {
+    {"l", TSR_ATTR_INT, true}, {"normalize", TSR_ATTR_INT, .i = 1}, {NULL}};
+
+static const tsr_attr_def ict_product_attrs[] = {{"l1", TSR_ATTR_INT, true},
+                                                 {"l2", TSR_ATTR_INT, true},
+                                                 {"l3", TSR_ATTR_INT, true},
+                                                 {"alpha", TSR_ATTR_FLOAT, .f = 1.0},
+                                                 {NULL}};
+
+static int64_t pow3(int l)
+{
+    int64_t p = 1;
+    for (int i = 0; i < l; i++)
+        p *= 3;
+    return p;
+}
+
+static double factorial(int n)
+{
+    double f = 1.0;
+    for (int i = 2; i <= n; i++)
+        f *= i;
+    return f;
+}
+
+/* n!! for odd n, (-1)!! = 1. */
+static double double_factorial(int n)
+{
+    double f = 1.0;
+    for (int i = n; i > 1; i -= 2)
+        f *= i;
+    return f;
+}
+
+static double binomial(int n, int k)
+{
+    return factorial(n) / (factorial(k) * factorial(n - k));
+}
+
+static bool ict_path_valid(int l1, int l2, int l3)
+{
+    return l3 >= abs(l1 - l2) && l3 <= l1 + l2 && (l1 + l2 - l3) % 2 == 0;
+}
+
+/* K(l1, l2, l3) = c(l1, l2, l3) binom(l3, l1 - k), ictp-checkpoint.md §3. */
+static double ict_path_constant(int l1, int l2, int l3)
+{
+    int k = (l1 + l2 - l3) / 2, a = l2 - k, b = l1 - k;
+    double c = factorial(l1) * factorial(l2) * double_factorial(2 * l3 - 1) * factorial(a) *
+               factorial(b) /
+               (factorial(l3) * double_factorial(2 * a - 1) * double_factorial(2 * b - 1) *
+                double_factorial(2 * k - 1) * factorial(a + b + k));
+    return c * binomial(l3, b);
+}
+
+static tsr_status rank_attr(const tsr_node *node, const char *name, int *out)
+{
+    int64_t v = tsr_attr_int(node, name);
+    if (v < 0 || v > ICT_MAX_L)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "%s is %lld; ranks 0..%d are supported", name,
+                         (long long)v, ICT_MAX_L);
+    *out = (int)v;
+    return TSR_OK;
+}
+
+/* ------------------------------------------------------------ evaluation */
+
+/* Which component class (counts a of x, b of y indices) each of the 3^l
+ * components of a symmetric rank-l tensor belongs to: a * (l + 1) + b. */
+static void ict_classes(int l, int *cls)
+{
+    int64_t size = pow3(l);
+    for (int64_t idx = 0; idx < size; idx++) {
+        int counts[3] = {0, 0, 0};
+        for (int64_t r = idx, d = 0; d < l; d++, r /= 3)
+            counts[r % 3]++;
+        cls[idx] = counts[0] * (l + 1) + counts[1];
+    }
+}
+
+/* T^l(n) = C_l Π(n^⊗l) of one vector n (any length) into out[3^l], one
+ * value per class (the detracer summed over how many δ pairs fall on
+ * each axis), then spread by cls. val holds (l + 1)^2 doubles. */
+static void ict_eval(int l, const double n[3], const int *cls, double *val, double *out)
+{
+    double pw[3][ICT_MAX_L + 1], nn = n[0] * n[0] + n[1] * n[1] + n[2] * n[2];
+    for (int d = 0; d < 3; d++) {
+        pw[d][0] = 1.0;
+        for (int e = 1; e <= l; e++)
+            pw[d][e] = pw[d][e - 1] * n[d];
+    }
+    double inv_lf = 1.0 / factorial(l);
+    for (int a = 0; a <= l; a++)
+        for (int b = 0; a + b <= l; b++) {
+            int cnt[3] = {a, b, l - a - b};
+            double sum = 0.0;
+            for (int mx = 0; 2 * mx <= cnt[0]; mx++)
+                for (int my = 0; 2 * my <= cnt[1]; my++)
+                    for (int mz = 0; 2 * mz <= cnt[2]; mz++) {
+                        int ms[3] = {mx, my, mz}, m = mx + my + mz;
+                        double t = double_factorial(2 * l - 2 * m - 1) * pow(nn, m);
+                        for (int d = 0; d < 3; d++)
+                            t *= factorial(cnt[d]) /
+                                 (factorial(ms[d]) * ldexp(1.0, ms[d]) *
+                                  factorial(cnt[d] - 2 * ms[d])) *
+                                 pw[d][cnt[d] - 2 * ms[d]];
+                        sum += m % 2 ? -t : t;
+                    }
+            val[a * (l + 1) + b] = sum * inv_lf;
+        }
+    for (int64_t idx = 0; idx < pow3(l); idx++)
+        out[idx] = val[cls[idx]];
+}
+
+/* An orthonormal basis of the symmetric traceless rank-l tensors: dim =
+ * 2l+1 columns of `size` = 3^l values each, column m at q + m * size. */
+typedef struct ict_basis {
+    int l, dim;
+    int64_t size;
+    double *q;
+} ict_basis;
+
+static tsr_status ict_basis_build(int l, ict_basis *b)
+{
+    b->l = l;
+    b->dim = 2 * l + 1;
+    b->size = pow3(l);
+    b->q = tsr_malloc((size_t)(b->dim * b->size) * sizeof *b->q);
+    int *cls = tsr_malloc((size_t)b->size * sizeof *cls);
+    double *val = tsr_malloc((size_t)((l + 1) * (l + 1)) * sizeof *val);
+    tsr_status st = TSR_OK;
+    if (!b->q || !cls || !val) {
+        st = TSR_ERR_OUT_OF_MEMORY;
+        goto cleanup;
+    }
+    ict_classes(l, cls);
+    /* Candidate directions on a golden-angle spiral; a candidate is kept
+     * when at least a tenth of its norm is new, so the basis is well
+     * conditioned. */
+    int found = 0, candidates = 4 * b->dim;
+    for (int m = 0; m < candidates && found < b->dim; m++) {
+        double z = 1.0 - (2.0 * m + 1.0) / candidates, rho = sqrt(1.0 - z * z);
+        double phi = 0.3 + 2.399963229728653 * m;
+        double n[3] = {rho * cos(phi), rho * sin(phi), z};
+        double *col = b->q + found * b->size;
+        ict_eval(l, n, cls, val, col);
+        double before = 0.0, norm = 0.0;
+        for (int64_t i = 0; i < b->size; i++)
+            before += col[i] * col[i];
+        for (int pass = 0; pass < 2; pass++)
+            for (int j = 0; j < found; j++) {
+                const double *prev = b->q + j * b->size;
+                double dot = 0.0;
+                for (int64_t i = 0; i < b->size; i++)
+                    dot += prev[i] * col[i];
+                for (int64_t i = 0; i < b->size; i++)
+                    col[i] -= dot * prev[i];
+            }
+        for (int64_t i = 0; i < b->size; i++)
+            norm += col[i] * col[i];
+        if (!(norm > 0.01 * before))
+            continue;
+        for (int64_t i = 0; i < b->size; i++)
+            col[i] /= sqrt(norm);
+        found++;
+    }
+    if (found < b->dim)
+        st = tsr_error(TSR_ERR_INTERNAL, "no well-conditioned basis of rank-%d ICTs found", l);
+cleanup:
+    free(cls);
+    free(val);
+    if (st != TSR_OK) {
+        free(b->q);
+        b->q = NULL;
+    }
+    return st;
+}
+
+/* One product path in basis coordinates: w[(r * d1 + p) * d2 + q] =
+ * scale <Q3_r, contract_k(Q1_p, Q2_q)>. */
+typedef struct ict_plan {
+    ict_basis b[3];
+    double *w;
+} ict_plan;
+
+static void ict_plan_free(ict_plan *p)
+{
+    for (int i = 0; i < 3; i++)
+        free(p->b[i].q);
+    free(p->w);
+}
+
+static tsr_status ict_plan_build(int l1, int l2, int l3, double alpha, ict_plan *p)
+{
+    memset(p, 0, sizeof *p);
+    const int ls[3] = {l1, l2, l3};
+    double *m = NULL;
+    tsr_status st = TSR_OK;
+    for (int i = 0; i < 3 && st == TSR_OK; i++)
+        st = ict_basis_build(ls[i], &p->b[i]);
+    if (st != TSR_OK)
+        goto cleanup;
+    int k = (l1 + l2 - l3) / 2, d1 = p->b[0].dim, d2 = p->b[1].dim, d3 = p->b[2].dim;
+    int64_t fx = pow3(l1 - k), fy = pow3(l2 - k), nk = pow3(k);
+    double scale = alpha * ict_path_constant(l1, l2, l3);
+    m = tsr_malloc((size_t)(fx * fy) * sizeof *m);
+    p->w = tsr_malloc((size_t)(d1 * d2 * d3) * sizeof *p->w);
+    if (!m || !p->w) {
+        st = TSR_ERR_OUT_OF_MEMORY;
+        goto cleanup;
+    }
+    for (int a = 0; a < d1; a++)
+        for (int c = 0; c < d2; c++) {
+            const double *x = p->b[0].q + a * p->b[0].size, *y = p->b[1].q + c * p->b[1].size;
+            for (int64_t i = 0; i < fx; i++)
+                for (int64_t j = 0; j < fy; j++) {
+                    double s = 0.0;
+                    for (int64_t t = 0; t < nk; t++)
+                        s += x[i * nk + t] * y[t * fy + j];
+                    m[i * fy + j] = s;
+                }
+            for (int r = 0; r < d3; r++) {
+                const double *z = p->b[2].q + r * p->b[2].size;
+                double s = 0.0;
+                for (int64_t i = 0; i < fx * fy; i++)
+                    s += z[i] * m[i];
+                p->w[((int64_t)r * d1 + a) * d2 + c] = scale * s;
+            }
+        }
+cleanup:
+    free(m);
+    if (st != TSR_OK)
+        ict_plan_free(p);
+    return st;
+}
+
+/* ------------------------------------------------------------------- ICT */
+
+static tsr_status ict_attrs_read(const tsr_node *node, int *l, bool *normalize)
+{
+    TSR_CHECK(rank_attr(node, "l", l));
+    int64_t nz = tsr_attr_int(node, "normalize");
+    if (nz != 0 && nz != 1)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "normalize is %lld, must be 0 or 1", (long long)nz);
+    *normalize = nz == 1;
+    return TSR_OK;
+}
+
+static tsr_status ict_infer(tsr_infer_ctx *c)
+{
+    int l = 0;
+    bool normalize = false;
+    TSR_CHECK(ict_attrs_read(c->node, &l, &normalize));
+    TSR_CHECK(tsr_infer_require_dtype(c, 0, TSR_FLOAT_TYPES));
+    const tsr_value *v = c->inputs[0];
+    if (v->rank >= 0 && (v->rank != 2 || (tsr_dim_known(v->dims[1]) && v->dims[1] != 3))) {
+        char got[128];
+        tsr_shape_format(got, sizeof got, v->rank, v->dims);
+        return tsr_infer_error(c, TSR_ERR_SHAPE,
+                               "input '%s' has shape %s; ICT takes vectors [E, 3]", v->name, got);
+    }
+    int64_t out[2] = {v->rank == 2 ? v->dims[0] : TSR_DIM_UNKNOWN, pow3(l)};
+    tsr_infer_set(c, 0, v->dtype, 2, out);
+    return TSR_OK;
+}
+
+/* clang-format off */
+#define ICT_DEFINE(T)                                                                              \
+    static int64_t ict_run_##T(const T *v, T *out, int64_t e, int l, bool normalize,               \
+                               const int *cls, double *scratch, int threads)                       \
+    {                                                                                              \
+        int64_t size = pow3(l), bad = e;                                                           \
+        _Pragma("omp parallel for schedule(static) num_threads(threads) reduction(min : bad)")     \
+        for (int64_t i = 0; i < e; i++) {                                                          \
+            size_t per = (size_t)(size + (l + 1) * (l + 1));                                       \
+            double *row = scratch + (size_t)omp_get_thread_num() * per;                            \
+            double n[3] = {v[3 * i], v[3 * i + 1], v[3 * i + 2]};                                  \
+            double len = sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]);                            \
+            if (normalize && !(len > 0.0 && isfinite(len))) {                                      \
+                bad = i < bad ? i : bad;                                                           \
+                continue;                                                                          \
+            }                                                                                      \
+            for (int d = 0; normalize && d < 3; d++)                                               \
+                n[d] /= len;                                                                       \
+            ict_eval(l, n, cls, row + size, row);                                                  \
+            for (int64_t j = 0; j < size; j++)                                                     \
+                out[i * size + j] = (T)row[j];                                                     \
+        }                                                                                          \
+        return bad < e ? bad : -1;                                                                 \
+    }
+/* clang-format on */
+
+ICT_DEFINE(float)
+ICT_DEFINE(double)
+
+static tsr_status ict_ref(const tsr_kernel_ctx *k)
+{
+    int l = 0;
+    bool normalize = false;
+    TSR_CHECK(ict_attrs_read(k->node, &l, &normalize));
+    const tsr_tensor *v = k->inputs[0];
+    if (v->rank != 2 || v->dims[1] != 3)
+        return tsr_error(TSR_ERR_SHAPE, "ICT takes vectors [E, 3], got rank %d", v->rank);
+    int64_t size = pow3(l);
+    int *cls = tsr_malloc((size_t)size * sizeof *cls);
+    double *scratch =
+        tsr_malloc((size_t)k->threads * (size_t)(size + (l + 1) * (l + 1)) * sizeof *scratch);
+    if (!cls || !scratch) {
+        free(cls);
+        free(scratch);
+        return TSR_ERR_OUT_OF_MEMORY;
+    }
+    ict_classes(l, cls);
+    int64_t bad = v->dtype == TSR_FLOAT64 ? ict_run_double(v->data, k->outputs[0]->data, v->dims[0],
+                                                           l, normalize, cls, scratch, k->threads)
+                                          : ict_run_float(v->data, k->outputs[0]->data, v->dims[0],
+                                                          l, normalize, cls, scratch, k->threads);
+    free(cls);
+    free(scratch);
+    if (bad >= 0) {
+        double n[3] = {tsr_get_f(v, 3 * bad), tsr_get_f(v, 3 * bad + 1), tsr_get_f(v, 3 * bad + 2)};
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT,
+                         "vector %lld is (%g, %g, %g); ICT with normalize = 1 needs vectors of "
+                         "positive finite length",
+                         (long long)bad, n[0], n[1], n[2]);
+    }
+    return TSR_OK;
+}
+
+/* Per class value about (l/2 + 1)^3 terms of a dozen operations, plus the
+ * normalization. */
+static double ict_flops(const tsr_infer_ctx *c)
+{
+    const tsr_value *v = c->inputs[0];
+    int64_t l = tsr_attr_int(c->node, "l");
+    if (v->rank != 2 || !tsr_dim_known(v->dims[0]) || l < 0 || l > ICT_MAX_L)
+        return 0.0;
+    double half = (double)(l / 2 + 1);
+    return (double)v->dims[0] *
+           (10.0 + (double)((l + 1) * (l + 2) / 2) * 12.0 * half * half * half);
+}
+
+/* dv from dn through n = v/|v|: (dn - n (n . dn)) / |v|. */
+static tsr_status ict_normalize_grad(tsr_grad_ctx *c, const char *v, const char *dn,
+                                     const char **out)
+{
+    tsr_attr attrs[2] = {TSR_ATTR_I("l", 1), TSR_ATTR_I("normalize", 1)};
+    tsr_attr keep = TSR_ATTR_I("keepdims", 1);
+    const int64_t axis = 1;
+    const char *n, *axes, *nd, *s, *ns, *tangent, *vv, *sq, *len;
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ICT, 1, &v, 2, attrs, 1, &n));
+    TSR_CHECK(tsr_grad_ints(c, 1, &axis, &axes));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, n, dn, &nd));
+    const char *ins[2] = {nd, axes};
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReduceSum, 2, ins, 1, &keep, 1, &s));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, n, s, &ns));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Sub, dn, ns, &tangent));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, v, v, &vv));
+    ins[0] = vv;
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReduceSum, 2, ins, 1, &keep, 1, &sq));
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Sqrt, sq, &len));
+    return tsr_grad_binary(c, &tsr_op_Div, tangent, len, out);
+}
+
+static tsr_status ict_grad(tsr_grad_ctx *c)
+{
+    int l = 0;
+    bool normalize = false;
+    TSR_CHECK(ict_attrs_read(tsr_grad_node(c), &l, &normalize));
+    if (l == 0)
+        return TSR_OK; /* T^0 = 1 */
+    const char *v = tsr_grad_input(c, 0), *dn = tsr_grad_dy(c, 0);
+    if (l > 1) {
+        tsr_attr lower[2] = {TSR_ATTR_I("l", l - 1), TSR_ATTR_I("normalize", normalize)};
+        tsr_attr path[4] = {TSR_ATTR_I("l1", l), TSR_ATTR_I("l2", l - 1), TSR_ATTR_I("l3", 1),
+                            TSR_ATTR_F("alpha", (2.0 * l - 1.0) / ict_path_constant(l, l - 1, 1))};
+        const char *t, *ins[2];
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_ICT, 1, &v, 2, lower, 1, &t));
+        ins[0] = dn;
+        ins[1] = t;
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_ICTProduct, 2, ins, 4, path, 1, &dn));
+    }
+    if (normalize)
+        TSR_CHECK(ict_normalize_grad(c, v, dn, &dn));
+    return tsr_grad_contribute(c, 0, dn);
+}
+
+const tsr_op_def tsr_op_ICT = {
+    .name = "ICT",
+    .domain = "ai.tessera",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .attrs = ict_attrs,
+    .locality = TSR_LOCALITY_WINDOW,
+    .infer = ict_infer,
+    .ref = ict_ref,
+    .flops = ict_flops,
+    .grad = ict_grad,
+};
+
+/* ----------------------------------------------------------- ICTProduct */
+
+static tsr_status ict_product_attrs_read(const tsr_node *node, int ls[3], double *alpha)
+{
+    static const char *const names[3] = {"l1", "l2", "l3"};
+    for (int i = 0; i < 3; i++)
+        TSR_CHECK(rank_attr(node, names[i], &ls[i]));
+    if (!ict_path_valid(ls[0], ls[1], ls[2]))
+        return tsr_error(TSR_ERR_UNSUPPORTED,
+                         "ranks %d x %d -> %d are not a product path: it needs |l1 - l2| <= l3 <= "
+                         "l1 + l2 and l1 + l2 - l3 even",
+                         ls[0], ls[1], ls[2]);
+    *alpha = tsr_attr_float(node, "alpha");
+    if (!isfinite(*alpha))
+        return tsr_error(TSR_ERR_UNSUPPORTED, "alpha is %g, must be finite", *alpha);
+    return TSR_OK;
+}
+
+static tsr_status ict_product_infer(tsr_infer_ctx *c)
+{
+    int ls[3];
+    double alpha;
+    TSR_CHECK(ict_product_attrs_read(c->node, ls, &alpha));
+    for (int i = 0; i < 2; i++)
+        TSR_CHECK(tsr_infer_require_dtype(c, i, TSR_FLOAT_TYPES));
+    const tsr_value *x = c->inputs[0], *y = c->inputs[1];
+    if (x->dtype != y->dtype)
+        return tsr_infer_error(c, TSR_ERR_DTYPE, "x is %s but y is %s; both must share one dtype",
+                               tsr_dtype_name(x->dtype), tsr_dtype_name(y->dtype));
+    int64_t n = TSR_DIM_UNKNOWN, ch = 1;
+    int rank = 2;
+    bool ch_known = true;
+    for (int i = 0; i < 2; i++) {
+        const tsr_value *t = c->inputs[i];
+        if (t->rank < 0) {
+            rank = -1;
+            continue;
+        }
+        int64_t want = pow3(ls[i]);
+        if ((t->rank != 2 && t->rank != 3) || (tsr_dim_known(t->dims[1]) && t->dims[1] != want)) {
+            char got[128];
+            tsr_shape_format(got, sizeof got, t->rank, t->dims);
+            return tsr_infer_error(c, TSR_ERR_SHAPE,
+                                   "%s ('%s') has shape %s; a rank-%d input is [N, %lld] or [N, "
+                                   "%lld, C]",
+                                   i ? "y" : "x", t->name, got, ls[i], (long long)want,
+                                   (long long)want);
+        }
+        if (tsr_dim_known(t->dims[0])) {
+            if (tsr_dim_known(n) && n != t->dims[0])
+                return tsr_infer_error(c, TSR_ERR_SHAPE, "x has %lld rows but y has %lld",
+                                       (long long)n, (long long)t->dims[0]);
+            n = t->dims[0];
+        }
+        if (t->rank == 3) {
+            rank = rank < 0 ? -1 : 3;
+            int64_t tc = t->dims[2];
+            if (!tsr_dim_known(tc))
+                ch_known = false;
+            else if (tc != 1 && ch != 1 && tc != ch)
+                return tsr_infer_error(c, TSR_ERR_SHAPE,
+                                       "x and y have %lld and %lld channels; they must be equal or "
+                                       "one of them 1",
+                                       (long long)ch, (long long)tc);
+            else if (tc != 1)
+                ch = tc;
+        }
+    }
+    if (rank < 0)
+        return TSR_OK; /* output left of unknown rank */
+    int64_t out[3] = {n, pow3(ls[2]), ch_known ? ch : TSR_DIM_UNKNOWN};
+    tsr_infer_set(c, 0, x->dtype, rank, out);
+    return TSR_OK;
+}
+
+static int64_t channels_of(const tsr_tensor *t)
+{
+    return t->rank == 3 ? t->dims[2] : 1;
+}
+
+/* Per row: coordinates of x and y (channels as given), their coupling to
+ * the output's coordinates (broadcast channels), and back to components.
+ * scratch holds d1 cx + d2 cy + d3 ch doubles per thread. */
+/* clang-format off */
+#define ICT_PRODUCT_DEFINE(T)                                                                      \
+    static void ict_product_run_##T(const ict_plan *p, const T *x, const T *y, T *z, int64_t n,    \
+                                    int64_t cx, int64_t cy, int64_t ch, double *scratch,           \
+                                    int threads)                                                   \
+    {                                                                                              \
+        const ict_basis *b1 = &p->b[0], *b2 = &p->b[1], *b3 = &p->b[2];                            \
+        int d1 = b1->dim, d2 = b2->dim, d3 = b3->dim;                                              \
+        size_t per = (size_t)(d1 * cx + d2 * cy + d3 * ch);                                        \
+        _Pragma("omp parallel for schedule(static) num_threads(threads)")                          \
+        for (int64_t a = 0; a < n; a++) {                                                          \
+            double *xt = scratch + (size_t)omp_get_thread_num() * per;                             \
+            double *yt = xt + d1 * cx, *zt = yt + d2 * cy;                                         \
+            const T *xa = x + a * b1->size * cx, *ya = y + a * b2->size * cy;                      \
+            T *za = z + a * b3->size * ch;                                                         \
+            memset(xt, 0, per * sizeof *xt);                                                       \
+            for (int m = 0; m < d1; m++)                                                           \
+                for (int64_t i = 0; i < b1->size; i++) {                                           \
+                    double q = b1->q[m * b1->size + i];                                            \
+                    for (int64_t c = 0; c < cx; c++)                                               \
+                        xt[m * cx + c] += q * xa[i * cx + c];                                      \
+                }                                                                                  \
+            for (int m = 0; m < d2; m++)                                                           \
+                for (int64_t i = 0; i < b2->size; i++) {                                           \
+                    double q = b2->q[m * b2->size + i];                                            \
+                    for (int64_t c = 0; c < cy; c++)                                               \
+                        yt[m * cy + c] += q * ya[i * cy + c];                                      \
+                }                                                                                  \
+            int64_t sx = cx == 1 ? 0 : 1, sy = cy == 1 ? 0 : 1;                                    \
+            for (int r = 0; r < d3; r++)                                                           \
+                for (int s = 0; s < d1; s++)                                                       \
+                    for (int t = 0; t < d2; t++) {                                                 \
+                        double w = p->w[((int64_t)r * d1 + s) * d2 + t];                           \
+                        const double *xs = xt + s * cx, *ys = yt + t * cy;                         \
+                        for (int64_t c = 0; c < ch; c++)                                           \
+                            zt[r * ch + c] += w * xs[c * sx] * ys[c * sy];                         \
+                    }                                                                              \
+            for (int64_t i = 0; i < b3->size; i++)                                                 \
+                for (int64_t c = 0; c < ch; c++) {                                                 \
+                    double s = 0.0;                                                                \
+                    for (int r = 0; r < d3; r++)                                                   \
+                        s += b3->q[r * b3->size + i] * zt[r * ch + c];                             \
+                    za[i * ch + c] = (T)s;                                                         \
+                }                                                                                  \
+        }                                                                                          \
+    }
+/* clang-format on */
+
+ICT_PRODUCT_DEFINE(float)
+ICT_PRODUCT_DEFINE(double)
+
+static tsr_status ict_product_ref(const tsr_kernel_ctx *k)
+{
+    int ls[3];
+    double alpha;
+    TSR_CHECK(ict_product_attrs_read(k->node, ls, &alpha));
+    const tsr_tensor *x = k->inputs[0], *y = k->inputs[1];
+    tsr_tensor *z = k->outputs[0];
+    int64_t cx = channels_of(x), cy = channels_of(y), ch = channels_of(z);
+    if (x->dims[0] != y->dims[0] || x->dims[1] != pow3(ls[0]) || y->dims[1] != pow3(ls[1]) ||
+        (cx != 1 && cx != ch) || (cy != 1 && cy != ch))
+        return tsr_error(TSR_ERR_SHAPE,
+                         "x, y and z have inconsistent shapes for path %d x %d -> %d", ls[0], ls[1],
+                         ls[2]);
+    ict_plan plan;
+    TSR_CHECK(ict_plan_build(ls[0], ls[1], ls[2], alpha, &plan));
+    size_t per = (size_t)(plan.b[0].dim * cx + plan.b[1].dim * cy + plan.b[2].dim * ch);
+    double *scratch = tsr_malloc((size_t)k->threads * per * sizeof *scratch + 1);
+    if (!scratch) {
+        ict_plan_free(&plan);
+        return TSR_ERR_OUT_OF_MEMORY;
+    }
+    if (z->dtype == TSR_FLOAT64)
+        ict_product_run_double(&plan, x->data, y->data, z->data, x->dims[0], cx, cy, ch, scratch,
+                               k->threads);
+    else
+        ict_product_run_float(&plan, x->data, y->data, z->data, x->dims[0], cx, cy, ch, scratch,
+                              k->threads);
+    free(scratch);
+    ict_plan_free(&plan);
+    return TSR_OK;
+}
+
+/* Projections into coordinates, the coupling, and back, per row. */
+static double ict_product_flops(const tsr_infer_ctx *c)
+{
+    const tsr_value *x = c->inputs[0], *y = c->inputs[1], *z = c->outputs[0];
+    if (z->rank < 2 || !tsr_dim_known(z->dims[0]) || (z->rank == 3 && !tsr_dim_known(z->dims[2])))
+        return 0.0;
+    int64_t ls[3] = {tsr_attr_int(c->node, "l1"), tsr_attr_int(c->node, "l2"),
+                     tsr_attr_int(c->node, "l3")};
+    double cx = x->rank == 3 ? (double)x->dims[2] : 1.0,
+           cy = y->rank == 3 ? (double)y->dims[2] : 1.0;
+    double ch = z->rank == 3 ? (double)z->dims[2] : 1.0;
+    double d1 = 2.0 * ls[0] + 1, d2 = 2.0 * ls[1] + 1, d3 = 2.0 * ls[2] + 1;
+    return 2.0 * (double)z->dims[0] *
+           (d1 * (double)pow3((int)ls[0]) * cx + d2 * (double)pow3((int)ls[1]) * cy +
+            1.5 * d1 * d2 * d3 * ch + d3 * (double)pow3((int)ls[2]) * ch);
+}
+
+/* g (of the product's output rank) summed down to input i's shape. */
+static tsr_status ict_product_contribute(tsr_grad_ctx *c, int i, const char *g)
+{
+    int in_rank = tsr_grad_value(c, tsr_grad_input(c, i))->rank;
+    int out_rank = tsr_grad_value(c, tsr_grad_output(c, 0))->rank;
+    if (in_rank == 3 || out_rank == 2)
+        return tsr_grad_contribute_sum(c, i, g);
+    const int64_t axis = 2;
+    const char *axes, *sum;
+    tsr_attr keep = TSR_ATTR_I("keepdims", 0);
+    TSR_CHECK(tsr_grad_ints(c, 1, &axis, &axes));
+    const char *ins[2] = {g, axes};
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReduceSum, 2, ins, 1, &keep, 1, &sum));
+    return tsr_grad_contribute(c, i, sum);
+}
+
+/* dx = ICTProduct(dz, y; l3, l2 -> l1), dy = ICTProduct(x, dz; l1, l3 -> l2). */
+static tsr_status ict_product_grad(tsr_grad_ctx *c)
+{
+    int ls[3];
+    double alpha;
+    TSR_CHECK(ict_product_attrs_read(tsr_grad_node(c), ls, &alpha));
+    double k = alpha * ict_path_constant(ls[0], ls[1], ls[2]);
+    const char *x = tsr_grad_input(c, 0), *y = tsr_grad_input(c, 1), *dz = tsr_grad_dy(c, 0), *g;
+    if (tsr_grad_wants(c, 0)) {
+        tsr_attr a[4] = {TSR_ATTR_I("l1", ls[2]), TSR_ATTR_I("l2", ls[1]), TSR_ATTR_I("l3", ls[0]),
+                         TSR_ATTR_F("alpha", k / ict_path_constant(ls[2], ls[1], ls[0]))};
+        const char *ins[2] = {dz, y};
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_ICTProduct, 2, ins, 4, a, 1, &g));
+        TSR_CHECK(ict_product_contribute(c, 0, g));
+    }
+    if (tsr_grad_wants(c, 1)) {
+        tsr_attr a[4] = {TSR_ATTR_I("l1", ls[0]), TSR_ATTR_I("l2", ls[2]), TSR_ATTR_I("l3", ls[1]),
+                         TSR_ATTR_F("alpha", k / ict_path_constant(ls[0], ls[2], ls[1]))};
+        const char *ins[2] = {x, dz};
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_ICTProduct, 2, ins, 4, a, 1, &g));
+        TSR_CHECK(ict_product_contribute(c, 1, g));
+    }
+    return TSR_OK;
+}
+
+const tsr_op_def tsr_op_ICTProduct = {
+    .name = "ICTProduct",
+    .domain = "ai.tessera",
+    .min_inputs = 2,
+    .max_inputs = 2,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .attrs = ict_product_attrs,
+    .locality = TSR_LOCALITY_COMPUTE,
+    .infer = ict_product_infer,
+    .ref = ict_product_ref,
+    .flops = ict_product_flops,
+    .grad = ict_product_grad,
+};

@@ -1,0 +1,202 @@
+/* Radial basis of ICTP potentials, domain ai.tessera (docs/ictp.md):
+ *
+ *   BesselBasis(r [...]) -> B [..., n_basis]
+ *       attributes r_cutoff (required), n_basis = 8, p = 5, derivative = 0
+ *
+ *     ρ_n(r) = sqrt(2/r_c) sin(w_n r)/r · f(r/r_c),  w_n = nπ/r_c, n = 1..n_basis
+ *     f(x) = 1 − (p+1)(p+2)/2 x^p + p(p+2) x^(p+1) − p(p+1)/2 x^(p+2)  for x < 1,
+ *     f = 0 from x = 1 on (ictp-checkpoint.md §4),
+ *
+ * or its derivative of order `derivative` in r (Leibniz's rule over the
+ * derivatives of sin(w r)/r and of the polynomial). The gradient of order
+ * k is Σ_n dB_n · (order k + 1), so derivatives of any order exist as
+ * graph nodes. f and its first two derivatives vanish at r_c; the third
+ * jumps there. Distances must be positive. */
+#include "autodiff/autodiff.h"
+#include "ops/op.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+
+#define BESSEL_MAX_DERIVATIVE 16
+
+static const tsr_attr_def bessel_attrs[] = {{"r_cutoff", TSR_ATTR_FLOAT, true},
+                                            {"n_basis", TSR_ATTR_INT, .i = 8},
+                                            {"p", TSR_ATTR_INT, .i = 5},
+                                            {"derivative", TSR_ATTR_INT, .i = 0},
+                                            {NULL}};
+
+typedef struct bessel_params {
+    double rc;
+    int64_t n_basis;
+    int p, order;
+} bessel_params;
+
+static tsr_status bessel_read(const tsr_node *node, bessel_params *b)
+{
+    b->rc = tsr_attr_float(node, "r_cutoff");
+    b->n_basis = tsr_attr_int(node, "n_basis");
+    int64_t p = tsr_attr_int(node, "p"), order = tsr_attr_int(node, "derivative");
+    if (!(b->rc > 0.0) || !isfinite(b->rc))
+        return tsr_error(TSR_ERR_UNSUPPORTED, "r_cutoff is %g, must be positive and finite", b->rc);
+    if (b->n_basis < 1 || b->n_basis > 1024)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "n_basis is %lld, must be in 1..1024",
+                         (long long)b->n_basis);
+    if (p < 1 || p > 64)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "p is %lld, must be in 1..64", (long long)p);
+    if (order < 0 || order > BESSEL_MAX_DERIVATIVE)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "derivative is %lld, must be in 0..%d",
+                         (long long)order, BESSEL_MAX_DERIVATIVE);
+    b->p = (int)p;
+    b->order = (int)order;
+    return TSR_OK;
+}
+
+static double binom(int n, int k)
+{
+    double v = 1.0;
+    for (int i = 1; i <= k; i++)
+        v = v * (n - k + i) / i;
+    return v;
+}
+
+/* d^m/dx^m of f at x. */
+static double cutoff_derivative(int p, int m, double x)
+{
+    const double coef[4] = {1.0, -(p + 1.0) * (p + 2.0) / 2.0, p * (p + 2.0), -p * (p + 1.0) / 2.0};
+    const int pw[4] = {0, p, p + 1, p + 2};
+    double s = 0.0;
+    for (int t = 0; t < 4; t++) {
+        if (m > pw[t])
+            continue;
+        double falling = 1.0;
+        for (int i = 0; i < m; i++)
+            falling *= pw[t] - i;
+        s += coef[t] * falling * pow(x, pw[t] - m);
+    }
+    return s;
+}
+
+/* The basis (or its derivative) at one distance r < r_c into out. */
+static void bessel_eval(const bessel_params *b, double r, double *out)
+{
+    int k = b->order;
+    double fd[BESSEL_MAX_DERIVATIVE + 1], inv_pow[BESSEL_MAX_DERIVATIVE + 2];
+    double x = r / b->rc, pre = sqrt(2.0 / b->rc);
+    for (int m = 0; m <= k; m++)
+        fd[m] = cutoff_derivative(b->p, m, x) / pow(b->rc, m);
+    /* d^i/dr^i of 1/r = (-1)^i i! / r^(i+1) */
+    inv_pow[0] = 1.0 / r;
+    for (int i = 1; i <= k; i++)
+        inv_pow[i] = -inv_pow[i - 1] * i / r;
+    for (int64_t n = 0; n < b->n_basis; n++) {
+        double w = (double)(n + 1) * 3.14159265358979323846 / b->rc, s = sin(w * r), c = cos(w * r);
+        const double cyc[4] = {s, c, -s, -c}; /* d^i/dr^i sin(w r) / w^i */
+        double total = 0.0;
+        for (int j = 0; j <= k; j++) {
+            double g = 0.0, wi = 1.0; /* d^j/dr^j of sin(w r)/r */
+            for (int i = 0; i <= j; i++, wi *= w)
+                g += binom(j, i) * wi * cyc[i % 4] * inv_pow[j - i];
+            total += binom(k, j) * g * fd[k - j];
+        }
+        out[n] = pre * total;
+    }
+}
+
+static tsr_status bessel_infer(tsr_infer_ctx *c)
+{
+    bessel_params b;
+    TSR_CHECK(bessel_read(c->node, &b));
+    TSR_CHECK(tsr_infer_require_dtype(c, 0, TSR_FLOAT_TYPES));
+    const tsr_value *r = c->inputs[0];
+    if (r->rank < 0)
+        return TSR_OK;
+    if (r->rank >= TSR_MAX_RANK)
+        return tsr_infer_error(c, TSR_ERR_SHAPE, "r has rank %d; at most %d is supported", r->rank,
+                               TSR_MAX_RANK - 1);
+    int64_t dims[TSR_MAX_RANK];
+    for (int d = 0; d < r->rank; d++)
+        dims[d] = r->dims[d];
+    dims[r->rank] = b.n_basis;
+    tsr_infer_set(c, 0, r->dtype, r->rank + 1, dims);
+    return TSR_OK;
+}
+
+static tsr_status bessel_ref(const tsr_kernel_ctx *k)
+{
+    bessel_params b;
+    TSR_CHECK(bessel_read(k->node, &b));
+    const tsr_tensor *r = k->inputs[0];
+    tsr_tensor *out = k->outputs[0];
+    int64_t n = tsr_tensor_numel(r), bad = n;
+    double *scratch = tsr_malloc((size_t)k->threads * (size_t)b.n_basis * sizeof *scratch);
+    if (!scratch)
+        return TSR_ERR_OUT_OF_MEMORY;
+#pragma omp parallel for schedule(static) num_threads(k->threads) reduction(min : bad)
+    for (int64_t i = 0; i < n; i++) {
+        double *row = scratch + (size_t)omp_get_thread_num() * (size_t)b.n_basis;
+        double ri = tsr_get_f(r, i);
+        if (!(ri > 0.0) || isnan(ri)) {
+            bad = i < bad ? i : bad;
+            continue;
+        }
+        for (int64_t j = 0; j < b.n_basis; j++)
+            row[j] = 0.0;
+        if (ri < b.rc)
+            bessel_eval(&b, ri, row);
+        for (int64_t j = 0; j < b.n_basis; j++)
+            tsr_set_f(out, i * b.n_basis + j, row[j]);
+    }
+    free(scratch);
+    if (bad < n)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT,
+                         "r[%lld] is %g; the Bessel basis needs positive distances", (long long)bad,
+                         tsr_get_f(r, bad));
+    return TSR_OK;
+}
+
+/* A sine, a cosine and (k+1)(k+2)/2 terms of a few operations per value. */
+static double bessel_flops(const tsr_infer_ctx *c)
+{
+    const tsr_value *o = c->outputs[0];
+    int64_t n = tsr_shape_numel(o->rank, o->dims), k = tsr_attr_int(c->node, "derivative");
+    return n < 0 ? 0.0 : (double)n * (30.0 + 4.0 * (double)((k + 1) * (k + 2) / 2));
+}
+
+/* dr = Σ_n dB_n · ∂B_n/∂r, the latter the next derivative. */
+static tsr_status bessel_grad(tsr_grad_ctx *c)
+{
+    const tsr_node *node = tsr_grad_node(c);
+    bessel_params b;
+    TSR_CHECK(bessel_read(node, &b));
+    if (b.order == BESSEL_MAX_DERIVATIVE)
+        return tsr_grad_unsupported(c, "BesselBasis has derivatives up to order %d",
+                                    BESSEL_MAX_DERIVATIVE);
+    tsr_attr attrs[4] = {TSR_ATTR_F("r_cutoff", b.rc), TSR_ATTR_I("n_basis", b.n_basis),
+                         TSR_ATTR_I("p", b.p), TSR_ATTR_I("derivative", b.order + 1)};
+    const char *r = tsr_grad_input(c, 0), *d, *prod, *axes, *g;
+    const int64_t last = -1;
+    tsr_attr keep = TSR_ATTR_I("keepdims", 0);
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_BesselBasis, 1, &r, 4, attrs, 1, &d));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, tsr_grad_dy(c, 0), d, &prod));
+    TSR_CHECK(tsr_grad_ints(c, 1, &last, &axes));
+    const char *ins[2] = {prod, axes};
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReduceSum, 2, ins, 1, &keep, 1, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
+const tsr_op_def tsr_op_BesselBasis = {
+    .name = "BesselBasis",
+    .domain = "ai.tessera",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .attrs = bessel_attrs,
+    .locality = TSR_LOCALITY_ELEMENTWISE,
+    .infer = bessel_infer,
+    .ref = bessel_ref,
+    .flops = bessel_flops,
+    .grad = bessel_grad,
+};
