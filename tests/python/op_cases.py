@@ -263,4 +263,12 @@ CASES = [
     Case("FusedConv", [normal(2, 5, 9, 7), normal(6, 5, 3, 2)],
          dict(CONV, activation="HardSigmoid", activation_alpha=0.3, activation_beta=0.5),
          cpu="dnnl", tol="sum", label="hardsigmoid"),
+    # ict.c (test_ict.py has the references, equivariance and ranks up to 6)
+    Case("ICT", [normal(5, 3)], {"l": 3}),
+    Case("ICT", [normal(4, 3)], {"l": 2, "normalize": 0}, label="unnormalized"),
+    Case("ICTProduct", [normal(3, 9, 4), normal(3, 3, 4)], {"l1": 2, "l2": 1, "l3": 3}),
+    Case("ICTProduct", [normal(3, 27, 2), normal(3, 9)], {"l1": 3, "l2": 2, "l3": 1, "alpha": 0.5},
+         label="broadcast"),
+    # radial.c
+    Case("BesselBasis", [positive(3, 4, lo=0.5, hi=4.5)], {"r_cutoff": 5.0, "n_basis": 6}),
 ]
