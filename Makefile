@@ -2,16 +2,22 @@
 #   make        build the library, the CLI and the tests into build/
 #   make run    build, then benchmark the built-in ResNet-50 (the main job)
 #   make test   build, then run every test: C tests (also under ASan and
-#               UBSan) and the Python tests against PyTorch and numpy
+#               UBSan), the Python tests against PyTorch and numpy, and a
+#               short run of every fuzz target
+#   make fuzz   build the libFuzzer targets (clang, ASan, UBSan) into
+#               build-fuzz/ and run each for FUZZ_SECONDS (docs/fuzzing.md)
 # Missing Debian packages are installed first when run as root.
 
 BUILD ?= build
 SAN_BUILD ?= build-sanitize
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 40
+FUZZ_TARGETS ?=
 PYTHON ?= /usr/bin/python3
 JOBS ?= $(shell nproc)
 PYTEST_ARGS ?=
 
-.PHONY: all build sanitize run test test-c test-python deps-build deps-test clean
+.PHONY: all build sanitize fuzz-build fuzz run test test-c test-python test-fuzz deps-build deps-test deps-fuzz clean
 
 all: build
 
@@ -21,6 +27,9 @@ deps-build:
 deps-test:
 	@scripts/install-deps.sh test
 
+deps-fuzz:
+	@scripts/install-deps.sh fuzz
+
 build: deps-build
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
 	cmake --build $(BUILD) -j$(JOBS)
@@ -29,11 +38,20 @@ sanitize: deps-build
 	cmake -S . -B $(SAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTSR_SANITIZE=ON
 	cmake --build $(SAN_BUILD) -j$(JOBS)
 
+# The fuzz targets and their seed corpora; -O1 keeps ASan builds fast.
+fuzz-build: deps-fuzz
+	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang-14 -DCMAKE_BUILD_TYPE=Debug \
+	  -DCMAKE_C_FLAGS_DEBUG="-g -O1" -DTSR_FUZZ=ON
+	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target tsr_fuzz
+
+fuzz: fuzz-build
+	$(MAKE) --no-print-directory test-fuzz
+
 run: build
 	$(BUILD)/bin/tessera bench
 
-test: deps-test build sanitize
-	$(MAKE) --no-print-directory test-c test-python
+test: deps-test build sanitize fuzz-build
+	$(MAKE) --no-print-directory test-c test-python test-fuzz
 
 test-c:
 	ctest --test-dir $(BUILD) --output-on-failure
@@ -53,5 +71,8 @@ test-python:
 	  TESSERA_BIN=$(abspath $(SAN_BUILD))/bin/tessera \
 	  $(PYTHON) -m pytest -q -m "not models" tests/python $(PYTEST_ARGS)
 
+test-fuzz:
+	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(JOBS) $(FUZZ_TARGETS)
+
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD)

@@ -1,16 +1,20 @@
 #!/bin/sh
 # Installs the Debian packages a target needs, if any are missing.
-# Usage: scripts/install-deps.sh build|test
+# Usage: scripts/install-deps.sh build|test|fuzz
 # As root it runs apt-get; otherwise it names what is missing and fails.
 set -eu
 
 build_pkgs="gcc make cmake pkg-config libprotobuf-c-dev protobuf-c-compiler libonnx-dev libdnnl-dev zlib1g-dev"
-test_pkgs="$build_pkgs python3 python3-pytest python3-numpy python3-torch python3-torchvision python3-onnx python3-ase"
+# fuzz: libFuzzer and the sanitizer runtimes come with clang; clang's OpenMP
+# is libomp; the seed corpora are written with numpy and onnx.
+fuzz_pkgs="$build_pkgs clang-14 libclang-rt-14-dev libomp-14-dev python3 python3-numpy python3-onnx"
+test_pkgs="$fuzz_pkgs python3-pytest python3-torch python3-torchvision python3-ase"
 
 case "${1:-build}" in
 build) want=$build_pkgs ;;
 test) want=$test_pkgs ;;
-*) echo "usage: $0 build|test" >&2; exit 2 ;;
+fuzz) want=$fuzz_pkgs ;;
+*) echo "usage: $0 build|test|fuzz" >&2; exit 2 ;;
 esac
 
 missing=""
