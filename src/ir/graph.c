@@ -409,16 +409,26 @@ cleanup:
 
 /* Folding runs the reference kernel while the graph is built, so it may
  * only make (and spend in FLOPs) the fold limit beyond the bytes its
- * constant inputs already hold: views and casts of weights always fold,
- * while a node that makes a large tensor out of a few scalars (Range,
- * ConstantOfShape, Expand, Tile) is left for the plan to run. A tiny model
- * cannot make loading or planning it take long or much memory. */
+ * constant inputs and attributes already hold: Constant, views and casts
+ * of weights and shape computations always fold, while a node that makes
+ * a large tensor out of a few scalars (Range, ConstantOfShape, Expand,
+ * Tile) is left for the plan to run. A tiny model cannot make loading or
+ * planning it take long or much memory. */
 static bool node_foldable(const tsr_graph *g, const tsr_infer_ctx *ctx)
 {
     const tsr_node *n = ctx->node;
     if (n->op->flags & TSR_OP_NO_FOLD)
         return false;
     int64_t budget = g->fold_limit, made = 0;
+    for (int a = 0; a < n->n_attrs && budget >= 0; a++) {
+        const tsr_node_attr *at = &n->attrs[a];
+        int64_t held = at->type == TSR_ATTR_TENSOR ? (int64_t)tsr_tensor_bytes(&at->t)
+                       : at->type == TSR_ATTR_INTS || at->type == TSR_ATTR_FLOATS
+                           ? (int64_t)at->count * 8
+                           : 0;
+        if (!tsr_size_add(budget, held, &budget))
+            budget = TSR_MAX_TENSOR_BYTES;
+    }
     for (int i = 0; i < n->n_inputs; i++) {
         if (n->inputs[i] < 0)
             continue;
@@ -430,6 +440,8 @@ static bool node_foldable(const tsr_graph *g, const tsr_infer_ctx *ctx)
         if (v->data && budget >= 0 && !tsr_size_add(budget, (int64_t)tsr_tensor_bytes(&t), &budget))
             budget = TSR_MAX_TENSOR_BYTES;
     }
+    if (n->op->flags & TSR_OP_SHAPE_ONLY)
+        budget = -1; /* at most TSR_MAX_RANK integers, whatever the input */
     for (int o = 0; o < n->n_outputs; o++) {
         tsr_tensor t = tsr_value_tensor(&g->values[n->outputs[o]]);
         if (tsr_tensor_numel(&t) < 0)
