@@ -525,3 +525,22 @@ def test_float32_within_rounding_of_float64():
     r = rng.uniform(0.5, 4.9, (6,)).astype(np.float32)
     want, got = bessel(r.astype(np.float64)), bessel(r)
     assert np.all(np.abs(got - want) <= u * np.abs(want) + 1e-30)
+
+
+def test_species_linear_map_is_gather_and_matmul():
+    """The per-species skip map sc[a, k, d] = Σ_c W[c, s(a), d] h[a, k, c] needs no op of its
+    own: Transpose + Gather of W by species + batched MatMul, two orders of derivatives."""
+    rng = np.random.default_rng(6)
+    n, k, f, s = 5, 9, 3, 4
+    species = np.array([0, 3, 1, 3, 2], dtype=np.int64)
+    h, w = rng.standard_normal((n, k, f)), rng.standard_normal((f, s, f))
+
+    def build(g, names):
+        g.add_node("Transpose", [names[1]], ["wt"], {"perm": [1, 0, 2]})
+        g.add_node("Gather", ["wt", names[2]], ["ws"], {"axis": 0})
+        g.add_node("MatMul", [names[0], "ws"], ["out0"])
+        return ["out0"]
+    g, _, _ = graph_of(build, [h, w, species])
+    got = tsr.Plan(g).run([h, w])[0]
+    assert_close(got, np.einsum("cad,akc->akd", w[:, species, :], h), "species map")
+    check_second_order(build, [h, w, species])
