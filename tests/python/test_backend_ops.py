@@ -20,13 +20,16 @@ import pytest
 
 import tsr
 from op_cases import CASES
-from test_cpu_kernels import blocked, cpu_flags
+from test_cpu_kernels import LAYOUTS, bf16_skip_reason, blocked, isa_params
 
 OPS = tsr.op_table()
 DOMAIN = {o["name"]: o["domain"] for o in OPS}
 HAS_GRADIENT = {o["name"]: bool(o["has_gradient"]) for o in OPS}
-LAYOUTS = ["plain", "nChw8c", "nChw16c"]
-ISAS = {"portable": [], "avx2": ["avx2", "fma"], "avx512": ["avx512f"]}
+# Channel counts ("C" in a case) where a backend of the device runs the
+# case: below, at and past both block sizes, with tails of every kind.
+CHANNELS = [1, 3, 8, 13, 16, 24, 33]
+REF_CHANNELS = [13]
+GRAD_CHANNELS = 3
 EPS = 1e-6
 
 
@@ -49,9 +52,15 @@ def test_every_op_has_a_case():
     assert len(ids) == len(set(ids)), "two cases of one op need different labels"
 
 
-def inputs_of(case, dtype):
-    rng = np.random.default_rng(seed_of(case_id(case)))
-    return [None if s is None else s.array(rng, dtype) for s in case.inputs]
+def inputs_of(case, dtype, channels):
+    rng = np.random.default_rng(seed_of(f"{case_id(case)} {channels}"))
+    return [None if s is None else s.array(rng, dtype, channels) for s in case.inputs]
+
+
+def channel_counts(case):
+    if not any(s is not None and "C" in s.shape for s in case.inputs):
+        return REF_CHANNELS
+    return CHANNELS if case.cpu != "ref" else REF_CHANNELS
 
 
 def build(case, arrays, block=False, outputs=None):
@@ -72,7 +81,7 @@ def build(case, arrays, block=False, outputs=None):
         else:
             g.add_input(name, a.dtype, list(a.shape))
             feeds.append(a)
-            if block and a.dtype == np.float32 and a.ndim == 4:
+            if block and a.dtype == np.float32 and a.ndim == 4 and not spec.plain:
                 name = blocked(g, name, a.shape[1])
         names.append(name)
     outs = [f"out{o}" for o in range(case.n_outputs)]
@@ -91,13 +100,17 @@ def configs():
             params.append(pytest.param(case, None, id=f"{cid}-folded"))
             continue
         params.append(pytest.param(case, ("float64", "plain", None, "fp32"), id=f"{cid}-float64"))
-        isas = list(ISAS) if case.cpu != "ref" else [None]
+        # The instruction set matters only to the device's own backends.
+        isas = isa_params() if case.cpu != "ref" else [pytest.param(None, id="")]
         for layout in LAYOUTS:
             for isa in isas:
-                params.append(pytest.param(case, ("float32", layout, isa, "fp32"),
-                                           id=f"{cid}-{layout}" + (f"-{isa}" if isa else "")))
+                params.append(pytest.param(case, ("float32", layout, isa.values[0], "fp32"),
+                                           id="-".join(filter(None, (cid, layout, isa.id))),
+                                           marks=isa.marks))
         if case.cpu == "dnnl":
-            params.append(pytest.param(case, ("float32", "plain", None, "bf16"), id=f"{cid}-bf16"))
+            reason = bf16_skip_reason()
+            params.append(pytest.param(case, ("float32", "plain", None, "bf16"), id=f"{cid}-bf16",
+                                       marks=[pytest.mark.skip(reason=reason)] if reason else []))
     return params
 
 
@@ -131,17 +144,11 @@ def compare(case, got, want, arrays, precision, what):
         f"{what}: error {err[worst]:.3g} at {worst} exceeds {np.asarray(allowed)[worst]:.3g}")
 
 
-def skip_unless_machine_has(isa):
-    missing = [f for f in ISAS[isa] if f not in cpu_flags()]
-    if missing:
-        pytest.skip(f"machine lacks {' and '.join(missing)}: the {isa} kernels cannot run here")
-
-
 @pytest.mark.parametrize("case,config", configs())
 def test_backend_against_ref(case, config, monkeypatch):
     if config is None:
         for device in ("ref", "cpu"):
-            arrays = inputs_of(case, np.float64)
+            arrays = inputs_of(case, np.float64, REF_CHANNELS[0])
             g, feeds = build(case, arrays)
             plan = tsr.Plan(g, device=device)
             got = plan.run(feeds)[0]
@@ -151,22 +158,22 @@ def test_backend_against_ref(case, config, monkeypatch):
         return
     dtype, layout, isa, precision = config
     if isa:
-        skip_unless_machine_has(isa)
         monkeypatch.setenv("TSR_CPU_ISA", isa)
     monkeypatch.setenv("TSR_CPU_LAYOUT", layout)
-    arrays = inputs_of(case, np.dtype(dtype))
+    for channels in channel_counts(case):
+        check_on_cpu(case, config, channels)
+
+
+def check_on_cpu(case, config, channels):
+    dtype, layout, isa, precision = config
+    what = f"{case_id(case)} with C={channels} on {config}"
+    arrays = inputs_of(case, np.dtype(dtype), channels)
     g, feeds = build(case, arrays, block=layout != "plain")
-    if precision == "bf16":
-        try:
-            plan = tsr.Plan(g, device="cpu", threads=2, precision="bf16")
-        except tsr.TesseraError as e:
-            pytest.skip(f"machine lacks bf16 arithmetic: {e}")
-    else:
-        plan = tsr.Plan(g, device="cpu", threads=2)
+    plan = tsr.Plan(g, device="cpu", threads=2, precision=precision)
     got = plan.run(feeds)
     want_backend = case.cpu if dtype == "float32" else case.cpu64
     assert plan.node_backend("node0") == want_backend, (
-        f"{case.op} ran on {plan.node_backend('node0')}, its case in op_cases.py says "
+        f"{what}: ran on {plan.node_backend('node0')}, its case in op_cases.py says "
         f"{want_backend}")
     # The oracle: the reference device on the float64 version of the same values.
     ref_arrays = [None if a is None else (a.astype(np.float64) if a.dtype == np.float32 else a)
@@ -179,13 +186,14 @@ def test_backend_against_ref(case, config, monkeypatch):
                 w = w.astype(np.float32)
             else:
                 x = x.astype(np.float64)
-        compare(case, x, w, ref_arrays, precision, f"{case_id(case)} output {o} on {config}")
+        compare(case, x, w, ref_arrays, precision, f"{what}, output {o}")
 
 
 def grad_cases():
     params = []
     for case in CASES:
-        if not HAS_GRADIENT[case.op] or case.folded:
+        differentiable = [s for s in case.inputs if s is not None and not s.const and s.float]
+        if not HAS_GRADIENT.get(case.op) or case.folded or not differentiable:
             continue
         marks = [] if case.grad is True else [pytest.mark.skip(reason=case.grad)]
         params.append(pytest.param(case, id=case_id(case), marks=marks))
@@ -210,7 +218,7 @@ def numeric_grad(loss, xs, k):
 @pytest.mark.parametrize("case", grad_cases())
 def test_gradient_rule_against_finite_differences(case):
     """d sum(outputs * seeds) / d every float graph input, float64 on ref."""
-    arrays = inputs_of(case, np.float64)
+    arrays = inputs_of(case, np.float64, GRAD_CHANNELS)
     float_outs = case.grad_outputs
     if float_outs is None:
         probe, probe_feeds = build(case, arrays)
