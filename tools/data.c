@@ -2,6 +2,7 @@
  * turning what they hold into the tensors the model takes, checking
  * everything a training run would otherwise trip over halfway. */
 #include "cli.h"
+#include "core/npz.h"
 #include "data.h"
 
 #include <math.h>
@@ -9,6 +10,19 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+int cli_npz_read(const char *path, int n, const char *const *names, tsr_tensor *out)
+{
+    unsigned char *data;
+    size_t size;
+    int rc = cli_read_file(path, &data, &size);
+    if (rc != CLI_OK)
+        return rc;
+    if (tsr_npz_read_buffer(data, size, path, n, names, NULL, out) != TSR_OK)
+        rc = cli_fail_status(NULL);
+    free(data);
+    return rc;
+}
 
 void cli_dataset_free(cli_dataset *d)
 {

@@ -3,6 +3,7 @@
  * come from users, so every field is checked and every allocation is
  * bounded by what the file can actually hold. */
 #include "core/core.h"
+#include "core/npz.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -459,10 +460,9 @@ tsr_status tsr_npy_read_buffer(const void *data, size_t size, const char *name,
 
 /* ------------------------------------------------------------- write */
 
-tsr_status tsr_npy_write(const char *path, const tsr_tensor *t)
+tsr_status tsr_npy_encode_header(const tsr_tensor *t, const char *path, void *header_out,
+                                 size_t *size_out)
 {
-    if (!path || !t || !*path)
-        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_npy_write: NULL argument or empty path");
     const char *descr = npy_descr_of(t->dtype);
     if (!descr)
         return tsr_error(TSR_ERR_UNSUPPORTED, "%s: cannot write dtype %s to .npy", path,
@@ -491,14 +491,25 @@ tsr_status tsr_npy_write(const char *path, const tsr_tensor *t)
     memset(header + n, ' ', padded - total);
     header[padded - 10 - 1] = '\n';
     size_t header_len = padded - 10;
-    unsigned char prefix[10];
-    memcpy(prefix, npy_magic, 6);
-    prefix[6] = 1;
-    prefix[7] = 0;
-    prefix[8] = (unsigned char)(header_len & 0xff);
-    prefix[9] = (unsigned char)(header_len >> 8);
+    unsigned char *out = header_out;
+    memcpy(out, npy_magic, 6);
+    out[6] = 1;
+    out[7] = 0;
+    out[8] = (unsigned char)(header_len & 0xff);
+    out[9] = (unsigned char)(header_len >> 8);
+    memcpy(out + 10, header, header_len);
+    *size_out = padded;
+    return TSR_OK;
+}
 
-    const void *parts[3] = {prefix, header, t->data};
-    const size_t sizes[3] = {sizeof prefix, header_len, bytes};
-    return tsr_write_file_atomic(path, 3, parts, sizes);
+tsr_status tsr_npy_write(const char *path, const tsr_tensor *t)
+{
+    if (!path || !t || !*path)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_npy_write: NULL argument or empty path");
+    unsigned char header[TSR_NPY_HEADER_MAX];
+    size_t header_len;
+    TSR_CHECK(tsr_npy_encode_header(t, path, header, &header_len));
+    const void *parts[2] = {header, t->data};
+    const size_t sizes[2] = {header_len, tsr_tensor_bytes(t)};
+    return tsr_write_file_atomic(path, 2, parts, sizes);
 }
