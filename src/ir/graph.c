@@ -454,11 +454,16 @@ static bool node_foldable(const tsr_graph *g, const tsr_infer_ctx *ctx)
 }
 
 /* Every output's element count and bytes must be representable before
- * anything is allocated for it (folding, plans, kernels). */
+ * anything is allocated for it (folding, plans, kernels), and a size an op
+ * took from the data must not pass for a symbol the graph lacks. */
 static tsr_status check_output_sizes(const tsr_graph *g, const tsr_node *n)
 {
     for (int o = 0; o < n->n_outputs; o++) {
         const tsr_value *v = &g->values[n->outputs[o]];
+        for (int d = 0; d < v->rank; d++)
+            if (tsr_dim_is_sym(v->dims[d]) && -2 - v->dims[d] >= (int64_t)g->n_symbols)
+                return tsr_error(TSR_ERR_SHAPE, "output '%s' would get the invalid size %lld",
+                                 v->name, (long long)v->dims[d]);
         char what[300];
         snprintf(what, sizeof what, "output '%s'", v->name);
         int64_t numel;

@@ -193,6 +193,27 @@ static void test_huge_outputs(void)
     tsr_graph_destroy(g);
 }
 
+/* Shape inputs of the backward ops hold sizes from the data: a negative
+ * one must not pass for a symbolic dim the graph does not have. */
+static void test_negative_sizes(void)
+{
+    tsr_graph *g = new_graph();
+    int64_t x_dims[2] = {0, 0};
+    const char *names[2] = {"b", "n"};
+    CHECK_OK(tsr_graph_add_input(g, "x", TSR_FLOAT32, 2, x_dims, names));
+    int64_t shape[2] = {1, -7}, huge_neg[2] = {1, INT64_MIN};
+    add_ints(g, "shape", 2, shape);
+    add_ints(g, "huge_neg", 2, huge_neg);
+    const char *ins[2] = {"x", "shape"}, *out = "y";
+    EXPECT(tsr_graph_add_node(g, "SumTo", "ai.tessera", "sum_to", 2, ins, 1, &out, 0, NULL),
+           TSR_ERR_SHAPE, "node 'sum_to' (SumTo)", "invalid size -7");
+    ins[1] = "huge_neg"; /* the message prints it as given */
+    CHECK(tsr_graph_add_node(g, "SumTo", "ai.tessera", "sum_to2", 2, ins, 1, &out, 0, NULL) ==
+              TSR_ERR_SHAPE &&
+          strstr(tsr_last_error(), "invalid size -9223372036854775808"));
+    tsr_graph_destroy(g);
+}
+
 /* Conv and pooling windows with attributes that overflow the output size
  * arithmetic. */
 static void test_window_arithmetic(void)
@@ -422,6 +443,7 @@ int main(void)
     test_size_helpers();
     test_huge_outputs();
     test_window_arithmetic();
+    test_negative_sizes();
     test_fold_limit();
     test_empty_intermediates();
     test_npy_buffer_bounds();
