@@ -119,15 +119,15 @@ static void free_node(tsr_node *n)
 
 void tsr_node_free(tsr_node *n) { free_node(n); }
 
-/* TSR_FOLD_LIMIT (bytes) when the environment sets it to a number, else
- * TSR_FOLD_LIMIT_DEFAULT. */
+/* TSR_FOLD_LIMIT (bytes, -1 for none) when the environment sets it to a
+ * number, else TSR_FOLD_LIMIT_DEFAULT. */
 static int64_t default_fold_limit(void)
 {
     const char *env = getenv("TSR_FOLD_LIMIT");
     if (env && *env) {
         char *end;
         long long v = strtoll(env, &end, 10);
-        if (*end == '\0' && v >= 0)
+        if (*end == '\0' && v >= -1)
             return v;
     }
     return TSR_FOLD_LIMIT_DEFAULT;
