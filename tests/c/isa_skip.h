@@ -1,0 +1,36 @@
+/* The cpu backend's instruction-set levels in C tests: each level a test
+ * loops over either runs or prints a SKIP line saying why it cannot run
+ * here, so that an AVX2-only machine shows what it did not test. */
+#ifndef TSR_TEST_ISA_SKIP_H
+#define TSR_TEST_ISA_SKIP_H
+
+#include "backends/cpu/cpu.h"
+
+#include <stdio.h>
+
+static const char *const tsr_isa_names[] = {"portable", "avx2", "avx512"};
+
+/* Why `level` cannot run here, or NULL. `top` is tsr_cpu_isa() read
+ * before the test changed TSR_CPU_ISA: the hardware's level capped by the
+ * environment the test started in. */
+static inline const char *tsr_isa_skip_reason(tsr_isa level, tsr_isa top)
+{
+    if (level == TSR_ISA_AVX512 && !__builtin_cpu_supports("avx512f"))
+        return "machine lacks avx512f";
+    if (level == TSR_ISA_AVX2 && !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
+        return "machine lacks avx2 or fma";
+    if (level > top)
+        return "TSR_CPU_ISA in the environment caps the instruction set below it";
+    return NULL;
+}
+
+/* Prints a SKIP line for `level` and returns true when it cannot run. */
+static inline bool tsr_isa_skip(const char *test, tsr_isa level, tsr_isa top)
+{
+    const char *why = tsr_isa_skip_reason(level, top);
+    if (why)
+        printf("SKIP %s: %s kernels: %s\n", test, tsr_isa_names[level], why);
+    return why != NULL;
+}
+
+#endif
