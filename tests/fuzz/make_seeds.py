@@ -1,7 +1,7 @@
 """Writes the seed corpora of the file-format fuzz targets: tiny valid ONNX
-models, .npy files, .npz archives and IDX files, each made by the format's
-own writer (onnx, numpy, zlib) rather than by Tessera, so the fuzzers start
-from what users actually feed Tessera.
+models, .npy files, .npz archives, IDX files and extended XYZ files, each
+made by the format's own writer (onnx, numpy, zlib, ASE) rather than by
+Tessera, so the fuzzers start from what users actually feed Tessera.
 
 Usage: make_seeds.py OUT_DIR   (writes OUT_DIR/<target>/<name>)
 The checkpoint seeds come from tests/fuzz/seed_checkpoint.c, which saves a
@@ -13,6 +13,8 @@ import os
 import struct
 import sys
 
+import ase
+import ase.io
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -189,12 +191,32 @@ def idx_seeds(out):
           gzip.compress(idx_bytes(images, 0x08), mtime=0))
 
 
+def extxyz_seeds(out):
+    water = ase.Atoms("H2O", positions=[[0, 0, 0], [0.76, 0.59, 0], [-0.76, 0.59, 0]])
+    bulk = ase.Atoms("Cu2", positions=[[0, 0, 0], [1.8, 1.8, 0.1]],
+                     cell=[[3.6, 0, 0], [0, 3.6, 0], [0.2, 0, 3.6]], pbc=True)
+    bulk.info["energy"] = -7.25
+    bulk.info["config_type"] = "bulk fcc"
+    bulk.info["stress"] = np.arange(9.0).reshape(3, 3)
+    bulk.arrays["forces"] = np.array([[0.1, -0.2, 0.3], [-0.1, 0.2, -0.3]])
+    slab = ase.Atoms("NaCl", positions=[[0, 0, 0], [2.8, 0, 0]],
+                     cell=[5.6, 5.6, 12.0], pbc=[True, True, False])
+    slab.arrays["charges"] = np.array([1, -1])
+    slab.info["fixed"] = True
+    for name, frames in (("molecule.xyz", [water]), ("bulk.xyz", [bulk]),
+                         ("slab.xyz", [slab]), ("frames.xyz", [water, bulk, slab])):
+        buf = io.StringIO()
+        ase.io.write(buf, frames, format="extxyz")
+        write(out, "extxyz", name, buf.getvalue().encode())
+
+
 def main():
     out = sys.argv[1]
     onnx_seeds(out)
     npy_seeds(out)
     npz_seeds(out)
     idx_seeds(out)
+    extxyz_seeds(out)
 
 
 if __name__ == "__main__":
