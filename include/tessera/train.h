@@ -239,6 +239,10 @@ typedef struct tsr_trainer_stats {
 } tsr_trainer_stats;
 
 tsr_status tsr_trainer_get_stats(const tsr_trainer *trainer, tsr_trainer_stats *stats_out);
+/* The plan of the training step (forward and backward), owned by the trainer, to inspect
+ * with tsr_plan_get_stats (kernel calls per backend), tsr_plan_node_backend and
+ * tsr_plan_print_stacks; NULL for a NULL trainer. */
+const tsr_plan *tsr_trainer_step_plan(const tsr_trainer *trainer);
 
 #ifdef __cplusplus
 }

@@ -739,10 +739,13 @@ static tsr_status lookup(const tsr_trainer *t, const char *name, const tsr_tenso
     for (int d = 0; same && d < p->rank; d++)
         same = v->dims[d] == p->dims[d];
     if (!same) {
-        char want[160];
+        char want[160], got[160] = "of an invalid rank";
         tsr_shape_format(want, sizeof want, p->rank, p->dims);
-        return tsr_error(TSR_ERR_SHAPE, "parameter '%s' is %s %s", name, tsr_dtype_name(p->dtype),
-                         want);
+        if (v->rank >= 0 && v->rank <= TSR_MAX_RANK)
+            tsr_shape_format(got, sizeof got, v->rank, v->dims);
+        return tsr_error(v->dtype != p->dtype ? TSR_ERR_DTYPE : TSR_ERR_SHAPE,
+                         "parameter '%s' is %s %s, the tensor given is %s %s", name,
+                         tsr_dtype_name(p->dtype), want, tsr_dtype_name(v->dtype), got);
     }
     if (!v->data && tsr_tensor_numel(p) > 0)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "parameter '%s': tensor has no data", name);
@@ -802,4 +805,9 @@ tsr_status tsr_trainer_get_stats(const tsr_trainer *t, tsr_trainer_stats *out)
         out->optimizer_bytes += bytes * (size_t)(t->n_slots + (p->ema ? 1 : 0));
     }
     return TSR_OK;
+}
+
+const tsr_plan *tsr_trainer_step_plan(const tsr_trainer *t)
+{
+    return t ? t->train_plan : NULL;
 }

@@ -24,8 +24,18 @@ NUMPY_OF = {code: dt for dt, code in DTYPES.items()}
 ATTR_INT, ATTR_FLOAT, ATTR_STRING, ATTR_INTS, ATTR_FLOATS, ATTR_TENSOR = range(1, 7)
 
 
+# tsr_status
+(OK, ERR_INVALID_ARGUMENT, ERR_PARSE, ERR_UNSUPPORTED, ERR_SHAPE, ERR_DTYPE, ERR_NOT_FOUND, ERR_IO,
+ ERR_OUT_OF_MEMORY, ERR_INTERNAL) = range(10)
+
+
 class TesseraError(Exception):
-    """A call into libtessera failed; the message is tsr_last_error()."""
+    """A call into libtessera failed: `status` is the tsr_status it returned, the message
+    tsr_last_error()."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
 
 
 class Tensor(C.Structure):
@@ -133,7 +143,7 @@ def lib():
 
 def check(status):
     if status != 0:
-        raise TesseraError(lib().tsr_last_error().decode())
+        raise TesseraError(lib().tsr_last_error().decode(), status)
 
 
 def tensor_of(array):
@@ -567,3 +577,21 @@ class Trainer:
         s = TrainerStats()
         check(lib().tsr_trainer_get_stats(self.handle, C.byref(s)))
         return s
+
+    def _step_plan(self):
+        lib().tsr_trainer_step_plan.restype = C.c_void_p
+        return C.c_void_p(lib().tsr_trainer_step_plan(self.handle))
+
+    def step_backend_counts(self):
+        """{backend: kernel calls per training step} (tsr_trainer_step_plan's stats; after
+        a step)."""
+        s = PlanStats()
+        check(lib().tsr_plan_get_stats(self._step_plan(), C.byref(s)))
+        return {s.backend_names[b].decode(): s.backend_steps[b] for b in range(s.n_backends)}
+
+    def step_node_backend(self, name):
+        """The backend that runs node `name` of the training step (after a step); the
+        gradient nodes of a node are named "<name>/grad"."""
+        out = C.c_char_p()
+        check(lib().tsr_plan_node_backend(self._step_plan(), name.encode(), C.byref(out)))
+        return out.value.decode()
