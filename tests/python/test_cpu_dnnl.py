@@ -4,7 +4,7 @@ activation, with and without B and Z, groups and depthwise, dilations,
 strides, pads and auto_pad, batch 1 and 3, weights constant or fed at run
 time; Gemm's transposes, alpha, beta
 and C broadcasts; MatMul's batch broadcasts. Each test also checks, in the
-plan's verbose output, that the node did run on oneDNN."""
+plan (tsr_plan_node_backend), that the node did run on oneDNN."""
 
 import ctypes as C
 
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import tsr
+from test_cpu_kernels import bf16_skip_reason
 
 ACTIVATIONS = ["", "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh"]
 
@@ -70,10 +71,10 @@ def check_against_ref(capfd, op_type, inputs, attrs, domain="", const_inputs=(),
     g, feeds = make_graph(op_type, inputs, attrs, domain, const_inputs)
     want = run_plan(g, feeds, "ref")[0]
     capfd.readouterr()
-    got = run_plan(g, feeds, "cpu", precision=1 if bf16 else 0)[0]
+    plan = make_plan(g, "cpu", precision=1 if bf16 else 0)
+    got = plan.run(feeds)[0]
     log = capfd.readouterr().err
-    if backend:
-        assert f"'node0' ({op_type}) -> {backend}" in log, log
+    assert plan.node_backend("node0") == backend, log
     assert got.shape == want.shape and got.dtype == want.dtype
     scale = max(float(np.abs(want).max()), 1e-6)
     err = float(np.abs(got.astype(np.float64) - want).max())
@@ -187,16 +188,16 @@ def test_refusals_are_explained(capfd):
     """What oneDNN does not take runs elsewhere, and --verbose says why."""
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((1, 4, 6, 6)), rng.standard_normal((5, 4, 3, 3))
-    log = check_against_ref(capfd, "Conv", [x, w], {}, const_inputs=(1,), backend=None)
+    log = check_against_ref(capfd, "Conv", [x, w], {}, const_inputs=(1,), backend="ref")
     assert "dnnl refused: X is float64" in log
     x, w = rand(rng, (2, 4, 9)), rand(rng, (5, 4, 3))
-    log = check_against_ref(capfd, "Conv", [x, w], {}, const_inputs=(1,), backend=None)
+    log = check_against_ref(capfd, "Conv", [x, w], {}, const_inputs=(1,), backend="ref")
     assert "dnnl refused: X has rank 3" in log
     a, b = rand(rng, (2, 1, 2, 1, 3, 4)), rand(rng, (4, 5))
-    log = check_against_ref(capfd, "MatMul", [a, b], {}, backend=None)
+    log = check_against_ref(capfd, "MatMul", [a, b], {}, backend="ref")
     assert "dnnl refused: A has rank 6 and B rank 2" in log
     a, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 5))
-    log = check_against_ref(capfd, "Gemm", [a, b], {}, backend=None)
+    log = check_against_ref(capfd, "Gemm", [a, b], {}, backend="ref")
     assert "dnnl refused: A is float64" in log
 
 
@@ -241,16 +242,7 @@ def test_matmul(capfd, shapes, b_const):
     check_against_ref(capfd, "MatMul", [a, b], {}, const_inputs=(1,) if b_const else ())
 
 
-def _bf16_ok():
-    try:
-        g, feeds = make_graph("MatMul", [np.ones((2, 2), np.float32)] * 2, {})
-        run_plan(g, feeds, "cpu", precision=1)
-        return True
-    except tsr.TesseraError:
-        return False
-
-
-@pytest.mark.skipif(not _bf16_ok(), reason="this CPU has no bf16 (the cpu device refuses it)")
+@pytest.mark.skipif(bf16_skip_reason() is not None, reason=str(bf16_skip_reason()))
 def test_bf16(capfd):
     for seed in (0, 1, 2, 5):
         rng, inputs, attrs = fused_inputs(seed, with_z=True)

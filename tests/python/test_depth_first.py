@@ -145,11 +145,15 @@ class Builder:
 
 
 def run_modes(g, feeds, threads=2):
+    """Layer by layer (0) and depth-first (1); both run every node on the
+    device's own backends (the blocking Conv on dnnl, the rest on cpu), so
+    neither mode is the reference comparing with itself."""
     results, stats = {}, {}
     for df in (0, 1):
         plan = tsr.Plan(g, device="cpu", threads=threads, depth_first=df)
         results[df] = plan.run(feeds)
         stats[df] = plan.stats()
+        assert plan.backend_counts()["ref"] == 0, plan.backend_counts()
     return results, stats
 
 
@@ -206,6 +210,7 @@ def test_chain_has_no_full_intermediates(monkeypatch):
     results, stats = run_modes(g, feeds)
     check_close(results[1][0], results[0][0])
     assert stats[1].n_stacks == 1 and stats[1].n_stack_ops == 7
+    assert list(stats[1].backend_steps[:3]) == [1, 7, 0]  # dnnl, cpu, ref
     assert stats[1].n_steps == stats[0].n_steps
     assert stats[1].arena_bytes < stats[0].arena_bytes
 
