@@ -531,9 +531,49 @@ static int64_t channels_of(const tsr_tensor *t)
     return t->rank == 3 ? t->dims[2] : 1;
 }
 
+/* zt[r][c] = Σ_s,t w[r][s][t] xt[s][c] yt[t][c], an input of one channel
+ * broadcast: it is folded into the coupling first, so the per-channel work
+ * is d3 x d1 (or d3 x d2) multiply-adds. */
+static void ict_couple(const ict_plan *p, const double *xt, const double *yt, double *zt,
+                       int64_t cx, int64_t cy, int64_t ch)
+{
+    int d1 = p->b[0].dim, d2 = p->b[1].dim, d3 = p->b[2].dim;
+    for (int r = 0; r < d3; r++) {
+        double *zr = zt + r * ch;
+        const double *wr = p->w + (int64_t)r * d1 * d2;
+        if (cy == 1) {
+            for (int s = 0; s < d1; s++) {
+                double a = 0.0;
+                for (int t = 0; t < d2; t++)
+                    a += wr[s * d2 + t] * yt[t];
+                const double *xs = xt + s * cx;
+                for (int64_t c = 0; c < ch; c++)
+                    zr[c] += a * xs[cx == 1 ? 0 : c];
+            }
+        } else if (cx == 1) {
+            for (int t = 0; t < d2; t++) {
+                double a = 0.0;
+                for (int s = 0; s < d1; s++)
+                    a += wr[s * d2 + t] * xt[s];
+                const double *ys = yt + t * cy;
+                for (int64_t c = 0; c < ch; c++)
+                    zr[c] += a * ys[c];
+            }
+        } else {
+            for (int s = 0; s < d1; s++)
+                for (int t = 0; t < d2; t++) {
+                    double w = wr[s * d2 + t];
+                    const double *xs = xt + s * cx, *ys = yt + t * cy;
+                    for (int64_t c = 0; c < ch; c++)
+                        zr[c] += w * xs[c] * ys[c];
+                }
+        }
+    }
+}
+
 /* Per row: coordinates of x and y (channels as given), their coupling to
  * the output's coordinates (broadcast channels), and back to components.
- * scratch holds d1 cx + d2 cy + d3 ch doubles per thread. */
+ * scratch holds d1 cx + d2 cy + (d3 + 1) ch doubles per thread. */
 /* clang-format off */
 #define ICT_PRODUCT_DEFINE(T)                                                                      \
     static void ict_product_run_##T(const ict_plan *p, const T *x, const T *y, T *z, int64_t n,    \
@@ -542,14 +582,14 @@ static int64_t channels_of(const tsr_tensor *t)
     {                                                                                              \
         const ict_basis *b1 = &p->b[0], *b2 = &p->b[1], *b3 = &p->b[2];                            \
         int d1 = b1->dim, d2 = b2->dim, d3 = b3->dim;                                              \
-        size_t per = (size_t)(d1 * cx + d2 * cy + d3 * ch);                                        \
+        size_t per = (size_t)(d1 * cx + d2 * cy + (d3 + 1) * ch);                                  \
         _Pragma("omp parallel for schedule(static) num_threads(threads)")                          \
         for (int64_t a = 0; a < n; a++) {                                                          \
             double *xt = scratch + (size_t)omp_get_thread_num() * per;                             \
-            double *yt = xt + d1 * cx, *zt = yt + d2 * cy;                                         \
+            double *yt = xt + d1 * cx, *zt = yt + d2 * cy, *acc = zt + d3 * ch;                    \
             const T *xa = x + a * b1->size * cx, *ya = y + a * b2->size * cy;                      \
             T *za = z + a * b3->size * ch;                                                         \
-            memset(xt, 0, per * sizeof *xt);                                                       \
+            memset(xt, 0, (per - (size_t)ch) * sizeof *xt);                                        \
             for (int m = 0; m < d1; m++)                                                           \
                 for (int64_t i = 0; i < b1->size; i++) {                                           \
                     double q = b1->q[m * b1->size + i];                                            \
@@ -562,22 +602,17 @@ static int64_t channels_of(const tsr_tensor *t)
                     for (int64_t c = 0; c < cy; c++)                                               \
                         yt[m * cy + c] += q * ya[i * cy + c];                                      \
                 }                                                                                  \
-            int64_t sx = cx == 1 ? 0 : 1, sy = cy == 1 ? 0 : 1;                                    \
-            for (int r = 0; r < d3; r++)                                                           \
-                for (int s = 0; s < d1; s++)                                                       \
-                    for (int t = 0; t < d2; t++) {                                                 \
-                        double w = p->w[((int64_t)r * d1 + s) * d2 + t];                           \
-                        const double *xs = xt + s * cx, *ys = yt + t * cy;                         \
-                        for (int64_t c = 0; c < ch; c++)                                           \
-                            zt[r * ch + c] += w * xs[c * sx] * ys[c * sy];                         \
-                    }                                                                              \
-            for (int64_t i = 0; i < b3->size; i++)                                                 \
-                for (int64_t c = 0; c < ch; c++) {                                                 \
-                    double s = 0.0;                                                                \
-                    for (int r = 0; r < d3; r++)                                                   \
-                        s += b3->q[r * b3->size + i] * zt[r * ch + c];                             \
-                    za[i * ch + c] = (T)s;                                                         \
+            ict_couple(p, xt, yt, zt, cx, cy, ch);                                                 \
+            for (int64_t i = 0; i < b3->size; i++) {                                               \
+                memset(acc, 0, (size_t)ch * sizeof *acc);                                          \
+                for (int r = 0; r < d3; r++) {                                                     \
+                    double q = b3->q[r * b3->size + i];                                            \
+                    for (int64_t c = 0; c < ch; c++)                                               \
+                        acc[c] += q * zt[r * ch + c];                                              \
                 }                                                                                  \
+                for (int64_t c = 0; c < ch; c++)                                                   \
+                    za[i * ch + c] = (T)acc[c];                                                    \
+            }                                                                                      \
         }                                                                                          \
     }
 /* clang-format on */
@@ -600,7 +635,7 @@ static tsr_status ict_product_ref(const tsr_kernel_ctx *k)
                          ls[2]);
     ict_plan plan;
     TSR_CHECK(ict_plan_build(ls[0], ls[1], ls[2], alpha, &plan));
-    size_t per = (size_t)(plan.b[0].dim * cx + plan.b[1].dim * cy + plan.b[2].dim * ch);
+    size_t per = (size_t)(plan.b[0].dim * cx + plan.b[1].dim * cy + (plan.b[2].dim + 1) * ch);
     double *scratch = tsr_malloc((size_t)k->threads * per * sizeof *scratch + 1);
     if (!scratch) {
         ict_plan_free(&plan);
