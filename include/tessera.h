@@ -3,7 +3,18 @@
  * Life cycle: load or build a graph, create a plan for a device, give the
  * plan concrete input shapes (tsr_plan_reshape), then run it as often as
  * needed with caller-owned buffers. Every fallible call returns a
- * tsr_status; on failure tsr_last_error() says what went wrong and where. */
+ * tsr_status; on failure tsr_last_error() says what went wrong and where.
+ *
+ * Threads. Different objects may be used on different threads at once:
+ * any number of graphs, plans (of the same graph or of different ones)
+ * and trainers, one thread per object at a time. A graph that no thread
+ * modifies may be read by several at once (e.g. tsr_plan_create from one
+ * graph on every thread). tsr_last_error() is per thread. A plan used by
+ * several threads at once is safe but runs one call at a time: see
+ * tsr_plan_run. Each plan sets the OpenMP thread count (compile option
+ * `threads`) of the thread that runs it only. The environment (TSR_*
+ * variables) is read when graphs and plans are created: do not change it
+ * while other threads use Tessera. */
 #ifndef TESSERA_H
 #define TESSERA_H
 
@@ -13,6 +24,15 @@
 
 #ifdef __cplusplus
 extern "C" {
+#endif
+
+/* TSR_API marks the public API: libtessera.so is built with hidden
+ * visibility and exports only the functions declared with it here and in
+ * the other public headers (include/tessera/). */
+#if defined(__GNUC__) || defined(__clang__)
+#define TSR_API __attribute__((visibility("default")))
+#else
+#define TSR_API
 #endif
 
 #define TSR_VERSION_STRING "0.1.0"
@@ -32,8 +52,8 @@ typedef enum tsr_status {
 } tsr_status;
 
 /* The message of the last failure on this thread; never NULL. */
-const char *tsr_last_error(void);
-const char *tsr_status_name(tsr_status status);
+TSR_API const char *tsr_last_error(void);
+TSR_API const char *tsr_status_name(tsr_status status);
 
 /* Element types; the values are ONNX's TensorProto codes. */
 typedef enum tsr_dtype {
@@ -47,8 +67,8 @@ typedef enum tsr_dtype {
     TSR_FLOAT64 = 11
 } tsr_dtype;
 
-size_t tsr_dtype_size(tsr_dtype dtype); /* 0 for unknown types */
-const char *tsr_dtype_name(tsr_dtype dtype);
+TSR_API size_t tsr_dtype_size(tsr_dtype dtype); /* 0 for unknown types */
+TSR_API const char *tsr_dtype_name(tsr_dtype dtype);
 
 /* A dense, C-ordered tensor that the caller owns. */
 typedef struct tsr_tensor {
@@ -58,19 +78,19 @@ typedef struct tsr_tensor {
     void *data;
 } tsr_tensor;
 
-int64_t tsr_tensor_numel(const tsr_tensor *t);
-size_t tsr_tensor_bytes(const tsr_tensor *t);
+TSR_API int64_t tsr_tensor_numel(const tsr_tensor *t);
+TSR_API size_t tsr_tensor_bytes(const tsr_tensor *t);
 
 /* ---------------------------------------------------------------- graph */
 
 typedef struct tsr_graph tsr_graph;
 
-tsr_status tsr_graph_load_onnx_file(const char *path, tsr_graph **graph_out);
+TSR_API tsr_status tsr_graph_load_onnx_file(const char *path, tsr_graph **graph_out);
 /* base_dir is where external data files are looked up; NULL forbids them. */
-tsr_status tsr_graph_load_onnx_buffer(const void *data, size_t size, const char *base_dir,
-                                      tsr_graph **graph_out);
-tsr_status tsr_graph_create(tsr_graph **graph_out);
-void tsr_graph_destroy(tsr_graph *graph);
+TSR_API tsr_status tsr_graph_load_onnx_buffer(const void *data, size_t size, const char *base_dir,
+                                              tsr_graph **graph_out);
+TSR_API tsr_status tsr_graph_create(tsr_graph **graph_out);
+TSR_API void tsr_graph_destroy(tsr_graph *graph);
 
 /* Attributes of a node under construction. Lists point at caller memory
  * that only needs to live for the duration of tsr_graph_add_node. */
@@ -145,10 +165,12 @@ typedef struct tsr_value_info {
     const char *dim_names[TSR_MAX_RANK];
 } tsr_value_info;
 
-int tsr_graph_num_inputs(const tsr_graph *graph);
-int tsr_graph_num_outputs(const tsr_graph *graph);
-tsr_status tsr_graph_input_info(const tsr_graph *graph, int index, tsr_value_info *info_out);
-tsr_status tsr_graph_output_info(const tsr_graph *graph, int index, tsr_value_info *info_out);
+TSR_API int tsr_graph_num_inputs(const tsr_graph *graph);
+TSR_API int tsr_graph_num_outputs(const tsr_graph *graph);
+TSR_API tsr_status tsr_graph_input_info(const tsr_graph *graph, int index,
+                                        tsr_value_info *info_out);
+TSR_API tsr_status tsr_graph_output_info(const tsr_graph *graph, int index,
+                                         tsr_value_info *info_out);
 
 /* Summary of a graph, as `tessera info` prints it. */
 typedef struct tsr_graph_stats {
@@ -159,11 +181,11 @@ typedef struct tsr_graph_stats {
     int op_counts[128];
 } tsr_graph_stats;
 
-tsr_status tsr_graph_get_stats(const tsr_graph *graph, tsr_graph_stats *stats_out);
+TSR_API tsr_status tsr_graph_get_stats(const tsr_graph *graph, tsr_graph_stats *stats_out);
 /* Checks the graph's invariants; every load and build already ran it. */
-tsr_status tsr_graph_verify(const tsr_graph *graph);
+TSR_API tsr_status tsr_graph_verify(const tsr_graph *graph);
 /* One line per node: outputs, op, inputs, attributes, shapes. */
-tsr_status tsr_graph_print(const tsr_graph *graph, FILE *out);
+TSR_API tsr_status tsr_graph_print(const tsr_graph *graph, FILE *out);
 
 /* ------------------------------------------------------------- autodiff */
 
@@ -184,8 +206,9 @@ tsr_status tsr_graph_print(const tsr_graph *graph, FILE *out);
  * is neither an input nor a parameter, integer outputs or wrt values, an
  * output given twice, and, naming the node, an op on the way from a wrt
  * value to an output that has no gradient rule. */
-tsr_status tsr_graph_gradient(const tsr_graph *graph, int n_outputs, const char *const *outputs,
-                              int n_wrt, const char *const *wrt, tsr_graph **grad_graph_out);
+TSR_API tsr_status tsr_graph_gradient(const tsr_graph *graph, int n_outputs,
+                                      const char *const *outputs, int n_wrt, const char *const *wrt,
+                                      tsr_graph **grad_graph_out);
 
 /* ----------------------------------------------------------------- plan */
 
@@ -202,24 +225,37 @@ typedef struct tsr_compile_options {
                     (default: on when the environment sets TSR_VERBOSE=1) */
 } tsr_compile_options;
 
-void tsr_compile_options_init(tsr_compile_options *options);
-const char *tsr_default_device(void);
+TSR_API void tsr_compile_options_init(tsr_compile_options *options);
+TSR_API const char *tsr_default_device(void);
+/* The device names tsr_compile_options.device accepts, comma-separated
+ * ("cpu, ref"). */
+TSR_API const char *tsr_device_names(void);
 
 /* The plan keeps its own copy of the graph: the graph may be destroyed. */
-tsr_status tsr_plan_create(const tsr_graph *graph, const tsr_compile_options *options,
-                           tsr_plan **plan_out);
-void tsr_plan_destroy(tsr_plan *plan);
+TSR_API tsr_status tsr_plan_create(const tsr_graph *graph, const tsr_compile_options *options,
+                                   tsr_plan **plan_out);
+TSR_API void tsr_plan_destroy(tsr_plan *plan);
 
 /* Specializes the plan to the shapes of `inputs` (their data is not read).
  * Plans are cached by shape, so switching back and forth is cheap. */
-tsr_status tsr_plan_reshape(tsr_plan *plan, int n_inputs, const tsr_tensor *inputs);
+TSR_API tsr_status tsr_plan_reshape(tsr_plan *plan, int n_inputs, const tsr_tensor *inputs);
 /* After reshape: the dtype and concrete shape of output `index`. */
-tsr_status tsr_plan_output_desc(const tsr_plan *plan, int index, tsr_tensor *desc_out);
+TSR_API tsr_status tsr_plan_output_desc(const tsr_plan *plan, int index, tsr_tensor *desc_out);
 /* Runs on the shapes of `inputs` (reshaping first if they changed) and
  * writes every output into the caller's buffers, whose dtype and shape
- * must match tsr_plan_output_desc. */
-tsr_status tsr_plan_run(tsr_plan *plan, int n_inputs, const tsr_tensor *inputs, int n_outputs,
-                        tsr_tensor *outputs);
+ * must match tsr_plan_output_desc.
+ *
+ * One plan on several threads: tsr_plan_reshape, tsr_plan_run and
+ * tsr_plan_set_profiling hold the plan's lock, so calls from different
+ * threads wait for one another and each run is correct (its outputs are
+ * checked against the shapes of its own inputs). They do not run in
+ * parallel: for that, give each thread its own plan. The calls that
+ * describe the current specialization (tsr_plan_output_desc,
+ * tsr_plan_get_stats, tsr_plan_node_backend, tsr_plan_print_stacks,
+ * tsr_plan_print_profile) see whatever shape the last reshape or run on
+ * any thread chose: call them only while no other thread uses the plan. */
+TSR_API tsr_status tsr_plan_run(tsr_plan *plan, int n_inputs, const tsr_tensor *inputs,
+                                int n_outputs, tsr_tensor *outputs);
 
 typedef struct tsr_plan_stats {
     size_t arena_bytes;    /* shared memory of all intermediates */
@@ -236,25 +272,25 @@ typedef struct tsr_plan_stats {
     int backend_steps[8];
 } tsr_plan_stats;
 
-tsr_status tsr_plan_get_stats(const tsr_plan *plan, tsr_plan_stats *stats_out);
+TSR_API tsr_status tsr_plan_get_stats(const tsr_plan *plan, tsr_plan_stats *stats_out);
 /* The backend ("ref", "cpu", "dnnl", ...) that runs the node named
  * `node_name` in the current specialization. TSR_ERR_NOT_FOUND when no
  * node of that name runs: a name the graph never had, or a node the
  * optimization passes removed or fused into another (a Relu fused into
  * the convolution before it runs as that convolution's node). */
-tsr_status tsr_plan_node_backend(const tsr_plan *plan, const char *node_name,
-                                 const char **backend_out);
+TSR_API tsr_status tsr_plan_node_backend(const tsr_plan *plan, const char *node_name,
+                                         const char **backend_out);
 /* The depth-first stacks of the current specialization: which ops formed
  * each, and its tiles (compile option depth_first, on by default on the
  * cpu device: runs of memory-bound ops computed tile by tile in cache,
  * their intermediates never stored whole). */
-tsr_status tsr_plan_print_stacks(const tsr_plan *plan, FILE *out);
+TSR_API tsr_status tsr_plan_print_stacks(const tsr_plan *plan, FILE *out);
 
 /* Per-step timing. While on, every run adds each step's time; the report
  * lists each kernel call, layout reorder and copy of the current
  * specialization with its mean milliseconds per run. */
-tsr_status tsr_plan_set_profiling(tsr_plan *plan, int enabled);
-tsr_status tsr_plan_print_profile(const tsr_plan *plan, FILE *out);
+TSR_API tsr_status tsr_plan_set_profiling(tsr_plan *plan, int enabled);
+TSR_API tsr_status tsr_plan_print_profile(const tsr_plan *plan, FILE *out);
 
 /* ------------------------------------------------------------------ ops */
 
@@ -268,21 +304,21 @@ typedef struct tsr_op_info {
     int has_gradient; /* whether tsr_graph_gradient differentiates through it */
 } tsr_op_info;
 
-int tsr_op_table_size(void);
+TSR_API int tsr_op_table_size(void);
 /* Entry `index` (0 .. tsr_op_table_size() - 1) of the op table. */
-tsr_status tsr_op_table_entry(int index, tsr_op_info *info_out);
+TSR_API tsr_status tsr_op_table_entry(int index, tsr_op_info *info_out);
 
 /* ------------------------------------------------------------------ npy */
 
 /* Reads a .npy file (float32, float64 or int64, C order) into a tensor
  * whose data the caller frees with free(). */
-tsr_status tsr_npy_read(const char *path, tsr_tensor *tensor_out);
+TSR_API tsr_status tsr_npy_read(const char *path, tsr_tensor *tensor_out);
 /* The same from the bytes of a .npy file in memory (e.g. a member of an
  * .npz archive); `name` names it in error messages. */
-tsr_status tsr_npy_read_buffer(const void *data, size_t size, const char *name,
-                               tsr_tensor *tensor_out);
+TSR_API tsr_status tsr_npy_read_buffer(const void *data, size_t size, const char *name,
+                                       tsr_tensor *tensor_out);
 /* Writes atomically: a temporary file beside `path`, then a rename. */
-tsr_status tsr_npy_write(const char *path, const tsr_tensor *tensor);
+TSR_API tsr_status tsr_npy_write(const char *path, const tsr_tensor *tensor);
 
 #ifdef __cplusplus
 }

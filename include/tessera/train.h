@@ -25,6 +25,8 @@
 #ifndef TESSERA_TRAIN_H
 #define TESSERA_TRAIN_H
 
+#include "tessera.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -55,7 +57,7 @@ typedef struct tsr_loss_options {
     double huber_delta;      /* Huber only, > 0; default 1 */
 } tsr_loss_options;
 
-void tsr_loss_options_init(tsr_loss_options *options);
+TSR_API void tsr_loss_options_init(tsr_loss_options *options);
 
 /* ------------------------------------------------------------ optimizer */
 
@@ -127,7 +129,7 @@ typedef struct tsr_optimizer_options {
     double ema_decay;
 } tsr_optimizer_options;
 
-void tsr_optimizer_options_init(tsr_optimizer_options *options);
+TSR_API void tsr_optimizer_options_init(tsr_optimizer_options *options);
 
 /* -------------------------------------------------------------- trainer */
 
@@ -141,11 +143,11 @@ typedef struct tsr_trainer tsr_trainer;
  * Errors: the loss output does not exist or has the wrong shape or dtype
  * for the loss, an op on the way from a parameter to the loss has no
  * gradient rule, invalid hyper-parameters (named, with their value). */
-tsr_status tsr_trainer_create(const tsr_graph *model, const tsr_loss_options *loss,
-                              const tsr_optimizer_options *optimizer,
-                              const tsr_compile_options *compile, uint64_t seed,
-                              tsr_trainer **trainer_out);
-void tsr_trainer_destroy(tsr_trainer *trainer);
+TSR_API tsr_status tsr_trainer_create(const tsr_graph *model, const tsr_loss_options *loss,
+                                      const tsr_optimizer_options *optimizer,
+                                      const tsr_compile_options *compile, uint64_t seed,
+                                      tsr_trainer **trainer_out);
+TSR_API void tsr_trainer_destroy(tsr_trainer *trainer);
 
 /* One training step on a batch: forward in training mode, loss, backward,
  * clipping, optimizer update, EMA, and the per-step schedule if any.
@@ -154,29 +156,30 @@ void tsr_trainer_destroy(tsr_trainer *trainer);
  * else a float tensor of the output's dtype and shape. The batch size may
  * change from step to step (plans are cached per shape). loss_out may be
  * NULL; it gets the loss before the update. */
-tsr_status tsr_trainer_step(tsr_trainer *trainer, int n_inputs, const tsr_tensor *inputs,
-                            const tsr_tensor *target, double *loss_out);
+TSR_API tsr_status tsr_trainer_step(tsr_trainer *trainer, int n_inputs, const tsr_tensor *inputs,
+                                    const tsr_tensor *target, double *loss_out);
 
 /* The shape and dtype of the loss's model output for these inputs (their
  * data is not read), for sizing tsr_trainer_evaluate's `output`. */
-tsr_status tsr_trainer_output_desc(tsr_trainer *trainer, int n_inputs, const tsr_tensor *inputs,
-                                   tsr_tensor *desc_out);
+TSR_API tsr_status tsr_trainer_output_desc(tsr_trainer *trainer, int n_inputs,
+                                           const tsr_tensor *inputs, tsr_tensor *desc_out);
 
 /* Inference mode (running statistics, no dropout), no update. `target` and
  * loss_out may both be NULL (no loss); `output` may be NULL, else it
  * receives the loss's model output (e.g. the logits), a caller buffer of
  * the dtype and shape tsr_trainer_output_desc gives. */
-tsr_status tsr_trainer_evaluate(tsr_trainer *trainer, int n_inputs, const tsr_tensor *inputs,
-                                const tsr_tensor *target, double *loss_out, tsr_tensor *output);
+TSR_API tsr_status tsr_trainer_evaluate(tsr_trainer *trainer, int n_inputs,
+                                        const tsr_tensor *inputs, const tsr_tensor *target,
+                                        double *loss_out, tsr_tensor *output);
 
 /* Ends an epoch: advances epoch-based schedules; `metric` (e.g. the
  * validation loss; NaN when there is none) drives PLATEAU, which needs it. */
-tsr_status tsr_trainer_epoch_end(tsr_trainer *trainer, double metric);
+TSR_API tsr_status tsr_trainer_epoch_end(tsr_trainer *trainer, double metric);
 
 /* Current learning rate (before group scales), steps and epochs done. */
-double tsr_trainer_lr(const tsr_trainer *trainer);
-int64_t tsr_trainer_step_count(const tsr_trainer *trainer);
-int64_t tsr_trainer_epoch_count(const tsr_trainer *trainer);
+TSR_API double tsr_trainer_lr(const tsr_trainer *trainer);
+TSR_API int64_t tsr_trainer_step_count(const tsr_trainer *trainer);
+TSR_API int64_t tsr_trainer_epoch_count(const tsr_trainer *trainer);
 
 /* -------------------------------------------------------- parameters */
 
@@ -188,27 +191,29 @@ typedef struct tsr_trainer_param {
 } tsr_trainer_param;
 
 /* Parameters and buffers, trainable ones first, each group in model order. */
-int tsr_trainer_num_params(const tsr_trainer *trainer);
-tsr_status tsr_trainer_param_info(const tsr_trainer *trainer, int index,
-                                  tsr_trainer_param *param_out);
+TSR_API int tsr_trainer_num_params(const tsr_trainer *trainer);
+TSR_API tsr_status tsr_trainer_param_info(const tsr_trainer *trainer, int index,
+                                          tsr_trainer_param *param_out);
 /* Copies a parameter (or buffer) out of / into the trainer; `value`'s dtype
  * and shape must match. Setting does not touch optimizer state. */
-tsr_status tsr_trainer_get_param(const tsr_trainer *trainer, const char *name, tsr_tensor *value);
-tsr_status tsr_trainer_set_param(tsr_trainer *trainer, const char *name, const tsr_tensor *value);
+TSR_API tsr_status tsr_trainer_get_param(const tsr_trainer *trainer, const char *name,
+                                         tsr_tensor *value);
+TSR_API tsr_status tsr_trainer_set_param(tsr_trainer *trainer, const char *name,
+                                         const tsr_tensor *value);
 
 /* While on, tsr_trainer_evaluate, tsr_trainer_get_param and
  * tsr_trainer_save_onnx use the exponential moving average of the
  * trainable parameters (needs ema_decay > 0) instead of the live ones;
  * steps keep training the live ones. */
-tsr_status tsr_trainer_use_ema(tsr_trainer *trainer, int enabled);
+TSR_API tsr_status tsr_trainer_use_ema(tsr_trainer *trainer, int enabled);
 
 /* ------------------------------------------------------ saving, resuming */
 
 /* Writes `source_onnx` (the file the model was loaded from) again with
  * every parameter's and buffer's initializer replaced by its trained value:
  * to a temporary file beside out_path, then renamed over it. */
-tsr_status tsr_trainer_save_onnx(const tsr_trainer *trainer, const char *source_onnx,
-                                 const char *out_path);
+TSR_API tsr_status tsr_trainer_save_onnx(const tsr_trainer *trainer, const char *source_onnx,
+                                         const char *out_path);
 
 /* A checkpoint holds everything a resumed run needs to continue exactly as
  * if never interrupted: parameters, buffers, optimizer kind, hyper-parameters
@@ -219,8 +224,8 @@ tsr_status tsr_trainer_save_onnx(const tsr_trainer *trainer, const char *source_
  * the optimizer kind, and fails with a clear error (changing nothing) on a
  * mismatch or a corrupt or truncated file. The format is described in
  * src/train/checkpoint.c. */
-tsr_status tsr_trainer_save_checkpoint(const tsr_trainer *trainer, const char *path);
-tsr_status tsr_trainer_load_checkpoint(tsr_trainer *trainer, const char *path);
+TSR_API tsr_status tsr_trainer_save_checkpoint(const tsr_trainer *trainer, const char *path);
+TSR_API tsr_status tsr_trainer_load_checkpoint(tsr_trainer *trainer, const char *path);
 
 /* ------------------------------------------------------------- stats */
 
@@ -238,11 +243,11 @@ typedef struct tsr_trainer_stats {
     int64_t n_trainable_elements;
 } tsr_trainer_stats;
 
-tsr_status tsr_trainer_get_stats(const tsr_trainer *trainer, tsr_trainer_stats *stats_out);
+TSR_API tsr_status tsr_trainer_get_stats(const tsr_trainer *trainer, tsr_trainer_stats *stats_out);
 /* The plan of the training step (forward and backward), owned by the trainer, to inspect
  * with tsr_plan_get_stats (kernel calls per backend), tsr_plan_node_backend and
  * tsr_plan_print_stacks; NULL for a NULL trainer. */
-const tsr_plan *tsr_trainer_step_plan(const tsr_trainer *trainer);
+TSR_API const tsr_plan *tsr_trainer_step_plan(const tsr_trainer *trainer);
 
 #ifdef __cplusplus
 }

@@ -81,8 +81,6 @@ extern const tsr_backend tsr_backend_ref;
 
 /* The backends of `device`, best first, NULL-terminated; NULL if unknown. */
 const tsr_backend *const *tsr_device_backends(const char *device);
-/* Comma-separated names of the devices this build has. */
-const char *tsr_device_names(void);
 /* Whether plans for `device` run the optimization passes (the reference
  * device runs graphs as they are: it is the oracle). */
 bool tsr_device_optimizes(const char *device);

@@ -6,6 +6,7 @@
 #include "passes/passes.h"
 
 #include <omp.h>
+#include <pthread.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,9 @@ struct tsr_plan {
     spec *current;
     bool profiling;
     bool optimize; /* run the graph passes on each specialization */
+    /* Held by reshape, run and set_profiling: a plan shared between
+     * threads runs one call at a time (its arena holds one run). */
+    pthread_mutex_t lock;
 };
 
 void tsr_compile_options_init(tsr_compile_options *o)
@@ -76,6 +80,11 @@ tsr_status tsr_plan_create(const tsr_graph *graph, const tsr_compile_options *op
         free(p);
         return st;
     }
+    if (pthread_mutex_init(&p->lock, NULL) != 0) {
+        tsr_graph_destroy(p->graph);
+        free(p);
+        return tsr_error(TSR_ERR_OUT_OF_MEMORY, "tsr_plan_create: no mutex for the plan");
+    }
     p->options = opts;
     p->optimize = tsr_device_optimizes(opts.device);
     p->options.device = NULL; /* the caller's string may not outlive the plan */
@@ -95,6 +104,7 @@ void tsr_plan_destroy(tsr_plan *p)
         p->specs = next;
     }
     tsr_graph_destroy(p->graph);
+    pthread_mutex_destroy(&p->lock);
     free(p);
 }
 
@@ -216,10 +226,9 @@ fail:
     return st;
 }
 
-tsr_status tsr_plan_reshape(tsr_plan *p, int n_inputs, const tsr_tensor *inputs)
+/* tsr_plan_reshape with the plan's lock held. */
+static tsr_status reshape_locked(tsr_plan *p, int n_inputs, const tsr_tensor *inputs)
 {
-    if (!p)
-        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_plan_reshape: plan is NULL");
     TSR_CHECK(check_inputs(p->graph, n_inputs, inputs));
     if (p->current && spec_matches(p->current, n_inputs, inputs))
         return TSR_OK;
@@ -234,6 +243,16 @@ tsr_status tsr_plan_reshape(tsr_plan *p, int n_inputs, const tsr_tensor *inputs)
     p->specs = s;
     p->current = s;
     return TSR_OK;
+}
+
+tsr_status tsr_plan_reshape(tsr_plan *p, int n_inputs, const tsr_tensor *inputs)
+{
+    if (!p)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_plan_reshape: plan is NULL");
+    pthread_mutex_lock(&p->lock);
+    tsr_status st = reshape_locked(p, n_inputs, inputs);
+    pthread_mutex_unlock(&p->lock);
+    return st;
 }
 
 tsr_status tsr_plan_output_desc(const tsr_plan *p, int index, tsr_tensor *desc_out)
@@ -313,10 +332,11 @@ static tsr_status run_step(const tsr_plan *p, const spec *s, const plan_step *st
     return status;
 }
 
-tsr_status tsr_plan_run(tsr_plan *p, int n_inputs, const tsr_tensor *inputs, int n_outputs,
-                        tsr_tensor *outputs)
+/* tsr_plan_run with the plan's lock held. */
+static tsr_status run_locked(tsr_plan *p, int n_inputs, const tsr_tensor *inputs, int n_outputs,
+                             tsr_tensor *outputs)
 {
-    TSR_CHECK(tsr_plan_reshape(p, n_inputs, inputs));
+    TSR_CHECK(reshape_locked(p, n_inputs, inputs));
     spec *s = p->current;
     const tsr_graph *g = s->graph;
     if (n_outputs != g->n_outputs || (n_outputs && !outputs))
@@ -340,7 +360,9 @@ tsr_status tsr_plan_run(tsr_plan *p, int n_inputs, const tsr_tensor *inputs, int
         if (!outputs[o].data && tsr_tensor_numel(&want) > 0)
             return tsr_error(TSR_ERR_INVALID_ARGUMENT, "output %d has no buffer", o);
     }
-    /* Libraries that size their own thread teams (oneDNN) follow this. */
+    /* Libraries that size their own thread teams (oneDNN) follow this.
+     * It sets the calling thread's OpenMP thread count only (an ICV of
+     * its own), so plans on other threads keep theirs. */
     omp_set_num_threads(p->threads);
     for (int i = 0; i < s->n_steps; i++) {
         plan_step *st = &s->steps[i];
@@ -354,16 +376,29 @@ tsr_status tsr_plan_run(tsr_plan *p, int n_inputs, const tsr_tensor *inputs, int
     return TSR_OK;
 }
 
+tsr_status tsr_plan_run(tsr_plan *p, int n_inputs, const tsr_tensor *inputs, int n_outputs,
+                        tsr_tensor *outputs)
+{
+    if (!p)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_plan_run: plan is NULL");
+    pthread_mutex_lock(&p->lock);
+    tsr_status st = run_locked(p, n_inputs, inputs, n_outputs, outputs);
+    pthread_mutex_unlock(&p->lock);
+    return st;
+}
+
 tsr_status tsr_plan_set_profiling(tsr_plan *p, int enabled)
 {
     if (!p)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_plan_set_profiling: plan is NULL");
+    pthread_mutex_lock(&p->lock);
     p->profiling = enabled != 0;
     for (spec *s = p->specs; s; s = s->next) {
         s->profiled_runs = 0;
         for (int i = 0; i < s->n_steps; i++)
             s->steps[i].seconds = 0.0;
     }
+    pthread_mutex_unlock(&p->lock);
     return TSR_OK;
 }
 

@@ -12,6 +12,7 @@
 #include <omp.h>
 
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,9 +67,11 @@ struct plan_stack {
  * parameters (leaf 4 on Intel, 0x8000001D on AMD), else 1 MiB. */
 static size_t l2_bytes(void)
 {
-    static size_t cached;
-    if (cached)
-        return cached;
+    /* Atomic: plans may be created on several threads at once. */
+    static atomic_size_t cached;
+    size_t known = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (known)
+        return known;
     size_t bytes = 0;
 #ifdef _SC_LEVEL2_CACHE_SIZE
     long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
@@ -92,8 +95,9 @@ static size_t l2_bytes(void)
         }
     }
 #endif
-    cached = bytes ? bytes : (size_t)1 << 20;
-    return cached;
+    bytes = bytes ? bytes : (size_t)1 << 20;
+    atomic_store_explicit(&cached, bytes, memory_order_relaxed);
+    return bytes;
 }
 
 /* ------------------------------------------------------------- planning */

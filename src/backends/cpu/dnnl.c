@@ -14,6 +14,7 @@
 #include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static struct {
@@ -21,17 +22,31 @@ static struct {
     dnnl_engine_t engine;
     dnnl_status_t status;
     pthread_key_t stream_key; /* each thread's stream, destroyed when it exits */
+    /* Each thread's scratchpad (thread_scratch), freed when it exits. */
+    pthread_key_t scratch_key;
     bool have_key;
 } dnnl_global = {.once = PTHREAD_ONCE_INIT};
+
+typedef struct {
+    void *data;
+    size_t bytes;
+} thread_scratch;
 
 static void stream_destroy(void *stream)
 {
     dnnl_stream_destroy(stream);
 }
 
+static void scratch_destroy(void *scratch)
+{
+    tsr_aligned_free(((thread_scratch *)scratch)->data);
+    free(scratch);
+}
+
 static void dnnl_global_init(void)
 {
-    dnnl_global.have_key = pthread_key_create(&dnnl_global.stream_key, stream_destroy) == 0;
+    dnnl_global.have_key = pthread_key_create(&dnnl_global.stream_key, stream_destroy) == 0 &&
+                           pthread_key_create(&dnnl_global.scratch_key, scratch_destroy) == 0;
     dnnl_global.status = dnnl_engine_create(&dnnl_global.engine, dnnl_cpu, 0);
 }
 
@@ -55,6 +70,34 @@ tsr_status tsr_dnnl_engine(dnnl_engine_t *engine_out, dnnl_stream_t *stream_out)
     }
     *stream_out = stream;
     return TSR_OK;
+}
+
+/* The calling thread's scratchpad, grown to at least `bytes`. oneDNN's
+ * own (library) scratchpad belongs to the thread that created the
+ * primitive, so a plan specialized on one thread and run on another
+ * would use memory it does not have; this one follows the running
+ * thread, and a thread runs one primitive at a time. */
+static void *thread_scratchpad(size_t bytes)
+{
+    thread_scratch *s = pthread_getspecific(dnnl_global.scratch_key);
+    if (!s) {
+        s = tsr_calloc(1, sizeof *s);
+        if (!s)
+            return NULL;
+        if (pthread_setspecific(dnnl_global.scratch_key, s) != 0) {
+            free(s);
+            return NULL;
+        }
+    }
+    if (s->bytes < bytes) {
+        void *data = tsr_aligned_alloc(bytes);
+        if (!data)
+            return NULL;
+        tsr_aligned_free(s->data);
+        s->data = data;
+        s->bytes = bytes;
+    }
+    return s->data;
 }
 
 tsr_status tsr_dnnl_check(dnnl_status_t status, const char *what)
@@ -132,8 +175,11 @@ tsr_status tsr_dnnl_exec_finish(tsr_dnnl_exec *e, dnnl_primitive_desc_t pd, cons
     const dnnl_memory_desc_t *scratch =
         dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     tsr_status status = TSR_OK;
-    if (scratch && dnnl_memory_desc_get_size(scratch) > 0)
-        status = tsr_dnnl_exec_arg(e, DNNL_ARG_SCRATCHPAD, scratch, TSR_DNNL_OWNED, 0, NULL);
+    e->scratch_bytes = scratch ? dnnl_memory_desc_get_size(scratch) : 0;
+    if (e->scratch_bytes > 0)
+        status =
+            tsr_dnnl_exec_arg(e, DNNL_ARG_SCRATCHPAD, scratch,
+                              e->thread_scratchpad ? TSR_DNNL_THREAD : TSR_DNNL_OWNED, 0, NULL);
     if (status == TSR_OK)
         status = tsr_dnnl_check(dnnl_primitive_create(&e->primitive, pd), what);
     dnnl_primitive_desc_destroy(pd);
@@ -151,8 +197,13 @@ tsr_status tsr_dnnl_exec_run(tsr_dnnl_exec *e, const tsr_kernel_ctx *k)
             data = k->inputs[e->indices[a]]->data;
         else if (e->sources[a] == TSR_DNNL_FROM_OUTPUT)
             data = k->outputs[e->indices[a]]->data;
+        else if (e->sources[a] == TSR_DNNL_THREAD)
+            data = thread_scratchpad(e->scratch_bytes);
         else
             continue;
+        if (!data && e->sources[a] == TSR_DNNL_THREAD)
+            return tsr_error(TSR_ERR_OUT_OF_MEMORY, "%s: no %zu-byte scratchpad for this thread",
+                             e->what, e->scratch_bytes);
         if (data == e->current[a])
             continue;
         TSR_DNNL_CHECK(dnnl_memory_set_data_handle(e->args[a].memory, data), "setting a buffer");

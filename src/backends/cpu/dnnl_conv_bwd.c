@@ -130,13 +130,23 @@ static tsr_status conv_bwd_build(const tsr_prepare_ctx *ctx, conv_bwd_state *st)
     dnnl_primitive_desc_t hint;
     TSR_DNNL_CHECK(dnnl_primitive_desc_create(&hint, &fwd_d, NULL, engine, NULL),
                    "forward convolution (the backward hint)");
-    /* oneDNN's own scratchpad, not one owned per node: the gemm-based
-     * backward kernels need im2col buffers of a layer's size, and the
-     * library's is one per thread, shared by every primitive (with one per
-     * node, a resnet18 training step's peak memory doubled). */
+    /* The running thread's scratchpad, not one owned per node: the
+     * gemm-based backward kernels need im2col buffers of a layer's size,
+     * and one per thread is shared by every primitive (with one per node, a
+     * resnet18 training step's peak memory doubled). Not oneDNN's own
+     * (library) scratchpad either: that one belongs to the thread that
+     * created the primitive, and plans may run on other threads. */
+    dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
-    dnnl_status_t s = dnnl_primitive_desc_create(&pd, &bwd_d, NULL, engine, hint);
+    dnnl_status_t s = dnnl_primitive_attr_create(&attr);
+    if (s == dnnl_success)
+        s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (s == dnnl_success)
+        s = dnnl_primitive_desc_create(&pd, &bwd_d, attr, engine, hint);
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
     dnnl_primitive_desc_destroy(hint);
+    st->exec.thread_scratchpad = true;
     const char *what = grad_input ? "backward-data convolution" : "backward-weights convolution";
     TSR_CHECK(tsr_dnnl_check(s, what));
 

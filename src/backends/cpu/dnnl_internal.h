@@ -30,7 +30,8 @@ typedef enum {
     TSR_DNNL_FROM_INPUT,  /* the kernel's input `index` */
     TSR_DNNL_FROM_OUTPUT, /* the kernel's output `index` */
     TSR_DNNL_OWNED,       /* a buffer this exec owns (prepacked weights, scratchpad) */
-    TSR_DNNL_FIXED        /* a buffer that something else owns and keeps */
+    TSR_DNNL_FIXED,       /* a buffer that something else owns and keeps */
+    TSR_DNNL_THREAD       /* the running thread's scratchpad, shared by every primitive it runs */
 } tsr_dnnl_source;
 
 #define TSR_DNNL_MAX_ARGS 8
@@ -48,6 +49,10 @@ typedef struct tsr_dnnl_exec {
     /* The handle each memory holds: setting one costs oneDNN a pass that
      * zeroes a blocked tensor's padding, so unchanged ones are kept. */
     void *current[TSR_DNNL_MAX_ARGS];
+    /* Set before tsr_dnnl_exec_finish: the scratchpad is the running
+     * thread's (TSR_DNNL_THREAD), of scratch_bytes, not owned per exec. */
+    bool thread_scratchpad;
+    size_t scratch_bytes;
 } tsr_dnnl_exec;
 
 /* Adds argument `arg` described by `md`. OWNED arguments get a zeroed
@@ -56,7 +61,8 @@ typedef struct tsr_dnnl_exec {
 tsr_status tsr_dnnl_exec_arg(tsr_dnnl_exec *e, int arg, const dnnl_memory_desc_t *md,
                              tsr_dnnl_source source, int index, void **data);
 /* Creates the primitive from `pd` (which it takes over) and a user
- * scratchpad owned by the exec. */
+ * scratchpad owned by the exec, or the running thread's one when
+ * e->thread_scratchpad is set. */
 tsr_status tsr_dnnl_exec_finish(tsr_dnnl_exec *e, dnnl_primitive_desc_t pd, const char *what);
 /* Sets the handles from the kernel's tensors and executes. */
 tsr_status tsr_dnnl_exec_run(tsr_dnnl_exec *e, const tsr_kernel_ctx *k);
