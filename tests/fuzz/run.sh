@@ -30,6 +30,11 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export OMP_NUM_THREADS=1
 
+# The lines of a log that say what went wrong.
+summarize() {
+    grep -E '^(==[0-9]+==ERROR|SUMMARY|fuzz: |.*runtime error)' "$1" | head -5
+}
+
 run_one() {
     local t=$1 bin=$fuzz/fuzz_$1 log=$fuzz/logs/$1.log
     local regressions=$here/regressions/$1 corpus=$fuzz/corpus/$1 seeds=$fuzz/seeds/$1
@@ -39,6 +44,7 @@ run_one() {
     if [ -d "$regressions" ] && [ -n "$(ls -A "$regressions")" ]; then
         if ! "$bin" $common -artifact_prefix="$artifacts/" "$regressions"/* >>"$log" 2>&1; then
             echo "fuzz_$t: FAILED replaying tests/fuzz/regressions/$t (log: $log)"
+            summarize "$log"
             return 1
         fi
     fi
@@ -48,12 +54,13 @@ run_one() {
     if ! "$bin" $common -artifact_prefix="$artifacts/" -max_total_time="$seconds" \
         -print_final_stats=1 "${dirs[@]}" >>"$log" 2>&1; then
         echo "fuzz_$t: FAILED after $((SECONDS - start)) s; inputs in $artifacts (log: $log)"
-        grep -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error)' "$log" | head -5
+        summarize "$log"
         return 1
     fi
-    local execs
+    local execs corp
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-    echo "fuzz_$t: ok, $((SECONDS - start)) s, ${execs:-?} executions, corpus $(ls "$corpus" | wc -l) files"
+    corp=$(sed -n 's/.*DONE .*corp: \([^ ]*\).*/\1/p' "$log" | tail -1)
+    echo "fuzz_$t: ok, $((SECONDS - start)) s, ${execs:-?} executions, corpus ${corp:-?} (files/bytes)"
 }
 
 mkdir -p "$fuzz/logs"
