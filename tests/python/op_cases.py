@@ -45,6 +45,14 @@ def away(*shape, margin=0.1, scale=1.0):
     return Spec(shape, make)
 
 
+def weights(*shape):
+    """Normal values held as a graph constant (inference weights, which
+    backends may prepack), where normal() makes a graph input (training)."""
+    spec = normal(*shape)
+    spec.const = True
+    return spec
+
+
 def positive(*shape, lo=0.5, hi=2.0):
     return Spec(shape, lambda r, s: r.uniform(lo, hi, s))
 
@@ -89,14 +97,16 @@ class Case:
     float outputs). tol: "close" (a few ulps of max |ref|), "exact", or
     "sum" for sums of products (bounded by the op applied to |inputs|).
     folded: every input is constant, so the graph builder computes the
-    node; `expect` is then an independent numpy reference."""
+    node; `expect` is then an independent numpy reference. bf16: oneDNN
+    computes the case in bf16 under precision bf16, so its result must move
+    off the float32 one (else precision bf16 only has to stay correct)."""
 
     def __init__(self, op, inputs, attrs=None, *, cpu="ref", cpu64="ref", n_outputs=1, opset=17,
                  grad=True, grad_outputs=None, tol="close", rtol=1e-6, folded=False, expect=None,
-                 label=""):
+                 bf16=False, label=""):
         self.op, self.inputs, self.attrs = op, list(inputs), dict(attrs or {})
         self.cpu, self.cpu64, self.n_outputs, self.opset = cpu, cpu64, n_outputs, opset
-        self.grad, self.rtol = grad, rtol
+        self.grad, self.rtol, self.bf16 = grad, rtol, bf16
         self.grad_outputs, self.tol, self.folded, self.expect = grad_outputs, tol, folded, expect
         self.label = label
 
@@ -164,6 +174,8 @@ CASES = [
     # conv.c
     Case("Conv", [normal(2, "C", 9, 7), normal(6, "C", 3, 2), normal(6)], CONV, cpu="dnnl",
          tol="sum"),
+    Case("Conv", [normal(2, "C", 9, 7), weights(6, "C", 3, 2), weights(6)], CONV, cpu="dnnl",
+         tol="sum", bf16=True, label="const_weights"),
     Case("Conv", [normal(1, 6, 7, 5), normal(9, 2, 3, 3)], {"group": 3, "pads": [1, 1, 1, 1]},
          cpu="dnnl", tol="sum", label="grouped"),
     Case("Conv", [normal(2, 3, 9), normal(5, 3, 3)], {"strides": [2], "auto_pad": "SAME_UPPER"},
@@ -197,9 +209,13 @@ CASES = [
     # matmul.c
     Case("Gemm", [normal(3, 7), normal(5, 7), normal(5)], {"transB": 1, "alpha": 0.7, "beta": 1.3},
          cpu="dnnl", tol="sum"),
+    Case("Gemm", [normal(3, 37), weights(5, 37), weights(5)], {"transB": 1}, cpu="dnnl",
+         tol="sum", bf16=True, label="classifier"),
     Case("Gemm", [normal(7, 3), normal(7, 5), normal(3, 1)], {"transA": 1}, cpu="dnnl",
          tol="sum", label="transA"),
     Case("MatMul", [normal(2, 3, 7), normal(7, 5)], cpu="dnnl", tol="sum"),
+    Case("MatMul", [normal(2, 5, 33), weights(33, 7)], cpu="dnnl", tol="sum", bf16=True,
+         label="const_b"),
     Case("MatMul", [normal(2, 1, 3, 7), normal(3, 7, 5)], cpu="dnnl", tol="sum",
          label="batch_broadcast"),
     Case("MatMul", [normal(7), normal(2, 7, 3)], cpu="dnnl", tol="sum", label="vector"),
@@ -294,6 +310,8 @@ CASES = [
     # fused.c
     Case("FusedConv", [normal(2, 5, 9, 7), normal(6, 5, 3, 2), normal(6), normal(2, 6, 5, 6)],
          dict(CONV, activation="Relu"), cpu="dnnl", tol="sum"),
+    Case("FusedConv", [normal(2, "C", 9, 7), weights(6, "C", 3, 2), weights(6), normal(2, 6, 5, 6)],
+         dict(CONV, activation="Tanh"), cpu="dnnl", tol="sum", bf16=True, label="const_weights"),
     Case("FusedConv", [normal(2, 5, 9, 7), normal(6, 5, 3, 2)],
          dict(CONV, activation="HardSigmoid", activation_alpha=0.3, activation_beta=0.5),
          cpu="dnnl", tol="sum", label="hardsigmoid"),

@@ -118,7 +118,11 @@ def tolerance(case, arrays, want, precision):
     """The largest error allowed per element of want (an array)."""
     if case.tol == "sum":
         # Sums of products: rounding is bounded by the same sums of |terms|,
-        # which the op computes on |inputs| (activations are 1-Lipschitz or less).
+        # which the op computes on |inputs| (activations are 1-Lipschitz or
+        # less). float32: 2^-17 is 128 units of rounding, sums of up to 128
+        # terms in the worst case. bf16 rounds each input to 8 bits, each
+        # product by up to 2^-8 relative; 2^-7 leaves a factor of two for
+        # the float32 accumulation.
         attrs = {k: v for k, v in case.attrs.items() if not k.startswith("activation")}
         if "activation" in case.attrs:
             attrs["activation"] = ""
@@ -180,6 +184,9 @@ def check_on_cpu(case, config, channels):
                   for a in arrays]
     ref_g, ref_feeds = build(case, ref_arrays)
     want = tsr.Plan(ref_g, device="ref").run(ref_feeds)
+    if case.bf16 and precision == "bf16":
+        fp32 = tsr.Plan(g, device="cpu", threads=2).run(feeds)[0]
+        assert not np.array_equal(got[0], fp32), f"{what}: precision bf16 computed in float32"
     for o, (x, w) in enumerate(zip(got, want)):
         if w.dtype == np.float64 and x.dtype == np.float32:
             if case.tol == "exact":
