@@ -173,11 +173,11 @@ CASES = [
     Case("Mod", [fractional(3, 5), const(np.full((3, 5), 2.0))], {"fmod": 1}),
     # conv.c
     Case("Conv", [normal(2, "C", 9, 7), normal(6, "C", 3, 2), normal(6)], CONV, cpu="dnnl",
-         tol="sum"),
+         tol="sum", bf16=True),
     Case("Conv", [normal(2, "C", 9, 7), weights(6, "C", 3, 2), weights(6)], CONV, cpu="dnnl",
          tol="sum", bf16=True, label="const_weights"),
     Case("Conv", [normal(1, 6, 7, 5), normal(9, 2, 3, 3)], {"group": 3, "pads": [1, 1, 1, 1]},
-         cpu="dnnl", tol="sum", label="grouped"),
+         cpu="dnnl", tol="sum", bf16=True, label="grouped"),
     Case("Conv", [normal(2, 3, 9), normal(5, 3, 3)], {"strides": [2], "auto_pad": "SAME_UPPER"},
          tol="sum", label="1d"),
     # pool.c
@@ -309,12 +309,12 @@ CASES = [
     Case("RegressionLossGrad", [normal(), normal(3, 5), normal(3, 5)], {"kind": "l1"}),
     # fused.c
     Case("FusedConv", [normal(2, 5, 9, 7), normal(6, 5, 3, 2), normal(6), normal(2, 6, 5, 6)],
-         dict(CONV, activation="Relu"), cpu="dnnl", tol="sum"),
+         dict(CONV, activation="Relu"), cpu="dnnl", tol="sum", bf16=True),
     Case("FusedConv", [normal(2, "C", 9, 7), weights(6, "C", 3, 2), weights(6), normal(2, 6, 5, 6)],
          dict(CONV, activation="Tanh"), cpu="dnnl", tol="sum", bf16=True, label="const_weights"),
     Case("FusedConv", [normal(2, 5, 9, 7), normal(6, 5, 3, 2)],
          dict(CONV, activation="HardSigmoid", activation_alpha=0.3, activation_beta=0.5),
-         cpu="dnnl", tol="sum", label="hardsigmoid"),
+         cpu="dnnl", tol="sum", bf16=True, label="hardsigmoid"),
     # ict.c (test_ict.py has the references, equivariance and ranks up to 6)
     Case("ICT", [normal(5, 3)], {"l": 3}),
     Case("ICT", [normal(4, 3)], {"l": 2, "normalize": 0}, label="unnormalized"),
