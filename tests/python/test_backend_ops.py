@@ -13,6 +13,7 @@ test asserts that the node ran on the backend its case names
 fails here until the case says so. Instruction sets and bf16 this machine
 lacks show as skips with the reason."""
 
+import ctypes
 import zlib
 
 import numpy as np
@@ -50,6 +51,13 @@ def test_every_op_has_a_case():
     assert not unknown, f"op_cases.py describes ops the op table lacks: {unknown}"
     ids = [case_id(c) for c in CASES]
     assert len(ids) == len(set(ids)), "two cases of one op need different labels"
+
+
+def test_every_device_is_covered():
+    """A new device needs its configurations here and its backend in each case."""
+    tsr.lib().tsr_device_names.restype = ctypes.c_char_p
+    devices = {d.strip() for d in tsr.lib().tsr_device_names().decode().split(",")}
+    assert devices <= {"ref", "cpu"}, f"devices the harness does not run: {devices - {'ref', 'cpu'}}"
 
 
 def inputs_of(case, dtype, channels):
