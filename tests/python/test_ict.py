@@ -550,3 +550,15 @@ def test_species_linear_map_is_gather_and_matmul():
     got = tsr.Plan(g).run([h, w])[0]
     assert_close(got, np.einsum("cad,akc->akd", w[:, species, :], h), "species map")
     check_second_order(build, [h, w, species])
+
+
+def test_results_do_not_depend_on_threads():
+    rng = np.random.default_rng(12)
+    x, y = rng.standard_normal((37, 27, 5)), rng.standard_normal((37, 9))
+    v, r = rng.standard_normal((37, 3)), rng.uniform(0.5, 6.0, 37)
+    for op, ins, attrs in [("ICTProduct", [x, y], {"l1": 3, "l2": 2, "l3": 3}),
+                           ("ICT", [v], {"l": 4}),
+                           ("BesselBasis", [r], {"r_cutoff": 5.0})]:
+        one = tsr.run_op(op, ins, attrs, domain=DOMAIN, threads=1)[0]
+        two = tsr.run_op(op, ins, attrs, domain=DOMAIN, threads=2)[0]
+        assert np.array_equal(one, two), op
