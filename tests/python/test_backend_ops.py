@@ -261,3 +261,33 @@ def test_gradient_rule_against_finite_differences(case):
         assert err <= 1e-6 * scale, (
             f"{case_id(case)} d/d{w}: max error {err:.3g} against finite differences, "
             f"max |grad| {scale:.3g}")
+
+
+def test_node_backend_answers():
+    """tsr_plan_node_backend and the per-backend step counts the harness relies on."""
+    rng = np.random.default_rng(3)
+    g = tsr.Graph()
+    g.set_opset(17)
+    g.add_input("x", np.float32, [1, 8, 5, 5])
+    g.add_constant("w", rng.standard_normal((8, 8, 3, 3)).astype(np.float32))
+    g.add_node("Conv", ["x", "w"], ["c"], {"pads": [1, 1, 1, 1]}, name="conv")
+    g.add_node("Relu", ["c"], ["r"], name="relu")
+    g.add_node("Sigmoid", ["r"], ["s"], name="sigmoid")
+    g.add_node("Erf", ["s"], ["y"], name="erf")
+    g.add_output("y")
+    plan = tsr.Plan(g, device="cpu")
+    with pytest.raises(tsr.TesseraError, match="call tsr_plan_reshape before"):
+        plan.node_backend("conv")
+    plan.run([rng.standard_normal((1, 8, 5, 5)).astype(np.float32)])
+    assert [plan.node_backend(n) for n in ("conv", "sigmoid", "erf")] == ["dnnl", "cpu", "ref"]
+    with pytest.raises(tsr.TesseraError, match="'relu' does not run in this plan: the "
+                       "optimization passes removed it or fused it into another node"):
+        plan.node_backend("relu")
+    with pytest.raises(tsr.TesseraError, match="the graph has no node named 'nope'"):
+        plan.node_backend("nope")
+    assert plan.backend_counts() == {"dnnl": 1, "cpu": 1, "ref": 1}
+    assert sum(plan.backend_counts().values()) == plan.stats().n_steps
+    ref_plan = tsr.Plan(g, device="ref")
+    ref_plan.run([np.zeros((1, 8, 5, 5), np.float32)])
+    assert ref_plan.node_backend("relu") == "ref"
+    assert ref_plan.backend_counts() == {"ref": 4}
