@@ -692,7 +692,8 @@ static tsr_status einsum_prepare(const tsr_kernel_ctx *k, einsum_plan *p)
     }
     p->sum_total = 1;
     for (int r = 0; r < p->s.n_sum; r++)
-        p->sum_total *= p->size[p->s.sum[r]];
+        if (!tsr_size_mul(p->sum_total, p->size[p->s.sum[r]], &p->sum_total))
+            return tsr_error(TSR_ERR_SHAPE, "the summed labels take more than 2^62 combinations");
     return TSR_OK;
 }
 

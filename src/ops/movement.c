@@ -440,7 +440,9 @@ static tsr_status split_infer(tsr_infer_ctx *c)
             if (sizes[j] < 0)
                 return tsr_infer_error(c, TSR_ERR_SHAPE, "split size %lld is negative",
                                        (long long)sizes[j]);
-            sum += sizes[j];
+            if (!tsr_size_add(sum, sizes[j], &sum))
+                return tsr_infer_error(c, TSR_ERR_SHAPE,
+                                       "split sizes add up to more than 2^62 (axis %d)", axis);
         }
         if (tsr_dim_known(dim) && sum != dim)
             return tsr_infer_error(c, TSR_ERR_SHAPE,

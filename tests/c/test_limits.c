@@ -182,6 +182,13 @@ static void test_huge_outputs(void)
     EXPECT(tsr_graph_add_node(g, "Concat", "", "concat", 4, cat_in, 1, &cat_out, 1, &axis),
            TSR_ERR_SHAPE, "node 'concat' (Concat)", "2^62");
 
+    /* Split sizes that add up past int64. */
+    int64_t split[2] = {P2(62), P2(62)};
+    add_ints(g, "split", 2, split);
+    const char *split_in[2] = {"x", "split"}, *split_out[2] = {"s1", "s2"};
+    EXPECT(tsr_graph_add_node(g, "Split", "", "split_node", 2, split_in, 2, split_out, 0, NULL),
+           TSR_ERR_SHAPE, "node 'split_node' (Split)", "more than 2^62");
+
     /* Graph inputs and constants too large to describe. */
     int64_t huge_in[2] = {P2(40), P2(40)};
     EXPECT(tsr_graph_add_input(g, "huge", TSR_FLOAT32, 2, huge_in, NULL), TSR_ERR_SHAPE,
