@@ -148,7 +148,13 @@ def model_conv_pads(path):
     return save(path, [conv], [inp("x", [1, 1, 8])], [out("y")], [w])
 
 
+def model_huge_input(path):
+    relu = helper.make_node("Relu", ["x"], ["y"], name="relu")
+    return save(path, [relu], [inp("x", [1 << 40, 1 << 40])], [out("y")])
+
+
 SHAPES = {
+    "input": (model_huge_input, ["input 'x'", "[1099511627776, 1099511627776]", "2^62"]),
     # Range(0, 2^62, 1) in int64 used to write past a wrapped allocation (range_ref).
     "range": (model_range, ["node 'range' (Range)", "2^62"]),
     "cos-relu": (lambda p: model_constant_of_shape(p, True), ["(ConstantOfShape)", "2^62"]),
