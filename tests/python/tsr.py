@@ -595,3 +595,181 @@ class Trainer:
         out = C.c_char_p()
         check(lib().tsr_plan_node_backend(self._step_plan(), name.encode(), C.byref(out)))
         return out.value.decode()
+
+
+# ------------------------------------------------------------ atoms (tessera/atoms.h)
+
+ATOMS_REAL, ATOMS_INT, ATOMS_BOOL, ATOMS_STRING = range(4)
+
+
+class AtomsValue(C.Structure):
+    _fields_ = [("name", C.c_char_p), ("type", C.c_int), ("rows", C.c_int64),
+                ("cols", C.c_int64), ("reals", C.POINTER(C.c_double)),
+                ("ints", C.POINTER(C.c_int64)), ("strings", C.POINTER(C.c_char_p))]
+
+    def numpy(self):
+        n = self.rows * self.cols
+        if self.type == ATOMS_STRING:
+            out = np.array([self.strings[k].decode() for k in range(n)], dtype=object)
+        elif self.type == ATOMS_REAL:
+            out = np.ctypeslib.as_array(self.reals, (n,)).copy() if n else np.zeros(0)
+        else:
+            out = np.ctypeslib.as_array(self.ints, (n,)).copy() if n else np.zeros(0, np.int64)
+            out = out.astype(bool) if self.type == ATOMS_BOOL else out
+        return out.reshape(self.rows, self.cols)
+
+
+class Edges(C.Structure):
+    _fields_ = [("count", C.c_int64), ("capacity", C.c_int64),
+                ("receivers", C.POINTER(C.c_int64)), ("senders", C.POINTER(C.c_int64)),
+                ("shifts", C.POINTER(C.c_int32)), ("vectors", C.POINTER(C.c_double)),
+                ("n_atoms", C.c_int64), ("offsets", C.POINTER(C.c_int64)),
+                ("offsets_capacity", C.c_int64)]
+
+    def numpy(self):
+        """{i, j, S, v, offsets}: copies of the rows in use."""
+        n, a = self.count, np.ctypeslib.as_array
+
+        def take(p, shape, dtype):
+            return a(p, shape).copy() if n else np.zeros(shape, dtype)
+        return {"i": take(self.receivers, (n,), np.int64), "j": take(self.senders, (n,), np.int64),
+                "S": take(self.shifts, (n, 3), np.int32), "v": take(self.vectors, (n, 3), float),
+                "offsets": a(self.offsets, (self.n_atoms + 1,)).copy()}
+
+
+class Atoms:
+    """A tsr_atoms structure; frames read from files are Atoms too."""
+
+    def __init__(self, numbers=None, positions=None, cell=None, pbc=None, handle=None):
+        if handle is None:
+            z = np.ascontiguousarray(numbers, dtype=np.int32)
+            r = np.ascontiguousarray(positions, dtype=np.float64).reshape(len(z), 3)
+            c = None if cell is None else np.ascontiguousarray(cell, dtype=np.float64)
+            p = None if pbc is None else (C.c_int * 3)(*[int(bool(x)) for x in pbc])
+            h = C.c_void_p()
+            check(lib().tsr_atoms_create(C.c_int64(len(z)), z.ctypes.data_as(C.c_void_p),
+                                         r.ctypes.data_as(C.c_void_p),
+                                         None if c is None else c.ctypes.data_as(C.c_void_p),
+                                         p, C.byref(h)))
+            handle = h.value
+        self.handle = C.c_void_p(handle)
+
+    def __del__(self):
+        if self.handle:
+            lib().tsr_atoms_destroy(self.handle)
+
+    def __len__(self):
+        lib().tsr_atoms_count.restype = C.c_int64
+        return lib().tsr_atoms_count(self.handle)
+
+    def _copy(self, fn, shape, ctype, dtype):
+        getattr(lib(), fn).restype = C.POINTER(ctype)
+        n = int(np.prod(shape))
+        if not n:
+            return np.zeros(shape, dtype)
+        return np.ctypeslib.as_array(getattr(lib(), fn)(self.handle), (n,)).reshape(shape).copy()
+
+    @property
+    def numbers(self):
+        return self._copy("tsr_atoms_numbers", (len(self),), C.c_int32, np.int32)
+
+    @property
+    def positions(self):
+        return self._copy("tsr_atoms_positions", (len(self), 3), C.c_double, float)
+
+    def cell(self):
+        """(3x3 cell or None, pbc as 3 bools)."""
+        c, p = (C.c_double * 9)(), (C.c_int * 3)()
+        has = lib().tsr_atoms_cell(self.handle, c, p)
+        return (np.array(c[:]).reshape(3, 3) if has else None), [bool(x) for x in p]
+
+    def _values(self, kind):
+        L, out = lib(), {}
+        for k in range(getattr(L, f"tsr_atoms_{kind}_count")(self.handle)):
+            v = AtomsValue()
+            check(getattr(L, f"tsr_atoms_{kind}_at")(self.handle, k, C.byref(v)))
+            out[v.name.decode()] = v.numpy()
+        return out
+
+    def info(self):
+        return self._values("info")
+
+    def arrays(self):
+        return self._values("array")
+
+    def set_value(self, kind, name, values):
+        """Sets info (kind 'info', one row) or a per-atom array (kind 'array')."""
+        a = np.asarray(values)
+        a = a.reshape(1, -1) if kind == "info" else a.reshape(len(self), -1)
+        v = AtomsValue(name=name.encode(), rows=a.shape[0], cols=a.shape[1])
+        if a.dtype.kind in "USO":
+            keep = (C.c_char_p * a.size)(*[str(s).encode() for s in a.ravel()])
+            v.type, v.strings = ATOMS_STRING, keep
+        elif a.dtype.kind == "f":
+            keep = np.ascontiguousarray(a, np.float64)
+            v.type, v.reals = ATOMS_REAL, keep.ctypes.data_as(C.POINTER(C.c_double))
+        else:
+            keep = np.ascontiguousarray(a, np.int64)
+            v.type = ATOMS_BOOL if a.dtype.kind == "b" else ATOMS_INT
+            v.ints = keep.ctypes.data_as(C.POINTER(C.c_int64))
+        check(getattr(lib(), f"tsr_atoms_set_{kind}")(self.handle, C.byref(v)))
+
+
+def _read_frames(fn, path):
+    n, frames = C.c_int64(), C.POINTER(C.c_void_p)()
+    check(getattr(lib(), fn)(str(path).encode(), C.byref(n), C.byref(frames)))
+    out = [Atoms(handle=frames[k]) for k in range(n.value)]
+    libc = C.CDLL(None)
+    libc.free.argtypes = [C.c_void_p]
+    libc.free(C.cast(frames, C.c_void_p))
+    return out
+
+
+def _write_frames(fn, path, frames):
+    arr = (C.c_void_p * len(frames))(*[f.handle.value for f in frames])
+    check(getattr(lib(), fn)(str(path).encode(), C.c_int64(len(frames)), arr))
+
+
+def read_extxyz(path):
+    return _read_frames("tsr_extxyz_read", path)
+
+
+def write_extxyz(path, frames):
+    _write_frames("tsr_extxyz_write", path, frames)
+
+
+def read_atoms_npz(path):
+    return _read_frames("tsr_atoms_read_npz", path)
+
+
+def write_atoms_npz(path, frames):
+    _write_frames("tsr_atoms_write_npz", path, frames)
+
+
+def atoms_edges(atoms, cutoff):
+    """The edges of tsr_atoms_edges as numpy arrays (see Edges.numpy)."""
+    e = Edges()
+    try:
+        check(lib().tsr_atoms_edges(atoms.handle, C.c_double(cutoff), C.byref(e)))
+        return e.numpy()
+    finally:
+        lib().tsr_edges_free(C.byref(e))
+
+
+class NeighborList:
+    """tsr_neighbor_list with a skin; update() returns (edges, rebuilt, capacity)."""
+
+    def __init__(self, cutoff, skin):
+        h = C.c_void_p()
+        check(lib().tsr_neighbor_list_create(C.c_double(cutoff), C.c_double(skin), C.byref(h)))
+        self.handle, self.edges = h, Edges()
+
+    def __del__(self):
+        lib().tsr_neighbor_list_destroy(self.handle)
+        lib().tsr_edges_free(C.byref(self.edges))
+
+    def update(self, atoms):
+        rebuilt = C.c_int()
+        check(lib().tsr_neighbor_list_update(self.handle, atoms.handle, C.byref(self.edges),
+                                             C.byref(rebuilt)))
+        return self.edges.numpy(), bool(rebuilt.value), self.edges.capacity
