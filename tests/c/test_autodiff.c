@@ -48,7 +48,7 @@ static void test_gradient_graph(void)
     CHECK(strcmp(info.name, "w__grad") == 0 && info.rank == 1 && info.dims[0] == 3);
 
     float x[6] = {1, -1, 2, -2, 3, 0.5f}, seed[6] = {1, 1, 1, 2, 2, 2}, y[6], gx[6], gw[3];
-    int64_t k[6] = {0};
+    int64_t k[6] = {3, -1, 0, 7, 2, -4};
     tsr_tensor ins[3] = {
         {TSR_FLOAT32, 2, {2, 3}, x}, {TSR_INT64, 2, {2, 3}, k}, {TSR_FLOAT32, 2, {2, 3}, seed}};
     tsr_tensor outs_t[3] = {
@@ -57,6 +57,9 @@ static void test_gradient_graph(void)
     CHECK_OK(tsr_plan_create(gg, NULL, &plan));
     CHECK_OK(tsr_plan_run(plan, 3, ins, 3, outs_t));
     const float w[3] = {1.0f, -2.0f, 0.5f};
+    /* the forward output comes along, and the int64 input feeds it but no gradient */
+    for (int i = 0; i < 6; i++)
+        CHECK(y[i] == (x[i] > 0 ? x[i] : 0.0f) * w[i % 3] + (float)k[i]);
     for (int i = 0; i < 6; i++)
         CHECK(gx[i] == (x[i] > 0 ? seed[i] * w[i % 3] : 0.0f));
     for (int j = 0; j < 3; j++) {
