@@ -33,4 +33,14 @@ static inline bool tsr_isa_skip(const char *test, tsr_isa level, tsr_isa top)
     return why != NULL;
 }
 
+/* Prints a SKIP line for the bf16 cases of `what` and returns true when
+ * this CPU has no bf16 arithmetic (the cpu device then refuses bf16). */
+static inline bool tsr_bf16_skip(const char *test, const char *what)
+{
+    if (tsr_cpu_has_bf16())
+        return false;
+    printf("SKIP %s: %s in bf16: machine lacks avx512_bf16 and amx_bf16\n", test, what);
+    return true;
+}
+
 #endif

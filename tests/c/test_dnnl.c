@@ -4,6 +4,7 @@
  * Gemm and MatMul, fp32 and bf16. */
 #include "backends/cpu/cpu.h"
 #include "harness.h"
+#include "isa_skip.h"
 #include "ir/graph.h"
 #include "ops/op.h"
 
@@ -294,7 +295,7 @@ static void test_conv(void)
             check_conv(&cases[i], TSR_PRECISION_FP32, 1e-5);
     }
     unsetenv("TSR_CPU_LAYOUT");
-    if (tsr_cpu_has_bf16())
+    if (!tsr_bf16_skip("test_dnnl", "convolutions"))
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
             check_conv(&cases[i], TSR_PRECISION_BF16, 1e-5);
 }
@@ -378,7 +379,7 @@ static void test_gemm(void)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_gemm(&cases[i], TSR_PRECISION_FP32, 1e-5);
-    if (tsr_cpu_has_bf16())
+    if (!tsr_bf16_skip("test_dnnl", "Gemm"))
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
             check_gemm(&cases[i], TSR_PRECISION_BF16, 1e-5);
 }
@@ -409,7 +410,7 @@ static void test_matmul(void)
     const int64_t a4[] = {2, 1, 5, 7}, b4[] = {1, 3, 7, 6}, b31[] = {1, 7, 3}, v7[] = {7};
     for (int p = 0; p < 2; p++) {
         tsr_precision prec = p ? TSR_PRECISION_BF16 : TSR_PRECISION_FP32;
-        if (p && !tsr_cpu_has_bf16())
+        if (p && tsr_bf16_skip("test_dnnl", "MatMul"))
             break;
         double tol = 1e-5;
         for (int c = 0; c < 2; c++) {
