@@ -150,7 +150,9 @@ TSR_API void tsr_atoms_destroy_frames(int64_t n_frames, tsr_atoms **frames);
  * info: numbers -> REAL or INT arrays, T/F/True/False -> BOOL, the rest
  * STRING; other columns become per-atom arrays. Errors name the file and
  * line: truncated frames, wrong column counts, bad numbers, unknown
- * species, non-finite positions or cells, duplicate keys. */
+ * species, non-finite positions or cells, a Lattice, pbc or Properties
+ * given twice (other repeated keys: the last one counts, as in ASE). Blank
+ * lines between frames are skipped. */
 TSR_API tsr_status tsr_extxyz_read(const char *path, int64_t *n_frames_out,
                                    tsr_atoms ***frames_out);
 /* Writes every frame (species, pos, then the arrays in their order; the

@@ -249,8 +249,8 @@ static bool is_reserved(const char *name, const char *const *list, size_t n)
 static tsr_status set_value(atoms_items *list, const tsr_atoms_value *v, int64_t rows,
                             const char *what, const char *const *reserved, size_t n_reserved)
 {
-    if (!v)
-        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_atoms_set_%s: value is NULL", what);
+    if (!list || !v)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_atoms_set_%s: NULL argument", what);
     if (!tsr_atoms_name_ok(v->name))
         return tsr_error(TSR_ERR_INVALID_ARGUMENT,
                          "tsr_atoms_set_%s: name '%s' is empty or has whitespace, '=', ':', "
@@ -296,7 +296,7 @@ static void item_view(const atoms_item *it, tsr_atoms_value *out)
 static tsr_status get_value(const atoms_items *list, const char *name, tsr_atoms_value *out,
                             const char *what)
 {
-    if (!out || !name)
+    if (!list || !out || !name)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_atoms_get_%s: NULL argument", what);
     int k = items_find(list, name);
     if (k < 0)
@@ -308,7 +308,7 @@ static tsr_status get_value(const atoms_items *list, const char *name, tsr_atoms
 static tsr_status value_at(const atoms_items *list, int index, tsr_atoms_value *out,
                            const char *what)
 {
-    if (!out || index < 0 || index >= list->count)
+    if (!list || !out || index < 0 || index >= list->count)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT,
                          "tsr_atoms_%s_at: index %d out of range (the structure has %d)", what,
                          index, list->count);
@@ -340,42 +340,47 @@ int tsr_atoms_array_count(const tsr_atoms *a)
 
 tsr_status tsr_atoms_info_at(const tsr_atoms *a, int index, tsr_atoms_value *out)
 {
-    return value_at(&a->info, index, out, "info");
+    return value_at(a ? &a->info : NULL, index, out, "info");
 }
 
 tsr_status tsr_atoms_array_at(const tsr_atoms *a, int index, tsr_atoms_value *out)
 {
-    return value_at(&a->arrays, index, out, "array");
+    return value_at(a ? &a->arrays : NULL, index, out, "array");
 }
 
 tsr_status tsr_atoms_get_info(const tsr_atoms *a, const char *name, tsr_atoms_value *out)
 {
-    return get_value(&a->info, name, out, "info");
+    return get_value(a ? &a->info : NULL, name, out, "info");
 }
 
 tsr_status tsr_atoms_get_array(const tsr_atoms *a, const char *name, tsr_atoms_value *out)
 {
-    return get_value(&a->arrays, name, out, "array");
+    return get_value(a ? &a->arrays : NULL, name, out, "array");
 }
 
 tsr_status tsr_atoms_set_info(tsr_atoms *a, const tsr_atoms_value *v)
 {
-    return set_value(&a->info, v, 1, "info", reserved_info, N_OF(reserved_info));
+    return set_value(a ? &a->info : NULL, v, 1, "info", reserved_info, N_OF(reserved_info));
 }
 
 tsr_status tsr_atoms_set_array(tsr_atoms *a, const tsr_atoms_value *v)
 {
-    return set_value(&a->arrays, v, a->n, "array", reserved_arrays, N_OF(reserved_arrays));
+    return set_value(a ? &a->arrays : NULL, v, a ? a->n : 0, "array", reserved_arrays,
+                     N_OF(reserved_arrays));
 }
 
 tsr_status tsr_atoms_remove_info(tsr_atoms *a, const char *name)
 {
+    if (!a)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_atoms_remove_info: atoms is NULL");
     remove_value(&a->info, name);
     return TSR_OK;
 }
 
 tsr_status tsr_atoms_remove_array(tsr_atoms *a, const char *name)
 {
+    if (!a)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_atoms_remove_array: atoms is NULL");
     remove_value(&a->arrays, name);
     return TSR_OK;
 }
@@ -392,6 +397,8 @@ static tsr_status set_reals(atoms_items *list, const char *name, int64_t rows, i
 
 tsr_status tsr_atoms_energy(const tsr_atoms *a, double *out)
 {
+    if (!out)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_atoms_energy: energy_out is NULL");
     tsr_atoms_value v;
     TSR_CHECK(tsr_atoms_get_info(a, "energy", &v));
     if (v.cols != 1 || (v.type != TSR_ATOMS_REAL && v.type != TSR_ATOMS_INT))
@@ -402,11 +409,13 @@ tsr_status tsr_atoms_energy(const tsr_atoms *a, double *out)
 
 tsr_status tsr_atoms_set_energy(tsr_atoms *a, double energy)
 {
-    return set_reals(&a->info, "energy", 1, 1, &energy, "info");
+    return set_reals(a ? &a->info : NULL, "energy", 1, 1, &energy, "info");
 }
 
 tsr_status tsr_atoms_forces(const tsr_atoms *a, const double **out)
 {
+    if (!out)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_atoms_forces: forces_out is NULL");
     tsr_atoms_value v;
     TSR_CHECK(tsr_atoms_get_array(a, "forces", &v));
     if (v.cols != 3 || v.type != TSR_ATOMS_REAL)
@@ -417,12 +426,14 @@ tsr_status tsr_atoms_forces(const tsr_atoms *a, const double **out)
 
 tsr_status tsr_atoms_set_forces(tsr_atoms *a, const double *forces)
 {
-    return set_reals(&a->arrays, "forces", a->n, 3, forces, "array");
+    return set_reals(a ? &a->arrays : NULL, "forces", a ? a->n : 0, 3, forces, "array");
 }
 
 /* A 3x3 from 9 numbers (row-major) or 6 in Voigt order xx yy zz yz xz xy. */
 static tsr_status matrix_info(const tsr_atoms *a, const char *name, double *out)
 {
+    if (!out)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_atoms_%s: output is NULL", name);
     tsr_atoms_value v;
     TSR_CHECK(tsr_atoms_get_info(a, name, &v));
     if ((v.cols != 9 && v.cols != 6) || (v.type != TSR_ATOMS_REAL && v.type != TSR_ATOMS_INT))
@@ -451,12 +462,12 @@ tsr_status tsr_atoms_virial(const tsr_atoms *a, double *out)
 
 tsr_status tsr_atoms_set_stress(tsr_atoms *a, const double *s)
 {
-    return set_reals(&a->info, "stress", 1, 9, s, "info");
+    return set_reals(a ? &a->info : NULL, "stress", 1, 9, s, "info");
 }
 
 tsr_status tsr_atoms_set_virial(tsr_atoms *a, const double *s)
 {
-    return set_reals(&a->info, "virial", 1, 9, s, "info");
+    return set_reals(a ? &a->info : NULL, "virial", 1, 9, s, "info");
 }
 
 /* -------------------------------------------------------------- basics */
@@ -480,6 +491,8 @@ double *tsr_atoms_positions_mutable(tsr_atoms *a)
 
 int tsr_atoms_cell(const tsr_atoms *a, double *cell_out, int *pbc_out)
 {
+    if (!a)
+        return 0;
     if (cell_out)
         memcpy(cell_out, a->cell, sizeof a->cell);
     if (pbc_out)
@@ -489,6 +502,8 @@ int tsr_atoms_cell(const tsr_atoms *a, double *cell_out, int *pbc_out)
 
 tsr_status tsr_atoms_set_cell(tsr_atoms *a, const double *cell, const int *pbc)
 {
+    if (!a)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_atoms_set_cell: atoms is NULL");
     TSR_CHECK(tsr_atoms_check_cell(cell, pbc, "tsr_atoms_set_cell"));
     store_cell(a, cell, pbc);
     return TSR_OK;
