@@ -11,6 +11,8 @@ The package is pure Python over libtessera.so (ctypes); see
 tessera._capi.library_path for where the library is looked up. Errors from
 the library raise subclasses of tessera.Error."""
 
+import sys
+
 from ._capi import (DtypeError, Error, FileError, InternalError, InvalidArgumentError,
                     NotFoundError, OutOfMemoryError, ParseError, ShapeError, UnsupportedError,
                     library_path)
@@ -19,11 +21,15 @@ from .session import Session
 
 __version__ = "0.1.0"
 
+if "torch" in sys.modules:
+    # A torch user: register the torch.compile backend "tessera" now (PyTorch 2.x).
+    from . import bridge as _bridge  # noqa: F401
+
 
 def __getattr__(name):
     # The PyTorch side loads torch only when asked for, so numpy-only users of
     # Session never import it.
-    if name in ("optimize", "OptimizedModule", "CaptureError"):
+    if name in ("optimize", "OptimizedModule", "CaptureError", "compile_backend"):
         from . import bridge
 
         return getattr(bridge, name)
@@ -40,6 +46,7 @@ def __getattr__(name):
 
 __all__ = [
     "Session", "Graph", "Plan", "ValueSpec", "optimize", "OptimizedModule", "CaptureError",
+    "compile_backend",
     "export_for_training", "unshare_initializers", "nn", "library_path", "Error",
     "InvalidArgumentError", "ParseError", "UnsupportedError", "ShapeError", "DtypeError",
     "NotFoundError", "FileError", "OutOfMemoryError", "InternalError",

@@ -55,33 +55,6 @@ class CaptureError(RuntimeError):
 # ------------------------------------------------------------------ capture
 
 
-class _ModuleStack:
-    """Forward hooks that track which submodule is running, so that a failure
-    during tracing (data-dependent control flow) can be blamed on it."""
-
-    def __init__(self, module):
-        self.stack, self.handles = [], []
-        for name, m in module.named_modules():
-            self.handles.append(m.register_forward_pre_hook(self._enter(name)))
-            self.handles.append(m.register_forward_hook(self._leave))
-
-    def _enter(self, name):
-        def hook(_module, _inputs):
-            self.stack.append(name)
-
-        return hook
-
-    def _leave(self, _module, _inputs, _output):
-        self.stack.pop()
-
-    def innermost(self):
-        return self.stack[-1] if self.stack else ""
-
-    def close(self):
-        for h in self.handles:
-            h.remove()
-
-
 class _Preserved:
     """Keeps tracing from changing the module: BatchNorm running statistics
     and torch's random state are restored after the export's trace run."""
@@ -127,6 +100,18 @@ def _export(module, inputs, training, dynamic_batch, n_outputs):
                           input_names=input_names, output_names=output_names,
                           dynamic_axes=axes, custom_opsets={DOMAIN: 1})
     return f.getvalue()
+
+
+def _describe(exc):
+    """The text of an export failure; a TracerWarning turned error (a tensor
+    converted to a Python value) is named as data-dependent control flow."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, torch.jit.TracerWarning):
+            return ("data-dependent control flow (a tensor's value decides what runs, which a "
+                    f"capture cannot follow): {str(seen).splitlines()[0]}")
+        seen = seen.__cause__ or seen.__context__
+    return str(exc)
 
 
 def _op_of(exc):
@@ -207,7 +192,7 @@ def _constant_value(model, name):
     return None
 
 
-def _to_training_ops(data):
+def _to_training_ops(data, module):
     """Rewrites a training export: BatchNormalization in training mode (the
     five-output form, or training_mode=1) becomes ai.tessera.BatchNormTrain
     and Dropout in training mode ai.tessera.DropoutTrain, whose seed is a new
@@ -239,7 +224,7 @@ def _to_training_ops(data):
             ratio = _constant_value(model, n.input[1]) if n.input[1] else np.array(0.5)
             if mode is None or ratio is None:
                 raise CaptureError(f"Dropout node '{n.name}': its ratio and training mode must "
-                                   "be constants", _scope(n.name), "Dropout")
+                                   "be constants", _scope(n.name, module), "Dropout")
             if not bool(mode) or float(ratio) == 0.0:
                 nodes.append(helper.make_node("Identity", [n.input[0]], [n.output[0]],
                                               name=n.name))
@@ -263,10 +248,22 @@ def _to_training_ops(data):
     return model.SerializeToString(), stats, has_dropout
 
 
-def _scope(node_name):
-    """The submodule of an exported node: '/layer1/0/conv1/Conv' -> 'layer1.0.conv1'."""
-    parts = [p for p in (node_name or "").split("/") if p]
-    return ".".join(parts[:-1])
+def _scope(node_name, module):
+    """The submodule an exported node came from: '/layer1/layer1.0/conv1/Conv'
+    -> 'layer1.0.conv1' (the exporter names children of containers by their
+    full path, others by attribute, and a module's second call 'relu_1')."""
+    names = dict(module.named_modules())
+    path = ""
+    for part in [p for p in (node_name or "").split("/") if p][:-1]:
+        if path and part.startswith(path + "."):
+            path = part
+        else:
+            path = f"{path}.{part}" if path else part
+        if path not in names and "_" in path:
+            stem, _, count = path.rpartition("_")
+            if count.isdigit() and stem in names:
+                path = stem
+    return path if path in names else ""
 
 
 class _Capture:
@@ -275,27 +272,29 @@ class _Capture:
 
     def __init__(self, owner, inputs, training):
         module = owner._orig
-        stack = _ModuleStack(module)
+        failure = None
         try:
             with _Preserved(module):
                 data = _export(module, inputs, training, owner._dynamic_batch, owner._n_outputs)
         except CaptureError:
             raise
         except Exception as e:
-            sub = stack.innermost()
-            if not sub:
-                with _Preserved(module):
-                    sub = _locate(module, inputs, training, owner._dynamic_batch)
+            failure = e
+        if failure is not None:
+            # Outside the except block: exports run while the exporter's failure is
+            # being handled fail themselves (torch 1.13's JIT objects in its frames).
+            failure.__traceback__ = None
+            with _Preserved(module):
+                sub = _locate(module, inputs, training, owner._dynamic_batch)
             where = f"submodule '{sub}' ({type(module.get_submodule(sub)).__name__})" if sub \
                 else f"the module ({type(module).__name__})"
-            op = _op_of(e)
+            op = _op_of(failure)
             raise CaptureError(f"tessera.optimize could not capture {where}"
-                               + (f", op {op}" if op else "") + f": {e}", sub, op) from e
-        finally:
-            stack.close()
+                               + (f", op {op}" if op else "") + f": {_describe(failure)}",
+                               sub, op) from failure
         self.stats, self.has_dropout = [], False
         if training:
-            data, self.stats, self.has_dropout = _to_training_ops(data)
+            data, self.stats, self.has_dropout = _to_training_ops(data, module)
         self.onnx = data
         try:
             self.graph = Graph.from_bytes(data)
@@ -303,7 +302,7 @@ class _Capture:
             node = e.message.split("node '", 1)[1].split("'", 1)[0] if "node '" in e.message \
                 else ""
             op = e.message.split("op '", 1)[1].split("'", 1)[0] if "op '" in e.message else None
-            sub = _scope(node)
+            sub = _scope(node, module)
             raise CaptureError(f"Tessera cannot run submodule '{sub}'" + (f", op {op}" if op else "")
                                + f": {e.message}", sub, op) from e
         self.input_specs = self.graph.inputs()
@@ -405,6 +404,7 @@ class OptimizedModule(torch.nn.Module):
             module.eval()
             outs, self._rebuild = _flatten(module(*inputs))
         self._n_outputs = len(outs)
+        self._n_inputs = len(inputs)
         self._capture(inputs, module.training)
 
     def train(self, mode=True):
@@ -426,9 +426,10 @@ class OptimizedModule(torch.nn.Module):
 
     def forward(self, *inputs):
         """Runs the module on Tessera: torch tensors in (CPU), torch tensors out."""
+        if len(inputs) != self._n_inputs:
+            raise TypeError(f"forward takes {self._n_inputs} inputs (as captured), got "
+                            f"{len(inputs)}")
         cap = self._capture(inputs, self.training)
-        if len(inputs) != cap.n_user:
-            raise TypeError(f"forward takes {cap.n_user} inputs, got {len(inputs)}")
         state = self._orig.state_dict(keep_vars=True)
         feeds, by_name = list(inputs), {}
         for spec in cap.input_specs[cap.n_user:]:
@@ -508,3 +509,28 @@ def optimize(module, example_inputs, *, device="cpu", dynamic_batch=True, precis
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     return OptimizedModule(module, example_inputs, device, dynamic_batch, precision, depth_first)
+
+
+def compile_backend(gm, example_inputs):
+    """The torch.compile backend "tessera" (PyTorch 2.x): compiles each graph
+    TorchDynamo captures with tessera.optimize. Registered when the PyTorch
+    side of the package is imported (tessera.optimize, or `import tessera`
+    after `import torch`), so `torch.compile(model, backend="tessera")`
+    works. PyTorch 1.x has no torch.compile: calling this raises a
+    RuntimeError that says so."""
+    if not hasattr(torch, "compile"):
+        raise RuntimeError(f"torch.compile needs PyTorch 2.x; this is PyTorch {torch.__version__}"
+                           ". Use tessera.optimize(module, example_inputs) instead")
+    return optimize(gm, tuple(example_inputs))
+
+
+def _register_compile_backend():
+    if not hasattr(torch, "compile"):
+        return
+    from torch._dynamo import list_backends, register_backend
+
+    if "tessera" not in list_backends(exclude_tags=()):
+        register_backend(compiler_fn=compile_backend, name="tessera")
+
+
+_register_compile_backend()
