@@ -3,13 +3,17 @@ models, .npy files, .npz archives, IDX files and extended XYZ files, each
 made by the format's own writer (onnx, numpy, zlib, ASE) rather than by
 Tessera, so the fuzzers start from what users actually feed Tessera.
 
-Usage: make_seeds.py OUT_DIR   (writes OUT_DIR/<target>/<name>)
+Usage: make_seeds.py OUT_DIR   (writes OUT_DIR/<target>/<name>, and
+OUT_DIR/onnx.dict, a libFuzzer dictionary of the op types in Tessera's op
+table and the attribute names its op files use)
 The checkpoint seeds come from tests/fuzz/seed_checkpoint.c, which saves a
 real trainer's state through the library."""
 
+import glob
 import gzip
 import io
 import os
+import re
 import struct
 import sys
 
@@ -133,6 +137,18 @@ def onnx_seeds(out):
         write(out, "onnx", name, data)
 
 
+def onnx_dict(out):
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src", "ops")
+    with open(os.path.join(src, "op_table.h")) as f:
+        words = set(re.findall(r"^TSR_OP\((\w+)\)", f.read(), re.M))
+    for path in glob.glob(os.path.join(src, "*.c")):
+        with open(path) as f:
+            words |= set(re.findall(r'"([a-z_][a-z_0-9]{2,30})"', f.read()))
+    words |= {"ai.tessera", "ai.onnx"}
+    with open(os.path.join(out, "onnx.dict"), "w") as f:
+        f.writelines(f'"{w}"\n' for w in sorted(words))
+
+
 def npy_bytes(array):
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
@@ -213,6 +229,7 @@ def extxyz_seeds(out):
 def main():
     out = sys.argv[1]
     onnx_seeds(out)
+    onnx_dict(out)
     npy_seeds(out)
     npz_seeds(out)
     idx_seeds(out)

@@ -5,7 +5,8 @@
 # every input in tests/fuzz/regressions/<target>, then fuzzes for SECONDS
 # from the seeds and the corpus kept in BUILD_DIR (it grows from run to
 # run). JOBS targets run at a time. Crash inputs go to
-# BUILD_DIR/fuzz/artifacts/<target>/, logs to BUILD_DIR/fuzz/logs/. Exits
+# BUILD_DIR/fuzz/artifacts/<target>/, logs to BUILD_DIR/fuzz/logs/; a
+# dictionary BUILD_DIR/fuzz/seeds/<target>.dict is used when there. Exits
 # non-zero when any target crashed, leaked, ran out of memory or time.
 set -u
 
@@ -48,10 +49,12 @@ run_one() {
             return 1
         fi
     fi
+    local dict=()
+    [ -f "$fuzz/seeds/$t.dict" ] && dict=(-dict="$fuzz/seeds/$t.dict")
     local dirs=("$corpus" "$seeds")
     [ -d "$regressions" ] && dirs+=("$regressions")
     local start=$SECONDS
-    if ! "$bin" $common -artifact_prefix="$artifacts/" -max_total_time="$seconds" \
+    if ! "$bin" $common "${dict[@]}" -artifact_prefix="$artifacts/" -max_total_time="$seconds" \
         -print_final_stats=1 "${dirs[@]}" >>"$log" 2>&1; then
         echo "fuzz_$t: FAILED after $((SECONDS - start)) s; inputs in $artifacts (log: $log)"
         summarize "$log"
