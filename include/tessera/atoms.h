@@ -156,8 +156,8 @@ TSR_API void tsr_atoms_destroy_frames(int64_t n_frames, tsr_atoms **frames);
 TSR_API tsr_status tsr_extxyz_read(const char *path, int64_t *n_frames_out,
                                    tsr_atoms ***frames_out);
 /* Writes every frame (species, pos, then the arrays in their order; the
- * info after Lattice and Properties; pbc last), numbers in the shortest
- * form that reads back to the same double. */
+ * info after Lattice and Properties; pbc last), every real in a form that
+ * reads back as the same double (15 significant digits, 17 when needed). */
 TSR_API tsr_status tsr_extxyz_write(const char *path, int64_t n_frames,
                                     const tsr_atoms *const *frames);
 

@@ -96,15 +96,14 @@ static bool parse_bool(const char *s, int64_t *out)
     return false;
 }
 
-/* The shortest %g form that reads back as the same double. */
+/* 15 significant digits when they read back as the same double (numbers
+ * that came from text usually do), else 17, which always do. */
 static void put_real(text *t, double x)
 {
     char buf[40];
-    for (int digits = 15; digits <= 17; digits++) {
-        snprintf(buf, sizeof buf, "%.*g", digits, x);
-        if (strtod(buf, NULL) == x || !isfinite(x))
-            break;
-    }
+    snprintf(buf, sizeof buf, "%.15g", x);
+    if (isfinite(x) && strtod(buf, NULL) != x)
+        snprintf(buf, sizeof buf, "%.17g", x);
     /* "1.0", not "1": the reader types an info value of digits only as an
      * integer. */
     if (strspn(buf, "-0123456789") == strlen(buf))
