@@ -126,7 +126,7 @@ typedef struct tsr_attr {
 
 /* The version of ONNX's default domain that nodes added from now on follow
  * (the importer takes it from the model; default 17). Opsets 11 to 17. */
-tsr_status tsr_graph_set_opset(tsr_graph *graph, int opset);
+TSR_API tsr_status tsr_graph_set_opset(tsr_graph *graph, int opset);
 
 /* Constant folding while building: a node whose inputs are all constants
  * is computed at once, unless its outputs take more than `bytes` bytes or
@@ -134,26 +134,29 @@ tsr_status tsr_graph_set_opset(tsr_graph *graph, int opset);
  * folds them when it is created. -1: no limit. Default 16 MiB, or
  * TSR_FOLD_LIMIT (bytes) from the environment when the graph is created,
  * which is how the ONNX importer's limit is set. */
-tsr_status tsr_graph_set_fold_limit(tsr_graph *graph, int64_t bytes);
+TSR_API tsr_status tsr_graph_set_fold_limit(tsr_graph *graph, int64_t bytes);
 
 /* Graph inputs. A dim with dim_names[i] != NULL is symbolic (e.g. "batch");
  * its dims[i] is ignored. dim_names may be NULL when every dim is fixed. */
-tsr_status tsr_graph_add_input(tsr_graph *graph, const char *name, tsr_dtype dtype, int rank,
-                               const int64_t *dims, const char *const *dim_names);
+TSR_API tsr_status tsr_graph_add_input(tsr_graph *graph, const char *name, tsr_dtype dtype,
+                                       int rank, const int64_t *dims, const char *const *dim_names);
 /* A constant (weights, initializers); the data is copied. */
-tsr_status tsr_graph_add_constant(tsr_graph *graph, const char *name, const tsr_tensor *value);
+TSR_API tsr_status tsr_graph_add_constant(tsr_graph *graph, const char *name,
+                                          const tsr_tensor *value);
 /* A trainable constant (weights): like a constant, but never folded into
  * the constants computed from it, so gradients reach it and its value can
  * be updated. The ONNX importer makes float initializers parameters. */
-tsr_status tsr_graph_add_parameter(tsr_graph *graph, const char *name, const tsr_tensor *value);
+TSR_API tsr_status tsr_graph_add_parameter(tsr_graph *graph, const char *name,
+                                           const tsr_tensor *value);
 /* A node of op `op_type` in `domain` ("" or "ai.onnx" for ONNX's own ops).
  * Inputs must already exist; an empty input name marks an omitted
  * optional input. Outputs are new values. node_name may be NULL. */
-tsr_status tsr_graph_add_node(tsr_graph *graph, const char *op_type, const char *domain,
-                              const char *node_name, int n_inputs, const char *const *inputs,
-                              int n_outputs, const char *const *outputs, int n_attrs,
-                              const tsr_attr *attrs);
-tsr_status tsr_graph_add_output(tsr_graph *graph, const char *name);
+TSR_API tsr_status tsr_graph_add_node(tsr_graph *graph, const char *op_type, const char *domain,
+                                      const char *node_name, int n_inputs,
+                                      const char *const *inputs, int n_outputs,
+                                      const char *const *outputs, int n_attrs,
+                                      const tsr_attr *attrs);
+TSR_API tsr_status tsr_graph_add_output(tsr_graph *graph, const char *name);
 
 /* Description of a graph input or output. dims[i] is -1 where the size is
  * not known before run time; dim_names[i] names a symbolic dim, else NULL. */
