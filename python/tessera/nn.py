@@ -6,6 +6,7 @@ exports to that ONNX op, so that tessera.optimize and `tessera run` take the
 models that contain it."""
 
 import math
+import os
 
 import torch
 
@@ -193,9 +194,11 @@ class DetailPreservingPool2d(torch.nn.Module):
         return self.eager(x)
 
 
-def export(model, example, path, opset=13, **kwargs):
+def export(model, example, f, opset=13, **kwargs):
     """torch.onnx.export of `model` in eval mode with the ai.tessera domain
-    registered (for models with Tessera layers); kwargs go to the exporter."""
+    registered (for models with Tessera layers) to `f`, a path or a binary
+    file object; kwargs go to the exporter."""
     model.eval()
-    torch.onnx.export(model, example, str(path), opset_version=opset,
+    target = os.fspath(f) if isinstance(f, (str, os.PathLike)) else f
+    torch.onnx.export(model, example, target, opset_version=opset,
                       custom_opsets={DOMAIN: 1}, **kwargs)
