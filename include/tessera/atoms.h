@@ -70,6 +70,12 @@ TSR_API double *tsr_atoms_positions_mutable(tsr_atoms *atoms);
 TSR_API int tsr_atoms_cell(const tsr_atoms *atoms, double *cell_out, int *pbc_out);
 /* Replaces the cell and flags, with the rules of tsr_atoms_create. */
 TSR_API tsr_status tsr_atoms_set_cell(tsr_atoms *atoms, const double *cell, const int *pbc);
+/* Moves every atom into the cell along the periodic axes by whole lattice
+ * vectors: fractional coordinates (of the cell's three rows, as ASE's
+ * wrap; when the non-periodic rows are degenerate, of the periodic rows
+ * completed by orthogonal unit vectors) in [0, 1) there, up to rounding.
+ * Other axes are untouched. Edges keep their vectors; their S change. */
+TSR_API tsr_status tsr_atoms_wrap(tsr_atoms *atoms);
 /* The chemical symbol of Z ("H", "He", ..., "X" for 0); NULL if out of
  * range. tsr_atoms_number_of is its inverse: -1 for an unknown symbol. */
 TSR_API const char *tsr_atoms_symbol(int z);
@@ -160,6 +166,12 @@ TSR_API tsr_status tsr_extxyz_read(const char *path, int64_t *n_frames_out,
  * reads back as the same double (15 significant digits, 17 when needed). */
 TSR_API tsr_status tsr_extxyz_write(const char *path, int64_t n_frames,
                                     const tsr_atoms *const *frames);
+/* Appends the frames to `path` (created if absent) in one write, then
+ * fsync: MD writes its trajectory frame by frame, and a run that stops
+ * keeps every frame appended so far. On failure the file is cut back to
+ * its old length. */
+TSR_API tsr_status tsr_extxyz_append(const char *path, int64_t n_frames,
+                                     const tsr_atoms *const *frames);
 
 /* .npz (numpy.savez / savez_compressed): `positions` [N,3] (float64 or
  * float32) and `numbers` [N] (any integer type) for one frame, or [F,N,3]

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* --------------------------------------------------------- text buffer */
 
@@ -803,26 +805,70 @@ static tsr_status write_frame(text *t, const tsr_atoms *a, const char *path, int
     return TSR_OK;
 }
 
-tsr_status tsr_extxyz_write(const char *path, int64_t n_frames, const tsr_atoms *const *frames)
+/* The text of every frame, or an error naming the frame that cannot be
+ * written. */
+static tsr_status frames_text(const char *fn, const char *path, int64_t n_frames,
+                              const tsr_atoms *const *frames, text *t)
 {
     if (!path || !*path || n_frames < 0 || (n_frames > 0 && !frames))
         return tsr_error(TSR_ERR_INVALID_ARGUMENT,
-                         "tsr_extxyz_write: NULL argument, empty path or negative count");
+                         "%s: NULL argument, empty path or negative count", fn);
     for (int64_t f = 0; f < n_frames; f++)
         if (!frames[f])
-            return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_extxyz_write: frame %lld is NULL",
-                             (long long)f);
-    text t = {0};
+            return tsr_error(TSR_ERR_INVALID_ARGUMENT, "%s: frame %lld is NULL", fn, (long long)f);
     tsr_status st = TSR_OK;
     for (int64_t f = 0; f < n_frames && st == TSR_OK; f++)
-        st = write_frame(&t, frames[f], path, f);
-    if (st == TSR_OK && t.failed)
+        st = write_frame(t, frames[f], path, f);
+    if (st == TSR_OK && t->failed)
         st = TSR_ERR_OUT_OF_MEMORY;
+    return st;
+}
+
+tsr_status tsr_extxyz_write(const char *path, int64_t n_frames, const tsr_atoms *const *frames)
+{
+    text t = {0};
+    tsr_status st = frames_text("tsr_extxyz_write", path, n_frames, frames, &t);
     if (st == TSR_OK) {
         const void *parts[1] = {t.s ? t.s : ""};
         const size_t sizes[1] = {t.len};
         st = tsr_write_file_atomic(path, 1, parts, sizes);
     }
+    free(t.s);
+    return st;
+}
+
+tsr_status tsr_extxyz_append(const char *path, int64_t n_frames, const tsr_atoms *const *frames)
+{
+    text t = {0};
+    tsr_status st = frames_text("tsr_extxyz_append", path, n_frames, frames, &t);
+    if (st != TSR_OK) {
+        free(t.s);
+        return st;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    struct stat info;
+    if (fd < 0 || fstat(fd, &info) != 0) {
+        st = tsr_error(TSR_ERR_IO, "%s: cannot open for appending: %s", path, strerror(errno));
+        goto cleanup;
+    }
+    for (size_t done = 0; done < t.len;) {
+        ssize_t n = write(fd, t.s + done, t.len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            st = tsr_error(TSR_ERR_IO, "%s: write failed: %s", path,
+                           n < 0 ? strerror(errno) : "no progress");
+            break;
+        }
+        done += (size_t)n;
+    }
+    if (st == TSR_OK && fsync(fd) != 0)
+        st = tsr_error(TSR_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
+    if (st != TSR_OK && ftruncate(fd, info.st_size) != 0)
+        tsr_error_prefix("(and the partial frames could not be cut off: %s) ", strerror(errno));
+cleanup:
+    if (fd >= 0)
+        close(fd);
     free(t.s);
     return st;
 }

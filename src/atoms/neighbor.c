@@ -165,6 +165,38 @@ static void invert3(const double b[9], double inv[9])
     }
 }
 
+tsr_status tsr_atoms_wrap(tsr_atoms *a)
+{
+    if (!a)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_atoms_wrap: atoms is NULL");
+    if (!a->pbc[0] && !a->pbc[1] && !a->pbc[2])
+        return TSR_OK;
+    /* Fractional coordinates of the cell itself, as ASE wraps, when all
+     * three rows span space; otherwise the non-periodic rows are replaced
+     * as for binning. */
+    double b[9], inv[9], c[3];
+    cross(a->cell + 3, a->cell + 6, c);
+    double det = a->cell[0] * c[0] + a->cell[1] * c[1] + a->cell[2] * c[2];
+    double scale =
+        sqrt(a->cell[0] * a->cell[0] + a->cell[1] * a->cell[1] + a->cell[2] * a->cell[2]) *
+        sqrt(a->cell[3] * a->cell[3] + a->cell[4] * a->cell[4] + a->cell[5] * a->cell[5]) *
+        sqrt(a->cell[6] * a->cell[6] + a->cell[7] * a->cell[7] + a->cell[8] * a->cell[8]);
+    if (fabs(det) > 1e-10 * scale)
+        memcpy(b, a->cell, sizeof b);
+    else
+        binning_basis(a, b);
+    invert3(b, inv);
+    for (int64_t i = 0; i < a->n; i++) {
+        double *r = a->positions + 3 * i, t[3] = {0, 0, 0};
+        for (int k = 0; k < 3; k++)
+            if (a->pbc[k])
+                t[k] = floor(r[0] * inv[k] + r[1] * inv[3 + k] + r[2] * inv[6 + k]);
+        for (int c = 0; c < 3; c++)
+            r[c] -= t[0] * a->cell[c] + t[1] * a->cell[3 + c] + t[2] * a->cell[6 + c];
+    }
+    return TSR_OK;
+}
+
 static int64_t floor_div(int64_t a, int64_t b)
 {
     int64_t q = a / b;

@@ -229,6 +229,85 @@ static void test_neighbors_edge_cases(void)
     }
 }
 
+/* Wrapping moves atoms by lattice vectors: the same edges (i, j, v) come
+ * out, with other shifts, and the periodic fractional coordinates end up
+ * in [0, 1). */
+static void test_wrap(void)
+{
+    const double cell[9] = {4.1, 0.2, 0, -0.9, 3.7, 0.1, 0.5, -0.4, 5.2};
+    const int pbc[3] = {1, 0, 1};
+    enum { N = 40 };
+    double pos[3 * N];
+    int32_t z[N];
+    uint64_t seed = 4242;
+    for (int i = 0; i < N; i++) {
+        z[i] = 6;
+        for (int q = 0; q < 3; q++)
+            pos[3 * i + q] = 20 * uniform(&seed) - 10;
+    }
+    tsr_atoms *a = NULL;
+    CHECK_OK(tsr_atoms_create(N, z, pos, cell, pbc, &a));
+    if (!a)
+        return;
+    tsr_edges before = {0}, after = {0};
+    CHECK_OK(tsr_atoms_edges(a, 3.5, &before));
+    CHECK_OK(tsr_atoms_wrap(a));
+    CHECK_OK(tsr_atoms_edges(a, 3.5, &after));
+    const double *r = tsr_atoms_positions(a);
+    bool inside = true, moved_by_lattice = true;
+    for (int i = 0; i < N; i++) {
+        /* fractional coordinates along a and c (b is not periodic): solve
+         * r = s0 a + s1 b + s2 c with Cramer's rule */
+        double m[9], det, s[3];
+        memcpy(m, cell, sizeof m);
+        det = m[0] * (m[4] * m[8] - m[5] * m[7]) - m[3] * (m[1] * m[8] - m[2] * m[7]) +
+              m[6] * (m[1] * m[5] - m[2] * m[4]);
+        for (int k = 0; k < 3; k++) {
+            double c[9];
+            memcpy(c, m, sizeof c);
+            for (int q = 0; q < 3; q++)
+                c[3 * k + q] = r[3 * i + q];
+            s[k] = (c[0] * (c[4] * c[8] - c[5] * c[7]) - c[3] * (c[1] * c[8] - c[2] * c[7]) +
+                    c[6] * (c[1] * c[5] - c[2] * c[4])) /
+                   det;
+        }
+        inside = inside && s[0] >= -1e-12 && s[0] < 1 + 1e-12 && s[2] >= -1e-12 && s[2] < 1 + 1e-12;
+        double d[3], t[3];
+        for (int q = 0; q < 3; q++)
+            d[q] = pos[3 * i + q] - r[3 * i + q];
+        for (int k = 0; k < 3; k++) { /* d in lattice units, integers on a and c, 0 on b */
+            double c[9];
+            memcpy(c, m, sizeof c);
+            for (int q = 0; q < 3; q++)
+                c[3 * k + q] = d[q];
+            t[k] = (c[0] * (c[4] * c[8] - c[5] * c[7]) - c[3] * (c[1] * c[8] - c[2] * c[7]) +
+                    c[6] * (c[1] * c[5] - c[2] * c[4])) /
+                   det;
+        }
+        moved_by_lattice = moved_by_lattice && fabs(t[0] - round(t[0])) < 1e-9 &&
+                           fabs(t[1]) < 1e-9 && fabs(t[2] - round(t[2])) < 1e-9;
+    }
+    CHECK(inside);
+    CHECK(moved_by_lattice);
+    /* Same (i, j) multiset and vectors: compare edges of each receiver by
+     * sender and vector, order-independent through sorting by vector. */
+    bool same = before.count == after.count;
+    for (int64_t k = 0; same && k < before.count; k++) {
+        bool found = false;
+        for (int64_t q = after.offsets[before.receivers[k]];
+             !found && q < after.offsets[before.receivers[k] + 1]; q++)
+            found = after.senders[q] == before.senders[k] &&
+                    fabs(after.vectors[3 * q] - before.vectors[3 * k]) < 1e-9 &&
+                    fabs(after.vectors[3 * q + 1] - before.vectors[3 * k + 1]) < 1e-9 &&
+                    fabs(after.vectors[3 * q + 2] - before.vectors[3 * k + 2]) < 1e-9;
+        same = found;
+    }
+    CHECK(same && before.count > N);
+    tsr_edges_free(&before);
+    tsr_edges_free(&after);
+    tsr_atoms_destroy(a);
+}
+
 static void test_neighbor_errors(void)
 {
     const double flat[9] = {1, 0, 0, 0, 1, 0, 2, 0, 0}; /* c = 2a: singular */
@@ -520,6 +599,20 @@ static void test_extxyz_round_trip(void)
     CHECK(n == 3);
     tsr_atoms_destroy_frames(n, back);
 
+    /* Appending: frames by frame, the file grows and reads back whole; a
+     * failed append leaves it as it was. */
+    path_in_dir(path, sizeof path, "traj.xyz");
+    CHECK_OK(tsr_extxyz_append(path, 1, (const tsr_atoms *const *)&f[1]));
+    CHECK_OK(tsr_extxyz_append(path, 2, (const tsr_atoms *const *)&f[1]));
+    CHECK(tsr_extxyz_append(path, 1, (const tsr_atoms *const *)&f[0]) ==
+          TSR_ERR_INVALID_ARGUMENT); /* f[0] still has the unwritable label */
+    CHECK_OK(tsr_extxyz_read(path, &n, &back));
+    CHECK(n == 3);
+    if (n == 3)
+        CHECK(same_atoms(back[0], f[1], true) && same_atoms(back[1], f[1], true) &&
+              same_atoms(back[2], f[2], true));
+    tsr_atoms_destroy_frames(n, back);
+
     /* Voigt stress, bare keys, braces, default properties and pbc. */
     path_in_dir(path, sizeof path, "plain.xyz");
     write_text(path, "2\nLattice=\"2 0 0 0 2 0 0 0 2\" stress={1, 2, 3, 4, 5, 6} relaxed "
@@ -661,6 +754,7 @@ int main(void)
     }
     test_neighbors_edge_cases();
     test_neighbor_errors();
+    test_wrap();
     test_skin_list();
     test_values();
     test_extxyz_errors();

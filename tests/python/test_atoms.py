@@ -104,6 +104,17 @@ def test_skin_list_follows_md():
     assert 1 <= rebuilds < 30
 
 
+def test_wrap_matches_ase():
+    from ase.geometry import wrap_positions
+    rng = np.random.default_rng(13)
+    for pbc in [(1, 1, 1), (1, 0, 1), (0, 1, 0)]:
+        a = random_structure(rng, 30, pbc, spill=2.5)
+        t = to_tsr(a)
+        t.wrap()
+        ref = wrap_positions(a.positions, a.cell, pbc=a.pbc, eps=0)
+        np.testing.assert_allclose(t.positions, ref, rtol=0, atol=1e-12)
+
+
 # ------------------------------------------------------------------ extxyz
 
 
@@ -193,6 +204,20 @@ def test_ase_reads_what_extxyz_writes(tmp_path):
         assert g.info().keys() == t.info().keys()
         for k, v in t.arrays().items():
             np.testing.assert_array_equal(g.arrays()[k], v)
+
+
+def test_append_frame_by_frame_reads_in_ase(tmp_path):
+    frames = ase_frames()
+    path = tmp_path / "traj.xyz"
+    for a in frames:
+        t = to_tsr(a)
+        t.set_value("info", "energy", np.array([a.get_potential_energy()]))
+        tsr.append_extxyz(path, [t])
+    back = ase.io.read(path, index=":", format="extxyz")
+    assert len(back) == len(frames)
+    for b, a in zip(back, frames):
+        np.testing.assert_array_equal(b.positions, a.positions)
+        assert b.get_potential_energy() == a.get_potential_energy()
 
 
 @pytest.mark.parametrize("text,line,words", [

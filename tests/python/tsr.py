@@ -677,6 +677,9 @@ class Atoms:
     def positions(self):
         return self._copy("tsr_atoms_positions", (len(self), 3), C.c_double, float)
 
+    def wrap(self):
+        check(lib().tsr_atoms_wrap(self.handle))
+
     def cell(self):
         """(3x3 cell or None, pbc as 3 bools)."""
         c, p = (C.c_double * 9)(), (C.c_int * 3)()
@@ -736,6 +739,10 @@ def read_extxyz(path):
 
 def write_extxyz(path, frames):
     _write_frames("tsr_extxyz_write", path, frames)
+
+
+def append_extxyz(path, frames):
+    _write_frames("tsr_extxyz_append", path, frames)
 
 
 def read_atoms_npz(path):
