@@ -91,7 +91,7 @@ typedef enum tsr_atoms_value_type {
 } tsr_atoms_value_type;
 
 /* A named value: `rows` x `cols` items, row-major. Info values have one
- * row (energy: 1 x 1, stress: 1 x 9, a label: one string); per-atom
+ * row (energy: 1 x 1, stress: 1 x 9, a label: exactly one string); per-atom
  * arrays have one row per atom (forces: n x 3). The data pointer of the
  * type is used (`reals`; `ints` for INT and BOOL; `strings`), the others
  * are NULL. Values handed out by the getters point into the structure and

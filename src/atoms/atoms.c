@@ -360,6 +360,11 @@ tsr_status tsr_atoms_get_array(const tsr_atoms *a, const char *name, tsr_atoms_v
 
 tsr_status tsr_atoms_set_info(tsr_atoms *a, const tsr_atoms_value *v)
 {
+    if (v && v->type == TSR_ATOMS_STRING && v->cols != 1)
+        return tsr_error(TSR_ERR_SHAPE,
+                         "tsr_atoms_set_info: the string info '%s' has %lld strings; an info "
+                         "string is one value",
+                         v->name ? v->name : "(null)", (long long)v->cols);
     return set_value(a ? &a->info : NULL, v, 1, "info", reserved_info, N_OF(reserved_info));
 }
 

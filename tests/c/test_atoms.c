@@ -727,6 +727,10 @@ static void test_values(void)
     CHECK(tsr_atoms_set_info(a, &v) == TSR_ERR_INVALID_ARGUMENT);
     v.name = "Lattice";
     CHECK(tsr_atoms_set_info(a, &v) == TSR_ERR_INVALID_ARGUMENT);
+    const char *two[2] = {"x", "y"};
+    tsr_atoms_value strings = {
+        .name = "s", .type = TSR_ATOMS_STRING, .rows = 1, .cols = 2, .strings = two};
+    CHECK(tsr_atoms_set_info(a, &strings) == TSR_ERR_SHAPE);
     v.name = "e";
     CHECK_OK(tsr_atoms_set_info(a, &v));
     CHECK_OK(tsr_atoms_set_energy(a, 3.5));
