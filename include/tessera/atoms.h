@@ -28,7 +28,8 @@
  * Every call returns a tsr_status; on failure tsr_last_error() names what
  * is wrong (for files: the file and the line), and no output is written:
  * a failed read returns nothing, a failed write leaves the file as it was
- * (writers go through a temporary file and a rename). */
+ * (writers go through a temporary file and a rename; a failed append is
+ * cut back). */
 #ifndef TESSERA_ATOMS_H
 #define TESSERA_ATOMS_H
 
@@ -220,9 +221,10 @@ TSR_API tsr_status tsr_atoms_edges(const tsr_atoms *atoms, double cutoff, tsr_ed
  * an atom moved more than skin / 2 since then (or the atom count, the
  * cell or the flags changed); otherwise it refilters them with the current
  * positions. Either way the edges out are exactly those of
- * tsr_atoms_edges(atoms, cutoff), in the same order. Positions must not be
- * wrapped back into the cell between updates without a rebuild (a wrapped
- * atom moves by a lattice vector, which triggers one). */
+ * tsr_atoms_edges(atoms, cutoff), in the same order: every pair within
+ * the cutoff now was within cutoff + skin at the build. Wrapping atoms
+ * back into the cell (tsr_atoms_wrap) between updates is fine: the jump
+ * counts as a displacement like any other. */
 typedef struct tsr_neighbor_list tsr_neighbor_list;
 
 TSR_API tsr_status tsr_neighbor_list_create(double cutoff, double skin,

@@ -381,6 +381,33 @@ static void test_skin_list(void)
     int64_t builds = tsr_neighbor_list_builds(list);
     CHECK(builds >= 2 && builds < steps / 4);
     CHECK(reallocs_late <= 1);
+    /* A cell thinner than half the skin, atoms wrapped back at every step:
+     * jumps by lattice vectors shorter than skin / 2 reuse the pairs, and
+     * the stored shifts must still give the fresh edges. */
+    const double tiny[9] = {0.9, 0, 0, 0.2, 1.0, 0, 0, 0.1, 1.1};
+    const double start[9] = {0.1, 0.2, 0.3, 0.5, 0.5, 0.5, 0.8, 0.1, 0.9};
+    tsr_atoms *t = NULL;
+    tsr_neighbor_list *tl = NULL;
+    CHECK_OK(tsr_atoms_create(3, z, start, tiny, NULL, &t));
+    CHECK_OK(tsr_neighbor_list_create(2.0, 2.5, &tl));
+    int tiny_mismatches = 0;
+    for (int step = 0; t && tl && step < 100; step++) {
+        double *r = tsr_atoms_positions_mutable(t);
+        for (int k = 0; k < 9; k++)
+            r[k] += 0.2 * (uniform(&seed) - 0.5);
+        CHECK_OK(tsr_atoms_wrap(t));
+        CHECK_OK(tsr_neighbor_list_update(tl, t, &got, &rebuilt));
+        CHECK_OK(tsr_atoms_edges(t, 2.0, &fresh));
+        bool same = got.count == fresh.count;
+        for (int64_t k = 0; same && k < got.count; k++)
+            same = got.senders[k] == fresh.senders[k] && got.receivers[k] == fresh.receivers[k] &&
+                   memcmp(got.shifts + 3 * k, fresh.shifts + 3 * k, 3 * sizeof(int32_t)) == 0;
+        tiny_mismatches += !same;
+    }
+    CHECK(tiny_mismatches == 0);
+    CHECK(tsr_neighbor_list_builds(tl) < 50); /* the pairs were reused across wraps */
+    tsr_neighbor_list_destroy(tl);
+    tsr_atoms_destroy(t);
     /* A changed cell forces a rebuild. */
     cell[0] = 7.3;
     CHECK_OK(tsr_atoms_set_cell(a, cell, NULL));
