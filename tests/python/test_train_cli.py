@@ -163,7 +163,9 @@ def test_resume_continues_exactly(model_path, tmp_path):
     r = tessera("train", model_path, "--data", data, "--out", first, "--threads", "1",
                 "--batch", "16", "--optimizer", "adam", "--seed", "4", "--epochs", "3",
                 "--checkpoint", ckpt, "--resume", "--no-plot")
-    assert r.returncode != 0 and "seed" in r.stderr
+    assert r.returncode == 1, r.stderr
+    assert "was made with seed 3," in r.stderr and "this run has 4," in r.stderr, r.stderr
+    assert "(--seed differs)" in r.stderr, r.stderr
 
 
 def _bad_idx(tmp_path, kind):
@@ -232,7 +234,7 @@ def test_bad_data(model_path, tmp_path, fmt, kind, message):
     data = _bad_idx(tmp_path, kind) if fmt == "idx" else _bad_npz(tmp_path, kind)
     out = tmp_path / "out.onnx"
     r = train(model_path, data, out, "--checkpoint", tmp_path / "ck")
-    assert r.returncode != 0
+    assert r.returncode == 1, r.stderr
     assert message in r.stderr, r.stderr
     assert r.stderr.count("error:") == 1, r.stderr
     assert not out.exists() and not (tmp_path / "out.csv").exists()
@@ -243,18 +245,20 @@ def test_bad_command_lines(model_path, tmp_path):
     x, y = make_data(8, 9)
     np.savez(tmp_path / "d.npz", x=x, y=y)
     cases = [
-        (["--data", tmp_path / "d.npz"], "missing --out"),
-        (["--out", tmp_path / "o.onnx"], "missing --data"),
+        (["--data", tmp_path / "d.npz"], "missing --out", 2),
+        (["--out", tmp_path / "o.onnx"], "missing --data", 2),
         (["--data", tmp_path / "d.npz", "--out", tmp_path / "o.onnx", "--optimizer", "rmsprop"],
-         "sgd, adam or adamw"),
+         "sgd, adam or adamw, got 'rmsprop'", 2),
         (["--data", tmp_path / "d.npz", "--out", tmp_path / "o.onnx", "--resume"],
-         "--resume needs --checkpoint"),
-        (["--data", tmp_path / "nowhere", "--out", tmp_path / "o.onnx"], "no such file"),
-        (["--data", tmp_path / "d.npz", "--out", tmp_path / "no" / "o.onnx"], "does not exist"),
+         "--resume needs --checkpoint", 2),
+        (["--data", tmp_path / "nowhere", "--out", tmp_path / "o.onnx"],
+         f"--data {tmp_path / 'nowhere'}: no such file", 1),
+        (["--data", tmp_path / "d.npz", "--out", tmp_path / "no" / "o.onnx"],
+         f"the directory '{tmp_path / 'no'}' does not exist", 1),
         (["--data", tmp_path / "d.npz", "--out", tmp_path / "o.onnx", "--checkpoint",
-          tmp_path / "ck", "--resume"], "no checkpoint"),
+          tmp_path / "ck", "--resume"], f"no checkpoint in {tmp_path / 'ck'}", 1),
     ]
-    for args, message in cases:
+    for args, message, code in cases:
         r = tessera("train", model_path, *args)
-        assert r.returncode != 0 and message in r.stderr, (args, r.stderr)
+        assert r.returncode == code and message in r.stderr, (args, r.returncode, r.stderr)
         assert not (tmp_path / "o.onnx").exists()
