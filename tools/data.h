@@ -19,7 +19,8 @@ int cli_idx_read(const char *path, tsr_tensor *out);
 
 /* The arrays `names[k]` of an .npz archive (stored or deflated members, as
  * numpy.savez and numpy.savez_compressed write them); every name must be
- * there. */
+ * there. The library's reader (src/core/npz.h) over cli_read_file, so a
+ * gzipped archive reads too. */
 int cli_npz_read(const char *path, int n, const char *const *names, tsr_tensor *out);
 
 /* Reads the whole file at `path` into memory, inflating it when it is
