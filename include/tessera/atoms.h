@@ -213,7 +213,9 @@ TSR_API tsr_status tsr_edges_reserve(tsr_edges *edges, int64_t capacity, int64_t
 TSR_API void tsr_edges_free(tsr_edges *edges);
 
 /* All edges of `atoms` within `cutoff` (> 0), built from scratch by cell
- * lists in O(N). */
+ * lists in O(N). Positions that became non-finite (they are writable) are
+ * an error naming the atom; so are cells so much thinner than the cutoff
+ * that the list would pass 2^31 edges. */
 TSR_API tsr_status tsr_atoms_edges(const tsr_atoms *atoms, double cutoff, tsr_edges *edges);
 
 /* A neighbour list for MD: it keeps the pairs within cutoff + skin found

@@ -787,6 +787,12 @@ static tsr_status write_frame(text *t, const tsr_atoms *a, const char *path, int
     text_printf(t, " pbc=\"%c %c %c\"\n", a->pbc[0] ? 'T' : 'F', a->pbc[1] ? 'T' : 'F',
                 a->pbc[2] ? 'T' : 'F');
     for (int64_t i = 0; i < a->n; i++) {
+        const double *r = a->positions + 3 * i;
+        if (!isfinite(r[0]) || !isfinite(r[1]) || !isfinite(r[2]))
+            return tsr_error(TSR_ERR_INVALID_ARGUMENT,
+                             "%s: frame %lld, atom %lld has a non-finite position, which no "
+                             "reader would take back",
+                             path, (long long)frame, (long long)i);
         const char *sym = tsr_atoms_symbol(a->numbers[i]);
         text_put(t, sym, strlen(sym));
         for (int c = 0; c < 3; c++) {

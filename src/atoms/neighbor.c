@@ -262,6 +262,12 @@ static tsr_status grid_build(const tsr_atoms *a, double radius, grid *g)
         const double *r = a->positions + 3 * i;
         for (int k = 0; k < 3; k++) {
             double s = r[0] * inv[k] + r[1] * inv[3 + k] + r[2] * inv[6 + k];
+            if (!isfinite(s)) { /* positions are writable: MD can blow up */
+                st = tsr_error(TSR_ERR_INVALID_ARGUMENT,
+                               "atom %lld has a non-finite position (%g %g %g)", (long long)i, r[0],
+                               r[1], r[2]);
+                goto cleanup;
+            }
             if (a->pbc[k]) {
                 double t = floor(s);
                 if (fabs(t) > 1e8) {
@@ -516,7 +522,7 @@ static bool needs_rebuild(const tsr_neighbor_list *l, const tsr_atoms *a)
             double d = a->positions[3 * k + c] - l->reference[3 * k + c];
             d2 += d * d;
         }
-        if (d2 > limit)
+        if (!(d2 <= limit)) /* NaN too: the rebuild reports it */
             return true;
     }
     return false;

@@ -408,6 +408,13 @@ static void test_skin_list(void)
     CHECK(tsr_neighbor_list_builds(tl) < 50); /* the pairs were reused across wraps */
     tsr_neighbor_list_destroy(tl);
     tsr_atoms_destroy(t);
+    /* A blown-up position is an error, not a silently shorter list. */
+    double saved = tsr_atoms_positions_mutable(a)[4];
+    tsr_atoms_positions_mutable(a)[4] = NAN;
+    CHECK(tsr_neighbor_list_update(list, a, &got, &rebuilt) == TSR_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(tsr_last_error(), "atom 1 has a non-finite position") != NULL);
+    CHECK(tsr_atoms_edges(a, 3.0, &fresh) == TSR_ERR_INVALID_ARGUMENT);
+    tsr_atoms_positions_mutable(a)[4] = saved;
     /* A changed cell forces a rebuild. */
     cell[0] = 7.3;
     CHECK_OK(tsr_atoms_set_cell(a, cell, NULL));
