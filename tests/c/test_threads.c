@@ -2,7 +2,8 @@
  *
  * Every thread creates, reshapes and runs its own plans of the same graphs
  * and of different graphs, on ref and cpu, switching batch sizes as it
- * goes; then all threads share one plan per graph. Every result must equal
+ * goes, and trains its own trainers; then all threads share one plan per
+ * graph and device. Every result must equal
  * the single-threaded run of the same plan configuration, and each
  * thread's tsr_last_error must be its own. The worker threads record what
  * they find and main checks it (the harness's counters are not atomic). */
@@ -254,6 +255,42 @@ static void run_and_compare(worker *w, tsr_plan *p, const test_case *c, int d, i
     free_tensors(out, c->n_out);
 }
 
+/* Trainers: the cnn trained for a few SGD steps (momentum) on batch 3
+ * against a fixed target; its final "w" and "fc" are copied out. */
+#define N_STEPS 3
+#define W_SIZE (8 * 4 * 3 * 3)
+#define FC_SIZE (8 * 5)
+static float trained_w[N_DEVICES][W_SIZE], trained_fc[N_DEVICES][FC_SIZE];
+
+static tsr_status train(int device, float *w_out, float *fc_out)
+{
+    const test_case *c = &cases[0];
+    float target_data[3 * 5];
+    fill(target_data, 3 * 5, 77);
+    tsr_tensor target = {.dtype = TSR_FLOAT32, .rank = 2, .dims = {3, 5}, .data = target_data};
+    tsr_loss_options loss;
+    tsr_loss_options_init(&loss);
+    loss.kind = TSR_LOSS_MSE;
+    tsr_optimizer_options opt;
+    tsr_optimizer_options_init(&opt);
+    opt.lr = 0.1;
+    opt.momentum = 0.9;
+    tsr_compile_options co;
+    compile_options(&co, device);
+    tsr_trainer *t = NULL;
+    tsr_status st = tsr_trainer_create(c->graph, &loss, &opt, &co, 1, &t);
+    for (int i = 0; i < N_STEPS && st == TSR_OK; i++)
+        st = tsr_trainer_step(t, c->n_in, c->inputs[1], &target, NULL);
+    tsr_tensor w = {.dtype = TSR_FLOAT32, .rank = 4, .dims = {8, 4, 3, 3}, .data = w_out};
+    tsr_tensor fc = {.dtype = TSR_FLOAT32, .rank = 2, .dims = {8, 5}, .data = fc_out};
+    if (st == TSR_OK)
+        st = tsr_trainer_get_param(t, "w", &w);
+    if (st == TSR_OK)
+        st = tsr_trainer_get_param(t, "fc", &fc);
+    tsr_trainer_destroy(t);
+    return st;
+}
+
 static void *work(void *arg)
 {
     worker *w = arg;
@@ -274,6 +311,16 @@ static void *work(void *arg)
                 run_and_compare(w, p, &cases[c], d, (w->index + it) % N_BATCHES);
             tsr_plan_destroy(p);
         }
+
+    /* Own trainers, one per device. */
+    for (int d = 0; d < N_DEVICES; d++) {
+        float tw[W_SIZE], tfc[FC_SIZE];
+        w->runs++;
+        if (train(d, tw, tfc) != TSR_OK)
+            fail(w, "training on %s failed: %s", devices[d], tsr_last_error());
+        else if (memcmp(tw, trained_w[d], sizeof tw) || memcmp(tfc, trained_fc[d], sizeof tfc))
+            fail(w, "training on %s: parameters differ from the single-threaded run", devices[d]);
+    }
 
     /* Errors are per thread: each fails naming its own value, then waits
      * until every thread has failed too before reading its message. */
@@ -306,6 +353,19 @@ int main(void)
     case_init(&cases[1], "mlp", small_mlp());
     case_init(&cases[2], "cnn gradient", grad);
 
+    /* Training changes the parameters (so the comparisons below compare
+     * trained values), on both devices alike. */
+    float initial_w[W_SIZE];
+    fill(initial_w, W_SIZE, 11);
+    for (int d = 0; d < N_DEVICES; d++) {
+        CHECK_OK(train(d, trained_w[d], trained_fc[d]));
+        CHECK(memcmp(initial_w, trained_w[d], sizeof initial_w) != 0);
+    }
+    double train_err = 0.0;
+    for (int i = 0; i < W_SIZE; i++)
+        train_err = fmax(train_err, fabs((double)trained_w[0][i] - trained_w[1][i]));
+    CHECK(train_err < 1e-4);
+
     /* The shared plans are created and first specialized here, on the main
      * thread, and then run on the others. */
     for (int c = 0; c < N_CASES; c++)
@@ -315,6 +375,14 @@ int main(void)
             CHECK_OK(tsr_plan_create(cases[c].graph, &o, &shared[c][d]));
             CHECK_OK(tsr_plan_reshape(shared[c][d], cases[c].n_in, cases[c].inputs[0]));
         }
+    /* On cpu, oneDNN runs the convolution and both of its gradients (whose
+     * scratchpad must follow the running thread). */
+    tsr_plan_stats stats;
+    CHECK_OK(tsr_plan_get_stats(shared[2][1], &stats));
+    CHECK(stats.n_backends >= 1 && strcmp(stats.backend_names[0], "dnnl") == 0);
+    fprintf(stderr, "cnn gradient on cpu: %d of %d kernel calls on %s\n", stats.backend_steps[0],
+            stats.n_steps, stats.backend_names[0]);
+    CHECK(stats.backend_steps[0] >= 3);
     if (tsr_test_failures)
         return tsr_test_summary("test_threads");
 
@@ -332,7 +400,7 @@ int main(void)
             fprintf(stderr, "thread %d: %d of %d runs failed; first: %s\n", t, w->failures, w->runs,
                     w->first_failure);
         CHECK(w->failures == 0);
-        CHECK(w->runs == N_CASES * N_DEVICES * (N_ITERS + N_SHARED_ITERS));
+        CHECK(w->runs == N_CASES * N_DEVICES * (N_ITERS + N_SHARED_ITERS) + N_DEVICES);
         CHECK(w->own_error);
     }
     pthread_barrier_destroy(&barrier);
