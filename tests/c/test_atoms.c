@@ -647,6 +647,21 @@ static void test_extxyz_round_trip(void)
               same_atoms(back[2], f[2], true));
     tsr_atoms_destroy_frames(n, back);
 
+    /* A position that became NaN (through the mutable pointer) is refused
+     * too, and the old file stays. */
+    tsr_atoms *blown = NULL;
+    CHECK_OK(tsr_atoms_clone(f[1], &blown));
+    if (blown) {
+        tsr_atoms_positions_mutable(blown)[2] = NAN;
+        CHECK(tsr_extxyz_write(path, 1, (const tsr_atoms *const *)&blown) ==
+              TSR_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(tsr_last_error(), "atom 0 has a non-finite position") != NULL);
+        CHECK_OK(tsr_extxyz_read(path, &n, &back));
+        CHECK(n == 3);
+        tsr_atoms_destroy_frames(n, back);
+        tsr_atoms_destroy(blown);
+    }
+
     /* Voigt stress, bare keys, braces, default properties and pbc. */
     path_in_dir(path, sizeof path, "plain.xyz");
     write_text(path, "2\nLattice=\"2 0 0 0 2 0 0 0 2\" stress={1, 2, 3, 4, 5, 6} relaxed "
