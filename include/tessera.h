@@ -78,6 +78,10 @@ typedef struct tsr_tensor {
     void *data;
 } tsr_tensor;
 
+/* No tensor may take more than 2^62 bytes (shapes past that are errors
+ * wherever Tessera meets them). numel is -1 for negative dims or a count
+ * past 2^62; bytes is 0 for negative dims and SIZE_MAX past 2^62, which no
+ * allocation satisfies. */
 TSR_API int64_t tsr_tensor_numel(const tsr_tensor *t);
 TSR_API size_t tsr_tensor_bytes(const tsr_tensor *t);
 
@@ -128,12 +132,15 @@ typedef struct tsr_attr {
  * (the importer takes it from the model; default 17). Opsets 11 to 17. */
 TSR_API tsr_status tsr_graph_set_opset(tsr_graph *graph, int opset);
 
-/* Constant folding while building: a node whose inputs are all constants
- * is computed at once, unless its outputs take more than `bytes` bytes or
- * its estimated FLOPs pass `bytes`; such nodes are left to the plan, which
- * folds them when it is created. -1: no limit. Default 16 MiB, or
- * TSR_FOLD_LIMIT (bytes) from the environment when the graph is created,
- * which is how the ONNX importer's limit is set. */
+/* Constant folding: a node whose inputs are all constants is computed
+ * while the graph is built (and, for nodes that read parameters, when a
+ * plan is made), unless its outputs, or its estimated FLOPs, pass `bytes`
+ * plus the bytes its constant inputs and attributes hold. Such a node (a Range or
+ * ConstantOfShape asking for gigabytes) becomes a step that plans run, so
+ * loading a tiny model never costs much time or memory. -1: no limit.
+ * Default 16 MiB, or TSR_FOLD_LIMIT (bytes) from the environment when the
+ * graph is created, which is how the ONNX importer's limit is set. Plans
+ * and clones keep the graph's limit. */
 TSR_API tsr_status tsr_graph_set_fold_limit(tsr_graph *graph, int64_t bytes);
 
 /* Graph inputs. A dim with dim_names[i] != NULL is symbolic (e.g. "batch");
