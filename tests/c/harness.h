@@ -4,6 +4,7 @@
 #define TSR_TEST_HARNESS_H
 
 #include <stdio.h>
+#include <string.h>
 
 extern int tsr_test_failures;
 extern int tsr_test_checks;
@@ -25,6 +26,18 @@ extern int tsr_test_checks;
             tsr_test_failures++;                                                                 \
             fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr,                 \
                     tsr_last_error());                                                           \
+        }                                                                                        \
+    } while (0)
+
+/* A call that must fail with `status` and a message holding `text`. */
+#define CHECK_FAILS(expr, status, text)                                                          \
+    do {                                                                                         \
+        tsr_status check_fails_ = (expr);                                                        \
+        CHECK(check_fails_ == (status));                                                         \
+        if (!strstr(tsr_last_error(), (text))) {                                                 \
+            fprintf(stderr, "%s:%d: message '%s' lacks '%s'\n", __FILE__, __LINE__,              \
+                    tsr_last_error(), (text));                                                   \
+            CHECK(!"error message");                                                             \
         }                                                                                        \
     } while (0)
 

@@ -91,7 +91,7 @@ static void test_parameters_are_not_folded(void)
     CHECK(a[0] == 1.0 && a[1] == 2.0 && a[2] == 3.0);
     tsr_plan_destroy(p);
     tsr_tensor ints = {.dtype = TSR_INT64, .rank = 1, .dims = {3}, .data = w};
-    CHECK(tsr_graph_add_parameter(g, "i", &ints) == TSR_ERR_DTYPE);
+    CHECK_FAILS(tsr_graph_add_parameter(g, "i", &ints), TSR_ERR_DTYPE, "'i'");
     tsr_graph_destroy(g);
 }
 
@@ -127,11 +127,9 @@ static void test_errors_leave_graph_intact(void)
     st = tsr_graph_add_node(g, "Relu", "", "n7", 1, (const char *[]){""}, 1, (const char *[]){"y"},
                             0, NULL);
     CHECK(st == TSR_ERR_PARSE && strstr(tsr_last_error(), "required input 0"));
-    st = tsr_graph_add_output(g, "nothing");
-    CHECK(st == TSR_ERR_NOT_FOUND);
-    st = tsr_graph_add_input(g, "bad", (tsr_dtype)5, 1, dims, NULL);
-    CHECK(st == TSR_ERR_DTYPE);
-    CHECK(tsr_graph_set_opset(g, 10) == TSR_ERR_UNSUPPORTED);
+    CHECK_FAILS(tsr_graph_add_output(g, "nothing"), TSR_ERR_NOT_FOUND, "'nothing'");
+    CHECK_FAILS(tsr_graph_add_input(g, "bad", (tsr_dtype)5, 1, dims, NULL), TSR_ERR_DTYPE, "'bad'");
+    CHECK_FAILS(tsr_graph_set_opset(g, 10), TSR_ERR_UNSUPPORTED, "10");
 
     CHECK(g->n_values == values_before && g->n_nodes == 0);
     CHECK_OK(tsr_graph_add_node(g, "Relu", "", "ok", 1, (const char *[]){"x"}, 1,

@@ -217,7 +217,10 @@ static void test_every_truncation_fails(void)
     for (size_t cut = 0; cut < model.len; cut++) {
         tsr_graph *g = (tsr_graph *)&model; /* must be reset to NULL */
         tsr_status st = tsr_graph_load_onnx_buffer(model.data, cut, NULL, &g);
-        clean += st != TSR_OK && g == NULL && strlen(tsr_last_error()) > 0;
+        /* a cut between fields leaves a valid message that lacks the rest */
+        const char *msg = tsr_last_error();
+        clean += st == TSR_ERR_PARSE && g == NULL &&
+                 (strstr(msg, "not an ONNX model") || strstr(msg, "opset_import does not list"));
         if (st == TSR_OK)
             tsr_graph_destroy(g);
     }
@@ -284,7 +287,8 @@ static void test_refusals(void)
     expect_refusal(model, TSR_ERR_NOT_FOUND, "'r'", "'ghost'");
 
     tsr_graph *g = (tsr_graph *)&graph;
-    CHECK(tsr_graph_load_onnx_buffer(NULL, 0, NULL, &g) == TSR_ERR_PARSE && g == NULL);
+    CHECK_FAILS(tsr_graph_load_onnx_buffer(NULL, 0, NULL, &g), TSR_ERR_PARSE, "empty");
+    CHECK(g == NULL);
     CHECK(tsr_graph_load_onnx_file("/nonexistent/model.onnx", &g) == TSR_ERR_IO && g == NULL);
     CHECK(strstr(tsr_last_error(), "/nonexistent/model.onnx") != NULL);
 }

@@ -11,18 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* A call that must fail with `status` and a message holding `text`. */
-#define CHECK_FAILS(expr, status, text)                                                            \
-    do {                                                                                           \
-        tsr_status check_fails_ = (expr);                                                          \
-        CHECK(check_fails_ == (status));                                                           \
-        if (!strstr(tsr_last_error(), (text))) {                                                   \
-            fprintf(stderr, "%s:%d: message '%s' lacks '%s'\n", __FILE__, __LINE__,                \
-                    tsr_last_error(), (text));                                                     \
-            CHECK(!"error message");                                                               \
-        }                                                                                          \
-    } while (0)
-
 /* y = x W + b, x [batch, 4], 3 classes */
 static tsr_graph *linear_model(void)
 {
