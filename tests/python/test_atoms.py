@@ -68,8 +68,8 @@ def test_neighbors_cells_smaller_than_cutoff():
     for _ in range(10):
         a = random_structure(rng, int(rng.integers(1, 5)), (1, 1, 1), scale=0.25)
         compare_with_ase(a, float(rng.uniform(2.0, 5.0)))  # many images per axis
-    one = AseAtoms("Cu", positions=[[0.1, 0.2, 0.3]], cell=[[1.1, 0, 0], [0.3, 0.9, 0], [0, 0.2, 1.3]],
-                   pbc=True)
+    cell = [[1.1, 0, 0], [0.3, 0.9, 0], [0, 0.2, 1.3]]
+    one = AseAtoms("Cu", positions=[[0.1, 0.2, 0.3]], cell=cell, pbc=True)
     assert compare_with_ase(one, 3.5) > 50  # self-images only
 
 
