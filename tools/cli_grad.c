@@ -45,8 +45,6 @@ const cli_command cli_grad_command = {
     .main = grad_main,
 };
 
-#define MAX_NAMES 256
-
 typedef struct {
     const char *model;
     const char **input_args;
@@ -129,9 +127,17 @@ static int parse_options(int argc, char **argv, grad_options *o, bool *help)
     return CLI_OK;
 }
 
-/* Splits "a,b,c" in place into names; empty names are errors. */
-static int split_names(char *text, const char **names, int *n)
+/* Splits "a,b,c" in place into a new array of names (the caller frees it); empty names are
+   errors. */
+static int split_names(char *text, const char ***names_out, int *n)
 {
+    size_t count = 1;
+    for (const char *c = text; *c; c++)
+        count += *c == ',';
+    const char **names = calloc(count, sizeof *names);
+    if (!names)
+        return cli_fail("out of memory");
+    *names_out = names;
     *n = 0;
     for (char *p = text;;) {
         char *comma = strchr(p, ',');
@@ -139,8 +145,6 @@ static int split_names(char *text, const char **names, int *n)
             *comma = '\0';
         if (!*p)
             return cli_fail("--wrt: empty name in the list");
-        if (*n == MAX_NAMES)
-            return cli_fail("--wrt: more than %d names", MAX_NAMES);
         names[(*n)++] = p;
         if (!comma)
             return CLI_OK;
@@ -294,7 +298,7 @@ static int grad_main(int argc, char **argv)
     grad_options o = {0};
     bool help = false;
     tsr_graph *g = NULL, *gg = NULL;
-    const char *wrt[MAX_NAMES], **outputs = NULL, **files = NULL;
+    const char **wrt = NULL, **outputs = NULL, **files = NULL;
     int n_wrt = 0;
     int rc = parse_options(argc, argv, &o, &help);
     if (rc != CLI_OK || help)
@@ -304,7 +308,7 @@ static int grad_main(int argc, char **argv)
         rc = cli_fail("--output-dir %s: exists and is not a directory", o.output_dir);
         goto done;
     }
-    if ((rc = split_names(o.wrt_text, wrt, &n_wrt)) != CLI_OK)
+    if ((rc = split_names(o.wrt_text, &wrt, &n_wrt)) != CLI_OK)
         goto done;
     if ((rc = cli_load_model(o.model, &g)) != CLI_OK)
         goto done;
@@ -324,6 +328,7 @@ static int grad_main(int argc, char **argv)
 done:
     tsr_graph_destroy(gg);
     tsr_graph_destroy(g);
+    free(wrt);
     free(outputs);
     free(files);
     free(o.input_args);
