@@ -3,7 +3,6 @@ EMA, checkpoints and trained ONNX files, each against PyTorch (torch.nn,
 torch.optim) or against an uninterrupted run."""
 
 import copy
-import io
 import os
 
 import numpy as np
@@ -471,24 +470,33 @@ def test_checkpoint_errors(tmp_path):
     path = tmp_path / "c.ckpt"
     tr.save_checkpoint(path)
     blob = path.read_bytes()
-    before = tr.params()
-    for bad, msg in ((blob[:len(blob) // 2], "corrupt or truncated"),
-                     (blob[:5], "not a Tessera checkpoint"),
-                     (blob[:100] + bytes([blob[100] ^ 1]) + blob[101:], "corrupt or truncated")):
-        (tmp_path / "bad").write_bytes(bad)
-        with pytest.raises(tsr.TesseraError, match=msg):
-            tr.load_checkpoint(tmp_path / "bad")
-    sgd = tsr.Trainer(mlp(np.float32)[0], None, {"kind": "sgd"})
-    with pytest.raises(tsr.TesseraError, match="written by Adam, this trainer uses SGD"):
-        sgd.load_checkpoint(path)
-    g64, _, _ = mlp(np.float64)
-    with pytest.raises(tsr.TesseraError, match="float32 in the checkpoint but float64"):
-        tsr.Trainer(g64, None, {"kind": "adam"}).load_checkpoint(path)
-    with pytest.raises(tsr.TesseraError, match="cannot open"):
+    before = state(tr, tmp_path)
+    bad = tmp_path / "bad"
+    for data, msg in ((blob[:len(blob) // 2], "the checkpoint is corrupt or truncated"),
+                      (blob[:5], "not a Tessera checkpoint"),
+                      (blob[:100] + bytes([blob[100] ^ 1]) + blob[101:],
+                       "the checkpoint is corrupt or truncated")):
+        bad.write_bytes(data)
+        with pytest.raises(tsr.TesseraError, match=f"{bad}: {msg}") as err:
+            tr.load_checkpoint(bad)
+        assert err.value.status == tsr.ERR_PARSE
+    with pytest.raises(tsr.TesseraError, match=f"{tmp_path / 'missing'}: cannot open") as err:
         tr.load_checkpoint(tmp_path / "missing")
-    after = tr.params()
-    for n in before:
-        assert np.array_equal(before[n][1], after[n][1])
+    assert err.value.status == tsr.ERR_IO
+    assert state(tr, tmp_path) == before, "a failed load changed the trainer"
+    sgd = tsr.Trainer(mlp(np.float32)[0], None, {"kind": "sgd"})
+    sgd_before = state(sgd, tmp_path)
+    with pytest.raises(tsr.TesseraError, match=f"{path}: the checkpoint was written by Adam, "
+                                               "this trainer uses SGD") as err:
+        sgd.load_checkpoint(path)
+    assert err.value.status == tsr.ERR_INVALID_ARGUMENT
+    assert state(sgd, tmp_path) == sgd_before
+    g64, _, _ = mlp(np.float64)
+    with pytest.raises(tsr.TesseraError, match="parameter 'w1' is float32 in the checkpoint "
+                                               "but float64 in the model") as err:
+        tsr.Trainer(g64, None, {"kind": "adam"}).load_checkpoint(path)
+    assert err.value.status == tsr.ERR_DTYPE
+    (tmp_path / "state.ckpt").unlink()
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p], "temporary files left behind"
 
 
