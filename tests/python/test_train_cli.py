@@ -109,9 +109,14 @@ def test_npz_training(model_path, tmp_path):
     # The logged validation numbers against numpy on the trained model's own logits.
     (logits,) = tsr.run_onnx(out, [vx[:, None]])
     assert abs(float(rows[-1]["val_loss"]) - cross_entropy(logits, vy)) < 1e-4
-    acc = float(np.mean(np.argmax(logits, axis=1) == vy))
-    assert abs(float(rows[-1]["val_acc"]) - acc) < 1e-9
-    assert acc > 0.8
+    # Training ran on the default device, this on ref: a sample whose two largest logits are
+    # within rounding of each other may be classified either way.
+    correct = np.argmax(logits, axis=1) == vy
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    tied = top2[:, 1] - top2[:, 0] <= 1e-5 * float(np.abs(logits).max())
+    val_acc = float(rows[-1]["val_acc"])
+    assert np.mean(correct & ~tied) - 1e-9 <= val_acc <= np.mean(correct | tied) + 1e-9
+    assert np.mean(correct) > 0.8
     before, after = onnx_weights(model_path), onnx_weights(out)
     assert before.keys() == after.keys()
     assert any(not np.array_equal(before[k], after[k]) for k in before)
