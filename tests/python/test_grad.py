@@ -1,7 +1,8 @@
 """Reverse-mode autodiff (tsr_graph_gradient) against central finite differences in float64:
-for every op with a gradient rule the gradient of sum(output * seed), the Hessian-vector
-product (the gradient graph differentiated again) and the gradient of the squared gradient
-norm; plus torch.autograd on a few ops and the API's error cases."""
+for every op with a gradient rule the gradient of sum(output * seed), then the gradient graph
+differentiated again, with respect to all its inputs (the op's and the seeds): the gradient of
+<gradient, v> (Hessian-vector products and the mixed terms) and of the squared gradient norm;
+plus torch.autograd on a few ops and the API's error cases."""
 
 import numpy as np
 import pytest
