@@ -274,8 +274,8 @@ CASES = [
          expect=lambda a, b, c: np.arange(a, b, c, dtype=I64)),
     # dpp.c
     Case("DetailPreservingPool", [positive(2, "C", 9, 7), normal("C", scale=0.3),
-                                  normal("C", scale=0.3)], {"kernel_shape": [3, 3], "strides": [2, 2]},
-         cpu="cpu"),
+                                  normal("C", scale=0.3)],
+         {"kernel_shape": [3, 3], "strides": [2, 2]}, cpu="cpu"),
     Case("DetailPreservingPoolGrad", [normal(2, "C", 4, 3), positive(2, "C", 9, 7),
                                       normal("C", scale=0.3), normal("C", scale=0.3)],
          {"kernel_shape": [3, 3], "strides": [2, 2]}, n_outputs=3, cpu="cpu", rtol=1e-5,
