@@ -780,3 +780,62 @@ class NeighborList:
         check(lib().tsr_neighbor_list_update(self.handle, atoms.handle, C.byref(self.edges),
                                              C.byref(rebuilt)))
         return self.edges.numpy(), bool(rebuilt.value), self.edges.capacity
+
+
+# ------------------------------------------------------------- ICTP (tessera/ictp.h)
+
+
+class IctpOptions(C.Structure):
+    _fields_ = [("device", C.c_char_p), ("dtype", C.c_int), ("threads", C.c_int)]
+
+
+class IctpModel:
+    """tsr_ictp_model + one tsr_ictp_evaluator: evaluate(atoms) -> dict."""
+
+    def __init__(self, path, device=None, dtype=np.float64, threads=1):
+        L = lib()
+        L.tsr_ictp_model_cutoff.restype = C.c_double
+        m, ev = C.c_void_p(), C.c_void_p()
+        self.model = self.evaluator = None
+        check(L.tsr_ictp_model_load(str(path).encode(), C.byref(m)))
+        self.model = m
+        opt = IctpOptions()
+        L.tsr_ictp_options_init(C.byref(opt))
+        opt.device = device.encode() if device else None
+        opt.dtype = DTYPES[np.dtype(dtype)]
+        opt.threads = threads
+        check(L.tsr_ictp_evaluator_create(m, C.byref(opt), C.byref(ev)))
+        self.evaluator = ev
+        self.cutoff = L.tsr_ictp_model_cutoff(m)
+
+    def __del__(self):
+        if self.evaluator:
+            lib().tsr_ictp_evaluator_destroy(self.evaluator)
+        if self.model:
+            lib().tsr_ictp_model_destroy(self.model)
+
+    def evaluate(self, atoms, stress=False):
+        n = len(atoms)
+        e = C.c_double()
+        f = np.zeros((n, 3))
+        ea = np.zeros(n)
+        s = np.zeros(9)
+        ptr = lambda a: a.ctypes.data_as(C.c_void_p)  # noqa: E731
+        check(lib().tsr_ictp_evaluate(self.evaluator, atoms.handle, C.byref(e), ptr(f),
+                                      ptr(s) if stress else None, ptr(ea)))
+        out = {"energy": e.value, "forces": f, "energies": ea}
+        if stress:
+            out["stress"] = s.reshape(3, 3)
+        return out
+
+
+def ictp_model_graph(path, dtype=np.float64):
+    """The energy graph of tsr_ictp_model_graph, as a Graph."""
+    L = lib()
+    m, g = C.c_void_p(), C.c_void_p()
+    check(L.tsr_ictp_model_load(str(path).encode(), C.byref(m)))
+    try:
+        check(L.tsr_ictp_model_graph(m, DTYPES[np.dtype(dtype)], C.byref(g)))
+    finally:
+        L.tsr_ictp_model_destroy(m)
+    return Graph(g.value)

@@ -1,0 +1,79 @@
+/* ICTP interatomic potentials (Zaverkin et al., NeurIPS 2024) on Tessera.
+ *
+ * A model is the authors' state_dict saved as MODEL.npz (their key names;
+ * the `.blocks.<l>.weight` aliases are accepted) with MODEL.json beside it,
+ * whose "config" member holds the run configuration (the keys of
+ * docs/ictp-checkpoint.md §1; other members and keys are ignored). Loading
+ * checks every key and shape against the configuration and names the key
+ * that is missing, mis-shaped or unknown.
+ *
+ * The model becomes an ordinary Tessera graph: energies from positions
+ * through the edge vectors v = r_i − r_j − S·cell, and forces and stress
+ * from tsr_graph_gradient of that graph, the same autodiff as everything
+ * else (see docs/ictp.md).
+ *
+ * Units are those of the training data (Å and eV in practice). Stress is
+ * (1/V) ∂E/∂ε for a symmetric strain ε applied to cell and positions
+ * (ASE's sign: positive under tension); virial = −V · stress. */
+#ifndef TESSERA_ICTP_H
+#define TESSERA_ICTP_H
+
+#include "tessera/atoms.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tsr_ictp_model tsr_ictp_model;
+
+/* Loads MODEL.npz and the .json of the same stem (`path` may name either
+ * file, or the stem). */
+TSR_API tsr_status tsr_ictp_model_load(const char *path, tsr_ictp_model **model_out);
+TSR_API void tsr_ictp_model_destroy(tsr_ictp_model *model); /* NULL is fine */
+/* The cutoff radius r_c of the model's neighbour lists. */
+TSR_API double tsr_ictp_model_cutoff(const tsr_ictp_model *model);
+/* The atomic numbers the model knows, in species order (count returned;
+ * numbers_out, when not NULL, receives up to `capacity` of them). */
+TSR_API int tsr_ictp_model_species(const tsr_ictp_model *model, int32_t *numbers_out, int capacity);
+
+typedef struct tsr_ictp_options {
+    const char *device; /* NULL: the default device */
+    tsr_dtype dtype;    /* TSR_FLOAT32 or TSR_FLOAT64 (default) */
+    int threads;        /* 0: all cores */
+} tsr_ictp_options;
+
+TSR_API void tsr_ictp_options_init(tsr_ictp_options *options);
+
+/* An evaluator holds the compiled graph for one device, dtype and thread
+ * count. It does not refer to the model afterwards (the model may be
+ * destroyed). One evaluator is not for several threads at once. */
+typedef struct tsr_ictp_evaluator tsr_ictp_evaluator;
+
+TSR_API tsr_status tsr_ictp_evaluator_create(const tsr_ictp_model *model,
+                                             const tsr_ictp_options *options,
+                                             tsr_ictp_evaluator **evaluator_out);
+TSR_API void tsr_ictp_evaluator_destroy(tsr_ictp_evaluator *evaluator);
+
+/* Evaluates one structure. energy_out gets the total energy; forces_out
+ * [n][3], stress_out [9] (row-major 3x3) and energies_out [n] (per-atom
+ * energies, which add up to the total) may each be NULL. Stress needs a
+ * cell of non-zero volume. Every atomic number must be one of the
+ * model's species. On failure nothing is written. */
+TSR_API tsr_status tsr_ictp_evaluate(tsr_ictp_evaluator *evaluator, const tsr_atoms *atoms,
+                                     double *energy_out, double *forces_out, double *stress_out,
+                                     double *energies_out);
+
+/* The energy graph the evaluator differentiates, for tools and tests: a
+ * new graph (the caller destroys it) in `dtype`, with inputs
+ *   positions [atoms, 3], species int64 [atoms] (0-based species index),
+ *   receivers int64 [edges], senders int64 [edges], shifts [edges, 3]
+ *   (the integer S), cell [3, 3], strain [3, 3],
+ * and outputs energy [1] and energies [atoms]. */
+TSR_API tsr_status tsr_ictp_model_graph(const tsr_ictp_model *model, tsr_dtype dtype,
+                                        tsr_graph **graph_out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,499 @@
+/* The ICTP energy graph, built from a loaded model on Tessera's IR with the
+ * ordinary builder API (docs/ictp-checkpoint.md §4 is the specification).
+ *
+ * Layouts: a rank-l feature block is [atoms, 3^l, C], channel fastest. The
+ * product-basis features X carry paths as [atoms, 3^l, P·G] with the path
+ * major (index p·G + c), so that an ICTProduct multiplies them channel by
+ * channel; the per-species weights are permuted into that order once here
+ * (the authors' order is path fastest). Every 1/√in and 1/avg_n_neighbors
+ * factor is folded into the constant it multiplies. */
+#include "models/ictp/ictp_internal.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ICTP_DOMAIN "ai.tessera"
+#define SILU_SCALE 1.6765324703310907
+
+/* A builder with a sticky status: after the first failure every call
+ * returns "" and does nothing, so that the model code reads as the math. */
+typedef struct gb {
+    tsr_graph *g;
+    const tsr_ictp_model *m;
+    tsr_dtype dt;
+    tsr_status st;
+    int counter;
+    int n_names, cap_names;
+    char **names;
+} gb;
+
+static const char *fresh(gb *b, const char *hint)
+{
+    if (b->st != TSR_OK)
+        return "";
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s_%d", hint, b->counter++);
+    if ((b->st = tsr_grow((void **)&b->names, &b->cap_names, b->n_names + 1, sizeof *b->names)) !=
+        TSR_OK)
+        return "";
+    char *s = tsr_strdup(buf);
+    if (!s) {
+        b->st = TSR_ERR_OUT_OF_MEMORY;
+        return "";
+    }
+    b->names[b->n_names++] = s;
+    return s;
+}
+
+static const char *node_as(gb *b, const char *out, const char *op, const char *domain, int n_in,
+                           const char *const *in, int n_attrs, const tsr_attr *attrs)
+{
+    if (b->st != TSR_OK)
+        return "";
+    const char *o = out ? out : fresh(b, op);
+    if (b->st != TSR_OK)
+        return "";
+    b->st = tsr_graph_add_node(b->g, op, domain, NULL, n_in, in, 1, &o, n_attrs, attrs);
+    return b->st == TSR_OK ? o : "";
+}
+
+static const char *node(gb *b, const char *op, int n_in, const char *const *in, int n_attrs,
+                        const tsr_attr *attrs)
+{
+    return node_as(b, NULL, op, "", n_in, in, n_attrs, attrs);
+}
+
+/* A constant in the graph's dtype from double data. */
+static const char *cst(gb *b, int rank, const int64_t *dims, const double *data)
+{
+    const char *name = fresh(b, "w");
+    if (b->st != TSR_OK)
+        return "";
+    tsr_tensor t = {.dtype = b->dt, .rank = rank};
+    memcpy(t.dims, dims, (size_t)rank * sizeof *dims);
+    int64_t n = tsr_tensor_numel(&t);
+    t.data = tsr_malloc((size_t)(n ? n : 1) * tsr_dtype_size(b->dt));
+    if (!t.data) {
+        b->st = TSR_ERR_OUT_OF_MEMORY;
+        return "";
+    }
+    for (int64_t i = 0; i < n; i++) {
+        if (b->dt == TSR_FLOAT32)
+            ((float *)t.data)[i] = (float)data[i];
+        else
+            ((double *)t.data)[i] = data[i];
+    }
+    b->st = tsr_graph_add_constant(b->g, name, &t);
+    free(t.data);
+    return b->st == TSR_OK ? name : "";
+}
+
+static const char *cst_scalar(gb *b, double v)
+{
+    const int64_t one = 1;
+    return cst(b, 1, &one, &v);
+}
+
+static const char *cst_i64(gb *b, int n, const int64_t *vals)
+{
+    const char *name = fresh(b, "i");
+    if (b->st != TSR_OK)
+        return "";
+    tsr_tensor t = {.dtype = TSR_INT64, .rank = 1, .dims = {n}, .data = (void *)vals};
+    b->st = tsr_graph_add_constant(b->g, name, &t);
+    return b->st == TSR_OK ? name : "";
+}
+
+static const char *binary(gb *b, const char *op, const char *x, const char *y)
+{
+    const char *in[2] = {x, y};
+    return node(b, op, 2, in, 0, NULL);
+}
+
+static const char *gather(gb *b, const char *x, const char *idx)
+{
+    const char *in[2] = {x, idx};
+    tsr_attr a = TSR_ATTR_I("axis", 0);
+    return node(b, "Gather", 2, in, 1, &a);
+}
+
+static const char *reshape(gb *b, const char *x, int n, const int64_t *dims)
+{
+    const char *in[2] = {x, cst_i64(b, n, dims)};
+    return node(b, "Reshape", 2, in, 0, NULL);
+}
+
+static const char *concat(gb *b, int n, const char *const *xs, int axis)
+{
+    if (n == 1)
+        return xs[0];
+    tsr_attr a = TSR_ATTR_I("axis", axis);
+    return node(b, "Concat", n, xs, 1, &a);
+}
+
+static const char *slice(gb *b, const char *x, int64_t axis, int64_t start, int64_t end)
+{
+    const char *in[4] = {x, cst_i64(b, 1, &start), cst_i64(b, 1, &end), cst_i64(b, 1, &axis)};
+    return node(b, "Slice", 4, in, 0, NULL);
+}
+
+static const char *reduce_sum(gb *b, const char *x, int64_t axis, int keepdims)
+{
+    const char *in[2] = {x, cst_i64(b, 1, &axis)};
+    tsr_attr a = TSR_ATTR_I("keepdims", keepdims);
+    return node(b, "ReduceSum", 2, in, 1, &a);
+}
+
+static const char *silu(gb *b, const char *x)
+{
+    const char *sig = node(b, "Sigmoid", 1, &x, 0, NULL);
+    return binary(b, "Mul", binary(b, "Mul", x, sig), cst_scalar(b, SILU_SCALE));
+}
+
+static const char *ict_product(gb *b, const char *x, const char *y, int l1, int l2, int l3)
+{
+    const char *in[2] = {x, y};
+    tsr_attr a[3] = {TSR_ATTR_I("l1", l1), TSR_ATTR_I("l2", l2), TSR_ATTR_I("l3", l3)};
+    return node_as(b, NULL, "ICTProduct", ICTP_DOMAIN, 2, in, 3, a);
+}
+
+static const ictp_weight *weight(gb *b, const char *fmt, ...) TSR_PRINTF(2, 3);
+
+static const ictp_weight *weight(gb *b, const char *fmt, ...)
+{
+    char key[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(key, sizeof key, fmt, ap);
+    va_end(ap);
+    const ictp_weight *w = ictp_weight_get(b->m, key);
+    if (!w && b->st == TSR_OK)
+        b->st = tsr_error(TSR_ERR_INTERNAL, "ICTP model: weight '%s' was not loaded", key);
+    return w;
+}
+
+/* Lin(x; W) with W (out, in): MatMul by W^T · scale / √in. */
+static const char *lin(gb *b, const char *x, const ictp_weight *w, double scale)
+{
+    if (!w)
+        return "";
+    int64_t out = w->dims[0], in = w->dims[1];
+    double *t = tsr_malloc((size_t)(out * in) * sizeof *t);
+    if (!t) {
+        b->st = TSR_ERR_OUT_OF_MEMORY;
+        return "";
+    }
+    double s = scale / sqrt((double)in);
+    for (int64_t o = 0; o < out; o++)
+        for (int64_t i = 0; i < in; i++)
+            t[i * out + o] = w->data[o * in + i] * s;
+    const int64_t dims[2] = {in, out};
+    const char *wt = cst(b, 2, dims, t);
+    free(t);
+    return binary(b, "MatMul", x, wt);
+}
+
+/* The MLP `<prefix>.{0,2,...}.weight`: Lin, σ, ..., Lin. */
+static const char *mlp(gb *b, const char *x, const char *prefix, int n_layers)
+{
+    for (int i = 0; i < n_layers; i++) {
+        x = lin(b, x, weight(b, "%s.%d.weight", prefix, 2 * i), 1.0);
+        if (i + 1 < n_layers)
+            x = silu(b, x);
+    }
+    return x;
+}
+
+/* A per-species table (S, rows·cols), gathered by species: [atoms, rows, cols]. */
+static const char *species_table(gb *b, const double *table, int64_t rows, int64_t cols,
+                                 const char *species)
+{
+    const int64_t dims[3] = {b->m->cfg.n_species, rows, cols};
+    return gather(b, cst(b, 3, dims, table), species);
+}
+
+static int64_t pow3(int l)
+{
+    return l == 0 ? 1 : 3 * pow3(l - 1);
+}
+
+/* B += Σ_p W[s, c, p] X[k, c, p] (or the coupled form) for one rank. */
+static const char *weigh(gb *b, const char *x, int l, int64_t P, const ictp_weight *w,
+                         const char *species)
+{
+    if (!w)
+        return "";
+    const ictp_config *c = &b->m->cfg;
+    int64_t S = c->n_species, G = c->G;
+    bool coupled = c->coupled;
+    size_t n = (size_t)(S * P * G * (coupled ? G : 1));
+    double *t = tsr_malloc(n * sizeof *t);
+    if (!t) {
+        b->st = TSR_ERR_OUT_OF_MEMORY;
+        return "";
+    }
+    /* Authors: [s][c][p] (uncoupled) or [s][c·P + p][u]; here path major. */
+    for (int64_t s = 0; s < S; s++)
+        for (int64_t ch = 0; ch < G; ch++)
+            for (int64_t p = 0; p < P; p++) {
+                if (coupled) {
+                    for (int64_t u = 0; u < G; u++)
+                        t[((s * P + p) * G + ch) * G + u] = w->data[((s * G + ch) * P + p) * G + u];
+                } else {
+                    t[(s * P + p) * G + ch] = w->data[(s * G + ch) * P + p];
+                }
+            }
+    const char *out;
+    if (coupled) {
+        out = binary(b, "MatMul", x, species_table(b, t, P * G, G, species));
+    } else {
+        out = binary(b, "Mul", x, species_table(b, t, 1, P * G, species));
+        if (P > 1) {
+            const int64_t dims[4] = {-1, pow3(l), P, G};
+            out = reduce_sum(b, reshape(b, out, 4, dims), 2, 0);
+        }
+    }
+    free(t);
+    return out;
+}
+
+/* The shape [atoms, rows, cols] for GatherGrad. */
+static const char *atoms_shape(gb *b, const char *n_atoms, int64_t rows, int64_t cols)
+{
+    const int64_t rc[2] = {rows, cols};
+    const char *parts[2] = {n_atoms, cst_i64(b, 2, rc)};
+    return concat(b, 2, parts, 0);
+}
+
+static void build(gb *b)
+{
+    const ictp_config *c = &b->m->cfg;
+    const char *R = "representation.";
+    int64_t S = c->n_species, F = c->F, G = c->G;
+    const char *dim_n[2] = {"atoms", NULL}, *dim_e[2] = {"edges", NULL};
+    const int64_t d3[2] = {0, 3}, d33[2] = {3, 3}, d1[1] = {0};
+    if (b->st == TSR_OK &&
+        ((b->st = tsr_graph_add_input(b->g, "positions", b->dt, 2, d3, dim_n)) != TSR_OK ||
+         (b->st = tsr_graph_add_input(b->g, "species", TSR_INT64, 1, d1, dim_n)) != TSR_OK ||
+         (b->st = tsr_graph_add_input(b->g, "receivers", TSR_INT64, 1, d1, dim_e)) != TSR_OK ||
+         (b->st = tsr_graph_add_input(b->g, "senders", TSR_INT64, 1, d1, dim_e)) != TSR_OK ||
+         (b->st = tsr_graph_add_input(b->g, "shifts", b->dt, 2, d3, dim_e)) != TSR_OK ||
+         (b->st = tsr_graph_add_input(b->g, "cell", b->dt, 2, d33, NULL)) != TSR_OK ||
+         (b->st = tsr_graph_add_input(b->g, "strain", b->dt, 2, d33, NULL)) != TSR_OK))
+        return;
+    const char *pos = "positions", *species = "species";
+    tsr_attr shape_attrs[2] = {TSR_ATTR_I("start", 0), TSR_ATTR_I("end", 1)};
+    const char *n_atoms = node(b, "Shape", 1, &pos, 2, shape_attrs);
+
+    /* Edge vectors v = (r_i - r_j - S·cell)(I + ε). */
+    const double eye[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+    const char *v = binary(b, "Sub", gather(b, pos, "receivers"), gather(b, pos, "senders"));
+    v = binary(b, "Sub", v, binary(b, "MatMul", "shifts", "cell"));
+    v = binary(b, "MatMul", v, binary(b, "Add", cst(b, 2, d33, eye), "strain"));
+    const char *r = reduce_sum(b, binary(b, "Mul", v, v), 1, 0);
+    r = node(b, "Sqrt", 1, &r, 0, NULL);
+    tsr_attr bessel[3] = {TSR_ATTR_F("r_cutoff", c->r_cutoff), TSR_ATTR_I("n_basis", c->n_basis),
+                          TSR_ATTR_I("p", c->p_cutoff)};
+    const char *rho = node_as(b, NULL, "BesselBasis", ICTP_DOMAIN, 1, &r, 3, bessel);
+    const char *Y[ICTP_MAX_L + 1];
+    for (int l = 0; l <= c->Le; l++) {
+        tsr_attr a = TSR_ATTR_I("l", l);
+        Y[l] = node_as(b, NULL, "ICT", ICTP_DOMAIN, 1, &v, 1, &a);
+    }
+
+    /* Embedding: h_0 = W[:, s] / √S as [atoms, 1, F]. */
+    const ictp_weight *we = weight(b, "%snode_embedding.weight.0", R);
+    const char *h[ICTP_MAX_L + 1] = {0};
+    if (!we)
+        return;
+    double *emb = tsr_malloc((size_t)(S * F) * sizeof *emb);
+    if (!emb) {
+        b->st = TSR_ERR_OUT_OF_MEMORY;
+        return;
+    }
+    for (int64_t s = 0; s < S; s++)
+        for (int64_t f = 0; f < F; f++)
+            emb[s * F + f] = we->data[f * S + s] / sqrt((double)S);
+    h[0] = species_table(b, emb, 1, F, species);
+    free(emb);
+
+    const char *energy = NULL;
+    for (int t = 0; t < c->T; t++) {
+        int l_in = t == 0 ? 0 : c->Lh, l_out = t == c->T - 1 ? 0 : c->Lh;
+        char I[96];
+        snprintf(I, sizeof I, "%sinteractions.%d.", R, t);
+
+        /* Skip: sc_l[k, d] = Σ_c W[c, s, d] h_l[k, c] / √(F·S). */
+        const char *sc[ICTP_MAX_L + 1] = {0};
+        for (int l = 0; l <= l_out && l <= l_in; l++) {
+            const ictp_weight *w = weight(b, "%sskip_tp.weight.%d", I, l);
+            double *tab = w ? tsr_malloc((size_t)(S * F * F) * sizeof *tab) : NULL;
+            if (!tab) {
+                b->st = b->st != TSR_OK ? b->st : TSR_ERR_OUT_OF_MEMORY;
+                return;
+            }
+            for (int64_t s = 0; s < S; s++)
+                for (int64_t ci = 0; ci < F; ci++)
+                    for (int64_t d = 0; d < F; d++)
+                        tab[(s * F + ci) * F + d] =
+                            w->data[(ci * S + s) * F + d] / sqrt((double)(F * S));
+            sc[l] = binary(b, "MatMul", h[l], species_table(b, tab, F, F, species));
+            free(tab);
+        }
+
+        /* Mixing, then the message per rank from every path (l1, l2 -> l3). */
+        const char *g[ICTP_MAX_L + 1], *gj[ICTP_MAX_L + 1];
+        for (int l = 0; l <= l_in; l++) {
+            g[l] = lin(b, h[l], weight(b, "%slinear_first.weight.%d", I, l), 1.0);
+            gj[l] = gather(b, g[l], "senders");
+        }
+        int pairs[ICTP_MAX_L + 1][7][2], n_pairs[ICTP_MAX_L + 1], total = 0;
+        for (int l3 = 0; l3 <= c->Le; l3++) {
+            n_pairs[l3] = ictp_pairs(l3, l_in, c->Le, true, pairs[l3]);
+            total += n_pairs[l3];
+        }
+        char prefix[112];
+        snprintf(prefix, sizeof prefix, "%sconv_tp_weights", I);
+        const char *radial = mlp(b, rho, prefix, c->n_radial + 1);
+        const int64_t rdims[3] = {-1, 1, total * F};
+        radial = reshape(b, radial, 3, rdims);
+        const char *A[ICTP_MAX_L + 1];
+        int q = 0;
+        for (int l3 = 0; l3 <= c->Le; l3++) {
+            int P = n_pairs[l3];
+            if (P == 0) {
+                b->st =
+                    tsr_error(TSR_ERR_INTERNAL, "ICTP: no convolution path reaches rank %d", l3);
+                return;
+            }
+            const char *msgs[7];
+            for (int k = 0; k < P; k++, q++) {
+                int l1 = pairs[l3][k][0], l2 = pairs[l3][k][1];
+                const char *m = ict_product(b, gj[l1], Y[l2], l1, l2, l3);
+                msgs[k] = binary(b, "Mul", m, slice(b, radial, 2, q * F, (q + 1) * F));
+            }
+            const char *in[3] = {concat(b, P, msgs, 2), "receivers",
+                                 atoms_shape(b, n_atoms, pow3(l3), P * F)};
+            tsr_attr ax = TSR_ATTR_I("axis", 0);
+            const char *agg = node_as(b, NULL, "GatherGrad", ICTP_DOMAIN, 3, in, 1, &ax);
+            A[l3] = lin(b, agg, weight(b, "%slinear_second.weight.%d", I, l3),
+                        1.0 / (sqrt((double)P) * c->avg_n_neighbors));
+        }
+
+        /* Product basis. */
+        char Q[112];
+        snprintf(Q, sizeof Q, "%sproducts.%d.product_basis.", R, t);
+        const char *B[ICTP_MAX_L + 1];
+        for (int l = 0; l <= l_out; l++)
+            B[l] = weigh(b, A[l], l, 1, weight(b, "%sweighted_sum.weight.%d", Q, l), species);
+        const char *X[ICTP_MAX_L + 1];
+        int P_cur[ICTP_MAX_L + 1], top = c->Le;
+        for (int l = 0; l <= c->Le; l++) {
+            X[l] = A[l];
+            P_cur[l] = 1;
+        }
+        for (int i = 0; i < c->nu - 1; i++) {
+            int target = i == c->nu - 2 ? l_out : c->Le;
+            bool full = !(c->symmetric && i == 0);
+            const char *Xn[ICTP_MAX_L + 1];
+            int P_new[ICTP_MAX_L + 1];
+            for (int l3 = 0; l3 <= target; l3++) {
+                int pp[7][2], n = ictp_pairs(l3, top, c->Le, full, pp);
+                const char *parts[7];
+                P_new[l3] = 0;
+                for (int k = 0; k < n; k++) {
+                    int l1 = pp[k][0], l2 = pp[k][1], P1 = P_cur[l1];
+                    const char *y = A[l2];
+                    if (P1 > 1) {
+                        const int64_t d4[4] = {-1, pow3(l2), 1, G}, e4[4] = {1, 1, P1, G},
+                                      d3b[3] = {-1, pow3(l2), P1 * G};
+                        const char *ex[2] = {reshape(b, y, 4, d4), cst_i64(b, 4, e4)};
+                        y = reshape(b, node(b, "Expand", 2, ex, 0, NULL), 3, d3b);
+                    }
+                    parts[k] = ict_product(b, X[l1], y, l1, l2, l3);
+                    P_new[l3] += P1;
+                }
+                if (n == 0) {
+                    b->st =
+                        tsr_error(TSR_ERR_INTERNAL, "ICTP: no product path reaches rank %d", l3);
+                    return;
+                }
+                Xn[l3] = concat(b, n, parts, 2);
+            }
+            for (int l = 0; l <= target; l++) {
+                X[l] = Xn[l];
+                P_cur[l] = P_new[l];
+            }
+            top = target;
+            for (int l = 0; l <= l_out; l++)
+                B[l] = binary(b, "Add", B[l],
+                              weigh(b, X[l], l, P_cur[l],
+                                    weight(b, "%sblocks.%d.weighted_sum.weight.%d", Q, i, l),
+                                    species));
+        }
+        for (int l = 0; l <= l_out; l++) {
+            h[l] = lin(b, B[l], weight(b, "%sproducts.%d.linear.weight.%d", R, t, l), 1.0);
+            if (sc[l])
+                h[l] = binary(b, "Add", h[l], sc[l]);
+        }
+
+        /* Readout of the scalars. */
+        const int64_t dnf[2] = {-1, F};
+        const char *h0 = reshape(b, h[0], 2, dnf);
+        const char *e;
+        if (t < c->T - 1) {
+            e = lin(b, h0, weight(b, "readouts.%d.weight", t), 1.0);
+        } else {
+            snprintf(prefix, sizeof prefix, "readouts.%d", t);
+            e = mlp(b, h0, prefix, c->n_readout + 1);
+        }
+        energy = energy ? binary(b, "Add", energy, e) : e;
+    }
+
+    /* E = Σ_a scale[s] · Σ_t e_t + shift[s]. */
+    const ictp_weight *scale = weight(b, "scale_shift.scale_params");
+    const ictp_weight *shift = weight(b, "scale_shift.shift_params");
+    if (!scale || !shift)
+        return;
+    const int64_t dn[1] = {-1}, ds[1] = {S};
+    const char *e = reshape(b, energy, 1, dn);
+    e = binary(b, "Mul", e, gather(b, cst(b, 1, ds, scale->data), species));
+    const char *add_in[2] = {e, gather(b, cst(b, 1, ds, shift->data), species)};
+    node_as(b, "energies", "Add", "", 2, add_in, 0, NULL);
+    const char *sum_in[2] = {"energies", cst_i64(b, 1, (const int64_t[]){0})};
+    tsr_attr keep = TSR_ATTR_I("keepdims", 1);
+    node_as(b, "energy", "ReduceSum", "", 2, sum_in, 1, &keep);
+    if (b->st == TSR_OK && (b->st = tsr_graph_add_output(b->g, "energy")) == TSR_OK)
+        b->st = tsr_graph_add_output(b->g, "energies");
+}
+
+tsr_status ictp_build_graph(const tsr_ictp_model *model, tsr_dtype dtype, tsr_graph **graph_out)
+{
+    *graph_out = NULL;
+    gb b = {.m = model, .dt = dtype};
+    TSR_CHECK(tsr_graph_create(&b.g));
+    build(&b);
+    for (int i = 0; i < b.n_names; i++)
+        free(b.names[i]);
+    free(b.names);
+    if (b.st != TSR_OK) {
+        tsr_error_prefix("building the ICTP graph: ");
+        tsr_graph_destroy(b.g);
+        return b.st;
+    }
+    *graph_out = b.g;
+    return TSR_OK;
+}
+
+tsr_status tsr_ictp_model_graph(const tsr_ictp_model *model, tsr_dtype dtype, tsr_graph **graph_out)
+{
+    if (!model || !graph_out)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_ictp_model_graph: NULL argument");
+    if (dtype != TSR_FLOAT32 && dtype != TSR_FLOAT64)
+        return tsr_error(TSR_ERR_DTYPE, "ICTP models run in float32 or float64, not %s",
+                         tsr_dtype_name(dtype));
+    return ictp_build_graph(model, dtype, graph_out);
+}

@@ -1,0 +1,51 @@
+/* ICTP models: the configuration, the weights by the authors' key names,
+ * and the graph built from them (docs/ictp-checkpoint.md §1-4). */
+#ifndef TSR_ICTP_INTERNAL_H
+#define TSR_ICTP_INTERNAL_H
+
+#include "core/core.h"
+#include "tessera/ictp.h"
+
+#define ICTP_MAX_L 3
+#define ICTP_MAX_MLP 16
+#define ICTP_MAX_SPECIES 119
+
+typedef struct ictp_config {
+    int n_species;                   /* S */
+    int32_t types[ICTP_MAX_SPECIES]; /* atomic number of each species */
+    double r_cutoff;
+    int n_basis, p_cutoff;
+    int n_radial, radial[ICTP_MAX_MLP];   /* hidden widths of the radial MLP */
+    int n_readout, readout[ICTP_MAX_MLP]; /* hidden widths of the last readout */
+    int F, G, T, Lh, Le, nu;
+    bool symmetric, coupled;
+    double avg_n_neighbors;
+} ictp_config;
+
+/* One weight, in double whatever the file held. */
+typedef struct ictp_weight {
+    char *key;
+    int rank;
+    int64_t dims[4];
+    double *data;
+} ictp_weight;
+
+struct tsr_ictp_model {
+    ictp_config cfg;
+    int n_weights;
+    ictp_weight *weights;
+};
+
+/* The (l1, l2) pairs that reach rank l3 in the table order of
+ * ictp-checkpoint.md §3, those with l1 <= l1max and l2 <= l2max; `full`
+ * adds the mirrored orders. Returns the count (at most 7). */
+int ictp_pairs(int l3, int l1max, int l2max, bool full, int pairs_out[][2]);
+/* Paths per rank after product step `step` (0-based), ranks 0..*top_out. */
+void ictp_product_paths(const ictp_config *cfg, int layer, int step, int paths_out[4],
+                        int *top_out);
+const ictp_weight *ictp_weight_get(const tsr_ictp_model *model, const char *key);
+
+/* The energy graph of tsr_ictp_model_graph. */
+tsr_status ictp_build_graph(const tsr_ictp_model *model, tsr_dtype dtype, tsr_graph **graph_out);
+
+#endif

@@ -1,0 +1,290 @@
+"""The ICTP model on Tessera (include/tessera/ictp.h) against the independent PyTorch
+reference of ictp_reference.py, on random-weight models of several configurations, and by
+the properties the math guarantees: forces against central differences of the energy,
+stress against finite strain, rotation/reflection, translation and permutation invariance,
+a periodic cell against its 2x2x2 supercell; and clear errors on malformed models."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import ictp_reference as ref
+import tsr
+
+# Small widths keep the ref backend quick; every structural option is covered.
+SMALL = dict(n_hidden_feats=6, n_product_feats=5, radial_MLP=[12, 10], readout_MLP=[7],
+             r_cutoff=3.2)
+CONFIGS = {
+    "nu1_T1": dict(correlation=1, n_interactions=1, l_max_hidden_feats=1, l_max_edge_attrs=2),
+    "nu2_T3_sym": dict(correlation=2, n_interactions=3, l_max_hidden_feats=1,
+                       l_max_edge_attrs=2),
+    "nu3_full": dict(correlation=3, symmetric_product=False),
+    "nu4_coupled": dict(correlation=4, coupled_product_feats=True, n_interactions=2),
+    "nu3_T3_symbols": dict(correlation=3, n_interactions=3, atomic_types=["H", "C", "O"],
+                           n_polynomial_cutoff=6, l_max_hidden_feats=3),
+    "Le0": dict(correlation=2, l_max_hidden_feats=0, l_max_edge_attrs=0),
+}
+
+
+def config(name):
+    return ref.default_config(**{**SMALL, **CONFIGS[name]})
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ictp")
+    return {name: ref.random_model(str(d / name), config(name), seed=k)
+            for k, name in enumerate(CONFIGS)}
+
+
+def molecule(seed, n=7):
+    rng = np.random.default_rng(seed)
+    pos = rng.random((n, 3)) * 3.0
+    numbers = rng.choice([1, 6, 8], n)
+    return numbers, pos
+
+
+def crystal(seed, n=4):
+    """A small triclinic periodic cell, shorter than the cutoff along some axis."""
+    rng = np.random.default_rng(seed)
+    cell = np.diag([2.9, 3.4, 3.7]) + 0.3 * rng.random((3, 3))
+    pos = rng.random((n, 3)) @ cell
+    numbers = rng.choice([1, 6, 8], n)
+    return numbers, pos, cell
+
+
+def assert_rel(got, want, tol, what):
+    got, want = np.asarray(got), np.asarray(want)
+    scale = max(np.abs(want).max(), 1e-300)
+    err = np.abs(got - want).max() / scale
+    assert err <= tol, f"{what}: relative error {err:.3g} > {tol:g}"
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_matches_reference_molecule(models, name):
+    numbers, pos = molecule(1)
+    want = ref.load(models[name]).evaluate(numbers, pos)
+    got = tsr.IctpModel(models[name], device="ref").evaluate(tsr.Atoms(numbers, pos))
+    assert_rel(got["energy"], want["energy"], 1e-10, name + " energy")
+    assert_rel(got["forces"], want["forces"], 1e-10, name + " forces")
+    assert_rel(got["energies"], want["energies"], 1e-10, name + " per-atom energies")
+    assert abs(got["energies"].sum() - got["energy"]) <= 1e-12 * abs(got["energy"]) + 1e-14
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_matches_reference_periodic(models, name):
+    numbers, pos, cell = crystal(2)
+    want = ref.load(models[name]).evaluate(numbers, pos, cell, (True, True, True), stress=True)
+    model = tsr.IctpModel(models[name], device="ref")
+    got = model.evaluate(tsr.Atoms(numbers, pos, cell, [1, 1, 1]), stress=True)
+    assert_rel(got["energy"], want["energy"], 1e-10, name + " energy")
+    assert_rel(got["forces"], want["forces"], 1e-10, name + " forces")
+    assert_rel(got["stress"], want["stress"], 1e-10, name + " stress")
+
+
+def test_mixed_periodicity(models):
+    """Periodic along x and z only (a slab), with atoms outside the cell."""
+    numbers, pos, cell = crystal(3, n=5)
+    pos = pos + np.array([0.0, 4.0, -3.0])
+    pbc = (True, False, True)
+    path = models["nu3_full"]
+    want = ref.load(path).evaluate(numbers, pos, cell, pbc, stress=True)
+    got = tsr.IctpModel(path, device="ref").evaluate(tsr.Atoms(numbers, pos, cell, pbc),
+                                                     stress=True)
+    assert_rel(got["energy"], want["energy"], 1e-10, "energy")
+    assert_rel(got["forces"], want["forces"], 1e-10, "forces")
+    assert_rel(got["stress"], want["stress"], 1e-10, "stress")
+
+
+def test_float32_and_cpu_device(models):
+    numbers, pos, cell = crystal(4)
+    path = models["nu3_full"]
+    atoms = tsr.Atoms(numbers, pos, cell, [1, 1, 1])
+    want = tsr.IctpModel(path, device="ref").evaluate(atoms, stress=True)
+    cpu = tsr.IctpModel(path, device="cpu", dtype=np.float64, threads=2).evaluate(atoms,
+                                                                                  stress=True)
+    for k in ("energy", "forces", "stress"):
+        assert_rel(cpu[k], want[k], 1e-12, "cpu float64 " + k)
+    f32 = tsr.IctpModel(path, dtype=np.float32).evaluate(atoms, stress=True)
+    for k in ("energy", "forces", "stress"):
+        assert_rel(f32[k], want[k], 1e-4, "float32 " + k)
+
+
+def test_forces_are_minus_central_differences(models):
+    numbers, pos, cell = crystal(5)
+    model = tsr.IctpModel(models["nu4_coupled"], device="ref")
+
+    def energy(p):
+        return model.evaluate(tsr.Atoms(numbers, p, cell, [1, 1, 1]))["energy"]
+    forces = model.evaluate(tsr.Atoms(numbers, pos, cell, [1, 1, 1]))["forces"]
+    h = 1e-5
+    fd = np.zeros_like(pos)
+    for a in range(len(pos)):
+        for k in range(3):
+            d = np.zeros_like(pos)
+            d[a, k] = h
+            fd[a, k] = -(energy(pos + d) - energy(pos - d)) / (2 * h)
+    assert_rel(forces, fd, 1e-7, "forces vs central differences")
+
+
+def test_stress_against_finite_strain(models):
+    numbers, pos, cell = crystal(6)
+    model = tsr.IctpModel(models["nu3_full"], device="ref")
+    stress = model.evaluate(tsr.Atoms(numbers, pos, cell, [1, 1, 1]), stress=True)["stress"]
+    vol = abs(np.linalg.det(cell))
+    h = 1e-5
+    fd = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(3):
+            eps = np.zeros((3, 3))
+            eps[i, j] = eps[j, i] = h / 2 if i != j else h
+            e = []
+            for sgn in (1, -1):
+                m = np.eye(3) + sgn * eps
+                e.append(model.evaluate(tsr.Atoms(numbers, pos @ m, cell @ m, [1, 1, 1]))["energy"])
+            fd[i, j] = (e[0] - e[1]) / (2 * h) / vol
+    assert_rel(stress, fd, 1e-7, "stress vs finite strain")
+    assert np.allclose(stress, stress.T, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_rotation_translation_permutation(models, periodic):
+    rng = np.random.default_rng(7)
+    q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    q[:, 0] *= -1 if np.linalg.det(q) > 0 else 1  # include a reflection
+    model = tsr.IctpModel(models["nu3_T3_symbols"], device="ref")
+    if periodic:
+        numbers, pos, cell = crystal(8)
+        pbc = [1, 1, 1]
+    else:
+        (numbers, pos), cell, pbc = molecule(8), None, None
+    base = model.evaluate(tsr.Atoms(numbers, pos, cell, pbc))
+    rot = model.evaluate(tsr.Atoms(numbers, pos @ q.T + np.array([0.3, -1.2, 2.5]),
+                                   None if cell is None else cell @ q.T, pbc))
+    assert_rel(rot["energy"], base["energy"], 1e-12, "energy under rotation + translation")
+    assert_rel(rot["forces"], base["forces"] @ q.T, 1e-12, "forces rotate with the structure")
+    perm = rng.permutation(len(numbers))
+    per = model.evaluate(tsr.Atoms(numbers[perm], pos[perm], cell, pbc))
+    assert_rel(per["energy"], base["energy"], 1e-12, "energy under permutation")
+    assert_rel(per["forces"], base["forces"][perm], 1e-12, "forces under permutation")
+    assert_rel(per["energies"], base["energies"][perm], 1e-12, "per-atom energies")
+
+
+def test_supercell_energy_is_eight_times(models):
+    """A cell shorter than the cutoff (self-images) against its 2x2x2 supercell."""
+    numbers, pos, cell = crystal(9, n=3)
+    model = tsr.IctpModel(models["nu2_T3_sym"], device="ref")
+    small = model.evaluate(tsr.Atoms(numbers, pos, cell, [1, 1, 1]), stress=True)
+    shifts = np.array([[i, j, k] for i in range(2) for j in range(2) for k in range(2)])
+    big_pos = np.concatenate([pos + s @ cell for s in shifts])
+    big = model.evaluate(tsr.Atoms(np.tile(numbers, 8), big_pos, 2 * cell, [1, 1, 1]),
+                         stress=True)
+    assert_rel(big["energy"], 8 * small["energy"], 1e-12, "supercell energy")
+    assert_rel(big["forces"], np.tile(small["forces"], (8, 1)), 1e-11, "supercell forces")
+    assert_rel(big["stress"], small["stress"], 1e-11, "supercell stress")
+
+
+def test_isolated_atom_has_only_its_shift(models):
+    path = models["nu3_full"]
+    got = tsr.IctpModel(path, device="ref").evaluate(tsr.Atoms([6], [[0.0, 0.0, 0.0]]))
+    want = ref.load(path).evaluate([6], np.zeros((1, 3)))
+    assert_rel(got["energy"], want["energy"], 1e-12, "isolated atom")
+    assert np.all(got["forces"] == 0)
+
+
+def test_aliases_only(tmp_path):
+    """A state_dict that holds only the `.blocks.<l>.weight` aliases loads the same."""
+    cfg = config("nu3_full")
+    st = ref.random_state(cfg, seed=11)
+    aliased = {k for k in st if ".blocks." in k and k.endswith(".weight")}
+    only = {k: v for k, v in st.items()
+            if not any(a == k.replace(".weight.", ".blocks.", 1) + ".weight" for a in aliased)}
+    assert len(only) < len(st)
+    np.savez(tmp_path / "a.npz", **only)
+    np.savez(tmp_path / "b.npz", **st)
+    for stem in ("a", "b"):
+        (tmp_path / (stem + ".json")).write_text(json.dumps({"config": cfg}))
+    numbers, pos = molecule(12)
+    ea = tsr.IctpModel(tmp_path / "a.npz", device="ref").evaluate(tsr.Atoms(numbers, pos))
+    eb = tsr.IctpModel(tmp_path / "b.npz", device="ref").evaluate(tsr.Atoms(numbers, pos))
+    assert ea["energy"] == eb["energy"]
+
+
+def test_float32_checkpoint_loads(tmp_path):
+    cfg = config("nu2_T3_sym")
+    path = ref.random_model(str(tmp_path / "m32"), cfg, seed=5, dtype=np.float32)
+    numbers, pos = molecule(13)
+    want = ref.load(path).evaluate(numbers, pos)
+    got = tsr.IctpModel(path, device="ref").evaluate(tsr.Atoms(numbers, pos))
+    assert_rel(got["energy"], want["energy"], 1e-10, "float32 weights, float64 evaluation")
+
+
+# ------------------------------------------------------------------- errors
+
+
+def write_model(tmp_path, cfg, state, name="m"):
+    np.savez(tmp_path / (name + ".npz"), **state)
+    (tmp_path / (name + ".json")).write_text(json.dumps({"config": cfg}))
+    return tmp_path / (name + ".npz")
+
+
+def load_error(path):
+    with pytest.raises(tsr.TesseraError) as e:
+        tsr.IctpModel(path, device="ref")
+    return str(e.value)
+
+
+def test_missing_key_is_named(tmp_path):
+    cfg = config("nu3_full")
+    st = ref.random_state(cfg, aliases=False)
+    del st["representation.interactions.1.linear_second.weight.2"]
+    msg = load_error(write_model(tmp_path, cfg, st))
+    assert "missing key 'representation.interactions.1.linear_second.weight.2'" in msg
+    assert "blocks.2.weight" in msg  # the alias it also looked for
+
+
+def test_wrong_shape_is_named(tmp_path):
+    cfg = config("nu3_full")
+    st = ref.random_state(cfg, aliases=False)
+    key = "representation.products.0.product_basis.blocks.1.weighted_sum.weight.1"
+    st[key] = st[key][:, :, :-1]
+    msg = load_error(write_model(tmp_path, cfg, st))
+    assert key in msg and "shape" in msg
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("correlation", 0, "correlation"),
+    ("l_max_edge_attrs", 4, "l_max_edge_attrs"),
+    ("symmetric_product", "yes", "symmetric_product"),
+    ("atomic_types", ["H", "Qq"], "atomic_types"),
+    ("default_dtype", "float16", "default_dtype"),
+    ("radial_MLP", [64, -1], "radial_MLP"),
+])
+def test_bad_config_value_is_named(tmp_path, key, value, words):
+    cfg = config("nu3_full")
+    st = ref.random_state(cfg)
+    cfg[key] = value
+    assert words in load_error(write_model(tmp_path, cfg, st))
+
+
+def test_missing_config_key_and_bad_json(tmp_path):
+    cfg = config("nu3_full")
+    st = ref.random_state(cfg)
+    del cfg["avg_n_neighbors"]
+    assert "'avg_n_neighbors'" in load_error(write_model(tmp_path, cfg, st))
+    path = write_model(tmp_path, config("nu3_full"), st, "j")
+    (tmp_path / "j.json").write_text('{"config": {"r_cutoff": 5.0,\n "n_basis": 8,,}}')
+    msg = load_error(path)
+    assert "j.json:2" in msg
+    os.remove(tmp_path / "j.json")
+    assert "j.json" in load_error(path)
+
+
+def test_unknown_species_and_stress_without_cell(models):
+    model = tsr.IctpModel(models["nu3_full"], device="ref")
+    with pytest.raises(tsr.TesseraError, match=r"atom 1 is N \(Z = 7\)"):
+        model.evaluate(tsr.Atoms([1, 7], [[0, 0, 0], [1.0, 0, 0]]))
+    with pytest.raises(tsr.TesseraError, match="stress needs a cell"):
+        model.evaluate(tsr.Atoms([1, 6], [[0, 0, 0], [1.0, 0, 0]]), stress=True)
