@@ -327,19 +327,20 @@ def graph_relu():
     return g
 
 
-@pytest.mark.parametrize("outputs, wrt, message", [
-    (["nope"], ["x"], "no value 'nope'"),
-    (["z"], ["nope"], "no input or parameter 'nope'"),
-    (["s"], ["x"], "cannot differentiate 's' of dtype int64"),
-    (["z"], ["k"], "'k' is int64"),
-    (["z"], ["y"], "'y' is neither a graph input nor a parameter"),
-    (["z", "z"], ["x"], "output 'z' is given twice"),
-    (["z"], ["x", "x"], "'x' is given twice"),
-    ([], ["x"], "at least one output"),
+@pytest.mark.parametrize("outputs, wrt, message, status", [
+    (["nope"], ["x"], "no value 'nope'", tsr.ERR_NOT_FOUND),
+    (["z"], ["nope"], "no input or parameter 'nope'", tsr.ERR_NOT_FOUND),
+    (["s"], ["x"], "cannot differentiate 's' of dtype int64", tsr.ERR_DTYPE),
+    (["z"], ["k"], "'k' is int64", tsr.ERR_DTYPE),
+    (["z"], ["y"], "'y' is neither a graph input nor a parameter", tsr.ERR_INVALID_ARGUMENT),
+    (["z", "z"], ["x"], "output 'z' is given twice", tsr.ERR_INVALID_ARGUMENT),
+    (["z"], ["x", "x"], "'x' is given twice", tsr.ERR_INVALID_ARGUMENT),
+    ([], ["x"], "at least one output", tsr.ERR_INVALID_ARGUMENT),
 ])
-def test_bad_requests(outputs, wrt, message):
-    with pytest.raises(tsr.TesseraError, match=message):
+def test_bad_requests(outputs, wrt, message, status):
+    with pytest.raises(tsr.TesseraError, match=message) as err:
         tsr.gradient(graph_relu(), outputs, wrt)
+    assert err.value.status == status
 
 
 def test_integer_paths_carry_no_gradient():
@@ -358,8 +359,9 @@ def test_unsupported_rule_names_the_node():
     g.add_constant("pads", np.array([1, 1, 1, 1], dtype=np.int64))
     g.add_node("Pad", ["x", "pads"], ["y"], {"mode": "reflect"}, name="reflect_pad")
     g.add_output("y")
-    with pytest.raises(tsr.TesseraError, match=r"reflect_pad.*Pad mode 'reflect'"):
+    with pytest.raises(tsr.TesseraError, match=r"reflect_pad.*Pad mode 'reflect'") as err:
         tsr.gradient(g, ["y"], ["x"])
+    assert err.value.status == tsr.ERR_UNSUPPORTED
 
 
 def dpp_case():
@@ -377,8 +379,10 @@ def test_dpp_gradient_against_finite_differences():
 def test_dpp_second_order_is_a_clear_error():
     g, outs, wrt = dpp_case().graph()
     gg = tsr.gradient(g, outs, wrt)
-    with pytest.raises(tsr.TesseraError, match="DetailPreservingPoolGrad has no gradient rule"):
+    with pytest.raises(tsr.TesseraError,
+                       match="DetailPreservingPoolGrad has no gradient rule") as err:
         tsr.gradient(gg, [f"{wrt[0]}__grad"], [wrt[0]])
+    assert err.value.status == tsr.ERR_UNSUPPORTED
 
 
 def test_broadcast_decided_at_run_time():
