@@ -291,6 +291,110 @@ static tsr_status convert_attr(const importer *imp, const char *label,
     }
 }
 
+/* ------------------------------------------------ training-mode exports */
+
+/* torch.onnx.export(..., training=TRAINING) writes BatchNormalization in
+ * training mode (five outputs before opset 14, training_mode=1 from 14) and
+ * Dropout with a true training_mode input. They become Tessera's training
+ * ops: BatchNormTrain normalizes with the batch's statistics and outputs the
+ * running-average update (ONNX's momentum convention is BatchNormTrain's),
+ * DropoutTrain draws its mask from the node's `seed` attribute (0 when
+ * absent). Outputs whose meaning differs (BatchNormalization's saved_var,
+ * Dropout's bool mask) are not defined: a node reading them fails as
+ * reading an unknown value. */
+
+static const tsr_attr *find_attr(const tsr_attr *attrs, size_t n, const char *name)
+{
+    for (size_t a = 0; a < n; a++)
+        if (strcmp(attrs[a].name, name) == 0)
+            return &attrs[a];
+    return NULL;
+}
+
+static double attr_f(const tsr_attr *attrs, size_t n, const char *name, double fallback)
+{
+    const tsr_attr *a = find_attr(attrs, n, name);
+    return a && a->type == TSR_ATTR_FLOAT ? a->f : fallback;
+}
+
+/* The scalar value of a constant input, false when it is not one. */
+static bool constant_scalar(const importer *imp, const Onnx__NodeProto *node, size_t i,
+                            double *value_out)
+{
+    if (node->n_input <= i || !node->input[i] || !*node->input[i])
+        return false;
+    int v = tsr_graph_find_value(imp->g, node->input[i]);
+    if (v < 0 || !imp->g->values[v].data)
+        return false;
+    tsr_tensor t = tsr_value_tensor(&imp->g->values[v]);
+    if (tsr_tensor_numel(&t) != 1)
+        return false;
+    *value_out = tsr_get_f(&t, 0);
+    return true;
+}
+
+static bool is_training_form(const importer *imp, const Onnx__NodeProto *node,
+                             const tsr_attr *attrs, size_t n_attrs)
+{
+    if (!is_default_domain(node->domain))
+        return false;
+    if (strcmp(node->op_type, "BatchNormalization") == 0) {
+        const tsr_attr *mode = find_attr(attrs, n_attrs, "training_mode");
+        return node->n_input == 5 &&
+               (node->n_output > 1 || (mode && mode->type == TSR_ATTR_INT && mode->i != 0));
+    }
+    double training = 0.0, ratio = 0.5;
+    if (strcmp(node->op_type, "Dropout") != 0 || !constant_scalar(imp, node, 2, &training) ||
+        training == 0.0)
+        return false;
+    return node->n_input < 2 || !*node->input[1] || !constant_scalar(imp, node, 1, &ratio) ||
+           ratio != 0.0;
+}
+
+static tsr_status derived_name(const importer *imp, const char *base, const char *suffix, char *buf,
+                               size_t size)
+{
+    char stem[512];
+    snprintf(stem, sizeof stem, "%s__%s", base, suffix);
+    return tsr_graph_unique_name(imp->g, stem, buf, size);
+}
+
+static tsr_status add_training_node(importer *imp, const Onnx__NodeProto *node, const char *label,
+                                    const tsr_attr *attrs, size_t n_attrs)
+{
+    const char *y = node->output[0];
+    char bufs[4][512];
+    if (strcmp(node->op_type, "BatchNormalization") == 0) {
+        static const char *const suffix[4] = {"running_mean", "running_var", "saved_mean",
+                                              "saved_inv_std"};
+        const char *outs[5] = {y};
+        for (int o = 1; o < 5; o++) {
+            bool given = o < 4 && (size_t)o < node->n_output && *node->output[o];
+            if (!given)
+                TSR_CHECK(derived_name(imp, y, suffix[o - 1], bufs[o - 1], sizeof bufs[0]));
+            outs[o] = given ? node->output[o] : bufs[o - 1];
+        }
+        tsr_attr a[2] = {TSR_ATTR_F("epsilon", attr_f(attrs, n_attrs, "epsilon", 1e-5)),
+                         TSR_ATTR_F("momentum", attr_f(attrs, n_attrs, "momentum", 0.9))};
+        return tsr_graph_add_node_op(imp->g, &tsr_op_BatchNormTrain, 1, node->name, 5,
+                                     (const char *const *)node->input, 5, outs, 2, a);
+    }
+    double ratio = 0.5;
+    if (node->n_input > 1 && *node->input[1] && !constant_scalar(imp, node, 1, &ratio))
+        return tsr_error(TSR_ERR_UNSUPPORTED, "%s: Dropout in training mode needs a constant ratio",
+                         label);
+    const tsr_attr *seed_attr = find_attr(attrs, n_attrs, "seed");
+    int64_t seed = seed_attr && seed_attr->type == TSR_ATTR_INT ? seed_attr->i : 0;
+    tsr_tensor seed_t = {.dtype = TSR_INT64, .rank = 1, .dims = {1}, .data = &seed};
+    TSR_CHECK(derived_name(imp, y, "seed", bufs[0], sizeof bufs[0]));
+    TSR_CHECK(derived_name(imp, y, "mask", bufs[1], sizeof bufs[1]));
+    TSR_CHECK(tsr_graph_add_constant(imp->g, bufs[0], &seed_t));
+    const char *ins[2] = {node->input[0], bufs[0]}, *outs[2] = {y, bufs[1]};
+    tsr_attr a = TSR_ATTR_F("ratio", ratio);
+    return tsr_graph_add_node_op(imp->g, &tsr_op_DropoutTrain, 1, node->name, 2, ins, 2, outs, 1,
+                                 &a);
+}
+
 static tsr_status add_node(importer *imp, const Onnx__NodeProto *node, size_t index)
 {
     char label[400];
@@ -323,7 +427,9 @@ static tsr_status add_node(importer *imp, const Onnx__NodeProto *node, size_t in
         st = convert_attr(imp, label, node->attribute[a], &attrs[a], &scratch[a]);
     if (st == TSR_OK && (node->n_input > INT32_MAX || node->n_output > INT32_MAX))
         st = tsr_error(TSR_ERR_PARSE, "%s has too many inputs or outputs", label);
-    if (st == TSR_OK)
+    if (st == TSR_OK && is_training_form(imp, node, attrs, n_attrs))
+        st = add_training_node(imp, node, label, attrs, n_attrs);
+    else if (st == TSR_OK)
         st = tsr_graph_add_node_op(imp->g, op, (int)version, node->name, (int)node->n_input,
                                    (const char *const *)node->input, (int)node->n_output,
                                    (const char *const *)node->output, (int)n_attrs, attrs);

@@ -48,7 +48,8 @@ static param_role classify(const tsr_graph *m, int v)
         for (int i = 0; i < node->n_inputs; i++) {
             if (node->inputs[i] != v)
                 continue;
-            if (is_onnx(node, "BatchNormalization") && i >= 3)
+            if ((is_onnx(node, "BatchNormalization") || node->op == &tsr_op_BatchNormTrain) &&
+                i >= 3)
                 return ROLE_BUFFER;
             if (!non_differentiable_use(node, i))
                 differentiable = true;
@@ -150,7 +151,9 @@ static tsr_status add_dropout(tsr_graph *g, const tsr_graph *m, const tsr_node *
                               const graph_names *names)
 {
     double ratio = 0.5;
-    if (n->opset < 12) {
+    if (n->op == &tsr_op_DropoutTrain) {
+        ratio = tsr_attr_float(n, "ratio");
+    } else if (n->opset < 12) {
         ratio = tsr_attr_float(n, "ratio");
     } else if (n->n_inputs > 1 && n->inputs[1] >= 0) {
         const tsr_value *r = &m->values[n->inputs[1]];
@@ -162,9 +165,9 @@ static tsr_status add_dropout(tsr_graph *g, const tsr_graph *m, const tsr_node *
     }
     if (n->n_outputs > 1 && n->outputs[1] >= 0 && m->values[n->outputs[1]].n_uses > 0)
         return tsr_error(TSR_ERR_UNSUPPORTED,
-                         "Dropout node '%s': its mask output is used, which training does not "
+                         "%s node '%s': its mask output is used, which training does not "
                          "support",
-                         n->name);
+                         n->op->name, n->name);
     char mask[NAME_LEN];
     snprintf(mask, sizeof mask, "%s__mask", m->values[n->outputs[0]].name);
     TSR_CHECK(tsr_graph_unique_name(g, mask, mask, sizeof mask));
@@ -174,10 +177,43 @@ static tsr_status add_dropout(tsr_graph *g, const tsr_graph *m, const tsr_node *
     return tsr_graph_add_node_op(g, &tsr_op_DropoutTrain, 1, n->name, 2, ins, 2, outs, 1, &attr);
 }
 
+/* A model imported from a training-mode export holds BatchNormTrain and
+ * DropoutTrain already. The trainer makes its own outputs for them (the
+ * running-statistic updates it writes back), so the model's must be unused. */
+static tsr_status check_extra_outputs_unused(const tsr_graph *m, const tsr_node *n)
+{
+    for (int o = 1; o < n->n_outputs; o++)
+        if (n->outputs[o] >= 0 && m->values[n->outputs[o]].n_uses > 0)
+            return tsr_error(TSR_ERR_UNSUPPORTED,
+                             "%s node '%s': its output '%s' is used, which training does not "
+                             "support (only the running-statistic updates it makes itself)",
+                             n->op->name, n->name, m->values[n->outputs[o]].name);
+    return TSR_OK;
+}
+
+/* Inference form of a training op, for the evaluation plan: BatchNormTrain
+ * becomes BatchNormalization with the running statistics, DropoutTrain an
+ * Identity. */
+static tsr_status add_inference_form(tsr_graph *g, const tsr_graph *m, const tsr_node *n)
+{
+    TSR_CHECK(check_extra_outputs_unused(m, n));
+    const char *ins[5], *y = m->values[n->outputs[0]].name;
+    for (int i = 0; i < n->n_inputs; i++)
+        ins[i] = m->values[n->inputs[i]].name;
+    if (n->op == &tsr_op_DropoutTrain)
+        return tsr_graph_add_node_op(g, &tsr_op_Identity, 1, n->name, 1, ins, 1, &y, 0, NULL);
+    tsr_attr attrs[2] = {TSR_ATTR_F("epsilon", tsr_attr_float(n, "epsilon")),
+                         TSR_ATTR_F("momentum", tsr_attr_float(n, "momentum"))};
+    return tsr_graph_add_node_op(g, &tsr_op_BatchNormalization, g->default_opset, n->name, 5, ins,
+                                 1, &y, 2, attrs);
+}
+
 static tsr_status add_batchnorm_train(tsr_trainer *t, tsr_graph *g, const tsr_graph *m,
                                       const tsr_node *n, graph_names *names)
 {
-    if (n->n_outputs > 1)
+    if (n->op == &tsr_op_BatchNormTrain)
+        TSR_CHECK(check_extra_outputs_unused(m, n));
+    else if (n->n_outputs > 1)
         return tsr_error(TSR_ERR_UNSUPPORTED,
                          "BatchNormalization node '%s' already has training outputs", n->name);
     const char *ins[5];
@@ -218,12 +254,18 @@ static tsr_status add_nodes(tsr_trainer *t, tsr_graph *g, const tsr_graph *m, gr
 {
     for (int ni = 0; ni < m->n_nodes; ni++) {
         const tsr_node *n = &m->nodes[ni];
-        if (mode == GRAPH_TRAIN && is_onnx(n, "BatchNormalization")) {
+        bool train_op = n->op == &tsr_op_BatchNormTrain || n->op == &tsr_op_DropoutTrain;
+        if (mode == GRAPH_TRAIN &&
+            (is_onnx(n, "BatchNormalization") || n->op == &tsr_op_BatchNormTrain)) {
             TSR_CHECK(add_batchnorm_train(t, g, m, n, names));
             continue;
         }
-        if (mode == GRAPH_TRAIN && is_onnx(n, "Dropout")) {
+        if (mode == GRAPH_TRAIN && (is_onnx(n, "Dropout") || n->op == &tsr_op_DropoutTrain)) {
             TSR_CHECK(add_dropout(g, m, n, names));
+            continue;
+        }
+        if (train_op) {
+            TSR_CHECK(add_inference_form(g, m, n));
             continue;
         }
         const char *ins[TSR_MAX_NODE_IO], *outs[TSR_MAX_NODE_IO];
@@ -525,7 +567,8 @@ static tsr_status trainer_create(const tsr_graph *model, const tsr_loss_options 
     t->lr = t->opt.lr;
     t->plateau_best = INFINITY;
     for (int n = 0; n < model->n_nodes; n++)
-        t->has_dropout |= is_onnx(&model->nodes[n], "Dropout");
+        t->has_dropout |=
+            is_onnx(&model->nodes[n], "Dropout") || model->nodes[n].op == &tsr_op_DropoutTrain;
     if ((st = collect_params(t, model)) != TSR_OK)
         goto fail;
     tsr_optimizer_assign_groups(t);
