@@ -45,6 +45,13 @@ void ictp_product_paths(const ictp_config *cfg, int layer, int step, int paths_o
                         int *top_out);
 const ictp_weight *ictp_weight_get(const tsr_ictp_model *model, const char *key);
 
+/* The "config" member of a model's .json (errors name the file, line and key). */
+tsr_status ictp_read_config(const char *path, ictp_config *cfg);
+/* Every key the forward pass reads, with its shape (data NULL), in a new
+ * array that ictp_weights_free releases. */
+tsr_status ictp_expected_weights(const ictp_config *cfg, int *n_out, ictp_weight **weights_out);
+void ictp_weights_free(int n, ictp_weight *weights);
+
 /* The energy graph of tsr_ictp_model_graph. */
 tsr_status ictp_build_graph(const tsr_ictp_model *model, tsr_dtype dtype, tsr_graph **graph_out);
 

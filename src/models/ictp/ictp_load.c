@@ -169,7 +169,7 @@ static tsr_status get_types(const tsr_json *cfg, const char *path, ictp_config *
     return TSR_OK;
 }
 
-static tsr_status read_config(const char *path, ictp_config *c)
+tsr_status ictp_read_config(const char *path, ictp_config *c)
 {
     tsr_json *root = NULL;
     TSR_CHECK(tsr_json_read_file(path, &root));
@@ -313,6 +313,28 @@ static tsr_status expected_keys(const ictp_config *c, key_list *kl)
     return TSR_OK;
 }
 
+void ictp_weights_free(int n, ictp_weight *weights)
+{
+    for (int i = 0; weights && i < n; i++) {
+        free(weights[i].key);
+        free(weights[i].data);
+    }
+    free(weights);
+}
+
+tsr_status ictp_expected_weights(const ictp_config *c, int *n_out, ictp_weight **weights_out)
+{
+    key_list kl = {0};
+    tsr_status st = expected_keys(c, &kl);
+    if (st != TSR_OK) {
+        ictp_weights_free(kl.n, kl.w);
+        return st;
+    }
+    *n_out = kl.n;
+    *weights_out = kl.w;
+    return TSR_OK;
+}
+
 /* "a.weight.<l>" -> "a.blocks.<l>.weight"; "" when the key has no alias. */
 static void alias_of(const char *key, char *out, size_t size)
 {
@@ -421,11 +443,7 @@ void tsr_ictp_model_destroy(tsr_ictp_model *model)
 {
     if (!model)
         return;
-    for (int i = 0; i < model->n_weights; i++) {
-        free(model->weights[i].key);
-        free(model->weights[i].data);
-    }
-    free(model->weights);
+    ictp_weights_free(model->n_weights, model->weights);
     free(model);
 }
 
@@ -448,7 +466,7 @@ tsr_status tsr_ictp_model_load(const char *path, tsr_ictp_model **model_out)
         goto cleanup;
     snprintf(npz, stem + 6, "%.*s.npz", (int)stem, path);
     snprintf(json, stem + 6, "%.*s.json", (int)stem, path);
-    if ((st = read_config(json, &m->cfg)) != TSR_OK ||
+    if ((st = ictp_read_config(json, &m->cfg)) != TSR_OK ||
         (st = expected_keys(&m->cfg, &kl)) != TSR_OK || (st = read_weights(npz, &kl)) != TSR_OK)
         goto cleanup;
     m->n_weights = kl.n;
@@ -458,11 +476,7 @@ tsr_status tsr_ictp_model_load(const char *path, tsr_ictp_model **model_out)
     *model_out = m;
     m = NULL;
 cleanup:
-    for (int i = 0; i < kl.n; i++) {
-        free(kl.w[i].key);
-        free(kl.w[i].data);
-    }
-    free(kl.w);
+    ictp_weights_free(kl.n, kl.w);
     tsr_ictp_model_destroy(m);
     free(npz);
     free(json);
