@@ -2,6 +2,7 @@
 EMA, checkpoints and trained ONNX files, each against PyTorch (torch.nn,
 torch.optim) or against an uninterrupted run."""
 
+import contextlib
 import copy
 import os
 
@@ -23,6 +24,15 @@ def close(a, b, dtype, what=""):
     scale = max(float(np.abs(b).max()), 1e-12)
     err = float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
     assert err <= tol(dtype) * max(scale, 1.0), f"{what}: error {err:.3g} (scale {scale:.3g})"
+
+
+@contextlib.contextmanager
+def fails(status, match):
+    """The block must raise a TesseraError with `status` and a message matching `match`."""
+    with pytest.raises(tsr.TesseraError, match=match) as err:
+        yield
+    assert err.value.status == status, f"status {err.value.status}, not {status}: {err.value}"
+
 
 
 # ------------------------------------------------------------- BatchNorm
@@ -61,12 +71,12 @@ def test_batchnorm_train_matches_torch(dtype, shape):
 def test_batchnorm_train_errors():
     x = np.ones((1, 3), np.float32)
     p = np.ones(3, np.float32)
-    with pytest.raises(tsr.TesseraError, match="more than one value per channel"):
+    with fails(tsr.ERR_SHAPE, "more than one value per channel"):
         tsr.run_op("BatchNormTrain", [x, p, p, p, p], domain=T)
-    with pytest.raises(tsr.TesseraError, match="has 4 elements but X has 3 channels"):
+    with fails(tsr.ERR_SHAPE, "has 4 elements but X has 3 channels"):
         q = np.ones(4, np.float32)
         tsr.run_op("BatchNormTrain", [np.ones((2, 3), np.float32), q, p, p, p], domain=T)
-    with pytest.raises(tsr.TesseraError, match="momentum must be in"):
+    with fails(tsr.ERR_INVALID_ARGUMENT, "momentum must be in"):
         tsr.run_op("BatchNormTrain", [np.ones((2, 3), np.float32), p, p, p, p], {"momentum": 2.0},
                    domain=T)
 
@@ -84,7 +94,7 @@ def test_dropout_train_mask_and_scale():
     np.testing.assert_allclose(y, x * mask, rtol=1e-6)
     y3, _ = tsr.run_op("DropoutTrain", [x, seed + 1], {"ratio": 0.3}, domain=T, n_outputs=2)
     assert not np.array_equal(y, y3)
-    with pytest.raises(tsr.TesseraError, match="ratio must be in"):
+    with fails(tsr.ERR_INVALID_ARGUMENT, "ratio must be in"):
         tsr.run_op("DropoutTrain", [x, seed], {"ratio": 1.0}, domain=T)
 
 
@@ -133,16 +143,16 @@ def test_regression_losses_match_torch(dtype, reduction, kind):
 
 def test_loss_errors():
     x = np.zeros((2, 3), np.float32)
-    with pytest.raises(tsr.TesseraError, match="out of range for 3 classes"):
+    with fails(tsr.ERR_INVALID_ARGUMENT, "out of range for 3 classes"):
         tsr.run_op("SoftmaxCrossEntropy", [x, np.array([0, 3], np.int64)], domain=T)
-    with pytest.raises(tsr.TesseraError, match="labels must have rank 1"):
+    with fails(tsr.ERR_SHAPE, "labels must have rank 1"):
         tsr.run_op("SoftmaxCrossEntropy", [x, np.zeros((2, 3), np.int64)], domain=T)
-    with pytest.raises(tsr.TesseraError, match="reduction 'none'"):
+    with fails(tsr.ERR_UNSUPPORTED, "reduction 'none'"):
         tsr.run_op("SoftmaxCrossEntropy", [x, np.zeros(2, np.int64)], {"reduction": "none"},
                    domain=T)
-    with pytest.raises(tsr.TesseraError, match="shapes"):
+    with fails(tsr.ERR_SHAPE, "shapes"):
         tsr.run_op("RegressionLoss", [x, np.zeros((3, 2), np.float32)], domain=T)
-    with pytest.raises(tsr.TesseraError, match="loss kind 'l3'"):
+    with fails(tsr.ERR_UNSUPPORTED, "loss kind 'l3'"):
         tsr.run_op("RegressionLoss", [x, x], {"kind": "l3"}, domain=T)
 
 
@@ -334,7 +344,7 @@ def test_schedules_match_torch():
         tr.epoch_end(metric)
         ts.step(metric)
         assert abs(tr.lr() - topt.param_groups[0]["lr"]) < 1e-12
-    with pytest.raises(tsr.TesseraError, match="needs a metric"):
+    with fails(tsr.ERR_INVALID_ARGUMENT, "needs a metric"):
         tr.epoch_end()
 
 
@@ -368,13 +378,13 @@ def test_ema_and_evaluate():
 
 def test_trainer_errors():
     g, _, _ = mlp(np.float32)
-    with pytest.raises(tsr.TesseraError, match="Nesterov momentum needs momentum > 0"):
+    with fails(tsr.ERR_INVALID_ARGUMENT, "Nesterov momentum needs momentum > 0"):
         tsr.Trainer(g, None, {"nesterov": 1})
-    with pytest.raises(tsr.TesseraError, match="no output 'nope'"):
+    with fails(tsr.ERR_NOT_FOUND, "no output 'nope'"):
         tsr.Trainer(g, {"output": "nope"}, None)
-    with pytest.raises(tsr.TesseraError, match="label_smoothing must be in"):
+    with fails(tsr.ERR_INVALID_ARGUMENT, "label_smoothing must be in"):
         tsr.Trainer(g, {"label_smoothing": 1.5}, None)
-    with pytest.raises(tsr.TesseraError, match="t_max >= 1"):
+    with fails(tsr.ERR_INVALID_ARGUMENT, "t_max >= 1"):
         tsr.Trainer(g, None, {"schedule": "cosine"})
     tr = tsr.Trainer(g, None, None)
     with pytest.raises(tsr.TesseraError, match="no moving average") as err:
