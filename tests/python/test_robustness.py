@@ -13,11 +13,10 @@ The binary is $TESSERA_BIN, else $TESSERA_BUILD_DIR/bin/tessera, else build/bin/
 import io
 import os
 import re
-import resource
 import signal
 import struct
 import subprocess
-import threading
+import tempfile
 import zipfile
 
 import numpy as np
@@ -39,32 +38,48 @@ def sanitized():
         return b"__asan_init" in f.read()
 
 
-def cap_address_space():
-    resource.setrlimit(resource.RLIMIT_AS, (MAX_ADDRESS_SPACE, MAX_ADDRESS_SPACE))
+# The peak RSS of a process counts the memory of the one it was forked from, so tessera is
+# started by this small launcher rather than by pytest (hundreds of MB once torch is loaded):
+# it forks the command, optionally caps its address space, and writes the child's peak RSS
+# (KB) to a file, exiting as the child did.
+LAUNCHER = """
+import os, resource, signal, sys
+rss_path, cap, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+pid = os.fork()
+if pid == 0:
+    if cap:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    os.execv(argv[0], argv)
+_, status, usage = os.wait4(pid, 0)
+with open(rss_path, "w") as f:
+    f.write(str(usage.ru_maxrss))
+if os.WIFSIGNALED(status):
+    signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+    os.kill(os.getpid(), os.WTERMSIG(status))
+sys.exit(os.WEXITSTATUS(status))
+"""
 
 
 def measured(*args, env=None, timeout=120):
     """Runs tessera; returns (exit code or -signal, stdout, stderr, peak RSS in MB)."""
-    full_env = dict(os.environ, **(env or {}))
-    with open(os.devnull, "rb") as devnull:
-        p = subprocess.Popen([tessera_bin(), *map(str, args)], stdin=devnull,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
-                             preexec_fn=None if sanitized() else cap_address_space)
-    out, err = [], []
-    readers = [threading.Thread(target=lambda s, b: b.append(s.read()), args=(s, b))
-               for s, b in ((p.stdout, out), (p.stderr, err))]
-    for r in readers:
-        r.start()
-    killer = threading.Timer(timeout, lambda: os.kill(p.pid, signal.SIGKILL))
-    killer.start()
-    _, status, usage = os.wait4(p.pid, 0)
-    killer.cancel()
-    for r in readers:
-        r.join()
-    p.returncode = os.waitstatus_to_exitcode(status)
-    p.stdout.close()
-    p.stderr.close()
-    return p.returncode, out[0].decode(), err[0].decode(), usage.ru_maxrss / 1024
+    rss_file = tempfile.NamedTemporaryFile(delete=False)
+    rss_file.close()
+    cap = 0 if sanitized() else MAX_ADDRESS_SPACE
+    cmd = ["/usr/bin/python3", "-c", LAUNCHER, rss_file.name, str(cap), tessera_bin(),
+           *map(str, args)]
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=dict(os.environ, **(env or {})),
+                         start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+    with open(rss_file.name) as f:
+        text = f.read()
+    os.unlink(rss_file.name)
+    rss = int(text) / 1024 if text else float("inf")
+    return p.returncode, out.decode(), err.decode(), rss
 
 
 def expect_clean_error(args, needles, env=None):
