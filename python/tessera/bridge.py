@@ -10,9 +10,9 @@ re-planning. A module is captured once per mode (train/eval) and dtype;
 Tessera caches plans per input shape, so other batch sizes reuse the
 capture.
 
-In train mode the capture is the exporter's training export, with
-BatchNormalization and Dropout turned into Tessera's training ops
-(ai.tessera.BatchNormTrain, DropoutTrain). The forward plan produces the
+In train mode the capture is the exporter's training export, whose
+BatchNormalization and Dropout the importer turns into Tessera's training
+ops (ai.tessera.BatchNormTrain, DropoutTrain; see _to_training_ops). The forward plan produces the
 outputs and the BatchNorm running-statistic updates, which are written into
 the module's buffers (num_batches_tracked counts up as in PyTorch). Backward
 runs a second plan, built on first use from tsr_graph_gradient of the same
@@ -193,32 +193,29 @@ def _constant_value(model, name):
 
 
 def _to_training_ops(data, module):
-    """Rewrites a training export: BatchNormalization in training mode (the
-    five-output form, or training_mode=1) becomes ai.tessera.BatchNormTrain
-    and Dropout in training mode ai.tessera.DropoutTrain, whose seed is a new
-    int64 [1] input. Returns (bytes, [(running_mean, running_var,
-    batch_mean, batch_var, momentum)], has_dropout): the names of each
-    BatchNorm's buffers, of its outputs of the batch statistics, and its
-    PyTorch-convention momentum as the export gave it."""
+    """Prepares a training export for the importer, which turns training-mode
+    BatchNormalization into BatchNormTrain and Dropout into DropoutTrain.
+    Two changes: each BatchNorm gets momentum 0, so that its running-mean and
+    running-var outputs are the batch statistics themselves (the variance
+    unbiased) and the running average is taken in Python with the module's
+    own momentum, exactly (ONNX stores it as a float32), those outputs
+    becoming graph outputs; and Dropout becomes DropoutTrain here, with its
+    seed as a new int64 [1] input, so that every call draws a fresh mask
+    (the importer's seed is a constant). Returns (bytes, [(running_mean,
+    running_var, batch_mean, batch_var, momentum)], has_dropout)."""
     import onnx
     from onnx import helper
 
     model = onnx.load_from_string(data)
     nodes, stats, has_dropout = [], [], False
     for n in model.graph.node:
-        if n.op_type == "BatchNormalization" and (len(n.output) > 1
-                                                   or _attr(n, "training_mode", 0)):
-            y = n.output[0]
-            outs = [y] + [f"{y}__{s}" for s in ("running_mean", "running_var", "saved_mean",
-                                                "saved_inv_std")]
-            # momentum 0: the node outputs the batch statistics themselves (the
-            # variance unbiased), and the running average is taken in Python with
-            # the module's own momentum, exactly (ONNX stores it as a float32).
-            nodes.append(helper.make_node("BatchNormTrain", list(n.input), outs, name=n.name,
-                                          domain=DOMAIN, epsilon=_attr(n, "epsilon", 1e-5),
-                                          momentum=0.0))
-            stats.append((n.input[3], n.input[4], outs[1], outs[2],
-                          1.0 - float(_attr(n, "momentum", 0.9))))
+        if n.op_type == "BatchNormalization" and len(n.output) > 1:
+            momentum = 1.0 - float(_attr(n, "momentum", 0.9))
+            kept = [a for a in n.attribute if a.name != "momentum"]
+            del n.attribute[:]
+            n.attribute.extend(kept + [helper.make_attribute("momentum", 0.0)])
+            stats.append((n.input[3], n.input[4], n.output[1], n.output[2], momentum))
+            nodes.append(n)
         elif n.op_type == "Dropout" and len(n.input) > 2 and n.input[2]:
             mode = _constant_value(model, n.input[2])
             ratio = _constant_value(model, n.input[1]) if n.input[1] else np.array(0.5)
