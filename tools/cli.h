@@ -31,6 +31,7 @@ extern const cli_command cli_info_command;
 extern const cli_command cli_bench_command;
 extern const cli_command cli_grad_command;
 extern const cli_command cli_train_command;
+extern const cli_command cli_ictp_command;
 
 /* Prints "tessera: error: <message>" to stderr; returns CLI_FAIL. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

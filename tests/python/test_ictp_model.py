@@ -6,6 +6,7 @@ a periodic cell against its 2x2x2 supercell; and clear errors on malformed model
 
 import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -288,3 +289,57 @@ def test_unknown_species_and_stress_without_cell(models):
         model.evaluate(tsr.Atoms([1, 7], [[0, 0, 0], [1.0, 0, 0]]))
     with pytest.raises(tsr.TesseraError, match="stress needs a cell"):
         model.evaluate(tsr.Atoms([1, 6], [[0, 0, 0], [1.0, 0, 0]]), stress=True)
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def tessera_bin():
+    build = os.environ.get("TESSERA_BUILD_DIR", os.path.join(tsr.ROOT, "build"))
+    return os.environ.get("TESSERA_BIN", os.path.join(build, "bin", "tessera"))
+
+
+def run_cli(*args):
+    return subprocess.run([tessera_bin(), "ictp", *map(str, args)], capture_output=True,
+                          text=True)
+
+
+def test_cli_eval_writes_energy_forces_stress(models, tmp_path):
+    path = models["nu3_full"]
+    frames = [crystal(20, n=3), crystal(21, n=5)]
+    tsr.write_extxyz(tmp_path / "in.extxyz",
+                     [tsr.Atoms(z, p, c, [1, 1, 1]) for z, p, c in frames])
+    before = (tmp_path / "in.extxyz").read_bytes()
+    r = run_cli("eval", path, tmp_path / "in.extxyz", "--stress", "--device", "ref",
+                "--threads", 1, "--output", tmp_path / "out.extxyz", "--json")
+    assert r.returncode == 0, r.stderr
+    printed = json.loads(r.stdout)
+    out = tsr.read_extxyz(tmp_path / "out.extxyz")
+    assert (tmp_path / "in.extxyz").read_bytes() == before
+    model = ref.load(path)
+    for k, (z, p, c) in enumerate(frames):
+        want = model.evaluate(z, p, c, (True, True, True), stress=True)
+        assert_rel(printed[k]["energy"], want["energy"], 1e-10, "printed energy")
+        assert_rel(printed[k]["forces"], want["forces"], 1e-10, "printed forces")
+        assert_rel(np.array(printed[k]["stress"]), want["stress"], 1e-10, "printed stress")
+        assert_rel(out[k].info()["energy"][0, 0], want["energy"], 1e-10, "written energy")
+        assert_rel(out[k].arrays()["forces"], want["forces"], 1e-10, "written forces")
+        assert_rel(out[k].info()["stress"].reshape(3, 3), want["stress"], 1e-10, "written stress")
+    f32 = run_cli("eval", path, tmp_path / "in.extxyz", "--dtype", "float32", "--json")
+    assert f32.returncode == 0, f32.stderr
+    assert_rel(json.loads(f32.stdout)[1]["energy"], printed[1]["energy"], 1e-4, "float32")
+
+
+def test_cli_eval_errors_write_nothing(models, tmp_path):
+    path = models["nu3_full"]
+    tsr.write_extxyz(tmp_path / "mol.extxyz", [tsr.Atoms(*molecule(22))])
+    r = run_cli("eval", path, tmp_path / "mol.extxyz", "--stress", "--output",
+                tmp_path / "o.extxyz")
+    assert r.returncode == 1 and "frame 0" in r.stderr and "stress needs a cell" in r.stderr
+    assert not (tmp_path / "o.extxyz").exists()
+    r = run_cli("eval", path, tmp_path / "mol.extxyz", "--output", tmp_path / "mol.extxyz")
+    assert r.returncode == 2 and "never overwritten" in r.stderr
+    r = run_cli("eval", path, tmp_path / "mol.extxyz", "--dtype", "float16")
+    assert r.returncode == 2 and "float16" in r.stderr
+    r = run_cli("eval", tmp_path / "none.npz", tmp_path / "mol.extxyz")
+    assert r.returncode == 1 and "none.json" in r.stderr

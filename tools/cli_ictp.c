@@ -1,0 +1,228 @@
+/* `tessera ictp eval`: energies, forces and stress of an ICTP model
+ * (include/tessera/ictp.h) for every frame of an extended XYZ file. */
+#include "cli.h"
+#include "tessera/ictp.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char ictp_usage[] =
+    "Usage: tessera ictp eval MODEL.npz STRUCTURES.extxyz [options]\n"
+    "\n"
+    "Evaluates an ICTP potential (MODEL.npz with MODEL.json beside it, see\n"
+    "docs/ictp.md) on every frame of STRUCTURES.extxyz: the energy, the forces\n"
+    "-dE/dr and, with --stress, the stress (1/V) dE/d(strain).\n"
+    "\n"
+    "Options:\n"
+    "  --stress              compute the stress too (every frame needs a cell)\n"
+    "  --dtype float32|float64  precision of the evaluation (default float64)\n"
+    "  --device DEV          device to run on (default: the library's default)\n"
+    "  --threads N           threads, 0 for all cores (default 0)\n"
+    "  --output OUT.extxyz   write every frame back with energy, forces (and stress)\n"
+    "                        from the model; OUT must not be the input file\n"
+    "  --json                print the results as JSON instead of a table\n"
+    "  -h, --help            show this help\n"
+    "\n"
+    "Nothing is written unless every frame succeeded; files are written atomically.\n";
+
+static int ictp_main(int argc, char **argv);
+
+const cli_command cli_ictp_command = {
+    .name = "ictp",
+    .summary = "energies, forces and stress of an ICTP interatomic potential",
+    .usage = ictp_usage,
+    .main = ictp_main,
+};
+
+typedef struct {
+    const char *model, *structures, *output, *device;
+    bool stress, json;
+    tsr_dtype dtype;
+    long long threads;
+} ictp_options;
+
+static int parse_options(int argc, char **argv, ictp_options *o, bool *help)
+{
+    cli_args a;
+    cli_args_init(&a, &cli_ictp_command, argc, argv);
+    o->dtype = TSR_FLOAT64;
+    while (cli_args_peek(&a)) {
+        const char *v;
+        if (cli_arg_flag(&a, "--stress")) {
+            o->stress = true;
+        } else if (cli_arg_flag(&a, "--json")) {
+            o->json = true;
+        } else if (cli_arg_option(&a, "--dtype", &v)) {
+            if (v && strcmp(v, "float32") == 0)
+                o->dtype = TSR_FLOAT32;
+            else if (v && strcmp(v, "float64") == 0)
+                o->dtype = TSR_FLOAT64;
+            else if (v)
+                return cli_usage_error(&cli_ictp_command,
+                                       "--dtype must be float32 or float64, not '%s'", v);
+        } else if (cli_arg_option(&a, "--device", &v)) {
+            o->device = v;
+        } else if (cli_arg_option(&a, "--threads", &v)) {
+            if (v)
+                cli_parse_int(&a, "--threads", v, 0, 4096, &o->threads);
+        } else if (cli_arg_option(&a, "--output", &v)) {
+            o->output = v;
+        } else {
+            const char *pos = cli_arg_rest(&a, help);
+            if (!pos)
+                continue;
+            if (!o->model)
+                o->model = pos;
+            else if (!o->structures)
+                o->structures = pos;
+            else
+                return cli_usage_error(&cli_ictp_command, "unexpected argument '%s'", pos);
+        }
+    }
+    if (a.status || *help)
+        return a.status;
+    if (!o->model || !o->structures)
+        return cli_usage_error(&cli_ictp_command, "missing %s",
+                               o->model ? "STRUCTURES.extxyz" : "MODEL.npz");
+    struct stat in_st, out_st;
+    if (o->output && stat(o->output, &out_st) == 0 && stat(o->structures, &in_st) == 0 &&
+        in_st.st_dev == out_st.st_dev && in_st.st_ino == out_st.st_ino)
+        return cli_usage_error(&cli_ictp_command,
+                               "--output %s is the input file; it is never overwritten", o->output);
+    return CLI_OK;
+}
+
+static void print_matrix(const double *m, int rows, bool json)
+{
+    for (int r = 0; r < rows; r++) {
+        if (json)
+            printf("%s[%.17g, %.17g, %.17g]", r ? ", " : "", m[3 * r], m[3 * r + 1], m[3 * r + 2]);
+        else
+            printf("  %22.15g %22.15g %22.15g\n", m[3 * r], m[3 * r + 1], m[3 * r + 2]);
+    }
+}
+
+static void print_results(const ictp_options *o, int64_t n_frames, tsr_atoms *const *frames,
+                          const double *energies, double *const *forces, const double *stress)
+{
+    if (o->json)
+        printf("[");
+    for (int64_t f = 0; f < n_frames; f++) {
+        int64_t n = tsr_atoms_count(frames[f]);
+        if (o->json) {
+            printf("%s\n {\"frame\": %lld, \"n_atoms\": %lld, \"energy\": %.17g, \"forces\": [",
+                   f ? "," : "", (long long)f, (long long)n, energies[f]);
+            print_matrix(forces[f], (int)n, true);
+            printf("]");
+            if (o->stress) {
+                printf(", \"stress\": [");
+                print_matrix(stress + 9 * f, 3, true);
+                printf("]");
+            }
+            printf("}");
+        } else {
+            printf("frame %lld: %lld atoms, energy %.15g\nforces:\n", (long long)f, (long long)n,
+                   energies[f]);
+            print_matrix(forces[f], (int)n, false);
+            if (o->stress) {
+                printf("stress:\n");
+                print_matrix(stress + 9 * f, 3, false);
+            }
+        }
+    }
+    if (o->json)
+        printf("\n]\n");
+}
+
+static int eval_main(int argc, char **argv)
+{
+    ictp_options o = {0};
+    bool help = false;
+    int rc = parse_options(argc, argv, &o, &help);
+    if (rc != CLI_OK || help)
+        return rc;
+    tsr_ictp_model *model = NULL;
+    tsr_ictp_evaluator *ev = NULL;
+    tsr_atoms **frames = NULL;
+    int64_t n_frames = 0;
+    double *energies = NULL, *stress = NULL, **forces = NULL;
+    if (tsr_ictp_model_load(o.model, &model) != TSR_OK) {
+        rc = cli_fail_status(o.model);
+        goto done;
+    }
+    tsr_ictp_options opt;
+    tsr_ictp_options_init(&opt);
+    opt.device = o.device;
+    opt.dtype = o.dtype;
+    opt.threads = (int)o.threads;
+    if (tsr_ictp_evaluator_create(model, &opt, &ev) != TSR_OK) {
+        rc = cli_fail_status(NULL);
+        goto done;
+    }
+    if (tsr_extxyz_read(o.structures, &n_frames, &frames) != TSR_OK) {
+        rc = cli_fail_status(o.structures);
+        goto done;
+    }
+    energies = calloc((size_t)n_frames + 1, sizeof *energies);
+    stress = calloc(9 * (size_t)n_frames + 1, sizeof *stress);
+    forces = calloc((size_t)n_frames + 1, sizeof *forces);
+    if (!energies || !stress || !forces) {
+        rc = cli_fail("out of memory");
+        goto done;
+    }
+    for (int64_t f = 0; f < n_frames; f++) {
+        int64_t n = tsr_atoms_count(frames[f]);
+        forces[f] = calloc(3 * (size_t)n + 1, sizeof **forces);
+        if (!forces[f]) {
+            rc = cli_fail("out of memory");
+            goto done;
+        }
+        if (tsr_ictp_evaluate(ev, frames[f], &energies[f], forces[f],
+                              o.stress ? stress + 9 * f : NULL, NULL) != TSR_OK) {
+            char what[64];
+            snprintf(what, sizeof what, "frame %lld", (long long)f);
+            rc = cli_fail("%s: %s: %s", o.structures, what, tsr_last_error());
+            goto done;
+        }
+    }
+    if (o.output) {
+        for (int64_t f = 0; f < n_frames; f++) {
+            if (tsr_atoms_set_energy(frames[f], energies[f]) != TSR_OK ||
+                tsr_atoms_set_forces(frames[f], forces[f]) != TSR_OK ||
+                (o.stress && tsr_atoms_set_stress(frames[f], stress + 9 * f) != TSR_OK)) {
+                rc = cli_fail_status(NULL);
+                goto done;
+            }
+        }
+        if (tsr_extxyz_write(o.output, n_frames, (const tsr_atoms *const *)frames) != TSR_OK) {
+            rc = cli_fail_status(o.output);
+            goto done;
+        }
+    }
+    print_results(&o, n_frames, frames, energies, forces, stress);
+done:
+    for (int64_t f = 0; forces && f < n_frames; f++)
+        free(forces[f]);
+    free(forces);
+    free(energies);
+    free(stress);
+    tsr_atoms_destroy_frames(n_frames, frames);
+    tsr_ictp_evaluator_destroy(ev);
+    tsr_ictp_model_destroy(model);
+    return rc;
+}
+
+static int ictp_main(int argc, char **argv)
+{
+    if (argc < 1)
+        return cli_usage_error(&cli_ictp_command, "missing a subcommand (eval)");
+    if (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
+        fputs(ictp_usage, stdout);
+        return CLI_OK;
+    }
+    if (strcmp(argv[0], "eval") == 0)
+        return eval_main(argc - 1, argv + 1);
+    return cli_usage_error(&cli_ictp_command, "unknown subcommand '%s' (available: eval)", argv[0]);
+}
