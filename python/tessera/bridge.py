@@ -304,6 +304,24 @@ class _Capture:
                                + f": {e.message}", sub, op) from e
         self.input_specs = self.graph.inputs()
         self.n_user = len(inputs)
+        self.names = [s.name for s in self.input_specs]
+        # Where each parameter or buffer input lives: (submodule, attribute), read
+        # at every call (cheaper than state_dict(), and it follows reassignment).
+        self.sources = []
+        for spec in self.input_specs[self.n_user:]:
+            if spec.name == SEED_INPUT:
+                self.sources.append(None)
+                continue
+            path, _, attr = spec.name.rpartition(".")
+            try:
+                owner_module = module.get_submodule(path)
+            except AttributeError:
+                owner_module = None
+            if owner_module is None or not isinstance(getattr(owner_module, attr, None),
+                                                      torch.Tensor):
+                raise CaptureError(f"the captured graph reads '{spec.name}', which is not a "
+                                   "parameter or buffer of the module", path)
+            self.sources.append((spec.name, owner_module, attr))
         self.n_model_outputs = owner._n_outputs
         self.plan = Plan(self.graph, **owner._compile)
         self.compile = owner._compile
@@ -427,20 +445,16 @@ class OptimizedModule(torch.nn.Module):
             raise TypeError(f"forward takes {self._n_inputs} inputs (as captured), got "
                             f"{len(inputs)}")
         cap = self._capture(inputs, self.training)
-        state = self._orig.state_dict(keep_vars=True)
         feeds, by_name = list(inputs), {}
-        for spec in cap.input_specs[cap.n_user:]:
-            if spec.name == SEED_INPUT:
-                seed = torch.randint(0, 2**62, (1,), dtype=torch.int64)
-                feeds.append(seed)
+        for source in cap.sources:
+            if source is None:
+                feeds.append(torch.randint(0, 2**62, (1,), dtype=torch.int64))
                 continue
-            t = state.get(spec.name)
-            if t is None:
-                raise CaptureError(f"the captured graph reads '{spec.name}', which is no longer "
-                                   "in the module's state_dict", "")
+            name, owner_module, attr = source
+            t = getattr(owner_module, attr)
             feeds.append(t)
-            by_name[spec.name] = t
-        names = [s.name for s in cap.input_specs]
+            by_name[name] = t
+        names = cap.names
         wrt = tuple(names[i] for i, x in enumerate(feeds)
                     if torch.is_grad_enabled() and x.requires_grad and x.is_floating_point())
         call = _Call(cap, [x.detach() for x in feeds], wrt)
