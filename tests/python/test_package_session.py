@@ -6,6 +6,7 @@ library's own (the CLI prints the same message)."""
 
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -188,3 +189,34 @@ def test_error_classes_at_run_time(conv_model):
 
 def test_library_location_is_reported():
     assert os.path.isfile(tessera.library_path())
+
+
+def test_pip_install_into_a_venv(tmp_path, conv_model):
+    """`pip install` of python/ into a virtual environment (system site packages, no build
+    isolation: no network) copies the library into the package, which then finds it without
+    TESSERA_LIB or a build tree."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(Path(tessera.__file__).parents[1], src,
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    venv = tmp_path / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(venv)],
+                   check=True, timeout=300)
+    env = dict(os.environ, TESSERA_LIB=tessera.library_path())
+    r = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--no-index",
+                        "--no-build-isolation", str(src)], capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TESSERA_LIB", "TESSERA_BUILD_DIR", "PYTHONPATH")}
+    script = ("import numpy as np, tessera, sys; "
+              "print(tessera.library_path()); "
+              f"s = tessera.Session({str(conv_model)!r}, device='ref'); "
+              "print(s.run(['z'], {'x': np.ones((1, 3, 4, 4), np.float32)})[0].shape)")
+    r = subprocess.run([str(venv / "bin" / "python"), "-c", script], capture_output=True,
+                       text=True, env=env, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lib_path, shape = r.stdout.strip().split("\n")
+    assert lib_path.startswith(str(venv)) and lib_path.endswith("tessera/libtessera.so")
+    assert shape == "(1, 5)"
