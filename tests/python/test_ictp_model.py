@@ -85,6 +85,40 @@ def test_matches_reference_periodic(models, name):
     assert_rel(got["stress"], want["stress"], 1e-10, name + " stress")
 
 
+def test_reference_layout_matches_the_doc():
+    """The numbers ictp-checkpoint.md gives for its reference configuration (F = G = 32,
+    S = 4, T = 2, Le = 3, Lh = 2, nu = 3, symmetric): 111664 parameters, linear_second
+    widths 32 * P with P = [1, 1, 1, 1] and [3, 5, 5, 4], a layer-1 radial output of
+    17 * 32, and product paths [4, 3, 5, 3] then [15, 23, 26] in layer 0."""
+    cfg = ref.default_config(atomic_types=[1, 6, 7, 8], n_species=4)
+    st = ref.random_state(cfg, aliases=False)
+    params = sum(v.size for k, v in st.items() if not any(
+        w in k for w in ("radial_embedding", "scale_shift", ".eye", "conv_tp.weight")))
+    assert params == 111664
+    R = "representation.interactions."
+    for t, paths in enumerate([[1, 1, 1, 1], [3, 5, 5, 4]]):
+        for l, p in enumerate(paths):
+            assert st[f"{R}{t}.linear_second.weight.{l}"].shape == (32, 32 * p)
+    assert st[R + "1.conv_tp_weights.6.weight"].shape == (17 * 32, 64)
+    Q = "representation.products.0.product_basis.blocks."
+    assert [st[f"{Q}0.weighted_sum.weight.{l}"].shape[2] for l in range(3)] == [4, 3, 5]
+    assert [st[f"{Q}1.weighted_sum.weight.{l}"].shape[2] for l in range(3)] == [15, 23, 26]
+
+
+def test_published_configuration(tmp_path):
+    """F = G = 32, 2 interactions, nu = 3, Le = 3, Lh = 2, symmetric, r_c = 5, radial MLP
+    [64, 64, 64], readout [16]: the settings of the published models."""
+    cfg = ref.default_config(atomic_types=[1, 6, 7, 8], n_species=4)
+    path = ref.random_model(str(tmp_path / "published"), cfg, seed=3)
+    numbers, pos, cell = crystal(10, n=6)
+    pos = pos * 1.3
+    want = ref.load(path).evaluate(numbers, pos, 1.3 * cell, (True, True, True), stress=True)
+    got = tsr.IctpModel(path, device="ref").evaluate(
+        tsr.Atoms(numbers, pos, 1.3 * cell, [1, 1, 1]), stress=True)
+    for k in ("energy", "forces", "stress"):
+        assert_rel(got[k], want[k], 1e-10, "published configuration " + k)
+
+
 def test_mixed_periodicity(models):
     """Periodic along x and z only (a slab), with atoms outside the cell."""
     numbers, pos, cell = crystal(3, n=5)
