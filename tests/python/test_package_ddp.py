@@ -2,7 +2,8 @@
 (gloo, two processes on this machine) over tessera.optimize, each process on half of every
 batch, trains to the parameters that eager PyTorch reaches in one process on the whole
 batches (float64, 1e-10). DDP averages the Tessera-computed gradients through the autograd
-hooks of the module's own parameters."""
+hooks of the module's own parameters. The one-process reference is all PyTorch (DPP in its
+pure-PyTorch form)."""
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+import dpp_torch
 import tessera
 import tessera.nn
 
@@ -18,11 +20,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWa
 STEPS, BATCH = 5, 8
 
 
-def make_model():
+def make_model(pool=tessera.nn.DetailPreservingPool2d):
     torch.manual_seed(0)
     return torch.nn.Sequential(
         torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(),
-        tessera.nn.DetailPreservingPool2d(6, kernel_size=2, epsilon=0.03125),
+        pool(6, kernel_size=2, epsilon=0.03125),
         torch.nn.Flatten(), torch.nn.Linear(6 * 4 * 4, 5)).double()
 
 
@@ -60,7 +62,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     out = tmp_path / "ddp.pt"
     mp.spawn(worker, args=(2, f"file://{tmp_path / 'rendezvous'}", str(out)), nprocs=2,
              join=True)
-    reference = make_model()
+    reference = make_model(dpp_torch.DetailPreservingPool2d)  # all PyTorch
     train(reference, data())
     got = torch.load(out)
     for name, value in reference.state_dict().items():
