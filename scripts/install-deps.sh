@@ -6,9 +6,10 @@ set -eu
 
 build_pkgs="gcc make cmake pkg-config libprotobuf-c-dev protobuf-c-compiler libonnx-dev libdnnl-dev zlib1g-dev"
 # fuzz: libFuzzer and the sanitizer runtimes come with clang; clang's OpenMP
-# is libomp; the seed corpora are written with numpy, onnx and ASE.
-fuzz_pkgs="$build_pkgs clang-14 libclang-rt-14-dev libomp-14-dev python3 python3-numpy python3-onnx python3-ase"
-test_pkgs="$fuzz_pkgs python3-pytest python3-torch python3-torchvision"
+# is libomp; the seed corpora are written with numpy, onnx, ASE and the
+# ICTP reference (torch).
+fuzz_pkgs="$build_pkgs clang-14 libclang-rt-14-dev libomp-14-dev python3 python3-numpy python3-onnx python3-ase python3-torch"
+test_pkgs="$fuzz_pkgs python3-pytest python3-torchvision"
 
 case "${1:-build}" in
 build) want=$build_pkgs ;;

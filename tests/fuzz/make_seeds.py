@@ -1,7 +1,8 @@
 """Writes the seed corpora of the file-format fuzz targets: tiny valid ONNX
-models, .npy files, .npz archives, IDX files and extended XYZ files, each
-made by the format's own writer (onnx, numpy, zlib, ASE) rather than by
-Tessera, so the fuzzers start from what users actually feed Tessera.
+models, .npy files, .npz archives, IDX files, extended XYZ files and an
+ICTP model, each made by the format's own writer (onnx, numpy, zlib, ASE,
+the test suite's ICTP reference) rather than by Tessera, so the fuzzers
+start from what users actually feed Tessera.
 
 Usage: make_seeds.py OUT_DIR   (writes OUT_DIR/<target>/<name>, and
 OUT_DIR/onnx.dict, a libFuzzer dictionary of the op types in Tessera's op
@@ -16,6 +17,7 @@ import os
 import re
 import struct
 import sys
+import tempfile
 
 import ase
 import ase.io
@@ -226,6 +228,26 @@ def extxyz_seeds(out):
         write(out, "extxyz", name, buf.getvalue().encode())
 
 
+def ictp_seeds(out):
+    """A tiny random ICTP model (two species, one interaction) by the test
+    suite's reference writer, as the ictp target's container: u32 length,
+    the JSON, then the .npz."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+    import ictp_reference as ref
+
+    cfg = ref.default_config(n_hidden_feats=2, n_product_feats=2, radial_MLP=[4],
+                             readout_MLP=[2], r_cutoff=2.0, correlation=1, n_interactions=1,
+                             l_max_hidden_feats=1, l_max_edge_attrs=1, atomic_types=[1, 8],
+                             n_species=2)
+    with tempfile.TemporaryDirectory() as d:
+        npz = ref.random_model(os.path.join(d, "m"), cfg, seed=0)
+        with open(os.path.join(d, "m.json"), "rb") as f:
+            js = f.read()
+        with open(npz, "rb") as f:
+            arrays = f.read()
+    write(out, "ictp", "tiny.model", struct.pack("<I", len(js)) + js + arrays)
+
+
 def main():
     out = sys.argv[1]
     onnx_seeds(out)
@@ -234,6 +256,7 @@ def main():
     npz_seeds(out)
     idx_seeds(out)
     extxyz_seeds(out)
+    ictp_seeds(out)
 
 
 if __name__ == "__main__":
