@@ -11,7 +11,7 @@
 BUILD ?= build
 SAN_BUILD ?= build-sanitize
 FUZZ_BUILD ?= build-fuzz
-FUZZ_SECONDS ?= 40
+FUZZ_SECONDS ?= 30
 FUZZ_TARGETS ?=
 PYTHON ?= /usr/bin/python3
 JOBS ?= $(shell nproc)
