@@ -247,7 +247,9 @@ TSR_API tsr_status tsr_plan_create(const tsr_graph *graph, const tsr_compile_opt
 TSR_API void tsr_plan_destroy(tsr_plan *plan);
 
 /* Specializes the plan to the shapes of `inputs` (their data is not read).
- * Plans are cached by shape, so switching back and forth is cheap. */
+ * Specializations are cached by shape, so switching back and forth is
+ * cheap; past the cache's limits (tsr_plan_set_cache_limits) the least
+ * recently used ones are dropped and rebuilt if their shape comes back. */
 TSR_API tsr_status tsr_plan_reshape(tsr_plan *plan, int n_inputs, const tsr_tensor *inputs);
 /* After reshape: the dtype and concrete shape of output `index`. */
 TSR_API tsr_status tsr_plan_output_desc(const tsr_plan *plan, int index, tsr_tensor *desc_out);
@@ -255,15 +257,17 @@ TSR_API tsr_status tsr_plan_output_desc(const tsr_plan *plan, int index, tsr_ten
  * writes every output into the caller's buffers, whose dtype and shape
  * must match tsr_plan_output_desc.
  *
- * One plan on several threads: tsr_plan_reshape, tsr_plan_run and
- * tsr_plan_set_profiling hold the plan's lock, so calls from different
- * threads wait for one another and each run is correct (its outputs are
- * checked against the shapes of its own inputs). They do not run in
- * parallel: for that, give each thread its own plan. The calls that
- * describe the current specialization (tsr_plan_output_desc,
- * tsr_plan_get_stats, tsr_plan_node_backend, tsr_plan_print_stacks,
- * tsr_plan_print_profile) see whatever shape the last reshape or run on
- * any thread chose: call them only while no other thread uses the plan. */
+ * One plan on several threads: tsr_plan_reshape, tsr_plan_run,
+ * tsr_plan_set_profiling and tsr_plan_set_cache_limits hold the plan's
+ * lock, so calls from different threads wait for one another and each
+ * run is correct (its outputs are checked against the shapes of its own
+ * inputs). They do not run in parallel: for that, give each thread its
+ * own plan. The calls that describe the current specialization
+ * (tsr_plan_output_desc, tsr_plan_get_stats, tsr_plan_node_backend,
+ * tsr_plan_print_stacks, tsr_plan_print_profile) see whatever shape the
+ * last reshape or run on any thread chose (and another thread's reshape
+ * may evict the one they read): call them only while no other thread
+ * uses the plan. */
 TSR_API tsr_status tsr_plan_run(tsr_plan *plan, int n_inputs, const tsr_tensor *inputs,
                                 int n_outputs, tsr_tensor *outputs);
 
@@ -280,9 +284,34 @@ typedef struct tsr_plan_stats {
     int n_backends;
     const char *backend_names[8];
     int backend_steps[8];
+    /* The plan's cache of specializations (see tsr_plan_set_cache_limits):
+     * how many it holds, their bytes as counted against its limit, and
+     * how many were built and evicted since the plan was created. */
+    int n_cached_specs;
+    size_t cached_bytes;
+    int64_t n_builds;
+    int64_t n_evictions;
 } tsr_plan_stats;
 
 TSR_API tsr_status tsr_plan_get_stats(const tsr_plan *plan, tsr_plan_stats *stats_out);
+
+/* The cache of specializations: a plan keeps at most `max_specs` (>= 1)
+ * of them, holding at most `max_bytes` in all (SIZE_MAX: no byte limit),
+ * and drops the least recently used first, at once and whenever a reshape
+ * or run adds one. A specialization counts its arena, the constants it
+ * folded at its shapes (weights shared with the plan count for none) and
+ * its tables; memory that backends keep behind their handles (oneDNN
+ * primitives) is not counted. The current specialization is never
+ * dropped: one larger than max_bytes still runs, alone in the cache. While
+ * a new one is built the others stay, so memory peaks at the limit plus
+ * the new one. Defaults: TSR_PLAN_CACHE_MAX_SPECS, TSR_PLAN_CACHE_MAX_BYTES
+ * (enough for a model run at a handful of batch sizes, or in MD at the
+ * few capacity classes atom and edge counts move between; an input whose
+ * size changes at every call stays bounded). */
+#define TSR_PLAN_CACHE_MAX_SPECS 16
+#define TSR_PLAN_CACHE_MAX_BYTES ((size_t)512 << 20)
+TSR_API tsr_status tsr_plan_set_cache_limits(tsr_plan *plan, int max_specs, size_t max_bytes);
+
 /* The backend ("ref", "cpu", "dnnl", ...) that runs the node named
  * `node_name` in the current specialization. TSR_ERR_NOT_FOUND when no
  * node of that name runs: a name the graph never had, or a node the

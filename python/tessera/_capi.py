@@ -175,6 +175,10 @@ class PlanStats(C.Structure):
         ("n_backends", C.c_int),
         ("backend_names", C.c_char_p * 8),
         ("backend_steps", C.c_int * 8),
+        ("n_cached_specs", C.c_int),
+        ("cached_bytes", C.c_size_t),
+        ("n_builds", C.c_int64),
+        ("n_evictions", C.c_int64),
     ]
 
 
@@ -338,6 +342,7 @@ def _declare(lib):
         "tsr_plan_output_desc": (i, [p, i, C.POINTER(Tensor)]),
         "tsr_plan_run": (i, [p, i, C.POINTER(Tensor), i, C.POINTER(Tensor)]),
         "tsr_plan_get_stats": (i, [p, C.POINTER(PlanStats)]),
+        "tsr_plan_set_cache_limits": (i, [p, i, C.c_size_t]),
         "tsr_plan_node_backend": (i, [p, C.c_char_p, C.POINTER(C.c_char_p)]),
         "tsr_plan_set_profiling": (i, [p, i]),
         "tsr_plan_print_profile": (i, [p, p]),

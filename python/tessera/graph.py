@@ -178,7 +178,13 @@ class Plan:
         out = {k: getattr(s, k) for k, _ in _capi.PlanStats._fields_[:7]}
         out["backend_steps"] = {s.backend_names[i].decode(): s.backend_steps[i]
                                 for i in range(s.n_backends)}
+        for k in ("n_cached_specs", "cached_bytes", "n_builds", "n_evictions"):
+            out[k] = getattr(s, k)
         return out
+
+    def set_cache_limits(self, max_specs, max_bytes):
+        """Bounds the cache of specializations (tsr_plan_set_cache_limits)."""
+        check(lib().tsr_plan_set_cache_limits(self.handle, int(max_specs), int(max_bytes)))
 
     def node_backend(self, node_name):
         """The backend that runs `node_name` in the current specialization."""

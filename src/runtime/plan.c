@@ -1,6 +1,7 @@
 /* Plans: a graph specialized to concrete input shapes, its nodes assigned
  * to backends, and every intermediate placed in one arena by liveness.
- * Specializations are cached by input shape. */
+ * Specializations are cached by input shape, least recently used evicted
+ * past the cache's limits. */
 #include "runtime/plan_internal.h"
 
 #include "passes/passes.h"
@@ -17,8 +18,17 @@ struct tsr_plan {
     tsr_compile_options options;
     const tsr_backend *const *backends;
     int threads;
-    spec *specs;
+    spec *specs; /* most recently used first; the head is the current one */
     spec *current;
+    /* The cache's limits and what it holds (spec_bytes of each spec). */
+    int max_specs;
+    size_t max_bytes;
+    int n_specs;
+    size_t cached_bytes;
+    int64_t n_builds, n_evictions;
+    /* The constants of the plan's graph, sorted: specs share them. */
+    const void **shared;
+    int n_shared;
     bool profiling;
     bool optimize; /* run the graph passes on each specialization */
     /* Held by reshape, run and set_profiling: a plan shared between
@@ -43,7 +53,60 @@ static void spec_destroy(spec *s)
     if (s->arena)
         s->arena_owner->free(s->arena);
     tsr_graph_destroy(s->graph);
+    free(s->ranks);
+    free(s->dims);
     free(s);
+}
+
+static int compare_pointers(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (const void *const *)a, y = (uintptr_t) * (const void *const *)b;
+    return (x > y) - (x < y);
+}
+
+/* Lists the constants of the plan's graph for plan_shares. */
+static tsr_status list_shared(tsr_plan *p)
+{
+    const tsr_graph *g = p->graph;
+    p->shared = tsr_calloc((size_t)g->n_values, sizeof *p->shared);
+    if (!p->shared)
+        return TSR_ERR_OUT_OF_MEMORY;
+    for (int v = 0; v < g->n_values; v++)
+        if (g->values[v].data)
+            p->shared[p->n_shared++] = g->values[v].data;
+    qsort(p->shared, (size_t)p->n_shared, sizeof *p->shared, compare_pointers);
+    return TSR_OK;
+}
+
+static bool plan_shares(const tsr_plan *p, const void *data)
+{
+    return bsearch(&data, p->shared, (size_t)p->n_shared, sizeof *p->shared, compare_pointers);
+}
+
+/* What a specialization holds, as counted against the cache's byte limit:
+ * its arena, the constants it folded at its shapes (those it shares with
+ * the plan's graph belong to the plan and count for none), its graph's
+ * tables, steps and buffers. State that backends keep behind their
+ * handles (oneDNN primitives and the weights they reorder) is not seen. */
+static size_t spec_bytes(const tsr_plan *p, const spec *s)
+{
+    const tsr_graph *g = s->graph;
+    size_t bytes = sizeof *s + s->arena_bytes +
+                   (size_t)s->n_inputs * (sizeof *s->ranks + sizeof *s->dims) +
+                   (size_t)s->cap_steps * sizeof *s->steps + (size_t)s->cap_bufs * sizeof *s->bufs +
+                   sizeof *g + (size_t)g->cap_values * sizeof *g->values +
+                   (size_t)g->cap_nodes * sizeof *g->nodes;
+    for (int i = 0; i < s->n_steps; i++)
+        bytes += (size_t)(s->steps[i].n_in + s->steps[i].n_out) * sizeof(int);
+    for (int n = 0; n < g->n_nodes; n++)
+        bytes += (size_t)(g->nodes[n].n_inputs + g->nodes[n].n_outputs) * sizeof(int) +
+                 (size_t)g->nodes[n].n_attrs * sizeof(tsr_node_attr);
+    for (int v = 0; v < g->n_values; v++)
+        if (g->values[v].data && !plan_shares(p, g->values[v].data)) {
+            tsr_tensor t = tsr_value_tensor(&g->values[v]);
+            bytes += tsr_tensor_bytes(&t);
+        }
+    return bytes;
 }
 
 tsr_status tsr_plan_create(const tsr_graph *graph, const tsr_compile_options *options,
@@ -80,11 +143,19 @@ tsr_status tsr_plan_create(const tsr_graph *graph, const tsr_compile_options *op
         free(p);
         return st;
     }
+    if ((st = list_shared(p)) != TSR_OK) {
+        tsr_graph_destroy(p->graph);
+        free(p);
+        return st;
+    }
     if (pthread_mutex_init(&p->lock, NULL) != 0) {
         tsr_graph_destroy(p->graph);
+        free(p->shared);
         free(p);
         return tsr_error(TSR_ERR_OUT_OF_MEMORY, "tsr_plan_create: no mutex for the plan");
     }
+    p->max_specs = TSR_PLAN_CACHE_MAX_SPECS;
+    p->max_bytes = TSR_PLAN_CACHE_MAX_BYTES;
     p->options = opts;
     p->optimize = tsr_device_optimizes(opts.device);
     p->options.device = NULL; /* the caller's string may not outlive the plan */
@@ -104,6 +175,7 @@ void tsr_plan_destroy(tsr_plan *p)
         p->specs = next;
     }
     tsr_graph_destroy(p->graph);
+    free(p->shared);
     pthread_mutex_destroy(&p->lock);
     free(p);
 }
@@ -176,6 +248,12 @@ static tsr_status spec_create(tsr_plan *p, int n_inputs, const tsr_tensor *input
     if (!s)
         return TSR_ERR_OUT_OF_MEMORY;
     s->n_inputs = n_inputs;
+    s->ranks = tsr_calloc((size_t)n_inputs, sizeof *s->ranks);
+    s->dims = tsr_calloc((size_t)n_inputs, sizeof *s->dims);
+    if (!s->ranks || !s->dims) {
+        st = TSR_ERR_OUT_OF_MEMORY;
+        goto fail;
+    }
     for (int i = 0; i < n_inputs; i++) {
         s->ranks[i] = inputs[i].rank;
         memcpy(s->dims[i], inputs[i].dims, sizeof(int64_t) * (size_t)inputs[i].rank);
@@ -219,11 +297,31 @@ static tsr_status spec_create(tsr_plan *p, int n_inputs, const tsr_tensor *input
             goto fail;
         }
     }
+    s->bytes = spec_bytes(p, s);
     *out = s;
     return TSR_OK;
 fail:
     spec_destroy(s);
     return st;
+}
+
+/* Destroys least recently used specializations while the cache holds
+ * more than its limits allow; the current one stays whatever its size
+ * (the caller may be reading its output shapes). */
+static void evict(tsr_plan *p)
+{
+    while (p->n_specs > 1 && (p->n_specs > p->max_specs || p->cached_bytes > p->max_bytes)) {
+        spec **victim = NULL;
+        for (spec **link = &p->specs; *link; link = &(*link)->next)
+            if (*link != p->current)
+                victim = link;
+        spec *s = *victim;
+        *victim = s->next;
+        p->n_specs--;
+        p->cached_bytes -= s->bytes;
+        p->n_evictions++;
+        spec_destroy(s);
+    }
 }
 
 /* tsr_plan_reshape with the plan's lock held. */
@@ -232,16 +330,38 @@ static tsr_status reshape_locked(tsr_plan *p, int n_inputs, const tsr_tensor *in
     TSR_CHECK(check_inputs(p->graph, n_inputs, inputs));
     if (p->current && spec_matches(p->current, n_inputs, inputs))
         return TSR_OK;
-    for (spec *s = p->specs; s; s = s->next)
-        if (spec_matches(s, n_inputs, inputs)) {
-            p->current = s;
-            return TSR_OK;
-        }
-    spec *s = NULL;
-    TSR_CHECK(spec_create(p, n_inputs, inputs, &s));
+    spec **link = &p->specs;
+    while (*link && !spec_matches(*link, n_inputs, inputs))
+        link = &(*link)->next;
+    spec *s = *link;
+    if (s) {
+        *link = s->next;
+    } else {
+        TSR_CHECK(spec_create(p, n_inputs, inputs, &s));
+        p->n_specs++;
+        p->cached_bytes += s->bytes;
+        p->n_builds++;
+    }
     s->next = p->specs;
     p->specs = s;
     p->current = s;
+    evict(p);
+    return TSR_OK;
+}
+
+tsr_status tsr_plan_set_cache_limits(tsr_plan *p, int max_specs, size_t max_bytes)
+{
+    if (!p)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_plan_set_cache_limits: plan is NULL");
+    if (max_specs < 1)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT,
+                         "tsr_plan_set_cache_limits: max_specs must be at least 1, got %d",
+                         max_specs);
+    pthread_mutex_lock(&p->lock);
+    p->max_specs = max_specs;
+    p->max_bytes = max_bytes;
+    evict(p);
+    pthread_mutex_unlock(&p->lock);
     return TSR_OK;
 }
 
@@ -537,5 +657,9 @@ tsr_status tsr_plan_get_stats(const tsr_plan *p, tsr_plan_stats *out)
             tsr_tensor t = tsr_value_tensor(&s->graph->values[s->bufs[b].value]);
             out->constant_bytes += tsr_tensor_bytes(&t);
         }
+    out->n_cached_specs = p->n_specs;
+    out->cached_bytes = p->cached_bytes;
+    out->n_builds = p->n_builds;
+    out->n_evictions = p->n_evictions;
     return TSR_OK;
 }

@@ -45,8 +45,8 @@ typedef struct {
 
 typedef struct spec {
     int n_inputs;
-    int ranks[TSR_PLAN_MAX_INPUTS];
-    int64_t dims[TSR_PLAN_MAX_INPUTS][TSR_MAX_RANK];
+    int *ranks; /* the input shapes it was built for, n_inputs of each */
+    int64_t (*dims)[TSR_MAX_RANK];
     tsr_graph *graph; /* concrete shapes, constants shared with the plan's graph */
     plan_step *steps;
     int n_steps, cap_steps;
@@ -58,7 +58,8 @@ typedef struct spec {
     double flops;
     int n_stacks;
     int profiled_runs;
-    struct spec *next;
+    size_t bytes; /* counted against the plan's cache limit (plan.c: spec_bytes) */
+    struct spec *next; /* the plan's cache, most recently used first */
 } spec;
 
 /* Builds steps and buffers for s->graph on the given device backends and

@@ -93,6 +93,10 @@ class PlanStats(C.Structure):
         ("n_backends", C.c_int),
         ("backend_names", C.c_char_p * 8),
         ("backend_steps", C.c_int * 8),
+        ("n_cached_specs", C.c_int),
+        ("cached_bytes", C.c_size_t),
+        ("n_builds", C.c_int64),
+        ("n_evictions", C.c_int64),
     ]
 
 
@@ -826,6 +830,24 @@ class IctpModel:
         out = {"energy": e.value, "forces": f, "energies": ea}
         if stress:
             out["stress"] = s.reshape(3, 3)
+        return out
+
+    def evaluate_batch(self, structures, stress=False):
+        """tsr_ictp_evaluate_batch: one dict per structure, as evaluate gives."""
+        counts = [len(a) for a in structures]
+        n, nb = sum(counts), len(structures)
+        e, f, ea, s = np.zeros(nb), np.zeros((n, 3)), np.zeros(n), np.zeros((nb, 9))
+        arr = (C.c_void_p * max(nb, 1))(*[a.handle.value for a in structures])
+        ptr = lambda a: a.ctypes.data_as(C.c_void_p)  # noqa: E731
+        check(lib().tsr_ictp_evaluate_batch(self.evaluator, C.c_int64(nb), arr, ptr(e), ptr(f),
+                                            ptr(s) if stress else None, ptr(ea)))
+        out, first = [], 0
+        for b, c in enumerate(counts):
+            r = {"energy": e[b], "forces": f[first:first + c], "energies": ea[first:first + c]}
+            if stress:
+                r["stress"] = s[b].reshape(3, 3)
+            out.append(r)
+            first += c
         return out
 
 
