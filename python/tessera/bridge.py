@@ -202,7 +202,7 @@ def _to_training_ops(data, module):
     becoming graph outputs; and Dropout becomes DropoutTrain here, with its
     seed as a new int64 [1] input, so that every call draws a fresh mask
     (the importer's seed is a constant). Returns (bytes, [(running_mean,
-    running_var, batch_mean, batch_var, momentum)], has_dropout)."""
+    running_var, batch_mean, batch_var, momentum)])."""
     import onnx
     from onnx import helper
 
@@ -242,7 +242,7 @@ def _to_training_ops(data, module):
                                    helper.make_empty_tensor_value_info(v)])
     if not any(o.domain == DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
-    return model.SerializeToString(), stats, has_dropout
+    return model.SerializeToString(), stats
 
 
 def _scope(node_name, module):
@@ -289,10 +289,9 @@ class _Capture:
             raise CaptureError(f"tessera.optimize could not capture {where}"
                                + (f", op {op}" if op else "") + f": {_describe(failure)}",
                                sub, op) from failure
-        self.stats, self.has_dropout = [], False
+        self.stats = []
         if training:
-            data, self.stats, self.has_dropout = _to_training_ops(data, module)
-        self.onnx = data
+            data, self.stats = _to_training_ops(data, module)
         try:
             self.graph = Graph.from_bytes(data)
         except _capi.Error as e:
@@ -365,21 +364,24 @@ class _TesseraFunction(torch.autograd.Function):
         ctx.call = call
         ctx.save_for_backward(*diff)
         outs = call.forward()
-        ctx.mark_non_differentiable(*[o for o in outs if not o.is_floating_point()])
+        n_model = call.capture.n_model_outputs
+        # Integer outputs and the BatchNorm statistics after the model's outputs
+        # carry no gradient.
+        ctx.mark_non_differentiable(*[o for k, o in enumerate(outs)
+                                      if k >= n_model or not o.is_floating_point()])
         return tuple(outs)
 
     @staticmethod
     def backward(ctx, *grads):
         call = ctx.call
         plan, diff = call.capture.grad_plan(call.wrt)
-        outs = call.outputs
+        names = [s.name for s in call.capture.graph.outputs()]
         seeds = []
-        for name, g in zip(diff, grads):
-            o = outs[[s.name for s in call.capture.graph.outputs()].index(name)]
-            seeds.append(torch.zeros_like(o) if g is None else g)
+        for name in diff:  # the model's float outputs, in graph order
+            k = names.index(name)
+            seeds.append(torch.zeros_like(call.outputs[k]) if grads[k] is None else grads[k])
         results = _run(plan, call.feeds + seeds)
-        n_fwd = len(call.capture.graph.outputs())
-        return (None,) + tuple(results[n_fwd:])
+        return (None,) + tuple(results[len(names):])
 
 
 class _Call:
