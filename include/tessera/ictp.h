@@ -62,13 +62,25 @@ TSR_API void tsr_ictp_evaluator_destroy(tsr_ictp_evaluator *evaluator);
 TSR_API tsr_status tsr_ictp_evaluate(tsr_ictp_evaluator *evaluator, const tsr_atoms *atoms,
                                      double *energy_out, double *forces_out, double *stress_out,
                                      double *energies_out);
+/* Evaluates several structures (of any sizes) in one run of the graph.
+ * energies_out [n_structures]; forces_out [N][3] and atom_energies_out
+ * [N], N the sum of the atom counts, structure after structure;
+ * stress_out [n_structures][9]. The last three may be NULL. Each result
+ * equals what tsr_ictp_evaluate gives for that structure alone (up to
+ * rounding). On failure nothing is written. */
+TSR_API tsr_status tsr_ictp_evaluate_batch(tsr_ictp_evaluator *evaluator, int64_t n_structures,
+                                           const tsr_atoms *const *structures, double *energies_out,
+                                           double *forces_out, double *stress_out,
+                                           double *atom_energies_out);
 
 /* The energy graph the evaluator differentiates, for tools and tests: a
  * new graph (the caller destroys it) in `dtype`, with inputs
  *   positions [atoms, 3], species int64 [atoms] (0-based species index),
- *   receivers int64 [edges], senders int64 [edges], shifts [edges, 3]
- *   (the integer S), cell [3, 3], strain [3, 3],
- * and outputs energy [1] and energies [atoms]. */
+ *   batch int64 [atoms] (each atom's structure, 0-based),
+ *   receivers int64 [edges], senders int64 [edges] (atom indices),
+ *   shift_vectors [edges, 3] (S·cell), strain [structures, 3, 3],
+ * and outputs energy [structures] and energies [atoms]. The edge vectors
+ * are (r_i - r_j - S·cell)(I + strain of the edge's structure). */
 TSR_API tsr_status tsr_ictp_model_graph(const tsr_ictp_model *model, tsr_dtype dtype,
                                         tsr_graph **graph_out);
 

@@ -177,6 +177,24 @@ static void test_model(void)
     double e32 = energy_of(ev32, base_pos, cell);
     CHECK(fabs(e32 - e) <= 1e-4 * fabs(e));
 
+    /* A batch of two structures of different sizes gives what each gives alone. */
+    tsr_atoms *pair[2] = {atoms, NULL};
+    const int32_t two[2] = {8, 1};
+    const double two_pos[6] = {0, 0, 0, 0.97, 0.1, -0.2};
+    CHECK_OK(tsr_atoms_create(2, two, two_pos, NULL, NULL, &pair[1]));
+    double be[2], bf[18], bae[6], e1 = 0, f1[6];
+    CHECK_OK(tsr_ictp_evaluate_batch(ev, 2, (const tsr_atoms *const *)pair, be, bf, NULL, bae));
+    CHECK_OK(tsr_ictp_evaluate(ev, pair[1], &e1, f1, NULL, NULL));
+    CHECK(fabs(be[0] - e) <= 1e-12 * fabs(e) && fabs(be[1] - e1) <= 1e-12 * fabs(e1));
+    worst = 0;
+    for (int i = 0; i < 12; i++)
+        worst = fmax(worst, fabs(bf[i] - forces[i]));
+    for (int i = 0; i < 6; i++)
+        worst = fmax(worst, fabs(bf[12 + i] - f1[i]));
+    CHECK(worst <= 1e-12);
+    CHECK(fabs(bae[4] + bae[5] - e1) <= 1e-12 * fabs(e1));
+    tsr_atoms_destroy(pair[1]);
+
     /* Errors: an unknown element, stress without a cell. */
     tsr_atoms *bad = NULL;
     const int32_t with_n[4] = {1, 6, 7, 6};

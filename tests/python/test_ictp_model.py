@@ -133,6 +133,38 @@ def test_mixed_periodicity(models):
     assert_rel(got["stress"], want["stress"], 1e-10, "stress")
 
 
+@pytest.mark.parametrize("name", ["nu3_full", "nu2_T3_sym"])
+def test_batch_of_structures(models, name):
+    """Structures of different sizes (a molecule, two cells, an isolated atom) in one
+    evaluation give what each gives alone, and agree with the reference."""
+    path = models[name]
+    model = tsr.IctpModel(path, device="ref")
+    z0, p0 = molecule(30, n=5)
+    z1, p1, c1 = crystal(31, n=3)
+    z2, p2, c2 = crystal(32, n=6)
+    structures = [tsr.Atoms(z1, p1, c1, [1, 1, 1]), tsr.Atoms(z0, p0),
+                  tsr.Atoms(z2, p2, c2, [1, 0, 1]), tsr.Atoms([8], [[0.0, 0.0, 0.0]])]
+    batch = model.evaluate_batch(structures)
+    oracle = ref.load(path)
+    wants = [oracle.evaluate(z1, p1, c1, (True, True, True)), oracle.evaluate(z0, p0),
+             oracle.evaluate(z2, p2, c2, (True, False, True)),
+             oracle.evaluate([8], np.zeros((1, 3)))]
+    for k, (atoms, got, want) in enumerate(zip(structures, batch, wants)):
+        alone = model.evaluate(atoms)
+        for key in ("energy", "forces", "energies"):
+            assert_rel(got[key], alone[key], 1e-12, f"structure {k} {key}, batch vs alone")
+            assert_rel(got[key], want[key], 1e-10, f"structure {k} {key}, batch vs reference")
+    cells = [structures[0], structures[2]]
+    stress = model.evaluate_batch(cells, stress=True)
+    for got, atoms in zip(stress, cells):
+        assert_rel(got["stress"], model.evaluate(atoms, stress=True)["stress"], 1e-12,
+                   "batched stress")
+    with pytest.raises(tsr.TesseraError, match="structure 1 has none"):
+        model.evaluate_batch(structures, stress=True)
+    with pytest.raises(tsr.TesseraError, match=r"atom 0 of structure 1 is N"):
+        model.evaluate_batch([structures[0], tsr.Atoms([7], [[0.0, 0, 0]])])
+
+
 def test_float32_and_cpu_device(models):
     numbers, pos, cell = crystal(4)
     path = models["nu3_full"]

@@ -4,10 +4,11 @@
 #include "models/ictp/ictp_internal.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { IN_POS, IN_SPECIES, IN_RECV, IN_SEND, IN_SHIFTS, IN_CELL, IN_STRAIN, IN_SEED, N_IN };
+enum { IN_POS, IN_SPECIES, IN_BATCH, IN_RECV, IN_SEND, IN_SHIFTS, IN_STRAIN, IN_SEED, N_IN };
 enum { OUT_ENERGY, OUT_ENERGIES, OUT_POS_GRAD, OUT_STRAIN_GRAD, N_OUT };
 
 struct tsr_ictp_evaluator {
@@ -106,103 +107,202 @@ static double det3(const double *m)
            m[2] * (m[3] * m[7] - m[4] * m[6]);
 }
 
+/* The graph's inputs for a batch, in the evaluator's dtype. */
+typedef struct batch_inputs {
+    int64_t n_atoms, n_edges;
+    int64_t *species, *batch, *receivers, *senders;
+    void *pos, *shift_vectors, *strain, *seed;
+    double *volumes;
+} batch_inputs;
+
+static void batch_free(batch_inputs *in)
+{
+    free(in->species);
+    free(in->batch);
+    free(in->receivers);
+    free(in->senders);
+    free(in->pos);
+    free(in->shift_vectors);
+    free(in->strain);
+    free(in->seed);
+    free(in->volumes);
+}
+
+static int species_of(const tsr_ictp_evaluator *ev, int32_t z)
+{
+    for (int s = 0; s < ev->n_species; s++)
+        if (ev->types[s] == z)
+            return s;
+    return -1;
+}
+
+static tsr_status gather_inputs(tsr_ictp_evaluator *ev, int64_t n_structures,
+                                const tsr_atoms *const *structures, bool stress, batch_inputs *in)
+{
+    tsr_dtype dt = ev->dtype;
+    size_t fs = tsr_dtype_size(dt);
+    int64_t cap_edges = 0;
+    for (int64_t b = 0; b < n_structures; b++) {
+        if (!structures[b])
+            return tsr_error(TSR_ERR_INVALID_ARGUMENT, "ICTP: structure %lld is NULL",
+                             (long long)b);
+        in->n_atoms += tsr_atoms_count(structures[b]);
+    }
+    size_t na = (size_t)in->n_atoms + 1, nb = (size_t)n_structures + 1;
+    in->species = tsr_malloc(na * sizeof *in->species);
+    in->batch = tsr_malloc(na * sizeof *in->batch);
+    in->pos = tsr_malloc(3 * na * fs);
+    in->strain = tsr_calloc(9 * nb, fs);
+    in->seed = tsr_malloc(nb * fs);
+    in->volumes = tsr_malloc(nb * sizeof *in->volumes);
+    if (!in->species || !in->batch || !in->pos || !in->strain || !in->seed || !in->volumes)
+        return TSR_ERR_OUT_OF_MEMORY;
+    int64_t first = 0;
+    for (int64_t b = 0; b < n_structures; b++) {
+        const tsr_atoms *atoms = structures[b];
+        int64_t n = tsr_atoms_count(atoms);
+        const int32_t *numbers = tsr_atoms_numbers(atoms);
+        const double *positions = tsr_atoms_positions(atoms);
+        double cell[9] = {0};
+        tsr_atoms_cell(atoms, cell, NULL);
+        in->volumes[b] = fabs(det3(cell));
+        if (stress && !(in->volumes[b] > 0))
+            return tsr_error(TSR_ERR_INVALID_ARGUMENT,
+                             "ICTP: the stress needs a cell of non-zero volume; structure %lld "
+                             "has %s",
+                             (long long)b, in->volumes[b] == 0 ? "none" : "a degenerate one");
+        put(dt, in->seed, b, 1.0);
+        for (int64_t a = 0; a < n; a++) {
+            int s = species_of(ev, numbers[a]);
+            if (s < 0) {
+                const char *sym = tsr_atoms_symbol(numbers[a]);
+                char where[48] = "";
+                if (n_structures > 1)
+                    snprintf(where, sizeof where, " of structure %lld", (long long)b);
+                return tsr_error(TSR_ERR_INVALID_ARGUMENT,
+                                 "ICTP: atom %lld%s is %s (Z = %d), which the model does not know",
+                                 (long long)a, where, sym ? sym : "?", numbers[a]);
+            }
+            in->species[first + a] = s;
+            in->batch[first + a] = b;
+            for (int k = 0; k < 3; k++)
+                put(dt, in->pos, 3 * (first + a) + k, positions[3 * a + k]);
+        }
+        TSR_CHECK(tsr_atoms_edges(atoms, ev->cutoff, &ev->edges));
+        int64_t ne = ev->edges.count, at = in->n_edges;
+        if (at + ne > cap_edges) {
+            int64_t cap = (at + ne) + (at + ne) / 4 + 16;
+            int64_t *r = tsr_realloc(in->receivers, (size_t)cap * sizeof *r);
+            if (r)
+                in->receivers = r;
+            int64_t *sd = r ? tsr_realloc(in->senders, (size_t)cap * sizeof *sd) : NULL;
+            if (sd)
+                in->senders = sd;
+            void *sv = sd ? tsr_realloc(in->shift_vectors, (size_t)cap * 3 * fs) : NULL;
+            if (!sv)
+                return TSR_ERR_OUT_OF_MEMORY;
+            in->shift_vectors = sv;
+            cap_edges = cap;
+        }
+        for (int64_t e = 0; e < ne; e++) {
+            in->receivers[at + e] = first + ev->edges.receivers[e];
+            in->senders[at + e] = first + ev->edges.senders[e];
+            const int32_t *S = ev->edges.shifts + 3 * e;
+            for (int c = 0; c < 3; c++)
+                put(dt, in->shift_vectors, 3 * (at + e) + c,
+                    S[0] * cell[c] + S[1] * cell[3 + c] + S[2] * cell[6 + c]);
+        }
+        in->n_edges += ne;
+        first += n;
+    }
+    if (!in->receivers) {
+        in->receivers = tsr_malloc(sizeof *in->receivers);
+        in->senders = tsr_malloc(sizeof *in->senders);
+        in->shift_vectors = tsr_malloc(3 * fs);
+        if (!in->receivers || !in->senders || !in->shift_vectors)
+            return TSR_ERR_OUT_OF_MEMORY;
+    }
+    return TSR_OK;
+}
+
+tsr_status tsr_ictp_evaluate_batch(tsr_ictp_evaluator *ev, int64_t n_structures,
+                                   const tsr_atoms *const *structures, double *energies_out,
+                                   double *forces_out, double *stress_out,
+                                   double *atom_energies_out)
+{
+    if (!ev || n_structures < 0 || (n_structures && (!structures || !energies_out)))
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_ictp_evaluate_batch: NULL argument");
+    if (n_structures == 0)
+        return TSR_OK;
+    batch_inputs in = {0};
+    tsr_dtype dt = ev->dtype;
+    size_t fs = tsr_dtype_size(dt);
+    void *energy = NULL, *energies = NULL, *pos_grad = NULL, *strain_grad = NULL;
+    tsr_status st = gather_inputs(ev, n_structures, structures, stress_out != NULL, &in);
+    if (st != TSR_OK)
+        goto cleanup;
+    int64_t n = in.n_atoms, ne = in.n_edges, nb = n_structures;
+    if (n == 0) {
+        for (int64_t b = 0; b < nb; b++)
+            energies_out[b] = 0;
+        if (stress_out)
+            memset(stress_out, 0, 9 * (size_t)nb * sizeof *stress_out);
+        goto cleanup;
+    }
+    energy = tsr_malloc((size_t)nb * fs);
+    energies = tsr_malloc((size_t)n * fs);
+    pos_grad = tsr_malloc(3 * (size_t)n * fs);
+    strain_grad = tsr_malloc(9 * (size_t)nb * fs);
+    if (!energy || !energies || !pos_grad || !strain_grad) {
+        st = TSR_ERR_OUT_OF_MEMORY;
+        goto cleanup;
+    }
+    tsr_tensor inputs[N_IN] = {
+        [IN_POS] = {dt, 2, {n, 3}, in.pos},
+        [IN_SPECIES] = {TSR_INT64, 1, {n}, in.species},
+        [IN_BATCH] = {TSR_INT64, 1, {n}, in.batch},
+        [IN_RECV] = {TSR_INT64, 1, {ne}, in.receivers},
+        [IN_SEND] = {TSR_INT64, 1, {ne}, in.senders},
+        [IN_SHIFTS] = {dt, 2, {ne, 3}, in.shift_vectors},
+        [IN_STRAIN] = {dt, 3, {nb, 3, 3}, in.strain},
+        [IN_SEED] = {dt, 1, {nb}, in.seed},
+    };
+    tsr_tensor outputs[N_OUT] = {
+        [OUT_ENERGY] = {dt, 1, {nb}, energy},
+        [OUT_ENERGIES] = {dt, 1, {n}, energies},
+        [OUT_POS_GRAD] = {dt, 2, {n, 3}, pos_grad},
+        [OUT_STRAIN_GRAD] = {dt, 3, {nb, 3, 3}, strain_grad},
+    };
+    if ((st = tsr_plan_run(ev->plan, N_IN, inputs, N_OUT, outputs)) != TSR_OK) {
+        tsr_error_prefix("ICTP evaluation: ");
+        goto cleanup;
+    }
+    for (int64_t b = 0; b < nb; b++)
+        energies_out[b] = get(dt, energy, b);
+    for (int64_t i = 0; forces_out && i < 3 * n; i++)
+        forces_out[i] = -get(dt, pos_grad, i);
+    for (int64_t a = 0; atom_energies_out && a < n; a++)
+        atom_energies_out[a] = get(dt, energies, a);
+    for (int64_t b = 0; stress_out && b < nb; b++)
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++)
+                stress_out[9 * b + 3 * i + j] = 0.5 *
+                                                (get(dt, strain_grad, 9 * b + 3 * i + j) +
+                                                 get(dt, strain_grad, 9 * b + 3 * j + i)) /
+                                                in.volumes[b];
+cleanup:
+    batch_free(&in);
+    free(energy);
+    free(energies);
+    free(pos_grad);
+    free(strain_grad);
+    return st;
+}
+
 tsr_status tsr_ictp_evaluate(tsr_ictp_evaluator *ev, const tsr_atoms *atoms, double *energy_out,
                              double *forces_out, double *stress_out, double *energies_out)
 {
     if (!ev || !atoms || !energy_out)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_ictp_evaluate: NULL argument");
-    int64_t n = tsr_atoms_count(atoms);
-    const int32_t *numbers = tsr_atoms_numbers(atoms);
-    const double *positions = tsr_atoms_positions(atoms);
-    double cell[9] = {0};
-    tsr_atoms_cell(atoms, cell, NULL);
-    double volume = fabs(det3(cell));
-    if (stress_out && !(volume > 0))
-        return tsr_error(TSR_ERR_INVALID_ARGUMENT,
-                         "ICTP: the stress needs a cell of non-zero volume; this structure has "
-                         "%s",
-                         volume == 0 ? "none" : "a degenerate one");
-    if (n == 0) {
-        *energy_out = 0;
-        if (stress_out)
-            memset(stress_out, 0, 9 * sizeof *stress_out);
-        return TSR_OK;
-    }
-    size_t fs = tsr_dtype_size(ev->dtype);
-    int64_t *species = tsr_malloc((size_t)n * sizeof *species);
-    void *pos = tsr_malloc((size_t)n * 3 * fs), *pos_grad = tsr_malloc((size_t)n * 3 * fs);
-    void *energies = tsr_malloc((size_t)n * fs), *shifts = NULL;
-    unsigned char small[4][9 * sizeof(double)] = {{0}};
-    tsr_status st = TSR_ERR_OUT_OF_MEMORY;
-    if (!species || !pos || !pos_grad || !energies)
-        goto cleanup;
-    for (int64_t a = 0; a < n; a++) {
-        int s = 0;
-        while (s < ev->n_species && ev->types[s] != numbers[a])
-            s++;
-        if (s == ev->n_species) {
-            const char *sym = tsr_atoms_symbol(numbers[a]);
-            st = tsr_error(TSR_ERR_INVALID_ARGUMENT,
-                           "ICTP: atom %lld is %s (Z = %d), which the model does not know",
-                           (long long)a, sym ? sym : "?", numbers[a]);
-            goto cleanup;
-        }
-        species[a] = s;
-        for (int k = 0; k < 3; k++)
-            put(ev->dtype, pos, 3 * a + k, positions[3 * a + k]);
-    }
-    if ((st = tsr_atoms_edges(atoms, ev->cutoff, &ev->edges)) != TSR_OK)
-        goto cleanup;
-    int64_t ne = ev->edges.count;
-    shifts = tsr_malloc((size_t)(ne ? ne : 1) * 3 * fs);
-    if (!shifts) {
-        st = TSR_ERR_OUT_OF_MEMORY;
-        goto cleanup;
-    }
-    for (int64_t e = 0; e < 3 * ne; e++)
-        put(ev->dtype, shifts, e, ev->edges.shifts[e]);
-    void *cell_t = small[0], *strain = small[1], *seed = small[2], *strain_grad = small[3];
-    double energy_value[1];
-    for (int k = 0; k < 9; k++) {
-        put(ev->dtype, cell_t, k, cell[k]);
-        put(ev->dtype, strain, k, 0.0);
-    }
-    put(ev->dtype, seed, 0, 1.0);
-    tsr_dtype dt = ev->dtype;
-    tsr_tensor in[N_IN] = {
-        [IN_POS] = {dt, 2, {n, 3}, pos},
-        [IN_SPECIES] = {TSR_INT64, 1, {n}, species},
-        [IN_RECV] = {TSR_INT64, 1, {ne}, ev->edges.receivers},
-        [IN_SEND] = {TSR_INT64, 1, {ne}, ev->edges.senders},
-        [IN_SHIFTS] = {dt, 2, {ne, 3}, shifts},
-        [IN_CELL] = {dt, 2, {3, 3}, cell_t},
-        [IN_STRAIN] = {dt, 2, {3, 3}, strain},
-        [IN_SEED] = {dt, 1, {1}, seed},
-    };
-    tsr_tensor out[N_OUT] = {
-        [OUT_ENERGY] = {dt, 1, {1}, energy_value},
-        [OUT_ENERGIES] = {dt, 1, {n}, energies},
-        [OUT_POS_GRAD] = {dt, 2, {n, 3}, pos_grad},
-        [OUT_STRAIN_GRAD] = {dt, 2, {3, 3}, strain_grad},
-    };
-    if ((st = tsr_plan_run(ev->plan, N_IN, in, N_OUT, out)) != TSR_OK) {
-        tsr_error_prefix("ICTP evaluation: ");
-        goto cleanup;
-    }
-    *energy_out = get(dt, energy_value, 0);
-    for (int64_t i = 0; forces_out && i < 3 * n; i++)
-        forces_out[i] = -get(dt, pos_grad, i);
-    for (int64_t a = 0; energies_out && a < n; a++)
-        energies_out[a] = get(dt, energies, a);
-    for (int i = 0; stress_out && i < 3; i++)
-        for (int j = 0; j < 3; j++)
-            stress_out[3 * i + j] =
-                0.5 * (get(dt, strain_grad, 3 * i + j) + get(dt, strain_grad, 3 * j + i)) / volume;
-cleanup:
-    free(species);
-    free(pos);
-    free(pos_grad);
-    free(energies);
-    free(shifts);
-    return st;
+    return tsr_ictp_evaluate_batch(ev, 1, &atoms, energy_out, forces_out, stress_out, energies_out);
 }

@@ -274,25 +274,29 @@ static void build(gb *b)
     const char *R = "representation.";
     int64_t S = c->n_species, F = c->F, G = c->G;
     const char *dim_n[2] = {"atoms", NULL}, *dim_e[2] = {"edges", NULL};
-    const int64_t d3[2] = {0, 3}, d33[2] = {3, 3}, d1[1] = {0};
+    const char *dim_b[3] = {"structures", NULL, NULL};
+    const int64_t d3[2] = {0, 3}, d133[3] = {0, 3, 3}, d1[1] = {0};
     if (b->st == TSR_OK &&
         ((b->st = tsr_graph_add_input(b->g, "positions", b->dt, 2, d3, dim_n)) != TSR_OK ||
          (b->st = tsr_graph_add_input(b->g, "species", TSR_INT64, 1, d1, dim_n)) != TSR_OK ||
+         (b->st = tsr_graph_add_input(b->g, "batch", TSR_INT64, 1, d1, dim_n)) != TSR_OK ||
          (b->st = tsr_graph_add_input(b->g, "receivers", TSR_INT64, 1, d1, dim_e)) != TSR_OK ||
          (b->st = tsr_graph_add_input(b->g, "senders", TSR_INT64, 1, d1, dim_e)) != TSR_OK ||
-         (b->st = tsr_graph_add_input(b->g, "shifts", b->dt, 2, d3, dim_e)) != TSR_OK ||
-         (b->st = tsr_graph_add_input(b->g, "cell", b->dt, 2, d33, NULL)) != TSR_OK ||
-         (b->st = tsr_graph_add_input(b->g, "strain", b->dt, 2, d33, NULL)) != TSR_OK))
+         (b->st = tsr_graph_add_input(b->g, "shift_vectors", b->dt, 2, d3, dim_e)) != TSR_OK ||
+         (b->st = tsr_graph_add_input(b->g, "strain", b->dt, 3, d133, dim_b)) != TSR_OK))
         return;
-    const char *pos = "positions", *species = "species";
+    const char *pos = "positions", *species = "species", *strain = "strain";
     tsr_attr shape_attrs[2] = {TSR_ATTR_I("start", 0), TSR_ATTR_I("end", 1)};
     const char *n_atoms = node(b, "Shape", 1, &pos, 2, shape_attrs);
+    const char *n_structures = node(b, "Shape", 1, &strain, 2, shape_attrs);
 
-    /* Edge vectors v = (r_i - r_j - S·cell)(I + ε). */
-    const double eye[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+    /* Edge vectors v = (r_i - r_j - S·cell)(I + ε_b), b the edge's structure. */
     const char *v = binary(b, "Sub", gather(b, pos, "receivers"), gather(b, pos, "senders"));
-    v = binary(b, "Sub", v, binary(b, "MatMul", "shifts", "cell"));
-    v = binary(b, "MatMul", v, binary(b, "Add", cst(b, 2, d33, eye), "strain"));
+    v = binary(b, "Sub", v, "shift_vectors");
+    const char *eps = gather(b, strain, gather(b, "batch", "receivers"));
+    const int64_t de13[3] = {-1, 1, 3}, de3[2] = {-1, 3};
+    const char *dv = binary(b, "MatMul", reshape(b, v, 3, de13), eps);
+    v = binary(b, "Add", v, reshape(b, dv, 2, de3));
     const char *r = reduce_sum(b, binary(b, "Mul", v, v), 1, 0);
     r = node(b, "Sqrt", 1, &r, 0, NULL);
     tsr_attr bessel[3] = {TSR_ATTR_F("r_cutoff", c->r_cutoff), TSR_ATTR_I("n_basis", c->n_basis),
@@ -463,9 +467,9 @@ static void build(gb *b)
     e = binary(b, "Mul", e, gather(b, cst(b, 1, ds, scale->data), species));
     const char *add_in[2] = {e, gather(b, cst(b, 1, ds, shift->data), species)};
     node_as(b, "energies", "Add", "", 2, add_in, 0, NULL);
-    const char *sum_in[2] = {"energies", cst_i64(b, 1, (const int64_t[]){0})};
-    tsr_attr keep = TSR_ATTR_I("keepdims", 1);
-    node_as(b, "energy", "ReduceSum", "", 2, sum_in, 1, &keep);
+    const char *sum_in[3] = {"energies", "batch", n_structures};
+    tsr_attr ax = TSR_ATTR_I("axis", 0);
+    node_as(b, "energy", "GatherGrad", ICTP_DOMAIN, 3, sum_in, 1, &ax);
     if (b->st == TSR_OK && (b->st = tsr_graph_add_output(b->g, "energy")) == TSR_OK)
         b->st = tsr_graph_add_output(b->g, "energies");
 }
