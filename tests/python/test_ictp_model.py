@@ -7,6 +7,7 @@ a periodic cell against its 2x2x2 supercell; and clear errors on malformed model
 import json
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -409,3 +410,85 @@ def test_cli_eval_errors_write_nothing(models, tmp_path):
     assert r.returncode == 2 and "float16" in r.stderr
     r = run_cli("eval", tmp_path / "none.npz", tmp_path / "mol.extxyz")
     assert r.returncode == 1 and "none.json" in r.stderr
+
+
+# ---------------------------------------------------------------- converter
+
+
+def make_checkpoint(folder, cfg, state, parameters=True):
+    """An authors'-style checkpoint folder: config.yaml and a plain pickle (protocol 3) of
+    the state_dict, tensors embedding legacy torch storages."""
+    import collections
+    import pickle
+
+    import torch
+    import yaml
+    os.makedirs(folder, exist_ok=True)
+    sd = collections.OrderedDict()
+    for k, v in state.items():
+        t = torch.tensor(v)
+        sd[k] = torch.nn.Parameter(t) if parameters and "weight" in k else t
+    with open(os.path.join(folder, "params.pkl"), "wb") as f:
+        pickle.dump(sd, f, protocol=3)
+    with open(os.path.join(folder, "config.yaml"), "w") as f:
+        yaml.safe_dump({**cfg, "lr": 0.01, "ema": True, "batch_size": 5}, f)
+
+
+def run_convert(*args):
+    env = {**os.environ, "PYTHONPATH": os.path.join(tsr.ROOT, "python")}
+    return subprocess.run([sys.executable, "-m", "tessera.ictp.convert", *map(str, args)],
+                          capture_output=True, text=True, env=env)
+
+
+def test_convert_checkpoint(tmp_path):
+    cfg = config("nu3_full")
+    st = ref.random_state(cfg, seed=40)
+    run = tmp_path / "run"
+    make_checkpoint(run / "best" / "ckpt_12", cfg, st)
+    make_checkpoint(run / "best" / "ckpt_9", cfg, ref.random_state(cfg, seed=41))
+    make_checkpoint(run / "logs" / "ckpt_30", cfg, ref.random_state(cfg, seed=42))
+    r = run_convert(run, "-o", tmp_path / "model.npz")
+    assert r.returncode == 0, r.stderr
+    assert "ckpt_12" in r.stdout  # best/ first, highest epoch
+    saved = json.loads((tmp_path / "model.json").read_text())
+    assert saved["config"]["lr"] == 0.01 and saved["config"]["correlation"] == 3
+    numbers, pos, cell = crystal(43)
+    want = ref.Model(cfg, st).evaluate(numbers, pos, cell, (True, True, True), stress=True)
+    got = tsr.IctpModel(tmp_path / "model.npz", device="ref").evaluate(
+        tsr.Atoms(numbers, pos, cell, [1, 1, 1]), stress=True)
+    for k in ("energy", "forces", "stress"):
+        assert_rel(got[k], want[k], 1e-10, "converted model " + k)
+    # A float32 checkpoint stays float32; a checkpoint folder can be named directly.
+    st32 = {k: np.asarray(v, dtype=np.float32) for k, v in st.items()}
+    make_checkpoint(tmp_path / "ckpt_3", cfg, st32, parameters=False)
+    r = run_convert(tmp_path / "ckpt_3", "-o", tmp_path / "m32.npz")
+    assert r.returncode == 0, r.stderr
+    with np.load(tmp_path / "m32.npz") as z:
+        assert z["representation.node_embedding.weight.0"].dtype == np.float32
+
+
+def test_convert_errors(tmp_path):
+    cfg = config("nu3_full")
+    st = ref.random_state(cfg, seed=44)
+    make_checkpoint(tmp_path / "ck", cfg, st)
+    (tmp_path / "out.npz").write_bytes(b"keep")
+    r = run_convert(tmp_path / "ck", "-o", tmp_path / "out.npz")
+    assert r.returncode == 1 and "exists" in r.stderr
+    assert (tmp_path / "out.npz").read_bytes() == b"keep"
+    r = run_convert(tmp_path / "nothing", "-o", tmp_path / "x.npz")
+    assert r.returncode == 1 and "not a directory" in r.stderr
+    os.makedirs(tmp_path / "empty")
+    r = run_convert(tmp_path / "empty", "-o", tmp_path / "x.npz")
+    assert r.returncode == 1 and "no params.pkl" in r.stderr
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+    import pickle
+    os.makedirs(tmp_path / "evil")
+    (tmp_path / "evil" / "config.yaml").write_text("r_cutoff: 5.0\n")
+    with open(tmp_path / "evil" / "params.pkl", "wb") as f:
+        pickle.dump({"a": Evil()}, f, protocol=3)
+    r = run_convert(tmp_path / "evil", "-o", tmp_path / "x.npz")
+    assert r.returncode == 1 and "refusing to unpickle" in r.stderr
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "x.npz").exists()
