@@ -5,6 +5,7 @@
 #include "tessera.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -87,31 +88,39 @@ static tsr_plan *edge_plan(void)
 }
 
 /* A fixed-seed generator (xorshift64*), so every run sees the same sizes. */
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-
-static uint64_t rng_next(void)
+static uint64_t rng_next(uint64_t *state)
 {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545F4914F6CDD1Dull;
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    return *state * 0x2545F4914F6CDD1Dull;
 }
 
-static double rng_uniform(void)
+static double rng_uniform(uint64_t *state)
 {
-    return (double)(rng_next() >> 11) / 9007199254740992.0 * 2 - 1;
+    return (double)(rng_next(state) >> 11) / 9007199254740992.0 * 2 - 1;
 }
 
 #define MAX_EDGES 3000
+#define THREADS 4
 
-static double xs[MAX_EDGES * 3], ys[MAX_EDGES * FEATURES], es[FEATURES];
+/* One caller's random state and buffers: the main thread's is callers[0]. */
+typedef struct {
+    uint64_t rng;
+    tsr_plan *plan;
+    int bad_runs;
+    double x[MAX_EDGES * 3], y[MAX_EDGES * FEATURES], e[FEATURES];
+} caller;
+
+static caller callers[1 + THREADS];
 
 /* Runs the plan on E random edges and compares both outputs with the
  * formula computed here; returns whether they agree. */
-static bool run_edges(tsr_plan *p, int64_t n_edges)
+static bool run_edges_as(tsr_plan *p, int64_t n_edges, caller *c)
 {
+    double *xs = c->x, *ys = c->y, *es = c->e;
     for (int64_t i = 0; i < n_edges * 3; i++)
-        xs[i] = rng_uniform();
+        xs[i] = rng_uniform(&c->rng);
     tsr_tensor in = {.dtype = TSR_FLOAT64, .rank = 2, .dims = {n_edges, 3}, .data = xs};
     tsr_tensor outs[2] = {
         {.dtype = TSR_FLOAT64, .rank = 2, .dims = {n_edges, FEATURES}, .data = ys},
@@ -137,6 +146,11 @@ static bool run_edges(tsr_plan *p, int64_t n_edges)
     if (!ok)
         fprintf(stderr, "run at E = %lld: outputs differ from the formula\n", (long long)n_edges);
     return ok;
+}
+
+static bool run_edges(tsr_plan *p, int64_t n_edges)
+{
+    return run_edges_as(p, n_edges, &callers[0]);
 }
 
 static tsr_plan_stats stats(const tsr_plan *p)
@@ -179,8 +193,9 @@ static void test_md_loop(void)
     int bad_runs = 0, over_limit = 0, runs = 10000;
     long rss_early = -1;
     for (int i = 0; i < runs; i++) {
-        int64_t n_edges =
-            rng_next() % 4 == 0 ? recurring[rng_next() % 4] : 1 + (int64_t)(rng_next() % MAX_EDGES);
+        int64_t n_edges = rng_next(&callers[0].rng) % 4 == 0
+                              ? recurring[rng_next(&callers[0].rng) % 4]
+                              : 1 + (int64_t)(rng_next(&callers[0].rng) % MAX_EDGES);
         bad_runs += !run_edges(p, n_edges);
         tsr_plan_stats s = stats(p);
         over_limit += s.n_cached_specs > max_specs || s.n_cached_specs < 1 ||
@@ -297,7 +312,7 @@ static void test_byte_limit(void)
     s = stats(p);
     CHECK(s.n_cached_specs == 5 && s.cached_bytes <= big.cached_bytes / 2);
 
-    tsr_tensor in = {.dtype = TSR_FLOAT64, .rank = 2, .dims = {123, 3}, .data = xs};
+    tsr_tensor in = {.dtype = TSR_FLOAT64, .rank = 2, .dims = {123, 3}, .data = callers[0].x};
     CHECK_OK(tsr_plan_reshape(p, 1, &in));
     CHECK_OK(tsr_plan_set_cache_limits(p, 1, 0));
     tsr_tensor desc;
@@ -315,6 +330,7 @@ static void test_byte_limit(void)
 static void test_shared_constant(void)
 {
     enum { N = 1 << 17 };
+    double *xs = callers[0].x;
     double *big = malloc(N * sizeof *big), *out = malloc(N * sizeof *out);
     tsr_graph *g = NULL;
     CHECK(big && out);
@@ -346,7 +362,7 @@ static void test_shared_constant(void)
         for (int64_t n_edges = 1; n_edges <= 4; n_edges++) {
             double sum = 0;
             for (int64_t i = 0; i < n_edges * 3; i++) {
-                xs[i] = rng_uniform();
+                xs[i] = rng_uniform(&callers[0].rng);
                 sum += xs[i];
             }
             tsr_tensor in = {.dtype = TSR_FLOAT64, .rank = 2, .dims = {n_edges, 3}, .data = xs};
@@ -369,6 +385,42 @@ cleanup:
     free(out);
 }
 
+static void *thread_runs(void *arg)
+{
+    caller *c = arg;
+    for (int i = 0; i < 300; i++)
+        c->bad_runs += !run_edges_as(c->plan, 1 + (int64_t)(rng_next(&c->rng) % 64), c);
+    return NULL;
+}
+
+/* One plan shared by several threads, its cache far smaller than the
+ * shapes they ask for: runs take turns under the plan's lock, and no
+ * thread's specialization is evicted while it runs. */
+static void test_threads(void)
+{
+    tsr_plan *p = edge_plan();
+    CHECK(p != NULL);
+    if (!p)
+        return;
+    CHECK_OK(tsr_plan_set_cache_limits(p, 2, SIZE_MAX));
+    pthread_t threads[THREADS];
+    int started = 0;
+    for (int t = 0; t < THREADS; t++) {
+        callers[1 + t].plan = p;
+        callers[1 + t].bad_runs = 0;
+        if (pthread_create(&threads[t], NULL, thread_runs, &callers[1 + t]) == 0)
+            started++;
+    }
+    CHECK(started == THREADS);
+    for (int t = 0; t < started; t++)
+        pthread_join(threads[t], NULL);
+    for (int t = 0; t < started; t++)
+        CHECK(callers[1 + t].bad_runs == 0);
+    tsr_plan_stats s = stats(p);
+    CHECK(s.n_cached_specs <= 2 && s.n_evictions == s.n_builds - s.n_cached_specs);
+    tsr_plan_destroy(p);
+}
+
 static void test_bad_limits(void)
 {
     tsr_plan *p = edge_plan();
@@ -388,11 +440,14 @@ static void test_bad_limits(void)
 
 int main(void)
 {
+    for (int i = 0; i <= THREADS; i++)
+        callers[i].rng = 0x9E3779B97F4A7C15ull * (uint64_t)(2 * i + 1);
     test_eviction_order();
     test_limit_one();
     test_byte_limit();
     test_shared_constant();
     test_bad_limits();
+    test_threads();
     test_md_loop();
     return tsr_test_summary("test_plan_cache");
 }
