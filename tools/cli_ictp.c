@@ -1,5 +1,6 @@
 /* `tessera ictp eval`: energies, forces and stress of an ICTP model
- * (include/tessera/ictp.h) for every frame of an extended XYZ file. */
+ * (include/tessera/ictp.h) for every frame of an extended XYZ file;
+ * `tessera ictp bench`: the time and memory one evaluation takes. */
 #include "cli.h"
 #include "tessera/ictp.h"
 
@@ -7,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 static const char ictp_usage[] =
     "Usage: tessera ictp eval MODEL.npz STRUCTURES.extxyz [options]\n"
@@ -25,7 +27,15 @@ static const char ictp_usage[] =
     "  --json                print the results as JSON instead of a table\n"
     "  -h, --help            show this help\n"
     "\n"
-    "Nothing is written unless every frame succeeded; files are written atomically.\n";
+    "Nothing is written unless every frame succeeded; files are written atomically.\n"
+    "\n"
+    "Usage: tessera ictp bench MODEL.npz STRUCTURE [--iters N] [--stress] [--dtype D]\n"
+    "                          [--device DEV] [--threads N]\n"
+    "\n"
+    "Times energy + forces (+ stress) evaluations of the first frame of STRUCTURE\n"
+    "(.extxyz or .npz) after one untimed warm-up: milliseconds per evaluation,\n"
+    "atom-steps per second and the peak resident memory of the process.\n"
+    "  --iters N             timed evaluations (default 10)\n";
 
 static int ictp_main(int argc, char **argv);
 
@@ -38,9 +48,9 @@ const cli_command cli_ictp_command = {
 
 typedef struct {
     const char *model, *structures, *output, *device;
-    bool stress, json;
+    bool stress, json, bench;
     tsr_dtype dtype;
-    long long threads;
+    long long threads, iters;
 } ictp_options;
 
 static int parse_options(int argc, char **argv, ictp_options *o, bool *help)
@@ -48,11 +58,12 @@ static int parse_options(int argc, char **argv, ictp_options *o, bool *help)
     cli_args a;
     cli_args_init(&a, &cli_ictp_command, argc, argv);
     o->dtype = TSR_FLOAT64;
+    o->iters = 10;
     while (cli_args_peek(&a)) {
         const char *v;
         if (cli_arg_flag(&a, "--stress")) {
             o->stress = true;
-        } else if (cli_arg_flag(&a, "--json")) {
+        } else if (!o->bench && cli_arg_flag(&a, "--json")) {
             o->json = true;
         } else if (cli_arg_option(&a, "--dtype", &v)) {
             if (v && strcmp(v, "float32") == 0)
@@ -67,8 +78,11 @@ static int parse_options(int argc, char **argv, ictp_options *o, bool *help)
         } else if (cli_arg_option(&a, "--threads", &v)) {
             if (v)
                 cli_parse_int(&a, "--threads", v, 0, 4096, &o->threads);
-        } else if (cli_arg_option(&a, "--output", &v)) {
+        } else if (!o->bench && cli_arg_option(&a, "--output", &v)) {
             o->output = v;
+        } else if (o->bench && cli_arg_option(&a, "--iters", &v)) {
+            if (v)
+                cli_parse_int(&a, "--iters", v, 1, 1000000000, &o->iters);
         } else {
             const char *pos = cli_arg_rest(&a, help);
             if (!pos)
@@ -85,7 +99,8 @@ static int parse_options(int argc, char **argv, ictp_options *o, bool *help)
         return a.status;
     if (!o->model || !o->structures)
         return cli_usage_error(&cli_ictp_command, "missing %s",
-                               o->model ? "STRUCTURES.extxyz" : "MODEL.npz");
+                               o->model ? (o->bench ? "STRUCTURE" : "STRUCTURES.extxyz")
+                                        : "MODEL.npz");
     struct stat in_st, out_st;
     if (o->output && stat(o->output, &out_st) == 0 && stat(o->structures, &in_st) == 0 &&
         in_st.st_dev == out_st.st_dev && in_st.st_ino == out_st.st_ino)
@@ -136,6 +151,103 @@ static void print_results(const ictp_options *o, int64_t n_frames, tsr_atoms *co
         printf("\n]\n");
 }
 
+/* The model's evaluator and the frames of o->structures (.npz or extended XYZ). */
+static int load(const ictp_options *o, tsr_ictp_evaluator **ev_out, int64_t *n_frames_out,
+                tsr_atoms ***frames_out)
+{
+    tsr_ictp_model *model = NULL;
+    if (tsr_ictp_model_load(o->model, &model) != TSR_OK)
+        return cli_fail_status(o->model);
+    tsr_ictp_options opt;
+    tsr_ictp_options_init(&opt);
+    opt.device = o->device;
+    opt.dtype = o->dtype;
+    opt.threads = (int)o->threads;
+    tsr_status st = tsr_ictp_evaluator_create(model, &opt, ev_out);
+    tsr_ictp_model_destroy(model);
+    if (st != TSR_OK)
+        return cli_fail_status(NULL);
+    size_t len = strlen(o->structures);
+    bool npz = len >= 4 && strcmp(o->structures + len - 4, ".npz") == 0;
+    st = npz ? tsr_atoms_read_npz(o->structures, n_frames_out, frames_out)
+             : tsr_extxyz_read(o->structures, n_frames_out, frames_out);
+    if (st != TSR_OK) {
+        tsr_ictp_evaluator_destroy(*ev_out);
+        *ev_out = NULL;
+        return cli_fail_status(o->structures);
+    }
+    return CLI_OK;
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Peak resident memory (VmHWM) in MiB, or -1 where /proc does not tell. */
+static double peak_rss_mib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    double kib = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %lf kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib < 0 ? -1 : kib / 1024.0;
+}
+
+static int bench_main(int argc, char **argv)
+{
+    ictp_options o = {.bench = true};
+    bool help = false;
+    int rc = parse_options(argc, argv, &o, &help);
+    if (rc != CLI_OK || help)
+        return rc;
+    tsr_ictp_evaluator *ev = NULL;
+    tsr_atoms **frames = NULL;
+    int64_t n_frames = 0;
+    double *forces = NULL;
+    if ((rc = load(&o, &ev, &n_frames, &frames)) != CLI_OK)
+        goto done;
+    if (n_frames < 1) {
+        rc = cli_fail("%s: no frames", o.structures);
+        goto done;
+    }
+    int64_t n = tsr_atoms_count(frames[0]);
+    forces = calloc(3 * (size_t)n + 1, sizeof *forces);
+    if (!forces) {
+        rc = cli_fail("out of memory");
+        goto done;
+    }
+    double e = 0, stress[9], t0 = 0;
+    for (long long it = 0; it <= o.iters; it++) {
+        if (it == 1)
+            t0 = now_seconds();
+        if (tsr_ictp_evaluate(ev, frames[0], &e, forces, o.stress ? stress : NULL, NULL) !=
+            TSR_OK) {
+            rc = cli_fail("%s: %s", o.structures, tsr_last_error());
+            goto done;
+        }
+    }
+    double per = (now_seconds() - t0) / (double)o.iters;
+    printf("structure: %lld atoms (%s)\n", (long long)n, o.structures);
+    printf("energy: %.15g\n", e);
+    printf("ms per evaluation: %.3f (energy + forces%s, %s, %lld iterations)\n", per * 1e3,
+           o.stress ? " + stress" : "", tsr_dtype_name(o.dtype), o.iters);
+    printf("atom-steps per second: %.1f\n", (double)n / per);
+    printf("peak resident memory: %.1f MiB\n", peak_rss_mib());
+done:
+    free(forces);
+    tsr_atoms_destroy_frames(n_frames, frames);
+    tsr_ictp_evaluator_destroy(ev);
+    return rc;
+}
+
 static int eval_main(int argc, char **argv)
 {
     ictp_options o = {0};
@@ -143,28 +255,12 @@ static int eval_main(int argc, char **argv)
     int rc = parse_options(argc, argv, &o, &help);
     if (rc != CLI_OK || help)
         return rc;
-    tsr_ictp_model *model = NULL;
     tsr_ictp_evaluator *ev = NULL;
     tsr_atoms **frames = NULL;
     int64_t n_frames = 0;
     double *energies = NULL, *stress = NULL, **forces = NULL;
-    if (tsr_ictp_model_load(o.model, &model) != TSR_OK) {
-        rc = cli_fail_status(o.model);
+    if ((rc = load(&o, &ev, &n_frames, &frames)) != CLI_OK)
         goto done;
-    }
-    tsr_ictp_options opt;
-    tsr_ictp_options_init(&opt);
-    opt.device = o.device;
-    opt.dtype = o.dtype;
-    opt.threads = (int)o.threads;
-    if (tsr_ictp_evaluator_create(model, &opt, &ev) != TSR_OK) {
-        rc = cli_fail_status(NULL);
-        goto done;
-    }
-    if (tsr_extxyz_read(o.structures, &n_frames, &frames) != TSR_OK) {
-        rc = cli_fail_status(o.structures);
-        goto done;
-    }
     energies = calloc((size_t)n_frames + 1, sizeof *energies);
     stress = calloc(9 * (size_t)n_frames + 1, sizeof *stress);
     forces = calloc((size_t)n_frames + 1, sizeof *forces);
@@ -210,19 +306,21 @@ done:
     free(stress);
     tsr_atoms_destroy_frames(n_frames, frames);
     tsr_ictp_evaluator_destroy(ev);
-    tsr_ictp_model_destroy(model);
     return rc;
 }
 
 static int ictp_main(int argc, char **argv)
 {
     if (argc < 1)
-        return cli_usage_error(&cli_ictp_command, "missing a subcommand (eval)");
+        return cli_usage_error(&cli_ictp_command, "missing a subcommand (eval or bench)");
     if (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
         fputs(ictp_usage, stdout);
         return CLI_OK;
     }
     if (strcmp(argv[0], "eval") == 0)
         return eval_main(argc - 1, argv + 1);
-    return cli_usage_error(&cli_ictp_command, "unknown subcommand '%s' (available: eval)", argv[0]);
+    if (strcmp(argv[0], "bench") == 0)
+        return bench_main(argc - 1, argv + 1);
+    return cli_usage_error(&cli_ictp_command, "unknown subcommand '%s' (available: eval, bench)",
+                           argv[0]);
 }

@@ -492,3 +492,23 @@ def test_convert_errors(tmp_path):
     r = run_convert(tmp_path / "evil", "-o", tmp_path / "x.npz")
     assert r.returncode == 1 and "refusing to unpickle" in r.stderr
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "x.npz").exists()
+
+
+def test_cli_bench(models, tmp_path):
+    path = models["nu3_full"]
+    z, p, c = crystal(50)
+    atoms = tsr.Atoms(z, p, c, [1, 1, 1])
+    tsr.write_atoms_npz(tmp_path / "s.npz", [atoms])
+    r = run_cli("bench", path, tmp_path / "s.npz", "--iters", 2, "--stress", "--device", "ref",
+                "--threads", 1)
+    assert r.returncode == 0, r.stderr
+    fields = dict(line.split(": ", 1) for line in r.stdout.strip().splitlines())
+    energy = tsr.IctpModel(path, device="ref").evaluate(atoms)["energy"]
+    assert_rel(float(fields["energy"]), energy, 1e-14, "bench energy")
+    assert float(fields["ms per evaluation"].split()[0]) > 0
+    assert float(fields["atom-steps per second"]) > 0
+    assert float(fields["peak resident memory"].split()[0]) > 0
+    r = run_cli("bench", path, tmp_path / "s.npz", "--iters", 0)
+    assert r.returncode == 2 and "--iters" in r.stderr
+    r = run_cli("frobnicate")
+    assert r.returncode == 2 and "available: eval, bench" in r.stderr
