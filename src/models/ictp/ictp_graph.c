@@ -134,10 +134,15 @@ static const char *concat(gb *b, int n, const char *const *xs, int axis)
     return node(b, "Concat", n, xs, 1, &a);
 }
 
-static const char *slice(gb *b, const char *x, int64_t axis, int64_t start, int64_t end)
+/* Splits x into n equal parts along `axis` (one node, whose gradient is one Concat). */
+static void split(gb *b, const char *x, int axis, int n, const char **parts)
 {
-    const char *in[4] = {x, cst_i64(b, 1, &start), cst_i64(b, 1, &end), cst_i64(b, 1, &axis)};
-    return node(b, "Slice", 4, in, 0, NULL);
+    for (int k = 0; k < n; k++)
+        parts[k] = fresh(b, "part");
+    if (b->st != TSR_OK)
+        return;
+    tsr_attr a = TSR_ATTR_I("axis", axis);
+    b->st = tsr_graph_add_node(b->g, "Split", "", NULL, 1, &x, n, parts, 1, &a);
 }
 
 static const char *reduce_sum(gb *b, const char *x, int64_t axis, int keepdims)
@@ -363,7 +368,8 @@ static void build(gb *b)
         snprintf(prefix, sizeof prefix, "%sconv_tp_weights", I);
         const char *radial = mlp(b, rho, prefix, c->n_radial + 1);
         const int64_t rdims[3] = {-1, 1, total * F};
-        radial = reshape(b, radial, 3, rdims);
+        const char *rq[4 * 7];
+        split(b, reshape(b, radial, 3, rdims), 2, total, rq);
         const char *A[ICTP_MAX_L + 1];
         int q = 0;
         for (int l3 = 0; l3 <= c->Le; l3++) {
@@ -377,7 +383,7 @@ static void build(gb *b)
             for (int k = 0; k < P; k++, q++) {
                 int l1 = pairs[l3][k][0], l2 = pairs[l3][k][1];
                 const char *m = ict_product(b, gj[l1], Y[l2], l1, l2, l3);
-                msgs[k] = binary(b, "Mul", m, slice(b, radial, 2, q * F, (q + 1) * F));
+                msgs[k] = binary(b, "Mul", m, rq[q]);
             }
             const char *in[3] = {concat(b, P, msgs, 2), "receivers",
                                  atoms_shape(b, n_atoms, pow3(l3), P * F)};
