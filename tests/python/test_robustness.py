@@ -240,7 +240,8 @@ def test_initializer_sizes_checked_before_allocating(tmp_path, case):
 
 def range_sum_model(path, n):
     """A float Range(0, n, 1) reduced to its maximum: n - 1."""
-    nodes = [const("s", [0.0], TensorProto.FLOAT, []), const("l", [float(n)], TensorProto.FLOAT, []),
+    nodes = [const("s", [0.0], TensorProto.FLOAT, []),
+             const("l", [float(n)], TensorProto.FLOAT, []),
              const("d", [1.0], TensorProto.FLOAT, []),
              helper.make_node("Range", ["s", "l", "d"], ["r"], name="range"),
              helper.make_node("ReduceMax", ["r"], ["y"], name="max", keepdims=0)]
@@ -322,7 +323,7 @@ def train_model(path):
 def train(tmp_path, data, *extra):
     model = train_model(tmp_path / "m.onnx")
     out_path = tmp_path / "trained.onnx"
-    return [ "train", model, "--data", data, "--out", out_path, "--epochs", "1", "--threads", "1",
+    return ["train", model, "--data", data, "--out", out_path, "--epochs", "1", "--threads", "1",
             "--batch", "4", "--no-plot", *extra], out_path
 
 
