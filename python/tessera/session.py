@@ -1,5 +1,6 @@
 """tessera.Session: run an ONNX model, the way ONNX Runtime users know."""
 
+import collections
 import os
 import time
 
@@ -7,6 +8,8 @@ import numpy as np
 
 from . import _capi, _feeds
 from .graph import Graph, Plan
+
+MAX_BUFFER_SETS = 16  # output buffer sets kept per session, one per input shape
 
 
 class Session:
@@ -42,7 +45,10 @@ class Session:
         self.outputs = self._graph.outputs()
         self.device = device
         self._plan = Plan(self._graph, device, threads, precision, depth_first)
-        self._buffers = {}  # input shapes -> output numpy arrays (reused across runs)
+        # input shapes -> output numpy arrays, reused across runs; the most recently
+        # used MAX_BUFFER_SETS shapes are kept (inputs whose size changes at every
+        # call must not grow memory without end).
+        self._buffers = collections.OrderedDict()
         self._last_inputs = None  # the Tensor array of the last run, for tests
 
     def _inputs(self, feeds):
@@ -75,10 +81,10 @@ class Session:
 
         What comes back: numpy arrays, or torch tensors sharing their memory
         when any feed was a torch tensor. By default they are the session's
-        own output buffers, one set per input shape, reused by the next run
-        at the same shapes (which overwrites them): copy what must outlive
-        that call, or pass fresh=True to get newly allocated outputs that
-        the session never touches again."""
+        own output buffers, one set per input shape (for the 16 shapes used
+        last), reused by the next run at the same shapes (which overwrites
+        them): copy what must outlive that call, or pass fresh=True to get
+        newly allocated outputs that the session never touches again."""
         names = [o.name for o in self.outputs]
         wanted = names if outputs is None else list(outputs)
         for w in wanted:
@@ -88,11 +94,15 @@ class Session:
         ins, owners = self._inputs(feeds or {})
         key = tuple(ins[i].shape() for i in range(len(owners)))
         arrays = None if fresh else self._buffers.get(key)
+        if arrays is not None:
+            self._buffers.move_to_end(key)
         if arrays is None:
             descs = self._plan.reshape(ins)
             arrays = [np.empty(shape, dtype=dt) for dt, shape in descs]
             if not fresh:
                 self._buffers[key] = arrays
+                if len(self._buffers) > MAX_BUFFER_SETS:
+                    self._buffers.popitem(last=False)
         outs = _capi.tensor_array([_capi.tensor_of(a) for a in arrays])
         self._plan.run(ins, outs)
         self._last_inputs = ins

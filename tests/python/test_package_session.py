@@ -129,6 +129,11 @@ def test_output_buffers_are_reused_unless_fresh(conv_model):
     c = RNG.standard_normal((3, 3, 4, 4)).astype(np.float32)
     assert sess.run(["y"], {"x": c})[0].shape == (3, 5, 4, 4)
     assert sess.run(["y"], {"x": b})[0] is ya
+    # Only the last MAX_BUFFER_SETS shapes keep their buffers.
+    for h in range(3, 3 + tessera.session.MAX_BUFFER_SETS):
+        sess.run(["y"], {"x": np.zeros((1, 3, h, 2), np.float32)})
+    assert len(sess._buffers) == tessera.session.MAX_BUFFER_SETS
+    assert sess.run(["y"], {"x": b})[0] is not ya
 
 
 def test_profile_and_stats(conv_model):
