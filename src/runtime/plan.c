@@ -31,8 +31,9 @@ struct tsr_plan {
     int n_shared;
     bool profiling;
     bool optimize; /* run the graph passes on each specialization */
-    /* Held by reshape, run and set_profiling: a plan shared between
-     * threads runs one call at a time (its arena holds one run). */
+    /* Held by reshape, run, set_profiling and set_cache_limits: a plan
+     * shared between threads runs one call at a time (its arena holds one
+     * run, and eviction never frees a spec another call is running). */
     pthread_mutex_t lock;
 };
 
