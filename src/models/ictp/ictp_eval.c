@@ -166,11 +166,14 @@ static tsr_status gather_inputs(tsr_ictp_evaluator *ev, int64_t n_structures,
         double cell[9] = {0};
         tsr_atoms_cell(atoms, cell, NULL);
         in->volumes[b] = fabs(det3(cell));
-        if (stress && !(in->volumes[b] > 0))
+        if (stress && !(in->volumes[b] > 0)) {
+            char which[48] = "this structure";
+            if (n_structures > 1)
+                snprintf(which, sizeof which, "structure %lld", (long long)b);
             return tsr_error(TSR_ERR_INVALID_ARGUMENT,
-                             "ICTP: the stress needs a cell of non-zero volume; structure %lld "
-                             "has %s",
-                             (long long)b, in->volumes[b] == 0 ? "none" : "a degenerate one");
+                             "ICTP: the stress needs a cell of non-zero volume; %s has %s", which,
+                             in->volumes[b] == 0 ? "none" : "a degenerate one");
+        }
         put(dt, in->seed, b, 1.0);
         for (int64_t a = 0; a < n; a++) {
             int s = species_of(ev, numbers[a]);
