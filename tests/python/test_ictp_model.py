@@ -262,6 +262,19 @@ def test_isolated_atom_has_only_its_shift(models):
     assert np.all(got["forces"] == 0)
 
 
+def test_atomic_types_null(tmp_path):
+    """atomic_types null: the species index is Z itself, S = n_species = 119."""
+    cfg = ref.default_config(**{**SMALL, **CONFIGS["nu2_T3_sym"]}, atomic_types=None,
+                             n_species=119)
+    path = ref.random_model(str(tmp_path / "z"), cfg, seed=14)
+    numbers, pos = molecule(15)
+    numbers[0] = 92  # uranium: any Z up to 118 is a species
+    want = ref.load(path).evaluate(numbers, pos)
+    got = tsr.IctpModel(path, device="ref").evaluate(tsr.Atoms(numbers, pos))
+    assert_rel(got["energy"], want["energy"], 1e-10, "energy")
+    assert_rel(got["forces"], want["forces"], 1e-10, "forces")
+
+
 def test_aliases_only(tmp_path):
     """A state_dict that holds only the `.blocks.<l>.weight` aliases loads the same."""
     cfg = config("nu3_full")
