@@ -19,7 +19,7 @@
 
 static struct {
     pthread_once_t once;
-    dnnl_engine_t engine;
+    dnnl_engine_t engine = NULL;
     dnnl_status_t status;
     pthread_key_t stream_key; /* each thread's stream, destroyed when it exits */
     /* Each thread's scratchpad (thread_scratch), freed when it exits. */
@@ -143,7 +143,7 @@ tsr_status tsr_dnnl_exec_arg(tsr_dnnl_exec *e, int arg, const dnnl_memory_desc_t
 {
     if (e->n_args == TSR_DNNL_MAX_ARGS)
         return tsr_error(TSR_ERR_INTERNAL, "too many oneDNN arguments");
-    dnnl_engine_t engine;
+    dnnl_engine_t engine = NULL;
     TSR_CHECK(tsr_dnnl_engine(&engine, NULL));
     int a = e->n_args;
     void *handle = DNNL_MEMORY_NONE;
@@ -188,8 +188,8 @@ tsr_status tsr_dnnl_exec_finish(tsr_dnnl_exec *e, dnnl_primitive_desc_t pd, cons
 
 tsr_status tsr_dnnl_exec_run(tsr_dnnl_exec *e, const tsr_kernel_ctx *k)
 {
-    dnnl_engine_t engine;
-    dnnl_stream_t stream;
+    dnnl_engine_t engine = NULL;
+    dnnl_stream_t stream = NULL;
     TSR_CHECK(tsr_dnnl_engine(&engine, &stream));
     for (int a = 0; a < e->n_args; a++) {
         void *data;
@@ -228,8 +228,8 @@ void tsr_dnnl_exec_release(tsr_dnnl_exec *e)
 tsr_status tsr_dnnl_pack(tsr_dnnl_exec *e, int arg, const dnnl_memory_desc_t *src_md,
                          const void *src, const dnnl_memory_desc_t *dst_md, float scale)
 {
-    dnnl_engine_t engine;
-    dnnl_stream_t stream;
+    dnnl_engine_t engine = NULL;
+    dnnl_stream_t stream = NULL;
     TSR_CHECK(tsr_dnnl_engine(&engine, &stream));
     void *dst = NULL;
     TSR_CHECK(tsr_dnnl_exec_arg(e, arg, dst_md, TSR_DNNL_OWNED, 0, &dst));
@@ -271,7 +271,7 @@ tsr_status tsr_dnnl_pack(tsr_dnnl_exec *e, int arg, const dnnl_memory_desc_t *sr
 tsr_status tsr_dnnl_convert_init(tsr_dnnl_convert *c, const dnnl_memory_desc_t *f32_md,
                                  const dnnl_memory_desc_t *bf16_md, int index, void **bf16_out)
 {
-    dnnl_engine_t engine;
+    dnnl_engine_t engine = NULL;
     TSR_CHECK(tsr_dnnl_engine(&engine, NULL));
     c->active = true;
     TSR_CHECK(tsr_dnnl_exec_arg(&c->exec, DNNL_ARG_FROM, f32_md, TSR_DNNL_FROM_INPUT, index, NULL));

@@ -177,7 +177,7 @@ static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf
                        &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_md, &wei_md,
                        has_b ? &bias_md : NULL, &dst_md, strides, dilates, pad_l, pad_r),
                    "convolution descriptor");
-    dnnl_engine_t engine;
+    dnnl_engine_t engine = NULL;
     TSR_CHECK(tsr_dnnl_engine(&engine, NULL));
     dnnl_primitive_attr_t attr;
     TSR_DNNL_CHECK(dnnl_primitive_attr_create(&attr), "attribute creation");

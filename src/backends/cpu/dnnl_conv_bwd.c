@@ -110,7 +110,7 @@ static tsr_status conv_bwd_build(const tsr_prepare_ctx *ctx, conv_bwd_state *st)
     TSR_CHECK(tsr_dnnl_plain_md(&dy_md, 4, dy->dims, dnnl_f32));
     TSR_CHECK(conv_bwd_weights_md(&w_md, w->dims, tsr_attr_int(node, "group")));
 
-    dnnl_engine_t engine;
+    dnnl_engine_t engine = NULL;
     TSR_CHECK(tsr_dnnl_engine(&engine, NULL));
     dnnl_convolution_desc_t fwd_d, bwd_d;
     TSR_DNNL_CHECK(dnnl_dilated_convolution_forward_desc_init(

@@ -188,7 +188,7 @@ static tsr_status matmul_build(const tsr_prepare_ctx *ctx, matmul_state *st, con
     dnnl_matmul_desc_t md;
     TSR_DNNL_CHECK(dnnl_matmul_desc_init(&md, &a_md, &b_md, c_bias ? &bias_md : NULL, &y_md),
                    "matmul descriptor");
-    dnnl_engine_t engine;
+    dnnl_engine_t engine = NULL;
     TSR_CHECK(tsr_dnnl_engine(&engine, NULL));
     dnnl_primitive_attr_t attr;
     TSR_DNNL_CHECK(dnnl_primitive_attr_create(&attr), "attribute creation");
