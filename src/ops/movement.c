@@ -1211,8 +1211,9 @@ static tsr_status scatternd_ref(const tsr_kernel_ctx *k)
 {
     const tsr_tensor *x = k->inputs[0], *ind = k->inputs[1], *upd = k->inputs[2];
     tsr_tensor *y = k->outputs[0];
-    size_t es = tsr_dtype_size(x->dtype);
-    memcpy(y->data, x->data, tsr_tensor_bytes(x));
+    size_t es = tsr_dtype_size(x->dtype), bytes = tsr_tensor_bytes(x);
+    if (bytes) /* empty tensors may have no buffer */
+        memcpy(y->data, x->data, bytes);
     int kk = (int)ind->dims[ind->rank - 1];
     if (kk > x->rank)
         return tsr_error(TSR_ERR_SHAPE, "index tuples of length %d for data of rank %d", kk,
