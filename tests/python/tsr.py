@@ -1,115 +1,32 @@
-"""ctypes bindings to libtessera for the tests: build a graph through the C
-builder API, run it on a device, get numpy arrays back. The library is
-$TESSERA_LIB, else $TESSERA_BUILD_DIR/lib/libtessera.so, else build/lib/libtessera.so."""
+"""Test helpers over libtessera: build a graph through the C builder API, run it on a
+device, get numpy arrays back. The ctypes bindings themselves (structures, the library,
+errors) are the tessera package's (python/tessera/_capi.py), so the tests exercise what
+users import; the library is found as the package finds it ($TESSERA_LIB, then
+$TESSERA_BUILD_DIR/lib, then build/lib)."""
 
 import ctypes as C
 import os
+import sys
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MAX_RANK = 8
+sys.path.insert(0, os.path.join(ROOT, "python"))
 
-DTYPES = {
-    np.dtype(np.float32): 1,
-    np.dtype(np.uint8): 2,
-    np.dtype(np.int8): 3,
-    np.dtype(np.int32): 6,
-    np.dtype(np.int64): 7,
-    np.dtype(np.bool_): 9,
-    np.dtype(np.float64): 11,
-}
-NUMPY_OF = {code: dt for dt, code in DTYPES.items()}
-
-ATTR_INT, ATTR_FLOAT, ATTR_STRING, ATTR_INTS, ATTR_FLOATS, ATTR_TENSOR = range(1, 7)
-
+import tessera  # noqa: E402
+from tessera import _capi  # noqa: E402
+from tessera._capi import (  # noqa: E402,F401
+    ATTR_FLOAT, ATTR_FLOATS, ATTR_INT, ATTR_INTS, ATTR_STRING, ATTR_TENSOR, DTYPES, MAX_RANK,
+    NUMPY_OF, Attr, CompileOptions, OpInfo, PlanStats, Tensor, ValueInfo, check, lib, tensor_of)
 
 # tsr_status
 (OK, ERR_INVALID_ARGUMENT, ERR_PARSE, ERR_UNSUPPORTED, ERR_SHAPE, ERR_DTYPE, ERR_NOT_FOUND, ERR_IO,
  ERR_OUT_OF_MEMORY, ERR_INTERNAL) = range(10)
 
 
-class TesseraError(Exception):
-    """A call into libtessera failed: `status` is the tsr_status it returned, the message
-    tsr_last_error()."""
-
-    def __init__(self, message, status):
-        super().__init__(message)
-        self.status = status
-
-
-class Tensor(C.Structure):
-    _fields_ = [
-        ("dtype", C.c_int),
-        ("rank", C.c_int),
-        ("dims", C.c_int64 * MAX_RANK),
-        ("data", C.c_void_p),
-    ]
-
-
-class Attr(C.Structure):
-    _fields_ = [
-        ("name", C.c_char_p),
-        ("type", C.c_int),
-        ("i", C.c_int64),
-        ("f", C.c_double),
-        ("s", C.c_char_p),
-        ("count", C.c_size_t),
-        ("ints", C.POINTER(C.c_int64)),
-        ("floats", C.POINTER(C.c_double)),
-        ("t", C.POINTER(Tensor)),
-    ]
-
-
-class ValueInfo(C.Structure):
-    _fields_ = [
-        ("name", C.c_char_p),
-        ("dtype", C.c_int),
-        ("rank", C.c_int),
-        ("dims", C.c_int64 * MAX_RANK),
-        ("dim_names", C.c_char_p * MAX_RANK),
-    ]
-
-
-class CompileOptions(C.Structure):
-    _fields_ = [
-        ("device", C.c_char_p),
-        ("threads", C.c_int),
-        ("depth_first", C.c_int),
-        ("precision", C.c_int),
-        ("verbose", C.c_int),
-    ]
-
-
-class PlanStats(C.Structure):
-    _fields_ = [
-        ("arena_bytes", C.c_size_t),
-        ("constant_bytes", C.c_size_t),
-        ("flops", C.c_double),
-        ("n_steps", C.c_int),
-        ("n_reorders", C.c_int),
-        ("n_stacks", C.c_int),
-        ("n_stack_ops", C.c_int),
-        ("n_backends", C.c_int),
-        ("backend_names", C.c_char_p * 8),
-        ("backend_steps", C.c_int * 8),
-        ("n_cached_specs", C.c_int),
-        ("cached_bytes", C.c_size_t),
-        ("n_builds", C.c_int64),
-        ("n_evictions", C.c_int64),
-    ]
-
-
-class OpInfo(C.Structure):
-    _fields_ = [
-        ("name", C.c_char_p),
-        ("domain", C.c_char_p),
-        ("min_inputs", C.c_int),
-        ("max_inputs", C.c_int),
-        ("min_outputs", C.c_int),
-        ("max_outputs", C.c_int),
-        ("has_gradient", C.c_int),
-    ]
+# A failed call raises the package's error for its status (tessera.Error subclasses):
+# `status` is the tsr_status, the message tsr_last_error().
+TesseraError = tessera.Error
 
 
 def op_table():
@@ -124,72 +41,7 @@ def op_table():
     return ops
 
 
-def _load():
-    build = os.environ.get("TESSERA_BUILD_DIR", os.path.join(ROOT, "build"))
-    path = os.environ.get("TESSERA_LIB", os.path.join(build, "lib", "libtessera.so"))
-    lib = C.CDLL(path)
-    lib.tsr_last_error.restype = C.c_char_p
-    lib.tsr_graph_destroy.restype = None
-    lib.tsr_plan_destroy.restype = None
-    lib.tsr_compile_options_init.restype = None
-    return lib
-
-
-_lib = None
-
-
-def lib():
-    global _lib
-    if _lib is None:
-        _lib = _load()
-    return _lib
-
-
-def check(status):
-    if status != 0:
-        raise TesseraError(lib().tsr_last_error().decode(), status)
-
-
-def tensor_of(array):
-    """A Tensor viewing a C-contiguous numpy array (keep the array alive)."""
-    if array.dtype not in DTYPES:
-        raise TypeError(f"dtype {array.dtype} has no Tessera equivalent")
-    t = Tensor()
-    t.dtype = DTYPES[array.dtype]
-    t.rank = array.ndim
-    for i, d in enumerate(array.shape):
-        t.dims[i] = d
-    t.data = array.ctypes.data
-    return t
-
-
-def _attr(name, value, keep):
-    a = Attr()
-    a.name = name.encode()
-    keep.append(a.name)
-    if isinstance(value, (bool, int, np.integer)):
-        a.type, a.i = ATTR_INT, int(value)
-    elif isinstance(value, (float, np.floating)):
-        a.type, a.f = ATTR_FLOAT, float(value)
-    elif isinstance(value, str):
-        a.type, a.s = ATTR_STRING, value.encode()
-        keep.append(a.s)
-    elif isinstance(value, np.ndarray):
-        arr = np.require(value, requirements="C")
-        t = tensor_of(arr)
-        keep += [arr, t]
-        a.type, a.t = ATTR_TENSOR, C.pointer(t)
-    elif isinstance(value, (list, tuple)) and all(isinstance(v, (int, np.integer)) for v in value):
-        arr = (C.c_int64 * max(len(value), 1))(*value)
-        keep.append(arr)
-        a.type, a.count, a.ints = ATTR_INTS, len(value), arr
-    elif isinstance(value, (list, tuple)):
-        arr = (C.c_double * max(len(value), 1))(*[float(v) for v in value])
-        keep.append(arr)
-        a.type, a.count, a.floats = ATTR_FLOATS, len(value), arr
-    else:
-        raise TypeError(f"attribute {name}: cannot pass {type(value)}")
-    return a
+_attr = _capi.make_attr
 
 
 class Graph:
@@ -201,8 +53,8 @@ class Graph:
             check(lib().tsr_graph_create(C.byref(self.handle)))
 
     def __del__(self):
-        if _lib is not None and self.handle:
-            _lib.tsr_graph_destroy(self.handle)
+        if _capi.loaded() and self.handle:
+            lib().tsr_graph_destroy(self.handle)
             self.handle = C.c_void_p()
 
     @classmethod
@@ -282,8 +134,8 @@ class Plan:
         check(lib().tsr_plan_create(graph.handle, C.byref(opts), C.byref(self.handle)))
 
     def __del__(self):
-        if _lib is not None and self.handle:
-            _lib.tsr_plan_destroy(self.handle)
+        if _capi.loaded() and self.handle:
+            lib().tsr_plan_destroy(self.handle)
             self.handle = C.c_void_p()
 
     def run(self, inputs):
@@ -370,73 +222,9 @@ def gradient(graph, outputs, wrt):
 LOSS_KINDS = {"cross_entropy": 0, "mse": 1, "l1": 2, "huber": 3}
 OPTIMIZERS = {"sgd": 0, "adam": 1, "adamw": 2}
 SCHEDULES = {"none": 0, "step": 1, "cosine": 2, "plateau": 3}
-MAX_PARAM_GROUPS = 8
-
-
-class LossOptions(C.Structure):
-    _fields_ = [
-        ("kind", C.c_int),
-        ("reduction", C.c_int),
-        ("output", C.c_char_p),
-        ("label_smoothing", C.c_double),
-        ("huber_delta", C.c_double),
-    ]
-
-
-class ParamGroup(C.Structure):
-    _fields_ = [
-        ("pattern", C.c_char_p),
-        ("max_rank", C.c_int),
-        ("weight_decay", C.c_double),
-        ("lr_scale", C.c_double),
-    ]
-
-
-class OptimizerOptions(C.Structure):
-    _fields_ = [
-        ("kind", C.c_int),
-        ("lr", C.c_double),
-        ("weight_decay", C.c_double),
-        ("momentum", C.c_double),
-        ("dampening", C.c_double),
-        ("nesterov", C.c_int),
-        ("beta1", C.c_double),
-        ("beta2", C.c_double),
-        ("eps", C.c_double),
-        ("amsgrad", C.c_int),
-        ("n_groups", C.c_int),
-        ("groups", ParamGroup * MAX_PARAM_GROUPS),
-        ("schedule", C.c_int),
-        ("schedule_per_step", C.c_int),
-        ("step_size", C.c_int),
-        ("gamma", C.c_double),
-        ("t_max", C.c_int),
-        ("min_lr", C.c_double),
-        ("patience", C.c_int),
-        ("factor", C.c_double),
-        ("threshold", C.c_double),
-        ("clip_norm", C.c_double),
-        ("ema_decay", C.c_double),
-    ]
-
-
-class TrainerParam(C.Structure):
-    _fields_ = [("name", C.c_char_p), ("trainable", C.c_int), ("value", Tensor)]
-
-
-class TrainerStats(C.Structure):
-    _fields_ = [
-        ("arena_bytes", C.c_size_t),
-        ("eval_arena_bytes", C.c_size_t),
-        ("param_bytes", C.c_size_t),
-        ("grad_bytes", C.c_size_t),
-        ("optimizer_bytes", C.c_size_t),
-        ("constant_bytes", C.c_size_t),
-        ("flops", C.c_double),
-        ("n_kernel_calls", C.c_int),
-        ("n_trainable", C.c_int),
-        ("n_trainable_elements", C.c_int64),
-    ]
+from tessera._capi import (  # noqa: E402,F401
+    MAX_PARAM_GROUPS, LossOptions, OptimizerOptions, ParamGroup, TrainerParam,
+    TrainerStats)
 
 
 def add_parameter(graph, name, array):
@@ -502,8 +290,8 @@ class Trainer:
                                    C.c_uint64(seed), C.byref(self.handle)))
 
     def __del__(self):
-        if _lib is not None and getattr(self, "handle", None):
-            _lib.tsr_trainer_destroy(self.handle)
+        if _capi.loaded() and getattr(self, "handle", None):
+            lib().tsr_trainer_destroy(self.handle)
             self.handle = C.c_void_p()
 
     @staticmethod
