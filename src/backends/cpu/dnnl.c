@@ -19,7 +19,7 @@
 
 static struct {
     pthread_once_t once;
-    dnnl_engine_t engine = NULL;
+    dnnl_engine_t engine;
     dnnl_status_t status;
     pthread_key_t stream_key; /* each thread's stream, destroyed when it exits */
     /* Each thread's scratchpad (thread_scratch), freed when it exits. */
