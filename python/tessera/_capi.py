@@ -417,8 +417,9 @@ def tensor_of(array):
 
 
 def tensor_array(tensors):
-    """A C array of Tensor structs (never of length zero)."""
-    return (Tensor * max(len(tensors), 1))(*tensors)
+    """A C array of Tensor structs, as long as `tensors` (its len() is the
+    count the C calls are given, so a model without inputs gets 0)."""
+    return (Tensor * len(tensors))(*tensors)
 
 
 def c_strings(names):
@@ -427,10 +428,13 @@ def c_strings(names):
                                                 for n in names])
 
 
-def compile_options(device=None, threads=None, precision="fp32", depth_first=None):
+def compile_options(device=None, threads=None, precision="fp32", depth_first=None,
+                    verbose=False):
     """tsr_compile_options from Python values: device None = the library's
     default, threads None = all cores, depth_first None = the device's
-    default, precision "fp32" or "bf16"."""
+    default, precision "fp32" or "bf16", verbose True to print the kernel
+    each node got (and why others refused it) to stderr (False keeps the
+    library's default: on when the environment sets TSR_VERBOSE=1)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {sorted(PRECISIONS)}")
     if threads is not None and (not isinstance(threads, int) or threads < 0):
@@ -441,6 +445,8 @@ def compile_options(device=None, threads=None, precision="fp32", depth_first=Non
     opts.threads = 0 if threads is None else threads
     opts.depth_first = -1 if depth_first is None else int(bool(depth_first))
     opts.precision = PRECISIONS[precision]
+    if verbose:
+        opts.verbose = 1
     return opts
 
 

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from . import _capi
+from . import _capi, _feeds
 from ._capi import check, lib
 
 ValueSpec = collections.namedtuple("ValueSpec", ["name", "dtype", "shape"])
@@ -137,15 +137,18 @@ class Graph:
         h = C.c_void_p()
         check(lib().tsr_graph_gradient(self.handle, len(outputs), outs, len(wrt), ws,
                                        C.byref(h)))
-        return Graph(h.value)
+        return type(self)(h.value)
 
 
 class Plan:
     """A tsr_plan compiled from a Graph (which may be dropped afterwards:
-    the plan keeps its own copy)."""
+    the plan keeps its own copy). The options are tessera.Session's;
+    `verbose` prints the kernel each node got, and why others refused it,
+    to stderr (as TSR_VERBOSE=1 in the environment does)."""
 
-    def __init__(self, graph, device=None, threads=None, precision="fp32", depth_first=None):
-        opts = _capi.compile_options(device, threads, precision, depth_first)
+    def __init__(self, graph, device=None, threads=None, precision="fp32", depth_first=None,
+                 *, verbose=False):
+        opts = _capi.compile_options(device, threads, precision, depth_first, verbose)
         self.n_outputs = lib().tsr_graph_num_outputs(graph.handle)
         self.handle = C.c_void_p()
         check(lib().tsr_plan_create(graph.handle, C.byref(opts), C.byref(self.handle)))
@@ -166,9 +169,20 @@ class Plan:
             descs.append((_capi.NUMPY_OF[d.dtype], d.shape()))
         return descs
 
-    def run(self, inputs, outputs):
-        """tsr_plan_run on C arrays of Tensor (inputs in graph order,
-        outputs sized as reshape() described)."""
+    def run(self, inputs, outputs=None):
+        """Runs the plan on `inputs`, in graph input order.
+
+        Without `outputs`: `inputs` is a sequence of numpy arrays or CPU
+        torch tensors (read in place where C-contiguous; no dtype
+        conversion), and the outputs come back as a list of new numpy
+        arrays. With `outputs`: both are C arrays of Tensor, outputs sized
+        as reshape() described, written in place (no allocation)."""
+        if outputs is None:
+            views = [_feeds.view(x, None, f"#{i}") for i, x in enumerate(inputs)]
+            ins = _capi.tensor_array([t for t, _ in views])
+            arrays = [np.empty(shape, dtype=dt) for dt, shape in self.reshape(ins)]
+            self.run(ins, _capi.tensor_array([_capi.tensor_of(a) for a in arrays]))
+            return arrays
         check(lib().tsr_plan_run(self.handle, len(inputs), inputs, self.n_outputs, outputs))
 
     def stats(self):

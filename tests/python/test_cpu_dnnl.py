@@ -6,8 +6,6 @@ time; Gemm's transposes, alpha, beta
 and C broadcasts; MatMul's batch broadcasts. Each test also checks, in the
 plan (tsr_plan_node_backend), that the node did run on oneDNN."""
 
-import ctypes as C
-
 import numpy as np
 import pytest
 
@@ -29,18 +27,9 @@ pytestmark = pytest.mark.skipif(not _cpu_device_exists(), reason="this build has
 
 
 def make_plan(graph, device, precision=0, threads=2):
-    """Like tsr.Graph's plans, with the precision and verbose options."""
-    opts = tsr.CompileOptions()
-    tsr.lib().tsr_compile_options_init(C.byref(opts))
-    opts.device = device.encode()
-    opts.threads = threads
-    opts.precision = precision
-    opts.verbose = 1
-    plan = tsr.Plan.__new__(tsr.Plan)
-    plan.graph = graph
-    plan.handle = C.c_void_p()
-    tsr.check(tsr.lib().tsr_plan_create(graph.handle, C.byref(opts), C.byref(plan.handle)))
-    return plan
+    """Like tsr.Graph's plans, with the precision (0 fp32, 1 bf16) and verbose options."""
+    return tsr.Plan(graph, device=device, threads=threads, precision=("fp32", "bf16")[precision],
+                    verbose=True)
 
 
 def run_plan(graph, feeds, device, precision=0, threads=2):

@@ -1,12 +1,14 @@
 """Test helpers over libtessera: build a graph through the C builder API, run it on a
-device, get numpy arrays back. The ctypes bindings themselves (structures, the library,
-errors) are the tessera package's (python/tessera/_capi.py), so the tests exercise what
-users import; the library is found as the package finds it ($TESSERA_LIB, then
+device, get numpy arrays back. Graph and Plan are the tessera package's
+(python/tessera/graph.py) with the tests' defaults, and the ctypes bindings (structures,
+the library, errors) are python/tessera/_capi.py's, so the tests exercise what users
+import; the library is found as the package finds it ($TESSERA_LIB, then
 $TESSERA_BUILD_DIR/lib, then build/lib)."""
 
 import ctypes as C
 import os
 import sys
+import types
 
 import numpy as np
 
@@ -15,9 +17,8 @@ sys.path.insert(0, os.path.join(ROOT, "python"))
 
 import tessera  # noqa: E402
 from tessera import _capi  # noqa: E402
-from tessera._capi import (  # noqa: E402,F401
-    ATTR_FLOAT, ATTR_FLOATS, ATTR_INT, ATTR_INTS, ATTR_STRING, ATTR_TENSOR, DTYPES, MAX_RANK,
-    NUMPY_OF, Attr, CompileOptions, OpInfo, PlanStats, Tensor, ValueInfo, check, lib, tensor_of)
+from tessera._capi import (  # noqa: E402
+    DTYPES, NUMPY_OF, OpInfo, PlanStats, Tensor, check, lib, tensor_of)
 
 # tsr_status
 (OK, ERR_INVALID_ARGUMENT, ERR_PARSE, ERR_UNSUPPORTED, ERR_SHAPE, ERR_DTYPE, ERR_NOT_FOUND, ERR_IO,
@@ -41,134 +42,39 @@ def op_table():
     return ops
 
 
-_attr = _capi.make_attr
-
-
-class Graph:
-    """A graph owned by Python; destroyed with the object."""
-
-    def __init__(self, handle=None):
-        self.handle = C.c_void_p(handle)
-        if handle is None:
-            check(lib().tsr_graph_create(C.byref(self.handle)))
-
-    def __del__(self):
-        if _capi.loaded() and self.handle:
-            lib().tsr_graph_destroy(self.handle)
-            self.handle = C.c_void_p()
-
-    @classmethod
-    def load(cls, path):
-        h = C.c_void_p()
-        check(lib().tsr_graph_load_onnx_file(str(path).encode(), C.byref(h)))
-        return cls(h.value)
+class Graph(tessera.Graph):
+    """tessera.Graph with the tests' conventions: load_bytes, run(inputs) on a
+    fresh Plan, and input/output shapes whose unknown sizes read -1 (the
+    package's None; an unknown rank reads [])."""
 
     @classmethod
     def load_bytes(cls, data, base_dir=None):
-        h = C.c_void_p()
-        buf = C.create_string_buffer(bytes(data), len(data))
-        bd = str(base_dir).encode() if base_dir is not None else None
-        check(lib().tsr_graph_load_onnx_buffer(buf, C.c_size_t(len(data)), bd, C.byref(h)))
-        return cls(h.value)
-
-    def set_opset(self, opset):
-        check(lib().tsr_graph_set_opset(self.handle, opset))
-
-    def add_input(self, name, dtype, shape):
-        """shape entries are ints or strings (symbolic dims)."""
-        dims = (C.c_int64 * MAX_RANK)(*[d if isinstance(d, int) else -1 for d in shape])
-        names = (C.c_char_p * MAX_RANK)(*[d.encode() if isinstance(d, str) else None for d in shape])
-        check(lib().tsr_graph_add_input(self.handle, name.encode(), DTYPES[np.dtype(dtype)],
-                                        len(shape), dims, names))
-
-    def add_constant(self, name, array):
-        arr = np.require(array, requirements="C")
-        t = tensor_of(arr)
-        check(lib().tsr_graph_add_constant(self.handle, name.encode(), C.byref(t)))
-
-    def add_node(self, op_type, inputs, outputs, attrs=None, domain="", name=None):
-        keep = []
-        ins = (C.c_char_p * max(len(inputs), 1))(*[(i or "").encode() for i in inputs])
-        outs = (C.c_char_p * max(len(outputs), 1))(*[o.encode() for o in outputs])
-        items = list((attrs or {}).items())
-        arr = (Attr * max(len(items), 1))(*[_attr(k, v, keep) for k, v in items])
-        check(lib().tsr_graph_add_node(self.handle, op_type.encode(), domain.encode(),
-                                       name.encode() if name else None, len(inputs), ins,
-                                       len(outputs), outs, len(items), arr))
-
-    def add_output(self, name):
-        check(lib().tsr_graph_add_output(self.handle, name.encode()))
+        return cls.from_bytes(data, base_dir)
 
     def _info(self, fn, index):
-        info = ValueInfo()
-        check(fn(self.handle, index, C.byref(info)))
-        shape = []
-        for d in range(info.rank):
-            n = info.dim_names[d]
-            shape.append(n.decode() if n else int(info.dims[d]))
-        return info.name.decode(), NUMPY_OF.get(info.dtype), shape
-
-    def inputs(self):
-        n = lib().tsr_graph_num_inputs(self.handle)
-        return [self._info(lib().tsr_graph_input_info, i) for i in range(n)]
-
-    def outputs(self):
-        n = lib().tsr_graph_num_outputs(self.handle)
-        return [self._info(lib().tsr_graph_output_info, i) for i in range(n)]
+        spec = super()._info(fn, index)
+        return spec._replace(shape=[-1 if d is None else d for d in spec.shape or []])
 
     def run(self, inputs, device="ref", threads=1, depth_first=-1):
-        plan = Plan(self, device=device, threads=threads, depth_first=depth_first)
-        return plan.run(inputs)
+        return Plan(self, device=device, threads=threads, depth_first=depth_first).run(inputs)
 
 
-class Plan:
-    def __init__(self, graph, device="ref", threads=1, depth_first=-1, precision="fp32"):
-        self.graph = graph
-        opts = CompileOptions()
-        lib().tsr_compile_options_init(C.byref(opts))
-        opts.device = device.encode()
-        opts.threads = threads
-        opts.depth_first = depth_first
-        opts.precision = {"fp32": 0, "bf16": 1}[precision]
-        self.handle = C.c_void_p()
-        check(lib().tsr_plan_create(graph.handle, C.byref(opts), C.byref(self.handle)))
+class Plan(tessera.Plan):
+    """tessera.Plan with the tests' defaults (the reference device, one thread;
+    depth_first -1 for the device's default, else 0 or 1); stats() reads as
+    attributes (n_steps, flops, ..., backend_steps as {backend: calls})."""
 
-    def __del__(self):
-        if _capi.loaded() and self.handle:
-            lib().tsr_plan_destroy(self.handle)
-            self.handle = C.c_void_p()
-
-    def run(self, inputs):
-        arrays = [np.require(a, requirements="C") for a in inputs]
-        ins = (Tensor * max(len(arrays), 1))(*[tensor_of(a) for a in arrays])
-        check(lib().tsr_plan_reshape(self.handle, len(arrays), ins))
-        n_out = lib().tsr_graph_num_outputs(self.graph.handle)
-        results = []
-        for o in range(n_out):
-            desc = Tensor()
-            check(lib().tsr_plan_output_desc(self.handle, o, C.byref(desc)))
-            shape = tuple(desc.dims[d] for d in range(desc.rank))
-            results.append(np.empty(shape, dtype=NUMPY_OF[desc.dtype]))
-        outs = (Tensor * max(n_out, 1))(*[tensor_of(r) for r in results])
-        check(lib().tsr_plan_run(self.handle, len(arrays), ins, n_out, outs))
-        return results
+    def __init__(self, graph, device="ref", threads=1, depth_first=-1, precision="fp32",
+                 verbose=False):
+        super().__init__(graph, device, threads, precision,
+                         None if depth_first == -1 else depth_first, verbose=verbose)
 
     def stats(self):
-        s = PlanStats()
-        check(lib().tsr_plan_get_stats(self.handle, C.byref(s)))
-        return s
-
-    def node_backend(self, name):
-        """The backend that runs node `name` in the current specialization
-        (after run); TesseraError when no node of that name runs."""
-        out = C.c_char_p()
-        check(lib().tsr_plan_node_backend(self.handle, name.encode(), C.byref(out)))
-        return out.value.decode()
+        return types.SimpleNamespace(**super().stats())
 
     def backend_counts(self):
         """{backend: kernel calls per run} over the device's backends."""
-        s = self.stats()
-        return {s.backend_names[b].decode(): s.backend_steps[b] for b in range(s.n_backends)}
+        return super().stats()["backend_steps"]
 
 
 def run_op(op_type, inputs, attrs=None, *, n_outputs=1, domain="", opset=17, const_inputs=(),
@@ -205,15 +111,8 @@ def run_onnx(path, inputs, device="ref", threads=1, depth_first=-1):
 # ------------------------------------------------------------------ autodiff
 
 
-def gradient(graph, outputs, wrt):
-    """tsr_graph_gradient: a new Graph computing graph's outputs, then the
-    gradient of sum(output * seed) for each name in `wrt` ("<wrt>__grad"),
-    with one extra input "<output>__seed" per differentiated output."""
-    outs = (C.c_char_p * max(len(outputs), 1))(*[o.encode() for o in outputs])
-    ws = (C.c_char_p * max(len(wrt), 1))(*[w.encode() for w in wrt])
-    h = C.c_void_p()
-    check(lib().tsr_graph_gradient(graph.handle, len(outputs), outs, len(wrt), ws, C.byref(h)))
-    return Graph(h.value)
+# gradient(graph, outputs, wrt): tessera.Graph.gradient, a new graph of graph's class.
+gradient = tessera.Graph.gradient
 
 
 # ------------------------------------------------------------------ training
@@ -222,16 +121,12 @@ def gradient(graph, outputs, wrt):
 LOSS_KINDS = {"cross_entropy": 0, "mse": 1, "l1": 2, "huber": 3}
 OPTIMIZERS = {"sgd": 0, "adam": 1, "adamw": 2}
 SCHEDULES = {"none": 0, "step": 1, "cosine": 2, "plateau": 3}
-from tessera._capi import (  # noqa: E402,F401
-    MAX_PARAM_GROUPS, LossOptions, OptimizerOptions, ParamGroup, TrainerParam,
-    TrainerStats)
+from tessera._capi import (  # noqa: E402
+    LossOptions, OptimizerOptions, ParamGroup, TrainerParam, TrainerStats)
 
 
-def add_parameter(graph, name, array):
-    """tsr_graph_add_parameter: a trainable constant."""
-    arr = np.require(array, requirements="C")
-    t = tensor_of(arr)
-    check(lib().tsr_graph_add_parameter(graph.handle, name.encode(), C.byref(t)))
+# add_parameter(graph, name, array): tessera.Graph.add_parameter, a trainable constant.
+add_parameter = tessera.Graph.add_parameter
 
 
 class Trainer:
@@ -242,13 +137,6 @@ class Trainer:
     def __init__(self, graph, loss=None, optimizer=None, device="ref", threads=1, seed=0,
                  depth_first=-1):
         L = lib()
-        L.tsr_trainer_destroy.restype = None
-        L.tsr_loss_options_init.restype = None
-        L.tsr_optimizer_options_init.restype = None
-        L.tsr_trainer_lr.restype = C.c_double
-        L.tsr_trainer_step_count.restype = C.c_int64
-        L.tsr_trainer_epoch_count.restype = C.c_int64
-        L.tsr_trainer_epoch_end.argtypes = [C.c_void_p, C.c_double]
         self._keep = []
         lo = LossOptions()
         L.tsr_loss_options_init(C.byref(lo))
@@ -279,11 +167,8 @@ class Trainer:
                                               gdict.get("lr_scale", 1.0))
                 continue
             setattr(oo, k, v)
-        co = CompileOptions()
-        L.tsr_compile_options_init(C.byref(co))
-        co.device = device.encode()
-        co.threads = threads
-        co.depth_first = depth_first
+        co = _capi.compile_options(device, threads,
+                                   depth_first=None if depth_first == -1 else depth_first)
         self.graph = graph
         self.handle = C.c_void_p()
         check(L.tsr_trainer_create(graph.handle, C.byref(lo), C.byref(oo), C.byref(co),
