@@ -318,8 +318,9 @@ static void layernorm_expand(const tsr_tensor *p, const int64_t *norm_dims, int 
         tsr_tensor *inv_out = k->n_outputs > 2 ? k->outputs[2] : NULL;                             \
         _Pragma("omp parallel for num_threads(k->threads) if (k->threads > 1 && rows > 1)")        \
         for (int64_t r = 0; r < rows; r++) {                                                       \
-            const T *xr = x + r * norm;                                                            \
-            T *yr = y + r * norm;                                                                  \
+            /* rows of no elements have no buffer to offset */                                     \
+            const T *xr = norm ? x + r * norm : x;                                                 \
+            T *yr = norm ? y + r * norm : y;                                                       \
             double sum = 0.0, sq = 0.0;                                                            \
             for (int64_t i = 0; i < norm; i++)                                                     \
                 sum += xr[i];                                                                      \
