@@ -396,7 +396,9 @@ static tsr_status ew_ref(const tsr_kernel_ctx *k, const ew_desc *d)
     if (d->divides)
         TSR_CHECK(check_divisor(k->inputs[1]));
     if (k->n_inputs == 1) {
-        memcpy(out->data, k->inputs[0]->data, tsr_tensor_bytes(out));
+        size_t bytes = tsr_tensor_bytes(out);
+        if (bytes) /* empty tensors may have no buffer */
+            memcpy(out->data, k->inputs[0]->data, bytes);
         return TSR_OK;
     }
     const tsr_tensor *first[2] = {k->inputs[0], k->inputs[1]};
