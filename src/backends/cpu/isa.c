@@ -53,7 +53,9 @@ tsr_layout tsr_cpu_layout(void)
 
 bool tsr_cpu_has_bf16(void)
 {
-    if (!__builtin_cpu_supports("avx512f"))
+    /* Both bf16 paths are AVX-512 extensions, so TSR_CPU_ISA=avx2 turns
+     * them off as it would be on an AVX2-only machine. */
+    if (tsr_cpu_isa() < TSR_ISA_AVX512)
         return false;
     unsigned eax, ebx, ecx, edx;
     if (__get_cpuid_max(0, NULL) < 7)
