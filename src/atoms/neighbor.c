@@ -211,6 +211,20 @@ typedef struct {
     double v[3];
 } candidate;
 
+/* The edge vector v = r_i - r_j - S.cell (cell rows are the lattice
+ * vectors); returns |v|^2. */
+static double edge_vector(const double *pos, const double *cell, int64_t i, int64_t j,
+                          const int32_t s[3], double v[3])
+{
+    double d2 = 0;
+    for (int c = 0; c < 3; c++) {
+        v[c] = (pos[3 * i + c] - pos[3 * j + c]) -
+               (s[0] * cell[c] + s[1] * cell[3 + c] + s[2] * cell[6 + c]);
+        d2 += v[c] * v[c];
+    }
+    return d2;
+}
+
 static int candidate_order(const void *pa, const void *pb)
 {
     const candidate *a = pa, *b = pb;
@@ -406,12 +420,7 @@ static tsr_status build_edges(const tsr_atoms *a, double radius, tsr_edges *out)
                                         (int32_t)(sz + ti[2] - tj[2])};
                         if (j == i && s[0] == 0 && s[1] == 0 && s[2] == 0)
                             continue;
-                        double v[3], d2 = 0;
-                        for (int c = 0; c < 3; c++) {
-                            v[c] = (pos[3 * i + c] - pos[3 * j + c]) -
-                                   (s[0] * cell[c] + s[1] * cell[3 + c] + s[2] * cell[6 + c]);
-                            d2 += v[c] * v[c];
-                        }
+                        double v[3], d2 = edge_vector(pos, cell, i, j, s, v);
                         if (!(d2 < r2))
                             continue;
                         if (found == buf_cap && (st = tsr_grow((void **)&buf, &buf_cap, found + 1,
@@ -563,12 +572,7 @@ tsr_status tsr_neighbor_list_update(tsr_neighbor_list *l, const tsr_atoms *a, ts
         for (int64_t q = p->offsets[i]; q < p->offsets[i + 1]; q++) {
             int64_t j = p->senders[q];
             const int32_t *s = p->shifts + 3 * q;
-            double v[3], d2 = 0;
-            for (int c = 0; c < 3; c++) {
-                v[c] = (pos[3 * i + c] - pos[3 * j + c]) -
-                       (s[0] * cell[c] + s[1] * cell[3 + c] + s[2] * cell[6 + c]);
-                d2 += v[c] * v[c];
-            }
+            double v[3], d2 = edge_vector(pos, cell, i, j, s, v);
             if (!(d2 < r2))
                 continue;
             TSR_CHECK(edges_room(out, out->count + 1));
