@@ -4,6 +4,7 @@
 #   make test   build, then run every test: C tests (also under ASan and
 #               UBSan), the Python tests against PyTorch and numpy, and a
 #               short run of every fuzz target
+#   make test-slow  the Python cases marked slow (model zoos, large sizes)
 #   make fuzz   build the libFuzzer targets (clang, ASan, UBSan) into
 #               build-fuzz/ and run each for FUZZ_SECONDS (docs/fuzzing.md)
 # Missing Debian packages are installed first when run as root.
@@ -17,7 +18,7 @@ PYTHON ?= /usr/bin/python3
 JOBS ?= $(shell nproc)
 PYTEST_ARGS ?=
 
-.PHONY: all build sanitize fuzz-build fuzz run test test-c test-python test-fuzz deps-build deps-test deps-fuzz clean
+.PHONY: all build sanitize fuzz-build fuzz run test test-slow test-c test-python test-fuzz deps-build deps-test deps-fuzz clean
 
 all: build
 
@@ -70,6 +71,10 @@ test-python:
 	  TESSERA_LIB=$(abspath $(SAN_BUILD))/lib/libtessera.so \
 	  TESSERA_BIN=$(abspath $(SAN_BUILD))/bin/tessera \
 	  $(PYTHON) -m pytest -q -m "not models" tests/python $(PYTEST_ARGS)
+
+# The cases marked slow (model zoos, large sizes), on the release build.
+test-slow: deps-test build
+	TESSERA_SLOW=1 TESSERA_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q -m slow tests/python $(PYTEST_ARGS)
 
 test-fuzz:
 	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(JOBS) $(FUZZ_TARGETS)

@@ -13,3 +13,19 @@ def pytest_configure(config):
         "markers",
         "models: whole torchvision classifiers against PyTorch (slow on the ref backend)",
     )
+    config.addinivalue_line(
+        "markers",
+        "slow: long cases (model zoos, large sizes) run by `make test-slow` (TESSERA_SLOW=1), "
+        "skipped by the default test run",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("TESSERA_SLOW") == "1":
+        return
+    import pytest
+
+    skip = pytest.mark.skip(reason="slow: run with TESSERA_SLOW=1 (make test-slow)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
