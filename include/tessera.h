@@ -182,6 +182,13 @@ TSR_API tsr_status tsr_graph_input_info(const tsr_graph *graph, int index,
 TSR_API tsr_status tsr_graph_output_info(const tsr_graph *graph, int index,
                                          tsr_value_info *info_out);
 
+/* The graph's nodes in execution order (nodes folded into constants at
+ * load are gone): node `index` (0 .. tsr_graph_num_nodes() - 1) has the
+ * name the model gave it (NULL when none) and an op type. */
+TSR_API int tsr_graph_num_nodes(const tsr_graph *graph);
+TSR_API tsr_status tsr_graph_node_info(const tsr_graph *graph, int index, const char **name_out,
+                                       const char **op_type_out);
+
 /* Summary of a graph, as `tessera info` prints it. */
 typedef struct tsr_graph_stats {
     int n_nodes;

@@ -20,7 +20,112 @@ static const char info_usage[] =
     "  --device DEV device to plan for (default: the library's default)\n"
     "  --stacks     also print the plan's depth-first stacks (which ops formed each,\n"
     "               and its tile sizes)\n"
+    "  --ops        also print, per op, how many nodes use it and which backend runs\n"
+    "               them on each device at --batch (\"fused\": folded into another\n"
+    "               node by the device's passes). A model with ops Tessera does not\n"
+    "               know fails to load with an error naming every one of them.\n"
     "  -h, --help   show this help\n";
+
+/* Which backends run the nodes of one op type on one device. */
+#define OPS_MAX_BACKENDS 8
+typedef struct op_row {
+    const char *op;
+    int nodes;
+    struct {
+        const char *backend; /* "fused", "unnamed" or a backend's name */
+        int count;
+    } on[OPS_MAX_BACKENDS];
+} op_row;
+
+static void count_backend(op_row *row, const char *backend)
+{
+    int k = 0;
+    while (k < OPS_MAX_BACKENDS && row->on[k].backend && strcmp(row->on[k].backend, backend) != 0)
+        k++;
+    if (k == OPS_MAX_BACKENDS)
+        return;
+    row->on[k].backend = backend;
+    row->on[k].count++;
+}
+
+static void format_backends(const op_row *row, char *buf, size_t size)
+{
+    size_t len = 0;
+    buf[0] = 0;
+    for (int k = 0; k < OPS_MAX_BACKENDS && row->on[k].backend && len < size; k++)
+        len += (size_t)snprintf(buf + len, size - len, "%s%s %d", k ? ", " : "", row->on[k].backend,
+                                row->on[k].count);
+}
+
+/* One plan per device; the rows of every op type, by first use. */
+static int print_ops_on(const tsr_graph *g, const char *device, long long batch, op_row *rows,
+                        int n_rows)
+{
+    int n_in = tsr_graph_num_inputs(g);
+    tsr_tensor *inputs = calloc((size_t)n_in + 1, sizeof *inputs);
+    if (!inputs)
+        return cli_fail("out of memory");
+    tsr_plan *plan = NULL;
+    tsr_compile_options opts;
+    tsr_compile_options_init(&opts);
+    opts.device = device;
+    opts.threads = 1;
+    int rc = cli_default_input_shapes(g, batch, inputs);
+    if (rc == CLI_OK && (tsr_plan_create(g, &opts, &plan) != TSR_OK ||
+                         tsr_plan_reshape(plan, n_in, inputs) != TSR_OK))
+        printf("  %s: cannot plan the model at batch %lld: %s\n", device, batch, tsr_last_error());
+    for (int r = 0; r < n_rows; r++)
+        memset(rows[r].on, 0, sizeof rows[r].on);
+    for (int n = 0; plan && n < tsr_graph_num_nodes(g); n++) {
+        const char *name, *op, *backend = "unnamed";
+        tsr_graph_node_info(g, n, &name, &op);
+        int r = 0;
+        while (strcmp(rows[r].op, op) != 0)
+            r++;
+        if (name) {
+            tsr_status st = tsr_plan_node_backend(plan, name, &backend);
+            backend = st == TSR_OK ? backend : "fused";
+        }
+        count_backend(&rows[r], backend);
+    }
+    if (plan) {
+        printf("  on %s (batch %lld):\n", device, batch);
+        for (int r = 0; r < n_rows; r++) {
+            char buf[256];
+            format_backends(&rows[r], buf, sizeof buf);
+            printf("    %-28s %5d  %s\n", rows[r].op, rows[r].nodes, buf);
+        }
+    }
+    tsr_plan_destroy(plan);
+    free(inputs);
+    return rc;
+}
+
+static int print_ops(const tsr_graph *g, long long batch)
+{
+    int n_nodes = tsr_graph_num_nodes(g), n_rows = 0;
+    op_row *rows = calloc((size_t)n_nodes + 1, sizeof *rows);
+    char *devices = strdup(tsr_device_names());
+    int rc = rows && devices ? CLI_OK : cli_fail("out of memory");
+    for (int n = 0; rc == CLI_OK && n < n_nodes; n++) {
+        const char *name, *op;
+        tsr_graph_node_info(g, n, &name, &op);
+        int r = 0;
+        while (r < n_rows && strcmp(rows[r].op, op) != 0)
+            r++;
+        if (r == n_rows)
+            rows[n_rows++].op = op;
+        rows[r].nodes++;
+    }
+    if (rc == CLI_OK)
+        printf("Ops (op, nodes, backends running them):\n");
+    for (char *save = NULL, *d = devices ? strtok_r(devices, ", ", &save) : NULL; rc == CLI_OK && d;
+         d = strtok_r(NULL, ", ", &save))
+        rc = print_ops_on(g, d, batch, rows, n_rows);
+    free(devices);
+    free(rows);
+    return rc;
+}
 
 static int info_main(int argc, char **argv);
 
@@ -97,7 +202,7 @@ static int info_main(int argc, char **argv)
     cli_args_init(&a, &cli_info_command, argc, argv);
     const char *model = NULL;
     const char *device = tsr_default_device();
-    bool graph = false, stacks = false, help = false;
+    bool graph = false, stacks = false, ops = false, help = false;
     long long batch = 1;
     while (cli_args_peek(&a)) {
         const char *v;
@@ -105,6 +210,8 @@ static int info_main(int argc, char **argv)
             graph = true;
         } else if (cli_arg_flag(&a, "--stacks")) {
             stacks = true;
+        } else if (cli_arg_flag(&a, "--ops")) {
+            ops = true;
         } else if (cli_arg_option(&a, "--device", &v)) {
             if (v)
                 device = v;
@@ -154,6 +261,8 @@ static int info_main(int argc, char **argv)
         fflush(stdout);
         rc = print_plan(g, device, batch, stacks);
     }
+    if (rc == CLI_OK && ops)
+        rc = print_ops(g, batch);
     tsr_graph_destroy(g);
     return rc;
 }

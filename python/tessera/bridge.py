@@ -28,6 +28,7 @@ naming the submodule and the op; there is no partial execution in PyTorch.
 """
 
 import io
+import re
 import warnings
 
 import numpy as np
@@ -112,6 +113,12 @@ def _describe(exc):
                     f"capture cannot follow): {str(seen).splitlines()[0]}")
         seen = seen.__cause__ or seen.__context__
     return str(exc)
+
+
+def _node_of(message):
+    """The first node a library error names, as (name, op): its labels read "node 'NAME' (OP)"."""
+    m = re.search(r"node '([^']*)' \(([^)]*)\)", message)
+    return (m.group(1), m.group(2)) if m else ("", None)
 
 
 def _op_of(exc):
@@ -295,9 +302,7 @@ class _Capture:
         try:
             self.graph = Graph.from_bytes(data)
         except _capi.Error as e:
-            node = e.message.split("node '", 1)[1].split("'", 1)[0] if "node '" in e.message \
-                else ""
-            op = e.message.split("op '", 1)[1].split("'", 1)[0] if "op '" in e.message else None
+            node, op = _node_of(e.message)
             sub = _scope(node, module)
             raise CaptureError(f"Tessera cannot run submodule '{sub}'" + (f", op {op}" if op else "")
                                + f": {e.message}", sub, op) from e

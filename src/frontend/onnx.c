@@ -403,9 +403,6 @@ static tsr_status add_node(importer *imp, const Onnx__NodeProto *node, size_t in
         return tsr_error(TSR_ERR_PARSE, "node #%zu has no op type", index);
     const char *domain = is_default_domain(node->domain) ? "" : node->domain;
     const tsr_op_def *op = tsr_op_find(domain, node->op_type);
-    if (!op)
-        return tsr_error(TSR_ERR_UNSUPPORTED, "%s: unknown op '%s' in domain '%s'", label,
-                         node->op_type, domain_label(domain));
     int64_t version;
     if (!domain_version(imp, domain, &version))
         return tsr_error(TSR_ERR_PARSE,
@@ -444,10 +441,56 @@ cleanup:
     return st;
 }
 
+/* Every op the model uses that the op table lacks, named at once (with
+ * its node count and first node) before any node is built, so that a user
+ * learns everything that stops the model from one error. */
+static tsr_status check_known_ops(const importer *imp)
+{
+    const Onnx__GraphProto *graph = imp->model->graph;
+    char msg[900] = "";
+    size_t len = 0;
+    int n_unknown = 0;
+    for (size_t n = 0; n < graph->n_node; n++) {
+        const Onnx__NodeProto *node = graph->node[n];
+        if (!node->op_type || !*node->op_type)
+            continue;
+        const char *domain = is_default_domain(node->domain) ? "" : node->domain;
+        if (tsr_op_find(domain, node->op_type))
+            continue;
+        bool seen = false;
+        for (size_t m = 0; m < n && !seen; m++) {
+            const Onnx__NodeProto *prev = graph->node[m];
+            seen = prev->op_type && strcmp(prev->op_type, node->op_type) == 0 &&
+                   strcmp(domain_label(prev->domain), domain_label(domain)) == 0;
+        }
+        if (seen)
+            continue;
+        size_t count = 0;
+        for (size_t m = n; m < graph->n_node; m++) {
+            const Onnx__NodeProto *other = graph->node[m];
+            count += other->op_type && strcmp(other->op_type, node->op_type) == 0 &&
+                     strcmp(domain_label(other->domain), domain_label(domain)) == 0;
+        }
+        char label[400];
+        node_label(node, n, label, sizeof label);
+        if (len < sizeof msg)
+            len += (size_t)snprintf(msg + len, sizeof msg - len,
+                                    "%s'%s' in domain '%s' (%zu node%s, first %s)",
+                                    n_unknown ? "; " : "", node->op_type, domain_label(domain),
+                                    count, count == 1 ? "" : "s", label);
+        n_unknown++;
+    }
+    if (!n_unknown)
+        return TSR_OK;
+    return tsr_error(TSR_ERR_UNSUPPORTED, "%d unknown op%s: %s", n_unknown,
+                     n_unknown == 1 ? "" : "s", msg);
+}
+
 static tsr_status build_graph(importer *imp)
 {
     const Onnx__GraphProto *graph = imp->model->graph;
     TSR_CHECK(check_opsets(imp));
+    TSR_CHECK(check_known_ops(imp));
     TSR_CHECK(add_initializers(imp));
     for (size_t i = 0; i < graph->n_input; i++)
         TSR_CHECK(add_input(imp, graph->input[i], i));

@@ -618,6 +618,17 @@ tsr_status tsr_graph_add_output(tsr_graph *g, const char *name)
 
 int tsr_graph_num_inputs(const tsr_graph *g) { return g ? g->n_inputs : 0; }
 int tsr_graph_num_outputs(const tsr_graph *g) { return g ? g->n_outputs : 0; }
+int tsr_graph_num_nodes(const tsr_graph *g) { return g ? g->n_nodes : 0; }
+
+tsr_status tsr_graph_node_info(const tsr_graph *g, int index, const char **name_out,
+                               const char **op_type_out)
+{
+    if (!g || !name_out || !op_type_out || index < 0 || index >= g->n_nodes)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "node index %d out of range", index);
+    *name_out = g->nodes[index].name && *g->nodes[index].name ? g->nodes[index].name : NULL;
+    *op_type_out = g->nodes[index].op->name;
+    return TSR_OK;
+}
 
 static void value_info(const tsr_graph *g, const tsr_value *v, tsr_value_info *info)
 {

@@ -205,6 +205,32 @@ def test_info(relu_add):
     assert "Relu(%x)" in graph.replace(" ", "")
 
 
+def test_info_ops_names_the_backend_of_every_node(tmp_path):
+    w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Neg", ["r"], ["n"], name="neg"),
+             helper.make_node("Sqrt", ["x"], ["s"]),
+             helper.make_node("ReduceSum", ["n"], ["y"], name="sum", keepdims=0)]
+    m = save_model(tmp_path / "m.onnx", nodes, [value("x", ["batch", 3, 5, 5])],
+                   [value("y", []), value("s", ["batch", 3, 5, 5])], [w])
+    out = ok("info", m, "--ops", "--batch", 2).stdout
+    rows = {}
+    device = None
+    for line in out.split("Ops (op, nodes, backends running them):")[1].splitlines():
+        if line.startswith("  on "):
+            device = line.split()[1]
+        elif line.strip():
+            op, count, backends = line.split(None, 2)
+            rows[device, op] = (int(count), backends)
+    assert set(d for d, _ in rows) == {"cpu", "ref"}
+    for op in ("Conv", "Relu", "Neg", "ReduceSum"):
+        assert rows["ref", op] == (1, "ref 1")
+    assert rows["cpu", "Conv"] == (1, "dnnl 1")
+    assert rows["cpu", "Relu"] == (1, "fused 1")
+    assert rows["cpu", "Sqrt"] == rows["ref", "Sqrt"] == (1, "unnamed 1")
+
+
 def test_info_builtin_resnet50_is_torchvisions_architecture():
     torchvision = pytest.importorskip("torchvision")
     net = torchvision.models.resnet50()
@@ -390,6 +416,12 @@ def bad_inputs(tmp, model_src):
     write_npy_raw(t / "baddict.npy", "{'descr': '<f4', 'shape': (2, 4)}", x.tobytes())
     save_model(t / "unknown_op.onnx", [helper.make_node("FrobnicateOp", ["x"], ["y"])],
                [value("x", ["batch", 4])], [value("y", ["batch", 4])])
+    save_model(t / "unknown_ops.onnx",
+               [helper.make_node("FrobnicateOp", ["x"], ["a"], name="f1"),
+                helper.make_node("Relu", ["a"], ["b"]),
+                helper.make_node("Twiddle", ["b"], ["c"], name="t1", domain="com.example"),
+                helper.make_node("FrobnicateOp", ["c"], ["y"], name="f2")],
+               [value("x", ["batch", 4])], [value("y", ["batch", 4])])
     save_model(t / "no_init.onnx", [helper.make_node("Add", ["x", "W"], ["y"])],
                [value("x", ["batch", 4])], [value("y", ["batch", 4])])
     save_model(t / "two_out.onnx",
@@ -401,7 +433,11 @@ def bad_inputs(tmp, model_src):
         ("truncated model", ["run", t / "trunc.onnx"], f"'{t / 'trunc.onnx'}': not an ONNX", 1),
         ("not onnx", ["run", t / "text.onnx"], f"'{t / 'text.onnx'}': not an ONNX model", 1),
         ("missing model", ["run", t / "nothere.onnx"], f"cannot open '{t / 'nothere.onnx'}'", 1),
-        ("unknown op", ["run", t / "unknown_op.onnx"], "unknown op 'FrobnicateOp'", 1),
+        ("unknown op", ["run", t / "unknown_op.onnx"], "1 unknown op: 'FrobnicateOp'", 1),
+        ("every unknown op at once", ["info", t / "unknown_ops.onnx", "--ops"],
+         "2 unknown ops: 'FrobnicateOp' in domain 'ai.onnx' (2 nodes, first node 'f1' "
+         "(FrobnicateOp)); 'Twiddle' in domain 'com.example' (1 node, first node 't1' (Twiddle))",
+         1),
         ("missing initializer", ["run", t / "no_init.onnx"], "input 'W' is not defined", 1),
         ("wrong shape", ["run", m, "--input", t / "x25.npy"], f"{t / 'x25.npy'} holds [2, 5]", 1),
         ("wrong rank", ["run", m, "--input", t / "x3d.npy"], "holds [2, 4, 1] (rank 3, not 2)", 1),

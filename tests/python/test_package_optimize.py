@@ -173,7 +173,7 @@ class Sine(torch.nn.Module):
 @pytest.mark.parametrize("inner,op,words", [
     (Svd(), "aten::linalg_svd", "Exporting the operator"),
     (Branchy(), None, "Python boolean"),
-    (Sine(), "Sin", "unknown op 'Sin'"),
+    (Sine(), "Sin", "1 unknown op: 'Sin'"),
 ])
 def test_capture_failure_names_the_submodule(inner, op, words):
     with pytest.raises(tessera.CaptureError) as e:
