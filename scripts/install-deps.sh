@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs the Debian packages a target needs, if any are missing.
-# Usage: scripts/install-deps.sh build|test|fuzz
+# Usage: scripts/install-deps.sh build|test|fuzz|data
 # As root it runs apt-get; otherwise it names what is missing and fails.
 set -eu
 
@@ -10,12 +10,15 @@ build_pkgs="gcc make cmake pkg-config libprotobuf-c-dev protobuf-c-compiler libo
 # ICTP reference (torch).
 fuzz_pkgs="$build_pkgs clang-14 libclang-rt-14-dev libomp-14-dev python3 python3-numpy python3-onnx python3-ase python3-torch"
 test_pkgs="$fuzz_pkgs python3-pytest python3-torchvision"
+# data: labelled ICTP training data (tools/ictp_data.py): xtb, Open Babel, ASE.
+data_pkgs="python3 python3-numpy python3-ase xtb openbabel python3-openbabel"
 
 case "${1:-build}" in
 build) want=$build_pkgs ;;
 test) want=$test_pkgs ;;
 fuzz) want=$fuzz_pkgs ;;
-*) echo "usage: $0 build|test|fuzz" >&2; exit 2 ;;
+data) want=$data_pkgs ;;
+*) echo "usage: $0 build|test|fuzz|data" >&2; exit 2 ;;
 esac
 
 missing=""
