@@ -54,13 +54,24 @@ def _cli_failure(proc):
     )
 
 
-@pytest.mark.parametrize(
-    "opset,dynamic,batch",
-    CONFIGS,
-    ids=[f"op{o}-{'dynamic' if d else 'static'}-b{b}" for o, d, b in CONFIGS],
-)
-@pytest.mark.parametrize("device", ["ref", "cpu"])
-@pytest.mark.parametrize("model", models.MODEL_NAMES)
+# The reference backend takes 10-25 s per run of these; it runs them in one configuration
+# by default and in every one under `make test-slow` (the cpu device runs every one always).
+REF_SLOW_MODELS = ("vgg16", "densenet121", "resnet50")
+
+
+def _model_cases():
+    for model in models.MODEL_NAMES:
+        for device in ("ref", "cpu"):
+            for opset, dynamic, batch in CONFIGS:
+                slow = device == "ref" and model in REF_SLOW_MODELS and \
+                    (opset, dynamic, batch) != (13, True, 1)
+                yield pytest.param(
+                    model, device, opset, dynamic, batch,
+                    marks=[pytest.mark.slow] if slow else [],
+                    id=f"{model}-{device}-op{opset}-{'dynamic' if dynamic else 'static'}-b{batch}")
+
+
+@pytest.mark.parametrize("model,device,opset,dynamic,batch", _model_cases())
 def test_model_matches_torch(model, opset, dynamic, batch, device, tmp_path):
     _require_tessera()
     entry = _entry(model, opset, dynamic, batch)

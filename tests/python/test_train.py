@@ -699,7 +699,7 @@ def resnet18_steps(tmp_path, kind, device, dtype, steps):
 @pytest.mark.models
 @pytest.mark.parametrize("kind,device,dtype,steps", [("sgd", "ref", np.float64, 10),
                                                     ("adam", "ref", np.float64, 10),
-                                                    ("sgd", "cpu", np.float32, 3)])
+                                                    ("sgd", "cpu", np.float32, 2)])
 def test_resnet18_steps_match_torch(tmp_path, kind, device, dtype, steps):
     """48x48 images (at 32x32 the last BatchNorm sees two values per channel, whose
     gradient is exactly zero, i.e. pure rounding noise). The updates against PyTorch in
@@ -707,7 +707,8 @@ def test_resnet18_steps_match_torch(tmp_path, kind, device, dtype, steps):
     forward and backward convolutions) to a tolerance derived from how far PyTorch's own
     float32 run strays from its float64 run. That grows with every step of a batch-2
     BatchNorm network, to the size of the update itself after ten (PyTorch's float32 run is
-    then no closer to its float64 run than a wrong answer), so three steps, of SGD: Adam's
-    first steps divide each gradient element by its own size, which turns the rounding noise
+    then no closer to its float64 run than a wrong answer; on an AVX2-only Zen 3 already
+    3 % of conv1's update after three steps, which voids the check), so two steps, of SGD:
+    Adam's first steps divide each gradient element by its own size, which turns the rounding noise
     of gradients that are nearly zero into whole updates."""
     resnet18_steps(tmp_path, kind, device, dtype, steps)
