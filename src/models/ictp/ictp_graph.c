@@ -5,8 +5,12 @@
  * product-basis features X carry paths as [atoms, 3^l, P·G] with the path
  * major (index p·G + c), so that an ICTProduct multiplies them channel by
  * channel; the per-species weights are permuted into that order once here
- * (the authors' order is path fastest). Every 1/√in and 1/avg_n_neighbors
- * factor is folded into the constant it multiplies. */
+ * (the authors' order is path fastest). Every weight enters the graph as
+ * the authors' tensor, followed by the transpose and the 1/√in (and
+ * 1/avg_n_neighbors) factor it needs: for inference the weights are
+ * constants and these fold into one constant at build time; for training
+ * they are parameters named by their keys, so the optimizer sees the
+ * authors' parameterization (scales in the forward pass). */
 #include "models/ictp/ictp_internal.h"
 
 #include <math.h>
@@ -25,6 +29,7 @@ typedef struct gb {
     const tsr_ictp_model *m;
     tsr_dtype dt;
     tsr_status st;
+    bool trainable; /* weights as parameters (training) or constants */
     int counter;
     int n_names, cap_names;
     char **names;
@@ -126,6 +131,47 @@ static const char *reshape(gb *b, const char *x, int n, const int64_t *dims)
     return node(b, "Reshape", 2, in, 0, NULL);
 }
 
+/* The weight w in the graph's dtype (a parameter named by its key when
+ * training, else a constant), reshaped to `dims` (n_dims > 0), permuted by
+ * `perm` (NULL: as it is) and multiplied by `scale`. */
+static const char *weight_value(gb *b, const ictp_weight *w, int n_dims, const int64_t *dims,
+                                const int64_t *perm, double scale)
+{
+    if (!w || b->st != TSR_OK)
+        return "";
+    const char *name = b->trainable ? w->key : fresh(b, "w");
+    if (b->st != TSR_OK)
+        return "";
+    tsr_tensor t = {.dtype = b->dt, .rank = w->rank};
+    memcpy(t.dims, w->dims, (size_t)w->rank * sizeof *w->dims);
+    int64_t n = tsr_tensor_numel(&t);
+    t.data = tsr_malloc((size_t)(n ? n : 1) * tsr_dtype_size(b->dt));
+    if (!t.data) {
+        b->st = TSR_ERR_OUT_OF_MEMORY;
+        return "";
+    }
+    for (int64_t i = 0; i < n; i++) {
+        if (b->dt == TSR_FLOAT32)
+            ((float *)t.data)[i] = (float)w->data[i];
+        else
+            ((double *)t.data)[i] = w->data[i];
+    }
+    b->st = b->trainable ? tsr_graph_add_parameter(b->g, name, &t)
+                         : tsr_graph_add_constant(b->g, name, &t);
+    free(t.data);
+    const char *x = b->st == TSR_OK ? name : "";
+    int rank = w->rank;
+    if (n_dims > 0) {
+        x = reshape(b, x, n_dims, dims);
+        rank = n_dims;
+    }
+    if (perm) {
+        tsr_attr a = TSR_ATTR_INTS("perm", perm, (size_t)rank);
+        x = node(b, "Transpose", 1, &x, 1, &a);
+    }
+    return scale == 1.0 ? x : binary(b, "Mul", x, cst_scalar(b, scale));
+}
+
 static const char *concat(gb *b, int n, const char *const *xs, int axis)
 {
     if (n == 1)
@@ -185,20 +231,9 @@ static const char *lin(gb *b, const char *x, const ictp_weight *w, double scale)
 {
     if (!w)
         return "";
-    int64_t out = w->dims[0], in = w->dims[1];
-    double *t = tsr_malloc((size_t)(out * in) * sizeof *t);
-    if (!t) {
-        b->st = TSR_ERR_OUT_OF_MEMORY;
-        return "";
-    }
-    double s = scale / sqrt((double)in);
-    for (int64_t o = 0; o < out; o++)
-        for (int64_t i = 0; i < in; i++)
-            t[i * out + o] = w->data[o * in + i] * s;
-    const int64_t dims[2] = {in, out};
-    const char *wt = cst(b, 2, dims, t);
-    free(t);
-    return binary(b, "MatMul", x, wt);
+    const int64_t perm[2] = {1, 0};
+    return binary(b, "MatMul", x,
+                  weight_value(b, w, 0, NULL, perm, scale / sqrt((double)w->dims[1])));
 }
 
 /* The MLP `<prefix>.{0,2,...}.weight`: Lin, σ, ..., Lin. */
@@ -212,12 +247,13 @@ static const char *mlp(gb *b, const char *x, const char *prefix, int n_layers)
     return x;
 }
 
-/* A per-species table (S, rows·cols), gathered by species: [atoms, rows, cols]. */
-static const char *species_table(gb *b, const double *table, int64_t rows, int64_t cols,
+/* A per-species table (S, rows, cols) of weight values, gathered by species:
+ * [atoms, rows, cols]. */
+static const char *species_table(gb *b, const char *table, int64_t rows, int64_t cols,
                                  const char *species)
 {
     const int64_t dims[3] = {b->m->cfg.n_species, rows, cols};
-    return gather(b, cst(b, 3, dims, table), species);
+    return gather(b, reshape(b, table, 3, dims), species);
 }
 
 static int64_t pow3(int l)
@@ -233,35 +269,19 @@ static const char *weigh(gb *b, const char *x, int l, int64_t P, const ictp_weig
         return "";
     const ictp_config *c = &b->m->cfg;
     int64_t S = c->n_species, G = c->G;
-    bool coupled = c->coupled;
-    size_t n = (size_t)(S * P * G * (coupled ? G : 1));
-    double *t = tsr_malloc(n * sizeof *t);
-    if (!t) {
-        b->st = TSR_ERR_OUT_OF_MEMORY;
-        return "";
-    }
     /* Authors: [s][c][p] (uncoupled) or [s][c·P + p][u]; here path major. */
-    for (int64_t s = 0; s < S; s++)
-        for (int64_t ch = 0; ch < G; ch++)
-            for (int64_t p = 0; p < P; p++) {
-                if (coupled) {
-                    for (int64_t u = 0; u < G; u++)
-                        t[((s * P + p) * G + ch) * G + u] = w->data[((s * G + ch) * P + p) * G + u];
-                } else {
-                    t[(s * P + p) * G + ch] = w->data[(s * G + ch) * P + p];
-                }
-            }
-    const char *out;
-    if (coupled) {
-        out = binary(b, "MatMul", x, species_table(b, t, P * G, G, species));
-    } else {
-        out = binary(b, "Mul", x, species_table(b, t, 1, P * G, species));
-        if (P > 1) {
-            const int64_t dims[4] = {-1, pow3(l), P, G};
-            out = reduce_sum(b, reshape(b, out, 4, dims), 2, 0);
-        }
+    if (c->coupled) {
+        const int64_t dims[4] = {S, G, P, G}, perm[4] = {0, 2, 1, 3};
+        const char *t = weight_value(b, w, 4, dims, perm, 1.0);
+        return binary(b, "MatMul", x, species_table(b, t, P * G, G, species));
     }
-    free(t);
+    const int64_t perm[3] = {0, 2, 1};
+    const char *t = weight_value(b, w, 0, NULL, perm, 1.0);
+    const char *out = binary(b, "Mul", x, species_table(b, t, 1, P * G, species));
+    if (P > 1) {
+        const int64_t dims[4] = {-1, pow3(l), P, G};
+        out = reduce_sum(b, reshape(b, out, 4, dims), 2, 0);
+    }
     return out;
 }
 
@@ -318,16 +338,9 @@ static void build(gb *b)
     const char *h[ICTP_MAX_L + 1] = {0};
     if (!we)
         return;
-    double *emb = tsr_malloc((size_t)(S * F) * sizeof *emb);
-    if (!emb) {
-        b->st = TSR_ERR_OUT_OF_MEMORY;
-        return;
-    }
-    for (int64_t s = 0; s < S; s++)
-        for (int64_t f = 0; f < F; f++)
-            emb[s * F + f] = we->data[f * S + s] / sqrt((double)S);
-    h[0] = species_table(b, emb, 1, F, species);
-    free(emb);
+    const int64_t perm2[2] = {1, 0}, perm3[3] = {1, 0, 2};
+    h[0] = species_table(b, weight_value(b, we, 0, NULL, perm2, 1.0 / sqrt((double)S)), 1, F,
+                         species);
 
     const char *energy = NULL;
     for (int t = 0; t < c->T; t++) {
@@ -339,18 +352,8 @@ static void build(gb *b)
         const char *sc[ICTP_MAX_L + 1] = {0};
         for (int l = 0; l <= l_out && l <= l_in; l++) {
             const ictp_weight *w = weight(b, "%sskip_tp.weight.%d", I, l);
-            double *tab = w ? tsr_malloc((size_t)(S * F * F) * sizeof *tab) : NULL;
-            if (!tab) {
-                b->st = b->st != TSR_OK ? b->st : TSR_ERR_OUT_OF_MEMORY;
-                return;
-            }
-            for (int64_t s = 0; s < S; s++)
-                for (int64_t ci = 0; ci < F; ci++)
-                    for (int64_t d = 0; d < F; d++)
-                        tab[(s * F + ci) * F + d] =
-                            w->data[(ci * S + s) * F + d] / sqrt((double)(F * S));
+            const char *tab = weight_value(b, w, 0, NULL, perm3, 1.0 / sqrt((double)(F * S)));
             sc[l] = binary(b, "MatMul", h[l], species_table(b, tab, F, F, species));
-            free(tab);
         }
 
         /* Mixing, then the message per rank from every path (l1, l2 -> l3). */
@@ -480,10 +483,11 @@ static void build(gb *b)
         b->st = tsr_graph_add_output(b->g, "energies");
 }
 
-tsr_status ictp_build_graph(const tsr_ictp_model *model, tsr_dtype dtype, tsr_graph **graph_out)
+static tsr_status build_graph(const tsr_ictp_model *model, tsr_dtype dtype, bool trainable,
+                              tsr_graph **graph_out)
 {
     *graph_out = NULL;
-    gb b = {.m = model, .dt = dtype};
+    gb b = {.m = model, .dt = dtype, .trainable = trainable};
     TSR_CHECK(tsr_graph_create(&b.g));
     build(&b);
     for (int i = 0; i < b.n_names; i++)
@@ -496,6 +500,17 @@ tsr_status ictp_build_graph(const tsr_ictp_model *model, tsr_dtype dtype, tsr_gr
     }
     *graph_out = b.g;
     return TSR_OK;
+}
+
+tsr_status ictp_build_graph(const tsr_ictp_model *model, tsr_dtype dtype, tsr_graph **graph_out)
+{
+    return build_graph(model, dtype, false, graph_out);
+}
+
+tsr_status ictp_build_training_graph(const tsr_ictp_model *model, tsr_dtype dtype,
+                                     tsr_graph **graph_out)
+{
+    return build_graph(model, dtype, true, graph_out);
 }
 
 tsr_status tsr_ictp_model_graph(const tsr_ictp_model *model, tsr_dtype dtype, tsr_graph **graph_out)
