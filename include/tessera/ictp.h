@@ -83,6 +83,13 @@ TSR_API tsr_status tsr_ictp_evaluate_batch(tsr_ictp_evaluator *evaluator, int64_
  * are (r_i - r_j - S·cell)(I + strain of the edge's structure). */
 TSR_API tsr_status tsr_ictp_model_graph(const tsr_ictp_model *model, tsr_dtype dtype,
                                         tsr_graph **graph_out);
+/* The same graph with every weight of the state_dict a parameter
+ * (tsr_graph_add_parameter) named by its key, the scale and shift
+ * constants: the graph that training differentiates (forces through
+ * tsr_graph_gradient with respect to positions, then the loss's gradient
+ * with respect to the parameters). */
+TSR_API tsr_status tsr_ictp_model_training_graph(const tsr_ictp_model *model, tsr_dtype dtype,
+                                                 tsr_graph **graph_out);
 
 #ifdef __cplusplus
 }

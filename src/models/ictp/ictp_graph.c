@@ -180,15 +180,26 @@ static const char *concat(gb *b, int n, const char *const *xs, int axis)
     return node(b, "Concat", n, xs, 1, &a);
 }
 
-/* Splits x into n equal parts along `axis` (one node, whose gradient is one Concat). */
-static void split(gb *b, const char *x, int axis, int n, const char **parts)
+/* Cuts x [rows, cols] into n equal column blocks, each by a Gather of its
+ * columns: its gradient is a scatter whose size comes at run time, so the
+ * forces' graph can be differentiated again (a Split's gradient, a Concat,
+ * needs static sizes there). */
+static void split_columns(gb *b, const char *x, int64_t cols, int n, const char **parts)
 {
-    for (int k = 0; k < n; k++)
-        parts[k] = fresh(b, "part");
-    if (b->st != TSR_OK)
+    int64_t width = cols / n;
+    int64_t *idx = tsr_malloc((size_t)(width ? width : 1) * sizeof *idx);
+    if (!idx) {
+        b->st = b->st != TSR_OK ? b->st : TSR_ERR_OUT_OF_MEMORY;
         return;
-    tsr_attr a = TSR_ATTR_I("axis", axis);
-    b->st = tsr_graph_add_node(b->g, "Split", "", NULL, 1, &x, n, parts, 1, &a);
+    }
+    for (int k = 0; k < n; k++) {
+        for (int64_t c = 0; c < width; c++)
+            idx[c] = k * width + c;
+        const char *in[2] = {x, cst_i64(b, (int)width, idx)};
+        tsr_attr a = TSR_ATTR_I("axis", 1);
+        parts[k] = node(b, "Gather", 2, in, 1, &a);
+    }
+    free(idx);
 }
 
 static const char *reduce_sum(gb *b, const char *x, int64_t axis, int keepdims)
@@ -370,9 +381,11 @@ static void build(gb *b)
         char prefix[112];
         snprintf(prefix, sizeof prefix, "%sconv_tp_weights", I);
         const char *radial = mlp(b, rho, prefix, c->n_radial + 1);
-        const int64_t rdims[3] = {-1, 1, total * F};
         const char *rq[4 * 7];
-        split(b, reshape(b, radial, 3, rdims), 2, total, rq);
+        split_columns(b, radial, total * F, total, rq);
+        const int64_t rdims[3] = {-1, 1, F};
+        for (int k = 0; k < total; k++)
+            rq[k] = reshape(b, rq[k], 3, rdims);
         const char *A[ICTP_MAX_L + 1];
         int q = 0;
         for (int l3 = 0; l3 <= c->Le; l3++) {
@@ -391,7 +404,11 @@ static void build(gb *b)
             const char *in[3] = {concat(b, P, msgs, 2), "receivers",
                                  atoms_shape(b, n_atoms, pow3(l3), P * F)};
             tsr_attr ax = TSR_ATTR_I("axis", 0);
-            const char *agg = node_as(b, NULL, "GatherGrad", ICTP_DOMAIN, 3, in, 1, &ax);
+            /* The scatter's shape comes at run time; the Reshape restores the
+             * static sizes that differentiating the forces again needs. */
+            const int64_t static_dims[3] = {-1, pow3(l3), P * F};
+            const char *agg = reshape(
+                b, node_as(b, NULL, "GatherGrad", ICTP_DOMAIN, 3, in, 1, &ax), 3, static_dims);
             A[l3] = lin(b, agg, weight(b, "%slinear_second.weight.%d", I, l3),
                         1.0 / (sqrt((double)P) * c->avg_n_neighbors));
         }
@@ -507,18 +524,24 @@ tsr_status ictp_build_graph(const tsr_ictp_model *model, tsr_dtype dtype, tsr_gr
     return build_graph(model, dtype, false, graph_out);
 }
 
-tsr_status ictp_build_training_graph(const tsr_ictp_model *model, tsr_dtype dtype,
-                                     tsr_graph **graph_out)
-{
-    return build_graph(model, dtype, true, graph_out);
-}
-
-tsr_status tsr_ictp_model_graph(const tsr_ictp_model *model, tsr_dtype dtype, tsr_graph **graph_out)
+static tsr_status model_graph(const tsr_ictp_model *model, tsr_dtype dtype, bool trainable,
+                              tsr_graph **graph_out)
 {
     if (!model || !graph_out)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_ictp_model_graph: NULL argument");
     if (dtype != TSR_FLOAT32 && dtype != TSR_FLOAT64)
         return tsr_error(TSR_ERR_DTYPE, "ICTP models run in float32 or float64, not %s",
                          tsr_dtype_name(dtype));
-    return ictp_build_graph(model, dtype, graph_out);
+    return build_graph(model, dtype, trainable, graph_out);
+}
+
+tsr_status tsr_ictp_model_graph(const tsr_ictp_model *model, tsr_dtype dtype, tsr_graph **graph_out)
+{
+    return model_graph(model, dtype, false, graph_out);
+}
+
+tsr_status tsr_ictp_model_training_graph(const tsr_ictp_model *model, tsr_dtype dtype,
+                                         tsr_graph **graph_out)
+{
+    return model_graph(model, dtype, true, graph_out);
 }

@@ -54,9 +54,5 @@ void ictp_weights_free(int n, ictp_weight *weights);
 
 /* The energy graph of tsr_ictp_model_graph. */
 tsr_status ictp_build_graph(const tsr_ictp_model *model, tsr_dtype dtype, tsr_graph **graph_out);
-/* The same graph with every weight a parameter named by its key (the
- * scale and shift stay constants): what training differentiates. */
-tsr_status ictp_build_training_graph(const tsr_ictp_model *model, tsr_dtype dtype,
-                                     tsr_graph **graph_out);
 
 #endif

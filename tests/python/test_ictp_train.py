@@ -1,0 +1,125 @@
+"""Training ICTP models (issue 12 item 2): the training graph (every weight a
+parameter, tsr_ictp_model_training_graph) computes what the inference graph
+computes, and the gradient of the published loss,
+    w_E (ΔE/N)^2 + w_F Σ |ΔF|^2,
+whose force term goes through a second derivative (forces by
+tsr_graph_gradient, then the loss's gradient with respect to the weights),
+agrees with central finite differences of that loss (float64)."""
+
+import ctypes as C
+import os
+
+import numpy as np
+import pytest
+
+import ictp_reference as ref
+import tsr
+
+CFG = dict(n_hidden_feats=4, n_product_feats=3, radial_MLP=[6], readout_MLP=[5], r_cutoff=3.0,
+           correlation=3, n_interactions=2, l_max_hidden_feats=2, l_max_edge_attrs=2)
+W_E, W_F = 1.0, 10.0
+
+
+def graph_of(path, trainable):
+    L = tsr.lib()
+    m, g = C.c_void_p(), C.c_void_p()
+    tsr.check(L.tsr_ictp_model_load(str(path).encode(), C.byref(m)))
+    try:
+        fn = L.tsr_ictp_model_training_graph if trainable else L.tsr_ictp_model_graph
+        tsr.check(fn(m, 11, C.byref(g)))  # 11: TSR_FLOAT64
+    finally:
+        L.tsr_ictp_model_destroy(m)
+    return tsr.Graph(g.value)
+
+
+def molecule(seed=3, n=6):
+    rng = np.random.default_rng(seed)
+    pos = rng.random((n, 3)) * 2.5
+    numbers = rng.choice([1, 6, 8], n)
+    types = [1, 6, 8]
+    species = np.array([types.index(z) for z in numbers], dtype=np.int64)
+    d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
+    recv, send = np.nonzero((d < CFG["r_cutoff"]) & ~np.eye(n, dtype=bool))
+    return pos, species, recv.astype(np.int64), send.astype(np.int64)
+
+
+def inputs(pos, species, recv, send):
+    n, ne = len(pos), len(recv)
+    return [pos, species, np.zeros(n, np.int64), recv, send, np.zeros((ne, 3)),
+            np.zeros((1, 3, 3))]
+
+
+def loss_graph(path):
+    """The training graph, its forces, and the loss of one structure."""
+    g = graph_of(path, True).gradient(["energy"], ["positions"])
+    g.add_input("energy_ref", np.float64, [1])
+    g.add_input("forces_ref", np.float64, [-1, 3])
+    g.add_input("inv_atoms", np.float64, [1])
+    g.add_constant("w_e", np.array([W_E]))
+    g.add_constant("w_f", np.array([W_F]))
+    g.add_node("Sub", ["energy", "energy_ref"], ["de"])
+    g.add_node("Mul", ["de", "inv_atoms"], ["de_n"])
+    g.add_node("Mul", ["de_n", "de_n"], ["de2"])
+    g.add_node("ReduceSum", ["de2"], ["le"], {"keepdims": 0})
+    # F = -grad, so ΔF = -(grad + F_ref).
+    g.add_node("Add", ["positions__grad", "forces_ref"], ["df"])
+    g.add_node("Mul", ["df", "df"], ["df2"])
+    g.add_node("ReduceSum", ["df2"], ["lf"], {"keepdims": 0})
+    g.add_node("Mul", ["le", "w_e"], ["le_w"])
+    g.add_node("Mul", ["lf", "w_f"], ["lf_w"])
+    g.add_node("Add", ["le_w", "lf_w"], ["loss"])
+    g.add_output("loss")
+    return g
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ictp_train")
+    cfg = ref.default_config(**CFG)
+    return ref.random_model(str(d / "m"), cfg, seed=5, aliases=False)
+
+
+def test_training_graph_matches_inference_graph(model):
+    x = inputs(*molecule())
+    e_inf = tsr.Plan(graph_of(model, False), device="ref").run(x)
+    e_tr = tsr.Plan(graph_of(model, True), device="ref").run(x)
+    np.testing.assert_array_equal(e_tr[0], e_inf[0])
+    np.testing.assert_array_equal(e_tr[1], e_inf[1])
+
+
+def test_force_loss_gradient_against_finite_differences(model, tmp_path):
+    mol = molecule()
+    rng = np.random.default_rng(0)
+    e_ref = np.array([0.3])
+    f_ref = rng.normal(size=(len(mol[0]), 3))
+    extra = [np.ones(1), e_ref, f_ref, np.array([1.0 / len(mol[0])])]
+    state = dict(np.load(model))
+    keys = ["representation.interactions.1.conv_tp_weights.0.weight",
+            "representation.products.0.product_basis.blocks.0.weighted_sum.weight.1",
+            "representation.interactions.0.skip_tp.weight.0",
+            "readouts.1.2.weight"]
+    g = loss_graph(model)
+    grad = tsr.Plan(g.gradient(["loss"], keys), device="ref").run(
+        inputs(*mol) + extra + [np.ones(1)])
+    n_fwd = 4  # energy, energies, positions__grad, loss
+
+    def loss_with(key, index, delta):
+        st = dict(state)
+        w = st[key].copy()
+        w[index] += delta
+        st[key] = w
+        stem = str(tmp_path / "p")
+        np.savez(stem + ".npz", **st)
+        with open(stem + ".json", "w") as f, open(model[:-4] + ".json") as src:
+            f.write(src.read())
+        return tsr.Plan(loss_graph(stem + ".npz"), device="ref").run(inputs(*mol) + extra)[3]
+
+    h = 1e-5
+    for k, key in enumerate(keys):
+        g_key = grad[n_fwd + k]
+        assert g_key.shape == state[key].shape
+        for _ in range(2):
+            index = tuple(int(rng.integers(s)) for s in state[key].shape)
+            fd = (loss_with(key, index, h) - loss_with(key, index, -h)) / (2 * h)
+            assert abs(fd - g_key[index]) <= 1e-6 * max(1.0, abs(fd)), (key, index, fd,
+                                                                         g_key[index])
