@@ -123,3 +123,45 @@ def test_force_loss_gradient_against_finite_differences(model, tmp_path):
             fd = (loss_with(key, index, h) - loss_with(key, index, -h)) / (2 * h)
             assert abs(fd - g_key[index]) <= 1e-6 * max(1.0, abs(fd)), (key, index, fd,
                                                                          g_key[index])
+
+
+def loss_model(path):
+    """The published loss as a sum of squares of the output [atoms, 4] against
+    its target: columns 0-2 √w_F F, column 3 √w_E E_b / N_b^1.5 (summed over
+    the N_b atoms of structure b this gives w_E (ΔE_b / N_b)^2)."""
+    g = graph_of(path, True).gradient(["energy"], ["positions"])
+    g.add_input("energy_weight", np.float64, [-1])
+    g.add_constant("force_scale", np.array([-np.sqrt(W_F)]))
+    g.add_constant("column", np.array([-1, 1], np.int64))
+    g.add_constant("rows3", np.array([-1, 3], np.int64))
+    g.add_node("Gather", ["energy", "batch"], ["e_atoms"], {"axis": 0})
+    g.add_node("Mul", ["e_atoms", "energy_weight"], ["e_w"])
+    g.add_node("Reshape", ["e_w", "column"], ["e_col"])
+    g.add_node("Mul", ["positions__grad", "force_scale"], ["f_any"])
+    g.add_node("Reshape", ["f_any", "rows3"], ["f_w"])  # static sizes for Concat's gradient
+    g.add_node("Concat", ["f_w", "e_col"], ["pred"], {"axis": 1})
+    g.add_output("pred")
+    return g
+
+
+def test_trainer_fits_energies_and_forces(model, tmp_path):
+    """tsr_trainer (Adam with AMSGrad, EMA) trains the ICTP training graph on
+    the published loss; the labels come from another random model."""
+    teacher = tsr.Plan(graph_of(ref.random_model(str(tmp_path / "t"), ref.default_config(**CFG),
+                                                 seed=9, aliases=False), False)
+                       .gradient(["energy"], ["positions"]), device="ref")
+    trainer = tsr.Trainer(loss_model(model), loss={"kind": "mse", "reduction": "sum",
+                                                   "output": "pred"},
+                          optimizer={"kind": "adam", "lr": 0.01, "amsgrad": 1,
+                                     "ema_decay": 0.99}, seed=1)
+    data = []
+    for k in range(3):
+        mol = molecule(seed=10 + k)
+        n = len(mol[0])
+        x = inputs(*mol) + [np.ones(1)]
+        e, _, grad = teacher.run(x)
+        w = np.full(n, np.sqrt(W_E) / n ** 1.5)
+        target = np.concatenate([-np.sqrt(W_F) * grad, (e[0] * w)[:, None]], axis=1)
+        data.append((x + [w], target))
+    losses = [sum(trainer.step(x, t) for x, t in data) for _ in range(15)]
+    assert losses[-1] < 0.5 * losses[0], losses
