@@ -1,7 +1,8 @@
 """Depth-first stacks against layer-by-layer execution, side by side in one run.
 
     /usr/bin/python3 bench/depth_first.py [--threads 2] [--iters 5] [--warmup 2] [--rounds 2]
-        [--batches 1 8 32] [--models ...] [--model-batches 1 8 32] [--build build]
+        [--batches 1 8 32] [--synthetic conv plain] [--models ...] [--model-batches 1 8 32]
+        [--build build]
 
 Two parts, each timing both modes of the same plan (`depth_first` on and off) in alternation,
 `rounds` times, keeping the min:
@@ -9,7 +10,8 @@ Two parts, each timing both modes of the same plan (`depth_first` on and off) in
 1. A synthetic net dominated by memory-bound stacks, built through the C API by
    bench/synthetic_net.c (compiled here against <build>/lib/libtessera.so): a 1x1 Conv to
    [N, 128, 56, 56], then four blocks of scale-shift, Relu, MaxPool 3x3/1, residual Add,
-   SiLU, AveragePool 3x3/1, then GlobalAveragePool. The same graph with the same weights is
+   SiLU, AveragePool 3x3/1, then GlobalAveragePool; `--synthetic plain` runs it without the
+   Conv, on the plain NCHW input (issue 13 item 6). The same graph with the same weights is
    exported to ONNX (onnx.helper) and run by ONNX Runtime 1.30's CPU provider
    (bench/ort_bench.mjs; bench/cpu.py installs it into <build>/bench-node) in the same
    script; the outputs of both engines are compared.
@@ -125,16 +127,18 @@ def synthetic_weights(work):
     return {k: v.astype(np.float32) for k, v in w.items()}
 
 
-def synthetic_onnx(work, weights):
+def synthetic_onnx(work, weights, conv):
     """The graph bench/synthetic_net.c builds, node for node, as ONNX."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     pool = dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=0)
-    nodes = [helper.make_node("Conv", ["x", "conv_w"], ["h0"], kernel_shape=[1, 1])]
+    nodes = [helper.make_node("Conv", ["x", "conv_w"], ["h0"], kernel_shape=[1, 1])] if conv else []
+    if not conv:
+        weights = {k: v for k, v in weights.items() if k != "conv_w"}
     for i in range(BLOCKS):
         v = [f"b{i}_{j}" for j in range(7)]
-        h, nxt = f"h{i}", f"h{i + 1}"
+        h, nxt = f"h{i}" if conv or i else "x", f"h{i + 1}"
         nodes += [
             helper.make_node("Mul", [h, f"scale{i}"], [v[0]]),
             helper.make_node("Add", [v[0], f"shift{i}"], [v[1]]),
@@ -155,7 +159,7 @@ def synthetic_onnx(work, weights):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 7
     onnx.checker.check_model(model)
-    path = work / "synthetic.onnx"
+    path = work / f"synthetic{'' if conv else '_plain'}.onnx"
     onnx.save(model, str(path))
     return path
 
@@ -169,11 +173,13 @@ def build_synthetic(work, build):
     return exe
 
 
-def bench_synthetic(args, work, rows):
+def bench_synthetic(args, work, rows, variant):
+    conv = variant == "conv"
     weights = synthetic_weights(work)
-    onnx_path = synthetic_onnx(work, weights)
+    onnx_path = synthetic_onnx(work, weights, conv)
     exe = build_synthetic(work, args.build)
     env = dict(os.environ, TSR_VERBOSE="0")
+    name = "synthetic (C API)" if conv else "synthetic, plain input, no Conv (C API)"
     for batch in args.batches:
         x = np.random.default_rng(batch).standard_normal((batch, CHANNELS, SIZE, SIZE))
         x_path = work / f"x{batch}.npy"
@@ -181,15 +187,16 @@ def bench_synthetic(args, work, rows):
         best = {}
         for r in range(args.rounds):
             for df in (1, 0):
-                log(f"synthetic net, batch {batch}, depth_first={df}, round {r + 1}")
+                log(f"{name}, batch {batch}, depth_first={df}, round {r + 1}")
                 out = work / f"tessera_y{batch}_{df}.npy"
-                proc = run([exe, work, x_path, args.threads, args.iters, df, out], env=env)
+                proc = run([exe, work, x_path, args.threads, args.iters, df, int(conv), out],
+                           env=env)
                 res = json.loads(proc.stdout.strip().splitlines()[-1])
                 res["profile"] = parse_profile(proc.stderr)
                 res["stacks"] = parse_stacks(proc.stderr)
                 if df not in best or res["min_ms"] < best[df]["min_ms"]:
                     best[df] = res
-        log(f"synthetic net, batch {batch}, ONNX Runtime")
+        log(f"{name}, batch {batch}, ONNX Runtime")
         ort_out = work / f"ort_y{batch}.npy"
         ort = json.loads(run(["node", BENCH_DIR / "ort_bench.mjs", "--ort-dir",
                               args.ort_dir, "--model", onnx_path, "--input", x_path,
@@ -200,7 +207,7 @@ def bench_synthetic(args, work, rows):
         err = float(np.max(np.abs(y_t - y_o)) / np.max(np.abs(y_o)))
         err_modes = float(np.max(np.abs(y_t - y_l)) / np.max(np.abs(y_l)))
         per = stack_times(best[1]["profile"], best[0]["profile"], best[1]["stacks"])
-        rows.append(dict(name="synthetic (C API)", batch=batch, df=best[1], lbl=best[0], per=per,
+        rows.append(dict(name=name, batch=batch, df=best[1], lbl=best[0], per=per,
                          ort_ms=ort["min_ms"], ort_err=err, modes_err=err_modes,
                          ort_version=ort.get("ort_version", "?")))
 
@@ -258,7 +265,7 @@ def report(args, rows, load_before, load_after, ort_version):
     synth = [r for r in rows if "ort_ms" in r]
     if synth:
         print("\nSynthetic net, answers: max |y - y_ort| / max |y_ort| = "
-              + ", ".join(f"{r['ort_err']:.1e} (batch {r['batch']})" for r in synth)
+              + ", ".join(f"{r['ort_err']:.1e} ({r['name']}, batch {r['batch']})" for r in synth)
               + "; depth-first against layer-by-layer: "
               + ", ".join(f"{r['modes_err']:.1e}" for r in synth) + ".")
     print("\nPer stack, at batch 8 (ms per run; largest layer-by-layer time first):\n")
@@ -279,6 +286,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--synthetic", nargs="*", choices=["conv", "plain"], default=["conv", "plain"],
+                    help="synthetic nets: with the 1x1 Conv in front, and without it (plain input)")
     ap.add_argument("--model-batches", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--models", nargs="*", default=list(models.MODEL_NAMES))
     ap.add_argument("--top", type=int, default=3, help="stacks listed per net")
@@ -292,7 +301,8 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     load_before = load()
     rows = []
-    bench_synthetic(args, work, rows)
+    for variant in args.synthetic:
+        bench_synthetic(args, work, rows, variant)
     for name in args.models:
         for batch in args.model_batches:
             bench_model(args, name, batch, rows)

@@ -5,12 +5,13 @@
  *   x [N, 128, 56, 56] -> 1x1 Conv -> 4 x block -> GlobalAveragePool -> y
  *   block(h) = AvgPool3x3/1(SiLU(MaxPool3x3/1(Relu(h * scale + shift)) + h))
  *
- * with SiLU(a) = a * Sigmoid(a). Weights and input come from .npy files,
- * so that both engines see the same numbers.
+ * with SiLU(a) = a * Sigmoid(a); CONV = 0 leaves the Conv out, so that the
+ * blocks run on the plain NCHW input. Weights and input come from .npy
+ * files, so that both engines see the same numbers.
  *
  *   cc -O2 -Iinclude bench/synthetic_net.c -Lbuild/lib -ltessera \
  *      -Wl,-rpath,$PWD/build/lib -o /tmp/synthetic_net
- *   /tmp/synthetic_net DIR X.npy THREADS ITERS DEPTH_FIRST [OUT.npy]
+ *   /tmp/synthetic_net DIR X.npy THREADS ITERS DEPTH_FIRST CONV [OUT.npy]
  *
  * DIR holds conv_w.npy [128, 128, 1, 1] and scale{i}.npy, shift{i}.npy
  * [128, 1, 1] for i = 0..3. Prints one JSON line (min and median ms over
@@ -55,23 +56,26 @@ static void node(tsr_graph *g, const char *op, const char *a, const char *b, con
     CHECK(tsr_graph_add_node(g, op, "", out, b ? 2 : 1, ins, 1, &out, n_attrs, attrs));
 }
 
-static tsr_graph *build(const char *dir, int64_t batch)
+static tsr_graph *build(const char *dir, int64_t batch, int conv_first)
 {
     tsr_graph *g;
     CHECK(tsr_graph_create(&g));
     int64_t dims[4] = {batch, 128, 56, 56};
     CHECK(tsr_graph_add_input(g, "x", TSR_FLOAT32, 4, dims, NULL));
-    add_weight(g, dir, "conv_w");
     int64_t k1[2] = {1, 1}, k3[2] = {3, 3}, ones[2] = {1, 1}, pads[4] = {1, 1, 1, 1};
     tsr_attr conv[1] = {{.name = "kernel_shape", .type = TSR_ATTR_INTS, .count = 2, .ints = k1}};
-    node(g, "Conv", "x", "conv_w", "h0", 1, conv);
+    if (conv_first) {
+        add_weight(g, dir, "conv_w");
+        node(g, "Conv", "x", "conv_w", "h0", 1, conv);
+    }
     tsr_attr pool[4] = {
         {.name = "kernel_shape", .type = TSR_ATTR_INTS, .count = 2, .ints = k3},
         {.name = "strides", .type = TSR_ATTR_INTS, .count = 2, .ints = ones},
         {.name = "pads", .type = TSR_ATTR_INTS, .count = 4, .ints = pads},
         {.name = "count_include_pad", .type = TSR_ATTR_INT, .i = 0},
     };
-    char h[16] = "h0", v[8][32], w[2][16];
+    char h[16], v[8][32], w[2][16];
+    snprintf(h, sizeof h, "%s", conv_first ? "h0" : "x");
     for (int i = 0; i < 4; i++) {
         snprintf(w[0], sizeof w[0], "scale%d", i);
         snprintf(w[1], sizeof w[1], "shift%d", i);
@@ -102,8 +106,8 @@ static int compare_double(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    if (argc < 6) {
-        fprintf(stderr, "usage: %s DIR X.npy THREADS ITERS DEPTH_FIRST [OUT.npy]\n", argv[0]);
+    if (argc < 7) {
+        fprintf(stderr, "usage: %s DIR X.npy THREADS ITERS DEPTH_FIRST CONV [OUT.npy]\n", argv[0]);
         return 2;
     }
     int threads = atoi(argv[3]), iters = atoi(argv[4]);
@@ -111,7 +115,7 @@ int main(int argc, char **argv)
         iters = 5;
     tsr_tensor x;
     CHECK(tsr_npy_read(argv[2], &x));
-    tsr_graph *g = build(argv[1], x.dims[0]);
+    tsr_graph *g = build(argv[1], x.dims[0], atoi(argv[6]));
     tsr_compile_options opts;
     tsr_compile_options_init(&opts);
     opts.device = "cpu";
@@ -145,8 +149,8 @@ int main(int argc, char **argv)
         CHECK(tsr_plan_run(plan, 1, &x, 1, &y));
     CHECK(tsr_plan_print_profile(plan, stderr));
     CHECK(tsr_plan_print_stacks(plan, stderr));
-    if (argc > 6)
-        CHECK(tsr_npy_write(argv[6], &y));
+    if (argc > 7)
+        CHECK(tsr_npy_write(argv[7], &y));
     tsr_plan_destroy(plan);
     tsr_graph_destroy(g);
     free(x.data);

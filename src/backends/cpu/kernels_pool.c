@@ -1,6 +1,6 @@
 /* Pooling kernels of the cpu backend: MaxPool and AveragePool over two
  * spatial dims, and the global pools, on blocked layouts (vectors across a
- * channel block's lanes) and plain (one lane). Window geometry is worked
+ * channel block's lanes) and plain (vectors along W). Window geometry is worked
  * out once at plan time: for each output row and column, the range of
  * taps that land inside the input, so the inner loops never test bounds. */
 #include "backends/cpu/kernels_internal.h"
@@ -175,7 +175,8 @@ static tsr_status pool_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
     g->hcount = hcount;
     g->wcount = wcount;
     d->block = tsr_layout_block((tsr_layout)ctx->input_layouts[0]);
-    s->isa = tsr_cpu_isa_for_block(s->isa, d->block);
+    if (d->block > 1)
+        s->isa = tsr_cpu_isa_for_block(s->isa, d->block);
     d->row = tiles[s->isa]->row[is_max][block_index(d->block)];
     s->band = pool_band;
     s->band_info = (tsr_band_info){

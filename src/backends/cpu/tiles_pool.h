@@ -1,9 +1,10 @@
 /* Pooling tiles, written once in the vector layer of simd.h and included
  * by kernels_pool.c once per ISA level. Data is a plane of pixels of `b`
- * lanes (a channel block of nChw8c/nChw16c, or b = 1 for plain), and the
- * vectors run across the lanes, so every window tap is one vector load
- * per SIMD_W lanes. b is a compile-time constant in each instance, so the
- * lane loops unroll and the accumulators stay in registers.
+ * lanes (a channel block of nChw8c/nChw16c), and the vectors run across
+ * the lanes, so every window tap is one vector load per SIMD_W lanes; a
+ * plain plane (b = 1) has its vectors along W instead. b is a
+ * compile-time constant in each instance, so the lane loops unroll and the
+ * accumulators stay in registers.
  * No include guard: included once per level. */
 #include "backends/cpu/simd.h"
 
@@ -53,6 +54,64 @@ SIMD_NAME(pool_row)(const tsr_cpu_pool_geom *g, const float *x, int64_t x_row0, 
             for (int j = 0; j < nv; j++)
                 vf_store(o + j * SIMD_W, vf_div(acc[j], count));
         }
+    }
+}
+
+/* One output row `oh` of a max or average pool on a plain plane, the
+ * vectors along W: at stride 1, a run of SIMD_W output columns whose valid
+ * taps are alike (the tap ranges are monotone in the column, so equal ends
+ * mean an equal run) reads each tap as one vector load of SIMD_W
+ * neighbouring inputs; the other columns (borders, tails, larger strides)
+ * go one by one. The same sums and maxima in the same order as pool_row
+ * with one lane, so the results agree bit for bit. */
+SIMD_TARGET static inline __attribute__((always_inline)) void
+SIMD_NAME(pool_row_plain)(const tsr_cpu_pool_geom *g, const float *x, int64_t x_row0, float *y,
+                          int64_t oh, const bool is_max)
+{
+    int64_t h0 = oh * g->sh - g->ph - x_row0;
+    int64_t hlo = g->hlo[oh], hhi = g->hhi[oh];
+    for (int64_t ow = 0; ow < g->ow;) {
+        int64_t w0 = ow * g->sw - g->pw, last = ow + SIMD_W - 1;
+        int64_t wlo = g->wlo[ow], whi = g->whi[ow];
+        if (g->sw == 1 && last < g->ow && g->wlo[last] == wlo && g->whi[last] == whi) {
+            vf acc = is_max ? vf_set1(-INFINITY) : vf_zero();
+            vm nan = vm_none();
+            for (int64_t kh = hlo; kh < hhi; kh++) {
+                const float *row = x + (h0 + kh * g->dh) * g->iw + w0;
+                for (int64_t kw = wlo; kw < whi; kw++) {
+                    vf v = vf_load(row + kw * g->dw);
+                    if (is_max) {
+                        acc = vf_max(acc, v);
+                        nan = vm_or(nan, vm_nan(v));
+                    } else {
+                        acc = vf_add(acc, v);
+                    }
+                }
+            }
+            if (is_max)
+                vf_store(y + ow, vf_select(nan, vf_set1(NAN), acc));
+            else
+                vf_store(y + ow,
+                         vf_div(acc, vf_mul(vf_set1(g->hcount[oh]), vf_load(g->wcount + ow))));
+            ow += SIMD_W;
+            continue;
+        }
+        float acc = is_max ? -INFINITY : 0.0f;
+        bool nan = false;
+        for (int64_t kh = hlo; kh < hhi; kh++) {
+            const float *row = x + (h0 + kh * g->dh) * g->iw + w0;
+            for (int64_t kw = wlo; kw < whi; kw++) {
+                float v = row[kw * g->dw];
+                if (is_max) {
+                    acc = acc > v ? acc : v;
+                    nan = nan || v != v;
+                } else {
+                    acc += v;
+                }
+            }
+        }
+        y[ow] = is_max ? (nan ? NAN : acc) : acc / (g->hcount[oh] * g->wcount[ow]);
+        ow++;
     }
 }
 
@@ -147,10 +206,16 @@ POOL_INSTANCE(avgpool, false, 8)
 GLOBAL_INSTANCE(gmax, true, 8)
 GLOBAL_INSTANCE(gsum, false, 8)
 #endif
-#if SIMD_W == 1
-POOL_INSTANCE(maxpool, true, 1)
-POOL_INSTANCE(avgpool, false, 1)
-#endif
+SIMD_TARGET static void SIMD_NAME(maxpool_plain)(const tsr_cpu_pool_geom *g, const float *x,
+                                                 int64_t x_row0, float *y, int64_t oh)
+{
+    SIMD_NAME(pool_row_plain)(g, x, x_row0, y, oh, true);
+}
+SIMD_TARGET static void SIMD_NAME(avgpool_plain)(const tsr_cpu_pool_geom *g, const float *x,
+                                                 int64_t x_row0, float *y, int64_t oh)
+{
+    SIMD_NAME(pool_row_plain)(g, x, x_row0, y, oh, false);
+}
 
 static const tsr_cpu_pool_tiles SIMD_NAME(pool_tiles) = {
     .row = {{
@@ -158,18 +223,14 @@ static const tsr_cpu_pool_tiles SIMD_NAME(pool_tiles) = {
 #if SIMD_W <= 8
                 [1] = SIMD_NAME(avgpool_b8),
 #endif
-#if SIMD_W == 1
-                [0] = SIMD_NAME(avgpool_b1),
-#endif
+                [0] = SIMD_NAME(avgpool_plain),
             },
             {
                 [2] = SIMD_NAME(maxpool_b16),
 #if SIMD_W <= 8
                 [1] = SIMD_NAME(maxpool_b8),
 #endif
-#if SIMD_W == 1
-                [0] = SIMD_NAME(maxpool_b1),
-#endif
+                [0] = SIMD_NAME(maxpool_plain),
             }},
     .global = {{
                    [2] = SIMD_NAME(gsum_b16),
