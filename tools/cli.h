@@ -32,6 +32,9 @@ extern const cli_command cli_bench_command;
 extern const cli_command cli_grad_command;
 extern const cli_command cli_train_command;
 extern const cli_command cli_ictp_command;
+/* `tessera ictp train` and `tessera ictp test` (cli_ictp_train.c). */
+int ictp_train_main(int argc, char **argv);
+int ictp_test_main(int argc, char **argv);
 
 /* Prints "tessera: error: <message>" to stderr; returns CLI_FAIL. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -35,7 +35,28 @@ static const char ictp_usage[] =
     "Times energy + forces (+ stress) evaluations of the first frame of STRUCTURE\n"
     "(.extxyz or .npz) after one untimed warm-up: milliseconds per evaluation,\n"
     "atom-steps per second and the peak resident memory of the process.\n"
-    "  --iters N             timed evaluations (default 10)\n";
+    "  --iters N             timed evaluations (default 10)\n"
+    "\n"
+    "Usage: tessera ictp train TRAIN.extxyz --valid VALID.extxyz --out MODEL.npz [options]\n"
+    "\n"
+    "Fits a new ICTP potential to the energies and forces of TRAIN.extxyz with the\n"
+    "published recipe (docs/ictp.md, Training) and writes the best model (lowest\n"
+    "validation loss, moving-average weights) as MODEL.npz + MODEL.json.\n"
+    "  --config CONFIG.json  model configuration (a model .json's \"config\"); default:\n"
+    "                        the published settings for the species of the data\n"
+    "  --epochs N            epochs (default 100)\n"
+    "  --batch-size N        structures per step (default 5)\n"
+    "  --lr X                learning rate (default 0.01; x0.8 after 50 flat epochs)\n"
+    "  --energy-weight X     w_E (default 1)    --forces-weight X   w_F (default 10)\n"
+    "  --seed N              initial weights and shuffling (default 0)\n"
+    "  --log LOG.csv         one row of validation errors per epoch\n"
+    "  --checkpoint PATH     saved every epoch; an existing one is resumed\n"
+    "  --early-stopping N    stop after N epochs without improvement (0: never)\n"
+    "  --dtype, --device, --threads as above\n"
+    "\n"
+    "Usage: tessera ictp test MODEL.npz DATA.extxyz [--dtype D] [--device DEV] [--threads N]\n"
+    "\n"
+    "Energy (meV/atom) and force (meV/A) MAE and RMSE of a model on labelled data.\n";
 
 static int ictp_main(int argc, char **argv);
 
@@ -321,6 +342,11 @@ static int ictp_main(int argc, char **argv)
         return eval_main(argc - 1, argv + 1);
     if (strcmp(argv[0], "bench") == 0)
         return bench_main(argc - 1, argv + 1);
-    return cli_usage_error(&cli_ictp_command, "unknown subcommand '%s' (available: eval, bench)",
+    if (strcmp(argv[0], "train") == 0)
+        return ictp_train_main(argc - 1, argv + 1);
+    if (strcmp(argv[0], "test") == 0)
+        return ictp_test_main(argc - 1, argv + 1);
+    return cli_usage_error(&cli_ictp_command,
+                           "unknown subcommand '%s' (available: eval, bench, train, test)",
                            argv[0]);
 }

@@ -91,6 +91,88 @@ TSR_API tsr_status tsr_ictp_model_graph(const tsr_ictp_model *model, tsr_dtype d
 TSR_API tsr_status tsr_ictp_model_training_graph(const tsr_ictp_model *model, tsr_dtype dtype,
                                                  tsr_graph **graph_out);
 
+/* ------------------------------------------------------------ training */
+
+/* Errors of a model on labelled structures (info "energy", array "forces"):
+ * energy per atom (|ΔE| / N, one value per structure) and force components,
+ * in the data's units (eV/atom and eV/Å in practice). */
+typedef struct tsr_ictp_metrics {
+    double energy_mae, energy_rmse;
+    double forces_mae, forces_rmse;
+} tsr_ictp_metrics;
+
+/* The metrics of an evaluator's model on `frames` (each evaluated alone). */
+TSR_API tsr_status tsr_ictp_metrics_compute(tsr_ictp_evaluator *evaluator, int64_t n_frames,
+                                            tsr_atoms *const *frames, tsr_ictp_metrics *out);
+
+/* The published recipe (docs/ictp.md "Training"): loss
+ * w_E Σ_b (ΔE_b / N_b)^2 + w_F Σ_a |ΔF_a|^2 over a batch, the force term
+ * through the second derivative; Adam with AMSGrad, a plateau schedule,
+ * L2 weight decay on the product-basis weights and the linear maps after
+ * the products, an exponential moving average of the weights (used for
+ * validation and saving). */
+typedef struct tsr_ictp_train_options {
+    const char *device; /* NULL: the default device */
+    tsr_dtype dtype;    /* TSR_FLOAT32 or TSR_FLOAT64 (default) */
+    int threads;        /* 0: all cores */
+    uint64_t seed;      /* initial weights and the order of the structures */
+    int max_epochs;     /* for callers' loops; default 100 */
+    int batch_size;     /* structures per step, default 5 */
+    double lr;          /* default 0.01 */
+    double w_energy, w_forces; /* default 1 and 10 */
+    double weight_decay;       /* default 5e-7 */
+    double ema_decay;          /* default 0.99; 0: none */
+    int lr_patience;           /* epochs without improvement before lr *= lr_factor; 50 */
+    double lr_factor;          /* default 0.8 */
+} tsr_ictp_train_options;
+
+TSR_API void tsr_ictp_train_options_init(tsr_ictp_train_options *options);
+
+typedef struct tsr_ictp_trainer tsr_ictp_trainer;
+
+/* A new model of the configuration in config_path (a .json whose "config"
+ * member has the keys of a model's .json; avg_n_neighbors is replaced by
+ * the training set's) with N(0, 1) weights from the seed, the scale and
+ * shift of ictp-checkpoint.md §6 from `train`, and its trainer. `train`
+ * must outlive the trainer. Errors name the frame without energy or
+ * forces, or the atom of a species the configuration lacks. */
+TSR_API tsr_status tsr_ictp_trainer_create(const char *config_path, int64_t n_train,
+                                           tsr_atoms *const *train,
+                                           const tsr_ictp_train_options *options,
+                                           tsr_ictp_trainer **trainer_out);
+TSR_API void tsr_ictp_trainer_destroy(tsr_ictp_trainer *trainer);
+
+/* Called after every batch with the structures done, their count and the
+ * mean loss per structure so far. */
+typedef void (*tsr_ictp_progress_fn)(void *ctx, int64_t done, int64_t total, double loss);
+
+/* One pass over the training set in batches, in an order fixed by the seed
+ * and the epoch number; loss_out (may be NULL) gets the mean loss per
+ * structure. */
+TSR_API tsr_status tsr_ictp_trainer_epoch(tsr_ictp_trainer *trainer, tsr_ictp_progress_fn progress,
+                                          void *ctx, double *loss_out);
+/* Metrics of the moving-average weights on labelled structures. */
+TSR_API tsr_status tsr_ictp_trainer_validate(tsr_ictp_trainer *trainer, int64_t n_frames,
+                                             tsr_atoms *const *frames, tsr_ictp_metrics *out);
+/* Ends an epoch: `metric` (lower is better) drives the plateau schedule. */
+TSR_API tsr_status tsr_ictp_trainer_epoch_end(tsr_ictp_trainer *trainer, double metric);
+TSR_API double tsr_ictp_trainer_lr(const tsr_ictp_trainer *trainer);
+TSR_API int64_t tsr_ictp_trainer_epochs(const tsr_ictp_trainer *trainer);
+/* MODEL.npz and MODEL.json (what tsr_ictp_model_load reads), from the
+ * moving-average weights, each written atomically. */
+TSR_API tsr_status tsr_ictp_trainer_save_model(tsr_ictp_trainer *trainer, const char *path);
+/* Everything a resumed run needs (tsr_trainer_save_checkpoint's file at
+ * `path`, and PATH.loop with the epoch, the best metric and the epochs
+ * without improvement), each written atomically. Loading into a trainer
+ * created with the same configuration, data and options continues
+ * bit-identically; a corrupt or mismatched checkpoint is a clear error. */
+TSR_API tsr_status tsr_ictp_trainer_save_checkpoint(const tsr_ictp_trainer *trainer,
+                                                    const char *path, double best_metric,
+                                                    int epochs_without_improvement);
+TSR_API tsr_status tsr_ictp_trainer_load_checkpoint(tsr_ictp_trainer *trainer, const char *path,
+                                                    double *best_metric,
+                                                    int *epochs_without_improvement);
+
 #ifdef __cplusplus
 }
 #endif
