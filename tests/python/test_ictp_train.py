@@ -7,7 +7,9 @@ tsr_graph_gradient, then the loss's gradient with respect to the weights),
 agrees with central finite differences of that loss (float64)."""
 
 import ctypes as C
+import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -165,3 +167,96 @@ def test_trainer_fits_energies_and_forces(model, tmp_path):
         data.append((x + [w], target))
     losses = [sum(trainer.step(x, t) for x, t in data) for _ in range(15)]
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+# ---------------------------------------------------- tessera ictp train / test
+
+def run_cli(*args):
+    build = os.environ.get("TESSERA_BUILD_DIR", os.path.join(tsr.ROOT, "build"))
+    exe = os.environ.get("TESSERA_BIN", os.path.join(build, "bin", "tessera"))
+    return subprocess.run([exe, "ictp", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, model):
+    """Molecules labelled by a random teacher model through `ictp eval --output`,
+    and a configuration for the student."""
+    d = tmp_path_factory.mktemp("ictp_data")
+    teacher = ref.random_model(str(d / "teacher"), ref.default_config(**CFG), seed=9)
+    for name, seeds in (("train", range(20, 28)), ("valid", range(40, 43))):
+        frames = []
+        for s in seeds:
+            pos, species, _, _ = molecule(seed=s, n=5 + s % 3)
+            frames.append(tsr.Atoms(np.array([1, 6, 8])[species], pos))
+        tsr.write_extxyz(d / f"{name}_in.extxyz", frames)
+        r = run_cli("eval", teacher, d / f"{name}_in.extxyz", "--threads", 1, "--output",
+                    d / f"{name}.extxyz")
+        assert r.returncode == 0, r.stderr
+    with open(d / "config.json", "w") as f:
+        json.dump({"config": ref.default_config(**CFG)}, f)
+    return d
+
+
+def train(data, out, *extra):
+    return run_cli("train", data / "train.extxyz", "--valid", data / "valid.extxyz", "--config",
+                   data / "config.json", "--out", out, "--threads", 1, "--batch-size", 3,
+                   "--seed", 7, *extra)
+
+
+def csv_rows(path):
+    with open(path) as f:
+        lines = f.read().splitlines()
+    assert lines[0].startswith("epoch,lr,train_loss,energy_mae")
+    return [line.split(",")[:-1] for line in lines[1:]]  # without the time
+
+
+def test_cli_train_loss_falls_and_test_matches_validation(data, tmp_path):
+    r = train(data, tmp_path / "m.npz", "--epochs", 6, "--log", tmp_path / "log.csv")
+    assert r.returncode == 0, r.stderr
+    rows = csv_rows(tmp_path / "log.csv")
+    assert len(rows) == 6
+    assert float(rows[-1][2]) < float(rows[0][2])
+    assert "validation: energy MAE" in r.stderr
+    best = min(rows, key=lambda row: W_E * float(row[4]) ** 2 + 3 * W_F * float(row[6]) ** 2)
+    t = run_cli("test", tmp_path / "m.npz", data / "valid.extxyz", "--threads", 1)
+    assert t.returncode == 0, t.stderr
+    got = [float(x) for x in t.stdout.split() if x.replace(".", "").isdigit() and "." in x]
+    assert np.allclose(got, [float(x) for x in best[3:7]], atol=2e-3), (t.stdout, best)
+    cfg = json.load(open(tmp_path / "m.json"))["config"]
+    assert cfg["avg_n_neighbors"] > 1
+
+
+def test_cli_resume_is_bit_identical(data, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    r = train(data, a / "m.npz", "--epochs", 3, "--log", a / "log.csv", "--checkpoint",
+              a / "ckpt")
+    assert r.returncode == 0, r.stderr
+    r = train(data, b / "m.npz", "--epochs", 2, "--log", b / "log.csv", "--checkpoint",
+              b / "ckpt")
+    assert r.returncode == 0, r.stderr
+    r = train(data, b / "m.npz", "--epochs", 3, "--log", b / "log.csv", "--checkpoint",
+              b / "ckpt")
+    assert r.returncode == 0, r.stderr
+    assert "resuming" in r.stderr
+    assert csv_rows(a / "log.csv") == csv_rows(b / "log.csv")
+    ma, mb = np.load(a / "m.npz"), np.load(b / "m.npz")
+    for k in ma.files:
+        np.testing.assert_array_equal(ma[k], mb[k])
+
+
+def test_cli_corrupt_checkpoint_and_data(data, tmp_path):
+    r = train(data, tmp_path / "m.npz", "--epochs", 1, "--checkpoint", tmp_path / "ckpt")
+    assert r.returncode == 0, r.stderr
+    blob = (tmp_path / "ckpt").read_bytes()
+    (tmp_path / "ckpt").write_bytes(blob[: len(blob) // 2])
+    r = train(data, tmp_path / "m.npz", "--epochs", 2, "--checkpoint", tmp_path / "ckpt")
+    assert r.returncode == 1 and "ckpt" in r.stderr, r.stderr
+    (tmp_path / "ckpt.loop").write_text("garbage\n")
+    r = train(data, tmp_path / "m.npz", "--epochs", 2, "--checkpoint", tmp_path / "ckpt")
+    assert r.returncode == 1 and "not a training loop state" in r.stderr, r.stderr
+    r = run_cli("train", data / "train_in.extxyz", "--valid", data / "valid.extxyz", "--config",
+                data / "config.json", "--out", tmp_path / "x.npz")
+    assert r.returncode == 1 and "frame 0 has no energy or no forces" in r.stderr, r.stderr
+    assert not (tmp_path / "x.npz").exists()
