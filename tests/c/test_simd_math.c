@@ -2,7 +2,8 @@
  * every ISA level this machine runs, against libm in double precision:
  * relative error over a sweep of float32 values, and the special values
  * (zero, subnormals, negatives, infinities, NaN) that log sends to its
- * slow path. */
+ * slow path; exp2_nonpos (x <= 0) where its result is normal, and the
+ * tiny results that AVX2 flushes to zero. */
 #include "backends/cpu/cpu.h"
 #include "harness.h"
 #include "isa_skip.h"
@@ -11,8 +12,8 @@
 #include <math.h>
 #include <stdlib.h>
 
-enum { LOG, EXP, LOG2, EXP2 };
-static const char *const fn_names[] = {"log", "exp", "log2", "exp2"};
+enum { LOG, EXP, LOG2, EXP2, EXP2_NONPOS, N_FNS };
+static const char *const fn_names[] = {"log", "exp", "log2", "exp2", "exp2_nonpos"};
 
 #define TSR_SIMD_LEVEL 0
 #include "backends/cpu/simd_math.h"
@@ -23,7 +24,8 @@ SIMD_TARGET static void SIMD_NAME(apply)(const float *x, float *y, int n, int fn
         v = fn == LOG    ? SIMD_NAME(v_log)(v)
             : fn == EXP  ? SIMD_NAME(v_exp)(v)
             : fn == LOG2 ? SIMD_NAME(v_log2)(v)
-                         : SIMD_NAME(v_exp2)(v);
+            : fn == EXP2 ? SIMD_NAME(v_exp2)(v)
+                         : SIMD_NAME(v_exp2_nonpos)(v);
         vf_store(y + i, v);
     }
 }
@@ -37,7 +39,8 @@ SIMD_TARGET static void SIMD_NAME(apply)(const float *x, float *y, int n, int fn
         v = fn == LOG    ? SIMD_NAME(v_log)(v)
             : fn == EXP  ? SIMD_NAME(v_exp)(v)
             : fn == LOG2 ? SIMD_NAME(v_log2)(v)
-                         : SIMD_NAME(v_exp2)(v);
+            : fn == EXP2 ? SIMD_NAME(v_exp2)(v)
+                         : SIMD_NAME(v_exp2_nonpos)(v);
         vf_store(y + i, v);
     }
 }
@@ -51,7 +54,8 @@ SIMD_TARGET static void SIMD_NAME(apply)(const float *x, float *y, int n, int fn
         v = fn == LOG    ? SIMD_NAME(v_log)(v)
             : fn == EXP  ? SIMD_NAME(v_exp)(v)
             : fn == LOG2 ? SIMD_NAME(v_log2)(v)
-                         : SIMD_NAME(v_exp2)(v);
+            : fn == EXP2 ? SIMD_NAME(v_exp2)(v)
+                         : SIMD_NAME(v_exp2_nonpos)(v);
         vf_store(y + i, v);
     }
 }
@@ -99,7 +103,7 @@ static void check_level(int level)
         if (x[i] == 1.0f)
             x[i] = 1.5f;
     }
-    double err[4];
+    double err[N_FNS];
     err[LOG] = max_rel_error(apply, LOG, x);
     err[LOG2] = max_rel_error(apply, LOG2, x);
     /* The exps: where the result is a normal float. */
@@ -111,7 +115,12 @@ static void check_level(int level)
     for (int i = 0; i < N; i++)
         x[i] *= 1.44269504f;
     err[EXP2] = max_rel_error(apply, EXP2, x);
-    for (int fn = 0; fn < 4; fn++) {
+    for (int i = 0; i < N; i++) {
+        state = state * 1664525u + 1013904223u;
+        x[i] = (float)(-125.0 * (double)(state >> 8) / 16777216.0);
+    }
+    err[EXP2_NONPOS] = max_rel_error(apply, EXP2_NONPOS, x);
+    for (int fn = 0; fn < N_FNS; fn++) {
         printf("%s: %s max relative error %.3g\n", tsr_isa_names[level], fn_names[fn], err[fn]);
         CHECK(err[fn] < 3e-7);
     }
@@ -158,11 +167,35 @@ static void check_level(int level)
         }
 }
 
+/* exp2_nonpos below 2^-125: exact, or (AVX2) zero; -inf gives 0 exactly. */
+static void check_tiny(int level)
+{
+    const float tiny[] = {-125.6f, -130.0f, -149.0f, -150.0f, -200.0f, -INFINITY, NAN};
+    for (int s = 0; s < 7; s++) {
+        float in[16], out[16];
+        for (int i = 0; i < 16; i++)
+            in[i] = tiny[s];
+        levels[level](in, out, 16, EXP2_NONPOS);
+        float want = exp2f(tiny[s] < -150.0f ? -150.0f : tiny[s]);
+        if (tiny[s] == -INFINITY)
+            want = 0.0f;
+        for (int i = 0; i < 16; i++) {
+            bool ok = isnan(want) ? isnan(out[i]) : out[i] == want || out[i] == 0.0f;
+            if (!ok)
+                fprintf(stderr, "%s: exp2_nonpos(%g) = %g, want %g or 0\n", tsr_isa_names[level],
+                        tiny[s], out[i], want);
+            CHECK(ok);
+        }
+    }
+}
+
 int main(void)
 {
     tsr_isa top = tsr_cpu_isa();
     for (int level = TSR_ISA_PORTABLE; level <= TSR_ISA_AVX512; level++)
-        if (!tsr_isa_skip("test_simd_math", (tsr_isa)level, top))
+        if (!tsr_isa_skip("test_simd_math", (tsr_isa)level, top)) {
             check_level(level);
+            check_tiny(level);
+        }
     return tsr_test_summary("test_simd_math");
 }

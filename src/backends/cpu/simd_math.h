@@ -10,7 +10,8 @@
 #include <float.h>
 
 #undef vmath_split
-#undef vmath_any
+#undef vmath_special
+#undef vmath_scale2_nonpos
 
 /* x = m * 2^e with m in [0.75, 1.5). VMATH_SPLIT_EXACT: the split itself
  * gives the right log for every x (AVX-512's getexp and getmant take
@@ -26,23 +27,38 @@
         (e) = _mm512_mask_add_ps(e, _mm512_cmp_ps_mask(m, _mm512_set1_ps(1.0f), _CMP_LT_OQ), e,    \
                                  _mm512_set1_ps(1.0f));                                            \
     } while (0)
-#define vmath_any(mask) ((mask) != 0)
+#define vmath_scale2_nonpos(p, n) vf_scale2(p, n)
 #elif TSR_SIMD_LEVEL == 1
-/* The exponent field and the mantissa with a zero exponent give m in
- * [1, 2); halving m from 1.5 on moves it into range. */
+/* The bits less those of 0.75, shifted, are e (a mantissa of 1.5 or more
+ * carries into the exponent); the bits less e's give m. */
 #define VMATH_SPLIT_EXACT 0
 #define vmath_split(x, m, e)                                                                       \
     do {                                                                                           \
         __m256i bits_ = _mm256_castps_si256(x);                                                    \
-        __m256i ex_ = _mm256_sub_epi32(_mm256_srli_epi32(bits_, 23), _mm256_set1_epi32(127));      \
-        __m256 m1_ = _mm256_castsi256_ps(                                                          \
-            _mm256_or_si256(_mm256_and_si256(bits_, _mm256_set1_epi32(0x007fffff)),                \
-                            _mm256_set1_epi32(0x3f800000)));                                       \
-        __m256 big_ = _mm256_cmp_ps(m1_, _mm256_set1_ps(1.5f), _CMP_GE_OQ);                        \
-        (m) = _mm256_blendv_ps(m1_, _mm256_mul_ps(m1_, _mm256_set1_ps(0.5f)), big_);               \
-        (e) = _mm256_add_ps(_mm256_cvtepi32_ps(ex_), _mm256_and_ps(big_, _mm256_set1_ps(1.0f)));   \
+        __m256i ex_ =                                                                              \
+            _mm256_srai_epi32(_mm256_sub_epi32(bits_, _mm256_set1_epi32(0x3f400000)), 23);         \
+        (m) = _mm256_castsi256_ps(_mm256_sub_epi32(bits_, _mm256_slli_epi32(ex_, 23)));            \
+        (e) = _mm256_cvtepi32_ps(ex_);                                                             \
     } while (0)
-#define vmath_any(mask) (_mm256_movemask_ps(mask) != 0)
+#define vmath_special(x) tsr_vmath_special_avx2(x)
+/* p 2^n for integer-valued n <= 0 and p in [0.7, 1.42]: n added to the
+ * exponent field, exact while the result is normal; below 2^-125 it is
+ * flushed to zero. */
+#define vmath_scale2_nonpos(p, n)                                                                  \
+    _mm256_andnot_ps(_mm256_cmp_ps(n, _mm256_set1_ps(-125.0f), _CMP_LT_OQ),                        \
+                     _mm256_castsi256_ps(_mm256_add_epi32(                                         \
+                         _mm256_castps_si256(p), _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23))))
+#ifndef TSR_VMATH_AVX2_HELPERS
+#define TSR_VMATH_AVX2_HELPERS
+/* Whether any lane is outside [FLT_MIN, FLT_MAX] or NaN: those lanes' bits
+ * less FLT_MIN's, unsigned, exceed FLT_MAX's less FLT_MIN's. */
+__attribute__((target("avx2,fma"))) static inline int tsr_vmath_special_avx2(__m256 x)
+{
+    __m256i off = _mm256_sub_epi32(_mm256_castps_si256(x), _mm256_set1_epi32(0x00800000));
+    __m256i ok = _mm256_cmpeq_epi32(_mm256_min_epu32(off, _mm256_set1_epi32(0x7effffff)), off);
+    return _mm256_movemask_ps(_mm256_castsi256_ps(ok)) != 0xff;
+}
+#endif
 #else
 #define VMATH_SPLIT_EXACT 0
 #define vmath_split(x, m, e)                                                                       \
@@ -56,7 +72,8 @@
         (m) = m1_;                                                                                 \
         (e) = (float)ex_;                                                                          \
     } while (0)
-#define vmath_any(mask) ((mask) != 0)
+#define vmath_special(x) (!((x) >= FLT_MIN && (x) <= FLT_MAX))
+#define vmath_scale2_nonpos(p, n) vf_scale2(p, n)
 #endif
 
 /* e^x: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two so n ln2 is
@@ -81,34 +98,38 @@ SIMD_TARGET static inline vf SIMD_NAME(v_exp)(vf x)
     return vf_scale2(p, n);
 }
 
-/* 2^x for x in [-150, 128] or NaN: x = n + r with n an integer and
- * |r| <= 1/2 (exact), a degree-6 polynomial for 2^r fitted here for
- * relative error (2e-9; about 1e-7 once rounded to float32), then the
- * exact scaling by 2^n. */
-SIMD_TARGET static inline vf SIMD_NAME(v_exp2_core)(vf x)
+/* 2^r for |r| <= 1/2: a degree-6 polynomial fitted here for relative
+ * error (2e-9; about 1e-7 once rounded to float32). */
+SIMD_TARGET static inline vf SIMD_NAME(v_exp2_poly)(vf r)
 {
-    vf n = vf_round(x);
-    vf r = vf_sub(x, n);
     vf p = vf_set1(1.5353300841525197e-4f);
     p = vf_fmadd(p, r, vf_set1(1.3398848241195083e-3f));
     p = vf_fmadd(p, r, vf_set1(9.61843691766262e-3f));
     p = vf_fmadd(p, r, vf_set1(5.5503323674201965e-2f));
     p = vf_fmadd(p, r, vf_set1(0.24022647738456726f));
     p = vf_fmadd(p, r, vf_set1(0.6931471824645996f));
-    p = vf_fmadd(p, r, vf_set1(1.0f));
-    return vf_scale2(p, n);
+    return vf_fmadd(p, r, vf_set1(1.0f));
 }
 
-/* 2^x; clamping as v_exp. */
+/* 2^x for x in [-150, 128] or NaN: x = n + r with n an integer and
+ * |r| <= 1/2 (exact), 2^r, then the exact scaling by 2^n; clamping as
+ * v_exp. */
 SIMD_TARGET static inline vf SIMD_NAME(v_exp2)(vf x)
 {
-    return SIMD_NAME(v_exp2_core)(vf_min(vf_set1(128.0f), vf_max(vf_set1(-150.0f), x)));
+    x = vf_min(vf_set1(128.0f), vf_max(vf_set1(-150.0f), x));
+    vf n = vf_round(x);
+    return vf_scale2(SIMD_NAME(v_exp2_poly)(vf_sub(x, n)), n);
 }
 
-/* 2^x for x <= 0 (or NaN), one clamp fewer. */
+/* 2^x for x <= 0 (or NaN), one clamp fewer and, on AVX2, results below
+ * 2^-125 flushed to zero: a scaling of three instructions where the exact
+ * one takes eleven (DPP's weights, where such a term is nothing next to
+ * the largest, which is 1). */
 SIMD_TARGET static inline vf SIMD_NAME(v_exp2_nonpos)(vf x)
 {
-    return SIMD_NAME(v_exp2_core)(vf_max(vf_set1(-150.0f), x));
+    x = vf_max(vf_set1(-150.0f), x);
+    vf n = vf_round(x);
+    return vmath_scale2_nonpos(SIMD_NAME(v_exp2_poly)(vf_sub(x, n)), n);
 }
 
 #if !VMATH_SPLIT_EXACT
@@ -145,9 +166,7 @@ SIMD_TARGET static inline vf SIMD_NAME(v_log2)(vf x)
     p = vf_fmadd(p, f, vf_set1(1.4426950216293335f));
     vf r = vf_fmadd(p, f, e);
 #if !VMATH_SPLIT_EXACT
-    vm special = vm_or(vm_lt(x, vf_set1(FLT_MIN)), vm_lt(vf_set1(FLT_MAX), x));
-    special = vm_or(special, vm_nan(x));
-    if (vmath_any(special))
+    if (vmath_special(x))
         r = SIMD_NAME(v_log2_special)(x, r);
 #endif
     return r;
