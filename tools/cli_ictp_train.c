@@ -32,12 +32,13 @@ static int write_default_config(const char *path, int64_t n, tsr_atoms *const *f
     for (int z = 0; z <= TSR_ATOMS_MAX_Z; z++)
         if (seen[z])
             fprintf(f, "%s%d", count++ ? ", " : "", z);
-    fprintf(f, "], \"n_species\": %d, \"r_cutoff\": 5.0, \"n_basis\": 8,\n"
-               " \"n_polynomial_cutoff\": 5, \"radial_MLP\": [64, 64, 64], \"readout_MLP\": [16],\n"
-               " \"n_hidden_feats\": 32, \"n_product_feats\": 32, \"n_interactions\": 2,\n"
-               " \"l_max_hidden_feats\": 2, \"l_max_edge_attrs\": 3, \"correlation\": 3,\n"
-               " \"symmetric_product\": true, \"coupled_product_feats\": false,\n"
-               " \"avg_n_neighbors\": 1.0}}\n",
+    fprintf(f,
+            "], \"n_species\": %d, \"r_cutoff\": 5.0, \"n_basis\": 8,\n"
+            " \"n_polynomial_cutoff\": 5, \"radial_MLP\": [64, 64, 64], \"readout_MLP\": [16],\n"
+            " \"n_hidden_feats\": 32, \"n_product_feats\": 32, \"n_interactions\": 2,\n"
+            " \"l_max_hidden_feats\": 2, \"l_max_edge_attrs\": 3, \"correlation\": 3,\n"
+            " \"symmetric_product\": true, \"coupled_product_feats\": false,\n"
+            " \"avg_n_neighbors\": 1.0}}\n",
             count);
     return fclose(f) == 0 ? CLI_OK : cli_fail("cannot write %s", path);
 }
@@ -59,10 +60,8 @@ static int read_frames(const char *path, int64_t *n, tsr_atoms ***frames)
 
 static void print_metrics(FILE *f, const char *what, const tsr_ictp_metrics *m)
 {
-    fprintf(f,
-            "%s: energy MAE %.3f RMSE %.3f meV/atom, forces MAE %.3f RMSE %.3f meV/A\n", what,
-            1e3 * m->energy_mae, 1e3 * m->energy_rmse, 1e3 * m->forces_mae,
-            1e3 * m->forces_rmse);
+    fprintf(f, "%s: energy MAE %.3f RMSE %.3f meV/atom, forces MAE %.3f RMSE %.3f meV/A\n", what,
+            1e3 * m->energy_mae, 1e3 * m->energy_rmse, 1e3 * m->forces_mae, 1e3 * m->forces_rmse);
 }
 
 typedef struct {
@@ -148,8 +147,9 @@ static int parse_train(int argc, char **argv, train_args *o, bool *help)
         return a.status;
     if (!o->train || !o->valid || !o->out)
         return cli_usage_error(&cli_ictp_command, "ictp train needs %s",
-                               !o->train ? "TRAIN.extxyz" : !o->valid ? "--valid VALID.extxyz"
-                                                                      : "--out MODEL.npz");
+                               !o->train   ? "TRAIN.extxyz"
+                               : !o->valid ? "--valid VALID.extxyz"
+                                           : "--out MODEL.npz");
     return CLI_OK;
 }
 
@@ -171,8 +171,8 @@ static int log_row(const char *path, int64_t epoch, double lr, double loss,
 
 int ictp_train_main(int argc, char **argv)
 {
-    train_args o = {.epochs = 100, .batch = 5, .lr = 0.01, .w_e = 1.0, .w_f = 10.0,
-                    .dtype = TSR_FLOAT64};
+    train_args o = {
+        .epochs = 100, .batch = 5, .lr = 0.01, .w_e = 1.0, .w_f = 10.0, .dtype = TSR_FLOAT64};
     bool help = false;
     int rc = parse_train(argc, argv, &o, &help);
     if (rc || help)
@@ -182,7 +182,8 @@ int ictp_train_main(int argc, char **argv)
     tsr_ictp_trainer *tr = NULL;
     char config_tmp[] = "/tmp/tessera-ictp-config-XXXXXX";
     bool made_config = false;
-    if ((rc = read_frames(o.train, &n_train, &train)) || (rc = read_frames(o.valid, &n_valid, &valid)))
+    if ((rc = read_frames(o.train, &n_train, &train)) ||
+        (rc = read_frames(o.valid, &n_valid, &valid)))
         goto done;
     if (!o.config) {
         int fd = mkstemp(config_tmp);
@@ -232,10 +233,14 @@ int ictp_train_main(int argc, char **argv)
             goto done;
         }
         /* The validation loss per structure, as the training loss is. */
-        double metric = o.w_e * m.energy_rmse * m.energy_rmse +
-                        o.w_f * 3.0 * m.forces_rmse * m.forces_rmse;
-        train_row row = {.epoch = epoch, .train_loss = loss, .train_acc = NAN,
-                         .val_loss = metric, .val_acc = NAN, .lr = lr,
+        double metric =
+            o.w_e * m.energy_rmse * m.energy_rmse + o.w_f * 3.0 * m.forces_rmse * m.forces_rmse;
+        train_row row = {.epoch = epoch,
+                         .train_loss = loss,
+                         .train_acc = NAN,
+                         .val_loss = metric,
+                         .val_acc = NAN,
+                         .lr = lr,
                          .seconds = cli_now_seconds() - t0};
         train_progress_finish(&p, &row, true);
         print_metrics(stderr, "  validation", &m);
@@ -255,7 +260,8 @@ int ictp_train_main(int argc, char **argv)
         } else {
             bad++;
         }
-        if (o.checkpoint && tsr_ictp_trainer_save_checkpoint(tr, o.checkpoint, best, bad) != TSR_OK) {
+        if (o.checkpoint &&
+            tsr_ictp_trainer_save_checkpoint(tr, o.checkpoint, best, bad) != TSR_OK) {
             rc = cli_fail_status(o.checkpoint);
             goto done;
         }

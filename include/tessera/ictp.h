@@ -112,13 +112,12 @@ TSR_API tsr_status tsr_ictp_metrics_compute(tsr_ictp_evaluator *evaluator, int64
  * the products, an exponential moving average of the weights (used for
  * validation and saving). */
 typedef struct tsr_ictp_train_options {
-    const char *device; /* NULL: the default device */
-    tsr_dtype dtype;    /* TSR_FLOAT32 or TSR_FLOAT64 (default) */
-    int threads;        /* 0: all cores */
-    uint64_t seed;      /* initial weights and the order of the structures */
-    int max_epochs;     /* for callers' loops; default 100 */
-    int batch_size;     /* structures per step, default 5 */
-    double lr;          /* default 0.01 */
+    const char *device;        /* NULL: the default device */
+    tsr_dtype dtype;           /* TSR_FLOAT32 or TSR_FLOAT64 (default) */
+    int threads;               /* 0: all cores */
+    uint64_t seed;             /* initial weights and the order of the structures */
+    int batch_size;            /* structures per step, default 5 */
+    double lr;                 /* default 0.01 */
     double w_energy, w_forces; /* default 1 and 10 */
     double weight_decay;       /* default 5e-7 */
     double ema_decay;          /* default 0.99; 0: none */

@@ -350,8 +350,8 @@ static void build(gb *b)
     if (!we)
         return;
     const int64_t perm2[2] = {1, 0}, perm3[3] = {1, 0, 2};
-    h[0] = species_table(b, weight_value(b, we, 0, NULL, perm2, 1.0 / sqrt((double)S)), 1, F,
-                         species);
+    h[0] =
+        species_table(b, weight_value(b, we, 0, NULL, perm2, 1.0 / sqrt((double)S)), 1, F, species);
 
     const char *energy = NULL;
     for (int t = 0; t < c->T; t++) {
@@ -407,8 +407,8 @@ static void build(gb *b)
             /* The scatter's shape comes at run time; the Reshape restores the
              * static sizes that differentiating the forces again needs. */
             const int64_t static_dims[3] = {-1, pow3(l3), P * F};
-            const char *agg = reshape(
-                b, node_as(b, NULL, "GatherGrad", ICTP_DOMAIN, 3, in, 1, &ax), 3, static_dims);
+            const char *agg = reshape(b, node_as(b, NULL, "GatherGrad", ICTP_DOMAIN, 3, in, 1, &ax),
+                                      3, static_dims);
             A[l3] = lin(b, agg, weight(b, "%slinear_second.weight.%d", I, l3),
                         1.0 / (sqrt((double)P) * c->avg_n_neighbors));
         }

@@ -28,7 +28,6 @@ void tsr_ictp_train_options_init(tsr_ictp_train_options *o)
         return;
     memset(o, 0, sizeof *o);
     o->dtype = TSR_FLOAT64;
-    o->max_epochs = 100;
     o->batch_size = 5;
     o->lr = 0.01;
     o->w_energy = 1.0;
@@ -141,8 +140,7 @@ static tsr_status statistics(ictp_config *c, int64_t n, tsr_atoms *const *frames
             shift[i] += mean;
             scale[i] = rms > 0 ? rms : 1.0;
         }
-        c->avg_n_neighbors =
-            with_neighbours ? (double)total_edges / (double)with_neighbours : 1.0;
+        c->avg_n_neighbors = with_neighbours ? (double)total_edges / (double)with_neighbours : 1.0;
     }
     tsr_edges_free(&edges);
     free(ata);
@@ -207,8 +205,8 @@ static tsr_status init_model(const ictp_config *c, uint64_t seed, const double *
 static tsr_status add_const(tsr_graph *g, const char *name, tsr_dtype dt, double v)
 {
     float f = (float)v;
-    tsr_tensor t = {.dtype = dt, .rank = 1, .dims = {1}, .data = dt == TSR_FLOAT32 ? (void *)&f
-                                                                                   : (void *)&v};
+    tsr_tensor t = {
+        .dtype = dt, .rank = 1, .dims = {1}, .data = dt == TSR_FLOAT32 ? (void *)&f : (void *)&v};
     return tsr_graph_add_constant(g, name, &t);
 }
 
@@ -356,7 +354,8 @@ static tsr_status make_batch(const ictp_config *c, tsr_dtype dt, double w_e, dou
     int ranks[B_N] = {2, 1, 1, 1, 1, 2, 3, 1, 1};
     for (int k = 0; k < B_N; k++) {
         bool ints = k == B_SPECIES || k == B_BATCH || k == B_RECV || k == B_SEND;
-        bt->in[k] = (tsr_tensor){.dtype = ints ? TSR_INT64 : dt, .rank = ranks[k], .data = bt->buf[k]};
+        bt->in[k] =
+            (tsr_tensor){.dtype = ints ? TSR_INT64 : dt, .rank = ranks[k], .data = bt->buf[k]};
         memcpy(bt->in[k].dims, dims[k], sizeof dims[k]);
     }
     bt->tgt = (tsr_tensor){.dtype = dt, .rank = 2, .dims = {na, 4}, .data = bt->target};
@@ -507,8 +506,9 @@ static tsr_status write_config(const char *path, const ictp_config *c, tsr_dtype
     }
     fprintf(f, "{\"config\": {\n");
     json_ints(f, "atomic_types", c->n_species, c->types);
-    fprintf(f, "  \"n_species\": %d,\n  \"r_cutoff\": %.17g,\n  \"n_basis\": %d,\n"
-               "  \"n_polynomial_cutoff\": %d,\n",
+    fprintf(f,
+            "  \"n_species\": %d,\n  \"r_cutoff\": %.17g,\n  \"n_basis\": %d,\n"
+            "  \"n_polynomial_cutoff\": %d,\n",
             c->n_species, c->r_cutoff, c->n_basis, c->p_cutoff);
     json_ints(f, "radial_MLP", c->n_radial, c->radial);
     json_ints(f, "readout_MLP", c->n_readout, c->readout);
@@ -532,8 +532,7 @@ static tsr_status write_config(const char *path, const ictp_config *c, tsr_dtype
 
 /* MODEL.npz (the trainer's weights, its moving averages when kept) and
  * MODEL.json. */
-static tsr_status save_model(tsr_trainer *tr, tsr_ictp_model *m, tsr_dtype dt,
-                             const char *out_path)
+static tsr_status save_model(tsr_trainer *tr, tsr_ictp_model *m, tsr_dtype dt, const char *out_path)
 {
     size_t len = strlen(out_path);
     size_t stem = len >= 4 && strcmp(out_path + len - 4, ".npz") == 0 ? len - 4 : len;
@@ -746,7 +745,8 @@ tsr_status tsr_ictp_trainer_epoch(tsr_ictp_trainer *t, tsr_ictp_progress_fn prog
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_ictp_trainer_epoch: NULL trainer");
     /* The order depends only on the seed and the epoch, so a resumed run
      * shuffles as the uninterrupted one did. */
-    uint64_t rng = t->opt.seed ^ (0xa0761d6478bd642full * (uint64_t)(tsr_ictp_trainer_epochs(t) + 1));
+    uint64_t rng =
+        t->opt.seed ^ (0xa0761d6478bd642full * (uint64_t)(tsr_ictp_trainer_epochs(t) + 1));
     for (int64_t i = 0; i < t->n_train; i++)
         t->order[i] = i;
     for (int64_t i = t->n_train - 1; i > 0; i--) {
@@ -758,8 +758,8 @@ tsr_status tsr_ictp_trainer_epoch(tsr_ictp_trainer *t, tsr_ictp_progress_fn prog
     double total = 0;
     const ictp_config *c = &t->model->cfg;
     for (int64_t first = 0; first < t->n_train; first += t->opt.batch_size) {
-        int64_t count = t->n_train - first < t->opt.batch_size ? t->n_train - first
-                                                                : t->opt.batch_size;
+        int64_t count =
+            t->n_train - first < t->opt.batch_size ? t->n_train - first : t->opt.batch_size;
         batch bt;
         double loss = 0;
         tsr_status st = make_batch(c, t->opt.dtype, t->opt.w_energy, t->opt.w_forces, t->train,
@@ -791,8 +791,8 @@ tsr_status tsr_ictp_trainer_validate(tsr_ictp_trainer *t, int64_t n, tsr_atoms *
     if (st == TSR_OK && ema)
         st = tsr_trainer_use_ema(t->trainer, 1);
     if (st == TSR_OK)
-        st = validate(t->trainer, &t->model->cfg, t->opt.dtype, t->opt.w_energy, t->opt.w_forces,
-                      n, frames, fd, t->opt.batch_size, &t->edges, out);
+        st = validate(t->trainer, &t->model->cfg, t->opt.dtype, t->opt.w_energy, t->opt.w_forces, n,
+                      frames, fd, t->opt.batch_size, &t->edges, out);
     if (ema)
         tsr_trainer_use_ema(t->trainer, 0);
     free(fd);
