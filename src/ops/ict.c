@@ -39,15 +39,12 @@
  * (2l3+1) x (2l1+1) x (2l2+1) coupling of coordinates. Q itself does not
  * matter: Π is unique. */
 #include "autodiff/autodiff.h"
-#include "ops/op.h"
+#include "ops/ict_plan.h"
 
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Highest rank any input or output may have (3^8 = 6561 components). */
-#define ICT_MAX_L 8
 
 static const tsr_attr_def ict_attrs[] = {
     {"l", TSR_ATTR_INT, true}, {"normalize", TSR_ATTR_INT, .i = 1}, {NULL}};
@@ -107,18 +104,16 @@ static double ict_path_constant(int l1, int l2, int l3)
 static tsr_status rank_attr(const tsr_node *node, const char *name, int *out)
 {
     int64_t v = tsr_attr_int(node, name);
-    if (v < 0 || v > ICT_MAX_L)
+    if (v < 0 || v > TSR_ICT_MAX_L)
         return tsr_error(TSR_ERR_UNSUPPORTED, "%s is %lld; ranks 0..%d are supported", name,
-                         (long long)v, ICT_MAX_L);
+                         (long long)v, TSR_ICT_MAX_L);
     *out = (int)v;
     return TSR_OK;
 }
 
 /* ------------------------------------------------------------ evaluation */
 
-/* Which component class (counts a of x, b of y indices) each of the 3^l
- * components of a symmetric rank-l tensor belongs to: a * (l + 1) + b. */
-static void ict_classes(int l, int *cls)
+void tsr_ict_classes(int l, int *cls)
 {
     int64_t size = pow3(l);
     for (int64_t idx = 0; idx < size; idx++) {
@@ -134,7 +129,7 @@ static void ict_classes(int l, int *cls)
  * each axis), then spread by cls. val holds (l + 1)^2 doubles. */
 static void ict_eval(int l, const double n[3], const int *cls, double *val, double *out)
 {
-    double pw[3][ICT_MAX_L + 1], nn = n[0] * n[0] + n[1] * n[1] + n[2] * n[2];
+    double pw[3][TSR_ICT_MAX_L + 1], nn = n[0] * n[0] + n[1] * n[1] + n[2] * n[2];
     for (int d = 0; d < 3; d++) {
         pw[d][0] = 1.0;
         for (int e = 1; e <= l; e++)
@@ -163,15 +158,7 @@ static void ict_eval(int l, const double n[3], const int *cls, double *val, doub
         out[idx] = val[cls[idx]];
 }
 
-/* An orthonormal basis of the symmetric traceless rank-l tensors: dim =
- * 2l+1 columns of `size` = 3^l values each, column m at q + m * size. */
-typedef struct ict_basis {
-    int l, dim;
-    int64_t size;
-    double *q;
-} ict_basis;
-
-static tsr_status ict_basis_build(int l, ict_basis *b)
+static tsr_status ict_basis_build(int l, tsr_ict_basis *b)
 {
     b->l = l;
     b->dim = 2 * l + 1;
@@ -184,7 +171,7 @@ static tsr_status ict_basis_build(int l, ict_basis *b)
         st = TSR_ERR_OUT_OF_MEMORY;
         goto cleanup;
     }
-    ict_classes(l, cls);
+    tsr_ict_classes(l, cls);
     /* Candidate directions on a golden-angle spiral; a candidate is kept
      * when at least a tenth of its norm is new, so the basis is well
      * conditioned. */
@@ -227,21 +214,14 @@ cleanup:
     return st;
 }
 
-/* One product path in basis coordinates: w[(r * d1 + p) * d2 + q] =
- * scale <Q3_r, contract_k(Q1_p, Q2_q)>. */
-typedef struct ict_plan {
-    ict_basis b[3];
-    double *w;
-} ict_plan;
-
-static void ict_plan_free(ict_plan *p)
+void tsr_ict_plan_free(tsr_ict_plan *p)
 {
     for (int i = 0; i < 3; i++)
         free(p->b[i].q);
     free(p->w);
 }
 
-static tsr_status ict_plan_build(int l1, int l2, int l3, double alpha, ict_plan *p)
+tsr_status tsr_ict_plan_build(int l1, int l2, int l3, double alpha, tsr_ict_plan *p)
 {
     memset(p, 0, sizeof *p);
     const int ls[3] = {l1, l2, l3};
@@ -281,7 +261,7 @@ static tsr_status ict_plan_build(int l1, int l2, int l3, double alpha, ict_plan 
 cleanup:
     free(m);
     if (st != TSR_OK)
-        ict_plan_free(p);
+        tsr_ict_plan_free(p);
     return st;
 }
 
@@ -321,7 +301,7 @@ static tsr_status ict_infer(tsr_infer_ctx *c)
                                const int *cls, double *scratch, int threads)                       \
     {                                                                                              \
         int64_t size = pow3(l), bad = e;                                                           \
-        _Pragma("omp parallel for schedule(static) num_threads(threads) reduction(min : bad)")     \
+        _Pragma("omp parallel for num_threads(threads) reduction(min : bad) if (e * size > 65536)")\
         for (int64_t i = 0; i < e; i++) {                                                          \
             size_t per = (size_t)(size + (l + 1) * (l + 1));                                       \
             double *row = scratch + (size_t)omp_get_thread_num() * per;                            \
@@ -361,7 +341,7 @@ static tsr_status ict_ref(const tsr_kernel_ctx *k)
         free(scratch);
         return TSR_ERR_OUT_OF_MEMORY;
     }
-    ict_classes(l, cls);
+    tsr_ict_classes(l, cls);
     int64_t bad = v->dtype == TSR_FLOAT64 ? ict_run_double(v->data, k->outputs[0]->data, v->dims[0],
                                                            l, normalize, cls, scratch, k->threads)
                                           : ict_run_float(v->data, k->outputs[0]->data, v->dims[0],
@@ -384,7 +364,7 @@ static double ict_flops(const tsr_infer_ctx *c)
 {
     const tsr_value *v = c->inputs[0];
     int64_t l = tsr_attr_int(c->node, "l");
-    if (v->rank != 2 || !tsr_dim_known(v->dims[0]) || l < 0 || l > ICT_MAX_L)
+    if (v->rank != 2 || !tsr_dim_known(v->dims[0]) || l < 0 || l > TSR_ICT_MAX_L)
         return 0.0;
     double half = (double)(l / 2 + 1);
     return (double)v->dims[0] *
@@ -453,7 +433,7 @@ const tsr_op_def tsr_op_ICT = {
 
 /* ----------------------------------------------------------- ICTProduct */
 
-static tsr_status ict_product_attrs_read(const tsr_node *node, int ls[3], double *alpha)
+tsr_status tsr_ict_product_attrs_read(const tsr_node *node, int ls[3], double *alpha)
 {
     static const char *const names[3] = {"l1", "l2", "l3"};
     for (int i = 0; i < 3; i++)
@@ -473,7 +453,7 @@ static tsr_status ict_product_infer(tsr_infer_ctx *c)
 {
     int ls[3];
     double alpha;
-    TSR_CHECK(ict_product_attrs_read(c->node, ls, &alpha));
+    TSR_CHECK(tsr_ict_product_attrs_read(c->node, ls, &alpha));
     for (int i = 0; i < 2; i++)
         TSR_CHECK(tsr_infer_require_dtype(c, i, TSR_FLOAT_TYPES));
     const tsr_value *x = c->inputs[0], *y = c->inputs[1];
@@ -534,7 +514,7 @@ static int64_t channels_of(const tsr_tensor *t)
 /* zt[r][c] = Σ_s,t w[r][s][t] xt[s][c] yt[t][c], an input of one channel
  * broadcast: it is folded into the coupling first, so the per-channel work
  * is d3 x d1 (or d3 x d2) multiply-adds. */
-static void ict_couple(const ict_plan *p, const double *xt, const double *yt, double *zt,
+static void ict_couple(const tsr_ict_plan *p, const double *xt, const double *yt, double *zt,
                        int64_t cx, int64_t cy, int64_t ch)
 {
     int d1 = p->b[0].dim, d2 = p->b[1].dim, d3 = p->b[2].dim;
@@ -576,14 +556,14 @@ static void ict_couple(const ict_plan *p, const double *xt, const double *yt, do
  * scratch holds d1 cx + d2 cy + (d3 + 1) ch doubles per thread. */
 /* clang-format off */
 #define ICT_PRODUCT_DEFINE(T)                                                                      \
-    static void ict_product_run_##T(const ict_plan *p, const T *x, const T *y, T *z, int64_t n,    \
-                                    int64_t cx, int64_t cy, int64_t ch, double *scratch,           \
-                                    int threads)                                                   \
+    static void ict_product_run_##T(const tsr_ict_plan *p, const T *x, const T *y, T *z,           \
+                                    int64_t n, int64_t cx, int64_t cy, int64_t ch,                 \
+                                    double *scratch, int threads)                                  \
     {                                                                                              \
-        const ict_basis *b1 = &p->b[0], *b2 = &p->b[1], *b3 = &p->b[2];                            \
+        const tsr_ict_basis *b1 = &p->b[0], *b2 = &p->b[1], *b3 = &p->b[2];                        \
         int d1 = b1->dim, d2 = b2->dim, d3 = b3->dim;                                              \
         size_t per = (size_t)(d1 * cx + d2 * cy + (d3 + 1) * ch);                                  \
-        _Pragma("omp parallel for schedule(static) num_threads(threads)")                          \
+        _Pragma("omp parallel for num_threads(threads) if (n * (int64_t)per > 65536)")             \
         for (int64_t a = 0; a < n; a++) {                                                          \
             double *xt = scratch + (size_t)omp_get_thread_num() * per;                             \
             double *yt = xt + d1 * cx, *zt = yt + d2 * cy, *acc = zt + d3 * ch;                    \
@@ -624,7 +604,7 @@ static tsr_status ict_product_ref(const tsr_kernel_ctx *k)
 {
     int ls[3];
     double alpha;
-    TSR_CHECK(ict_product_attrs_read(k->node, ls, &alpha));
+    TSR_CHECK(tsr_ict_product_attrs_read(k->node, ls, &alpha));
     const tsr_tensor *x = k->inputs[0], *y = k->inputs[1];
     tsr_tensor *z = k->outputs[0];
     int64_t cx = channels_of(x), cy = channels_of(y), ch = channels_of(z);
@@ -633,12 +613,12 @@ static tsr_status ict_product_ref(const tsr_kernel_ctx *k)
         return tsr_error(TSR_ERR_SHAPE,
                          "x, y and z have inconsistent shapes for path %d x %d -> %d", ls[0], ls[1],
                          ls[2]);
-    ict_plan plan;
-    TSR_CHECK(ict_plan_build(ls[0], ls[1], ls[2], alpha, &plan));
+    tsr_ict_plan plan;
+    TSR_CHECK(tsr_ict_plan_build(ls[0], ls[1], ls[2], alpha, &plan));
     size_t per = (size_t)(plan.b[0].dim * cx + plan.b[1].dim * cy + (plan.b[2].dim + 1) * ch);
     double *scratch = tsr_malloc((size_t)k->threads * per * sizeof *scratch + 1);
     if (!scratch) {
-        ict_plan_free(&plan);
+        tsr_ict_plan_free(&plan);
         return TSR_ERR_OUT_OF_MEMORY;
     }
     if (z->dtype == TSR_FLOAT64)
@@ -648,7 +628,7 @@ static tsr_status ict_product_ref(const tsr_kernel_ctx *k)
         ict_product_run_float(&plan, x->data, y->data, z->data, x->dims[0], cx, cy, ch, scratch,
                               k->threads);
     free(scratch);
-    ict_plan_free(&plan);
+    tsr_ict_plan_free(&plan);
     return TSR_OK;
 }
 
@@ -690,7 +670,7 @@ static tsr_status ict_product_grad(tsr_grad_ctx *c)
 {
     int ls[3];
     double alpha;
-    TSR_CHECK(ict_product_attrs_read(tsr_grad_node(c), ls, &alpha));
+    TSR_CHECK(tsr_ict_product_attrs_read(tsr_grad_node(c), ls, &alpha));
     double k = alpha * ict_path_constant(ls[0], ls[1], ls[2]);
     const char *x = tsr_grad_input(c, 0), *y = tsr_grad_input(c, 1), *dz = tsr_grad_dy(c, 0), *g;
     if (tsr_grad_wants(c, 0)) {

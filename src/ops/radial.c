@@ -133,7 +133,8 @@ static tsr_status bessel_ref(const tsr_kernel_ctx *k)
     double *scratch = tsr_malloc((size_t)k->threads * (size_t)b.n_basis * sizeof *scratch);
     if (!scratch)
         return TSR_ERR_OUT_OF_MEMORY;
-#pragma omp parallel for schedule(static) num_threads(k->threads) reduction(min : bad)
+    /* A team costs more than a few thousand distances take. */
+#pragma omp parallel for num_threads(k->threads) reduction(min : bad) if (n > 4096)
     for (int64_t i = 0; i < n; i++) {
         double *row = scratch + (size_t)omp_get_thread_num() * (size_t)b.n_basis;
         double ri = tsr_get_f(r, i);

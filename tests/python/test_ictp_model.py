@@ -120,6 +120,23 @@ def test_published_configuration(tmp_path):
         assert_rel(got[k], want[k], 1e-10, "published configuration " + k)
 
 
+def test_published_configuration_cpu_kernels(tmp_path):
+    """The published settings on the cpu device (its ICTProduct and SumTo kernels, float32 and
+    float64, one and two threads) against the ref device."""
+    cfg = ref.default_config(atomic_types=[1, 6, 7, 8], n_species=4)
+    path = ref.random_model(str(tmp_path / "published"), cfg, seed=4)
+    numbers, pos, cell = crystal(11, n=5)
+    atoms = tsr.Atoms(numbers, 1.2 * pos, 1.2 * cell, [1, 1, 1])
+    want = tsr.IctpModel(path, device="ref").evaluate(atoms, stress=True)
+    for threads in (1, 2):
+        got = tsr.IctpModel(path, device="cpu", threads=threads).evaluate(atoms, stress=True)
+        f32 = tsr.IctpModel(path, device="cpu", dtype=np.float32, threads=threads).evaluate(
+            atoms, stress=True)
+        for k in ("energy", "forces", "stress"):
+            assert_rel(got[k], want[k], 1e-12, f"cpu float64, {threads} threads, {k}")
+            assert_rel(f32[k], want[k], 1e-4, f"cpu float32, {threads} threads, {k}")
+
+
 def test_mixed_periodicity(models):
     """Periodic along x and z only (a slab), with atoms outside the cell."""
     numbers, pos, cell = crystal(3, n=5)

@@ -1,0 +1,390 @@
+/* ICTP potentials in the cpu backend, float32 and float64: ICTProduct and
+ * SumTo (the reduction that the gradients of broadcast products emit).
+ *
+ * ICTProduct runs the ref kernel's algorithm (src/ops/ict.c: project both
+ * inputs onto the 2l+1 coordinates of the symmetric traceless tensors,
+ * couple them, project back), with the coupling built once at prepare
+ * instead of every run, its coefficients in the data's dtype, every loop
+ * running along the channels (the fastest axis of [N, 3^l, C]) as vectors,
+ * and threads over rows only when the rows hold enough work for them. */
+#include "backends/cpu/kernels_internal.h"
+#include "ops/ict_plan.h"
+#include "ops/movement.h"
+
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ ICTProduct */
+
+/* One basis as the kernel uses it: the components of a class (equal in
+ * every symmetric tensor, so also in the basis columns) share one
+ * coefficient. Inputs are summed per class first, then projected with
+ * qc [dim][ncls]; outputs are computed for one representative component
+ * per class and copied to the others. */
+typedef struct {
+    int dim, ncls;
+    int64_t size;
+    const int *cls; /* [size]: the class of each component, 0..ncls-1 */
+    const int *rep; /* [ncls]: the first component of each class */
+    const void *qc; /* [dim][ncls], the dtype of the data */
+} ict_kernel_basis;
+
+typedef struct {
+    ict_kernel_basis b[3];
+    const void *w; /* [d3][d1][d2] coupling, the dtype of the data */
+} ict_product_data;
+
+static int64_t channels_of(const tsr_tensor *t)
+{
+    return t->rank == 3 ? t->dims[2] : 1;
+}
+
+/* Scratch per thread: both inputs' class sums and coordinates, the
+ * output's coordinates, and the coupling summed over y for one row of x. */
+static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t cy, int64_t ch)
+{
+    const ict_kernel_basis *b = d->b;
+    return (size_t)((b[0].ncls + b[0].dim) * cx + (b[1].ncls + b[1].dim) * cy + b[2].dim * ch + ch);
+}
+
+/* clang-format off */
+/* o[m][c] = Σ_k qc[m][k] Σ_{i in class k} in[i][c], with sums [ncls][cc]. */
+#define ICT_PROJECT(T, B, IN, CC, SUMS, O)                                                         \
+    do {                                                                                           \
+        const T *qc_ = (B)->qc;                                                                    \
+        memset(SUMS, 0, (size_t)((B)->ncls * (CC)) * sizeof(T));                                   \
+        for (int64_t i = 0; i < (B)->size; i++) {                                                  \
+            T *s_ = SUMS + (B)->cls[i] * (CC);                                                     \
+            const T *in_ = IN + i * (CC);                                                          \
+            _Pragma("omp simd")                                                                    \
+            for (int64_t c = 0; c < (CC); c++)                                                     \
+                s_[c] += in_[c];                                                                   \
+        }                                                                                          \
+        for (int m = 0; m < (B)->dim; m++) {                                                       \
+            T *o_ = O + m * (CC);                                                                  \
+            memset(o_, 0, (size_t)(CC) * sizeof(T));                                               \
+            for (int k = 0; k < (B)->ncls; k++) {                                                  \
+                T q = qc_[m * (B)->ncls + k];                                                      \
+                const T *s_ = SUMS + k * (CC);                                                     \
+                if (q != 0) {                                                                      \
+                    _Pragma("omp simd")                                                            \
+                    for (int64_t c = 0; c < (CC); c++)                                             \
+                        o_[c] += q * s_[c];                                                        \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+#define ICT_PRODUCT_ROWS(T, SUFFIX, TARGET)                                                        \
+    TARGET static void ict_product_rows_##SUFFIX(const ict_product_data *d, const T *x,            \
+                                                 const T *y, T *z, int64_t r0, int64_t r1,         \
+                                                 int64_t cx, int64_t cy, int64_t ch, T *scratch)   \
+    {                                                                                              \
+        const ict_kernel_basis *b1 = &d->b[0], *b2 = &d->b[1], *b3 = &d->b[2];                     \
+        const int d1 = b1->dim, d2 = b2->dim, d3 = b3->dim;                                        \
+        const T *w = d->w, *q3 = b3->qc;                                                           \
+        T *xs = scratch, *xt = xs + b1->ncls * cx, *ys = xt + d1 * cx, *yt = ys + b2->ncls * cy;   \
+        T *zt = yt + d2 * cy, *fold = zt + d3 * ch;                                                \
+        for (int64_t a = r0; a < r1; a++) {                                                        \
+            const T *xa = x + a * b1->size * cx, *ya = y + a * b2->size * cy;                      \
+            T *za = z + a * b3->size * ch;                                                         \
+            ICT_PROJECT(T, b1, xa, cx, xs, xt);                                                    \
+            ICT_PROJECT(T, b2, ya, cy, ys, yt);                                                    \
+            for (int r = 0; r < d3; r++) {                                                         \
+                T *zr = zt + r * ch;                                                               \
+                const T *wr = w + (int64_t)r * d1 * d2;                                            \
+                memset(zr, 0, (size_t)ch * sizeof *zr);                                            \
+                if (cy == 1) {                                                                     \
+                    for (int s = 0; s < d1; s++) {                                                 \
+                        T f = 0;                                                                   \
+                        for (int t = 0; t < d2; t++)                                               \
+                            f += wr[s * d2 + t] * yt[t];                                           \
+                        const T *xv = xt + s * cx;                                                 \
+                        _Pragma("omp simd")                                                        \
+                        for (int64_t c = 0; c < ch; c++)                                           \
+                            zr[c] += f * xv[c];                                                    \
+                    }                                                                              \
+                } else if (cx == 1) {                                                              \
+                    for (int t = 0; t < d2; t++) {                                                 \
+                        T f = 0;                                                                   \
+                        for (int s = 0; s < d1; s++)                                               \
+                            f += wr[s * d2 + t] * xt[s];                                           \
+                        const T *yv = yt + t * cy;                                                 \
+                        _Pragma("omp simd")                                                        \
+                        for (int64_t c = 0; c < ch; c++)                                           \
+                            zr[c] += f * yv[c];                                                    \
+                    }                                                                              \
+                } else {                                                                           \
+                    for (int s = 0; s < d1; s++) {                                                 \
+                        const T *xv = xt + s * cx;                                                 \
+                        memset(fold, 0, (size_t)ch * sizeof *fold);                                \
+                        for (int t = 0; t < d2; t++) {                                             \
+                            T f = wr[s * d2 + t];                                                  \
+                            const T *yv = yt + t * cy;                                             \
+                            if (f != 0) {                                                          \
+                                _Pragma("omp simd")                                                \
+                                for (int64_t c = 0; c < ch; c++)                                   \
+                                    fold[c] += f * yv[c];                                          \
+                            }                                                                      \
+                        }                                                                          \
+                        _Pragma("omp simd")                                                        \
+                        for (int64_t c = 0; c < ch; c++)                                           \
+                            zr[c] += fold[c] * xv[c];                                              \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+            for (int k = 0; k < b3->ncls; k++) {                                                   \
+                T *o = za + b3->rep[k] * ch;                                                       \
+                memset(o, 0, (size_t)ch * sizeof *o);                                              \
+                for (int r = 0; r < d3; r++) {                                                     \
+                    T q = q3[r * b3->ncls + k];                                                    \
+                    const T *zr = zt + r * ch;                                                     \
+                    if (q != 0) {                                                                  \
+                        _Pragma("omp simd")                                                        \
+                        for (int64_t c = 0; c < ch; c++)                                           \
+                            o[c] += q * zr[c];                                                     \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+            for (int64_t i = 0; i < b3->size; i++) {                                               \
+                int64_t from = b3->rep[b3->cls[i]];                                                \
+                if (from != i)                                                                     \
+                    memcpy(za + i * ch, za + from * ch, (size_t)ch * sizeof *za);                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+/* clang-format on */
+
+#define AVX2_TARGET __attribute__((target("avx2,fma")))
+ICT_PRODUCT_ROWS(float, float_portable, )
+ICT_PRODUCT_ROWS(float, float_avx2, AVX2_TARGET)
+ICT_PRODUCT_ROWS(double, double_portable, )
+ICT_PRODUCT_ROWS(double, double_avx2, AVX2_TARGET)
+
+static tsr_status ict_product_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const ict_product_data *d = s->data;
+    const tsr_tensor *x = k->inputs[0], *y = k->inputs[1];
+    tsr_tensor *z = k->outputs[0];
+    int64_t n = x->dims[0], cx = channels_of(x), cy = channels_of(y), ch = channels_of(z);
+    const ict_kernel_basis *b = d->b;
+    if (y->dims[0] != n || x->dims[1] != b[0].size || y->dims[1] != b[1].size ||
+        (cx != 1 && cx != ch) || (cy != 1 && cy != ch))
+        return tsr_error(TSR_ERR_SHAPE, "ICTProduct: x, y and z have inconsistent shapes");
+    bool f64 = z->dtype == TSR_FLOAT64, avx2 = s->isa != TSR_ISA_PORTABLE;
+    size_t es = f64 ? sizeof(double) : sizeof(float), per = ict_product_scratch(d, cx, cy, ch);
+    /* Multiply-adds per row: class sums and projections, coupling, output. */
+    int64_t row_work = (b[0].size + b[0].dim * b[0].ncls) * cx +
+                       (b[1].size + b[1].dim * b[1].ncls) * cy +
+                       (int64_t)(b[0].dim * b[1].dim + b[2].ncls) * b[2].dim * ch;
+    int nt = tsr_cpu_threads_for(k->threads, n * row_work);
+    tsr_status st = TSR_OK;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        void *scratch = tsr_malloc(per * es);
+        int team = omp_get_num_threads(), me = omp_get_thread_num();
+        int64_t r0 = n * me / team, r1 = n * (me + 1) / team;
+        if (!scratch) {
+#pragma omp atomic write
+            st = TSR_ERR_OUT_OF_MEMORY;
+        } else if (f64) {
+            (avx2 ? ict_product_rows_double_avx2 : ict_product_rows_double_portable)(
+                d, x->data, y->data, z->data, r0, r1, cx, cy, ch, scratch);
+        } else {
+            (avx2 ? ict_product_rows_float_avx2 : ict_product_rows_float_portable)(
+                d, x->data, y->data, z->data, r0, r1, cx, cy, ch, scratch);
+        }
+        free(scratch);
+    }
+    return st;
+}
+
+static bool ict_product_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    const tsr_value *z = tsr_cpu_output(g, node, 0);
+    if (z->dtype != TSR_FLOAT32 && z->dtype != TSR_FLOAT64) {
+        snprintf(why, size, "ICTProduct: %s runs on the ref backend", tsr_dtype_name(z->dtype));
+        return false;
+    }
+    return true;
+}
+
+/* Lays out basis b at *at (ints, then the coefficients as the dtype, es
+ * bytes each) and advances *at; with kb NULL only measures. */
+static size_t kernel_basis_build(const tsr_ict_basis *b, const int *cls_raw, size_t es,
+                                 ict_kernel_basis *kb, char **at)
+{
+    int l = b->l, ncls = (l + 1) * (l + 2) / 2;
+    size_t ints = (size_t)(b->size + ncls) * sizeof(int);
+    ints = (ints + 7) / 8 * 8;
+    size_t bytes = ints + (size_t)(b->dim * ncls) * es;
+    if (!kb)
+        return bytes;
+    int *cls = (int *)*at, *rep = cls + b->size, dense[(TSR_ICT_MAX_L + 1) * (TSR_ICT_MAX_L + 1)];
+    void *qc = *at + ints;
+    for (int i = 0; i < (l + 1) * (l + 1); i++)
+        dense[i] = -1;
+    int n = 0;
+    for (int64_t i = 0; i < b->size; i++) {
+        if (dense[cls_raw[i]] < 0) {
+            rep[n] = (int)i;
+            dense[cls_raw[i]] = n++;
+        }
+        cls[i] = dense[cls_raw[i]];
+    }
+    for (int m = 0; m < b->dim; m++)
+        for (int k = 0; k < ncls; k++) {
+            double q = b->q[m * b->size + rep[k]];
+            if (es == sizeof(double))
+                ((double *)qc)[m * ncls + k] = q;
+            else
+                ((float *)qc)[m * ncls + k] = (float)q;
+        }
+    *kb = (ict_kernel_basis){
+        .dim = b->dim, .ncls = ncls, .size = b->size, .cls = cls, .rep = rep, .qc = qc};
+    *at += bytes;
+    return bytes;
+}
+
+static tsr_status ict_product_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
+{
+    int ls[3];
+    double alpha;
+    TSR_CHECK(tsr_ict_product_attrs_read(ctx->node, ls, &alpha));
+    tsr_ict_plan plan;
+    TSR_CHECK(tsr_ict_plan_build(ls[0], ls[1], ls[2], alpha, &plan));
+    size_t es = tsr_dtype_size(tsr_cpu_output(ctx->graph, ctx->node, 0)->dtype);
+    int64_t nw = (int64_t)plan.b[0].dim * plan.b[1].dim * plan.b[2].dim;
+    /* The struct and its arrays in one allocation, which release frees. */
+    size_t head = (sizeof(ict_product_data) + 7) / 8 * 8, wbytes = ((size_t)nw * es + 7) / 8 * 8;
+    size_t bytes = head + wbytes;
+    for (int i = 0; i < 3; i++)
+        bytes += kernel_basis_build(&plan.b[i], NULL, es, NULL, NULL);
+    ict_product_data *d = tsr_malloc(bytes);
+    int64_t most = plan.b[0].size > plan.b[1].size ? plan.b[0].size : plan.b[1].size;
+    int *cls = tsr_malloc((size_t)(most > plan.b[2].size ? most : plan.b[2].size) * sizeof *cls);
+    if (!d || !cls) {
+        free(d);
+        free(cls);
+        tsr_ict_plan_free(&plan);
+        return TSR_ERR_OUT_OF_MEMORY;
+    }
+    char *at = (char *)d + head;
+    void *w = at;
+    for (int64_t i = 0; i < nw; i++) {
+        if (es == sizeof(double))
+            ((double *)w)[i] = plan.w[i];
+        else
+            ((float *)w)[i] = (float)plan.w[i];
+    }
+    d->w = w;
+    at += wbytes;
+    for (int i = 0; i < 3; i++) {
+        tsr_ict_classes(ls[i], cls);
+        kernel_basis_build(&plan.b[i], cls, es, &d->b[i], &at);
+    }
+    free(cls);
+    tsr_ict_plan_free(&plan);
+    s->data = d;
+    s->run = ict_product_run;
+    return TSR_OK;
+}
+
+/* ----------------------------------------------------------------- SumTo */
+
+/* Sums X down to Y's shape (Y's dims 1 or X's, right-aligned): runs along
+ * X's last axis, each added into Y's row or summed into one element. */
+#define SUM_TO_DEFINE(T)                                                                           \
+    static void sum_to_##T(const tsr_tensor *x, tsr_tensor *y)                                     \
+    {                                                                                              \
+        int rank = x->rank, lead = x->rank - y->rank;                                              \
+        int64_t ystr[TSR_MAX_RANK], stride[TSR_MAX_RANK] = {0}, idx[TSR_MAX_RANK] = {0};           \
+        tsr_contiguous_strides(y->rank, y->dims, ystr);                                            \
+        for (int d = 0; d < y->rank; d++)                                                          \
+            stride[lead + d] = y->dims[d] == 1 ? 0 : ystr[d];                                      \
+        const T *xs = x->data;                                                                     \
+        T *ys = y->data;                                                                           \
+        memset(ys, 0, (size_t)tsr_tensor_numel(y) * sizeof(T));                                    \
+        int64_t len = rank > 0 ? x->dims[rank - 1] : 1, rows = tsr_tensor_numel(x) / len;          \
+        bool along = rank > 0 && stride[rank - 1] != 0;                                            \
+        int64_t off = 0;                                                                           \
+        for (int64_t r = 0; r < rows; r++) {                                                       \
+            const T *xr = xs + r * len;                                                            \
+            T *yr = ys + off;                                                                      \
+            if (along) {                                                                           \
+                _Pragma("omp simd") for (int64_t i = 0; i < len; i++) yr[i] += xr[i];              \
+            } else {                                                                               \
+                T acc = 0;                                                                         \
+                for (int64_t i = 0; i < len; i++)                                                  \
+                    acc += xr[i];                                                                  \
+                *yr += acc;                                                                        \
+            }                                                                                      \
+            for (int d = rank - 2; d >= 0; d--) {                                                  \
+                off += stride[d];                                                                  \
+                if (++idx[d] < x->dims[d])                                                         \
+                    break;                                                                         \
+                off -= stride[d] * x->dims[d];                                                     \
+                idx[d] = 0;                                                                        \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+SUM_TO_DEFINE(float)
+SUM_TO_DEFINE(double)
+
+static tsr_status sum_to_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const tsr_tensor *x = k->inputs[0];
+    tsr_tensor *y = k->outputs[0];
+    if (y->rank > x->rank)
+        return tsr_error(TSR_ERR_SHAPE, "SumTo: Y has rank %d, X only %d", y->rank, x->rank);
+    for (int d = 0; d < y->rank; d++) {
+        int64_t xd = x->dims[x->rank - y->rank + d];
+        if (y->dims[d] != 1 && y->dims[d] != xd)
+            return tsr_error(TSR_ERR_SHAPE, "size %lld does not broadcast to X's %lld (axis %d)",
+                             (long long)y->dims[d], (long long)xd, d);
+    }
+    if (tsr_tensor_numel(x) == 0) {
+        memset(y->data, 0, (size_t)tsr_tensor_numel(y) * tsr_dtype_size(y->dtype));
+        return TSR_OK;
+    }
+    if (y->dtype == TSR_FLOAT64)
+        sum_to_double(x, y);
+    else
+        sum_to_float(x, y);
+    return TSR_OK;
+}
+
+static bool sum_to_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    const tsr_value *y = tsr_cpu_output(g, node, 0);
+    if (y->dtype != TSR_FLOAT32 && y->dtype != TSR_FLOAT64) {
+        snprintf(why, size, "SumTo: %s runs on the ref backend", tsr_dtype_name(y->dtype));
+        return false;
+    }
+    return true;
+}
+
+static tsr_status sum_to_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
+{
+    s->run = sum_to_run;
+    return TSR_OK;
+}
+
+/* Both take plain inputs and give plain outputs. */
+static void plain_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                          uint8_t *wanted, uint8_t *produced)
+{
+    for (int i = 0; i < node->n_inputs; i++)
+        wanted[i] = TSR_LAYOUT_PLAIN;
+    for (int i = 0; i < node->n_outputs; i++)
+        produced[i] = TSR_LAYOUT_PLAIN;
+}
+
+const tsr_cpu_op tsr_cpu_ict_ops[] = {
+    {&tsr_op_ICTProduct, ict_product_supports, plain_layouts, ict_product_prepare},
+    {&tsr_op_SumTo, sum_to_supports, plain_layouts, sum_to_prepare},
+    {NULL},
+};
