@@ -212,7 +212,9 @@ def test_against_torch(monkeypatch):
 
 
 def test_plain_input_straight_in(monkeypatch):
-    """A graph input fed straight to the op arrives plain and stays plain."""
+    """A graph input fed straight to the op arrives plain: the forward
+    reorders it into the blocked layout (it is compute-bound, and blocked
+    lanes are channels side by side), the backward takes it as it is."""
     monkeypatch.setenv("TSR_CPU_LAYOUT", "nChw16c")
     attrs, x, alpha, lam, filt, dy = case(4)
     for grad in (False, True):

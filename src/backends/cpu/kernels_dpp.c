@@ -281,6 +281,22 @@ static void dpp_band(const tsr_cpu_state *s, const tsr_band_call *c)
         d->row(g, c->in[0].data, c->in[0].row0, &prm, y, r, scratch);
 }
 
+/* X blocked even where it arrives plain, with two channels or more: the
+ * forward is compute-bound (a log2 and an exp2 per tap), and across a
+ * block's lanes each vector evaluates SIMD_W channels where plain data
+ * evaluates one, which pays for the reorders in and out many times over. */
+static void dpp_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                        uint8_t *wanted, uint8_t *produced)
+{
+    const tsr_value *x = tsr_cpu_input(g, node, 0);
+    tsr_layout main = tsr_cpu_keep_layout(x, available[0]);
+    if (main == TSR_LAYOUT_PLAIN && x->rank == 4 && x->dims[1] > 1)
+        main = tsr_cpu_layout();
+    for (int i = 0; i < node->n_inputs; i++)
+        wanted[i] = i == 0 ? (uint8_t)main : TSR_LAYOUT_PLAIN;
+    produced[0] = (uint8_t)main;
+}
+
 static tsr_status dpp_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 {
     TSR_CHECK(dpp_prepare_common(ctx, 0, s));
@@ -382,7 +398,7 @@ static tsr_status dpp_grad_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 }
 
 const tsr_cpu_op tsr_cpu_dpp_ops[] = {
-    {&tsr_op_DetailPreservingPool, dpp_supports, NULL, dpp_prepare},
+    {&tsr_op_DetailPreservingPool, dpp_supports, dpp_layouts, dpp_prepare},
     {&tsr_op_DetailPreservingPoolGrad, dpp_grad_supports, dpp_grad_layouts, dpp_grad_prepare},
     {NULL},
 };
