@@ -18,7 +18,9 @@ size with torch.set_num_threads(T), float64 (it has no float32 path), energy and
 autograd, neighbour list computed once outside the timing (its brute-force search is O(N^2)
 Python); the min over --ref-iters evaluations after one warm-up, and the process's peak
 resident memory. The reference runs for --ref-sizes only (at 8000 atoms it needs minutes).
-Each row also gives Tessera's energy deviation from the reference (relative), when both ran.
+--wait-policy passive sets OMP_WAIT_POLICY for Tessera's process: on a loaded machine
+libgomp's spinning threads make two threads many times slower than one. Each row also gives
+Tessera's energy deviation from the reference (relative), when both ran.
 
 Progress goes to stderr; stdout gets a line describing the machine, then a markdown table.
 The exit status is 1 when any measurement failed."""
@@ -104,7 +106,10 @@ def run_tessera(args, model, xyz, dtype):
            "--dtype", dtype, "--threads", str(args.threads)]
     if args.device:
         cmd += ["--device", args.device]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if args.wait_policy:
+        env["OMP_WAIT_POLICY"] = args.wait_policy
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         raise RuntimeError(r.stderr.strip() or r.stdout.strip())
     out = r.stdout
@@ -160,6 +165,8 @@ def main():
     ap.add_argument("--ref-iters", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--build-dir", default=None)
+    ap.add_argument("--wait-policy", choices=["active", "passive"], default=None,
+                    help="OMP_WAIT_POLICY for Tessera's process (default: libgomp's)")
     ap.add_argument("--work", default=None, help="folder for the model and structures")
     args = ap.parse_args()
 
@@ -171,7 +178,7 @@ def main():
     stem = str(work / "published")
     model = ref.random_model(stem, cfg, seed=0)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, {args.threads} threads, "
-          f"device {args.device}; reference: PyTorch {ref.torch.__version__} float64")
+          f"device {args.device}, OMP_WAIT_POLICY {args.wait_policy or 'default'}; reference: PyTorch {ref.torch.__version__} float64")
     print()
     print("| atoms | dtype | Tessera ms/eval | atom-steps/s | peak RSS MiB | reference ms/eval "
           "(float64) | reference RSS MiB | speed-up | energy rel. dev. |")
