@@ -232,7 +232,8 @@ int ictp_train_main(int argc, char **argv)
             rc = cli_fail_status(NULL);
             goto done;
         }
-        /* The validation loss per structure, as the training loss is. */
+        /* The validation loss: w_E RMSE_E^2 + 3 w_F RMSE_F^2 (energy per atom,
+         * force components); it drives the schedule, the best model and early stopping. */
         double metric =
             o.w_e * m.energy_rmse * m.energy_rmse + o.w_f * 3.0 * m.forces_rmse * m.forces_rmse;
         train_row row = {.epoch = epoch,
