@@ -45,6 +45,11 @@ def away(*shape, margin=0.1, scale=1.0):
     return Spec(shape, make)
 
 
+# Finite differences over a million weights would take minutes; the small
+# Gemm and MatMul cases check the same gradient rules.
+MATVEC_GRAD = "too large for finite differences; the small cases check the rule"
+
+
 def weights(*shape):
     """Normal values held as a graph constant (inference weights, which
     backends may prepack), where normal() makes a graph input (training)."""
@@ -233,6 +238,17 @@ CASES = [
     Case("MatMul", [normal(2, 1, 3, 7), normal(3, 7, 5)], cpu="dnnl", tol="sum",
          label="batch_broadcast"),
     Case("MatMul", [normal(7), normal(2, 7, 3)], cpu="dnnl", tol="sum", label="vector"),
+    # A few rows against a B past the caches: the cpu matrix-vector path
+    # (kernels_matvec.c), B in both orders, odd K tails and column slices.
+    Case("Gemm", [normal(2, 517), weights(509, 517), weights(509)], {"transB": 1}, cpu="dnnl",
+         tol="sum", label="matvec_nt", grad=MATVEC_GRAD),
+    Case("Gemm", [normal(4, 1031), normal(257, 1031), normal(257)],
+         {"transB": 1, "alpha": 0.5, "beta": 2.0}, cpu="dnnl", tol="sum", label="matvec_nt_m4",
+         grad=MATVEC_GRAD),
+    Case("Gemm", [normal(3, 513), normal(513, 515), normal(3, 515)], {"alpha": 0.7, "beta": 1.3},
+         cpu="dnnl", tol="sum", label="matvec_nn", grad=MATVEC_GRAD),
+    Case("MatMul", [normal(1, 2, 515), weights(515, 517)], cpu="dnnl", tol="sum", label="matvec",
+         grad=MATVEC_GRAD),
     Case("Einsum", [normal(2, 3, 7), normal(2, 7, 5)], {"equation": "bij,bjk->bik"}, tol="sum"),
     # reduce.c
     Case("ReduceMean", [normal(3, 5, 7)], {"axes": [1]}),
@@ -348,6 +364,12 @@ CASES = [
          cpu="cpu", cpu64="cpu", label="one_channel_x"),
     Case("ICTProduct", [normal(4, 3), normal(4, 9)], {"l1": 1, "l2": 2, "l3": 1}, cpu="cpu",
          cpu64="cpu", label="no_channels"),
+    Case("ICTProduct", [normal(3, 27, "C"), normal(3, 9, "C")],
+         {"l1": 3, "l2": 2, "l3": 3, "sum_channels": 1}, cpu="cpu", cpu64="cpu", rtol=1e-5,
+         label="sum_channels"),
+    Case("ICTProduct", [normal(3, 9, "C"), normal(3, 3)],
+         {"l1": 2, "l2": 1, "l3": 1, "alpha": 0.3, "sum_channels": 1}, cpu="cpu", cpu64="cpu",
+         rtol=1e-5, label="sum_channels_broadcast"),
     # radial.c
     Case("BesselBasis", [positive(3, 4, lo=0.5, hi=4.5)], {"r_cutoff": 5.0, "n_basis": 6}),
 ]

@@ -3,8 +3,11 @@
  * prepacked once into the format oneDNN chose, with Gemm's alpha folded
  * in; Gemm's C becomes a bias when it is one row, else it is copied
  * (broadcast) into Y and accumulated onto with a sum post-op scaled by
- * beta. MatMul's batch dims broadcast as numpy's do. */
+ * beta. MatMul's batch dims broadcast as numpy's do. A few rows against
+ * a large B (a classifier at batches 2 to 4) run on the cpu backend's
+ * matrix-vector path instead, which streams B as it is stored. */
 #include "backends/cpu/dnnl_internal.h"
+#include "backends/cpu/matvec.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +22,9 @@ typedef struct {
     /* Gemm's C copied into Y before each run: Y[i, j] = C[i * c_rs + j * c_cs]. */
     bool copy_c;
     int64_t m, n, c_rs, c_cs;
+    /* Run by tsr_cpu_matvec_run instead of oneDNN. */
+    bool use_matvec;
+    tsr_cpu_matvec matvec;
 } matmul_state;
 
 /* The product as oneDNN sees it: operands of equal rank, batch dims
@@ -241,6 +247,34 @@ static tsr_status matmul_build(const tsr_prepare_ctx *ctx, matmul_state *st, con
     return tsr_dnnl_exec_finish(e, pd, "matmul");
 }
 
+/* The matrix-vector path's parameters, when the product is one it fits:
+ * no batch, A unit-strided along K, B dense in either order. */
+static bool matvec_plan(const tsr_graph *g, const tsr_node *node, const mm_shape *s,
+                        tsr_cpu_matvec *mv)
+{
+    int r = s->rank;
+    for (int i = 0; i < r - 2; i++)
+        if (s->a_dims[i] != 1 || s->b_dims[i] != 1)
+            return false;
+    int64_t m = s->a_dims[r - 2], k = s->a_dims[r - 1], n = s->b_dims[r - 1];
+    bool nn = s->b_strides[r - 2] == n && s->b_strides[r - 1] == 1;
+    bool nt = s->b_strides[r - 2] == 1 && s->b_strides[r - 1] == k;
+    if (s->a_strides[r - 1] != 1 || !(nn || nt) || !tsr_cpu_matvec_fits(m, k, n))
+        return false;
+    *mv = (tsr_cpu_matvec){.m = m,
+                           .k = k,
+                           .n = n,
+                           .lda = s->a_strides[r - 2],
+                           .trans_b = !nn,
+                           .has_c = s->c_input >= 0,
+                           .alpha = s->alpha,
+                           .beta = s->beta,
+                           .isa = tsr_cpu_isa()};
+    if (mv->has_c)
+        c_strides(&g->values[node->inputs[s->c_input]], &mv->c_rs, &mv->c_cs);
+    return true;
+}
+
 static void matmul_clear(matmul_state *st)
 {
     tsr_dnnl_exec_release(&st->convert.exec);
@@ -260,6 +294,11 @@ tsr_status tsr_dnnl_matmul_prepare(const tsr_prepare_ctx *ctx, void **state_out)
         return TSR_ERR_OUT_OF_MEMORY;
     /* bf16 needs B prepacked: a B that changes per run stays f32. */
     bool bf16 = tsr_dnnl_use_bf16(ctx) && ctx->graph->values[ctx->node->inputs[1]].data;
+    st->use_matvec = !bf16 && matvec_plan(ctx->graph, ctx->node, &s, &st->matvec);
+    if (st->use_matvec) {
+        *state_out = st;
+        return TSR_OK;
+    }
     tsr_status status = matmul_build(ctx, st, &s, bf16);
     if (status == TSR_ERR_UNSUPPORTED && bf16) {
         matmul_clear(st);
@@ -276,6 +315,12 @@ tsr_status tsr_dnnl_matmul_prepare(const tsr_prepare_ctx *ctx, void **state_out)
 tsr_status tsr_dnnl_matmul_run(void *state, const tsr_kernel_ctx *k)
 {
     matmul_state *st = state;
+    if (st->use_matvec) {
+        const tsr_tensor *c = st->matvec.has_c ? k->inputs[2] : NULL;
+        tsr_cpu_matvec_run(&st->matvec, k->inputs[0]->data, k->inputs[1]->data, c ? c->data : NULL,
+                           k->outputs[0]->data, k->threads);
+        return TSR_OK;
+    }
     if (st->convert.active)
         TSR_CHECK(tsr_dnnl_exec_run(&st->convert.exec, k));
     if (st->copy_c) {

@@ -1,0 +1,34 @@
+/* The cpu backend's matrix-vector product: Gemm and MatMul with a few rows
+ * of A against a large B (a classifier at batches 2 to 4), which is
+ * memory-bound. oneDNN's matmul runs it from a prepacked copy of B; this
+ * streams B once, in the order it is stored, split between the threads by
+ * output columns.
+ * The oneDNN backend takes it at plan time for the shapes it fits
+ * (tsr_cpu_matvec_fits). */
+#ifndef TSR_BACKENDS_CPU_MATVEC_H
+#define TSR_BACKENDS_CPU_MATVEC_H
+
+#include "backends/cpu/cpu.h"
+
+#define TSR_MATVEC_MAX_M 4
+/* How far ahead along a B row the tiles prefetch, in floats. */
+#define TSR_MATVEC_PREFETCH 512
+
+/* y = alpha * A B + beta * C, A [m, k] with rows lda apart (unit stride
+ * along k), B [k, n] or, with trans_b, [n, k] (both dense), y [m, n]
+ * dense; C, when has_c, at c[i * c_rs + j * c_cs] (0 strides broadcast). */
+typedef struct tsr_cpu_matvec {
+    int64_t m, k, n, lda;
+    bool trans_b, has_c;
+    float alpha, beta;
+    int64_t c_rs, c_cs;
+    tsr_isa isa;
+} tsr_cpu_matvec;
+
+/* Whether the shape is one this path runs faster than oneDNN: 2 to
+ * TSR_MATVEC_MAX_M rows and a B too large for the caches to hold. */
+bool tsr_cpu_matvec_fits(int64_t m, int64_t k, int64_t n);
+void tsr_cpu_matvec_run(const tsr_cpu_matvec *p, const float *a, const float *b, const float *c,
+                        float *y, int threads);
+
+#endif
