@@ -14,7 +14,9 @@ typedef struct {
     int64_t ih, iw, oh, ow;
     int64_t sh, sw, dh, dw, ph, pw;
     const int64_t *hlo, *hhi, *wlo, *whi; /* valid taps [lo, hi) per output row / column */
-    const float *hcount, *wcount;         /* the average's divisor, per row and column */
+    /* per output column: the end of its run of columns with alike taps */
+    const int64_t *wrun;
+    const float *hcount, *wcount; /* the average's divisor, per row and column */
 } tsr_cpu_pool_geom;
 
 typedef void (*pool_row_tile)(const tsr_cpu_pool_geom *g, const float *x, int64_t x_row0, float *y,
@@ -146,13 +148,14 @@ static tsr_status pool_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
         tsr_window_init(node, 2, x->dims + 2, kernel, tsr_attr_int(node, "ceil_mode") == 1, &w));
     bool include_pad = !is_max && tsr_attr_int(node, "count_include_pad") == 1;
     size_t n = (size_t)(w.out[0] + w.out[1]);
-    pool_data *d = tsr_calloc(1, sizeof *d + n * (2 * sizeof(int64_t) + sizeof(float)));
+    size_t n_ranges = 2 * n + (size_t)w.out[1];
+    pool_data *d = tsr_calloc(1, sizeof *d + n_ranges * sizeof(int64_t) + n * sizeof(float));
     if (!d)
         return TSR_ERR_OUT_OF_MEMORY;
     s->data = d;
     s->run = pool_run;
     int64_t *ranges = (int64_t *)(d + 1);
-    float *counts = (float *)(ranges + 2 * n);
+    float *counts = (float *)(ranges + n_ranges);
     tsr_cpu_pool_geom *g = &d->g;
     *g = (tsr_cpu_pool_geom){.ih = w.in[0],
                              .iw = w.in[1],
@@ -165,13 +168,18 @@ static tsr_status pool_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
                              .ph = w.pad_begin[0],
                              .pw = w.pad_begin[1]};
     int64_t *hlo = ranges, *hhi = hlo + w.out[0], *wlo = hhi + w.out[0], *whi = wlo + w.out[1];
+    int64_t *wrun = whi + w.out[1];
     float *hcount = counts, *wcount = counts + w.out[0];
     dim_ranges(&w, 0, include_pad, hlo, hhi, hcount);
     dim_ranges(&w, 1, include_pad, wlo, whi, wcount);
+    for (int64_t o = w.out[1] - 1; o >= 0; o--)
+        wrun[o] =
+            o + 1 < w.out[1] && wlo[o + 1] == wlo[o] && whi[o + 1] == whi[o] ? wrun[o + 1] : o + 1;
     g->hlo = hlo;
     g->hhi = hhi;
     g->wlo = wlo;
     g->whi = whi;
+    g->wrun = wrun;
     g->hcount = hcount;
     g->wcount = wcount;
     d->block = tsr_layout_block((tsr_layout)ctx->input_layouts[0]);

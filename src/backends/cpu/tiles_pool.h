@@ -57,13 +57,40 @@ SIMD_NAME(pool_row)(const tsr_cpu_pool_geom *g, const float *x, int64_t x_row0, 
     }
 }
 
+/* SIMD_W output columns from ow on of a plain row (stride 1), whose valid
+ * taps are alike, as one vector per tap: SIMD_W neighbouring inputs. */
+SIMD_TARGET static inline __attribute__((always_inline)) void
+SIMD_NAME(pool_cols_plain)(const tsr_cpu_pool_geom *g, const float *x, float *y, int64_t oh,
+                           int64_t h0, int64_t ow, const bool is_max)
+{
+    int64_t w0 = ow - g->pw, wlo = g->wlo[ow], whi = g->whi[ow];
+    vf acc = is_max ? vf_set1(-INFINITY) : vf_zero();
+    vm nan = vm_none();
+    for (int64_t kh = g->hlo[oh]; kh < g->hhi[oh]; kh++) {
+        const float *row = x + (h0 + kh * g->dh) * g->iw + w0;
+        for (int64_t kw = wlo; kw < whi; kw++) {
+            vf v = vf_load(row + kw * g->dw);
+            if (is_max) {
+                acc = vf_max(acc, v);
+                nan = vm_or(nan, vm_nan(v));
+            } else {
+                acc = vf_add(acc, v);
+            }
+        }
+    }
+    if (is_max)
+        vf_store(y + ow, vf_select(nan, vf_set1(NAN), acc));
+    else
+        vf_store(y + ow, vf_div(acc, vf_mul(vf_set1(g->hcount[oh]), vf_load(g->wcount + ow))));
+}
+
 /* One output row `oh` of a max or average pool on a plain plane, the
- * vectors along W: at stride 1, a run of SIMD_W output columns whose valid
- * taps are alike (the tap ranges are monotone in the column, so equal ends
- * mean an equal run) reads each tap as one vector load of SIMD_W
- * neighbouring inputs; the other columns (borders, tails, larger strides)
- * go one by one. The same sums and maxima in the same order as pool_row
- * with one lane, so the results agree bit for bit. */
+ * vectors along W: at stride 1, a run of columns with alike taps (wrun)
+ * at least SIMD_W long goes SIMD_W columns at a time, its last vector
+ * overlapping the one before where the run is not a multiple of SIMD_W;
+ * the other columns (short runs at the borders, larger strides) go one by
+ * one. The same sums and maxima in the same order as pool_row with one
+ * lane, so the results agree bit for bit. */
 SIMD_TARGET static inline __attribute__((always_inline)) void
 SIMD_NAME(pool_row_plain)(const tsr_cpu_pool_geom *g, const float *x, int64_t x_row0, float *y,
                           int64_t oh, const bool is_max)
@@ -71,47 +98,33 @@ SIMD_NAME(pool_row_plain)(const tsr_cpu_pool_geom *g, const float *x, int64_t x_
     int64_t h0 = oh * g->sh - g->ph - x_row0;
     int64_t hlo = g->hlo[oh], hhi = g->hhi[oh];
     for (int64_t ow = 0; ow < g->ow;) {
-        int64_t w0 = ow * g->sw - g->pw, last = ow + SIMD_W - 1;
-        int64_t wlo = g->wlo[ow], whi = g->whi[ow];
-        if (g->sw == 1 && last < g->ow && g->wlo[last] == wlo && g->whi[last] == whi) {
-            vf acc = is_max ? vf_set1(-INFINITY) : vf_zero();
-            vm nan = vm_none();
+        int64_t end = g->wrun[ow];
+        if (g->sw == 1 && end - ow >= SIMD_W) {
+            for (; ow + SIMD_W <= end; ow += SIMD_W)
+                SIMD_NAME(pool_cols_plain)(g, x, y, oh, h0, ow, is_max);
+            if (ow < end)
+                SIMD_NAME(pool_cols_plain)(g, x, y, oh, h0, end - SIMD_W, is_max);
+            ow = end;
+            continue;
+        }
+        for (; ow < end; ow++) {
+            int64_t w0 = ow * g->sw - g->pw;
+            float acc = is_max ? -INFINITY : 0.0f;
+            bool nan = false;
             for (int64_t kh = hlo; kh < hhi; kh++) {
                 const float *row = x + (h0 + kh * g->dh) * g->iw + w0;
-                for (int64_t kw = wlo; kw < whi; kw++) {
-                    vf v = vf_load(row + kw * g->dw);
+                for (int64_t kw = g->wlo[ow]; kw < g->whi[ow]; kw++) {
+                    float v = row[kw * g->dw];
                     if (is_max) {
-                        acc = vf_max(acc, v);
-                        nan = vm_or(nan, vm_nan(v));
+                        acc = acc > v ? acc : v;
+                        nan = nan || v != v;
                     } else {
-                        acc = vf_add(acc, v);
+                        acc += v;
                     }
                 }
             }
-            if (is_max)
-                vf_store(y + ow, vf_select(nan, vf_set1(NAN), acc));
-            else
-                vf_store(y + ow,
-                         vf_div(acc, vf_mul(vf_set1(g->hcount[oh]), vf_load(g->wcount + ow))));
-            ow += SIMD_W;
-            continue;
+            y[ow] = is_max ? (nan ? NAN : acc) : acc / (g->hcount[oh] * g->wcount[ow]);
         }
-        float acc = is_max ? -INFINITY : 0.0f;
-        bool nan = false;
-        for (int64_t kh = hlo; kh < hhi; kh++) {
-            const float *row = x + (h0 + kh * g->dh) * g->iw + w0;
-            for (int64_t kw = wlo; kw < whi; kw++) {
-                float v = row[kw * g->dw];
-                if (is_max) {
-                    acc = acc > v ? acc : v;
-                    nan = nan || v != v;
-                } else {
-                    acc += v;
-                }
-            }
-        }
-        y[ow] = is_max ? (nan ? NAN : acc) : acc / (g->hcount[oh] * g->wcount[ow]);
-        ow++;
     }
 }
 
