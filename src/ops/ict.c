@@ -3,7 +3,7 @@
  *
  *   ICT(v [E, 3]) -> T [E, 3^l]                        attributes l, normalize
  *   ICTProduct(x [N, 3^l1(, C)], y [N, 3^l2(, C)]) -> z [N, 3^l3(, C)]
- *                                                      attributes l1, l2, l3, alpha
+ *                                          attributes l1, l2, l3, alpha, sum_channels
  *
  * Rank-l tensors store all 3^l components, row-major (index i*9 + j*3 + k
  * for rank 3), with channels fastest when there is a channel axis.
@@ -24,7 +24,9 @@
  * ictp-checkpoint.md §3, which gives T^l1(n) ⊗ T^l2(n) = T^l3(n); on other
  * inputs it is still one well-defined bilinear map, so gradients are exact
  * everywhere. Channels multiply one to one; a channel axis of size 1, or
- * none, broadcasts.
+ * none, broadcasts. With sum_channels = 1, z = Σ_c z_c [N, 3^l3]: the
+ * adjoint of a product with a channel-less input (an edge ICT), without
+ * the per-channel tensor.
  *
  * Gradients: Π is self-adjoint, so the adjoints of a product are products
  * again, dx = ICTProduct(dz, y; l3, l2 -> l1) and dy = ICTProduct(x, dz;
@@ -53,6 +55,7 @@ static const tsr_attr_def ict_product_attrs[] = {{"l1", TSR_ATTR_INT, true},
                                                  {"l2", TSR_ATTR_INT, true},
                                                  {"l3", TSR_ATTR_INT, true},
                                                  {"alpha", TSR_ATTR_FLOAT, .f = 1.0},
+                                                 {"sum_channels", TSR_ATTR_INT, .i = 0},
                                                  {NULL}};
 
 static int64_t pow3(int l)
@@ -433,7 +436,7 @@ const tsr_op_def tsr_op_ICT = {
 
 /* ----------------------------------------------------------- ICTProduct */
 
-tsr_status tsr_ict_product_attrs_read(const tsr_node *node, int ls[3], double *alpha)
+tsr_status tsr_ict_product_attrs_read(const tsr_node *node, int ls[3], double *alpha, bool *sum)
 {
     static const char *const names[3] = {"l1", "l2", "l3"};
     for (int i = 0; i < 3; i++)
@@ -446,6 +449,11 @@ tsr_status tsr_ict_product_attrs_read(const tsr_node *node, int ls[3], double *a
     *alpha = tsr_attr_float(node, "alpha");
     if (!isfinite(*alpha))
         return tsr_error(TSR_ERR_UNSUPPORTED, "alpha is %g, must be finite", *alpha);
+    int64_t sc = tsr_attr_int(node, "sum_channels");
+    if (sc != 0 && sc != 1)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "sum_channels is %lld, must be 0 or 1",
+                         (long long)sc);
+    *sum = sc == 1;
     return TSR_OK;
 }
 
@@ -453,7 +461,8 @@ static tsr_status ict_product_infer(tsr_infer_ctx *c)
 {
     int ls[3];
     double alpha;
-    TSR_CHECK(tsr_ict_product_attrs_read(c->node, ls, &alpha));
+    bool sum;
+    TSR_CHECK(tsr_ict_product_attrs_read(c->node, ls, &alpha, &sum));
     for (int i = 0; i < 2; i++)
         TSR_CHECK(tsr_infer_require_dtype(c, i, TSR_FLOAT_TYPES));
     const tsr_value *x = c->inputs[0], *y = c->inputs[1];
@@ -502,7 +511,7 @@ static tsr_status ict_product_infer(tsr_infer_ctx *c)
     if (rank < 0)
         return TSR_OK; /* output left of unknown rank */
     int64_t out[3] = {n, pow3(ls[2]), ch_known ? ch : TSR_DIM_UNKNOWN};
-    tsr_infer_set(c, 0, x->dtype, rank, out);
+    tsr_infer_set(c, 0, x->dtype, sum ? 2 : rank, out);
     return TSR_OK;
 }
 
@@ -553,11 +562,13 @@ static void ict_couple(const tsr_ict_plan *p, const double *xt, const double *yt
 
 /* Per row: coordinates of x and y (channels as given), their coupling to
  * the output's coordinates (broadcast channels), and back to components.
- * scratch holds d1 cx + d2 cy + (d3 + 1) ch doubles per thread. */
+ * With sum, the output's coordinates are summed over the channels first
+ * (z has cho = 1 channel). scratch holds d1 cx + d2 cy + (d3 + 1) ch
+ * doubles per thread. */
 /* clang-format off */
 #define ICT_PRODUCT_DEFINE(T)                                                                      \
     static void ict_product_run_##T(const tsr_ict_plan *p, const T *x, const T *y, T *z,           \
-                                    int64_t n, int64_t cx, int64_t cy, int64_t ch,                 \
+                                    int64_t n, int64_t cx, int64_t cy, int64_t ch, bool sum,       \
                                     double *scratch, int threads)                                  \
     {                                                                                              \
         const tsr_ict_basis *b1 = &p->b[0], *b2 = &p->b[1], *b3 = &p->b[2];                        \
@@ -568,7 +579,8 @@ static void ict_couple(const tsr_ict_plan *p, const double *xt, const double *yt
             double *xt = scratch + (size_t)omp_get_thread_num() * per;                             \
             double *yt = xt + d1 * cx, *zt = yt + d2 * cy, *acc = zt + d3 * ch;                    \
             const T *xa = x + a * b1->size * cx, *ya = y + a * b2->size * cy;                      \
-            T *za = z + a * b3->size * ch;                                                         \
+            int64_t cho = sum ? 1 : ch;                                                            \
+            T *za = z + a * b3->size * cho;                                                        \
             memset(xt, 0, (per - (size_t)ch) * sizeof *xt);                                        \
             for (int m = 0; m < d1; m++)                                                           \
                 for (int64_t i = 0; i < b1->size; i++) {                                           \
@@ -583,15 +595,18 @@ static void ict_couple(const tsr_ict_plan *p, const double *xt, const double *yt
                         yt[m * cy + c] += q * ya[i * cy + c];                                      \
                 }                                                                                  \
             ict_couple(p, xt, yt, zt, cx, cy, ch);                                                 \
+            for (int r = 0; sum && r < d3; r++)                                                    \
+                for (int64_t c = 1; c < ch; c++)                                                   \
+                    zt[r * ch] += zt[r * ch + c];                                                  \
             for (int64_t i = 0; i < b3->size; i++) {                                               \
-                memset(acc, 0, (size_t)ch * sizeof *acc);                                          \
+                memset(acc, 0, (size_t)cho * sizeof *acc);                                         \
                 for (int r = 0; r < d3; r++) {                                                     \
                     double q = b3->q[r * b3->size + i];                                            \
-                    for (int64_t c = 0; c < ch; c++)                                               \
+                    for (int64_t c = 0; c < cho; c++)                                              \
                         acc[c] += q * zt[r * ch + c];                                              \
                 }                                                                                  \
-                for (int64_t c = 0; c < ch; c++)                                                   \
-                    za[i * ch + c] = (T)acc[c];                                                    \
+                for (int64_t c = 0; c < cho; c++)                                                  \
+                    za[i * cho + c] = (T)acc[c];                                                   \
             }                                                                                      \
         }                                                                                          \
     }
@@ -604,12 +619,13 @@ static tsr_status ict_product_ref(const tsr_kernel_ctx *k)
 {
     int ls[3];
     double alpha;
-    TSR_CHECK(tsr_ict_product_attrs_read(k->node, ls, &alpha));
+    bool sum;
+    TSR_CHECK(tsr_ict_product_attrs_read(k->node, ls, &alpha, &sum));
     const tsr_tensor *x = k->inputs[0], *y = k->inputs[1];
     tsr_tensor *z = k->outputs[0];
-    int64_t cx = channels_of(x), cy = channels_of(y), ch = channels_of(z);
+    int64_t cx = channels_of(x), cy = channels_of(y), ch = cx > cy ? cx : cy;
     if (x->dims[0] != y->dims[0] || x->dims[1] != pow3(ls[0]) || y->dims[1] != pow3(ls[1]) ||
-        (cx != 1 && cx != ch) || (cy != 1 && cy != ch))
+        (cx != 1 && cx != ch) || (cy != 1 && cy != ch) || channels_of(z) != (sum ? 1 : ch))
         return tsr_error(TSR_ERR_SHAPE,
                          "x, y and z have inconsistent shapes for path %d x %d -> %d", ls[0], ls[1],
                          ls[2]);
@@ -622,10 +638,12 @@ static tsr_status ict_product_ref(const tsr_kernel_ctx *k)
         return TSR_ERR_OUT_OF_MEMORY;
     }
     if (z->dtype == TSR_FLOAT64)
-        ict_product_run_double(&plan, x->data, y->data, z->data, x->dims[0], cx, cy, ch, scratch,
+        ict_product_run_double(&plan, x->data, y->data, z->data, x->dims[0], cx, cy, ch, sum,
+                               scratch,
                                k->threads);
     else
-        ict_product_run_float(&plan, x->data, y->data, z->data, x->dims[0], cx, cy, ch, scratch,
+        ict_product_run_float(&plan, x->data, y->data, z->data, x->dims[0], cx, cy, ch, sum,
+                               scratch,
                               k->threads);
     free(scratch);
     tsr_ict_plan_free(&plan);
@@ -649,20 +667,31 @@ static double ict_product_flops(const tsr_infer_ctx *c)
             1.5 * d1 * d2 * d3 * ch + d3 * (double)pow3((int)ls[2]) * ch);
 }
 
-/* g (of the product's output rank) summed down to input i's shape. */
-static tsr_status ict_product_contribute(tsr_grad_ctx *c, int i, const char *g)
+/* The adjoint product ins[0] x ins[1] on `path` for input i, brought to
+ * input i's shape: summed over the channels inside the product when input
+ * i has no channel axis (sum_channels), by SumTo when it has one of size
+ * 1, and broadcast over input i's channels when neither operand has any
+ * (the gradient of a sum_channels node with one channel-less input). */
+static tsr_status ict_product_adjoint(tsr_grad_ctx *c, int i, const char *const ins[2],
+                                      const int path[3], double alpha)
 {
     int in_rank = tsr_grad_value(c, tsr_grad_input(c, i))->rank;
-    int out_rank = tsr_grad_value(c, tsr_grad_output(c, 0))->rank;
-    if (in_rank == 3 || out_rank == 2)
-        return tsr_grad_contribute_sum(c, i, g);
-    const int64_t axis = 2;
-    const char *axes, *sum;
-    tsr_attr keep = TSR_ATTR_I("keepdims", 0);
-    TSR_CHECK(tsr_grad_ints(c, 1, &axis, &axes));
-    const char *ins[2] = {g, axes};
-    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReduceSum, 2, ins, 1, &keep, 1, &sum));
-    return tsr_grad_contribute(c, i, sum);
+    bool wide = tsr_grad_value(c, ins[0])->rank == 3 || tsr_grad_value(c, ins[1])->rank == 3;
+    tsr_attr a[5] = {TSR_ATTR_I("l1", path[0]), TSR_ATTR_I("l2", path[1]),
+                     TSR_ATTR_I("l3", path[2]), TSR_ATTR_F("alpha", alpha),
+                     TSR_ATTR_I("sum_channels", in_rank == 2 && wide)};
+    const char *g;
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ICTProduct, 2, ins, 5, a, 1, &g));
+    if (in_rank == 3 && !wide) {
+        const int64_t axis = 2;
+        const char *axes, *shape;
+        TSR_CHECK(tsr_grad_ints(c, 1, &axis, &axes));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Unsqueeze, g, axes, &g));
+        TSR_CHECK(tsr_grad_shape(c, tsr_grad_input(c, i), &shape));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Expand, g, shape, &g));
+        return tsr_grad_contribute(c, i, g);
+    }
+    return in_rank == 3 ? tsr_grad_contribute_sum(c, i, g) : tsr_grad_contribute(c, i, g);
 }
 
 /* dx = ICTProduct(dz, y; l3, l2 -> l1), dy = ICTProduct(x, dz; l1, l3 -> l2). */
@@ -670,22 +699,19 @@ static tsr_status ict_product_grad(tsr_grad_ctx *c)
 {
     int ls[3];
     double alpha;
-    TSR_CHECK(tsr_ict_product_attrs_read(tsr_grad_node(c), ls, &alpha));
+    bool sum;
+    TSR_CHECK(tsr_ict_product_attrs_read(tsr_grad_node(c), ls, &alpha, &sum));
     double k = alpha * ict_path_constant(ls[0], ls[1], ls[2]);
-    const char *x = tsr_grad_input(c, 0), *y = tsr_grad_input(c, 1), *dz = tsr_grad_dy(c, 0), *g;
+    const char *x = tsr_grad_input(c, 0), *y = tsr_grad_input(c, 1), *dz = tsr_grad_dy(c, 0);
     if (tsr_grad_wants(c, 0)) {
-        tsr_attr a[4] = {TSR_ATTR_I("l1", ls[2]), TSR_ATTR_I("l2", ls[1]), TSR_ATTR_I("l3", ls[0]),
-                         TSR_ATTR_F("alpha", k / ict_path_constant(ls[2], ls[1], ls[0]))};
         const char *ins[2] = {dz, y};
-        TSR_CHECK(tsr_grad_emit(c, &tsr_op_ICTProduct, 2, ins, 4, a, 1, &g));
-        TSR_CHECK(ict_product_contribute(c, 0, g));
+        const int path[3] = {ls[2], ls[1], ls[0]};
+        TSR_CHECK(ict_product_adjoint(c, 0, ins, path, k / ict_path_constant(ls[2], ls[1], ls[0])));
     }
     if (tsr_grad_wants(c, 1)) {
-        tsr_attr a[4] = {TSR_ATTR_I("l1", ls[0]), TSR_ATTR_I("l2", ls[2]), TSR_ATTR_I("l3", ls[1]),
-                         TSR_ATTR_F("alpha", k / ict_path_constant(ls[0], ls[2], ls[1]))};
         const char *ins[2] = {x, dz};
-        TSR_CHECK(tsr_grad_emit(c, &tsr_op_ICTProduct, 2, ins, 4, a, 1, &g));
-        TSR_CHECK(ict_product_contribute(c, 1, g));
+        const int path[3] = {ls[0], ls[2], ls[1]};
+        TSR_CHECK(ict_product_adjoint(c, 1, ins, path, k / ict_path_constant(ls[0], ls[2], ls[1])));
     }
     return TSR_OK;
 }

@@ -34,6 +34,7 @@ typedef struct {
 typedef struct {
     ict_kernel_basis b[3];
     const void *w; /* [d3][d1][d2] coupling, the dtype of the data */
+    bool sum;      /* sum_channels: the output is summed over the channels */
 } ict_product_data;
 
 static int64_t channels_of(const tsr_tensor *t)
@@ -42,11 +43,14 @@ static int64_t channels_of(const tsr_tensor *t)
 }
 
 /* Scratch per thread: both inputs' class sums and coordinates, the
- * output's coordinates, and the coupling summed over y for one row of x. */
+ * output's coordinates, the coupling summed over y for one row of x, one
+ * output coordinate before its channel sum, and the channel sums of
+ * x_s y_t. */
 static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t cy, int64_t ch)
 {
     const ict_kernel_basis *b = d->b;
-    return (size_t)((b[0].ncls + b[0].dim) * cx + (b[1].ncls + b[1].dim) * cy + b[2].dim * ch + ch);
+    return (size_t)((b[0].ncls + b[0].dim) * cx + (b[1].ncls + b[1].dim) * cy + b[2].dim * ch +
+                    2 * ch + b[0].dim * b[1].dim);
 }
 
 /* clang-format off */
@@ -86,14 +90,34 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
         const int d1 = b1->dim, d2 = b2->dim, d3 = b3->dim;                                        \
         const T *w = d->w, *q3 = b3->qc;                                                           \
         T *xs = scratch, *xt = xs + b1->ncls * cx, *ys = xt + d1 * cx, *yt = ys + b2->ncls * cy;   \
-        T *zt = yt + d2 * cy, *fold = zt + d3 * ch;                                                \
+        T *zt = yt + d2 * cy, *fold = zt + d3 * ch, *one = fold + ch, *h = one + ch;               \
+        /* With sum: cho = 1 output channel, coordinates zt[r] (stride zs = 1). */                 \
+        const int64_t cho = d->sum ? 1 : ch, zs = cho;                                             \
         for (int64_t a = r0; a < r1; a++) {                                                        \
             const T *xa = x + a * b1->size * cx, *ya = y + a * b2->size * cy;                      \
-            T *za = z + a * b3->size * ch;                                                         \
+            T *za = z + a * b3->size * cho;                                                        \
             ICT_PROJECT(T, b1, xa, cx, xs, xt);                                                    \
             ICT_PROJECT(T, b2, ya, cy, ys, yt);                                                    \
-            for (int r = 0; r < d3; r++) {                                                         \
-                T *zr = zt + r * ch;                                                               \
+            if (d->sum && cx == ch && cy == ch) {                                                  \
+                /* z_r = Σ_st w_rst Σ_c x_s,c y_t,c: the channels summed first. */                 \
+                for (int st = 0; st < d1 * d2; st++) {                                             \
+                    const T *xv = xt + (st / d2) * cx, *yv = yt + (st % d2) * cy;                  \
+                    T acc = 0;                                                                     \
+                    _Pragma("omp simd reduction(+ : acc)")                                         \
+                    for (int64_t c = 0; c < ch; c++)                                               \
+                        acc += xv[c] * yv[c];                                                      \
+                    h[st] = acc;                                                                   \
+                }                                                                                  \
+                for (int r = 0; r < d3; r++) {                                                     \
+                    const T *wr = w + (int64_t)r * d1 * d2;                                        \
+                    T acc = 0;                                                                     \
+                    for (int st = 0; st < d1 * d2; st++)                                           \
+                        acc += wr[st] * h[st];                                                     \
+                    zt[r] = acc;                                                                   \
+                }                                                                                  \
+            }                                                                                      \
+            for (int r = 0; r < d3 && !(d->sum && cx == ch && cy == ch); r++) {                    \
+                T *zr = d->sum ? one : zt + r * ch;                                                \
                 const T *wr = w + (int64_t)r * d1 * d2;                                            \
                 memset(zr, 0, (size_t)ch * sizeof *zr);                                            \
                 if (cy == 1) {                                                                     \
@@ -134,16 +158,22 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
                             zr[c] += fold[c] * xv[c];                                              \
                     }                                                                              \
                 }                                                                                  \
+                if (d->sum) {                                                                      \
+                    T acc = 0;                                                                     \
+                    for (int64_t c = 0; c < ch; c++)                                               \
+                        acc += zr[c];                                                              \
+                    zt[r] = acc;                                                                   \
+                }                                                                                  \
             }                                                                                      \
             for (int k = 0; k < b3->ncls; k++) {                                                   \
-                T *o = za + b3->rep[k] * ch;                                                       \
-                memset(o, 0, (size_t)ch * sizeof *o);                                              \
+                T *o = za + b3->rep[k] * cho;                                                      \
+                memset(o, 0, (size_t)cho * sizeof *o);                                             \
                 for (int r = 0; r < d3; r++) {                                                     \
                     T q = q3[r * b3->ncls + k];                                                    \
-                    const T *zr = zt + r * ch;                                                     \
+                    const T *zr = zt + r * zs;                                                     \
                     if (q != 0) {                                                                  \
                         _Pragma("omp simd")                                                        \
-                        for (int64_t c = 0; c < ch; c++)                                           \
+                        for (int64_t c = 0; c < cho; c++)                                          \
                             o[c] += q * zr[c];                                                     \
                     }                                                                              \
                 }                                                                                  \
@@ -151,7 +181,7 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
             for (int64_t i = 0; i < b3->size; i++) {                                               \
                 int64_t from = b3->rep[b3->cls[i]];                                                \
                 if (from != i)                                                                     \
-                    memcpy(za + i * ch, za + from * ch, (size_t)ch * sizeof *za);                  \
+                    memcpy(za + i * cho, za + from * cho, (size_t)cho * sizeof *za);               \
             }                                                                                      \
         }                                                                                          \
     }
@@ -168,10 +198,10 @@ static tsr_status ict_product_run(const tsr_cpu_state *s, const tsr_kernel_ctx *
     const ict_product_data *d = s->data;
     const tsr_tensor *x = k->inputs[0], *y = k->inputs[1];
     tsr_tensor *z = k->outputs[0];
-    int64_t n = x->dims[0], cx = channels_of(x), cy = channels_of(y), ch = channels_of(z);
+    int64_t n = x->dims[0], cx = channels_of(x), cy = channels_of(y), ch = cx > cy ? cx : cy;
     const ict_kernel_basis *b = d->b;
     if (y->dims[0] != n || x->dims[1] != b[0].size || y->dims[1] != b[1].size ||
-        (cx != 1 && cx != ch) || (cy != 1 && cy != ch))
+        (cx != 1 && cx != ch) || (cy != 1 && cy != ch) || channels_of(z) != (d->sum ? 1 : ch))
         return tsr_error(TSR_ERR_SHAPE, "ICTProduct: x, y and z have inconsistent shapes");
     bool f64 = z->dtype == TSR_FLOAT64, avx2 = s->isa != TSR_ISA_PORTABLE;
     size_t es = f64 ? sizeof(double) : sizeof(float), per = ict_product_scratch(d, cx, cy, ch);
@@ -252,7 +282,8 @@ static tsr_status ict_product_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state 
 {
     int ls[3];
     double alpha;
-    TSR_CHECK(tsr_ict_product_attrs_read(ctx->node, ls, &alpha));
+    bool sum;
+    TSR_CHECK(tsr_ict_product_attrs_read(ctx->node, ls, &alpha, &sum));
     tsr_ict_plan plan;
     TSR_CHECK(tsr_ict_plan_build(ls[0], ls[1], ls[2], alpha, &plan));
     size_t es = tsr_dtype_size(tsr_cpu_output(ctx->graph, ctx->node, 0)->dtype);
@@ -280,6 +311,7 @@ static tsr_status ict_product_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state 
             ((float *)w)[i] = (float)plan.w[i];
     }
     d->w = w;
+    d->sum = sum;
     at += wbytes;
     for (int i = 0; i < 3; i++) {
         tsr_ict_classes(ls[i], cls);
