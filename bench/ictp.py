@@ -1,7 +1,8 @@
 """ICTP energy + forces: Tessera against the PyTorch reference of the tests.
 
-    /usr/bin/python3 bench/ictp.py [--threads 2] [--sizes 21 108 1000 8000]
+    /usr/bin/python3 bench/ictp.py [--threads 2] [--sizes 21 108 1000 [8000]]
         [--dtypes float32 float64] [--iters 10] [--ref-sizes 21 108] [--device cpu]
+        [--wait-policy passive] [--build-dir DIR]
 
 The published configuration (F = G = 32, 2 interactions, nu = 3, Le = 3, Lh = 2, symmetric
 product, r_c = 5 A, radial MLP [64, 64, 64], readout [16], 4 species) with random weights
@@ -157,7 +158,9 @@ def run_reference(args, stem, npz):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[21, 108, 1000, 8000])
+    # 8000 atoms is opt-in: today the graph keeps every per-edge tensor whole,
+    # about 5 MB per atom in float64 (some 40 GB at 8000 atoms).
+    ap.add_argument("--sizes", type=int, nargs="+", default=[21, 108, 1000])
     ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"],
                     choices=["float32", "float64"])
     ap.add_argument("--iters", type=int, default=10)
