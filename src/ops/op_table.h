@@ -85,6 +85,10 @@ TSR_OP(Pad)
 TSR_OP(Tile)
 TSR_OP(ScatterND)
 
+/* resize.c: Resize and the older Upsample */
+TSR_OP(Resize)
+TSR_OP(Upsample)
+
 /* constant.c: constants, casts and index generators */
 TSR_OP(Constant)
 TSR_OP(ConstantOfShape)
@@ -103,6 +107,7 @@ TSR_OP(MaxPoolGather)
 TSR_OP(AveragePoolGrad)
 TSR_OP(GatherGrad)
 TSR_OP(SumTo)
+TSR_OP(ResizeGrad) /* in resize.c, beside Resize */
 
 /* training.c: training-mode forms the trainer substitutes (domain ai.tessera) */
 TSR_OP(BatchNormTrain)
