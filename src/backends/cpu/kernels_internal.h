@@ -54,6 +54,7 @@ extern const tsr_cpu_op tsr_cpu_eltwise_ops[];
 extern const tsr_cpu_op tsr_cpu_pool_ops[];
 extern const tsr_cpu_op tsr_cpu_misc_ops[];
 extern const tsr_cpu_op tsr_cpu_dpp_ops[];
+extern const tsr_cpu_op tsr_cpu_resize_ops[];
 extern const tsr_cpu_op tsr_cpu_ict_ops[];
 
 /* Helpers shared by the families. */
