@@ -27,6 +27,9 @@ import numpy as np
 GENERATOR_VERSION = "2"
 
 MODEL_NAMES = ("resnet18", "resnet50", "mobilenet_v2", "vgg16", "densenet121", "squeezenet1_1")
+# torchvision.models.segmentation; the export's output is the "out" logits (N, 21, H, W).
+SEGMENTATION_NAMES = ("lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large", "fcn_resnet50",
+                      "deeplabv3_resnet50")
 
 # A dynamic export is traced at this batch and run at the others, so a batch size baked into
 # the graph by mistake cannot go unnoticed.
@@ -114,6 +117,21 @@ def _input(name, batch):
     return _image(_seed(name, "input", batch), batch)
 
 
+def _logits_only(model):
+    """A segmentation model's "out" entry alone: one tensor to export and compare."""
+    import torch
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(x)["out"]
+
+    return Logits()
+
+
 @functools.lru_cache(maxsize=1)
 def _make_model(name):
     """The model in eval mode; kept for the next export, as the tests export model by model."""
@@ -122,7 +140,11 @@ def _make_model(name):
 
     # Same weights for every export of a model, whatever the opset or batch.
     torch.manual_seed(_seed(name))
-    model = getattr(torchvision.models, name)(weights=None)
+    if name in SEGMENTATION_NAMES:
+        segmentation = torchvision.models.segmentation
+        model = _logits_only(getattr(segmentation, name)(weights=None, weights_backbone=None))
+    else:
+        model = getattr(torchvision.models, name)(weights=None)
     batchnorm = torch.nn.modules.batchnorm._BatchNorm
     batchnorms = [m for m in model.modules() if isinstance(m, batchnorm)]
     with torch.no_grad():
@@ -229,8 +251,9 @@ def _remove_abandoned(root):
 
 def export(model_name, opset, batch, dynamic):
     """The cache entry for this export, generating it first when it does not exist yet."""
-    if model_name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {model_name!r}; known: {', '.join(MODEL_NAMES)}")
+    known = MODEL_NAMES + SEGMENTATION_NAMES
+    if model_name not in known:
+        raise ValueError(f"unknown model {model_name!r}; known: {', '.join(known)}")
     if dynamic:
         batch = DYNAMIC_EXPORT_BATCH
     root = models_dir()
