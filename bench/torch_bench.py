@@ -23,7 +23,6 @@ import time
 
 import numpy as np
 import torch
-import torchvision
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
                                 "python"))
@@ -38,7 +37,7 @@ def save_weights(name, path):
 
 def bench(args):
     torch.set_num_threads(args.threads)
-    model = getattr(torchvision.models, args.model)(weights=None)
+    model = models.architecture(args.model)
     model.load_state_dict(torch.load(args.weights))
     model.eval()
     x = torch.from_numpy(np.load(args.input))
@@ -67,7 +66,7 @@ def main():
         save_weights(sys.argv[2], sys.argv[3])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=models.MODEL_NAMES)
+    parser.add_argument("model", choices=models.MODEL_NAMES + models.SEGMENTATION_NAMES)
     parser.add_argument("weights")
     parser.add_argument("input")
     parser.add_argument("--threads", type=int, default=2)

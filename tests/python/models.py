@@ -132,19 +132,24 @@ def _logits_only(model):
     return Logits()
 
 
+def architecture(name):
+    """The torchvision model `name` with fresh weights (segmentation: its logits only)."""
+    import torchvision
+
+    if name in SEGMENTATION_NAMES:
+        segmentation = torchvision.models.segmentation
+        return _logits_only(getattr(segmentation, name)(weights=None, weights_backbone=None))
+    return getattr(torchvision.models, name)(weights=None)
+
+
 @functools.lru_cache(maxsize=1)
 def _make_model(name):
     """The model in eval mode; kept for the next export, as the tests export model by model."""
     import torch
-    import torchvision
 
     # Same weights for every export of a model, whatever the opset or batch.
     torch.manual_seed(_seed(name))
-    if name in SEGMENTATION_NAMES:
-        segmentation = torchvision.models.segmentation
-        model = _logits_only(getattr(segmentation, name)(weights=None, weights_backbone=None))
-    else:
-        model = getattr(torchvision.models, name)(weights=None)
+    model = architecture(name)
     batchnorm = torch.nn.modules.batchnorm._BatchNorm
     batchnorms = [m for m in model.modules() if isinstance(m, batchnorm)]
     with torch.no_grad():
