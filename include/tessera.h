@@ -227,6 +227,22 @@ TSR_API tsr_status tsr_graph_gradient(const tsr_graph *graph, int n_outputs,
                                       const char *const *outputs, int n_wrt, const char *const *wrt,
                                       tsr_graph **grad_graph_out);
 
+/* Splits `graph` in two for engines that run the forward and the backward
+ * pass as separate calls (an autograd.Function around a graph from
+ * tsr_graph_gradient): the first graph computes the first `n_first`
+ * outputs of `graph` with only the nodes they need; the second computes
+ * the other outputs with the remaining nodes, reading the values the first
+ * computed instead of computing them again. The first graph's outputs are
+ * those n_first outputs, then every value it computes that the second
+ * reads (the saved values; the backward's activations), under their names
+ * in `graph`. Each graph's inputs are the values it reads, does not
+ * compute and that are no constants: inputs of `graph` first (in their
+ * order; the second's include the seeds), then, in the second, the saved
+ * values. Constants are shared, not copied. Errors: n_first outside 0 ..
+ * the number of outputs, a saved value of unknown rank. */
+TSR_API tsr_status tsr_graph_split(const tsr_graph *graph, int n_first, tsr_graph **first_out,
+                                   tsr_graph **second_out);
+
 /* ----------------------------------------------------------------- plan */
 
 typedef struct tsr_plan tsr_plan;

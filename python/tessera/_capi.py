@@ -335,6 +335,7 @@ def _declare(lib):
                                    C.POINTER(Attr)]),
         "tsr_graph_add_output": (i, [p, C.c_char_p]),
         "tsr_graph_gradient": (i, [p, i, C.POINTER(C.c_char_p), i, C.POINTER(C.c_char_p), pp]),
+        "tsr_graph_split": (i, [p, i, pp, pp]),
         "tsr_compile_options_init": (v, [C.POINTER(CompileOptions)]),
         "tsr_plan_create": (i, [p, C.POINTER(CompileOptions), pp]),
         "tsr_plan_destroy": (v, [p]),

@@ -139,6 +139,17 @@ class Graph:
                                        C.byref(h)))
         return type(self)(h.value)
 
+    def split(self, n_first):
+        """tsr_graph_split: (first, second), two Graphs. `first` computes
+        this graph's first `n_first` outputs, then the values it computes
+        that `second` reads (by their names here); `second` computes the
+        other outputs from those values and this graph's inputs, without
+        computing again what `first` did. Each one's inputs are the values
+        it reads and does not compute, matched by name."""
+        a, b = C.c_void_p(), C.c_void_p()
+        check(lib().tsr_graph_split(self.handle, n_first, C.byref(a), C.byref(b)))
+        return type(self)(a.value), type(self)(b.value)
+
 
 class Plan:
     """A tsr_plan compiled from a Graph (which may be dropped afterwards:

@@ -750,37 +750,46 @@ int tsr_node_attr_views(const tsr_node *n, tsr_attr *attrs, int max)
     return count;
 }
 
+tsr_status tsr_graph_share_constant(tsr_graph *dst, const tsr_value *val, bool freeze_params)
+{
+    int idx;
+    TSR_CHECK(tsr_graph_new_value(dst, val->name, &idx));
+    tsr_value *copy = &dst->values[idx];
+    copy->dtype = val->dtype;
+    copy->rank = val->rank;
+    memcpy(copy->dims, val->dims, sizeof copy->dims);
+    copy->data = val->data;
+    tsr_shared_retain(copy->data);
+    copy->is_param = val->is_param && !freeze_params;
+    return TSR_OK;
+}
+
+tsr_status tsr_graph_replay_node(const tsr_graph *src, int n, tsr_graph *dst)
+{
+    const tsr_node *node = &src->nodes[n];
+    const char *ins[TSR_MAX_NODE_IO], *outs[TSR_MAX_NODE_IO];
+    tsr_attr attrs[64];
+    if (node->n_attrs > 64)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "node '%s' has more than 64 attributes", node->name);
+    for (int i = 0; i < node->n_inputs; i++)
+        ins[i] = node->inputs[i] >= 0 ? src->values[node->inputs[i]].name : "";
+    for (int o = 0; o < node->n_outputs; o++)
+        outs[o] = src->values[node->outputs[o]].name;
+    tsr_node_attr_views(node, attrs, 64);
+    return tsr_graph_add_node_op(dst, node->op, node->opset, node->name, node->n_inputs, ins,
+                                 node->n_outputs, outs, node->n_attrs, attrs);
+}
+
 tsr_status tsr_graph_replay(const tsr_graph *src, tsr_graph *dst, bool freeze_params)
 {
     dst->fold_limit = src->fold_limit;
     for (int v = 0; v < src->n_values; v++) {
         const tsr_value *val = &src->values[v];
-        if (!val->data || val->producer >= 0 || val->is_input)
-            continue;
-        int idx;
-        TSR_CHECK(tsr_graph_new_value(dst, val->name, &idx));
-        tsr_value *copy = &dst->values[idx];
-        copy->dtype = val->dtype;
-        copy->rank = val->rank;
-        memcpy(copy->dims, val->dims, sizeof copy->dims);
-        copy->data = val->data;
-        tsr_shared_retain(copy->data);
-        copy->is_param = val->is_param && !freeze_params;
+        if (val->data && val->producer < 0 && !val->is_input)
+            TSR_CHECK(tsr_graph_share_constant(dst, val, freeze_params));
     }
-    for (int n = 0; n < src->n_nodes; n++) {
-        const tsr_node *node = &src->nodes[n];
-        const char *ins[TSR_MAX_NODE_IO], *outs[TSR_MAX_NODE_IO];
-        tsr_attr attrs[64];
-        if (node->n_attrs > 64)
-            return tsr_error(TSR_ERR_UNSUPPORTED, "node '%s' has more than 64 attributes", node->name);
-        for (int i = 0; i < node->n_inputs; i++)
-            ins[i] = node->inputs[i] >= 0 ? src->values[node->inputs[i]].name : "";
-        for (int o = 0; o < node->n_outputs; o++)
-            outs[o] = src->values[node->outputs[o]].name;
-        tsr_node_attr_views(node, attrs, 64);
-        TSR_CHECK(tsr_graph_add_node_op(dst, node->op, node->opset, node->name, node->n_inputs, ins,
-                                        node->n_outputs, outs, node->n_attrs, attrs));
-    }
+    for (int n = 0; n < src->n_nodes; n++)
+        TSR_CHECK(tsr_graph_replay_node(src, n, dst));
     for (int o = 0; o < src->n_outputs; o++)
         TSR_CHECK(tsr_graph_add_output(dst, src->values[src->outputs[o]].name));
     tsr_graph_remove_dead(dst);

@@ -86,6 +86,11 @@ tsr_status tsr_graph_add_node_op(tsr_graph *g, const tsr_op_def *op, int opset,
  * freeze_params, parameters become plain constants (plans: everything
  * foldable within the limit is folded). */
 tsr_status tsr_graph_replay(const tsr_graph *src, tsr_graph *dst, bool freeze_params);
+/* Adds to dst a constant sharing src's value `val` (same name, no copy;
+ * with freeze_params a parameter becomes a plain constant). */
+tsr_status tsr_graph_share_constant(tsr_graph *dst, const tsr_value *val, bool freeze_params);
+/* Adds a copy of src's node `n` to dst, whose values it reads by name. */
+tsr_status tsr_graph_replay_node(const tsr_graph *src, int n, tsr_graph *dst);
 /* Deep copy. */
 tsr_status tsr_graph_clone(const tsr_graph *g, tsr_graph **out);
 /* Makes value `v` a constant holding a copy of `t` (shape and dtype too). */
