@@ -39,10 +39,11 @@ sanitize: deps-build
 	cmake -S . -B $(SAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTSR_SANITIZE=ON
 	cmake --build $(SAN_BUILD) -j$(JOBS)
 
-# The fuzz targets and their seed corpora; -O1 keeps ASan builds fast.
+# The fuzz targets and their seed corpora; -O1 keeps ASan builds fast (and
+# leaves the `omp simd` loops unvectorized, which clang would warn about).
 fuzz-build: deps-fuzz
 	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang-14 -DCMAKE_BUILD_TYPE=Debug \
-	  -DCMAKE_C_FLAGS_DEBUG="-g -O1" -DTSR_FUZZ=ON
+	  -DCMAKE_C_FLAGS_DEBUG="-g -O1 -Wno-pass-failed" -DTSR_FUZZ=ON
 	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target tsr_fuzz
 
 fuzz: fuzz-build

@@ -40,6 +40,12 @@ typedef struct tsr_ictp_options {
     const char *device; /* NULL: the default device */
     tsr_dtype dtype;    /* TSR_FLOAT32 or TSR_FLOAT64 (default) */
     int threads;        /* 0: all cores */
+    /* 0 (default): atom and edge counts are padded to capacity classes 16,
+     * then steps of 1.25x (padding that no real atom sees), so that runs
+     * whose counts change at every call, such as MD, reuse a few plan
+     * specializations instead of building one per count; 1: plan at the
+     * exact counts. Results are the same either way. */
+    int exact_sizes;
 } tsr_ictp_options;
 
 TSR_API void tsr_ictp_options_init(tsr_ictp_options *options);
@@ -53,6 +59,11 @@ TSR_API tsr_status tsr_ictp_evaluator_create(const tsr_ictp_model *model,
                                              const tsr_ictp_options *options,
                                              tsr_ictp_evaluator **evaluator_out);
 TSR_API void tsr_ictp_evaluator_destroy(tsr_ictp_evaluator *evaluator);
+/* The statistics of the evaluator's plan at its last evaluation (arena,
+ * steps, and n_cached_specs: how many specializations the size classes
+ * have needed so far, up to the cache's limit). */
+TSR_API tsr_status tsr_ictp_evaluator_stats(const tsr_ictp_evaluator *evaluator,
+                                            tsr_plan_stats *stats_out);
 
 /* Evaluates one structure. energy_out gets the total energy; forces_out
  * [n][3], stress_out [9] (row-major 3x3) and energies_out [n] (per-atom

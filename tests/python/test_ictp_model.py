@@ -183,6 +183,46 @@ def test_batch_of_structures(models, name):
         model.evaluate_batch([structures[0], tsr.Atoms([7], [[0.0, 0, 0]])])
 
 
+@pytest.mark.parametrize("device", ["ref", "cpu"])
+def test_size_classes_follow_md(models, device):
+    """Padded to capacity classes (the default), structures whose atom and edge counts
+    change at every call give exactly what plans at the exact counts give, single and
+    batched, stress included, while the plan keeps a few specializations instead of one
+    per count (which the exact-size evaluator shows it would need)."""
+    path = models["nu3_full"]
+    padded = tsr.IctpModel(path, device=device, threads=2)
+    exact = tsr.IctpModel(path, device=device, threads=2, exact_sizes=True)
+    rng = np.random.default_rng(7)
+    for k in range(24):
+        if k % 3 == 0:
+            numbers, pos, cell = crystal(100 + k, n=int(rng.integers(2, 6)))
+            atoms = tsr.Atoms(numbers, pos, cell, [1, 1, 1])
+        else:
+            numbers, pos = molecule(100 + k, n=int(rng.integers(3, 12)))
+            atoms, cell = tsr.Atoms(numbers, pos), None
+        got = padded.evaluate(atoms, stress=cell is not None)
+        want = exact.evaluate(atoms, stress=cell is not None)
+        for key in want:
+            assert_rel(got[key], want[key], 1e-12, f"structure {k} {key}, padded vs exact")
+    z0, p0 = molecule(200, n=9)
+    z1, p1, c1 = crystal(201, n=5)
+    batch = [tsr.Atoms(z0, p0), tsr.Atoms(z1, p1, c1, [1, 1, 1])]
+    for got, want in zip(padded.evaluate_batch(batch), exact.evaluate_batch(batch)):
+        for key in want:
+            assert_rel(got[key], want[key], 1e-12, f"batched {key}, padded vs exact")
+    # An MD-like run: one cell, its atoms rattled at every step, so the edge count moves.
+    padded = tsr.IctpModel(path, device=device, threads=2)
+    exact = tsr.IctpModel(path, device=device, threads=2, exact_sizes=True)
+    numbers, pos, cell = crystal(300, n=5)
+    for k in range(16):
+        atoms = tsr.Atoms(numbers, pos + 0.25 * rng.standard_normal(pos.shape), cell, [1, 1, 1])
+        got, want = padded.evaluate(atoms), exact.evaluate(atoms)
+        for key in want:
+            assert_rel(got[key], want[key], 1e-12, f"MD step {k} {key}, padded vs exact")
+    assert padded.cached_specs() <= 3, f"{padded.cached_specs()} specializations for 16 steps"
+    assert exact.cached_specs() >= 6, "the steps should need many exact sizes"
+
+
 def test_float32_and_cpu_device(models):
     numbers, pos, cell = crystal(4)
     path = models["nu3_full"]

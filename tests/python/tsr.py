@@ -463,13 +463,14 @@ class NeighborList:
 
 
 class IctpOptions(C.Structure):
-    _fields_ = [("device", C.c_char_p), ("dtype", C.c_int), ("threads", C.c_int)]
+    _fields_ = [("device", C.c_char_p), ("dtype", C.c_int), ("threads", C.c_int),
+                ("exact_sizes", C.c_int)]
 
 
 class IctpModel:
     """tsr_ictp_model + one tsr_ictp_evaluator: evaluate(atoms) -> dict."""
 
-    def __init__(self, path, device=None, dtype=np.float64, threads=1):
+    def __init__(self, path, device=None, dtype=np.float64, threads=1, exact_sizes=False):
         L = lib()
         L.tsr_ictp_model_cutoff.restype = C.c_double
         m, ev = C.c_void_p(), C.c_void_p()
@@ -481,6 +482,7 @@ class IctpModel:
         opt.device = device.encode() if device else None
         opt.dtype = DTYPES[np.dtype(dtype)]
         opt.threads = threads
+        opt.exact_sizes = int(exact_sizes)
         check(L.tsr_ictp_evaluator_create(m, C.byref(opt), C.byref(ev)))
         self.evaluator = ev
         self.cutoff = L.tsr_ictp_model_cutoff(m)
@@ -522,6 +524,12 @@ class IctpModel:
             out.append(r)
             first += c
         return out
+
+    def cached_specs(self):
+        """How many plan specializations the evaluator holds (tsr_ictp_evaluator_stats)."""
+        stats = _capi.PlanStats()
+        check(lib().tsr_ictp_evaluator_stats(self.evaluator, C.byref(stats)))
+        return stats.n_cached_specs
 
 
 def ictp_model_graph(path, dtype=np.float64):

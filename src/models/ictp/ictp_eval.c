@@ -17,6 +17,7 @@ struct tsr_ictp_evaluator {
     double cutoff;
     int n_species;
     int32_t types[ICTP_MAX_SPECIES];
+    bool exact_sizes;
     tsr_edges edges;
 };
 
@@ -35,6 +36,13 @@ void tsr_ictp_evaluator_destroy(tsr_ictp_evaluator *ev)
     tsr_plan_destroy(ev->plan);
     tsr_edges_free(&ev->edges);
     free(ev);
+}
+
+tsr_status tsr_ictp_evaluator_stats(const tsr_ictp_evaluator *ev, tsr_plan_stats *stats_out)
+{
+    if (!ev || !stats_out)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_ictp_evaluator_stats: NULL argument");
+    return tsr_plan_get_stats(ev->plan, stats_out);
 }
 
 tsr_status tsr_ictp_evaluator_create(const tsr_ictp_model *model, const tsr_ictp_options *options,
@@ -77,6 +85,7 @@ tsr_status tsr_ictp_evaluator_create(const tsr_ictp_model *model, const tsr_ictp
     ev->dtype = opt.dtype;
     ev->cutoff = model->cfg.r_cutoff;
     ev->n_species = model->cfg.n_species;
+    ev->exact_sizes = opt.exact_sizes != 0;
     memcpy(ev->types, model->cfg.types, sizeof ev->types);
     tsr_edges_init(&ev->edges);
     *evaluator_out = ev;
@@ -107,9 +116,12 @@ static double det3(const double *m)
            m[2] * (m[3] * m[7] - m[4] * m[6]);
 }
 
-/* The graph's inputs for a batch, in the evaluator's dtype. */
+/* The graph's inputs for a batch, in the evaluator's dtype: n_atoms and
+ * n_edges real ones, padded to rows_atoms and rows_edges (and one padding
+ * structure, rows_structures) unless the evaluator runs exact sizes. */
 typedef struct batch_inputs {
     int64_t n_atoms, n_edges;
+    int64_t rows_atoms, rows_edges, rows_structures;
     int64_t *species, *batch, *receivers, *senders;
     void *pos, *shift_vectors, *strain, *seed;
     double *volumes;
@@ -134,6 +146,65 @@ static int species_of(const tsr_ictp_evaluator *ev, int32_t z)
         if (ev->types[s] == z)
             return s;
     return -1;
+}
+
+/* The capacity class of a count: 16, then steps of 1.25x, so that MD,
+ * whose edge count changes at almost every step, moves between a few
+ * classes (a plan specialization each) instead of one per count. */
+static int64_t size_class(int64_t count)
+{
+    int64_t c = 16;
+    while (c < count)
+        c += c / 4;
+    return c;
+}
+
+/* Pads a gathered batch to its size classes. The padding atoms form one
+ * extra structure (seed 0, zero strain) and the padding edges join the
+ * first padding atom to itself across a shift of twice the cutoff, where
+ * the radial basis is exactly zero: nothing reaches a real atom, whose
+ * energies, forces and stress are those of the unpadded batch. */
+static tsr_status pad_inputs(const tsr_ictp_evaluator *ev, int64_t n_structures,
+                             batch_inputs *in)
+{
+    tsr_dtype dt = ev->dtype;
+    size_t fs = tsr_dtype_size(dt);
+    int64_t na = size_class(in->n_atoms + 1), ne = size_class(in->n_edges);
+    int64_t *species = tsr_realloc(in->species, (size_t)na * sizeof *species);
+    if (species)
+        in->species = species;
+    int64_t *batch = species ? tsr_realloc(in->batch, (size_t)na * sizeof *batch) : NULL;
+    if (batch)
+        in->batch = batch;
+    void *pos = batch ? tsr_realloc(in->pos, 3 * (size_t)na * fs) : NULL;
+    if (pos)
+        in->pos = pos;
+    int64_t *recv = pos ? tsr_realloc(in->receivers, (size_t)ne * sizeof *recv) : NULL;
+    if (recv)
+        in->receivers = recv;
+    int64_t *send = recv ? tsr_realloc(in->senders, (size_t)ne * sizeof *send) : NULL;
+    if (send)
+        in->senders = send;
+    void *shifts = send ? tsr_realloc(in->shift_vectors, 3 * (size_t)ne * fs) : NULL;
+    if (!shifts)
+        return TSR_ERR_OUT_OF_MEMORY;
+    in->shift_vectors = shifts;
+    for (int64_t a = in->n_atoms; a < na; a++) {
+        in->species[a] = 0;
+        in->batch[a] = n_structures;
+        for (int k = 0; k < 3; k++)
+            put(dt, in->pos, 3 * a + k, 0.0);
+    }
+    for (int64_t e = in->n_edges; e < ne; e++) {
+        in->receivers[e] = in->senders[e] = in->n_atoms;
+        for (int k = 0; k < 3; k++)
+            put(dt, in->shift_vectors, 3 * e + k, k == 0 ? 2.0 * ev->cutoff : 0.0);
+    }
+    put(dt, in->seed, n_structures, 0.0);
+    in->rows_atoms = na;
+    in->rows_edges = ne;
+    in->rows_structures = n_structures + 1;
+    return TSR_OK;
 }
 
 static tsr_status gather_inputs(tsr_ictp_evaluator *ev, int64_t n_structures,
@@ -225,6 +296,11 @@ static tsr_status gather_inputs(tsr_ictp_evaluator *ev, int64_t n_structures,
         if (!in->receivers || !in->senders || !in->shift_vectors)
             return TSR_ERR_OUT_OF_MEMORY;
     }
+    if (!ev->exact_sizes)
+        return pad_inputs(ev, n_structures, in);
+    in->rows_atoms = in->n_atoms;
+    in->rows_edges = in->n_edges;
+    in->rows_structures = n_structures;
     return TSR_OK;
 }
 
@@ -244,7 +320,8 @@ tsr_status tsr_ictp_evaluate_batch(tsr_ictp_evaluator *ev, int64_t n_structures,
     tsr_status st = gather_inputs(ev, n_structures, structures, stress_out != NULL, &in);
     if (st != TSR_OK)
         goto cleanup;
-    int64_t n = in.n_atoms, ne = in.n_edges, nb = n_structures;
+    int64_t n = in.n_atoms, nb = n_structures;
+    int64_t rn = in.rows_atoms, re = in.rows_edges, rb = in.rows_structures;
     if (n == 0) {
         for (int64_t b = 0; b < nb; b++)
             energies_out[b] = 0;
@@ -252,29 +329,29 @@ tsr_status tsr_ictp_evaluate_batch(tsr_ictp_evaluator *ev, int64_t n_structures,
             memset(stress_out, 0, 9 * (size_t)nb * sizeof *stress_out);
         goto cleanup;
     }
-    energy = tsr_malloc((size_t)nb * fs);
-    energies = tsr_malloc((size_t)n * fs);
-    pos_grad = tsr_malloc(3 * (size_t)n * fs);
-    strain_grad = tsr_malloc(9 * (size_t)nb * fs);
+    energy = tsr_malloc((size_t)rb * fs);
+    energies = tsr_malloc((size_t)rn * fs);
+    pos_grad = tsr_malloc(3 * (size_t)rn * fs);
+    strain_grad = tsr_malloc(9 * (size_t)rb * fs);
     if (!energy || !energies || !pos_grad || !strain_grad) {
         st = TSR_ERR_OUT_OF_MEMORY;
         goto cleanup;
     }
     tsr_tensor inputs[N_IN] = {
-        [IN_POS] = {dt, 2, {n, 3}, in.pos},
-        [IN_SPECIES] = {TSR_INT64, 1, {n}, in.species},
-        [IN_BATCH] = {TSR_INT64, 1, {n}, in.batch},
-        [IN_RECV] = {TSR_INT64, 1, {ne}, in.receivers},
-        [IN_SEND] = {TSR_INT64, 1, {ne}, in.senders},
-        [IN_SHIFTS] = {dt, 2, {ne, 3}, in.shift_vectors},
-        [IN_STRAIN] = {dt, 3, {nb, 3, 3}, in.strain},
-        [IN_SEED] = {dt, 1, {nb}, in.seed},
+        [IN_POS] = {dt, 2, {rn, 3}, in.pos},
+        [IN_SPECIES] = {TSR_INT64, 1, {rn}, in.species},
+        [IN_BATCH] = {TSR_INT64, 1, {rn}, in.batch},
+        [IN_RECV] = {TSR_INT64, 1, {re}, in.receivers},
+        [IN_SEND] = {TSR_INT64, 1, {re}, in.senders},
+        [IN_SHIFTS] = {dt, 2, {re, 3}, in.shift_vectors},
+        [IN_STRAIN] = {dt, 3, {rb, 3, 3}, in.strain},
+        [IN_SEED] = {dt, 1, {rb}, in.seed},
     };
     tsr_tensor outputs[N_OUT] = {
-        [OUT_ENERGY] = {dt, 1, {nb}, energy},
-        [OUT_ENERGIES] = {dt, 1, {n}, energies},
-        [OUT_POS_GRAD] = {dt, 2, {n, 3}, pos_grad},
-        [OUT_STRAIN_GRAD] = {dt, 3, {nb, 3, 3}, strain_grad},
+        [OUT_ENERGY] = {dt, 1, {rb}, energy},
+        [OUT_ENERGIES] = {dt, 1, {rn}, energies},
+        [OUT_POS_GRAD] = {dt, 2, {rn, 3}, pos_grad},
+        [OUT_STRAIN_GRAD] = {dt, 3, {rb, 3, 3}, strain_grad},
     };
     if ((st = tsr_plan_run(ev->plan, N_IN, inputs, N_OUT, outputs)) != TSR_OK) {
         tsr_error_prefix("ICTP evaluation: ");
