@@ -290,6 +290,12 @@ class TrainerStats(C.Structure):
 # ------------------------------------------------------------------ library
 
 
+class IctpOptions(C.Structure):
+    """tsr_ictp_options (tessera/ictp.h)."""
+    _fields_ = [("device", C.c_char_p), ("dtype", C.c_int), ("threads", C.c_int),
+                ("exact_sizes", C.c_int)]
+
+
 def library_path():
     """Where libtessera.so is taken from (see the module docstring); raises
     FileNotFoundError naming every place looked at when it is nowhere."""
@@ -357,6 +363,16 @@ def _declare(lib):
         "tsr_trainer_step_count": (C.c_int64, [p]),
         "tsr_trainer_epoch_count": (C.c_int64, [p]),
         "tsr_trainer_epoch_end": (i, [p, C.c_double]),
+        "tsr_atoms_create": (i, [C.c_int64, p, p, p, p, pp]),
+        "tsr_atoms_destroy": (v, [p]),
+        "tsr_ictp_model_load": (i, [C.c_char_p, pp]),
+        "tsr_ictp_model_destroy": (v, [p]),
+        "tsr_ictp_model_cutoff": (C.c_double, [p]),
+        "tsr_ictp_options_init": (v, [C.POINTER(IctpOptions)]),
+        "tsr_ictp_evaluator_create": (i, [p, C.POINTER(IctpOptions), pp]),
+        "tsr_ictp_evaluator_destroy": (v, [p]),
+        "tsr_ictp_evaluator_stats": (i, [p, C.POINTER(PlanStats)]),
+        "tsr_ictp_evaluate": (i, [p, p, C.POINTER(C.c_double), p, p, p]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(lib, name)

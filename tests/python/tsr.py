@@ -462,11 +462,6 @@ class NeighborList:
 # ------------------------------------------------------------- ICTP (tessera/ictp.h)
 
 
-class IctpOptions(C.Structure):
-    _fields_ = [("device", C.c_char_p), ("dtype", C.c_int), ("threads", C.c_int),
-                ("exact_sizes", C.c_int)]
-
-
 class IctpModel:
     """tsr_ictp_model + one tsr_ictp_evaluator: evaluate(atoms) -> dict."""
 
@@ -477,7 +472,7 @@ class IctpModel:
         self.model = self.evaluator = None
         check(L.tsr_ictp_model_load(str(path).encode(), C.byref(m)))
         self.model = m
-        opt = IctpOptions()
+        opt = _capi.IctpOptions()
         L.tsr_ictp_options_init(C.byref(opt))
         opt.device = device.encode() if device else None
         opt.dtype = DTYPES[np.dtype(dtype)]
