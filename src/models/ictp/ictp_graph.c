@@ -71,10 +71,11 @@ static const char *node(gb *b, const char *op, int n_in, const char *const *in, 
     return node_as(b, NULL, op, "", n_in, in, n_attrs, attrs);
 }
 
-/* A constant in the graph's dtype from double data. */
-static const char *cst(gb *b, int rank, const int64_t *dims, const double *data)
+/* A constant (or a parameter) named `name` in the graph's dtype from
+ * double data; "" once the builder has failed. */
+static const char *add_tensor(gb *b, const char *name, int rank, const int64_t *dims,
+                              const double *data, bool parameter)
 {
-    const char *name = fresh(b, "w");
     if (b->st != TSR_OK)
         return "";
     tsr_tensor t = {.dtype = b->dt, .rank = rank};
@@ -91,9 +92,16 @@ static const char *cst(gb *b, int rank, const int64_t *dims, const double *data)
         else
             ((double *)t.data)[i] = data[i];
     }
-    b->st = tsr_graph_add_constant(b->g, name, &t);
+    b->st = parameter ? tsr_graph_add_parameter(b->g, name, &t)
+                      : tsr_graph_add_constant(b->g, name, &t);
     free(t.data);
     return b->st == TSR_OK ? name : "";
+}
+
+/* A constant in the graph's dtype from double data. */
+static const char *cst(gb *b, int rank, const int64_t *dims, const double *data)
+{
+    return add_tensor(b, fresh(b, "w"), rank, dims, data, false);
 }
 
 static const char *cst_scalar(gb *b, double v)
@@ -139,27 +147,8 @@ static const char *weight_value(gb *b, const ictp_weight *w, int n_dims, const i
 {
     if (!w || b->st != TSR_OK)
         return "";
-    const char *name = b->trainable ? w->key : fresh(b, "w");
-    if (b->st != TSR_OK)
-        return "";
-    tsr_tensor t = {.dtype = b->dt, .rank = w->rank};
-    memcpy(t.dims, w->dims, (size_t)w->rank * sizeof *w->dims);
-    int64_t n = tsr_tensor_numel(&t);
-    t.data = tsr_malloc((size_t)(n ? n : 1) * tsr_dtype_size(b->dt));
-    if (!t.data) {
-        b->st = TSR_ERR_OUT_OF_MEMORY;
-        return "";
-    }
-    for (int64_t i = 0; i < n; i++) {
-        if (b->dt == TSR_FLOAT32)
-            ((float *)t.data)[i] = (float)w->data[i];
-        else
-            ((double *)t.data)[i] = w->data[i];
-    }
-    b->st = b->trainable ? tsr_graph_add_parameter(b->g, name, &t)
-                         : tsr_graph_add_constant(b->g, name, &t);
-    free(t.data);
-    const char *x = b->st == TSR_OK ? name : "";
+    const char *x = add_tensor(b, b->trainable ? w->key : fresh(b, "w"), w->rank, w->dims, w->data,
+                               b->trainable);
     int rank = w->rank;
     if (n_dims > 0) {
         x = reshape(b, x, n_dims, dims);
