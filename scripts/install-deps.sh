@@ -4,7 +4,8 @@
 # As root it runs apt-get; otherwise it names what is missing and fails.
 set -eu
 
-build_pkgs="gcc make cmake pkg-config libprotobuf-c-dev protobuf-c-compiler libonnx-dev libdnnl-dev zlib1g-dev"
+# gnuplot draws the PNG curves of the training and MD logs.
+build_pkgs="gcc make cmake pkg-config libprotobuf-c-dev protobuf-c-compiler libonnx-dev libdnnl-dev zlib1g-dev gnuplot-nox"
 # fuzz: libFuzzer and the sanitizer runtimes come with clang; clang's OpenMP
 # is libomp; the seed corpora are written with numpy, onnx, ASE and the
 # ICTP reference (torch).

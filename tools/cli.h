@@ -128,6 +128,12 @@ int cli_make_inputs(const tsr_graph *g, const cli_input_args *a, tsr_tensor *inp
 void cli_sanitize_name(const char *name, char *buf, size_t size);
 int cli_output_paths(int n, const char *const *names, const char *dir, char **paths);
 int cli_make_dir(const char *dir); /* mkdir -p */
+/* "DIR/name.onnx" or "DIR/name.npz" -> "DIR/name<suffix>"; other names get
+ * the suffix appended. malloc'ed; NULL when out of memory. */
+char *cli_path_beside(const char *path, const char *suffix);
+/* A file can be written at `path`: its directory exists and it is not a
+ * directory itself. Checked before long work, not after an hour of it. */
+int cli_check_writable(const char *option, const char *path);
 /* Writes every tensor, atomically each; on a failure removes the files
  * this call created, so no partial set is left. */
 int cli_write_outputs(int n, char *const *paths, const tsr_tensor *outputs);

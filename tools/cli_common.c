@@ -571,3 +571,37 @@ int cli_write_outputs(int n_out, char *const *paths, const tsr_tensor *outputs)
     free(created);
     return rc;
 }
+
+char *cli_path_beside(const char *path, const char *suffix)
+{
+    size_t n = strlen(path);
+    if (n > 5 && strcmp(path + n - 5, ".onnx") == 0)
+        n -= 5;
+    else if (n > 4 && strcmp(path + n - 4, ".npz") == 0)
+        n -= 4;
+    char *s = malloc(n + strlen(suffix) + 1);
+    if (s) {
+        memcpy(s, path, n);
+        strcpy(s + n, suffix);
+    }
+    return s;
+}
+
+int cli_check_writable(const char *option, const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return cli_fail("%s %s: is a directory", option, path);
+    char *dir = strdup(path);
+    if (!dir)
+        return cli_fail("out of memory");
+    char *slash = strrchr(dir, '/');
+    const char *d = slash ? (slash == dir ? "/" : (*slash = '\0', dir)) : ".";
+    int rc = CLI_OK;
+    if (stat(d, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        rc = cli_fail("%s %s: the directory '%s' does not exist", option, path, d);
+    else if (access(d, W_OK) != 0)
+        rc = cli_fail("%s %s: the directory '%s' is not writable", option, path, d);
+    free(dir);
+    return rc;
+}

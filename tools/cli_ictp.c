@@ -30,12 +30,14 @@ static const char ictp_usage[] =
     "Nothing is written unless every frame succeeded; files are written atomically.\n"
     "\n"
     "Usage: tessera ictp bench MODEL.npz STRUCTURE [--iters N] [--stress] [--dtype D]\n"
-    "                          [--device DEV] [--threads N]\n"
+    "                          [--device DEV] [--threads N] [--profile]\n"
     "\n"
     "Times energy + forces (+ stress) evaluations of the first frame of STRUCTURE\n"
     "(.extxyz or .npz) after one untimed warm-up: milliseconds per evaluation,\n"
     "atom-steps per second and the peak resident memory of the process.\n"
     "  --iters N             timed evaluations (default 10)\n"
+    "  --profile             then the time of each plan step over the timed\n"
+    "                        evaluations (on stderr)\n"
     "\n"
     "Usage: tessera ictp train TRAIN.extxyz --valid VALID.extxyz --out MODEL.npz [options]\n"
     "\n"
@@ -49,7 +51,10 @@ static const char ictp_usage[] =
     "  --lr X                learning rate (default 0.01; x0.8 after 50 flat epochs)\n"
     "  --energy-weight X     w_E (default 1)    --forces-weight X   w_F (default 10)\n"
     "  --seed N              initial weights and shuffling (default 0)\n"
-    "  --log LOG.csv         one row of validation errors per epoch\n"
+    "  --log LOG.csv         one row of validation errors per epoch (default: beside\n"
+    "                        --out, .csv)\n"
+    "  --plot PLOT.png       loss and validation errors per epoch, drawn by gnuplot\n"
+    "                        (default: beside --out, .png)   --no-plot   none\n"
     "  --checkpoint PATH     saved every epoch; an existing one is resumed\n"
     "  --early-stopping N    stop after N epochs without improvement (0: never)\n"
     "  --dtype, --device, --threads as above\n"
@@ -69,7 +74,7 @@ const cli_command cli_ictp_command = {
 
 typedef struct {
     const char *model, *structures, *output, *device;
-    bool stress, json, bench;
+    bool stress, json, bench, profile;
     tsr_dtype dtype;
     long long threads, iters;
 } ictp_options;
@@ -101,6 +106,8 @@ static int parse_options(int argc, char **argv, ictp_options *o, bool *help)
                 cli_parse_int(&a, "--threads", v, 0, 4096, &o->threads);
         } else if (!o->bench && cli_arg_option(&a, "--output", &v)) {
             o->output = v;
+        } else if (o->bench && cli_arg_flag(&a, "--profile")) {
+            o->profile = true;
         } else if (o->bench && cli_arg_option(&a, "--iters", &v)) {
             if (v)
                 cli_parse_int(&a, "--iters", v, 1, 1000000000, &o->iters);
@@ -247,8 +254,13 @@ static int bench_main(int argc, char **argv)
     }
     double e = 0, stress[9], t0 = 0;
     for (long long it = 0; it <= o.iters; it++) {
-        if (it == 1)
+        if (it == 1) {
             t0 = now_seconds();
+            if (o.profile && tsr_plan_set_profiling(tsr_ictp_evaluator_plan(ev), 1) != TSR_OK) {
+                rc = cli_fail_status(NULL);
+                goto done;
+            }
+        }
         if (tsr_ictp_evaluate(ev, frames[0], &e, forces, o.stress ? stress : NULL, NULL) !=
             TSR_OK) {
             rc = cli_fail("%s: %s", o.structures, tsr_last_error());
@@ -262,6 +274,8 @@ static int bench_main(int argc, char **argv)
            o.stress ? " + stress" : "", tsr_dtype_name(o.dtype), o.iters);
     printf("atom-steps per second: %.1f\n", (double)n / per);
     printf("peak resident memory: %.1f MiB\n", peak_rss_mib());
+    if (o.profile && tsr_plan_print_profile(tsr_ictp_evaluator_plan(ev), stderr) != TSR_OK)
+        rc = cli_fail_status(NULL);
 done:
     free(forces);
     tsr_atoms_destroy_frames(n_frames, frames);

@@ -1,9 +1,10 @@
 /* `tessera ictp train`: fits an ICTP potential to labelled structures with
  * the published recipe (tsr_ictp_trainer, include/tessera/ictp.h): per
- * epoch the validation errors, a progress bar on a terminal, a CSV log, an
- * atomic checkpoint that resumes bit-exactly, the best model kept, early
+ * epoch the validation errors, a progress bar on a terminal, a CSV log and
+ * a PNG of it, an atomic checkpoint that resumes bit-exactly, the best model kept, early
  * stopping. `tessera ictp test`: the same errors of a model on a data set. */
 #include "cli.h"
+#include "plot.h"
 #include "tessera/ictp.h"
 #include "train_report.h"
 
@@ -65,7 +66,8 @@ static void print_metrics(FILE *f, const char *what, const tsr_ictp_metrics *m)
 }
 
 typedef struct {
-    const char *train, *valid, *config, *out, *log, *checkpoint, *device;
+    const char *train, *valid, *config, *out, *log, *plot, *checkpoint, *device;
+    bool no_plot;
     long long epochs, early_stopping, threads, batch;
     double lr, w_e, w_f;
     uint64_t seed;
@@ -98,6 +100,10 @@ static int parse_train(int argc, char **argv, train_args *o, bool *help)
             o->out = v;
         } else if (cli_arg_option(&a, "--log", &v)) {
             o->log = v;
+        } else if (cli_arg_option(&a, "--plot", &v)) {
+            o->plot = v;
+        } else if (cli_arg_flag(&a, "--no-plot")) {
+            o->no_plot = true;
         } else if (cli_arg_option(&a, "--checkpoint", &v)) {
             o->checkpoint = v;
         } else if (cli_arg_option(&a, "--device", &v)) {
@@ -153,20 +159,76 @@ static int parse_train(int argc, char **argv, train_args *o, bool *help)
     return CLI_OK;
 }
 
-/* One CSV row per epoch; a resumed run keeps the rows up to its epoch. */
+static const char log_header[] = "epoch,lr,train_loss,energy_mae_meV_atom,energy_rmse_meV_atom,"
+                                 "forces_mae_meV_A,forces_rmse_meV_A,seconds\n";
+
+/* Starts the log of a run whose next epoch is `first`: the rows of earlier
+ * epochs (a resumed run's) are kept, later ones (written after the
+ * checkpoint the run resumes from) and those of other runs dropped; the
+ * file is replaced atomically. */
+static int start_log(const char *path, int64_t first)
+{
+    char tmp[4200], line[1024];
+    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
+    FILE *out = fopen(tmp, "w");
+    if (!out)
+        return cli_fail("cannot write %s", tmp);
+    fputs(log_header, out);
+    FILE *in = first > 1 ? fopen(path, "r") : NULL;
+    if (in) {
+        bool header = fgets(line, sizeof line, in) && strcmp(line, log_header) == 0;
+        while (header && fgets(line, sizeof line, in)) {
+            long long epoch = strtoll(line, NULL, 10);
+            if (epoch >= 1 && epoch < first)
+                fputs(line, out);
+        }
+        fclose(in);
+    }
+    if (fclose(out) != 0 || rename(tmp, path) != 0) {
+        remove(tmp);
+        return cli_fail("cannot write %s", path);
+    }
+    return CLI_OK;
+}
+
+/* One CSV row per epoch. */
 static int log_row(const char *path, int64_t epoch, double lr, double loss,
                    const tsr_ictp_metrics *m, double seconds)
 {
     FILE *f = fopen(path, "a");
     if (!f)
         return cli_fail("cannot write %s", path);
-    if (ftell(f) == 0)
-        fprintf(f, "epoch,lr,train_loss,energy_mae_meV_atom,energy_rmse_meV_atom,"
-                   "forces_mae_meV_A,forces_rmse_meV_A,seconds\n");
     fprintf(f, "%lld,%.9g,%.9g,%.6f,%.6f,%.6f,%.6f,%.3f\n", (long long)epoch, lr, loss,
             1e3 * m->energy_mae, 1e3 * m->energy_rmse, 1e3 * m->forces_mae, 1e3 * m->forces_rmse,
             seconds);
     return fclose(f) == 0 ? CLI_OK : cli_fail("cannot write %s", path);
+}
+
+/* The training loss and the validation errors, from the log's columns. */
+static void plot_log(const char *log, const char *png, int64_t epochs)
+{
+    const cli_plot_panel panels[] = {
+        {.title = "training loss", .log_y = true, .n_curves = 1, .curves = {{3, "train"}}},
+        {.title = "validation energy error",
+         .ylabel = "meV/atom",
+         .log_y = true,
+         .n_curves = 2,
+         .curves = {{4, "MAE"}, {5, "RMSE"}}},
+        {.title = "validation force error",
+         .ylabel = "meV/A",
+         .log_y = true,
+         .n_curves = 2,
+         .curves = {{6, "MAE"}, {7, "RMSE"}}},
+    };
+    cli_plot plot = {.csv_path = log,
+                     .png_path = png,
+                     .x_column = 1,
+                     .xlabel = "epoch",
+                     .integer_x = epochs <= 20,
+                     .points = epochs <= 50,
+                     .n_panels = 3,
+                     .panels = panels};
+    cli_plot_draw(&plot);
 }
 
 int ictp_train_main(int argc, char **argv)
@@ -182,7 +244,15 @@ int ictp_train_main(int argc, char **argv)
     tsr_ictp_trainer *tr = NULL;
     char config_tmp[] = "/tmp/tessera-ictp-config-XXXXXX";
     bool made_config = false;
-    if ((rc = read_frames(o.train, &n_train, &train)) ||
+    char *log = o.log ? strdup(o.log) : cli_path_beside(o.out, ".csv");
+    char *plot = o.no_plot ? NULL : o.plot ? strdup(o.plot) : cli_path_beside(o.out, ".png");
+    if (!log || (!o.no_plot && !plot)) {
+        rc = cli_fail("out of memory");
+        goto done;
+    }
+    if ((rc = cli_check_writable("--out", o.out)) || (rc = cli_check_writable("--log", log)) ||
+        (plot && (rc = cli_check_writable("--plot", plot))) ||
+        (rc = read_frames(o.train, &n_train, &train)) ||
         (rc = read_frames(o.valid, &n_valid, &valid)))
         goto done;
     if (!o.config) {
@@ -222,6 +292,8 @@ int ictp_train_main(int argc, char **argv)
         fprintf(stderr, "resuming %s at epoch %lld\n", o.checkpoint,
                 (long long)tsr_ictp_trainer_epochs(tr));
     }
+    if ((rc = start_log(log, tsr_ictp_trainer_epochs(tr) + 1)))
+        goto done;
     for (int64_t epoch = tsr_ictp_trainer_epochs(tr) + 1; epoch <= o.epochs; epoch++) {
         train_progress p;
         train_progress_start(&p, epoch, o.epochs, n_train);
@@ -249,8 +321,10 @@ int ictp_train_main(int argc, char **argv)
             rc = cli_fail_status(NULL);
             goto done;
         }
-        if (o.log && (rc = log_row(o.log, epoch, lr, loss, &m, row.seconds)))
+        if ((rc = log_row(log, epoch, lr, loss, &m, row.seconds)))
             goto done;
+        if (plot)
+            plot_log(log, plot, o.epochs);
         if (metric < best) {
             best = metric;
             bad = 0;
@@ -274,6 +348,8 @@ int ictp_train_main(int argc, char **argv)
 done:
     if (made_config)
         remove(config_tmp);
+    free(log);
+    free(plot);
     tsr_ictp_trainer_destroy(tr);
     tsr_atoms_destroy_frames(n_train, train);
     tsr_atoms_destroy_frames(n_valid, valid);

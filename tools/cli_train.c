@@ -234,44 +234,6 @@ static int parse_options(int argc, char **argv, train_options *o, bool *help)
     return CLI_OK;
 }
 
-/* ---------------------------------------------------------------- paths */
-
-/* "DIR/name.onnx" -> "DIR/name<suffix>"; other names get the suffix
- * appended. */
-static char *beside(const char *path, const char *suffix)
-{
-    size_t n = strlen(path);
-    if (n > 5 && strcmp(path + n - 5, ".onnx") == 0)
-        n -= 5;
-    char *s = malloc(n + strlen(suffix) + 1);
-    if (s) {
-        memcpy(s, path, n);
-        strcpy(s + n, suffix);
-    }
-    return s;
-}
-
-/* A file can be written at `path`: its directory exists and it is not a
- * directory itself. Checked before training, not after an hour of it. */
-static int check_writable(const char *option, const char *path)
-{
-    struct stat sb;
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
-        return cli_fail("%s %s: is a directory", option, path);
-    char *dir = strdup(path);
-    if (!dir)
-        return cli_fail("out of memory");
-    char *slash = strrchr(dir, '/');
-    const char *d = slash ? (slash == dir ? "/" : (*slash = '\0', dir)) : ".";
-    int rc = CLI_OK;
-    if (stat(d, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        rc = cli_fail("%s %s: the directory '%s' does not exist", option, path, d);
-    else if (access(d, W_OK) != 0)
-        rc = cli_fail("%s %s: the directory '%s' is not writable", option, path, d);
-    free(dir);
-    return rc;
-}
-
 /* ----------------------------------------------------------- the model */
 
 /* What the data must look like for the model and the loss. */
@@ -679,15 +641,15 @@ static int train_main(int argc, char **argv)
     int rc = parse_options(argc, argv, &o, &help);
     if (rc != CLI_OK || help)
         return rc;
-    log_path = o.log ? strdup(o.log) : beside(o.out, ".csv");
-    plot_path = o.no_plot ? NULL : o.plot ? strdup(o.plot) : beside(o.out, ".png");
+    log_path = o.log ? strdup(o.log) : cli_path_beside(o.out, ".csv");
+    plot_path = o.no_plot ? NULL : o.plot ? strdup(o.plot) : cli_path_beside(o.out, ".png");
     if (!log_path || (!o.no_plot && !plot_path)) {
         rc = cli_fail("out of memory");
         goto done;
     }
-    if ((rc = check_writable("--out", o.out)) != CLI_OK ||
-        (rc = check_writable("--log", log_path)) != CLI_OK ||
-        (plot_path && (rc = check_writable("--plot", plot_path)) != CLI_OK))
+    if ((rc = cli_check_writable("--out", o.out)) != CLI_OK ||
+        (rc = cli_check_writable("--log", log_path)) != CLI_OK ||
+        (plot_path && (rc = cli_check_writable("--plot", plot_path)) != CLI_OK))
         goto done;
     if ((rc = cli_load_model(o.model, &g)) != CLI_OK)
         goto done;

@@ -1,16 +1,13 @@
 /* Progress, CSV log and plot of `tessera train`. */
 #include "cli.h"
+#include "plot.h"
 #include "train_report.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------- log */
@@ -134,128 +131,25 @@ int train_log_write(const train_log *log, const char *path)
 
 /* --------------------------------------------------------------- plot */
 
-static bool find_in_path(const char *program, char *buf, size_t size)
-{
-    const char *path = getenv("PATH");
-    if (!path || !*path)
-        path = "/usr/local/bin:/usr/bin:/bin";
-    for (const char *p = path; *p;) {
-        const char *colon = strchr(p, ':');
-        size_t n = colon ? (size_t)(colon - p) : strlen(p);
-        snprintf(buf, size, "%.*s/%s", (int)(n ? n : 1), n ? p : ".", program);
-        if (access(buf, X_OK) == 0)
-            return true;
-        p += n + (colon ? 1 : 0);
-    }
-    return false;
-}
-
-/* A gnuplot string literal: in single quotes, a quote is written twice. */
-static void put_quoted(FILE *f, const char *s)
-{
-    fputc('\'', f);
-    for (; *s; s++) {
-        if (*s == '\'')
-            fputc('\'', f);
-        fputc(*s, f);
-    }
-    fputc('\'', f);
-}
-
-static void write_plot_script(FILE *f, const char *csv, const char *png, int n_epochs,
-                              bool have_val, bool have_acc)
-{
-    /* pngcairo draws antialiased curves; the libgd png terminal is the
-     * fallback in builds without cairo. */
-    fputs("if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
-          "  set terminal pngcairo size 1100,420 noenhanced font ',10'\n"
-          "} else {\n"
-          "  set terminal png size 1100,420 noenhanced\n"
-          "}\n"
-          "set output ",
-          f);
-    put_quoted(f, png);
-    fputs("\nset datafile separator ','\n"
-          "set datafile missing ''\n"
-          "set grid\nset xlabel 'epoch'\nset key top right\n",
-          f);
-    /* Whole epochs on the x axis while they are few enough to label. */
-    if (n_epochs <= 20)
-        fputs("set xtics 1\n", f);
-    fprintf(f, "set multiplot layout 1,%d\n", have_acc ? 2 : 1);
-    for (int panel = 0; panel < (have_acc ? 2 : 1); panel++) {
-        int col = panel ? 4 : 3;
-        fprintf(f, "set title '%s'\n", panel ? "accuracy" : "loss");
-        fputs("plot ", f);
-        put_quoted(f, csv);
-        fprintf(f, " skip 1 using 1:%d with linespoints lw 2 pt 7 title 'train'", col);
-        if (have_val)
-            fprintf(f, ", '' skip 1 using 1:%d with linespoints lw 2 pt 5 title 'validation'",
-                    col + 2);
-        fputc('\n', f);
-    }
-    fputs("unset multiplot\nset output\n", f);
-}
-
 bool train_plot(const char *csv_path, const char *png_path, int n_epochs, bool have_val,
                 bool have_acc)
 {
-    static bool warned;
-    char gnuplot[4096], tmp[4200];
-    if (!find_in_path("gnuplot", gnuplot, sizeof gnuplot)) {
-        if (!warned)
-            fprintf(stderr, "tessera: note: gnuplot is not installed, so no plot is drawn "
-                            "(on Debian: apt-get install gnuplot-nox)\n");
-        warned = true;
-        return false;
+    cli_plot_panel panels[2];
+    for (int k = 0; k < 2; k++) {
+        /* loss in column 3, accuracy in 4; their validation values 2 further on */
+        panels[k] = (cli_plot_panel){.title = k ? "accuracy" : "loss",
+                                     .n_curves = have_val ? 2 : 1,
+                                     .curves = {{3 + k, "train"}, {5 + k, "validation"}}};
     }
-    snprintf(tmp, sizeof tmp, "%s.tmp-%ld.png", png_path, (long)getpid());
-    int fds[2];
-    if (pipe(fds) != 0)
-        return false;
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fds[0]);
-        close(fds[1]);
-        return false;
-    }
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        dup2(fds[0], 0);
-        if (null >= 0) {
-            dup2(null, 1);
-            dup2(null, 2);
-        }
-        close(fds[0]);
-        close(fds[1]);
-        execl(gnuplot, "gnuplot", (char *)NULL);
-        _exit(127);
-    }
-    close(fds[0]);
-    /* A gnuplot that dies early must not kill us with SIGPIPE. */
-    void (*old)(int) = signal(SIGPIPE, SIG_IGN);
-    FILE *f = fdopen(fds[1], "w");
-    if (f) {
-        write_plot_script(f, csv_path, tmp, n_epochs, have_val, have_acc);
-        fclose(f);
-    } else {
-        close(fds[1]);
-    }
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    signal(SIGPIPE, old);
-    struct stat sb;
-    bool ok = f && WIFEXITED(status) && WEXITSTATUS(status) == 0 && stat(tmp, &sb) == 0 &&
-              sb.st_size > 0 && rename(tmp, png_path) == 0;
-    if (!ok) {
-        unlink(tmp);
-        if (!warned)
-            fprintf(stderr, "tessera: note: gnuplot failed (exit status %d), no plot drawn\n",
-                    WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-        warned = true;
-    }
-    return ok;
+    cli_plot plot = {.csv_path = csv_path,
+                     .png_path = png_path,
+                     .x_column = 1,
+                     .xlabel = "epoch",
+                     .integer_x = n_epochs <= 20, /* whole epochs while few enough to label */
+                     .points = true,
+                     .n_panels = have_acc ? 2 : 1,
+                     .panels = panels};
+    return cli_plot_draw(&plot);
 }
 
 /* ----------------------------------------------------------- progress */

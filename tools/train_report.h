@@ -1,6 +1,6 @@
 /* What `tessera train` tells the user while it runs: a progress bar (or
  * one line per epoch when stderr is not a terminal), a CSV log of the
- * epochs, and a PNG plot of the curves drawn by gnuplot. */
+ * epochs, and a PNG plot of the curves (plot.h). */
 #ifndef TSR_CLI_TRAIN_REPORT_H
 #define TSR_CLI_TRAIN_REPORT_H
 

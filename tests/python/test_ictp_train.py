@@ -9,6 +9,7 @@ agrees with central finite differences of that loss (float64)."""
 import ctypes as C
 import json
 import os
+import shutil
 import subprocess
 
 import numpy as np
@@ -224,6 +225,10 @@ def test_cli_train_loss_falls_and_test_matches_validation(data, tmp_path):
     assert np.allclose(got, [float(x) for x in best[3:7]], atol=2e-3), (t.stdout, best)
     cfg = json.load(open(tmp_path / "m.json"))["config"]
     assert cfg["avg_n_neighbors"] > 1
+    if shutil.which("gnuplot"):  # the curves, beside --out by default
+        assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert "gnuplot" in r.stderr
 
 
 def test_cli_resume_is_bit_identical(data, tmp_path):
@@ -236,6 +241,8 @@ def test_cli_resume_is_bit_identical(data, tmp_path):
     r = train(data, b / "m.npz", "--epochs", 2, "--log", b / "log.csv", "--checkpoint",
               b / "ckpt")
     assert r.returncode == 0, r.stderr
+    with open(b / "log.csv", "a") as f:  # a row logged after the checkpoint, then a crash
+        f.write("3,0.01,99,9,9,9,9,1\n")
     r = train(data, b / "m.npz", "--epochs", 3, "--log", b / "log.csv", "--checkpoint",
               b / "ckpt")
     assert r.returncode == 0, r.stderr
