@@ -25,8 +25,8 @@ typedef struct cli_plot {
     const char *csv_path, *png_path;
     int x_column; /* 1-based */
     const char *xlabel;
-    bool integer_x;  /* whole numbers on the x axis (epochs) */
-    bool points;     /* mark each row (few rows) instead of a plain line */
+    bool integer_x; /* whole numbers on the x axis (epochs) */
+    bool points;    /* mark each row (few rows) instead of a plain line */
     int n_panels;
     const cli_plot_panel *panels;
 } cli_plot;
