@@ -198,7 +198,6 @@ static const char *attr_kind_name(Onnx__AttributeProto__AttributeType type)
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__SPARSE_TENSORS: return "a list of sparse tensors";
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TYPE_PROTO: return "a type";
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TYPE_PROTOS: return "a list of types";
-    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRINGS: return "a list of strings";
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSORS: return "a list of tensors";
     default: return "of an unknown kind";
     }
@@ -256,6 +255,34 @@ static tsr_status convert_attr(const importer *imp, const char *label,
         out->type = TSR_ATTR_STRING;
         out->s = scratch->s;
         return TSR_OK;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRINGS: {
+        /* A list of strings (LSTM's activations) becomes one string,
+         * comma-separated, the form the ops that take such lists parse. */
+        size_t len = 1;
+        for (size_t k = 0; k < a->n_strings; k++) {
+            const ProtobufCBinaryData *sk = &a->strings[k];
+            if ((sk->len && (memchr(sk->data, 0, sk->len) || memchr(sk->data, ',', sk->len))))
+                return tsr_error(TSR_ERR_PARSE,
+                                 "%s: string %zu of attribute '%s' contains a NUL byte or a comma",
+                                 label, k, a->name);
+            len += sk->len + 1;
+        }
+        scratch->s = tsr_malloc(len);
+        if (!scratch->s)
+            return TSR_ERR_OUT_OF_MEMORY;
+        size_t at = 0;
+        for (size_t k = 0; k < a->n_strings; k++) {
+            if (k)
+                scratch->s[at++] = ',';
+            if (a->strings[k].len)
+                memcpy(scratch->s + at, a->strings[k].data, a->strings[k].len);
+            at += a->strings[k].len;
+        }
+        scratch->s[at] = '\0';
+        out->type = TSR_ATTR_STRING;
+        out->s = scratch->s;
+        return TSR_OK;
+    }
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS:
         out->type = TSR_ATTR_INTS;
         out->ints = a->ints;

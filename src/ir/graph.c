@@ -472,6 +472,41 @@ static tsr_status check_output_sizes(const tsr_graph *g, const tsr_node *n)
     return TSR_OK;
 }
 
+/* A node of an op defined by other ops (op.h) becomes the nodes its
+ * expansion adds. Its output values, made for inference, give way to the
+ * expansion's of the same names; a failed expansion takes back every node
+ * it added (the caller frees the values). */
+static tsr_status expand_node(tsr_graph *g, const tsr_node *node, int first_value)
+{
+    char **names = tsr_calloc((size_t)node->n_outputs, sizeof *names);
+    if (!names)
+        return TSR_ERR_OUT_OF_MEMORY;
+    tsr_status st = TSR_OK;
+    for (int o = 0; o < node->n_outputs && st == TSR_OK; o++)
+        if (!(names[o] = tsr_strdup(g->values[node->outputs[o]].name)))
+            st = TSR_ERR_OUT_OF_MEMORY;
+    int first_node = g->n_nodes;
+    if (st == TSR_OK) {
+        free_values_from(g, first_value);
+        st = rebuild_name_index(g);
+    }
+    if (st == TSR_OK)
+        st = node->op->expand(g, node, (const char *const *)names);
+    if (st != TSR_OK) {
+        for (int n = first_node; n < g->n_nodes; n++) {
+            for (int i = 0; i < g->nodes[n].n_inputs; i++)
+                if (g->nodes[n].inputs[i] >= 0)
+                    g->values[g->nodes[n].inputs[i]].n_uses--;
+            free_node(&g->nodes[n]);
+        }
+        g->n_nodes = first_node;
+    }
+    for (int o = 0; o < node->n_outputs; o++)
+        free(names[o]);
+    free(names);
+    return st;
+}
+
 tsr_status tsr_graph_add_node_op(tsr_graph *g, const tsr_op_def *op, int opset,
                                  const char *node_name, int n_inputs, const char *const *inputs,
                                  int n_outputs, const char *const *outputs, int n_attrs,
@@ -558,6 +593,13 @@ tsr_status tsr_graph_add_node_op(tsr_graph *g, const tsr_op_def *op, int opset,
     if (st != TSR_OK)
         goto fail;
 
+    if (op->expand && op->expandable(&ctx)) {
+        st = expand_node(g, &node, first_value);
+        if (st != TSR_OK)
+            goto fail;
+        free_node(&node);
+        return TSR_OK;
+    }
     if (node_foldable(g, &ctx)) {
         st = fold_node(g, &node);
         if (st != TSR_OK)

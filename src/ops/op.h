@@ -94,6 +94,14 @@ struct tsr_op_def {
     /* Floating-point operations of one run at concrete shapes; NULL: none worth counting. */
     double (*flops)(const tsr_infer_ctx *ctx);
     tsr_grad_fn grad;
+    /* Ops defined by other ops (LSTM, GRU, RNN): once the node's shapes
+     * let expandable() say yes, the graph builder calls expand() instead of
+     * adding the node; it adds nodes of other ops that write the node's
+     * outputs under the names given. Until then (a symbolic sequence
+     * length) the node stays, and the plan's replay at concrete shapes
+     * expands it. NULL for ordinary ops. */
+    bool (*expandable)(const tsr_infer_ctx *ctx);
+    tsr_status (*expand)(tsr_graph *g, const tsr_node *node, const char *const *outputs);
 };
 
 /* The registry: every op of op_table.h. */

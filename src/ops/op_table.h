@@ -85,6 +85,14 @@ TSR_OP(Pad)
 TSR_OP(Tile)
 TSR_OP(ScatterND)
 
+/* rnn.c: LSTM, GRU and RNN, expanded into the ops above once the sequence length is known */
+TSR_OP(LSTM)
+TSR_OP(GRU)
+TSR_OP(RNN)
+
+/* trilu.c: upper and lower triangles of batched matrices */
+TSR_OP(Trilu)
+
 /* resize.c: Resize and the older Upsample */
 TSR_OP(Resize)
 TSR_OP(Upsample)
