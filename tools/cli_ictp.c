@@ -50,6 +50,8 @@ static const char ictp_usage[] =
     "  --batch-size N        structures per step (default 5)\n"
     "  --lr X                learning rate (default 0.01; x0.8 after 50 flat epochs)\n"
     "  --energy-weight X     w_E (default 1)    --forces-weight X   w_F (default 10)\n"
+    "  --stress-weight X     w_S (default 1), for frames with a stress or virial and\n"
+    "                        a cell\n"
     "  --seed N              initial weights and shuffling (default 0)\n"
     "  --log LOG.csv         one row of validation errors per epoch (default: beside\n"
     "                        --out, .csv)\n"

@@ -61,15 +61,19 @@ static int read_frames(const char *path, int64_t *n, tsr_atoms ***frames)
 
 static void print_metrics(FILE *f, const char *what, const tsr_ictp_metrics *m)
 {
-    fprintf(f, "%s: energy MAE %.3f RMSE %.3f meV/atom, forces MAE %.3f RMSE %.3f meV/A\n", what,
+    fprintf(f, "%s: energy MAE %.3f RMSE %.3f meV/atom, forces MAE %.3f RMSE %.3f meV/A", what,
             1e3 * m->energy_mae, 1e3 * m->energy_rmse, 1e3 * m->forces_mae, 1e3 * m->forces_rmse);
+    if (m->n_stress)
+        fprintf(f, ", stress MAE %.4f RMSE %.4f meV/A^3", 1e3 * m->stress_mae,
+                1e3 * m->stress_rmse);
+    fputc('\n', f);
 }
 
 typedef struct {
     const char *train, *valid, *config, *out, *log, *plot, *checkpoint, *device;
     bool no_plot;
     long long epochs, early_stopping, threads, batch;
-    double lr, w_e, w_f;
+    double lr, w_e, w_f, w_s;
     uint64_t seed;
     tsr_dtype dtype;
 } train_args;
@@ -132,6 +136,9 @@ static int parse_train(int argc, char **argv, train_args *o, bool *help)
         } else if (cli_arg_option(&a, "--forces-weight", &v)) {
             if (v)
                 parse_real(&a, "--forces-weight", v, &o->w_f);
+        } else if (cli_arg_option(&a, "--stress-weight", &v)) {
+            if (v)
+                parse_real(&a, "--stress-weight", v, &o->w_s);
         } else if (cli_arg_option(&a, "--dtype", &v)) {
             if (v && strcmp(v, "float32") == 0)
                 o->dtype = TSR_FLOAT32;
@@ -160,7 +167,8 @@ static int parse_train(int argc, char **argv, train_args *o, bool *help)
 }
 
 static const char log_header[] = "epoch,lr,train_loss,energy_mae_meV_atom,energy_rmse_meV_atom,"
-                                 "forces_mae_meV_A,forces_rmse_meV_A,seconds\n";
+                                 "forces_mae_meV_A,forces_rmse_meV_A,stress_mae_meV_A3,"
+                                 "stress_rmse_meV_A3,seconds\n";
 
 /* Starts the log of a run whose next epoch is `first`: the rows of earlier
  * epochs (a resumed run's) are kept, later ones (written after the
@@ -191,21 +199,25 @@ static int start_log(const char *path, int64_t first)
     return CLI_OK;
 }
 
-/* One CSV row per epoch. */
+/* One CSV row per epoch; the stress columns are empty without stresses. */
 static int log_row(const char *path, int64_t epoch, double lr, double loss,
                    const tsr_ictp_metrics *m, double seconds)
 {
     FILE *f = fopen(path, "a");
     if (!f)
         return cli_fail("cannot write %s", path);
-    fprintf(f, "%lld,%.9g,%.9g,%.6f,%.6f,%.6f,%.6f,%.3f\n", (long long)epoch, lr, loss,
-            1e3 * m->energy_mae, 1e3 * m->energy_rmse, 1e3 * m->forces_mae, 1e3 * m->forces_rmse,
-            seconds);
+    fprintf(f, "%lld,%.9g,%.9g,%.6f,%.6f,%.6f,%.6f,", (long long)epoch, lr, loss,
+            1e3 * m->energy_mae, 1e3 * m->energy_rmse, 1e3 * m->forces_mae, 1e3 * m->forces_rmse);
+    if (m->n_stress)
+        fprintf(f, "%.6f,%.6f", 1e3 * m->stress_mae, 1e3 * m->stress_rmse);
+    else
+        fputc(',', f);
+    fprintf(f, ",%.3f\n", seconds);
     return fclose(f) == 0 ? CLI_OK : cli_fail("cannot write %s", path);
 }
 
 /* The training loss and the validation errors, from the log's columns. */
-static void plot_log(const char *log, const char *png, int64_t epochs)
+static void plot_log(const char *log, const char *png, int64_t epochs, bool stress)
 {
     const cli_plot_panel panels[] = {
         {.title = "training loss", .log_y = true, .n_curves = 1, .curves = {{3, "train"}}},
@@ -219,6 +231,11 @@ static void plot_log(const char *log, const char *png, int64_t epochs)
          .log_y = true,
          .n_curves = 2,
          .curves = {{6, "MAE"}, {7, "RMSE"}}},
+        {.title = "validation stress error",
+         .ylabel = "meV/A^3",
+         .log_y = true,
+         .n_curves = 2,
+         .curves = {{8, "MAE"}, {9, "RMSE"}}},
     };
     cli_plot plot = {.csv_path = log,
                      .png_path = png,
@@ -226,7 +243,7 @@ static void plot_log(const char *log, const char *png, int64_t epochs)
                      .xlabel = "epoch",
                      .integer_x = epochs <= 20,
                      .points = epochs <= 50,
-                     .n_panels = 3,
+                     .n_panels = stress ? 4 : 3,
                      .panels = panels};
     cli_plot_draw(&plot);
 }
@@ -234,7 +251,8 @@ static void plot_log(const char *log, const char *png, int64_t epochs)
 int ictp_train_main(int argc, char **argv)
 {
     train_args o = {
-        .epochs = 100, .batch = 5, .lr = 0.01, .w_e = 1.0, .w_f = 10.0, .dtype = TSR_FLOAT64};
+        .epochs = 100, .batch = 5, .lr = 0.01, .w_e = 1.0, .w_f = 10.0, .w_s = 1.0,
+        .dtype = TSR_FLOAT64};
     bool help = false;
     int rc = parse_train(argc, argv, &o, &help);
     if (rc || help)
@@ -276,6 +294,7 @@ int ictp_train_main(int argc, char **argv)
     opt.lr = o.lr;
     opt.w_energy = o.w_e;
     opt.w_forces = o.w_f;
+    opt.w_stress = o.w_s;
     if (tsr_ictp_trainer_create(o.config ? o.config : config_tmp, n_train, train, &opt, &tr) !=
         TSR_OK) {
         rc = cli_fail_status(o.config ? o.config : o.train);
@@ -304,10 +323,12 @@ int ictp_train_main(int argc, char **argv)
             rc = cli_fail_status(NULL);
             goto done;
         }
-        /* The validation loss: w_E RMSE_E^2 + 3 w_F RMSE_F^2 (energy per atom,
-         * force components); it drives the schedule, the best model and early stopping. */
-        double metric =
-            o.w_e * m.energy_rmse * m.energy_rmse + o.w_f * 3.0 * m.forces_rmse * m.forces_rmse;
+        /* The validation loss: w_E RMSE_E^2 + 3 w_F RMSE_F^2 + 9 w_S RMSE_S^2
+         * (energy per atom, force and stress components); it drives the
+         * schedule, the best model and early stopping. */
+        double metric = o.w_e * m.energy_rmse * m.energy_rmse +
+                        o.w_f * 3.0 * m.forces_rmse * m.forces_rmse +
+                        o.w_s * 9.0 * m.stress_rmse * m.stress_rmse;
         train_row row = {.epoch = epoch,
                          .train_loss = loss,
                          .train_acc = NAN,
@@ -324,7 +345,7 @@ int ictp_train_main(int argc, char **argv)
         if ((rc = log_row(log, epoch, lr, loss, &m, row.seconds)))
             goto done;
         if (plot)
-            plot_log(log, plot, o.epochs);
+            plot_log(log, plot, o.epochs, m.n_stress > 0);
         if (metric < best) {
             best = metric;
             bad = 0;

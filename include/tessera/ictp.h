@@ -117,11 +117,12 @@ TSR_API tsr_status tsr_ictp_metrics_compute(tsr_ictp_evaluator *evaluator, int64
                                             tsr_atoms *const *frames, tsr_ictp_metrics *out);
 
 /* The published recipe (docs/ictp.md "Training"): loss
- * w_E Σ_b (ΔE_b / N_b)^2 + w_F Σ_a |ΔF_a|^2 over a batch, the force term
- * through the second derivative; Adam with AMSGrad, a plateau schedule,
- * L2 weight decay on the product-basis weights and the linear maps after
- * the products, an exponential moving average of the weights (used for
- * validation and saving). */
+ * w_E Σ_b (ΔE_b / N_b)^2 + w_F Σ_a |ΔF_a|^2 (+ w_S Σ_b |Δσ_b|^2 over the
+ * structures with a stress, or a virial, and a cell) over a batch, the
+ * force and stress terms through second derivatives; Adam with AMSGrad,
+ * a plateau schedule, L2 weight decay on the product-basis weights and the
+ * linear maps after the products, an exponential moving average of the
+ * weights (used for validation and saving). */
 typedef struct tsr_ictp_train_options {
     const char *device;        /* NULL: the default device */
     tsr_dtype dtype;           /* TSR_FLOAT32 or TSR_FLOAT64 (default) */
@@ -141,6 +142,10 @@ TSR_API void tsr_ictp_train_options_init(tsr_ictp_train_options *options);
 typedef struct tsr_ictp_trainer tsr_ictp_trainer;
 
 /* A new model of the configuration in config_path (a .json whose "config"
+    /* Over the 9 stress components of the structures that have a stress
+     * (or a virial) and a cell, eV/Å³ in practice; 0 with n_stress 0. */
+    double stress_mae, stress_rmse;
+    int64_t n_stress;
  * member has the keys of a model's .json; avg_n_neighbors is replaced by
  * the training set's) with N(0, 1) weights from the seed, the scale and
  * shift of ictp-checkpoint.md §6 from `train`, and its trainer. `train`
@@ -161,6 +166,7 @@ typedef void (*tsr_ictp_progress_fn)(void *ctx, int64_t done, int64_t total, dou
  * structure. */
 TSR_API tsr_status tsr_ictp_trainer_epoch(tsr_ictp_trainer *trainer, tsr_ictp_progress_fn progress,
                                           void *ctx, double *loss_out);
+    double w_stress;           /* default 1; no term when no training frame has a stress */
 /* Metrics of the moving-average weights on labelled structures. */
 TSR_API tsr_status tsr_ictp_trainer_validate(tsr_ictp_trainer *trainer, int64_t n_frames,
                                              tsr_atoms *const *frames, tsr_ictp_metrics *out);

@@ -361,15 +361,27 @@ static tsr_status concat_grad(tsr_grad_ctx *c)
     if (n == 1)
         return tsr_grad_contribute(c, 0, tsr_grad_dy(c, 0));
     int64_t sizes[TSR_MAX_NODE_IO];
+    bool known = true;
     for (int i = 0; i < n; i++) {
         sizes[i] = tsr_grad_value(c, tsr_grad_input(c, i))->dims[axis];
-        if (!tsr_dim_known(sizes[i]))
-            return tsr_grad_unsupported(c, "input %d's size along axis %d is not known before "
-                                           "run time", i, axis);
+        known &= tsr_dim_known(sizes[i]);
     }
     const char *split, *outs[TSR_MAX_NODE_IO];
-    TSR_CHECK(tsr_grad_ints(c, n, sizes, &split));
     tsr_attr attr = TSR_ATTR_I("axis", axis);
+    if (known) {
+        TSR_CHECK(tsr_grad_ints(c, n, sizes, &split));
+    } else {
+        /* Sizes known only at run time: the split is the inputs' Shape
+         * along the axis, concatenated. */
+        const char *dims[TSR_MAX_NODE_IO];
+        tsr_attr range[2] = {TSR_ATTR_I("start", axis), TSR_ATTR_I("end", axis + 1)};
+        for (int i = 0; i < n; i++) {
+            const char *x = tsr_grad_input(c, i);
+            TSR_CHECK(tsr_grad_emit(c, &tsr_op_Shape, 1, &x, 2, range, 1, &dims[i]));
+        }
+        tsr_attr axis0 = TSR_ATTR_I("axis", 0);
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_Concat, n, dims, 1, &axis0, 1, &split));
+    }
     const char *ins[2] = {tsr_grad_dy(c, 0), split};
     TSR_CHECK(tsr_grad_emit(c, &tsr_op_Split, 2, ins, 1, &attr, n, outs));
     for (int i = 0; i < n; i++)

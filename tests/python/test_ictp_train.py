@@ -267,3 +267,73 @@ def test_cli_corrupt_checkpoint_and_data(data, tmp_path):
                 data / "config.json", "--out", tmp_path / "x.npz")
     assert r.returncode == 1 and "frame 0 has no energy or no forces" in r.stderr, r.stderr
     assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.fixture(scope="module")
+def bulk(tmp_path_factory):
+    """Periodic cells labelled with energy, forces and stress by a random
+    teacher (`ictp eval --stress --output`), the stress given as a virial in
+    one frame."""
+    d = tmp_path_factory.mktemp("ictp_bulk")
+    teacher = ref.random_model(str(d / "teacher"), ref.default_config(**CFG), seed=9)
+    rng = np.random.default_rng(4)
+    frames = []
+    for k in range(4):
+        cell = np.diag([4.0, 4.2, 3.8]) + rng.normal(scale=0.2, size=(3, 3))
+        n = 5 + k % 2
+        frames.append(tsr.Atoms(rng.choice([1, 6, 8], n), rng.random((n, 3)) @ cell, cell,
+                                [True] * 3))
+    tsr.write_extxyz(d / "in.extxyz", frames)
+    r = run_cli("eval", teacher, d / "in.extxyz", "--stress", "--threads", 1, "--output",
+                d / "labelled.extxyz")
+    assert r.returncode == 0, r.stderr
+    frames = tsr.read_extxyz(d / "labelled.extxyz")
+    s = frames[1].info()["stress"].reshape(3, 3)
+    c, _ = frames[1].cell()
+    frames[1].set_value("info", "virial", -abs(np.linalg.det(c)) * s)
+    lib = tsr.lib()
+    tsr.check(lib.tsr_atoms_remove_info(frames[1].handle, b"stress"))
+    tsr.write_extxyz(d / "train.extxyz", frames)
+    with open(d / "config.json", "w") as f:
+        json.dump({"config": ref.default_config(**CFG)}, f)
+    return d, frames
+
+
+@pytest.mark.parametrize("w_s", [0.0, 300.0])
+def test_cli_stress_term_is_the_published_loss(bulk, tmp_path, w_s):
+    """With a learning rate of 1e-12 the first epoch's training loss is the
+    loss of the initial weights (the saved model): recomputed here from that
+    model's energies, forces and stresses (tessera.ictp.Calculator), it
+    checks the stress term's weight, volume, symmetrization and sign, and
+    that a virial counts as −V·stress."""
+    from ase import Atoms as AseAtoms
+    import tessera.ictp
+
+    d, frames = bulk
+    r = run_cli("train", d / "train.extxyz", "--valid", d / "train.extxyz", "--config",
+                d / "config.json", "--out", tmp_path / "m.npz", "--threads", 1, "--batch-size", 2,
+                "--epochs", 1, "--lr", 1e-12, "--stress-weight", w_s, "--no-plot")
+    assert r.returncode == 0, r.stderr
+    assert ("stress MAE" in r.stderr) == (w_s > 0)  # validated only with the term
+    row = open(tmp_path / "m.csv").read().splitlines()[1].split(",")
+    calc = tessera.ictp.Calculator(str(tmp_path / "m.npz"), threads=1)
+    loss = s_abs = 0.0
+    for fr in frames:
+        cell, _ = fr.cell()
+        info = fr.info()
+        ref_s = (info["stress"].reshape(3, 3) if "stress" in info
+                 else -info["virial"].reshape(3, 3) / abs(np.linalg.det(cell)))
+        at = AseAtoms(numbers=fr.numbers, positions=fr.positions, cell=cell, pbc=True)
+        at.calc = calc
+        n = len(fr)
+        de = (at.get_potential_energy() - info["energy"][0]) / n
+        df = at.get_forces() - fr.arrays()["forces"]
+        ds = at.get_stress(voigt=False) - ref_s
+        loss += W_E * de ** 2 + W_F * np.sum(df ** 2) + w_s * np.sum(ds ** 2)
+        s_abs += np.abs(ds).sum()
+    assert float(row[2]) == pytest.approx(loss / len(frames), rel=1e-6)
+    s_mae = 1e3 * s_abs / (9 * len(frames))
+    assert (float(row[7]) == pytest.approx(s_mae, rel=1e-6)) if w_s else row[7] == ""
+    t = run_cli("test", tmp_path / "m.npz", d / "train.extxyz", "--threads", 1)
+    assert t.returncode == 0, t.stderr
+    assert f"stress MAE {s_mae:.4f}" in t.stdout, (t.stdout, s_mae)

@@ -6,7 +6,10 @@
  * order). The loss w_E Σ_b (ΔE_b / N_b)^2 + w_F Σ_a |ΔF_a|^2 is the
  * trainer's sum of squared differences of one output [atoms, 4] and its
  * target: columns 0-2 √w_F · F, column 3 √w_E · E_b / N_b^1.5 (the N_b
- * atoms of structure b together give w_E (ΔE_b / N_b)^2).
+ * atoms of structure b together give w_E (ΔE_b / N_b)^2). With a stress
+ * term, w_S Σ_b |Δσ_b|^2 with σ_b = sym(∂E/∂ε_b) / V_b, the output is
+ * flat: those atoms·4 values, then √w_S · σ_b (9 per structure; 0 and a
+ * zero weight for structures without a stress).
  *
  * Statistics (ictp-checkpoint.md §6): avg_n_neighbors over the training
  * atoms with at least one neighbour, scale = RMS of the training force
@@ -32,6 +35,7 @@ void tsr_ictp_train_options_init(tsr_ictp_train_options *o)
     o->lr = 0.01;
     o->w_energy = 1.0;
     o->w_forces = 10.0;
+    o->w_stress = 1.0;
     o->weight_decay = 5e-7;
     o->ema_decay = 0.99;
     o->lr_patience = 50;
@@ -44,7 +48,35 @@ typedef struct frame_data {
     int64_t n;
     double energy;
     const double *forces;
+    bool has_stress; /* a stress (or virial) and a cell */
+    double stress[9], volume;
 } frame_data;
+
+static double det3(const double *m)
+{
+    return m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) +
+           m[2] * (m[3] * m[7] - m[4] * m[6]);
+}
+
+/* The stress of a frame: its "stress" info, else −virial / V. */
+static void frame_stress(const tsr_atoms *at, frame_data *f)
+{
+    double cell[9] = {0}, virial[9];
+    tsr_atoms_cell(at, cell, NULL);
+    f->volume = fabs(det3(cell));
+    tsr_atoms_value v;
+    f->has_stress = false;
+    if (!(f->volume > 0))
+        return;
+    if (tsr_atoms_get_info(at, "stress", &v) == TSR_OK) {
+        f->has_stress = tsr_atoms_stress(at, f->stress) == TSR_OK;
+    } else if (tsr_atoms_get_info(at, "virial", &v) == TSR_OK &&
+               tsr_atoms_virial(at, virial) == TSR_OK) {
+        for (int k = 0; k < 9; k++)
+            f->stress[k] = -virial[k] / f->volume;
+        f->has_stress = true;
+    }
+}
 
 static tsr_status check_frames(const char *what, int64_t n, tsr_atoms *const *frames,
                                const ictp_config *c, frame_data *out)
@@ -59,6 +91,7 @@ static tsr_status check_frames(const char *what, int64_t n, tsr_atoms *const *fr
                              "ICTP training: %s frame %lld has no energy or no forces (extxyz: "
                              "energy=... in the comment line, a forces:R:3 column)",
                              what, (long long)b);
+        frame_stress(frames[b], &out[b]);
         const int32_t *z = tsr_atoms_numbers(frames[b]);
         for (int64_t a = 0; a < out[b].n; a++) {
             int s = 0;
@@ -223,14 +256,42 @@ static tsr_status add_node(tsr_graph *g, const char *op, int n_in, const char *c
     return tsr_graph_add_node(g, op, "", NULL, n_in, in, 1, &out, n_attrs, attrs);
 }
 
-/* The training model: forces by differentiation, then the output "pred"
- * [atoms, 4] of the file comment; one more input, energy_weight [atoms]. */
-static tsr_status loss_model(const tsr_ictp_model *m, tsr_dtype dt, double w_f, tsr_graph **out)
+/* pred = [flat t_fe, flat (G + Gᵀ) · stress_weight] for G = ∂E/∂ε. */
+static tsr_status stress_output(tsr_graph *g, tsr_dtype dt)
+{
+    const char *dim_b[1] = {"structures"};
+    int64_t d0 = 0, flat = -1, b11[3] = {-1, 1, 1};
+    tsr_tensor t_flat = {.dtype = TSR_INT64, .rank = 1, .dims = {1}, .data = &flat};
+    tsr_tensor t_b11 = {.dtype = TSR_INT64, .rank = 1, .dims = {3}, .data = b11};
+    int64_t perm[3] = {0, 2, 1};
+    tsr_attr tr = TSR_ATTR_INTS("perm", perm, 3), ax0 = TSR_ATTR_I("axis", 0);
+    const char *in_t[1] = {"strain__grad"}, *in_sym[2] = {"strain__grad", "t_gt"};
+    const char *in_sw[2] = {"stress_weight", "t_b11"}, *in_s[2] = {"t_sym", "t_sw"};
+    const char *in_sf[2] = {"t_s", "t_flat"}, *in_fe[2] = {"t_fe", "t_flat"};
+    const char *in_cat[2] = {"t_fe_flat", "t_s_flat"};
+    TSR_CHECK(tsr_graph_add_input(g, "stress_weight", dt, 1, &d0, dim_b));
+    TSR_CHECK(tsr_graph_add_constant(g, "t_flat", &t_flat));
+    TSR_CHECK(tsr_graph_add_constant(g, "t_b11", &t_b11));
+    TSR_CHECK(add_node(g, "Transpose", 1, in_t, "t_gt", 1, &tr));
+    TSR_CHECK(add_node(g, "Add", 2, in_sym, "t_sym", 0, NULL));
+    TSR_CHECK(add_node(g, "Reshape", 2, in_sw, "t_sw", 0, NULL));
+    TSR_CHECK(add_node(g, "Mul", 2, in_s, "t_s", 0, NULL));
+    TSR_CHECK(add_node(g, "Reshape", 2, in_sf, "t_s_flat", 0, NULL));
+    TSR_CHECK(add_node(g, "Reshape", 2, in_fe, "t_fe_flat", 0, NULL));
+    return add_node(g, "Concat", 2, in_cat, "pred", 1, &ax0);
+}
+
+/* The training model: forces (and the strain derivative) by
+ * differentiation, then the output "pred" of the file comment; one more
+ * input, energy_weight [atoms], and with the stress term stress_weight
+ * [structures] (√w_S / (2 V_b), 0 without a stress). */
+static tsr_status loss_model(const tsr_ictp_model *m, tsr_dtype dt, double w_f, bool stress,
+                             tsr_graph **out)
 {
     tsr_graph *g = NULL, *fg = NULL;
     TSR_CHECK(tsr_ictp_model_training_graph(m, dt, &g));
-    const char *energy = "energy", *positions = "positions";
-    tsr_status st = tsr_graph_gradient(g, 1, &energy, 1, &positions, &fg);
+    const char *energy = "energy", *wrt[2] = {"positions", "strain"};
+    tsr_status st = tsr_graph_gradient(g, 1, &energy, stress ? 2 : 1, wrt, &fg);
     tsr_graph_destroy(g);
     if (st != TSR_OK)
         return st;
@@ -249,7 +310,8 @@ static tsr_status loss_model(const tsr_ictp_model *m, tsr_dtype dt, double w_f, 
         (st = add_node(fg, "Reshape", 2, in_col, "t_e_col", 0, NULL)) != TSR_OK ||
         (st = add_node(fg, "Mul", 2, in_f, "t_f_any", 0, NULL)) != TSR_OK ||
         (st = add_node(fg, "Reshape", 2, in_rows, "t_f", 0, NULL)) != TSR_OK ||
-        (st = add_node(fg, "Concat", 2, in_cat, "pred", 1, &ax1)) != TSR_OK ||
+        (st = add_node(fg, "Concat", 2, in_cat, stress ? "t_fe" : "pred", 1, &ax1)) != TSR_OK ||
+        (stress && (st = stress_output(fg, dt)) != TSR_OK) ||
         (st = tsr_graph_add_output(fg, "pred")) != TSR_OK) {
         tsr_graph_destroy(fg);
         return st;
@@ -260,10 +322,12 @@ static tsr_status loss_model(const tsr_ictp_model *m, tsr_dtype dt, double w_f, 
 
 /* ------------------------------------------------------------ batches */
 
-enum { B_POS, B_SPECIES, B_BATCH, B_RECV, B_SEND, B_SHIFTS, B_STRAIN, B_SEED, B_EW, B_N };
+/* The inputs; B_SW only in models with the stress term. */
+enum { B_POS, B_SPECIES, B_BATCH, B_RECV, B_SEND, B_SHIFTS, B_STRAIN, B_SEED, B_EW, B_SW, B_N };
 
 typedef struct batch {
     int64_t n_atoms, n_edges, n_structures;
+    int n_inputs;
     void *buf[B_N];
     void *target;
     tsr_tensor in[B_N], tgt;
@@ -290,11 +354,18 @@ static double get(tsr_dtype dt, const void *p, int64_t i)
     return dt == TSR_FLOAT32 ? ((const float *)p)[i] : ((const double *)p)[i];
 }
 
+/* The loss weights, and whether the model has the stress term. */
+typedef struct weights {
+    double e, f, s;
+    bool stress;
+} weights;
+
 /* The inputs and target of structures idx[0..count). */
-static tsr_status make_batch(const ictp_config *c, tsr_dtype dt, double w_e, double w_f,
+static tsr_status make_batch(const ictp_config *c, tsr_dtype dt, const weights *w,
                              tsr_atoms *const *frames, const frame_data *fd, const int64_t *idx,
                              int64_t count, tsr_edges *edges, batch *bt)
 {
+    double w_e = w->e, w_f = w->f;
     memset(bt, 0, sizeof *bt);
     size_t fs = tsr_dtype_size(dt);
     int64_t na = 0, ne = 0;
@@ -303,16 +374,13 @@ static tsr_status make_batch(const ictp_config *c, tsr_dtype dt, double w_e, dou
         na += fd[idx[k]].n;
         ne += edges->count;
     }
-    size_t sizes[B_N] = {3 * fs, 8, 8, 8, 8, 3 * fs, 0, 0, fs};
-    int64_t rows[B_N] = {na, na, na, ne, ne, ne, 0, 0, na};
-    for (int k = 0; k < B_N; k++) {
-        size_t bytes = k == B_STRAIN ? 9 * fs * (size_t)count
-                       : k == B_SEED ? fs * (size_t)count
-                                     : sizes[k] * (size_t)rows[k];
-        if (!(bt->buf[k] = tsr_calloc(bytes ? bytes : 1, 1)))
+    size_t sizes[B_N] = {3 * fs, 8, 8, 8, 8, 3 * fs, 9 * fs, fs, fs, fs};
+    int64_t rows[B_N] = {na, na, na, ne, ne, ne, count, count, na, count};
+    for (int k = 0; k < B_N; k++)
+        if (!(bt->buf[k] = tsr_calloc(rows[k] ? (size_t)rows[k] : 1, sizes[k])))
             return TSR_ERR_OUT_OF_MEMORY;
-    }
-    if (!(bt->target = tsr_malloc(4 * fs * (size_t)(na ? na : 1))))
+    int64_t n_target = 4 * na + (w->stress ? 9 * count : 0);
+    if (!(bt->target = tsr_calloc((size_t)(n_target ? n_target : 1), fs)))
         return TSR_ERR_OUT_OF_MEMORY;
     int64_t a0 = 0, e0 = 0;
     for (int64_t k = 0; k < count; k++) {
@@ -325,6 +393,11 @@ static tsr_status make_batch(const ictp_config *c, tsr_dtype dt, double w_e, dou
         const double *pos = tsr_atoms_positions(at);
         double ew = sqrt(w_e) / pow((double)f->n, 1.5);
         put(dt, bt->buf[B_SEED], k, 1.0);
+        if (w->stress && f->has_stress) {
+            put(dt, bt->buf[B_SW], k, sqrt(w->s) / (2.0 * f->volume));
+            for (int q = 0; q < 9; q++)
+                put(dt, bt->target, 4 * na + 9 * k + q, sqrt(w->s) * f->stress[q]);
+        }
         for (int64_t a = 0; a < f->n; a++) {
             int64_t i = a0 + a;
             ((int64_t *)bt->buf[B_SPECIES])[i] = species_index(c, z[a]);
@@ -350,23 +423,27 @@ static tsr_status make_batch(const ictp_config *c, tsr_dtype dt, double w_e, dou
     bt->n_atoms = na;
     bt->n_edges = ne;
     bt->n_structures = count;
-    int64_t dims[B_N][3] = {{na, 3}, {na}, {na}, {ne}, {ne}, {ne, 3}, {count, 3, 3}, {count}, {na}};
-    int ranks[B_N] = {2, 1, 1, 1, 1, 2, 3, 1, 1};
+    int64_t dims[B_N][3] = {{na, 3}, {na},        {na},    {ne}, {ne},
+                            {ne, 3}, {count, 3, 3}, {count}, {na}, {count}};
+    int ranks[B_N] = {2, 1, 1, 1, 1, 2, 3, 1, 1, 1};
+    bt->n_inputs = w->stress ? B_N : B_SW;
     for (int k = 0; k < B_N; k++) {
         bool ints = k == B_SPECIES || k == B_BATCH || k == B_RECV || k == B_SEND;
         bt->in[k] =
             (tsr_tensor){.dtype = ints ? TSR_INT64 : dt, .rank = ranks[k], .data = bt->buf[k]};
         memcpy(bt->in[k].dims, dims[k], sizeof dims[k]);
     }
-    bt->tgt = (tsr_tensor){.dtype = dt, .rank = 2, .dims = {na, 4}, .data = bt->target};
+    bt->tgt = w->stress ? (tsr_tensor){.dtype = dt, .rank = 1, .dims = {n_target}}
+                        : (tsr_tensor){.dtype = dt, .rank = 2, .dims = {na, 4}};
+    bt->tgt.data = bt->target;
     return TSR_OK;
 }
 
 /* ------------------------------------------------------------ metrics */
 
 typedef struct sums {
-    double e_abs, e_sq, f_abs, f_sq;
-    int64_t n_e, n_f;
+    double e_abs, e_sq, f_abs, f_sq, s_abs, s_sq;
+    int64_t n_e, n_f, n_s;
 } sums;
 
 static void sums_metrics(const sums *s, tsr_ictp_metrics *m)
@@ -375,6 +452,19 @@ static void sums_metrics(const sums *s, tsr_ictp_metrics *m)
     m->energy_rmse = s->n_e ? sqrt(s->e_sq / (double)s->n_e) : 0.0;
     m->forces_mae = s->n_f ? s->f_abs / (double)s->n_f : 0.0;
     m->forces_rmse = s->n_f ? sqrt(s->f_sq / (double)s->n_f) : 0.0;
+    m->stress_mae = s->n_s ? s->s_abs / (double)(9 * s->n_s) : 0.0;
+    m->stress_rmse = s->n_s ? sqrt(s->s_sq / (double)(9 * s->n_s)) : 0.0;
+    m->n_stress = s->n_s;
+}
+
+static void sums_add_stress(sums *s, const double *pred, const double *ref)
+{
+    for (int k = 0; k < 9; k++) {
+        double d = pred[k] - ref[k];
+        s->s_abs += fabs(d);
+        s->s_sq += d * d;
+    }
+    s->n_s++;
 }
 
 static void sums_add(sums *s, int64_t n, double e_pred, double e_ref, const double *f_pred,
@@ -421,8 +511,15 @@ tsr_status tsr_ictp_metrics_compute(tsr_ictp_evaluator *ev, int64_t n_frames,
             forces = p;
             cap = 3 * n;
         }
-        if ((st = tsr_ictp_evaluate(ev, frames[b], &e, forces, NULL, NULL)) == TSR_OK)
+        frame_data fd = {0};
+        double stress[9];
+        frame_stress(frames[b], &fd);
+        if ((st = tsr_ictp_evaluate(ev, frames[b], &e, forces, fd.has_stress ? stress : NULL,
+                                    NULL)) == TSR_OK) {
             sums_add(&s, n, e, e_ref, forces, f_ref);
+            if (fd.has_stress)
+                sums_add_stress(&s, stress, fd.stress);
+        }
     }
     free(forces);
     if (st == TSR_OK)
@@ -431,10 +528,11 @@ tsr_status tsr_ictp_metrics_compute(tsr_ictp_evaluator *ev, int64_t n_frames,
 }
 
 /* Validation metrics from the trainer's output (the EMA weights when kept). */
-static tsr_status validate(tsr_trainer *tr, const ictp_config *c, tsr_dtype dt, double w_e,
-                           double w_f, int64_t n, tsr_atoms *const *frames, const frame_data *fd,
+static tsr_status validate(tsr_trainer *tr, const ictp_config *c, tsr_dtype dt, const weights *w,
+                           int64_t n, tsr_atoms *const *frames, const frame_data *fd,
                            int batch_size, tsr_edges *edges, tsr_ictp_metrics *out)
 {
+    double w_e = w->e, w_f = w->f;
     sums s = {0};
     tsr_status st = TSR_OK;
     int64_t *idx = tsr_malloc((size_t)batch_size * sizeof *idx);
@@ -447,13 +545,13 @@ static tsr_status validate(tsr_trainer *tr, const ictp_config *c, tsr_dtype dt, 
             idx[k] = first + k;
         batch bt;
         void *pred = NULL;
-        if ((st = make_batch(c, dt, w_e, w_f, frames, fd, idx, count, edges, &bt)) == TSR_OK &&
+        if ((st = make_batch(c, dt, w, frames, fd, idx, count, edges, &bt)) == TSR_OK &&
             !(pred = tsr_malloc(tsr_tensor_bytes(&bt.tgt) + 1)))
             st = TSR_ERR_OUT_OF_MEMORY;
         if (st == TSR_OK) {
             tsr_tensor out_t = bt.tgt;
             out_t.data = pred;
-            st = tsr_trainer_evaluate(tr, B_N, bt.in, NULL, NULL, &out_t);
+            st = tsr_trainer_evaluate(tr, bt.n_inputs, bt.in, NULL, NULL, &out_t);
         }
         int64_t a0 = 0;
         for (int64_t k = 0; k < count && st == TSR_OK; k++) {
@@ -470,6 +568,12 @@ static tsr_status validate(tsr_trainer *tr, const ictp_config *c, tsr_dtype dt, 
                     fp[3 * a + d] = get(dt, pred, 4 * (a0 + a) + d) / sqrt(w_f);
             double e = f->n ? get(dt, pred, 4 * a0 + 3) / ew : 0.0;
             sums_add(&s, f->n, e, f->energy, fp, f->forces);
+            if (w->stress && f->has_stress) {
+                double sp[9];
+                for (int q = 0; q < 9; q++)
+                    sp[q] = get(dt, pred, 4 * bt.n_atoms + 9 * k + q) / sqrt(w->s);
+                sums_add_stress(&s, sp, f->stress);
+            }
             a0 += f->n;
         }
         free(pred);
@@ -617,6 +721,7 @@ static tsr_status read_state(const char *path, int64_t *epoch, double *best, int
 
 struct tsr_ictp_trainer {
     tsr_ictp_train_options opt;
+    weights w;
     tsr_ictp_model *model;
     tsr_trainer *trainer;
     int64_t n_train;
@@ -646,11 +751,12 @@ static tsr_status check_options(const tsr_ictp_train_options *o)
     if (o->batch_size < 1)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "ICTP training: batch_size is %d (>= 1)",
                          o->batch_size);
-    if (!(o->w_energy >= 0) || !(o->w_forces >= 0) || o->w_energy + o->w_forces <= 0)
+    if (!(o->w_energy >= 0) || !(o->w_forces >= 0) || !(o->w_stress >= 0) ||
+        o->w_energy + o->w_forces <= 0)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT,
-                         "ICTP training: the loss weights must be >= 0 and not both 0 (w_energy "
-                         "%g, w_forces %g)",
-                         o->w_energy, o->w_forces);
+                         "ICTP training: the loss weights must be >= 0 and w_energy, w_forces not "
+                         "both 0 (w_energy %g, w_forces %g, w_stress %g)",
+                         o->w_energy, o->w_forces, o->w_stress);
     if (!(o->lr > 0) || !(o->lr_factor > 0 && o->lr_factor < 1) || o->lr_patience < 0 ||
         !(o->weight_decay >= 0) || !(o->ema_decay >= 0 && o->ema_decay < 1))
         return tsr_error(TSR_ERR_INVALID_ARGUMENT,
@@ -691,8 +797,11 @@ tsr_status tsr_ictp_trainer_create(const char *config_path, int64_t n_train,
         st = statistics(&cfg, n_train, train, t->fd, scale, shift);
     if (st == TSR_OK)
         st = init_model(&cfg, t->opt.seed, scale, shift, &t->model);
+    t->w = (weights){t->opt.w_energy, t->opt.w_forces, t->opt.w_stress, false};
+    for (int64_t b = 0; st == TSR_OK && b < n_train && t->opt.w_stress > 0; b++)
+        t->w.stress |= t->fd[b].has_stress;
     if (st == TSR_OK)
-        st = loss_model(t->model, t->opt.dtype, t->opt.w_forces, &g);
+        st = loss_model(t->model, t->opt.dtype, t->opt.w_forces, t->w.stress, &g);
     if (st == TSR_OK) {
         tsr_loss_options lo;
         tsr_loss_options_init(&lo);
@@ -762,10 +871,10 @@ tsr_status tsr_ictp_trainer_epoch(tsr_ictp_trainer *t, tsr_ictp_progress_fn prog
             t->n_train - first < t->opt.batch_size ? t->n_train - first : t->opt.batch_size;
         batch bt;
         double loss = 0;
-        tsr_status st = make_batch(c, t->opt.dtype, t->opt.w_energy, t->opt.w_forces, t->train,
-                                   t->fd, t->order + first, count, &t->edges, &bt);
+        tsr_status st = make_batch(c, t->opt.dtype, &t->w, t->train, t->fd, t->order + first,
+                                   count, &t->edges, &bt);
         if (st == TSR_OK)
-            st = tsr_trainer_step(t->trainer, B_N, bt.in, &bt.tgt, &loss);
+            st = tsr_trainer_step(t->trainer, bt.n_inputs, bt.in, &bt.tgt, &loss);
         batch_free(&bt);
         if (st != TSR_OK)
             return st;
@@ -791,8 +900,8 @@ tsr_status tsr_ictp_trainer_validate(tsr_ictp_trainer *t, int64_t n, tsr_atoms *
     if (st == TSR_OK && ema)
         st = tsr_trainer_use_ema(t->trainer, 1);
     if (st == TSR_OK)
-        st = validate(t->trainer, &t->model->cfg, t->opt.dtype, t->opt.w_energy, t->opt.w_forces, n,
-                      frames, fd, t->opt.batch_size, &t->edges, out);
+        st = validate(t->trainer, &t->model->cfg, t->opt.dtype, &t->w, n, frames, fd,
+                      t->opt.batch_size, &t->edges, out);
     if (ema)
         tsr_trainer_use_ema(t->trainer, 0);
     free(fd);
