@@ -104,16 +104,18 @@ class Case:
     folded: every input is constant, so the graph builder computes the
     node; `expect` is then an independent numpy reference. bf16: oneDNN
     computes the case in bf16 under precision bf16, so its result must move
-    off the float32 one (else precision bf16 only has to stay correct)."""
+    off the float32 one (else precision bf16 only has to stay correct).
+    expanded: the graph builder replaces the node by the ops it is defined by
+    (op.h's expand hook), so no node0 remains to name a backend."""
 
     def __init__(self, op, inputs, attrs=None, *, cpu="ref", cpu64="ref", n_outputs=1, opset=17,
                  grad=True, grad_outputs=None, tol="close", rtol=1e-6, folded=False, expect=None,
-                 bf16=False, label=""):
+                 bf16=False, label="", expanded=False):
         self.op, self.inputs, self.attrs = op, list(inputs), dict(attrs or {})
         self.cpu, self.cpu64, self.n_outputs, self.opset = cpu, cpu64, n_outputs, opset
         self.grad, self.rtol, self.bf16 = grad, rtol, bf16
         self.grad_outputs, self.tol, self.folded, self.expect = grad_outputs, tol, folded, expect
-        self.label = label
+        self.label, self.expanded = label, expanded
 
 
 CONV = {"kernel_shape": [3, 2], "pads": [1, 0, 2, 1], "strides": [2, 1], "dilations": [1, 2]}
@@ -392,6 +394,22 @@ CASES = [
     Case("ICTProduct", [normal(3, 9, "C"), normal(3, 3)],
          {"l1": 2, "l2": 1, "l3": 1, "alpha": 0.3, "sum_channels": 1}, cpu="cpu", cpu64="cpu",
          rtol=1e-5, label="sum_channels_broadcast"),
+    # rnn.c (test_ops_rnn.py has the spec reference, torch and every attribute)
+    Case("LSTM", [normal(3, 2, 3), normal(2, 8, 3), normal(2, 8, 2), normal(2, 16),
+                  const(np.array([3, 2], dtype=np.int32)), normal(2, 2, 2), normal(2, 2, 2),
+                  normal(2, 6)], {"direction": "bidirectional", "hidden_size": 2}, n_outputs=3,
+         rtol=1e-5, expanded=True),
+    Case("GRU", [normal(3, 2, 3), normal(1, 6, 3), normal(1, 6, 2), normal(1, 12)],
+         {"linear_before_reset": 1}, n_outputs=2, rtol=1e-5, expanded=True),
+    Case("GRU", [normal(2, 3, 3), normal(1, 6, 3), normal(1, 6, 2), normal(1, 12),
+                 const(np.array([1, 3], dtype=np.int32)), normal(2, 1, 2)],
+         {"direction": "reverse", "layout": 1}, n_outputs=2, rtol=1e-5, expanded=True,
+         label="reverse_batch_major"),
+    Case("RNN", [normal(4, 2, 3), normal(1, 2, 3), normal(1, 2, 2), normal(1, 4), None,
+                 normal(1, 2, 2)], {}, n_outputs=2, rtol=1e-5, expanded=True),
+    # trilu.c
+    Case("Trilu", [normal(2, 4, 5), const(np.array(1, dtype=I64))], {"upper": 0}),
+    Case("Trilu", [normal(5, 3)], label="upper"),
     # radial.c
     Case("BesselBasis", [positive(3, 4, lo=0.5, hi=4.5)], {"r_cutoff": 5.0, "n_basis": 6}),
 ]

@@ -1,0 +1,510 @@
+"""LSTM, GRU and RNN against torch.nn.LSTM/GRU/RNN exported to ONNX (layers, directions,
+batch_first, initial states, odd sizes) and against an independent numpy reading of the ONNX
+spec for what torch does not export (sequence_lens, clip, every activation with its alpha and
+beta, linear_before_reset=0, peepholes, input_forget, layout=1, missing bias); their gradients
+through the expansion against finite differences in float64; a symbolic sequence length;
+Trilu against numpy triu/tril; and transformer blocks (nn.TransformerEncoderLayer and
+TransformerDecoderLayer, nn.MultiheadAttention, a GPT block with a torch.triu causal mask,
+embedding, LayerNorm and GELU) exported at opset 13 (14 where triu needs it) and 17, against
+PyTorch."""
+
+import io
+import zlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import tsr
+
+DEVICES = ["ref", "cpu"]
+
+
+def onnx_bytes(module, args, opset, **kw):
+    buf = io.BytesIO()
+    module.eval()
+    torch.onnx.export(module, args, buf, opset_version=opset, **kw)
+    return buf.getvalue()
+
+
+def close(got, want, rel):
+    scale = max(float(np.max(np.abs(want))), 1e-30)
+    err = float(np.max(np.abs(got.astype(np.float64) - want)))
+    assert got.shape == want.shape, (got.shape, want.shape)
+    assert err <= rel * scale, f"error {err:.3g} exceeds {rel:g} of max |y| = {scale:.3g}"
+
+
+# ------------------------------------------------ numpy reading of the spec
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+ACTS = {
+    "relu": lambda x, a, b: np.maximum(x, 0),
+    "tanh": lambda x, a, b: np.tanh(x),
+    "sigmoid": lambda x, a, b: _sigmoid(x),
+    "affine": lambda x, a, b: a * x + b,
+    "leakyrelu": lambda x, a, b: np.where(x >= 0, x, a * x),
+    "thresholdedrelu": lambda x, a, b: np.where(x > a, x, 0),
+    "scaledtanh": lambda x, a, b: a * np.tanh(b * x),
+    "hardsigmoid": lambda x, a, b: np.clip(a * x + b, 0, 1),
+    "elu": lambda x, a, b: np.where(x >= 0, x, a * (np.exp(x) - 1)),
+    "softsign": lambda x, a, b: x / (1 + np.abs(x)),
+    "softplus": lambda x, a, b: np.log1p(np.exp(x)),
+}
+# How many of (alpha, beta) each takes, and the defaults of the ONNX op of that name.
+PARAMS = {"affine": (1.0, 0.0), "leakyrelu": (0.01,), "thresholdedrelu": (1.0,),
+          "scaledtanh": (1.0, 1.0), "hardsigmoid": (0.2, 0.5), "elu": (1.0,)}
+DEFAULT_ACTS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"], "RNN": ["Tanh"]}
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+def activation_fns(op, n_dirs, names, alphas, betas):
+    names = names or DEFAULT_ACTS[op] * n_dirs
+    alphas, betas = list(alphas or []), list(betas or [])
+    fns = []
+    for n in names:
+        key = n.lower()
+        defaults = PARAMS.get(key, ())
+        a = alphas.pop(0) if len(defaults) >= 1 and alphas else (defaults + (0, 0))[0]
+        b = betas.pop(0) if len(defaults) >= 2 and betas else (defaults + (0, 0))[1]
+        fns.append(lambda x, f=ACTS[key], a=a, b=b: f(x, a, b))
+    per = len(DEFAULT_ACTS[op])
+    return [fns[d * per:(d + 1) * per] for d in range(n_dirs)]
+
+
+def reference(op, X, W, R, B=None, seq=None, h0=None, c0=None, P=None, direction="forward",
+              activations=None, alpha=None, beta=None, clip=None, input_forget=0,
+              linear_before_reset=0, layout=0, **_):
+    """Y, Y_h (and Y_c for LSTM) of ONNX's op, one batch element and time step at a time."""
+    if layout:
+        X = X.transpose(1, 0, 2)
+        h0 = None if h0 is None else h0.transpose(1, 0, 2)
+        c0 = None if c0 is None else c0.transpose(1, 0, 2)
+    T, N, _ = X.shape
+    D, H = W.shape[0], R.shape[2]
+    G = GATES[op]
+    acts = activation_fns(op, D, activations, alpha, beta)
+    cl = (lambda v: np.clip(v, -clip, clip)) if clip else (lambda v: v)
+    Y = np.zeros((T, D, N, H), X.dtype)
+    Yh = np.zeros((D, N, H), X.dtype)
+    Yc = np.zeros((D, N, H), X.dtype)
+    for d in range(D):
+        f = acts[d][0]
+        g = acts[d][1] if op != "RNN" else None
+        hfn = acts[d][2] if op == "LSTM" else None
+        Wb = B[d, :G * H] if B is not None else np.zeros(G * H)
+        Rb = B[d, G * H:] if B is not None else np.zeros(G * H)
+        backward = direction == "reverse" or d == 1
+        for b in range(N):
+            L = T if seq is None else int(seq[b])
+            h = h0[d, b].copy() if h0 is not None else np.zeros(H)
+            c = c0[d, b].copy() if c0 is not None else np.zeros(H)
+            for t in (reversed(range(L)) if backward else range(L)):
+                xw = W[d] @ X[t, b] + Wb
+                hr = R[d] @ h + Rb
+                if op == "RNN":
+                    h = f(cl(xw + hr))
+                elif op == "GRU":
+                    z = f(cl(xw[:H] + hr[:H]))
+                    r = f(cl(xw[H:2 * H] + hr[H:2 * H]))
+                    if linear_before_reset:
+                        hh = g(cl(xw[2 * H:] + r * hr[2 * H:]))
+                    else:
+                        hh = g(cl(xw[2 * H:] + R[d, 2 * H:] @ (r * h) + Rb[2 * H:]))
+                    h = (1 - z) * hh + z * h
+                else:
+                    gates = xw + hr
+                    pi, po, pf = (P[d, :H], P[d, H:2 * H], P[d, 2 * H:]) if P is not None else (0, 0, 0)
+                    i = f(cl(gates[:H] + pi * c))
+                    fg = 1 - i if input_forget else f(cl(gates[2 * H:3 * H] + pf * c))
+                    cc = g(cl(gates[3 * H:]))
+                    c = fg * c + i * cc
+                    o = f(cl(gates[H:2 * H] + po * c))
+                    h = o * hfn(c)
+                Y[t, d, b] = h
+            Yh[d, b], Yc[d, b] = h, c
+    if layout:
+        return Y.transpose(2, 0, 1, 3), Yh.transpose(1, 0, 2), Yc.transpose(1, 0, 2)
+    return Y, Yh, Yc
+
+
+def make_case(op, rng, T=5, N=3, I=4, H=3, direction="forward", bias=True, seq=False, h0=False,
+              c0=False, peep=False, layout=0, dtype=np.float64):
+    D = 2 if direction == "bidirectional" else 1
+    G = GATES[op]
+    X = rng.standard_normal((N, T, I) if layout else (T, N, I))
+    arrays = {"X": X, "W": rng.standard_normal((D, G * H, I)) * 0.6,
+              "R": rng.standard_normal((D, G * H, H)) * 0.6}
+    if bias:
+        arrays["B"] = rng.standard_normal((D, 2 * G * H)) * 0.5
+    if seq:
+        arrays["seq"] = rng.integers(1, T + 1, N).astype(np.int32)
+        arrays["seq"][0] = T
+    state = (N, D, H) if layout else (D, N, H)
+    if h0:
+        arrays["h0"] = rng.standard_normal(state) * 0.5
+    if c0:
+        arrays["c0"] = rng.standard_normal(state) * 0.5
+    if peep:
+        arrays["P"] = rng.standard_normal((D, 3 * H)) * 0.5
+    return {k: (v.astype(dtype) if v.dtype.kind == "f" else v) for k, v in arrays.items()}
+
+
+INPUT_ORDER = ["X", "W", "R", "B", "seq", "h0", "c0", "P"]
+
+
+def build(op, arrays, attrs, n_outputs, symbolic_time=False):
+    """The node on graph inputs (every array), named rnn; returns graph and feeds."""
+    g = tsr.Graph()
+    g.set_opset(17)
+    last = max(INPUT_ORDER.index(k) for k in arrays)
+    names, feeds = [], []
+    for k in INPUT_ORDER[:last + 1]:
+        if k not in arrays:
+            names.append("")
+            continue
+        a = arrays[k]
+        shape = list(a.shape)
+        if symbolic_time and k == "X":
+            shape[1 if attrs.get("layout") else 0] = "time"
+        g.add_input(k, a.dtype, shape)
+        names.append(k)
+        feeds.append(a)
+    outs = ["Y", "Y_h", "Y_c"][:n_outputs]
+    g.add_node(op, names, outs, attrs, name="rnn")
+    for o in outs:
+        g.add_output(o)
+    return g, feeds
+
+
+def run_spec_case(op, arrays, attrs, device, rel):
+    n_out = 3 if op == "LSTM" else 2
+    g, feeds = build(op, arrays, attrs, n_out)
+    got = tsr.Plan(g, device=device).run(feeds)
+    opts = dict(attrs)
+    if "activations" in opts:
+        opts["activations"] = opts["activations"].split(",")
+    opts["alpha"] = opts.pop("activation_alpha", None)
+    opts["beta"] = opts.pop("activation_beta", None)
+    f64 = {k: (v.astype(np.float64) if v.dtype.kind == "f" else v) for k, v in arrays.items()}
+    want = reference(op, f64.pop("X"), f64.pop("W"), f64.pop("R"), **f64, **opts)
+    for o in range(n_out):
+        close(got[o], want[o], rel)
+
+
+SPEC_CASES = [
+    ("LSTM", {}, {}),
+    ("LSTM", {"direction": "bidirectional"}, dict(seq=True, h0=True, c0=True, peep=True)),
+    ("LSTM", {"direction": "reverse", "clip": 0.7}, dict(seq=True, peep=True)),
+    ("LSTM", {"input_forget": 1, "layout": 1}, dict(h0=True, c0=True, layout=1)),
+    ("LSTM", {"activations": "HardSigmoid,Softsign,ScaledTanh",
+              "activation_alpha": [0.3, 0.8], "activation_beta": [0.4, 1.3]}, dict(bias=False)),
+    ("LSTM", {"activations": "Affine,Elu,LeakyRelu,sigmoid,Softplus,ThresholdedRelu",
+              "activation_alpha": [0.2, 0.9, 0.2, 0.1], "activation_beta": [0.25],
+              "direction": "bidirectional"}, dict(seq=True)),
+    ("GRU", {}, {}),
+    ("GRU", {"linear_before_reset": 1}, dict(h0=True)),
+    ("GRU", {"direction": "bidirectional", "clip": 0.5}, dict(seq=True, h0=True)),
+    ("GRU", {"direction": "reverse", "linear_before_reset": 1, "layout": 1},
+     dict(seq=True, layout=1, bias=False)),
+    ("GRU", {"activations": "Relu,Affine", "activation_alpha": [0.5],
+             "activation_beta": [0.1]}, {}),
+    ("RNN", {}, dict(h0=True)),
+    ("RNN", {"direction": "bidirectional", "activations": "Relu,LeakyRelu",
+             "activation_alpha": [0.2]}, dict(seq=True)),
+    ("RNN", {"direction": "reverse", "layout": 1, "clip": 0.4}, dict(layout=1, h0=True,
+                                                                      seq=True)),
+]
+
+
+def spec_id(c):
+    return c[0] + "-" + "-".join(f"{k}" for k in list(c[1]) + [k for k, v in c[2].items() if v])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", SPEC_CASES, ids=[spec_id(c) for c in SPEC_CASES])
+def test_against_numpy_spec(case, device, dtype):
+    op, attrs, shape = case
+    rng = np.random.default_rng(zlib.crc32(spec_id(case).encode()))
+    arrays = make_case(op, rng, dtype=dtype, direction=attrs.get("direction", "forward"), **shape)
+    attrs = dict(attrs, hidden_size=3)
+    run_spec_case(op, arrays, attrs, device, 1e-12 if dtype == np.float64 else 2e-6)
+
+
+@pytest.mark.slow
+def test_long_sequence_and_odd_sizes():
+    """Past 64 steps the outputs are concatenated in groups (Concat's input limit)."""
+    rng = np.random.default_rng(5)
+    arrays = make_case("LSTM", rng, T=70, N=2, I=5, H=7, direction="bidirectional",
+                       dtype=np.float32, seq=True)
+    run_spec_case("LSTM", arrays, {"direction": "bidirectional"}, "cpu", 2e-6)
+
+
+# ---------------------------------------------------------- against torch
+
+class Wrapped(nn.Module):
+    def __init__(self, rnn, states):
+        super().__init__()
+        self.rnn, self.states = rnn, states
+
+    def forward(self, x, *state):
+        if not state:
+            y, s = self.rnn(x)
+        else:
+            y, s = self.rnn(x, state if len(state) > 1 else state[0])
+        return (y,) + (tuple(s) if isinstance(s, tuple) else (s,))
+
+
+TORCH_CASES = [
+    ("LSTM", dict(num_layers=1), False, False),
+    ("LSTM", dict(num_layers=2, bidirectional=True), True, False),
+    ("LSTM", dict(num_layers=1, batch_first=True, bidirectional=True), True, True),
+    ("GRU", dict(num_layers=2), True, False),
+    ("GRU", dict(num_layers=1, batch_first=True, bidirectional=True), False, True),
+    ("RNN", dict(num_layers=2, nonlinearity="relu", bidirectional=True), True, False),
+    ("RNN", dict(num_layers=1, batch_first=True), False, True),
+]
+
+
+@pytest.mark.parametrize("opset", [13, pytest.param(17, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: f"{c[0]}-{'-'.join(map(str, c[1].values()))}-h{int(c[2])}")
+def test_against_torch(case, opset):
+    op, kw, states, batch_first = case
+    torch.manual_seed(len(str(case)))
+    I, H, T, N = 5, 7, 6, 3
+    rnn = getattr(nn, op)(I, H, **kw).double()
+    D = 2 if kw.get("bidirectional") else 1
+    L = kw["num_layers"]
+    x = torch.randn((N, T, I) if batch_first else (T, N, I), dtype=torch.float64)
+    args = [x]
+    if states:
+        args.append(torch.randn(L * D, N, H, dtype=torch.float64))
+        if op == "LSTM":
+            args.append(torch.randn(L * D, N, H, dtype=torch.float64))
+    m = Wrapped(rnn, states)
+    with torch.no_grad():
+        want = [t.numpy() for t in m(*args)]
+    g = tsr.Graph.load_bytes(onnx_bytes(m, tuple(args), opset))
+    for device in DEVICES:
+        got = tsr.Plan(g, device=device).run([a.numpy() for a in args])
+        for o, (a, w) in enumerate(zip(got, want)):
+            close(a, w, 1e-12)
+    g32 = tsr.Graph.load_bytes(onnx_bytes(m.float(), tuple(a.float() for a in args), opset))
+    got = tsr.Plan(g32, device="cpu").run([a.float().numpy() for a in args])
+    for a, w in zip(got, want):
+        close(a, w, 1e-5)
+
+
+# --------------------------------------------------------------- gradients
+
+GRAD_CASES = [
+    ("LSTM", {"direction": "bidirectional"}, dict(seq=True, h0=True, c0=True, peep=True)),
+    ("LSTM", {"input_forget": 1, "clip": 1.5, "layout": 1}, dict(layout=1)),
+    ("GRU", {"linear_before_reset": 0, "direction": "reverse"}, dict(seq=True, h0=True)),
+    ("GRU", {"linear_before_reset": 1}, dict(h0=True)),
+    ("RNN", {"direction": "bidirectional"}, dict(h0=True, seq=True)),
+]
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=[spec_id(c) for c in GRAD_CASES])
+def test_gradient_against_finite_differences(case):
+    op, attrs, shape = case
+    rng = np.random.default_rng(zlib.crc32(spec_id(case).encode()))
+    arrays = make_case(op, rng, T=3, N=2, I=2, H=2, direction=attrs.get("direction", "forward"),
+                       **shape)
+    n_out = 3 if op == "LSTM" else 2
+    g, feeds = build(op, arrays, attrs, n_out)
+    wrt = [k for k in INPUT_ORDER if k in arrays and arrays[k].dtype == np.float64]
+    outs = ["Y", "Y_h", "Y_c"][:n_out]
+    plan = tsr.Plan(g)
+    seeds = [rng.standard_normal(y.shape) for y in plan.run(feeds)]
+    names = [k for k in INPUT_ORDER if k in arrays]
+
+    def loss(values):
+        return sum(float(np.sum(y * s)) for y, s in zip(plan.run(values), seeds))
+
+    grads = tsr.Plan(tsr.gradient(g, outs, wrt)).run(feeds + seeds)[n_out:]
+    eps = 1e-6
+    for k, w in enumerate(wrt):
+        pos = names.index(w)
+        xs = [f.copy() for f in feeds]
+        fd = np.zeros_like(xs[pos])
+        for idx in np.ndindex(fd.shape):
+            saved = xs[pos][idx]
+            xs[pos][idx] = saved + eps
+            hi = loss(xs)
+            xs[pos][idx] = saved - eps
+            lo = loss(xs)
+            xs[pos][idx] = saved
+            fd[idx] = (hi - lo) / (2 * eps)
+        err = float(np.max(np.abs(grads[k] - fd)))
+        assert err <= 1e-6 * max(float(np.max(np.abs(fd))), 1e-3), f"d/d{w}: error {err:.3g}"
+
+
+# ------------------------------------------------- symbolic sequence length
+
+def test_symbolic_sequence_length_expands_per_plan_shape():
+    rng = np.random.default_rng(11)
+    arrays = make_case("GRU", rng, T=4, direction="bidirectional", h0=True)
+    attrs = {"direction": "bidirectional"}
+    g, _ = build("GRU", arrays, attrs, 2, symbolic_time=True)
+    assert g.inputs()[0].shape[0] == "time"
+    assert g.outputs()[0].shape[0] == "time"
+    plan = tsr.Plan(g, device="cpu")
+    for T in (4, 9):
+        arrays["X"] = rng.standard_normal((T,) + arrays["X"].shape[1:])
+        feeds = [arrays[k] for k in INPUT_ORDER if k in arrays]
+        got = plan.run(feeds)
+        want = reference("GRU", arrays["X"], arrays["W"], arrays["R"], arrays["B"],
+                         h0=arrays["h0"], **attrs)
+        close(got[0], want[0], 1e-12)
+        close(got[1], want[1], 1e-12)
+    with pytest.raises(tsr.TesseraError, match="sequence length is symbolic"):
+        tsr.gradient(g, ["Y"], ["W"])
+
+
+def test_static_sequence_is_expanded_at_build():
+    rng = np.random.default_rng(12)
+    g, _ = build("LSTM", make_case("LSTM", rng, T=3), {}, 3)
+    ops = g.stats()["op_counts"]
+    assert "LSTM" not in ops and ops["Gemm"] == 1 + 2  # the projection, then steps 2 and 3
+    g, _ = build("LSTM", make_case("LSTM", rng, T=3), {}, 3, symbolic_time=True)
+    assert g.stats()["op_counts"] == {"LSTM": 1}
+
+
+# ------------------------------------------------------------------ errors
+
+@pytest.mark.parametrize("attrs,shape,message", [
+    ({"direction": "sideways"}, {}, "direction 'sideways' is not one of"),
+    ({"activations": "Sigmoid,Tanh"}, {}, "activations lists 2 functions; LSTM with 1 direction "
+                                          "takes 3"),
+    ({"activations": "Sigmoid,Tanh,Swish"}, {}, "unknown activation 'Swish'"),
+    ({"hidden_size": 5}, {}, "R .* has 3 at axis 2, expected 5"),
+    ({"clip": -1.0}, {}, "clip is -1; it must be positive"),
+    ({"layout": 2}, {}, "layout is 2"),
+])
+def test_bad_nodes_are_refused_with_a_reason(attrs, shape, message):
+    rng = np.random.default_rng(0)
+    arrays = make_case("LSTM", rng, **shape)
+    with pytest.raises(tsr.TesseraError, match=message):
+        build("LSTM", arrays, attrs, 3)
+
+
+def test_wrong_weight_shape_is_refused():
+    rng = np.random.default_rng(0)
+    arrays = make_case("GRU", rng)
+    arrays["W"] = arrays["W"][:, :5]
+    with pytest.raises(tsr.TesseraError, match=r"W \[num_directions, gates\*hidden_size, "
+                                               r"input_size\] has 5 at axis 1, expected 9"):
+        build("GRU", arrays, {}, 2)
+
+
+# ------------------------------------------------------------------- Trilu
+
+@pytest.mark.parametrize("upper", [1, 0])
+@pytest.mark.parametrize("k", [None, -2, -1, 0, 1, 3, 9])
+@pytest.mark.parametrize("shape", [(5, 5), (4, 7), (2, 3, 6, 4)])
+def test_trilu_against_numpy(shape, k, upper):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape)
+    ins = [x] if k is None else [x, np.array(k, np.int64)]
+    kk = 0 if k is None else k
+    want = np.triu(x, kk) if upper else np.tril(x, kk)
+    for device in DEVICES:
+        got = tsr.run_op("Trilu", ins, {"upper": upper}, device=device)[0]
+        np.testing.assert_array_equal(got, want)
+    as_int = tsr.run_op("Trilu", [(x * 10).astype(np.int64)] + ins[1:], {"upper": upper})[0]
+    np.testing.assert_array_equal(as_int, np.triu((x * 10).astype(np.int64), kk) if upper
+                                  else np.tril((x * 10).astype(np.int64), kk))
+
+
+def test_trilu_with_a_runtime_k_and_its_gradient():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 4, 5))
+    got = tsr.run_op("Trilu", [x, np.array(-1, np.int64)], {"upper": 0})[0]
+    np.testing.assert_array_equal(got, np.tril(x, -1))
+    g = tsr.Graph()
+    g.set_opset(17)
+    g.add_input("x", np.float64, [3, 4, 5])
+    g.add_input("k", np.int64, [])
+    g.add_node("Trilu", ["x", "k"], ["y"], {"upper": 1})
+    g.add_output("y")
+    seed = rng.standard_normal((3, 4, 5))
+    dx = tsr.Plan(tsr.gradient(g, ["y"], ["x"])).run([x, np.array(1, np.int64), seed])[1]
+    np.testing.assert_array_equal(dx, np.triu(seed, 1))
+
+
+def test_trilu_refuses_a_vector():
+    with pytest.raises(tsr.TesseraError, match="Trilu needs rank 2 or more"):
+        tsr.run_op("Trilu", [np.zeros(4)])
+
+
+# ------------------------------------------------------ transformer blocks
+
+class GPTBlock(nn.Module):
+    def __init__(self, vocab=50, dim=32, heads=4, length=10):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(torch.randn(1, length, dim) * 0.1)
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, idx):
+        t = idx.shape[1]
+        x = self.emb(idx) + self.pos[:, :t]
+        mask = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
+        h = self.ln1(x)
+        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
+        return self.head(x + self.mlp(self.ln2(x)))
+
+
+class Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.m = nn.MultiheadAttention(16, 4, kdim=12, vdim=10)
+
+    def forward(self, q, k, v):
+        return self.m(q, k, v)[0]
+
+
+def transformer(name):
+    torch.manual_seed(7)
+    if name == "encoder":
+        return nn.TransformerEncoderLayer(16, 4, 40, dropout=0.0, activation="gelu",
+                                          batch_first=True), (torch.randn(2, 7, 16),)
+    if name == "decoder":
+        causal = torch.triu(torch.full((5, 5), float("-inf")), 1)
+        m = nn.TransformerDecoderLayer(16, 4, 40, dropout=0.0, norm_first=True)
+
+        class Dec(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.m = m
+
+            def forward(self, tgt, memory):
+                return self.m(tgt, memory, tgt_mask=causal)
+        return Dec(), (torch.randn(5, 2, 16), torch.randn(7, 2, 16))
+    if name == "attention":
+        return Attention(), (torch.randn(5, 2, 16), torch.randn(7, 2, 12), torch.randn(7, 2, 10))
+    return GPTBlock(), (torch.randint(0, 50, (2, 10)),)
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("name", ["encoder", "decoder", "attention", "gpt"])
+def test_transformer_blocks_against_torch(name, opset):
+    module, args = transformer(name)
+    if name == "gpt" and opset == 13:
+        opset = 14  # torch exports aten::triu from opset 14 (Trilu)
+    module.eval()
+    with torch.no_grad():
+        want = module(*args).numpy()
+    g = tsr.Graph.load_bytes(onnx_bytes(module, args, opset))
+    for device in DEVICES:
+        got = tsr.Plan(g, device=device).run([a.numpy() for a in args])[0]
+        close(got, want, 1e-4)
