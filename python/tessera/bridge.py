@@ -3,24 +3,38 @@ and training.
 
 How it works. The module is captured with torch.onnx.export into memory,
 with export_params=False, so every parameter and buffer is a graph input
-named by its state_dict key. Each call feeds the module's own tensors to the
-plan by pointer: there is no second copy of the weights, and an optimizer
-step, load_state_dict or in-place edit is seen by the next call without
-re-planning. A module is captured once per mode (train/eval) and dtype;
-Tessera caches plans per input shape, so other batch sizes reuse the
-capture.
+named by its state_dict key. A module is captured once per mode
+(train/eval) and dtype; Tessera caches plans per input shape, so other
+batch sizes reuse the capture.
+
+Eval mode without gradients (torch.no_grad, inference_mode, or no tensor
+requiring grad) runs a plan in which the parameters and buffers are
+constants: the graph passes fold BatchNorm into the convolutions and the
+backend lays the weights out once. That plan holds its own copy of the
+weights, taken when it is built. It is rebuilt at the next call after any
+parameter or buffer changed: written in place (an optimizer step,
+load_state_dict, an edit under no_grad; torch's version counter says so),
+given new storage (`.data = ...`) or replaced by another tensor.
+
+Every other call feeds the module's own tensors to a plan by pointer: no
+second copy of the weights, and changes are seen by the next call without
+re-planning. When gradients are wanted (train mode, or eval mode with grad
+enabled), the forward runs the first half of tsr_graph_gradient's graph
+split by tsr_graph_split: it computes the outputs and the values the
+backward reads, which stay on the autograd context until backward; the
+backward runs the second half on those values and the output gradients,
+without running the forward pass again. One gradient graph is built per
+set of tensors that require grad (parameters and inputs).
 
 In train mode the capture is the exporter's training export, whose
 BatchNormalization and Dropout the importer turns into Tessera's training
-ops (ai.tessera.BatchNormTrain, DropoutTrain; see _to_training_ops). The forward plan produces the
-outputs and the BatchNorm running-statistic updates, which are written into
-the module's buffers (num_batches_tracked counts up as in PyTorch). Backward
-runs a second plan, built on first use from tsr_graph_gradient of the same
-graph, with respect to the parameters (and inputs) that require grad; it
-recomputes the forward pass from the saved inputs rather than keeping
-activations between the two calls. Dropout masks come from Tessera's seeded
-generator (seeded from torch's, so torch.manual_seed makes runs
-repeatable), not from PyTorch's: with p > 0 the masks differ from eager.
+ops (ai.tessera.BatchNormTrain, DropoutTrain; see _to_training_ops). The
+forward produces the outputs and the BatchNorm running-statistic updates,
+which are written into the module's buffers (num_batches_tracked counts up
+as in PyTorch). Dropout masks come from Tessera's seeded generator (seeded
+from torch's, so torch.manual_seed makes runs repeatable), not from
+PyTorch's: with p > 0 the masks differ from eager; the backward uses the
+forward's masks.
 
 Fallback: none. What the exporter or Tessera cannot take fails at
 optimize() (or at the first call in the other mode) with a CaptureError
@@ -327,19 +341,94 @@ class _Capture:
                                    "parameter or buffer of the module", path)
             self.sources.append((spec.name, owner_module, attr))
         self.n_model_outputs = owner._n_outputs
-        self.plan = Plan(self.graph, **owner._compile)
         self.compile = owner._compile
-        self.grad_plans = {}
+        self.onnx = data
+        self.training = training
+        self._plan = None
+        self.halves = {}
+        self.baked = None  # (plan, [(tensor, _version, data_ptr)]) in eval mode
 
-    def grad_plan(self, wrt):
-        plan = self.grad_plans.get(wrt)
-        if plan is None:
-            outs = self.graph.outputs()[:self.n_model_outputs]
-            diff = tuple(o.name for o in outs if o.dtype is not None and o.dtype.kind == "f")
-            g = self.graph.gradient(diff, wrt)
-            plan = (Plan(g, **self.compile), diff)
-            self.grad_plans[wrt] = plan
-        return plan
+    @property
+    def plan(self):
+        """The plan of the graph itself, parameters as inputs (train mode without gradients)."""
+        if self._plan is None:
+            self._plan = Plan(self.graph, **self.compile)
+        return self._plan
+
+    def halves_for(self, wrt):
+        """The forward and backward halves that differentiate with respect to `wrt`."""
+        halves = self.halves.get(wrt)
+        if halves is None:
+            halves = self.halves[wrt] = _Halves(self, wrt)
+        return halves
+
+    def baked_plan(self, tensors):
+        """The eval plan with `tensors` (the parameter and buffer feeds) as
+        constants, so that the graph passes fold BatchNorm into the
+        convolutions and the backend lays the weights out once. It is
+        rebuilt when any of them is another tensor, moved to other storage
+        or written since (torch's version counter counts in-place writes:
+        optimizer steps, load_state_dict, edits under no_grad)."""
+        state = [(t, t._version, t.data_ptr()) for t in tensors]
+        if self.baked is not None and len(state) == len(self.baked[1]) and all(
+                a is b and va == vb and pa == pb
+                for (a, va, pa), (b, vb, pb) in zip(state, self.baked[1])):
+            return self.baked[0]
+        self.baked = None  # the old plan's constants go before the new ones are made
+        self.baked = (Plan(self._graph_with_constants(tensors), **self.compile), state)
+        return self.baked[0]
+
+    def _graph_with_constants(self, tensors):
+        import onnx
+        import onnx.numpy_helper
+
+        model = onnx.load_from_string(self.onnx)
+        values = dict(zip(self.names[self.n_user:], tensors))
+        kept = [i for i in model.graph.input if i.name not in values]
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+        for name, t in values.items():
+            model.graph.initializer.append(
+                onnx.numpy_helper.from_array(t.detach().contiguous().numpy(), name))
+        return Graph.from_bytes(model.SerializeToString())
+
+
+class _Halves:
+    """tsr_graph_gradient of a capture's graph with respect to `wrt`, split
+    (tsr_graph_split) into the forward half, which computes the graph's
+    outputs and the values the backward reads (kept between the two calls),
+    and the backward half, which computes the gradients from those values,
+    the capture's feeds and the output gradients without running the
+    forward pass again."""
+
+    def __init__(self, capture, wrt):
+        outs = capture.graph.outputs()
+        self.n_outputs = len(outs)
+        diff = [o.name for o in outs[:capture.n_model_outputs]
+                if o.dtype is not None and o.dtype.kind == "f"]
+        first, second = capture.graph.gradient(diff, wrt).split(self.n_outputs)
+        self.forward = Plan(first, **capture.compile)
+        self.backward = Plan(second, **capture.compile)
+        feed_of = {name: i for i, name in enumerate(capture.names)}
+        self.forward_feeds = [feed_of[s.name] for s in first.inputs()]
+        self.output_names = [o.name for o in first.outputs()]
+        saved_of = {name: k for k, name in enumerate(self.output_names)}
+        output_of = {f"{o.name}__seed": k for k, o in enumerate(outs) if o.name in diff}
+        # What the backward half reads, in its input order: ("grad", output index),
+        # ("feed", capture feed index) or ("saved", forward-half output index).
+        self.backward_feeds = []
+        for spec in second.inputs():
+            if spec.name in output_of:
+                self.backward_feeds.append(("grad", output_of[spec.name]))
+            elif spec.name in feed_of:
+                self.backward_feeds.append(("feed", feed_of[spec.name]))
+            else:
+                self.backward_feeds.append(("saved", saved_of[spec.name]))
+        # The model outputs that the backward reads are saved through
+        # save_for_backward (an output kept on ctx otherwise would keep its own
+        # graph alive); the other saved values are plain tensors on ctx.
+        self.saved_outputs = sorted({k for kind, k in self.backward_feeds
+                                     if kind == "saved" and k < self.n_outputs})
 
 
 # ------------------------------------------------------------------ running
@@ -361,44 +450,55 @@ def _run(plan, feeds):
 
 
 class _TesseraFunction(torch.autograd.Function):
-    """Forward on the capture's plan; backward on its gradient plan, fed the
-    saved inputs and the output gradients as seeds."""
+    """Forward on the forward half of the capture's gradient graph, which
+    also returns the values the backward needs; backward on the backward
+    half, fed those values and the output gradients as seeds."""
 
     @staticmethod
     def forward(ctx, call, *diff):
+        halves = call.halves
+        outs = _run(halves.forward, [call.feeds[i] for i in halves.forward_feeds])
+        call.outputs = outs[:halves.n_outputs]
+        n = halves.n_outputs
         ctx.call = call
-        ctx.save_for_backward(*diff)
-        outs = call.forward()
-        n_model = call.capture.n_model_outputs
+        ctx.saved = {k: outs[k] for k in range(n, len(outs))}
+        ctx.output_descs = [(o.shape, o.dtype) for o in call.outputs]
+        ctx.save_for_backward(*diff, *[outs[k] for k in halves.saved_outputs])
+        ctx.n_diff = len(diff)
         # Integer outputs and the BatchNorm statistics after the model's outputs
         # carry no gradient.
-        ctx.mark_non_differentiable(*[o for k, o in enumerate(outs)
+        n_model = call.capture.n_model_outputs
+        ctx.mark_non_differentiable(*[o for k, o in enumerate(call.outputs)
                                       if k >= n_model or not o.is_floating_point()])
-        return tuple(outs)
+        return tuple(call.outputs)
 
     @staticmethod
     def backward(ctx, *grads):
-        call = ctx.call
-        plan, diff = call.capture.grad_plan(call.wrt)
-        names = [s.name for s in call.capture.graph.outputs()]
-        seeds = []
-        for name in diff:  # the model's float outputs, in graph order
-            k = names.index(name)
-            seeds.append(torch.zeros_like(call.outputs[k]) if grads[k] is None else grads[k])
-        results = _run(plan, call.feeds + seeds)
-        return (None,) + tuple(results[len(names):])
+        call, halves = ctx.call, ctx.call.halves
+        saved = dict(ctx.saved)
+        saved.update(zip(halves.saved_outputs, ctx.saved_tensors[ctx.n_diff:]))
+        feeds = []
+        for kind, k in halves.backward_feeds:
+            if kind == "feed":
+                feeds.append(call.feeds[k])
+            elif kind == "saved":
+                feeds.append(saved[k])
+            elif grads[k] is None:
+                shape, dtype = ctx.output_descs[k]
+                feeds.append(torch.zeros(shape, dtype=dtype))
+            else:
+                feeds.append(grads[k])
+        ctx.saved = None
+        return (None,) + tuple(_run(halves.backward, feeds))
 
 
 class _Call:
-    """The feeds of one forward call, kept for its backward."""
+    """The feeds of one forward call (and its halves, when it differentiates)."""
 
     def __init__(self, capture, feeds, wrt):
-        self.capture, self.feeds, self.wrt = capture, feeds, wrt
+        self.capture, self.feeds = capture, feeds
+        self.halves = capture.halves_for(wrt) if wrt else None
         self.outputs = None
-
-    def forward(self):
-        self.outputs = _run(self.capture.plan, self.feeds)
-        return self.outputs
 
 
 class OptimizedModule(torch.nn.Module):
@@ -468,8 +568,11 @@ class OptimizedModule(torch.nn.Module):
         if wrt:
             diff = [feeds[names.index(w)] for w in wrt]
             outs = list(_TesseraFunction.apply(call, *diff))
+        elif cap.training:
+            outs = call.outputs = _run(cap.plan, call.feeds)
         else:
-            outs = call.forward()
+            plan = cap.baked_plan(feeds[cap.n_user:])
+            outs = call.outputs = _run(plan, call.feeds[:cap.n_user])
         if cap.stats:
             self._update_running_stats(cap, call.outputs, by_name)
         return self._rebuild(outs[:self._n_outputs])
@@ -513,11 +616,19 @@ def optimize(module, example_inputs, *, device="cpu", dynamic_batch=True, precis
     tensors (batch sizes other than the example's reuse the capture; plans
     are cached per shape); state_dict() has the same keys and
     load_state_dict() changes its outputs; parameters() are the module's own
-    Parameters, read by Tessera in place at every call, so any torch.optim
-    optimizer, scheduler or gradient clipping works unchanged. .train()
-    switches to Tessera's training-mode BatchNorm (running statistics updated
-    in the module's buffers) and Dropout; loss.backward() then fills the
-    .grad of every parameter with gradients computed by Tessera.
+    Parameters, so any torch.optim optimizer, scheduler or gradient clipping
+    works unchanged. .train() switches to Tessera's training-mode BatchNorm
+    (running statistics updated in the module's buffers) and Dropout;
+    loss.backward() then fills the .grad of every parameter with gradients
+    computed by Tessera, from values the forward kept (the backward does not
+    run the forward again).
+
+    Eval mode without gradients runs a plan with the weights baked in as
+    constants (BatchNorm folded into the convolutions, weights laid out
+    once), a copy taken when it is built; it is built again at the next call
+    after any parameter or buffer was written in place (an optimizer step,
+    load_state_dict), given new storage or replaced. Everywhere else
+    Tessera reads the module's tensors in place at every call.
 
     What cannot be captured (an op the exporter or Tessera lacks,
     data-dependent control flow) raises CaptureError naming the submodule

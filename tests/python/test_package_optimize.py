@@ -104,6 +104,43 @@ def test_in_place_updates_are_read_without_recapture():
     assert len(fast._captures) == 1
 
 
+def test_eval_bakes_parameters_and_replans_only_when_they_change():
+    model = net64()
+    ref = copy.deepcopy(model)
+    fast = tessera.optimize(model, (X,))
+    cap = next(iter(fast._captures.values()))
+    with torch.no_grad():
+        fast(X)
+        plan = cap.baked[0]
+        # The parameters are constants of the plan: BatchNorm is folded into the Conv.
+        with pytest.raises(tessera.NotFoundError, match="removed it or fused it"):
+            plan.node_backend("/features/features.1/BatchNormalization")
+        fast(X[:1])
+        assert cap.baked[0] is plan  # nothing changed: no re-planning
+    # With gradients wanted, eval mode differentiates through the parameters.
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.5)
+    for m, o in ((fast, opt), (ref, ref_opt)):
+        o.zero_grad()
+        (m(X) ** 2).sum().backward()
+        o.step()
+    for p, q in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(X), ref(X), rtol=1e-12, atol=1e-12)  # the step is seen
+        assert cap.baked[0] is not plan
+        plan = cap.baked[0]
+        # A parameter given new storage or replaced by another tensor is seen too.
+        model.head.weight.data = 2.0 * model.head.weight.data
+        ref.head.weight.data = 2.0 * ref.head.weight.data
+        torch.testing.assert_close(fast(X), ref(X), rtol=1e-12, atol=1e-12)
+        model.head.bias = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+        ref.head.bias = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+        torch.testing.assert_close(fast(X), ref(X), rtol=1e-12, atol=1e-12)
+    assert cap.baked[0] is not plan
+    assert len(fast._captures) == 1
+
+
 def test_eval_and_train_semantics():
     model = net64()
     fast = tessera.optimize(model, (X,))

@@ -119,6 +119,21 @@ def test_gradients_reach_every_parameter_and_the_input():
         assert (p.grad - q.grad).abs().max().item() < 1e-10, name
 
 
+def test_backward_reads_saved_values_instead_of_running_the_forward_again():
+    torch.manual_seed(5)
+    model = small_resnet().double().train()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    fast = tessera.optimize(model, (x,))
+    fast(x).sum().backward()
+    cap = next(iter(fast._captures.values()))
+    (halves,) = cap.halves.values()
+    assert any(kind == "saved" for kind, _ in halves.backward_feeds)
+    for conv in ("/0/Conv", "/3/conv1/Conv", "/4/downsample/downsample.0/Conv"):
+        assert halves.forward.node_backend(conv)
+        with pytest.raises(tessera.NotFoundError, match="no node named"):
+            halves.backward.node_backend(conv)
+
+
 def test_frozen_parameters_get_no_gradient():
     torch.manual_seed(6)
     model = small_resnet().double().train()
