@@ -12,6 +12,7 @@ static const struct {
     {"remove_identities", tsr_pass_remove_identities},
     {"fold_batchnorm", tsr_pass_fold_batchnorm},
     {"fuse_conv", tsr_pass_fuse_conv},
+    {"trim_conv_taps", tsr_pass_trim_conv_taps},
 };
 
 /* In debug builds: the verifier's verdict on the graph a pass left. */
@@ -34,7 +35,9 @@ tsr_status tsr_passes_run(tsr_graph *g)
 {
     if (!g)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_passes_run: graph is NULL");
-    /* Every pass removes nodes when it changes anything, so the fixed
+    /* Every pass removes nodes when it changes anything, except
+     * trim_conv_taps, which trims each convolution once, in the first
+     * round (the others never give it new taps to drop); so the fixed
      * point comes within as many rounds as there are nodes. */
     int max_rounds = g->n_nodes + 1;
     bool changed = true;

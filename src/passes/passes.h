@@ -22,6 +22,11 @@ bool tsr_pass_fold_batchnorm(tsr_graph *g);
 /* Turns Conv, then an Add of a same-shaped tensor (the residual), then an
  * activation into one FusedConv, for each of those steps that is there. */
 bool tsr_pass_fuse_conv(tsr_graph *g);
+/* Drops the kernel taps of a Conv or FusedConv with constant W that read
+ * only padding at the graph's static input sizes (a dilated 3x3 whose
+ * off-centre taps all fall in the padding becomes a 1x1), when the
+ * padding left is not negative. */
+bool tsr_pass_trim_conv_taps(tsr_graph *g);
 
 /* Runs the passes above to a fixed point, then removes dead code. In
  * debug builds the verifier checks the graph after each pass and a

@@ -627,6 +627,71 @@ static void test_rewrite_change_node_refuses(void)
     tsr_graph_destroy(g);
 }
 
+/* A Conv of x [2, c, 7, 9] by a random constant 3x3 W, dilation and pads
+ * given per dim (pads the same at both ends). */
+static tsr_graph *dilated_conv_graph(tsr_dtype dtype, const int64_t *dilations, const int64_t *pads,
+                                     bool weight_input)
+{
+    tsr_graph *g = new_graph(dtype, 3);
+    const int64_t wd[] = {4, 3, 3, 3}, all_pads[] = {pads[0], pads[1], pads[0], pads[1]};
+    if (weight_input)
+        CHECK_OK(tsr_graph_add_input(g, "w", dtype, 4, wd, NULL));
+    else
+        add_const(g, "w", dtype, 4, wd, -0.5, 0.5);
+    tsr_attr attrs[] = {TSR_ATTR_INTS("dilations", dilations, 2),
+                        TSR_ATTR_INTS("pads", all_pads, 4)};
+    node(g, "Conv", "x", "w", NULL, "y", 2, attrs);
+    CHECK_OK(tsr_graph_add_output(g, "y"));
+    return g;
+}
+
+static bool ints_are(const tsr_node *n, const char *name, int count, const int64_t *want)
+{
+    size_t got_count;
+    const int64_t *got = tsr_attr_ints(n, name, &got_count);
+    return got && got_count == (size_t)count && memcmp(got, want, sizeof *want * count) == 0;
+}
+
+static void test_trim_conv_taps(void)
+{
+    for (int d = 0; d < 2; d++) {
+        /* Off-centre taps past the 7x9 map on both dims: a 1x1. */
+        tsr_graph *g = dilated_conv_graph(dtypes[d], (const int64_t[]){9, 10},
+                                          (const int64_t[]){9, 10}, false);
+        tsr_graph *f = run_pass(g, tsr_pass_trim_conv_taps, true);
+        const tsr_node *conv = find_op(f, &tsr_op_Conv);
+        CHECK(conv && f->values[conv->inputs[1]].dims[2] == 1 &&
+              f->values[conv->inputs[1]].dims[3] == 1);
+        CHECK(conv && ints_are(conv, "dilations", 2, (const int64_t[]){1, 1}) &&
+              ints_are(conv, "pads", 4, (const int64_t[]){0, 0, 0, 0}));
+        tsr_graph_destroy(f);
+        tsr_graph_destroy(g);
+
+        /* Along H only the centre reads the map; along W every tap does. */
+        g = dilated_conv_graph(dtypes[d], (const int64_t[]){7, 2}, (const int64_t[]){7, 2}, false);
+        f = run_pass(g, tsr_pass_trim_conv_taps, true);
+        conv = find_op(f, &tsr_op_Conv);
+        CHECK(conv && f->values[conv->inputs[1]].dims[2] == 1 &&
+              f->values[conv->inputs[1]].dims[3] == 3);
+        CHECK(conv && ints_are(conv, "dilations", 2, (const int64_t[]){1, 2}) &&
+              ints_are(conv, "pads", 4, (const int64_t[]){0, 2, 0, 2}) &&
+              ints_are(conv, "kernel_shape", 2, (const int64_t[]){1, 3}));
+        tsr_graph_destroy(f);
+        tsr_graph_destroy(g);
+
+        /* Every tap reads the map somewhere; W fed at run time. */
+        g = dilated_conv_graph(dtypes[d], (const int64_t[]){3, 4}, (const int64_t[]){3, 4}, false);
+        tsr_graph_destroy(run_pass(g, tsr_pass_trim_conv_taps, false));
+        tsr_graph_destroy(g);
+        g = dilated_conv_graph(dtypes[d], (const int64_t[]){9, 10}, (const int64_t[]){9, 10}, true);
+        tsr_graph *copy = NULL;
+        CHECK_OK(tsr_graph_clone(g, &copy));
+        CHECK(!tsr_pass_trim_conv_taps(copy));
+        tsr_graph_destroy(copy);
+        tsr_graph_destroy(g);
+    }
+}
+
 int main(void)
 {
     test_fold_batchnorm();
@@ -641,6 +706,7 @@ int main(void)
     test_borrowed_constants_untouched();
     test_symbolic_batch();
     test_rewrite_change_node_refuses();
+    test_trim_conv_taps();
     CHECK(tsr_passes_run(NULL) == TSR_ERR_INVALID_ARGUMENT);
     return tsr_test_summary("test_passes");
 }
