@@ -32,6 +32,7 @@ extern const cli_command cli_bench_command;
 extern const cli_command cli_grad_command;
 extern const cli_command cli_train_command;
 extern const cli_command cli_ictp_command;
+extern const cli_command cli_md_command;
 /* `tessera ictp train` and `tessera ictp test` (cli_ictp_train.c). */
 int ictp_train_main(int argc, char **argv);
 int ictp_test_main(int argc, char **argv);
@@ -71,6 +72,9 @@ const char *cli_arg_rest(cli_args *a, bool *help_out);
 bool cli_parse_int(cli_args *a, const char *option, const char *text, long long min, long long max,
                    long long *out);
 bool cli_parse_u64(cli_args *a, const char *option, const char *text, uint64_t *out);
+/* A finite number in [min, max]. */
+bool cli_parse_double(cli_args *a, const char *option, const char *text, double min, double max,
+                      double *out);
 
 /* The functions below that return int print their own error and return
  * CLI_FAIL on failure, CLI_OK otherwise. */
@@ -128,8 +132,8 @@ int cli_make_inputs(const tsr_graph *g, const cli_input_args *a, tsr_tensor *inp
 void cli_sanitize_name(const char *name, char *buf, size_t size);
 int cli_output_paths(int n, const char *const *names, const char *dir, char **paths);
 int cli_make_dir(const char *dir); /* mkdir -p */
-/* "DIR/name.onnx" or "DIR/name.npz" -> "DIR/name<suffix>"; other names get
- * the suffix appended. malloc'ed; NULL when out of memory. */
+/* "DIR/name.onnx", "DIR/name.npz" or "DIR/name.extxyz" -> "DIR/name<suffix>";
+ * other names get the suffix appended. malloc'ed; NULL when out of memory. */
 char *cli_path_beside(const char *path, const char *suffix);
 /* A file can be written at `path`: its directory exists and it is not a
  * directory itself. Checked before long work, not after an hour of it. */

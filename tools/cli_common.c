@@ -170,6 +170,25 @@ bool cli_parse_u64(cli_args *a, const char *option, const char *text, uint64_t *
 
 /* ------------------------------------------------------------- models */
 
+bool cli_parse_double(cli_args *a, const char *option, const char *text, double min, double max,
+                      double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || end == text || *end || !isfinite(v)) {
+        a->status = cli_usage_error(a->cmd, "%s expects a number, got '%s'", option, text);
+        return false;
+    }
+    if (v < min || v > max) {
+        a->status =
+            cli_usage_error(a->cmd, "%s must be between %g and %g, got %g", option, min, max, v);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
 int cli_load_model(const char *spec, tsr_graph **graph_out)
 {
     *graph_out = NULL;
@@ -579,6 +598,8 @@ char *cli_path_beside(const char *path, const char *suffix)
         n -= 5;
     else if (n > 4 && strcmp(path + n - 4, ".npz") == 0)
         n -= 4;
+    else if (n > 7 && strcmp(path + n - 7, ".extxyz") == 0)
+        n -= 7;
     char *s = malloc(n + strlen(suffix) + 1);
     if (s) {
         memcpy(s, path, n);

@@ -6,7 +6,8 @@
 
 static const cli_command *const commands[] = {&cli_run_command, &cli_info_command,
                                               &cli_bench_command, &cli_grad_command,
-                                              &cli_train_command, &cli_ictp_command};
+                                              &cli_train_command, &cli_ictp_command,
+                                              &cli_md_command};
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
 static void print_usage(FILE *out)

@@ -237,6 +237,12 @@ TSR_API tsr_status tsr_neighbor_list_update(tsr_neighbor_list *list, const tsr_a
                                             tsr_edges *edges, int *rebuilt_out);
 /* Number of rebuilds so far. */
 TSR_API int64_t tsr_neighbor_list_builds(const tsr_neighbor_list *list);
+/* 1 when the next tsr_neighbor_list_update with `atoms` will rebuild the
+ * pairs (nothing built yet, an atom moved more than skin / 2, or the atom
+ * count, the cell or the flags changed), else 0 (also for NULL). MD wraps
+ * atoms into the cell only when this says so, right before the update, so
+ * that wrapping never causes a rebuild of its own. */
+TSR_API int tsr_neighbor_list_stale(const tsr_neighbor_list *list, const tsr_atoms *atoms);
 
 #ifdef __cplusplus
 }

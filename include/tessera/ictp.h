@@ -32,6 +32,10 @@ TSR_API tsr_status tsr_ictp_model_load(const char *path, tsr_ictp_model **model_
 TSR_API void tsr_ictp_model_destroy(tsr_ictp_model *model); /* NULL is fine */
 /* The cutoff radius r_c of the model's neighbour lists. */
 TSR_API double tsr_ictp_model_cutoff(const tsr_ictp_model *model);
+/* How far an atom's energy sees: interactions x cutoff. An atom's energy
+ * depends on the positions and species of the atoms within this distance
+ * and on no others (each interaction passes messages one cutoff further). */
+TSR_API double tsr_ictp_model_receptive_field(const tsr_ictp_model *model);
 /* The atomic numbers the model knows, in species order (count returned;
  * numbers_out, when not NULL, receives up to `capacity` of them). */
 TSR_API int tsr_ictp_model_species(const tsr_ictp_model *model, int32_t *numbers_out, int capacity);
@@ -64,6 +68,9 @@ TSR_API void tsr_ictp_evaluator_destroy(tsr_ictp_evaluator *evaluator);
  * have needed so far, up to the cache's limit). */
 TSR_API tsr_status tsr_ictp_evaluator_stats(const tsr_ictp_evaluator *evaluator,
                                             tsr_plan_stats *stats_out);
+/* The evaluator's plan, for profiling (tsr_plan_set_profiling,
+ * tsr_plan_print_profile); it stays the evaluator's. */
+TSR_API tsr_plan *tsr_ictp_evaluator_plan(tsr_ictp_evaluator *evaluator);
 
 /* Evaluates one structure. energy_out gets the total energy; forces_out
  * [n][3], stress_out [9] (row-major 3x3) and energies_out [n] (per-atom
@@ -73,6 +80,30 @@ TSR_API tsr_status tsr_ictp_evaluator_stats(const tsr_ictp_evaluator *evaluator,
 TSR_API tsr_status tsr_ictp_evaluate(tsr_ictp_evaluator *evaluator, const tsr_atoms *atoms,
                                      double *energy_out, double *forces_out, double *stress_out,
                                      double *energies_out);
+/* The same with the structure's edges given: exactly those of
+ * tsr_atoms_edges(atoms, tsr_ictp_evaluator_cutoff(evaluator), ...), as a
+ * tsr_neighbor_list with a skin keeps them during MD without a cell-list
+ * build at every step. Edges of another atom count or out-of-range atoms
+ * are an error; edges beyond the cutoff add nothing, missing ones are the
+ * caller's mistake. */
+TSR_API tsr_status tsr_ictp_evaluate_edges(tsr_ictp_evaluator *evaluator, const tsr_atoms *atoms,
+                                           const tsr_edges *edges, double *energy_out,
+                                           double *forces_out, double *stress_out,
+                                           double *energies_out);
+/* The energy of the first n_local atoms of `atoms` in the field of all of
+ * them, for domain decomposition (LAMMPS): the other atoms (ghosts: images
+ * and neighbours owned elsewhere) are seen by the local ones, but their own
+ * energies do not count. energy_out gets the sum of the local atoms'
+ * energies, forces_out [n][3] minus its gradient for every atom, ghosts
+ * included (their owners add them up), energies_out [n_local] the local
+ * per-atom energies. The local energies are those of the whole system when
+ * the ghosts hold every atom within tsr_ictp_model_receptive_field of a
+ * local atom. On failure nothing is written. */
+TSR_API tsr_status tsr_ictp_evaluate_local(tsr_ictp_evaluator *evaluator, const tsr_atoms *atoms,
+                                           int64_t n_local, double *energy_out,
+                                           double *forces_out, double *energies_out);
+/* The model's cutoff, as tsr_ictp_model_cutoff (0 for NULL). */
+TSR_API double tsr_ictp_evaluator_cutoff(const tsr_ictp_evaluator *evaluator);
 /* Evaluates several structures (of any sizes) in one run of the graph.
  * energies_out [n_structures]; forces_out [N][3] and atom_energies_out
  * [N], N the sum of the atom counts, structure after structure;
@@ -110,6 +141,10 @@ TSR_API tsr_status tsr_ictp_model_training_graph(const tsr_ictp_model *model, ts
 typedef struct tsr_ictp_metrics {
     double energy_mae, energy_rmse;
     double forces_mae, forces_rmse;
+    /* Over the 9 stress components of the structures that have a stress
+     * (or a virial) and a cell, eV/Å³ in practice; 0 with n_stress 0. */
+    double stress_mae, stress_rmse;
+    int64_t n_stress;
 } tsr_ictp_metrics;
 
 /* The metrics of an evaluator's model on `frames` (each evaluated alone). */
@@ -131,6 +166,7 @@ typedef struct tsr_ictp_train_options {
     int batch_size;            /* structures per step, default 5 */
     double lr;                 /* default 0.01 */
     double w_energy, w_forces; /* default 1 and 10 */
+    double w_stress;           /* default 1; no term when no training frame has a stress */
     double weight_decay;       /* default 5e-7 */
     double ema_decay;          /* default 0.99; 0: none */
     int lr_patience;           /* epochs without improvement before lr *= lr_factor; 50 */
@@ -142,10 +178,6 @@ TSR_API void tsr_ictp_train_options_init(tsr_ictp_train_options *options);
 typedef struct tsr_ictp_trainer tsr_ictp_trainer;
 
 /* A new model of the configuration in config_path (a .json whose "config"
-    /* Over the 9 stress components of the structures that have a stress
-     * (or a virial) and a cell, eV/Å³ in practice; 0 with n_stress 0. */
-    double stress_mae, stress_rmse;
-    int64_t n_stress;
  * member has the keys of a model's .json; avg_n_neighbors is replaced by
  * the training set's) with N(0, 1) weights from the seed, the scale and
  * shift of ictp-checkpoint.md §6 from `train`, and its trainer. `train`
@@ -166,7 +198,6 @@ typedef void (*tsr_ictp_progress_fn)(void *ctx, int64_t done, int64_t total, dou
  * structure. */
 TSR_API tsr_status tsr_ictp_trainer_epoch(tsr_ictp_trainer *trainer, tsr_ictp_progress_fn progress,
                                           void *ctx, double *loss_out);
-    double w_stress;           /* default 1; no term when no training frame has a stress */
 /* Metrics of the moving-average weights on labelled structures. */
 TSR_API tsr_status tsr_ictp_trainer_validate(tsr_ictp_trainer *trainer, int64_t n_frames,
                                              tsr_atoms *const *frames, tsr_ictp_metrics *out);

@@ -537,6 +537,11 @@ static bool needs_rebuild(const tsr_neighbor_list *l, const tsr_atoms *a)
     return false;
 }
 
+int tsr_neighbor_list_stale(const tsr_neighbor_list *l, const tsr_atoms *a)
+{
+    return l && a && needs_rebuild(l, a);
+}
+
 tsr_status tsr_neighbor_list_update(tsr_neighbor_list *l, const tsr_atoms *a, tsr_edges *out,
                                     int *rebuilt_out)
 {

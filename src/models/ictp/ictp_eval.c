@@ -15,6 +15,7 @@ struct tsr_ictp_evaluator {
     tsr_plan *plan;
     tsr_dtype dtype;
     double cutoff;
+    int n_interactions;
     int n_species;
     int32_t types[ICTP_MAX_SPECIES];
     bool exact_sizes;
@@ -43,6 +44,11 @@ tsr_status tsr_ictp_evaluator_stats(const tsr_ictp_evaluator *ev, tsr_plan_stats
     if (!ev || !stats_out)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_ictp_evaluator_stats: NULL argument");
     return tsr_plan_get_stats(ev->plan, stats_out);
+}
+
+tsr_plan *tsr_ictp_evaluator_plan(tsr_ictp_evaluator *ev)
+{
+    return ev ? ev->plan : NULL;
 }
 
 tsr_status tsr_ictp_evaluator_create(const tsr_ictp_model *model, const tsr_ictp_options *options,
@@ -84,6 +90,7 @@ tsr_status tsr_ictp_evaluator_create(const tsr_ictp_model *model, const tsr_ictp
         goto cleanup;
     ev->dtype = opt.dtype;
     ev->cutoff = model->cfg.r_cutoff;
+    ev->n_interactions = model->cfg.T;
     ev->n_species = model->cfg.n_species;
     ev->exact_sizes = opt.exact_sizes != 0;
     memcpy(ev->types, model->cfg.types, sizeof ev->types);
@@ -207,8 +214,12 @@ static tsr_status pad_inputs(const tsr_ictp_evaluator *ev, int64_t n_structures,
     return TSR_OK;
 }
 
+/* given_edges: the structures' edges as tsr_atoms_edges would build them,
+ * or NULL to build them here. */
 static tsr_status gather_inputs(tsr_ictp_evaluator *ev, int64_t n_structures,
-                                const tsr_atoms *const *structures, bool stress, batch_inputs *in)
+                                const tsr_atoms *const *structures,
+                                const tsr_edges *const *given_edges, bool stress,
+                                batch_inputs *in)
 {
     tsr_dtype dt = ev->dtype;
     size_t fs = tsr_dtype_size(dt);
@@ -262,8 +273,10 @@ static tsr_status gather_inputs(tsr_ictp_evaluator *ev, int64_t n_structures,
             for (int k = 0; k < 3; k++)
                 put(dt, in->pos, 3 * (first + a) + k, positions[3 * a + k]);
         }
-        TSR_CHECK(tsr_atoms_edges(atoms, ev->cutoff, &ev->edges));
-        int64_t ne = ev->edges.count, at = in->n_edges;
+        const tsr_edges *edges = given_edges ? given_edges[b] : &ev->edges;
+        if (!given_edges)
+            TSR_CHECK(tsr_atoms_edges(atoms, ev->cutoff, &ev->edges));
+        int64_t ne = edges->count, at = in->n_edges;
         if (at + ne > cap_edges) {
             int64_t cap = (at + ne) + (at + ne) / 4 + 16;
             int64_t *r = tsr_realloc(in->receivers, (size_t)cap * sizeof *r);
@@ -279,9 +292,9 @@ static tsr_status gather_inputs(tsr_ictp_evaluator *ev, int64_t n_structures,
             cap_edges = cap;
         }
         for (int64_t e = 0; e < ne; e++) {
-            in->receivers[at + e] = first + ev->edges.receivers[e];
-            in->senders[at + e] = first + ev->edges.senders[e];
-            const int32_t *S = ev->edges.shifts + 3 * e;
+            in->receivers[at + e] = first + edges->receivers[e];
+            in->senders[at + e] = first + edges->senders[e];
+            const int32_t *S = edges->shifts + 3 * e;
             for (int c = 0; c < 3; c++)
                 put(dt, in->shift_vectors, 3 * (at + e) + c,
                     S[0] * cell[c] + S[1] * cell[3 + c] + S[2] * cell[6 + c]);
@@ -304,22 +317,31 @@ static tsr_status gather_inputs(tsr_ictp_evaluator *ev, int64_t n_structures,
     return TSR_OK;
 }
 
-tsr_status tsr_ictp_evaluate_batch(tsr_ictp_evaluator *ev, int64_t n_structures,
-                                   const tsr_atoms *const *structures, double *energies_out,
-                                   double *forces_out, double *stress_out,
-                                   double *atom_energies_out)
+/* n_counted: the number of atoms whose energies count, the first ones of
+ * a single structure (tsr_ictp_evaluate_local), or -1 for all. */
+static tsr_status evaluate_structures(tsr_ictp_evaluator *ev, int64_t n_structures,
+                                      const tsr_atoms *const *structures,
+                                      const tsr_edges *const *given_edges, int64_t n_counted,
+                                      double *energies_out,
+                                      double *forces_out, double *stress_out,
+                                      double *atom_energies_out)
 {
-    if (!ev || n_structures < 0 || (n_structures && (!structures || !energies_out)))
-        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_ictp_evaluate_batch: NULL argument");
-    if (n_structures == 0)
-        return TSR_OK;
     batch_inputs in = {0};
     tsr_dtype dt = ev->dtype;
     size_t fs = tsr_dtype_size(dt);
     void *energy = NULL, *energies = NULL, *pos_grad = NULL, *strain_grad = NULL;
-    tsr_status st = gather_inputs(ev, n_structures, structures, stress_out != NULL, &in);
+    tsr_status st =
+        gather_inputs(ev, n_structures, structures, given_edges, stress_out != NULL, &in);
     if (st != TSR_OK)
         goto cleanup;
+    if (n_counted >= 0 && n_counted < in.n_atoms) {
+        /* The uncounted atoms join the padding structure, whose seed is 0:
+         * the counted ones see them, their own energies add nothing. */
+        for (int64_t a = n_counted; a < in.n_atoms; a++)
+            in.batch[a] = n_structures;
+        put(dt, in.seed, n_structures, 0.0);
+        in.rows_structures = n_structures + 1;
+    }
     int64_t n = in.n_atoms, nb = n_structures;
     int64_t rn = in.rows_atoms, re = in.rows_edges, rb = in.rows_structures;
     if (n == 0) {
@@ -361,7 +383,7 @@ tsr_status tsr_ictp_evaluate_batch(tsr_ictp_evaluator *ev, int64_t n_structures,
         energies_out[b] = get(dt, energy, b);
     for (int64_t i = 0; forces_out && i < 3 * n; i++)
         forces_out[i] = -get(dt, pos_grad, i);
-    for (int64_t a = 0; atom_energies_out && a < n; a++)
+    for (int64_t a = 0; atom_energies_out && a < (n_counted >= 0 ? n_counted : n); a++)
         atom_energies_out[a] = get(dt, energies, a);
     for (int64_t b = 0; stress_out && b < nb; b++)
         for (int i = 0; i < 3; i++)
@@ -379,10 +401,146 @@ cleanup:
     return st;
 }
 
+tsr_status tsr_ictp_evaluate_batch(tsr_ictp_evaluator *ev, int64_t n_structures,
+                                   const tsr_atoms *const *structures, double *energies_out,
+                                   double *forces_out, double *stress_out,
+                                   double *atom_energies_out)
+{
+    if (!ev || n_structures < 0 || (n_structures && (!structures || !energies_out)))
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_ictp_evaluate_batch: NULL argument");
+    if (n_structures == 0)
+        return TSR_OK;
+    return evaluate_structures(ev, n_structures, structures, NULL, -1, energies_out, forces_out,
+                               stress_out, atom_energies_out);
+}
+
 tsr_status tsr_ictp_evaluate(tsr_ictp_evaluator *ev, const tsr_atoms *atoms, double *energy_out,
                              double *forces_out, double *stress_out, double *energies_out)
 {
     if (!ev || !atoms || !energy_out)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_ictp_evaluate: NULL argument");
     return tsr_ictp_evaluate_batch(ev, 1, &atoms, energy_out, forces_out, stress_out, energies_out);
+}
+
+double tsr_ictp_evaluator_cutoff(const tsr_ictp_evaluator *ev)
+{
+    return ev ? ev->cutoff : 0.0;
+}
+
+tsr_status tsr_ictp_evaluate_edges(tsr_ictp_evaluator *ev, const tsr_atoms *atoms,
+                                   const tsr_edges *edges, double *energy_out, double *forces_out,
+                                   double *stress_out, double *energies_out)
+{
+    if (!ev || !atoms || !edges || !energy_out)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_ictp_evaluate_edges: NULL argument");
+    int64_t n = tsr_atoms_count(atoms);
+    if (edges->n_atoms != n || edges->count < 0 || (edges->count > 0 && !edges->receivers))
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT,
+                         "tsr_ictp_evaluate_edges: the edges are of %lld atoms, the structure "
+                         "has %lld",
+                         (long long)edges->n_atoms, (long long)n);
+    for (int64_t e = 0; e < edges->count; e++)
+        if (edges->receivers[e] < 0 || edges->receivers[e] >= n || edges->senders[e] < 0 ||
+            edges->senders[e] >= n)
+            return tsr_error(TSR_ERR_INVALID_ARGUMENT,
+                             "tsr_ictp_evaluate_edges: edge %lld joins atoms %lld and %lld of "
+                             "a structure of %lld",
+                             (long long)e, (long long)edges->receivers[e],
+                             (long long)edges->senders[e], (long long)n);
+    return evaluate_structures(ev, 1, &atoms, &edges, -1, energy_out, forces_out, stress_out,
+                               energies_out);
+}
+
+tsr_status tsr_ictp_evaluate_local(tsr_ictp_evaluator *ev, const tsr_atoms *atoms,
+                                   int64_t n_local, double *energy_out, double *forces_out,
+                                   double *energies_out)
+{
+    if (!ev || !atoms || !energy_out)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_ictp_evaluate_local: NULL argument");
+    int64_t n = tsr_atoms_count(atoms);
+    if (n_local < 0 || n_local > n)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT,
+                         "tsr_ictp_evaluate_local: n_local is %lld, the structure has %lld atoms",
+                         (long long)n_local, (long long)n);
+    /* A domain's ghosts reach a receptive field past its own atoms (and a
+     * skin beyond), but a local energy only needs the messages into atoms
+     * fewer than T edges away: the hop count from the local atoms (along
+     * edges, receiver to sender) picks the atoms within T hops and the
+     * edges into atoms within T - 1. The rest of the cluster is dropped
+     * before the graph runs; its atoms get zero forces. */
+    tsr_edges all, kept;
+    tsr_edges_init(&all);
+    tsr_edges_init(&kept);
+    int64_t *hop = NULL, *index = NULL;
+    int32_t *numbers = NULL;
+    double *positions = NULL, *forces = NULL;
+    tsr_atoms *cluster = NULL;
+    double cell[9];
+    int pbc[3];
+    int has_cell = tsr_atoms_cell(atoms, cell, pbc);
+    tsr_status st = tsr_atoms_edges(atoms, ev->cutoff, &all);
+    if (st != TSR_OK)
+        goto cleanup;
+    hop = tsr_malloc(((size_t)n + 1) * sizeof *hop);
+    index = tsr_malloc(((size_t)n + 1) * sizeof *index);
+    if (!hop || !index) {
+        st = TSR_ERR_OUT_OF_MEMORY;
+        goto cleanup;
+    }
+    for (int64_t a = 0; a < n; a++)
+        hop[a] = a < n_local ? 0 : INT64_MAX;
+    for (int t = 1; t <= ev->n_interactions; t++)
+        for (int64_t e = 0; e < all.count; e++)
+            if (hop[all.receivers[e]] == t - 1 && hop[all.senders[e]] > t)
+                hop[all.senders[e]] = t;
+    int64_t n_kept = 0, n_edges = 0;
+    for (int64_t a = 0; a < n; a++)
+        index[a] = hop[a] <= ev->n_interactions ? n_kept++ : -1;
+    for (int64_t e = 0; e < all.count; e++)
+        n_edges += hop[all.receivers[e]] < ev->n_interactions;
+    numbers = tsr_malloc(((size_t)n_kept + 1) * sizeof *numbers);
+    positions = tsr_malloc(3 * ((size_t)n_kept + 1) * sizeof *positions);
+    forces = tsr_malloc(3 * ((size_t)n_kept + 1) * sizeof *forces);
+    if (!numbers || !positions || !forces) {
+        st = TSR_ERR_OUT_OF_MEMORY;
+        goto cleanup;
+    }
+    const int32_t *all_numbers = tsr_atoms_numbers(atoms);
+    const double *all_positions = tsr_atoms_positions(atoms);
+    for (int64_t a = 0; a < n; a++)
+        if (index[a] >= 0) {
+            numbers[index[a]] = all_numbers[a];
+            memcpy(positions + 3 * index[a], all_positions + 3 * a, 3 * sizeof *positions);
+        }
+    if ((st = tsr_atoms_create(n_kept, numbers, positions, has_cell ? cell : NULL,
+                               has_cell ? pbc : NULL, &cluster)) != TSR_OK ||
+        (st = tsr_edges_reserve(&kept, n_edges, n_kept)) != TSR_OK)
+        goto cleanup;
+    /* What gather_inputs reads of the edges: their atoms and shifts. */
+    for (int64_t e = 0; e < all.count; e++)
+        if (hop[all.receivers[e]] < ev->n_interactions) {
+            kept.receivers[kept.count] = index[all.receivers[e]];
+            kept.senders[kept.count] = index[all.senders[e]];
+            memcpy(kept.shifts + 3 * kept.count, all.shifts + 3 * e, 3 * sizeof *kept.shifts);
+            kept.count++;
+        }
+    kept.n_atoms = n_kept;
+    const tsr_edges *kept_edges = &kept;
+    const tsr_atoms *kept_atoms = cluster;
+    if ((st = evaluate_structures(ev, 1, &kept_atoms, &kept_edges, n_local, energy_out,
+                                  forces_out ? forces : NULL, NULL, energies_out)) != TSR_OK)
+        goto cleanup;
+    for (int64_t a = 0; forces_out && a < n; a++)
+        for (int k = 0; k < 3; k++)
+            forces_out[3 * a + k] = index[a] >= 0 ? forces[3 * index[a] + k] : 0.0;
+cleanup:
+    tsr_edges_free(&all);
+    tsr_edges_free(&kept);
+    tsr_atoms_destroy(cluster);
+    free(hop);
+    free(index);
+    free(numbers);
+    free(positions);
+    free(forces);
+    return st;
 }
