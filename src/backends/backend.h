@@ -62,6 +62,11 @@ typedef struct tsr_backend {
     /* Per-node state built once at plan time (NULL if none is needed). */
     tsr_status (*prepare)(const struct tsr_prepare_ctx *ctx, void **state_out);
     void (*release)(void *state);
+    /* The kernel a prepared node got where the backend chooses among
+     * several (oneDNN's implementation: "jit:avx2", "gemm:jit", "ref:any"),
+     * for --verbose and profiles. NULL, or a NULL or empty name: nothing
+     * to add to the backend's name. */
+    const char *(*kernel_name)(const void *state);
     tsr_status (*run)(void *state, const tsr_kernel_ctx *ctx);
     /* Converts src (logical shape and dtype as dst's) between layouts;
      * needed by any backend whose layouts() asks for non-plain ones. */

@@ -539,12 +539,19 @@ tsr_status tsr_plan_print_profile(const tsr_plan *p, FILE *out)
     double total = 0.0;
     for (int i = 0; i < s->n_steps; i++)
         total += s->steps[i].seconds;
-    fprintf(out, "%-5s %10s %6s  %-8s %-20s %s\n", "step", "ms/run", "%", "backend", "op", "node");
+    fprintf(out, "%-5s %10s %6s  %-18s %-20s %s\n", "step", "ms/run", "%", "backend", "op", "node");
     for (int i = 0; i < s->n_steps; i++) {
         const plan_step *st = &s->steps[i];
         double ms = st->seconds * 1e3 / s->profiled_runs;
         const char *op = "Copy", *name = s->graph->values[s->bufs[st->out_bufs[0]].value].name;
-        char label[64], members[256];
+        char label[64], members[256], backend[64] = "-";
+        if (st->backend) {
+            const char *kernel = st->backend->kernel_name && st->state
+                                     ? st->backend->kernel_name(st->state)
+                                     : NULL;
+            snprintf(backend, sizeof backend, "%s%s%s", st->backend->name,
+                     kernel && *kernel ? "/" : "", kernel && *kernel ? kernel : "");
+        }
         if (st->kind == STEP_STACK) {
             op = "Stack";
             tsr_stack_ops(s, st->stack, members, sizeof members);
@@ -557,9 +564,9 @@ tsr_status tsr_plan_print_profile(const tsr_plan *p, FILE *out)
                      tsr_layout_name((tsr_layout)s->bufs[st->out_bufs[0]].layout));
             op = label;
         }
-        fprintf(out, "%-5d %10.3f %6.1f  %-8s %-20s %s\n", i, ms,
-                total > 0 ? 100.0 * st->seconds / total : 0.0, st->backend ? st->backend->name : "-",
-                op, name && *name ? name : "<unnamed>");
+        fprintf(out, "%-5d %10.3f %6.1f  %-18s %-20s %s\n", i, ms,
+                total > 0 ? 100.0 * st->seconds / total : 0.0, backend, op,
+                name && *name ? name : "<unnamed>");
     }
     fprintf(out, "total %10.3f ms/run over %d runs\n", total * 1e3 / s->profiled_runs,
             s->profiled_runs);

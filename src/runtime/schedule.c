@@ -215,6 +215,9 @@ static tsr_status schedule_node(scheduler *sc, int n, int threads)
     }
     if (sc->verbose) {
         fprintf(stderr, "tessera: %s -> %s", desc, b->name);
+        const char *kernel = b->kernel_name && st->state ? b->kernel_name(st->state) : NULL;
+        if (kernel && *kernel)
+            fprintf(stderr, " (%s)", kernel);
         for (int o = 0; o < node->n_outputs; o++)
             if (produced[o])
                 fprintf(stderr, " [%s]", tsr_layout_name((tsr_layout)produced[o]));

@@ -175,6 +175,9 @@ tsr_status tsr_dnnl_exec_finish(tsr_dnnl_exec *e, dnnl_primitive_desc_t pd, cons
     const dnnl_memory_desc_t *scratch =
         dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     tsr_status status = TSR_OK;
+    const char *impl = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl)
+        snprintf(e->impl, sizeof e->impl, "%s", impl);
     e->scratch_bytes = scratch ? dnnl_memory_desc_get_size(scratch) : 0;
     if (e->scratch_bytes > 0)
         status =
@@ -351,12 +354,23 @@ static void dnnl_release(void *state)
         tsr_dnnl_matmul_release(state);
 }
 
+static const char *dnnl_kernel_name(const void *state)
+{
+    tsr_dnnl_kind kind = *(const tsr_dnnl_kind *)state;
+    if (kind == TSR_DNNL_KIND_CONV)
+        return tsr_dnnl_conv_kernel_name(state);
+    if (kind == TSR_DNNL_KIND_CONV_BWD)
+        return tsr_dnnl_conv_bwd_kernel_name(state);
+    return tsr_dnnl_matmul_kernel_name(state);
+}
+
 const tsr_backend tsr_backend_dnnl = {
     .name = "dnnl",
     .supports = dnnl_supports,
     .layouts = dnnl_layouts,
     .prepare = dnnl_prepare,
     .release = dnnl_release,
+    .kernel_name = dnnl_kernel_name,
     .run = dnnl_run,
     .alloc = tsr_aligned_alloc,
     .free = tsr_aligned_free,

@@ -2,8 +2,9 @@
  * residual input Z becomes a binary-add post-op and whose activation
  * becomes eltwise post-ops. (A sum post-op would need Z copied into Y
  * first; binary add reads Z in place, and oneDNN's jit kernels take
- * both.) Activations arrive and leave in the device's blocked layout;
- * constant weights are reordered once into the format oneDNN picked,
+ * both.) Activations arrive and leave in the device's blocked layout,
+ * or plain where oneDNN has no blocked kernel but its reference loops for
+ * the shape (wide padding, as dilated convolutions have); constant weights are reordered once into the format oneDNN picked,
  * weights fed at run time (training plans' parameters) at every run. */
 #include "backends/cpu/dnnl_internal.h"
 
@@ -85,18 +86,6 @@ bool tsr_dnnl_conv_supports(const tsr_graph *g, const tsr_node *node, char *why,
     return true;
 }
 
-void tsr_dnnl_conv_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
-                           uint8_t *wanted, uint8_t *produced)
-{
-    (void)available;
-    tsr_layout blocked = tsr_cpu_layout();
-    const tsr_value *x = &g->values[node->inputs[0]];
-    wanted[0] = (uint8_t)(x->dims[1] <= DNNL_PLAIN_SRC_CHANNELS ? TSR_LAYOUT_PLAIN : blocked);
-    produced[0] = (uint8_t)blocked;
-    if (node->n_inputs > 3)
-        wanted[3] = (uint8_t)blocked;
-}
-
 static tsr_status conv_post_ops(const tsr_node *node, const dnnl_memory_desc_t *z_md,
                                 dnnl_primitive_attr_t attr)
 {
@@ -125,15 +114,23 @@ static tsr_status conv_post_ops(const tsr_node *node, const dnnl_memory_desc_t *
     return tsr_dnnl_check(s, "convolution post-ops");
 }
 
-/* Builds the primitive with src and weights in f32 or bf16. */
-static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf16)
+/* The memory descriptors of a convolution and its oneDNN primitive
+ * descriptor for activations in the given layouts (input 0, output 0,
+ * input 3 for Z), src and weights in f32 or bf16. */
+typedef struct {
+    dnnl_memory_desc_t src, user_src, wei, wei_plain, bias, dst, z;
+    bool has_b, has_z;
+} conv_mds;
+
+static tsr_status conv_primitive_desc(const tsr_graph *g, const tsr_node *node,
+                                      tsr_layout src_layout, tsr_layout dst_layout,
+                                      tsr_layout z_layout, bool bf16, conv_mds *m,
+                                      dnnl_primitive_desc_t *pd_out)
 {
-    const tsr_graph *g = ctx->graph;
-    const tsr_node *node = ctx->node;
     const tsr_value *x = &g->values[node->inputs[0]], *w = &g->values[node->inputs[1]];
     const tsr_value *y = &g->values[node->outputs[0]];
-    bool has_b = node->n_inputs > 2 && node->inputs[2] >= 0;
-    bool has_z = node->n_inputs > 3 && node->inputs[3] >= 0;
+    m->has_b = node->n_inputs > 2 && node->inputs[2] >= 0;
+    m->has_z = node->n_inputs > 3 && node->inputs[3] >= 0;
 
     tsr_window win;
     TSR_CHECK(tsr_window_init(node, 2, x->dims + 2, w->dims + 2, false, &win));
@@ -147,13 +144,11 @@ static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf
     int64_t group = tsr_attr_int(node, "group");
     dnnl_data_type_t in_type = bf16 ? dnnl_bf16 : dnnl_f32;
 
-    dnnl_memory_desc_t src_md, user_src_md, wei_md, wei_plain_md, bias_md, dst_md, z_md;
-    TSR_CHECK(
-        tsr_dnnl_layout_md(&user_src_md, x->dims, (tsr_layout)ctx->input_layouts[0], dnnl_f32));
-    TSR_CHECK(tsr_dnnl_layout_md(&src_md, x->dims, (tsr_layout)ctx->input_layouts[0], in_type));
-    TSR_CHECK(tsr_dnnl_layout_md(&dst_md, y->dims, (tsr_layout)ctx->output_layouts[0], dnnl_f32));
-    if (has_z)
-        TSR_CHECK(tsr_dnnl_layout_md(&z_md, y->dims, (tsr_layout)ctx->input_layouts[3], dnnl_f32));
+    TSR_CHECK(tsr_dnnl_layout_md(&m->user_src, x->dims, src_layout, dnnl_f32));
+    TSR_CHECK(tsr_dnnl_layout_md(&m->src, x->dims, src_layout, in_type));
+    TSR_CHECK(tsr_dnnl_layout_md(&m->dst, y->dims, dst_layout, dnnl_f32));
+    if (m->has_z)
+        TSR_CHECK(tsr_dnnl_layout_md(&m->z, y->dims, z_layout, dnnl_f32));
     int wei_rank = group > 1 ? 5 : 4;
     int64_t wei_dims[5];
     if (group > 1) {
@@ -163,19 +158,19 @@ static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf
     } else {
         memcpy(wei_dims, w->dims, 4 * sizeof(int64_t));
     }
-    TSR_CHECK(tsr_dnnl_plain_md(&wei_plain_md, wei_rank, wei_dims, dnnl_f32));
+    TSR_CHECK(tsr_dnnl_plain_md(&m->wei_plain, wei_rank, wei_dims, dnnl_f32));
     dnnl_dims_t wd;
     memcpy(wd, wei_dims, sizeof(int64_t) * (size_t)wei_rank);
     TSR_DNNL_CHECK(
-        dnnl_memory_desc_init_by_tag(&wei_md, wei_rank, wd, in_type, dnnl_format_tag_any),
+        dnnl_memory_desc_init_by_tag(&m->wei, wei_rank, wd, in_type, dnnl_format_tag_any),
         "weights descriptor");
-    if (has_b)
-        TSR_CHECK(tsr_dnnl_plain_md(&bias_md, 1, w->dims, dnnl_f32));
+    if (m->has_b)
+        TSR_CHECK(tsr_dnnl_plain_md(&m->bias, 1, w->dims, dnnl_f32));
 
     dnnl_convolution_desc_t cd;
     TSR_DNNL_CHECK(dnnl_dilated_convolution_forward_desc_init(
-                       &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_md, &wei_md,
-                       has_b ? &bias_md : NULL, &dst_md, strides, dilates, pad_l, pad_r),
+                       &cd, dnnl_forward_inference, dnnl_convolution_direct, &m->src, &m->wei,
+                       m->has_b ? &m->bias : NULL, &m->dst, strides, dilates, pad_l, pad_r),
                    "convolution descriptor");
     dnnl_engine_t engine = NULL;
     TSR_CHECK(tsr_dnnl_engine(&engine, NULL));
@@ -185,40 +180,92 @@ static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf
         tsr_dnnl_check(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user),
                        "scratchpad mode");
     if (status == TSR_OK)
-        status = conv_post_ops(node, has_z ? &z_md : NULL, attr);
-    dnnl_primitive_desc_t pd = NULL;
+        status = conv_post_ops(node, m->has_z ? &m->z : NULL, attr);
     if (status == TSR_OK)
-        status = tsr_dnnl_check(dnnl_primitive_desc_create(&pd, &cd, attr, engine, NULL),
+        status = tsr_dnnl_check(dnnl_primitive_desc_create(pd_out, &cd, attr, engine, NULL),
                                 bf16 ? "bf16 convolution" : "convolution");
     dnnl_primitive_attr_destroy(attr);
-    TSR_CHECK(status);
+    return status;
+}
 
+/* Whether oneDNN has a real (jit or gemm) f32 kernel for the node with
+ * its activations in these layouts, not only its reference loops. */
+static bool has_fast_kernel(const tsr_graph *g, const tsr_node *node, tsr_layout src_layout,
+                            tsr_layout dst_layout)
+{
+    conv_mds m;
+    dnnl_primitive_desc_t pd = NULL;
+    if (conv_primitive_desc(g, node, src_layout, dst_layout, dst_layout, false, &m, &pd) != TSR_OK)
+        return false;
+    const char *impl = NULL;
+    bool fast = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+                impl && strncmp(impl, "ref", 3) != 0;
+    dnnl_primitive_desc_destroy(pd);
+    return fast;
+}
+
+void tsr_dnnl_conv_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                           uint8_t *wanted, uint8_t *produced)
+{
+    (void)available;
+    tsr_layout blocked = tsr_cpu_layout();
+    const tsr_value *x = &g->values[node->inputs[0]];
+    tsr_layout src = x->dims[1] <= DNNL_PLAIN_SRC_CHANNELS ? TSR_LAYOUT_PLAIN : blocked;
+    tsr_layout dst = blocked;
+    /* oneDNN's blocked direct kernels take no padding wider than a few
+     * columns (a dilated 3x3 with pads 12 on AVX2) and fall back to its
+     * reference loops, orders of magnitude slower; its gemm convolution
+     * takes any padding and dilation, on plain activations. */
+    if (!has_fast_kernel(g, node, src, dst) &&
+        has_fast_kernel(g, node, TSR_LAYOUT_PLAIN, TSR_LAYOUT_PLAIN)) {
+        src = TSR_LAYOUT_PLAIN;
+        dst = TSR_LAYOUT_PLAIN;
+    }
+    wanted[0] = (uint8_t)src;
+    produced[0] = (uint8_t)dst;
+    if (node->n_inputs > 3)
+        wanted[3] = (uint8_t)dst;
+}
+
+/* Builds the primitive with src and weights in f32 or bf16. */
+static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf16)
+{
+    const tsr_graph *g = ctx->graph;
+    const tsr_node *node = ctx->node;
+    const tsr_value *w = &g->values[node->inputs[1]];
+    bool has_z = node->n_inputs > 3 && node->inputs[3] >= 0;
+    conv_mds m;
+    dnnl_primitive_desc_t pd = NULL;
+    TSR_CHECK(conv_primitive_desc(
+        g, node, (tsr_layout)ctx->input_layouts[0], (tsr_layout)ctx->output_layouts[0],
+        has_z ? (tsr_layout)ctx->input_layouts[3] : TSR_LAYOUT_PLAIN, bf16, &m, &pd));
+    tsr_status status = TSR_OK;
     tsr_dnnl_exec *e = &st->exec;
     void *src_data = NULL;
     if (bf16)
-        status = tsr_dnnl_convert_init(&st->convert, &user_src_md, &src_md, 0, &src_data);
+        status = tsr_dnnl_convert_init(&st->convert, &m.user_src, &m.src, 0, &src_data);
     if (status == TSR_OK)
-        status = tsr_dnnl_exec_arg(e, DNNL_ARG_SRC, &src_md,
+        status = tsr_dnnl_exec_arg(e, DNNL_ARG_SRC, &m.src,
                                    bf16 ? TSR_DNNL_FIXED : TSR_DNNL_FROM_INPUT, 0, &src_data);
     const dnnl_memory_desc_t *wei_chosen =
         dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     if (status == TSR_OK && w->data) {
-        status = tsr_dnnl_pack(e, DNNL_ARG_WEIGHTS, &wei_plain_md, w->data, wei_chosen, 1.0f);
-    } else if (status == TSR_OK && dnnl_memory_desc_equal(&wei_plain_md, wei_chosen)) {
+        status = tsr_dnnl_pack(e, DNNL_ARG_WEIGHTS, &m.wei_plain, w->data, wei_chosen, 1.0f);
+    } else if (status == TSR_OK && dnnl_memory_desc_equal(&m.wei_plain, wei_chosen)) {
         status = tsr_dnnl_exec_arg(e, DNNL_ARG_WEIGHTS, wei_chosen, TSR_DNNL_FROM_INPUT, 1, NULL);
     } else if (status == TSR_OK) {
         void *wei_data = NULL;
-        status = tsr_dnnl_convert_init(&st->wconvert, &wei_plain_md, wei_chosen, 1, &wei_data);
+        status = tsr_dnnl_convert_init(&st->wconvert, &m.wei_plain, wei_chosen, 1, &wei_data);
         if (status == TSR_OK)
             status =
                 tsr_dnnl_exec_arg(e, DNNL_ARG_WEIGHTS, wei_chosen, TSR_DNNL_FIXED, 0, &wei_data);
     }
-    if (status == TSR_OK && has_b)
-        status = tsr_dnnl_exec_arg(e, DNNL_ARG_BIAS, &bias_md, TSR_DNNL_FROM_INPUT, 2, NULL);
+    if (status == TSR_OK && m.has_b)
+        status = tsr_dnnl_exec_arg(e, DNNL_ARG_BIAS, &m.bias, TSR_DNNL_FROM_INPUT, 2, NULL);
     if (status == TSR_OK)
-        status = tsr_dnnl_exec_arg(e, DNNL_ARG_DST, &dst_md, TSR_DNNL_FROM_OUTPUT, 0, NULL);
+        status = tsr_dnnl_exec_arg(e, DNNL_ARG_DST, &m.dst, TSR_DNNL_FROM_OUTPUT, 0, NULL);
     if (status == TSR_OK && has_z)
-        status = tsr_dnnl_exec_arg(e, DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, &z_md,
+        status = tsr_dnnl_exec_arg(e, DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, &m.z,
                                    TSR_DNNL_FROM_INPUT, 3, NULL);
     if (status != TSR_OK) {
         dnnl_primitive_desc_destroy(pd);
@@ -265,6 +312,11 @@ tsr_status tsr_dnnl_conv_run(void *state, const tsr_kernel_ctx *k)
     if (st->wconvert.active)
         TSR_CHECK(tsr_dnnl_exec_run(&st->wconvert.exec, k));
     return tsr_dnnl_exec_run(&st->exec, k);
+}
+
+const char *tsr_dnnl_conv_kernel_name(const void *state)
+{
+    return ((const conv_state *)state)->exec.impl;
 }
 
 void tsr_dnnl_conv_release(void *state)

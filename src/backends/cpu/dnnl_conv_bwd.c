@@ -194,6 +194,11 @@ tsr_status tsr_dnnl_conv_bwd_run(void *state, const tsr_kernel_ctx *k)
     return tsr_dnnl_exec_run(&st->exec, k);
 }
 
+const char *tsr_dnnl_conv_bwd_kernel_name(const void *state)
+{
+    return ((const conv_bwd_state *)state)->exec.impl;
+}
+
 void tsr_dnnl_conv_bwd_release(void *state)
 {
     conv_bwd_state *st = state;

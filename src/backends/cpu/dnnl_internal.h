@@ -53,6 +53,9 @@ typedef struct tsr_dnnl_exec {
      * thread's (TSR_DNNL_THREAD), of scratch_bytes, not owned per exec. */
     bool thread_scratchpad;
     size_t scratch_bytes;
+    /* oneDNN's name for the implementation it chose ("jit:avx2",
+     * "gemm:jit", "ref:any"), for --verbose and profiles. */
+    char impl[32];
 } tsr_dnnl_exec;
 
 /* Adds argument `arg` described by `md`. OWNED arguments get a zeroed
@@ -100,16 +103,19 @@ void tsr_dnnl_conv_layouts(const tsr_graph *g, const tsr_node *node, const uint8
 tsr_status tsr_dnnl_conv_prepare(const tsr_prepare_ctx *ctx, void **state_out);
 tsr_status tsr_dnnl_conv_run(void *state, const tsr_kernel_ctx *k);
 void tsr_dnnl_conv_release(void *state);
+const char *tsr_dnnl_conv_kernel_name(const void *state);
 
 bool tsr_dnnl_matmul_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size);
 tsr_status tsr_dnnl_matmul_prepare(const tsr_prepare_ctx *ctx, void **state_out);
 tsr_status tsr_dnnl_matmul_run(void *state, const tsr_kernel_ctx *k);
 void tsr_dnnl_matmul_release(void *state);
+const char *tsr_dnnl_matmul_kernel_name(const void *state);
 
 /* ai.tessera.ConvGradInput and ConvGradFilter, all operands plain. */
 bool tsr_dnnl_conv_bwd_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size);
 tsr_status tsr_dnnl_conv_bwd_prepare(const tsr_prepare_ctx *ctx, void **state_out);
 tsr_status tsr_dnnl_conv_bwd_run(void *state, const tsr_kernel_ctx *k);
 void tsr_dnnl_conv_bwd_release(void *state);
+const char *tsr_dnnl_conv_bwd_kernel_name(const void *state);
 
 #endif

@@ -333,6 +333,12 @@ tsr_status tsr_dnnl_matmul_run(void *state, const tsr_kernel_ctx *k)
     return tsr_dnnl_exec_run(&st->exec, k);
 }
 
+const char *tsr_dnnl_matmul_kernel_name(const void *state)
+{
+    const matmul_state *st = state;
+    return st->use_matvec ? "cpu:matvec" : st->exec.impl;
+}
+
 void tsr_dnnl_matmul_release(void *state)
 {
     matmul_state *st = state;
