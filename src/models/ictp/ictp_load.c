@@ -488,6 +488,11 @@ double tsr_ictp_model_cutoff(const tsr_ictp_model *model)
     return model ? model->cfg.r_cutoff : 0;
 }
 
+double tsr_ictp_model_receptive_field(const tsr_ictp_model *model)
+{
+    return model ? model->cfg.T * model->cfg.r_cutoff : 0;
+}
+
 int tsr_ictp_model_species(const tsr_ictp_model *model, int32_t *numbers_out, int capacity)
 {
     if (!model)

@@ -1,0 +1,247 @@
+"""pair_style tessera/ictp in Debian's LAMMPS (tessera-lammps, lammps/): the same structures
+give the same energy, forces and pressure through LAMMPS on 1 and 2 MPI ranks as
+`tessera ictp eval`, to 1e-8 in float64 (a periodic cell, and a molecule in a non-periodic
+box); an NVE run conserves energy; a bad pair_coeff or pair_style gets a clear error."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import ictp_reference as ref
+import tsr
+from test_ictp_model import tessera_bin
+
+# LAMMPS's conversion of eV/A^3 to bar in `units metal` (force->nktv2p).
+NKTV2P_METAL = 1.6021765e6
+MASSES = {1: 1.008, 6: 12.011, 8: 15.999}
+ELEMENTS = ["H", "C", "O"]
+
+
+def lammps_bin():
+    build = os.environ.get("TESSERA_BUILD_DIR", os.path.join(tsr.ROOT, "build"))
+    return os.path.join(build, "bin", "tessera-lammps")
+
+
+if not os.path.exists(lammps_bin()):
+    pytest.skip("tessera-lammps was not built: Debian's LAMMPS is not installed "
+                "(scripts/install-deps.sh lammps, then rebuild)", allow_module_level=True)
+if shutil.which("mpirun") is None:
+    pytest.skip("mpirun not found (mpi-default-bin)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    # Two interactions: the receptive field (6.4 A) is twice the cutoff, so ghost atoms
+    # must reach past the first shell for the energies to be right.
+    cfg = ref.default_config(n_hidden_feats=6, n_product_feats=5, radial_MLP=[12, 10],
+                             readout_MLP=[7], r_cutoff=3.2, n_interactions=2, correlation=2,
+                             l_max_hidden_feats=1, l_max_edge_attrs=2)
+    return ref.random_model(str(tmp_path_factory.mktemp("lammps") / "m"), cfg, seed=3)
+
+
+def spread_atoms(rng, n, lengths, min_distance, periodic):
+    """n random positions in an orthogonal box, no two closer than min_distance (across
+    the periodic faces too when periodic)."""
+    pos = []
+    while len(pos) < n:
+        p = rng.random(3) * lengths
+        ok = True
+        for q in pos:
+            d = p - q
+            if periodic:
+                d -= lengths * np.round(d / lengths)
+            ok = ok and np.linalg.norm(d) >= min_distance
+        if ok:
+            pos.append(p)
+    return np.array(pos)
+
+
+def periodic_cell(seed=0, n=40, lengths=(9.0, 7.5, 7.0)):
+    rng = np.random.default_rng(seed)
+    lengths = np.array(lengths)
+    return rng.choice([1, 6, 8], n), spread_atoms(rng, n, lengths, 1.0, True), lengths
+
+
+def molecule(seed=1, n=14):
+    rng = np.random.default_rng(seed)
+    return rng.choice([1, 6, 8], n), spread_atoms(rng, n, np.array([6.0, 5.0, 5.0]), 1.0,
+                                                  False)
+
+
+def write_data(path, numbers, pos, box):
+    """A LAMMPS data file (atom_style atomic); box is [lo, hi] per axis."""
+    lines = ["tessera test structure", "", f"{len(numbers)} atoms", f"{len(ELEMENTS)} atom types",
+             ""]
+    for axis, (lo, hi) in zip("xyz", box):
+        lines.append(f"{lo!r} {hi!r} {axis}lo {axis}hi")
+    lines += ["", "Masses", ""]
+    lines += [f"{t + 1} {MASSES[z]}" for t, z in enumerate([1, 6, 8])]
+    lines += ["", "Atoms # atomic", ""]
+    type_of = {1: 1, 6: 2, 8: 3}
+    for i, (z, p) in enumerate(zip(numbers, pos)):
+        lines.append(f"{i + 1} {type_of[int(z)]} {p[0]!r} {p[1]!r} {p[2]!r}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_lammps(tmp_path, script, ranks=1, name="in.lmp"):
+    (tmp_path / name).write_text(script)
+    cmd = [lammps_bin(), "-in", name, "-log", "none", "-echo", "none"]
+    if ranks > 1:
+        cmd = ["mpirun", "--oversubscribe", "-np", str(ranks)] + cmd
+        if os.geteuid() == 0:
+            cmd.insert(1, "--allow-run-as-root")
+    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def single_point(tmp_path, model, boundary, ranks, extra=""):
+    script = f"""units metal
+atom_style atomic
+atom_modify map array
+boundary {boundary}
+read_data data.lmp
+pair_style tessera/ictp {extra}
+pair_coeff * * {model} {' '.join(ELEMENTS)}
+thermo_style custom step pe pxx pyy pzz pxy pxz pyz
+dump forces all custom 1 forces.dump id fx fy fz
+dump_modify forces sort id format float %.17g
+run 0
+print "RESULT $(pe:%.17g) $(pxx:%.17g) $(pyy:%.17g) $(pzz:%.17g) $(pxy:%.17g) $(pxz:%.17g) $(pyz:%.17g)"
+"""
+    r = run_lammps(tmp_path, script, ranks)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    values = [float(v) for v in r.stdout.split("RESULT")[-1].split()[:7]]
+    dump = (tmp_path / "forces.dump").read_text().split("ITEM: ATOMS id fx fy fz")[-1]
+    forces = np.array([[float(v) for v in line.split()[1:]] for line in dump.strip().splitlines()])
+    return values[0], np.array(values[1:]), forces
+
+
+def tessera_eval(tmp_path, model, numbers, pos, lengths=None):
+    atoms = tsr.Atoms(numbers, pos, None if lengths is None else np.diag(lengths),
+                      None if lengths is None else [1, 1, 1])
+    tsr.write_extxyz(tmp_path / "ref.extxyz", [atoms])
+    args = [tessera_bin(), "ictp", "eval", model, tmp_path / "ref.extxyz", "--json",
+            "--threads", "1"]
+    if lengths is not None:
+        args.append("--stress")
+    r = subprocess.run(list(map(str, args)), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)[0]
+
+
+def assert_close(got, want, tol, what):
+    got, want = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
+    err = np.abs(got - want).max() / max(np.abs(want).max(), 1e-300)
+    assert err <= tol, f"{what}: relative error {err:.3g} > {tol:g}"
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_periodic_cell_matches_tessera_eval(model, tmp_path, ranks):
+    numbers, pos, lengths = periodic_cell()
+    write_data(tmp_path / "data.lmp", numbers, pos, [(0.0, L) for L in lengths])
+    energy, pressure, forces = single_point(tmp_path, model, "p p p", ranks)
+    want = tessera_eval(tmp_path, model, numbers, pos, lengths)
+    assert_close(energy, want["energy"], 1e-8, "energy")
+    assert_close(forces, want["forces"], 1e-8, "forces")
+    stress = np.array(want["stress"]).reshape(3, 3)
+    want_pressure = -NKTV2P_METAL * stress[[0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2]]
+    assert_close(pressure, want_pressure, 1e-8, "pressure tensor")
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_molecule_in_a_box_matches_tessera_eval(model, tmp_path, ranks):
+    numbers, pos = molecule()
+    write_data(tmp_path / "data.lmp", numbers, pos, [(-2.0, 8.0), (-2.0, 7.0), (-2.0, 7.0)])
+    energy, _, forces = single_point(tmp_path, model, "f f f", ranks)
+    want = tessera_eval(tmp_path, model, numbers, pos)
+    assert_close(energy, want["energy"], 1e-8, "energy")
+    assert_close(forces, want["forces"], 1e-8, "forces")
+    assert np.abs(forces.sum(axis=0)).max() < 1e-10, "an isolated molecule feels no net force"
+
+
+@pytest.mark.parametrize("steps", [40, pytest.param(1000, marks=pytest.mark.slow)])
+def test_nve_conserves_energy(model, tmp_path, steps):
+    """Velocity Verlet at 0.2 fs on 2 ranks, atoms crossing between the ranks' domains."""
+    numbers, pos, lengths = periodic_cell(seed=4, n=24, lengths=(7.0, 6.5, 6.0))
+    write_data(tmp_path / "data.lmp", numbers, pos, [(0.0, L) for L in lengths])
+    script = f"""units metal
+atom_style atomic
+boundary p p p
+read_data data.lmp
+pair_style tessera/ictp
+pair_coeff * * {model} {' '.join(ELEMENTS)}
+velocity all create 300.0 7 mom yes rot no dist gaussian
+timestep 0.0002
+fix nve all nve
+thermo_style custom step pe ke etotal
+thermo {steps // 10}
+thermo_modify format float %.15g
+run {steps}
+"""
+    r = run_lammps(tmp_path, script, ranks=2)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = []
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0].isdigit():
+            rows.append([float(v) for v in parts])
+    rows = np.array(rows)
+    assert len(rows) == 11, r.stdout[-2000:]
+    kinetic, total = rows[:, 2], rows[:, 3]
+    # Measured (40 steps): the total moves by about 2e-7 eV while the kinetic energy moves
+    # by 1e-2 eV; the error of velocity Verlet falls as dt^2 (4x at half the step).
+    assert np.ptp(kinetic) > 1e-3, "the atoms should exchange energy"
+    assert np.ptp(total) < 1e-5, f"total energy moved by {np.ptp(total):.3g} eV"
+
+
+def lammps_error(tmp_path, model, style_args="", coeff_args=None):
+    numbers, pos = molecule(n=4)
+    write_data(tmp_path / "data.lmp", numbers, pos, [(-2.0, 8.0), (-2.0, 7.0), (-2.0, 7.0)])
+    coeff = f"{model} {' '.join(ELEMENTS)}" if coeff_args is None else coeff_args
+    script = f"""units metal
+atom_style atomic
+boundary f f f
+read_data data.lmp
+pair_style tessera/ictp {style_args}
+pair_coeff * * {coeff}
+run 0
+"""
+    r = run_lammps(tmp_path, script)
+    assert r.returncode != 0
+    return r.stdout + r.stderr
+
+
+def test_bad_pair_coeff_and_style_errors(model, tmp_path):
+    out = lammps_error(tmp_path, model, coeff_args=f"{model} H C N")
+    assert "atom type 3 is 'N', which the model does not know" in out
+    assert "species are H C O" in out
+    out = lammps_error(tmp_path, model, coeff_args=f"{model} H C Xx")
+    assert "'Xx', not a chemical element" in out
+    out = lammps_error(tmp_path, model, coeff_args=f"{model} H C")
+    assert "2 element names for 3 atom types" in out
+    out = lammps_error(tmp_path, model, coeff_args=f"{tmp_path}/none.npz H C O")
+    assert "none" in out and "pair_coeff for tessera/ictp" in out
+    out = lammps_error(tmp_path, model, style_args="dtype float16")
+    assert "dtype is 'float16'" in out
+    out = lammps_error(tmp_path, model, style_args="colour blue")
+    assert "unknown keyword 'colour'" in out
+
+
+def test_newton_off_is_refused(model, tmp_path):
+    numbers, pos = molecule(n=4)
+    write_data(tmp_path / "data.lmp", numbers, pos, [(-2.0, 8.0), (-2.0, 7.0), (-2.0, 7.0)])
+    script = f"""units metal
+atom_style atomic
+boundary f f f
+newton off
+read_data data.lmp
+pair_style tessera/ictp
+pair_coeff * * {model} {' '.join(ELEMENTS)}
+run 0
+"""
+    r = run_lammps(tmp_path, script)
+    assert r.returncode != 0 and "requires newton pair on" in r.stdout + r.stderr
