@@ -188,7 +188,7 @@ def bench_input(work, name, entry, batch):
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp-{os.getpid()}.npy")
-        np.save(tmp, models._image(models._seed(name, "bench", batch), batch))
+        np.save(tmp, models.sample(name, models._seed(name, "bench", batch), batch))
         os.replace(tmp, path)
     return path
 
@@ -327,7 +327,8 @@ def main():
                              "lowest min and lowest median over rounds, the highest max RSS")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--models", nargs="+", default=list(models.MODEL_NAMES),
-                        choices=models.MODEL_NAMES + models.SEGMENTATION_NAMES)
+                        choices=models.MODEL_NAMES + models.SEGMENTATION_NAMES
+                        + models.SEQUENCE_NAMES)
     parser.add_argument("--device", default="cpu", help="Tessera's device (default cpu)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="Tessera's precision; ONNX Runtime and PyTorch stay fp32")

@@ -30,6 +30,10 @@ MODEL_NAMES = ("resnet18", "resnet50", "mobilenet_v2", "vgg16", "densenet121", "
 # torchvision.models.segmentation; the export's output is the "out" logits (N, 21, H, W).
 SEGMENTATION_NAMES = ("lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large", "fcn_resnet50",
                       "deeplabv3_resnet50")
+# Sequence models of torch.nn on (batch, SEQUENCE_SHAPE) inputs: a 2-layer LSTM with a linear
+# head on its last step, and a 2-layer transformer encoder (GELU, no dropout).
+SEQUENCE_NAMES = ("lstm", "transformer_encoder")
+SEQUENCE_SHAPE = {"lstm": (32, 64), "transformer_encoder": (32, 128)}
 
 # A dynamic export is traced at this batch and run at the others, so a batch size baked into
 # the graph by mistake cannot go unnoticed.
@@ -113,8 +117,16 @@ def _image(seed, batch):
     return ((smooth + noise) / np.sqrt(2.0)).astype(np.float32)
 
 
+def sample(name, seed, batch):
+    """A seeded input batch of the model: images, or normal sequences for SEQUENCE_NAMES."""
+    if name in SEQUENCE_NAMES:
+        shape = (batch,) + SEQUENCE_SHAPE[name]
+        return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    return _image(seed, batch)
+
+
 def _input(name, batch):
-    return _image(_seed(name, "input", batch), batch)
+    return sample(name, _seed(name, "input", batch), batch)
 
 
 def _logits_only(model):
@@ -139,7 +151,30 @@ def architecture(name):
     if name in SEGMENTATION_NAMES:
         segmentation = torchvision.models.segmentation
         return _logits_only(getattr(segmentation, name)(weights=None, weights_backbone=None))
+    if name in SEQUENCE_NAMES:
+        return _sequence_model(name)
     return getattr(torchvision.models, name)(weights=None)
+
+
+def _sequence_model(name):
+    import torch
+
+    features = SEQUENCE_SHAPE[name][1]
+    if name == "transformer_encoder":
+        layer = torch.nn.TransformerEncoderLayer(features, 4, 4 * features, dropout=0.0,
+                                                 activation="gelu", batch_first=True)
+        return torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+    class LastStep(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(features, 128, 2, batch_first=True)
+            self.head = torch.nn.Linear(128, 10)
+
+        def forward(self, x):
+            return self.head(self.lstm(x)[0][:, -1])
+
+    return LastStep()
 
 
 @functools.lru_cache(maxsize=1)
@@ -182,7 +217,7 @@ def _sensitivity(model, name):
     import torch
 
     with torch.no_grad():
-        y = model(torch.from_numpy(_image(_seed(name, "sensitivity"), 2))).numpy()
+        y = model(torch.from_numpy(sample(name, _seed(name, "sensitivity"), 2))).numpy()
     return float(np.max(np.abs(y[0] - y[1])) / np.max(np.abs(y)))
 
 
@@ -256,7 +291,7 @@ def _remove_abandoned(root):
 
 def export(model_name, opset, batch, dynamic):
     """The cache entry for this export, generating it first when it does not exist yet."""
-    known = MODEL_NAMES + SEGMENTATION_NAMES
+    known = MODEL_NAMES + SEGMENTATION_NAMES + SEQUENCE_NAMES
     if model_name not in known:
         raise ValueError(f"unknown model {model_name!r}; known: {', '.join(known)}")
     if dynamic:

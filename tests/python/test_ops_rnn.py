@@ -508,3 +508,24 @@ def test_transformer_blocks_against_torch(name, opset):
     for device in DEVICES:
         got = tsr.Plan(g, device=device).run([a.numpy() for a in args])[0]
         close(got, want, 1e-4)
+
+
+# -------------------------------------- the sequence models of the bench cache
+
+@pytest.mark.slow
+@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("name", ["lstm", "transformer_encoder"])
+def test_cached_sequence_models_match_torch(name, opset, tmp_path):
+    """The 2-layer LSTM and transformer encoder of bench/cpu.py, dynamic batch, on the cpu
+    device through the CLI, at the batches the cache entry holds PyTorch's outputs for."""
+    import models
+
+    if not models.tessera_bin().is_file():
+        pytest.fail(f"{models.tessera_bin()} does not exist: build Tessera first")
+    entry = models.export(name, opset, None, True)
+    assert entry.meta["input_sensitivity"] >= 1e-2, "the output ignores the input"
+    for batch in entry.run_batches:
+        out = tmp_path / f"out{batch}.npy"
+        proc, _ = models.run_tessera(entry.onnx_path, entry.input_path(batch), out, device="cpu")
+        assert proc.returncode == 0, f"tessera run failed: {proc.stderr[-4000:]}"
+        close(np.load(out), np.load(entry.torch_output_path(batch)).astype(np.float64), 1e-4)
