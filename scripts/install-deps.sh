@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs the Debian packages a target needs, if any are missing.
-# Usage: scripts/install-deps.sh build|test|fuzz|data
+# Usage: scripts/install-deps.sh build|test|fuzz|data|lammps
 # As root it runs apt-get; otherwise it names what is missing and fails.
 set -eu
 
@@ -13,13 +13,17 @@ fuzz_pkgs="$build_pkgs clang-14 libclang-rt-14-dev libomp-14-dev python3 python3
 test_pkgs="$fuzz_pkgs python3-pytest python3-torchvision"
 # data: labelled ICTP training data (tools/ictp_data.py): xtb, Open Babel, ASE.
 data_pkgs="python3 python3-numpy python3-ase xtb openbabel python3-openbabel"
+# lammps: tessera-lammps, pair_style tessera/ictp (docs/lammps.md); the
+# build skips it when liblammps-dev is missing.
+lammps_pkgs="$build_pkgs g++ lammps liblammps-dev mpi-default-dev mpi-default-bin"
 
 case "${1:-build}" in
 build) want=$build_pkgs ;;
 test) want=$test_pkgs ;;
 fuzz) want=$fuzz_pkgs ;;
 data) want=$data_pkgs ;;
-*) echo "usage: $0 build|test|fuzz|data" >&2; exit 2 ;;
+lammps) want=$lammps_pkgs ;;
+*) echo "usage: $0 build|test|fuzz|data|lammps" >&2; exit 2 ;;
 esac
 
 missing=""
