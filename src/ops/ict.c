@@ -1,12 +1,22 @@
 /* Irreducible Cartesian tensors (ICTs) and their products, domain
  * ai.tessera: the tensor algebra of ICTP potentials (docs/ictp.md).
  *
- *   ICT(v [E, 3]) -> T [E, 3^l]                        attributes l, normalize
+ *   ICT(v [E, 3]) -> T [E, 3^l]                attributes l, normalize, coordinates
  *   ICTProduct(x [N, 3^l1(, C)], y [N, 3^l2(, C)]) -> z [N, 3^l3(, C)]
- *                                          attributes l1, l2, l3, alpha, sum_channels
+ *                             attributes l1, l2, l3, alpha, sum_channels, coordinates
  *
  * Rank-l tensors store all 3^l components, row-major (index i*9 + j*3 + k
- * for rank 3), with channels fastest when there is a channel axis.
+ * for rank 3), with channels fastest when there is a channel axis. With
+ * coordinates = 1 they store instead the 2l+1 coordinates of the tensor
+ * in the orthonormal basis Q below (T = Q t, t = Qᵀ T): every input and
+ * the output of the node, [N, 2l+1(, C)]. A model made of these products
+ * and of maps that act on each component alike (linear maps over
+ * channels, sums, per-channel weights) gives the same results in either
+ * storage, since Q is an isometry of the symmetric traceless tensors;
+ * coordinates take 2l+1 values where components take 3^l (7 instead of 27
+ * at rank 3) and products in them skip the projections. Q is fixed: the
+ * standard basis at rank 1, so rank-1 coordinates are the vector's
+ * components, and 1 at rank 0.
  *
  * ICT: with Π the orthogonal projection onto symmetric traceless tensors
  * and C_l = (2l-1)!!/l!, T^l(n) = C_l Π(n^⊗l), evaluated by the detracer
@@ -48,14 +58,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const tsr_attr_def ict_attrs[] = {
-    {"l", TSR_ATTR_INT, true}, {"normalize", TSR_ATTR_INT, .i = 1}, {NULL}};
+static const tsr_attr_def ict_attrs[] = {{"l", TSR_ATTR_INT, true},
+                                         {"normalize", TSR_ATTR_INT, .i = 1},
+                                         {"coordinates", TSR_ATTR_INT, .i = 0},
+                                         {NULL}};
 
 static const tsr_attr_def ict_product_attrs[] = {{"l1", TSR_ATTR_INT, true},
                                                  {"l2", TSR_ATTR_INT, true},
                                                  {"l3", TSR_ATTR_INT, true},
                                                  {"alpha", TSR_ATTR_FLOAT, .f = 1.0},
                                                  {"sum_channels", TSR_ATTR_INT, .i = 0},
+                                                 {"coordinates", TSR_ATTR_INT, .i = 0},
                                                  {NULL}};
 
 static int64_t pow3(int l)
@@ -64,6 +77,22 @@ static int64_t pow3(int l)
     for (int i = 0; i < l; i++)
         p *= 3;
     return p;
+}
+
+/* Values a rank-l tensor stores: 3^l components or 2l+1 coordinates. */
+static int64_t ict_width(int l, bool coords)
+{
+    return coords ? 2 * l + 1 : pow3(l);
+}
+
+/* A 0/1 attribute, checked. */
+static tsr_status flag_attr(const tsr_node *node, const char *name, bool *out)
+{
+    int64_t v = tsr_attr_int(node, name);
+    if (v != 0 && v != 1)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "%s is %lld, must be 0 or 1", name, (long long)v);
+    *out = v == 1;
+    return TSR_OK;
 }
 
 static double factorial(int n)
@@ -175,10 +204,17 @@ static tsr_status ict_basis_build(int l, tsr_ict_basis *b)
         goto cleanup;
     }
     tsr_ict_classes(l, cls);
+    int found = 0, candidates = 4 * b->dim;
+    if (l == 1) {
+        /* The standard basis: rank-1 coordinates are the vector itself. */
+        memset(b->q, 0, 9 * sizeof *b->q);
+        for (int i = 0; i < 3; i++)
+            b->q[4 * i] = 1.0;
+        found = 3;
+    }
     /* Candidate directions on a golden-angle spiral; a candidate is kept
      * when at least a tenth of its norm is new, so the basis is well
      * conditioned. */
-    int found = 0, candidates = 4 * b->dim;
     for (int m = 0; m < candidates && found < b->dim; m++) {
         double z = 1.0 - (2.0 * m + 1.0) / candidates, rho = sqrt(1.0 - z * z);
         double phi = 0.3 + 2.399963229728653 * m;
@@ -270,21 +306,18 @@ cleanup:
 
 /* ------------------------------------------------------------------- ICT */
 
-static tsr_status ict_attrs_read(const tsr_node *node, int *l, bool *normalize)
+static tsr_status ict_attrs_read(const tsr_node *node, int *l, bool *normalize, bool *coords)
 {
     TSR_CHECK(rank_attr(node, "l", l));
-    int64_t nz = tsr_attr_int(node, "normalize");
-    if (nz != 0 && nz != 1)
-        return tsr_error(TSR_ERR_UNSUPPORTED, "normalize is %lld, must be 0 or 1", (long long)nz);
-    *normalize = nz == 1;
-    return TSR_OK;
+    TSR_CHECK(flag_attr(node, "normalize", normalize));
+    return flag_attr(node, "coordinates", coords);
 }
 
 static tsr_status ict_infer(tsr_infer_ctx *c)
 {
     int l = 0;
-    bool normalize = false;
-    TSR_CHECK(ict_attrs_read(c->node, &l, &normalize));
+    bool normalize = false, coords = false;
+    TSR_CHECK(ict_attrs_read(c->node, &l, &normalize, &coords));
     TSR_CHECK(tsr_infer_require_dtype(c, 0, TSR_FLOAT_TYPES));
     const tsr_value *v = c->inputs[0];
     if (v->rank >= 0 && (v->rank != 2 || (tsr_dim_known(v->dims[1]) && v->dims[1] != 3))) {
@@ -293,7 +326,7 @@ static tsr_status ict_infer(tsr_infer_ctx *c)
         return tsr_infer_error(c, TSR_ERR_SHAPE,
                                "input '%s' has shape %s; ICT takes vectors [E, 3]", v->name, got);
     }
-    int64_t out[2] = {v->rank == 2 ? v->dims[0] : TSR_DIM_UNKNOWN, pow3(l)};
+    int64_t out[2] = {v->rank == 2 ? v->dims[0] : TSR_DIM_UNKNOWN, ict_width(l, coords)};
     tsr_infer_set(c, 0, v->dtype, 2, out);
     return TSR_OK;
 }
@@ -301,9 +334,10 @@ static tsr_status ict_infer(tsr_infer_ctx *c)
 /* clang-format off */
 #define ICT_DEFINE(T)                                                                              \
     static int64_t ict_run_##T(const T *v, T *out, int64_t e, int l, bool normalize,               \
-                               const int *cls, double *scratch, int threads)                       \
+                               const int *cls, const tsr_ict_basis *q, double *scratch,            \
+                               int threads)                                                        \
     {                                                                                              \
-        int64_t size = pow3(l), bad = e;                                                           \
+        int64_t size = pow3(l), bad = e, width = q ? q->dim : size;                                \
         _Pragma("omp parallel for num_threads(threads) reduction(min : bad) if (e * size > 65536)")\
         for (int64_t i = 0; i < e; i++) {                                                          \
             size_t per = (size_t)(size + (l + 1) * (l + 1));                                       \
@@ -317,8 +351,15 @@ static tsr_status ict_infer(tsr_infer_ctx *c)
             for (int d = 0; normalize && d < 3; d++)                                               \
                 n[d] /= len;                                                                       \
             ict_eval(l, n, cls, row + size, row);                                                  \
-            for (int64_t j = 0; j < size; j++)                                                     \
-                out[i * size + j] = (T)row[j];                                                     \
+            for (int64_t j = 0; j < width; j++) {                                                  \
+                double t = row[j];                                                                 \
+                if (q) {                                                                           \
+                    t = 0.0;                                                                       \
+                    for (int64_t m = 0; m < size; m++)                                             \
+                        t += q->q[j * size + m] * row[m];                                          \
+                }                                                                                  \
+                out[i * width + j] = (T)t;                                                         \
+            }                                                                                      \
         }                                                                                          \
         return bad < e ? bad : -1;                                                                 \
     }
@@ -330,11 +371,14 @@ ICT_DEFINE(double)
 static tsr_status ict_ref(const tsr_kernel_ctx *k)
 {
     int l = 0;
-    bool normalize = false;
-    TSR_CHECK(ict_attrs_read(k->node, &l, &normalize));
+    bool normalize = false, coords = false;
+    TSR_CHECK(ict_attrs_read(k->node, &l, &normalize, &coords));
     const tsr_tensor *v = k->inputs[0];
     if (v->rank != 2 || v->dims[1] != 3)
         return tsr_error(TSR_ERR_SHAPE, "ICT takes vectors [E, 3], got rank %d", v->rank);
+    tsr_ict_basis basis = {0};
+    if (coords)
+        TSR_CHECK(ict_basis_build(l, &basis));
     int64_t size = pow3(l);
     int *cls = tsr_malloc((size_t)size * sizeof *cls);
     double *scratch =
@@ -342,15 +386,19 @@ static tsr_status ict_ref(const tsr_kernel_ctx *k)
     if (!cls || !scratch) {
         free(cls);
         free(scratch);
+        free(basis.q);
         return TSR_ERR_OUT_OF_MEMORY;
     }
     tsr_ict_classes(l, cls);
-    int64_t bad = v->dtype == TSR_FLOAT64 ? ict_run_double(v->data, k->outputs[0]->data, v->dims[0],
-                                                           l, normalize, cls, scratch, k->threads)
-                                          : ict_run_float(v->data, k->outputs[0]->data, v->dims[0],
-                                                          l, normalize, cls, scratch, k->threads);
+    const tsr_ict_basis *q = coords ? &basis : NULL;
+    int64_t bad = v->dtype == TSR_FLOAT64
+                      ? ict_run_double(v->data, k->outputs[0]->data, v->dims[0], l, normalize, cls,
+                                       q, scratch, k->threads)
+                      : ict_run_float(v->data, k->outputs[0]->data, v->dims[0], l, normalize, cls,
+                                      q, scratch, k->threads);
     free(cls);
     free(scratch);
+    free(basis.q);
     if (bad >= 0) {
         double n[3] = {tsr_get_f(v, 3 * bad), tsr_get_f(v, 3 * bad + 1), tsr_get_f(v, 3 * bad + 2)};
         return tsr_error(TSR_ERR_INVALID_ARGUMENT,
@@ -399,20 +447,24 @@ static tsr_status ict_normalize_grad(tsr_grad_ctx *c, const char *v, const char 
 static tsr_status ict_grad(tsr_grad_ctx *c)
 {
     int l = 0;
-    bool normalize = false;
-    TSR_CHECK(ict_attrs_read(tsr_grad_node(c), &l, &normalize));
+    bool normalize = false, coords = false;
+    TSR_CHECK(ict_attrs_read(tsr_grad_node(c), &l, &normalize, &coords));
     if (l == 0)
         return TSR_OK; /* T^0 = 1 */
     const char *v = tsr_grad_input(c, 0), *dn = tsr_grad_dy(c, 0);
+    /* In coordinates the product's rank-1 result is dn itself (Q = I at
+     * rank 1); at l = 1 the coordinates are the components. */
     if (l > 1) {
-        tsr_attr lower[2] = {TSR_ATTR_I("l", l - 1), TSR_ATTR_I("normalize", normalize)};
-        tsr_attr path[4] = {TSR_ATTR_I("l1", l), TSR_ATTR_I("l2", l - 1), TSR_ATTR_I("l3", 1),
-                            TSR_ATTR_F("alpha", (2.0 * l - 1.0) / ict_path_constant(l, l - 1, 1))};
+        tsr_attr lower[3] = {TSR_ATTR_I("l", l - 1), TSR_ATTR_I("normalize", normalize),
+                             TSR_ATTR_I("coordinates", coords)};
+        tsr_attr path[5] = {TSR_ATTR_I("l1", l), TSR_ATTR_I("l2", l - 1), TSR_ATTR_I("l3", 1),
+                            TSR_ATTR_F("alpha", (2.0 * l - 1.0) / ict_path_constant(l, l - 1, 1)),
+                            TSR_ATTR_I("coordinates", coords)};
         const char *t, *ins[2];
-        TSR_CHECK(tsr_grad_emit(c, &tsr_op_ICT, 1, &v, 2, lower, 1, &t));
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_ICT, 1, &v, 3, lower, 1, &t));
         ins[0] = dn;
         ins[1] = t;
-        TSR_CHECK(tsr_grad_emit(c, &tsr_op_ICTProduct, 2, ins, 4, path, 1, &dn));
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_ICTProduct, 2, ins, 5, path, 1, &dn));
     }
     if (normalize)
         TSR_CHECK(ict_normalize_grad(c, v, dn, &dn));
@@ -436,7 +488,8 @@ const tsr_op_def tsr_op_ICT = {
 
 /* ----------------------------------------------------------- ICTProduct */
 
-tsr_status tsr_ict_product_attrs_read(const tsr_node *node, int ls[3], double *alpha, bool *sum)
+tsr_status tsr_ict_product_attrs_read(const tsr_node *node, int ls[3], double *alpha, bool *sum,
+                                      bool *coords)
 {
     static const char *const names[3] = {"l1", "l2", "l3"};
     for (int i = 0; i < 3; i++)
@@ -449,20 +502,16 @@ tsr_status tsr_ict_product_attrs_read(const tsr_node *node, int ls[3], double *a
     *alpha = tsr_attr_float(node, "alpha");
     if (!isfinite(*alpha))
         return tsr_error(TSR_ERR_UNSUPPORTED, "alpha is %g, must be finite", *alpha);
-    int64_t sc = tsr_attr_int(node, "sum_channels");
-    if (sc != 0 && sc != 1)
-        return tsr_error(TSR_ERR_UNSUPPORTED, "sum_channels is %lld, must be 0 or 1",
-                         (long long)sc);
-    *sum = sc == 1;
-    return TSR_OK;
+    TSR_CHECK(flag_attr(node, "sum_channels", sum));
+    return flag_attr(node, "coordinates", coords);
 }
 
 static tsr_status ict_product_infer(tsr_infer_ctx *c)
 {
     int ls[3];
     double alpha;
-    bool sum;
-    TSR_CHECK(tsr_ict_product_attrs_read(c->node, ls, &alpha, &sum));
+    bool sum, coords;
+    TSR_CHECK(tsr_ict_product_attrs_read(c->node, ls, &alpha, &sum, &coords));
     for (int i = 0; i < 2; i++)
         TSR_CHECK(tsr_infer_require_dtype(c, i, TSR_FLOAT_TYPES));
     const tsr_value *x = c->inputs[0], *y = c->inputs[1];
@@ -478,15 +527,15 @@ static tsr_status ict_product_infer(tsr_infer_ctx *c)
             rank = -1;
             continue;
         }
-        int64_t want = pow3(ls[i]);
+        int64_t want = ict_width(ls[i], coords);
         if ((t->rank != 2 && t->rank != 3) || (tsr_dim_known(t->dims[1]) && t->dims[1] != want)) {
             char got[128];
             tsr_shape_format(got, sizeof got, t->rank, t->dims);
             return tsr_infer_error(c, TSR_ERR_SHAPE,
                                    "%s ('%s') has shape %s; a rank-%d input is [N, %lld] or [N, "
-                                   "%lld, C]",
+                                   "%lld, C]%s",
                                    i ? "y" : "x", t->name, got, ls[i], (long long)want,
-                                   (long long)want);
+                                   (long long)want, coords ? " in coordinates" : "");
         }
         if (tsr_dim_known(t->dims[0])) {
             if (tsr_dim_known(n) && n != t->dims[0])
@@ -510,7 +559,7 @@ static tsr_status ict_product_infer(tsr_infer_ctx *c)
     }
     if (rank < 0)
         return TSR_OK; /* output left of unknown rank */
-    int64_t out[3] = {n, pow3(ls[2]), ch_known ? ch : TSR_DIM_UNKNOWN};
+    int64_t out[3] = {n, ict_width(ls[2], coords), ch_known ? ch : TSR_DIM_UNKNOWN};
     tsr_infer_set(c, 0, x->dtype, sum ? 2 : rank, out);
     return TSR_OK;
 }
@@ -563,32 +612,38 @@ static void ict_couple(const tsr_ict_plan *p, const double *xt, const double *yt
 /* Per row: coordinates of x and y (channels as given), their coupling to
  * the output's coordinates (broadcast channels), and back to components.
  * With sum, the output's coordinates are summed over the channels first
- * (z has cho = 1 channel). scratch holds d1 cx + d2 cy + (d3 + 1) ch
- * doubles per thread. */
+ * (z has cho = 1 channel). With coords, inputs and output are coordinates
+ * already. scratch holds d1 cx + d2 cy + (d3 + 1) ch doubles per thread. */
 /* clang-format off */
 #define ICT_PRODUCT_DEFINE(T)                                                                      \
     static void ict_product_run_##T(const tsr_ict_plan *p, const T *x, const T *y, T *z,           \
                                     int64_t n, int64_t cx, int64_t cy, int64_t ch, bool sum,       \
-                                    double *scratch, int threads)                                  \
+                                    bool coords, double *scratch, int threads)                     \
     {                                                                                              \
         const tsr_ict_basis *b1 = &p->b[0], *b2 = &p->b[1], *b3 = &p->b[2];                        \
         int d1 = b1->dim, d2 = b2->dim, d3 = b3->dim;                                              \
+        int64_t w1 = coords ? d1 : b1->size, w2 = coords ? d2 : b2->size;                          \
+        int64_t w3 = coords ? d3 : b3->size;                                                       \
         size_t per = (size_t)(d1 * cx + d2 * cy + (d3 + 1) * ch);                                  \
         _Pragma("omp parallel for num_threads(threads) if (n * (int64_t)per > 65536)")             \
         for (int64_t a = 0; a < n; a++) {                                                          \
             double *xt = scratch + (size_t)omp_get_thread_num() * per;                             \
             double *yt = xt + d1 * cx, *zt = yt + d2 * cy, *acc = zt + d3 * ch;                    \
-            const T *xa = x + a * b1->size * cx, *ya = y + a * b2->size * cy;                      \
+            const T *xa = x + a * w1 * cx, *ya = y + a * w2 * cy;                                  \
             int64_t cho = sum ? 1 : ch;                                                            \
-            T *za = z + a * b3->size * cho;                                                        \
+            T *za = z + a * w3 * cho;                                                              \
             memset(xt, 0, (per - (size_t)ch) * sizeof *xt);                                        \
-            for (int m = 0; m < d1; m++)                                                           \
+            for (int64_t i = 0; coords && i < d1 * cx; i++)                                        \
+                xt[i] = xa[i];                                                                     \
+            for (int64_t i = 0; coords && i < d2 * cy; i++)                                        \
+                yt[i] = ya[i];                                                                     \
+            for (int m = 0; !coords && m < d1; m++)                                                \
                 for (int64_t i = 0; i < b1->size; i++) {                                           \
                     double q = b1->q[m * b1->size + i];                                            \
                     for (int64_t c = 0; c < cx; c++)                                               \
                         xt[m * cx + c] += q * xa[i * cx + c];                                      \
                 }                                                                                  \
-            for (int m = 0; m < d2; m++)                                                           \
+            for (int m = 0; !coords && m < d2; m++)                                                \
                 for (int64_t i = 0; i < b2->size; i++) {                                           \
                     double q = b2->q[m * b2->size + i];                                            \
                     for (int64_t c = 0; c < cy; c++)                                               \
@@ -598,7 +653,10 @@ static void ict_couple(const tsr_ict_plan *p, const double *xt, const double *yt
             for (int r = 0; sum && r < d3; r++)                                                    \
                 for (int64_t c = 1; c < ch; c++)                                                   \
                     zt[r * ch] += zt[r * ch + c];                                                  \
-            for (int64_t i = 0; i < b3->size; i++) {                                               \
+            for (int r = 0; coords && r < d3; r++)                                                 \
+                for (int64_t c = 0; c < cho; c++)                                                  \
+                    za[r * cho + c] = (T)zt[r * ch + c];                                           \
+            for (int64_t i = 0; !coords && i < b3->size; i++) {                                    \
                 memset(acc, 0, (size_t)cho * sizeof *acc);                                         \
                 for (int r = 0; r < d3; r++) {                                                     \
                     double q = b3->q[r * b3->size + i];                                            \
@@ -619,12 +677,13 @@ static tsr_status ict_product_ref(const tsr_kernel_ctx *k)
 {
     int ls[3];
     double alpha;
-    bool sum;
-    TSR_CHECK(tsr_ict_product_attrs_read(k->node, ls, &alpha, &sum));
+    bool sum, coords;
+    TSR_CHECK(tsr_ict_product_attrs_read(k->node, ls, &alpha, &sum, &coords));
     const tsr_tensor *x = k->inputs[0], *y = k->inputs[1];
     tsr_tensor *z = k->outputs[0];
     int64_t cx = channels_of(x), cy = channels_of(y), ch = cx > cy ? cx : cy;
-    if (x->dims[0] != y->dims[0] || x->dims[1] != pow3(ls[0]) || y->dims[1] != pow3(ls[1]) ||
+    if (x->dims[0] != y->dims[0] || x->dims[1] != ict_width(ls[0], coords) ||
+        y->dims[1] != ict_width(ls[1], coords) || z->dims[1] != ict_width(ls[2], coords) ||
         (cx != 1 && cx != ch) || (cy != 1 && cy != ch) || channels_of(z) != (sum ? 1 : ch))
         return tsr_error(TSR_ERR_SHAPE,
                          "x, y and z have inconsistent shapes for path %d x %d -> %d", ls[0], ls[1],
@@ -639,12 +698,10 @@ static tsr_status ict_product_ref(const tsr_kernel_ctx *k)
     }
     if (z->dtype == TSR_FLOAT64)
         ict_product_run_double(&plan, x->data, y->data, z->data, x->dims[0], cx, cy, ch, sum,
-                               scratch,
-                               k->threads);
+                               coords, scratch, k->threads);
     else
         ict_product_run_float(&plan, x->data, y->data, z->data, x->dims[0], cx, cy, ch, sum,
-                               scratch,
-                              k->threads);
+                              coords, scratch, k->threads);
     free(scratch);
     tsr_ict_plan_free(&plan);
     return TSR_OK;
@@ -662,9 +719,10 @@ static double ict_product_flops(const tsr_infer_ctx *c)
            cy = y->rank == 3 ? (double)y->dims[2] : 1.0;
     double ch = z->rank == 3 ? (double)z->dims[2] : 1.0;
     double d1 = 2.0 * ls[0] + 1, d2 = 2.0 * ls[1] + 1, d3 = 2.0 * ls[2] + 1;
+    double projections = d1 * (double)pow3((int)ls[0]) * cx + d2 * (double)pow3((int)ls[1]) * cy +
+                         d3 * (double)pow3((int)ls[2]) * ch;
     return 2.0 * (double)z->dims[0] *
-           (d1 * (double)pow3((int)ls[0]) * cx + d2 * (double)pow3((int)ls[1]) * cy +
-            1.5 * d1 * d2 * d3 * ch + d3 * (double)pow3((int)ls[2]) * ch);
+           (1.5 * d1 * d2 * d3 * ch + (tsr_attr_int(c->node, "coordinates") ? 0.0 : projections));
 }
 
 /* The adjoint product ins[0] x ins[1] on `path` for input i, brought to
@@ -673,15 +731,18 @@ static double ict_product_flops(const tsr_infer_ctx *c)
  * 1, and broadcast over input i's channels when neither operand has any
  * (the gradient of a sum_channels node with one channel-less input). */
 static tsr_status ict_product_adjoint(tsr_grad_ctx *c, int i, const char *const ins[2],
-                                      const int path[3], double alpha)
+                                      const int path[3], double alpha, bool coords)
 {
     int in_rank = tsr_grad_value(c, tsr_grad_input(c, i))->rank;
     bool wide = tsr_grad_value(c, ins[0])->rank == 3 || tsr_grad_value(c, ins[1])->rank == 3;
-    tsr_attr a[5] = {TSR_ATTR_I("l1", path[0]), TSR_ATTR_I("l2", path[1]),
-                     TSR_ATTR_I("l3", path[2]), TSR_ATTR_F("alpha", alpha),
-                     TSR_ATTR_I("sum_channels", in_rank == 2 && wide)};
+    tsr_attr a[6] = {TSR_ATTR_I("l1", path[0]),
+                     TSR_ATTR_I("l2", path[1]),
+                     TSR_ATTR_I("l3", path[2]),
+                     TSR_ATTR_F("alpha", alpha),
+                     TSR_ATTR_I("sum_channels", in_rank == 2 && wide),
+                     TSR_ATTR_I("coordinates", coords)};
     const char *g;
-    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ICTProduct, 2, ins, 5, a, 1, &g));
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ICTProduct, 2, ins, 6, a, 1, &g));
     if (in_rank == 3 && !wide) {
         const int64_t axis = 2;
         const char *axes, *shape;
@@ -699,19 +760,21 @@ static tsr_status ict_product_grad(tsr_grad_ctx *c)
 {
     int ls[3];
     double alpha;
-    bool sum;
-    TSR_CHECK(tsr_ict_product_attrs_read(tsr_grad_node(c), ls, &alpha, &sum));
+    bool sum, coords;
+    TSR_CHECK(tsr_ict_product_attrs_read(tsr_grad_node(c), ls, &alpha, &sum, &coords));
     double k = alpha * ict_path_constant(ls[0], ls[1], ls[2]);
     const char *x = tsr_grad_input(c, 0), *y = tsr_grad_input(c, 1), *dz = tsr_grad_dy(c, 0);
     if (tsr_grad_wants(c, 0)) {
         const char *ins[2] = {dz, y};
         const int path[3] = {ls[2], ls[1], ls[0]};
-        TSR_CHECK(ict_product_adjoint(c, 0, ins, path, k / ict_path_constant(ls[2], ls[1], ls[0])));
+        TSR_CHECK(ict_product_adjoint(c, 0, ins, path, k / ict_path_constant(ls[2], ls[1], ls[0]),
+                                      coords));
     }
     if (tsr_grad_wants(c, 1)) {
         const char *ins[2] = {x, dz};
         const int path[3] = {ls[0], ls[2], ls[1]};
-        TSR_CHECK(ict_product_adjoint(c, 1, ins, path, k / ict_path_constant(ls[0], ls[2], ls[1])));
+        TSR_CHECK(ict_product_adjoint(c, 1, ins, path, k / ict_path_constant(ls[0], ls[2], ls[1]),
+                                      coords));
     }
     return TSR_OK;
 }

@@ -32,8 +32,9 @@ typedef struct tsr_ict_plan {
 void tsr_ict_classes(int l, int *cls);
 tsr_status tsr_ict_plan_build(int l1, int l2, int l3, double alpha, tsr_ict_plan *p);
 void tsr_ict_plan_free(tsr_ict_plan *p);
-/* The path (l1, l2, l3), alpha and sum_channels of an ICTProduct node,
- * checked. */
-tsr_status tsr_ict_product_attrs_read(const tsr_node *node, int ls[3], double *alpha, bool *sum);
+/* The path (l1, l2, l3), alpha, sum_channels and coordinates of an
+ * ICTProduct node, checked. */
+tsr_status tsr_ict_product_attrs_read(const tsr_node *node, int ls[3], double *alpha, bool *sum,
+                                      bool *coords);
 
 #endif

@@ -286,6 +286,56 @@ def test_product_matches_reference_and_is_stf(l1, l2, l3):
     assert_close(product(x, y2[:, :, 0], l1, l2, l3), want, "y without channels")
 
 
+def coordinate_basis(l):
+    """Q [3^l, 2l+1] of the ops' coordinates, T = Q t, fitted from ICTs of random vectors."""
+    n = unit_vectors(np.random.default_rng(40 + l), 6 * l + 6)
+    t = tsr.run_op("ICT", [n], {"l": l, "coordinates": 1}, domain=DOMAIN)[0]
+    q = np.linalg.lstsq(t, ict(n, l), rcond=None)[0].T
+    assert_close(t @ q.T, ict(n, l), f"rank {l}: T = Q t", rtol=1e-11)
+    return q
+
+
+@pytest.mark.parametrize("l", range(7))
+def test_coordinates_orthonormal_basis(l):
+    """coordinates = 1 stores the 2l+1 coordinates in an orthonormal basis of the STF tensors
+    (the identity at rank 1, 1 at rank 0)."""
+    q = coordinate_basis(l)
+    assert q.shape == (3 ** l, 2 * l + 1)
+    assert_close(q.T @ q, np.eye(2 * l + 1), f"rank {l}: Q^T Q = I", rtol=1e-11)
+    assert_close(q @ q.T, stf_projector(l), f"rank {l}: Q Q^T = the STF projector", rtol=1e-11)
+    if l <= 1:
+        assert_close(q, np.eye(2 * l + 1), f"rank {l}: the standard basis", rtol=1e-14)
+
+
+@pytest.mark.parametrize("l1,l2,l3", paths(4))
+def test_product_in_coordinates(l1, l2, l3):
+    """The product of coordinates is the coordinates of the product, with channels, broadcast
+    and sum_channels alike."""
+    rng = np.random.default_rng(70 + 25 * l1 + 5 * l2 + l3)
+    q1, q2, q3 = coordinate_basis(l1), coordinate_basis(l2), coordinate_basis(l3)
+    x, y = rng.standard_normal((3, 2 * l1 + 1, 4)), rng.standard_normal((3, 2 * l2 + 1, 4))
+    comp = lambda q, t: np.einsum("ij,nj...->ni...", q, t)
+    for yy, extra in [(y, {}), (y[:, :, 0], {}), (y, {"sum_channels": 1})]:
+        attrs = dict(l1=l1, l2=l2, l3=l3, alpha=0.6, **extra)
+        got = tsr.run_op("ICTProduct", [x, yy], dict(attrs, coordinates=1), domain=DOMAIN)[0]
+        want = tsr.run_op("ICTProduct", [comp(q1, x), comp(q2, yy)], attrs, domain=DOMAIN)[0]
+        assert_close(comp(q3, got), want, f"{l1}x{l2}->{l3} {extra or yy.ndim}")
+
+
+@pytest.mark.parametrize("l1,l2,l3", [(2, 1, 3), (3, 3, 2), (1, 1, 0), (3, 2, 1)])
+def test_coordinates_gradient_second_order(l1, l2, l3):
+    rng = np.random.default_rng(90 + l1 + l2 + l3)
+    x, yv = rng.standard_normal((2, 2 * l1 + 1, 3)), rng.standard_normal((2, 3))
+
+    def chain(g, names):
+        g.add_node("ICT", [names[1]], ["t"], {"l": l2, "coordinates": 1}, domain=DOMAIN)
+        g.add_node("ICTProduct", [names[0], "t"], ["out0"],
+                   {"l1": l1, "l2": l2, "l3": l3, "coordinates": 1}, domain=DOMAIN)
+        return ["out0"]
+    hv = check_second_order(chain, [x, yv])
+    assert max(float(np.max(np.abs(h))) for h in hv) > 1e-6
+
+
 @pytest.mark.parametrize("l1,l2,l3", paths(6))
 def test_product_equivariant(l1, l2, l3):
     rng = np.random.default_rng(50 + 9 * l1 + 3 * l2 + l3)

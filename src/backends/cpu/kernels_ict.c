@@ -6,7 +6,9 @@
  * couple them, project back), with the coupling built once at prepare
  * instead of every run, its coefficients in the data's dtype, every loop
  * running along the channels (the fastest axis of [N, 3^l, C]) as vectors,
- * and threads over rows only when the rows hold enough work for them. */
+ * and threads over rows only when the rows hold enough work for them.
+ * With coordinates, inputs and output are coordinates already: the
+ * coupling reads and writes them in place, without projections. */
 #include "backends/cpu/kernels_internal.h"
 #include "ops/ict_plan.h"
 #include "ops/movement.h"
@@ -35,6 +37,7 @@ typedef struct {
     ict_kernel_basis b[3];
     const void *w; /* [d3][d1][d2] coupling, the dtype of the data */
     bool sum;      /* sum_channels: the output is summed over the channels */
+    bool coords;   /* coordinates: no projections */
 } ict_product_data;
 
 static int64_t channels_of(const tsr_tensor *t)
@@ -89,15 +92,23 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
         const ict_kernel_basis *b1 = &d->b[0], *b2 = &d->b[1], *b3 = &d->b[2];                     \
         const int d1 = b1->dim, d2 = b2->dim, d3 = b3->dim;                                        \
         const T *w = d->w, *q3 = b3->qc;                                                           \
-        T *xs = scratch, *xt = xs + b1->ncls * cx, *ys = xt + d1 * cx, *yt = ys + b2->ncls * cy;   \
-        T *zt = yt + d2 * cy, *fold = zt + d3 * ch, *one = fold + ch, *h = one + ch;               \
+        T *xs = scratch, *xp = xs + b1->ncls * cx, *ys = xp + d1 * cx, *yp = ys + b2->ncls * cy;   \
+        T *zp = yp + d2 * cy, *fold = zp + d3 * ch, *one = fold + ch, *h = one + ch;               \
         /* With sum: cho = 1 output channel, coordinates zt[r] (stride zs = 1). */                 \
         const int64_t cho = d->sum ? 1 : ch, zs = cho;                                             \
+        const bool coords = d->coords;                                                             \
+        const int64_t w1 = coords ? d1 : b1->size, w2 = coords ? d2 : b2->size;                    \
+        const int64_t w3 = coords ? d3 : b3->size;                                                 \
         for (int64_t a = r0; a < r1; a++) {                                                        \
-            const T *xa = x + a * b1->size * cx, *ya = y + a * b2->size * cy;                      \
-            T *za = z + a * b3->size * cho;                                                        \
-            ICT_PROJECT(T, b1, xa, cx, xs, xt);                                                    \
-            ICT_PROJECT(T, b2, ya, cy, ys, yt);                                                    \
+            const T *xa = x + a * w1 * cx, *ya = y + a * w2 * cy, *xt = xa, *yt = ya;              \
+            T *za = z + a * w3 * cho, *zt = za;                                                    \
+            if (!coords) {                                                                         \
+                ICT_PROJECT(T, b1, xa, cx, xs, xp);                                                \
+                ICT_PROJECT(T, b2, ya, cy, ys, yp);                                                \
+                xt = xp;                                                                           \
+                yt = yp;                                                                           \
+                zt = zp;                                                                           \
+            }                                                                                      \
             if (d->sum && cx == ch && cy == ch) {                                                  \
                 /* z_r = Σ_st w_rst Σ_c x_s,c y_t,c: the channels summed first. */                 \
                 for (int st = 0; st < d1 * d2; st++) {                                             \
@@ -165,7 +176,7 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
                     zt[r] = acc;                                                                   \
                 }                                                                                  \
             }                                                                                      \
-            for (int k = 0; k < b3->ncls; k++) {                                                   \
+            for (int k = 0; !coords && k < b3->ncls; k++) {                                        \
                 T *o = za + b3->rep[k] * cho;                                                      \
                 memset(o, 0, (size_t)cho * sizeof *o);                                             \
                 for (int r = 0; r < d3; r++) {                                                     \
@@ -178,7 +189,7 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
                     }                                                                              \
                 }                                                                                  \
             }                                                                                      \
-            for (int64_t i = 0; i < b3->size; i++) {                                               \
+            for (int64_t i = 0; !coords && i < b3->size; i++) {                                    \
                 int64_t from = b3->rep[b3->cls[i]];                                                \
                 if (from != i)                                                                     \
                     memcpy(za + i * cho, za + from * cho, (size_t)cho * sizeof *za);               \
@@ -200,15 +211,19 @@ static tsr_status ict_product_run(const tsr_cpu_state *s, const tsr_kernel_ctx *
     tsr_tensor *z = k->outputs[0];
     int64_t n = x->dims[0], cx = channels_of(x), cy = channels_of(y), ch = cx > cy ? cx : cy;
     const ict_kernel_basis *b = d->b;
-    if (y->dims[0] != n || x->dims[1] != b[0].size || y->dims[1] != b[1].size ||
+    int64_t w[3];
+    for (int i = 0; i < 3; i++)
+        w[i] = d->coords ? b[i].dim : b[i].size;
+    if (y->dims[0] != n || x->dims[1] != w[0] || y->dims[1] != w[1] || z->dims[1] != w[2] ||
         (cx != 1 && cx != ch) || (cy != 1 && cy != ch) || channels_of(z) != (d->sum ? 1 : ch))
         return tsr_error(TSR_ERR_SHAPE, "ICTProduct: x, y and z have inconsistent shapes");
     bool f64 = z->dtype == TSR_FLOAT64, avx2 = s->isa != TSR_ISA_PORTABLE;
     size_t es = f64 ? sizeof(double) : sizeof(float), per = ict_product_scratch(d, cx, cy, ch);
     /* Multiply-adds per row: class sums and projections, coupling, output. */
-    int64_t row_work = (b[0].size + b[0].dim * b[0].ncls) * cx +
-                       (b[1].size + b[1].dim * b[1].ncls) * cy +
-                       (int64_t)(b[0].dim * b[1].dim + b[2].ncls) * b[2].dim * ch;
+    int64_t row_work = d->coords ? (int64_t)b[0].dim * b[1].dim * b[2].dim * ch
+                                 : (b[0].size + b[0].dim * b[0].ncls) * cx +
+                                       (b[1].size + b[1].dim * b[1].ncls) * cy +
+                                       (int64_t)(b[0].dim * b[1].dim + b[2].ncls) * b[2].dim * ch;
     int nt = tsr_cpu_threads_for(k->threads, n * row_work);
     tsr_status st = TSR_OK;
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -282,8 +297,8 @@ static tsr_status ict_product_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state 
 {
     int ls[3];
     double alpha;
-    bool sum;
-    TSR_CHECK(tsr_ict_product_attrs_read(ctx->node, ls, &alpha, &sum));
+    bool sum, coords;
+    TSR_CHECK(tsr_ict_product_attrs_read(ctx->node, ls, &alpha, &sum, &coords));
     tsr_ict_plan plan;
     TSR_CHECK(tsr_ict_plan_build(ls[0], ls[1], ls[2], alpha, &plan));
     size_t es = tsr_dtype_size(tsr_cpu_output(ctx->graph, ctx->node, 0)->dtype);
@@ -312,6 +327,7 @@ static tsr_status ict_product_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state 
     }
     d->w = w;
     d->sum = sum;
+    d->coords = coords;
     at += wbytes;
     for (int i = 0; i < 3; i++) {
         tsr_ict_classes(ls[i], cls);

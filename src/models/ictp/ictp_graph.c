@@ -1,9 +1,16 @@
 /* The ICTP energy graph, built from a loaded model on Tessera's IR with the
  * ordinary builder API (docs/ictp-checkpoint.md §4 is the specification).
  *
- * Layouts: a rank-l feature block is [atoms, 3^l, C], channel fastest. The
- * product-basis features X carry paths as [atoms, 3^l, P·G] with the path
- * major (index p·G + c), so that an ICTProduct multiplies them channel by
+ * Layouts: a rank-l feature block is [atoms, 2l+1, C], channel fastest: the
+ * 2l+1 coordinates of each symmetric traceless tensor in the fixed
+ * orthonormal basis of src/ops/ict.c (ICT and ICTProduct with coordinates
+ * = 1) instead of its 3^l components. Every map of the model acts on the
+ * components alike or is an ICT product, and the basis is an isometry, so
+ * the results do not change; the per-edge tensors shrink (7 values instead
+ * of 27 at rank 3) and the products skip their projections. Rank 0 is the
+ * same in both. The product-basis features X carry paths as
+ * [atoms, 2l+1, P·G] with the path major (index p·G + c), so that an
+ * ICTProduct multiplies them channel by
  * channel; the per-species weights are permuted into that order once here
  * (the authors' order is path fastest). Every weight enters the graph as
  * the authors' tensor, followed by the transpose and the 1/√in (and
@@ -207,8 +214,9 @@ static const char *silu(gb *b, const char *x)
 static const char *ict_product(gb *b, const char *x, const char *y, int l1, int l2, int l3)
 {
     const char *in[2] = {x, y};
-    tsr_attr a[3] = {TSR_ATTR_I("l1", l1), TSR_ATTR_I("l2", l2), TSR_ATTR_I("l3", l3)};
-    return node_as(b, NULL, "ICTProduct", ICTP_DOMAIN, 2, in, 3, a);
+    tsr_attr a[4] = {TSR_ATTR_I("l1", l1), TSR_ATTR_I("l2", l2), TSR_ATTR_I("l3", l3),
+                     TSR_ATTR_I("coordinates", 1)};
+    return node_as(b, NULL, "ICTProduct", ICTP_DOMAIN, 2, in, 4, a);
 }
 
 static const ictp_weight *weight(gb *b, const char *fmt, ...) TSR_PRINTF(2, 3);
@@ -256,9 +264,10 @@ static const char *species_table(gb *b, const char *table, int64_t rows, int64_t
     return gather(b, reshape(b, table, 3, dims), species);
 }
 
-static int64_t pow3(int l)
+/* The values of a rank-l feature: its coordinates. */
+static int64_t width(int l)
 {
-    return l == 0 ? 1 : 3 * pow3(l - 1);
+    return 2 * l + 1;
 }
 
 /* B += Σ_p W[s, c, p] X[k, c, p] (or the coupled form) for one rank. */
@@ -279,7 +288,7 @@ static const char *weigh(gb *b, const char *x, int l, int64_t P, const ictp_weig
     const char *t = weight_value(b, w, 0, NULL, perm, 1.0);
     const char *out = binary(b, "Mul", x, species_table(b, t, 1, P * G, species));
     if (P > 1) {
-        const int64_t dims[4] = {-1, pow3(l), P, G};
+        const int64_t dims[4] = {-1, width(l), P, G};
         out = reduce_sum(b, reshape(b, out, 4, dims), 2, 0);
     }
     return out;
@@ -329,8 +338,8 @@ static void build(gb *b)
     const char *rho = node_as(b, NULL, "BesselBasis", ICTP_DOMAIN, 1, &r, 3, bessel);
     const char *Y[ICTP_MAX_L + 1];
     for (int l = 0; l <= c->Le; l++) {
-        tsr_attr a = TSR_ATTR_I("l", l);
-        Y[l] = node_as(b, NULL, "ICT", ICTP_DOMAIN, 1, &v, 1, &a);
+        tsr_attr a[2] = {TSR_ATTR_I("l", l), TSR_ATTR_I("coordinates", 1)};
+        Y[l] = node_as(b, NULL, "ICT", ICTP_DOMAIN, 1, &v, 2, a);
     }
 
     /* Embedding: h_0 = W[:, s] / √S as [atoms, 1, F]. */
@@ -391,11 +400,11 @@ static void build(gb *b)
                 msgs[k] = binary(b, "Mul", m, rq[q]);
             }
             const char *in[3] = {concat(b, P, msgs, 2), "receivers",
-                                 atoms_shape(b, n_atoms, pow3(l3), P * F)};
+                                 atoms_shape(b, n_atoms, width(l3), P * F)};
             tsr_attr ax = TSR_ATTR_I("axis", 0);
             /* The scatter's shape comes at run time; the Reshape restores the
              * static sizes that differentiating the forces again needs. */
-            const int64_t static_dims[3] = {-1, pow3(l3), P * F};
+            const int64_t static_dims[3] = {-1, width(l3), P * F};
             const char *agg = reshape(b, node_as(b, NULL, "GatherGrad", ICTP_DOMAIN, 3, in, 1, &ax),
                                       3, static_dims);
             A[l3] = lin(b, agg, weight(b, "%slinear_second.weight.%d", I, l3),
@@ -427,8 +436,8 @@ static void build(gb *b)
                     int l1 = pp[k][0], l2 = pp[k][1], P1 = P_cur[l1];
                     const char *y = A[l2];
                     if (P1 > 1) {
-                        const int64_t d4[4] = {-1, pow3(l2), 1, G}, e4[4] = {1, 1, P1, G},
-                                      d3b[3] = {-1, pow3(l2), P1 * G};
+                        const int64_t d4[4] = {-1, width(l2), 1, G}, e4[4] = {1, 1, P1, G},
+                                      d3b[3] = {-1, width(l2), P1 * G};
                         const char *ex[2] = {reshape(b, y, 4, d4), cst_i64(b, 4, e4)};
                         y = reshape(b, node(b, "Expand", 2, ex, 0, NULL), 3, d3b);
                     }
