@@ -120,6 +120,25 @@ static void test_model(void)
     CHECK(isfinite(e) && e != 0);
     CHECK(fabs(energies[0] + energies[1] + energies[2] + energies[3] - e) <= 1e-12 * fabs(e));
 
+    /* Given edges (what MD's skin list hands over) give the same results;
+     * edges of another structure are refused. */
+    tsr_edges edges;
+    tsr_edges_init(&edges);
+    CHECK(tsr_ictp_evaluator_cutoff(ev) == 3.0);
+    CHECK_OK(tsr_atoms_edges(atoms, tsr_ictp_evaluator_cutoff(ev), &edges));
+    double e_given = 0, f_given[12], s_given[9];
+    CHECK_OK(tsr_ictp_evaluate_edges(ev, atoms, &edges, &e_given, f_given, s_given, NULL));
+    CHECK(e_given == e && memcmp(f_given, forces, sizeof forces) == 0 &&
+          memcmp(s_given, stress, sizeof stress) == 0);
+    edges.n_atoms = 3;
+    CHECK_FAILS(tsr_ictp_evaluate_edges(ev, atoms, &edges, &e_given, NULL, NULL, NULL),
+                TSR_ERR_INVALID_ARGUMENT, "the edges are of 3 atoms, the structure has 4");
+    edges.n_atoms = 4;
+    edges.senders[0] = 4;
+    CHECK_FAILS(tsr_ictp_evaluate_edges(ev, atoms, &edges, &e_given, NULL, NULL, NULL),
+                TSR_ERR_INVALID_ARGUMENT, "edge 0 joins atoms");
+    tsr_edges_free(&edges);
+
     /* Forces = -dE/dr by central differences. */
     const double h = 1e-5;
     double worst = 0, fbig = 0;
