@@ -66,7 +66,8 @@ def main():
         save_weights(sys.argv[2], sys.argv[3])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=models.MODEL_NAMES + models.SEGMENTATION_NAMES)
+    parser.add_argument("model", choices=models.MODEL_NAMES + models.SEGMENTATION_NAMES
+                        + models.SEQUENCE_NAMES)
     parser.add_argument("weights")
     parser.add_argument("input")
     parser.add_argument("--threads", type=int, default=2)

@@ -251,6 +251,9 @@ CASES = [
          cpu="dnnl", tol="sum", label="matvec_nn", grad=MATVEC_GRAD),
     Case("MatMul", [normal(1, 2, 515), weights(515, 517)], cpu="dnnl", tol="sum", label="matvec",
          grad=MATVEC_GRAD),
+    # One row against a B the caches hold, with a full row of C: a recurrent step (rnn.c).
+    Case("Gemm", [normal(1, 37), weights(131, 37), normal(1, 131)], {"transB": 1}, cpu="dnnl",
+         tol="sum", label="matvec_m1_cached"),
     Case("Einsum", [normal(2, 3, 7), normal(2, 7, 5)], {"equation": "bij,bjk->bik"}, tol="sum"),
     # reduce.c
     Case("ReduceMean", [normal(3, 5, 7)], {"axes": [1]}),
@@ -284,6 +287,13 @@ CASES = [
          tol="exact"),
     Case("Slice", [normal(5, 7), const(np.array([1, -5], dtype=I64)),
                    const(np.array([4, 100], dtype=I64)), const(np.array([0, 1], dtype=I64))],
+         tol="exact"),
+    Case("Slice", [normal(5, 7), const(np.array([4, 0], dtype=I64)),
+                   const(np.array([0, 7], dtype=I64)), const(np.array([0, 1], dtype=I64)),
+                   const(np.array([-2, 3], dtype=I64))], tol="exact", label="steps"),
+    Case("SliceGrad", [normal(2, 3), const(np.array([5, 7], dtype=I64)),
+                       const(np.array([4, 0], dtype=I64)), const(np.array([0, 7], dtype=I64)),
+                       const(np.array([0, 1], dtype=I64)), const(np.array([-2, 3], dtype=I64))],
          tol="exact"),
     Case("Gather", [normal(5, 3), const(np.array([[3, 0], [3, 1]], dtype=I64))], {"axis": 0},
          tol="exact"),

@@ -25,6 +25,10 @@ bool tsr_cpu_matvec_fits(int64_t m, int64_t k, int64_t n)
      * 25088x4096 classifier in 20-25 ms on one thread against this path's
      * 23-29 ms, while from two rows on this path took half oneDNN's time. */
     const int64_t min_weights = 1 << 18;
+    /* Within the caches any row count up to the limit: a recurrent step's
+     * [1, H] x [H, 4H] took oneDNN's gemm about 40 us at H = 128 (LSTM). */
+    if (m >= 1 && m <= TSR_MATVEC_MAX_M && k >= 1 && n >= 1 && k * n < min_weights)
+        return true;
     return m >= 2 && m <= TSR_MATVEC_MAX_M && k >= 1 && n >= 1 && k * n >= min_weights;
 }
 
