@@ -170,6 +170,38 @@ tsr_status tsr_grad_zeros_like(tsr_grad_ctx *c, const char *like, const char **o
     return tsr_grad_emit(c, &tsr_op_ConstantOfShape, 1, &shape, 1, &attr, 1, out);
 }
 
+tsr_status tsr_grad_inverse_count(tsr_grad_ctx *c, const char *x, int n, const int *axes,
+                                  tsr_dtype dt, const char **out)
+{
+    const tsr_value *v = tsr_grad_value(c, x);
+    int64_t count = 1;
+    bool known = true;
+    for (int k = 0; k < n; k++) {
+        known &= tsr_dim_known(v->dims[axes[k]]);
+        if (known)
+            count *= v->dims[axes[k]];
+    }
+    if (known)
+        return tsr_grad_scalar(c, count ? 1.0 / (double)count : 0.0, dt, out);
+    const char *shape, *sizes, *prod = NULL;
+    tsr_attr to = TSR_ATTR_I("to", dt), axis0 = TSR_ATTR_I("axis", 0);
+    TSR_CHECK(tsr_grad_shape(c, x, &shape));
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_Cast, 1, &shape, 1, &to, 1, &sizes));
+    for (int k = 0; k < n; k++) {
+        int64_t index = axes[k];
+        const char *at, *size;
+        TSR_CHECK(tsr_grad_ints(c, 1, &index, &at));
+        const char *ins[2] = {sizes, at};
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_Gather, 2, ins, 1, &axis0, 1, &size));
+        if (prod)
+            TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, prod, size, &size));
+        prod = size;
+    }
+    if (!prod)
+        return tsr_grad_scalar(c, 1.0, dt, out);
+    return tsr_grad_unary(c, &tsr_op_Reciprocal, prod, out);
+}
+
 tsr_status tsr_grad_sum_to(tsr_grad_ctx *c, const char *g, const char *like, const char **out)
 {
     const tsr_value *gv = tsr_grad_value(c, g), *lv = tsr_grad_value(c, like);

@@ -51,6 +51,12 @@ tsr_status tsr_grad_shape(tsr_grad_ctx *c, const char *x, const char **out);
 tsr_status tsr_grad_sum_to(tsr_grad_ctx *c, const char *g, const char *like, const char **out);
 /* Zeros of like's shape and dtype. */
 tsr_status tsr_grad_zeros_like(tsr_grad_ctx *c, const char *like, const char **out);
+/* 1 / (the product of x's sizes along the n axes) as a value of the float
+ * dtype dt: a constant when those sizes are known (0 for an empty
+ * product of zero), else computed at run time from x's shape (averages
+ * over dims known only at run time). */
+tsr_status tsr_grad_inverse_count(tsr_grad_ctx *c, const char *x, int n, const int *axes,
+                                  tsr_dtype dt, const char **out);
 
 /* Adds g to the gradient of forward input i (ignored unless wanted). */
 tsr_status tsr_grad_contribute(tsr_grad_ctx *c, int i, const char *g);

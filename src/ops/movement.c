@@ -689,57 +689,16 @@ static tsr_status slice_ref(const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
-/* A slice with unit steps is undone by zero padding; its bounds must be
- * constants and the sliced axes' sizes known. */
+/* dX of a Slice is dY scattered into zeros of X's shape (SliceGrad), with
+ * the Slice's own bounds, so bounds and sizes may be known only at run time. */
 static tsr_status slice_grad(tsr_grad_ctx *c)
 {
-    const tsr_value x_copy = *tsr_grad_value(c, tsr_grad_input(c, 0)), *x = &x_copy;
-    slice_spec s;
-    int64_t *arrays[4] = {s.starts, s.ends, s.axes, s.steps};
-    int counts[4] = {0, 0, 0, 0};
-    bool present[4];
-    for (int i = 0; i < 4; i++) {
-        const tsr_value *v = tsr_grad_value(c, tsr_grad_input(c, i + 1));
-        present[i] = v != NULL;
-        if (!v)
-            continue;
-        if (!v->data)
-            return tsr_grad_unsupported(c, "the slice bounds are computed at run time");
-        tsr_tensor t = tsr_value_tensor(v);
-        TSR_CHECK(tsr_kernel_ints(&t, arrays[i], TSR_MAX_RANK, &counts[i]));
-    }
-    s.n = counts[0];
-    slice_defaults(&s, present[2], present[3]);
-    int64_t start[TSR_MAX_RANK], step[TSR_MAX_RANK], len[TSR_MAX_RANK];
-    int64_t pads[2 * TSR_MAX_RANK];
-    bool sliced[TSR_MAX_RANK] = {false};
-    for (int i = 0; i < s.n; i++) {
-        int axis;
-        if (tsr_axis_normalize(s.axes[i], x->rank, &axis))
-            sliced[axis] = true;
-    }
-    for (int d = 0; d < x->rank; d++)
-        if (sliced[d] && !tsr_dim_known(x->dims[d]))
-            return tsr_grad_unsupported(c, "axis %d's size is not known before run time", d);
-    int64_t dims[TSR_MAX_RANK] = {0};
-    for (int d = 0; d < x->rank; d++)
-        dims[d] = sliced[d] ? x->dims[d] : 1;
-    TSR_CHECK(slice_resolve(&s, x->rank, dims, start, step, len));
-    for (int d = 0; d < x->rank; d++) {
-        if (!sliced[d]) {
-            pads[d] = pads[x->rank + d] = 0;
-            continue;
-        }
-        if (step[d] != 1 && len[d] > 1)
-            return tsr_grad_unsupported(c, "a slice with step %lld has no gradient rule yet",
-                                        (long long)step[d]);
-        pads[d] = len[d] > 0 ? start[d] : 0;
-        pads[x->rank + d] = x->dims[d] - pads[d] - len[d];
-    }
-    const char *pads_name, *g;
-    TSR_CHECK(tsr_grad_ints(c, 2 * x->rank, pads, &pads_name));
-    const char *ins[2] = {tsr_grad_dy(c, 0), pads_name};
-    TSR_CHECK(tsr_grad_emit(c, &tsr_op_Pad, 2, ins, 0, NULL, 1, &g));
+    const tsr_node *n = tsr_grad_node(c);
+    const char *ins[6] = {tsr_grad_dy(c, 0)}, *g;
+    TSR_CHECK(tsr_grad_shape(c, tsr_grad_input(c, 0), &ins[1]));
+    for (int i = 1; i < n->n_inputs; i++)
+        ins[i + 1] = tsr_grad_input(c, i);
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_SliceGrad, n->n_inputs + 1, ins, 0, NULL, 1, &g));
     return tsr_grad_contribute(c, 0, g);
 }
 
@@ -754,6 +713,113 @@ const tsr_op_def tsr_op_Slice = {
     .infer = slice_infer,
     .ref = slice_ref,
     .grad = slice_grad,
+};
+
+/* ----------------------------------------------------------- SliceGrad */
+
+/* SliceGrad(dY, x_shape, starts, ends[, axes, steps]) (domain ai.tessera):
+ * zeros of shape x_shape with dY where Slice(X, starts, ends, axes, steps)
+ * took its elements from. */
+static tsr_status slice_grad_infer(tsr_infer_ctx *c)
+{
+    TSR_CHECK(tsr_infer_require_inputs(c));
+    const tsr_value *dy = c->inputs[0];
+    int64_t shape[TSR_MAX_RANK], dims[TSR_MAX_RANK], axes[TSR_MAX_RANK];
+    int n, n_axes = -1;
+    bool known, axes_known = false;
+    TSR_CHECK(tsr_infer_int_input(c, 1, "x_shape", shape, TSR_MAX_RANK, &n, &known));
+    if (n >= 0 && n != dy->rank)
+        return tsr_infer_error(c, TSR_ERR_SHAPE, "x_shape has %d entries for dY of rank %d", n,
+                               dy->rank);
+    if (c->n_inputs > 4 && c->inputs[4])
+        TSR_CHECK(tsr_infer_int_input(c, 4, "axes", axes, TSR_MAX_RANK, &n_axes, &axes_known));
+    else
+        TSR_CHECK(tsr_infer_int_input(c, 2, "starts", axes, TSR_MAX_RANK, &n_axes, &axes_known));
+    bool sliced[TSR_MAX_RANK] = {false};
+    for (int i = 0; i < n_axes; i++) {
+        int axis;
+        bool given = c->n_inputs > 4 && c->inputs[4];
+        if (!axes_known && given)
+            break;
+        if (tsr_axis_normalize(given ? axes[i] : i, dy->rank, &axis))
+            sliced[axis] = true;
+    }
+    /* Axes that are not sliced keep dY's size. */
+    bool which_known = n_axes >= 0 && (axes_known || !(c->n_inputs > 4 && c->inputs[4]));
+    for (int d = 0; d < dy->rank; d++)
+        dims[d] = known ? shape[d] : which_known && !sliced[d] ? dy->dims[d] : TSR_DIM_UNKNOWN;
+    tsr_infer_set(c, 0, dy->dtype, dy->rank, dims);
+    return TSR_OK;
+}
+
+static tsr_status slice_grad_ref(const tsr_kernel_ctx *k)
+{
+    const tsr_tensor *dy = k->inputs[0];
+    tsr_tensor *dx = k->outputs[0];
+    slice_spec s;
+    int counts[4] = {0, 0, 0, 0};
+    int64_t *arrays[4] = {s.starts, s.ends, s.axes, s.steps};
+    for (int i = 0; i < 4; i++)
+        if (i + 2 < k->n_inputs && k->inputs[i + 2])
+            TSR_CHECK(tsr_kernel_ints(k->inputs[i + 2], arrays[i], TSR_MAX_RANK, &counts[i]));
+    bool has_axes = k->n_inputs > 4 && k->inputs[4], has_steps = k->n_inputs > 5 && k->inputs[5];
+    s.n = counts[0];
+    if (counts[1] != s.n || (has_axes && counts[2] != s.n) || (has_steps && counts[3] != s.n))
+        return tsr_error(TSR_ERR_SHAPE, "starts, ends, axes and steps differ in length");
+    slice_defaults(&s, has_axes, has_steps);
+    int64_t start[TSR_MAX_RANK], step[TSR_MAX_RANK], len[TSR_MAX_RANK];
+    TSR_CHECK(slice_resolve(&s, dx->rank, dx->dims, start, step, len));
+    int64_t strides[TSR_MAX_RANK], offset = 0;
+    tsr_contiguous_strides(dx->rank, dx->dims, strides);
+    for (int d = 0; d < dx->rank; d++) {
+        if (len[d] != dy->dims[d])
+            return tsr_error(TSR_ERR_SHAPE,
+                             "slice of axis %d has %lld elements, but dY has %lld there", d,
+                             (long long)len[d], (long long)dy->dims[d]);
+        if (len[d] > 0)
+            offset += start[d] * strides[d];
+        strides[d] = len[d] > 1 ? strides[d] * step[d] : 0;
+    }
+    size_t es = tsr_dtype_size(dx->dtype);
+    memset(dx->data, 0, tsr_tensor_bytes(dx));
+    int64_t total = tsr_tensor_numel(dy), idx[TSR_MAX_RANK] = {0}, off = offset;
+    const char *src = dy->data;
+    char *dst = dx->data;
+    for (int64_t i = 0; i < total; i++) {
+        memcpy(dst + (size_t)off * es, src + (size_t)i * es, es);
+        for (int d = dy->rank - 1; d >= 0; d--) {
+            off += strides[d];
+            if (++idx[d] < dy->dims[d])
+                break;
+            off -= strides[d] * dy->dims[d];
+            idx[d] = 0;
+        }
+    }
+    return TSR_OK;
+}
+
+/* SliceGrad is linear in dY: its adjoint is the Slice itself. */
+static tsr_status slice_grad_grad(tsr_grad_ctx *c)
+{
+    const tsr_node *n = tsr_grad_node(c);
+    const char *ins[5] = {tsr_grad_dy(c, 0)}, *g;
+    for (int i = 2; i < n->n_inputs; i++)
+        ins[i - 1] = tsr_grad_input(c, i);
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_Slice, n->n_inputs - 1, ins, 0, NULL, 1, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
+const tsr_op_def tsr_op_SliceGrad = {
+    .name = "SliceGrad",
+    .domain = "ai.tessera",
+    .min_inputs = 4,
+    .max_inputs = 6,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .locality = TSR_LOCALITY_MOVEMENT,
+    .infer = slice_grad_infer,
+    .ref = slice_grad_ref,
+    .grad = slice_grad_grad,
 };
 
 /* -------------------------------------------------------------- Gather */

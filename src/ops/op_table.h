@@ -116,6 +116,7 @@ TSR_OP(AveragePoolGrad)
 TSR_OP(GatherGrad)
 TSR_OP(SumTo)
 TSR_OP(ResizeGrad) /* in resize.c, beside Resize */
+TSR_OP(SliceGrad)  /* in movement.c, beside Slice */
 
 /* training.c: training-mode forms the trainer substitutes (domain ai.tessera) */
 TSR_OP(BatchNormTrain)

@@ -263,11 +263,11 @@ static tsr_status global_pool_grad(tsr_grad_ctx *c)
     const tsr_value xv_copy = *tsr_grad_value(c, x), *xv = &xv_copy;
     TSR_CHECK(tsr_grad_shape(c, x, &shape));
     if (tsr_grad_node(c)->op == &tsr_op_GlobalAveragePool) {
-        int64_t size = tsr_shape_numel(xv->rank - 2, xv->dims + 2);
-        if (size < 0)
-            return tsr_grad_unsupported(c, "the spatial size is not known before run time");
+        int spatial[TSR_MAX_RANK];
+        for (int d = 2; d < xv->rank; d++)
+            spatial[d - 2] = d;
         const char *inv, *scaled;
-        TSR_CHECK(tsr_grad_scalar(c, size ? 1.0 / (double)size : 0.0, xv->dtype, &inv));
+        TSR_CHECK(tsr_grad_inverse_count(c, x, xv->rank - 2, spatial, xv->dtype, &inv));
         TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dy, inv, &scaled));
         TSR_CHECK(tsr_grad_binary(c, &tsr_op_Expand, scaled, shape, &g));
         return tsr_grad_contribute(c, 0, g);

@@ -321,16 +321,12 @@ static tsr_status reduce_grad(tsr_grad_ctx *c)
     if (mode == REDUCE_SUM || mode == REDUCE_MEAN) {
         TSR_CHECK(expand_to(c, keep, x, &g));
         if (mode == REDUCE_MEAN) {
-            int64_t count = 1;
+            int axes[TSR_MAX_RANK], n = 0;
             for (int d = 0; d < xv->rank; d++)
-                if (mask[d]) {
-                    if (!tsr_dim_known(xv->dims[d]))
-                        return tsr_grad_unsupported(
-                            c, "the number of averaged elements is not known before run time");
-                    count *= xv->dims[d];
-                }
+                if (mask[d])
+                    axes[n++] = d;
             const char *inv;
-            TSR_CHECK(tsr_grad_scalar(c, count ? 1.0 / (double)count : 0.0, dt, &inv));
+            TSR_CHECK(tsr_grad_inverse_count(c, x, n, axes, dt, &inv));
             TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, g, inv, &g));
         }
         return tsr_grad_contribute(c, 0, g);

@@ -425,3 +425,52 @@ def test_concat_of_sizes_known_at_run_time():
             return float(np.sum(g.run(v)[0] * seed))
         assert_close(gx, numeric_grad(loss, xs, 0), "x")
         assert_close(gy, numeric_grad(loss, xs, 1), "y")
+
+
+@pytest.mark.parametrize("op, attrs", [("ReduceMean", {"axes": [0, 2], "keepdims": 1}),
+                                       ("ReduceMean", {"keepdims": 0}),
+                                       ("GlobalAveragePool", {})])
+def test_averages_over_sizes_known_at_run_time(op, attrs):
+    """Means over dims known only at run time (dynamic-batch exports) divide
+    by the count computed at run time; one gradient graph at several sizes."""
+    g = tsr.Graph()
+    g.set_opset(13)
+    g.add_input("x", np.float64, ["n", 3, "h", "w"])
+    g.add_node(op, ["x"], ["y"], attrs)
+    g.add_output("y")
+    gg = tsr.gradient(g, ["y"], ["x"])
+    rng = np.random.default_rng(6)
+    for shape in ((1, 3, 2, 5), (4, 3, 3, 1)):
+        xs = [rng.standard_normal(shape)]
+        y = g.run(xs)[0]
+        seed = rng.standard_normal(y.shape)
+        _, gx = gg.run(xs + [seed])
+
+        def loss(v):
+            return float(np.sum(g.run(v)[0] * seed))
+        assert_close(gx, numeric_grad(loss, xs, 0), op)
+
+
+def test_slice_with_bounds_computed_at_run_time():
+    """x[:, c/2:] with c known only at run time, as torch exports chunk():
+    the gradient scatters dY at the bounds computed then."""
+    g = tsr.Graph()
+    g.set_opset(13)
+    g.add_input("x", np.float64, ["n", "c"])
+    g.add_constant("one", np.array([1], np.int64))
+    g.add_constant("two", np.array([2], np.int64))
+    g.add_constant("end", np.array([2 ** 62], np.int64))
+    g.add_node("Shape", ["x"], ["shape"])
+    g.add_node("Gather", ["shape", "one"], ["c"], {"axis": 0})
+    g.add_node("Div", ["c", "two"], ["half"])
+    g.add_node("Slice", ["x", "half", "end", "one"], ["y"])
+    g.add_output("y")
+    gg = tsr.gradient(g, ["y"], ["x"])
+    rng = np.random.default_rng(7)
+    for shape in ((2, 6), (3, 5)):
+        xs = [rng.standard_normal(shape)]
+        seed = rng.standard_normal(g.run(xs)[0].shape)
+        _, gx = gg.run(xs + [seed])
+        want = np.zeros(shape)
+        want[:, shape[1] // 2:] = seed
+        np.testing.assert_array_equal(gx, want)
