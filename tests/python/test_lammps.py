@@ -107,7 +107,8 @@ read_data data.lmp
 pair_style tessera/ictp {extra}
 pair_coeff * * {model} {' '.join(ELEMENTS)}
 thermo_style custom step pe pxx pyy pzz pxy pxz pyz
-dump forces all custom 1 forces.dump id fx fy fz
+compute atom_pe all pe/atom
+dump forces all custom 1 forces.dump id fx fy fz c_atom_pe
 dump_modify forces sort id format float %.17g
 run 0
 print "RESULT $(pe:%.17g) $(pxx:%.17g) $(pyy:%.17g) $(pzz:%.17g) $(pxy:%.17g) $(pxz:%.17g) $(pyz:%.17g)"
@@ -115,9 +116,9 @@ print "RESULT $(pe:%.17g) $(pxx:%.17g) $(pyy:%.17g) $(pzz:%.17g) $(pxy:%.17g) $(
     r = run_lammps(tmp_path, script, ranks)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     values = [float(v) for v in r.stdout.split("RESULT")[-1].split()[:7]]
-    dump = (tmp_path / "forces.dump").read_text().split("ITEM: ATOMS id fx fy fz")[-1]
-    forces = np.array([[float(v) for v in line.split()[1:]] for line in dump.strip().splitlines()])
-    return values[0], np.array(values[1:]), forces
+    dump = (tmp_path / "forces.dump").read_text().split("ITEM: ATOMS id fx fy fz c_atom_pe")[-1]
+    table = np.array([[float(v) for v in line.split()[1:]] for line in dump.strip().splitlines()])
+    return values[0], np.array(values[1:]), table[:, :3], table[:, 3]
 
 
 def tessera_eval(tmp_path, model, numbers, pos, lengths=None):
@@ -143,10 +144,13 @@ def assert_close(got, want, tol, what):
 def test_periodic_cell_matches_tessera_eval(model, tmp_path, ranks):
     numbers, pos, lengths = periodic_cell()
     write_data(tmp_path / "data.lmp", numbers, pos, [(0.0, L) for L in lengths])
-    energy, pressure, forces = single_point(tmp_path, model, "p p p", ranks)
+    energy, pressure, forces, energies = single_point(tmp_path, model, "p p p", ranks)
     want = tessera_eval(tmp_path, model, numbers, pos, lengths)
     assert_close(energy, want["energy"], 1e-8, "energy")
     assert_close(forces, want["forces"], 1e-8, "forces")
+    per_atom = tsr.IctpModel(model).evaluate(tsr.Atoms(numbers, pos, np.diag(lengths),
+                                                       [1, 1, 1]))["energies"]
+    assert_close(energies, per_atom, 1e-8, "per-atom energies (compute pe/atom)")
     stress = np.array(want["stress"]).reshape(3, 3)
     want_pressure = -NKTV2P_METAL * stress[[0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2]]
     assert_close(pressure, want_pressure, 1e-8, "pressure tensor")
@@ -156,7 +160,7 @@ def test_periodic_cell_matches_tessera_eval(model, tmp_path, ranks):
 def test_molecule_in_a_box_matches_tessera_eval(model, tmp_path, ranks):
     numbers, pos = molecule()
     write_data(tmp_path / "data.lmp", numbers, pos, [(-2.0, 8.0), (-2.0, 7.0), (-2.0, 7.0)])
-    energy, _, forces = single_point(tmp_path, model, "f f f", ranks)
+    energy, _, forces, _ = single_point(tmp_path, model, "f f f", ranks)
     want = tessera_eval(tmp_path, model, numbers, pos)
     assert_close(energy, want["energy"], 1e-8, "energy")
     assert_close(forces, want["forces"], 1e-8, "forces")
