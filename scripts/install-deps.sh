@@ -10,12 +10,14 @@ build_pkgs="gcc make cmake pkg-config libprotobuf-c-dev protobuf-c-compiler libo
 # is libomp; the seed corpora are written with numpy, onnx, ASE and the
 # ICTP reference (torch).
 fuzz_pkgs="$build_pkgs clang-14 libclang-rt-14-dev libomp-14-dev python3 python3-numpy python3-onnx python3-ase python3-torch"
-test_pkgs="$fuzz_pkgs python3-pytest python3-torchvision"
 # data: labelled ICTP training data (tools/ictp_data.py): xtb, Open Babel, ASE.
 data_pkgs="python3 python3-numpy python3-ase xtb openbabel python3-openbabel"
 # lammps: tessera-lammps, pair_style tessera/ictp (docs/lammps.md); the
 # build skips it when liblammps-dev is missing.
-lammps_pkgs="$build_pkgs g++ lammps liblammps-dev mpi-default-dev mpi-default-bin"
+lammps_extra="g++ lammps liblammps-dev mpi-default-dev mpi-default-bin"
+lammps_pkgs="$build_pkgs $lammps_extra"
+# test: the whole suite, LAMMPS on 1 and 2 MPI ranks included.
+test_pkgs="$fuzz_pkgs python3-pytest python3-torchvision $lammps_extra"
 
 case "${1:-build}" in
 build) want=$build_pkgs ;;
