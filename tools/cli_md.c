@@ -207,8 +207,7 @@ static int check_outputs(const md_args *o, const char *log, const char *plot)
                                    "%s %s is the start file; it is never overwritten",
                                    outputs[k][0], path);
         if (same_file(path, o->model) || strcmp(path, o->model) == 0)
-            return cli_usage_error(&cli_md_command, "%s %s is the model file", outputs[k][0],
-                                   path);
+            return cli_usage_error(&cli_md_command, "%s %s is the model file", outputs[k][0], path);
         for (int j = 0; j < k; j++)
             if (outputs[j][1] && strcmp(outputs[j][1], path) == 0)
                 return cli_usage_error(&cli_md_command, "%s and %s are the same file %s",
@@ -276,9 +275,9 @@ static void progress_draw(md_progress *p, const tsr_md_state *s, long long steps
     double rate = elapsed > 0 ? (double)s->step / elapsed : 0;
     train_format_duration(rate > 0 ? (double)(steps - s->step) / rate : 0, eta, sizeof eta);
     char line[256];
-    int n = snprintf(line, sizeof line, "[%s] step %lld/%lld  %.4f ps  T %.1f K  %.3g ns/day  ETA %s",
-                     bar, (long long)s->step, steps, 1e-3 * s->time, s->temperature, ns_per_day,
-                     eta);
+    int n =
+        snprintf(line, sizeof line, "[%s] step %lld/%lld  %.4f ps  T %.1f K  %.3g ns/day  ETA %s",
+                 bar, (long long)s->step, steps, 1e-3 * s->time, s->temperature, ns_per_day, eta);
     fprintf(stderr, "\r%s%*s", line, p->width > n ? p->width - n : 0, "");
     fflush(stderr);
     p->width = n;
@@ -337,9 +336,8 @@ static int run(const md_args *o, tsr_md *md, int64_t n_atoms, FILE *csv)
     tsr_md_get_state(md, &s);
     static const char *const names[] = {"NVE (velocity Verlet)", "Langevin (BAOAB)",
                                         "Nose-Hoover chain"};
-    printf("# %s, %lld atoms, %lld degrees of freedom, dt %g fs, %lld steps\n",
-           names[o->ensemble], (long long)n_atoms, (long long)s.degrees_of_freedom, o->dt,
-           o->steps);
+    printf("# %s, %lld atoms, %lld degrees of freedom, dt %g fs, %lld steps\n", names[o->ensemble],
+           (long long)n_atoms, (long long)s.degrees_of_freedom, o->dt, o->steps);
     printf("#  time/ps          Epot/eV      Ekin/eV          Etot/eV        T/K     ns/day\n");
     report(csv, &s, NAN);
     line_fit fit = {0};
@@ -364,10 +362,9 @@ static int run(const md_args *o, tsr_md *md, int64_t n_atoms, FILE *csv)
             rc = cli_fail_status(traj);
             break;
         }
-        double ns_per_day = now > interval_start
-                                ? (double)interval_steps * o->dt * 1e-6 * 86400.0 /
-                                      (now - interval_start)
-                                : NAN;
+        double ns_per_day = now > interval_start ? (double)interval_steps * o->dt * 1e-6 * 86400.0 /
+                                                       (now - interval_start)
+                                                 : NAN;
         if (s.step % o->report == 0 || s.step == o->steps) {
             progress_clear(&bar);
             report(csv, &s, ns_per_day);
@@ -381,8 +378,9 @@ static int run(const md_args *o, tsr_md *md, int64_t n_atoms, FILE *csv)
     progress_clear(&bar);
     double elapsed = cli_now_seconds() - start;
     if (interrupted)
-        fprintf(stderr, "tessera md: interrupted at step %lld; the trajectory keeps every frame "
-                        "written so far\n",
+        fprintf(stderr,
+                "tessera md: interrupted at step %lld; the trajectory keeps every frame "
+                "written so far\n",
                 (long long)s.step);
     /* meV/atom/ps from eV/fs */
     double drift = fit_slope(&fit) * 1e3 * 1e3 / (double)n_atoms;

@@ -42,11 +42,11 @@ typedef struct tsr_md_options {
      * Boltzmann start velocities when the structure brings none; default 0
      * (atoms at rest). Langevin and Nosé-Hoover need it > 0. */
     double temperature;
-    double friction;   /* Langevin, 1/ps; default 10 */
-    double nh_tau;     /* Nosé-Hoover relaxation time, fs; default 50 */
-    int nh_chain;      /* Nosé-Hoover chain length; default 3 */
-    double skin;       /* neighbour list skin, Å; default 1 */
-    uint64_t seed;     /* start velocities and Langevin noise */
+    double friction; /* Langevin, 1/ps; default 10 */
+    double nh_tau;   /* Nosé-Hoover relaxation time, fs; default 50 */
+    int nh_chain;    /* Nosé-Hoover chain length; default 3 */
+    double skin;     /* neighbour list skin, Å; default 1 */
+    uint64_t seed;   /* start velocities and Langevin noise */
 } tsr_md_options;
 
 TSR_API void tsr_md_options_init(tsr_md_options *options);

@@ -89,8 +89,7 @@ static tsr_status check_options(const tsr_md_options *o)
         return TSR_OK;
     const char *name = o->ensemble == TSR_MD_LANGEVIN ? "Langevin" : "Nose-Hoover";
     if (!(o->temperature > 0))
-        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "MD: %s needs a target temperature > 0 K",
-                         name);
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "MD: %s needs a target temperature > 0 K", name);
     if (o->ensemble == TSR_MD_LANGEVIN && (!(o->friction > 0) || !isfinite(o->friction)))
         return tsr_error(TSR_ERR_INVALID_ARGUMENT,
                          "MD: the Langevin friction must be positive and finite (got %g 1/ps)",
@@ -287,7 +286,8 @@ static tsr_status one_step(tsr_md *md)
 
 static tsr_status set_real(tsr_atoms *atoms, const char *name, double value)
 {
-    tsr_atoms_value v = {.name = name, .type = TSR_ATOMS_REAL, .rows = 1, .cols = 1, .reals = &value};
+    tsr_atoms_value v = {
+        .name = name, .type = TSR_ATOMS_REAL, .rows = 1, .cols = 1, .reals = &value};
     return tsr_atoms_set_info(atoms, &v);
 }
 
@@ -307,7 +307,8 @@ static tsr_status sync_frame(tsr_md *md)
     TSR_CHECK(set_real(md->atoms, "temperature", temperature_of(md, ekin)));
     TSR_CHECK(set_real(md->atoms, "time", (double)md->step * md->opt.timestep));
     int64_t step = md->step;
-    tsr_atoms_value s = {.name = "step", .type = TSR_ATOMS_INT, .rows = 1, .cols = 1, .ints = &step};
+    tsr_atoms_value s = {
+        .name = "step", .type = TSR_ATOMS_INT, .rows = 1, .cols = 1, .ints = &step};
     return tsr_atoms_set_info(md->atoms, &s);
 }
 
@@ -389,8 +390,8 @@ tsr_status tsr_md_create(tsr_ictp_evaluator *evaluator, const tsr_atoms *start,
 tsr_status tsr_md_run(tsr_md *md, int64_t n_steps)
 {
     if (!md || n_steps < 0)
-        return tsr_error(TSR_ERR_INVALID_ARGUMENT,
-                         "tsr_md_run: %s", md ? "the step count is negative" : "md is NULL");
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_md_run: %s",
+                         md ? "the step count is negative" : "md is NULL");
     if (md->failed)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT,
                          "tsr_md_run: the run failed at step %lld and cannot go on",

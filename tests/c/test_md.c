@@ -177,8 +177,8 @@ static void test_velocity_verlet(void)
     const double *v = array(md, "velocities");
     for (int k = 0; k < 96; k++)
         reversed[k] = -v[k];
-    tsr_atoms_value rv = {.name = "velocities", .type = TSR_ATOMS_REAL, .rows = 32, .cols = 3,
-                          .reals = reversed};
+    tsr_atoms_value rv = {
+        .name = "velocities", .type = TSR_ATOMS_REAL, .rows = 32, .cols = 3, .reals = reversed};
     CHECK_OK(tsr_atoms_set_array(back, &rv));
     tsr_md *rev = start(back, &o);
     CHECK_OK(tsr_md_run(rev, 300));
@@ -264,8 +264,8 @@ static void test_langevin(void)
     tsr_atoms *cold = NULL;
     CHECK_OK(tsr_atoms_clone(atoms, &cold));
     double zero[3 * 108] = {0};
-    tsr_atoms_value v = {.name = "velocities", .type = TSR_ATOMS_REAL, .rows = 108, .cols = 3,
-                         .reals = zero};
+    tsr_atoms_value v = {
+        .name = "velocities", .type = TSR_ATOMS_REAL, .rows = 108, .cols = 3, .reals = zero};
     CHECK_OK(tsr_atoms_set_array(cold, &v));
     tsr_md *md = start(cold, &o);
     tsr_md_state s;
@@ -351,8 +351,8 @@ static void test_masses_and_errors(void)
     /* masses from the structure, and bad ones */
     tsr_md_options_init(&o);
     double masses[4] = {1, 2, 3, 0};
-    tsr_atoms_value mv = {.name = "masses", .type = TSR_ATOMS_REAL, .rows = 4, .cols = 1,
-                          .reals = masses};
+    tsr_atoms_value mv = {
+        .name = "masses", .type = TSR_ATOMS_REAL, .rows = 4, .cols = 1, .reals = masses};
     tsr_atoms *heavy = NULL;
     CHECK_OK(tsr_atoms_clone(atoms, &heavy));
     CHECK_OK(tsr_atoms_set_array(heavy, &mv));
@@ -368,8 +368,8 @@ static void test_masses_and_errors(void)
     CHECK(fabs(px) < 1e-12 && array(md, "masses")[3] == 4);
     tsr_md_destroy(md);
     double bad_v[4] = {0, 0, 0, 0};
-    tsr_atoms_value vv = {.name = "velocities", .type = TSR_ATOMS_REAL, .rows = 4, .cols = 1,
-                          .reals = bad_v};
+    tsr_atoms_value vv = {
+        .name = "velocities", .type = TSR_ATOMS_REAL, .rows = 4, .cols = 1, .reals = bad_v};
     CHECK_OK(tsr_atoms_set_array(heavy, &vv));
     md = NULL;
     CHECK_FAILS(md_create(&LJ, heavy, &o, &md), TSR_ERR_SHAPE, "velocities");
