@@ -725,6 +725,11 @@ static tsr_status rnn_expand(tsr_graph *g, const tsr_node *node, const char *con
     activation acts[MAX_ACTIVATIONS];
     char err[400];
     TSR_CHECK(parse_activations(node, s.kind, s.n_dirs, acts, err, sizeof err));
+    if (s.T == 0)
+        return tsr_error(TSR_ERR_SHAPE,
+                         "X holds a sequence of length 0; %s needs at least one "
+                         "step",
+                         node->op->name);
     /* Names of the inputs, copied: the value array moves as nodes are added. */
     name in[8];
     bool has[8];
@@ -840,11 +845,6 @@ static tsr_status rnn_expand(tsr_graph *g, const tsr_node *node, const char *con
             if (st == TSR_OK)
                 st = unsqueeze(&e, y.s, 2, (const int64_t[]){0, 1}, &ys[dir * T + t]);
         }
-        if (st != TSR_OK)
-            break;
-        /* T = 0 never reaches here (a 0-length sequence has no last state). */
-        if (s.kind == RNN_LSTM && c_zero)
-            DIR_TRY(const_scalar(&e, 0.0, &cs[dir]));
 #undef DIR_TRY
     }
     /* Y [T, D, B, H]: time steps along axis 0 per direction, directions along 1. */

@@ -394,6 +394,13 @@ def test_bad_nodes_are_refused_with_a_reason(attrs, shape, message):
         build("LSTM", arrays, attrs, 3)
 
 
+def test_empty_sequence_is_refused():
+    arrays = make_case("RNN", np.random.default_rng(0))
+    arrays["X"] = arrays["X"][:0]
+    with pytest.raises(tsr.TesseraError, match="X holds a sequence of length 0; RNN needs"):
+        build("RNN", arrays, {}, 2)
+
+
 def test_wrong_weight_shape_is_refused():
     rng = np.random.default_rng(0)
     arrays = make_case("GRU", rng)
