@@ -110,6 +110,10 @@ def configs():
             params.append(pytest.param(case, None, id=f"{cid}-folded"))
             continue
         params.append(pytest.param(case, ("float64", "plain", None, "fp32"), id=f"{cid}-float64"))
+        if case.cpu64 == "cpu":
+            # the float64 kernels have portable variants too
+            params.append(pytest.param(case, ("float64", "plain", "portable", "fp32"),
+                                       id=f"{cid}-float64-portable"))
         # The instruction set matters only to the device's own backends.
         isas = isa_params() if case.cpu != "ref" else [pytest.param(None, id="")]
         for layout in LAYOUTS:

@@ -1,0 +1,198 @@
+/* float64 MatMul in the cpu backend: oneDNN's matmul runs float32 only,
+ * and the ref kernel treats every leading dim of A as a batch of its own
+ * (a [E, 7, 32] x [32, 32] map of ICT features is E products of 7 rows).
+ * Here a B without batch dims multiplies all of A's rows at once, and
+ * batched products with equal batch dims (per-atom weight tables, the
+ * strain of each edge) run batch by batch; other broadcasts stay on ref.
+ *
+ * The tile keeps a 4 x 8 block of Y in AVX2 registers along all of K, so
+ * each element of B that is loaded feeds four rows; K in these models is
+ * small (3 to a few hundred), so B stays in cache across the row blocks.
+ * Threads split the rows (or the batches), only when there is enough work
+ * for them. */
+#include "backends/cpu/kernels_internal.h"
+
+#include <immintrin.h>
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+/* The product's shape: `batches` products of [m, k] x [k, n]; B is shared
+ * by all of them when b_shared (then the batches are one run of rows). */
+typedef struct {
+    int64_t batches, m, k, n;
+    bool b_shared;
+} gemm_shape;
+
+static bool gemm_shape_of(int ra, const int64_t *da, int rb, const int64_t *db, gemm_shape *s)
+{
+    if (ra < 2 || rb < 2 || da[ra - 1] != db[rb - 2])
+        return false;
+    *s = (gemm_shape){.m = da[ra - 2], .k = da[ra - 1], .n = db[rb - 1], .b_shared = rb == 2};
+    int64_t lead = 1;
+    for (int d = 0; d < ra - 2; d++)
+        lead *= da[d];
+    if (s->b_shared) {
+        s->batches = 1;
+        s->m *= lead;
+        return true;
+    }
+    if (ra != rb)
+        return false;
+    for (int d = 0; d < ra - 2; d++)
+        if (da[d] != db[d])
+            return false;
+    s->batches = lead;
+    return true;
+}
+
+/* Y[i0..i1) = A B over rows, portable. */
+static void rows_portable(const double *a, const double *b, double *y, int64_t i0, int64_t i1,
+                          int64_t k, int64_t n)
+{
+    for (int64_t i = i0; i < i1; i++) {
+        double *yr = y + i * n;
+        memset(yr, 0, (size_t)n * sizeof *yr);
+        for (int64_t p = 0; p < k; p++) {
+            double av = a[i * k + p];
+            const double *br = b + p * n;
+            for (int64_t j = 0; j < n; j++)
+                yr[j] += av * br[j];
+        }
+    }
+}
+
+#define AVX2_TARGET __attribute__((target("avx2,fma")))
+
+/* R (1..4) rows from i of Y = A B, columns 8, then 4, then one at a time. */
+AVX2_TARGET static inline __attribute__((always_inline)) void
+block_avx2(const double *a, const double *b, double *y, int64_t i, int R, int64_t k, int64_t n)
+{
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256d acc[4][2];
+        for (int r = 0; r < R; r++)
+            acc[r][0] = acc[r][1] = _mm256_setzero_pd();
+        for (int64_t p = 0; p < k; p++) {
+            __m256d b0 = _mm256_loadu_pd(b + p * n + j), b1 = _mm256_loadu_pd(b + p * n + j + 4);
+            for (int r = 0; r < R; r++) {
+                __m256d av = _mm256_broadcast_sd(a + (i + r) * k + p);
+                acc[r][0] = _mm256_fmadd_pd(av, b0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_pd(av, b1, acc[r][1]);
+            }
+        }
+        for (int r = 0; r < R; r++) {
+            _mm256_storeu_pd(y + (i + r) * n + j, acc[r][0]);
+            _mm256_storeu_pd(y + (i + r) * n + j + 4, acc[r][1]);
+        }
+    }
+    for (; j + 4 <= n; j += 4) {
+        __m256d acc[4];
+        for (int r = 0; r < R; r++)
+            acc[r] = _mm256_setzero_pd();
+        for (int64_t p = 0; p < k; p++) {
+            __m256d b0 = _mm256_loadu_pd(b + p * n + j);
+            for (int r = 0; r < R; r++)
+                acc[r] = _mm256_fmadd_pd(_mm256_broadcast_sd(a + (i + r) * k + p), b0, acc[r]);
+        }
+        for (int r = 0; r < R; r++)
+            _mm256_storeu_pd(y + (i + r) * n + j, acc[r]);
+    }
+    for (; j < n; j++)
+        for (int r = 0; r < R; r++) {
+            double acc = 0.0;
+            for (int64_t p = 0; p < k; p++)
+                acc += a[(i + r) * k + p] * b[p * n + j];
+            y[(i + r) * n + j] = acc;
+        }
+}
+
+AVX2_TARGET static void rows_avx2(const double *a, const double *b, double *y, int64_t i0,
+                                  int64_t i1, int64_t k, int64_t n)
+{
+    int64_t i = i0;
+    for (; i + 4 <= i1; i += 4)
+        block_avx2(a, b, y, i, 4, k, n);
+    switch (i1 - i) {
+    case 3: block_avx2(a, b, y, i, 3, k, n); break;
+    case 2: block_avx2(a, b, y, i, 2, k, n); break;
+    case 1: block_avx2(a, b, y, i, 1, k, n); break;
+    default: break;
+    }
+}
+
+static tsr_status gemm_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const tsr_tensor *a = k->inputs[0], *b = k->inputs[1];
+    tsr_tensor *y = k->outputs[0];
+    gemm_shape g;
+    if (!gemm_shape_of(a->rank, a->dims, b->rank, b->dims, &g))
+        return tsr_error(TSR_ERR_SHAPE, "MatMul: A of rank %d and B of rank %d do not match the "
+                                        "shapes this kernel was prepared for",
+                         a->rank, b->rank);
+    if (tsr_tensor_numel(y) != g.batches * g.m * g.n)
+        return tsr_error(TSR_ERR_SHAPE, "MatMul: Y holds %lld values, %lld expected",
+                         (long long)tsr_tensor_numel(y), (long long)(g.batches * g.m * g.n));
+    if (tsr_tensor_numel(y) == 0)
+        return TSR_OK;
+    void (*rows)(const double *, const double *, double *, int64_t, int64_t, int64_t, int64_t) =
+        s->isa == TSR_ISA_PORTABLE ? rows_portable : rows_avx2;
+    const double *ad = a->data, *bd = b->data;
+    double *yd = y->data;
+    /* Multiply-adds, counted as streaming work of an eighth each. */
+    int nt = tsr_cpu_threads_for(k->threads, g.batches * g.m * g.n * g.k / 8);
+    if (g.batches == 1) {
+#pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+            int team = omp_get_num_threads(), me = omp_get_thread_num();
+            /* Whole blocks of four rows per thread. */
+            int64_t blocks = (g.m + 3) / 4;
+            int64_t i0 = blocks * me / team * 4, i1 = blocks * (me + 1) / team * 4;
+            rows(ad, bd, yd, i0, i1 < g.m ? i1 : g.m, g.k, g.n);
+        }
+        return TSR_OK;
+    }
+#pragma omp parallel for num_threads(nt) if (nt > 1)
+    for (int64_t t = 0; t < g.batches; t++)
+        rows(ad + t * g.m * g.k, bd + t * g.k * g.n, yd + t * g.m * g.n, 0, g.m, g.k, g.n);
+    return TSR_OK;
+}
+
+static bool gemm_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    const tsr_value *a = tsr_cpu_input(g, node, 0), *b = tsr_cpu_input(g, node, 1);
+    gemm_shape s;
+    if (a->dtype != TSR_FLOAT64 || b->dtype != TSR_FLOAT64) {
+        snprintf(why, size, "MatMul: the cpu kernel runs float64 (oneDNN float32), not %s",
+                 tsr_dtype_name(a->dtype));
+        return false;
+    }
+    if (a->rank < 0 || b->rank < 0 || tsr_shape_numel(a->rank, a->dims) < 0 ||
+        tsr_shape_numel(b->rank, b->dims) < 0 ||
+        !gemm_shape_of(a->rank, a->dims, b->rank, b->dims, &s)) {
+        snprintf(why, size,
+                 "MatMul: the cpu kernel takes A of rank >= 2 times a 2-D B or a B with A's batch "
+                 "dims");
+        return false;
+    }
+    return true;
+}
+
+static void plain_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                          uint8_t *wanted, uint8_t *produced)
+{
+    for (int i = 0; i < node->n_inputs; i++)
+        wanted[i] = TSR_LAYOUT_PLAIN;
+    produced[0] = TSR_LAYOUT_PLAIN;
+}
+
+static tsr_status gemm_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
+{
+    s->run = gemm_run;
+    return TSR_OK;
+}
+
+const tsr_cpu_op tsr_cpu_gemm_ops[] = {
+    {&tsr_op_MatMul, gemm_supports, plain_layouts, gemm_prepare},
+    {NULL},
+};
