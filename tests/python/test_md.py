@@ -208,6 +208,30 @@ def test_trajectory_keeps_frames_and_never_the_start(model, tmp_path):
     assert np.array_equal(again[-1].arrays["velocities"], frames[-1].arrays["velocities"])
 
 
+def test_interrupted_run_keeps_its_frames(model, tmp_path):
+    import signal
+    import time
+    numbers, pos = molecule(11, n=8)
+    start = write(tmp_path / "s.extxyz", ase.Atoms(numbers=numbers, positions=pos))
+    traj = tmp_path / "t.extxyz"
+    build = os.environ.get("TESSERA_BUILD_DIR", "build")
+    exe = os.environ.get("TESSERA_BIN", os.path.join(build, "bin", "tessera"))
+    args = [model, start, "--steps", 10**6, "--dt", 0.1, "--trajectory", traj, "--every", 2,
+            "--threads", 1, "--no-plot"]
+    p = subprocess.Popen([exe, "md", *map(str, args)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not traj.exists() or traj.read_text().count("step=") < 3):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 1 and "interrupted at step" in err
+    frames = ase.io.read(str(traj), ":")
+    assert len(frames) >= 3
+    assert [f.info["step"] for f in frames] == list(range(0, 2 * len(frames), 2))
+    assert "drift of the total energy" in out
+
+
 @pytest.mark.parametrize("args, message", [
     (["--dt", 0.5, "--trajectory", "T"], "--steps N is required"),
     (["--steps", 5, "--trajectory", "T"], "--dt FS is required"),
