@@ -144,7 +144,7 @@ CASES = [
     Case("HardSigmoid", [away(2, "C", 5, 7)], {"alpha": 0.3, "beta": 0.6}, cpu="cpu"),
     Case("HardSwish", [normal(2, "C", 5, 7, scale=3)], cpu="cpu"),
     Case("Tanh", [normal(2, "C", 5, 7, scale=3)], cpu="cpu"),
-    Case("Erf", [normal(3, 5, 7)]),
+    Case("Erf", [normal(3, "C", 7, scale=2.0)], cpu="cpu"),
     Case("Exp", [normal(2, "C", 5, 7, scale=3)], cpu="cpu"),
     Case("Log", [positive(3, 5, 7)]),
     Case("Sqrt", [positive(3, 5, 7)]),

@@ -23,6 +23,7 @@ enum {
     TSR_CPU_HARD_SWISH,
     TSR_CPU_SIGMOID,
     TSR_CPU_TANH,
+    TSR_CPU_ERF,
     TSR_CPU_EXP,
     TSR_CPU_ABS,
     TSR_CPU_NEG,
@@ -267,6 +268,8 @@ static tsr_status unary_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
         d->kind = TSR_CPU_SIGMOID;
     } else if (op == &tsr_op_Tanh) {
         d->kind = TSR_CPU_TANH;
+    } else if (op == &tsr_op_Erf) {
+        d->kind = TSR_CPU_ERF;
     } else if (op == &tsr_op_Exp) {
         d->kind = TSR_CPU_EXP;
     } else if (op == &tsr_op_Abs) {
@@ -647,6 +650,7 @@ const tsr_cpu_op tsr_cpu_eltwise_ops[] = {
     {&tsr_op_HardSwish, unary_supports, NULL, unary_prepare},
     {&tsr_op_Sigmoid, unary_supports, NULL, unary_prepare},
     {&tsr_op_Tanh, unary_supports, NULL, unary_prepare},
+    {&tsr_op_Erf, unary_supports, NULL, unary_prepare},
     {&tsr_op_Exp, unary_supports, NULL, unary_prepare},
     {&tsr_op_Abs, unary_supports, NULL, unary_prepare},
     {&tsr_op_Neg, unary_supports, NULL, unary_prepare},
