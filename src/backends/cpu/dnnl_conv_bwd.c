@@ -1,10 +1,14 @@
 /* Conv's backward ops through oneDNN: ai.tessera.ConvGradInput as a
  * backward-data convolution and ai.tessera.ConvGradFilter as a
- * backward-weights one, 2-D float32. Every operand is plain (NCHW, OIHW,
- * grouped weights seen as GOIHW over the same memory) and read from the
- * plan's buffers at each run: in training both W and X change per step,
- * so there is nothing to prepack. oneDNN 2.6 builds backward primitives
- * from a forward one of the same shapes, made here only as that hint. */
+ * backward-weights one, 2-D float32. The activations (X, dY, dX) are in
+ * the backend's blocked layout, as the forward convolution's are: on plain
+ * ones oneDNN has only its gemm kernels, whose im2col buffers make a
+ * resnet18 backward several times slower than its direct blocked ones.
+ * The weights stay plain (OIHW, grouped ones seen as GOIHW over the same
+ * memory) in the plan and are reordered at each run into and out of the
+ * format the primitive chose: in training W changes per step, so there is
+ * nothing to prepack. oneDNN 2.6 builds backward primitives from a forward
+ * one of the same shapes, made here only as that hint. */
 #include "backends/cpu/dnnl_internal.h"
 
 #include "ops/window.h"
@@ -14,8 +18,11 @@
 #include <string.h>
 
 typedef struct {
-    tsr_dnnl_kind kind; /* first, see dnnl_release */
+    tsr_dnnl_kind kind;        /* first, see dnnl_release */
+    tsr_dnnl_convert wconvert; /* ConvGradInput's W into the primitive's format */
     tsr_dnnl_exec exec;
+    tsr_dnnl_exec wreorder; /* ConvGradFilter's dW out of the primitive's format */
+    bool wreorder_active;
 } conv_bwd_state;
 
 static bool is_grad_input(const tsr_node *node)
@@ -89,12 +96,21 @@ static tsr_status conv_bwd_weights_md(dnnl_memory_desc_t *md, const int64_t *dim
     return tsr_dnnl_plain_md(md, 5, g_dims, dnnl_f32);
 }
 
-static tsr_status conv_bwd_build(const tsr_prepare_ctx *ctx, conv_bwd_state *st)
+/* The memory descriptors of a backward convolution: X and dY in the given
+ * layouts, W plain and as the primitive may choose it. */
+typedef struct {
+    dnnl_memory_desc_t x, dy, w_plain, w_any;
+} conv_bwd_mds;
+
+/* The backward primitive descriptor for activations in these layouts (X,
+ * then dY). */
+static tsr_status conv_bwd_primitive_desc(const tsr_graph *g, const tsr_node *node,
+                                          tsr_layout x_layout, tsr_layout dy_layout,
+                                          conv_bwd_mds *m, dnnl_primitive_desc_t *pd_out)
 {
-    const tsr_node *node = ctx->node;
     bool grad_input = is_grad_input(node);
     const tsr_value *x, *w, *dy;
-    conv_bwd_dims(ctx->graph, node, &x, &w, &dy);
+    conv_bwd_dims(g, node, &x, &w, &dy);
 
     tsr_window win;
     TSR_CHECK(tsr_window_init(node, 2, x->dims + 2, w->dims + 2, false, &win));
@@ -105,26 +121,29 @@ static tsr_status conv_bwd_build(const tsr_prepare_ctx *ctx, conv_bwd_state *st)
         pad_l[d] = win.pad_begin[d];
         pad_r[d] = win.pad_end[d];
     }
-    dnnl_memory_desc_t x_md, w_md, dy_md;
-    TSR_CHECK(tsr_dnnl_plain_md(&x_md, 4, x->dims, dnnl_f32));
-    TSR_CHECK(tsr_dnnl_plain_md(&dy_md, 4, dy->dims, dnnl_f32));
-    TSR_CHECK(conv_bwd_weights_md(&w_md, w->dims, tsr_attr_int(node, "group")));
+    TSR_CHECK(tsr_dnnl_layout_md(&m->x, x->dims, x_layout, dnnl_f32));
+    TSR_CHECK(tsr_dnnl_layout_md(&m->dy, dy->dims, dy_layout, dnnl_f32));
+    TSR_CHECK(conv_bwd_weights_md(&m->w_plain, w->dims, tsr_attr_int(node, "group")));
+    TSR_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&m->w_any, m->w_plain.ndims, m->w_plain.dims,
+                                                dnnl_f32, dnnl_format_tag_any),
+                   "weights descriptor");
+    dnnl_memory_desc_t *x_md = &m->x, *dy_md = &m->dy, *w_md = &m->w_any;
 
     dnnl_engine_t engine = NULL;
     TSR_CHECK(tsr_dnnl_engine(&engine, NULL));
     dnnl_convolution_desc_t fwd_d, bwd_d;
     TSR_DNNL_CHECK(dnnl_dilated_convolution_forward_desc_init(
-                       &fwd_d, dnnl_forward_training, dnnl_convolution_direct, &x_md, &w_md, NULL,
-                       &dy_md, strides, dilates, pad_l, pad_r),
+                       &fwd_d, dnnl_forward_training, dnnl_convolution_direct, x_md, w_md, NULL,
+                       dy_md, strides, dilates, pad_l, pad_r),
                    "convolution descriptor");
     if (grad_input)
-        TSR_DNNL_CHECK(dnnl_dilated_convolution_backward_data_desc_init(
-                           &bwd_d, dnnl_convolution_direct, &x_md, &w_md, &dy_md, strides, dilates,
-                           pad_l, pad_r),
-                       "backward-data convolution descriptor");
+        TSR_DNNL_CHECK(
+            dnnl_dilated_convolution_backward_data_desc_init(
+                &bwd_d, dnnl_convolution_direct, x_md, w_md, dy_md, strides, dilates, pad_l, pad_r),
+            "backward-data convolution descriptor");
     else
         TSR_DNNL_CHECK(dnnl_dilated_convolution_backward_weights_desc_init(
-                           &bwd_d, dnnl_convolution_direct, &x_md, &w_md, NULL, &dy_md, strides,
+                           &bwd_d, dnnl_convolution_direct, x_md, w_md, NULL, dy_md, strides,
                            dilates, pad_l, pad_r),
                        "backward-weights convolution descriptor");
     dnnl_primitive_desc_t hint;
@@ -146,25 +165,119 @@ static tsr_status conv_bwd_build(const tsr_prepare_ctx *ctx, conv_bwd_state *st)
     if (attr)
         dnnl_primitive_attr_destroy(attr);
     dnnl_primitive_desc_destroy(hint);
+    if (s == dnnl_success)
+        *pd_out = pd;
+    return tsr_dnnl_check(s, grad_input ? "backward-data convolution"
+                                        : "backward-weights convolution");
+}
+
+/* Whether oneDNN has a real (jit or gemm) kernel for the node with its
+ * activations in these layouts, not only its reference loops. */
+static bool has_fast_kernel(const tsr_graph *g, const tsr_node *node, tsr_layout x_layout,
+                            tsr_layout dy_layout)
+{
+    conv_bwd_mds m;
+    dnnl_primitive_desc_t pd = NULL;
+    if (conv_bwd_primitive_desc(g, node, x_layout, dy_layout, &m, &pd) != TSR_OK)
+        return false;
+    const char *impl = NULL;
+    bool fast = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+                impl && strncmp(impl, "ref", 3) != 0;
+    dnnl_primitive_desc_destroy(pd);
+    return fast;
+}
+
+/* X blocked unless it has fewer channels than a block (the stem's RGB,
+ * which the forward convolution also reads plain); everything plain where
+ * oneDNN has no blocked kernel for the window but a gemm one. */
+void tsr_dnnl_conv_bwd_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                               uint8_t *wanted, uint8_t *produced)
+{
+    (void)available;
+    const tsr_value *x, *w, *dy;
+    conv_bwd_dims(g, node, &x, &w, &dy);
+    tsr_layout blocked = tsr_cpu_layout();
+    tsr_layout x_layout = x->dims[1] < tsr_layout_block(blocked) ? TSR_LAYOUT_PLAIN : blocked;
+    tsr_layout dy_layout = blocked;
+    if (!has_fast_kernel(g, node, x_layout, dy_layout) &&
+        has_fast_kernel(g, node, TSR_LAYOUT_PLAIN, TSR_LAYOUT_PLAIN)) {
+        x_layout = TSR_LAYOUT_PLAIN;
+        dy_layout = TSR_LAYOUT_PLAIN;
+    }
+    if (is_grad_input(node)) {
+        wanted[0] = (uint8_t)dy_layout;
+        produced[0] = (uint8_t)x_layout;
+    } else {
+        wanted[0] = (uint8_t)x_layout;
+        wanted[1] = (uint8_t)dy_layout;
+    }
+}
+
+/* A per-run reorder of dW from the primitive's buffer into output 0. */
+static tsr_status conv_bwd_wreorder_init(conv_bwd_state *st, const dnnl_memory_desc_t *chosen,
+                                         const dnnl_memory_desc_t *plain, void *data)
+{
+    dnnl_engine_t engine = NULL;
+    TSR_CHECK(tsr_dnnl_engine(&engine, NULL));
+    st->wreorder_active = true;
+    TSR_CHECK(tsr_dnnl_exec_arg(&st->wreorder, DNNL_ARG_FROM, chosen, TSR_DNNL_FIXED, 0, &data));
+    TSR_CHECK(tsr_dnnl_exec_arg(&st->wreorder, DNNL_ARG_TO, plain, TSR_DNNL_FROM_OUTPUT, 0, NULL));
+    dnnl_primitive_desc_t pd;
+    TSR_DNNL_CHECK(dnnl_reorder_primitive_desc_create(&pd, chosen, engine, plain, engine, NULL),
+                   "weight gradient reorder");
+    return tsr_dnnl_exec_finish(&st->wreorder, pd, "weight gradient reorder");
+}
+
+static tsr_status conv_bwd_build(const tsr_prepare_ctx *ctx, conv_bwd_state *st)
+{
+    const tsr_node *node = ctx->node;
+    bool grad_input = is_grad_input(node);
+    tsr_layout x_layout, dy_layout;
+    if (grad_input) {
+        dy_layout = (tsr_layout)ctx->input_layouts[0];
+        x_layout = (tsr_layout)ctx->output_layouts[0];
+    } else {
+        x_layout = (tsr_layout)ctx->input_layouts[0];
+        dy_layout = (tsr_layout)ctx->input_layouts[1];
+    }
+    conv_bwd_mds m;
+    dnnl_primitive_desc_t pd = NULL;
+    TSR_CHECK(conv_bwd_primitive_desc(ctx->graph, node, x_layout, dy_layout, &m, &pd));
     st->exec.thread_scratchpad = true;
     const char *what = grad_input ? "backward-data convolution" : "backward-weights convolution";
-    TSR_CHECK(tsr_dnnl_check(s, what));
+    const dnnl_memory_desc_t *w_chosen = dnnl_primitive_desc_query_md(
+        pd, grad_input ? dnnl_query_weights_md : dnnl_query_diff_weights_md, 0);
+    bool w_plain = dnnl_memory_desc_equal(&m.w_plain, w_chosen);
 
     tsr_dnnl_exec *e = &st->exec;
     tsr_status status;
     if (grad_input) {
-        status = tsr_dnnl_exec_arg(e, DNNL_ARG_DIFF_DST, &dy_md, TSR_DNNL_FROM_INPUT, 0, NULL);
+        status = tsr_dnnl_exec_arg(e, DNNL_ARG_DIFF_DST, &m.dy, TSR_DNNL_FROM_INPUT, 0, NULL);
+        if (status == TSR_OK && w_plain) {
+            status = tsr_dnnl_exec_arg(e, DNNL_ARG_WEIGHTS, w_chosen, TSR_DNNL_FROM_INPUT, 1, NULL);
+        } else if (status == TSR_OK) {
+            void *w_data = NULL;
+            status = tsr_dnnl_convert_init(&st->wconvert, &m.w_plain, w_chosen, 1, &w_data);
+            if (status == TSR_OK)
+                status =
+                    tsr_dnnl_exec_arg(e, DNNL_ARG_WEIGHTS, w_chosen, TSR_DNNL_FIXED, 0, &w_data);
+        }
         if (status == TSR_OK)
-            status = tsr_dnnl_exec_arg(e, DNNL_ARG_WEIGHTS, &w_md, TSR_DNNL_FROM_INPUT, 1, NULL);
-        if (status == TSR_OK)
-            status = tsr_dnnl_exec_arg(e, DNNL_ARG_DIFF_SRC, &x_md, TSR_DNNL_FROM_OUTPUT, 0, NULL);
+            status = tsr_dnnl_exec_arg(e, DNNL_ARG_DIFF_SRC, &m.x, TSR_DNNL_FROM_OUTPUT, 0, NULL);
     } else {
-        status = tsr_dnnl_exec_arg(e, DNNL_ARG_SRC, &x_md, TSR_DNNL_FROM_INPUT, 0, NULL);
+        status = tsr_dnnl_exec_arg(e, DNNL_ARG_SRC, &m.x, TSR_DNNL_FROM_INPUT, 0, NULL);
         if (status == TSR_OK)
-            status = tsr_dnnl_exec_arg(e, DNNL_ARG_DIFF_DST, &dy_md, TSR_DNNL_FROM_INPUT, 1, NULL);
-        if (status == TSR_OK)
+            status = tsr_dnnl_exec_arg(e, DNNL_ARG_DIFF_DST, &m.dy, TSR_DNNL_FROM_INPUT, 1, NULL);
+        if (status == TSR_OK && w_plain) {
+            status = tsr_dnnl_exec_arg(e, DNNL_ARG_DIFF_WEIGHTS, w_chosen, TSR_DNNL_FROM_OUTPUT, 0,
+                                       NULL);
+        } else if (status == TSR_OK) {
+            void *w_data = NULL;
             status =
-                tsr_dnnl_exec_arg(e, DNNL_ARG_DIFF_WEIGHTS, &w_md, TSR_DNNL_FROM_OUTPUT, 0, NULL);
+                tsr_dnnl_exec_arg(e, DNNL_ARG_DIFF_WEIGHTS, w_chosen, TSR_DNNL_OWNED, 0, &w_data);
+            if (status == TSR_OK)
+                status = conv_bwd_wreorder_init(st, w_chosen, &m.w_plain, w_data);
+        }
     }
     if (status != TSR_OK) {
         dnnl_primitive_desc_destroy(pd);
@@ -191,7 +304,12 @@ tsr_status tsr_dnnl_conv_bwd_prepare(const tsr_prepare_ctx *ctx, void **state_ou
 tsr_status tsr_dnnl_conv_bwd_run(void *state, const tsr_kernel_ctx *k)
 {
     conv_bwd_state *st = state;
-    return tsr_dnnl_exec_run(&st->exec, k);
+    if (st->wconvert.active)
+        TSR_CHECK(tsr_dnnl_exec_run(&st->wconvert.exec, k));
+    TSR_CHECK(tsr_dnnl_exec_run(&st->exec, k));
+    if (st->wreorder_active)
+        TSR_CHECK(tsr_dnnl_exec_run(&st->wreorder, k));
+    return TSR_OK;
 }
 
 const char *tsr_dnnl_conv_bwd_kernel_name(const void *state)
@@ -202,6 +320,8 @@ const char *tsr_dnnl_conv_bwd_kernel_name(const void *state)
 void tsr_dnnl_conv_bwd_release(void *state)
 {
     conv_bwd_state *st = state;
+    tsr_dnnl_exec_release(&st->wconvert.exec);
     tsr_dnnl_exec_release(&st->exec);
+    tsr_dnnl_exec_release(&st->wreorder);
     free(st);
 }

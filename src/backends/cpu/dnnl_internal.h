@@ -113,6 +113,8 @@ const char *tsr_dnnl_matmul_kernel_name(const void *state);
 
 /* ai.tessera.ConvGradInput and ConvGradFilter, all operands plain. */
 bool tsr_dnnl_conv_bwd_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size);
+void tsr_dnnl_conv_bwd_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                               uint8_t *wanted, uint8_t *produced);
 tsr_status tsr_dnnl_conv_bwd_prepare(const tsr_prepare_ctx *ctx, void **state_out);
 tsr_status tsr_dnnl_conv_bwd_run(void *state, const tsr_kernel_ctx *k);
 void tsr_dnnl_conv_bwd_release(void *state);
