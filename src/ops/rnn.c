@@ -25,7 +25,9 @@
  * one comma-separated string ("Sigmoid,Tanh,Tanh"), the form the C and
  * Python builders take too. activation_alpha and activation_beta are
  * consumed in order by the activations that take them; once a list runs
- * out, the defaults of the ONNX operator of the same name apply. */
+ * out, the defaults of the ONNX operator of the same name apply. clip
+ * bounds every gate's pre-activation (peephole terms included) but not the
+ * cell state, as ONNX Runtime reads the spec. */
 #include "autodiff/autodiff.h"
 #include "ops/op.h"
 
