@@ -36,6 +36,9 @@ typedef struct {
 typedef struct {
     ict_kernel_basis b[3];
     const void *w; /* [d3][d1][d2] coupling, the dtype of the data */
+    /* The same as [d2][d3][d1] and [d1][d3][d2]: folding a channel-less
+     * input into the coupling runs along the other two axes as vectors. */
+    const void *wy, *wx;
     bool sum;      /* sum_channels: the output is summed over the channels */
     bool coords;   /* coordinates: no projections */
 } ict_product_data;
@@ -47,13 +50,14 @@ static int64_t channels_of(const tsr_tensor *t)
 
 /* Scratch per thread: both inputs' class sums and coordinates, the
  * output's coordinates, the coupling summed over y for one row of x, one
- * output coordinate before its channel sum, and the channel sums of
- * x_s y_t. */
+ * output coordinate before its channel sum, the channel sums of x_s y_t,
+ * and the coupling folded with a channel-less input. */
 static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t cy, int64_t ch)
 {
     const ict_kernel_basis *b = d->b;
+    int most = b[0].dim > b[1].dim ? b[0].dim : b[1].dim;
     return (size_t)((b[0].ncls + b[0].dim) * cx + (b[1].ncls + b[1].dim) * cy + b[2].dim * ch +
-                    2 * ch + b[0].dim * b[1].dim);
+                    2 * ch + b[0].dim * b[1].dim + b[2].dim * most);
 }
 
 /* clang-format off */
@@ -94,6 +98,8 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
         const T *w = d->w, *q3 = b3->qc;                                                           \
         T *xs = scratch, *xp = xs + b1->ncls * cx, *ys = xp + d1 * cx, *yp = ys + b2->ncls * cy;   \
         T *zp = yp + d2 * cy, *fold = zp + d3 * ch, *one = fold + ch, *h = one + ch;               \
+        T *folded = h + d1 * d2;                                                                   \
+        const T *wy = d->wy, *wx = d->wx;                                                          \
         /* With sum: cho = 1 output channel, coordinates zt[r] (stride zs = 1). */                 \
         const int64_t cho = d->sum ? 1 : ch, zs = cho;                                             \
         const bool coords = d->coords;                                                             \
@@ -127,15 +133,26 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
                     zt[r] = acc;                                                                   \
                 }                                                                                  \
             }                                                                                      \
+            /* folded[r][s] = Σ_t w_rst y_t (or [r][t], Σ_s w_rst x_s), as vectors over r, s. */    \
+            if (cy == 1 || cx == 1) {                                                              \
+                const int64_t fn = (int64_t)d3 * (cy == 1 ? d1 : d2);                              \
+                const int nt = cy == 1 ? d2 : d1;                                                  \
+                const T *wf = cy == 1 ? wy : wx, *v = cy == 1 ? yt : xt;                           \
+                memset(folded, 0, (size_t)fn * sizeof *folded);                                    \
+                for (int t = 0; t < nt; t++) {                                                     \
+                    const T vt = v[t], *wt = wf + t * fn;                                          \
+                    _Pragma("omp simd")                                                            \
+                    for (int64_t i = 0; i < fn; i++)                                               \
+                        folded[i] += vt * wt[i];                                                   \
+                }                                                                                  \
+            }                                                                                      \
             for (int r = 0; r < d3 && !(d->sum && cx == ch && cy == ch); r++) {                    \
                 T *zr = d->sum ? one : zt + r * ch;                                                \
                 const T *wr = w + (int64_t)r * d1 * d2;                                            \
                 memset(zr, 0, (size_t)ch * sizeof *zr);                                            \
                 if (cy == 1) {                                                                     \
                     for (int s = 0; s < d1; s++) {                                                 \
-                        T f = 0;                                                                   \
-                        for (int t = 0; t < d2; t++)                                               \
-                            f += wr[s * d2 + t] * yt[t];                                           \
+                        const T f = folded[r * d1 + s];                                            \
                         const T *xv = xt + s * cx;                                                 \
                         _Pragma("omp simd")                                                        \
                         for (int64_t c = 0; c < ch; c++)                                           \
@@ -143,9 +160,7 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
                     }                                                                              \
                 } else if (cx == 1) {                                                              \
                     for (int t = 0; t < d2; t++) {                                                 \
-                        T f = 0;                                                                   \
-                        for (int s = 0; s < d1; s++)                                               \
-                            f += wr[s * d2 + t] * xt[s];                                           \
+                        const T f = folded[r * d2 + t];                                            \
                         const T *yv = yt + t * cy;                                                 \
                         _Pragma("omp simd")                                                        \
                         for (int64_t c = 0; c < ch; c++)                                           \
@@ -305,7 +320,7 @@ static tsr_status ict_product_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state 
     int64_t nw = (int64_t)plan.b[0].dim * plan.b[1].dim * plan.b[2].dim;
     /* The struct and its arrays in one allocation, which release frees. */
     size_t head = (sizeof(ict_product_data) + 7) / 8 * 8, wbytes = ((size_t)nw * es + 7) / 8 * 8;
-    size_t bytes = head + wbytes;
+    size_t bytes = head + 3 * wbytes;
     for (int i = 0; i < 3; i++)
         bytes += kernel_basis_build(&plan.b[i], NULL, es, NULL, NULL);
     ict_product_data *d = tsr_malloc(bytes);
@@ -318,17 +333,22 @@ static tsr_status ict_product_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state 
         return TSR_ERR_OUT_OF_MEMORY;
     }
     char *at = (char *)d + head;
-    void *w = at;
-    for (int64_t i = 0; i < nw; i++) {
-        if (es == sizeof(double))
-            ((double *)w)[i] = plan.w[i];
-        else
-            ((float *)w)[i] = (float)plan.w[i];
-    }
-    d->w = w;
-    d->sum = sum;
-    d->coords = coords;
-    at += wbytes;
+    void *w = at, *wy = at + wbytes, *wx = at + 2 * wbytes;
+    int d1 = plan.b[0].dim, d2 = plan.b[1].dim, d3 = plan.b[2].dim;
+    for (int r = 0; r < d3; r++)
+        for (int p = 0; p < d1; p++)
+            for (int q = 0; q < d2; q++) {
+                double v = plan.w[((int64_t)r * d1 + p) * d2 + q];
+                int64_t i = ((int64_t)r * d1 + p) * d2 + q, iy = ((int64_t)q * d3 + r) * d1 + p;
+                int64_t ix = ((int64_t)p * d3 + r) * d2 + q;
+                if (es == sizeof(double)) {
+                    ((double *)w)[i] = ((double *)wy)[iy] = ((double *)wx)[ix] = v;
+                } else {
+                    ((float *)w)[i] = ((float *)wy)[iy] = ((float *)wx)[ix] = (float)v;
+                }
+            }
+    *d = (ict_product_data){.w = w, .wy = wy, .wx = wx, .sum = sum, .coords = coords};
+    at += 3 * wbytes;
     for (int i = 0; i < 3; i++) {
         tsr_ict_classes(ls[i], cls);
         kernel_basis_build(&plan.b[i], cls, es, &d->b[i], &at);
