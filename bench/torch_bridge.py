@@ -3,7 +3,7 @@ per model, one training step (forward, cross-entropy, backward, SGD with momentu
 batch 8, and the bridge's own overhead per call on a one-op model.
 
     /usr/bin/python3 bench/torch_bridge.py [--models resnet18,mobilenet_v2,...] [--size 224]
-        [--threads 2] [--iters 10] [--warmup 2] [--device cpu] [--no-train]
+        [--threads 2] [--iters 10] [--warmup 2] [--device cpu] [--no-train] [--no-inference]
 
 Models are torchvision's with seeded random weights (the six of the test suite by default).
 Eager and optimized runs of one configuration alternate, each timed `iters` times after
@@ -42,6 +42,7 @@ def parse(argv):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-train", action="store_true")
+    p.add_argument("--no-inference", action="store_true")
     return p.parse_args(argv)
 
 
@@ -141,8 +142,9 @@ def main(argv=None):
     print("|---|---|---|---|---|---|---|")
     for name in [m for m in args.models.split(",") if m]:
         model = getattr(torchvision.models, name)(weights=None).eval()
-        for r in inference_rows(torch, tessera, name, model, args):
-            print(r, flush=True)
+        if not args.no_inference:
+            for r in inference_rows(torch, tessera, name, model, args):
+                print(r, flush=True)
         if not args.no_train:
             print(train_row(torch, tessera, name, model, args), flush=True)
     print(overhead_row(torch, tessera, args))

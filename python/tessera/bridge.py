@@ -575,6 +575,9 @@ class OptimizedModule(torch.nn.Module):
             outs = call.outputs = _run(plan, call.feeds[:cap.n_user])
         if cap.stats:
             self._update_running_stats(cap, call.outputs, by_name)
+        # The autograd context keeps `call`; outputs held there would keep their
+        # own graph alive (a reference cycle through C++ that Python cannot collect).
+        call.outputs = None
         return self._rebuild(outs[:self._n_outputs])
 
     def _update_running_stats(self, cap, outs, by_name):
