@@ -21,9 +21,22 @@ static tsr_status ref_run(void *state, const tsr_kernel_ctx *ctx)
     return ctx->node->op->ref(ctx);
 }
 
+/* Ops whose output is input 0's bytes under another shape: the output
+ * takes over the input's buffer where the node is its last reader, and
+ * their kernel (shape.c's copy_ref) then has nothing to copy. */
+static int ref_inplace_input(const tsr_node *node)
+{
+    const tsr_op_def *op = node->op;
+    return op == &tsr_op_Reshape || op == &tsr_op_Flatten || op == &tsr_op_Squeeze ||
+                   op == &tsr_op_Unsqueeze || op == &tsr_op_Identity
+               ? 0
+               : -1;
+}
+
 const tsr_backend tsr_backend_ref = {
     .name = "ref",
     .supports = ref_supports,
+    .inplace_input = ref_inplace_input,
     .run = ref_run,
     .alloc = tsr_aligned_alloc,
     .free = tsr_aligned_free,

@@ -412,6 +412,16 @@ static tsr_tensor buffer_tensor(const spec *s, int buf, const tsr_tensor *inputs
     return t;
 }
 
+/* Value v (its own shape) in buffer buf: an output that took over its
+ * input's buffer (a Reshape) has a shape of its own. */
+static tsr_tensor value_in_buffer(const spec *s, int v, int buf, const tsr_tensor *inputs,
+                                  tsr_tensor *outputs)
+{
+    tsr_tensor t = tsr_value_tensor(&s->graph->values[v]);
+    t.data = tsr_spec_buffer(s, buf, inputs, outputs);
+    return t;
+}
+
 static tsr_status run_step(const tsr_plan *p, const spec *s, const plan_step *st,
                            const tsr_tensor *inputs, tsr_tensor *outputs)
 {
@@ -435,7 +445,7 @@ static tsr_status run_step(const tsr_plan *p, const spec *s, const plan_step *st
     for (int i = 0; i < node->n_inputs; i++) {
         if (st->in_bufs[i] < 0)
             continue;
-        ins[i] = buffer_tensor(s, st->in_bufs[i], inputs, outputs);
+        ins[i] = value_in_buffer(s, node->inputs[i], st->in_bufs[i], inputs, outputs);
         k.inputs[i] = &ins[i];
         k.input_layouts[i] = s->bufs[st->in_bufs[i]].layout;
     }
@@ -443,7 +453,7 @@ static tsr_status run_step(const tsr_plan *p, const spec *s, const plan_step *st
      * kernel ever sees the NULL buffers that empty values get. */
     bool all_empty = node->n_outputs > 0;
     for (int o = 0; o < node->n_outputs; o++) {
-        outs[o] = buffer_tensor(s, st->out_bufs[o], inputs, outputs);
+        outs[o] = value_in_buffer(s, node->outputs[o], st->out_bufs[o], inputs, outputs);
         k.outputs[o] = &outs[o];
         k.output_layouts[o] = s->bufs[st->out_bufs[o]].layout;
         all_empty = all_empty && tsr_tensor_numel(&outs[o]) == 0;

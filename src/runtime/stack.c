@@ -411,7 +411,11 @@ static plan_stack *try_stack(former *f, int first, int last)
                     continue;
             }
             const plan_buffer *pb = &s->bufs[buf];
-            const tsr_value *val = &s->graph->values[pb->value];
+            /* The member's own value: a buffer taken over (a Reshape's
+             * output in its input's buffer) first held another shape. */
+            const tsr_node *node = &s->graph->nodes[st->node];
+            const tsr_value *val =
+                &s->graph->values[is_out ? node->outputs[0] : node->inputs[j]];
             if (pb->layout != layout || val->rank != 4 || val->dims[0] != k->batch ||
                 val->dtype != TSR_FLOAT32)
                 goto reject;
@@ -438,7 +442,7 @@ static plan_stack *try_stack(former *f, int first, int last)
                     goto reject;
                 mb->at[i + 1] = mb->at[i] + k->values[mb->in[i]].cbs;
                 if (k->values[mb->in[i]].cbs * block !=
-                    s->graph->values[s->bufs[st->in_bufs[i]].value].dims[1])
+                    s->graph->values[s->graph->nodes[st->node].inputs[i]].dims[1])
                     goto reject; /* a padded block inside the concatenation */
             }
             if (mb->at[st->n_in] != o->cbs)
