@@ -87,14 +87,14 @@ def write_data(path, numbers, pos, box):
     path.write_text("\n".join(lines) + "\n")
 
 
-def run_lammps(tmp_path, script, ranks=1, name="in.lmp"):
+def run_lammps(tmp_path, script, ranks=1, name="in.lmp", timeout=120):
     (tmp_path / name).write_text(script)
     cmd = [lammps_bin(), "-in", name, "-log", "none", "-echo", "none"]
     if ranks > 1:
         cmd = ["mpirun", "--oversubscribe", "-np", str(ranks)] + cmd
         if os.geteuid() == 0:
             cmd.insert(1, "--allow-run-as-root")
-    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
@@ -186,7 +186,7 @@ thermo {steps // 10}
 thermo_modify format float %.15g
 run {steps}
 """
-    r = run_lammps(tmp_path, script, ranks=2)
+    r = run_lammps(tmp_path, script, ranks=2, timeout=3 * steps + 60)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = []
     for line in r.stdout.splitlines():
@@ -196,10 +196,12 @@ run {steps}
     rows = np.array(rows)
     assert len(rows) == 11, r.stdout[-2000:]
     kinetic, total = rows[:, 2], rows[:, 3]
-    # Measured (40 steps): the total moves by 5e-7 eV while the kinetic energy moves by
-    # 8e-3 eV; the error of velocity Verlet falls as dt^2 (4x at half the step).
+    # Measured: the total's spread is 6e-5 (40 steps) and 1e-4 (1000 steps, 0.2 ps) of the
+    # kinetic energy's, with no drift; it falls 4x at half the step, as velocity Verlet's
+    # error does.
     assert np.ptp(kinetic) > 1e-3, "the atoms should exchange energy"
-    assert np.ptp(total) < 1e-5, f"total energy moved by {np.ptp(total):.3g} eV"
+    assert np.ptp(total) < 2e-4 * np.ptp(kinetic), \
+        f"total energy moved by {np.ptp(total):.3g} eV, kinetic by {np.ptp(kinetic):.3g} eV"
 
 
 def lammps_error(tmp_path, model, style_args="", coeff_args=None):
