@@ -176,22 +176,24 @@ static const char *concat(gb *b, int n, const char *const *xs, int axis)
     return node(b, "Concat", n, xs, 1, &a);
 }
 
-/* Cuts x [rows, cols] into n equal column blocks, each by a Gather of its
- * columns: its gradient is a scatter whose size comes at run time, so the
- * forces' graph can be differentiated again (a Split's gradient, a Concat,
- * needs static sizes there). */
-static void split_columns(gb *b, const char *x, int64_t cols, int n, const char **parts)
+/* Cuts x [rows, Σ widths] into n consecutive column blocks, each by a
+ * Gather of its columns: its gradient is a scatter whose size comes at run
+ * time, so the forces' graph can be differentiated again (a Split's
+ * gradient, a Concat, needs static sizes there). */
+static void split_columns(gb *b, const char *x, int n, const int64_t *widths, const char **parts)
 {
-    int64_t width = cols / n;
-    int64_t *idx = tsr_malloc((size_t)(width ? width : 1) * sizeof *idx);
+    int64_t most = 1;
+    for (int k = 0; k < n; k++)
+        most = widths[k] > most ? widths[k] : most;
+    int64_t *idx = tsr_malloc((size_t)most * sizeof *idx);
     if (!idx) {
         b->st = b->st != TSR_OK ? b->st : TSR_ERR_OUT_OF_MEMORY;
         return;
     }
-    for (int k = 0; k < n; k++) {
-        for (int64_t c = 0; c < width; c++)
-            idx[c] = k * width + c;
-        const char *in[2] = {x, cst_i64(b, (int)width, idx)};
+    for (int k = 0, start = 0; k < n; start += (int)widths[k++]) {
+        for (int64_t c = 0; c < widths[k]; c++)
+            idx[c] = start + c;
+        const char *in[2] = {x, cst_i64(b, (int)widths[k], idx)};
         tsr_attr a = TSR_ATTR_I("axis", 1);
         parts[k] = node(b, "Gather", 2, in, 1, &a);
     }
@@ -371,35 +373,37 @@ static void build(gb *b)
             g[l] = lin(b, h[l], weight(b, "%slinear_first.weight.%d", I, l), 1.0);
             gj[l] = gather(b, g[l], "senders");
         }
-        int pairs[ICTP_MAX_L + 1][7][2], n_pairs[ICTP_MAX_L + 1], total = 0;
+        int pairs[ICTP_MAX_L + 1][7][2], n_pairs[ICTP_MAX_L + 1];
         for (int l3 = 0; l3 <= c->Le; l3++) {
             n_pairs[l3] = ictp_pairs(l3, l_in, c->Le, true, pairs[l3]);
-            total += n_pairs[l3];
-        }
-        char prefix[112];
-        snprintf(prefix, sizeof prefix, "%sconv_tp_weights", I);
-        const char *radial = mlp(b, rho, prefix, c->n_radial + 1);
-        const char *rq[4 * 7];
-        split_columns(b, radial, total * F, total, rq);
-        const int64_t rdims[3] = {-1, 1, F};
-        for (int k = 0; k < total; k++)
-            rq[k] = reshape(b, rq[k], 3, rdims);
-        const char *A[ICTP_MAX_L + 1];
-        int q = 0;
-        for (int l3 = 0; l3 <= c->Le; l3++) {
-            int P = n_pairs[l3];
-            if (P == 0) {
+            if (n_pairs[l3] == 0) {
                 b->st =
                     tsr_error(TSR_ERR_INTERNAL, "ICTP: no convolution path reaches rank %d", l3);
                 return;
             }
+        }
+        char prefix[112];
+        snprintf(prefix, sizeof prefix, "%sconv_tp_weights", I);
+        const char *radial = mlp(b, rho, prefix, c->n_radial + 1);
+        /* The radial weights of each output rank's paths: its messages,
+         * path-major, are weighted by one Mul. */
+        const char *rq[ICTP_MAX_L + 1];
+        int64_t widths[ICTP_MAX_L + 1];
+        for (int l3 = 0; l3 <= c->Le; l3++)
+            widths[l3] = n_pairs[l3] * F;
+        split_columns(b, radial, c->Le + 1, widths, rq);
+        const char *A[ICTP_MAX_L + 1];
+        for (int l3 = 0; l3 <= c->Le; l3++) {
+            int P = n_pairs[l3];
             const char *msgs[7];
-            for (int k = 0; k < P; k++, q++) {
+            for (int k = 0; k < P; k++) {
                 int l1 = pairs[l3][k][0], l2 = pairs[l3][k][1];
-                const char *m = ict_product(b, gj[l1], Y[l2], l1, l2, l3);
-                msgs[k] = binary(b, "Mul", m, rq[q]);
+                msgs[k] = ict_product(b, gj[l1], Y[l2], l1, l2, l3);
             }
-            const char *in[3] = {concat(b, P, msgs, 2), "receivers",
+            const int64_t rdims[3] = {-1, 1, P * F};
+            const char *weighted =
+                binary(b, "Mul", concat(b, P, msgs, 2), reshape(b, rq[l3], 3, rdims));
+            const char *in[3] = {weighted, "receivers",
                                  atoms_shape(b, n_atoms, width(l3), P * F)};
             tsr_attr ax = TSR_ATTR_I("axis", 0);
             /* The scatter's shape comes at run time; the Reshape restores the
