@@ -47,14 +47,23 @@ def parse(argv):
 
 
 def timed(fn, iters, warmup):
+    return timed_pair(fn, None, iters, warmup)[0]
+
+
+def timed_pair(first, second, iters, warmup):
+    """(min, median) milliseconds of each function (second may be None), their calls
+    alternating, so that a load that changes during the run weighs on both alike."""
+    fns = [fn for fn in (first, second) if fn is not None]
     for _ in range(warmup):
-        fn()
-    out = []
+        for fn in fns:
+            fn()
+    out = [[] for _ in fns]
     for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1e3)
-    return min(out), statistics.median(out)
+        for fn, times in zip(fns, out):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return [(min(t), statistics.median(t)) for t in out]
 
 
 def row(label, eager, fast, note=""):
@@ -72,8 +81,7 @@ def inference_rows(torch, tessera, name, model, args):
         with torch.no_grad():
             want = model(x)
             err = ((fast(x) - want).abs().max() / want.abs().max()).item()
-            e = timed(lambda: model(x), args.iters, args.warmup)
-            f = timed(lambda: fast(x), args.iters, args.warmup)
+            e, f = timed_pair(lambda: model(x), lambda: fast(x), args.iters, args.warmup)
         rows.append(row(f"{name} inference, batch {batch}", e, f, f"rel err {err:.1e}"))
     return rows
 
@@ -98,8 +106,8 @@ def train_row(torch, tessera, name, model, args):
 
         return step
 
-    e = timed(step_of(eager, "eager"), args.iters, args.warmup)
-    f = timed(step_of(fast, "tessera"), args.iters, args.warmup)
+    e, f = timed_pair(step_of(eager, "eager"), step_of(fast, "tessera"), args.iters,
+                      args.warmup)
     note = f"first loss {losses['eager']:.5f} / {losses['tessera']:.5f}"
     return row(f"{name} training step, batch 8", e, f, note)
 
