@@ -127,8 +127,9 @@ static tsr_status gemm_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
     tsr_tensor *y = k->outputs[0];
     gemm_shape g;
     if (!gemm_shape_of(a->rank, a->dims, b->rank, b->dims, &g))
-        return tsr_error(TSR_ERR_SHAPE, "MatMul: A of rank %d and B of rank %d do not match the "
-                                        "shapes this kernel was prepared for",
+        return tsr_error(TSR_ERR_SHAPE,
+                         "MatMul: A of rank %d and B of rank %d do not match the "
+                         "shapes this kernel was prepared for",
                          a->rank, b->rank);
     if (tsr_tensor_numel(y) != g.batches * g.m * g.n)
         return tsr_error(TSR_ERR_SHAPE, "MatMul: Y holds %lld values, %lld expected",
