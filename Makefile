@@ -5,6 +5,9 @@
 #               UBSan), the Python tests against PyTorch and numpy, and a
 #               short run of every fuzz target
 #   make test-slow  the Python cases marked slow (model zoos, large sizes)
+#   make cross-arm64       cross build for aarch64 into build-arm64/build
+#   make test-cross-arm64  that build's C tests under qemu: NEON and SVE
+#               at 128, 256 and 512 bits (docs/arm64.md)
 #   make fuzz   build the libFuzzer targets (clang, ASan, UBSan) into
 #               build-fuzz/ and run each for FUZZ_SECONDS (docs/fuzzing.md)
 # Missing Debian packages are installed first when run as root.
@@ -18,7 +21,7 @@ PYTHON ?= /usr/bin/python3
 JOBS ?= $(shell nproc)
 PYTEST_ARGS ?=
 
-.PHONY: all build sanitize fuzz-build fuzz run test test-slow test-c test-python test-fuzz deps-build deps-test deps-fuzz clean
+.PHONY: all build sanitize fuzz-build fuzz run cross-arm64 test-cross-arm64 test test-slow test-c test-python test-fuzz deps-build deps-test deps-fuzz clean
 
 all: build
 
@@ -48,6 +51,12 @@ fuzz-build: deps-fuzz
 
 fuzz: fuzz-build
 	$(MAKE) --no-print-directory test-fuzz
+
+cross-arm64:
+	scripts/cross-arm64.sh build
+
+test-cross-arm64:
+	scripts/cross-arm64.sh test
 
 run: build
 	$(BUILD)/bin/tessera bench

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs the Debian packages a target needs, if any are missing.
-# Usage: scripts/install-deps.sh build|test|fuzz|data|lammps
+# Usage: scripts/install-deps.sh build|test|fuzz|data|lammps|cross
 # As root it runs apt-get; otherwise it names what is missing and fails.
 set -eu
 
@@ -16,6 +16,10 @@ data_pkgs="python3 python3-numpy python3-ase xtb openbabel python3-openbabel"
 # build skips it when liblammps-dev is missing.
 lammps_extra="g++ lammps liblammps-dev mpi-default-dev mpi-default-bin"
 lammps_pkgs="$build_pkgs $lammps_extra"
+# cross: the aarch64 cross compiler and qemu-user to run its tests
+# (scripts/cross-arm64.sh, docs/arm64.md); the arm64 libraries are unpacked
+# into a sysroot there, not installed.
+cross_pkgs="cmake make pkg-config protobuf-c-compiler gcc-aarch64-linux-gnu qemu-user-static"
 # test: the whole suite, LAMMPS on 1 and 2 MPI ranks included.
 test_pkgs="$fuzz_pkgs python3-pytest python3-torchvision $lammps_extra"
 
@@ -25,7 +29,8 @@ test) want=$test_pkgs ;;
 fuzz) want=$fuzz_pkgs ;;
 data) want=$data_pkgs ;;
 lammps) want=$lammps_pkgs ;;
-*) echo "usage: $0 build|test|fuzz|data|lammps" >&2; exit 2 ;;
+cross) want=$cross_pkgs ;;
+*) echo "usage: $0 build|test|fuzz|data|lammps|cross" >&2; exit 2 ;;
 esac
 
 missing=""

@@ -15,10 +15,15 @@ static const char *const tsr_isa_names[] = {"portable", "avx2", "avx512"};
  * environment the test started in. */
 static inline const char *tsr_isa_skip_reason(tsr_isa level, tsr_isa top)
 {
+#if !TSR_CPU_X86
+    if (level != TSR_ISA_PORTABLE)
+        return "not an x86-64 machine";
+#else
     if (level == TSR_ISA_AVX512 && !__builtin_cpu_supports("avx512f"))
         return "machine lacks avx512f";
     if (level == TSR_ISA_AVX2 && !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
         return "machine lacks avx2 or fma";
+#endif
     if (level > top)
         return "TSR_CPU_ISA in the environment caps the instruction set below it";
     return NULL;

@@ -30,6 +30,7 @@ SIMD_TARGET static void SIMD_NAME(apply)(const float *x, float *y, int n, int fn
     }
 }
 #undef TSR_SIMD_LEVEL
+#if TSR_CPU_X86
 #define TSR_SIMD_LEVEL 1
 #include "backends/cpu/simd_math.h"
 SIMD_TARGET static void SIMD_NAME(apply)(const float *x, float *y, int n, int fn)
@@ -60,10 +61,16 @@ SIMD_TARGET static void SIMD_NAME(apply)(const float *x, float *y, int n, int fn
     }
 }
 #undef TSR_SIMD_LEVEL
+#endif
 
 typedef void (*apply_fn)(const float *x, float *y, int n, int fn);
 
+#if TSR_CPU_X86
 static const apply_fn levels[] = {apply_portable, apply_avx2, apply_avx512};
+#else
+/* Only the portable level is compiled here; isa_skip.h skips the others. */
+static const apply_fn levels[] = {apply_portable};
+#endif
 
 enum { N = 1 << 16 };
 

@@ -7,6 +7,15 @@
 
 #include "backends/backend.h"
 
+/* The x86 vector levels (AVX2, AVX-512) are compiled for x86-64 only;
+ * elsewhere (aarch64, docs/arm64.md) the cpu backend runs its portable
+ * tiles and tsr_cpu_isa() is always TSR_ISA_PORTABLE. */
+#if defined(__x86_64__)
+#define TSR_CPU_X86 1
+#else
+#define TSR_CPU_X86 0
+#endif
+
 typedef enum tsr_isa { TSR_ISA_PORTABLE = 0, TSR_ISA_AVX2, TSR_ISA_AVX512 } tsr_isa;
 
 /* The vector extensions of this CPU (read once); TSR_CPU_ISA=portable|avx2|avx512

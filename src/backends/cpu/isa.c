@@ -3,12 +3,17 @@
  * time, not run time), so a process can switch them between plans. */
 #include "backends/cpu/cpu.h"
 
+#if TSR_CPU_X86
 #include <cpuid.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
 static tsr_isa hardware_isa(void)
 {
+#if !TSR_CPU_X86
+    return TSR_ISA_PORTABLE;
+#else
     /* __builtin_cpu_supports also checks that the OS saves the vector
      * registers (XGETBV), not just the CPUID bits. */
     if (__builtin_cpu_supports("avx512f"))
@@ -16,6 +21,7 @@ static tsr_isa hardware_isa(void)
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         return TSR_ISA_AVX2;
     return TSR_ISA_PORTABLE;
+#endif
 }
 
 tsr_isa tsr_cpu_isa(void)
@@ -57,6 +63,7 @@ bool tsr_cpu_has_bf16(void)
      * them off as it would be on an AVX2-only machine. */
     if (tsr_cpu_isa() < TSR_ISA_AVX512)
         return false;
+#if TSR_CPU_X86
     unsigned eax, ebx, ecx, edx;
     if (__get_cpuid_max(0, NULL) < 7)
         return false;
@@ -67,4 +74,7 @@ bool tsr_cpu_has_bf16(void)
     /* Leaf 7, subleaf 0, EDX bit 22: AMX-BF16. */
     __cpuid_count(7, 0, eax, ebx, ecx, edx);
     return (edx & (1u << 22)) != 0;
+#else
+    return false;
+#endif
 }

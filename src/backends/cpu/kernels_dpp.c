@@ -51,17 +51,21 @@ typedef struct {
 #define TSR_SIMD_LEVEL 0
 #include "backends/cpu/tiles_dpp.h"
 #undef TSR_SIMD_LEVEL
+#if TSR_CPU_X86
 #define TSR_SIMD_LEVEL 1
 #include "backends/cpu/tiles_dpp.h"
 #undef TSR_SIMD_LEVEL
 #define TSR_SIMD_LEVEL 2
 #include "backends/cpu/tiles_dpp.h"
 #undef TSR_SIMD_LEVEL
+#endif
 
 static const tsr_cpu_dpp_tiles *const tiles[] = {
     [TSR_ISA_PORTABLE] = &dpp_tiles_portable,
+#if TSR_CPU_X86
     [TSR_ISA_AVX2] = &dpp_tiles_avx2,
     [TSR_ISA_AVX512] = &dpp_tiles_avx512,
+#endif
 };
 
 /* Window taps held in a band call's stack buffer; larger windows run only

@@ -58,17 +58,21 @@ typedef struct {
 #define TSR_SIMD_LEVEL 0
 #include "backends/cpu/tiles_eltwise.h"
 #undef TSR_SIMD_LEVEL
+#if TSR_CPU_X86
 #define TSR_SIMD_LEVEL 1
 #include "backends/cpu/tiles_eltwise.h"
 #undef TSR_SIMD_LEVEL
 #define TSR_SIMD_LEVEL 2
 #include "backends/cpu/tiles_eltwise.h"
 #undef TSR_SIMD_LEVEL
+#endif
 
 static const tsr_cpu_eltwise_tiles *const tiles[] = {
     [TSR_ISA_PORTABLE] = &eltwise_tiles_portable,
+#if TSR_CPU_X86
     [TSR_ISA_AVX2] = &eltwise_tiles_avx2,
     [TSR_ISA_AVX512] = &eltwise_tiles_avx512,
+#endif
 };
 static const int isa_width[] = {[TSR_ISA_PORTABLE] = 1, [TSR_ISA_AVX2] = 8, [TSR_ISA_AVX512] = 16};
 

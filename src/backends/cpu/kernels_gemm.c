@@ -12,7 +12,9 @@
  * for them. */
 #include "backends/cpu/kernels_internal.h"
 
+#if TSR_CPU_X86
 #include <immintrin.h>
+#endif
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
@@ -62,6 +64,7 @@ static void rows_portable(const double *a, const double *b, double *y, int64_t i
     }
 }
 
+#if TSR_CPU_X86
 #define AVX2_TARGET __attribute__((target("avx2,fma")))
 
 /* R (1..4) rows from i of Y = A B, columns 8, then 4, then one at a time. */
@@ -120,6 +123,7 @@ AVX2_TARGET static void rows_avx2(const double *a, const double *b, double *y, i
     default: break;
     }
 }
+#endif
 
 static tsr_status gemm_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
 {
@@ -137,7 +141,11 @@ static tsr_status gemm_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
     if (tsr_tensor_numel(y) == 0)
         return TSR_OK;
     void (*rows)(const double *, const double *, double *, int64_t, int64_t, int64_t, int64_t) =
+#if TSR_CPU_X86
         s->isa == TSR_ISA_PORTABLE ? rows_portable : rows_avx2;
+#else
+        rows_portable;
+#endif
     const double *ad = a->data, *bd = b->data;
     double *yd = y->data;
     /* Multiply-adds, counted as streaming work of an eighth each. */

@@ -213,11 +213,17 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
     }
 /* clang-format on */
 
-#define AVX2_TARGET __attribute__((target("avx2,fma")))
 ICT_PRODUCT_ROWS(float, float_portable, )
-ICT_PRODUCT_ROWS(float, float_avx2, AVX2_TARGET)
 ICT_PRODUCT_ROWS(double, double_portable, )
+#if TSR_CPU_X86
+#define AVX2_TARGET __attribute__((target("avx2,fma")))
+ICT_PRODUCT_ROWS(float, float_avx2, AVX2_TARGET)
 ICT_PRODUCT_ROWS(double, double_avx2, AVX2_TARGET)
+#else
+/* No x86 level elsewhere: s->isa is always portable there. */
+#define ict_product_rows_float_avx2 ict_product_rows_float_portable
+#define ict_product_rows_double_avx2 ict_product_rows_double_portable
+#endif
 
 static tsr_status ict_product_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
 {

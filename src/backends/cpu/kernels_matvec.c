@@ -11,12 +11,14 @@
 #define TSR_SIMD_LEVEL 0
 #include "backends/cpu/tiles_matvec.h"
 #undef TSR_SIMD_LEVEL
+#if TSR_CPU_X86
 #define TSR_SIMD_LEVEL 1
 #include "backends/cpu/tiles_matvec.h"
 #undef TSR_SIMD_LEVEL
 #define TSR_SIMD_LEVEL 2
 #include "backends/cpu/tiles_matvec.h"
 #undef TSR_SIMD_LEVEL
+#endif
 
 bool tsr_cpu_matvec_fits(int64_t m, int64_t k, int64_t n)
 {
@@ -58,11 +60,13 @@ void tsr_cpu_matvec_run(const tsr_cpu_matvec *p, const float *a, const float *b,
         int64_t j0 = lines * t / team * align, j1 = lines * (t + 1) / team * align;
         j1 = j1 < p->n ? j1 : p->n;
         if (j0 < j1) {
+#if TSR_CPU_X86
             if (p->isa == TSR_ISA_AVX512)
                 matvec_slice_avx512(p, a, b, y, j0, j1);
             else if (p->isa == TSR_ISA_AVX2)
                 matvec_slice_avx2(p, a, b, y, j0, j1);
             else
+#endif
                 matvec_slice_portable(p, a, b, y, j0, j1);
             epilogue(p, c, y, j0, j1);
         }

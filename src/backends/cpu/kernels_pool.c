@@ -35,17 +35,21 @@ typedef struct {
 #define TSR_SIMD_LEVEL 0
 #include "backends/cpu/tiles_pool.h"
 #undef TSR_SIMD_LEVEL
+#if TSR_CPU_X86
 #define TSR_SIMD_LEVEL 1
 #include "backends/cpu/tiles_pool.h"
 #undef TSR_SIMD_LEVEL
 #define TSR_SIMD_LEVEL 2
 #include "backends/cpu/tiles_pool.h"
 #undef TSR_SIMD_LEVEL
+#endif
 
 static const tsr_cpu_pool_tiles *const tiles[] = {
     [TSR_ISA_PORTABLE] = &pool_tiles_portable,
+#if TSR_CPU_X86
     [TSR_ISA_AVX2] = &pool_tiles_avx2,
     [TSR_ISA_AVX512] = &pool_tiles_avx512,
+#endif
 };
 
 static int block_index(int block)
