@@ -94,8 +94,12 @@ def run_lammps(tmp_path, script, ranks=1, name="in.lmp", timeout=120):
         cmd = ["mpirun", "--oversubscribe", "-np", str(ranks)] + cmd
         if os.geteuid() == 0:
             cmd.insert(1, "--allow-run-as-root")
+    # The sanitizer pass preloads ASan for the ctypes-loaded library; the
+    # release tessera-lammps has no use for it, and under it an MPI exit
+    # after a LAMMPS error can hang.
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS")}
     return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env={**env, "OMP_NUM_THREADS": "1"})
 
 
 def single_point(tmp_path, model, boundary, ranks, extra=""):
