@@ -75,6 +75,8 @@ bool cli_parse_u64(cli_args *a, const char *option, const char *text, uint64_t *
 /* A finite number in [min, max]. */
 bool cli_parse_double(cli_args *a, const char *option, const char *text, double min, double max,
                       double *out);
+/* "float32" or "float64" (the dtypes of ICTP evaluation and MD). */
+bool cli_parse_real_dtype(cli_args *a, const char *option, const char *text, tsr_dtype *out);
 
 /* The functions below that return int print their own error and return
  * CLI_FAIL on failure, CLI_OK otherwise. */

@@ -189,6 +189,20 @@ bool cli_parse_double(cli_args *a, const char *option, const char *text, double 
     return true;
 }
 
+bool cli_parse_real_dtype(cli_args *a, const char *option, const char *text, tsr_dtype *out)
+{
+    if (strcmp(text, "float32") == 0)
+        *out = TSR_FLOAT32;
+    else if (strcmp(text, "float64") == 0)
+        *out = TSR_FLOAT64;
+    else {
+        a->status =
+            cli_usage_error(a->cmd, "%s must be float32 or float64, not '%s'", option, text);
+        return false;
+    }
+    return true;
+}
+
 int cli_load_model(const char *spec, tsr_graph **graph_out)
 {
     *graph_out = NULL;

@@ -94,13 +94,8 @@ static int parse_options(int argc, char **argv, ictp_options *o, bool *help)
         } else if (!o->bench && cli_arg_flag(&a, "--json")) {
             o->json = true;
         } else if (cli_arg_option(&a, "--dtype", &v)) {
-            if (v && strcmp(v, "float32") == 0)
-                o->dtype = TSR_FLOAT32;
-            else if (v && strcmp(v, "float64") == 0)
-                o->dtype = TSR_FLOAT64;
-            else if (v)
-                return cli_usage_error(&cli_ictp_command,
-                                       "--dtype must be float32 or float64, not '%s'", v);
+            if (v)
+                cli_parse_real_dtype(&a, "--dtype", v, &o->dtype);
         } else if (cli_arg_option(&a, "--device", &v)) {
             o->device = v;
         } else if (cli_arg_option(&a, "--threads", &v)) {

@@ -8,6 +8,7 @@
 #include "tessera/ictp.h"
 #include "train_report.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,18 +79,6 @@ typedef struct {
     tsr_dtype dtype;
 } train_args;
 
-static bool parse_real(cli_args *a, const char *opt, const char *v, double *out)
-{
-    char *end;
-    double x = strtod(v, &end);
-    if (!*v || *end || !isfinite(x)) {
-        a->status = cli_usage_error(a->cmd, "%s needs a number, not '%s'", opt, v);
-        return false;
-    }
-    *out = x;
-    return true;
-}
-
 static int parse_train(int argc, char **argv, train_args *o, bool *help)
 {
     cli_args a;
@@ -129,24 +118,19 @@ static int parse_train(int argc, char **argv, train_args *o, bool *help)
                 cli_parse_u64(&a, "--seed", v, &o->seed);
         } else if (cli_arg_option(&a, "--lr", &v)) {
             if (v)
-                parse_real(&a, "--lr", v, &o->lr);
+                cli_parse_double(&a, "--lr", v, 0, DBL_MAX, &o->lr);
         } else if (cli_arg_option(&a, "--energy-weight", &v)) {
             if (v)
-                parse_real(&a, "--energy-weight", v, &o->w_e);
+                cli_parse_double(&a, "--energy-weight", v, 0, DBL_MAX, &o->w_e);
         } else if (cli_arg_option(&a, "--forces-weight", &v)) {
             if (v)
-                parse_real(&a, "--forces-weight", v, &o->w_f);
+                cli_parse_double(&a, "--forces-weight", v, 0, DBL_MAX, &o->w_f);
         } else if (cli_arg_option(&a, "--stress-weight", &v)) {
             if (v)
-                parse_real(&a, "--stress-weight", v, &o->w_s);
+                cli_parse_double(&a, "--stress-weight", v, 0, DBL_MAX, &o->w_s);
         } else if (cli_arg_option(&a, "--dtype", &v)) {
-            if (v && strcmp(v, "float32") == 0)
-                o->dtype = TSR_FLOAT32;
-            else if (v && strcmp(v, "float64") == 0)
-                o->dtype = TSR_FLOAT64;
-            else if (v)
-                return cli_usage_error(&cli_ictp_command,
-                                       "--dtype must be float32 or float64, not '%s'", v);
+            if (v)
+                cli_parse_real_dtype(&a, "--dtype", v, &o->dtype);
         } else {
             const char *pos = cli_arg_rest(&a, help);
             if (!pos)
@@ -393,13 +377,8 @@ int ictp_test_main(int argc, char **argv)
             if (v)
                 cli_parse_int(&a, "--threads", v, 0, 4096, &threads);
         } else if (cli_arg_option(&a, "--dtype", &v)) {
-            if (v && strcmp(v, "float32") == 0)
-                dtype = TSR_FLOAT32;
-            else if (v && strcmp(v, "float64") == 0)
-                dtype = TSR_FLOAT64;
-            else if (v)
-                return cli_usage_error(&cli_ictp_command,
-                                       "--dtype must be float32 or float64, not '%s'", v);
+            if (v)
+                cli_parse_real_dtype(&a, "--dtype", v, &dtype);
         } else {
             const char *pos = cli_arg_rest(&a, &help);
             if (!pos)

@@ -151,13 +151,8 @@ static int parse_args(int argc, char **argv, md_args *o, bool *help)
         } else if (cli_arg_flag(&a, "--no-plot")) {
             o->no_plot = true;
         } else if (cli_arg_option(&a, "--dtype", &v)) {
-            if (v && strcmp(v, "float32") == 0)
-                o->dtype = TSR_FLOAT32;
-            else if (v && strcmp(v, "float64") == 0)
-                o->dtype = TSR_FLOAT64;
-            else if (v)
-                return cli_usage_error(&cli_md_command,
-                                       "--dtype must be float32 or float64, not '%s'", v);
+            if (v)
+                cli_parse_real_dtype(&a, "--dtype", v, &o->dtype);
         } else if (cli_arg_option(&a, "--device", &v)) {
             o->device = v;
         } else if (cli_arg_option(&a, "--threads", &v)) {

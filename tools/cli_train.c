@@ -89,25 +89,6 @@ typedef struct {
     bool lr_given, nesterov, resume, no_plot, no_train_acc;
 } train_options;
 
-static bool parse_double(cli_args *a, const char *option, const char *text, double min, double max,
-                         double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(text, &end);
-    if (errno || end == text || *end || !isfinite(v)) {
-        a->status = cli_usage_error(a->cmd, "%s expects a number, got '%s'", option, text);
-        return false;
-    }
-    if (v < min || v > max) {
-        a->status =
-            cli_usage_error(a->cmd, "%s must be between %g and %g, got %g", option, min, max, v);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
 static bool one_of(const char *v, const char *const *choices)
 {
     for (; *choices; choices++)
@@ -184,19 +165,19 @@ static int parse_options(int argc, char **argv, train_options *o, bool *help)
             if (v)
                 cli_parse_u64(&a, "--seed", v, &o->seed);
         } else if (cli_arg_option(&a, "--lr", &v)) {
-            o->lr_given = v && parse_double(&a, "--lr", v, 0, 1e6, &o->lr);
+            o->lr_given = v && cli_parse_double(&a, "--lr", v, 0, 1e6, &o->lr);
         } else if (cli_arg_option(&a, "--momentum", &v)) {
             if (v)
-                parse_double(&a, "--momentum", v, 0, 1, &o->momentum);
+                cli_parse_double(&a, "--momentum", v, 0, 1, &o->momentum);
         } else if (cli_arg_option(&a, "--weight-decay", &v)) {
             if (v)
-                parse_double(&a, "--weight-decay", v, 0, 1e6, &o->weight_decay);
+                cli_parse_double(&a, "--weight-decay", v, 0, 1e6, &o->weight_decay);
         } else if (cli_arg_option(&a, "--clip-norm", &v)) {
             if (v)
-                parse_double(&a, "--clip-norm", v, 0, 1e30, &o->clip_norm);
+                cli_parse_double(&a, "--clip-norm", v, 0, 1e30, &o->clip_norm);
         } else if (cli_arg_option(&a, "--label-smoothing", &v)) {
             if (v)
-                parse_double(&a, "--label-smoothing", v, 0, 0.999999, &o->label_smoothing);
+                cli_parse_double(&a, "--label-smoothing", v, 0, 0.999999, &o->label_smoothing);
         } else if (cli_arg_flag(&a, "--nesterov")) {
             o->nesterov = true;
         } else if (cli_arg_flag(&a, "--resume")) {
