@@ -72,7 +72,7 @@ const char *cli_arg_rest(cli_args *a, bool *help_out);
 bool cli_parse_int(cli_args *a, const char *option, const char *text, long long min, long long max,
                    long long *out);
 bool cli_parse_u64(cli_args *a, const char *option, const char *text, uint64_t *out);
-/* A finite number in [min, max]. */
+/* A finite number in [min, max] (max INFINITY: no upper bound). */
 bool cli_parse_double(cli_args *a, const char *option, const char *text, double min, double max,
                       double *out);
 /* "float32" or "float64" (the dtypes of ICTP evaluation and MD). */

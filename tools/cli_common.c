@@ -181,8 +181,10 @@ bool cli_parse_double(cli_args *a, const char *option, const char *text, double 
         return false;
     }
     if (v < min || v > max) {
-        a->status =
-            cli_usage_error(a->cmd, "%s must be between %g and %g, got %g", option, min, max, v);
+        a->status = isinf(max)
+                        ? cli_usage_error(a->cmd, "%s must be at least %g, got %g", option, min, v)
+                        : cli_usage_error(a->cmd, "%s must be between %g and %g, got %g", option,
+                                          min, max, v);
         return false;
     }
     *out = v;

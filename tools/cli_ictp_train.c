@@ -8,7 +8,6 @@
 #include "tessera/ictp.h"
 #include "train_report.h"
 
-#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,16 +117,16 @@ static int parse_train(int argc, char **argv, train_args *o, bool *help)
                 cli_parse_u64(&a, "--seed", v, &o->seed);
         } else if (cli_arg_option(&a, "--lr", &v)) {
             if (v)
-                cli_parse_double(&a, "--lr", v, 0, DBL_MAX, &o->lr);
+                cli_parse_double(&a, "--lr", v, 0, INFINITY, &o->lr);
         } else if (cli_arg_option(&a, "--energy-weight", &v)) {
             if (v)
-                cli_parse_double(&a, "--energy-weight", v, 0, DBL_MAX, &o->w_e);
+                cli_parse_double(&a, "--energy-weight", v, 0, INFINITY, &o->w_e);
         } else if (cli_arg_option(&a, "--forces-weight", &v)) {
             if (v)
-                cli_parse_double(&a, "--forces-weight", v, 0, DBL_MAX, &o->w_f);
+                cli_parse_double(&a, "--forces-weight", v, 0, INFINITY, &o->w_f);
         } else if (cli_arg_option(&a, "--stress-weight", &v)) {
             if (v)
-                cli_parse_double(&a, "--stress-weight", v, 0, DBL_MAX, &o->w_s);
+                cli_parse_double(&a, "--stress-weight", v, 0, INFINITY, &o->w_s);
         } else if (cli_arg_option(&a, "--dtype", &v)) {
             if (v)
                 cli_parse_real_dtype(&a, "--dtype", v, &o->dtype);
