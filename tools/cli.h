@@ -77,6 +77,10 @@ bool cli_parse_double(cli_args *a, const char *option, const char *text, double 
                       double *out);
 /* "float32" or "float64" (the dtypes of ICTP evaluation and MD). */
 bool cli_parse_real_dtype(cli_args *a, const char *option, const char *text, tsr_dtype *out);
+/* Takes --device DEV, --threads N (0: all cores) or --dtype float32|float64,
+ * the options every ICTP command shares; false when the next argument is
+ * none of them. */
+bool cli_arg_eval_options(cli_args *a, const char **device, long long *threads, tsr_dtype *dtype);
 
 /* The functions below that return int print their own error and return
  * CLI_FAIL on failure, CLI_OK otherwise. */

@@ -205,6 +205,23 @@ bool cli_parse_real_dtype(cli_args *a, const char *option, const char *text, tsr
     return true;
 }
 
+bool cli_arg_eval_options(cli_args *a, const char **device, long long *threads, tsr_dtype *dtype)
+{
+    const char *v;
+    if (cli_arg_option(a, "--device", &v)) {
+        *device = v;
+    } else if (cli_arg_option(a, "--threads", &v)) {
+        if (v)
+            cli_parse_int(a, "--threads", v, 0, 4096, threads);
+    } else if (cli_arg_option(a, "--dtype", &v)) {
+        if (v)
+            cli_parse_real_dtype(a, "--dtype", v, dtype);
+    } else {
+        return false;
+    }
+    return true;
+}
+
 int cli_load_model(const char *spec, tsr_graph **graph_out)
 {
     *graph_out = NULL;

@@ -93,14 +93,6 @@ static int parse_options(int argc, char **argv, ictp_options *o, bool *help)
             o->stress = true;
         } else if (!o->bench && cli_arg_flag(&a, "--json")) {
             o->json = true;
-        } else if (cli_arg_option(&a, "--dtype", &v)) {
-            if (v)
-                cli_parse_real_dtype(&a, "--dtype", v, &o->dtype);
-        } else if (cli_arg_option(&a, "--device", &v)) {
-            o->device = v;
-        } else if (cli_arg_option(&a, "--threads", &v)) {
-            if (v)
-                cli_parse_int(&a, "--threads", v, 0, 4096, &o->threads);
         } else if (!o->bench && cli_arg_option(&a, "--output", &v)) {
             o->output = v;
         } else if (o->bench && cli_arg_flag(&a, "--profile")) {
@@ -108,7 +100,7 @@ static int parse_options(int argc, char **argv, ictp_options *o, bool *help)
         } else if (o->bench && cli_arg_option(&a, "--iters", &v)) {
             if (v)
                 cli_parse_int(&a, "--iters", v, 1, 1000000000, &o->iters);
-        } else {
+        } else if (!cli_arg_eval_options(&a, &o->device, &o->threads, &o->dtype)) {
             const char *pos = cli_arg_rest(&a, help);
             if (!pos)
                 continue;

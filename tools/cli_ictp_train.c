@@ -98,8 +98,6 @@ static int parse_train(int argc, char **argv, train_args *o, bool *help)
             o->no_plot = true;
         } else if (cli_arg_option(&a, "--checkpoint", &v)) {
             o->checkpoint = v;
-        } else if (cli_arg_option(&a, "--device", &v)) {
-            o->device = v;
         } else if (cli_arg_option(&a, "--epochs", &v)) {
             if (v)
                 cli_parse_int(&a, "--epochs", v, 1, 100000000, &o->epochs);
@@ -109,9 +107,6 @@ static int parse_train(int argc, char **argv, train_args *o, bool *help)
         } else if (cli_arg_option(&a, "--batch-size", &v)) {
             if (v)
                 cli_parse_int(&a, "--batch-size", v, 1, 1000000, &o->batch);
-        } else if (cli_arg_option(&a, "--threads", &v)) {
-            if (v)
-                cli_parse_int(&a, "--threads", v, 0, 4096, &o->threads);
         } else if (cli_arg_option(&a, "--seed", &v)) {
             if (v)
                 cli_parse_u64(&a, "--seed", v, &o->seed);
@@ -127,10 +122,7 @@ static int parse_train(int argc, char **argv, train_args *o, bool *help)
         } else if (cli_arg_option(&a, "--stress-weight", &v)) {
             if (v)
                 cli_parse_double(&a, "--stress-weight", v, 0, INFINITY, &o->w_s);
-        } else if (cli_arg_option(&a, "--dtype", &v)) {
-            if (v)
-                cli_parse_real_dtype(&a, "--dtype", v, &o->dtype);
-        } else {
+        } else if (!cli_arg_eval_options(&a, &o->device, &o->threads, &o->dtype)) {
             const char *pos = cli_arg_rest(&a, help);
             if (!pos)
                 continue;
@@ -233,9 +225,13 @@ static void plot_log(const char *log, const char *png, int64_t epochs, bool stre
 
 int ictp_train_main(int argc, char **argv)
 {
-    train_args o = {
-        .epochs = 100, .batch = 5, .lr = 0.01, .w_e = 1.0, .w_f = 10.0, .w_s = 1.0,
-        .dtype = TSR_FLOAT64};
+    train_args o = {.epochs = 100,
+                    .batch = 5,
+                    .lr = 0.01,
+                    .w_e = 1.0,
+                    .w_f = 10.0,
+                    .w_s = 1.0,
+                    .dtype = TSR_FLOAT64};
     bool help = false;
     int rc = parse_train(argc, argv, &o, &help);
     if (rc || help)
@@ -369,16 +365,7 @@ int ictp_test_main(int argc, char **argv)
     tsr_dtype dtype = TSR_FLOAT64;
     bool help = false;
     while (cli_args_peek(&a)) {
-        const char *v;
-        if (cli_arg_option(&a, "--device", &v)) {
-            device = v;
-        } else if (cli_arg_option(&a, "--threads", &v)) {
-            if (v)
-                cli_parse_int(&a, "--threads", v, 0, 4096, &threads);
-        } else if (cli_arg_option(&a, "--dtype", &v)) {
-            if (v)
-                cli_parse_real_dtype(&a, "--dtype", v, &dtype);
-        } else {
+        if (!cli_arg_eval_options(&a, &device, &threads, &dtype)) {
             const char *pos = cli_arg_rest(&a, &help);
             if (!pos)
                 continue;

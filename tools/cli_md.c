@@ -150,15 +150,7 @@ static int parse_args(int argc, char **argv, md_args *o, bool *help)
             o->plot = v;
         } else if (cli_arg_flag(&a, "--no-plot")) {
             o->no_plot = true;
-        } else if (cli_arg_option(&a, "--dtype", &v)) {
-            if (v)
-                cli_parse_real_dtype(&a, "--dtype", v, &o->dtype);
-        } else if (cli_arg_option(&a, "--device", &v)) {
-            o->device = v;
-        } else if (cli_arg_option(&a, "--threads", &v)) {
-            if (v)
-                cli_parse_int(&a, "--threads", v, 0, 4096, &o->threads);
-        } else {
+        } else if (!cli_arg_eval_options(&a, &o->device, &o->threads, &o->dtype)) {
             const char *pos = cli_arg_rest(&a, help);
             if (!pos)
                 continue;
