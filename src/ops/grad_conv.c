@@ -7,6 +7,7 @@
  * row it feeds), ConvGradFilter one per output channel (a dot product per
  * kernel tap), so no two threads write the same element. */
 #include "autodiff/autodiff.h"
+#include "ops/conv.h"
 #include "ops/movement.h"
 #include "ops/window.h"
 
@@ -76,25 +77,18 @@ typedef struct conv_grad_geom {
     int64_t in_plane, out_plane, taps;
 } conv_grad_geom;
 
-static tsr_status conv_grad_geom_init(const tsr_node *node, const int64_t *x_dims,
-                                      const int64_t *w_dims, int rank, const int64_t *y_dims,
+/* The geometry of a window already computed (win.in and win.out X's and
+ * dY's spatial dims). */
+static tsr_status conv_grad_geom_fill(const tsr_window *win, int64_t group, const int64_t *x_dims,
+                                      const int64_t *w_dims, const int64_t *y_dims,
                                       conv_grad_geom *g)
 {
     memset(g, 0, sizeof *g);
-    int n = rank - 2;
-    tsr_window win;
-    TSR_CHECK(tsr_window_init(node, n, x_dims + 2, w_dims + 2, false, &win));
-    for (int i = 0; i < n; i++)
-        if (win.out[i] != y_dims[2 + i])
-            return tsr_error(TSR_ERR_SHAPE,
-                             "dY has %lld positions along spatial dim %d but the convolution "
-                             "gives %lld",
-                             (long long)y_dims[2 + i], i, (long long)win.out[i]);
-    tsr_window_to_3d(&win, &g->w);
+    tsr_window_to_3d(win, &g->w);
     g->batch = x_dims[0];
     g->channels = x_dims[1];
     g->out_channels = w_dims[0];
-    g->group = tsr_attr_int(node, "group");
+    g->group = group;
     g->cg = w_dims[1];
     g->mg = g->out_channels / g->group;
     if (g->cg * g->group != g->channels || g->mg * g->group != g->out_channels ||
@@ -105,6 +99,22 @@ static tsr_status conv_grad_geom_init(const tsr_node *node, const int64_t *x_dim
     g->out_plane = g->w.out[0] * g->w.out[1] * g->w.out[2];
     g->taps = g->w.kernel[0] * g->w.kernel[1] * g->w.kernel[2];
     return TSR_OK;
+}
+
+static tsr_status conv_grad_geom_init(const tsr_node *node, const int64_t *x_dims,
+                                      const int64_t *w_dims, int rank, const int64_t *y_dims,
+                                      conv_grad_geom *g)
+{
+    int n = rank - 2;
+    tsr_window win;
+    TSR_CHECK(tsr_window_init(node, n, x_dims + 2, w_dims + 2, false, &win));
+    for (int i = 0; i < n; i++)
+        if (win.out[i] != y_dims[2 + i])
+            return tsr_error(TSR_ERR_SHAPE,
+                             "dY has %lld positions along spatial dim %d but the convolution "
+                             "gives %lld",
+                             (long long)y_dims[2 + i], i, (long long)win.out[i]);
+    return conv_grad_geom_fill(&win, tsr_attr_int(node, "group"), x_dims, w_dims, y_dims, g);
 }
 
 /* clang-format off */
@@ -215,6 +225,18 @@ static tsr_status conv_grad_input_ref(const tsr_kernel_ctx *k)
         grad_input_double(&g, dy->data, wt->data, dx->data, k->threads);
     else
         grad_input_float(&g, dy->data, wt->data, dx->data, k->threads);
+    return TSR_OK;
+}
+
+tsr_status tsr_conv_grad_input_window(const tsr_window *win, int64_t group, const tsr_tensor *dy,
+                                      const tsr_tensor *wt, tsr_tensor *dx, int threads)
+{
+    conv_grad_geom g;
+    TSR_CHECK(conv_grad_geom_fill(win, group, dx->dims, wt->dims, dy->dims, &g));
+    if (dx->dtype == TSR_FLOAT64)
+        grad_input_double(&g, dy->data, wt->data, dx->data, threads);
+    else
+        grad_input_float(&g, dy->data, wt->data, dx->data, threads);
     return TSR_OK;
 }
 

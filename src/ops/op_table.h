@@ -42,6 +42,9 @@ TSR_OP(Mod)
 /* conv.c */
 TSR_OP(Conv)
 
+/* conv_transpose.c: Conv's adjoint in its input, on Conv's backward kernel */
+TSR_OP(ConvTranspose)
+
 /* pool.c */
 TSR_OP(MaxPool)
 TSR_OP(AveragePool)

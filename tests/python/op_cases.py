@@ -187,6 +187,15 @@ CASES = [
          cpu="dnnl", tol="sum", bf16=True, label="grouped"),
     Case("Conv", [normal(2, 3, 9), normal(5, 3, 3)], {"strides": [2], "auto_pad": "SAME_UPPER"},
          tol="sum", label="1d"),
+    # conv_transpose.c
+    Case("ConvTranspose", [normal(2, "C", 5, 4), normal("C", 3, 3, 2), normal(3)],
+         {"strides": [2, 3], "pads": [1, 0, 0, 1], "output_padding": [1, 2], "dilations": [1, 2]},
+         cpu="dnnl", tol="sum"),
+    Case("ConvTranspose", [normal(1, 4, 3, 5), weights(4, 3, 2, 3)],
+         {"group": 2, "auto_pad": "SAME_UPPER", "strides": [2, 2]}, cpu="dnnl", tol="sum",
+         label="grouped_same"),
+    Case("ConvTranspose", [normal(2, 3, 4), normal(3, 2, 3), normal(2)],
+         {"strides": [3], "output_shape": [12]}, tol="sum", label="1d_output_shape"),
     # pool.c
     Case("MaxPool", [distinct(2, "C", 9, 7)], POOL, cpu="cpu", tol="exact"),
     Case("MaxPool", [distinct(1, "C", 7, 7)], {"kernel_shape": [2, 3], "strides": [2, 1],

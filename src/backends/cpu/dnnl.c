@@ -1,6 +1,6 @@
 /* The oneDNN backend: convolutions (Conv, ai.tessera.FusedConv with its
  * bias, residual sum and activation as post-ops), their gradients
- * (ai.tessera.ConvGradInput, ConvGradFilter) and matrix products
+ * (ai.tessera.ConvGradInput, ConvGradFilter), ConvTranspose and matrix products
  * (Gemm, MatMul). Every primitive is created once when the plan is built,
  * with weights prepacked into the format oneDNN chose; a run only points
  * the primitive's memories at the plan's buffers and executes.
@@ -303,8 +303,11 @@ static bool dnnl_supports(const tsr_graph *g, const tsr_node *node, char *why, s
         return tsr_dnnl_matmul_supports(g, node, why, size);
     if (is_conv_bwd(node))
         return tsr_dnnl_conv_bwd_supports(g, node, why, size);
+    if (node->op == &tsr_op_ConvTranspose)
+        return tsr_dnnl_deconv_supports(g, node, why, size);
     snprintf(why, size,
-             "oneDNN runs Conv, FusedConv, ConvGradInput, ConvGradFilter, Gemm and MatMul only");
+             "oneDNN runs Conv, FusedConv, ConvGradInput, ConvGradFilter, ConvTranspose, Gemm and "
+             "MatMul only");
     return false;
 }
 
@@ -328,6 +331,8 @@ static tsr_status dnnl_prepare(const tsr_prepare_ctx *ctx, void **state_out)
         status = tsr_dnnl_conv_prepare(ctx, state_out);
     else if (is_conv_bwd(ctx->node))
         status = tsr_dnnl_conv_bwd_prepare(ctx, state_out);
+    else if (ctx->node->op == &tsr_op_ConvTranspose)
+        status = tsr_dnnl_deconv_prepare(ctx, state_out);
     else
         status = tsr_dnnl_matmul_prepare(ctx, state_out);
     omp_set_num_threads(saved_threads);
@@ -340,6 +345,8 @@ static tsr_status dnnl_run(void *state, const tsr_kernel_ctx *k)
         return tsr_dnnl_conv_run(state, k);
     if (is_conv_bwd(k->node))
         return tsr_dnnl_conv_bwd_run(state, k);
+    if (k->node->op == &tsr_op_ConvTranspose)
+        return tsr_dnnl_deconv_run(state, k);
     return tsr_dnnl_matmul_run(state, k);
 }
 
@@ -352,6 +359,8 @@ static void dnnl_release(void *state)
         tsr_dnnl_conv_release(state);
     else if (kind == TSR_DNNL_KIND_CONV_BWD)
         tsr_dnnl_conv_bwd_release(state);
+    else if (kind == TSR_DNNL_KIND_DECONV)
+        tsr_dnnl_deconv_release(state);
     else
         tsr_dnnl_matmul_release(state);
 }
@@ -363,6 +372,8 @@ static const char *dnnl_kernel_name(const void *state)
         return tsr_dnnl_conv_kernel_name(state);
     if (kind == TSR_DNNL_KIND_CONV_BWD)
         return tsr_dnnl_conv_bwd_kernel_name(state);
+    if (kind == TSR_DNNL_KIND_DECONV)
+        return tsr_dnnl_deconv_kernel_name(state);
     return tsr_dnnl_matmul_kernel_name(state);
 }
 

@@ -95,7 +95,12 @@ bool tsr_dnnl_use_bf16(const tsr_prepare_ctx *ctx);
 /* The ops: each decides support and layouts and prepares its state,
  * a struct whose first member is a tsr_dnnl_kind (so that release can
  * tell them apart). */
-typedef enum { TSR_DNNL_KIND_MATMUL, TSR_DNNL_KIND_CONV, TSR_DNNL_KIND_CONV_BWD } tsr_dnnl_kind;
+typedef enum {
+    TSR_DNNL_KIND_MATMUL,
+    TSR_DNNL_KIND_CONV,
+    TSR_DNNL_KIND_CONV_BWD,
+    TSR_DNNL_KIND_DECONV
+} tsr_dnnl_kind;
 
 bool tsr_dnnl_conv_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size);
 void tsr_dnnl_conv_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
@@ -119,5 +124,12 @@ tsr_status tsr_dnnl_conv_bwd_prepare(const tsr_prepare_ctx *ctx, void **state_ou
 tsr_status tsr_dnnl_conv_bwd_run(void *state, const tsr_kernel_ctx *k);
 void tsr_dnnl_conv_bwd_release(void *state);
 const char *tsr_dnnl_conv_bwd_kernel_name(const void *state);
+
+/* ConvTranspose, 2-D float32, plain activations (dnnl_deconv.c). */
+bool tsr_dnnl_deconv_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size);
+tsr_status tsr_dnnl_deconv_prepare(const tsr_prepare_ctx *ctx, void **state_out);
+tsr_status tsr_dnnl_deconv_run(void *state, const tsr_kernel_ctx *k);
+void tsr_dnnl_deconv_release(void *state);
+const char *tsr_dnnl_deconv_kernel_name(const void *state);
 
 #endif
