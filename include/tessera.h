@@ -256,6 +256,10 @@ typedef struct tsr_compile_options {
     tsr_precision precision;
     int verbose; /* print the kernel each node got, and why others refused it, to stderr
                     (default: on when the environment sets TSR_VERBOSE=1) */
+    int autotune; /* time each convolution's algorithms (direct, Winograd) at plan time and
+                     keep the fastest within the accuracy guard, cached on disk
+                     (docs/autotune.md). -1: the device's default (TSR_AUTOTUNE=0 or 1 in
+                     the environment sets it), 0: off, 1: on */
 } tsr_compile_options;
 
 TSR_API void tsr_compile_options_init(tsr_compile_options *options);

@@ -23,6 +23,8 @@ static const char bench_usage[] =
     "  --warmup N    untimed runs before them (default 2)\n"
     "  --device DEV  device to run on (default: the library's default)\n"
     "  --no-depth-first  run layer by layer, without depth-first stacks\n"
+    "  --no-autotune run each convolution's default algorithm instead of timing\n"
+    "                the candidates (direct, Winograd) at plan time\n"
     "  --precision P fp32 (default) or bf16: bf16 compute-bound ops where the CPU\n"
     "                has bf16 arithmetic; also reports the outputs' max relative\n"
     "                error against an fp32 plan of the same device\n"
@@ -31,7 +33,8 @@ static const char bench_usage[] =
     "                timed runs to stderr\n"
     "  --json        print only one JSON object, on the last line, with keys model,\n"
     "                device, batch, threads, min_ms, median_ms, arena_bytes (and\n"
-    "                iters, warmup, images_per_s, gflops, depth_first, n_stacks);\n"
+    "                iters, warmup, images_per_s, gflops, depth_first, n_stacks,\n"
+    "                autotune, plan_ms);\n"
     "                no progress on stderr\n"
     "  -h, --help    show this help\n";
 
@@ -48,7 +51,7 @@ typedef struct {
     const char *model;
     const char *device;
     long long batch, threads, iters, warmup;
-    bool json, no_depth_first, profile, verbose;
+    bool json, no_depth_first, no_autotune, profile, verbose;
     tsr_precision precision;
 } bench_options;
 
@@ -74,6 +77,7 @@ static void json_string(FILE *out, const char *s)
 
 typedef struct {
     double min_ms, median_ms;
+    double plan_ms;   /* plan creation and specialization (autotuning included) */
     double rel_error; /* bf16 against fp32, max |y - y32| / max |y32| */
     tsr_plan_stats stats;
 } bench_result;
@@ -151,12 +155,16 @@ static int bench_plan(const bench_options *o, tsr_graph *g, bench_result *res)
     opts.verbose = opts.verbose || o->verbose;
     if (o->no_depth_first)
         opts.depth_first = 0;
+    if (o->no_autotune)
+        opts.autotune = 0;
+    double plan_t0 = cli_now_seconds();
     if (tsr_plan_create(g, &opts, &plan) != TSR_OK ||
         tsr_plan_reshape(plan, n_in, inputs) != TSR_OK ||
         tsr_plan_get_stats(plan, &res->stats) != TSR_OK) {
         rc = cli_fail_status(NULL);
         goto done;
     }
+    res->plan_ms = (cli_now_seconds() - plan_t0) * 1e3;
     for (int k = 0; k < n_out; k++) {
         if (tsr_plan_output_desc(plan, k, &outputs[k]) != TSR_OK) {
             rc = cli_fail_status(NULL);
@@ -224,6 +232,8 @@ static int bench_main(int argc, char **argv)
             o.json = true;
         } else if (cli_arg_flag(&a, "--no-depth-first")) {
             o.no_depth_first = true;
+        } else if (cli_arg_flag(&a, "--no-autotune")) {
+            o.no_autotune = true;
         } else if (cli_arg_flag(&a, "--profile")) {
             o.profile = true;
         } else if (cli_arg_flag(&a, "--verbose")) {
@@ -288,10 +298,11 @@ static int bench_main(int argc, char **argv)
         printf(", \"batch\": %lld, \"threads\": %d, \"iters\": %lld, \"warmup\": %lld, "
                "\"min_ms\": %.4f, \"median_ms\": %.4f, \"images_per_s\": %.4f, "
                "\"gflops\": %.6g, \"arena_bytes\": %zu, \"depth_first\": %s, "
-               "\"n_stacks\": %d, \"precision\": \"%s\"",
+               "\"n_stacks\": %d, \"precision\": \"%s\", \"autotune\": %s, \"plan_ms\": %.3f",
                o.batch, threads, o.iters, o.warmup, res.min_ms, res.median_ms, images_per_s,
                res.stats.flops * 1e-9, res.stats.arena_bytes, o.no_depth_first ? "false" : "true",
-               res.stats.n_stacks, o.precision == TSR_PRECISION_BF16 ? "bf16" : "fp32");
+               res.stats.n_stacks, o.precision == TSR_PRECISION_BF16 ? "bf16" : "fp32",
+               o.no_autotune ? "false" : "true", res.plan_ms);
         if (o.precision != TSR_PRECISION_FP32)
             printf(", \"max_rel_error_vs_fp32\": %.6g", res.rel_error);
         printf("}\n");
@@ -301,6 +312,7 @@ static int bench_main(int argc, char **argv)
     printf("device:      %s\n", device);
     printf("batch:       %lld\n", o.batch);
     printf("threads:     %d\n", threads);
+    printf("plan:        %.1f ms%s\n", res.plan_ms, o.no_autotune ? " (autotune off)" : "");
     printf("runs:        %lld timed after %lld warm-up\n", o.iters, o.warmup);
     printf("min:         %.3f ms\n", res.min_ms);
     printf("median:      %.3f ms\n", res.median_ms);

@@ -70,6 +70,7 @@ static int print_ops_on(const tsr_graph *g, const char *device, long long batch,
     tsr_compile_options_init(&opts);
     opts.device = device;
     opts.threads = 1;
+    opts.autotune = 0; /* which backend a node gets does not depend on its algorithm */
     int rc = cli_default_input_shapes(g, batch, inputs);
     if (rc == CLI_OK && (tsr_plan_create(g, &opts, &plan) != TSR_OK ||
                          tsr_plan_reshape(plan, n_in, inputs) != TSR_OK))
@@ -173,6 +174,7 @@ static int print_plan(const tsr_graph *g, const char *device, long long batch, b
         tsr_compile_options_init(&opts);
         opts.device = device;
         opts.threads = 1;
+        opts.autotune = 0; /* FLOPs and arena bytes do not depend on the algorithms */
         if (tsr_plan_create(g, &opts, &plan) != TSR_OK ||
             tsr_plan_reshape(plan, n_in, inputs) != TSR_OK ||
             tsr_plan_get_stats(plan, &stats) != TSR_OK)

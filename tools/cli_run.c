@@ -33,6 +33,8 @@ static const char run_usage[] =
     "  --device DEV             device to run on (default: the library's default)\n"
     "  --threads N              threads, 0 for all cores (default 0)\n"
     "  --no-depth-first         run layer by layer, without depth-first stacks\n"
+    "  --no-autotune            run each convolution's default algorithm instead of\n"
+    "                           timing the candidates (direct, Winograd) at plan time\n"
     "  --precision P            fp32 (default) or bf16 (compute-bound ops in bf16 where\n"
     "                           the CPU has bf16 arithmetic, fp32 everywhere else)\n"
     "  --verbose                print the kernel each node got, and why others refused it\n"
@@ -64,7 +66,7 @@ typedef struct {
     long long threads;
     long long batch;
     uint64_t seed;
-    bool no_depth_first, verbose;
+    bool no_depth_first, no_autotune, verbose;
     tsr_precision precision;
 } run_options;
 
@@ -90,6 +92,8 @@ static int parse_options(int argc, char **argv, run_options *o, bool *help)
             o->device = v;
         } else if (cli_arg_flag(&a, "--no-depth-first")) {
             o->no_depth_first = true;
+        } else if (cli_arg_flag(&a, "--no-autotune")) {
+            o->no_autotune = true;
         } else if (cli_arg_flag(&a, "--verbose")) {
             o->verbose = true;
         } else if (cli_arg_option(&a, "--precision", &v)) {
@@ -209,6 +213,8 @@ static int run_model(const run_options *o, tsr_graph *g)
     opts.verbose = opts.verbose || o->verbose;
     if (o->no_depth_first)
         opts.depth_first = 0;
+    if (o->no_autotune)
+        opts.autotune = 0;
     if (tsr_plan_create(g, &opts, &plan) != TSR_OK ||
         tsr_plan_reshape(plan, n_in, inputs) != TSR_OK) {
         rc = cli_fail_status(NULL);

@@ -158,6 +158,7 @@ class CompileOptions(C.Structure):
         ("depth_first", C.c_int),
         ("precision", C.c_int),
         ("verbose", C.c_int),
+        ("autotune", C.c_int),
     ]
 
 
@@ -446,12 +447,14 @@ def c_strings(names):
 
 
 def compile_options(device=None, threads=None, precision="fp32", depth_first=None,
-                    verbose=False):
+                    verbose=False, autotune=None):
     """tsr_compile_options from Python values: device None = the library's
     default, threads None = all cores, depth_first None = the device's
     default, precision "fp32" or "bf16", verbose True to print the kernel
     each node got (and why others refused it) to stderr (False keeps the
-    library's default: on when the environment sets TSR_VERBOSE=1)."""
+    library's default: on when the environment sets TSR_VERBOSE=1),
+    autotune None = the library's default (TSR_AUTOTUNE in the environment,
+    else the device's), else True/False (docs/autotune.md)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {sorted(PRECISIONS)}")
     if threads is not None and (not isinstance(threads, int) or threads < 0):
@@ -464,6 +467,8 @@ def compile_options(device=None, threads=None, precision="fp32", depth_first=Non
     opts.precision = PRECISIONS[precision]
     if verbose:
         opts.verbose = 1
+    if autotune is not None:
+        opts.autotune = int(bool(autotune))
     return opts
 
 

@@ -158,8 +158,8 @@ class Plan:
     to stderr (as TSR_VERBOSE=1 in the environment does)."""
 
     def __init__(self, graph, device=None, threads=None, precision="fp32", depth_first=None,
-                 *, verbose=False):
-        opts = _capi.compile_options(device, threads, precision, depth_first, verbose)
+                 *, verbose=False, autotune=None):
+        opts = _capi.compile_options(device, threads, precision, depth_first, verbose, autotune)
         self.n_outputs = lib().tsr_graph_num_outputs(graph.handle)
         self.handle = C.c_void_p()
         check(lib().tsr_plan_create(graph.handle, C.byref(opts), C.byref(self.handle)))

@@ -22,7 +22,10 @@ class Session:
     it) or the bytes of a model (external data forbidden). `device`: "cpu"
     or "ref" (None: the library's default). `threads`: None for all cores.
     `precision`: "fp32" or "bf16". `depth_first`: None for the device's
-    default, else True/False.
+    default, else True/False. `autotune`: None for the library's default,
+    else True/False: time each convolution's algorithms (direct, Winograd)
+    when a shape is first planned and keep the fastest accurate one, cached
+    on disk (docs/autotune.md).
 
     .inputs and .outputs list ValueSpec(name, dtype, shape), with symbolic
     dims by name. Plans are specialized per input shape and cached, so
@@ -33,7 +36,7 @@ class Session:
     Tessera lacks: UnsupportedError; a wrong input shape: ShapeError)."""
 
     def __init__(self, path_or_bytes, device="cpu", threads=None, precision="fp32",
-                 depth_first=None):
+                 depth_first=None, autotune=None):
         if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
             self._graph = Graph.from_bytes(path_or_bytes)
         elif isinstance(path_or_bytes, (str, os.PathLike)):
@@ -44,7 +47,8 @@ class Session:
         self.inputs = self._graph.inputs()
         self.outputs = self._graph.outputs()
         self.device = device
-        self._plan = Plan(self._graph, device, threads, precision, depth_first)
+        self._plan = Plan(self._graph, device, threads, precision, depth_first,
+                          autotune=autotune)
         # input shapes -> output numpy arrays, reused across runs; the most recently
         # used MAX_BUFFER_SETS shapes are kept (inputs whose size changes at every
         # call must not grow memory without end).

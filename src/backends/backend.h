@@ -14,6 +14,8 @@ typedef struct tsr_prepare_ctx {
     const uint8_t *output_layouts;
     int threads;
     tsr_precision precision;
+    bool autotune; /* kernels with several algorithms may time them (compile option autotune) */
+    bool verbose;
 } tsr_prepare_ctx;
 
 /* Depth-first stacks: how a node computed band by band maps its output

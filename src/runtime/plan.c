@@ -44,6 +44,8 @@ void tsr_compile_options_init(tsr_compile_options *o)
     o->precision = TSR_PRECISION_FP32;
     const char *verbose = getenv("TSR_VERBOSE");
     o->verbose = verbose && *verbose && strcmp(verbose, "0") != 0;
+    const char *autotune = getenv("TSR_AUTOTUNE");
+    o->autotune = !autotune || !*autotune ? -1 : strcmp(autotune, "0") != 0;
 }
 
 static void spec_destroy(spec *s)
@@ -288,7 +290,8 @@ static tsr_status spec_create(tsr_plan *p, int n_inputs, const tsr_tensor *input
         goto fail;
     if ((st = tsr_graph_verify(s->graph)) != TSR_OK ||
         (st = tsr_schedule(s, p->backends, p->threads, p->options.precision,
-                           p->options.depth_first != 0, p->options.verbose)) != TSR_OK)
+                           p->options.depth_first != 0, p->options.autotune != 0,
+                           p->options.verbose)) != TSR_OK)
         goto fail;
     s->arena_owner = p->backends[0];
     if (s->arena_bytes) {

@@ -65,7 +65,7 @@ typedef struct spec {
 /* Builds steps and buffers for s->graph on the given device backends and
  * places the arena buffers; the arena itself is not allocated. */
 tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads,
-                        tsr_precision precision, bool depth_first, bool verbose);
+                        tsr_precision precision, bool depth_first, bool autotune, bool verbose);
 void tsr_schedule_release(spec *s);
 
 /* The memory behind buffer `buf` during a run. */

@@ -18,6 +18,7 @@ typedef struct {
     int *copies;                  /* [value][layout] -> buffer, -1 none */
     int *last_reader;             /* [value] -> last node reading it */
     tsr_precision precision;
+    bool autotune;
     bool verbose;
 } scheduler;
 
@@ -206,7 +207,8 @@ static tsr_status schedule_node(scheduler *sc, int n, int threads)
             out_l[o] = s->bufs[st->out_bufs[o]].layout;
         tsr_prepare_ctx pc = {.graph = g, .node = node, .input_layouts = in_l,
                               .output_layouts = out_l, .threads = threads,
-                              .precision = sc->precision};
+                              .precision = sc->precision, .autotune = sc->autotune,
+                              .verbose = sc->verbose};
         tsr_status status = b->prepare(&pc, &st->state);
         if (status != TSR_OK) {
             tsr_error_prefix("%s: ", desc);
@@ -324,10 +326,11 @@ static tsr_status place_arena(spec *s)
 }
 
 tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads,
-                        tsr_precision precision, bool depth_first, bool verbose)
+                        tsr_precision precision, bool depth_first, bool autotune, bool verbose)
 {
     const tsr_graph *g = s->graph;
-    scheduler sc = {.s = s, .backends = backends, .verbose = verbose, .precision = precision};
+    scheduler sc = {.s = s, .backends = backends, .verbose = verbose, .precision = precision,
+                    .autotune = autotune};
     for (const tsr_backend *const *b = backends; *b && !sc.reorderer; b++)
         if ((*b)->reorder)
             sc.reorderer = *b;

@@ -1,7 +1,14 @@
 """Shared pytest configuration for the Python tests."""
 
 import os
+import shutil
 import sys
+import tempfile
+
+# Autotuning's decisions go to a cache of this test session, neither read
+# from nor written to the user's (~/.cache/tessera); subprocesses inherit it.
+AUTOTUNE_CACHE_HOME = tempfile.mkdtemp(prefix="tessera-test-cache-")
+os.environ["XDG_CACHE_HOME"] = AUTOTUNE_CACHE_HOME
 
 # The tessera package of this checkout (python/tessera), ahead of any installed one.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -29,3 +36,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(AUTOTUNE_CACHE_HOME, ignore_errors=True)

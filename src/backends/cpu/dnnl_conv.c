@@ -6,11 +6,14 @@
  * or plain where oneDNN has no blocked kernel but its reference loops for
  * the shape (wide padding, as dilated convolutions have); constant weights are reordered once into the format oneDNN picked,
  * weights fed at run time (training plans' parameters) at every run. */
+#include "backends/cpu/autotune.h"
 #include "backends/cpu/dnnl_internal.h"
 
 #include "ops/window.h"
 
+#include <float.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +28,18 @@ typedef struct {
     tsr_dnnl_convert convert;
     tsr_dnnl_convert wconvert; /* W fed at run time into the primitive's format */
     tsr_dnnl_exec exec;
+    /* The kernel's name: oneDNN's implementation, with the accuracy
+     * guard's error when autotuning took an algorithm other than direct. */
+    char name[64];
 } conv_state;
+
+/* The algorithms autotuning chooses from; the first is the default.
+ * (dnnl_convolution_auto is no candidate of its own: oneDNN resolves it
+ * to one of these by a fixed heuristic.) */
+static const struct {
+    const char *name;
+    dnnl_alg_kind_t alg;
+} conv_algs[] = {{"direct", dnnl_convolution_direct}, {"winograd", dnnl_convolution_winograd}};
 
 /* FusedConv's activations as oneDNN eltwise post-ops, with the ONNX
  * defaults of their parameters. HardSigmoid has no oneDNN 2.6 eltwise:
@@ -124,8 +138,8 @@ typedef struct {
 
 static tsr_status conv_primitive_desc(const tsr_graph *g, const tsr_node *node,
                                       tsr_layout src_layout, tsr_layout dst_layout,
-                                      tsr_layout z_layout, bool bf16, conv_mds *m,
-                                      dnnl_primitive_desc_t *pd_out)
+                                      tsr_layout z_layout, bool bf16, dnnl_alg_kind_t alg,
+                                      conv_mds *m, dnnl_primitive_desc_t *pd_out)
 {
     const tsr_value *x = &g->values[node->inputs[0]], *w = &g->values[node->inputs[1]];
     const tsr_value *y = &g->values[node->outputs[0]];
@@ -169,7 +183,7 @@ static tsr_status conv_primitive_desc(const tsr_graph *g, const tsr_node *node,
 
     dnnl_convolution_desc_t cd;
     TSR_DNNL_CHECK(dnnl_dilated_convolution_forward_desc_init(
-                       &cd, dnnl_forward_inference, dnnl_convolution_direct, &m->src, &m->wei,
+                       &cd, dnnl_forward_inference, alg, &m->src, &m->wei,
                        m->has_b ? &m->bias : NULL, &m->dst, strides, dilates, pad_l, pad_r),
                    "convolution descriptor");
     dnnl_engine_t engine = NULL;
@@ -195,7 +209,8 @@ static bool has_fast_kernel(const tsr_graph *g, const tsr_node *node, tsr_layout
 {
     conv_mds m;
     dnnl_primitive_desc_t pd = NULL;
-    if (conv_primitive_desc(g, node, src_layout, dst_layout, dst_layout, false, &m, &pd) != TSR_OK)
+    if (conv_primitive_desc(g, node, src_layout, dst_layout, dst_layout, false,
+                            dnnl_convolution_direct, &m, &pd) != TSR_OK)
         return false;
     const char *impl = NULL;
     bool fast = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
@@ -228,7 +243,8 @@ void tsr_dnnl_conv_layouts(const tsr_graph *g, const tsr_node *node, const uint8
 }
 
 /* Builds the primitive with src and weights in f32 or bf16. */
-static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf16)
+static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf16,
+                             dnnl_alg_kind_t alg)
 {
     const tsr_graph *g = ctx->graph;
     const tsr_node *node = ctx->node;
@@ -238,7 +254,7 @@ static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf
     dnnl_primitive_desc_t pd = NULL;
     TSR_CHECK(conv_primitive_desc(
         g, node, (tsr_layout)ctx->input_layouts[0], (tsr_layout)ctx->output_layouts[0],
-        has_z ? (tsr_layout)ctx->input_layouts[3] : TSR_LAYOUT_PLAIN, bf16, &m, &pd));
+        has_z ? (tsr_layout)ctx->input_layouts[3] : TSR_LAYOUT_PLAIN, bf16, alg, &m, &pd));
     tsr_status status = TSR_OK;
     tsr_dnnl_exec *e = &st->exec;
     void *src_data = NULL;
@@ -271,7 +287,9 @@ static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf
         dnnl_primitive_desc_destroy(pd);
         return status;
     }
-    return tsr_dnnl_exec_finish(e, pd, "convolution");
+    TSR_CHECK(tsr_dnnl_exec_finish(e, pd, "convolution"));
+    snprintf(st->name, sizeof st->name, "%s", e->impl);
+    return TSR_OK;
 }
 
 static void conv_clear(conv_state *st)
@@ -283,6 +301,236 @@ static void conv_clear(conv_state *st)
     st->wconvert.active = false;
 }
 
+/* Whether oneDNN has an implementation of algorithm `alg` for the node in
+ * the layouts it was given (Winograd: 3x3, stride 1, f32, on AVX-512). */
+static bool conv_alg_available(const tsr_prepare_ctx *ctx, dnnl_alg_kind_t alg)
+{
+    const tsr_node *node = ctx->node;
+    bool has_z = node->n_inputs > 3 && node->inputs[3] >= 0;
+    conv_mds m;
+    dnnl_primitive_desc_t pd = NULL;
+    if (conv_primitive_desc(ctx->graph, node, (tsr_layout)ctx->input_layouts[0],
+                            (tsr_layout)ctx->output_layouts[0],
+                            has_z ? (tsr_layout)ctx->input_layouts[3] : TSR_LAYOUT_PLAIN, false,
+                            alg, &m, &pd) != TSR_OK)
+        return false;
+    dnnl_primitive_desc_destroy(pd);
+    return true;
+}
+
+/* The cache key: everything the timing depends on. */
+static void conv_key(const tsr_prepare_ctx *ctx, char *key, size_t size)
+{
+    const tsr_graph *g = ctx->graph;
+    const tsr_node *node = ctx->node;
+    const int64_t *x = g->values[node->inputs[0]].dims, *w = g->values[node->inputs[1]].dims;
+    tsr_window win;
+    if (tsr_window_init(node, 2, x + 2, w + 2, false, &win) != TSR_OK)
+        memset(&win, 0, sizeof win);
+    bool has_b = node->n_inputs > 2 && node->inputs[2] >= 0;
+    bool has_z = node->n_inputs > 3 && node->inputs[3] >= 0;
+    int act = conv_act_index(node);
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(key, size,
+             "conv onednn=%d.%d.%d isa=%d/0x%x threads=%d x=%lldx%lldx%lldx%lld "
+             "w=%lldx%lldx%lldx%lld group=%lld stride=%lldx%lld dilation=%lldx%lld "
+             "pad=%lld,%lld,%lld,%lld bias=%d z=%s act=%s weights=%s in=%s out=%s",
+             v->major, v->minor, v->patch, (int)tsr_cpu_isa(), (int)dnnl_get_effective_cpu_isa(),
+             omp_get_max_threads(), (long long)x[0], (long long)x[1], (long long)x[2],
+             (long long)x[3], (long long)w[0], (long long)w[1], (long long)w[2], (long long)w[3],
+             (long long)tsr_attr_int(node, "group"), (long long)win.stride[0],
+             (long long)win.stride[1], (long long)win.dilation[0], (long long)win.dilation[1],
+             (long long)win.pad_begin[0], (long long)win.pad_begin[1], (long long)win.pad_end[0],
+             (long long)win.pad_end[1], has_b,
+             has_z ? tsr_layout_name((tsr_layout)ctx->input_layouts[3]) : "none",
+             act >= 0 ? conv_acts[act].name : "none",
+             g->values[node->inputs[1]].data ? "constant" : "fed",
+             tsr_layout_name((tsr_layout)ctx->input_layouts[0]),
+             tsr_layout_name((tsr_layout)ctx->output_layouts[0]));
+}
+
+/* The node's operands for trial runs: constants as they are, random
+ * values for the others (activations with the lanes past C of a blocked
+ * layout left zero, as the plan keeps them), and an output buffer. */
+typedef struct {
+    tsr_tensor tensors[TSR_MAX_NODE_IO + 1];
+    void *owned[TSR_MAX_NODE_IO + 1];
+    size_t y_bytes;
+    tsr_kernel_ctx k;
+} conv_trial;
+
+static void trial_release(conv_trial *t)
+{
+    for (int i = 0; i <= TSR_MAX_NODE_IO; i++)
+        tsr_aligned_free(t->owned[i]);
+}
+
+static tsr_status trial_tensor(conv_trial *t, int slot, const tsr_value *v, tsr_layout layout,
+                               unsigned seed)
+{
+    tsr_tensor *x = &t->tensors[slot];
+    *x = (tsr_tensor){.dtype = TSR_FLOAT32, .rank = v->rank};
+    memcpy(x->dims, v->dims, sizeof x->dims);
+    if (v->data) {
+        x->data = v->data;
+        return TSR_OK;
+    }
+    size_t bytes = tsr_layout_bytes(x, layout);
+    t->owned[slot] = x->data = tsr_aligned_alloc(bytes ? bytes : 1);
+    if (!x->data)
+        return TSR_ERR_OUT_OF_MEMORY;
+    memset(x->data, 0, bytes);
+    if (seed == 0)
+        return TSR_OK;
+    float *data = x->data;
+    int block = tsr_layout_block(layout);
+    if (block == 1) {
+        tsr_autotune_fill_random(data, bytes / sizeof(float), seed);
+        return TSR_OK;
+    }
+    /* [N, ceil(C/b), H*W, b]: random lanes below C, one row at a time. */
+    int64_t c = x->dims[1], plane = x->dims[2] * x->dims[3], cb = (c + block - 1) / block;
+    for (int64_t n = 0; n < x->dims[0]; n++)
+        for (int64_t b = 0; b < cb; b++) {
+            int64_t lanes = c - b * block < block ? c - b * block : block;
+            float *row = data + (n * cb + b) * plane * block;
+            for (int64_t p = 0; p < plane; p++)
+                tsr_autotune_fill_random(row + p * block, (size_t)lanes,
+                                         seed + (unsigned)((n * cb + b) * plane + p));
+        }
+    return TSR_OK;
+}
+
+static tsr_status trial_init(const tsr_prepare_ctx *ctx, conv_trial *t)
+{
+    const tsr_graph *g = ctx->graph;
+    const tsr_node *node = ctx->node;
+    *t = (conv_trial){.k = {.node = node, .n_inputs = node->n_inputs, .n_outputs = 1}};
+    for (int i = 0; i < node->n_inputs; i++) {
+        if (node->inputs[i] < 0)
+            continue;
+        tsr_layout layout = i == 0 || i == 3 ? (tsr_layout)ctx->input_layouts[i] : TSR_LAYOUT_PLAIN;
+        TSR_CHECK(
+            trial_tensor(t, i, &g->values[node->inputs[i]], layout, 1u + 7919u * (unsigned)i));
+        t->k.inputs[i] = &t->tensors[i];
+    }
+    tsr_tensor *y = &t->tensors[TSR_MAX_NODE_IO];
+    TSR_CHECK(trial_tensor(t, TSR_MAX_NODE_IO, &g->values[node->outputs[0]],
+                           (tsr_layout)ctx->output_layouts[0], 0));
+    t->y_bytes = tsr_layout_bytes(y, (tsr_layout)ctx->output_layouts[0]);
+    t->k.outputs[0] = y;
+    return TSR_OK;
+}
+
+typedef struct {
+    conv_state *st;
+    const tsr_kernel_ctx *k;
+} conv_trial_run;
+
+static tsr_status trial_run(void *arg)
+{
+    const conv_trial_run *r = arg;
+    return tsr_dnnl_conv_run(r->st, r->k);
+}
+
+/* Builds both algorithms, checks the alternative's output against the
+ * default's on the trial operands, times both, and leaves the one taken
+ * in *st. *decided is false when the alternative could not be built. */
+static tsr_status conv_measure(const tsr_prepare_ctx *ctx, conv_state *st, tsr_autotune_choice *c,
+                               bool *decided)
+{
+    *decided = false;
+    TSR_CHECK(conv_build(ctx, st, false, conv_algs[0].alg));
+    conv_state *alt = tsr_calloc(1, sizeof *alt);
+    if (!alt)
+        return TSR_ERR_OUT_OF_MEMORY;
+    alt->kind = TSR_DNNL_KIND_CONV;
+    if (conv_build(ctx, alt, false, conv_algs[1].alg) != TSR_OK) {
+        tsr_dnnl_conv_release(alt);
+        return TSR_OK;
+    }
+    conv_trial t;
+    float *ref = NULL;
+    tsr_status status = trial_init(ctx, &t);
+    conv_trial_run def_run = {st, &t.k}, alt_run = {alt, &t.k};
+    if (status == TSR_OK && !(ref = tsr_aligned_alloc(t.y_bytes ? t.y_bytes : 1)))
+        status = TSR_ERR_OUT_OF_MEMORY;
+    if (status == TSR_OK)
+        status = trial_run(&def_run);
+    if (status == TSR_OK) {
+        memcpy(ref, t.tensors[TSR_MAX_NODE_IO].data, t.y_bytes);
+        status = trial_run(&alt_run);
+    }
+    double err = 0.0, seconds[2] = {0.0, 0.0};
+    void *runs[2] = {&def_run, &alt_run};
+    if (status == TSR_OK) {
+        err =
+            tsr_autotune_rel_error(t.tensors[TSR_MAX_NODE_IO].data, ref, t.y_bytes / sizeof(float));
+        status = tsr_autotune_time(2, trial_run, runs, seconds);
+    }
+    double t_def = seconds[0], t_alt = seconds[1];
+    tsr_aligned_free(ref);
+    trial_release(&t);
+    if (status != TSR_OK) {
+        /* No room or no run for the trial: the default stays, undecided,
+         * and a failing run fails again when the plan runs. */
+        tsr_dnnl_conv_release(alt);
+        return TSR_OK;
+    }
+    bool take = tsr_autotune_takes(t_def, t_alt, err);
+    *c = (tsr_autotune_choice){.default_seconds = t_def,
+                               .alternative_seconds = t_alt,
+                               /* The cache holds finite numbers only. */
+                               .alternative_error = isfinite(err) ? err : FLT_MAX};
+    snprintf(c->algorithm, sizeof c->algorithm, "%s", conv_algs[take].name);
+    if (take) {
+        conv_clear(st);
+        *st = *alt;
+        free(alt);
+    } else {
+        tsr_dnnl_conv_release(alt);
+    }
+    *decided = true;
+    return TSR_OK;
+}
+
+/* Leaves in *st the algorithm the cache or a measurement chose, or the
+ * default where there is nothing to choose from. */
+static tsr_status conv_autotune(const tsr_prepare_ctx *ctx, conv_state *st)
+{
+    if (!conv_alg_available(ctx, conv_algs[1].alg))
+        return conv_build(ctx, st, false, conv_algs[0].alg);
+    char key[512];
+    conv_key(ctx, key, sizeof key);
+    tsr_autotune_choice c;
+    bool cached = tsr_autotune_cache_get(key, &c), decided = cached;
+    int taken = 0;
+    if (cached) {
+        taken = strcmp(c.algorithm, conv_algs[1].name) == 0;
+        tsr_status status = conv_build(ctx, st, false, conv_algs[taken].alg);
+        if (status != TSR_OK && taken) {
+            conv_clear(st);
+            taken = 0;
+            status = conv_build(ctx, st, false, conv_algs[0].alg);
+        }
+        TSR_CHECK(status);
+    } else {
+        TSR_CHECK(conv_measure(ctx, st, &c, &decided));
+        taken = decided && strcmp(c.algorithm, conv_algs[1].name) == 0;
+        if (decided)
+            tsr_autotune_cache_put(key, &c);
+    }
+    if (taken)
+        snprintf(st->name, sizeof st->name, "%s err %.1e", st->exec.impl, c.alternative_error);
+    if (ctx->verbose && decided)
+        fprintf(stderr, "tessera: autotune '%s': %s %.3f ms, %s %.3f ms (error %.1e%s) -> %s%s\n",
+                ctx->node->name ? ctx->node->name : "", conv_algs[0].name, c.default_seconds * 1e3,
+                conv_algs[1].name, c.alternative_seconds * 1e3, c.alternative_error,
+                c.alternative_error > TSR_AUTOTUNE_TOLERANCE ? ", over the guard" : "",
+                conv_algs[taken].name, cached ? " (cached)" : "");
+    return TSR_OK;
+}
+
 tsr_status tsr_dnnl_conv_prepare(const tsr_prepare_ctx *ctx, void **state_out)
 {
     conv_state *st = tsr_calloc(1, sizeof *st);
@@ -290,11 +538,13 @@ tsr_status tsr_dnnl_conv_prepare(const tsr_prepare_ctx *ctx, void **state_out)
         return TSR_ERR_OUT_OF_MEMORY;
     st->kind = TSR_DNNL_KIND_CONV;
     bool bf16 = tsr_dnnl_use_bf16(ctx);
-    tsr_status status = conv_build(ctx, st, bf16);
+    /* Autotuning chooses among f32 algorithms; bf16 keeps the direct one. */
+    tsr_status status = bf16 || !ctx->autotune ? conv_build(ctx, st, bf16, conv_algs[0].alg)
+                                               : conv_autotune(ctx, st);
     if (status == TSR_ERR_UNSUPPORTED && bf16) {
         /* No bf16 kernel for this shape: the node computes in f32. */
         conv_clear(st);
-        status = conv_build(ctx, st, false);
+        status = conv_build(ctx, st, false, conv_algs[0].alg);
     }
     if (status != TSR_OK) {
         tsr_dnnl_conv_release(st);
@@ -316,7 +566,7 @@ tsr_status tsr_dnnl_conv_run(void *state, const tsr_kernel_ctx *k)
 
 const char *tsr_dnnl_conv_kernel_name(const void *state)
 {
-    return ((const conv_state *)state)->exec.impl;
+    return ((const conv_state *)state)->name;
 }
 
 void tsr_dnnl_conv_release(void *state)

@@ -1,0 +1,69 @@
+/* Plan-time autotuning: a kernel with several algorithms (oneDNN's direct
+ * and Winograd convolutions) times them on the node's real shapes, keeps
+ * the fastest one whose output stays within the accuracy guard, and
+ * remembers the choice in an on-disk cache so that the next plan with the
+ * same shape skips the timing. See docs/autotune.md for the cache file. */
+#ifndef TSR_BACKENDS_CPU_AUTOTUNE_H
+#define TSR_BACKENDS_CPU_AUTOTUNE_H
+
+#include "core/core.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* A candidate whose output differs from the default algorithm's by more
+ * than this, relative to the largest |y| of the default's output, is not
+ * taken: the tolerance the model tests hold Tessera to against PyTorch. */
+#define TSR_AUTOTUNE_TOLERANCE 1e-4
+
+/* Another algorithm replaces the default only when it is at least this
+ * much faster, so that timing noise on a loaded machine does not flip
+ * choices back and forth. */
+#define TSR_AUTOTUNE_MARGIN 0.95
+
+/* One decision between a kernel's default algorithm and its one
+ * alternative: the name of the algorithm taken (at most 15 characters,
+ * no spaces), the best times of the default and of the alternative, and
+ * the alternative's error relative to the default (whichever was taken,
+ * so that a report can say why). */
+typedef struct tsr_autotune_choice {
+    char algorithm[16];
+    double default_seconds, alternative_seconds, alternative_error;
+} tsr_autotune_choice;
+
+/* The cache file: $XDG_CACHE_HOME/tessera/autotune.txt, or
+ * $HOME/.cache/tessera/autotune.txt; false when neither variable gives
+ * an absolute directory. */
+bool tsr_autotune_cache_path(char *path, size_t size);
+
+/* Looks up `key` (no tabs or newlines) in the cache file. A missing,
+ * unreadable or corrupt file, or a malformed line, is a miss. */
+bool tsr_autotune_cache_get(const char *key, tsr_autotune_choice *choice_out);
+
+/* Adds the decision to the cache file (creating the file and its
+ * directories), and to the in-memory copy. Nothing is written to a file
+ * that does not start with the cache's header line (someone else's file),
+ * and a failure to write is silent: the choice is then only remembered in
+ * this process. */
+void tsr_autotune_cache_put(const char *key, const tsr_autotune_choice *choice);
+
+/* The best wall time of `run(args[i])` for each of n candidates, in
+ * seconds_out[i]: calls alternate between the candidates, one each per
+ * round, so that a change in the machine's load hits them all alike; at
+ * least 3 rounds, more while they add up to under 50 ms (at most 20).
+ * Fails with the first failing call's status. */
+tsr_status tsr_autotune_time(int n, tsr_status (*run)(void *arg), void *const *args,
+                             double *seconds_out);
+
+/* Whether the alternative replaces the default: within the accuracy
+ * guard and faster by the margin. */
+bool tsr_autotune_takes(double default_seconds, double alternative_seconds, double rel_error);
+
+/* max |y - ref| / max |ref| over n values (0 when both are all zero;
+ * infinite when y has a NaN or infinity that ref does not). */
+double tsr_autotune_rel_error(const float *y, const float *ref, size_t n);
+
+/* Fills `x` with reproducible uniform values in [-1, 1). */
+void tsr_autotune_fill_random(float *x, size_t n, unsigned seed);
+
+#endif
