@@ -23,6 +23,8 @@ TSR_OP(Floor)
 TSR_OP(Ceil)
 TSR_OP(Softplus)
 TSR_OP(Not)
+TSR_OP(ReluGrad) /* domain ai.tessera, Relu's backward from its output */
+TSR_OP(ClipGrad) /* domain ai.tessera, Clip's backward */
 
 /* binary.c: broadcasting element-wise ops with two or more inputs */
 TSR_OP(Add)

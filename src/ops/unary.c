@@ -166,11 +166,13 @@ static double attr_f(const tsr_grad_ctx *c, const char *name)
     return tsr_attr_float(tsr_grad_node(c), name);
 }
 
+/* One ReluGrad pass instead of Greater + Where; it reads Relu's output
+ * (y > 0 exactly where x > 0), which the next layer keeps anyway, so the
+ * input of Relu need not live until the backward pass. */
 static tsr_status Relu_grad(tsr_grad_ctx *c)
 {
-    const char *g;
-    const char *x = tsr_grad_input(c, 0);
-    TSR_CHECK(select_cmp(c, &tsr_op_Greater, x, 0.0, tsr_grad_dy(c, 0), NULL, &g));
+    const char *ins[2] = {tsr_grad_dy(c, 0), tsr_grad_output(c, 0)}, *g;
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReluGrad, 2, ins, 0, NULL, 1, &g));
     return tsr_grad_contribute(c, 0, g);
 }
 
@@ -307,29 +309,29 @@ static tsr_status Neg_grad(tsr_grad_ctx *c)
     return tsr_grad_contribute(c, 0, g);
 }
 
-/* dX flows where min <= x <= max (as in PyTorch); a bound that is an
- * input gets the gradient of the elements clipped to it. */
+/* dX flows where min <= x <= max (as in PyTorch), in one ClipGrad pass; a
+ * bound that is an input gets the gradient of the elements clipped to it
+ * (max: of those that min left, so that min > max stays consistent). */
 static tsr_status Clip_grad(tsr_grad_ctx *c)
 {
     const char *x = tsr_grad_input(c, 0), *dy = tsr_grad_dy(c, 0);
     const char *lo = tsr_grad_input(c, 1), *hi = tsr_grad_input(c, 2);
-    const char *g = dy, *zero;
-    TSR_CHECK(scalar(c, 0.0, &zero));
+    const char *ins[4] = {dy, x, lo ? lo : "", hi ? hi : ""}, *g, *zero = NULL;
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ClipGrad, hi ? 4 : lo ? 3 : 2, ins, 0, NULL, 1, &g));
     const char *bounds[2] = {lo, hi};
     const tsr_op_def *outside[2] = {&tsr_op_Less, &tsr_op_Greater};
     for (int b = 0; b < 2; b++) {
-        if (!bounds[b])
+        if (!bounds[b] || !tsr_grad_wants(c, 1 + b))
             continue;
-        const char *cond, *masked, *to_bound;
+        const char *cond, *to_bound, *left = dy;
+        if (!zero)
+            TSR_CHECK(scalar(c, 0.0, &zero));
+        if (b == 1 && lo)
+            TSR_CHECK(tsr_grad_emit(c, &tsr_op_ClipGrad, 3, ins, 0, NULL, 1, &left));
         TSR_CHECK(tsr_grad_binary(c, outside[b], x, bounds[b], &cond));
-        const char *keep[3] = {cond, zero, g};
-        TSR_CHECK(tsr_grad_emit(c, &tsr_op_Where, 3, keep, 0, NULL, 1, &masked));
-        if (tsr_grad_wants(c, 1 + b)) {
-            const char *take[3] = {cond, g, zero};
-            TSR_CHECK(tsr_grad_emit(c, &tsr_op_Where, 3, take, 0, NULL, 1, &to_bound));
-            TSR_CHECK(tsr_grad_contribute_sum(c, 1 + b, to_bound));
-        }
-        g = masked;
+        const char *take[3] = {cond, left, zero};
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_Where, 3, take, 0, NULL, 1, &to_bound));
+        TSR_CHECK(tsr_grad_contribute_sum(c, 1 + b, to_bound));
     }
     return tsr_grad_contribute(c, 0, g);
 }
@@ -404,22 +406,28 @@ SIGNED_OP(Neg, -x, 1)
 
 /* Clip's bounds are optional scalar inputs (opset 11 on; the attribute
  * form of older opsets is not imported). */
-static tsr_status clip_infer(tsr_infer_ctx *c)
+static tsr_status clip_bounds_infer(tsr_infer_ctx *c, int first)
 {
-    for (int i = 1; i < c->n_inputs; i++) {
+    for (int i = first; i < c->n_inputs; i++) {
         const tsr_value *b = c->inputs[i];
         if (!b)
             continue;
         if (b->dtype != c->inputs[0]->dtype)
-            return tsr_infer_error(c, TSR_ERR_DTYPE, "Clip bound %d is %s but the input is %s", i,
-                                   tsr_dtype_name(b->dtype), tsr_dtype_name(c->inputs[0]->dtype));
+            return tsr_infer_error(c, TSR_ERR_DTYPE, "Clip bound %d is %s but the input is %s",
+                                   i - first + 1, tsr_dtype_name(b->dtype),
+                                   tsr_dtype_name(c->inputs[0]->dtype));
         int64_t n = tsr_shape_numel(b->rank, b->dims);
         if (n > 1 || n == 0)
             return tsr_infer_error(c, TSR_ERR_SHAPE,
-                                   "Clip bound %d must be a scalar, got %lld elements", i,
-                                   (long long)n);
+                                   "Clip bound %d must be a scalar, got %lld elements",
+                                   i - first + 1, (long long)n);
     }
     return infer_same_float(c);
+}
+
+static tsr_status clip_infer(tsr_infer_ctx *c)
+{
+    return clip_bounds_infer(c, 1);
 }
 
 /* clang-format mangles _Pragma inside macros. */
@@ -466,6 +474,144 @@ const tsr_op_def tsr_op_Clip = {
     .ref = clip_ref,
     .flops = flops_per_element,
     .grad = Clip_grad,
+};
+
+/* ReluGrad(dY, Y) -> dX (domain ai.tessera): dY where Relu's output Y is
+ * positive, else 0 (Relu'(0) = 0, and NaN passes nothing). Linear in dY
+ * with a mask that is piecewise constant in Y, so its gradient is itself
+ * along dY and none along Y. */
+static tsr_status relu_grad_infer(tsr_infer_ctx *c)
+{
+    if (!c->inputs[0] || c->n_inputs < 2 || !c->inputs[1])
+        return tsr_infer_error(c, TSR_ERR_SHAPE, "dY and Y are required");
+    TSR_CHECK(tsr_infer_require_dtype(c, 0, TSR_FLOAT_TYPES));
+    const tsr_value *dy = c->inputs[0], *y = c->inputs[1];
+    bool same = dy->dtype == y->dtype && dy->rank == y->rank;
+    for (int d = 0; same && d < y->rank; d++)
+        same =
+            dy->dims[d] == y->dims[d] || !tsr_dim_known(dy->dims[d]) || !tsr_dim_known(y->dims[d]);
+    if (!same)
+        return tsr_infer_error(c, TSR_ERR_SHAPE, "dY must have Y's dtype and shape");
+    tsr_infer_set(c, 0, dy->dtype, dy->rank, dy->dims);
+    return TSR_OK;
+}
+
+// clang-format off
+#define RELU_GRAD_LOOP(T)                                                                        \
+    do {                                                                                         \
+        const T *dys = k->inputs[0]->data, *ys = k->inputs[1]->data;                             \
+        T *dxs = k->outputs[0]->data;                                                            \
+        _Pragma("omp parallel for num_threads(nt) if (nt > 1)")                                  \
+        for (int64_t i = 0; i < count; i++)                                                      \
+            dxs[i] = ys[i] > 0 ? dys[i] : 0;                                                     \
+    } while (0)
+// clang-format on
+
+static tsr_status relu_grad_ref(const tsr_kernel_ctx *k)
+{
+    int64_t count = tsr_tensor_numel(k->inputs[0]);
+    int nt = count >= PARALLEL_MIN_ELEMENTS && k->threads > 1 ? k->threads : 1;
+    if (k->inputs[0]->dtype == TSR_FLOAT32)
+        RELU_GRAD_LOOP(float);
+    else
+        RELU_GRAD_LOOP(double);
+    return TSR_OK;
+}
+
+static tsr_status relu_grad_grad(tsr_grad_ctx *c)
+{
+    const char *ins[2] = {tsr_grad_dy(c, 0), tsr_grad_input(c, 1)}, *g;
+    if (!tsr_grad_wants(c, 0))
+        return TSR_OK;
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReluGrad, 2, ins, 0, NULL, 1, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
+const tsr_op_def tsr_op_ReluGrad = {
+    .name = "ReluGrad",
+    .domain = "ai.tessera",
+    .min_inputs = 2,
+    .max_inputs = 2,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .locality = TSR_LOCALITY_ELEMENTWISE,
+    .infer = relu_grad_infer,
+    .ref = relu_grad_ref,
+    .flops = flops_per_element,
+    .grad = relu_grad_grad,
+};
+
+/* ClipGrad(dY, X, min, max) -> dX (domain ai.tessera): dY where
+ * min <= X <= max (a NaN X passes it, an omitted bound clips nothing),
+ * else 0. Linear in dY with a mask piecewise constant in X and the
+ * bounds, so its gradient is along dY only. */
+static tsr_status clip_grad_infer(tsr_infer_ctx *c)
+{
+    if (!c->inputs[0] || c->n_inputs < 2 || !c->inputs[1])
+        return tsr_infer_error(c, TSR_ERR_SHAPE, "dY and X are required");
+    const tsr_value *dy = c->inputs[0], *x = c->inputs[1];
+    bool same = dy->dtype == x->dtype && dy->rank == x->rank;
+    for (int d = 0; same && d < x->rank; d++)
+        same =
+            dy->dims[d] == x->dims[d] || !tsr_dim_known(dy->dims[d]) || !tsr_dim_known(x->dims[d]);
+    if (!same)
+        return tsr_infer_error(c, TSR_ERR_SHAPE, "dY must have X's dtype and shape");
+    return clip_bounds_infer(c, 2);
+}
+
+// clang-format off
+#define CLIP_GRAD_LOOP(T)                                                                        \
+    do {                                                                                         \
+        const T *dys = k->inputs[0]->data, *xs = k->inputs[1]->data;                             \
+        T *dxs = k->outputs[0]->data;                                                            \
+        T l = (T)lo, h = (T)hi;                                                                  \
+        _Pragma("omp parallel for num_threads(nt) if (nt > 1)")                                  \
+        for (int64_t i = 0; i < count; i++)                                                      \
+            dxs[i] = xs[i] < l || xs[i] > h ? 0 : dys[i];                                        \
+    } while (0)
+// clang-format on
+
+static tsr_status clip_grad_ref(const tsr_kernel_ctx *k)
+{
+    double lo = -INFINITY, hi = INFINITY;
+    if (k->n_inputs > 2 && k->inputs[2])
+        lo = tsr_get_f(k->inputs[2], 0);
+    if (k->n_inputs > 3 && k->inputs[3])
+        hi = tsr_get_f(k->inputs[3], 0);
+    int64_t count = tsr_tensor_numel(k->inputs[0]);
+    int nt = count >= PARALLEL_MIN_ELEMENTS && k->threads > 1 ? k->threads : 1;
+    if (k->inputs[0]->dtype == TSR_FLOAT32)
+        CLIP_GRAD_LOOP(float);
+    else
+        CLIP_GRAD_LOOP(double);
+    return TSR_OK;
+}
+
+static tsr_status clip_grad_grad(tsr_grad_ctx *c)
+{
+    if (!tsr_grad_wants(c, 0))
+        return TSR_OK;
+    const tsr_node *n = tsr_grad_node(c);
+    const char *ins[4] = {tsr_grad_dy(c, 0), ""};
+    for (int i = 1; i < n->n_inputs; i++)
+        ins[i] = tsr_grad_input(c, i) ? tsr_grad_input(c, i) : "";
+    const char *g;
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ClipGrad, n->n_inputs, ins, 0, NULL, 1, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
+const tsr_op_def tsr_op_ClipGrad = {
+    .name = "ClipGrad",
+    .domain = "ai.tessera",
+    .min_inputs = 2,
+    .max_inputs = 4,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .locality = TSR_LOCALITY_ELEMENTWISE,
+    .infer = clip_grad_infer,
+    .ref = clip_grad_ref,
+    .flops = flops_per_element,
+    .grad = clip_grad_grad,
 };
 
 static tsr_status not_infer(tsr_infer_ctx *c)

@@ -62,6 +62,13 @@ def positive(*shape, lo=0.5, hi=2.0):
     return Spec(shape, lambda r, s: r.uniform(lo, hi, s))
 
 
+def running_var(*shape):
+    """positive() held as a graph constant: BatchNormTrain's running variance (no gradient)."""
+    spec = positive(*shape)
+    spec.const = True
+    return spec
+
+
 def distinct(*shape, offset=0.0):
     """Distinct values 0.1 apart (plus `offset`, so that inputs with
     different offsets never tie either): no ties for max and min to break."""
@@ -80,6 +87,12 @@ def const(value):
     """A constant of exactly this value and dtype (floats follow the dtype under test)."""
     v = np.asarray(value)
     return Spec(v.shape, lambda r, s: v.copy(), const=True, float_=v.dtype.kind == "f")
+
+
+def shape_of(*dims):
+    """A constant int64 shape whose "C" entries follow the channel count."""
+    return Spec(("C",), lambda r, s: np.array([s[0] if d == "C" else d for d in dims], dtype=I64),
+                const=True, float_=False)
 
 
 def ints(*shape, lo=0, hi=3, constant=False):
@@ -127,6 +140,14 @@ CASES = [
     Case("Neg", [normal(2, "C", 5, 7)], cpu="cpu", tol="exact"),
     Case("Relu", [away(3, "C", 7, 5)], cpu="cpu", tol="exact"),
     Case("Relu", [away(3, 5, 7)], cpu="cpu", tol="exact", label="rank3"),
+    Case("ReluGrad", [normal(3, "C", 7, 5), away(3, "C", 7, 5)], cpu="cpu", tol="exact"),
+    Case("ReluGrad", [normal(3, 5, 7), away(3, 5, 7)], cpu="cpu", tol="exact", label="rank3"),
+    Case("ClipGrad", [normal(2, "C", 5, 7), normal(2, "C", 5, 7, scale=2),
+                      const(np.float32(-0.5)), const(np.float32(0.7))], cpu="cpu", tol="exact"),
+    Case("ClipGrad", [normal(3, 5, 7), normal(3, 5, 7, scale=2), None, const(np.float32(0.5))],
+         cpu="cpu", tol="exact", label="max_only"),
+    Case("ClipGrad", [normal(2, "C", 5, 7), normal(2, "C", 5, 7, scale=2),
+                      const(np.float32(-1.0))], cpu="cpu", tol="exact", label="min_only"),
     Case("Abs", [away(9)], cpu="cpu", tol="exact", label="rank1"),
     Case("LeakyRelu", [away(2, "C", 5, 7)], {"alpha": 0.07}, cpu="cpu"),
     Case("Elu", [away(3, 5, 7)], {"alpha": 0.7}),
@@ -366,7 +387,10 @@ CASES = [
                            const(np.array([2, 5, 9, 7], dtype=I64))], CONV, cpu="dnnl", tol="sum"),
     Case("ConvGradFilter", [normal(2, 5, 9, 7), normal(2, 6, 5, 6),
                             const(np.array([6, 5, 3, 2], dtype=I64))], CONV, cpu="dnnl", tol="sum"),
-    Case("MaxPoolGrad", [distinct(2, 3, 9, 7), normal(2, 3, 5, 4)], POOL),
+    Case("MaxPoolGrad", [distinct(2, "C", 9, 7), normal(2, "C", 5, 4)], POOL, cpu="cpu"),
+    Case("MaxPoolGrad", [distinct(2, "C", 8, 9), normal(2, "C", 4, 3)],
+         {"kernel_shape": [2, 3], "strides": [2, 3], "dilations": [2, 1], "ceil_mode": 1},
+         cpu="cpu", label="ceil_dilated"),
     Case("MaxPoolGather", [distinct(2, 3, 9, 7), normal(2, 3, 9, 7)], POOL, tol="exact"),
     Case("AveragePoolGrad", [normal(2, 3, 5, 4), const(np.array([2, 3, 9, 7], dtype=I64))], POOL),
     Case("GatherGrad", [normal(2, 2, 3), const(np.array([[3, 0], [3, 1]], dtype=I64)),
@@ -377,12 +401,16 @@ CASES = [
          cpu64="cpu", tol="sum", label="rows"),
     Case("SumTo", [normal(2, 3, "C"), const(np.array([1, 1], dtype=I64))], cpu="cpu",
          cpu64="cpu", tol="sum", label="lead_axis"),
+    Case("SumTo", [normal(2, "C", 5, 4), shape_of(2, "C", 5, 4)], cpu="cpu", cpu64="cpu",
+         tol="exact", label="same_shape"),
     # training.c
-    Case("BatchNormTrain", [normal(3, 5, 4, 3), positive(5), normal(5),
-                            const(np.linspace(-0.5, 0.5, 5)), const(np.linspace(0.5, 1.5, 5))],
-         {"epsilon": 1e-3, "momentum": 0.8}, n_outputs=5, grad_outputs=[0]),
-    Case("BatchNormTrainGrad", [normal(3, 5, 4, 3), normal(3, 5, 4, 3), positive(5), normal(5),
-                                positive(5)], n_outputs=3),
+    Case("BatchNormTrain", [normal(3, "C", 4, 3, scale=2), positive("C"), normal("C"),
+                            weights("C"), running_var("C")],
+         {"epsilon": 1e-3, "momentum": 0.8}, n_outputs=5, grad_outputs=[0], cpu="cpu", rtol=1e-5),
+    Case("BatchNormTrain", [normal(4, 5, 6), positive(5), normal(5), weights(5), running_var(5)],
+         n_outputs=5, grad_outputs=[0], cpu="cpu", rtol=1e-5, label="rank3"),
+    Case("BatchNormTrainGrad", [normal(3, "C", 4, 3), normal(3, "C", 4, 3), positive("C"),
+                                normal("C"), positive("C")], n_outputs=3, cpu="cpu", rtol=1e-5),
     Case("DropoutTrain", [normal(5, 7), const(np.array(7, dtype=I64))], {"ratio": 0.3},
          n_outputs=2, grad_outputs=[0]),
     # loss.c

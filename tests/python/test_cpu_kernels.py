@@ -176,6 +176,26 @@ def test_max_pools_propagate_nan(cpu_env):
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
 
 
+def test_max_pool_grad_ties_and_nan(cpu_env):
+    """MaxPoolGrad routes each dY to the maximum the reference picks: the first of tied
+    values, the first NaN of a window (as PyTorch), over overlapping windows and an odd
+    channel count; dY holds integers, so every sum is exact whatever the order."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 3, (2, 19, 9, 8)).astype(np.float32)
+    x[0, 1, 2, 2] = x[0, 1, 3, 3] = x[1, 18, 0, 0] = np.nan
+    dy = rng.integers(-8, 9, (2, 19, 5, 4)).astype(np.float32)
+    g = tsr.Graph()
+    g.set_opset(17)
+    g.add_input("x", np.float32, list(x.shape))
+    g.add_input("dy", np.float32, list(dy.shape))
+    g.add_node("MaxPoolGrad", [blocked(g, "x", 19), blocked(g, "dy", 19)], ["y"],
+               {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
+               domain="ai.tessera", name="op")
+    g.add_output("y")
+    got, want = run_both(g, [x, dy])
+    np.testing.assert_array_equal(got, want)
+
+
 def test_chain_stays_blocked(cpu_env):
     """Conv -> Relu -> MaxPool -> Add -> GlobalAveragePool: data flows
     blocked through the chain, with reorders only at the ends."""

@@ -548,14 +548,21 @@ def export(model, x, path):
 
 def assert_backends(tr, onnx_path):
     """The cpu device's training step runs every convolution, forward and backward, on
-    oneDNN (the gradient nodes of node N are named N/grad)."""
+    oneDNN (the gradient nodes of node N are named N/grad), and training-mode BatchNorm
+    and the Relu gradients on the cpu backend's own kernels."""
     import onnx
-    convs = [n.name for n in onnx.load(str(onnx_path)).graph.node if n.op_type == "Conv"]
+    nodes = onnx.load(str(onnx_path)).graph.node
+    convs = [n.name for n in nodes if n.op_type == "Conv"]
     assert convs
     counts = tr.step_backend_counts()
     for name in convs:
         assert tr.step_node_backend(name) == "dnnl", name
         assert tr.step_node_backend(f"{name}/grad") == "dnnl", f"{name}/grad"
+    for n in nodes:
+        if n.op_type == "BatchNormalization":
+            assert tr.step_node_backend(n.name) == "cpu", n.name
+        if n.op_type in ("BatchNormalization", "Relu"):
+            assert tr.step_node_backend(f"{n.name}/grad") == "cpu", f"{n.name}/grad"
     # forward, weight gradient, and the input gradient of all but the first
     assert counts.get("dnnl", 0) >= 3 * len(convs) - 1, counts
 

@@ -424,6 +424,12 @@ static tsr_status sum_to_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
         memset(y->data, 0, (size_t)tsr_tensor_numel(y) * tsr_dtype_size(y->dtype));
         return TSR_OK;
     }
+    if (k->input_layouts[0] != TSR_LAYOUT_PLAIN) {
+        int64_t b = tsr_layout_block((tsr_layout)k->input_layouts[0]);
+        int64_t padded = x->dims[0] * ((x->dims[1] + b - 1) / b) * b * x->dims[2] * x->dims[3];
+        memcpy(y->data, x->data, (size_t)padded * tsr_dtype_size(x->dtype));
+        return TSR_OK;
+    }
     if (y->dtype == TSR_FLOAT64)
         sum_to_double(x, y);
     else
@@ -457,8 +463,23 @@ static void plain_layouts(const tsr_graph *g, const tsr_node *node, const uint8_
         produced[i] = TSR_LAYOUT_PLAIN;
 }
 
+/* A SumTo that sums nothing (the gradient of a residual Add, whose shapes
+ * were known only at run time when autodiff emitted it) copies its input
+ * in whatever blocked layout it arrives, so no reorder surrounds it. */
+static void sum_to_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                           uint8_t *wanted, uint8_t *produced)
+{
+    const tsr_value *x = tsr_cpu_input(g, node, 0), *y = tsr_cpu_output(g, node, 0);
+    bool copy = x->rank == y->rank && x->dtype == TSR_FLOAT32;
+    for (int d = 0; copy && d < x->rank; d++)
+        copy = x->dims[d] == y->dims[d] && tsr_dim_known(x->dims[d]);
+    plain_layouts(g, node, available, wanted, produced);
+    if (copy)
+        wanted[0] = produced[0] = (uint8_t)tsr_cpu_keep_layout(x, available[0]);
+}
+
 const tsr_cpu_op tsr_cpu_ict_ops[] = {
     {&tsr_op_ICTProduct, ict_product_supports, plain_layouts, ict_product_prepare},
-    {&tsr_op_SumTo, sum_to_supports, plain_layouts, sum_to_prepare},
+    {&tsr_op_SumTo, sum_to_supports, sum_to_layouts, sum_to_prepare},
     {NULL},
 };

@@ -1,6 +1,7 @@
 /* Pooling kernels of the cpu backend: MaxPool and AveragePool over two
- * spatial dims, and the global pools, on blocked layouts (vectors across a
- * channel block's lanes) and plain (vectors along W). Window geometry is worked
+ * spatial dims, MaxPool's backward (MaxPoolGrad), and the global pools,
+ * on blocked layouts (vectors across a channel block's lanes) and plain
+ * (vectors along W). Window geometry is worked
  * out once at plan time: for each output row and column, the range of
  * taps that land inside the input, so the inner loops never test bounds. */
 #include "backends/cpu/kernels_internal.h"
@@ -23,6 +24,8 @@ typedef void (*pool_row_tile)(const tsr_cpu_pool_geom *g, const float *x, int64_
                               int64_t oh);
 typedef void (*reduce_tile)(const float *x, int64_t pixels, float *out);
 typedef float (*reduce_plain_tile)(const float *x, int64_t n, bool is_max);
+typedef void (*max_grad_tile)(const tsr_cpu_pool_geom *g, const float *x, const float *dy,
+                              float *dx);
 
 /* Indexed [is_max][0: plain, 1: 8 lanes, 2: 16 lanes]; NULL where the
  * block is narrower than the ISA's vectors. */
@@ -30,6 +33,7 @@ typedef struct {
     pool_row_tile row[2][3];
     reduce_tile global[2][3];
     reduce_plain_tile plain;
+    max_grad_tile max_grad[3];
 } tsr_cpu_pool_tiles;
 
 #define TSR_SIMD_LEVEL 0
@@ -79,6 +83,7 @@ static bool pool_supports(const tsr_graph *g, const tsr_node *node, char *why, s
 typedef struct {
     tsr_cpu_pool_geom g;
     pool_row_tile row;
+    max_grad_tile grad; /* MaxPoolGrad */
     int block;
 } pool_data;
 
@@ -138,11 +143,54 @@ static void pool_band(const tsr_cpu_state *s, const tsr_band_call *c)
         d->row(g, c->in[0].data, c->in[0].row0, y, r);
 }
 
+/* MaxPoolGrad(X, dY): each plane of dX is written by one thread, which
+ * routes that plane's dY to its maxima. */
+static tsr_status max_grad_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const pool_data *d = s->data;
+    const tsr_cpu_pool_geom *g = &d->g;
+    const tsr_tensor *x = k->inputs[0];
+    int b = d->block;
+    int64_t planes = x->dims[0] * ((x->dims[1] + b - 1) / b);
+    int64_t in_plane = g->ih * g->iw * b, out_plane = g->oh * g->ow * b;
+    const float *xs = x->data, *dys = k->inputs[1]->data;
+    float *dxs = k->outputs[0]->data;
+    int nt = tsr_cpu_threads_for(k->threads, planes * in_plane);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t p = 0; p < planes; p++)
+        d->grad(g, xs + p * in_plane, dys + p * out_plane, dxs + p * in_plane);
+    return TSR_OK;
+}
+
+static bool max_grad_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    if (!pool_supports(g, node, why, size) || !tsr_cpu_require_f32(g, node, 1, why, size))
+        return false;
+    const tsr_value *x = tsr_cpu_input(g, node, 0);
+    if (x->dims[2] * x->dims[3] >= (int64_t)1 << 24) {
+        snprintf(why, size, "MaxPoolGrad over %lld pixels per plane: the ref backend runs it",
+                 (long long)(x->dims[2] * x->dims[3]));
+        return false;
+    }
+    return true;
+}
+
+/* X and dY in one layout, the first that arrives blocked; dX in it too. */
+static void max_grad_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                             uint8_t *wanted, uint8_t *produced)
+{
+    tsr_layout l = tsr_cpu_keep_layout(tsr_cpu_input(g, node, 0), available[0]);
+    if (l == TSR_LAYOUT_PLAIN)
+        l = tsr_cpu_keep_layout(tsr_cpu_input(g, node, 1), available[1]);
+    wanted[0] = wanted[1] = produced[0] = (uint8_t)l;
+}
+
 static tsr_status pool_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 {
     const tsr_node *node = ctx->node;
     const tsr_value *x = tsr_cpu_input(ctx->graph, node, 0);
-    bool is_max = node->op == &tsr_op_MaxPool;
+    bool is_grad = node->op == &tsr_op_MaxPoolGrad;
+    bool is_max = node->op == &tsr_op_MaxPool || is_grad;
     size_t n_kernel;
     const int64_t *kernel = tsr_attr_ints(node, "kernel_shape", &n_kernel);
     if (n_kernel != 2)
@@ -189,6 +237,11 @@ static tsr_status pool_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
     d->block = tsr_layout_block((tsr_layout)ctx->input_layouts[0]);
     if (d->block > 1)
         s->isa = tsr_cpu_isa_for_block(s->isa, d->block);
+    if (is_grad) {
+        d->grad = tiles[s->isa]->max_grad[block_index(d->block)];
+        s->run = max_grad_run;
+        return TSR_OK;
+    }
     d->row = tiles[s->isa]->row[is_max][block_index(d->block)];
     s->band = pool_band;
     s->band_info = (tsr_band_info){
@@ -267,6 +320,7 @@ static tsr_status global_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 const tsr_cpu_op tsr_cpu_pool_ops[] = {
     {&tsr_op_MaxPool, pool_supports, NULL, pool_prepare},
     {&tsr_op_AveragePool, pool_supports, NULL, pool_prepare},
+    {&tsr_op_MaxPoolGrad, max_grad_supports, max_grad_layouts, pool_prepare},
     {&tsr_op_GlobalAveragePool, global_supports, global_layouts, global_prepare},
     {&tsr_op_GlobalMaxPool, global_supports, global_layouts, global_prepare},
     {NULL},

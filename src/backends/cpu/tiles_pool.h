@@ -196,6 +196,80 @@ SIMD_TARGET static float SIMD_NAME(reduce_plain)(const float *x, int64_t n, bool
     return r;
 }
 
+/* MaxPoolGrad on one plane (dx zeroed here): each output's dy goes to its
+ * window's maximum as tsr_window_max picks it, the first on ties and the
+ * first NaN, so results match the reference exactly. Per lane, the
+ * position of the best tap so far is kept as a float (exact below 2^24
+ * pixels, which supports checks), then the b adds scatter. */
+SIMD_TARGET static inline __attribute__((always_inline)) void
+SIMD_NAME(max_grad_plane)(const tsr_cpu_pool_geom *g, const float *x, const float *dy, float *dx,
+                          const int b)
+{
+    const int nv = b / SIMD_W;
+    memset(dx, 0, (size_t)(g->ih * g->iw * b) * sizeof(float));
+    for (int64_t oh = 0; oh < g->oh; oh++) {
+        int64_t h0 = oh * g->sh - g->ph, hlo = g->hlo[oh], hhi = g->hhi[oh];
+        for (int64_t ow = 0; ow < g->ow; ow++) {
+            int64_t w0 = ow * g->sw - g->pw, wlo = g->wlo[ow], whi = g->whi[ow];
+            if (hlo >= hhi || wlo >= whi)
+                continue;
+            vf best[POOL_MAXV], at[POOL_MAXV];
+            vf first = vf_set1((float)((h0 + hlo * g->dh) * g->iw + w0 + wlo * g->dw));
+            for (int j = 0; j < nv; j++) {
+                best[j] = vf_set1(-INFINITY);
+                at[j] = first;
+            }
+            for (int64_t kh = hlo; kh < hhi; kh++) {
+                int64_t row = (h0 + kh * g->dh) * g->iw;
+                for (int64_t kw = wlo; kw < whi; kw++) {
+                    int64_t pos = row + w0 + kw * g->dw;
+                    vf vpos = vf_set1((float)pos);
+                    for (int j = 0; j < nv; j++) {
+                        vf v = vf_load(x + pos * b + j * SIMD_W);
+                        /* v > best, or v the first NaN (best not NaN yet) */
+                        vf best_ok = vf_select(vm_nan(best[j]), vf_zero(), vf_set1(1.0f));
+                        vf nan_new = vf_select(vm_nan(v), best_ok, vf_zero());
+                        vm take = vm_or(vm_lt(best[j], v), vm_lt(vf_zero(), nan_new));
+                        best[j] = vf_select(take, v, best[j]);
+                        at[j] = vf_select(take, vpos, at[j]);
+                    }
+                }
+            }
+            float where[16];
+            for (int j = 0; j < nv; j++)
+                vf_store(where + j * SIMD_W, at[j]);
+            const float *gy = dy + (oh * g->ow + ow) * b;
+            for (int l = 0; l < b; l++)
+                dx[(int64_t)where[l] * b + l] += gy[l];
+        }
+    }
+}
+
+/* The same on a plain plane, one pixel at a time. */
+static void SIMD_NAME(max_grad_plain)(const tsr_cpu_pool_geom *g, const float *x, const float *dy,
+                                      float *dx)
+{
+    memset(dx, 0, (size_t)(g->ih * g->iw) * sizeof(float));
+    for (int64_t oh = 0; oh < g->oh; oh++) {
+        int64_t h0 = oh * g->sh - g->ph;
+        for (int64_t ow = 0; ow < g->ow; ow++) {
+            int64_t w0 = ow * g->sw - g->pw, at = -1;
+            float best = -INFINITY;
+            for (int64_t kh = g->hlo[oh]; kh < g->hhi[oh]; kh++)
+                for (int64_t kw = g->wlo[ow]; kw < g->whi[ow]; kw++) {
+                    int64_t pos = (h0 + kh * g->dh) * g->iw + w0 + kw * g->dw;
+                    float v = x[pos];
+                    if (v > best || (v != v && best == best) || at < 0) {
+                        best = v;
+                        at = pos;
+                    }
+                }
+            if (at >= 0)
+                dx[at] += dy[oh * g->ow + ow];
+        }
+    }
+}
+
 /* The instances: every (op, block) whose block is a multiple of SIMD_W. */
 #define POOL_INSTANCE(op, is_max, b)                                                               \
     SIMD_TARGET static void SIMD_NAME(op##_b##b)(const tsr_cpu_pool_geom *g, const float *x,       \
@@ -209,15 +283,24 @@ SIMD_TARGET static float SIMD_NAME(reduce_plain)(const float *x, int64_t n, bool
         SIMD_NAME(reduce_pixels)(x, pixels, out, is_max, b);                                       \
     }
 
+#define GRAD_INSTANCE(b)                                                                           \
+    SIMD_TARGET static void SIMD_NAME(max_grad_b##b)(const tsr_cpu_pool_geom *g, const float *x,   \
+                                                     const float *dy, float *dx)                   \
+    {                                                                                              \
+        SIMD_NAME(max_grad_plane)(g, x, dy, dx, b);                                                \
+    }
+
 POOL_INSTANCE(maxpool, true, 16)
 POOL_INSTANCE(avgpool, false, 16)
 GLOBAL_INSTANCE(gmax, true, 16)
 GLOBAL_INSTANCE(gsum, false, 16)
+GRAD_INSTANCE(16)
 #if SIMD_W <= 8
 POOL_INSTANCE(maxpool, true, 8)
 POOL_INSTANCE(avgpool, false, 8)
 GLOBAL_INSTANCE(gmax, true, 8)
 GLOBAL_INSTANCE(gsum, false, 8)
+GRAD_INSTANCE(8)
 #endif
 SIMD_TARGET static void SIMD_NAME(maxpool_plain)(const tsr_cpu_pool_geom *g, const float *x,
                                                  int64_t x_row0, float *y, int64_t oh)
@@ -258,8 +341,17 @@ static const tsr_cpu_pool_tiles SIMD_NAME(pool_tiles) = {
 #endif
                }},
     .plain = SIMD_NAME(reduce_plain),
+    .max_grad =
+        {
+            [2] = SIMD_NAME(max_grad_b16),
+#if SIMD_W <= 8
+            [1] = SIMD_NAME(max_grad_b8),
+#endif
+            [0] = SIMD_NAME(max_grad_plain),
+        },
 };
 
+#undef GRAD_INSTANCE
 #undef POOL_INSTANCE
 #undef GLOBAL_INSTANCE
 #undef POOL_MAXV
