@@ -98,6 +98,10 @@ TSR_OP(RNN)
 /* trilu.c: upper and lower triangles of batched matrices */
 TSR_OP(Trilu)
 
+/* topk.c: the K largest or smallest along an axis, and its backward op */
+TSR_OP(TopK)
+TSR_OP(TopKGrad) /* domain ai.tessera, dValues scattered back to X's shape */
+
 /* resize.c: Resize and the older Upsample */
 TSR_OP(Resize)
 TSR_OP(Upsample)

@@ -475,6 +475,14 @@ CASES = [
     # trilu.c
     Case("Trilu", [normal(2, 4, 5), const(np.array(1, dtype=I64))], {"upper": 0}),
     Case("Trilu", [normal(5, 3)], label="upper"),
+    # topk.c
+    Case("TopK", [distinct(3, 7, 5), const(np.array([3], dtype=I64))], {"axis": 1}, n_outputs=2,
+         grad_outputs=[0], tol="exact"),
+    Case("TopK", [distinct(4, 6), const(np.array([2], dtype=I64))], {"largest": 0}, n_outputs=2,
+         grad_outputs=[0], tol="exact", label="smallest"),
+    Case("TopKGrad", [normal(2, 2, 3), const(np.array([[[3, 0, 1], [0, 2, 4]],
+                                                       [[1, 1, 0], [4, 3, 2]]], dtype=I64)),
+                      const(np.array([2, 5, 3], dtype=I64))], {"axis": 1}),
     # radial.c
     Case("BesselBasis", [positive(3, 4, lo=0.5, hi=4.5)], {"r_cutoff": 5.0, "n_basis": 6}),
 ]
