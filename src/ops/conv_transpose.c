@@ -3,7 +3,9 @@
  * Every attribute is turned into the window of the Conv it transposes (Y
  * the Conv's input, X its output), so the reference kernel is
  * ConvGradInput's and the gradient rule is made of Conv ops: dX is a Conv
- * of dY with W, dW a ConvGradFilter (a correlation of dY with X), dB a sum.
+ * of dY with W, dW a ConvGradFilter (a correlation of dY with X), dB a sum
+ * (dY first sliced where output_padding or output_shape add positions a
+ * stride or more past the kernel's reach, which no X position feeds).
  *
  * Where ONNX leaves the split of an odd total padding to auto_pad, the
  * spec's rule is followed (SAME_UPPER puts the extra one at the end);
@@ -310,9 +312,20 @@ static tsr_status conv_transpose_ref(const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
-/* The Conv attributes of the window: strides, dilations, group and the
- * pads of a Conv over Y whose output has X's size. */
-static tsr_status conv_transpose_grad_attrs(tsr_grad_ctx *c, int64_t *ints, tsr_attr *attrs)
+/* What the gradient's Conv ops need: strides, dilations, group and the
+ * pads of a Conv over dY whose output has X's size. Where Y reaches a
+ * stride or more past the kernel's last tap (no pads >= 0 give X's size),
+ * those trailing positions of dY, which only the bias reached, are sliced
+ * off first: ends[] (negative, from the end) along axes[], n_sliced of them. */
+typedef struct conv_transpose_grad_geom {
+    int64_t strides[TSR_WINDOW_MAX_DIMS], dilations[TSR_WINDOW_MAX_DIMS];
+    int64_t pads[2 * TSR_WINDOW_MAX_DIMS];
+    int64_t starts[TSR_WINDOW_MAX_DIMS], ends[TSR_WINDOW_MAX_DIMS], axes[TSR_WINDOW_MAX_DIMS];
+    int n_sliced;
+    tsr_attr attrs[4];
+} conv_transpose_grad_geom;
+
+static tsr_status conv_transpose_grad_geom_init(tsr_grad_ctx *c, conv_transpose_grad_geom *g)
 {
     const tsr_node *node = tsr_grad_node(c);
     const tsr_value *x = tsr_grad_value(c, tsr_grad_input(c, 0));
@@ -327,19 +340,23 @@ static tsr_status conv_transpose_grad_attrs(tsr_grad_ctx *c, int64_t *ints, tsr_
     TSR_CHECK(tsr_conv_transpose_window(node, n, x->dims + 2, kernel, &win, &pads_known));
     if (!pads_known)
         return tsr_grad_unsupported(c, "the pads depend on spatial sizes not known before run "
-                                       "time (output_shape or an unknown kernel)");
-    int64_t *strides = ints, *dilations = ints + n, *pads = ints + 2 * n;
-    if (!tsr_conv_transpose_conv_pads(&win, pads))
-        return tsr_grad_unsupported(c, "output_padding or output_shape reach a stride or more "
-                                       "past the kernel, which no Conv with pads >= 0 inverts");
+                                       "time (output_shape with unknown X or kernel sizes)");
+    memset(g, 0, sizeof *g);
     for (int i = 0; i < n; i++) {
-        strides[i] = win.stride[i];
-        dilations[i] = win.dilation[i];
+        g->strides[i] = win.stride[i];
+        g->dilations[i] = win.dilation[i];
+        g->pads[i] = win.pad_begin[i];
+        int64_t end = win.pad_end[i];
+        g->pads[n + i] = end < 0 ? 0 : end;
+        if (end < 0 && -end >= win.stride[i]) {
+            g->axes[g->n_sliced] = 2 + i;
+            g->ends[g->n_sliced++] = end;
+        }
     }
-    attrs[0] = TSR_ATTR_INTS("strides", strides, (size_t)n);
-    attrs[1] = TSR_ATTR_INTS("dilations", dilations, (size_t)n);
-    attrs[2] = TSR_ATTR_INTS("pads", pads, (size_t)(2 * n));
-    attrs[3] = TSR_ATTR_I("group", tsr_attr_int(node, "group"));
+    g->attrs[0] = TSR_ATTR_INTS("strides", g->strides, (size_t)n);
+    g->attrs[1] = TSR_ATTR_INTS("dilations", g->dilations, (size_t)n);
+    g->attrs[2] = TSR_ATTR_INTS("pads", g->pads, (size_t)(2 * n));
+    g->attrs[3] = TSR_ATTR_I("group", tsr_attr_int(node, "group"));
     return TSR_OK;
 }
 
@@ -349,21 +366,6 @@ static tsr_status conv_transpose_grad(tsr_grad_ctx *c)
 {
     const char *x = tsr_grad_input(c, 0), *w = tsr_grad_input(c, 1), *dy = tsr_grad_dy(c, 0);
     const char *g;
-    int64_t ints[4 * TSR_WINDOW_MAX_DIMS];
-    tsr_attr attrs[4];
-    if (tsr_grad_wants(c, 0) || tsr_grad_wants(c, 1))
-        TSR_CHECK(conv_transpose_grad_attrs(c, ints, attrs));
-    if (tsr_grad_wants(c, 0)) {
-        const char *ins[2] = {dy, w};
-        TSR_CHECK(tsr_grad_emit(c, &tsr_op_Conv, 2, ins, 4, attrs, 1, &g));
-        TSR_CHECK(tsr_grad_contribute(c, 0, g));
-    }
-    if (tsr_grad_wants(c, 1)) {
-        const char *ins[3] = {dy, x, NULL};
-        TSR_CHECK(tsr_grad_shape(c, w, &ins[2]));
-        TSR_CHECK(tsr_grad_emit(c, &tsr_op_ConvGradFilter, 3, ins, 4, attrs, 1, &g));
-        TSR_CHECK(tsr_grad_contribute(c, 1, g));
-    }
     if (tsr_grad_wants(c, 2)) {
         int rank = tsr_grad_value(c, dy)->rank;
         int64_t axes[TSR_MAX_RANK] = {0};
@@ -375,6 +377,29 @@ static tsr_status conv_transpose_grad(tsr_grad_ctx *c)
         const char *ins[2] = {dy, axes_name};
         TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReduceSum, 2, ins, 1, &kd, 1, &g));
         TSR_CHECK(tsr_grad_contribute(c, 2, g));
+    }
+    if (!tsr_grad_wants(c, 0) && !tsr_grad_wants(c, 1))
+        return TSR_OK;
+    conv_transpose_grad_geom geom;
+    TSR_CHECK(conv_transpose_grad_geom_init(c, &geom));
+    const char *reached = dy;
+    if (geom.n_sliced > 0) {
+        const char *ins[4] = {dy};
+        TSR_CHECK(tsr_grad_ints(c, geom.n_sliced, geom.starts, &ins[1]));
+        TSR_CHECK(tsr_grad_ints(c, geom.n_sliced, geom.ends, &ins[2]));
+        TSR_CHECK(tsr_grad_ints(c, geom.n_sliced, geom.axes, &ins[3]));
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_Slice, 4, ins, 0, NULL, 1, &reached));
+    }
+    if (tsr_grad_wants(c, 0)) {
+        const char *ins[2] = {reached, w};
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_Conv, 2, ins, 4, geom.attrs, 1, &g));
+        TSR_CHECK(tsr_grad_contribute(c, 0, g));
+    }
+    if (tsr_grad_wants(c, 1)) {
+        const char *ins[3] = {reached, x, NULL};
+        TSR_CHECK(tsr_grad_shape(c, w, &ins[2]));
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_ConvGradFilter, 3, ins, 4, geom.attrs, 1, &g));
+        TSR_CHECK(tsr_grad_contribute(c, 1, g));
     }
     return TSR_OK;
 }
