@@ -18,7 +18,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        "models: whole torchvision classifiers against PyTorch (slow on the ref backend)",
+        "models: whole models and other long cases (slow on the ref backend and under the "
+        "sanitizer build): the release pass runs them, the sanitizer pass skips them, its "
+        "code paths being covered there by smaller cases",
     )
     config.addinivalue_line(
         "markers",

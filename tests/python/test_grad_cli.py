@@ -87,6 +87,7 @@ def check_model(name, tmp_path):
           f"({len(named)} parameters)")
 
 
+@pytest.mark.models
 @pytest.mark.parametrize("name", FAST_MODELS)
 def test_model_gradients_match_pytorch(name, tmp_path):
     check_model(name, tmp_path)

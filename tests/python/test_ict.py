@@ -483,7 +483,9 @@ def test_ict_gradient_second_order(l, normalize):
         assert np.max(np.abs(hv[0])) > 1e-3, "the Hessian-vector product vanishes"
 
 
-GRAD_PATHS = paths(3) + [(4, 2, 6), (5, 3, 4), (6, 6, 0)]
+# The two highest-rank paths take a minute each under the sanitizer build.
+GRAD_PATHS = paths(3) + [pytest.param(4, 2, 6, marks=pytest.mark.models), (5, 3, 4),
+                         pytest.param(6, 6, 0, marks=pytest.mark.models)]
 
 
 @pytest.mark.parametrize("l1,l2,l3", GRAD_PATHS)

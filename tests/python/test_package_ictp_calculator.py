@@ -50,6 +50,7 @@ def test_periodic_stress_against_finite_strain(model):
     assert atoms.get_stress(voigt=False).shape == (3, 3)
 
 
+@pytest.mark.models
 def test_ase_velocity_verlet_conserves_energy(model):
     numbers, pos, cell = crystal(13, n=5)
     atoms = ase.Atoms(numbers=numbers, positions=pos, cell=cell, pbc=True)

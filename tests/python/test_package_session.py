@@ -196,6 +196,7 @@ def test_library_location_is_reported():
     assert os.path.isfile(tessera.library_path())
 
 
+@pytest.mark.models
 def test_pip_install_into_a_venv(tmp_path, conv_model):
     """`pip install` of python/ into a virtual environment (system site packages, no build
     isolation: no network) copies the library into the package, which then finds it without
