@@ -318,6 +318,8 @@ static void dnnl_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t
         tsr_dnnl_conv_layouts(g, node, available, wanted, produced);
     else if (is_conv_bwd(node))
         tsr_dnnl_conv_bwd_layouts(g, node, available, wanted, produced);
+    else if (node->op == &tsr_op_ConvTranspose)
+        tsr_dnnl_deconv_layouts(g, node, available, wanted, produced);
 }
 
 static tsr_status dnnl_prepare(const tsr_prepare_ctx *ctx, void **state_out)

@@ -1,8 +1,9 @@
 /* ConvTranspose through oneDNN's deconvolution, 2-D float32, activations
- * plain (NCHW). W stays in ONNX's (C, M/group, kH, kW) order, which oneDNN
- * reads as IOHW (GIOHW for groups) over the same bytes; when the
- * primitive wants another format it is reordered at each run, since W may
- * change between runs (training). The pads are those of the Conv the node
+ * in the backend's blocked layout (plain where oneDNN has a fast kernel
+ * only for plain ones). W is in ONNX's (C, M/group, kH, kW) order, which oneDNN
+ * reads as IOHW (GIOHW for groups) over the same bytes; a constant W is
+ * reordered once into the format the primitive chose, a fed one (training)
+ * at each run. The pads are those of the Conv the node
  * transposes (tsr_conv_transpose_window), so output_padding and
  * output_shape need no case of their own; geometries that would need a
  * negative pad stay on ref. */
@@ -89,14 +90,19 @@ static tsr_status deconv_weights_md(dnnl_memory_desc_t *md, const int64_t *dims,
     return TSR_OK;
 }
 
-static tsr_status deconv_build(const tsr_prepare_ctx *ctx, deconv_state *st)
+/* The descriptors of a deconvolution: X and Y in the given layouts, W
+ * plain and as the primitive may choose it, the bias plain. */
+typedef struct {
+    dnnl_memory_desc_t x, y, w_plain, w_any, b;
+} deconv_mds;
+
+static tsr_status deconv_primitive_desc(const tsr_graph *g, const tsr_node *node,
+                                        tsr_layout x_layout, tsr_layout y_layout, deconv_mds *m,
+                                        dnnl_primitive_desc_t *pd_out)
 {
-    const tsr_graph *g = ctx->graph;
-    const tsr_node *node = ctx->node;
     const tsr_value *x = &g->values[node->inputs[0]], *w = &g->values[node->inputs[1]];
     const tsr_value *y = &g->values[node->outputs[0]];
     bool has_bias = node->n_inputs > 2 && node->inputs[2] >= 0;
-    int64_t group = tsr_attr_int(node, "group");
     int64_t pads[4];
     if (!deconv_window(g, node, pads))
         return tsr_error(TSR_ERR_INTERNAL, "ConvTranspose: no oneDNN geometry");
@@ -110,49 +116,95 @@ static tsr_status deconv_build(const tsr_prepare_ctx *ctx, deconv_state *st)
         pad_l[d] = pads[d];
         pad_r[d] = pads[2 + d];
     }
-    dnnl_memory_desc_t x_md, y_md, w_plain, w_any, b_md;
-    TSR_CHECK(tsr_dnnl_layout_md(&x_md, x->dims, TSR_LAYOUT_PLAIN, dnnl_f32));
-    TSR_CHECK(tsr_dnnl_layout_md(&y_md, y->dims, TSR_LAYOUT_PLAIN, dnnl_f32));
-    TSR_CHECK(deconv_weights_md(&w_plain, w->dims, group));
-    TSR_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&w_any, w_plain.ndims, w_plain.dims, dnnl_f32,
-                                                dnnl_format_tag_any),
+    TSR_CHECK(tsr_dnnl_layout_md(&m->x, x->dims, x_layout, dnnl_f32));
+    TSR_CHECK(tsr_dnnl_layout_md(&m->y, y->dims, y_layout, dnnl_f32));
+    TSR_CHECK(deconv_weights_md(&m->w_plain, w->dims, tsr_attr_int(node, "group")));
+    TSR_DNNL_CHECK(dnnl_memory_desc_init_by_tag(&m->w_any, m->w_plain.ndims, m->w_plain.dims,
+                                                dnnl_f32, dnnl_format_tag_any),
                    "weights descriptor");
-    TSR_CHECK(tsr_dnnl_plain_md(&b_md, 1, &y->dims[1], dnnl_f32));
+    TSR_CHECK(tsr_dnnl_plain_md(&m->b, 1, &y->dims[1], dnnl_f32));
 
     dnnl_engine_t engine = NULL;
     TSR_CHECK(tsr_dnnl_engine(&engine, NULL));
     dnnl_deconvolution_desc_t desc;
     TSR_DNNL_CHECK(dnnl_dilated_deconvolution_forward_desc_init(
-                       &desc, dnnl_forward_inference, dnnl_deconvolution_direct, &x_md, &w_any,
-                       has_bias ? &b_md : NULL, &y_md, strides, dilates, pad_l, pad_r),
+                       &desc, dnnl_forward_inference, dnnl_deconvolution_direct, &m->x, &m->w_any,
+                       has_bias ? &m->b : NULL, &m->y, strides, dilates, pad_l, pad_r),
                    "deconvolution descriptor");
     dnnl_primitive_attr_t attr = NULL;
-    dnnl_primitive_desc_t pd = NULL;
     dnnl_status_t s = dnnl_primitive_attr_create(&attr);
     if (s == dnnl_success)
         s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     if (s == dnnl_success)
-        s = dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
+        s = dnnl_primitive_desc_create(pd_out, &desc, attr, engine, NULL);
     if (attr)
         dnnl_primitive_attr_destroy(attr);
-    TSR_DNNL_CHECK(s, "deconvolution");
+    return tsr_dnnl_check(s, "deconvolution");
+}
 
+/* Whether oneDNN has a real (jit or gemm) kernel for these layouts, not
+ * only its reference loops. */
+static bool has_fast_kernel(const tsr_graph *g, const tsr_node *node, tsr_layout x_layout,
+                            tsr_layout y_layout)
+{
+    deconv_mds m;
+    dnnl_primitive_desc_t pd = NULL;
+    if (deconv_primitive_desc(g, node, x_layout, y_layout, &m, &pd) != TSR_OK)
+        return false;
+    const char *impl = NULL;
+    bool fast = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+                impl && strncmp(impl, "ref", 3) != 0;
+    dnnl_primitive_desc_destroy(pd);
+    return fast;
+}
+
+/* X and Y in the backend's blocked layout, as the convolutions around a
+ * decoder's ConvTranspose keep them (X plain when it has fewer channels
+ * than a block); both plain where only the plain ones have a fast kernel. */
+void tsr_dnnl_deconv_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                             uint8_t *wanted, uint8_t *produced)
+{
+    (void)available;
+    tsr_layout blocked = tsr_cpu_layout();
+    const tsr_value *x = &g->values[node->inputs[0]];
+    tsr_layout x_layout = x->dims[1] < tsr_layout_block(blocked) ? TSR_LAYOUT_PLAIN : blocked;
+    tsr_layout y_layout = blocked;
+    if (!has_fast_kernel(g, node, x_layout, y_layout) &&
+        has_fast_kernel(g, node, TSR_LAYOUT_PLAIN, TSR_LAYOUT_PLAIN)) {
+        x_layout = TSR_LAYOUT_PLAIN;
+        y_layout = TSR_LAYOUT_PLAIN;
+    }
+    wanted[0] = (uint8_t)x_layout;
+    produced[0] = (uint8_t)y_layout;
+}
+
+static tsr_status deconv_build(const tsr_prepare_ctx *ctx, deconv_state *st)
+{
+    const tsr_node *node = ctx->node;
+    bool has_bias = node->n_inputs > 2 && node->inputs[2] >= 0;
+    deconv_mds m;
+    dnnl_primitive_desc_t pd = NULL;
+    TSR_CHECK(deconv_primitive_desc(ctx->graph, node, (tsr_layout)ctx->input_layouts[0],
+                                    (tsr_layout)ctx->output_layouts[0], &m, &pd));
     st->exec.thread_scratchpad = true;
     const dnnl_memory_desc_t *w_chosen = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     tsr_dnnl_exec *e = &st->exec;
-    tsr_status status = tsr_dnnl_exec_arg(e, DNNL_ARG_SRC, &x_md, TSR_DNNL_FROM_INPUT, 0, NULL);
-    if (status == TSR_OK && dnnl_memory_desc_equal(&w_plain, w_chosen)) {
+    const tsr_value *w = &ctx->graph->values[node->inputs[1]];
+    tsr_status status = tsr_dnnl_exec_arg(e, DNNL_ARG_SRC, &m.x, TSR_DNNL_FROM_INPUT, 0, NULL);
+    if (status == TSR_OK && w->data) {
+        status = tsr_dnnl_pack(e, DNNL_ARG_WEIGHTS, &m.w_plain, w->data, w_chosen, 1.0f);
+    } else if (status == TSR_OK && dnnl_memory_desc_equal(&m.w_plain, w_chosen)) {
         status = tsr_dnnl_exec_arg(e, DNNL_ARG_WEIGHTS, w_chosen, TSR_DNNL_FROM_INPUT, 1, NULL);
     } else if (status == TSR_OK) {
         void *w_data = NULL;
-        status = tsr_dnnl_convert_init(&st->wconvert, &w_plain, w_chosen, 1, &w_data);
+        status = tsr_dnnl_convert_init(&st->wconvert, &m.w_plain, w_chosen, 1, &w_data);
         if (status == TSR_OK)
             status = tsr_dnnl_exec_arg(e, DNNL_ARG_WEIGHTS, w_chosen, TSR_DNNL_FIXED, 0, &w_data);
     }
     if (status == TSR_OK && has_bias)
-        status = tsr_dnnl_exec_arg(e, DNNL_ARG_BIAS, &b_md, TSR_DNNL_FROM_INPUT, 2, NULL);
+        status = tsr_dnnl_exec_arg(e, DNNL_ARG_BIAS, &m.b, TSR_DNNL_FROM_INPUT, 2, NULL);
     if (status == TSR_OK)
-        status = tsr_dnnl_exec_arg(e, DNNL_ARG_DST, &y_md, TSR_DNNL_FROM_OUTPUT, 0, NULL);
+        status = tsr_dnnl_exec_arg(e, DNNL_ARG_DST, &m.y, TSR_DNNL_FROM_OUTPUT, 0, NULL);
     if (status != TSR_OK) {
         dnnl_primitive_desc_destroy(pd);
         return status;

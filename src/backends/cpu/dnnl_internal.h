@@ -125,8 +125,10 @@ tsr_status tsr_dnnl_conv_bwd_run(void *state, const tsr_kernel_ctx *k);
 void tsr_dnnl_conv_bwd_release(void *state);
 const char *tsr_dnnl_conv_bwd_kernel_name(const void *state);
 
-/* ConvTranspose, 2-D float32, plain activations (dnnl_deconv.c). */
+/* ConvTranspose, 2-D float32 (dnnl_deconv.c). */
 bool tsr_dnnl_deconv_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size);
+void tsr_dnnl_deconv_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                             uint8_t *wanted, uint8_t *produced);
 tsr_status tsr_dnnl_deconv_prepare(const tsr_prepare_ctx *ctx, void **state_out);
 tsr_status tsr_dnnl_deconv_run(void *state, const tsr_kernel_ctx *k);
 void tsr_dnnl_deconv_release(void *state);
