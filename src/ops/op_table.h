@@ -145,5 +145,9 @@ TSR_OP(FusedConv)
 TSR_OP(ICT)
 TSR_OP(ICTProduct)
 
+/* ict_edge.c: the fused edge convolution of ICTP (domain ai.tessera) */
+TSR_OP(ICTEdgeMessage)
+TSR_OP(ICTEdgeMessageGrad)
+
 /* radial.c: the Bessel radial basis with the polynomial cutoff (domain ai.tessera) */
 TSR_OP(BesselBasis)

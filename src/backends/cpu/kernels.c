@@ -9,6 +9,7 @@
 
 static const tsr_cpu_op *const families[] = {tsr_cpu_eltwise_ops, tsr_cpu_pool_ops,
                                              tsr_cpu_misc_ops, tsr_cpu_dpp_ops, tsr_cpu_ict_ops,
+                                             tsr_cpu_ict_edge_ops,
                                              tsr_cpu_resize_ops, tsr_cpu_gemm_ops,
                                              tsr_cpu_train_ops};
 

@@ -56,6 +56,7 @@ extern const tsr_cpu_op tsr_cpu_misc_ops[];
 extern const tsr_cpu_op tsr_cpu_dpp_ops[];
 extern const tsr_cpu_op tsr_cpu_resize_ops[];
 extern const tsr_cpu_op tsr_cpu_ict_ops[];
+extern const tsr_cpu_op tsr_cpu_ict_edge_ops[];
 extern const tsr_cpu_op tsr_cpu_gemm_ops[];
 extern const tsr_cpu_op tsr_cpu_train_ops[];
 

@@ -28,6 +28,8 @@
 
 #define ICTP_DOMAIN "ai.tessera"
 #define SILU_SCALE 1.6765324703310907
+/* Convolution paths of one layer: at most 7 pairs per output rank. */
+#define ICTP_MAX_PATHS (7 * (ICTP_MAX_L + 1))
 
 /* A builder with a sticky status: after the first failure every call
  * returns "" and does nothing, so that the model code reads as the math. */
@@ -296,14 +298,6 @@ static const char *weigh(gb *b, const char *x, int l, int64_t P, const ictp_weig
     return out;
 }
 
-/* The shape [atoms, rows, cols] for GatherGrad. */
-static const char *atoms_shape(gb *b, const char *n_atoms, int64_t rows, int64_t cols)
-{
-    const int64_t rc[2] = {rows, cols};
-    const char *parts[2] = {n_atoms, cst_i64(b, 2, rc)};
-    return concat(b, 2, parts, 0);
-}
-
 static void build(gb *b)
 {
     const ictp_config *c = &b->m->cfg;
@@ -323,7 +317,6 @@ static void build(gb *b)
         return;
     const char *pos = "positions", *species = "species", *strain = "strain";
     tsr_attr shape_attrs[2] = {TSR_ATTR_I("start", 0), TSR_ATTR_I("end", 1)};
-    const char *n_atoms = node(b, "Shape", 1, &pos, 2, shape_attrs);
     const char *n_structures = node(b, "Shape", 1, &strain, 2, shape_attrs);
 
     /* Edge vectors v = (r_i - r_j - S·cell)(I + ε_b), b the edge's structure. */
@@ -368,50 +361,51 @@ static void build(gb *b)
         }
 
         /* Mixing, then the message per rank from every path (l1, l2 -> l3). */
-        const char *g[ICTP_MAX_L + 1], *gj[ICTP_MAX_L + 1];
-        for (int l = 0; l <= l_in; l++) {
+        const char *g[ICTP_MAX_L + 1];
+        for (int l = 0; l <= l_in; l++)
             g[l] = lin(b, h[l], weight(b, "%slinear_first.weight.%d", I, l), 1.0);
-            gj[l] = gather(b, g[l], "senders");
-        }
-        int pairs[ICTP_MAX_L + 1][7][2], n_pairs[ICTP_MAX_L + 1];
+        int pairs[ICTP_MAX_L + 1][7][2], n_pairs[ICTP_MAX_L + 1], n_paths = 0;
         for (int l3 = 0; l3 <= c->Le; l3++) {
             n_pairs[l3] = ictp_pairs(l3, l_in, c->Le, true, pairs[l3]);
+            n_paths += n_pairs[l3];
             if (n_pairs[l3] == 0) {
                 b->st =
                     tsr_error(TSR_ERR_INTERNAL, "ICTP: no convolution path reaches rank %d", l3);
                 return;
             }
         }
+        /* The radial weights of each path: the MLP's last layer is cut into
+         * one column block per path (weight-sized Gathers, which fold into
+         * constants for inference), so each path's [edges, F] weights come
+         * from their own MatMul and no per-edge tensor is sliced. */
         char prefix[112];
         snprintf(prefix, sizeof prefix, "%sconv_tp_weights", I);
-        const char *radial = mlp(b, rho, prefix, c->n_radial + 1);
-        /* The radial weights of each output rank's paths: its messages,
-         * path-major, are weighted by one Mul. */
-        const char *rq[ICTP_MAX_L + 1];
-        int64_t widths[ICTP_MAX_L + 1];
-        for (int l3 = 0; l3 <= c->Le; l3++)
-            widths[l3] = n_pairs[l3] * F;
-        split_columns(b, radial, c->Le + 1, widths, rq);
+        const char *hidden = mlp(b, rho, prefix, c->n_radial);
+        if (c->n_radial > 0)
+            hidden = silu(b, hidden);
+        const ictp_weight *wr = weight(b, "%s.%d.weight", prefix, 2 * c->n_radial);
+        if (!wr)
+            return;
+        const char *wr_t = weight_value(b, wr, 0, NULL, perm2, 1.0 / sqrt((double)wr->dims[1]));
+        const char *wq[ICTP_MAX_PATHS];
+        int64_t widths[ICTP_MAX_PATHS];
+        for (int q = 0; q < n_paths; q++)
+            widths[q] = F;
+        split_columns(b, wr_t, n_paths, widths, wq);
+        /* Each path's message: the fused gather, product with the edge
+         * ICT, radial weights and sum over each atom's edges. */
         const char *A[ICTP_MAX_L + 1];
-        for (int l3 = 0; l3 <= c->Le; l3++) {
+        for (int l3 = 0, q = 0; l3 <= c->Le; l3++) {
             int P = n_pairs[l3];
             const char *msgs[7];
-            for (int k = 0; k < P; k++) {
+            for (int k = 0; k < P; k++, q++) {
                 int l1 = pairs[l3][k][0], l2 = pairs[l3][k][1];
-                msgs[k] = ict_product(b, gj[l1], Y[l2], l1, l2, l3);
+                const char *in[5] = {g[l1], Y[l2], binary(b, "MatMul", hidden, wq[q]), "senders",
+                                     "receivers"};
+                tsr_attr a[3] = {TSR_ATTR_I("l1", l1), TSR_ATTR_I("l2", l2), TSR_ATTR_I("l3", l3)};
+                msgs[k] = node_as(b, NULL, "ICTEdgeMessage", ICTP_DOMAIN, 5, in, 3, a);
             }
-            const int64_t rdims[3] = {-1, 1, P * F};
-            const char *weighted =
-                binary(b, "Mul", concat(b, P, msgs, 2), reshape(b, rq[l3], 3, rdims));
-            const char *in[3] = {weighted, "receivers",
-                                 atoms_shape(b, n_atoms, width(l3), P * F)};
-            tsr_attr ax = TSR_ATTR_I("axis", 0);
-            /* The scatter's shape comes at run time; the Reshape restores the
-             * static sizes that differentiating the forces again needs. */
-            const int64_t static_dims[3] = {-1, width(l3), P * F};
-            const char *agg = reshape(b, node_as(b, NULL, "GatherGrad", ICTP_DOMAIN, 3, in, 1, &ax),
-                                      3, static_dims);
-            A[l3] = lin(b, agg, weight(b, "%slinear_second.weight.%d", I, l3),
+            A[l3] = lin(b, concat(b, P, msgs, 2), weight(b, "%slinear_second.weight.%d", I, l3),
                         1.0 / (sqrt((double)P) * c->avg_n_neighbors));
         }
 

@@ -1,0 +1,301 @@
+/* The fused edge convolution of ICTP in the cpu backend, float32 and
+ * float64: ICTEdgeMessage and ICTEdgeMessageGrad (src/ops/ict_edge.c).
+ *
+ * Per edge, the coupling is first folded with the edge's ICT y, M[o][i] =
+ * Σ_t W[t][o][i] y_t (at most 7 x 7 values, as vectors), so what runs along the
+ * channels is a d_out x d_in matrix-vector product per channel. A message
+ * adds w_e ⊙ M x[src] into z[dst]: edges that share a destination would
+ * race, so threads split the channels instead (each owns a slice of every
+ * node). The gradient's outputs belong to one edge each, so its threads
+ * split the edges; one pass over p = a_s ⊙ b_r gives both dw (Σ M p) and
+ * the channel sums D[r][s] = Σ_c w p that dy = Σ W D needs (kept as
+ * vectors of partial sums until W has been applied).
+ *
+ * The loops are written once and compiled for each vector level (portable,
+ * AVX2, AVX-512 through simd.h's targets), the channel loops as simd loops;
+ * threads start only when the edges hold enough work. */
+#include "backends/cpu/kernels_internal.h"
+#include "ops/ict_edge.h"
+
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The node ranks the stack buffers hold: the folded coupling (d_out x
+ * d_in, 7 x 7 at rank 3) and the sender's rows times the radial weights
+ * (d_in rows of EDGE_CHUNK channels at a time). */
+#define EDGE_MAX_L 3
+#define EDGE_MAX_D (2 * EDGE_MAX_L + 1)
+#define EDGE_CHUNK 64
+/* The gradient keeps its channel sums D[r][s] = Σ_c w a_s b_r as partial
+ * sums over EDGE_LANES lanes, so that dy = Σ W D needs one horizontal sum
+ * per output coordinate instead of one per (r, s). */
+#define EDGE_LANES 16
+
+typedef struct {
+    int ls[3];
+    bool transpose;
+    int d_in, d_out, d2; /* the message's x and z widths (d1, d3 for the gradient) */
+    const void *w;       /* [d2][d_out][d_in] coupling in the data's dtype */
+} edge_data;
+
+/* clang-format off */
+/* m[q] = Σ_t W[t][q] y_t, along q as vectors (W is [d2][d_out x d_in]). */
+#define EDGE_FOLD(T, m, wc, yk, nq, d2)                                                            \
+    for (int q = 0; q < (nq); q++)                                                                 \
+        m[q] = 0;                                                                                  \
+    for (int t = 0; t < (d2); t++) {                                                               \
+        T yt = yk[t];                                                                              \
+        const T *wt = wc + t * (nq);                                                               \
+        _Pragma("omp simd")                                                                        \
+        for (int q = 0; q < (nq); q++)                                                             \
+            m[q] += wt[q] * yt;                                                                    \
+    }
+
+#define EDGE_DEFINE(T, SUFFIX, TARGET)                                                             \
+    TARGET static void edge_message_##T##_##SUFFIX(const edge_data *d, const T *x, const T *y,     \
+                                                   const T *w, const int64_t *src,                 \
+                                                   const int64_t *dst, T *z, int64_t n, int64_t e, \
+                                                   int64_t ch, int64_t c0, int64_t c1)             \
+    {                                                                                              \
+        const T *wc = d->w;                                                                        \
+        int di = d->d_in, dout = d->d_out, d2 = d->d2;                                             \
+        T m[EDGE_MAX_D * EDGE_MAX_D], xw[EDGE_MAX_D * EDGE_CHUNK];                                 \
+        for (int64_t a = 0; a < n * dout; a++)                                                     \
+            memset(z + a * ch + c0, 0, (size_t)(c1 - c0) * sizeof(T));                             \
+        for (int64_t k = 0; k < e; k++) {                                                          \
+            const T *yk = y + k * d2, *wk = w + k * ch, *xs = x + src[k] * di * ch;                \
+            T *zd = z + dst[k] * dout * ch;                                                        \
+            EDGE_FOLD(T, m, wc, yk, dout * di, d2)                                                 \
+            for (int64_t cb = c0; cb < c1; cb += EDGE_CHUNK) {                                     \
+                int64_t len = c1 - cb < EDGE_CHUNK ? c1 - cb : EDGE_CHUNK;                         \
+                for (int i = 0; i < di; i++) {                                                     \
+                    const T *xi = xs + i * ch + cb, *wc0 = wk + cb;                                \
+                    T *xwi = xw + i * EDGE_CHUNK;                                                  \
+                    _Pragma("omp simd")                                                            \
+                    for (int64_t c = 0; c < len; c++)                                              \
+                        xwi[c] = xi[c] * wc0[c];                                                   \
+                }                                                                                  \
+                for (int o = 0; o < dout; o++) {                                                   \
+                    const T *mo = m + o * di;                                                      \
+                    T *zo = zd + o * ch + cb;                                                      \
+                    for (int i = 0; i < di; i++) {                                                 \
+                        T mi = mo[i];                                                              \
+                        const T *xwi = xw + i * EDGE_CHUNK;                                        \
+                        _Pragma("omp simd")                                                        \
+                        for (int64_t c = 0; c < len; c++)                                          \
+                            zo[c] += mi * xwi[c];                                                  \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    TARGET static void edge_grad_##T##_##SUFFIX(const edge_data *d, const T *a, const T *y,        \
+                                                const T *w, const T *b, const int64_t *ia,         \
+                                                const int64_t *ib, T *dw, T *dy, int64_t k0,       \
+                                                int64_t k1, int64_t ch)                            \
+    {                                                                                              \
+        const T *wc = d->w;                                                                        \
+        int d1 = d->d_in, d3 = d->d_out, d2 = d->d2;                                               \
+        T m[EDGE_MAX_D * EDGE_MAX_D], lanes[EDGE_MAX_D * EDGE_MAX_D * EDGE_LANES];                 \
+        int nq = d3 * d1;                                                                          \
+        for (int64_t k = k0; k < k1; k++) {                                                        \
+            const T *yk = y + k * d2, *wk = w + k * ch;                                            \
+            const T *as = a + ia[k] * d1 * ch, *bs = b + ib[k] * d3 * ch;                          \
+            T *dwk = dw + k * ch;                                                                  \
+            EDGE_FOLD(T, m, wc, yk, nq, d2)                                                        \
+            memset(dwk, 0, (size_t)ch * sizeof(T));                                                \
+            memset(lanes, 0, (size_t)nq * EDGE_LANES * sizeof(T));                                 \
+            for (int r = 0; r < d3; r++)                                                           \
+                for (int s = 0; s < d1; s++) {                                                     \
+                    T mq = m[r * d1 + s], *lq = lanes + (r * d1 + s) * EDGE_LANES;                 \
+                    const T *asr = as + s * ch, *bsr = bs + r * ch;                                \
+                    for (int64_t cb = 0; cb < ch; cb += EDGE_LANES) {                              \
+                        int64_t len = ch - cb < EDGE_LANES ? ch - cb : EDGE_LANES;                 \
+                        _Pragma("omp simd")                                                        \
+                        for (int64_t l = 0; l < len; l++) {                                        \
+                            T p = asr[cb + l] * bsr[cb + l];                                       \
+                            dwk[cb + l] += mq * p;                                                 \
+                            lq[l] += wk[cb + l] * p;                                               \
+                        }                                                                          \
+                    }                                                                              \
+                }                                                                                  \
+            for (int t = 0; t < d2; t++) {                                                         \
+                T acc[EDGE_LANES] = {0}, sum = 0;                                                  \
+                const T *wt = wc + t * nq;                                                         \
+                for (int q = 0; q < nq; q++) {                                                     \
+                    T wq = wt[q];                                                                  \
+                    const T *lq = lanes + q * EDGE_LANES;                                          \
+                    _Pragma("omp simd")                                                            \
+                    for (int l = 0; l < EDGE_LANES; l++)                                           \
+                        acc[l] += wq * lq[l];                                                      \
+                }                                                                                  \
+                for (int l = 0; l < EDGE_LANES; l++)                                               \
+                    sum += acc[l];                                                                 \
+                dy[k * d2 + t] = sum;                                                              \
+            }                                                                                      \
+        }                                                                                          \
+    }
+/* clang-format on */
+
+#if TSR_CPU_X86
+#define TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define TARGET_AVX512 __attribute__((target("avx512f,avx2,fma")))
+#define EDGE_LEVELS(T) \
+    EDGE_DEFINE(T, portable, ) \
+    EDGE_DEFINE(T, avx2, TARGET_AVX2) \
+    EDGE_DEFINE(T, avx512, TARGET_AVX512)
+#else
+#define EDGE_LEVELS(T) EDGE_DEFINE(T, portable, )
+#endif
+
+EDGE_LEVELS(float)
+EDGE_LEVELS(double)
+
+#if TSR_CPU_X86
+#define EDGE_PICK(fn, T, isa) \
+    ((isa) == TSR_ISA_AVX512 ? fn##_##T##_avx512 \
+     : (isa) == TSR_ISA_AVX2 ? fn##_##T##_avx2 \
+                             : fn##_##T##_portable)
+#else
+#define EDGE_PICK(fn, T, isa) fn##_##T##_portable
+#endif
+
+/* Channel slices of whole vectors (16 float32 or 8 float64 lanes), so no
+ * thread's slice splits a vector. */
+static void channel_slice(int64_t ch, int64_t lanes, int team, int me, int64_t *c0, int64_t *c1)
+{
+    int64_t vecs = (ch + lanes - 1) / lanes;
+    *c0 = vecs * me / team * lanes;
+    *c1 = vecs * (me + 1) / team * lanes;
+    *c0 = *c0 < ch ? *c0 : ch;
+    *c1 = *c1 < ch ? *c1 : ch;
+}
+
+static tsr_status edge_message_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const edge_data *d = s->data;
+    TSR_CHECK(tsr_ict_edge_check_run(k, d->ls, d->transpose, false));
+    const tsr_tensor *x = k->inputs[0], *y = k->inputs[1], *w = k->inputs[2];
+    const int64_t *src = k->inputs[3]->data, *dst = k->inputs[4]->data;
+    tsr_tensor *z = k->outputs[0];
+    int64_t n = x->dims[0], e = y->dims[0], ch = w->dims[1];
+    bool f64 = z->dtype == TSR_FLOAT64;
+    int64_t lanes = f64 ? 8 : 16, vecs = (ch + lanes - 1) / lanes;
+    int nt = tsr_cpu_threads_for(k->threads, e * d->d_out * d->d_in * ch);
+    nt = nt < vecs ? nt : (int)vecs;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int64_t c0, c1;
+        channel_slice(ch, lanes, omp_get_num_threads(), omp_get_thread_num(), &c0, &c1);
+        if (c1 > c0) {
+            if (f64)
+                EDGE_PICK(edge_message, double, s->isa)
+            (d, x->data, y->data, w->data, src, dst, z->data, n, e, ch, c0, c1);
+            else EDGE_PICK(edge_message, float, s->isa)(d, x->data, y->data, w->data, src, dst,
+                                                        z->data, n, e, ch, c0, c1);
+        }
+    }
+    return TSR_OK;
+}
+
+static tsr_status edge_grad_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const edge_data *d = s->data;
+    TSR_CHECK(tsr_ict_edge_check_run(k, d->ls, false, true));
+    const tsr_tensor *a = k->inputs[0], *y = k->inputs[1], *w = k->inputs[2], *b = k->inputs[3];
+    const int64_t *ia = k->inputs[4]->data, *ib = k->inputs[5]->data;
+    tsr_tensor *dw = k->outputs[0], *dy = k->outputs[1];
+    int64_t e = y->dims[0], ch = w->dims[1];
+    bool f64 = dw->dtype == TSR_FLOAT64;
+    int nt = tsr_cpu_threads_for(k->threads, e * d->d_out * d->d_in * ch);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int team = omp_get_num_threads(), me = omp_get_thread_num();
+        int64_t k0 = e * me / team, k1 = e * (me + 1) / team;
+        if (f64)
+            EDGE_PICK(edge_grad, double, s->isa)
+        (d, a->data, y->data, w->data, b->data, ia, ib, dw->data, dy->data, k0, k1, ch);
+        else EDGE_PICK(edge_grad, float, s->isa)(d, a->data, y->data, w->data, b->data, ia, ib,
+                                                 dw->data, dy->data, k0, k1, ch);
+    }
+    return TSR_OK;
+}
+
+static bool edge_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    tsr_dtype dt = tsr_cpu_output(g, node, 0)->dtype;
+    if (dt != TSR_FLOAT32 && dt != TSR_FLOAT64) {
+        snprintf(why, size, "%s: %s runs on the ref backend", node->op->name, tsr_dtype_name(dt));
+        return false;
+    }
+    int ls[3];
+    double alpha;
+    bool tr;
+    if (tsr_ict_edge_attrs_read(node, ls, &alpha, &tr) != TSR_OK) {
+        snprintf(why, size, "%s: invalid attributes (the ref backend reports them)",
+                 node->op->name);
+        return false;
+    }
+    if (ls[0] > EDGE_MAX_L || ls[2] > EDGE_MAX_L) {
+        snprintf(why, size, "%s: node ranks %d and %d, above %d, run on the ref backend",
+                 node->op->name, ls[0], ls[2], EDGE_MAX_L);
+        return false;
+    }
+    return true;
+}
+
+static void edge_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                         uint8_t *wanted, uint8_t *produced)
+{
+    for (int i = 0; i < node->n_inputs; i++)
+        wanted[i] = TSR_LAYOUT_PLAIN;
+    for (int i = 0; i < node->n_outputs; i++)
+        produced[i] = TSR_LAYOUT_PLAIN;
+}
+
+/* The coupling as [d2][d3][d1] ([d2][d1][d3] for a transposed message, so
+ * that both directions run the same loops): folding an edge's y runs along
+ * the d3 x d1 values as vectors. */
+static tsr_status edge_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
+{
+    int ls[3];
+    double alpha;
+    bool tr;
+    TSR_CHECK(tsr_ict_edge_attrs_read(ctx->node, ls, &alpha, &tr));
+    tsr_ict_plan plan;
+    TSR_CHECK(tsr_ict_plan_build(ls[0], ls[1], ls[2], alpha, &plan));
+    int d1 = plan.b[0].dim, d2 = plan.b[1].dim, d3 = plan.b[2].dim;
+    tsr_dtype dt = tsr_cpu_output(ctx->graph, ctx->node, 0)->dtype;
+    size_t es = tsr_dtype_size(dt), n = (size_t)d1 * d2 * d3;
+    edge_data *d = tsr_malloc(sizeof *d + n * es);
+    if (!d) {
+        tsr_ict_plan_free(&plan);
+        return TSR_ERR_OUT_OF_MEMORY;
+    }
+    *d = (edge_data){
+        .transpose = tr, .d_in = tr ? d3 : d1, .d_out = tr ? d1 : d3, .d2 = d2, .w = d + 1};
+    memcpy(d->ls, ls, sizeof ls);
+    for (int r = 0; r < d3; r++)
+        for (int p = 0; p < d1; p++)
+            for (int q = 0; q < d2; q++) {
+                double v = plan.w[((int64_t)r * d1 + p) * d2 + q];
+                int64_t i = (int64_t)q * d1 * d3 + (tr ? p * d3 + r : r * d1 + p);
+                if (es == sizeof(double))
+                    ((double *)(d + 1))[i] = v;
+                else
+                    ((float *)(d + 1))[i] = (float)v;
+            }
+    tsr_ict_plan_free(&plan);
+    s->data = d;
+    s->run = ctx->node->op == &tsr_op_ICTEdgeMessage ? edge_message_run : edge_grad_run;
+    return TSR_OK;
+}
+
+const tsr_cpu_op tsr_cpu_ict_edge_ops[] = {
+    {&tsr_op_ICTEdgeMessage, edge_supports, edge_layouts, edge_prepare},
+    {&tsr_op_ICTEdgeMessageGrad, edge_supports, edge_layouts, edge_prepare},
+    {NULL},
+};
