@@ -1,15 +1,16 @@
-"""One training step of resnet18 (forward, backward, SGD with momentum update; fp32),
-Tessera beside PyTorch eager, side by side in one run.
+"""One training step of resnet18 or mobilenet_v2 (forward, backward, SGD with momentum
+update; fp32), Tessera beside PyTorch eager, side by side in one run.
 
-    /usr/bin/python3 bench/train_step.py [--batch 8] [--size 224] [--threads 2] [--iters 5]
-        [--warmup 1] [--device cpu]
+    /usr/bin/python3 bench/train_step.py [--model resnet18] [--batch 8] [--size 224]
+        [--threads 2] [--iters 5] [--warmup 1] [--device cpu]
 
-The model is torchvision's resnet18 (1000 classes, seeded random weights), exported to ONNX
+The model is torchvision's --model (1000 classes, seeded random weights), exported to ONNX
 (opset 17, BatchNormalization kept) once; each framework then runs in its own process with
 the same thread count, times `warmup` steps and then `iters` steps on the same seeded batch,
 and keeps the min. Peak memory is the max resident set of each process (VmHWM), model
 loading included; Tessera's arena is its training plan's activation memory. Both processes
-also report their first step's loss, which must agree (same weights, same batch).
+also report their first step's loss, which must agree (same weights, same batch; but
+mobilenet_v2's Dropout draws its own masks in each, so there they differ a little).
 
 stdout: a line describing the machine and versions, then a markdown table. The ratio is
 PyTorch's min time over Tessera's: above 1, Tessera is faster."""
@@ -37,11 +38,11 @@ def batch_of(args):
     return x, rng.integers(0, 1000, args.batch).astype(np.int64)
 
 
-def export(path, size):
+def export(path, name, size):
     import torch
     import torchvision
     torch.manual_seed(0)
-    model = torchvision.models.resnet18()
+    model = getattr(torchvision.models, name)()
     model.eval()
     torch.onnx.export(model, torch.zeros(1, 3, size, size), str(path), opset_version=17,
                       input_names=["input"], output_names=["output"],
@@ -76,7 +77,7 @@ def worker_torch(args):
     import torch
     import torchvision
     torch.set_num_threads(args.threads)
-    model = torchvision.models.resnet18()
+    model = getattr(torchvision.models, args.model)()
     model.load_state_dict(torch.load(args.onnx + ".pt"))
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -104,7 +105,7 @@ def peak_rss():
 
 def run_worker(name, args):
     cmd = [sys.executable, __file__, "--worker", name, "--onnx", args.onnx]
-    for k in ("batch", "size", "threads", "iters", "warmup", "device"):
+    for k in ("model", "batch", "size", "threads", "iters", "warmup", "device"):
         cmd += [f"--{k}", str(getattr(args, k))]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -116,6 +117,7 @@ def run_worker(name, args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", choices=["resnet18", "mobilenet_v2"], default="resnet18")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--threads", type=int, default=2)
@@ -131,14 +133,14 @@ def main():
         print(json.dumps(result))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        args.onnx = str(Path(tmp) / "resnet18.onnx")
-        export(args.onnx, args.size)
-        print(f"exported resnet18 to {args.onnx}", file=sys.stderr)
+        args.onnx = str(Path(tmp) / f"{args.model}.onnx")
+        export(args.onnx, args.model, args.size)
+        print(f"exported {args.model} to {args.onnx}", file=sys.stderr)
         tsr_r = run_worker("tessera", args)
         torch_r = run_worker("torch", args)
     cpu = platform.processor() or platform.machine()
     print(f"{platform.node()}: {cpu}, {os.cpu_count()} CPUs; PyTorch {torch_r['torch']}; "
-          f"resnet18 batch {args.batch} at {args.size}x{args.size}, fp32, {args.threads} "
+          f"{args.model} batch {args.batch} at {args.size}x{args.size}, fp32, {args.threads} "
           f"threads, min of {args.iters} steps after {args.warmup} warm-up")
     t_min, p_min = min(tsr_r["times"]), min(torch_r["times"])
     print()
