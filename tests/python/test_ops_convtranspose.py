@@ -74,6 +74,39 @@ def test_against_torch(case):
         close(tsr.Plan(g32, device=device).run([x.float().numpy()])[0], want, 1e-5)
 
 
+def random_case(rng):
+    """A valid torch ConvTranspose configuration of random sizes."""
+    dims = int(rng.integers(1, 4))
+    groups = int(rng.choice([1, 2, 3]))
+    cin, cout = groups * int(rng.integers(1, 4)), groups * int(rng.integers(1, 4))
+    k = tuple(int(v) for v in rng.integers(1, 5, dims))
+    s = tuple(int(v) for v in rng.integers(1, 5, dims))
+    d = tuple(int(v) for v in rng.integers(1, 4, dims))
+    op = tuple(int(rng.integers(0, max(a, b))) for a, b in zip(s, d))
+    size = tuple(int(v) for v in rng.integers(1, 8 if dims < 3 else 5, dims))
+    # pads of at most half the kernel's span, none where they would empty the output
+    p = tuple(int(rng.integers(0, ((kk - 1) * dd + 1) // 2 + 1)) for kk, dd in zip(k, d))
+    p = tuple(pp if ss * (n - 1) + oo + (kk - 1) * dd + 1 - 2 * pp >= 1 else 0
+              for pp, ss, n, oo, kk, dd in zip(p, s, size, op, k, d))
+    return (dims, cin, cout, k, s, p, op, groups, d, bool(rng.integers(0, 2)), size)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_configurations_against_torch(seed):
+    rng = np.random.default_rng(1000 + seed)
+    case = random_case(rng)
+    m = torch_module(case, torch.float64)
+    torch.manual_seed(seed)
+    x = torch.randn((int(rng.integers(1, 3)), case[1]) + case[10], dtype=torch.float64)
+    with torch.no_grad():
+        want = m(x).numpy()
+    g = tsr.Graph.load_bytes(onnx_bytes(m, x))
+    for device in DEVICES:
+        close(tsr.Plan(g, device=device).run([x.numpy()])[0], want, 1e-12)
+    g32 = tsr.Graph.load_bytes(onnx_bytes(m.float(), x.float()))
+    close(tsr.Plan(g32, device="cpu").run([x.float().numpy()])[0], want, 1e-5)
+
+
 def test_cpu_runs_2d_float32_on_onednn():
     torch.manual_seed(3)
     m = nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1, groups=2)
