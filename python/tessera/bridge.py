@@ -509,7 +509,8 @@ class OptimizedModule(torch.nn.Module):
     objects, load_state_dict(), .to(), .train()/.eval() and optimizers act on
     the original module's tensors."""
 
-    def __init__(self, module, example_inputs, device, dynamic_batch, precision, depth_first):
+    def __init__(self, module, example_inputs, device, dynamic_batch, precision, depth_first,
+                 autotune=None):
         super().__init__()
         self._modules = module._modules
         self._parameters = module._parameters
@@ -518,7 +519,7 @@ class OptimizedModule(torch.nn.Module):
         object.__setattr__(self, "_orig", module)
         self._dynamic_batch = dynamic_batch
         self._compile = dict(device=device, threads=None, precision=precision,
-                             depth_first=depth_first)
+                             depth_first=depth_first, autotune=autotune)
         self._captures = {}
         self.training = module.training
         inputs = tuple(example_inputs)
@@ -605,7 +606,7 @@ class OptimizedModule(torch.nn.Module):
 
 
 def optimize(module, example_inputs, *, device="cpu", dynamic_batch=True, precision="fp32",
-             depth_first=None):
+             depth_first=None, autotune=None):
     """Returns an nn.Module that computes what `module` computes, on Tessera.
 
     module: a torch.nn.Module whose forward takes tensors and returns a
@@ -613,7 +614,8 @@ def optimize(module, example_inputs, *, device="cpu", dynamic_batch=True, precis
     example_inputs: a tensor or a tuple of tensors to capture with (their
         shapes and dtypes; with dynamic_batch, other sizes of dim 0 run too).
     device: "cpu" or "ref"; precision: "fp32" or "bf16"; depth_first: None
-        (the device's default), True or False.
+        (the device's default), True or False; autotune: None (the
+        library's default), True or False (docs/autotune.md).
 
     The result behaves like the module: forward takes and returns CPU torch
     tensors (batch sizes other than the example's reuse the capture; plans
@@ -640,7 +642,8 @@ def optimize(module, example_inputs, *, device="cpu", dynamic_batch=True, precis
         raise TypeError(f"optimize takes an nn.Module, got {type(module).__name__}")
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
-    return OptimizedModule(module, example_inputs, device, dynamic_batch, precision, depth_first)
+    return OptimizedModule(module, example_inputs, device, dynamic_batch, precision, depth_first,
+                           autotune)
 
 
 def compile_backend(gm, example_inputs):

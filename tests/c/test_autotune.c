@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static char home[64], path[128];
@@ -155,23 +156,55 @@ static void test_guard_and_error(void)
 }
 
 static int calls[2];
+static double cost[2]; /* seconds each candidate pretends to take */
 
 static tsr_status count_call(void *arg)
 {
-    calls[*(int *)arg]++;
-    return *(int *)arg == 1 && calls[1] == 2 ? TSR_ERR_INTERNAL : TSR_OK;
+    int i = *(int *)arg;
+    calls[i]++;
+    if (cost[i] > 0) {
+        struct timespec ts = {0, (long)(cost[i] * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+    return i == 1 && calls[1] == 2 && cost[1] == 0 ? TSR_ERR_INTERNAL : TSR_OK;
 }
 
 static void test_timer(void)
 {
     int a = 0, b = 1;
     void *args[2] = {&a, &b};
-    double s[2];
+    double s[2] = {INFINITY, INFINITY};
     CHECK_OK(tsr_autotune_time(1, count_call, args, s));
     CHECK(calls[0] >= 3 && calls[0] <= 20 && s[0] >= 0 && isfinite(s[0]));
     calls[0] = calls[1] = 0;
+    s[0] = s[1] = INFINITY;
     CHECK(tsr_autotune_time(2, count_call, args, s) == TSR_ERR_INTERNAL);
     CHECK(calls[0] == 2 && calls[1] == 2); /* alternating, stopped at the failure */
+    /* A candidate 50x slower is dropped after two calls; with one left
+     * the timing stops. (Sleeps, so that a loaded machine's noise stays
+     * far from the factor of 2.) */
+    calls[0] = calls[1] = 0;
+    cost[0] = 0.001;
+    cost[1] = 0.05;
+    s[0] = s[1] = INFINITY;
+    CHECK_OK(tsr_autotune_time(2, count_call, args, s));
+    CHECK(calls[0] == 2 && calls[1] == 2 && s[1] > 2 * s[0]);
+    /* A time measured before (the guard's run) is the first of the two. */
+    calls[0] = calls[1] = 0;
+    s[0] = 0.001;
+    s[1] = 0.05;
+    CHECK_OK(tsr_autotune_time(2, count_call, args, s));
+    CHECK(calls[0] == 1 && calls[1] == 1);
+    /* Close candidates are both timed for every round. */
+    calls[0] = calls[1] = 0;
+    cost[0] = cost[1] = 0.005;
+    s[0] = s[1] = INFINITY;
+    CHECK_OK(tsr_autotune_time(2, count_call, args, s));
+    CHECK(calls[0] >= 3 && calls[0] == calls[1]);
+    CHECK(tsr_autotune_time(0, count_call, args, s) == TSR_ERR_INTERNAL);
+    double t = -1;
+    CHECK_OK(tsr_autotune_run_timed(count_call, &a, &t));
+    CHECK(t >= 0.0009);
 }
 
 int main(void)

@@ -270,3 +270,19 @@ def test_avx2_only_cpu_plans_direct(cache_home):
     assert "autotune" not in out.stderr and "wino" not in out.stderr
     assert "avx2" in out.stderr, out.stderr
     assert not cache_file(cache_home).exists()
+
+
+@pytest.mark.parametrize("autotune", [False, True])
+def test_optimize_passes_the_option(cache_home, autotune):
+    """tessera.optimize(autotune=...) reaches the plans it builds."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(16, 24, 3, padding=1), torch.nn.ReLU(),
+                                 torch.nn.Conv2d(24, 24, 3, padding=1)).eval()
+    x = torch.randn(2, 16, 13, 11)
+    fast = tessera.optimize(module, x, autotune=autotune)
+    with torch.no_grad():
+        want, got = module(x), fast(x)
+    assert float((got - want).abs().max()) <= 1e-4 * float(want.abs().max())
+    tuned = cache_file(cache_home).exists()
+    assert tuned == (autotune and winograd_skip_reason() is None)

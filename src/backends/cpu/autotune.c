@@ -249,21 +249,62 @@ static double now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-tsr_status tsr_autotune_time(int n, tsr_status (*run)(void *arg), void *const *args,
-                             double *seconds_out)
+tsr_status tsr_autotune_run_timed(tsr_status (*run)(void *arg), void *arg, double *seconds)
 {
+    double t0 = now_seconds();
+    TSR_CHECK(run(arg));
+    *seconds = now_seconds() - t0;
+    return TSR_OK;
+}
+
+/* Marks the candidates whose best of at least two calls is more than
+ * twice the best of any; returns how many are left. (One call alone can
+ * be one the scheduler preempted.) */
+static int drop_losers(int n, const double *seconds, const int *samples, bool *dropped)
+{
+    double best = INFINITY;
     for (int i = 0; i < n; i++)
-        seconds_out[i] = INFINITY;
+        if (seconds[i] < best)
+            best = seconds[i];
+    int left = 0;
+    for (int i = 0; i < n; i++) {
+        if (samples[i] >= 2 && seconds[i] > 2.0 * best)
+            dropped[i] = true;
+        left += !dropped[i];
+    }
+    return left;
+}
+
+tsr_status tsr_autotune_time(int n, tsr_status (*run)(void *arg), void *const *args,
+                             double *seconds)
+{
+    if (n < 1 || n > TSR_AUTOTUNE_MAX_CANDIDATES)
+        return tsr_error(TSR_ERR_INTERNAL, "autotune: %d candidates", n);
+    bool dropped[TSR_AUTOTUNE_MAX_CANDIDATES] = {false};
+    int samples[TSR_AUTOTUNE_MAX_CANDIDATES];
+    for (int i = 0; i < n; i++)
+        samples[i] = isfinite(seconds[i]);
     double total = 0.0;
-    for (int round = 0; round < 20 && (round < 3 || total < 0.05); round++)
+    for (int round = 0; round < 20; round++) {
+        int fewest = INT_MAX;
+        for (int i = 0; i < n; i++)
+            if (!dropped[i] && samples[i] < fewest)
+                fewest = samples[i];
+        if (fewest >= 3 && total >= 0.05)
+            break;
+        if (n > 1 && drop_losers(n, seconds, samples, dropped) == 1)
+            break;
         for (int i = 0; i < n; i++) {
-            double t0 = now_seconds();
-            TSR_CHECK(run(args[i]));
-            double t = now_seconds() - t0;
+            double t;
+            if (dropped[i])
+                continue;
+            TSR_CHECK(tsr_autotune_run_timed(run, args[i], &t));
+            samples[i]++;
             total += t;
-            if (t < seconds_out[i])
-                seconds_out[i] = t;
+            if (t < seconds[i])
+                seconds[i] = t;
         }
+    }
     return TSR_OK;
 }
 

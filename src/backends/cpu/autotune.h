@@ -47,13 +47,24 @@ bool tsr_autotune_cache_get(const char *key, tsr_autotune_choice *choice_out);
  * this process. */
 void tsr_autotune_cache_put(const char *key, const tsr_autotune_choice *choice);
 
-/* The best wall time of `run(args[i])` for each of n candidates, in
- * seconds_out[i]: calls alternate between the candidates, one each per
- * round, so that a change in the machine's load hits them all alike; at
- * least 3 rounds, more while they add up to under 50 ms (at most 20).
- * Fails with the first failing call's status. */
+/* Calls run(arg) once and sets *seconds to its wall time. */
+tsr_status tsr_autotune_run_timed(tsr_status (*run)(void *arg), void *arg, double *seconds);
+
+/* At most this many candidates per decision. */
+#define TSR_AUTOTUNE_MAX_CANDIDATES 4
+
+/* Lowers seconds[i] (a time already measured, or INFINITY) to the best
+ * wall time of `run(args[i])` for each of n candidates. Calls alternate
+ * between the candidates, one each per round, so that a change in the
+ * machine's load hits them all alike: at least 3 times each (a time given
+ * in seconds[i] counts as one), more while the calls add up to under
+ * 50 ms (at most 20 rounds). A candidate whose best of two or
+ * more calls is over twice the best is not called again, and the timing
+ * stops when one is left: a clear loser (Winograd reordering a large
+ * filter fed at every run) costs two calls. Fails with the first
+ * failing call's status. */
 tsr_status tsr_autotune_time(int n, tsr_status (*run)(void *arg), void *const *args,
-                             double *seconds_out);
+                             double *seconds);
 
 /* Whether the alternative replaces the default: within the accuracy
  * guard and faster by the margin. */

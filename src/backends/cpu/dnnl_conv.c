@@ -455,13 +455,14 @@ static tsr_status conv_measure(const tsr_prepare_ctx *ctx, conv_state *st, tsr_a
     conv_trial_run def_run = {st, &t.k}, alt_run = {alt, &t.k};
     if (status == TSR_OK && !(ref = tsr_aligned_alloc(t.y_bytes ? t.y_bytes : 1)))
         status = TSR_ERR_OUT_OF_MEMORY;
+    /* The guard's runs are the first timed ones. */
+    double err = 0.0, seconds[2] = {INFINITY, INFINITY};
     if (status == TSR_OK)
-        status = trial_run(&def_run);
+        status = tsr_autotune_run_timed(trial_run, &def_run, &seconds[0]);
     if (status == TSR_OK) {
         memcpy(ref, t.tensors[TSR_MAX_NODE_IO].data, t.y_bytes);
-        status = trial_run(&alt_run);
+        status = tsr_autotune_run_timed(trial_run, &alt_run, &seconds[1]);
     }
-    double err = 0.0, seconds[2] = {0.0, 0.0};
     void *runs[2] = {&def_run, &alt_run};
     if (status == TSR_OK) {
         err =
