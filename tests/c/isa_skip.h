@@ -8,17 +8,22 @@
 
 #include <stdio.h>
 
-static const char *const tsr_isa_names[] = {"portable", "avx2", "avx512"};
-
 /* Why `level` cannot run here, or NULL. `top` is tsr_cpu_isa() read
  * before the test changed TSR_CPU_ISA: the hardware's level capped by the
  * environment the test started in. */
 static inline const char *tsr_isa_skip_reason(tsr_isa level, tsr_isa top)
 {
-#if !TSR_CPU_X86
-    if (level != TSR_ISA_PORTABLE)
+#if TSR_CPU_ARM64
+    if (level == TSR_ISA_AVX2 || level == TSR_ISA_AVX512)
         return "not an x86-64 machine";
+    if (level == TSR_ISA_NEON && top < TSR_ISA_NEON)
+        return "no Advanced SIMD (HWCAP_ASIMD) here, or TSR_CPU_ISA caps it";
+#elif !TSR_CPU_X86
+    if (level != TSR_ISA_PORTABLE)
+        return "neither an x86-64 nor an aarch64 machine";
 #else
+    if (level == TSR_ISA_NEON)
+        return "not an aarch64 machine";
     if (level == TSR_ISA_AVX512 && !__builtin_cpu_supports("avx512f"))
         return "machine lacks avx512f";
     if (level == TSR_ISA_AVX2 && !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
@@ -34,7 +39,7 @@ static inline bool tsr_isa_skip(const char *test, tsr_isa level, tsr_isa top)
 {
     const char *why = tsr_isa_skip_reason(level, top);
     if (why)
-        printf("SKIP %s: %s kernels: %s\n", test, tsr_isa_names[level], why);
+        printf("SKIP %s: %s kernels: %s\n", test, tsr_cpu_isa_name(level), why);
     return why != NULL;
 }
 

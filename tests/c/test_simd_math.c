@@ -15,62 +15,54 @@
 enum { LOG, EXP, LOG2, EXP2, EXP2_NONPOS, N_FNS };
 static const char *const fn_names[] = {"log", "exp", "log2", "exp2", "exp2_nonpos"};
 
+/* fn over the whole vectors of x, in the level simd_math.h was last
+ * included for. */
+#define DEFINE_APPLY                                                                               \
+    SIMD_TARGET static void SIMD_NAME(apply)(const float *x, float *y, int n, int fn)              \
+    {                                                                                              \
+        for (int i = 0; i + SIMD_W <= n; i += SIMD_W) {                                            \
+            vf v = vf_load(x + i);                                                                 \
+            v = fn == LOG    ? SIMD_NAME(v_log)(v)                                                 \
+                : fn == EXP  ? SIMD_NAME(v_exp)(v)                                                 \
+                : fn == LOG2 ? SIMD_NAME(v_log2)(v)                                                \
+                : fn == EXP2 ? SIMD_NAME(v_exp2)(v)                                                \
+                             : SIMD_NAME(v_exp2_nonpos)(v);                                        \
+            vf_store(y + i, v);                                                                    \
+        }                                                                                          \
+    }
+
 #define TSR_SIMD_LEVEL 0
 #include "backends/cpu/simd_math.h"
-SIMD_TARGET static void SIMD_NAME(apply)(const float *x, float *y, int n, int fn)
-{
-    for (int i = 0; i + SIMD_W <= n; i += SIMD_W) {
-        vf v = vf_load(x + i);
-        v = fn == LOG    ? SIMD_NAME(v_log)(v)
-            : fn == EXP  ? SIMD_NAME(v_exp)(v)
-            : fn == LOG2 ? SIMD_NAME(v_log2)(v)
-            : fn == EXP2 ? SIMD_NAME(v_exp2)(v)
-                         : SIMD_NAME(v_exp2_nonpos)(v);
-        vf_store(y + i, v);
-    }
-}
+DEFINE_APPLY
 #undef TSR_SIMD_LEVEL
 #if TSR_CPU_X86
 #define TSR_SIMD_LEVEL 1
 #include "backends/cpu/simd_math.h"
-SIMD_TARGET static void SIMD_NAME(apply)(const float *x, float *y, int n, int fn)
-{
-    for (int i = 0; i + SIMD_W <= n; i += SIMD_W) {
-        vf v = vf_load(x + i);
-        v = fn == LOG    ? SIMD_NAME(v_log)(v)
-            : fn == EXP  ? SIMD_NAME(v_exp)(v)
-            : fn == LOG2 ? SIMD_NAME(v_log2)(v)
-            : fn == EXP2 ? SIMD_NAME(v_exp2)(v)
-                         : SIMD_NAME(v_exp2_nonpos)(v);
-        vf_store(y + i, v);
-    }
-}
+DEFINE_APPLY
 #undef TSR_SIMD_LEVEL
 #define TSR_SIMD_LEVEL 2
 #include "backends/cpu/simd_math.h"
-SIMD_TARGET static void SIMD_NAME(apply)(const float *x, float *y, int n, int fn)
-{
-    for (int i = 0; i + SIMD_W <= n; i += SIMD_W) {
-        vf v = vf_load(x + i);
-        v = fn == LOG    ? SIMD_NAME(v_log)(v)
-            : fn == EXP  ? SIMD_NAME(v_exp)(v)
-            : fn == LOG2 ? SIMD_NAME(v_log2)(v)
-            : fn == EXP2 ? SIMD_NAME(v_exp2)(v)
-                         : SIMD_NAME(v_exp2_nonpos)(v);
-        vf_store(y + i, v);
-    }
-}
+DEFINE_APPLY
+#undef TSR_SIMD_LEVEL
+#elif TSR_CPU_ARM64
+#define TSR_SIMD_LEVEL 3
+#include "backends/cpu/simd_math.h"
+DEFINE_APPLY
 #undef TSR_SIMD_LEVEL
 #endif
 
 typedef void (*apply_fn)(const float *x, float *y, int n, int fn);
 
+/* Only this architecture's levels are compiled; isa_skip.h skips the others. */
+static const apply_fn levels[] = {
+    [TSR_ISA_PORTABLE] = apply_portable,
 #if TSR_CPU_X86
-static const apply_fn levels[] = {apply_portable, apply_avx2, apply_avx512};
-#else
-/* Only the portable level is compiled here; isa_skip.h skips the others. */
-static const apply_fn levels[] = {apply_portable};
+    [TSR_ISA_AVX2] = apply_avx2,
+    [TSR_ISA_AVX512] = apply_avx512,
+#elif TSR_CPU_ARM64
+    [TSR_ISA_NEON] = apply_neon,
 #endif
+};
 
 enum { N = 1 << 16 };
 
@@ -128,7 +120,8 @@ static void check_level(int level)
     }
     err[EXP2_NONPOS] = max_rel_error(apply, EXP2_NONPOS, x);
     for (int fn = 0; fn < N_FNS; fn++) {
-        printf("%s: %s max relative error %.3g\n", tsr_isa_names[level], fn_names[fn], err[fn]);
+        printf("%s: %s max relative error %.3g\n", tsr_cpu_isa_name((tsr_isa)level), fn_names[fn],
+               err[fn]);
         CHECK(err[fn] < 3e-7);
     }
 
@@ -150,7 +143,7 @@ static void check_level(int level)
                               ? isnan(out[i])
                               : out[i] == want || fabsf(out[i] - want) <= 3e-7f * fabsf(want);
                 if (!ok)
-                    fprintf(stderr, "%s: %s(%g) = %g, want %g\n", tsr_isa_names[level],
+                    fprintf(stderr, "%s: %s(%g) = %g, want %g\n", tsr_cpu_isa_name((tsr_isa)level),
                             fn_names[fn], in[i], out[i], want);
                 CHECK(ok);
             }
@@ -167,8 +160,8 @@ static void check_level(int level)
             for (int i = 0; i < 16; i++) {
                 bool ok = isnan(want) ? isnan(out[i]) : out[i] == want;
                 if (!ok)
-                    fprintf(stderr, "%s: %s(%g) = %g in lane %d, want %g\n", tsr_isa_names[level],
-                            fn_names[fn], in[i], out[i], i, want);
+                    fprintf(stderr, "%s: %s(%g) = %g in lane %d, want %g\n",
+                            tsr_cpu_isa_name((tsr_isa)level), fn_names[fn], in[i], out[i], i, want);
                 CHECK(ok);
             }
         }
@@ -189,8 +182,8 @@ static void check_tiny(int level)
         for (int i = 0; i < 16; i++) {
             bool ok = isnan(want) ? isnan(out[i]) : out[i] == want || out[i] == 0.0f;
             if (!ok)
-                fprintf(stderr, "%s: exp2_nonpos(%g) = %g, want %g or 0\n", tsr_isa_names[level],
-                        tiny[s], out[i], want);
+                fprintf(stderr, "%s: exp2_nonpos(%g) = %g, want %g or 0\n",
+                        tsr_cpu_isa_name((tsr_isa)level), tiny[s], out[i], want);
             CHECK(ok);
         }
     }
@@ -199,7 +192,7 @@ static void check_tiny(int level)
 int main(void)
 {
     tsr_isa top = tsr_cpu_isa();
-    for (int level = TSR_ISA_PORTABLE; level <= TSR_ISA_AVX512; level++)
+    for (int level = TSR_ISA_PORTABLE; level <= TSR_ISA_NEON; level++)
         if (!tsr_isa_skip("test_simd_math", (tsr_isa)level, top)) {
             check_level(level);
             check_tiny(level);

@@ -1,4 +1,4 @@
-/* The x86-64 CPU device: oneDNN for the compute-bound ops (backend
+/* The CPU device (x86-64, aarch64): oneDNN for the compute-bound ops (backend
  * "dnnl"), our own vectorized kernels for the rest (backend "cpu"), the
  * reference backend for anything left. Activations flow between them in
  * the machine's blocked layout. */
@@ -7,22 +7,34 @@
 
 #include "backends/backend.h"
 
-/* The x86 vector levels (AVX2, AVX-512) are compiled for x86-64 only;
- * elsewhere (aarch64, docs/arm64.md) the cpu backend runs its portable
- * tiles and tsr_cpu_isa() is always TSR_ISA_PORTABLE. */
+/* The x86 vector levels (AVX2, AVX-512) are compiled for x86-64 only, the
+ * NEON level for aarch64 only (docs/arm64.md); elsewhere the cpu backend
+ * runs its portable tiles and tsr_cpu_isa() is always TSR_ISA_PORTABLE. */
 #if defined(__x86_64__)
 #define TSR_CPU_X86 1
 #else
 #define TSR_CPU_X86 0
 #endif
+#if defined(__aarch64__)
+#define TSR_CPU_ARM64 1
+#else
+#define TSR_CPU_ARM64 0
+#endif
 
-typedef enum tsr_isa { TSR_ISA_PORTABLE = 0, TSR_ISA_AVX2, TSR_ISA_AVX512 } tsr_isa;
+/* Ordered within each architecture, portable lowest: an override can only
+ * lower the level (TSR_ISA_NEON is the only aarch64 level). */
+typedef enum tsr_isa { TSR_ISA_PORTABLE = 0, TSR_ISA_AVX2, TSR_ISA_AVX512, TSR_ISA_NEON } tsr_isa;
 
-/* The vector extensions of this CPU (read once); TSR_CPU_ISA=portable|avx2|avx512
- * lowers it, for tests and comparisons. */
+/* The vector extensions of this CPU (read once);
+ * TSR_CPU_ISA=portable|avx2|avx512|neon lowers it, for tests and
+ * comparisons (a level of another architecture is ignored). */
 tsr_isa tsr_cpu_isa(void);
+/* The lower-case name TSR_CPU_ISA takes for `isa`: "portable", "avx2",
+ * "avx512", "neon". */
+const char *tsr_cpu_isa_name(tsr_isa isa);
 /* The blocked layout activations use: nChw16c with AVX-512, nChw8c with
- * AVX2, plain otherwise; TSR_CPU_LAYOUT=plain|nChw8c|nChw16c overrides it. */
+ * AVX2, plain otherwise (NEON included: docs/arm64.md); TSR_CPU_LAYOUT=plain|nChw8c|nChw16c
+ * overrides it. */
 tsr_layout tsr_cpu_layout(void);
 /* Whether this CPU computes bf16 in hardware (AVX512_BF16 or AMX). */
 bool tsr_cpu_has_bf16(void);

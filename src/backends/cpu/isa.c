@@ -6,12 +6,24 @@
 #if TSR_CPU_X86
 #include <cpuid.h>
 #endif
+#if TSR_CPU_ARM64 && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
 static tsr_isa hardware_isa(void)
 {
-#if !TSR_CPU_X86
+#if TSR_CPU_ARM64
+    /* Advanced SIMD is architectural on aarch64, but the kernel says so in
+     * the auxiliary vector; SVE CPUs have it too and run the NEON tiles. */
+#if defined(__linux__)
+    if (getauxval(AT_HWCAP) & HWCAP_ASIMD)
+        return TSR_ISA_NEON;
+#endif
+    return TSR_ISA_PORTABLE;
+#elif !TSR_CPU_X86
     return TSR_ISA_PORTABLE;
 #else
     /* __builtin_cpu_supports also checks that the OS saves the vector
@@ -30,15 +42,24 @@ tsr_isa tsr_cpu_isa(void)
     const char *env = getenv("TSR_CPU_ISA");
     if (!env || !*env)
         return isa;
-    tsr_isa want = isa;
     if (strcmp(env, "portable") == 0)
-        want = TSR_ISA_PORTABLE;
-    else if (strcmp(env, "avx2") == 0)
-        want = TSR_ISA_AVX2;
-    else if (strcmp(env, "avx512") == 0)
-        want = TSR_ISA_AVX512;
-    /* The override can only lower what the hardware has. */
-    return want < isa ? want : isa;
+        return TSR_ISA_PORTABLE;
+    /* The override can only lower what the hardware has, within its
+     * architecture: a level of another one leaves the hardware's. */
+    for (tsr_isa want = TSR_ISA_AVX2; want <= TSR_ISA_NEON; want++)
+        if (strcmp(env, tsr_cpu_isa_name(want)) == 0)
+            return want < isa && (want == TSR_ISA_NEON) == (isa == TSR_ISA_NEON) ? want : isa;
+    return isa;
+}
+
+const char *tsr_cpu_isa_name(tsr_isa isa)
+{
+    switch (isa) {
+    case TSR_ISA_AVX2: return "avx2";
+    case TSR_ISA_AVX512: return "avx512";
+    case TSR_ISA_NEON: return "neon";
+    default: return "portable";
+    }
 }
 
 tsr_layout tsr_cpu_layout(void)
@@ -61,7 +82,7 @@ bool tsr_cpu_has_bf16(void)
 {
     /* Both bf16 paths are AVX-512 extensions, so TSR_CPU_ISA=avx2 turns
      * them off as it would be on an AVX2-only machine. */
-    if (tsr_cpu_isa() < TSR_ISA_AVX512)
+    if (tsr_cpu_isa() != TSR_ISA_AVX512)
         return false;
 #if TSR_CPU_X86
     unsigned eax, ebx, ecx, edx;

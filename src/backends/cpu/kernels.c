@@ -113,6 +113,13 @@ static tsr_status cpu_prepare(const tsr_prepare_ctx *ctx, void **state_out)
     if (!s)
         return TSR_ERR_OUT_OF_MEMORY;
     s->isa = tsr_cpu_isa();
+#if TSR_CPU_ARM64
+    /* The training kernels (kernels_train.c) instantiate no NEON tiles
+     * yet: their table has the portable level only on aarch64. */
+    for (const tsr_cpu_op *t = tsr_cpu_train_ops; t->op; t++)
+        if (t == o)
+            s->isa = TSR_ISA_PORTABLE;
+#endif
     tsr_status st = o->prepare(ctx, s);
     if (st != TSR_OK) {
         free(s->data);
@@ -130,6 +137,13 @@ static void cpu_release(void *state)
         return;
     free(s->data);
     free(s);
+}
+
+/* The vector level the node's tiles were picked for (--verbose). */
+static const char *cpu_kernel_name(const void *state)
+{
+    const tsr_cpu_state *s = state;
+    return s ? tsr_cpu_isa_name(s->isa) : NULL;
 }
 
 static tsr_status cpu_run(void *state, const tsr_kernel_ctx *ctx)
@@ -159,6 +173,7 @@ const tsr_backend tsr_backend_cpu = {
     .layouts = cpu_layouts,
     .prepare = cpu_prepare,
     .release = cpu_release,
+    .kernel_name = cpu_kernel_name,
     .run = cpu_run,
     .reorder = tsr_cpu_reorder,
     .band_info = cpu_band_info,

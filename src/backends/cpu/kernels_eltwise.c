@@ -65,6 +65,10 @@ typedef struct {
 #define TSR_SIMD_LEVEL 2
 #include "backends/cpu/tiles_eltwise.h"
 #undef TSR_SIMD_LEVEL
+#elif TSR_CPU_ARM64
+#define TSR_SIMD_LEVEL 3
+#include "backends/cpu/tiles_eltwise.h"
+#undef TSR_SIMD_LEVEL
 #endif
 
 static const tsr_cpu_eltwise_tiles *const tiles[] = {
@@ -72,9 +76,12 @@ static const tsr_cpu_eltwise_tiles *const tiles[] = {
 #if TSR_CPU_X86
     [TSR_ISA_AVX2] = &eltwise_tiles_avx2,
     [TSR_ISA_AVX512] = &eltwise_tiles_avx512,
+#elif TSR_CPU_ARM64
+    [TSR_ISA_NEON] = &eltwise_tiles_neon,
 #endif
 };
-static const int isa_width[] = {[TSR_ISA_PORTABLE] = 1, [TSR_ISA_AVX2] = 8, [TSR_ISA_AVX512] = 16};
+static const int isa_width[] = {
+    [TSR_ISA_PORTABLE] = 1, [TSR_ISA_AVX2] = 8, [TSR_ISA_AVX512] = 16, [TSR_ISA_NEON] = 4};
 
 /* ------------------------------------------------------------- spans */
 

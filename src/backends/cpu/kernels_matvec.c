@@ -18,6 +18,10 @@
 #define TSR_SIMD_LEVEL 2
 #include "backends/cpu/tiles_matvec.h"
 #undef TSR_SIMD_LEVEL
+#elif TSR_CPU_ARM64
+#define TSR_SIMD_LEVEL 3
+#include "backends/cpu/tiles_matvec.h"
+#undef TSR_SIMD_LEVEL
 #endif
 
 bool tsr_cpu_matvec_fits(int64_t m, int64_t k, int64_t n)
@@ -65,6 +69,10 @@ void tsr_cpu_matvec_run(const tsr_cpu_matvec *p, const float *a, const float *b,
                 matvec_slice_avx512(p, a, b, y, j0, j1);
             else if (p->isa == TSR_ISA_AVX2)
                 matvec_slice_avx2(p, a, b, y, j0, j1);
+            else
+#elif TSR_CPU_ARM64
+            if (p->isa == TSR_ISA_NEON)
+                matvec_slice_neon(p, a, b, y, j0, j1);
             else
 #endif
                 matvec_slice_portable(p, a, b, y, j0, j1);

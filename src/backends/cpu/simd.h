@@ -1,13 +1,15 @@
 /* The vector layer the cpu backend's tiles are written in, for one
  * instruction set: TSR_SIMD_LEVEL 0 (portable C, one lane), 1 (AVX2 + FMA,
- * 8 lanes) or 2 (AVX-512F, 16 lanes). A tile template includes this header
- * and is itself included once per level, so the loops are written once and
- * only these definitions differ (BLIS style).
+ * 8 lanes), 2 (AVX-512F, 16 lanes) or 3 (aarch64 NEON, 4 lanes). A tile
+ * template includes this header and is itself included once per level,
+ * so the loops are written once and only these definitions differ (BLIS
+ * style).
  *
  * No include guard: every inclusion redefines the macros for the level set.
  * Conventions that keep the levels bit-compatible where it matters:
  * vf_max(a, b) is `a > b ? a : b` and vf_min(a, b) is `a < b ? a : b`, as
- * the x86 instructions define them (NaN in either gives b). */
+ * the x86 instructions define them (NaN in either gives b; NEON's own
+ * vmaxq/vminq would give NaN, so that level compares and selects). */
 #include <math.h>
 #include <stdint.h>
 
@@ -137,6 +139,77 @@ __attribute__((target("avx2,fma"))) static inline __m256 tsr_simd_scale2_avx2(__
 }
 #endif
 
+#elif TSR_SIMD_LEVEL == 3
+
+/* Advanced SIMD, part of every aarch64 CPU: no target attribute needed. */
+#include <arm_neon.h>
+#define SIMD_W 4
+#define SIMD_SUFFIX neon
+#define SIMD_TARGET
+#define vf float32x4_t
+#define vm uint32x4_t
+#define vf_zero() vdupq_n_f32(0.0f)
+#define vf_set1(x) vdupq_n_f32(x)
+#define vf_load(p) vld1q_f32(p)
+#define vf_store(p, v) vst1q_f32((p), (v))
+#define vf_load_n(p, n) tsr_simd_load_n_neon((p), (n))
+#define vf_store_n(p, v, n) tsr_simd_store_n_neon((p), (v), (n))
+#define vf_add(a, b) vaddq_f32(a, b)
+#define vf_sub(a, b) vsubq_f32(a, b)
+#define vf_mul(a, b) vmulq_f32(a, b)
+#define vf_div(a, b) vdivq_f32(a, b)
+#define vf_fmadd(a, b, c) vfmaq_f32(c, a, b)
+#define vf_max(a, b) tsr_simd_max_neon(a, b)
+#define vf_min(a, b) tsr_simd_min_neon(a, b)
+#define vf_round(x) vrndnq_f32(x)
+#define vf_scale2(p, n) tsr_simd_scale2_neon(p, n)
+#define vf_abs(x) vabsq_f32(x)
+#define vf_copysign(mag, sgn) vbslq_f32(vdupq_n_u32(0x80000000u), sgn, mag)
+#define vm_lt(a, b) vcltq_f32(a, b)
+#define vm_nan(a) vmvnq_u32(vceqq_f32(a, a))
+#define vm_or(a, b) vorrq_u32(a, b)
+#define vm_none() vdupq_n_u32(0)
+#define vf_select(m, x, y) vbslq_f32(m, x, y)
+
+#ifndef TSR_SIMD_NEON_HELPERS
+#define TSR_SIMD_NEON_HELPERS
+/* The first n < 4 lanes from p, the rest zero; nothing past p[n - 1] is
+ * read (or, storing, written). */
+static inline float32x4_t tsr_simd_load_n_neon(const float *p, int n)
+{
+    float lanes[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int i = 0; i < n; i++)
+        lanes[i] = p[i];
+    return vld1q_f32(lanes);
+}
+static inline void tsr_simd_store_n_neon(float *p, float32x4_t v, int n)
+{
+    float lanes[4];
+    vst1q_f32(lanes, v);
+    for (int i = 0; i < n; i++)
+        p[i] = lanes[i];
+}
+static inline float32x4_t tsr_simd_max_neon(float32x4_t a, float32x4_t b)
+{
+    return vbslq_f32(vcgtq_f32(a, b), a, b);
+}
+static inline float32x4_t tsr_simd_min_neon(float32x4_t a, float32x4_t b)
+{
+    return vbslq_f32(vcltq_f32(a, b), a, b);
+}
+/* p * 2^n for integer-valued n in [-150, 130], as the AVX2 level: two
+ * exponent-field scales, each factor a normal number. */
+static inline float32x4_t tsr_simd_scale2_neon(float32x4_t p, float32x4_t n)
+{
+    float32x4_t half = vrndmq_f32(vmulq_f32(n, vdupq_n_f32(0.5f)));
+    int32x4_t n1 = vcvtq_s32_f32(half), n2 = vcvtq_s32_f32(vsubq_f32(n, half));
+    int32x4_t bias = vdupq_n_s32(127);
+    float32x4_t s1 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n1, bias), 23));
+    float32x4_t s2 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n2, bias), 23));
+    return vmulq_f32(vmulq_f32(p, s1), s2);
+}
+#endif
+
 #elif TSR_SIMD_LEVEL == 0
 
 #define SIMD_W 1
@@ -168,5 +241,5 @@ __attribute__((target("avx2,fma"))) static inline __m256 tsr_simd_scale2_avx2(__
 #define vf_select(m, x, y) ((m) ? (x) : (y))
 
 #else
-#error "TSR_SIMD_LEVEL must be 0, 1 or 2"
+#error "TSR_SIMD_LEVEL must be 0, 1, 2 or 3"
 #endif

@@ -59,6 +59,25 @@ __attribute__((target("avx2,fma"))) static inline int tsr_vmath_special_avx2(__m
     return _mm256_movemask_ps(_mm256_castsi256_ps(ok)) != 0xff;
 }
 #endif
+#elif TSR_SIMD_LEVEL == 3
+/* As AVX2's, in NEON's integer lanes. */
+#define VMATH_SPLIT_EXACT 0
+#define vmath_split(x, m, e)                                                                       \
+    do {                                                                                           \
+        int32x4_t bits_ = vreinterpretq_s32_f32(x);                                                \
+        int32x4_t ex_ = vshrq_n_s32(vsubq_s32(bits_, vdupq_n_s32(0x3f400000)), 23);                \
+        (m) = vreinterpretq_f32_s32(vsubq_s32(bits_, vshlq_n_s32(ex_, 23)));                       \
+        (e) = vcvtq_f32_s32(ex_);                                                                  \
+    } while (0)
+/* Any lane outside [FLT_MIN, FLT_MAX] or NaN, as AVX2's test. */
+#define vmath_special(x)                                                                           \
+    (vmaxvq_u32(vcgtq_u32(vsubq_u32(vreinterpretq_u32_f32(x), vdupq_n_u32(0x00800000)),            \
+                          vdupq_n_u32(0x7effffff))) != 0)
+/* As AVX2's: the exponent field plus n, flushed to zero below 2^-125. */
+#define vmath_scale2_nonpos(p, n)                                                                  \
+    vbslq_f32(vcltq_f32(n, vdupq_n_f32(-125.0f)), vdupq_n_f32(0.0f),                               \
+              vreinterpretq_f32_s32(                                                               \
+                  vaddq_s32(vreinterpretq_s32_f32(p), vshlq_n_s32(vcvtq_s32_f32(n), 23))))
 #else
 #define VMATH_SPLIT_EXACT 0
 #define vmath_split(x, m, e)                                                                       \
