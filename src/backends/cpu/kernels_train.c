@@ -86,15 +86,19 @@ static bool train_supports(const tsr_graph *g, const tsr_node *node, char *why, 
     return true;
 }
 
-/* The op's activation inputs share the layout the first of them that
- * arrives blocked has; the per-channel inputs and outputs are plain. */
+/* The op's activation inputs keep the blocked layout they arrive in when
+ * they all arrive in it, else all go plain: a plain input is never
+ * reordered into blocks (it may be a Reshape's output sharing a buffer of
+ * another shape, whose reorder the plan would do on the buffer's shape).
+ * The per-channel inputs and outputs are plain. */
 static void train_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
                           uint8_t *wanted, uint8_t *produced)
 {
     int n_act = node->op == &tsr_op_BatchNormTrain ? 1 : 2;
-    tsr_layout l = TSR_LAYOUT_PLAIN;
-    for (int i = 0; i < n_act && l == TSR_LAYOUT_PLAIN; i++)
-        l = tsr_cpu_keep_layout(tsr_cpu_input(g, node, i), available[i]);
+    tsr_layout l = tsr_cpu_keep_layout(tsr_cpu_input(g, node, 0), available[0]);
+    for (int i = 1; i < n_act; i++)
+        if (tsr_cpu_keep_layout(tsr_cpu_input(g, node, i), available[i]) != l)
+            l = TSR_LAYOUT_PLAIN;
     for (int i = 0; i < node->n_inputs; i++)
         wanted[i] = i < n_act ? (uint8_t)l : TSR_LAYOUT_PLAIN;
     for (int i = 0; i < node->n_outputs; i++)
