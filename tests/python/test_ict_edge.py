@@ -210,3 +210,34 @@ def test_cpu_backend_runs_both_ops(dtype):
              + [rng.integers(0, 4, 6), rng.integers(0, 4, 6)])
     counts = plan.backend_counts()
     assert counts["cpu"] == 2 and counts["ref"] == 0, counts
+
+
+@pytest.mark.parametrize("l", range(9))
+@pytest.mark.parametrize("normalize", [1, 0])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_edge_ict_in_coordinates_on_cpu(l, normalize, dtype):
+    """ICT in coordinates on the cpu backend (a polynomial whose coefficients are built once)
+    against the ref kernel; float32 within float32 rounding of the float64 values."""
+    rng = np.random.default_rng(l + 10 * normalize)
+    v = rng.standard_normal((37, 3)) * 1.7
+    attrs = {"l": l, "normalize": normalize, "coordinates": 1}
+    want = tsr.run_op("ICT", [v], attrs, domain=DOMAIN)[0]
+    got = tsr.run_op("ICT", [v.astype(dtype)], attrs, domain=DOMAIN, device="cpu", threads=2)[0]
+    assert got.dtype == dtype
+    assert_close(got, want, f"ICT l={l}", 1e-12 if dtype == np.float64 else 1e-6)
+
+
+@pytest.mark.parametrize("l", [0, 1])
+def test_edge_ict_components_up_to_rank_1_on_cpu(l):
+    """Up to rank 1 components and coordinates agree, so the cpu kernel runs both."""
+    v = np.random.default_rng(l).standard_normal((9, 3))
+    attrs = {"l": l, "normalize": 1}
+    want = tsr.run_op("ICT", [v], attrs, domain=DOMAIN)[0]
+    assert_close(tsr.run_op("ICT", [v], attrs, domain=DOMAIN, device="cpu")[0], want,
+                 f"ICT l={l}", 1e-15)
+
+
+def test_edge_ict_rejects_zero_vector_on_cpu():
+    v = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    with pytest.raises(tsr.TesseraError, match=r"vector 1 is \(0, 0, 0\)"):
+        tsr.run_op("ICT", [v], {"l": 2, "coordinates": 1}, domain=DOMAIN, device="cpu")

@@ -1,5 +1,6 @@
-/* The fused edge convolution of ICTP in the cpu backend, float32 and
- * float64: ICTEdgeMessage and ICTEdgeMessageGrad (src/ops/ict_edge.c).
+/* The per-edge ops of ICTP in the cpu backend, float32 and float64: the
+ * fused edge convolution, ICTEdgeMessage and ICTEdgeMessageGrad
+ * (src/ops/ict_edge.c), and the edge ICTs, ICT in coordinates (below).
  *
  * Per edge, the coupling is first folded with the edge's ICT y, M[o][i] =
  * Σ_t W[t][o][i] y_t (at most 7 x 7 values, as vectors), so what runs along the
@@ -17,7 +18,9 @@
 #include "backends/cpu/kernels_internal.h"
 #include "ops/ict_edge.h"
 
+#include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,9 +146,9 @@ typedef struct {
 #if TSR_CPU_X86
 #define TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define TARGET_AVX512 __attribute__((target("avx512f,avx2,fma")))
-#define EDGE_LEVELS(T) \
-    EDGE_DEFINE(T, portable, ) \
-    EDGE_DEFINE(T, avx2, TARGET_AVX2) \
+#define EDGE_LEVELS(T)                                                                             \
+    EDGE_DEFINE(T, portable, )                                                                     \
+    EDGE_DEFINE(T, avx2, TARGET_AVX2)                                                              \
     EDGE_DEFINE(T, avx512, TARGET_AVX512)
 #else
 #define EDGE_LEVELS(T) EDGE_DEFINE(T, portable, )
@@ -155,9 +158,9 @@ EDGE_LEVELS(float)
 EDGE_LEVELS(double)
 
 #if TSR_CPU_X86
-#define EDGE_PICK(fn, T, isa) \
-    ((isa) == TSR_ISA_AVX512 ? fn##_##T##_avx512 \
-     : (isa) == TSR_ISA_AVX2 ? fn##_##T##_avx2 \
+#define EDGE_PICK(fn, T, isa)                                                                      \
+    ((isa) == TSR_ISA_AVX512 ? fn##_##T##_avx512                                                   \
+     : (isa) == TSR_ISA_AVX2 ? fn##_##T##_avx2                                                     \
                              : fn##_##T##_portable)
 #else
 #define EDGE_PICK(fn, T, isa) fn##_##T##_portable
@@ -294,7 +297,130 @@ static tsr_status edge_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
     return TSR_OK;
 }
 
+/* ------------------------------------------------------------------ ICT */
+
+/* In coordinates, t = Qᵀ T^l = C_l Qᵀ v^⊗l (Qᵀ Π = Qᵀ: Q spans the
+ * symmetric traceless tensors), a homogeneous polynomial of degree l in
+ * the (normalized) vector: t_m = Σ_class coef[m][class] x^a y^b z^(l-a-b),
+ * class = a (l + 1) + b as tsr_ict_classes numbers them, the coefficients
+ * the class sums of Q's columns times C_l, built once here instead of the
+ * basis at every run. */
+typedef struct {
+    int l, dim, ncls;
+    bool normalize;
+    double coef[]; /* [dim][ncls] */
+} ict_data;
+
+/* clang-format off */
+#define ICT_DEFINE(T)                                                                              \
+    static int64_t ict_run_##T(const ict_data *d, const T *v, T *out, int64_t e, int threads)      \
+    {                                                                                              \
+        int l = d->l, dim = d->dim, ncls = d->ncls;                                                \
+        int64_t bad = e;                                                                           \
+        _Pragma("omp parallel for num_threads(threads) reduction(min : bad) if (threads > 1)")     \
+        for (int64_t i = 0; i < e; i++) {                                                          \
+            double n[3] = {v[3 * i], v[3 * i + 1], v[3 * i + 2]};                                  \
+            double len = sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]);                            \
+            if (d->normalize && !(len > 0.0 && isfinite(len))) {                                   \
+                bad = i < bad ? i : bad;                                                           \
+                continue;                                                                          \
+            }                                                                                      \
+            double pw[3][TSR_ICT_MAX_L + 1], mono[(TSR_ICT_MAX_L + 1) * (TSR_ICT_MAX_L + 1)];      \
+            for (int k = 0; k < 3; k++) {                                                          \
+                double x = d->normalize ? n[k] / len : n[k];                                       \
+                pw[k][0] = 1.0;                                                                    \
+                for (int p = 1; p <= l; p++)                                                       \
+                    pw[k][p] = pw[k][p - 1] * x;                                                   \
+            }                                                                                      \
+            for (int a = 0; a <= l; a++)                                                           \
+                for (int b = 0; a + b <= l; b++)                                                   \
+                    mono[a * (l + 1) + b] = pw[0][a] * pw[1][b] * pw[2][l - a - b];                \
+            for (int m = 0; m < dim; m++) {                                                        \
+                const double *cm = d->coef + (int64_t)m * ncls;                                    \
+                double t = 0.0;                                                                    \
+                for (int a = 0; a <= l; a++)                                                       \
+                    for (int b = 0; a + b <= l; b++)                                               \
+                        t += cm[a * (l + 1) + b] * mono[a * (l + 1) + b];                          \
+                out[i * dim + m] = (T)t;                                                           \
+            }                                                                                      \
+        }                                                                                          \
+        return bad < e ? bad : -1;                                                                 \
+    }
+/* clang-format on */
+
+ICT_DEFINE(float)
+ICT_DEFINE(double)
+
+static tsr_status ict_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const ict_data *d = s->data;
+    const tsr_tensor *v = k->inputs[0];
+    if (v->rank != 2 || v->dims[1] != 3)
+        return tsr_error(TSR_ERR_SHAPE, "ICT takes vectors [E, 3], got rank %d", v->rank);
+    int64_t e = v->dims[0];
+    int nt = tsr_cpu_threads_for(k->threads, e * d->dim * d->ncls);
+    int64_t bad = v->dtype == TSR_FLOAT64 ? ict_run_double(d, v->data, k->outputs[0]->data, e, nt)
+                                          : ict_run_float(d, v->data, k->outputs[0]->data, e, nt);
+    if (bad >= 0) {
+        double n[3] = {tsr_get_f(v, 3 * bad), tsr_get_f(v, 3 * bad + 1), tsr_get_f(v, 3 * bad + 2)};
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT,
+                         "vector %lld is (%g, %g, %g); ICT with normalize = 1 needs vectors of "
+                         "positive finite length",
+                         (long long)bad, n[0], n[1], n[2]);
+    }
+    return TSR_OK;
+}
+
+static bool ict_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    tsr_dtype dt = tsr_cpu_output(g, node, 0)->dtype;
+    if (dt != TSR_FLOAT32 && dt != TSR_FLOAT64) {
+        snprintf(why, size, "ICT: %s runs on the ref backend", tsr_dtype_name(dt));
+        return false;
+    }
+    int64_t l = tsr_attr_int(node, "l"), normalize = tsr_attr_int(node, "normalize");
+    /* Up to rank 1 the components are the coordinates (Q = I). */
+    bool coords = tsr_attr_int(node, "coordinates") == 1 || l == 0 || l == 1;
+    if (!coords || l < 0 || l > TSR_ICT_MAX_L || (normalize != 0 && normalize != 1)) {
+        snprintf(why, size, "ICT: components (coordinates = 0) above rank 1 run on ref");
+        return false;
+    }
+    return true;
+}
+
+static tsr_status ict_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
+{
+    int l = (int)tsr_attr_int(ctx->node, "l"), dim = 2 * l + 1, ncls = (l + 1) * (l + 1);
+    /* The rank-l basis is the first of the path (l, 0 -> l). */
+    tsr_ict_plan plan;
+    TSR_CHECK(tsr_ict_plan_build(l, 0, l, 1.0, &plan));
+    const tsr_ict_basis *q = &plan.b[0];
+    ict_data *d = tsr_calloc(1, sizeof *d + (size_t)dim * ncls * sizeof(double));
+    int *cls = tsr_malloc((size_t)q->size * sizeof *cls);
+    if (!d || !cls) {
+        free(d);
+        free(cls);
+        tsr_ict_plan_free(&plan);
+        return TSR_ERR_OUT_OF_MEMORY;
+    }
+    *d = (ict_data){
+        .l = l, .dim = dim, .ncls = ncls, .normalize = tsr_attr_int(ctx->node, "normalize") == 1};
+    double c_l = 1.0;
+    for (int i = 1; i <= l; i++)
+        c_l *= (2.0 * i - 1.0) / i;
+    tsr_ict_classes(l, cls);
+    for (int m = 0; m < dim; m++)
+        for (int64_t i = 0; i < q->size; i++)
+            d->coef[m * ncls + cls[i]] += c_l * q->q[m * q->size + i];
+    free(cls);
+    tsr_ict_plan_free(&plan);
+    s->data = d;
+    s->run = ict_run;
+    return TSR_OK;
+}
+
 const tsr_cpu_op tsr_cpu_ict_edge_ops[] = {
+    {&tsr_op_ICT, ict_supports, edge_layouts, ict_prepare},
     {&tsr_op_ICTEdgeMessage, edge_supports, edge_layouts, edge_prepare},
     {&tsr_op_ICTEdgeMessageGrad, edge_supports, edge_layouts, edge_prepare},
     {NULL},
