@@ -113,13 +113,6 @@ static tsr_status cpu_prepare(const tsr_prepare_ctx *ctx, void **state_out)
     if (!s)
         return TSR_ERR_OUT_OF_MEMORY;
     s->isa = tsr_cpu_isa();
-#if TSR_CPU_ARM64
-    /* The training kernels (kernels_train.c) instantiate no NEON tiles
-     * yet: their table has the portable level only on aarch64. */
-    for (const tsr_cpu_op *t = tsr_cpu_train_ops; t->op; t++)
-        if (t == o)
-            s->isa = TSR_ISA_PORTABLE;
-#endif
     tsr_status st = o->prepare(ctx, s);
     if (st != TSR_OK) {
         free(s->data);

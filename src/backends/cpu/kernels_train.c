@@ -45,6 +45,10 @@ typedef struct {
 #define TSR_SIMD_LEVEL 2
 #include "backends/cpu/tiles_train.h"
 #undef TSR_SIMD_LEVEL
+#elif TSR_CPU_ARM64
+#define TSR_SIMD_LEVEL 3
+#include "backends/cpu/tiles_train.h"
+#undef TSR_SIMD_LEVEL
 #endif
 
 static const tsr_cpu_train_tiles *const tiles[] = {
@@ -52,6 +56,8 @@ static const tsr_cpu_train_tiles *const tiles[] = {
 #if TSR_CPU_X86
     [TSR_ISA_AVX2] = &train_tiles_avx2,
     [TSR_ISA_AVX512] = &train_tiles_avx512,
+#elif TSR_CPU_ARM64
+    [TSR_ISA_NEON] = &train_tiles_neon,
 #endif
 };
 
