@@ -196,6 +196,33 @@ def test_max_pool_grad_ties_and_nan(cpu_env):
     np.testing.assert_array_equal(got, want)
 
 
+def test_batchnorm_train_large_mean(cpu_env):
+    """BatchNormTrain on data whose mean is 3000 times its spread: the cpu kernel's
+    shifted moments keep the variance (a float32 E[x^2] - mean^2 would lose it all),
+    so Y and the saved statistics match ref, which sums in double."""
+    rng = np.random.default_rng(12)
+    c = 19
+    x = (3000 + rng.standard_normal((3, c, 6, 5))).astype(np.float32)
+    g = tsr.Graph()
+    g.set_opset(17)
+    g.add_input("x", np.float32, list(x.shape))
+    for name, v in [("scale", rng.uniform(0.5, 2, c)), ("bias", rng.standard_normal(c)),
+                    ("rm", np.zeros(c)), ("rv", np.ones(c))]:
+        g.add_constant(name, v.astype(np.float32))
+    outs = ["y", "rm_out", "rv_out", "mean", "inv"]
+    g.add_node("BatchNormTrain", [blocked(g, "x", c), "scale", "bias", "rm", "rv"], outs,
+               domain="ai.tessera", name="op")
+    for o in outs:
+        g.add_output(o)
+    plan = tsr.Plan(g, device="cpu", threads=2)
+    got = plan.run([x])
+    assert plan.node_backend("op") == "cpu"
+    want = tsr.Plan(g, device="ref").run([x])
+    np.testing.assert_allclose(got[0], want[0], rtol=0, atol=2e-3)
+    np.testing.assert_allclose(got[3], want[3], rtol=1e-7)
+    np.testing.assert_allclose(got[4], want[4], rtol=1e-4)
+
+
 def test_chain_stays_blocked(cpu_env):
     """Conv -> Relu -> MaxPool -> Add -> GlobalAveragePool: data flows
     blocked through the chain, with reorders only at the ends."""
