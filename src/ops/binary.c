@@ -1,5 +1,6 @@
 /* Broadcasting element-wise ops with two or more inputs: arithmetic,
- * comparisons, Where, Mod, Pow and the variadic Max/Min/Sum.
+ * comparisons, the logical And/Or/Xor, Where, Mod, Pow and the variadic
+ * Max/Min/Sum.
  *
  * Every kernel goes through one broadcast iterator: operand strides are
  * zero along broadcast dims, dims of size 1 are dropped and neighbouring
@@ -256,17 +257,32 @@ LOOP2(fmod_i32, int32_t, int32_t, i32_fmod(a, b))
     LOOP2(OP##_f32, uint8_t, float, EXPR)                                                          \
     LOOP2(OP##_f64, uint8_t, double, EXPR)                                                         \
     LOOP2(OP##_i64, uint8_t, int64_t, EXPR)                                                        \
-    LOOP2(OP##_i32, uint8_t, int32_t, EXPR)
+    LOOP2(OP##_i32, uint8_t, int32_t, EXPR)                                                        \
+    LOOP2(OP##_i8, uint8_t, int8_t, EXPR)                                                          \
+    LOOP2(OP##_u8, uint8_t, uint8_t, EXPR)
 
 LOOPS_COMPARE(equal, a == b)
 LOOPS_COMPARE(less, a < b)
 LOOPS_COMPARE(greater, a > b)
-LOOP2(equal_bool, uint8_t, uint8_t, a == b)
+LOOPS_COMPARE(less_equal, a <= b)
+LOOPS_COMPARE(greater_equal, a >= b)
+/* Bools are stored as one byte, 0 or 1; any nonzero byte reads as true. */
+LOOP2(equal_bool, uint8_t, uint8_t, !a == !b)
+LOOP2(and_bool, uint8_t, uint8_t, a && b)
+LOOP2(or_bool, uint8_t, uint8_t, a || b)
+LOOP2(xor_bool, uint8_t, uint8_t, !a != !b)
 
 #define NUMERIC_TABLE(OP)                                                                          \
     {                                                                                              \
         [TSR_FLOAT32] = OP##_f32, [TSR_FLOAT64] = OP##_f64, [TSR_INT64] = OP##_i64,                \
         [TSR_INT32] = OP##_i32                                                                     \
+    }
+
+/* Comparisons take every numeric dtype (Equal bool too) and give bool. */
+#define COMPARE_TABLE(OP)                                                                          \
+    {                                                                                              \
+        [TSR_FLOAT32] = OP##_f32, [TSR_FLOAT64] = OP##_f64, [TSR_INT64] = OP##_i64,                \
+        [TSR_INT32] = OP##_i32, [TSR_INT8] = OP##_i8, [TSR_UINT8] = OP##_u8                        \
     }
 
 /* ------------------------------------------------- shared inference */
@@ -437,7 +453,8 @@ static tsr_status ew_ref(const tsr_kernel_ctx *k, const ew_desc *d)
 #define EQUAL_TABLE                                                                                \
     {                                                                                              \
         [TSR_FLOAT32] = equal_f32, [TSR_FLOAT64] = equal_f64, [TSR_INT64] = equal_i64,             \
-        [TSR_INT32] = equal_i32, [TSR_BOOL] = equal_bool                                           \
+        [TSR_INT32] = equal_i32, [TSR_INT8] = equal_i8, [TSR_UINT8] = equal_u8,                    \
+        [TSR_BOOL] = equal_bool                                                                    \
     }
 
 /* Gradient rules of the element-wise ops; each input's share is summed
@@ -528,8 +545,14 @@ EW_OP(Min, TSR_MAX_NODE_IO, flops_variadic, false, false, NUMERIC_TABLE(min), ex
 EW_OP(Sum, TSR_MAX_NODE_IO, flops_variadic, false, false, NUMERIC_TABLE(add), add_grad)
 /* Comparisons have bool outputs, which carry no gradient. */
 EW_OP(Equal, 2, flops_elementwise, true, false, EQUAL_TABLE, NULL)
-EW_OP(Less, 2, flops_elementwise, true, false, NUMERIC_TABLE(less), NULL)
-EW_OP(Greater, 2, flops_elementwise, true, false, NUMERIC_TABLE(greater), NULL)
+EW_OP(Less, 2, flops_elementwise, true, false, COMPARE_TABLE(less), NULL)
+EW_OP(Greater, 2, flops_elementwise, true, false, COMPARE_TABLE(greater), NULL)
+EW_OP(LessOrEqual, 2, flops_elementwise, true, false, COMPARE_TABLE(less_equal), NULL)
+EW_OP(GreaterOrEqual, 2, flops_elementwise, true, false, COMPARE_TABLE(greater_equal), NULL)
+/* Logical ops take and give bool only, and carry no gradient either. */
+EW_OP(And, 2, flops_elementwise, true, false, {[TSR_BOOL] = and_bool}, NULL)
+EW_OP(Or, 2, flops_elementwise, true, false, {[TSR_BOOL] = or_bool}, NULL)
+EW_OP(Xor, 2, flops_elementwise, true, false, {[TSR_BOOL] = xor_bool}, NULL)
 
 /* ------------------------------------------------------------------ Mod */
 

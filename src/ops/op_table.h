@@ -38,6 +38,11 @@ TSR_OP(Sum)
 TSR_OP(Equal)
 TSR_OP(Less)
 TSR_OP(Greater)
+TSR_OP(LessOrEqual)
+TSR_OP(GreaterOrEqual)
+TSR_OP(And)
+TSR_OP(Or)
+TSR_OP(Xor)
 TSR_OP(Where)
 TSR_OP(Mod)
 
@@ -67,6 +72,7 @@ TSR_OP(ReduceMean)
 TSR_OP(ReduceSum)
 TSR_OP(ReduceMax)
 TSR_OP(ReduceMin)
+TSR_OP(ReduceProd)
 TSR_OP(Softmax)
 TSR_OP(LogSoftmax)
 
@@ -97,6 +103,12 @@ TSR_OP(RNN)
 
 /* trilu.c: upper and lower triangles of batched matrices */
 TSR_OP(Trilu)
+
+/* cumsum.c: running sums along an axis */
+TSR_OP(CumSum)
+
+/* onehot.c: one-hot encoding of index tensors */
+TSR_OP(OneHot)
 
 /* topk.c: the K largest or smallest along an axis, and its backward op */
 TSR_OP(TopK)

@@ -1,12 +1,21 @@
-/* Reductions over axes (ReduceMean, ReduceSum, ReduceMax, ReduceMin) and
- * Softmax / LogSoftmax. Sums accumulate in double for both float types. */
+/* Reductions over axes (ReduceMean, ReduceSum, ReduceMax, ReduceMin,
+ * ReduceProd) and Softmax / LogSoftmax. Float sums and products accumulate
+ * in double; integer ones in 64 bits, wrapping like the integer
+ * arithmetic of binary.c, so int32 results match numpy's int32 reduce. */
 #include "autodiff/autodiff.h"
 #include "ops/op.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 
-typedef enum reduce_mode { REDUCE_SUM, REDUCE_MEAN, REDUCE_MAX, REDUCE_MIN } reduce_mode;
+typedef enum reduce_mode {
+    REDUCE_SUM,
+    REDUCE_MEAN,
+    REDUCE_MAX,
+    REDUCE_MIN,
+    REDUCE_PROD
+} reduce_mode;
 
 static reduce_mode reduce_mode_of(const tsr_op_def *op)
 {
@@ -16,11 +25,28 @@ static reduce_mode reduce_mode_of(const tsr_op_def *op)
         return REDUCE_MAX;
     if (op == &tsr_op_ReduceMin)
         return REDUCE_MIN;
+    if (op == &tsr_op_ReduceProd)
+        return REDUCE_PROD;
     return REDUCE_MEAN;
 }
 
-/* ReduceSum takes its axes as an optional input from opset 13 on; the
- * others keep the attribute up to opset 17. */
+/* The dtypes ONNX gives each reduction that Tessera has. */
+static unsigned reduce_dtypes(reduce_mode mode)
+{
+    unsigned ints = TSR_DTYPE_BIT(TSR_INT32) | TSR_DTYPE_BIT(TSR_INT64);
+    switch (mode) {
+    case REDUCE_MEAN: return TSR_FLOAT_TYPES;
+    case REDUCE_SUM:
+    case REDUCE_PROD: return TSR_FLOAT_TYPES | ints;
+    case REDUCE_MAX:
+    case REDUCE_MIN: break;
+    }
+    return TSR_FLOAT_TYPES | ints | TSR_DTYPE_BIT(TSR_INT8) | TSR_DTYPE_BIT(TSR_UINT8);
+}
+
+/* ReduceSum takes its axes as an optional input, and
+ * noop_with_empty_axes, from opset 13 on; the others keep the attribute
+ * up to opset 17, the newest a graph takes. */
 static bool axes_from_input(const tsr_node *n)
 {
     return n->op == &tsr_op_ReduceSum && n->opset >= 13;
@@ -64,7 +90,14 @@ static tsr_status reduce_mask(const tsr_node *n, bool has_axes_input, const tsr_
         for (size_t i = 0; i < n_attr; i++)
             axes[count++] = attr[i];
     }
-    bool noop = n->op == &tsr_op_ReduceSum && tsr_attr_int(n, "noop_with_empty_axes") != 0;
+    int64_t keepdims = tsr_attr_int(n, "keepdims");
+    int64_t noop = n->op == &tsr_op_ReduceSum ? tsr_attr_int(n, "noop_with_empty_axes") : 0;
+    if (keepdims != 0 && keepdims != 1)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "keepdims is %lld, must be 0 or 1",
+                         (long long)keepdims);
+    if (noop != 0 && noop != 1)
+        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "noop_with_empty_axes is %lld, must be 0 or 1",
+                         (long long)noop);
     for (int d = 0; d < rank; d++)
         mask[d] = count == 0 && !noop;
     for (int i = 0; i < count; i++) {
@@ -88,7 +121,7 @@ static const tsr_attr_def reduce_sum_attrs[] = {{"axes", TSR_ATTR_INTS},
 
 static tsr_status reduce_infer(tsr_infer_ctx *c)
 {
-    TSR_CHECK(tsr_infer_require_dtype(c, 0, TSR_FLOAT_TYPES));
+    TSR_CHECK(tsr_infer_require_dtype(c, 0, reduce_dtypes(reduce_mode_of(c->node->op))));
     const tsr_value *x = c->inputs[0];
     const tsr_value *axes_value = c->n_inputs > 1 ? c->inputs[1] : NULL;
     bool keepdims = tsr_attr_int(c->node, "keepdims") != 0;
@@ -179,10 +212,11 @@ static void reduce_runs_of(const tsr_tensor *x, const bool *mask, reduce_runs *r
     }
 }
 
-/* The kernel below is instantiated once per element type. */
+/* The kernel below is instantiated once per element type, with the
+ * accumulator type ACC and the steps that fold one value v into acc. */
 /* clang-format off */
-#define REDUCE_DEFINE(T)                                                                           \
-    static void reduce_run_##T(const tsr_kernel_ctx *k, const reduce_runs *r, reduce_mode mode)    \
+#define REDUCE_DEFINE(NAME, T, ACC, LOWEST, HIGHEST, ADD, MUL, MAX_STEP, MIN_STEP)                \
+    static void reduce_run_##NAME(const tsr_kernel_ctx *k, const reduce_runs *r, reduce_mode mode) \
     {                                                                                              \
         const T *x = k->inputs[0]->data;                                                           \
         T *y = k->outputs[0]->data;                                                                \
@@ -198,7 +232,8 @@ static void reduce_runs_of(const tsr_tensor *x, const bool *mask, reduce_runs *r
                 base += (rest % r->kept_size[g]) * r->kept_stride[g];                              \
                 rest /= r->kept_size[g];                                                           \
             }                                                                                      \
-            double acc = mode == REDUCE_MAX ? -INFINITY : mode == REDUCE_MIN ? INFINITY : 0.0;     \
+            ACC acc = mode == REDUCE_MAX ? (LOWEST) : mode == REDUCE_MIN ? (HIGHEST)               \
+                    : mode == REDUCE_PROD ? (ACC)1 : (ACC)0;                                       \
             for (int64_t q = 0; q < outer; q++) {                                                  \
                 int64_t offset = base, qr = q;                                                     \
                 for (int g = 1; g < r->n_red; g++) {                                               \
@@ -207,31 +242,65 @@ static void reduce_runs_of(const tsr_tensor *x, const bool *mask, reduce_runs *r
                 }                                                                                  \
                 const T *xs = x + offset;                                                          \
                 if (mode == REDUCE_SUM || mode == REDUCE_MEAN) {                                   \
-                    for (int64_t i = 0; i < inner; i++)                                            \
-                        acc += xs[i * inner_stride];                                               \
+                    for (int64_t i = 0; i < inner; i++) {                                          \
+                        ACC v = xs[i * inner_stride];                                              \
+                        acc = ADD(acc, v);                                                         \
+                    }                                                                              \
+                } else if (mode == REDUCE_PROD) {                                                  \
+                    for (int64_t i = 0; i < inner; i++) {                                          \
+                        ACC v = xs[i * inner_stride];                                              \
+                        acc = MUL(acc, v);                                                         \
+                    }                                                                              \
                 } else if (mode == REDUCE_MAX) {                                                   \
                     for (int64_t i = 0; i < inner; i++) {                                          \
-                        double v = xs[i * inner_stride];                                           \
-                        if (!isnan(acc) && (v > acc || isnan(v)))                                  \
-                            acc = v;                                                               \
+                        ACC v = xs[i * inner_stride];                                              \
+                        MAX_STEP;                                                                  \
                     }                                                                              \
                 } else {                                                                           \
                     for (int64_t i = 0; i < inner; i++) {                                          \
-                        double v = xs[i * inner_stride];                                           \
-                        if (!isnan(acc) && (v < acc || isnan(v)))                                  \
-                            acc = v;                                                               \
+                        ACC v = xs[i * inner_stride];                                              \
+                        MIN_STEP;                                                                  \
                     }                                                                              \
                 }                                                                                  \
             }                                                                                      \
             if (mode == REDUCE_MEAN)                                                               \
-                acc /= (double)r->red_count;                                                       \
+                acc /= (ACC)r->red_count;                                                          \
             y[o] = (T)acc;                                                                         \
         }                                                                                          \
     }
 /* clang-format on */
 
-REDUCE_DEFINE(float)
-REDUCE_DEFINE(double)
+/* Floats: NaN wins Max and Min, as in numpy and PyTorch. */
+#define FLOAT_ADD(a, v) ((a) + (v))
+#define FLOAT_MUL(a, v) ((a) * (v))
+#define FLOAT_MAX_STEP                                                                             \
+    if (!isnan(acc) && (v > acc || isnan(v)))                                                      \
+    acc = v
+#define FLOAT_MIN_STEP                                                                             \
+    if (!isnan(acc) && (v < acc || isnan(v)))                                                      \
+    acc = v
+/* Integers: sums and products wrap (through unsigned arithmetic). */
+#define INT_ADD(a, v) ((int64_t)((uint64_t)(a) + (uint64_t)(v)))
+#define INT_MUL(a, v) ((int64_t)((uint64_t)(a) * (uint64_t)(v)))
+#define INT_MAX_STEP                                                                               \
+    if (v > acc)                                                                                   \
+    acc = v
+#define INT_MIN_STEP                                                                               \
+    if (v < acc)                                                                                   \
+    acc = v
+
+#define REDUCE_DEFINE_FLOAT(NAME, T)                                                               \
+    REDUCE_DEFINE(NAME, T, double, -INFINITY, INFINITY, FLOAT_ADD, FLOAT_MUL, FLOAT_MAX_STEP,      \
+                  FLOAT_MIN_STEP)
+#define REDUCE_DEFINE_INT(NAME, T, LOWEST, HIGHEST)                                                \
+    REDUCE_DEFINE(NAME, T, int64_t, LOWEST, HIGHEST, INT_ADD, INT_MUL, INT_MAX_STEP, INT_MIN_STEP)
+
+REDUCE_DEFINE_FLOAT(f32, float)
+REDUCE_DEFINE_FLOAT(f64, double)
+REDUCE_DEFINE_INT(i64, int64_t, INT64_MIN, INT64_MAX)
+REDUCE_DEFINE_INT(i32, int32_t, INT32_MIN, INT32_MAX)
+REDUCE_DEFINE_INT(i8, int8_t, INT8_MIN, INT8_MAX)
+REDUCE_DEFINE_INT(u8, uint8_t, 0, UINT8_MAX)
 
 static tsr_status reduce_ref(const tsr_kernel_ctx *k)
 {
@@ -245,10 +314,17 @@ static tsr_status reduce_ref(const tsr_kernel_ctx *k)
         return tsr_error(TSR_ERR_SHAPE, "output has %lld elements, the reduction gives %lld",
                          (long long)tsr_tensor_numel(k->outputs[0]), (long long)r.out_count);
     reduce_mode mode = reduce_mode_of(k->node->op);
-    if (x->dtype == TSR_FLOAT32)
-        reduce_run_float(k, &r, mode);
-    else
-        reduce_run_double(k, &r, mode);
+    if (x->dtype >= 32 || !(reduce_dtypes(mode) & TSR_DTYPE_BIT(x->dtype)))
+        return tsr_error(TSR_ERR_DTYPE, "%s has no kernel for %s", k->node->op->name,
+                         tsr_dtype_name(x->dtype));
+    switch (x->dtype) {
+    case TSR_FLOAT32: reduce_run_f32(k, &r, mode); break;
+    case TSR_FLOAT64: reduce_run_f64(k, &r, mode); break;
+    case TSR_INT64: reduce_run_i64(k, &r, mode); break;
+    case TSR_INT32: reduce_run_i32(k, &r, mode); break;
+    case TSR_INT8: reduce_run_i8(k, &r, mode); break;
+    default: reduce_run_u8(k, &r, mode); break;
+    }
     return TSR_OK;
 }
 
@@ -308,6 +384,43 @@ static tsr_status expand_to(tsr_grad_ctx *c, const char *g, const char *like, co
     return tsr_grad_emit(c, &tsr_op_Expand, 2, ins, 0, NULL, 1, out);
 }
 
+/* ReduceProd: dx_i = dy * (product of the other elements of its group),
+ * which is y / x_i only where x has no zeros. With zeros replaced by ones
+ * (x1) and p the product of x1 over the group, the product of the others
+ * is p / x1_i where no other element of the group is zero, else 0: one
+ * zero in the group sends p to that element alone, two or more send
+ * nothing. Written with graph ops, so that it differentiates again. */
+static tsr_status reduce_prod_grad(tsr_grad_ctx *c, const char *dy_keep, int n, const int64_t *axes)
+{
+    const char *x = tsr_grad_input(c, 0);
+    tsr_dtype dt = tsr_grad_value(c, x)->dtype;
+    const char *zero, *one, *is_zero, *z, *x1, *p, *zeros, *others_zero, *none_other, *share,
+        *masked, *g;
+    TSR_CHECK(tsr_grad_scalar(c, 0.0, dt, &zero));
+    TSR_CHECK(tsr_grad_scalar(c, 1.0, dt, &one));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Equal, x, zero, &is_zero));
+    tsr_attr to = TSR_ATTR_I("to", dt);
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_Cast, 1, &is_zero, 1, &to, 1, &z));
+    const char *pick[3] = {is_zero, one, x};
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_Where, 3, pick, 0, NULL, 1, &x1));
+    /* Emitted at TSR_GRAD_OPSET, where ReduceProd takes axes as an attribute. */
+    tsr_attr prod_attrs[2] = {
+        TSR_ATTR_I("keepdims", 1),
+        {.name = "axes", .type = TSR_ATTR_INTS, .count = (size_t)n, .ints = axes}};
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReduceProd, 1, &x1, 2, prod_attrs, 1, &p));
+    const char *axes_name;
+    TSR_CHECK(tsr_grad_ints(c, n, axes, &axes_name));
+    const char *sum_in[2] = {z, axes_name};
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ReduceSum, 2, sum_in, 1, prod_attrs, 1, &zeros));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Sub, zeros, z, &others_zero));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Equal, others_zero, zero, &none_other));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Div, p, x1, &share));
+    const char *keep_share[3] = {none_other, share, zero};
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_Where, 3, keep_share, 0, NULL, 1, &masked));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dy_keep, masked, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
 static tsr_status reduce_grad(tsr_grad_ctx *c)
 {
     const char *x = tsr_grad_input(c, 0), *dy = tsr_grad_dy(c, 0);
@@ -318,15 +431,23 @@ static tsr_status reduce_grad(tsr_grad_ctx *c)
     const char *keep, *g;
     TSR_CHECK(reduce_grad_keep(c, dy, mask, xv->rank, &keep));
     reduce_mode mode = reduce_mode_of(tsr_grad_node(c)->op);
+    int64_t axes[TSR_MAX_RANK];
+    int n = 0;
+    for (int d = 0; d < xv->rank; d++)
+        if (mask[d])
+            axes[n++] = d;
+    if (n == 0) /* nothing reduced (noop_with_empty_axes, or a scalar): Y is X */
+        return tsr_grad_contribute(c, 0, dy);
+    if (mode == REDUCE_PROD)
+        return reduce_prod_grad(c, keep, n, axes);
     if (mode == REDUCE_SUM || mode == REDUCE_MEAN) {
         TSR_CHECK(expand_to(c, keep, x, &g));
         if (mode == REDUCE_MEAN) {
-            int axes[TSR_MAX_RANK], n = 0;
-            for (int d = 0; d < xv->rank; d++)
-                if (mask[d])
-                    axes[n++] = d;
+            int int_axes[TSR_MAX_RANK];
+            for (int i = 0; i < n; i++)
+                int_axes[i] = (int)axes[i];
             const char *inv;
-            TSR_CHECK(tsr_grad_inverse_count(c, x, n, axes, dt, &inv));
+            TSR_CHECK(tsr_grad_inverse_count(c, x, n, int_axes, dt, &inv));
             TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, g, inv, &g));
         }
         return tsr_grad_contribute(c, 0, g);
@@ -337,11 +458,6 @@ static tsr_status reduce_grad(tsr_grad_ctx *c)
     TSR_CHECK(tsr_grad_binary(c, &tsr_op_Equal, x, y_keep, &eq));
     tsr_attr to = TSR_ATTR_I("to", dt);
     TSR_CHECK(tsr_grad_emit(c, &tsr_op_Cast, 1, &eq, 1, &to, 1, &m));
-    int64_t axes[TSR_MAX_RANK];
-    int n = 0;
-    for (int d = 0; d < xv->rank; d++)
-        if (mask[d])
-            axes[n++] = d;
     TSR_CHECK(tsr_grad_ints(c, n, axes, &axes_name));
     tsr_attr kd = TSR_ATTR_I("keepdims", 1);
     const char *sum_in[2] = {m, axes_name};
@@ -371,6 +487,7 @@ REDUCE_OP(ReduceMean, reduce_attrs, 1)
 REDUCE_OP(ReduceSum, reduce_sum_attrs, 2)
 REDUCE_OP(ReduceMax, reduce_attrs, 1)
 REDUCE_OP(ReduceMin, reduce_attrs, 1)
+REDUCE_OP(ReduceProd, reduce_attrs, 1)
 
 /* ------------------------------------------------------ Softmax, LogSoftmax */
 

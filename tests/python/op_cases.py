@@ -197,6 +197,11 @@ CASES = [
     Case("Equal", [ints(3, 5), ints(5)], tol="exact"),
     Case("Less", [distinct(3, 5), distinct(5, offset=0.05)], tol="exact"),
     Case("Greater", [distinct(3, 5), distinct(3, 1, offset=0.05)], tol="exact"),
+    Case("LessOrEqual", [ints(3, 5), ints(5)], tol="exact"),
+    Case("GreaterOrEqual", [ints(3, 1, 5), ints(4, 1)], tol="exact"),
+    Case("And", [mask(3, 5), mask(5)], tol="exact"),
+    Case("Or", [mask(3, 1), mask(1, 5)], tol="exact"),
+    Case("Xor", [mask(2, 3, 5), mask(3, 5)], tol="exact"),
     Case("Where", [mask(3, 5), normal(3, 5), normal(5)]),
     Case("Mod", [fractional(3, 5), const(np.full((3, 5), 2.0))], {"fmod": 1}),
     # conv.c
@@ -298,6 +303,8 @@ CASES = [
     Case("ReduceSum", [normal(3, 5, 7), const(np.array([0, 2], dtype=I64))], {"keepdims": 0}),
     Case("ReduceMax", [distinct(3, 5, 7)], {"axes": [0, 2], "keepdims": 0}, tol="exact"),
     Case("ReduceMin", [distinct(3, 5, 7)], {"axes": [-1]}, tol="exact"),
+    # test_ops_int.py has every integer dtype, and the gradient at zeros
+    Case("ReduceProd", [positive(3, 5, 7, lo=0.8, hi=1.25)], {"axes": [1], "keepdims": 0}),
     Case("Softmax", [normal(3, 5, 7)], {"axis": 1}),
     Case("Softmax", [normal(3, 5, 7)], {"axis": 1}, opset=11, label="opset11"),
     Case("LogSoftmax", [normal(3, 5, 7)], {"axis": -1}),
@@ -489,6 +496,11 @@ CASES = [
     # trilu.c
     Case("Trilu", [normal(2, 4, 5), const(np.array(1, dtype=I64))], {"upper": 0}),
     Case("Trilu", [normal(5, 3)], label="upper"),
+    # cumsum.c, onehot.c
+    Case("CumSum", [normal(3, 5, 7), const(np.array(1, dtype=I64))],
+         {"exclusive": 1, "reverse": 1}),
+    Case("OneHot", [ints(3, 5, lo=-5, hi=5), const(np.array(4, dtype=I64)),
+                    const(np.array([0.5, -2.0]))], {"axis": 1}, tol="exact"),
     # topk.c
     Case("TopK", [distinct(3, 7, 5), const(np.array([3], dtype=I64))], {"axis": 1}, n_outputs=2,
          grad_outputs=[0], tol="exact"),

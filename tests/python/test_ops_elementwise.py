@@ -347,6 +347,8 @@ def test_binary_errors(op):
         run1(op, [np.ones((2, 3, 1), np.int64), np.ones((4, 2), np.int64)])
     with pytest.raises(tsr.TesseraError, match="int32"):
         run1(op, [a, np.ones((4,), np.int32)])
+    if op in ("Equal", "Less", "Greater"):
+        return  # they take uint8 (test_ops_int.py)
     with pytest.raises(tsr.TesseraError, match=op):
         run1(op, [a.astype(np.uint8), a.astype(np.uint8)])
 

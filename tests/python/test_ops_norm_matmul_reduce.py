@@ -343,7 +343,7 @@ def test_reduce_errors():
     with pytest.raises(tsr.TesseraError, match="attribute"):
         tsr.run_op("ReduceSum", [x, np.array([0])], opset=11, const_inputs=(1,))
     with pytest.raises(tsr.TesseraError, match="int64"):
-        tsr.run_op("ReduceMin", [np.ones((2, 3), np.int64)])
+        tsr.run_op("ReduceMean", [np.ones((2, 3), np.int64)])
 
 
 # ------------------------------------------------------- Softmax, LogSoftmax
