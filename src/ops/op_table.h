@@ -94,12 +94,19 @@ TSR_OP(Slice)
 TSR_OP(Gather)
 TSR_OP(Pad)
 TSR_OP(Tile)
+
+/* gather.c: gathers and scatters by index tensors, the scatters' reductions */
+TSR_OP(GatherElements)
+TSR_OP(GatherND)
+TSR_OP(GatherNDGrad) /* domain ai.tessera, GatherND's adjoint */
+TSR_OP(ScatterElements)
 TSR_OP(ScatterND)
 
 /* rnn.c: LSTM, GRU and RNN, expanded into the ops above once the sequence length is known */
 TSR_OP(LSTM)
 TSR_OP(GRU)
 TSR_OP(RNN)
+TSR_OP(LSTMCell) /* domain ai.tessera: one plain LSTM step after its products */
 
 /* trilu.c: upper and lower triangles of batched matrices */
 TSR_OP(Trilu)

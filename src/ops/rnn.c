@@ -16,7 +16,10 @@
  * training would need again), its own cpu kernel around the same Gemms and
  * a reference kernel: three engines for what the IR already expresses.
  * The cost is one node per gate operation per step, a few microseconds of
- * dispatch each. A symbolic sequence length leaves the node in the graph
+ * dispatch each; an LSTM with the default activations and no clip,
+ * peepholes or input_forget (what torch exports) has its gate math as one
+ * LSTMCell node per step instead (below), an op whose gradient is again
+ * written in the element-wise ops. A symbolic sequence length leaves the node in the graph
  * (shapes are inferred symbolically); each plan replays the graph at
  * concrete input shapes and expands it there, so such exports run; only
  * their gradient is refused, with an error saying why.
@@ -28,10 +31,11 @@
  * out, the defaults of the ONNX operator of the same name apply. clip
  * bounds every gate's pre-activation (peephole terms included) but not the
  * cell state, as ONNX Runtime reads the spec. */
+#include "ops/rnn.h"
 #include "autodiff/autodiff.h"
-#include "ops/op.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -570,6 +574,9 @@ typedef struct direction {
     name p_i, p_o, p_f; /* LSTM peepholes, [H] each */
     bool has_seq;
     name seq; /* sequence_lens as int64 [B] */
+    /* LSTM with Sigmoid, Tanh, Tanh and no clip, input_forget or
+     * peepholes: each step's gate math is one LSTMCell. */
+    bool plain_cell;
 } direction;
 
 static tsr_status pre_activation(const expander *e, const direction *d, const char *x, int which,
@@ -618,6 +625,12 @@ static tsr_status step(const expander *e, const direction *d, int64_t t, name *h
     }
     if (d->kind == RNN_SIMPLE) {
         TSR_CHECK(pre_activation(e, d, gates.s, 0, &h_new));
+    } else if (d->kind == RNN_LSTM && d->plain_cell) {
+        name hc[2];
+        TSR_CHECK(emit_n(e, &tsr_op_LSTMCell, "LSTMCell", *c_zero ? 1 : 2,
+                         (const char *[]){gates.s, *c_zero ? NULL : c->s}, 0, NULL, 2, NULL, hc));
+        h_new = hc[0];
+        c_new = hc[1];
     } else if (d->kind == RNN_LSTM) {
         name gi, go, gf, gc, i, f, cc, o;
         TSR_CHECK(split_last(e, gates.s, 4, H, parts));
@@ -786,6 +799,9 @@ static tsr_status rnn_expand(tsr_graph *g, const tsr_node *node, const char *con
                        .has_seq = has[IN_SEQ]};
         if (has[IN_SEQ])
             d.seq = seq;
+        d.plain_cell = s.kind == RNN_LSTM && !clip && !d.input_forget && !d.has_peep &&
+                       d.acts[0].kind == ACT_SIGMOID && d.acts[1].kind == ACT_TANH &&
+                       d.acts[2].kind == ACT_TANH;
         name w, bias, wb, rb;
         bool has_x_bias = false;
 #define DIR_TRY(expr)                                                                              \
@@ -919,3 +935,202 @@ static const tsr_attr_def gru_attrs[] = {{"activation_alpha", TSR_ATTR_FLOATS},
 RNN_OP(LSTM, lstm_attrs, 8, 3)
 RNN_OP(GRU, gru_attrs, 6, 2)
 RNN_OP(RNN, rnn_attrs, 6, 2)
+/* ---------------------------------------------------------------- LSTMCell */
+
+/* LSTMCell (domain ai.tessera): one step of ONNX's LSTM with its default
+ * activations, no clip, peepholes or input_forget, after the products:
+ *
+ *   LSTMCell(gates [B, 4H], c_prev [B, H] (optional: zero)) -> h [B, H], c [B, H]
+ *   i = σ(gates[:, 0:H]), o = σ(gates[:, H:2H]), f = σ(gates[:, 2H:3H]),
+ *   g = tanh(gates[:, 3H:4H]), c = f c_prev + i g, h = o tanh(c)
+ *
+ * The expansion writes each such step as Gemm then this one node instead
+ * of ten element-wise nodes (one dispatch instead of ten, and the gates
+ * read once). Its gradient is written in those element-wise ops, so
+ * derivatives of every order follow from theirs. */
+static const tsr_attr_def lstm_cell_attrs[] = {{NULL}};
+
+static tsr_status lstm_cell_infer(tsr_infer_ctx *c)
+{
+    TSR_CHECK(tsr_infer_require_dtype(c, 0, TSR_FLOAT_TYPES));
+    const tsr_value *g = c->inputs[0], *cp = c->n_inputs > 1 ? c->inputs[1] : NULL;
+    if (g->rank != 2 || (tsr_dim_known(g->dims[1]) && g->dims[1] % 4)) {
+        char got[128];
+        tsr_shape_format(got, sizeof got, g->rank, g->dims);
+        return tsr_infer_error(c, TSR_ERR_SHAPE,
+                               "gates ('%s') has shape %s; it must be [batch, 4 * hidden]", g->name,
+                               got);
+    }
+    int64_t h[2] = {g->dims[0], tsr_dim_known(g->dims[1]) ? g->dims[1] / 4 : TSR_DIM_UNKNOWN};
+    if (cp) {
+        if (cp->dtype != g->dtype)
+            return tsr_infer_error(c, TSR_ERR_DTYPE, "c_prev is %s but gates are %s",
+                                   tsr_dtype_name(cp->dtype), tsr_dtype_name(g->dtype));
+        bool ok = cp->rank == 2;
+        for (int d = 0; ok && d < 2; d++)
+            ok = !tsr_dim_known(cp->dims[d]) || !tsr_dim_known(h[d]) || cp->dims[d] == h[d];
+        if (!ok) {
+            char got[128], want[128];
+            tsr_shape_format(got, sizeof got, cp->rank, cp->dims);
+            tsr_shape_format(want, sizeof want, 2, h);
+            return tsr_infer_error(c, TSR_ERR_SHAPE, "c_prev ('%s') has shape %s, expected %s",
+                                   cp->name, got, want);
+        }
+    }
+    tsr_infer_set(c, 0, g->dtype, 2, h);
+    tsr_infer_set(c, 1, g->dtype, 2, h);
+    return TSR_OK;
+}
+
+const tsr_tensor *tsr_lstm_cell_c_prev(const tsr_kernel_ctx *k)
+{
+    return k->n_inputs > 1 ? k->inputs[1] : NULL;
+}
+
+tsr_status tsr_lstm_cell_check_run(const tsr_kernel_ctx *k, int64_t *batch, int64_t *hidden)
+{
+    const tsr_tensor *g = k->inputs[0], *cp = tsr_lstm_cell_c_prev(k);
+    if (g->rank != 2 || g->dims[1] % 4 ||
+        (cp && (cp->rank != 2 || cp->dims[0] != g->dims[0] || cp->dims[1] != g->dims[1] / 4)))
+        return tsr_error(TSR_ERR_SHAPE, "LSTMCell: gates must be [B, 4H] and c_prev [B, H]");
+    *batch = g->dims[0];
+    *hidden = g->dims[1] / 4;
+    return TSR_OK;
+}
+
+static double cell_at(const tsr_tensor *t, int64_t i)
+{
+    return t->dtype == TSR_FLOAT64 ? ((const double *)t->data)[i] : ((const float *)t->data)[i];
+}
+
+static void cell_put(tsr_tensor *t, int64_t i, double v)
+{
+    if (t->dtype == TSR_FLOAT64)
+        ((double *)t->data)[i] = v;
+    else
+        ((float *)t->data)[i] = (float)v;
+}
+
+static double sigmoid(double x)
+{
+    return 1.0 / (1.0 + exp(-x));
+}
+
+static tsr_status lstm_cell_ref(const tsr_kernel_ctx *k)
+{
+    int64_t B = 0, H = 0;
+    TSR_CHECK(tsr_lstm_cell_check_run(k, &B, &H));
+    const tsr_tensor *g = k->inputs[0], *cp = tsr_lstm_cell_c_prev(k);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t j = 0; j < H; j++) {
+            int64_t row = b * 4 * H;
+            double i = sigmoid(cell_at(g, row + j)), o = sigmoid(cell_at(g, row + H + j));
+            double f = sigmoid(cell_at(g, row + 2 * H + j)), gg = tanh(cell_at(g, row + 3 * H + j));
+            double c = i * gg + (cp ? f * cell_at(cp, b * H + j) : 0.0);
+            cell_put(k->outputs[1], b * H + j, c);
+            cell_put(k->outputs[0], b * H + j, o * tanh(c));
+        }
+    return TSR_OK;
+}
+
+/* With a gate's activation s = σ(x): ds/dx = s (1 - s) = s - s². */
+static tsr_status sigmoid_slope(tsr_grad_ctx *c, const char *s, const char **out)
+{
+    const char *sq;
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, s, s, &sq));
+    return tsr_grad_binary(c, &tsr_op_Sub, s, sq, out);
+}
+
+/* tanh: 1 - t². */
+static tsr_status tanh_slope(tsr_grad_ctx *c, const char *t, tsr_dtype dt, const char **out)
+{
+    const char *sq, *one;
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, t, t, &sq));
+    TSR_CHECK(tsr_grad_scalar(c, 1.0, dt, &one));
+    return tsr_grad_binary(c, &tsr_op_Sub, one, sq, out);
+}
+
+static tsr_status lstm_cell_grad(tsr_grad_ctx *c)
+{
+    const char *gates = tsr_grad_input(c, 0), *cp = tsr_grad_input(c, 1);
+    const char *dh = tsr_grad_dy(c, 0), *dc = tsr_grad_dy(c, 1);
+    const tsr_value *gv = tsr_grad_value(c, gates);
+    if (!tsr_dim_known(gv->dims[1]))
+        return tsr_grad_unsupported(c, "the hidden size is not known before run time");
+    int64_t H = gv->dims[1] / 4;
+    tsr_dtype dt = gv->dtype;
+    if (!dh && !dc)
+        return TSR_OK;
+    const char *split, *x[4], *i, *o, *f, *g, *cn, *tc;
+    TSR_CHECK(tsr_grad_ints(c, 4, (const int64_t[]){H, H, H, H}, &split));
+    tsr_attr axis = TSR_ATTR_I("axis", 1);
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_Split, 2, (const char *[]){gates, split}, 1, &axis, 4, x));
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Sigmoid, x[0], &i));
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Sigmoid, x[1], &o));
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Sigmoid, x[2], &f));
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Tanh, x[3], &g));
+    /* The outputs' own values would do for c and h, but the rule must not
+     * assume them kept: recomputed from the gates, as the forward did. */
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, i, g, &cn));
+    if (cp) {
+        const char *fc;
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, f, cp, &fc));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Add, cn, fc, &cn));
+    }
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Tanh, cn, &tc));
+    /* The total gradient of the new cell state: dc + dh o (1 - tanh(c)²). */
+    const char *dct = dc, *d[4], *slope, *t;
+    if (dh) {
+        TSR_CHECK(tanh_slope(c, tc, dt, &slope));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dh, o, &t));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, t, slope, &t));
+        if (dct)
+            TSR_CHECK(tsr_grad_binary(c, &tsr_op_Add, dct, t, &dct));
+        else
+            dct = t;
+    }
+    if (tsr_grad_wants(c, 0)) {
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dct, g, &t));
+        TSR_CHECK(sigmoid_slope(c, i, &slope));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, t, slope, &d[0]));
+        TSR_CHECK(sigmoid_slope(c, o, &slope));
+        if (dh) {
+            TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dh, tc, &t));
+            TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, t, slope, &d[1]));
+        } else {
+            TSR_CHECK(tsr_grad_zeros_like(c, x[1], &d[1]));
+        }
+        if (cp) {
+            TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dct, cp, &t));
+            TSR_CHECK(sigmoid_slope(c, f, &slope));
+            TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, t, slope, &d[2]));
+        } else {
+            TSR_CHECK(tsr_grad_zeros_like(c, x[2], &d[2]));
+        }
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dct, i, &t));
+        TSR_CHECK(tanh_slope(c, g, dt, &slope));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, t, slope, &d[3]));
+        const char *dg;
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_Concat, 4, d, 1, &axis, 1, &dg));
+        TSR_CHECK(tsr_grad_contribute(c, 0, dg));
+    }
+    if (cp && tsr_grad_wants(c, 1)) {
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, dct, f, &t));
+        TSR_CHECK(tsr_grad_contribute(c, 1, t));
+    }
+    return TSR_OK;
+}
+
+const tsr_op_def tsr_op_LSTMCell = {
+    .name = "LSTMCell",
+    .domain = "ai.tessera",
+    .min_inputs = 1,
+    .max_inputs = 2,
+    .min_outputs = 2,
+    .max_outputs = 2,
+    .attrs = lstm_cell_attrs,
+    .locality = TSR_LOCALITY_COMPUTE,
+    .infer = lstm_cell_infer,
+    .ref = lstm_cell_ref,
+    .grad = lstm_cell_grad,
+};

@@ -493,6 +493,10 @@ CASES = [
          label="reverse_batch_major"),
     Case("RNN", [normal(4, 2, 3), normal(1, 2, 3), normal(1, 2, 2), normal(1, 4), None,
                  normal(1, 2, 2)], {}, n_outputs=2, rtol=1e-5, expanded=True),
+    Case("LSTMCell", [normal(3, 20, scale=2.0), normal(3, 5)], n_outputs=2, cpu="cpu",
+         rtol=2e-6),
+    Case("LSTMCell", [normal(2, 44, scale=2.0)], n_outputs=2, cpu="cpu", rtol=2e-6,
+         label="zero_state"),
     # trilu.c
     Case("Trilu", [normal(2, 4, 5), const(np.array(1, dtype=I64))], {"upper": 0}),
     Case("Trilu", [normal(5, 3)], label="upper"),

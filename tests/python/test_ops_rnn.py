@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 import tsr
+from test_cpu_kernels import isa_params
 
 DEVICES = ["ref", "cpu"]
 
@@ -307,6 +308,9 @@ GRAD_CASES = [
     ("GRU", {"linear_before_reset": 0, "direction": "reverse"}, dict(seq=True, h0=True)),
     ("GRU", {"linear_before_reset": 1}, dict(h0=True)),
     ("RNN", {"direction": "bidirectional"}, dict(h0=True, seq=True)),
+    # Plain LSTMs: each step's gate math is one LSTMCell, so its gradient rule is the one used.
+    ("LSTM", {}, dict(seq=True, h0=True, c0=True)),
+    ("LSTM", {"direction": "bidirectional", "layout": 1}, dict(layout=1, bias=False)),
 ]
 
 
@@ -343,6 +347,122 @@ def test_gradient_against_finite_differences(case):
             fd[idx] = (hi - lo) / (2 * eps)
         err = float(np.max(np.abs(grads[k] - fd)))
         assert err <= 1e-6 * max(float(np.max(np.abs(fd))), 1e-3), f"d/d{w}: error {err:.3g}"
+
+
+# ------------------------------------------------------------- LSTMCell
+
+def cell_reference(gates, c_prev):
+    H = gates.shape[1] // 4
+    i, o, f, g = (gates[:, k * H:(k + 1) * H] for k in range(4))
+    c = _sigmoid(i) * np.tanh(g)
+    if c_prev is not None:
+        c = c + _sigmoid(f) * c_prev
+    return _sigmoid(o) * np.tanh(c), c
+
+
+def cell_graph(dtype, B, H, with_c):
+    g = tsr.Graph()
+    g.add_input("gates", dtype, [B, 4 * H])
+    ins = ["gates"]
+    if with_c:
+        g.add_input("c_prev", dtype, [B, H])
+        ins.append("c_prev")
+    g.add_node("LSTMCell", ins, ["h", "c"], {}, domain="ai.tessera", name="cell")
+    g.add_output("h")
+    g.add_output("c")
+    return g
+
+
+@pytest.mark.parametrize("with_c", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("isa", [None] + isa_params())
+@pytest.mark.parametrize("B,H", [(1, 1), (3, 5), (2, 17), (5, 33), (1, 128), (4, 7), (9, 67)])
+def test_lstm_cell_against_numpy(B, H, isa, dtype, with_c, monkeypatch):
+    """On ref (isa None) and on the cpu device at each instruction set (float32; float64 falls
+    back to ref). Odd hidden sizes leave partial vectors at every level (16, 8 and 1 lanes),
+    (9, 67) is split over two threads; large pre-activations saturate the gates."""
+    rng = np.random.default_rng(zlib.crc32(f"{B}-{H}-{with_c}".encode()))
+    gates = (rng.standard_normal((B, 4 * H)) * 3.0).astype(dtype)
+    c_prev = (rng.standard_normal((B, H)) * 2.0).astype(dtype)
+    feeds = [gates, c_prev] if with_c else [gates]
+    if isa:
+        monkeypatch.setenv("TSR_CPU_ISA", isa)
+    g = cell_graph(dtype, B, H, with_c)
+    plan = tsr.Plan(g, device="cpu" if isa else "ref", threads=2)
+    got = plan.run(feeds)
+    if isa:
+        assert plan.node_backend("cell") == ("cpu" if dtype == np.float32 else "ref")
+    want = cell_reference(gates.astype(np.float64), c_prev if with_c else None)
+    for y, w in zip(got, want):
+        assert y.dtype == dtype
+        close(y, w, 1e-12 if dtype == np.float64 else 2e-6)
+
+
+@pytest.mark.parametrize("seeded", ["both", "h", "c"])
+@pytest.mark.parametrize("with_c", [True, False])
+def test_lstm_cell_gradient_against_finite_differences(with_c, seeded):
+    """Either output alone (the other's gradient absent) or both, with and without c_prev;
+    then the gradient of that gradient, through the element-wise ops the rule writes."""
+    rng = np.random.default_rng(zlib.crc32(f"cell-{with_c}-{seeded}".encode()))
+    B, H = 2, 3
+    feeds = [rng.standard_normal((B, 4 * H))] + ([rng.standard_normal((B, H))] if with_c else [])
+    g = cell_graph(np.float64, B, H, with_c)
+    outs = {"both": ["h", "c"], "h": ["h"], "c": ["c"]}[seeded]
+    keep = [["h", "c"].index(o) for o in outs]
+    wrt = ["gates", "c_prev"][:len(feeds)]
+    seeds = [rng.standard_normal((B, H)) for _ in outs]
+    plan = tsr.Plan(g)
+
+    def loss(values):
+        ys = plan.run(values)
+        return sum(float(np.sum(ys[k] * s)) for k, s in zip(keep, seeds))
+
+    gg = tsr.gradient(g, outs, wrt)
+    grads = tsr.Plan(gg).run(feeds + seeds)[2:]
+    eps = 1e-6
+    for k, x in enumerate(feeds):
+        fd = np.zeros_like(x)
+        for idx in np.ndindex(x.shape):
+            xs = [f.copy() for f in feeds]
+            xs[k][idx] += eps
+            hi = loss(xs)
+            xs[k][idx] -= 2 * eps
+            fd[idx] = (hi - loss(xs)) / (2 * eps)
+        err = float(np.max(np.abs(grads[k] - fd)))
+        assert err <= 1e-7 * max(float(np.max(np.abs(fd))), 1e-3), f"d/d{wrt[k]}: {err:.3g}"
+    # Second order: the Hessian-vector product against differences of the first gradient.
+    grad_plan = tsr.Plan(gg)
+    vs = [rng.standard_normal(x.shape) for x in feeds]
+    hv = tsr.Plan(tsr.gradient(gg, [f"{w}__grad" for w in wrt], wrt)).run(feeds + seeds + vs)
+    hi = grad_plan.run([x + eps * v for x, v in zip(feeds, vs)] + seeds)[2:]
+    lo = grad_plan.run([x - eps * v for x, v in zip(feeds, vs)] + seeds)[2:]
+    for got, a, b, w in zip(hv[-len(wrt):], hi, lo, wrt):
+        want = (a - b) / (2 * eps)
+        err = float(np.max(np.abs(got - want)))
+        assert err <= 1e-6 * max(float(np.max(np.abs(want))), 1e-3), f"Hv in {w}: {err:.3g}"
+
+
+def test_plain_lstm_steps_are_one_cell_each():
+    rng = np.random.default_rng(13)
+    g, _ = build("LSTM", make_case("LSTM", rng, T=4, c0=True), {}, 3)
+    ops = g.stats()["op_counts"]
+    assert ops["LSTMCell"] == 4 and "Sigmoid" not in ops and "Tanh" not in ops
+    g, _ = build("LSTM", make_case("LSTM", rng, T=4, peep=True), {}, 3)
+    assert "LSTMCell" not in g.stats()["op_counts"]
+
+
+def test_lstm_cell_refuses_bad_shapes():
+    g = tsr.Graph()
+    g.add_input("gates", np.float32, [2, 6])
+    with pytest.raises(tsr.TesseraError, match=r"gates \('gates'\) has shape \[2, 6\]; it "
+                                               r"must be \[batch, 4 \* hidden\]"):
+        g.add_node("LSTMCell", ["gates"], ["h", "c"], {}, domain="ai.tessera")
+    g = tsr.Graph()
+    g.add_input("gates", np.float32, [2, 8])
+    g.add_input("c_prev", np.float32, [2, 3])
+    with pytest.raises(tsr.TesseraError, match=r"c_prev \('c_prev'\) has shape \[2, 3\], "
+                                               r"expected \[2, 2\]"):
+        g.add_node("LSTMCell", ["gates", "c_prev"], ["h", "c"], {}, domain="ai.tessera")
 
 
 # ------------------------------------------------- symbolic sequence length

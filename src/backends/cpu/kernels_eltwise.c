@@ -6,6 +6,7 @@
  * maps the zeros of padded lanes to something else (Sigmoid, 0/0), the
  * lanes are zeroed again in each piece while it is still in cache. */
 #include "backends/cpu/kernels_internal.h"
+#include "ops/rnn.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -47,12 +48,15 @@ typedef void (*binary_vp_tile)(const float *a, const float *pattern, int period,
                                int64_t n);
 typedef void (*affine_tile)(const float *x, const float *s, const float *t, int period, float *y,
                             int64_t n);
+typedef void (*lstm_cell_tile)(const float *gates, const float *c_prev, float *h, float *c,
+                               int64_t hidden);
 
 typedef struct {
     unary_tile unary[TSR_CPU_N_UNARY];
     binary_vv_tile vv[TSR_CPU_N_BINARY];
     binary_vp_tile vp[TSR_CPU_N_BINARY];
     affine_tile affine;
+    lstm_cell_tile lstm_cell;
 } tsr_cpu_eltwise_tiles;
 
 #define TSR_SIMD_LEVEL 0
@@ -653,6 +657,48 @@ static tsr_status bn_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
     return TSR_OK;
 }
 
+/* ------------------------------------------------------------ LSTMCell */
+
+typedef struct {
+    lstm_cell_tile tile;
+    const float *gates, *c_prev;
+    float *h, *c;
+    int64_t hidden;
+} lstm_cell_ctx;
+
+static void lstm_cell_rows(const lstm_cell_ctx *x, int64_t b)
+{
+    int64_t H = x->hidden;
+    x->tile(x->gates + b * 4 * H, x->c_prev ? x->c_prev + b * H : NULL, x->h + b * H,
+            x->c + b * H, H);
+}
+
+static tsr_status lstm_cell_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    int64_t B = 0, H = 0;
+    TSR_CHECK(tsr_lstm_cell_check_run(k, &B, &H));
+    const tsr_tensor *cp = tsr_lstm_cell_c_prev(k);
+    lstm_cell_ctx x = {.tile = tiles[s->isa]->lstm_cell,
+                       .gates = k->inputs[0]->data,
+                       .c_prev = cp ? cp->data : NULL,
+                       .h = k->outputs[0]->data,
+                       .c = k->outputs[1]->data,
+                       .hidden = H};
+    /* The gates' 4H floats and their transcendentals: ~16 flops each. */
+    int nt = tsr_cpu_threads_for(k->threads, B * 4 * H * 16);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t b = 0; b < B; b++)
+        lstm_cell_rows(&x, b);
+    return TSR_OK;
+}
+
+static tsr_status lstm_cell_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
+{
+    (void)ctx;
+    s->run = lstm_cell_run;
+    return TSR_OK;
+}
+
 const tsr_cpu_op tsr_cpu_eltwise_ops[] = {
     {&tsr_op_Relu, unary_supports, NULL, unary_prepare},
     {&tsr_op_LeakyRelu, unary_supports, NULL, unary_prepare},
@@ -670,5 +716,6 @@ const tsr_cpu_op tsr_cpu_eltwise_ops[] = {
     {&tsr_op_Mul, binary_supports, binary_layouts, binary_prepare},
     {&tsr_op_Div, binary_supports, binary_layouts, binary_prepare},
     {&tsr_op_BatchNormalization, bn_supports, NULL, bn_prepare},
+    {&tsr_op_LSTMCell, unary_supports, NULL, lstm_cell_prepare},
     {NULL},
 };

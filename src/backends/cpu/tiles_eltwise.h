@@ -182,6 +182,39 @@ SIMD_TARGET static void SIMD_NAME(affine_vp)(const float *xs, const float *s, co
             vf_store(ys + i + j, vf_fmadd(vf_load(xs + i + j), vf_load(s + j), vf_load(t + j)));
 }
 
+/* One row of LSTMCell: gates [4H] (i, o, f, g pre-activations), c_prev
+ * [H] or NULL (zero) -> h [H], c [H], the gates read once. */
+#define LSTM_CELL_LANES(j, LOAD, STORE)                                                            \
+    do {                                                                                           \
+        vf i_ = SIMD_NAME(v_sigmoid)(LOAD(g + (j)));                                               \
+        vf o_ = SIMD_NAME(v_sigmoid)(LOAD(g + H + (j)));                                           \
+        vf c_ = vf_mul(i_, SIMD_NAME(v_tanh)(LOAD(g + 3 * H + (j))));                              \
+        if (cp)                                                                                    \
+            c_ = vf_add(vf_mul(SIMD_NAME(v_sigmoid)(LOAD(g + 2 * H + (j))), LOAD(cp + (j))), c_);  \
+        STORE(c + (j), c_);                                                                        \
+        STORE(h + (j), vf_mul(o_, SIMD_NAME(v_tanh)(c_)));                                         \
+    } while (0)
+SIMD_TARGET static void SIMD_NAME(lstm_cell)(const float *g, const float *cp, float *h, float *c,
+                                             int64_t H)
+{
+    int64_t j = 0;
+#define LOAD_FULL(p) vf_load(p)
+#define STORE_FULL(p, v) vf_store(p, v)
+    for (; j + SIMD_W <= H; j += SIMD_W)
+        LSTM_CELL_LANES(j, LOAD_FULL, STORE_FULL);
+    if (j < H) {
+        int r = (int)(H - j);
+#define LOAD_TAIL(p) vf_load_n(p, r)
+#define STORE_TAIL(p, v) vf_store_n(p, v, r)
+        LSTM_CELL_LANES(j, LOAD_TAIL, STORE_TAIL);
+    }
+#undef LOAD_FULL
+#undef STORE_FULL
+#undef LOAD_TAIL
+#undef STORE_TAIL
+}
+#undef LSTM_CELL_LANES
+
 static const tsr_cpu_eltwise_tiles SIMD_NAME(eltwise_tiles) = {
     .unary = {[TSR_CPU_RELU] = SIMD_NAME(unary_relu),
               [TSR_CPU_LEAKY_RELU] = SIMD_NAME(unary_leaky),
@@ -207,6 +240,7 @@ static const tsr_cpu_eltwise_tiles SIMD_NAME(eltwise_tiles) = {
            [TSR_CPU_RSUB] = SIMD_NAME(binary_vp_rsub),
            [TSR_CPU_RDIV] = SIMD_NAME(binary_vp_rdiv)},
     .affine = SIMD_NAME(affine_vp),
+    .lstm_cell = SIMD_NAME(lstm_cell),
 };
 
 #undef UNARY_TILE
