@@ -25,6 +25,10 @@
 #include <unistd.h>
 
 #define CACHE_HEADER "tessera-autotune 1\n"
+/* The buffer for one line, read or written: an entry that would not fit
+ * (a conv key is at most 511 characters) is not written, so that every
+ * entry written is read back whole. */
+#define CACHE_LINE_MAX 2048
 
 typedef struct {
     char *key;
@@ -129,7 +133,7 @@ static void cache_load(const char *path)
         close(fd);
         return;
     }
-    char line[1024];
+    char line[CACHE_LINE_MAX];
     if (!fgets(line, sizeof line, f) || strcmp(line, CACHE_HEADER) != 0) {
         fclose(f);
         return;
@@ -222,7 +226,7 @@ static void cache_append(const char *key, const tsr_autotune_choice *choice)
         cache.writable = false;
         return;
     }
-    char line[1200];
+    char line[CACHE_LINE_MAX];
     int len =
         snprintf(line, sizeof line, "%s%s%s\t%s %.6g %.6g %.3g\n", fresh ? CACHE_HEADER : "",
                  cache.needs_newline && !fresh ? "\n" : "", key, choice->algorithm,
