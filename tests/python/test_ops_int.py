@@ -395,6 +395,17 @@ def test_onehot_errors():
         tsr.run_op("OneHot", [np.array([True]), d, v], const_inputs=(1,))
 
 
+def test_onehot_values_gradient_is_a_clear_error():
+    g = tsr.Graph()
+    g.add_input("v", np.float64, [2])
+    g.add_constant("i", np.array([0, 2]))
+    g.add_constant("d", np.array(3))
+    g.add_node("OneHot", ["i", "d", "v"], ["y"], name="oh")
+    g.add_output("y")
+    with pytest.raises(tsr.TesseraError, match="node 'oh' \\(OneHot\\): OneHot has no gradient"):
+        tsr.gradient(g, ["y"], ["v"])
+
+
 # --------------------------------------------------- one ONNX model, tessera info --ops
 
 NEW_OPS = ["ReduceProd", "ReduceMin", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor",
