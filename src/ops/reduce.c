@@ -2,8 +2,8 @@
  * ReduceProd) and Softmax / LogSoftmax. Float sums and products accumulate
  * in double; integer ones in 64 bits, wrapping like the integer
  * arithmetic of binary.c, so int32 results match numpy's int32 reduce. */
+#include "ops/reduce.h"
 #include "autodiff/autodiff.h"
-#include "ops/op.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -555,19 +555,27 @@ static tsr_status softmax_infer(tsr_infer_ctx *c)
 SOFTMAX_DEFINE(float)
 SOFTMAX_DEFINE(double)
 
+tsr_status tsr_softmax_geometry(const tsr_node *node, int rank, const int64_t *dims, int64_t *outer,
+                                int64_t *n, int64_t *inner)
+{
+    int axis;
+    TSR_CHECK(softmax_axis(node, rank, &axis));
+    *outer = tsr_shape_numel(axis, dims);
+    if (node->opset < 13) {
+        *n = tsr_shape_numel(rank - axis, dims + axis);
+        *inner = 1;
+    } else {
+        *n = dims[axis];
+        *inner = tsr_shape_numel(rank - axis - 1, dims + axis + 1);
+    }
+    return TSR_OK;
+}
+
 static tsr_status softmax_ref(const tsr_kernel_ctx *k)
 {
     const tsr_tensor *x = k->inputs[0];
-    int axis;
-    TSR_CHECK(softmax_axis(k->node, x->rank, &axis));
-    int64_t outer = tsr_shape_numel(axis, x->dims), n, inner;
-    if (k->node->opset < 13) {
-        n = tsr_shape_numel(x->rank - axis, x->dims + axis);
-        inner = 1;
-    } else {
-        n = x->dims[axis];
-        inner = tsr_shape_numel(x->rank - axis - 1, x->dims + axis + 1);
-    }
+    int64_t outer, n, inner;
+    TSR_CHECK(tsr_softmax_geometry(k->node, x->rank, x->dims, &outer, &n, &inner));
     bool log_out = k->node->op == &tsr_op_LogSoftmax;
     if (n == 0 || inner == 0)
         return TSR_OK;

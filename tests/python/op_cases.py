@@ -306,8 +306,10 @@ CASES = [
     # test_ops_int.py has every integer dtype, and the gradient at zeros
     Case("ReduceProd", [positive(3, 5, 7, lo=0.8, hi=1.25)], {"axes": [1], "keepdims": 0}),
     Case("Softmax", [normal(3, 5, 7)], {"axis": 1}),
-    Case("Softmax", [normal(3, 5, 7)], {"axis": 1}, opset=11, label="opset11"),
-    Case("LogSoftmax", [normal(3, 5, 7)], {"axis": -1}),
+    Case("Softmax", [normal(3, 5, 7)], {"axis": 1}, opset=11, cpu="cpu", label="opset11"),
+    Case("Softmax", [normal(4, 3, 37, scale=4.0)], {"axis": -1}, cpu="cpu", label="last_axis"),
+    Case("LogSoftmax", [normal(3, 5, 7)], {"axis": -1}, cpu="cpu"),
+    Case("LogSoftmax", [normal(2, 100, scale=4.0)], {"axis": 1}, cpu="cpu", label="wide"),
     # shape.c
     Case("Shape", [normal(3, 5, 7)], folded=True,
          expect=lambda x: np.array(x.shape, dtype=I64)),

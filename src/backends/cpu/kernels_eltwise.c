@@ -6,6 +6,7 @@
  * maps the zeros of padded lanes to something else (Sigmoid, 0/0), the
  * lanes are zeroed again in each piece while it is still in cache. */
 #include "backends/cpu/kernels_internal.h"
+#include "ops/reduce.h"
 #include "ops/rnn.h"
 
 #include <math.h>
@@ -50,6 +51,7 @@ typedef void (*affine_tile)(const float *x, const float *s, const float *t, int 
                             int64_t n);
 typedef void (*lstm_cell_tile)(const float *gates, const float *c_prev, float *h, float *c,
                                int64_t hidden);
+typedef void (*softmax_tile)(const float *x, float *y, int64_t n, bool log_out);
 
 typedef struct {
     unary_tile unary[TSR_CPU_N_UNARY];
@@ -57,6 +59,7 @@ typedef struct {
     binary_vp_tile vp[TSR_CPU_N_BINARY];
     affine_tile affine;
     lstm_cell_tile lstm_cell;
+    softmax_tile softmax_row;
 } tsr_cpu_eltwise_tiles;
 
 #define TSR_SIMD_LEVEL 0
@@ -669,8 +672,8 @@ typedef struct {
 static void lstm_cell_rows(const lstm_cell_ctx *x, int64_t b)
 {
     int64_t H = x->hidden;
-    x->tile(x->gates + b * 4 * H, x->c_prev ? x->c_prev + b * H : NULL, x->h + b * H,
-            x->c + b * H, H);
+    x->tile(x->gates + b * 4 * H, x->c_prev ? x->c_prev + b * H : NULL, x->h + b * H, x->c + b * H,
+            H);
 }
 
 static tsr_status lstm_cell_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
@@ -699,6 +702,53 @@ static tsr_status lstm_cell_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s
     return TSR_OK;
 }
 
+/* ---------------------------------------------------- Softmax, LogSoftmax */
+
+/* Contiguous rows only (the axis is the last one, or the opset is below
+ * 13); a strided softmax axis stays on ref. */
+static bool softmax_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    if (!tsr_cpu_require_f32(g, node, 0, why, size))
+        return false;
+    const tsr_value *x = tsr_cpu_input(g, node, 0);
+    int64_t outer, n, inner;
+    if (x->rank < 1 || tsr_softmax_geometry(node, x->rank, x->dims, &outer, &n, &inner) != TSR_OK) {
+        snprintf(why, size, "the axis is out of range");
+        return false;
+    }
+    if (inner != 1) {
+        snprintf(why, size, "the softmax axis is not the last one: the ref backend runs it");
+        return false;
+    }
+    return true;
+}
+
+static tsr_status softmax_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const tsr_tensor *x = k->inputs[0];
+    int64_t outer, n, inner;
+    TSR_CHECK(tsr_softmax_geometry(k->node, x->rank, x->dims, &outer, &n, &inner));
+    if (inner != 1)
+        return tsr_error(TSR_ERR_INTERNAL, "cpu %s: the axis is not the last one",
+                         k->node->op->name);
+    softmax_tile tile = tiles[s->isa]->softmax_row;
+    bool log_out = k->node->op == &tsr_op_LogSoftmax;
+    const float *xs = x->data;
+    float *ys = k->outputs[0]->data;
+    int nt = tsr_cpu_threads_for(k->threads, outer * n * 16);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t r = 0; r < outer; r++)
+        tile(xs + r * n, ys + r * n, n, log_out);
+    return TSR_OK;
+}
+
+static tsr_status softmax_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
+{
+    (void)ctx;
+    s->run = softmax_run;
+    return TSR_OK;
+}
+
 const tsr_cpu_op tsr_cpu_eltwise_ops[] = {
     {&tsr_op_Relu, unary_supports, NULL, unary_prepare},
     {&tsr_op_LeakyRelu, unary_supports, NULL, unary_prepare},
@@ -717,5 +767,7 @@ const tsr_cpu_op tsr_cpu_eltwise_ops[] = {
     {&tsr_op_Div, binary_supports, binary_layouts, binary_prepare},
     {&tsr_op_BatchNormalization, bn_supports, NULL, bn_prepare},
     {&tsr_op_LSTMCell, unary_supports, NULL, lstm_cell_prepare},
+    {&tsr_op_Softmax, softmax_supports, NULL, softmax_prepare},
+    {&tsr_op_LogSoftmax, softmax_supports, NULL, softmax_prepare},
     {NULL},
 };

@@ -215,6 +215,57 @@ SIMD_TARGET static void SIMD_NAME(lstm_cell)(const float *g, const float *cp, fl
 }
 #undef LSTM_CELL_LANES
 
+/* Softmax (log_out: LogSoftmax) of one contiguous row of n floats: the
+ * max, the exponentials' sum (kept in y on the way for Softmax), then the
+ * scaling. A partial last vector runs on libm. */
+SIMD_TARGET static void SIMD_NAME(softmax_row)(const float *x, float *y, int64_t n, bool log_out)
+{
+    int64_t nv = n / SIMD_W * SIMD_W;
+    float max = -INFINITY;
+    if (nv) {
+        vf m = vf_load(x);
+        for (int64_t j = SIMD_W; j < nv; j += SIMD_W)
+            m = vf_max(vf_load(x + j), m);
+        float lanes[SIMD_W];
+        vf_store(lanes, m);
+        for (int l = 0; l < SIMD_W; l++)
+            max = lanes[l] > max ? lanes[l] : max;
+    }
+    for (int64_t j = nv; j < n; j++)
+        max = x[j] > max ? x[j] : max;
+    vf vmax = vf_set1(max), acc = vf_zero();
+    for (int64_t j = 0; j < nv; j += SIMD_W) {
+        vf e = SIMD_NAME(v_exp)(vf_sub(vf_load(x + j), vmax));
+        if (!log_out)
+            vf_store(y + j, e);
+        acc = vf_add(acc, e);
+    }
+    float lanes[SIMD_W];
+    vf_store(lanes, acc);
+    float sum = 0.0f;
+    for (int l = 0; l < SIMD_W; l++)
+        sum += lanes[l];
+    for (int64_t j = nv; j < n; j++) {
+        float e = expf(x[j] - max);
+        if (!log_out)
+            y[j] = e;
+        sum += e;
+    }
+    if (log_out) {
+        vf shift = vf_set1(max + logf(sum));
+        for (int64_t j = 0; j < nv; j += SIMD_W)
+            vf_store(y + j, vf_sub(vf_load(x + j), shift));
+        for (int64_t j = nv; j < n; j++)
+            y[j] = x[j] - (max + logf(sum));
+        return;
+    }
+    vf inv = vf_set1(1.0f / sum);
+    for (int64_t j = 0; j < nv; j += SIMD_W)
+        vf_store(y + j, vf_mul(vf_load(y + j), inv));
+    for (int64_t j = nv; j < n; j++)
+        y[j] *= 1.0f / sum;
+}
+
 static const tsr_cpu_eltwise_tiles SIMD_NAME(eltwise_tiles) = {
     .unary = {[TSR_CPU_RELU] = SIMD_NAME(unary_relu),
               [TSR_CPU_LEAKY_RELU] = SIMD_NAME(unary_leaky),
@@ -241,6 +292,7 @@ static const tsr_cpu_eltwise_tiles SIMD_NAME(eltwise_tiles) = {
            [TSR_CPU_RDIV] = SIMD_NAME(binary_vp_rdiv)},
     .affine = SIMD_NAME(affine_vp),
     .lstm_cell = SIMD_NAME(lstm_cell),
+    .softmax_row = SIMD_NAME(softmax_row),
 };
 
 #undef UNARY_TILE

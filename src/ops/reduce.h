@@ -1,0 +1,14 @@
+/* Softmax and LogSoftmax's geometry (reduce.c), shared with the backends'
+ * kernels. */
+#ifndef TSR_OPS_REDUCE_H
+#define TSR_OPS_REDUCE_H
+
+#include "ops/op.h"
+
+/* The node's input of `rank` dims seen as [outer, n, inner]: softmax over
+ * n, values of one row `inner` apart (before opset 13 the whole trailing
+ * block from the axis on is one contiguous row, inner = 1). */
+tsr_status tsr_softmax_geometry(const tsr_node *node, int rank, const int64_t *dims, int64_t *outer,
+                                int64_t *n, int64_t *inner);
+
+#endif
