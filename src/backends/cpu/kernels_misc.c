@@ -52,9 +52,13 @@ typedef struct {
     int64_t pitch; /* floats per row of a channel block's plane, for bands */
 } concat_data;
 
-/* Bytes moved per parallel piece. */
-#define PIECE_BYTES (256 * 1024)
+/* Bytes moved per parallel piece: small enough that the pieces of a
+ * batch-1 Concat split evenly across the threads, large enough that a
+ * piece's copy outweighs handing it out. */
+#define PIECE_BYTES (64 * 1024)
 
+/* Every input's copies in one parallel region (one fork and join per
+ * Concat, not one per input), as pieces numbered input by input. */
 static tsr_status concat_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
 {
     const concat_data *d = s->data;
@@ -70,22 +74,31 @@ static tsr_status concat_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
      * elements either way and each input's channels are one contiguous
      * run, so the copies are the plain ones. */
     size_t out_row = (size_t)y->dims[axis] * (size_t)inner * es;
-    size_t at = 0;
+    size_t chunk[TSR_MAX_NODE_IO], at[TSR_MAX_NODE_IO];
+    int64_t pieces[TSR_MAX_NODE_IO], first[TSR_MAX_NODE_IO + 1];
+    first[0] = 0;
+    size_t offset = 0;
     for (int i = 0; i < k->n_inputs; i++) {
-        const tsr_tensor *x = k->inputs[i];
-        size_t chunk = (size_t)x->dims[axis] * (size_t)inner * es;
-        int64_t pieces = (int64_t)((chunk + PIECE_BYTES - 1) / PIECE_BYTES);
-        int64_t items = outer * pieces;
-        int nt = tsr_cpu_threads_for(k->threads, (int64_t)(outer * chunk / 4));
+        chunk[i] = (size_t)k->inputs[i]->dims[axis] * (size_t)inner * es;
+        at[i] = offset;
+        offset += chunk[i];
+        pieces[i] = (int64_t)((chunk[i] + PIECE_BYTES - 1) / PIECE_BYTES);
+        first[i + 1] = first[i] + outer * pieces[i];
+    }
+    int64_t items = first[k->n_inputs];
+    int nt = tsr_cpu_threads_for(k->threads, (int64_t)(outer * out_row / 4));
+    if (nt > items)
+        nt = (int)items;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-        for (int64_t it = 0; it < items; it++) {
-            int64_t o = it / pieces;
-            size_t off = (size_t)(it % pieces) * PIECE_BYTES;
-            size_t len = chunk - off < PIECE_BYTES ? chunk - off : PIECE_BYTES;
-            memcpy((char *)y->data + (size_t)o * out_row + at + off,
-                   (const char *)x->data + (size_t)o * chunk + off, len);
-        }
-        at += chunk;
+    for (int64_t it = 0; it < items; it++) {
+        int i = 0;
+        while (it >= first[i + 1])
+            i++;
+        int64_t o = (it - first[i]) / pieces[i];
+        size_t off = (size_t)((it - first[i]) % pieces[i]) * PIECE_BYTES;
+        size_t len = chunk[i] - off < PIECE_BYTES ? chunk[i] - off : PIECE_BYTES;
+        memcpy((char *)y->data + (size_t)o * out_row + at[i] + off,
+               (const char *)k->inputs[i]->data + (size_t)o * chunk[i] + off, len);
     }
     return TSR_OK;
 }
