@@ -1,7 +1,8 @@
 /* Ops that move data around: transposes, concatenation and splitting,
- * slices, gathers and scatters, padding, tiling. Kernels copy elements as
- * bytes of the dtype's size, so every dtype shares one code path, and the
- * output shapes they fill are the ones inference computed. */
+ * slices, Gather, padding, tiling (the other gathers and the scatters are
+ * in gather.c). Kernels copy elements as bytes of the dtype's size, so
+ * every dtype shares one code path, and the output shapes they fill are
+ * the ones inference computed. */
 #include "autodiff/autodiff.h"
 #include "ops/movement.h"
 
@@ -1237,113 +1238,4 @@ const tsr_op_def tsr_op_Tile = {
     .infer = tile_infer,
     .ref = tile_ref,
     .grad = tile_grad,
-};
-
-/* ----------------------------------------------------------- ScatterND */
-
-static const tsr_attr_def scatternd_attrs[] = {{"reduction", TSR_ATTR_STRING, .s = "none"}, {NULL}};
-
-static tsr_status scatternd_infer(tsr_infer_ctx *c)
-{
-    TSR_CHECK(tsr_infer_require_inputs(c));
-    const tsr_value *x = c->inputs[0], *ind = c->inputs[1], *upd = c->inputs[2];
-    const char *reduction = tsr_attr_string(c->node, "reduction");
-    if (strcmp(reduction, "none") != 0)
-        return tsr_infer_error(c, TSR_ERR_UNSUPPORTED,
-                               "ScatterND reduction '%s' is not supported (only 'none' is)",
-                               reduction);
-    TSR_CHECK(require_rank(c, 1));
-    TSR_CHECK(tsr_infer_require_dtype(c, 1, TSR_DTYPE_BIT(TSR_INT64)));
-    if (upd->dtype != x->dtype)
-        return tsr_infer_error(c, TSR_ERR_DTYPE, "updates are %s but data is %s",
-                               tsr_dtype_name(upd->dtype), tsr_dtype_name(x->dtype));
-    if (ind->rank < 1)
-        return tsr_infer_error(c, TSR_ERR_SHAPE, "indices must have rank >= 1");
-    int64_t kdim = ind->dims[ind->rank - 1];
-    if (tsr_dim_known(kdim)) {
-        if (kdim > x->rank)
-            return tsr_infer_error(c, TSR_ERR_SHAPE,
-                                   "index tuples of length %lld for data of rank %d",
-                                   (long long)kdim, x->rank);
-        int kk = (int)kdim, want = ind->rank - 1 + x->rank - kk;
-        char su[160], si[160], sx[160];
-        tsr_shape_format(su, sizeof su, upd->rank, upd->dims);
-        tsr_shape_format(si, sizeof si, ind->rank, ind->dims);
-        tsr_shape_format(sx, sizeof sx, x->rank, x->dims);
-        bool ok = upd->rank == want;
-        for (int d = 0; ok && d < want; d++) {
-            int64_t expect = d < ind->rank - 1 ? ind->dims[d] : x->dims[kk + d - (ind->rank - 1)];
-            int64_t unused;
-            ok = dim_unify(expect, upd->dims[d], &unused);
-        }
-        if (!ok)
-            return tsr_infer_error(c, TSR_ERR_SHAPE,
-                                   "updates of shape %s do not fit indices %s into data %s", su, si,
-                                   sx);
-    }
-    tsr_infer_set(c, 0, x->dtype, x->rank, x->dims);
-    return TSR_OK;
-}
-
-static tsr_status scatternd_ref(const tsr_kernel_ctx *k)
-{
-    const tsr_tensor *x = k->inputs[0], *ind = k->inputs[1], *upd = k->inputs[2];
-    tsr_tensor *y = k->outputs[0];
-    size_t es = tsr_dtype_size(x->dtype), bytes = tsr_tensor_bytes(x);
-    if (bytes) /* empty tensors may have no buffer */
-        memcpy(y->data, x->data, bytes);
-    int kk = (int)ind->dims[ind->rank - 1];
-    if (kk > x->rank)
-        return tsr_error(TSR_ERR_SHAPE, "index tuples of length %d for data of rank %d", kk,
-                         x->rank);
-    int64_t strides[TSR_MAX_RANK];
-    tsr_contiguous_strides(x->rank, x->dims, strides);
-    int64_t n = product(ind->dims, 0, ind->rank - 1);
-    int64_t slice = product(x->dims, kk, x->rank);
-    if (n * slice != tsr_tensor_numel(upd))
-        return tsr_error(TSR_ERR_SHAPE, "updates hold %lld elements, %lld expected",
-                         (long long)tsr_tensor_numel(upd), (long long)(n * slice));
-    const int64_t *idx = ind->data;
-    for (int64_t u = 0; u < n; u++) {
-        int64_t off = 0;
-        for (int j = 0; j < kk; j++) {
-            int64_t v = idx[u * kk + j];
-            if (v < -x->dims[j] || v >= x->dims[j])
-                return tsr_error(TSR_ERR_INVALID_ARGUMENT,
-                                 "index %lld of update %lld is out of range for axis %d of size "
-                                 "%lld",
-                                 (long long)v, (long long)u, j, (long long)x->dims[j]);
-            off += (v < 0 ? v + x->dims[j] : v) * strides[j];
-        }
-        memcpy((char *)y->data + (size_t)off * es,
-               (const char *)upd->data + (size_t)(u * slice) * es, (size_t)slice * es);
-    }
-    return TSR_OK;
-}
-
-/* The overwritten positions of data get no gradient: dData is dY with
- * zeros scattered there. The updates' gradient would need GatherND. */
-static tsr_status scatternd_grad(tsr_grad_ctx *c)
-{
-    if (tsr_grad_wants(c, 2))
-        return tsr_grad_unsupported(c, "the gradient of ScatterND's updates has no rule yet");
-    const char *zeros, *g;
-    TSR_CHECK(tsr_grad_zeros_like(c, tsr_grad_input(c, 2), &zeros));
-    const char *ins[3] = {tsr_grad_dy(c, 0), tsr_grad_input(c, 1), zeros};
-    TSR_CHECK(tsr_grad_emit(c, &tsr_op_ScatterND, 3, ins, 0, NULL, 1, &g));
-    return tsr_grad_contribute(c, 0, g);
-}
-
-const tsr_op_def tsr_op_ScatterND = {
-    .name = "ScatterND",
-    .domain = "",
-    .min_inputs = 3,
-    .max_inputs = 3,
-    .min_outputs = 1,
-    .max_outputs = 1,
-    .attrs = scatternd_attrs,
-    .locality = TSR_LOCALITY_MOVEMENT,
-    .infer = scatternd_infer,
-    .ref = scatternd_ref,
-    .grad = scatternd_grad,
 };

@@ -61,6 +61,8 @@ TSR_OP(GlobalMaxPool)
 /* norm.c */
 TSR_OP(BatchNormalization)
 TSR_OP(LayerNormalization)
+TSR_OP(InstanceNormalization)
+TSR_OP(GroupNormalization)
 
 /* matmul.c */
 TSR_OP(Gemm)
