@@ -445,8 +445,12 @@ static tsr_status run_step(const tsr_plan *p, const spec *s, const plan_step *st
     if (st->kind == STEP_STACK)
         return tsr_stack_run(s, st, inputs, outputs, p->threads);
     if (st->kind == STEP_COPY || st->kind == STEP_REORDER) {
-        tsr_tensor src = buffer_tensor(s, st->in_bufs[0], inputs, outputs);
+        /* The destination holds the value converted; the source buffer may
+         * have been taken over by it from a value of another shape (a
+         * Reshape's input), so it is read with the converted value's shape. */
         tsr_tensor dst = buffer_tensor(s, st->out_bufs[0], inputs, outputs);
+        tsr_tensor src = value_in_buffer(s, s->bufs[st->out_bufs[0]].value, st->in_bufs[0],
+                                         inputs, outputs);
         if (st->kind == STEP_REORDER)
             return st->backend->reorder(&src, (tsr_layout)s->bufs[st->in_bufs[0]].layout, &dst,
                                         (tsr_layout)s->bufs[st->out_bufs[0]].layout, p->threads);

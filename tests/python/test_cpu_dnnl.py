@@ -244,3 +244,26 @@ def test_bf16(capfd):
     check_against_ref(capfd, "Gemm", [a, b, c], {"transB": 1}, const_inputs=(1, 2), bf16=True)
     check_against_ref(capfd, "MatMul", [rand(rng, (2, 5, 33)), rand(rng, (33, 7))], {},
                       const_inputs=(1,), bf16=True)
+
+
+@pytest.mark.parametrize("c", [16, 19])
+def test_reorder_of_a_reshape_that_took_over_its_input(capfd, c):
+    """A blocked convolution plus a Reshape of a rank-2 intermediate: the Reshape's output
+    takes over the arena buffer of its input, and the reorder into the residual's blocked
+    layout must read it with the Reshape's shape, not the rank-2 shape of the buffer's first
+    value (which failed: "blocked layouts hold rank-4 float tensors, got rank 2")."""
+    rng = np.random.default_rng(c)
+    x, w, y = rand(rng, (2, c, 5, 7)), rand(rng, (c, c, 3, 3)), rand(rng, (2, c * 35))
+    g = tsr.Graph()
+    g.add_input("x", "float32", [2, c, 5, 7])
+    g.add_input("y", "float32", [2, c * 35])
+    g.add_constant("w", w)
+    g.add_constant("shape", np.array([2, c, 5, 7], np.int64))
+    g.add_node("Conv", ["x", "w"], ["conv"], {"pads": [1, 1, 1, 1]})
+    g.add_node("Relu", ["y"], ["y_relu"])
+    g.add_node("Reshape", ["y_relu", "shape"], ["r"])
+    g.add_node("Add", ["conv", "r"], ["z"])
+    g.add_output("z")
+    want = run_plan(g, [x, y], "ref")[0]
+    got = run_plan(g, [x, y], "cpu")[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
