@@ -324,6 +324,19 @@ static tsr_status topk_grad_ref(const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
+/* TopKGrad is linear in dValues: its gradient picks ddX at the indices. */
+static tsr_status topk_grad_grad(tsr_grad_ctx *c)
+{
+    const char *ddx = tsr_grad_dy(c, 0);
+    if (!ddx || !tsr_grad_wants(c, 0))
+        return TSR_OK;
+    const char *ins[2] = {ddx, tsr_grad_input(c, 1)};
+    tsr_attr axis = TSR_ATTR_I("axis", tsr_attr_int(tsr_grad_node(c), "axis"));
+    const char *g;
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_GatherElements, 2, ins, 1, &axis, 1, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
 const tsr_op_def tsr_op_TopKGrad = {
     .name = "TopKGrad",
     .domain = "ai.tessera",
@@ -335,4 +348,5 @@ const tsr_op_def tsr_op_TopKGrad = {
     .locality = TSR_LOCALITY_MOVEMENT,
     .infer = topk_grad_infer,
     .ref = topk_grad_ref,
+    .grad = topk_grad_grad,
 };
