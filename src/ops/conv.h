@@ -7,6 +7,10 @@
 #include "ops/op.h"
 #include "ops/window.h"
 
+/* The input checks Conv and ConvTranspose share: W given, X, W and B of
+ * one float dtype, group >= 1, and X's rank (W's while X's is unknown; -1
+ * when neither is known) that of (N, C, 1 to 3 spatial dims), W's the same. */
+tsr_status tsr_conv_infer_inputs(tsr_infer_ctx *c, int64_t *group, int *rank);
 tsr_status tsr_conv_infer(tsr_infer_ctx *c);
 tsr_status tsr_conv_ref(const tsr_kernel_ctx *k);
 double tsr_conv_flops(const tsr_infer_ctx *c);

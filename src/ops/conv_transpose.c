@@ -209,30 +209,13 @@ static tsr_status conv_transpose_infer(tsr_infer_ctx *c)
 {
     const tsr_value *x = c->inputs[0], *w = c->inputs[1];
     const tsr_value *b = c->n_inputs > 2 ? c->inputs[2] : NULL;
-    if (!w)
-        return tsr_infer_error(c, TSR_ERR_SHAPE, "ConvTranspose needs the weight input W");
-    TSR_CHECK(tsr_infer_require_dtype(c, 0, TSR_FLOAT_TYPES));
-    for (int i = 1; i < 3; i++) {
-        const tsr_value *v = i == 1 ? w : b;
-        if (v && v->dtype != x->dtype)
-            return tsr_infer_error(c, TSR_ERR_DTYPE, "input %d ('%s') is %s but X is %s", i,
-                                   v->name, tsr_dtype_name(v->dtype), tsr_dtype_name(x->dtype));
-    }
-    int64_t group = tsr_attr_int(c->node, "group");
-    if (group < 1)
-        return tsr_infer_error(c, TSR_ERR_SHAPE, "group is %lld, must be >= 1", (long long)group);
-    int rank = x->rank >= 0 ? x->rank : w->rank;
+    int64_t group;
+    int rank;
+    TSR_CHECK(tsr_conv_infer_inputs(c, &group, &rank));
     if (rank < 0) {
         tsr_infer_set(c, 0, x->dtype, -1, NULL);
         return TSR_OK;
     }
-    if (rank < 3 || rank > 2 + TSR_WINDOW_MAX_DIMS)
-        return tsr_infer_error(c, TSR_ERR_SHAPE,
-                               "X has rank %d; ConvTranspose takes (N, C, spatial...) with 1 to "
-                               "3 spatial dims",
-                               rank);
-    if (w->rank >= 0 && w->rank != rank)
-        return tsr_infer_error(c, TSR_ERR_SHAPE, "W has rank %d but X has rank %d", w->rank, rank);
     int n = rank - 2;
     int64_t in_channels = w->rank >= 0 ? w->dims[0] : TSR_DIM_UNKNOWN;
     int64_t mg = w->rank >= 0 ? w->dims[1] : TSR_DIM_UNKNOWN;
