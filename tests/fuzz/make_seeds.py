@@ -4,9 +4,12 @@ ICTP model, each made by the format's own writer (onnx, numpy, zlib, ASE,
 the test suite's ICTP reference) rather than by Tessera, so the fuzzers
 start from what users actually feed Tessera.
 
-Usage: make_seeds.py OUT_DIR   (writes OUT_DIR/<target>/<name>, and
-OUT_DIR/onnx.dict, a libFuzzer dictionary of the op types in Tessera's op
-table and the attribute names its op files use)
+Usage: make_seeds.py SEEDS_DIR REGRESSIONS_DIR
+writes SEEDS_DIR/<target>/<name>, SEEDS_DIR/onnx.dict (a libFuzzer
+dictionary of the op types in Tessera's op table and the attribute names
+its op files use) and REGRESSIONS_DIR/<target>/<name>: every input that
+once crashed, overflowed or allocated gigabytes, rebuilt here from what it
+broke so that run.sh replays it before fuzzing.
 The checkpoint seeds come from tests/fuzz/seed_checkpoint.c, which saves a
 real trainer's state through the library."""
 
@@ -248,8 +251,120 @@ def ictp_seeds(out):
     write(out, "ictp", "tiny.model", struct.pack("<I", len(js)) + js + arrays)
 
 
+def raw_tensor(name, dtype, dims, raw):
+    """An initializer whose raw_data is exactly `raw`, whatever its dims
+    promise (onnx.helper would refuse a mismatch)."""
+    tensor = TensorProto(name=name, data_type=dtype, dims=dims)
+    tensor.raw_data = raw
+    return tensor
+
+
+def i64_bytes(*values):
+    return struct.pack(f"<{len(values)}q", *values)
+
+
+def onnx_regressions(out):
+    """Issue 9's hand-made size attacks and the fuzzers' three finds
+    (docs/fuzzing.md, Results)."""
+    N = helper.make_node
+    one = helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+    shape_2p62 = raw_tensor("s", TensorProto.INT64, [1], i64_bytes(1 << 62))
+    ranges = lambda limit: [raw_tensor("a", TensorProto.INT64, [], i64_bytes(0)),  # noqa: E731
+                            raw_tensor("b", TensorProto.INT64, [], i64_bytes(limit)),
+                            raw_tensor("c", TensorProto.INT64, [], i64_bytes(1))]
+    cases = {
+        "range-int64-2p62.onnx": ([N("Range", ["a", "b", "c"], ["y"])], [],
+                                  [t("y", None, TensorProto.INT64)], ranges(1 << 62)),
+        "range-fold-4gb.onnx": ([N("Range", ["a", "b", "c"], ["y"])], [],
+                                [t("y", None, TensorProto.INT64)], ranges(500000000)),
+        "constantofshape-2p62-output.onnx": ([N("ConstantOfShape", ["s"], ["y"], value=one)],
+                                             [], [t("y", None)], [shape_2p62]),
+        "constantofshape-2p62-relu.onnx": ([N("ConstantOfShape", ["s"], ["c"], value=one),
+                                            N("Relu", ["c"], ["y"])],
+                                           [], [t("y", None)], [shape_2p62]),
+        "expand-2p62.onnx": ([N("Expand", ["x", "s"], ["y"])], [t("x", [1])], [t("y", None)],
+                             [shape_2p62]),
+        "expand-2p31-2p31-4.onnx": (
+            [N("Expand", ["x", "s"], ["y"])], [t("x", [1])], [t("y", None)],
+            [raw_tensor("s", TensorProto.INT64, [3], i64_bytes(1 << 31, 1 << 31, 4))]),
+        "initializer-dims-past-raw-data.onnx": (
+            [N("Relu", ["w"], ["y"])], [], [t("y", None)],
+            [raw_tensor("w", TensorProto.FLOAT, [1 << 30, 2], bytes(8))]),
+        "reshape-overflow.onnx": (
+            [N("Reshape", ["x", "s"], ["y"])], [t("x", [2, 3])], [t("y", None)],
+            [raw_tensor("s", TensorProto.INT64, [3], i64_bytes(-1, 1 << 62, 4))]),
+        "pad-overflow.onnx": (
+            [N("Pad", ["x", "p"], ["y"])], [t("x", [2, 3])], [t("y", None)],
+            [raw_tensor("p", TensorProto.INT64, [4], i64_bytes(0, 1 << 62, 0, 1 << 62))]),
+        # Pad's negative pad leaves a [2, 0] tensor for Gather and ScatterND.
+        "scatternd-empty-data.onnx": (
+            [N("Pad", ["x", "pads"], ["p"], mode="constant"),
+             N("Gather", ["p", "idx"], ["g"], axis=1),
+             N("ScatterND", ["g", "sidx", "upd"], ["s"]),
+             N("Einsum", ["s", "w"], ["e"], equation="ij,jk->ik"),
+             N("Dropout", ["e"], ["y"])],
+            [t("x", [2, 1])], [t("y", None)],
+            [init("pads", np.array([-2, 0x0A710047, 0, 1], np.int64)),
+             init("idx", np.array([0, 2, 4], np.int64)),
+             init("sidx", np.array([[0x80010, 1]], np.int64)),
+             init("upd", np.array([-0.135], np.float32)),
+             init("w", np.linspace(-1, 1, 6, dtype=np.float32).reshape(3, 2))]),
+    }
+    # The math seed with an empty batch: LayerNormalization over rows of no
+    # elements, and a one-input Max on an empty tensor.
+    for name, ln_axis, max_inputs, where in (("layernorm-empty-rows.onnx", -2, ["l", "m"], "n"),
+                                             ("max-one-input-empty.onnx", -1, ["l"], "o")):
+        cases[name] = (
+            [N("Sigmoid", ["x"], ["a"]), N("Tanh", ["a"], ["b"]), N("Exp", ["b"], ["c"]),
+             N("Log", ["c"], ["d"]), N("Sqrt", ["c"], ["e"]), N("Div", ["d", "e"], ["f"]),
+             N("Sub", ["f", "x"], ["g"]), N("Pow", ["g", "two"], ["h"]),
+             N("Clip", ["h", "lo", "hi"], ["i"]), N("Softmax", ["i"], ["j"], axis=-1),
+             N("LogSoftmax", ["j"], ["k"], axis=1), N("ReduceMean", ["k"], ["l"], axes=[1]),
+             N("ReduceSum", ["x", "ax"], ["m"], keepdims=1), N("ReduceMax", ["x"], ["n"]),
+             N("Max", max_inputs, ["o"]), N("Less", ["x", "g"], ["cond0"]),
+             N("Not", ["cond0"], ["cond"]), N("Where", ["cond", "o", where], ["p"]),
+             N("LayerNormalization", ["p" if ln_axis == -1 else "i", "lb"], ["y"], axis=ln_axis),
+             N("Erf", ["y"], ["z"]), N("HardSwish", ["z"], ["z2"]),
+             N("LeakyRelu", ["z2"], ["z3"], alpha=0.1)],
+            [t("x", [0, 4])], [t("z3", None)],
+            [init("two", np.float32(2)), init("lo", np.float32(-1)), init("hi", np.float32(1)),
+             init("ax", np.array([1], np.int64)), init("lb", np.ones(4, np.float32))])
+    for name, (nodes, inputs, outputs, inits) in cases.items():
+        write(out, "onnx", name, model(nodes, inputs, outputs, inits))
+
+
+def npz_zip64_offset(out):
+    """A valid two-member .npz whose first central-directory entry moves
+    its local-header offset into a zip64 extra field holding 2^63."""
+    buf = io.BytesIO()
+    np.savez(buf, x=np.ones((3, 1, 2, 2), np.float32), y=np.arange(3))
+    data = bytearray(buf.getvalue())
+    cd = data.index(b"PK\x01\x02")
+    name_len, extra_len, comment_len = struct.unpack_from("<HHH", data, cd + 28)
+    struct.pack_into("<H", data, cd + 30, extra_len + 12)
+    struct.pack_into("<I", data, cd + 42, 0xFFFFFFFF)
+    extra_at = cd + 46 + name_len + extra_len
+    data[extra_at:extra_at] = struct.pack("<HHQ", 0x0001, 8, 1 << 63)
+    eocd = data.rindex(b"PK\x05\x06")
+    cd_size = struct.unpack_from("<I", data, eocd + 12)[0]
+    struct.pack_into("<I", data, eocd + 12, cd_size + 12)
+    write(out, "npz", "zip64-offset-2p63.npz", bytes(data))
+
+
+def regressions(out):
+    onnx_regressions(out)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (1 << 30, 2)})
+    write(out, "npy", "header-promises-8gb.npy", header.getvalue())
+    npz_zip64_offset(out)
+    # ubyte images of dims 0, 2^32 - 1, 2^32 - 1 and no data.
+    write(out, "idx", "zero-dim-then-huge.idx",
+          struct.pack(">IIII", 0x0803, 0, 0xFFFFFFFF, 0xFFFFFFFF))
+
+
 def main():
-    out = sys.argv[1]
+    out, regressions_out = sys.argv[1], sys.argv[2]
     onnx_seeds(out)
     onnx_dict(out)
     npy_seeds(out)
@@ -257,6 +372,7 @@ def main():
     idx_seeds(out)
     extxyz_seeds(out)
     ictp_seeds(out)
+    regressions(regressions_out)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # Runs the libFuzzer targets of a TSR_FUZZ build (make fuzz, make test).
 # Usage: tests/fuzz/run.sh BUILD_DIR SECONDS [JOBS [TARGET...]]
 # For each target (default: every <BUILD_DIR>/fuzz/fuzz_* binary): replays
-# every input in tests/fuzz/regressions/<target>, then fuzzes for SECONDS
+# every input in BUILD_DIR/fuzz/regressions/<target> (written by
+# make_seeds.py at build time), then fuzzes for SECONDS
 # from the seeds and the corpus kept in BUILD_DIR (it grows from run to
 # run). JOBS targets run at a time. Crash inputs go to
 # BUILD_DIR/fuzz/artifacts/<target>/, logs to BUILD_DIR/fuzz/logs/; a
@@ -14,7 +15,6 @@ build=${1:?usage: run.sh BUILD_DIR SECONDS [JOBS [TARGET...]]}
 seconds=${2:?usage: run.sh BUILD_DIR SECONDS [JOBS [TARGET...]]}
 jobs=${3:-1}
 shift $(($# < 3 ? $# : 3))
-here=$(cd "$(dirname "$0")" && pwd)
 fuzz=$(cd "$build" && pwd)/fuzz
 
 if [ $# -gt 0 ]; then
@@ -38,13 +38,13 @@ summarize() {
 
 run_one() {
     local t=$1 bin=$fuzz/fuzz_$1 log=$fuzz/logs/$1.log
-    local regressions=$here/regressions/$1 corpus=$fuzz/corpus/$1 seeds=$fuzz/seeds/$1
+    local regressions=$fuzz/regressions/$1 corpus=$fuzz/corpus/$1 seeds=$fuzz/seeds/$1
     local artifacts=$fuzz/artifacts/$1
     mkdir -p "$corpus" "$seeds" "$artifacts"
     : >"$log"
     if [ -d "$regressions" ] && [ -n "$(ls -A "$regressions")" ]; then
         if ! "$bin" $common -artifact_prefix="$artifacts/" "$regressions"/* >>"$log" 2>&1; then
-            echo "fuzz_$t: FAILED replaying tests/fuzz/regressions/$t (log: $log)"
+            echo "fuzz_$t: FAILED replaying $regressions (log: $log)"
             summarize "$log"
             return 1
         fi
