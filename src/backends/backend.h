@@ -76,9 +76,12 @@ typedef struct tsr_backend {
                           int threads);
     /* Depth-first stacks (NULL: the backend computes no node by bands).
      * band_info says whether the prepared node runs by bands and how;
-     * run_band computes one band, on the calling thread. */
+     * run_band computes one band, on the calling thread (maybe not the
+     * one that called tsr_plan_run): on failure it records the message
+     * with tsr_error on that thread and returns the status, which the
+     * stack carries out with the node named. */
     bool (*band_info)(const void *state, tsr_band_info *info_out);
-    void (*run_band)(const void *state, const tsr_band_call *call);
+    tsr_status (*run_band)(const void *state, const tsr_band_call *call);
     /* Memory the plan's arena lives in. */
     void *(*alloc)(size_t bytes);
     void (*free)(void *ptr);

@@ -706,7 +706,8 @@ static tsr_band band_of(const stack_run *r, float *scratch, int v, int64_t n, in
     return (tsr_band){plane, 0};
 }
 
-static void run_tile(const stack_run *r, float *scratch, int64_t n, int64_t c, int64_t t)
+/* Runs one tile; on failure, the failing member's message names its node. */
+static tsr_status run_tile(const stack_run *r, float *scratch, int64_t n, int64_t c, int64_t t)
 {
     const plan_stack *k = r->k;
     int nv = k->n_values;
@@ -730,7 +731,14 @@ static void run_tile(const stack_run *r, float *scratch, int64_t n, int64_t c, i
                 call.in[i] = band_of(r, scratch, v, n, blk[v], t);
         }
         call.out = band_of(r, scratch, o, n, blk[o], t);
-        mb->step.backend->run_band(mb->step.state, &call);
+        tsr_status st = mb->step.backend->run_band(mb->step.state, &call);
+        if (st != TSR_OK) {
+            char desc[320];
+            tsr_node_describe(&r->s->graph->nodes[mb->step.node], desc, sizeof desc);
+            tsr_error_prefix("%s (in a depth-first stack, image %lld, rows [%lld, %lld)): ", desc,
+                             (long long)n, (long long)rows[0], (long long)rows[1]);
+            return st;
+        }
         const stack_value *x = &k->values[o];
         const int64_t *own = &k->owned[2 * (t * nv + o)];
         if (x->copy_out && k->owner[c * nv + o] && !is_empty(own)) {
@@ -739,6 +747,7 @@ static void run_tile(const stack_run *r, float *scratch, int64_t n, int64_t c, i
                    (size_t)((own[1] - own[0]) * x->pitch) * sizeof(float));
         }
     }
+    return TSR_OK;
 }
 
 tsr_status tsr_stack_run(const spec *s, const plan_step *st, const tsr_tensor *inputs,
@@ -769,15 +778,25 @@ tsr_status tsr_stack_run(const spec *s, const plan_step *st, const tsr_tensor *i
                    .scratch = tsr_spec_buffer(s, k->scratch_buf, inputs, outputs)};
     int64_t tiles = k->batch * k->sink_cbs * k->n_bands;
     int nt = threads < tiles ? threads : (int)tiles;
+    /* The first failure, its message copied off the thread that raised
+     * it (messages are per thread); tiles not started yet are skipped. */
+    atomic_int failed = TSR_OK;
+    char message[1024] = "";
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         float *scratch = r.scratch + (size_t)omp_get_thread_num() * k->scratch_floats;
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < tiles; i++) {
+            if (atomic_load_explicit(&failed, memory_order_relaxed) != TSR_OK)
+                continue;
             int64_t t = i % k->n_bands, c = (i / k->n_bands) % k->sink_cbs;
-            run_tile(&r, scratch, i / (k->n_bands * k->sink_cbs), c, t);
+            tsr_status status = run_tile(&r, scratch, i / (k->n_bands * k->sink_cbs), c, t);
+            int none = TSR_OK;
+            if (status != TSR_OK && atomic_compare_exchange_strong(&failed, &none, (int)status))
+                snprintf(message, sizeof message, "%s", tsr_last_error());
         }
     }
     free(whole);
-    return TSR_OK;
+    int status = atomic_load(&failed);
+    return status == TSR_OK ? TSR_OK : tsr_error((tsr_status)status, "%s", message);
 }

@@ -309,3 +309,34 @@ def test_cli_stacks_and_no_depth_first(tmp_path, monkeypatch):
             pooled = np.maximum(pooled, xp[:, :, dh:dh + 11, dw:dw + 13])
     want = 1.0 / (1.0 + np.exp(-pooled))
     check_close(outs[0], want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_band_error_comes_out_of_the_stack(layout, monkeypatch):
+    """A band kernel's failure (injected by TSR_TEST_FAIL_BAND on the batch's
+    last image, a worker thread's tiles) stops the stack and comes out of
+    run with the node named; the same graph without the hook runs."""
+    monkeypatch.setenv("TSR_CPU_LAYOUT", layout)
+    monkeypatch.setenv("TSR_DF_BAND_ROWS", "2")
+    g = tsr.Graph()
+    g.set_opset(17)
+    shape = (3, 16, 13, 11)
+    g.add_input("x", np.float32, list(shape))
+    x = blocked(g, "x", 16) if layout != "plain" else "x"
+    g.add_node("Relu", [x], ["a"], name="relu")
+    g.add_node("MaxPool", ["a"], ["b"], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]},
+               name="the_pool")
+    g.add_node("Sigmoid", ["b"], ["y"], name="sigmoid")
+    g.add_output("y")
+    feeds = [np.random.default_rng(7).standard_normal(shape).astype(np.float32)]
+    monkeypatch.setenv("TSR_TEST_FAIL_BAND", "the_pool")
+    plan = tsr.Plan(g, device="cpu", threads=2, depth_first=1)
+    with pytest.raises(tsr.TesseraError) as err:
+        plan.run(feeds)
+    assert plan.stats().n_stacks == 1
+    message = str(err.value)
+    assert "the_pool" in message and "depth-first stack" in message, message
+    assert "image 2" in message and "TSR_TEST_FAIL_BAND" in message, message
+    monkeypatch.delenv("TSR_TEST_FAIL_BAND")
+    results, _ = run_modes(g, feeds)
+    check_close(results[1][0], results[0][0])

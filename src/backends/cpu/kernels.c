@@ -119,6 +119,13 @@ static tsr_status cpu_prepare(const tsr_prepare_ctx *ctx, void **state_out)
         free(s);
         return st;
     }
+    /* A test hook: TSR_TEST_FAIL_BAND=<node name> makes that node's band
+     * kernel fail on the batch's last image, so that tests see an error
+     * raised on a worker thread come out of a depth-first stack. */
+    const char *fail = getenv("TSR_TEST_FAIL_BAND");
+    s->fail_image = fail && s->band && strcmp(fail, ctx->node->name) == 0
+                        ? tsr_cpu_output(ctx->graph, ctx->node, 0)->dims[0] - 1
+                        : -1;
     *state_out = s;
     return TSR_OK;
 }
@@ -154,10 +161,14 @@ static bool cpu_band_info(const void *state, tsr_band_info *info_out)
     return true;
 }
 
-static void cpu_run_band(const void *state, const tsr_band_call *call)
+static tsr_status cpu_run_band(const void *state, const tsr_band_call *call)
 {
     const tsr_cpu_state *s = state;
+    if (call->n == s->fail_image)
+        return tsr_error(TSR_ERR_INTERNAL, "band of image %lld failed (TSR_TEST_FAIL_BAND)",
+                         (long long)call->n);
     s->band(s, call);
+    return TSR_OK;
 }
 
 const tsr_backend tsr_backend_cpu = {

@@ -22,6 +22,7 @@ struct tsr_cpu_state {
     void *data;
     tsr_cpu_band_fn band;
     tsr_band_info band_info;
+    int64_t fail_image; /* TSR_TEST_FAIL_BAND (kernels.c): the image whose bands fail, else -1 */
 };
 
 /* A rank-4 tensor's plane per (image, channel block) in a band kernel:
