@@ -1,40 +1,89 @@
-/* Devices: which backends a device name stands for, in order of
- * preference. The reference backend ends every list. */
+/* Devices: the table of device names, the backends each stands for in
+ * order of preference, the precisions each computes in and whether its
+ * plans run the optimization passes. The reference backend ends every
+ * list. Adding a device is one line here. */
 #include "backends/backend.h"
 #include "backends/cpu/cpu.h"
 
 #include <stdio.h>
 #include <string.h>
 
-static const tsr_backend *const ref_device[] = {&tsr_backend_ref, NULL};
-static const tsr_backend *const cpu_device[] = {&tsr_backend_dnnl, &tsr_backend_cpu,
-                                                &tsr_backend_ref, NULL};
+#define PRECISION(p) (1u << (p))
 
-const tsr_backend *const *tsr_device_backends(const char *device)
+typedef struct {
+    const char *name;
+    const tsr_backend *const *backends; /* best first, NULL-terminated */
+    unsigned precisions;                /* PRECISION(p) for each precision it computes in */
+    /* Whether this machine has what a listed precision needs; NULL: it
+     * always has. On false, writes the reason into `why`. */
+    bool (*has_precision)(tsr_precision precision, char *why, size_t why_size);
+    bool optimizes; /* the reference device runs graphs as they are: it is the oracle */
+} device;
+
+static const tsr_backend *const ref_backends[] = {&tsr_backend_ref, NULL};
+static const tsr_backend *const cpu_backends[] = {&tsr_backend_dnnl, &tsr_backend_cpu,
+                                                  &tsr_backend_ref, NULL};
+
+static bool cpu_has_precision(tsr_precision precision, char *why, size_t why_size)
 {
-    if (strcmp(device, "ref") == 0)
-        return ref_device;
-    if (strcmp(device, "cpu") == 0)
-        return cpu_device;
+    if (precision != TSR_PRECISION_BF16 || tsr_cpu_has_bf16())
+        return true;
+    snprintf(why, why_size, "this CPU has no bf16 arithmetic (AVX512_BF16 or AMX)");
+    return false;
+}
+
+static const device devices[] = {
+    {"cpu", cpu_backends, PRECISION(TSR_PRECISION_FP32) | PRECISION(TSR_PRECISION_BF16),
+     cpu_has_precision, true},
+    {"ref", ref_backends, PRECISION(TSR_PRECISION_FP32), NULL, false},
+};
+
+#define N_DEVICES ((int)(sizeof devices / sizeof devices[0]))
+
+static const device *find_device(const char *name)
+{
+    for (int d = 0; d < N_DEVICES; d++)
+        if (strcmp(devices[d].name, name) == 0)
+            return &devices[d];
     return NULL;
 }
 
-const char *tsr_device_names(void) { return "cpu, ref"; }
+const tsr_backend *const *tsr_device_backends(const char *name)
+{
+    const device *d = find_device(name);
+    return d ? d->backends : NULL;
+}
 
-const char *tsr_default_device(void) { return "cpu"; }
+const char *tsr_device_names(void)
+{
+    static _Thread_local char names[256];
+    size_t used = 0;
+    names[0] = '\0';
+    for (int d = 0; d < N_DEVICES && used < sizeof names; d++)
+        used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", d ? ", " : "",
+                                 devices[d].name);
+    return names;
+}
 
-bool tsr_device_optimizes(const char *device) { return strcmp(device, "ref") != 0; }
+const char *tsr_default_device(void) { return devices[0].name; }
 
-bool tsr_device_supports_precision(const char *device, tsr_precision precision, char *why,
+bool tsr_device_optimizes(const char *name)
+{
+    const device *d = find_device(name);
+    return d && d->optimizes;
+}
+
+bool tsr_device_supports_precision(const char *name, tsr_precision precision, char *why,
                                    size_t why_size)
 {
-    if (precision == TSR_PRECISION_FP32)
-        return true;
-    if (strcmp(device, "cpu") == 0 && tsr_cpu_has_bf16())
-        return true;
-    snprintf(why, why_size,
-             strcmp(device, "cpu") == 0 ? "this CPU has no bf16 arithmetic (AVX512_BF16 or AMX)"
-                                        : "device '%s' computes in fp32 only",
-             device);
-    return false;
+    const device *d = find_device(name);
+    if (!d) {
+        snprintf(why, why_size, "unknown device '%s'", name);
+        return false;
+    }
+    if ((unsigned)precision >= 32 || !(d->precisions & PRECISION(precision))) {
+        snprintf(why, why_size, "device '%s' computes in fp32 only", name);
+        return false;
+    }
+    return !d->has_precision || d->has_precision(precision, why, why_size);
 }
