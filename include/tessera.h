@@ -318,6 +318,11 @@ typedef struct tsr_plan_stats {
     size_t cached_bytes;
     int64_t n_builds;
     int64_t n_evictions;
+    /* Devices with memory of their own (see docs/hal.md): copies between
+     * the host and the device per run, and the constants uploaded to the
+     * device once per plan (counted apart from constant_bytes). */
+    int n_transfers;
+    size_t uploaded_bytes;
 } tsr_plan_stats;
 
 TSR_API tsr_status tsr_plan_get_stats(const tsr_plan *plan, tsr_plan_stats *stats_out);

@@ -180,6 +180,8 @@ class PlanStats(C.Structure):
         ("cached_bytes", C.c_size_t),
         ("n_builds", C.c_int64),
         ("n_evictions", C.c_int64),
+        ("n_transfers", C.c_int),
+        ("uploaded_bytes", C.c_size_t),
     ]
 
 

@@ -203,7 +203,8 @@ class Plan:
         out = {k: getattr(s, k) for k, _ in _capi.PlanStats._fields_[:7]}
         out["backend_steps"] = {s.backend_names[i].decode(): s.backend_steps[i]
                                 for i in range(s.n_backends)}
-        for k in ("n_cached_specs", "cached_bytes", "n_builds", "n_evictions"):
+        for k in ("n_cached_specs", "cached_bytes", "n_builds", "n_evictions", "n_transfers",
+                  "uploaded_bytes"):
             out[k] = getattr(s, k)
         return out
 

@@ -144,8 +144,9 @@ class Session:
         """tsr_plan_get_stats of the specialization for `feeds` (None: the
         last one run) as a dict: arena_bytes, constant_bytes, flops, n_steps,
         n_reorders, n_stacks, n_stack_ops, backend_steps ({backend: kernel
-        calls per run}) and the plan's cache: n_cached_specs, cached_bytes,
-        n_builds, n_evictions."""
+        calls per run}), the plan's cache: n_cached_specs, cached_bytes,
+        n_builds, n_evictions, and for devices with memory of their own
+        n_transfers and uploaded_bytes."""
         if feeds is not None:
             ins, _ = self._inputs(feeds)
             self._plan.reshape(ins)

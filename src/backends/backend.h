@@ -6,10 +6,34 @@
 
 #include "ops/op.h"
 
+/* A memory space: where a backend's buffers live and the hooks that move
+ * data into and out of it. Backends of one space share buffers; where a
+ * value crosses spaces the plan inserts a transfer step. Every hook takes
+ * the space's device context, created once per plan: what the space's
+ * backends need at prepare and run time (for CUDA: the context, a stream,
+ * library handles). Host memory (tsr_host_memory) has none. */
+typedef struct tsr_memory_space {
+    const char *name; /* "host", "testdev", ... */
+    /* NULL: the space needs no context (its hooks get NULL). */
+    tsr_status (*context_create)(void **ctx_out);
+    void (*context_destroy)(void *ctx);
+    /* NULL with the message recorded by tsr_error on failure. */
+    void *(*alloc)(void *ctx, size_t bytes);
+    void (*free)(void *ctx, void *ptr);
+    tsr_status (*copy_to_host)(void *ctx, void *host_dst, const void *src, size_t bytes);
+    tsr_status (*copy_from_host)(void *ctx, void *dst, const void *host_src, size_t bytes);
+    tsr_status (*copy)(void *ctx, void *dst, const void *src, size_t bytes); /* within the space */
+    /* Waits until every copy and kernel issued so far has completed. */
+    tsr_status (*synchronize)(void *ctx);
+} tsr_memory_space;
+
+extern const tsr_memory_space tsr_host_memory;
+
 /* What a backend knows when it prepares a node at plan time. */
 typedef struct tsr_prepare_ctx {
     const tsr_graph *graph;
     const tsr_node *node;
+    void *device; /* the device context of the backend's memory space */
     const uint8_t *input_layouts; /* the layouts the node's kernel will see */
     const uint8_t *output_layouts;
     int threads;
@@ -82,9 +106,8 @@ typedef struct tsr_backend {
      * stack carries out with the node named. */
     bool (*band_info)(const void *state, tsr_band_info *info_out);
     tsr_status (*run_band)(const void *state, const tsr_band_call *call);
-    /* Memory the plan's arena lives in. */
-    void *(*alloc)(size_t bytes);
-    void (*free)(void *ptr);
+    /* Where the buffers this backend's kernels read and write live. */
+    const tsr_memory_space *memory;
 } tsr_backend;
 
 extern const tsr_backend tsr_backend_ref;

@@ -38,7 +38,6 @@ const tsr_backend tsr_backend_ref = {
     .supports = ref_supports,
     .inplace_input = ref_inplace_input,
     .run = ref_run,
-    .alloc = tsr_aligned_alloc,
-    .free = tsr_aligned_free,
+    .memory = &tsr_host_memory,
 };
 

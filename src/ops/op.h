@@ -67,6 +67,7 @@ typedef struct tsr_kernel_ctx {
     int threads;
     uint8_t input_layouts[TSR_MAX_NODE_IO]; /* tsr_layout of each input */
     uint8_t output_layouts[TSR_MAX_NODE_IO];
+    void *device; /* the device context of the running backend's memory space (NULL: host) */
 } tsr_kernel_ctx;
 
 /* Gradient rules build graph nodes; autodiff defines the context. */

@@ -1,5 +1,6 @@
 /* Plans: a graph specialized to concrete input shapes, its nodes assigned
- * to backends, and every intermediate placed in one arena by liveness.
+ * to backends, and every intermediate placed by liveness in one arena per
+ * memory space the device's backends use.
  * Specializations are cached by input shape, least recently used evicted
  * past the cache's limits. */
 #include "runtime/plan_internal.h"
@@ -12,6 +13,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+typedef struct {
+    const void *host; /* the constant's data */
+    int space;
+    size_t bytes;
+    void *device;
+    int refs;
+} plan_upload;
 
 struct tsr_plan {
     tsr_graph *graph;
@@ -31,6 +40,14 @@ struct tsr_plan {
     int n_shared;
     bool profiling;
     bool optimize; /* run the graph passes on each specialization */
+    /* The memory spaces of the device's backends (the host first), each
+     * with its device context. */
+    plan_space spaces[TSR_MAX_SPACES];
+    int n_spaces;
+    /* Constants copied into device spaces, shared by the specs that read
+     * them (refs of them): a weight is uploaded once per plan. */
+    plan_upload *uploads;
+    int n_uploads, cap_uploads;
     /* Held by reshape, run, set_profiling and set_cache_limits: a plan
      * shared between threads runs one call at a time (its arena holds one
      * run, and eviction never frees a spec another call is running). */
@@ -48,13 +65,79 @@ void tsr_compile_options_init(tsr_compile_options *o)
     o->autotune = !autotune || !*autotune ? -1 : strcmp(autotune, "0") != 0;
 }
 
-static void spec_destroy(spec *s)
+/* Drops spec s's references to the uploads its BUF_UPLOAD buffers hold,
+ * freeing those no spec reads any more. */
+static void release_uploads(tsr_plan *p, spec *s)
+{
+    for (int b = 0; b < s->n_bufs; b++) {
+        plan_buffer *pb = &s->bufs[b];
+        if (pb->kind != BUF_UPLOAD || !pb->upload)
+            continue;
+        for (int u = 0; u < p->n_uploads; u++) {
+            plan_upload *up = &p->uploads[u];
+            if (up->device != pb->upload || --up->refs > 0)
+                continue;
+            const plan_space *sp = &p->spaces[up->space];
+            sp->memory->free(sp->ctx, up->device);
+            *up = p->uploads[--p->n_uploads];
+            break;
+        }
+        pb->upload = NULL;
+    }
+}
+
+/* Gives each BUF_UPLOAD buffer of s the device copy of its constant,
+ * uploading those no other spec of the plan holds yet. */
+static tsr_status acquire_uploads(tsr_plan *p, spec *s)
+{
+    bool uploaded[TSR_MAX_SPACES] = {false};
+    for (int b = 0; b < s->n_bufs; b++) {
+        plan_buffer *pb = &s->bufs[b];
+        if (pb->kind != BUF_UPLOAD)
+            continue;
+        const tsr_value *v = &s->graph->values[pb->value];
+        tsr_tensor t = tsr_value_tensor(v);
+        size_t bytes = tsr_tensor_bytes(&t);
+        plan_upload *found = NULL;
+        for (int u = 0; u < p->n_uploads && !found; u++)
+            if (p->uploads[u].host == v->data && p->uploads[u].space == pb->space &&
+                p->uploads[u].bytes == bytes)
+                found = &p->uploads[u];
+        if (!found) {
+            TSR_CHECK(tsr_grow((void **)&p->uploads, &p->cap_uploads, p->n_uploads + 1,
+                               sizeof *p->uploads));
+            const plan_space *sp = &p->spaces[pb->space];
+            void *device = sp->memory->alloc(sp->ctx, bytes);
+            if (!device)
+                return TSR_ERR_OUT_OF_MEMORY;
+            tsr_status st = sp->memory->copy_from_host(sp->ctx, device, v->data, bytes);
+            if (st != TSR_OK) {
+                sp->memory->free(sp->ctx, device);
+                return st;
+            }
+            found = &p->uploads[p->n_uploads++];
+            *found = (plan_upload){.host = v->data, .space = pb->space, .bytes = bytes,
+                                   .device = device};
+            uploaded[pb->space] = true;
+        }
+        found->refs++;
+        pb->upload = found->device;
+    }
+    for (int i = 0; i < p->n_spaces; i++)
+        if (uploaded[i])
+            TSR_CHECK(p->spaces[i].memory->synchronize(p->spaces[i].ctx));
+    return TSR_OK;
+}
+
+static void spec_destroy(tsr_plan *p, spec *s)
 {
     if (!s)
         return;
+    release_uploads(p, s);
     tsr_schedule_release(s);
-    if (s->arena)
-        s->arena_owner->free(s->arena);
+    for (int i = 0; i < s->n_spaces; i++)
+        if (s->arena[i])
+            s->spaces[i].memory->free(s->spaces[i].ctx, s->arena[i]);
     tsr_graph_destroy(s->graph);
     free(s->ranks);
     free(s->dims);
@@ -94,11 +177,13 @@ static bool plan_shares(const tsr_plan *p, const void *data)
 static size_t spec_bytes(const tsr_plan *p, const spec *s)
 {
     const tsr_graph *g = s->graph;
-    size_t bytes = sizeof *s + s->arena_bytes +
+    size_t bytes = sizeof *s +
                    (size_t)s->n_inputs * (sizeof *s->ranks + sizeof *s->dims) +
                    (size_t)s->cap_steps * sizeof *s->steps + (size_t)s->cap_bufs * sizeof *s->bufs +
                    sizeof *g + (size_t)g->cap_values * sizeof *g->values +
                    (size_t)g->cap_nodes * sizeof *g->nodes;
+    for (int i = 0; i < s->n_spaces; i++)
+        bytes += s->arena_bytes[i];
     for (int i = 0; i < s->n_steps; i++)
         bytes += (size_t)(s->steps[i].n_in + s->steps[i].n_out) * sizeof(int);
     for (int n = 0; n < g->n_nodes; n++)
@@ -110,6 +195,40 @@ static size_t spec_bytes(const tsr_plan *p, const spec *s)
             bytes += tsr_tensor_bytes(&t);
         }
     return bytes;
+}
+
+/* The memory spaces of p's backends, the host first, each with its
+ * device context. */
+static tsr_status open_spaces(tsr_plan *p)
+{
+    p->spaces[0].memory = &tsr_host_memory;
+    p->n_spaces = 1;
+    for (const tsr_backend *const *b = p->backends; *b; b++) {
+        if (!(*b)->memory)
+            return tsr_error(TSR_ERR_INTERNAL, "backend '%s' declares no memory space", (*b)->name);
+        int i = 0;
+        while (i < p->n_spaces && p->spaces[i].memory != (*b)->memory)
+            i++;
+        if (i < p->n_spaces)
+            continue;
+        if (p->n_spaces == TSR_MAX_SPACES)
+            return tsr_error(TSR_ERR_UNSUPPORTED, "a device's backends use more than %d memory spaces",
+                             TSR_MAX_SPACES);
+        plan_space *sp = &p->spaces[p->n_spaces];
+        sp->memory = (*b)->memory;
+        if (sp->memory->context_create)
+            TSR_CHECK(sp->memory->context_create(&sp->ctx));
+        p->n_spaces++;
+    }
+    return TSR_OK;
+}
+
+int tsr_spec_space(const spec *s, const tsr_backend *b)
+{
+    for (int i = 0; i < s->n_spaces; i++)
+        if (s->spaces[i].memory == b->memory)
+            return i;
+    return TSR_HOST_SPACE; /* unreachable: open_spaces listed every backend's space */
 }
 
 tsr_status tsr_plan_create(const tsr_graph *graph, const tsr_compile_options *options,
@@ -164,6 +283,10 @@ tsr_status tsr_plan_create(const tsr_graph *graph, const tsr_compile_options *op
     p->options.device = NULL; /* the caller's string may not outlive the plan */
     p->backends = backends;
     p->threads = tsr_thread_count(opts.threads);
+    if ((st = open_spaces(p)) != TSR_OK) {
+        tsr_plan_destroy(p);
+        return st;
+    }
     *plan_out = p;
     return TSR_OK;
 }
@@ -174,9 +297,13 @@ void tsr_plan_destroy(tsr_plan *p)
         return;
     while (p->specs) {
         spec *next = p->specs->next;
-        spec_destroy(p->specs);
+        spec_destroy(p, p->specs);
         p->specs = next;
     }
+    for (int i = 0; i < p->n_spaces; i++)
+        if (p->spaces[i].ctx)
+            p->spaces[i].memory->context_destroy(p->spaces[i].ctx);
+    free(p->uploads);
     tsr_graph_destroy(p->graph);
     free(p->shared);
     pthread_mutex_destroy(&p->lock);
@@ -265,6 +392,8 @@ static tsr_status spec_create(tsr_plan *p, int n_inputs, const tsr_tensor *input
     if (!s)
         return TSR_ERR_OUT_OF_MEMORY;
     s->n_inputs = n_inputs;
+    s->spaces = p->spaces;
+    s->n_spaces = p->n_spaces;
     s->ranks = tsr_calloc((size_t)n_inputs, sizeof *s->ranks);
     s->dims = tsr_calloc((size_t)n_inputs, sizeof *s->dims);
     if (!s->ranks || !s->dims) {
@@ -307,19 +436,19 @@ static tsr_status spec_create(tsr_plan *p, int n_inputs, const tsr_tensor *input
                            p->options.depth_first != 0, p->options.autotune != 0,
                            p->options.verbose)) != TSR_OK)
         goto fail;
-    s->arena_owner = p->backends[0];
-    if (s->arena_bytes) {
-        s->arena = s->arena_owner->alloc(s->arena_bytes);
-        if (!s->arena) {
+    for (int i = 0; i < s->n_spaces; i++)
+        if (s->arena_bytes[i] &&
+            !(s->arena[i] = s->spaces[i].memory->alloc(s->spaces[i].ctx, s->arena_bytes[i]))) {
             st = TSR_ERR_OUT_OF_MEMORY;
             goto fail;
         }
-    }
+    if ((st = acquire_uploads(p, s)) != TSR_OK)
+        goto fail;
     s->bytes = spec_bytes(p, s);
     *out = s;
     return TSR_OK;
 fail:
-    spec_destroy(s);
+    spec_destroy(p, s);
     return st;
 }
 
@@ -338,7 +467,7 @@ static void evict(tsr_plan *p)
         p->n_specs--;
         p->cached_bytes -= s->bytes;
         p->n_evictions++;
-        spec_destroy(s);
+        spec_destroy(p, s);
     }
 }
 
@@ -415,7 +544,9 @@ void *tsr_spec_buffer(const spec *s, int buf, const tsr_tensor *inputs, tsr_tens
     case BUF_CONST: return s->graph->values[b->value].data;
     case BUF_INPUT: return inputs[b->index].data;
     case BUF_OUTPUT: return outputs[b->index].data;
-    case BUF_ARENA: return s->arena ? (char *)s->arena + b->offset : NULL; /* all empty */
+    case BUF_ARENA: /* NULL: every buffer of the space is empty */
+        return s->arena[b->space] ? (char *)s->arena[b->space] + b->offset : NULL;
+    case BUF_UPLOAD: return b->upload;
     case BUF_BAND: return NULL;
     }
     return NULL;
@@ -439,6 +570,26 @@ static tsr_tensor value_in_buffer(const spec *s, int v, int buf, const tsr_tenso
     return t;
 }
 
+/* A value copied between spaces in the layout it has on both sides (the
+ * schedule refuses transfers between two device spaces). */
+static tsr_status run_transfer(const spec *s, const plan_step *st, const tsr_tensor *inputs,
+                               tsr_tensor *outputs)
+{
+    const plan_buffer *from = &s->bufs[st->in_bufs[0]], *to = &s->bufs[st->out_bufs[0]];
+    tsr_tensor t = tsr_value_tensor(&s->graph->values[to->value]);
+    size_t bytes = tsr_layout_bytes(&t, (tsr_layout)to->layout);
+    if (!bytes)
+        return TSR_OK;
+    void *src = tsr_spec_buffer(s, st->in_bufs[0], inputs, outputs);
+    void *dst = tsr_spec_buffer(s, st->out_bufs[0], inputs, outputs);
+    if (to->space == TSR_HOST_SPACE) {
+        const plan_space *sp = &s->spaces[from->space];
+        return sp->memory->copy_to_host(sp->ctx, dst, src, bytes);
+    }
+    const plan_space *sp = &s->spaces[to->space];
+    return sp->memory->copy_from_host(sp->ctx, dst, src, bytes);
+}
+
 static tsr_status run_step(const tsr_plan *p, const spec *s, const plan_step *st,
                            const tsr_tensor *inputs, tsr_tensor *outputs)
 {
@@ -454,15 +605,16 @@ static tsr_status run_step(const tsr_plan *p, const spec *s, const plan_step *st
         if (st->kind == STEP_REORDER)
             return st->backend->reorder(&src, (tsr_layout)s->bufs[st->in_bufs[0]].layout, &dst,
                                         (tsr_layout)s->bufs[st->out_bufs[0]].layout, p->threads);
-        size_t bytes = tsr_tensor_bytes(&src);
-        if (bytes && src.data != dst.data)
-            memcpy(dst.data, src.data, bytes);
-        return TSR_OK;
+        const plan_space *sp = &s->spaces[s->bufs[st->in_bufs[0]].space];
+        return sp->memory->copy(sp->ctx, dst.data, src.data, tsr_tensor_bytes(&src));
     }
+    if (st->kind == STEP_TRANSFER)
+        return run_transfer(s, st, inputs, outputs);
     const tsr_node *node = &s->graph->nodes[st->node];
     tsr_tensor ins[TSR_MAX_NODE_IO], outs[TSR_MAX_NODE_IO];
     tsr_kernel_ctx k = {.node = node, .n_inputs = node->n_inputs, .n_outputs = node->n_outputs,
-                        .threads = p->threads};
+                        .threads = p->threads,
+                        .device = s->spaces[tsr_spec_space(s, st->backend)].ctx};
     for (int i = 0; i < node->n_inputs; i++) {
         if (st->in_bufs[i] < 0)
             continue;
@@ -531,9 +683,17 @@ static tsr_status run_locked(tsr_plan *p, int n_inputs, const tsr_tensor *inputs
         plan_step *st = &s->steps[i];
         double start = p->profiling ? omp_get_wtime() : 0.0;
         TSR_CHECK(run_step(p, s, st, inputs, outputs));
+        /* A profile times each step to its end on the device too. */
+        if (p->profiling && st->backend && st->backend->memory != &tsr_host_memory) {
+            const plan_space *sp = &s->spaces[tsr_spec_space(s, st->backend)];
+            TSR_CHECK(sp->memory->synchronize(sp->ctx));
+        }
         if (p->profiling)
             st->seconds += omp_get_wtime() - start;
     }
+    /* The outputs are the caller's once every space has finished. */
+    for (int i = 1; i < s->n_spaces; i++)
+        TSR_CHECK(s->spaces[i].memory->synchronize(s->spaces[i].ctx));
     if (p->profiling)
         s->profiled_runs++;
     return TSR_OK;
@@ -598,6 +758,10 @@ tsr_status tsr_plan_print_profile(const tsr_plan *p, FILE *out)
         } else if (st->kind == STEP_REORDER) {
             snprintf(label, sizeof label, "Reorder->%s",
                      tsr_layout_name((tsr_layout)s->bufs[st->out_bufs[0]].layout));
+            op = label;
+        } else if (st->kind == STEP_TRANSFER) {
+            snprintf(label, sizeof label, "Transfer->%s",
+                     s->spaces[s->bufs[st->out_bufs[0]].space].memory->name);
             op = label;
         }
         fprintf(out, "%-5d %10.3f %6.1f  %-18s %-20s %s\n", i, ms,
@@ -689,11 +853,13 @@ tsr_status tsr_plan_get_stats(const tsr_plan *p, tsr_plan_stats *out)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "call tsr_plan_reshape before asking for stats");
     const spec *s = p->current;
     memset(out, 0, sizeof *out);
-    out->arena_bytes = s->arena_bytes;
+    for (int i = 0; i < s->n_spaces; i++)
+        out->arena_bytes += s->arena_bytes[i];
     out->flops = s->flops;
     for (int i = 0; i < s->n_steps; i++) {
         out->n_steps += s->steps[i].kind == STEP_KERNEL;
         out->n_reorders += s->steps[i].kind == STEP_REORDER;
+        out->n_transfers += s->steps[i].kind == STEP_TRANSFER;
         out->n_stacks += s->steps[i].kind == STEP_STACK;
         if (s->steps[i].kind == STEP_STACK)
             out->n_stack_ops += tsr_stack_size(s->steps[i].stack);
@@ -703,9 +869,12 @@ tsr_status tsr_plan_get_stats(const tsr_plan *p, tsr_plan_stats *out)
         out->backend_names[out->n_backends++] = (*b)->name;
     find_kernel_step(s, count_backend, out);
     for (int b = 0; b < s->n_bufs; b++)
-        if (s->bufs[b].kind == BUF_CONST) {
+        if (s->bufs[b].kind == BUF_CONST || s->bufs[b].kind == BUF_UPLOAD) {
             tsr_tensor t = tsr_value_tensor(&s->graph->values[s->bufs[b].value]);
-            out->constant_bytes += tsr_tensor_bytes(&t);
+            if (s->bufs[b].kind == BUF_CONST)
+                out->constant_bytes += tsr_tensor_bytes(&t);
+            else
+                out->uploaded_bytes += tsr_tensor_bytes(&t);
         }
     out->n_cached_specs = p->n_specs;
     out->cached_bytes = p->cached_bytes;

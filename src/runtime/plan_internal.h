@@ -1,7 +1,8 @@
 /* A plan's specializations. A spec is a graph at concrete shapes turned
- * into an ordered list of steps (kernel calls, layout reorders, copies)
- * over buffers: constants, the caller's inputs and outputs, and pieces of
- * one arena shared by liveness. */
+ * into an ordered list of steps (kernel calls, layout reorders, copies,
+ * transfers between memory spaces) over buffers: constants, the caller's
+ * inputs and outputs, and pieces of one arena per memory space shared by
+ * liveness. */
 #ifndef TSR_RUNTIME_PLAN_INTERNAL_H
 #define TSR_RUNTIME_PLAN_INTERNAL_H
 
@@ -9,21 +10,36 @@
 
 #include <stdio.h>
 
+/* The memory spaces a plan's device uses, each with its device context
+ * (created once per plan); space 0 is the host, where constants and the
+ * caller's tensors live. */
+#define TSR_MAX_SPACES 4
+#define TSR_HOST_SPACE 0
+
+typedef struct {
+    const tsr_memory_space *memory;
+    void *ctx;
+} plan_space;
+
 /* BUF_BAND: a value inside a depth-first stack, held only in per-thread
- * bands of rows; it has no memory of its own. */
-typedef enum { BUF_CONST, BUF_INPUT, BUF_OUTPUT, BUF_ARENA, BUF_BAND } buf_kind;
+ * bands of rows; it has no memory of its own. BUF_UPLOAD: a constant's
+ * copy in a device space, uploaded once per plan (plan.c). */
+typedef enum { BUF_CONST, BUF_INPUT, BUF_OUTPUT, BUF_ARENA, BUF_BAND, BUF_UPLOAD } buf_kind;
 
 typedef struct {
     buf_kind kind;
     int index; /* graph input or output index */
     int value; /* the value whose contents it holds */
     uint8_t layout;
+    uint8_t space;  /* plan_space index */
+    void *upload;   /* BUF_UPLOAD: the device copy */
     size_t bytes;
     size_t offset;   /* within the arena */
     int first, last; /* steps between which an arena buffer is live */
 } plan_buffer;
 
-typedef enum { STEP_KERNEL, STEP_REORDER, STEP_COPY, STEP_STACK } step_kind;
+/* STEP_TRANSFER: one value copied between memory spaces, layout kept. */
+typedef enum { STEP_KERNEL, STEP_REORDER, STEP_COPY, STEP_STACK, STEP_TRANSFER } step_kind;
 
 typedef struct plan_stack plan_stack;
 
@@ -52,9 +68,10 @@ typedef struct spec {
     int n_steps, cap_steps;
     plan_buffer *bufs;
     int n_bufs, cap_bufs;
-    size_t arena_bytes;
-    void *arena;
-    const tsr_backend *arena_owner;
+    const plan_space *spaces; /* the plan's */
+    int n_spaces;
+    size_t arena_bytes[TSR_MAX_SPACES];
+    void *arena[TSR_MAX_SPACES];
     double flops;
     int n_stacks;
     int profiled_runs;
@@ -63,10 +80,14 @@ typedef struct spec {
 } spec;
 
 /* Builds steps and buffers for s->graph on the given device backends and
- * places the arena buffers; the arena itself is not allocated. */
+ * places the arena buffers; the arenas themselves are not allocated, nor
+ * the constants uploaded. */
 tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads,
                         tsr_precision precision, bool depth_first, bool autotune, bool verbose);
 void tsr_schedule_release(spec *s);
+
+/* The index in s->spaces of backend b's memory space. */
+int tsr_spec_space(const spec *s, const tsr_backend *b);
 
 /* The memory behind buffer `buf` during a run. */
 void *tsr_spec_buffer(const spec *s, int buf, const tsr_tensor *inputs, tsr_tensor *outputs);

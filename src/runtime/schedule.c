@@ -1,8 +1,9 @@
 /* From a specialized graph to steps over buffers: each node gets the first
- * backend of the device that supports it, each input arrives in the layout
- * that backend wants (reorders are inserted and shared between readers),
- * graph outputs land in the caller's buffers, and arena buffers are placed
- * by liveness. */
+ * backend of the device that supports it, each input arrives in that
+ * backend's memory space and in the layout it wants (transfers and
+ * reorders are inserted and shared between readers; constants are
+ * uploaded once instead), graph outputs land in the caller's buffers, and
+ * arena buffers are placed by liveness, one arena per space. */
 #include "runtime/plan_internal.h"
 
 #include <stdio.h>
@@ -14,8 +15,9 @@
 typedef struct {
     spec *s;
     const tsr_backend *const *backends;
-    const tsr_backend *reorderer; /* the device's backend that converts layouts */
-    int *copies;                  /* [value][layout] -> buffer, -1 none */
+    /* Per memory space, the device's backend there that converts layouts. */
+    const tsr_backend *reorderer[TSR_MAX_SPACES];
+    int *copies;                  /* [value][space][layout] -> buffer, -1 none */
     int *last_reader;             /* [value] -> last node reading it */
     tsr_precision precision;
     bool autotune;
@@ -24,8 +26,14 @@ typedef struct {
 
 static size_t align_up(size_t n) { return (n + TSR_ALIGNMENT - 1) / TSR_ALIGNMENT * TSR_ALIGNMENT; }
 
+/* The buffers holding value v in `space`, one per layout (-1: none). */
+static int *copies_of(const scheduler *sc, int v, int space)
+{
+    return &sc->copies[(v * sc->s->n_spaces + space) * N_LAYOUTS];
+}
+
 static tsr_status new_buffer(scheduler *sc, buf_kind kind, int index, int value, tsr_layout layout,
-                             int *buf_out)
+                             int space, int *buf_out)
 {
     spec *s = sc->s;
     TSR_CHECK(tsr_grow((void **)&s->bufs, &s->cap_bufs, s->n_bufs + 1, sizeof *s->bufs));
@@ -36,6 +44,7 @@ static tsr_status new_buffer(scheduler *sc, buf_kind kind, int index, int value,
                          s->graph->values[value].name, tsr_layout_name(layout));
     s->bufs[s->n_bufs] = (plan_buffer){.kind = kind, .index = index, .value = value,
                                        .layout = (uint8_t)layout,
+                                       .space = (uint8_t)space,
                                        .bytes = align_up(bytes),
                                        .first = -1, .last = -1};
     *buf_out = s->n_bufs++;
@@ -66,11 +75,52 @@ static tsr_status new_step(scheduler *sc, step_kind kind, int node, const tsr_ba
     return TSR_OK;
 }
 
-/* The buffer holding value v in `layout`, reordering a copy that exists
- * in another layout when needed. */
-static tsr_status buffer_in_layout(scheduler *sc, int v, tsr_layout layout, int *buf_out)
+/* A copy of value v in `space`, which holds none yet, in `layout` where
+ * another space has it so: a host constant is uploaded once (no step),
+ * anything else transferred by a step, between the host and a device. */
+static tsr_status transfer_in(scheduler *sc, int v, int space, tsr_layout layout, int *buf_out)
 {
-    int *row = &sc->copies[v * N_LAYOUTS];
+    spec *s = sc->s;
+    int src = -1;
+    for (int pass = 0; pass < 2 && src < 0; pass++)
+        for (int sp = 0; sp < s->n_spaces && src < 0; sp++)
+            for (int l = 0; l < N_LAYOUTS && src < 0 && sp != space; l++)
+                if (pass == 1 || l == (int)layout)
+                    src = copies_of(sc, v, sp)[l];
+    if (src < 0)
+        return tsr_error(TSR_ERR_INTERNAL, "value '%s' has no buffer", s->graph->values[v].name);
+    int from = s->bufs[src].space;
+    tsr_layout held = (tsr_layout)s->bufs[src].layout;
+    if (from != TSR_HOST_SPACE && space != TSR_HOST_SPACE)
+        return tsr_error(TSR_ERR_UNSUPPORTED,
+                         "'%s' would move from device memory '%s' to '%s': transfers go between "
+                         "the host and one device",
+                         s->graph->values[v].name, s->spaces[from].memory->name,
+                         s->spaces[space].memory->name);
+    int dst;
+    bool upload = s->bufs[src].kind == BUF_CONST;
+    TSR_CHECK(new_buffer(sc, upload ? BUF_UPLOAD : BUF_ARENA, -1, v, held, space, &dst));
+    if (!upload) {
+        plan_step *st;
+        TSR_CHECK(new_step(sc, STEP_TRANSFER, -1, NULL, 1, 1, &st));
+        st->in_bufs[0] = src;
+        st->out_bufs[0] = dst;
+    }
+    copies_of(sc, v, space)[held] = dst;
+    if (sc->verbose)
+        fprintf(stderr, "tessera:   %s '%s' %s -> %s\n", upload ? "upload" : "transfer",
+                s->graph->values[v].name, s->spaces[from].memory->name,
+                s->spaces[space].memory->name);
+    *buf_out = dst;
+    return TSR_OK;
+}
+
+/* The buffer holding value v in `space` and `layout`, transferring it
+ * from another space and reordering a copy in another layout as needed. */
+static tsr_status buffer_in_layout(scheduler *sc, int v, int space, tsr_layout layout,
+                                   int *buf_out)
+{
+    int *row = copies_of(sc, v, space);
     if (row[layout] >= 0) {
         *buf_out = row[layout];
         return TSR_OK;
@@ -78,14 +128,21 @@ static tsr_status buffer_in_layout(scheduler *sc, int v, tsr_layout layout, int 
     int src = -1;
     for (int l = 0; l < N_LAYOUTS && src < 0; l++)
         src = row[l];
-    if (src < 0)
-        return tsr_error(TSR_ERR_INTERNAL, "value '%s' has no buffer", sc->s->graph->values[v].name);
-    if (!sc->reorderer)
-        return tsr_error(TSR_ERR_INTERNAL, "no backend of this device converts layouts");
+    if (src < 0) {
+        TSR_CHECK(transfer_in(sc, v, space, layout, &src));
+        if (sc->s->bufs[src].layout == layout) {
+            *buf_out = src;
+            return TSR_OK;
+        }
+    }
+    const tsr_backend *reorderer = sc->reorderer[space];
+    if (!reorderer)
+        return tsr_error(TSR_ERR_INTERNAL, "no backend of this device converts layouts in %s memory",
+                         sc->s->spaces[space].memory->name);
     int dst;
-    TSR_CHECK(new_buffer(sc, BUF_ARENA, -1, v, layout, &dst));
+    TSR_CHECK(new_buffer(sc, BUF_ARENA, -1, v, layout, space, &dst));
     plan_step *st;
-    TSR_CHECK(new_step(sc, STEP_REORDER, -1, sc->reorderer, 1, 1, &st));
+    TSR_CHECK(new_step(sc, STEP_REORDER, -1, reorderer, 1, 1, &st));
     st->in_bufs[0] = src;
     st->out_bufs[0] = dst;
     row[layout] = dst;
@@ -152,18 +209,22 @@ static tsr_status schedule_node(scheduler *sc, int n, int threads)
     const tsr_backend *b = choose_backend(sc, node, desc);
     if (!b)
         return tsr_error(TSR_ERR_UNSUPPORTED, "%s: no backend of this device runs it", desc);
+    int space = tsr_spec_space(s, b);
 
+    /* The layout each input has in the backend's space, else anywhere. */
     uint8_t available[TSR_MAX_NODE_IO] = {0}, wanted[TSR_MAX_NODE_IO] = {0},
             produced[TSR_MAX_NODE_IO] = {0};
     for (int i = 0; i < node->n_inputs; i++) {
         int v = node->inputs[i];
-        if (v < 0)
-            continue;
-        for (int l = 0; l < N_LAYOUTS; l++)
-            if (sc->copies[v * N_LAYOUTS + l] >= 0) {
-                available[i] = (uint8_t)l;
-                break;
-            }
+        bool found = false;
+        for (int k = 0; v >= 0 && k <= s->n_spaces && !found; k++) {
+            const int *row = copies_of(sc, v, k == 0 ? space : k - 1);
+            for (int l = 0; l < N_LAYOUTS && !found; l++)
+                if (row[l] >= 0) {
+                    available[i] = (uint8_t)l;
+                    found = true;
+                }
+        }
     }
     if (b->layouts)
         b->layouts(g, node, available, wanted, produced);
@@ -172,7 +233,8 @@ static tsr_status schedule_node(scheduler *sc, int n, int threads)
     for (int i = 0; i < node->n_inputs; i++) {
         ins[i] = -1;
         if (node->inputs[i] >= 0)
-            TSR_CHECK(buffer_in_layout(sc, node->inputs[i], (tsr_layout)wanted[i], &ins[i]));
+            TSR_CHECK(
+                buffer_in_layout(sc, node->inputs[i], space, (tsr_layout)wanted[i], &ins[i]));
     }
     plan_step *st;
     TSR_CHECK(new_step(sc, STEP_KERNEL, n, b, node->n_inputs, node->n_outputs, &st));
@@ -191,12 +253,12 @@ static tsr_status schedule_node(scheduler *sc, int n, int threads)
             if (sc->verbose)
                 fprintf(stderr, "tessera:   '%s' takes over the buffer of '%s'\n",
                         g->values[v].name, g->values[node->inputs[k]].name);
-        } else if (graph_out >= 0 && produced[o] == TSR_LAYOUT_PLAIN)
-            TSR_CHECK(new_buffer(sc, BUF_OUTPUT, graph_out, v, TSR_LAYOUT_PLAIN, &buf));
+        } else if (graph_out >= 0 && produced[o] == TSR_LAYOUT_PLAIN && space == TSR_HOST_SPACE)
+            TSR_CHECK(new_buffer(sc, BUF_OUTPUT, graph_out, v, TSR_LAYOUT_PLAIN, space, &buf));
         else
-            TSR_CHECK(new_buffer(sc, BUF_ARENA, -1, v, (tsr_layout)produced[o], &buf));
+            TSR_CHECK(new_buffer(sc, BUF_ARENA, -1, v, (tsr_layout)produced[o], space, &buf));
         s->steps[s->n_steps - 1].out_bufs[o] = buf;
-        sc->copies[v * N_LAYOUTS + produced[o]] = buf;
+        copies_of(sc, v, space)[produced[o]] = buf;
     }
     st = &s->steps[s->n_steps - 1];
     if (b->prepare) {
@@ -207,6 +269,7 @@ static tsr_status schedule_node(scheduler *sc, int n, int threads)
             out_l[o] = s->bufs[st->out_bufs[o]].layout;
         tsr_prepare_ctx pc = {.graph = g, .node = node, .input_layouts = in_l,
                               .output_layouts = out_l, .threads = threads,
+                              .device = s->spaces[space].ctx,
                               .precision = sc->precision, .autotune = sc->autotune,
                               .verbose = sc->verbose};
         tsr_status status = b->prepare(&pc, &st->state);
@@ -230,29 +293,44 @@ static tsr_status schedule_node(scheduler *sc, int n, int threads)
 }
 
 /* Graph outputs no kernel wrote into the caller's buffer: constants,
- * inputs, values listed twice or held in another layout. */
+ * inputs, values listed twice, held in another layout or in device
+ * memory only. */
 static tsr_status finish_outputs(scheduler *sc)
 {
     spec *s = sc->s;
     const tsr_graph *g = s->graph;
     for (int o = 0; o < g->n_outputs; o++) {
         int v = g->outputs[o];
-        int *row = &sc->copies[v * N_LAYOUTS];
+        const int *row = copies_of(sc, v, TSR_HOST_SPACE);
         bool written = false;
         for (int b = 0; b < s->n_bufs && !written; b++)
             written = s->bufs[b].kind == BUF_OUTPUT && s->bufs[b].index == o;
         if (written)
             continue;
         int dst;
-        TSR_CHECK(new_buffer(sc, BUF_OUTPUT, o, v, TSR_LAYOUT_PLAIN, &dst));
+        TSR_CHECK(new_buffer(sc, BUF_OUTPUT, o, v, TSR_LAYOUT_PLAIN, TSR_HOST_SPACE, &dst));
         plan_step *st;
         if (row[TSR_LAYOUT_PLAIN] >= 0) {
             TSR_CHECK(new_step(sc, STEP_COPY, -1, NULL, 1, 1, &st));
             st->in_bufs[0] = row[TSR_LAYOUT_PLAIN];
-        } else {
+        } else if (row[1] >= 0 || row[2] >= 0) {
             int src = row[1] >= 0 ? row[1] : row[2];
-            TSR_CHECK(new_step(sc, STEP_REORDER, -1, sc->reorderer, 1, 1, &st));
+            TSR_CHECK(new_step(sc, STEP_REORDER, -1, sc->reorderer[TSR_HOST_SPACE], 1, 1, &st));
             st->in_bufs[0] = src;
+        } else {
+            int device = 1;
+            while (device < s->n_spaces && copies_of(sc, v, device)[TSR_LAYOUT_PLAIN] < 0 &&
+                   copies_of(sc, v, device)[1] < 0 && copies_of(sc, v, device)[2] < 0)
+                device++;
+            if (device == s->n_spaces)
+                return tsr_error(TSR_ERR_INTERNAL, "output '%s' has no buffer", g->values[v].name);
+            int src;
+            TSR_CHECK(buffer_in_layout(sc, v, device, TSR_LAYOUT_PLAIN, &src));
+            TSR_CHECK(new_step(sc, STEP_TRANSFER, -1, NULL, 1, 1, &st));
+            st->in_bufs[0] = src;
+            if (sc->verbose)
+                fprintf(stderr, "tessera:   transfer '%s' %s -> host (output %d)\n",
+                        g->values[v].name, s->spaces[device].memory->name, o);
         }
         st->out_bufs[0] = dst;
     }
@@ -273,25 +351,16 @@ static int by_size_desc(const void *a, const void *b)
     return x->first - y->first;
 }
 
-/* Greedy placement, largest first, at the lowest offset that overlaps no
- * placed buffer whose lifetime overlaps. */
-static tsr_status place_arena(spec *s)
+/* Greedy placement in each space's arena, largest first, at the lowest
+ * offset that overlaps no placed buffer whose lifetime overlaps. */
+static tsr_status place_arena(spec *s, int space)
 {
-    for (int step = 0; step < s->n_steps; step++) {
-        const plan_step *st = &s->steps[step];
-        for (int o = 0; o < st->n_out; o++)
-            if (s->bufs[st->out_bufs[o]].first < 0)
-                s->bufs[st->out_bufs[o]].first = s->bufs[st->out_bufs[o]].last = step;
-        for (int i = 0; i < st->n_in; i++)
-            if (st->in_bufs[i] >= 0)
-                s->bufs[st->in_bufs[i]].last = step;
-    }
     placement *order = tsr_calloc((size_t)s->n_bufs + 1, sizeof *order);
     if (!order)
         return TSR_ERR_OUT_OF_MEMORY;
     int n = 0;
     for (int b = 0; b < s->n_bufs; b++)
-        if (s->bufs[b].kind == BUF_ARENA)
+        if (s->bufs[b].kind == BUF_ARENA && s->bufs[b].space == space)
             order[n++] = (placement){b, s->bufs[b].bytes, s->bufs[b].first};
     qsort(order, (size_t)n, sizeof *order, by_size_desc);
     size_t total = 0;
@@ -321,7 +390,23 @@ static tsr_status place_arena(spec *s)
             total = offset + pa->bytes;
     }
     free(order);
-    s->arena_bytes = total;
+    s->arena_bytes[space] = total;
+    return TSR_OK;
+}
+
+static tsr_status place_arenas(spec *s)
+{
+    for (int step = 0; step < s->n_steps; step++) {
+        const plan_step *st = &s->steps[step];
+        for (int o = 0; o < st->n_out; o++)
+            if (s->bufs[st->out_bufs[o]].first < 0)
+                s->bufs[st->out_bufs[o]].first = s->bufs[st->out_bufs[o]].last = step;
+        for (int i = 0; i < st->n_in; i++)
+            if (st->in_bufs[i] >= 0)
+                s->bufs[st->in_bufs[i]].last = step;
+    }
+    for (int space = 0; space < s->n_spaces; space++)
+        TSR_CHECK(place_arena(s, space));
     return TSR_OK;
 }
 
@@ -331,10 +416,11 @@ tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads
     const tsr_graph *g = s->graph;
     scheduler sc = {.s = s, .backends = backends, .verbose = verbose, .precision = precision,
                     .autotune = autotune};
-    for (const tsr_backend *const *b = backends; *b && !sc.reorderer; b++)
-        if ((*b)->reorder)
-            sc.reorderer = *b;
-    sc.copies = tsr_malloc(sizeof(int) * N_LAYOUTS * ((size_t)g->n_values + 1));
+    for (const tsr_backend *const *b = backends; *b; b++)
+        if ((*b)->reorder && !sc.reorderer[tsr_spec_space(s, *b)])
+            sc.reorderer[tsr_spec_space(s, *b)] = *b;
+    size_t n_copies = N_LAYOUTS * (size_t)s->n_spaces * ((size_t)g->n_values + 1);
+    sc.copies = tsr_malloc(sizeof(int) * n_copies);
     sc.last_reader = tsr_malloc(sizeof(int) * ((size_t)g->n_values + 1));
     if (!sc.copies || !sc.last_reader) {
         free(sc.copies);
@@ -347,16 +433,17 @@ tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads
         for (int i = 0; i < g->nodes[n].n_inputs; i++)
             if (g->nodes[n].inputs[i] >= 0)
                 sc.last_reader[g->nodes[n].inputs[i]] = n;
-    for (int i = 0; i < N_LAYOUTS * (g->n_values + 1); i++)
+    for (size_t i = 0; i < n_copies; i++)
         sc.copies[i] = -1;
     tsr_status st = TSR_OK;
     for (int v = 0; v < g->n_values && st == TSR_OK; v++) {
         if (g->values[v].data)
-            st = new_buffer(&sc, BUF_CONST, -1, v, TSR_LAYOUT_PLAIN, &sc.copies[v * N_LAYOUTS]);
+            st = new_buffer(&sc, BUF_CONST, -1, v, TSR_LAYOUT_PLAIN, TSR_HOST_SPACE,
+                            &copies_of(&sc, v, TSR_HOST_SPACE)[TSR_LAYOUT_PLAIN]);
     }
     for (int i = 0; i < g->n_inputs && st == TSR_OK; i++)
-        st = new_buffer(&sc, BUF_INPUT, i, g->inputs[i], TSR_LAYOUT_PLAIN,
-                        &sc.copies[g->inputs[i] * N_LAYOUTS]);
+        st = new_buffer(&sc, BUF_INPUT, i, g->inputs[i], TSR_LAYOUT_PLAIN, TSR_HOST_SPACE,
+                        &copies_of(&sc, g->inputs[i], TSR_HOST_SPACE)[TSR_LAYOUT_PLAIN]);
     for (int n = 0; n < g->n_nodes && st == TSR_OK; n++)
         st = schedule_node(&sc, n, threads);
     if (st == TSR_OK)
@@ -364,7 +451,7 @@ tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads
     if (st == TSR_OK && depth_first)
         st = tsr_stacks_form(s, threads, verbose);
     if (st == TSR_OK)
-        st = place_arena(s);
+        st = place_arenas(s);
     free(sc.copies);
     free(sc.last_reader);
     return st;

@@ -387,6 +387,5 @@ const tsr_backend tsr_backend_dnnl = {
     .release = dnnl_release,
     .kernel_name = dnnl_kernel_name,
     .run = dnnl_run,
-    .alloc = tsr_aligned_alloc,
-    .free = tsr_aligned_free,
+    .memory = &tsr_host_memory,
 };

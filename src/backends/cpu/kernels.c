@@ -182,6 +182,5 @@ const tsr_backend tsr_backend_cpu = {
     .reorder = tsr_cpu_reorder,
     .band_info = cpu_band_info,
     .run_band = cpu_run_band,
-    .alloc = tsr_aligned_alloc,
-    .free = tsr_aligned_free,
+    .memory = &tsr_host_memory,
 };
