@@ -4,25 +4,39 @@
  * list. Adding a device is one line here. */
 #include "backends/backend.h"
 #include "backends/cpu/cpu.h"
+#include "backends/testdev/testdev.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define PRECISION(p) (1u << (p))
 
 typedef struct {
     const char *name;
-    const tsr_backend *const *backends; /* best first, NULL-terminated */
+    const tsr_backend *const *(*backends)(void); /* best first, NULL-terminated */
     unsigned precisions;                /* PRECISION(p) for each precision it computes in */
     /* Whether this machine has what a listed precision needs; NULL: it
      * always has. On false, writes the reason into `why`. */
     bool (*has_precision)(tsr_precision precision, char *why, size_t why_size);
     bool optimizes; /* the reference device runs graphs as they are: it is the oracle */
+    /* Set: the device exists only while this environment variable is set
+     * (and not to "0"). */
+    const char *enabled_by;
 } device;
 
-static const tsr_backend *const ref_backends[] = {&tsr_backend_ref, NULL};
-static const tsr_backend *const cpu_backends[] = {&tsr_backend_dnnl, &tsr_backend_cpu,
-                                                  &tsr_backend_ref, NULL};
+static const tsr_backend *const *ref_backends(void)
+{
+    static const tsr_backend *const list[] = {&tsr_backend_ref, NULL};
+    return list;
+}
+
+static const tsr_backend *const *cpu_backends(void)
+{
+    static const tsr_backend *const list[] = {&tsr_backend_dnnl, &tsr_backend_cpu,
+                                              &tsr_backend_ref, NULL};
+    return list;
+}
 
 static bool cpu_has_precision(tsr_precision precision, char *why, size_t why_size)
 {
@@ -34,16 +48,25 @@ static bool cpu_has_precision(tsr_precision precision, char *why, size_t why_siz
 
 static const device devices[] = {
     {"cpu", cpu_backends, PRECISION(TSR_PRECISION_FP32) | PRECISION(TSR_PRECISION_BF16),
-     cpu_has_precision, true},
-    {"ref", ref_backends, PRECISION(TSR_PRECISION_FP32), NULL, false},
+     cpu_has_precision, true, NULL},
+    {"ref", ref_backends, PRECISION(TSR_PRECISION_FP32), NULL, false, NULL},
+    /* The cpu device's kernels on memory the host must not touch, for
+     * testing devices with memory of their own (docs/hal.md). */
+    {"testdev", tsr_testdev_backends, PRECISION(TSR_PRECISION_FP32), NULL, true, "TSR_TESTDEV"},
 };
 
 #define N_DEVICES ((int)(sizeof devices / sizeof devices[0]))
 
+static bool enabled(const device *d)
+{
+    const char *env = d->enabled_by ? getenv(d->enabled_by) : NULL;
+    return !d->enabled_by || (env && *env && strcmp(env, "0") != 0);
+}
+
 static const device *find_device(const char *name)
 {
     for (int d = 0; d < N_DEVICES; d++)
-        if (strcmp(devices[d].name, name) == 0)
+        if (strcmp(devices[d].name, name) == 0 && enabled(&devices[d]))
             return &devices[d];
     return NULL;
 }
@@ -51,7 +74,7 @@ static const device *find_device(const char *name)
 const tsr_backend *const *tsr_device_backends(const char *name)
 {
     const device *d = find_device(name);
-    return d ? d->backends : NULL;
+    return d ? d->backends() : NULL;
 }
 
 const char *tsr_device_names(void)
@@ -60,8 +83,9 @@ const char *tsr_device_names(void)
     size_t used = 0;
     names[0] = '\0';
     for (int d = 0; d < N_DEVICES && used < sizeof names; d++)
-        used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", d ? ", " : "",
-                                 devices[d].name);
+        if (enabled(&devices[d]))
+            used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", used ? ", " : "",
+                                     devices[d].name);
     return names;
 }
 
