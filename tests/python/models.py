@@ -41,6 +41,19 @@ DYNAMIC_EXPORT_BATCH = 2
 DYNAMIC_RUN_BATCHES = (1, 3)
 
 IMAGE_SHAPE = (3, 224, 224)
+# Zoo models that need larger images than IMAGE_SHAPE (their kernels outgrow 224's maps).
+IMAGE_SHAPES = {"inception_v3": (3, 299, 299)}
+
+
+@functools.lru_cache(maxsize=None)
+def zoo_names(kind):
+    """Every model torchvision (the installed version) builds for `kind`: "classification"
+    or "segmentation" (torchvision.models.list_models of that module)."""
+    import torchvision.models
+
+    module = {"classification": torchvision.models,
+              "segmentation": torchvision.models.segmentation}[kind]
+    return tuple(torchvision.models.list_models(module=module))
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -98,7 +111,7 @@ def _seed(*parts):
     return zlib.crc32("/".join(str(p) for p in parts).encode())
 
 
-def _image(seed, batch):
+def _image(seed, batch, shape=IMAGE_SHAPE):
     """Seeded normal images (mean 0, variance 1) with spatial correlation, float32.
 
     Independent pixels would let global average pooling wash out the input, leaving outputs
@@ -109,11 +122,11 @@ def _image(seed, batch):
     import torch.nn.functional as F
 
     rng = np.random.default_rng(seed)
-    channels, height, width = IMAGE_SHAPE
+    channels, height, width = shape
     coarse = torch.from_numpy(rng.standard_normal((batch, channels, 7, 7)).astype(np.float32))
     smooth = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
     smooth = smooth.numpy() / smooth.std().item()
-    noise = rng.standard_normal((batch,) + IMAGE_SHAPE)
+    noise = rng.standard_normal((batch,) + shape)
     return ((smooth + noise) / np.sqrt(2.0)).astype(np.float32)
 
 
@@ -122,7 +135,7 @@ def sample(name, seed, batch):
     if name in SEQUENCE_NAMES:
         shape = (batch,) + SEQUENCE_SHAPE[name]
         return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    return _image(seed, batch)
+    return _image(seed, batch, IMAGE_SHAPES.get(name, IMAGE_SHAPE))
 
 
 def _input(name, batch):
@@ -148,7 +161,7 @@ def architecture(name):
     """The torchvision model `name` with fresh weights (segmentation: its logits only)."""
     import torchvision
 
-    if name in SEGMENTATION_NAMES:
+    if name in SEGMENTATION_NAMES or name in zoo_names("segmentation"):
         segmentation = torchvision.models.segmentation
         return _logits_only(getattr(segmentation, name)(weights=None, weights_backbone=None))
     if name in SEQUENCE_NAMES:
@@ -185,6 +198,12 @@ def _make_model(name):
     # Same weights for every export of a model, whatever the opset or batch.
     torch.manual_seed(_seed(name))
     model = architecture(name)
+    # Weights torchvision initializes to zero (ViT's classifier head) would make the output
+    # constant: drawn as small normals instead.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2 and not p.any():
+                p.normal_(0.0, 0.02)
     batchnorm = torch.nn.modules.batchnorm._BatchNorm
     batchnorms = [m for m in model.modules() if isinstance(m, batchnorm)]
     with torch.no_grad():
@@ -197,10 +216,12 @@ def _make_model(name):
             # Statistics measured on data, as training leaves them: with arbitrary ones the
             # activations blow up or die (ReLU6 saturates) and the output ignores the input.
             model.train()
-            model(torch.from_numpy(_image(_seed(name, "calibration"), 4)))
-        # Then moved off the data's statistics, so that a kernel normalizing with the batch's
-        # own statistics instead of the running ones cannot pass.
-        for bn in batchnorms:
+            model(torch.from_numpy(sample(name, _seed(name, "calibration"), 4)))
+        # Then, for the models of the fast tests, moved off the data's statistics, so that a
+        # kernel normalizing with the batch's own statistics instead of the running ones cannot
+        # pass. Not for the zoo: over deeper nets the shifts compound until float32 itself is
+        # chaotic (efficientnet_v2_s: PyTorch's float32 output 9 % off its float64 one).
+        for bn in batchnorms if name in MODEL_NAMES + SEGMENTATION_NAMES else ():
             bn.momentum = 0.1
             std = bn.running_var.sqrt()
             bn.running_mean.add_(torch.randn_like(bn.running_mean) * 0.1 * std)
@@ -292,7 +313,7 @@ def _remove_abandoned(root):
 def export(model_name, opset, batch, dynamic):
     """The cache entry for this export, generating it first when it does not exist yet."""
     known = MODEL_NAMES + SEGMENTATION_NAMES + SEQUENCE_NAMES
-    if model_name not in known:
+    if model_name not in known + zoo_names("classification") + zoo_names("segmentation"):
         raise ValueError(f"unknown model {model_name!r}; known: {', '.join(known)}")
     if dynamic:
         batch = DYNAMIC_EXPORT_BATCH
