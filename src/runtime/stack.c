@@ -1,5 +1,7 @@
 /* Depth-first stacks (BrainSlug): runs of memory-bound kernel steps whose
- * backends compute them band by band are run together, tile by tile. A
+ * backends compute them band by band are run together, tile by tile,
+ * maybe opened by a compute-bound one (a convolution reading its whole
+ * input, whose output then never leaves the cache). A
  * tile is (image, channel block, band of rows) of the stack's last output
  * (its sink); walking the members backwards gives the rows every earlier
  * value needs for it (windows add halos, recomputed by neighbouring tiles
@@ -24,6 +26,10 @@
 /* The most rows a stack may compute per row of output (halos computed
  * again by each band): past this, a shorter stack is better. */
 #define MAX_RECOMPUTE 1.5
+/* The same for an opener (a compute-bound member reading its inputs
+ * whole, a convolution): its halo rows cost as much as its own, so a few
+ * percent recomputed eat what keeping its output in cache saves. */
+#define MAX_OPENER_RECOMPUTE 1.0625
 
 typedef struct {
     int buf;      /* the plan buffer: BUF_BAND when internal */
@@ -356,6 +362,31 @@ static bool plan_blocks(plan_stack *k)
     return true;
 }
 
+/* Whether the stack's openers (members streaming no input: convolutions
+ * computing bands from their whole input) pay: each one's output must
+ * live in bands only, so that the arena loses its buffer and the stack's
+ * next ops read it from cache, and (unless the band height was forced)
+ * its halo rows must cost little. */
+static bool openers_pay(const plan_stack *k, bool forced)
+{
+    for (int m = 0; m < k->n_members; m++) {
+        const stack_member *mb = &k->members[m];
+        if (mb->info.streamed)
+            continue;
+        const stack_value *o = &k->values[mb->out];
+        if (!o->internal || o->copy_out)
+            return false;
+        double computed = 0.0;
+        for (int64_t t = 0; t < k->n_bands; t++) {
+            const int64_t *r = &k->range[2 * (t * k->n_values + mb->out)];
+            computed += is_empty(r) ? 0.0 : (double)(r[1] - r[0]);
+        }
+        if (!forced && computed > MAX_OPENER_RECOMPUTE * (double)o->h)
+            return false;
+    }
+    return true;
+}
+
 static bool can_join(const spec *s, const plan_step *st, tsr_band_info *info)
 {
     if (st->kind != STEP_KERNEL || !st->backend->band_info || !st->backend->run_band ||
@@ -503,7 +534,8 @@ static plan_stack *try_stack(former *f, int first, int last)
         !plan_blocks(k))
         goto reject;
     /* Halos recomputed by every band must not cost more than the stack saves. */
-    if (!choose_band_rows(k, f->threads) && recompute_ratio(k) > MAX_RECOMPUTE)
+    bool forced = choose_band_rows(k, f->threads);
+    if ((!forced && recompute_ratio(k) > MAX_RECOMPUTE) || !openers_pay(k, forced))
         goto reject;
     free(inside);
     return k;

@@ -46,12 +46,15 @@ def _pool_out(size, k, s, pb, pe, d, ceil):
 class Builder:
     """A random stack: each step adds one op on the current value."""
 
-    def __init__(self, rng, layout):
+    def __init__(self, rng, layout, channels=(3, 8, 13, 16, 24, 32), reciprocal=True):
         self.rng = rng
+        # reciprocal: constant / value too (1/x of a convolution's output
+        # near 0 magnifies its rounding past what a comparison with ref takes)
+        self.reciprocal = reciprocal
         self.g = tsr.Graph()
         self.g.set_opset(17)
         n = int(rng.choice([1, 2, 3]))
-        c = int(rng.choice([3, 8, 13, 16, 24, 32]))
+        c = int(rng.choice(channels))
         h, w = (int(v) for v in rng.integers(5, 30, size=2))
         self.x_shape = (n, c, h, w)
         self.g.add_input("x", np.float32, list(self.x_shape))
@@ -110,6 +113,8 @@ class Builder:
             values = rng.uniform(0.5, 1.5, size=shape)
             other = self.const(values)
             inputs = [self.cur, other] if rng.random() < 0.7 else [other, self.cur]
+            if not self.reciprocal and op == "Div":
+                inputs = [self.cur, other]
             self.add(op, inputs, shape=(c, h, w))
         elif kind == "bn":
             params = [rng.uniform(0.5, 1.5, c), rng.normal(0, 0.1, c), rng.normal(0, 0.1, c),
@@ -340,3 +345,68 @@ def test_band_error_comes_out_of_the_stack(layout, monkeypatch):
     monkeypatch.delenv("TSR_TEST_FAIL_BAND")
     results, _ = run_modes(g, feeds)
     check_close(results[1][0], results[0][0])
+
+
+def _stacked_ops(err):
+    """The ops of every stack TSR_VERBOSE printed, one list per stack."""
+    stacks = []
+    for line in err.splitlines():
+        if line.startswith("stack of "):
+            stacks.append([])
+        elif stacks and line.startswith("  "):
+            stacks[-1].append(line.split()[0])
+    return stacks
+
+
+@pytest.mark.parametrize("band_rows", ["", "1", "2", "5"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_conv_opens_stacks(layout, band_rows, monkeypatch, capfd):
+    """A convolution (random kernel, stride, dilation, padding, bias,
+    activation; plain or blocked input) opens a stack of the random ops
+    after it, computing its output by bands of rows of one channel block:
+    it must agree with layer by layer and with ref. Plain activations
+    (one channel per block) and blocked inputs with a partial block (13
+    channels) leave the convolution out."""
+    monkeypatch.setenv("TSR_CPU_LAYOUT", layout)
+    monkeypatch.setenv("TSR_VERBOSE", "1")
+    if band_rows:
+        monkeypatch.setenv("TSR_DF_BAND_ROWS", band_rows)
+    else:
+        monkeypatch.delenv("TSR_DF_BAND_ROWS", raising=False)
+    rng = np.random.default_rng([10 + LAYOUTS.index(layout), len(band_rows) and int(band_rows)])
+    opened = 0
+    for case in range(10):
+        b = Builder(rng, "plain", channels=[3, 16, 32, 13], reciprocal=False)
+        n, c, h, w = b.x_shape
+        oc = int(rng.choice([16, 32, 48]))
+        k = [int(v) for v in rng.integers(1, 8, size=2)]
+        s = [int(v) for v in rng.choice([1, 1, 2, 3], size=2)]
+        d = [int(v) for v in rng.choice([1, 1, 2], size=2)]
+        pads = [int(rng.integers(0, k[i] // 2 + 1)) for i in (0, 1, 0, 1)]
+        oh = (h + pads[0] + pads[2] - (k[0] - 1) * d[0] - 1) // s[0] + 1
+        ow = (w + pads[1] + pads[3] - (k[1] - 1) * d[1] - 1) // s[1] + 1
+        if oh < 2 or ow < 2:
+            continue
+        wname = b.const(rng.standard_normal((oc, c) + tuple(k)) / np.sqrt(c * k[0] * k[1]))
+        inputs = ["x", wname]
+        if rng.random() < 0.7:
+            inputs.append(b.const(rng.standard_normal(oc)))
+        b.add("Conv", inputs, {"kernel_shape": k, "strides": s, "dilations": d, "pads": pads},
+              (oc, oh, ow))
+        if rng.random() < 0.5:
+            b.add("Relu", [b.cur])
+        for _ in range(int(rng.integers(1, 5))):
+            b.step()
+        g = b.finish()
+        capfd.readouterr()
+        results, stats = run_modes(g, b.feeds)
+        stacks = _stacked_ops(capfd.readouterr().err)
+        with_conv = [ops for ops in stacks if ops[0] in ("Conv", "FusedConv")]
+        assert layout != "plain" or not with_conv, stacks
+        opened += len(with_conv)
+        want = tsr.Plan(g, device="ref").run(b.feeds)
+        for got_df, got_lbl, ref in zip(results[1], results[0], want):
+            check_close(got_df, got_lbl, rtol=1e-5)
+            check_close(got_df, ref, rtol=1e-4)
+    if layout != "plain":
+        assert opened >= 3, f"only {opened} stacks opened by a convolution in 10 random graphs"

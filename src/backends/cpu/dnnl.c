@@ -77,7 +77,7 @@ tsr_status tsr_dnnl_engine(dnnl_engine_t *engine_out, dnnl_stream_t *stream_out)
  * primitive, so a plan specialized on one thread and run on another
  * would use memory it does not have; this one follows the running
  * thread, and a thread runs one primitive at a time. */
-static void *thread_scratchpad(size_t bytes)
+void *tsr_dnnl_thread_scratchpad(size_t bytes)
 {
     thread_scratch *s = pthread_getspecific(dnnl_global.scratch_key);
     if (!s) {
@@ -201,7 +201,7 @@ tsr_status tsr_dnnl_exec_run(tsr_dnnl_exec *e, const tsr_kernel_ctx *k)
         else if (e->sources[a] == TSR_DNNL_FROM_OUTPUT)
             data = k->outputs[e->indices[a]]->data;
         else if (e->sources[a] == TSR_DNNL_THREAD)
-            data = thread_scratchpad(e->scratch_bytes);
+            data = tsr_dnnl_thread_scratchpad(e->scratch_bytes);
         else
             continue;
         if (!data && e->sources[a] == TSR_DNNL_THREAD)
@@ -367,6 +367,13 @@ static void dnnl_release(void *state)
         tsr_dnnl_matmul_release(state);
 }
 
+/* Depth-first stacks: convolutions open them (dnnl_conv.c). */
+static bool dnnl_band_info(const void *state, tsr_band_info *info_out)
+{
+    return state && *(const tsr_dnnl_kind *)state == TSR_DNNL_KIND_CONV &&
+           tsr_dnnl_conv_band_info(state, info_out);
+}
+
 static const char *dnnl_kernel_name(const void *state)
 {
     tsr_dnnl_kind kind = *(const tsr_dnnl_kind *)state;
@@ -387,5 +394,7 @@ const tsr_backend tsr_backend_dnnl = {
     .release = dnnl_release,
     .kernel_name = dnnl_kernel_name,
     .run = dnnl_run,
+    .band_info = dnnl_band_info,
+    .run_band = tsr_dnnl_conv_run_band,
     .memory = &tsr_host_memory,
 };

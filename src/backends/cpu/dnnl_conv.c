@@ -14,6 +14,7 @@
 #include <float.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +24,12 @@
  * multiply the input's size. */
 #define DNNL_PLAIN_SRC_CHANNELS 4
 
+typedef struct conv_band conv_band;
+
 typedef struct {
     tsr_dnnl_kind kind; /* first, see dnnl_release */
+    dnnl_alg_kind_t alg; /* the algorithm built */
+    conv_band *band;     /* rows by bands in depth-first stacks; NULL: the node cannot */
     tsr_dnnl_convert convert;
     tsr_dnnl_convert wconvert; /* W fed at run time into the primitive's format */
     tsr_dnnl_exec exec;
@@ -289,6 +294,7 @@ static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf
     }
     TSR_CHECK(tsr_dnnl_exec_finish(e, pd, "convolution"));
     snprintf(st->name, sizeof st->name, "%s", e->impl);
+    st->alg = alg;
     return TSR_OK;
 }
 
@@ -532,6 +538,284 @@ static tsr_status conv_autotune(const tsr_prepare_ctx *ctx, conv_state *st)
     return TSR_OK;
 }
 
+/* ------------------------------------------------ depth-first bands */
+
+/* A convolution opening a depth-first stack computes output rows
+ * [r0, r1) of one output channel block of one image at a time, from its
+ * whole input. oneDNN primitives have fixed shapes, so there is one per
+ * band shape (output rows and the padding rows above and below the input
+ * rows read: the first and last bands differ from the middle ones), built
+ * the first time a band of that shape runs and kept; the weights of each
+ * output block are packed once at prepare, in the format the whole-image
+ * primitive chose. Bands run on the stack's threads at the same time, so
+ * each run gets its own memories and uses its thread's scratchpad; input
+ * rows that are not a whole image are copied there first (a band's rows
+ * of several channels are not one dense tensor). Taken for f32 direct
+ * convolutions of one group with constant weights, no residual input, and
+ * blocked activations of whole blocks (the input may be plain). */
+#define BAND_SHAPES 16
+
+typedef struct {
+    int64_t rows, pad_top, pad_bottom;
+    dnnl_primitive_t primitive;
+    dnnl_memory_desc_t src, dst, scratch;
+    size_t scratch_bytes;
+} band_shape;
+
+struct conv_band {
+    const tsr_node *node;
+    tsr_layout src_layout, dst_layout;
+    int64_t ic, ih, iw, ow, block, src_block;
+    int64_t stride, pad, extent; /* along rows: stride, top padding, dilated kernel height */
+    dnnl_dims_t strides, dilates, pad_l, pad_r;
+    dnnl_memory_desc_t wei, bias;
+    bool has_b;
+    int64_t cbs;
+    tsr_dnnl_exec *packs; /* [cbs]: each block's weights, packed as wei (owned[0]) */
+    pthread_mutex_t lock;
+    int n_shapes;
+    band_shape shapes[BAND_SHAPES];
+};
+
+/* The primitive descriptor of a band of `rows` output rows reading the
+ * input rows between `top` and `bottom` padding rows, weights as `wei`. */
+static tsr_status band_pd(const conv_band *b, band_shape *sh, const dnnl_memory_desc_t *wei,
+                          dnnl_primitive_desc_t *pd_out)
+{
+    int64_t in_rows = (sh->rows - 1) * b->stride + b->extent - sh->pad_top - sh->pad_bottom;
+    if (in_rows <= 0)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "a band of %lld output rows reads no input row",
+                         (long long)sh->rows);
+    const int64_t src_dims[4] = {1, b->ic, in_rows, b->iw};
+    const int64_t dst_dims[4] = {1, b->block, sh->rows, b->ow};
+    TSR_CHECK(tsr_dnnl_layout_md(&sh->src, src_dims, b->src_layout, dnnl_f32));
+    TSR_CHECK(tsr_dnnl_layout_md(&sh->dst, dst_dims, b->dst_layout, dnnl_f32));
+    dnnl_dims_t pad_l = {sh->pad_top, b->pad_l[1]}, pad_r = {sh->pad_bottom, b->pad_r[1]};
+    dnnl_convolution_desc_t cd;
+    TSR_DNNL_CHECK(dnnl_dilated_convolution_forward_desc_init(
+                       &cd, dnnl_forward_inference, dnnl_convolution_direct, &sh->src, wei,
+                       b->has_b ? &b->bias : NULL, &sh->dst, b->strides, b->dilates, pad_l, pad_r),
+                   "band convolution descriptor");
+    dnnl_engine_t engine = NULL;
+    TSR_CHECK(tsr_dnnl_engine(&engine, NULL));
+    dnnl_primitive_attr_t attr;
+    TSR_DNNL_CHECK(dnnl_primitive_attr_create(&attr), "attribute creation");
+    tsr_status status =
+        tsr_dnnl_check(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user),
+                       "scratchpad mode");
+    if (status == TSR_OK)
+        status = conv_post_ops(b->node, NULL, attr);
+    if (status == TSR_OK)
+        status = tsr_dnnl_check(dnnl_primitive_desc_create(pd_out, &cd, attr, engine, NULL),
+                                "band convolution");
+    dnnl_primitive_attr_destroy(attr);
+    return status;
+}
+
+/* Builds shape sh's primitive, for one thread: it runs inside the stack's
+ * parallel region, one band per thread. */
+static tsr_status band_build(const conv_band *b, band_shape *sh)
+{
+    int saved_threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    dnnl_primitive_desc_t pd = NULL;
+    tsr_status status = band_pd(b, sh, &b->wei, &pd);
+    if (status == TSR_OK) {
+        const dnnl_memory_desc_t *scratch =
+            dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        sh->scratch_bytes = scratch ? dnnl_memory_desc_get_size(scratch) : 0;
+        if (scratch)
+            sh->scratch = *scratch;
+        status = tsr_dnnl_check(dnnl_primitive_create(&sh->primitive, pd), "band convolution");
+    }
+    dnnl_primitive_desc_destroy(pd);
+    omp_set_num_threads(saved_threads);
+    return status;
+}
+
+/* The shape of a band, built the first time it is asked for. */
+static tsr_status band_shape_of(conv_band *b, int64_t rows, int64_t top, int64_t bottom,
+                                const band_shape **out)
+{
+    pthread_mutex_lock(&b->lock);
+    tsr_status status = TSR_OK;
+    int i = 0;
+    while (i < b->n_shapes && !(b->shapes[i].rows == rows && b->shapes[i].pad_top == top &&
+                                b->shapes[i].pad_bottom == bottom))
+        i++;
+    if (i == BAND_SHAPES) {
+        status = tsr_error(TSR_ERR_INTERNAL, "more than %d band shapes of one convolution",
+                           BAND_SHAPES);
+    } else if (i == b->n_shapes) {
+        b->shapes[i] = (band_shape){.rows = rows, .pad_top = top, .pad_bottom = bottom};
+        status = band_build(b, &b->shapes[i]);
+        if (status == TSR_OK)
+            b->n_shapes++;
+        else if (b->shapes[i].primitive)
+            dnnl_primitive_destroy(b->shapes[i].primitive);
+    }
+    *out = &b->shapes[i];
+    pthread_mutex_unlock(&b->lock);
+    return status;
+}
+
+static void band_release(conv_band *b)
+{
+    if (!b)
+        return;
+    for (int i = 0; i < b->n_shapes; i++)
+        dnnl_primitive_destroy(b->shapes[i].primitive);
+    for (int64_t c = 0; b->packs && c < b->cbs; c++)
+        tsr_dnnl_exec_release(&b->packs[c]);
+    free(b->packs);
+    pthread_mutex_destroy(&b->lock);
+    free(b);
+}
+
+/* Whether the prepared node can compute by bands (see above). */
+static bool band_applies(const tsr_prepare_ctx *ctx, const conv_state *st)
+{
+    const tsr_graph *g = ctx->graph;
+    const tsr_node *node = ctx->node;
+    const tsr_value *x = &g->values[node->inputs[0]], *w = &g->values[node->inputs[1]];
+    tsr_layout src = (tsr_layout)ctx->input_layouts[0], dst = (tsr_layout)ctx->output_layouts[0];
+    int block = tsr_layout_block(dst), src_block = tsr_layout_block(src);
+    bool has_z = node->n_inputs > 3 && node->inputs[3] >= 0;
+    return !st->convert.active && st->alg == dnnl_convolution_direct && !has_z && w->data &&
+           tsr_attr_int(node, "group") == 1 && block > 1 && w->dims[0] % block == 0 &&
+           (src_block == 1 || src_block == block) && x->dims[1] % src_block == 0;
+}
+
+static tsr_status band_init(const tsr_prepare_ctx *ctx, conv_state *st)
+{
+    const tsr_graph *g = ctx->graph;
+    const tsr_node *node = ctx->node;
+    const tsr_value *x = &g->values[node->inputs[0]], *w = &g->values[node->inputs[1]];
+    const tsr_value *y = &g->values[node->outputs[0]];
+    tsr_window win;
+    TSR_CHECK(tsr_window_init(node, 2, x->dims + 2, w->dims + 2, false, &win));
+    conv_band *b = tsr_calloc(1, sizeof *b);
+    if (!b)
+        return TSR_ERR_OUT_OF_MEMORY;
+    *b = (conv_band){.node = node,
+                     .src_layout = (tsr_layout)ctx->input_layouts[0],
+                     .dst_layout = (tsr_layout)ctx->output_layouts[0],
+                     .ic = x->dims[1],
+                     .ih = x->dims[2],
+                     .iw = x->dims[3],
+                     .ow = y->dims[3],
+                     .block = tsr_layout_block((tsr_layout)ctx->output_layouts[0]),
+                     .src_block = tsr_layout_block((tsr_layout)ctx->input_layouts[0]),
+                     .stride = win.stride[0],
+                     .pad = win.pad_begin[0],
+                     .extent = (win.kernel[0] - 1) * win.dilation[0] + 1,
+                     .has_b = node->n_inputs > 2 && node->inputs[2] >= 0};
+    for (int d = 0; d < 2; d++) {
+        b->strides[d] = win.stride[d];
+        b->dilates[d] = win.dilation[d] - 1;
+        b->pad_l[d] = win.pad_begin[d];
+        b->pad_r[d] = win.pad_end[d];
+    }
+    b->cbs = w->dims[0] / b->block;
+    pthread_mutex_init(&b->lock, NULL);
+    b->packs = tsr_calloc((size_t)b->cbs, sizeof *b->packs);
+    dnnl_dims_t wei_dims = {b->block, w->dims[1], w->dims[2], w->dims[3]};
+    dnnl_memory_desc_t wei_plain, wei_any;
+    tsr_status status = b->packs ? TSR_OK : TSR_ERR_OUT_OF_MEMORY;
+    if (status == TSR_OK)
+        status = tsr_dnnl_plain_md(&wei_plain, 4, wei_dims, dnnl_f32);
+    if (status == TSR_OK)
+        status = tsr_dnnl_check(dnnl_memory_desc_init_by_tag(&wei_any, 4, wei_dims, dnnl_f32,
+                                                             dnnl_format_tag_any),
+                                "weights descriptor");
+    if (status == TSR_OK && b->has_b)
+        status = tsr_dnnl_plain_md(&b->bias, 1, &b->block, dnnl_f32);
+    /* The weights format: the one oneDNN picks for a band of the whole image. */
+    band_shape whole = {.rows = y->dims[2], .pad_top = win.pad_begin[0]};
+    whole.pad_bottom = (whole.rows - 1) * b->stride + b->extent - b->pad - b->ih;
+    if (whole.pad_bottom < 0)
+        whole.pad_bottom = 0;
+    dnnl_primitive_desc_t pd = NULL;
+    if (status == TSR_OK)
+        status = band_pd(b, &whole, &wei_any, &pd);
+    if (status == TSR_OK)
+        b->wei = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    dnnl_primitive_desc_destroy(pd);
+    size_t per_block = (size_t)(b->block * w->dims[1] * w->dims[2] * w->dims[3]);
+    for (int64_t c = 0; status == TSR_OK && c < b->cbs; c++)
+        status = tsr_dnnl_pack(&b->packs[c], DNNL_ARG_WEIGHTS, &wei_plain,
+                               (const float *)w->data + (size_t)c * per_block, &b->wei, 1.0f);
+    if (status != TSR_OK) {
+        band_release(b);
+        return status;
+    }
+    st->band = b;
+    return TSR_OK;
+}
+
+bool tsr_dnnl_conv_band_info(const void *state, tsr_band_info *info_out)
+{
+    const conv_band *b = ((const conv_state *)state)->band;
+    if (!b)
+        return false;
+    /* No input is streamed: the convolution reads its whole input, so it
+     * opens a stack (the rows it reads follow stride, pad and extent). */
+    *info_out = (tsr_band_info){.stride = b->stride, .pad = b->pad, .extent = b->extent};
+    return true;
+}
+
+tsr_status tsr_dnnl_conv_run_band(const void *state, const tsr_band_call *c)
+{
+    conv_band *b = ((const conv_state *)state)->band;
+    int64_t lo = c->r0 * b->stride - b->pad, hi = (c->r1 - 1) * b->stride - b->pad + b->extent;
+    int64_t in_lo = lo > 0 ? lo : 0, in_hi = hi < b->ih ? hi : b->ih;
+    const band_shape *sh = NULL;
+    TSR_CHECK(band_shape_of(b, c->r1 - c->r0, in_lo - lo, hi - in_hi, &sh));
+    dnnl_engine_t engine = NULL;
+    dnnl_stream_t stream = NULL;
+    TSR_CHECK(tsr_dnnl_engine(&engine, &stream));
+    /* Channel blocks of the input, rows of each. */
+    int64_t sbs = (b->ic + b->src_block - 1) / b->src_block, pitch = b->iw * b->src_block;
+    const float *x = (const float *)c->in[0].data + c->n * sbs * b->ih * pitch;
+    bool whole = in_lo == 0 && in_hi == b->ih;
+    size_t scratch = (sh->scratch_bytes + 63) / 64 * 64;
+    size_t copy = whole ? 0 : (size_t)(sbs * (in_hi - in_lo) * pitch) * sizeof(float);
+    char *buf = NULL;
+    if (scratch + copy > 0 && !(buf = tsr_dnnl_thread_scratchpad(scratch + copy)))
+        return tsr_error(TSR_ERR_OUT_OF_MEMORY, "no %zu-byte band scratchpad for this thread",
+                         scratch + copy);
+    if (!whole) {
+        float *rows = (float *)(buf + scratch);
+        size_t n = (size_t)((in_hi - in_lo) * pitch);
+        for (int64_t s = 0; s < sbs; s++)
+            memcpy(rows + (size_t)s * n, x + (s * b->ih + in_lo) * pitch, n * sizeof(float));
+        x = rows;
+    }
+    float *y = c->out.data + (c->r0 - c->out.row0) * b->ow * b->block;
+    void *data[5] = {(void *)x, b->packs[c->cb].owned[0],
+                     b->has_b ? (float *)c->in[2].data + c->cb * b->block : NULL, y, buf};
+    const dnnl_memory_desc_t *mds[5] = {&sh->src, &b->wei, &b->bias, &sh->dst, &sh->scratch};
+    const int args[5] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST,
+                         DNNL_ARG_SCRATCHPAD};
+    dnnl_exec_arg_t exec[5];
+    int n = 0;
+    dnnl_status_t s = dnnl_success;
+    for (int a = 0; a < 5 && s == dnnl_success; a++) {
+        if ((a == 2 && !b->has_b) || (a == 4 && !sh->scratch_bytes))
+            continue;
+        exec[n].arg = args[a];
+        s = dnnl_memory_create(&exec[n].memory, mds[a], engine, data[a]);
+        n += s == dnnl_success;
+    }
+    if (s == dnnl_success)
+        s = dnnl_primitive_execute(sh->primitive, stream, n, exec);
+    if (s == dnnl_success)
+        s = dnnl_stream_wait(stream);
+    for (int a = 0; a < n; a++)
+        dnnl_memory_destroy(exec[a].memory);
+    return tsr_dnnl_check(s, "band convolution");
+}
+
 tsr_status tsr_dnnl_conv_prepare(const tsr_prepare_ctx *ctx, void **state_out)
 {
     conv_state *st = tsr_calloc(1, sizeof *st);
@@ -547,6 +831,8 @@ tsr_status tsr_dnnl_conv_prepare(const tsr_prepare_ctx *ctx, void **state_out)
         conv_clear(st);
         status = conv_build(ctx, st, false, conv_algs[0].alg);
     }
+    if (status == TSR_OK && band_applies(ctx, st))
+        status = band_init(ctx, st);
     if (status != TSR_OK) {
         tsr_dnnl_conv_release(st);
         return status;
@@ -574,5 +860,6 @@ void tsr_dnnl_conv_release(void *state)
 {
     conv_state *st = state;
     conv_clear(st);
+    band_release(st->band);
     free(st);
 }

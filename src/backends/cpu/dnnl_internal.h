@@ -12,6 +12,11 @@
  * thread gets its own, so plans may run concurrently on different threads). */
 tsr_status tsr_dnnl_engine(dnnl_engine_t *engine_out, dnnl_stream_t *stream_out);
 
+/* The calling thread's scratchpad, grown to at least `bytes` (NULL when
+ * there is no room); kept for the thread's next primitive, freed when it
+ * exits. */
+void *tsr_dnnl_thread_scratchpad(size_t bytes);
+
 /* TSR_OK for dnnl_success; else records "oneDNN <what>: <status>" with a
  * status of TSR_ERR_UNSUPPORTED for unimplemented, TSR_ERR_INTERNAL
  * otherwise. */
@@ -109,6 +114,10 @@ tsr_status tsr_dnnl_conv_prepare(const tsr_prepare_ctx *ctx, void **state_out);
 tsr_status tsr_dnnl_conv_run(void *state, const tsr_kernel_ctx *k);
 void tsr_dnnl_conv_release(void *state);
 const char *tsr_dnnl_conv_kernel_name(const void *state);
+/* Depth-first stacks: a convolution computing output rows of one output
+ * channel block from its whole input, opening a stack. */
+bool tsr_dnnl_conv_band_info(const void *state, tsr_band_info *info_out);
+tsr_status tsr_dnnl_conv_run_band(const void *state, const tsr_band_call *call);
 
 bool tsr_dnnl_matmul_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size);
 tsr_status tsr_dnnl_matmul_prepare(const tsr_prepare_ctx *ctx, void **state_out);
