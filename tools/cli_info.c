@@ -186,6 +186,10 @@ static int print_plan(const tsr_graph *g, const char *device, long long batch, b
         print_bytes("Arena:", stats.arena_bytes);
         print_bytes("Constants:", stats.constant_bytes);
         printf("  Steps: %d\n", stats.n_steps);
+        if (stats.n_transfers || stats.uploaded_bytes) {
+            printf("  Transfers: %d per run\n", stats.n_transfers);
+            print_bytes("Uploaded to the device:", stats.uploaded_bytes);
+        }
     }
     if (rc == CLI_OK && stacks) {
         printf("Depth-first stacks:\n");

@@ -10,6 +10,7 @@ checks against the reference backend), through transfer steps the plan
 counts; constants are uploaded once, not transferred per run."""
 
 import ctypes
+import subprocess
 
 import numpy as np
 import pytest
@@ -152,3 +153,21 @@ def test_model_on_testdev_matches_cpu(model, opset, dynamic, batches):
         assert steps["testdev-dnnl"] + steps["testdev-cpu"] > 0, steps
         assert stats["n_transfers"] >= 2, stats  # at least the input up and the output down
         assert stats["uploaded_bytes"] > 0, stats
+
+
+def test_cli_shows_transfers():
+    pytest.importorskip("onnx")
+    entry = models.export("squeezenet1_1", 11, 1, False)
+    tool = str(models.tessera_bin())
+    info = subprocess.run([tool, "info", str(entry.onnx_path), "--device", "testdev"],
+                          capture_output=True, text=True, timeout=300)
+    assert info.returncode == 0, info.stderr
+    assert "Transfers: 2 per run" in info.stdout and "Uploaded to the device:" in info.stdout
+    bench = subprocess.run([tool, "bench", str(entry.onnx_path), "--device", "testdev",
+                            "--iters", "1", "--profile"], capture_output=True, text=True,
+                           timeout=300)
+    assert bench.returncode == 0, bench.stderr
+    assert "Transfer->testdev" in bench.stderr and "Transfer->host" in bench.stderr
+    cpu = subprocess.run([tool, "info", str(entry.onnx_path)], capture_output=True, text=True,
+                         timeout=300)
+    assert cpu.returncode == 0 and "Transfers:" not in cpu.stdout
