@@ -642,6 +642,20 @@ static tsr_status run_step(const tsr_plan *p, const spec *s, const plan_step *st
     return status;
 }
 
+/* The space whose queue a step runs on: a transfer's device side. */
+static int step_space(const spec *s, const plan_step *st)
+{
+    if (st->kind == STEP_TRANSFER) {
+        int to = s->bufs[st->out_bufs[0]].space;
+        return to != TSR_HOST_SPACE ? to : s->bufs[st->in_bufs[0]].space;
+    }
+    if (st->kind == STEP_COPY)
+        return s->bufs[st->in_bufs[0]].space;
+    if (st->kind == STEP_STACK) /* bands live in the host's per-thread scratch */
+        return TSR_HOST_SPACE;
+    return tsr_spec_space(s, st->backend);
+}
+
 /* tsr_plan_run with the plan's lock held. */
 static tsr_status run_locked(tsr_plan *p, int n_inputs, const tsr_tensor *inputs, int n_outputs,
                              tsr_tensor *outputs)
@@ -684,8 +698,8 @@ static tsr_status run_locked(tsr_plan *p, int n_inputs, const tsr_tensor *inputs
         double start = p->profiling ? omp_get_wtime() : 0.0;
         TSR_CHECK(run_step(p, s, st, inputs, outputs));
         /* A profile times each step to its end on the device too. */
-        if (p->profiling && st->backend && st->backend->memory != &tsr_host_memory) {
-            const plan_space *sp = &s->spaces[tsr_spec_space(s, st->backend)];
+        if (p->profiling && s->n_spaces > 1) {
+            const plan_space *sp = &s->spaces[step_space(s, st)];
             TSR_CHECK(sp->memory->synchronize(sp->ctx));
         }
         if (p->profiling)

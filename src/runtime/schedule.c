@@ -75,6 +75,9 @@ static tsr_status new_step(scheduler *sc, step_kind kind, int node, const tsr_ba
     return TSR_OK;
 }
 
+static tsr_status buffer_in_layout(scheduler *sc, int v, int space, tsr_layout layout,
+                                   int *buf_out);
+
 /* A copy of value v in `space`, which holds none yet, in `layout` where
  * another space has it so: a host constant is uploaded once (no step),
  * anything else transferred by a step, between the host and a device. */
@@ -97,6 +100,12 @@ static tsr_status transfer_in(scheduler *sc, int v, int space, tsr_layout layout
                          "the host and one device",
                          s->graph->values[v].name, s->spaces[from].memory->name,
                          s->spaces[space].memory->name);
+    /* A layout the target space cannot convert (a host with only ref) is
+     * converted before it leaves. */
+    if (held != layout && !sc->reorderer[space] && sc->reorderer[from]) {
+        TSR_CHECK(buffer_in_layout(sc, v, from, layout, &src));
+        held = layout;
+    }
     int dst;
     bool upload = s->bufs[src].kind == BUF_CONST;
     TSR_CHECK(new_buffer(sc, upload ? BUF_UPLOAD : BUF_ARENA, -1, v, held, space, &dst));
