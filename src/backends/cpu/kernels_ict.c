@@ -39,6 +39,11 @@ typedef struct {
     /* The same as [d2][d3][d1] and [d1][d3][d2]: folding a channel-less
      * input into the coupling runs along the other two axes as vectors. */
     const void *wy, *wx;
+    /* The nonzero couplings by output coordinate r, then x coordinate s:
+     * the (r, s) pairs of r are sp[so[r]..so[r+1]), the y coordinates of
+     * pair k are ti[to[k]..to[k+1]) with coefficients tf (the dtype). */
+    const int *so, *sp, *to, *ti;
+    const void *tf;
     bool sum;      /* sum_channels: the output is summed over the channels */
     bool coords;   /* coordinates: no projections */
 } ict_product_data;
@@ -49,16 +54,35 @@ static int64_t channels_of(const tsr_tensor *t)
 }
 
 /* Scratch per thread: both inputs' class sums and coordinates, the
- * output's coordinates, the coupling summed over y for one row of x, one
- * output coordinate before its channel sum, the channel sums of x_s y_t,
- * and the coupling folded with a channel-less input. */
+ * output's coordinates, one output coordinate before its channel sum, the
+ * channel sums of x_s y_t, and the coupling folded with a channel-less
+ * input. */
 static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t cy, int64_t ch)
 {
     const ict_kernel_basis *b = d->b;
     int most = b[0].dim > b[1].dim ? b[0].dim : b[1].dim;
     return (size_t)((b[0].ncls + b[0].dim) * cx + (b[1].ncls + b[1].dim) * cy + b[2].dim * ch +
-                    2 * ch + b[0].dim * b[1].dim + b[2].dim * most);
+                    ch + b[0].dim * b[1].dim + b[2].dim * most);
 }
+
+/* The general product runs 64 bytes of channels at a time (16 float32 or 8
+ * float64 lanes, one AVX-512 register) as vectors (GCC and
+ * Clang vector extensions), both inputs' coordinates of those channels held
+ * in stack arrays (ranks up to TSR_ICT_MAX_L). */
+#define ICT_VEC_BYTES 64
+#define ICT_MAX_D (2 * TSR_ICT_MAX_L + 1)
+
+/* v = a vector's worth of values from p, the lanes from n on zero: a whole vector
+ * loads in one move (a memcpy of constant size), only a tail copies less. */
+#define ICT_VEC_LOAD(v, p, n)                                                                      \
+    do {                                                                                           \
+        if ((n) * sizeof((v)[0]) == sizeof(v)) {                                                   \
+            memcpy(&(v), (p), sizeof(v));                                                          \
+        } else {                                                                                   \
+            memset(&(v), 0, sizeof(v));                                                            \
+            memcpy(&(v), (p), (size_t)(n) * sizeof((v)[0]));                                       \
+        }                                                                                          \
+    } while (0)
 
 /* clang-format off */
 /* o[m][c] = Σ_k qc[m][k] Σ_{i in class k} in[i][c], with sums [ncls][cc]. */
@@ -89,6 +113,7 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
     } while (0)
 
 #define ICT_PRODUCT_ROWS(T, SUFFIX, TARGET)                                                        \
+    typedef T ict_vec_##SUFFIX __attribute__((vector_size(ICT_VEC_BYTES)));                       \
     TARGET static void ict_product_rows_##SUFFIX(const ict_product_data *d, const T *x,            \
                                                  const T *y, T *z, int64_t r0, int64_t r1,         \
                                                  int64_t cx, int64_t cy, int64_t ch, T *scratch)   \
@@ -97,12 +122,15 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
         const int d1 = b1->dim, d2 = b2->dim, d3 = b3->dim;                                        \
         const T *w = d->w, *q3 = b3->qc;                                                           \
         T *xs = scratch, *xp = xs + b1->ncls * cx, *ys = xp + d1 * cx, *yp = ys + b2->ncls * cy;   \
-        T *zp = yp + d2 * cy, *fold = zp + d3 * ch, *one = fold + ch, *h = one + ch;               \
+        T *zp = yp + d2 * cy, *one = zp + d3 * ch, *h = one + ch;                                  \
         T *folded = h + d1 * d2;                                                                   \
         const T *wy = d->wy, *wx = d->wx;                                                          \
         /* With sum: cho = 1 output channel, coordinates zt[r] (stride zs = 1). */                 \
         const int64_t cho = d->sum ? 1 : ch, zs = cho;                                             \
         const bool coords = d->coords;                                                             \
+        typedef ict_vec_##SUFFIX V;                                                                \
+        const T *tf = d->tf;                                                                       \
+        const int *ti = d->ti, *sp = d->sp;                                                        \
         const int64_t w1 = coords ? d1 : b1->size, w2 = coords ? d2 : b2->size;                    \
         const int64_t w3 = coords ? d3 : b3->size;                                                 \
         for (int64_t a = r0; a < r1; a++) {                                                        \
@@ -126,10 +154,9 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
                     h[st] = acc;                                                                   \
                 }                                                                                  \
                 for (int r = 0; r < d3; r++) {                                                     \
-                    const T *wr = w + (int64_t)r * d1 * d2;                                        \
                     T acc = 0;                                                                     \
                     for (int st = 0; st < d1 * d2; st++)                                           \
-                        acc += wr[st] * h[st];                                                     \
+                        acc += w[(int64_t)r * d1 * d2 + st] * h[st];                               \
                     zt[r] = acc;                                                                   \
                 }                                                                                  \
             }                                                                                      \
@@ -146,9 +173,38 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
                         folded[i] += vt * wt[i];                                                   \
                 }                                                                                  \
             }                                                                                      \
-            for (int r = 0; r < d3 && !(d->sum && cx == ch && cy == ch); r++) {                    \
+            /* Both with channels (and no channel sum): z_r += x_s ⊙ Σ_t w_rst y_t over the        \
+               nonzero w_rst, one vector of channels at a time, x and y of those channels      \
+               loaded once (zero past ch). */                                                      \
+            const bool general = cx != 1 && cy != 1 && !d->sum;                                    \
+            const int64_t lanes = ICT_VEC_BYTES / sizeof(T);                                       \
+            for (int64_t cb = 0; general && cb < ch; cb += lanes) {                                \
+                const int64_t len = ch - cb < lanes ? ch - cb : lanes;                             \
+                V xl[ICT_MAX_D], yl[ICT_MAX_D];                                                    \
+                for (int s = 0; s < d1; s++) {                                                     \
+                    ICT_VEC_LOAD(xl[s], xt + s * cx + cb, len);                                    \
+                }                                                                                  \
+                for (int t = 0; t < d2; t++) {                                                     \
+                    ICT_VEC_LOAD(yl[t], yt + t * cy + cb, len);                                    \
+                }                                                                                  \
+                for (int r = 0; r < d3; r++) {                                                     \
+                    V zc = {0};                                                                    \
+                    for (int k = d->so[r]; k < d->so[r + 1]; k++) {                                \
+                        V f = {0};                                                                 \
+                        for (int q = d->to[k]; q < d->to[k + 1]; q++)                              \
+                            f += tf[q] * yl[ti[q]];                                                \
+                        zc += f * xl[sp[k]];                                                       \
+                    }                                                                              \
+                    if (len == lanes)                                                              \
+                        memcpy(zt + r * ch + cb, &zc, sizeof zc);                                  \
+                    else                                                                           \
+                        memcpy(zt + r * ch + cb, &zc, (size_t)len * sizeof(T));                    \
+                }                                                                                  \
+            }                                                                                      \
+            /* One input without channels: the coupling folded with it, per r. */                  \
+            for (int r = 0; r < d3 && (cx == 1 || cy == 1) && !(d->sum && cx == ch && cy == ch);   \
+                 r++) {                                                                            \
                 T *zr = d->sum ? one : zt + r * ch;                                                \
-                const T *wr = w + (int64_t)r * d1 * d2;                                            \
                 memset(zr, 0, (size_t)ch * sizeof *zr);                                            \
                 if (cy == 1) {                                                                     \
                     for (int s = 0; s < d1; s++) {                                                 \
@@ -165,23 +221,6 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
                         _Pragma("omp simd")                                                        \
                         for (int64_t c = 0; c < ch; c++)                                           \
                             zr[c] += f * yv[c];                                                    \
-                    }                                                                              \
-                } else {                                                                           \
-                    for (int s = 0; s < d1; s++) {                                                 \
-                        const T *xv = xt + s * cx;                                                 \
-                        memset(fold, 0, (size_t)ch * sizeof *fold);                                \
-                        for (int t = 0; t < d2; t++) {                                             \
-                            T f = wr[s * d2 + t];                                                  \
-                            const T *yv = yt + t * cy;                                             \
-                            if (f != 0) {                                                          \
-                                _Pragma("omp simd")                                                \
-                                for (int64_t c = 0; c < ch; c++)                                   \
-                                    fold[c] += f * yv[c];                                          \
-                            }                                                                      \
-                        }                                                                          \
-                        _Pragma("omp simd")                                                        \
-                        for (int64_t c = 0; c < ch; c++)                                           \
-                            zr[c] += fold[c] * xv[c];                                              \
                     }                                                                              \
                 }                                                                                  \
                 if (d->sum) {                                                                      \
@@ -217,12 +256,18 @@ ICT_PRODUCT_ROWS(float, float_portable, )
 ICT_PRODUCT_ROWS(double, double_portable, )
 #if TSR_CPU_X86
 #define AVX2_TARGET __attribute__((target("avx2,fma")))
+#define AVX512_TARGET __attribute__((target("avx512f,avx2,fma")))
 ICT_PRODUCT_ROWS(float, float_avx2, AVX2_TARGET)
 ICT_PRODUCT_ROWS(double, double_avx2, AVX2_TARGET)
+ICT_PRODUCT_ROWS(float, float_avx512, AVX512_TARGET)
+ICT_PRODUCT_ROWS(double, double_avx512, AVX512_TARGET)
+#define ICT_PRODUCT_PICK(T, isa)                                                                   \
+    ((isa) == TSR_ISA_AVX512 ? ict_product_rows_##T##_avx512                                       \
+     : (isa) == TSR_ISA_AVX2 ? ict_product_rows_##T##_avx2                                         \
+                             : ict_product_rows_##T##_portable)
 #else
-/* No x86 level elsewhere: s->isa is always portable there. */
-#define ict_product_rows_float_avx2 ict_product_rows_float_portable
-#define ict_product_rows_double_avx2 ict_product_rows_double_portable
+/* No x86 level elsewhere: the portable loops (auto-vectorized for the target). */
+#define ICT_PRODUCT_PICK(T, isa) ict_product_rows_##T##_portable
 #endif
 
 static tsr_status ict_product_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
@@ -238,7 +283,7 @@ static tsr_status ict_product_run(const tsr_cpu_state *s, const tsr_kernel_ctx *
     if (y->dims[0] != n || x->dims[1] != w[0] || y->dims[1] != w[1] || z->dims[1] != w[2] ||
         (cx != 1 && cx != ch) || (cy != 1 && cy != ch) || channels_of(z) != (d->sum ? 1 : ch))
         return tsr_error(TSR_ERR_SHAPE, "ICTProduct: x, y and z have inconsistent shapes");
-    bool f64 = z->dtype == TSR_FLOAT64, avx2 = s->isa != TSR_ISA_PORTABLE;
+    bool f64 = z->dtype == TSR_FLOAT64;
     size_t es = f64 ? sizeof(double) : sizeof(float), per = ict_product_scratch(d, cx, cy, ch);
     /* Multiply-adds per row: class sums and projections, coupling, output. */
     int64_t row_work = d->coords ? (int64_t)b[0].dim * b[1].dim * b[2].dim * ch
@@ -256,11 +301,11 @@ static tsr_status ict_product_run(const tsr_cpu_state *s, const tsr_kernel_ctx *
 #pragma omp atomic write
             st = TSR_ERR_OUT_OF_MEMORY;
         } else if (f64) {
-            (avx2 ? ict_product_rows_double_avx2 : ict_product_rows_double_portable)(
-                d, x->data, y->data, z->data, r0, r1, cx, cy, ch, scratch);
+            ICT_PRODUCT_PICK(double, s->isa)(d, x->data, y->data, z->data, r0, r1, cx, cy, ch,
+                                             scratch);
         } else {
-            (avx2 ? ict_product_rows_float_avx2 : ict_product_rows_float_portable)(
-                d, x->data, y->data, z->data, r0, r1, cx, cy, ch, scratch);
+            ICT_PRODUCT_PICK(float, s->isa)(d, x->data, y->data, z->data, r0, r1, cx, cy, ch,
+                                            scratch);
         }
         free(scratch);
     }
@@ -323,10 +368,20 @@ static tsr_status ict_product_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state 
     tsr_ict_plan plan;
     TSR_CHECK(tsr_ict_plan_build(ls[0], ls[1], ls[2], alpha, &plan));
     size_t es = tsr_dtype_size(tsr_cpu_output(ctx->graph, ctx->node, 0)->dtype);
-    int64_t nw = (int64_t)plan.b[0].dim * plan.b[1].dim * plan.b[2].dim;
+    int d1 = plan.b[0].dim, d2 = plan.b[1].dim, d3 = plan.b[2].dim;
+    int64_t nw = (int64_t)d1 * d2 * d3, nnz = 0, pairs = 0;
+    for (int64_t i = 0; i < nw; i++)
+        nnz += plan.w[i] != 0;
+    for (int64_t rs = 0; rs < (int64_t)d3 * d1; rs++)
+        for (int q = 0; q < d2; q++)
+            if (plan.w[rs * d2 + q] != 0) {
+                pairs++;
+                break;
+            }
     /* The struct and its arrays in one allocation, which release frees. */
     size_t head = (sizeof(ict_product_data) + 7) / 8 * 8, wbytes = ((size_t)nw * es + 7) / 8 * 8;
-    size_t bytes = head + 3 * wbytes;
+    size_t lists = ((size_t)(d3 + 1 + 2 * pairs + 1 + nnz) * sizeof(int) + 7) / 8 * 8;
+    size_t fbytes = ((size_t)nnz * es + 7) / 8 * 8, bytes = head + 3 * wbytes + lists + fbytes;
     for (int i = 0; i < 3; i++)
         bytes += kernel_basis_build(&plan.b[i], NULL, es, NULL, NULL);
     ict_product_data *d = tsr_malloc(bytes);
@@ -340,11 +395,28 @@ static tsr_status ict_product_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state 
     }
     char *at = (char *)d + head;
     void *w = at, *wy = at + wbytes, *wx = at + 2 * wbytes;
-    int d1 = plan.b[0].dim, d2 = plan.b[1].dim, d3 = plan.b[2].dim;
-    for (int r = 0; r < d3; r++)
-        for (int p = 0; p < d1; p++)
+    int *so = (int *)(at + 3 * wbytes), *sp = so + d3 + 1, *to = sp + pairs, *ti = to + pairs + 1;
+    void *tf = at + 3 * wbytes + lists;
+    int k = 0, j = 0;
+    for (int r = 0; r < d3; r++) {
+        so[r] = k;
+        for (int p = 0; p < d1; p++) {
+            bool listed = false; /* (r, p) has a pair already */
             for (int q = 0; q < d2; q++) {
                 double v = plan.w[((int64_t)r * d1 + p) * d2 + q];
+                if (v != 0) {
+                    if (!listed) {
+                        sp[k] = p;
+                        to[k++] = j;
+                        listed = true;
+                    }
+                    ti[j] = q;
+                    if (es == sizeof(double))
+                        ((double *)tf)[j] = v;
+                    else
+                        ((float *)tf)[j] = (float)v;
+                    j++;
+                }
                 int64_t i = ((int64_t)r * d1 + p) * d2 + q, iy = ((int64_t)q * d3 + r) * d1 + p;
                 int64_t ix = ((int64_t)p * d3 + r) * d2 + q;
                 if (es == sizeof(double)) {
@@ -353,8 +425,13 @@ static tsr_status ict_product_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state 
                     ((float *)w)[i] = ((float *)wy)[iy] = ((float *)wx)[ix] = (float)v;
                 }
             }
-    *d = (ict_product_data){.w = w, .wy = wy, .wx = wx, .sum = sum, .coords = coords};
-    at += 3 * wbytes;
+        }
+    }
+    so[d3] = k;
+    to[k] = j;
+    *d = (ict_product_data){.w = w, .wy = wy, .wx = wx, .so = so, .sp = sp, .to = to, .ti = ti,
+                            .tf = tf, .sum = sum, .coords = coords};
+    at += 3 * wbytes + lists + fbytes;
     for (int i = 0; i < 3; i++) {
         tsr_ict_classes(ls[i], cls);
         kernel_basis_build(&plan.b[i], cls, es, &d->b[i], &at);
