@@ -347,6 +347,21 @@ def test_band_error_comes_out_of_the_stack(layout, monkeypatch):
     check_close(results[1][0], results[0][0])
 
 
+def _convs_blocked(capfd):
+    """Whether the cpu device's convolutions write the blocked layout
+    (TSR_CPU_LAYOUT=nChw16c on an AVX2-only CPU runs them plain, on
+    oneDNN's gemm kernels), so that they can compute by bands."""
+    g = tsr.Graph()
+    g.set_opset(17)
+    g.add_input("x", np.float32, [1, 3, 9, 9])
+    g.add_constant("w", np.ones((16, 3, 3, 3), np.float32))
+    g.add_node("Conv", ["x", "w"], ["y"], {"kernel_shape": [3, 3]})
+    g.add_output("y")
+    capfd.readouterr()
+    tsr.Plan(g, device="cpu").run([np.ones((1, 3, 9, 9), np.float32)])
+    return "gemm" not in capfd.readouterr().err
+
+
 def _stacked_ops(err):
     """The ops of every stack TSR_VERBOSE printed, one list per stack."""
     stacks = []
@@ -364,9 +379,10 @@ def test_conv_opens_stacks(layout, band_rows, monkeypatch, capfd):
     """A convolution (random kernel, stride, dilation, padding, bias,
     activation; plain or blocked input) opens a stack of the random ops
     after it, computing its output by bands of rows of one channel block:
-    it must agree with layer by layer and with ref. Plain activations
-    (one channel per block) and blocked inputs with a partial block (13
-    channels) leave the convolution out."""
+    it must agree with layer by layer and with ref; so must a depthwise
+    convolution after it (streamed, inside the stack). Plain activations
+    (one channel per block), blocked inputs with a partial block (13
+    channels) and inputs wider than a block leave the convolution out."""
     monkeypatch.setenv("TSR_CPU_LAYOUT", layout)
     monkeypatch.setenv("TSR_VERBOSE", "1")
     if band_rows:
@@ -374,6 +390,7 @@ def test_conv_opens_stacks(layout, band_rows, monkeypatch, capfd):
     else:
         monkeypatch.delenv("TSR_DF_BAND_ROWS", raising=False)
     rng = np.random.default_rng([10 + LAYOUTS.index(layout), len(band_rows) and int(band_rows)])
+    blocked_convs = layout != "plain" and _convs_blocked(capfd)
     opened = 0
     for case in range(10):
         b = Builder(rng, "plain", channels=[3, 16, 32, 13], reciprocal=False)
@@ -395,18 +412,67 @@ def test_conv_opens_stacks(layout, band_rows, monkeypatch, capfd):
               (oc, oh, ow))
         if rng.random() < 0.5:
             b.add("Relu", [b.cur])
+        if rng.random() < 0.5:
+            # Depthwise, as MobileNet's after its expand convolution.
+            kd = [int(v) for v in rng.integers(1, 6, size=2)]
+            sd = [int(v) for v in rng.choice([1, 2], size=2)]
+            pd = [int(rng.integers(0, kd[i] // 2 + 1)) for i in (0, 1, 0, 1)]
+            dh = (oh + pd[0] + pd[2] - kd[0]) // sd[0] + 1
+            dw = (ow + pd[1] + pd[3] - kd[1]) // sd[1] + 1
+            if dh >= 2 and dw >= 2:
+                wd = b.const(rng.standard_normal((oc, 1) + tuple(kd)) / np.sqrt(kd[0] * kd[1]))
+                b.add("Conv", [b.cur, wd, b.const(rng.standard_normal(oc))],
+                      {"kernel_shape": kd, "strides": sd, "pads": pd, "group": oc}, (oc, dh, dw))
+                if rng.random() < 0.5:
+                    b.add("Clip", [b.cur, b.const(np.zeros(())), b.const(np.full((), 6.0))])
         for _ in range(int(rng.integers(1, 5))):
             b.step()
         g = b.finish()
         capfd.readouterr()
         results, stats = run_modes(g, b.feeds)
         stacks = _stacked_ops(capfd.readouterr().err)
-        with_conv = [ops for ops in stacks if ops[0] in ("Conv", "FusedConv")]
-        assert layout != "plain" or not with_conv, stacks
+        with_conv = [ops for ops in stacks if {"Conv", "FusedConv"} & set(ops)]
+        assert blocked_convs or not with_conv, stacks
         opened += len(with_conv)
         want = tsr.Plan(g, device="ref").run(b.feeds)
         for got_df, got_lbl, ref in zip(results[1], results[0], want):
             check_close(got_df, got_lbl, rtol=1e-5)
             check_close(got_df, ref, rtol=1e-4)
-    if layout != "plain":
+    if blocked_convs:
         assert opened >= 3, f"only {opened} stacks opened by a convolution in 10 random graphs"
+
+
+@pytest.mark.parametrize("layout", ["nChw8c", "nChw16c"])
+def test_stem_and_depthwise_stack(layout, monkeypatch, capfd):
+    """MobileNet's stem: conv 3 -> 32 (stride 2) + ReLU6, depthwise 3x3 +
+    ReLU6, at an odd size: one stack of both convolutions, the stem's
+    output without a buffer, the answer as layer by layer's."""
+    monkeypatch.setenv("TSR_CPU_LAYOUT", layout)
+    monkeypatch.setenv("TSR_VERBOSE", "1")
+    monkeypatch.delenv("TSR_DF_BAND_ROWS", raising=False)
+    if not _convs_blocked(capfd):
+        pytest.skip(f"oneDNN runs convolutions plain with {layout} on this CPU")
+    rng = np.random.default_rng(11)
+    g = tsr.Graph()
+    g.set_opset(17)
+    shape = (2, 3, 61, 47)
+    g.add_input("x", np.float32, list(shape))
+    g.add_constant("w", (rng.standard_normal((32, 3, 3, 3)) / 5).astype(np.float32))
+    g.add_constant("wd", (rng.standard_normal((32, 1, 3, 3)) / 3).astype(np.float32))
+    g.add_constant("bd", rng.standard_normal(32).astype(np.float32))
+    g.add_constant("lo", np.zeros((), np.float32))
+    g.add_constant("hi", np.full((), 6.0, np.float32))
+    g.add_node("Conv", ["x", "w"], ["c"], {"kernel_shape": [3, 3], "strides": [2, 2],
+                                            "pads": [1, 1, 1, 1]})
+    g.add_node("Clip", ["c", "lo", "hi"], ["r"])
+    g.add_node("Conv", ["r", "wd", "bd"], ["d"], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1],
+                                                  "group": 32})
+    g.add_node("Clip", ["d", "lo", "hi"], ["y"])
+    g.add_output("y")
+    feeds = [rng.standard_normal(shape).astype(np.float32)]
+    capfd.readouterr()
+    results, stats = run_modes(g, feeds)
+    assert _stacked_ops(capfd.readouterr().err) == [["FusedConv", "FusedConv"]]
+    assert stats[1].arena_bytes < stats[0].arena_bytes
+    check_close(results[1][0], results[0][0], rtol=1e-5)
+    check_close(results[1][0], tsr.Plan(g, device="ref").run(feeds)[0], rtol=1e-4)

@@ -551,8 +551,12 @@ static tsr_status conv_autotune(const tsr_prepare_ctx *ctx, conv_state *st)
  * each run gets its own memories and uses its thread's scratchpad; input
  * rows that are not a whole image are copied there first (a band's rows
  * of several channels are not one dense tensor). Taken for f32 direct
- * convolutions of one group with constant weights, no residual input, and
- * blocked activations of whole blocks (the input may be plain). */
+ * convolutions with constant weights, no residual input and blocked
+ * output of whole blocks: of one group (the input may be plain), or
+ * depthwise (one group per channel) on blocked input, where block cb of
+ * the output reads block cb of the input only: that input is streamed,
+ * so a depthwise convolution may sit inside a stack (MobileNet's expand
+ * 1x1 convolution -> depthwise), its rows read in place. */
 #define BAND_SHAPES 16
 
 typedef struct {
@@ -570,6 +574,7 @@ struct conv_band {
     dnnl_dims_t strides, dilates, pad_l, pad_r;
     dnnl_memory_desc_t wei, bias;
     bool has_b;
+    bool depthwise; /* a band reads its own block's rows of a streamed input */
     int64_t cbs;
     tsr_dnnl_exec *packs; /* [cbs]: each block's weights, packed as wei (owned[0]) */
     pthread_mutex_t lock;
@@ -586,7 +591,7 @@ static tsr_status band_pd(const conv_band *b, band_shape *sh, const dnnl_memory_
     if (in_rows <= 0)
         return tsr_error(TSR_ERR_UNSUPPORTED, "a band of %lld output rows reads no input row",
                          (long long)sh->rows);
-    const int64_t src_dims[4] = {1, b->ic, in_rows, b->iw};
+    const int64_t src_dims[4] = {1, b->depthwise ? b->block : b->ic, in_rows, b->iw};
     const int64_t dst_dims[4] = {1, b->block, sh->rows, b->ow};
     TSR_CHECK(tsr_dnnl_layout_md(&sh->src, src_dims, b->src_layout, dnnl_f32));
     TSR_CHECK(tsr_dnnl_layout_md(&sh->dst, dst_dims, b->dst_layout, dnnl_f32));
@@ -681,8 +686,16 @@ static bool band_applies(const tsr_prepare_ctx *ctx, const conv_state *st)
     tsr_layout src = (tsr_layout)ctx->input_layouts[0], dst = (tsr_layout)ctx->output_layouts[0];
     int block = tsr_layout_block(dst), src_block = tsr_layout_block(src);
     bool has_z = node->n_inputs > 3 && node->inputs[3] >= 0;
+    int64_t group = tsr_attr_int(node, "group");
+    bool depthwise = group > 1 && group == x->dims[1] && group == w->dims[0] && src == dst;
+    /* A band of one output block re-reads the whole input's rows, and
+     * oneDNN's kernels for 16 output channels reuse each input load less:
+     * cheap only for inputs one block wide or less (measured on
+     * MobileNet-v2: 1x1 expand convolutions by bands ran its stacks 1.4x
+     * slower than layer by layer; the stem's RGB input is cheap). */
+    bool narrow = x->dims[1] <= block;
     return !st->convert.active && st->alg == dnnl_convolution_direct && !has_z && w->data &&
-           tsr_attr_int(node, "group") == 1 && block > 1 && w->dims[0] % block == 0 &&
+           ((group == 1 && narrow) || depthwise) && block > 1 && w->dims[0] % block == 0 &&
            (src_block == 1 || src_block == block) && x->dims[1] % src_block == 0;
 }
 
@@ -709,7 +722,8 @@ static tsr_status band_init(const tsr_prepare_ctx *ctx, conv_state *st)
                      .stride = win.stride[0],
                      .pad = win.pad_begin[0],
                      .extent = (win.kernel[0] - 1) * win.dilation[0] + 1,
-                     .has_b = node->n_inputs > 2 && node->inputs[2] >= 0};
+                     .has_b = node->n_inputs > 2 && node->inputs[2] >= 0,
+                     .depthwise = tsr_attr_int(node, "group") > 1};
     for (int d = 0; d < 2; d++) {
         b->strides[d] = win.stride[d];
         b->dilates[d] = win.dilation[d] - 1;
@@ -719,14 +733,20 @@ static tsr_status band_init(const tsr_prepare_ctx *ctx, conv_state *st)
     b->cbs = w->dims[0] / b->block;
     pthread_mutex_init(&b->lock, NULL);
     b->packs = tsr_calloc((size_t)b->cbs, sizeof *b->packs);
+    /* One block of output channels; depthwise: [groups, 1, 1, kh, kw]. */
     dnnl_dims_t wei_dims = {b->block, w->dims[1], w->dims[2], w->dims[3]};
+    int wei_rank = 4;
+    if (b->depthwise) {
+        wei_rank = 5;
+        memcpy(wei_dims, (int64_t[5]){b->block, 1, 1, w->dims[2], w->dims[3]}, 5 * sizeof(int64_t));
+    }
     dnnl_memory_desc_t wei_plain, wei_any;
     tsr_status status = b->packs ? TSR_OK : TSR_ERR_OUT_OF_MEMORY;
     if (status == TSR_OK)
-        status = tsr_dnnl_plain_md(&wei_plain, 4, wei_dims, dnnl_f32);
+        status = tsr_dnnl_plain_md(&wei_plain, wei_rank, wei_dims, dnnl_f32);
     if (status == TSR_OK)
-        status = tsr_dnnl_check(dnnl_memory_desc_init_by_tag(&wei_any, 4, wei_dims, dnnl_f32,
-                                                             dnnl_format_tag_any),
+        status = tsr_dnnl_check(dnnl_memory_desc_init_by_tag(&wei_any, wei_rank, wei_dims,
+                                                             dnnl_f32, dnnl_format_tag_any),
                                 "weights descriptor");
     if (status == TSR_OK && b->has_b)
         status = tsr_dnnl_plain_md(&b->bias, 1, &b->block, dnnl_f32);
@@ -758,9 +778,12 @@ bool tsr_dnnl_conv_band_info(const void *state, tsr_band_info *info_out)
     const conv_band *b = ((const conv_state *)state)->band;
     if (!b)
         return false;
-    /* No input is streamed: the convolution reads its whole input, so it
-     * opens a stack (the rows it reads follow stride, pad and extent). */
-    *info_out = (tsr_band_info){.stride = b->stride, .pad = b->pad, .extent = b->extent};
+    /* Depthwise: the input is streamed. Else none is: the convolution
+     * reads its whole input, so it opens a stack. */
+    *info_out = (tsr_band_info){.stride = b->stride,
+                                .pad = b->pad,
+                                .extent = b->extent,
+                                .streamed = b->depthwise ? 1u : 0u};
     return true;
 }
 
@@ -776,8 +799,11 @@ tsr_status tsr_dnnl_conv_run_band(const void *state, const tsr_band_call *c)
     TSR_CHECK(tsr_dnnl_engine(&engine, &stream));
     /* Channel blocks of the input, rows of each. */
     int64_t sbs = (b->ic + b->src_block - 1) / b->src_block, pitch = b->iw * b->src_block;
-    const float *x = (const float *)c->in[0].data + c->n * sbs * b->ih * pitch;
-    bool whole = in_lo == 0 && in_hi == b->ih;
+    /* Depthwise: the rows of block cb, which the stack passes as a band. */
+    const float *x = b->depthwise
+                         ? (const float *)c->in[0].data + (in_lo - c->in[0].row0) * pitch
+                         : (const float *)c->in[0].data + c->n * sbs * b->ih * pitch;
+    bool whole = b->depthwise || (in_lo == 0 && in_hi == b->ih);
     size_t scratch = (sh->scratch_bytes + 63) / 64 * 64;
     size_t copy = whole ? 0 : (size_t)(sbs * (in_hi - in_lo) * pitch) * sizeof(float);
     char *buf = NULL;
