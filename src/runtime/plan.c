@@ -91,6 +91,8 @@ static void release_uploads(tsr_plan *p, spec *s)
 static tsr_status acquire_uploads(tsr_plan *p, spec *s)
 {
     bool uploaded[TSR_MAX_SPACES] = {false};
+    int n_new = 0, n_shared = 0;
+    size_t new_bytes = 0, shared_bytes = 0;
     for (int b = 0; b < s->n_bufs; b++) {
         plan_buffer *pb = &s->bufs[b];
         if (pb->kind != BUF_UPLOAD)
@@ -119,6 +121,11 @@ static tsr_status acquire_uploads(tsr_plan *p, spec *s)
             *found = (plan_upload){.host = v->data, .space = pb->space, .bytes = bytes,
                                    .device = device};
             uploaded[pb->space] = true;
+            n_new++;
+            new_bytes += bytes;
+        } else {
+            n_shared++;
+            shared_bytes += bytes;
         }
         found->refs++;
         pb->upload = found->device;
@@ -126,6 +133,11 @@ static tsr_status acquire_uploads(tsr_plan *p, spec *s)
     for (int i = 0; i < p->n_spaces; i++)
         if (uploaded[i])
             TSR_CHECK(p->spaces[i].memory->synchronize(p->spaces[i].ctx));
+    if (p->options.verbose && n_new + n_shared)
+        fprintf(stderr,
+                "tessera: constants on the device: %d uploaded (%zu bytes), %d already there "
+                "(%zu bytes)\n",
+                n_new, new_bytes, n_shared, shared_bytes);
     return TSR_OK;
 }
 

@@ -127,6 +127,31 @@ def test_profile_and_verbose_show_transfers(capfd):
     assert plan.profile_text().count("Transfer->") == 5
 
 
+def test_constants_are_uploaded_once_per_plan(capfd):
+    """A second specialization (another batch) reuses the first one's
+    device copy of the weight, and an evicted one gives its copies back
+    only once no other specialization reads them."""
+    g = tsr.Graph()
+    g.add_input("x", np.float32, ["N", 5])
+    w = np.arange(5, dtype=np.float32)
+    g.add_constant("w", w)
+    g.add_node("Add", ["x", "w"], ["y"])
+    g.add_output("y")
+    plan = tessera.Plan(g, device="testdev", verbose=True, **PLAN_OPTIONS)
+    plan.set_cache_limits(2, 1 << 30)
+    for n in (2, 3, 4, 2):
+        x = np.full((n, 5), float(n), np.float32)
+        np.testing.assert_array_equal(plan.run([x])[0], x + w)
+        assert plan.stats()["uploaded_bytes"] == 20
+    lines = [line for line in capfd.readouterr().err.splitlines()
+             if "constants on the device" in line]
+    # Batches 2, 3 and 4 each build a specialization (2 again after its eviction).
+    assert lines[0].endswith("1 uploaded (20 bytes), 0 already there (0 bytes)"), lines
+    assert all(line.endswith("0 uploaded (0 bytes), 1 already there (20 bytes)")
+               for line in lines[1:]), lines
+    assert len(lines) == 4, lines
+
+
 def model_configs():
     for name in ("squeezenet1_1", "mobilenet_v2", "resnet18"):
         yield pytest.param(name, 11, False, (1,), id=name)
