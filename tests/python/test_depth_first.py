@@ -446,7 +446,8 @@ def test_conv_opens_stacks(layout, band_rows, monkeypatch, capfd):
 def test_stem_and_depthwise_stack(layout, monkeypatch, capfd):
     """MobileNet's stem: conv 3 -> 32 (stride 2) + ReLU6, depthwise 3x3 +
     ReLU6, at an odd size: one stack of both convolutions, the stem's
-    output without a buffer, the answer as layer by layer's."""
+    output without a buffer, the answer as layer by layer's; none when the
+    stem's output is read outside too."""
     monkeypatch.setenv("TSR_CPU_LAYOUT", layout)
     monkeypatch.setenv("TSR_VERBOSE", "1")
     monkeypatch.delenv("TSR_DF_BAND_ROWS", raising=False)
@@ -476,3 +477,10 @@ def test_stem_and_depthwise_stack(layout, monkeypatch, capfd):
     assert stats[1].arena_bytes < stats[0].arena_bytes
     check_close(results[1][0], results[0][0], rtol=1e-5)
     check_close(results[1][0], tsr.Plan(g, device="ref").run(feeds)[0], rtol=1e-4)
+    # The stem's output also read outside: it would keep its buffer, the
+    # stack would not pay, so the convolution stays out of it.
+    g.add_output("r")
+    capfd.readouterr()
+    results, _ = run_modes(g, feeds)
+    assert not any("FusedConv" == ops[0] for ops in _stacked_ops(capfd.readouterr().err))
+    check_close(results[1][1], results[0][1])
