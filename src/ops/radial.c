@@ -14,6 +14,7 @@
  * jumps there. Distances must be positive. */
 #include "autodiff/autodiff.h"
 #include "ops/op.h"
+#include "ops/radial.h"
 
 #include <math.h>
 #include <omp.h>
@@ -27,13 +28,7 @@ static const tsr_attr_def bessel_attrs[] = {{"r_cutoff", TSR_ATTR_FLOAT, true},
                                             {"derivative", TSR_ATTR_INT, .i = 0},
                                             {NULL}};
 
-typedef struct bessel_params {
-    double rc;
-    int64_t n_basis;
-    int p, order;
-} bessel_params;
-
-static tsr_status bessel_read(const tsr_node *node, bessel_params *b)
+tsr_status tsr_bessel_read(const tsr_node *node, tsr_bessel_params *b)
 {
     b->rc = tsr_attr_float(node, "r_cutoff");
     b->n_basis = tsr_attr_int(node, "n_basis");
@@ -79,7 +74,7 @@ static double cutoff_derivative(int p, int m, double x)
 }
 
 /* The basis (or its derivative) at one distance r < r_c into out. */
-static void bessel_eval(const bessel_params *b, double r, double *out)
+static void bessel_eval(const tsr_bessel_params *b, double r, double *out)
 {
     int k = b->order;
     double fd[BESSEL_MAX_DERIVATIVE + 1], inv_pow[BESSEL_MAX_DERIVATIVE + 2];
@@ -106,8 +101,8 @@ static void bessel_eval(const bessel_params *b, double r, double *out)
 
 static tsr_status bessel_infer(tsr_infer_ctx *c)
 {
-    bessel_params b;
-    TSR_CHECK(bessel_read(c->node, &b));
+    tsr_bessel_params b;
+    TSR_CHECK(tsr_bessel_read(c->node, &b));
     TSR_CHECK(tsr_infer_require_dtype(c, 0, TSR_FLOAT_TYPES));
     const tsr_value *r = c->inputs[0];
     if (r->rank < 0)
@@ -125,8 +120,8 @@ static tsr_status bessel_infer(tsr_infer_ctx *c)
 
 static tsr_status bessel_ref(const tsr_kernel_ctx *k)
 {
-    bessel_params b;
-    TSR_CHECK(bessel_read(k->node, &b));
+    tsr_bessel_params b;
+    TSR_CHECK(tsr_bessel_read(k->node, &b));
     const tsr_tensor *r = k->inputs[0];
     tsr_tensor *out = k->outputs[0];
     int64_t n = tsr_tensor_numel(r), bad = n;
@@ -150,11 +145,13 @@ static tsr_status bessel_ref(const tsr_kernel_ctx *k)
             tsr_set_f(out, i * b.n_basis + j, row[j]);
     }
     free(scratch);
-    if (bad < n)
-        return tsr_error(TSR_ERR_INVALID_ARGUMENT,
-                         "r[%lld] is %g; the Bessel basis needs positive distances", (long long)bad,
-                         tsr_get_f(r, bad));
-    return TSR_OK;
+    return bad < n ? tsr_bessel_bad_distance(bad, tsr_get_f(r, bad)) : TSR_OK;
+}
+
+tsr_status tsr_bessel_bad_distance(int64_t i, double r)
+{
+    return tsr_error(TSR_ERR_INVALID_ARGUMENT,
+                     "r[%lld] is %g; the Bessel basis needs positive distances", (long long)i, r);
 }
 
 /* A sine, a cosine and (k+1)(k+2)/2 terms of a few operations per value. */
@@ -169,8 +166,8 @@ static double bessel_flops(const tsr_infer_ctx *c)
 static tsr_status bessel_grad(tsr_grad_ctx *c)
 {
     const tsr_node *node = tsr_grad_node(c);
-    bessel_params b;
-    TSR_CHECK(bessel_read(node, &b));
+    tsr_bessel_params b;
+    TSR_CHECK(tsr_bessel_read(node, &b));
     if (b.order == BESSEL_MAX_DERIVATIVE)
         return tsr_grad_unsupported(c, "BesselBasis has derivatives up to order %d",
                                     BESSEL_MAX_DERIVATIVE);

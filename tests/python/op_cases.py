@@ -558,5 +558,9 @@ CASES = [
                                                        [[1, 1, 0], [4, 3, 2]]], dtype=I64)),
                       const(np.array([2, 5, 3], dtype=I64))], {"axis": 1}),
     # radial.c
-    Case("BesselBasis", [positive(3, 4, lo=0.5, hi=4.5)], {"r_cutoff": 5.0, "n_basis": 6}),
+    Case("BesselBasis", [positive(3, 4, lo=0.5, hi=4.5)], {"r_cutoff": 5.0, "n_basis": 6},
+         cpu="cpu", cpu64="cpu"),
+    Case("BesselBasis", [positive(2, 5, lo=0.5, hi=4.5)],
+         {"r_cutoff": 4.0, "n_basis": 7, "p": 6, "derivative": 1}, cpu="cpu", cpu64="cpu",
+         label="derivative1"),
 ]

@@ -1,11 +1,14 @@
-"""The cpu kernel of ICTProduct (src/backends/cpu/kernels_ict.c) against the ref kernel.
+"""The cpu kernels of ICTProduct (src/backends/cpu/kernels_ict.c) and BesselBasis
+(kernels_ict_edge.c) against the ref kernels.
 
 In coordinates, with channels on both inputs (the product basis of ICTP and its
 gradients), the cpu kernel runs the nonzero couplings one vector of channels at a time
 (16 float32 or 8 float64 lanes) with a tail for the channels past the last whole vector;
 channel-less inputs fold the coupling first, sum_channels sums the channels first. Every
 path up to rank 3 and some to rank 5, channel counts below, at and around the vector
-widths, float32 and float64, one and two threads, every vector level of this machine."""
+widths, float32 and float64, one and two threads, every vector level of this machine.
+BesselBasis and its first derivative (the forces' radial term) on distances below, at and
+beyond the cutoff; higher derivatives stay on ref."""
 
 import numpy as np
 import pytest
@@ -16,16 +19,19 @@ from test_ict import DOMAIN, paths
 CHANNELS = [1, 3, 8, 16, 17, 40]
 
 
-def run(x, y, attrs, device, threads=1):
+def run(x, y, attrs, device, threads=1, op="ICTProduct", backend=None):
     g = tsr.Graph()
     g.set_opset(17)
-    g.add_input("x", x.dtype, list(x.shape))
-    g.add_input("y", y.dtype, list(y.shape))
-    g.add_node("ICTProduct", ["x", "y"], ["z"], attrs, domain=DOMAIN, name="op")
+    inputs = [x] if y is None else [x, y]
+    for i, t in enumerate(inputs):
+        g.add_input(f"in{i}", t.dtype, list(t.shape))
+    g.add_node(op, [f"in{i}" for i in range(len(inputs))], ["z"], attrs, domain=DOMAIN,
+               name="op")
     g.add_output("z")
     plan = tsr.Plan(g, device=device, threads=threads)
-    z = plan.run([x, y])[0]
-    assert plan.node_backend("op") == device, f"ICTProduct ran on {plan.node_backend('op')}"
+    z = plan.run(inputs)[0]
+    want = backend or device
+    assert plan.node_backend("op") == want, f"{op} ran on {plan.node_backend('op')}"
     return z
 
 
@@ -83,3 +89,36 @@ def test_components_with_channels_match_ref(dtype):
         x = rng.standard_normal((2, 27, c)).astype(dtype)
         y = rng.standard_normal((2, 9, c)).astype(dtype)
         check(x, y, dict(l1=3, l2=2, l3=1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("derivative", [0, 1])
+@pytest.mark.parametrize("n_basis,p", [(8, 5), (1, 1), (20, 6)])
+def test_bessel_matches_ref(n_basis, p, derivative, dtype):
+    rng = np.random.default_rng(n_basis + p)
+    rc = 4.5
+    r = np.concatenate([rng.uniform(0.05, 6.0, 37), [1e-3, rc, rc * (1 - 1e-9), 7.0]])
+    r = r.reshape(41, 1).astype(dtype)
+    attrs = dict(r_cutoff=rc, n_basis=n_basis, p=p, derivative=derivative)
+    got = run(r, None, attrs, "cpu", op="BesselBasis")
+    want = run(r, None, attrs, "ref", op="BesselBasis")
+    assert got.shape == want.shape == (41, 1, n_basis)
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol * float(np.abs(want).max()))
+    assert not np.any(got[[-3, -1]])  # r_c and beyond
+
+
+def test_bessel_two_threads_and_higher_derivative_on_ref():
+    rng = np.random.default_rng(2)
+    r = rng.uniform(0.1, 5.5, (3000, 3))
+    attrs = dict(r_cutoff=5.0)
+    np.testing.assert_allclose(run(r, None, attrs, "cpu", threads=2, op="BesselBasis"),
+                               run(r, None, attrs, "ref", op="BesselBasis"), rtol=0, atol=1e-12)
+    run(r, None, dict(attrs, derivative=2), "cpu", op="BesselBasis", backend="ref")
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, np.nan])
+def test_bessel_rejects_bad_distance_on_cpu(bad):
+    r = np.array([1.0, 2.0, bad, 3.0])
+    with pytest.raises(tsr.TesseraError, match=r"r\[2\] is .*positive distances"):
+        run(r, None, dict(r_cutoff=5.0), "cpu", op="BesselBasis")

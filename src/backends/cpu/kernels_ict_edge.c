@@ -1,6 +1,7 @@
 /* The per-edge ops of ICTP in the cpu backend, float32 and float64: the
  * fused edge convolution, ICTEdgeMessage and ICTEdgeMessageGrad
- * (src/ops/ict_edge.c), and the edge ICTs, ICT in coordinates (below).
+ * (src/ops/ict_edge.c), the edge ICTs, ICT in coordinates (below), and
+ * their radial basis, BesselBasis and its first derivative (at the end).
  *
  * Per edge, the coupling is first folded with the edge's ICT y, M[o][i] =
  * Σ_t W[t][o][i] y_t (at most 7 x 7 values, as vectors), so what runs along the
@@ -17,6 +18,7 @@
  * threads start only when the edges hold enough work. */
 #include "backends/cpu/kernels_internal.h"
 #include "ops/ict_edge.h"
+#include "ops/radial.h"
 
 #include <math.h>
 #include <omp.h>
@@ -419,8 +421,104 @@ static tsr_status ict_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
     return TSR_OK;
 }
 
+/* ---------------------------------------------------------- BesselBasis */
+
+/* One distance's basis (derivative 0) or its derivative in r (1), in
+ * double whatever the output's dtype. sin(n θ) and cos(n θ), θ = π r/r_c,
+ * come from one sine and cosine by the angle-addition recurrence instead of
+ * a sine and cosine per n as in the ref kernel; with f the cutoff
+ * polynomial, B_n = √(2/r_c) sin(w_n r)/r · f and
+ * B_n' = √(2/r_c) ((w_n cos(w_n r)/r − sin(w_n r)/r²) f + sin(w_n r)/r · f'). */
+static void bessel_row(const tsr_bessel_params *b, double r, double *od, float *of)
+{
+    const int64_t nb = b->n_basis;
+    if (r >= b->rc) {
+        if (od)
+            memset(od, 0, (size_t)nb * sizeof *od);
+        else
+            memset(of, 0, (size_t)nb * sizeof *of);
+        return;
+    }
+    const double pi = 3.14159265358979323846, p = b->p, x = r / b->rc;
+    double xp1 = 1.0; /* x^(p-1) */
+    for (int i = 1; i < b->p; i++)
+        xp1 *= x;
+    const double c0 = -(p + 1.0) * (p + 2.0) / 2.0, c1 = p * (p + 2.0), c2 = -p * (p + 1.0) / 2.0;
+    const double f = 1.0 + xp1 * x * (c0 + x * (c1 + x * c2));
+    const double df = xp1 * (p * c0 + x * ((p + 1.0) * c1 + x * (p + 2.0) * c2)) / b->rc;
+    const double pre = sqrt(2.0 / b->rc), inv = 1.0 / r, th = pi * x;
+    const double s1 = sin(th), k1 = cos(th);
+    double sn = s1, cn = k1;
+    for (int64_t n = 0; n < nb; n++) {
+        double v = sn * inv * f;
+        if (b->order == 1)
+            v = ((double)(n + 1) * pi / b->rc * cn * inv - sn * inv * inv) * f + sn * inv * df;
+        if (od)
+            od[n] = pre * v;
+        else
+            of[n] = (float)(pre * v);
+        const double next = sn * k1 + cn * s1;
+        cn = cn * k1 - sn * s1;
+        sn = next;
+    }
+}
+
+static tsr_status bessel_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const tsr_bessel_params *b = s->data;
+    const tsr_tensor *r = k->inputs[0];
+    tsr_tensor *out = k->outputs[0];
+    int64_t n = tsr_tensor_numel(r), nb = b->n_basis, bad = n;
+    bool f64 = r->dtype == TSR_FLOAT64;
+    int nt = tsr_cpu_threads_for(k->threads, n * (nb * 8 + 40));
+#pragma omp parallel for num_threads(nt) if (nt > 1) reduction(min : bad)
+    for (int64_t i = 0; i < n; i++) {
+        double ri = f64 ? ((const double *)r->data)[i] : ((const float *)r->data)[i];
+        if (!(ri > 0.0)) {
+            bad = i < bad ? i : bad;
+            continue;
+        }
+        bessel_row(b, ri, f64 ? (double *)out->data + i * nb : NULL,
+                   f64 ? NULL : (float *)out->data + i * nb);
+    }
+    if (bad < n)
+        return tsr_bessel_bad_distance(
+            bad, f64 ? ((const double *)r->data)[bad] : ((const float *)r->data)[bad]);
+    return TSR_OK;
+}
+
+static bool bessel_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    tsr_dtype dt = tsr_cpu_output(g, node, 0)->dtype;
+    if (dt != TSR_FLOAT32 && dt != TSR_FLOAT64) {
+        snprintf(why, size, "BesselBasis: %s runs on the ref backend", tsr_dtype_name(dt));
+        return false;
+    }
+    if (tsr_attr_int(node, "derivative") > 1) {
+        snprintf(why, size, "BesselBasis: derivatives above the first run on ref");
+        return false;
+    }
+    return true;
+}
+
+static tsr_status bessel_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
+{
+    tsr_bessel_params *b = tsr_malloc(sizeof *b);
+    if (!b)
+        return TSR_ERR_OUT_OF_MEMORY;
+    tsr_status st = tsr_bessel_read(ctx->node, b);
+    if (st != TSR_OK) {
+        free(b);
+        return st;
+    }
+    s->data = b;
+    s->run = bessel_run;
+    return TSR_OK;
+}
+
 const tsr_cpu_op tsr_cpu_ict_edge_ops[] = {
     {&tsr_op_ICT, ict_supports, edge_layouts, ict_prepare},
+    {&tsr_op_BesselBasis, bessel_supports, edge_layouts, bessel_prepare},
     {&tsr_op_ICTEdgeMessage, edge_supports, edge_layouts, edge_prepare},
     {&tsr_op_ICTEdgeMessageGrad, edge_supports, edge_layouts, edge_prepare},
     {NULL},
