@@ -9,6 +9,7 @@
  * and threads over rows only when the rows hold enough work for them.
  * With coordinates, inputs and output are coordinates already: the
  * coupling reads and writes them in place, without projections. */
+#include "backends/cpu/ict_vec.h"
 #include "backends/cpu/kernels_internal.h"
 #include "ops/ict_plan.h"
 #include "ops/movement.h"
@@ -65,24 +66,8 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
                     ch + b[0].dim * b[1].dim + b[2].dim * most);
 }
 
-/* The general product runs 64 bytes of channels at a time (16 float32 or 8
- * float64 lanes, one AVX-512 register) as vectors (GCC and
- * Clang vector extensions), both inputs' coordinates of those channels held
- * in stack arrays (ranks up to TSR_ICT_MAX_L). */
-#define ICT_VEC_BYTES 64
+/* The general product's stack arrays hold ranks up to TSR_ICT_MAX_L. */
 #define ICT_MAX_D (2 * TSR_ICT_MAX_L + 1)
-
-/* v = a vector's worth of values from p, the lanes from n on zero: a whole vector
- * loads in one move (a memcpy of constant size), only a tail copies less. */
-#define ICT_VEC_LOAD(v, p, n)                                                                      \
-    do {                                                                                           \
-        if ((n) * sizeof((v)[0]) == sizeof(v)) {                                                   \
-            memcpy(&(v), (p), sizeof(v));                                                          \
-        } else {                                                                                   \
-            memset(&(v), 0, sizeof(v));                                                            \
-            memcpy(&(v), (p), (size_t)(n) * sizeof((v)[0]));                                       \
-        }                                                                                          \
-    } while (0)
 
 /* clang-format off */
 /* o[m][c] = Σ_k qc[m][k] Σ_{i in class k} in[i][c], with sums [ncls][cc]. */
@@ -195,10 +180,7 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
                             f += tf[q] * yl[ti[q]];                                                \
                         zc += f * xl[sp[k]];                                                       \
                     }                                                                              \
-                    if (len == lanes)                                                              \
-                        memcpy(zt + r * ch + cb, &zc, sizeof zc);                                  \
-                    else                                                                           \
-                        memcpy(zt + r * ch + cb, &zc, (size_t)len * sizeof(T));                    \
+                    ICT_VEC_STORE(zt + r * ch + cb, zc, len);                                      \
                 }                                                                                  \
             }                                                                                      \
             /* One input without channels: the coupling folded with it, per r. */                  \

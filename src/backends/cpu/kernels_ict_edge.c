@@ -16,6 +16,7 @@
  * The loops are written once and compiled for each vector level (portable,
  * AVX2, AVX-512 through simd.h's targets), the channel loops as simd loops;
  * threads start only when the edges hold enough work. */
+#include "backends/cpu/ict_vec.h"
 #include "backends/cpu/kernels_internal.h"
 #include "ops/ict_edge.h"
 #include "ops/radial.h"
@@ -28,15 +29,13 @@
 #include <string.h>
 
 /* The node ranks the stack buffers hold: the folded coupling (d_out x
- * d_in, 7 x 7 at rank 3) and the sender's rows times the radial weights
- * (d_in rows of EDGE_CHUNK channels at a time). */
+ * d_in, 7 x 7 at rank 3) and, one vector of channels at a time (ict_vec.h),
+ * the sender's rows times the radial weights, or the gradient's inputs. The
+ * gradient keeps its channel sums D[r][s] = Σ_c w a_s b_r as vectors of
+ * partial sums, so that dy = Σ W D needs one horizontal sum per output
+ * coordinate instead of one per (r, s). */
 #define EDGE_MAX_L 3
 #define EDGE_MAX_D (2 * EDGE_MAX_L + 1)
-#define EDGE_CHUNK 64
-/* The gradient keeps its channel sums D[r][s] = Σ_c w a_s b_r as partial
- * sums over EDGE_LANES lanes, so that dy = Σ W D needs one horizontal sum
- * per output coordinate instead of one per (r, s). */
-#define EDGE_LANES 16
 
 typedef struct {
     int ls[3];
@@ -59,39 +58,39 @@ typedef struct {
     }
 
 #define EDGE_DEFINE(T, SUFFIX, TARGET)                                                             \
+    typedef T edge_vec_##T##_##SUFFIX __attribute__((vector_size(ICT_VEC_BYTES)));                 \
     TARGET static void edge_message_##T##_##SUFFIX(const edge_data *d, const T *x, const T *y,     \
                                                    const T *w, const int64_t *src,                 \
                                                    const int64_t *dst, T *z, int64_t n, int64_t e, \
                                                    int64_t ch, int64_t c0, int64_t c1)             \
     {                                                                                              \
+        typedef edge_vec_##T##_##SUFFIX V;                                                         \
+        const int64_t nl = ICT_VEC_BYTES / sizeof(T);                                              \
         const T *wc = d->w;                                                                        \
         int di = d->d_in, dout = d->d_out, d2 = d->d2;                                             \
-        T m[EDGE_MAX_D * EDGE_MAX_D], xw[EDGE_MAX_D * EDGE_CHUNK];                                 \
+        T m[EDGE_MAX_D * EDGE_MAX_D];                                                              \
+        V xw[EDGE_MAX_D];                                                                          \
         for (int64_t a = 0; a < n * dout; a++)                                                     \
             memset(z + a * ch + c0, 0, (size_t)(c1 - c0) * sizeof(T));                             \
         for (int64_t k = 0; k < e; k++) {                                                          \
             const T *yk = y + k * d2, *wk = w + k * ch, *xs = x + src[k] * di * ch;                \
             T *zd = z + dst[k] * dout * ch;                                                        \
             EDGE_FOLD(T, m, wc, yk, dout * di, d2)                                                 \
-            for (int64_t cb = c0; cb < c1; cb += EDGE_CHUNK) {                                     \
-                int64_t len = c1 - cb < EDGE_CHUNK ? c1 - cb : EDGE_CHUNK;                         \
+            for (int64_t cb = c0; cb < c1; cb += nl) {                                             \
+                int64_t len = c1 - cb < nl ? c1 - cb : nl;                                         \
+                V wv;                                                                              \
+                ICT_VEC_LOAD(wv, wk + cb, len);                                                    \
                 for (int i = 0; i < di; i++) {                                                     \
-                    const T *xi = xs + i * ch + cb, *wc0 = wk + cb;                                \
-                    T *xwi = xw + i * EDGE_CHUNK;                                                  \
-                    _Pragma("omp simd")                                                            \
-                    for (int64_t c = 0; c < len; c++)                                              \
-                        xwi[c] = xi[c] * wc0[c];                                                   \
+                    ICT_VEC_LOAD(xw[i], xs + i * ch + cb, len);                                    \
+                    xw[i] *= wv;                                                                   \
                 }                                                                                  \
                 for (int o = 0; o < dout; o++) {                                                   \
                     const T *mo = m + o * di;                                                      \
-                    T *zo = zd + o * ch + cb;                                                      \
-                    for (int i = 0; i < di; i++) {                                                 \
-                        T mi = mo[i];                                                              \
-                        const T *xwi = xw + i * EDGE_CHUNK;                                        \
-                        _Pragma("omp simd")                                                        \
-                        for (int64_t c = 0; c < len; c++)                                          \
-                            zo[c] += mi * xwi[c];                                                  \
-                    }                                                                              \
+                    V acc;                                                                         \
+                    ICT_VEC_LOAD(acc, zd + o * ch + cb, len);                                      \
+                    for (int i = 0; i < di; i++)                                                   \
+                        acc += mo[i] * xw[i];                                                      \
+                    ICT_VEC_STORE(zd + o * ch + cb, acc, len);                                     \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
@@ -102,42 +101,43 @@ typedef struct {
                                                 const int64_t *ib, T *dw, T *dy, int64_t k0,       \
                                                 int64_t k1, int64_t ch)                            \
     {                                                                                              \
+        typedef edge_vec_##T##_##SUFFIX V;                                                         \
+        const int64_t nl = ICT_VEC_BYTES / sizeof(T);                                              \
         const T *wc = d->w;                                                                        \
         int d1 = d->d_in, d3 = d->d_out, d2 = d->d2;                                               \
-        T m[EDGE_MAX_D * EDGE_MAX_D], lanes[EDGE_MAX_D * EDGE_MAX_D * EDGE_LANES];                 \
+        T m[EDGE_MAX_D * EDGE_MAX_D];                                                              \
+        V av[EDGE_MAX_D], bv[EDGE_MAX_D], lanes[EDGE_MAX_D * EDGE_MAX_D];                          \
         int nq = d3 * d1;                                                                          \
         for (int64_t k = k0; k < k1; k++) {                                                        \
             const T *yk = y + k * d2, *wk = w + k * ch;                                            \
             const T *as = a + ia[k] * d1 * ch, *bs = b + ib[k] * d3 * ch;                          \
             T *dwk = dw + k * ch;                                                                  \
             EDGE_FOLD(T, m, wc, yk, nq, d2)                                                        \
-            memset(dwk, 0, (size_t)ch * sizeof(T));                                                \
-            memset(lanes, 0, (size_t)nq * EDGE_LANES * sizeof(T));                                 \
-            for (int r = 0; r < d3; r++)                                                           \
-                for (int s = 0; s < d1; s++) {                                                     \
-                    T mq = m[r * d1 + s], *lq = lanes + (r * d1 + s) * EDGE_LANES;                 \
-                    const T *asr = as + s * ch, *bsr = bs + r * ch;                                \
-                    for (int64_t cb = 0; cb < ch; cb += EDGE_LANES) {                              \
-                        int64_t len = ch - cb < EDGE_LANES ? ch - cb : EDGE_LANES;                 \
-                        _Pragma("omp simd")                                                        \
-                        for (int64_t l = 0; l < len; l++) {                                        \
-                            T p = asr[cb + l] * bsr[cb + l];                                       \
-                            dwk[cb + l] += mq * p;                                                 \
-                            lq[l] += wk[cb + l] * p;                                               \
-                        }                                                                          \
+            for (int q = 0; q < nq; q++)                                                           \
+                lanes[q] = (V){0};                                                                 \
+            for (int64_t cb = 0; cb < ch; cb += nl) {                                              \
+                int64_t len = ch - cb < nl ? ch - cb : nl;                                         \
+                V wv, dwv = {0};                                                                   \
+                ICT_VEC_LOAD(wv, wk + cb, len);                                                    \
+                for (int s = 0; s < d1; s++)                                                       \
+                    ICT_VEC_LOAD(av[s], as + s * ch + cb, len);                                    \
+                for (int r = 0; r < d3; r++)                                                       \
+                    ICT_VEC_LOAD(bv[r], bs + r * ch + cb, len);                                    \
+                for (int r = 0; r < d3; r++)                                                       \
+                    for (int s = 0; s < d1; s++) {                                                 \
+                        V p = av[s] * bv[r];                                                       \
+                        dwv += m[r * d1 + s] * p;                                                  \
+                        lanes[r * d1 + s] += wv * p;                                               \
                     }                                                                              \
-                }                                                                                  \
+                ICT_VEC_STORE(dwk + cb, dwv, len);                                                 \
+            }                                                                                      \
             for (int t = 0; t < d2; t++) {                                                         \
-                T acc[EDGE_LANES] = {0}, sum = 0;                                                  \
                 const T *wt = wc + t * nq;                                                         \
-                for (int q = 0; q < nq; q++) {                                                     \
-                    T wq = wt[q];                                                                  \
-                    const T *lq = lanes + q * EDGE_LANES;                                          \
-                    _Pragma("omp simd")                                                            \
-                    for (int l = 0; l < EDGE_LANES; l++)                                           \
-                        acc[l] += wq * lq[l];                                                      \
-                }                                                                                  \
-                for (int l = 0; l < EDGE_LANES; l++)                                               \
+                V acc = {0};                                                                       \
+                T sum = 0;                                                                         \
+                for (int q = 0; q < nq; q++)                                                       \
+                    acc += wt[q] * lanes[q];                                                       \
+                for (int l = 0; l < nl; l++)                                                       \
                     sum += acc[l];                                                                 \
                 dy[k * d2 + t] = sum;                                                              \
             }                                                                                      \

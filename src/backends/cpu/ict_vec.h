@@ -1,0 +1,33 @@
+/* Vectors of channels for the ICTP kernels (kernels_ict.c, kernels_ict_edge.c):
+ * 64 bytes (16 float32 or 8 float64 lanes, one AVX-512 register, two AVX2
+ * ones) as GCC/Clang vector types, loaded and stored with memcpy so that any
+ * alignment works; a tail of n < lanes values leaves the other lanes zero. */
+#ifndef TSR_CPU_ICT_VEC_H
+#define TSR_CPU_ICT_VEC_H
+
+#include <string.h>
+
+#define ICT_VEC_BYTES 64
+
+/* v = n values from p (n at most a vector's lanes), the lanes from n on zero:
+ * a whole vector loads in one move (a memcpy of constant size). */
+#define ICT_VEC_LOAD(v, p, n)                                                                      \
+    do {                                                                                           \
+        if ((size_t)(n) * sizeof((v)[0]) == sizeof(v)) {                                           \
+            memcpy(&(v), (p), sizeof(v));                                                          \
+        } else {                                                                                   \
+            memset(&(v), 0, sizeof(v));                                                            \
+            memcpy(&(v), (p), (size_t)(n) * sizeof((v)[0]));                                       \
+        }                                                                                          \
+    } while (0)
+
+/* The first n lanes of v to p. */
+#define ICT_VEC_STORE(p, v, n)                                                                     \
+    do {                                                                                           \
+        if ((size_t)(n) * sizeof((v)[0]) == sizeof(v))                                             \
+            memcpy((p), &(v), sizeof(v));                                                          \
+        else                                                                                       \
+            memcpy((p), &(v), (size_t)(n) * sizeof((v)[0]));                                       \
+    } while (0)
+
+#endif
