@@ -8,7 +8,14 @@ test_models_segmentation.py are covered there; everything here is slow (TESSERA_
 `make test-slow`): the whole zoo takes hours on two cores. A model that does not run yet is
 listed in NOT_YET with what stops it, as a strict xfail: when it starts passing the test
 fails, so the list cannot go stale.
+
+Deep nets (resnext101_64x4d, the resnet101 segmentation models) are float32-limited: PyTorch's
+own float32 output is 7e-5 to 4e-4 of max |y| off its float64 output. Where Tessera misses
+1e-4 of PyTorch's float32 output, both are compared with PyTorch in float64 instead, and
+Tessera must be within 1e-4 or within FLOAT32_FACTOR times PyTorch's own float32 error.
 """
+
+import copy
 
 import numpy as np
 import pytest
@@ -21,6 +28,7 @@ import models  # noqa: E402
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
 TOLERANCE = 1e-4  # of max |torch output|
+FLOAT32_FACTOR = 2.0
 HIGHEST_OPSET = 17
 CONFIGS = ((13, False, 1), (HIGHEST_OPSET, True, 3))
 
@@ -64,6 +72,25 @@ def test_zoo_model_matches_torch(name, opset, dynamic, batch, tmp_path):
     got = np.load(out)
     assert got.shape == expected.shape, f"output shape {got.shape}, expected {expected.shape}"
     assert np.isfinite(got).all(), "non-finite values in the output"
-    ratio = float(np.max(np.abs(got.astype(np.float64) - expected)) / np.max(np.abs(expected)))
+    ratio = _relative_error(got, expected)
     print(f"{entry.path.name} b{batch}: ratio {ratio:.3g}, tessera {seconds:.1f} s")
-    assert ratio <= TOLERANCE, f"max|tessera - torch| / max|torch| = {ratio:.3g} > {TOLERANCE:g}"
+    if ratio <= TOLERANCE:
+        return
+    exact = _float64_output(name, entry.input_path(batch))
+    ours, torchs = _relative_error(got, exact), _relative_error(expected, exact)
+    print(f"against PyTorch in float64: tessera {ours:.3g}, PyTorch float32 {torchs:.3g}")
+    assert ours <= max(TOLERANCE, FLOAT32_FACTOR * torchs), (
+        f"max|tessera - torch| / max|torch| = {ratio:.3g} > {TOLERANCE:g}; against PyTorch in "
+        f"float64 {ours:.3g}, more than {FLOAT32_FACTOR:g}x PyTorch float32's own {torchs:.3g}")
+
+
+def _relative_error(got, exact):
+    return float(np.max(np.abs(got.astype(np.float64) - exact)) / np.max(np.abs(exact)))
+
+
+def _float64_output(name, input_path):
+    import torch
+
+    model = copy.deepcopy(models._make_model(name)).double()
+    with torch.no_grad():
+        return model(torch.from_numpy(np.load(input_path)).double()).numpy()
