@@ -1,9 +1,11 @@
 /* Pooling kernels of the cpu backend: MaxPool and AveragePool over two
  * spatial dims, MaxPool's backward (MaxPoolGrad), and the global pools,
  * on blocked layouts (vectors across a channel block's lanes) and plain
- * (vectors along W). Window geometry is worked
- * out once at plan time: for each output row and column, the range of
- * taps that land inside the input, so the inner loops never test bounds. */
+ * (vectors along W). Window geometry is worked out once at plan time: for
+ * each output row and column, the range of taps that land inside the
+ * input, so the inner loops never test bounds, and for the windowed pools
+ * (separable, through a row buffer: tiles_pool.h) how many outputs and
+ * taps along W the buffer holds at a time. */
 #include "backends/cpu/kernels_internal.h"
 #include "ops/window.h"
 
@@ -13,12 +15,15 @@
 
 typedef struct {
     int64_t ih, iw, oh, ow;
-    int64_t sh, sw, dh, dw, ph, pw;
+    int64_t sh, sw, dh, dw, ph, pw, kw;
     const int64_t *hlo, *hhi, *wlo, *whi; /* valid taps [lo, hi) per output row / column */
-    /* per output column: the end of its run of columns with alike taps */
-    const int64_t *wrun;
-    const float *hcount, *wcount; /* the average's divisor, per row and column */
+    const float *hinv, *winv;             /* 1 / the average's divisor, per row and column */
+    int64_t chunk, seg; /* outputs and taps along W per pass through the row buffer */
 } tsr_cpu_pool_geom;
+
+/* The windowed pools' row buffer, on the stack of the thread running a
+ * row: 16 KiB, from L1 with the input rows it reduces. */
+#define POOL_ROW_FLOATS 4096
 
 typedef void (*pool_row_tile)(const tsr_cpu_pool_geom *g, const float *x, int64_t x_row0, float *y,
                               int64_t oh);
@@ -105,11 +110,11 @@ static void taps_inside(int64_t start, int64_t step, int64_t taps, int64_t size,
     *hi = b > a ? b : a;
 }
 
-/* Valid taps and the average's divisor along one spatial dim: with
- * count_include_pad the divisor counts padding too, but not past the end
- * padding (ceil_mode windows), as in PyTorch. */
+/* Valid taps and the reciprocal of the average's divisor along one
+ * spatial dim: with count_include_pad the divisor counts padding too, but
+ * not past the end padding (ceil_mode windows), as in PyTorch. */
 static void dim_ranges(const tsr_window *w, int d, bool include_pad, int64_t *lo, int64_t *hi,
-                       float *count)
+                       float *inv)
 {
     for (int64_t o = 0; o < w->out[d]; o++) {
         int64_t start = o * w->stride[d] - w->pad_begin[d];
@@ -117,7 +122,7 @@ static void dim_ranges(const tsr_window *w, int d, bool include_pad, int64_t *lo
         int64_t end = start + w->kernel[d];
         if (end > w->in[d] + w->pad_end[d])
             end = w->in[d] + w->pad_end[d];
-        count[o] = (float)(include_pad ? end - start : hi[o] - lo[o]);
+        inv[o] = 1.0f / (float)(include_pad ? end - start : hi[o] - lo[o]);
     }
 }
 
@@ -194,6 +199,21 @@ static void max_grad_layouts(const tsr_graph *g, const tsr_node *node, const uin
     wanted[0] = wanted[1] = produced[0] = (uint8_t)l;
 }
 
+/* How much of a row one pass through the row buffer covers: `seg` taps
+ * along W (all of them unless the window spans more than half the
+ * buffer) for `chunk` outputs. A plain row's buffer keeps 2 x 16 floats
+ * for the vector loads past its last tap. */
+static void row_buffer_passes(tsr_cpu_pool_geom *g, int block)
+{
+    int64_t pixels = POOL_ROW_FLOATS / block - (block == 1 ? 32 : 0);
+    int64_t seg = g->kw;
+    if ((seg - 1) * g->dw + 1 > pixels / 2)
+        seg = (pixels / 2 - 1) / g->dw + 1;
+    int64_t chunk = (pixels - (seg - 1) * g->dw - 1) / g->sw + 1;
+    g->seg = seg;
+    g->chunk = chunk < g->ow ? chunk : g->ow;
+}
+
 static tsr_status pool_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 {
     const tsr_node *node = ctx->node;
@@ -209,7 +229,7 @@ static tsr_status pool_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
         tsr_window_init(node, 2, x->dims + 2, kernel, tsr_attr_int(node, "ceil_mode") == 1, &w));
     bool include_pad = !is_max && tsr_attr_int(node, "count_include_pad") == 1;
     size_t n = (size_t)(w.out[0] + w.out[1]);
-    size_t n_ranges = 2 * n + (size_t)w.out[1];
+    size_t n_ranges = 2 * n;
     pool_data *d = tsr_calloc(1, sizeof *d + n_ranges * sizeof(int64_t) + n * sizeof(float));
     if (!d)
         return TSR_ERR_OUT_OF_MEMORY;
@@ -227,23 +247,20 @@ static tsr_status pool_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
                              .dh = w.dilation[0],
                              .dw = w.dilation[1],
                              .ph = w.pad_begin[0],
-                             .pw = w.pad_begin[1]};
+                             .pw = w.pad_begin[1],
+                             .kw = kernel[1]};
     int64_t *hlo = ranges, *hhi = hlo + w.out[0], *wlo = hhi + w.out[0], *whi = wlo + w.out[1];
-    int64_t *wrun = whi + w.out[1];
-    float *hcount = counts, *wcount = counts + w.out[0];
-    dim_ranges(&w, 0, include_pad, hlo, hhi, hcount);
-    dim_ranges(&w, 1, include_pad, wlo, whi, wcount);
-    for (int64_t o = w.out[1] - 1; o >= 0; o--)
-        wrun[o] =
-            o + 1 < w.out[1] && wlo[o + 1] == wlo[o] && whi[o + 1] == whi[o] ? wrun[o + 1] : o + 1;
+    float *hinv = counts, *winv = counts + w.out[0];
+    dim_ranges(&w, 0, include_pad, hlo, hhi, hinv);
+    dim_ranges(&w, 1, include_pad, wlo, whi, winv);
     g->hlo = hlo;
     g->hhi = hhi;
     g->wlo = wlo;
     g->whi = whi;
-    g->wrun = wrun;
-    g->hcount = hcount;
-    g->wcount = wcount;
+    g->hinv = hinv;
+    g->winv = winv;
     d->block = tsr_layout_block((tsr_layout)ctx->input_layouts[0]);
+    row_buffer_passes(g, d->block);
     if (d->block > 1)
         s->isa = tsr_cpu_isa_for_block(s->isa, d->block);
     if (is_grad) {

@@ -9,7 +9,9 @@
  * Conventions that keep the levels bit-compatible where it matters:
  * vf_max(a, b) is `a > b ? a : b` and vf_min(a, b) is `a < b ? a : b`, as
  * the x86 instructions define them (NaN in either gives b; NEON's own
- * vmaxq/vminq would give NaN, so that level compares and selects). */
+ * vmaxq/vminq would give NaN, so that level compares and selects).
+ * vf_max_nan(a, b) is NaN where either is (the pools' max; only b is on
+ * the dependency chain, so a running maximum goes in b). */
 #include <math.h>
 #include <stdint.h>
 
@@ -35,6 +37,8 @@
 #undef vf_fmadd
 #undef vf_max
 #undef vf_min
+#undef vf_max_nan
+#undef vf_load_even
 #undef vf_round
 #undef vf_scale2
 #undef vf_abs
@@ -71,6 +75,13 @@
 #define vf_fmadd(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define vf_max(a, b) _mm512_max_ps(a, b)
 #define vf_min(a, b) _mm512_min_ps(a, b)
+#define vf_max_nan(a, b) _mm512_mask_max_ps(a, _mm512_cmp_ps_mask(a, a, _CMP_ORD_Q), a, b)
+/* p[0], p[2], ..., p[2 * SIMD_W - 2] */
+#define vf_load_even(p)                                                                            \
+    _mm512_permutex2var_ps(                                                                        \
+        _mm512_loadu_ps(p),                                                                        \
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),              \
+        _mm512_loadu_ps((p) + 16))
 #define vf_round(x) _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 /* p * 2^n for integer-valued n; overflow and underflow as IEEE says. */
 #define vf_scale2(p, n) _mm512_scalef_ps(p, n)
@@ -111,6 +122,11 @@
 #define vf_fmadd(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define vf_max(a, b) _mm256_max_ps(a, b)
 #define vf_min(a, b) _mm256_min_ps(a, b)
+#define vf_max_nan(a, b) _mm256_blendv_ps(_mm256_max_ps(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q))
+#define vf_load_even(p)                                                                            \
+    _mm256_castpd_ps(_mm256_permute4x64_pd(                                                        \
+        _mm256_castps_pd(_mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps((p) + 8), 0x88)),   \
+        0xd8))
 #define vf_round(x) _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define vf_scale2(p, n) tsr_simd_scale2_avx2(p, n)
 #define vf_abs(x) _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)))
@@ -161,6 +177,8 @@ __attribute__((target("avx2,fma"))) static inline __m256 tsr_simd_scale2_avx2(__
 #define vf_fmadd(a, b, c) vfmaq_f32(c, a, b)
 #define vf_max(a, b) tsr_simd_max_neon(a, b)
 #define vf_min(a, b) tsr_simd_min_neon(a, b)
+#define vf_max_nan(a, b) vmaxq_f32(a, b)
+#define vf_load_even(p) (vld2q_f32(p).val[0])
 #define vf_round(x) vrndnq_f32(x)
 #define vf_scale2(p, n) tsr_simd_scale2_neon(p, n)
 #define vf_abs(x) vabsq_f32(x)
@@ -230,6 +248,8 @@ static inline float32x4_t tsr_simd_scale2_neon(float32x4_t p, float32x4_t n)
 #define vf_fmadd(a, b, c) ((a) * (b) + (c))
 #define vf_max(a, b) ((a) > (b) ? (a) : (b))
 #define vf_min(a, b) ((a) < (b) ? (a) : (b))
+#define vf_max_nan(a, b) ((a) != (a) || (a) > (b) ? (a) : (b))
+#define vf_load_even(p) (*(p))
 #define vf_round(x) rintf(x)
 #define vf_scale2(p, n) ldexpf(p, (int)(n))
 #define vf_abs(x) fabsf(x)

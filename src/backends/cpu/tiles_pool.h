@@ -10,120 +10,152 @@
 
 #define POOL_MAXV (16 / SIMD_W)
 
+/* The windowed pools are separable: a window's max or sum is that over
+ * its columns of the max or sum over its rows. One output row is worked
+ * out in two passes through a row buffer t on the stack: t gets, column by
+ * column, the max or sum over the window's rows (contiguous, b floats per
+ * column, vectors along the row whatever the layout), with the padding
+ * columns set to the neutral value (-inf or 0); then each output takes the
+ * max or sum of its window's columns of t, whose padding needs no tests.
+ * A window of kh x kw taps costs kh + kw vector operations instead of
+ * kh x kw. t holds the columns of `chunk` outputs and `seg` taps along W
+ * at a time (prepare sizes both to POOL_ROW_FLOATS); wider windows add
+ * their segments into y, which keeps the sums unscaled until the last.
+ * Max ignores nothing: a NaN anywhere in the window makes the output NaN
+ * (vf_max_nan). Sums run in a different order from the reference's, so
+ * averages agree to rounding; maxima agree exactly. */
+
+/* t[0, len) pixels (b floats each) of padded columns from input column
+ * col0 on: the max or sum over nrows rows (row_step floats apart, from
+ * rows) where the column lies inside the input, the neutral value
+ * elsewhere. */
+SIMD_TARGET static inline __attribute__((always_inline)) void
+SIMD_NAME(pool_fill)(float *t, const float *rows, int64_t row_step, int64_t nrows, int64_t col0,
+                     int64_t len, int64_t iw, const bool is_max, const int b)
+{
+    const float neutral = is_max ? -INFINITY : 0.0f;
+    int64_t a = col0 < 0 ? -col0 : 0, e = iw - col0;
+    a = a < len ? a : len;
+    e = e < a ? a : e > len ? len : e;
+    for (int64_t i = 0; i < a * b; i++)
+        t[i] = neutral;
+    for (int64_t i = e * b; i < len * b; i++)
+        t[i] = neutral;
+    const float *src = rows + (col0 + a) * b;
+    float *dst = t + a * b;
+    const int64_t n = (e - a) * b;
+    int64_t i = 0;
+    if (nrows == 0) {
+        for (; i < n; i++)
+            dst[i] = neutral;
+        return;
+    }
+    for (; i + SIMD_W <= n; i += SIMD_W) {
+        vf acc = vf_load(src + i);
+        for (int64_t r = 1; r < nrows; r++) {
+            vf v = vf_load(src + r * row_step + i);
+            acc = is_max ? vf_max_nan(v, acc) : vf_add(acc, v);
+        }
+        vf_store(dst + i, acc);
+    }
+    if (i < n) {
+        const int rest = (int)(n - i);
+        vf acc = vf_load_n(src + i, rest);
+        for (int64_t r = 1; r < nrows; r++) {
+            vf v = vf_load_n(src + r * row_step + i, rest);
+            acc = is_max ? vf_max_nan(v, acc) : vf_add(acc, v);
+        }
+        vf_store_n(dst + i, acc, rest);
+    }
+}
+
+/* Outputs [o0, o0 + n) of a plain row at stride 1 or 2 (`s`, a constant)
+ * from t, taps [0, taps) of the segment, SIMD_W outputs per vector: tap k
+ * of output o is t[(o - o0) * s + k * dw], so every tap is one vector load
+ * (of SIMD_W neighbours, or of the even ones of 2 SIMD_W). t extends
+ * 2 SIMD_W past the last tap, so loads never leave it; the stores of the
+ * last vector are masked. */
+SIMD_TARGET static inline __attribute__((always_inline)) void
+SIMD_NAME(pool_cols_plain)(const tsr_cpu_pool_geom *g, const float *t, float *y, int64_t o0,
+                           int64_t n, int64_t taps, bool first, bool last, float hinv,
+                           const bool is_max, const int s)
+{
+    const int64_t dw = g->dw;
+    for (int64_t i = 0; i < n; i += SIMD_W) {
+        const float *p = t + i * s;
+        const int rest = n - i < SIMD_W ? (int)(n - i) : SIMD_W;
+        vf acc = first ? (s == 1 ? vf_load(p) : vf_load_even(p)) : vf_load_n(y + i, rest);
+        for (int64_t k = first ? 1 : 0; k < taps; k++) {
+            vf v = s == 1 ? vf_load(p + k * dw) : vf_load_even(p + k * dw);
+            acc = is_max ? vf_max_nan(v, acc) : vf_add(acc, v);
+        }
+        if (last && !is_max)
+            acc = vf_mul(acc, vf_mul(vf_set1(hinv), vf_load_n(g->winv + o0 + i, rest)));
+        if (rest == SIMD_W)
+            vf_store(y + i, acc);
+        else
+            vf_store_n(y + i, acc, rest);
+    }
+}
+
+/* The same for b lanes per column (one vector per SIMD_W lanes), or one
+ * float per column where a plain row has a stride of 3 or more. */
+SIMD_TARGET static inline __attribute__((always_inline)) void
+SIMD_NAME(pool_cols_lanes)(const tsr_cpu_pool_geom *g, const float *t, float *y, int64_t o0,
+                           int64_t n, int64_t taps, bool first, bool last, float hinv,
+                           const bool is_max, const int b)
+{
+    const int64_t step = g->sw * b, tap = g->dw * b;
+    for (int64_t i = 0; i < n; i++) {
+        const float *p = t + i * step;
+        float *o = y + i * b;
+        const float scale = hinv * g->winv[o0 + i];
+        if (b < SIMD_W) {
+            float acc = first ? p[0] : o[0];
+            for (int64_t k = first ? 1 : 0; k < taps; k++) {
+                float v = p[k * tap];
+                acc = is_max ? (acc != acc || acc > v ? acc : v) : acc + v;
+            }
+            o[0] = last && !is_max ? acc * scale : acc;
+            continue;
+        }
+        for (int j = 0; j < b; j += SIMD_W) {
+            vf acc = first ? vf_load(p + j) : vf_load(o + j);
+            for (int64_t k = first ? 1 : 0; k < taps; k++) {
+                vf v = vf_load(p + k * tap + j);
+                acc = is_max ? vf_max_nan(v, acc) : vf_add(acc, v);
+            }
+            vf_store(o + j, last && !is_max ? vf_mul(acc, vf_set1(scale)) : acc);
+        }
+    }
+}
+
 /* One output row `oh` of a max or average pool; x holds the plane from
- * row x_row0 on (a band of it in a depth-first stack). Max ignores nothing:
- * a NaN anywhere in the window makes the output NaN (tracked in a mask,
- * since vf_max drops NaN held in its first operand). */
+ * row x_row0 on (a band of it in a depth-first stack). */
 SIMD_TARGET static inline __attribute__((always_inline)) void
 SIMD_NAME(pool_row)(const tsr_cpu_pool_geom *g, const float *x, int64_t x_row0, float *y,
                     int64_t oh, const bool is_max, const int b)
 {
-    const int nv = b / SIMD_W;
-    int64_t h0 = oh * g->sh - g->ph;
-    int64_t hlo = g->hlo[oh], hhi = g->hhi[oh];
-    for (int64_t ow = 0; ow < g->ow; ow++) {
-        int64_t w0 = ow * g->sw - g->pw;
-        int64_t wlo = g->wlo[ow], whi = g->whi[ow];
-        vf acc[POOL_MAXV];
-        vm nan[POOL_MAXV];
-        for (int j = 0; j < nv; j++) {
-            acc[j] = is_max ? vf_set1(-INFINITY) : vf_zero();
-            nan[j] = vm_none();
-        }
-        for (int64_t kh = hlo; kh < hhi; kh++) {
-            const float *row = x + (h0 + kh * g->dh - x_row0) * g->iw * b;
-            for (int64_t kw = wlo; kw < whi; kw++) {
-                const float *p = row + (w0 + kw * g->dw) * b;
-                for (int j = 0; j < nv; j++) {
-                    vf v = vf_load(p + j * SIMD_W);
-                    if (is_max) {
-                        acc[j] = vf_max(acc[j], v);
-                        nan[j] = vm_or(nan[j], vm_nan(v));
-                    } else {
-                        acc[j] = vf_add(acc[j], v);
-                    }
-                }
-            }
-        }
-        float *o = y + ow * b;
-        if (is_max) {
-            for (int j = 0; j < nv; j++)
-                vf_store(o + j * SIMD_W, vf_select(nan[j], vf_set1(NAN), acc[j]));
-        } else {
-            vf count = vf_set1(g->hcount[oh] * g->wcount[ow]);
-            for (int j = 0; j < nv; j++)
-                vf_store(o + j * SIMD_W, vf_div(acc[j], count));
-        }
-    }
-}
-
-/* SIMD_W output columns from ow on of a plain row (stride 1), whose valid
- * taps are alike, as one vector per tap: SIMD_W neighbouring inputs. */
-SIMD_TARGET static inline __attribute__((always_inline)) void
-SIMD_NAME(pool_cols_plain)(const tsr_cpu_pool_geom *g, const float *x, float *y, int64_t oh,
-                           int64_t h0, int64_t ow, const bool is_max)
-{
-    int64_t w0 = ow - g->pw, wlo = g->wlo[ow], whi = g->whi[ow];
-    vf acc = is_max ? vf_set1(-INFINITY) : vf_zero();
-    vm nan = vm_none();
-    for (int64_t kh = g->hlo[oh]; kh < g->hhi[oh]; kh++) {
-        const float *row = x + (h0 + kh * g->dh) * g->iw + w0;
-        for (int64_t kw = wlo; kw < whi; kw++) {
-            vf v = vf_load(row + kw * g->dw);
-            if (is_max) {
-                acc = vf_max(acc, v);
-                nan = vm_or(nan, vm_nan(v));
-            } else {
-                acc = vf_add(acc, v);
-            }
-        }
-    }
-    if (is_max)
-        vf_store(y + ow, vf_select(nan, vf_set1(NAN), acc));
-    else
-        vf_store(y + ow, vf_div(acc, vf_mul(vf_set1(g->hcount[oh]), vf_load(g->wcount + ow))));
-}
-
-/* One output row `oh` of a max or average pool on a plain plane, the
- * vectors along W: at stride 1, a run of columns with alike taps (wrun)
- * at least SIMD_W long goes SIMD_W columns at a time, its last vector
- * overlapping the one before where the run is not a multiple of SIMD_W;
- * the other columns (short runs at the borders, larger strides) go one by
- * one. The same sums and maxima in the same order as pool_row with one
- * lane, so the results agree bit for bit. */
-SIMD_TARGET static inline __attribute__((always_inline)) void
-SIMD_NAME(pool_row_plain)(const tsr_cpu_pool_geom *g, const float *x, int64_t x_row0, float *y,
-                          int64_t oh, const bool is_max)
-{
-    int64_t h0 = oh * g->sh - g->ph - x_row0;
-    int64_t hlo = g->hlo[oh], hhi = g->hhi[oh];
-    for (int64_t ow = 0; ow < g->ow;) {
-        int64_t end = g->wrun[ow];
-        if (g->sw == 1 && end - ow >= SIMD_W) {
-            for (; ow + SIMD_W <= end; ow += SIMD_W)
-                SIMD_NAME(pool_cols_plain)(g, x, y, oh, h0, ow, is_max);
-            if (ow < end)
-                SIMD_NAME(pool_cols_plain)(g, x, y, oh, h0, end - SIMD_W, is_max);
-            ow = end;
-            continue;
-        }
-        for (; ow < end; ow++) {
-            int64_t w0 = ow * g->sw - g->pw;
-            float acc = is_max ? -INFINITY : 0.0f;
-            bool nan = false;
-            for (int64_t kh = hlo; kh < hhi; kh++) {
-                const float *row = x + (h0 + kh * g->dh) * g->iw + w0;
-                for (int64_t kw = g->wlo[ow]; kw < g->whi[ow]; kw++) {
-                    float v = row[kw * g->dw];
-                    if (is_max) {
-                        acc = acc > v ? acc : v;
-                        nan = nan || v != v;
-                    } else {
-                        acc += v;
-                    }
-                }
-            }
-            y[ow] = is_max ? (nan ? NAN : acc) : acc / (g->hcount[oh] * g->wcount[ow]);
+    float t[POOL_ROW_FLOATS] __attribute__((aligned(64)));
+    const int64_t pitch = g->iw * b, nrows = g->hhi[oh] - g->hlo[oh];
+    const float *rows = x + (oh * g->sh - g->ph + g->hlo[oh] * g->dh - x_row0) * pitch;
+    const float hinv = g->hinv[oh];
+    for (int64_t o0 = 0; o0 < g->ow; o0 += g->chunk) {
+        const int64_t n = g->ow - o0 < g->chunk ? g->ow - o0 : g->chunk;
+        for (int64_t k0 = 0; k0 < g->kw; k0 += g->seg) {
+            const int64_t taps = g->kw - k0 < g->seg ? g->kw - k0 : g->seg;
+            const bool first = k0 == 0, last = k0 + taps == g->kw;
+            const int64_t col0 = o0 * g->sw + k0 * g->dw - g->pw;
+            const int64_t len =
+                (n - 1) * g->sw + (taps - 1) * g->dw + 1 + (b == 1 ? 2 * SIMD_W : 0);
+            SIMD_NAME(pool_fill)(t, rows, g->dh * pitch, nrows, col0, len, g->iw, is_max, b);
+            float *yo = y + o0 * b;
+            if (b > 1 || g->sw > 2)
+                SIMD_NAME(pool_cols_lanes)(g, t, yo, o0, n, taps, first, last, hinv, is_max, b);
+            else if (g->sw == 1)
+                SIMD_NAME(pool_cols_plain)(g, t, yo, o0, n, taps, first, last, hinv, is_max, 1);
+            else
+                SIMD_NAME(pool_cols_plain)(g, t, yo, o0, n, taps, first, last, hinv, is_max, 2);
         }
     }
 }
@@ -302,16 +334,8 @@ GLOBAL_INSTANCE(gmax, true, 8)
 GLOBAL_INSTANCE(gsum, false, 8)
 GRAD_INSTANCE(8)
 #endif
-SIMD_TARGET static void SIMD_NAME(maxpool_plain)(const tsr_cpu_pool_geom *g, const float *x,
-                                                 int64_t x_row0, float *y, int64_t oh)
-{
-    SIMD_NAME(pool_row_plain)(g, x, x_row0, y, oh, true);
-}
-SIMD_TARGET static void SIMD_NAME(avgpool_plain)(const tsr_cpu_pool_geom *g, const float *x,
-                                                 int64_t x_row0, float *y, int64_t oh)
-{
-    SIMD_NAME(pool_row_plain)(g, x, x_row0, y, oh, false);
-}
+POOL_INSTANCE(maxpool, true, 1)
+POOL_INSTANCE(avgpool, false, 1)
 
 static const tsr_cpu_pool_tiles SIMD_NAME(pool_tiles) = {
     .row = {{
@@ -319,14 +343,14 @@ static const tsr_cpu_pool_tiles SIMD_NAME(pool_tiles) = {
 #if SIMD_W <= 8
                 [1] = SIMD_NAME(avgpool_b8),
 #endif
-                [0] = SIMD_NAME(avgpool_plain),
+                [0] = SIMD_NAME(avgpool_b1),
             },
             {
                 [2] = SIMD_NAME(maxpool_b16),
 #if SIMD_W <= 8
                 [1] = SIMD_NAME(maxpool_b8),
 #endif
-                [0] = SIMD_NAME(maxpool_plain),
+                [0] = SIMD_NAME(maxpool_b1),
             }},
     .global = {{
                    [2] = SIMD_NAME(gsum_b16),
