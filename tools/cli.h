@@ -3,6 +3,7 @@
 #ifndef TSR_CLI_H
 #define TSR_CLI_H
 
+#include "core/random.h"
 #include "tessera.h"
 
 #include <stdbool.h>
@@ -95,10 +96,10 @@ void cli_format_info_shape(const tsr_value_info *info, char *buf, size_t size);
 /* "[1, 1000]" from a concrete tensor. */
 void cli_format_dims(int rank, const int64_t *dims, char *buf, size_t size);
 
-/* A small, portable generator so that seeded runs give the same numbers
- * on every machine. */
+/* The library's generator (core/random.h) with a Box-Muller spare, so that
+ * seeded runs give the same numbers on every machine. */
 typedef struct cli_rng {
-    uint64_t state;
+    tsr_random base;
     bool has_spare;
     double spare;
 } cli_rng;

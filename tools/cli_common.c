@@ -291,17 +291,13 @@ int cli_default_input_shapes(const tsr_graph *graph, int64_t batch, tsr_tensor *
 
 void cli_rng_seed(cli_rng *r, uint64_t seed)
 {
-    r->state = seed;
+    tsr_random_seed(&r->base, seed);
     r->has_spare = false;
 }
 
-/* splitmix64: tiny, fast, and good enough for test data and weights. */
 uint64_t cli_rng_next(cli_rng *r)
 {
-    uint64_t z = (r->state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return tsr_random_next(&r->base);
 }
 
 double cli_rng_uniform(cli_rng *r)

@@ -11,6 +11,9 @@ typedef struct tsr_random {
 
 void tsr_random_seed(tsr_random *r, uint64_t seed);
 uint64_t tsr_random_next(tsr_random *r);
+/* The value tsr_random_next draws from state z: a stateless mix of z, for
+ * streams keyed by a counter. */
+uint64_t tsr_random_hash(uint64_t z);
 /* Uniform in [0, 1), 53 random bits. */
 double tsr_random_uniform(tsr_random *r);
 /* Standard normal (Box-Muller, one value per two draws). */

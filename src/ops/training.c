@@ -14,6 +14,7 @@
  * The draws hash (seed, node name, element index): the same seed gives the
  * same mask whatever the thread count, and nodes draw independently. */
 #include "autodiff/autodiff.h"
+#include "core/random.h"
 #include "ops/op.h"
 
 #include <math.h>
@@ -323,14 +324,6 @@ static tsr_status dropout_train_infer(tsr_infer_ctx *c)
     return TSR_OK;
 }
 
-static uint64_t mix64(uint64_t z)
-{
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static uint64_t name_hash(const char *s)
 {
     uint64_t h = 1469598103934665603ull;
@@ -343,7 +336,7 @@ static tsr_status dropout_train_ref(const tsr_kernel_ctx *k)
 {
     const tsr_tensor *x = k->inputs[0];
     uint64_t key =
-        mix64((uint64_t) * (const int64_t *)k->inputs[1]->data ^ name_hash(k->node->name));
+        tsr_random_hash((uint64_t) * (const int64_t *)k->inputs[1]->data ^ name_hash(k->node->name));
     double ratio = tsr_attr_float(k->node, "ratio"), keep_scale = 1.0 / (1.0 - ratio);
     /* keep when the top 53 bits, as a fraction of 2^53, reach the ratio */
     uint64_t threshold = (uint64_t)(ratio * 9007199254740992.0);
@@ -352,7 +345,7 @@ static tsr_status dropout_train_ref(const tsr_kernel_ctx *k)
     bool f32 = x->dtype == TSR_FLOAT32;
 #pragma omp parallel for num_threads(k->threads) if (k->threads > 1 && numel > 65536)
     for (int64_t i = 0; i < numel; i++) {
-        double m = (mix64(key + (uint64_t)i) >> 11) >= threshold ? keep_scale : 0.0;
+        double m = (tsr_random_hash(key + (uint64_t)i) >> 11) >= threshold ? keep_scale : 0.0;
         if (f32) {
             ((float *)y->data)[i] = ((const float *)x->data)[i] * (float)m;
             if (mask)

@@ -7,6 +7,7 @@
  * to every run as it is, and the optimizer's in-place updates are what the
  * next run reads. Gradients and running-statistic updates are outputs,
  * written into trainer-owned buffers. */
+#include "core/random.h"
 #include "ops/op.h"
 #include "train/train_internal.h"
 
@@ -591,14 +592,6 @@ static tsr_status check_batch(const tsr_trainer *t, int n_inputs, const tsr_tens
     return TSR_OK;
 }
 
-static uint64_t splitmix(uint64_t z)
-{
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 tsr_status tsr_trainer_step(tsr_trainer *t, int n_inputs, const tsr_tensor *inputs,
                             const tsr_tensor *target, double *loss_out)
 {
@@ -611,7 +604,7 @@ tsr_status tsr_trainer_step(tsr_trainer *t, int n_inputs, const tsr_tensor *inpu
     for (int i = 0; i < t->n_params; i++)
         t->train_in[k++] = t->params[i].value;
     t->train_in[k++] = *target;
-    t->dropout_seed = (int64_t)(splitmix(t->seed ^ splitmix(t->rng_counter)) >> 1);
+    t->dropout_seed = (int64_t)(tsr_random_hash(t->seed ^ tsr_random_hash(t->rng_counter)) >> 1);
     if (t->has_dropout)
         t->train_in[k++] =
             (tsr_tensor){.dtype = TSR_INT64, .rank = 1, .dims = {1}, .data = &t->dropout_seed};

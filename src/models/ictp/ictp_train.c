@@ -18,6 +18,7 @@
  * product-basis weights are divided by their path count once. */
 #include "models/ictp/ictp_internal.h"
 #include "core/npz.h"
+#include "core/random.h"
 #include "tessera/train.h"
 
 #include <math.h>
@@ -184,21 +185,6 @@ static tsr_status statistics(ictp_config *c, int64_t n, tsr_atoms *const *frames
 
 /* ---------------------------------------------------------- the model */
 
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double normal(uint64_t *s)
-{
-    double u1 = ((double)(splitmix(s) >> 11) + 0.5) / 9007199254740992.0;
-    double u2 = (double)(splitmix(s) >> 11) / 9007199254740992.0;
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
 /* A model of configuration c with N(0, 1) weights (product-basis weights
  * divided by their path count) and the given scale and shift. */
 static tsr_status init_model(const ictp_config *c, uint64_t seed, const double *scale,
@@ -209,7 +195,8 @@ static tsr_status init_model(const ictp_config *c, uint64_t seed, const double *
         return TSR_ERR_OUT_OF_MEMORY;
     m->cfg = *c;
     tsr_status st = ictp_expected_weights(c, &m->n_weights, &m->weights);
-    uint64_t rng = seed;
+    tsr_random rng;
+    tsr_random_seed(&rng, seed);
     for (int i = 0; i < m->n_weights && st == TSR_OK; i++) {
         ictp_weight *w = &m->weights[i];
         int64_t numel = 1;
@@ -225,7 +212,7 @@ static tsr_status init_model(const ictp_config *c, uint64_t seed, const double *
         if (strstr(w->key, "product_basis.")) /* (S, G, P) or (S, G·P, G) */
             factor = 1.0 / (double)(c->coupled ? w->dims[1] / c->G : w->dims[2]);
         for (int64_t k = 0; k < numel; k++)
-            w->data[k] = is_scale ? scale[k] : is_shift ? shift[k] : factor * normal(&rng);
+            w->data[k] = is_scale ? scale[k] : is_shift ? shift[k] : factor * tsr_random_normal(&rng);
     }
     if (st != TSR_OK) {
         tsr_ictp_model_destroy(m);
@@ -854,12 +841,13 @@ tsr_status tsr_ictp_trainer_epoch(tsr_ictp_trainer *t, tsr_ictp_progress_fn prog
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_ictp_trainer_epoch: NULL trainer");
     /* The order depends only on the seed and the epoch, so a resumed run
      * shuffles as the uninterrupted one did. */
-    uint64_t rng =
-        t->opt.seed ^ (0xa0761d6478bd642full * (uint64_t)(tsr_ictp_trainer_epochs(t) + 1));
+    tsr_random rng;
+    tsr_random_seed(&rng, t->opt.seed ^ (0xa0761d6478bd642full *
+                                         (uint64_t)(tsr_ictp_trainer_epochs(t) + 1)));
     for (int64_t i = 0; i < t->n_train; i++)
         t->order[i] = i;
     for (int64_t i = t->n_train - 1; i > 0; i--) {
-        int64_t j = (int64_t)(splitmix(&rng) % (uint64_t)(i + 1));
+        int64_t j = (int64_t)(tsr_random_next(&rng) % (uint64_t)(i + 1));
         int64_t tmp = t->order[i];
         t->order[i] = t->order[j];
         t->order[j] = tmp;
