@@ -94,8 +94,8 @@ def test_model_gradients_match_pytorch(name, tmp_path):
 
 
 @pytest.mark.models
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "vgg16" else n
-                                  for n in SLOW_MODELS])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SLOW_MODELS)
 def test_large_model_gradients_match_pytorch(name, tmp_path):
     check_model(name, tmp_path)
 

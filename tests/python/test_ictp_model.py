@@ -183,7 +183,7 @@ def test_batch_of_structures(models, name):
         model.evaluate_batch([structures[0], tsr.Atoms([7], [[0.0, 0, 0]])])
 
 
-@pytest.mark.parametrize("device", [pytest.param("ref", marks=pytest.mark.models), "cpu"])
+@pytest.mark.parametrize("device", [pytest.param("ref", marks=pytest.mark.slow), "cpu"])
 def test_size_classes_follow_md(models, device):
     """Padded to capacity classes (the default), structures whose atom and edge counts
     change at every call give exactly what plans at the exact counts give, single and

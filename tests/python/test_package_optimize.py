@@ -38,7 +38,8 @@ def test_small_torchvision_models(name):
 
 
 @pytest.mark.models
-@pytest.mark.parametrize("name", models.MODEL_NAMES)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "vgg16" else n
+                                  for n in models.MODEL_NAMES])
 def test_torchvision_models(name):
     check_batches(models._make_model(name), 224)
 
