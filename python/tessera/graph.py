@@ -171,7 +171,8 @@ class Plan:
 
     def reshape(self, inputs):
         """Specializes to the shapes of `inputs` (a C array of Tensor) and
-        returns the outputs' descriptions, [(numpy dtype, shape)]."""
+        returns the outputs' descriptions, [(numpy dtype, shape)]; a dim the
+        data decides (a NonZero's count) reads -1 (see empty_outputs)."""
         check(lib().tsr_plan_reshape(self.handle, len(inputs), inputs))
         descs = []
         for o in range(self.n_outputs):
@@ -180,6 +181,36 @@ class Plan:
             descs.append((_capi.NUMPY_OF[d.dtype], d.shape()))
         return descs
 
+    @staticmethod
+    def empty_outputs(descs):
+        """New numpy arrays for the outputs reshape() described, None for
+        those whose shape only the run finds."""
+        return [None if any(d < 0 for d in shape) else np.empty(shape, dtype=dt)
+                for dt, shape in descs]
+
+    @staticmethod
+    def output_array(descs, arrays):
+        """The C array of Tensor that run() writes: the arrays, and for each
+        None a Tensor without data, which the run points at the plan's own
+        memory (tsr_plan_run)."""
+        return _capi.tensor_array([
+            _capi.Tensor(dtype=_capi.DTYPES[np.dtype(dt)], rank=0, data=None) if a is None
+            else _capi.tensor_of(a) for (dt, _), a in zip(descs, arrays)])
+
+    @staticmethod
+    def take_outputs(outputs, descs, arrays):
+        """arrays with each None replaced by a copy of what the run left in
+        the plan's memory for it (the next run reuses that memory)."""
+        taken = []
+        for o, ((dt, _), a) in enumerate(zip(descs, arrays)):
+            if a is None:
+                t = outputs[o]
+                a = np.empty(t.shape(), dtype=dt)
+                if a.nbytes:
+                    C.memmove(a.ctypes.data, t.data, a.nbytes)
+            taken.append(a)
+        return taken
+
     def run(self, inputs, outputs=None):
         """Runs the plan on `inputs`, in graph input order.
 
@@ -187,13 +218,16 @@ class Plan:
         torch tensors (read in place where C-contiguous; no dtype
         conversion), and the outputs come back as a list of new numpy
         arrays. With `outputs`: both are C arrays of Tensor, outputs sized
-        as reshape() described, written in place (no allocation)."""
+        as reshape() described (output_array), written in place (no
+        allocation) but for those whose shape the run finds (take_outputs)."""
         if outputs is None:
             views = [_feeds.view(x, None, f"#{i}") for i, x in enumerate(inputs)]
             ins = _capi.tensor_array([t for t, _ in views])
-            arrays = [np.empty(shape, dtype=dt) for dt, shape in self.reshape(ins)]
-            self.run(ins, _capi.tensor_array([_capi.tensor_of(a) for a in arrays]))
-            return arrays
+            descs = self.reshape(ins)
+            arrays = self.empty_outputs(descs)
+            outs = self.output_array(descs, arrays)
+            self.run(ins, outs)
+            return self.take_outputs(outs, descs, arrays)
         check(lib().tsr_plan_run(self.handle, len(inputs), inputs, self.n_outputs, outputs))
 
     def stats(self):

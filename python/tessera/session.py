@@ -88,7 +88,9 @@ class Session:
         own output buffers, one set per input shape (for the 16 shapes used
         last), reused by the next run at the same shapes (which overwrites
         them): copy what must outlive that call, or pass fresh=True to get
-        newly allocated outputs that the session never touches again."""
+        newly allocated outputs that the session never touches again.
+        Outputs whose shape depends on the data (a NonZero's indices,
+        .outputs shows their unknown dims as None) are new at every run."""
         names = [o.name for o in self.outputs]
         wanted = names if outputs is None else list(outputs)
         for w in wanted:
@@ -97,18 +99,21 @@ class Session:
                                              f"{', '.join(names)})")
         ins, owners = self._inputs(feeds or {})
         key = tuple(ins[i].shape() for i in range(len(owners)))
-        arrays = None if fresh else self._buffers.get(key)
-        if arrays is not None:
+        cached = None if fresh else self._buffers.get(key)
+        if cached is not None:
             self._buffers.move_to_end(key)
-        if arrays is None:
+        else:
             descs = self._plan.reshape(ins)
-            arrays = [np.empty(shape, dtype=dt) for dt, shape in descs]
+            cached = (descs, self._plan.empty_outputs(descs))
             if not fresh:
-                self._buffers[key] = arrays
+                self._buffers[key] = cached
                 if len(self._buffers) > MAX_BUFFER_SETS:
                     self._buffers.popitem(last=False)
-        outs = _capi.tensor_array([_capi.tensor_of(a) for a in arrays])
+        descs, arrays = cached
+        outs = self._plan.output_array(descs, arrays)
         self._plan.run(ins, outs)
+        # Outputs whose shape the data decides come back new at every run.
+        arrays = self._plan.take_outputs(outs, descs, arrays)
         self._last_inputs = ins
         result = [arrays[names.index(w)] for w in wanted]
         if any(_feeds.is_torch(f) for f in owners):

@@ -103,6 +103,13 @@ struct tsr_op_def {
      * expands it. NULL for ordinary ops. */
     bool (*expandable)(const tsr_infer_ctx *ctx);
     tsr_status (*expand)(tsr_graph *g, const tsr_node *node, const char *const *outputs);
+    /* Ops whose output shape depends on their inputs' values (NonZero),
+     * which inference leaves TSR_DIM_UNKNOWN: sets each output to the
+     * largest shape the kernel can write at these input shapes. The kernel
+     * then gets outputs of that shape and sets their dims to what it wrote,
+     * packed C-ordered at the start (runtime/plan.c plans the rest of the
+     * graph from them). NULL for ordinary ops. */
+    tsr_status (*bound)(tsr_infer_ctx *ctx);
 };
 
 /* The registry: every op of op_table.h. */

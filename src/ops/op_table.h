@@ -123,6 +123,9 @@ TSR_OP(OneHot)
 TSR_OP(TopK)
 TSR_OP(TopKGrad) /* domain ai.tessera, dValues scattered back to X's shape */
 
+/* nonzero.c: the indices of nonzero elements, a shape known only at run time */
+TSR_OP(NonZero)
+
 /* resize.c: Resize and the older Upsample */
 TSR_OP(Resize)
 TSR_OP(Upsample)

@@ -141,10 +141,35 @@ static tsr_status acquire_uploads(tsr_plan *p, spec *s)
     return TSR_OK;
 }
 
+static void split_destroy(spec_split *sp)
+{
+    if (!sp)
+        return;
+    for (int k = 0; sp->frontier && k < sp->n_frontier; k++)
+        tsr_aligned_free(sp->frontier[k].data);
+    tsr_graph_destroy(sp->full);
+    free(sp->frontier_value);
+    free(sp->as_constant);
+    free(sp->frontier);
+    free(sp->output_of);
+    free(sp->tail_input);
+    free(sp->tail_const);
+    free(sp->tail_output);
+    free(sp->tail_node);
+    free(sp);
+}
+
 static void spec_destroy(tsr_plan *p, spec *s)
 {
     if (!s)
         return;
+    for (int c = 0; c < s->n_consts; c++)
+        free(s->consts[c].data);
+    free(s->consts);
+    for (int o = 0; s->owned_outputs && o < s->graph->n_outputs; o++)
+        tsr_aligned_free(s->owned_outputs[o]);
+    free(s->owned_outputs);
+    split_destroy(s->split);
     release_uploads(p, s);
     tsr_schedule_release(s);
     for (int i = 0; i < s->n_spaces; i++)
@@ -397,6 +422,275 @@ static bool spec_matches(const spec *s, int n_inputs, const tsr_tensor *inputs)
     return true;
 }
 
+static bool shape_known(const tsr_value *v) { return tsr_shape_numel(v->rank, v->dims) >= 0; }
+
+/* Tensors of at most this many elements, integers or scalars, that a node
+ * of unknown output shape reads become the tail's constants: shapes,
+ * bounds, starts and repeats. */
+#define SHAPE_CONSTANT_MAX 64
+
+static bool shape_sized(const tsr_value *v)
+{
+    int64_t n = tsr_shape_numel(v->rank, v->dims);
+    return n >= 0 && n <= SHAPE_CONSTANT_MAX &&
+           (v->dtype == TSR_INT64 || v->dtype == TSR_INT32 || v->rank == 0);
+}
+
+/* The error for a graph none of whose unknown shapes a run can find. */
+static tsr_status unplannable(const tsr_graph *g)
+{
+    for (int v = 0; v < g->n_values; v++) {
+        const tsr_value *val = &g->values[v];
+        if (shape_known(val))
+            continue;
+        char desc[320] = "an input";
+        if (val->producer >= 0)
+            tsr_node_describe(&g->nodes[val->producer], desc, sizeof desc);
+        return tsr_error(TSR_ERR_UNSUPPORTED,
+                         "%s: the shape of '%s' is not known at these input shapes, and no node "
+                         "before it finds it at run time (an op that reports its output dims, or "
+                         "a shape computed from the inputs)",
+                         desc, val->name);
+    }
+    return tsr_error(TSR_ERR_INTERNAL, "unplannable: every shape is known");
+}
+
+static bool has_unknown_shapes(const tsr_graph *g)
+{
+    for (int v = 0; v < g->n_values; v++)
+        if (!shape_known(&g->values[v]))
+            return true;
+    return false;
+}
+
+/* Which nodes of the prefix (plan_internal.h: spec_split) each node is, and
+ * which values the tail reads as constants (shape[v]); false when no
+ * tail would know more than its spec. */
+static bool split_nodes(const tsr_graph *g, bool *tail_node, bool *avail, bool *shape)
+{
+    bool progress = false;
+    for (int v = 0; v < g->n_values; v++) {
+        const tsr_value *val = &g->values[v];
+        avail[v] = (val->is_input || (val->data && val->producer < 0)) && shape_known(val);
+    }
+    for (int n = 0; n < g->n_nodes; n++) {
+        const tsr_node *node = &g->nodes[n];
+        bool inputs_known = true, outputs_known = true;
+        for (int i = 0; i < node->n_inputs; i++)
+            inputs_known = inputs_known && (node->inputs[i] < 0 || avail[node->inputs[i]]);
+        for (int o = 0; o < node->n_outputs; o++)
+            outputs_known = outputs_known && shape_known(&g->values[node->outputs[o]]);
+        tail_node[n] = !inputs_known || (!outputs_known && !node->op->bound);
+        if (!tail_node[n]) {
+            progress = progress || !outputs_known;
+            for (int o = 0; o < node->n_outputs; o++)
+                avail[node->outputs[o]] = shape_known(&g->values[node->outputs[o]]);
+            continue;
+        }
+        for (int i = 0; inputs_known && i < node->n_inputs; i++) {
+            int v = node->inputs[i];
+            if (v >= 0 && !g->values[v].data && shape_sized(&g->values[v])) {
+                shape[v] = true;
+                progress = true;
+            }
+        }
+    }
+    return progress;
+}
+
+/* Splits spec s, whose graph has values sized by the data, into its prefix
+ * (s->graph from now on) and the description of its tails. */
+static tsr_status split_spec(spec *s)
+{
+    tsr_graph *full = s->graph, *g = NULL;
+    int nv = full->n_values;
+    spec_split *sp = tsr_calloc(1, sizeof *sp);
+    bool *avail = tsr_calloc((size_t)nv, sizeof *avail);
+    bool *shape = tsr_calloc((size_t)nv, sizeof *shape);
+    bool *frontier = tsr_calloc((size_t)nv, sizeof *frontier);
+    tsr_status st = TSR_ERR_OUT_OF_MEMORY;
+    if (!sp || !avail || !shape || !frontier)
+        goto done;
+    sp->full = full;
+    s->split = sp;
+    s->graph = NULL;
+    if (!(sp->tail_node = tsr_calloc((size_t)full->n_nodes + 1, sizeof *sp->tail_node)) ||
+        !(sp->output_of = tsr_calloc((size_t)full->n_outputs + 1, sizeof *sp->output_of)))
+        goto done;
+    if (!split_nodes(full, sp->tail_node, avail, shape)) {
+        st = unplannable(full);
+        goto done;
+    }
+    /* The frontier: what prefix nodes make for the tail or the caller, and
+     * the inputs the tail takes as constants; avail[v] from now on: a tail
+     * node reads v. */
+    memset(avail, 0, (size_t)nv * sizeof *avail);
+    for (int n = 0; n < full->n_nodes; n++) {
+        const tsr_node *node = &full->nodes[n];
+        for (int i = 0; sp->tail_node[n] && i < node->n_inputs; i++) {
+            int v = node->inputs[i];
+            if (v < 0)
+                continue;
+            int producer = full->values[v].producer;
+            avail[v] = true;
+            frontier[v] = frontier[v] || (producer >= 0 && !sp->tail_node[producer]) ||
+                          (full->values[v].is_input && shape[v]);
+        }
+    }
+    for (int o = 0; o < full->n_outputs; o++) {
+        int producer = full->values[full->outputs[o]].producer;
+        frontier[full->outputs[o]] |= producer >= 0 && !sp->tail_node[producer];
+    }
+    for (int v = 0; v < nv; v++)
+        sp->n_frontier += frontier[v];
+    int n_in = full->n_inputs + sp->n_frontier;
+    if (!(sp->frontier_value = tsr_calloc((size_t)sp->n_frontier + 1, sizeof(int))) ||
+        !(sp->as_constant = tsr_calloc((size_t)sp->n_frontier + 1, sizeof(bool))) ||
+        !(sp->frontier = tsr_calloc((size_t)sp->n_frontier + 1, sizeof(tsr_tensor))) ||
+        !(sp->tail_input = tsr_calloc((size_t)n_in + 1, sizeof(int))) ||
+        !(sp->tail_const = tsr_calloc((size_t)sp->n_frontier + 1, sizeof(int))) ||
+        !(sp->tail_output = tsr_calloc((size_t)full->n_outputs + 1, sizeof(int))))
+        goto done;
+    for (int v = 0, k = 0; v < nv; v++)
+        if (frontier[v]) {
+            sp->frontier_value[k] = v;
+            sp->as_constant[k++] = shape[v];
+        }
+    for (int o = 0; o < full->n_outputs; o++) {
+        sp->output_of[o] = -1;
+        for (int k = 0; k < sp->n_frontier && sp->output_of[o] < 0; k++)
+            if (sp->frontier_value[k] == full->outputs[o] && !full->values[full->outputs[o]].is_input)
+                sp->output_of[o] = k;
+        if (sp->output_of[o] < 0)
+            sp->tail_output[sp->n_tail_outputs++] = o;
+    }
+    for (int i = 0; i < full->n_inputs; i++)
+        if (!shape[full->inputs[i]])
+            sp->tail_input[sp->n_tail_inputs++] = i;
+    for (int k = 0; k < sp->n_frontier; k++) {
+        if (sp->as_constant[k])
+            sp->tail_const[sp->n_tail_consts++] = k;
+        else if (avail[sp->frontier_value[k]])
+            sp->tail_input[sp->n_tail_inputs++] = -1 - k;
+    }
+    /* The prefix graph: the spec's inputs, the prefix nodes, the frontier out. */
+    if ((st = tsr_graph_create(&g)) != TSR_OK)
+        goto done;
+    g->default_opset = full->default_opset;
+    g->fold_limit = full->fold_limit;
+    for (int i = 0; i < full->n_inputs && st == TSR_OK; i++) {
+        const tsr_value *v = &full->values[full->inputs[i]];
+        st = tsr_graph_add_input(g, v->name, v->dtype, v->rank, v->dims, NULL);
+    }
+    for (int v = 0; v < nv && st == TSR_OK; v++) {
+        const tsr_value *val = &full->values[v];
+        if (val->data && val->producer < 0 && !val->is_input)
+            st = tsr_graph_share_constant(g, val, true);
+    }
+    for (int n = 0; n < full->n_nodes && st == TSR_OK; n++)
+        if (!sp->tail_node[n])
+            st = tsr_graph_replay_node(full, n, g);
+    for (int k = 0; k < sp->n_frontier && st == TSR_OK; k++)
+        st = tsr_graph_add_output(g, full->values[sp->frontier_value[k]].name);
+    if (st != TSR_OK)
+        goto done;
+    tsr_graph_remove_dead(g);
+    s->graph = g;
+    g = NULL;
+done:
+    tsr_graph_destroy(g);
+    free(avail);
+    free(shape);
+    free(frontier);
+    if (!s->split) {
+        free(sp);
+        return TSR_ERR_OUT_OF_MEMORY;
+    }
+    if (!s->graph) { /* spec_destroy frees the graph it finds there */
+        s->graph = sp->full;
+        sp->full = NULL;
+    }
+    return st;
+}
+
+/* The prefix's nodes that report their output dims get outputs as large
+ * as they can write (op.h: bound). */
+static tsr_status bound_outputs(tsr_graph *g)
+{
+    for (int n = 0; n < g->n_nodes; n++) {
+        const tsr_node *node = &g->nodes[n];
+        if (!node->op->bound)
+            continue;
+        tsr_infer_ctx c = {.graph = g, .node = node, .n_inputs = node->n_inputs,
+                           .n_outputs = node->n_outputs};
+        for (int i = 0; i < node->n_inputs; i++)
+            c.inputs[i] = node->inputs[i] >= 0 ? &g->values[node->inputs[i]] : NULL;
+        for (int o = 0; o < node->n_outputs; o++)
+            c.outputs[o] = &g->values[node->outputs[o]];
+        tsr_status st = node->op->bound(&c);
+        if (st != TSR_OK) {
+            char desc[320];
+            tsr_node_describe(node, desc, sizeof desc);
+            tsr_error_prefix("%s: ", desc);
+            return st;
+        }
+    }
+    return TSR_OK;
+}
+
+/* The frontier's host buffers, and a check that each op reporting its
+ * dims writes the caller's side of the prefix (run_step reads them there). */
+static tsr_status frontier_buffers(spec *s)
+{
+    spec_split *sp = s->split;
+    const tsr_graph *g = s->graph;
+    for (int k = 0; k < sp->n_frontier; k++) {
+        sp->frontier[k] = tsr_value_tensor(&g->values[g->outputs[k]]);
+        sp->frontier[k].data = tsr_aligned_alloc(tsr_tensor_bytes(&sp->frontier[k]) + 1);
+        if (!sp->frontier[k].data)
+            return TSR_ERR_OUT_OF_MEMORY;
+    }
+    for (int i = 0; i < s->n_steps; i++) {
+        const plan_step *st = &s->steps[i];
+        if (st->kind != STEP_KERNEL || !g->nodes[st->node].op->bound)
+            continue;
+        for (int o = 0; o < st->n_out; o++)
+            if (s->bufs[st->out_bufs[o]].kind != BUF_OUTPUT)
+                return tsr_error(TSR_ERR_UNSUPPORTED,
+                                 "node '%s' (%s): its output's size is known only after it runs, "
+                                 "so it must be computed on the host in the plain layout",
+                                 g->nodes[st->node].name, g->nodes[st->node].op->name);
+    }
+    return TSR_OK;
+}
+
+/* Plans s->graph (a graph at concrete input shapes), splitting it first
+ * where the data decides shapes. */
+static tsr_status spec_build(tsr_plan *p, spec *s)
+{
+    s->spaces = p->spaces;
+    s->n_spaces = p->n_spaces;
+    if (has_unknown_shapes(s->graph))
+        TSR_CHECK(split_spec(s));
+    if (p->optimize)
+        TSR_CHECK(tsr_passes_run(s->graph));
+    if (s->split)
+        TSR_CHECK(bound_outputs(s->graph));
+    TSR_CHECK(tsr_graph_verify(s->graph));
+    TSR_CHECK(tsr_schedule(s, p->backends, p->threads, p->options.precision,
+                           p->options.depth_first != 0, p->options.autotune != 0,
+                           p->options.verbose));
+    if (s->split)
+        TSR_CHECK(frontier_buffers(s));
+    for (int i = 0; i < s->n_spaces; i++)
+        if (s->arena_bytes[i] &&
+            !(s->arena[i] = s->spaces[i].memory->alloc(s->spaces[i].ctx, s->arena_bytes[i])))
+            return TSR_ERR_OUT_OF_MEMORY;
+    TSR_CHECK(acquire_uploads(p, s));
+    s->bytes = spec_bytes(p, s);
+    return TSR_OK;
+}
+
 static tsr_status spec_create(tsr_plan *p, int n_inputs, const tsr_tensor *inputs, spec **out)
 {
     tsr_status st;
@@ -404,8 +698,6 @@ static tsr_status spec_create(tsr_plan *p, int n_inputs, const tsr_tensor *input
     if (!s)
         return TSR_ERR_OUT_OF_MEMORY;
     s->n_inputs = n_inputs;
-    s->spaces = p->spaces;
-    s->n_spaces = p->n_spaces;
     s->ranks = tsr_calloc((size_t)n_inputs, sizeof *s->ranks);
     s->dims = tsr_calloc((size_t)n_inputs, sizeof *s->dims);
     if (!s->ranks || !s->dims) {
@@ -426,37 +718,10 @@ static tsr_status spec_create(tsr_plan *p, int n_inputs, const tsr_tensor *input
     }
     if (st == TSR_OK)
         st = tsr_graph_replay(p->graph, s->graph, true);
+    if (st == TSR_OK)
+        st = spec_build(p, s);
     if (st != TSR_OK)
         goto fail;
-    for (int v = 0; v < s->graph->n_values; v++) {
-        const tsr_value *val = &s->graph->values[v];
-        if (tsr_shape_numel(val->rank, val->dims) < 0) {
-            char desc[320] = "an input";
-            if (val->producer >= 0)
-                tsr_node_describe(&s->graph->nodes[val->producer], desc, sizeof desc);
-            st = tsr_error(TSR_ERR_UNSUPPORTED,
-                           "%s: the shape of '%s' depends on the values of a non-constant input; "
-                           "Tessera needs shapes that follow from the input shapes",
-                           desc, val->name);
-            goto fail;
-        }
-    }
-    if (p->optimize && (st = tsr_passes_run(s->graph)) != TSR_OK)
-        goto fail;
-    if ((st = tsr_graph_verify(s->graph)) != TSR_OK ||
-        (st = tsr_schedule(s, p->backends, p->threads, p->options.precision,
-                           p->options.depth_first != 0, p->options.autotune != 0,
-                           p->options.verbose)) != TSR_OK)
-        goto fail;
-    for (int i = 0; i < s->n_spaces; i++)
-        if (s->arena_bytes[i] &&
-            !(s->arena[i] = s->spaces[i].memory->alloc(s->spaces[i].ctx, s->arena_bytes[i]))) {
-            st = TSR_ERR_OUT_OF_MEMORY;
-            goto fail;
-        }
-    if ((st = acquire_uploads(p, s)) != TSR_OK)
-        goto fail;
-    s->bytes = spec_bytes(p, s);
     *out = s;
     return TSR_OK;
 fail:
@@ -464,23 +729,170 @@ fail:
     return st;
 }
 
-/* Destroys least recently used specializations while the cache holds
- * more than its limits allow; the current one stays whatever its size
- * (the caller may be reading its output shapes). */
+/* Tail input j of parent's split: an input of the parent's run or a
+ * frontier value. */
+static const tsr_tensor *tail_source(const spec *parent, const tsr_tensor *inputs, int j)
+{
+    const spec_split *sp = parent->split;
+    int from = sp->tail_input[j];
+    return from >= 0 ? &inputs[from] : &sp->frontier[-1 - from];
+}
+
+static bool tensors_equal(const tsr_tensor *a, const tsr_tensor *b)
+{
+    if (a->dtype != b->dtype || a->rank != b->rank ||
+        memcmp(a->dims, b->dims, sizeof(int64_t) * (size_t)a->rank) != 0)
+        return false;
+    size_t bytes = tsr_tensor_bytes(a);
+    return !bytes || memcmp(a->data, b->data, bytes) == 0;
+}
+
+static bool tail_matches(const spec *t, const spec *parent, const tsr_tensor *inputs)
+{
+    if (t->parent != parent)
+        return false;
+    const spec_split *sp = parent->split;
+    for (int j = 0; j < t->n_inputs; j++) {
+        const tsr_tensor *x = tail_source(parent, inputs, j);
+        if (t->ranks[j] != x->rank ||
+            memcmp(t->dims[j], x->dims, sizeof(int64_t) * (size_t)x->rank) != 0)
+            return false;
+    }
+    for (int c = 0; c < t->n_consts; c++)
+        if (!tensors_equal(&t->consts[c], &sp->frontier[sp->tail_const[c]]))
+            return false;
+    return true;
+}
+
+/* The tail of parent for the dims (and shape constants) its prefix just
+ * found. */
+static tsr_status tail_create(tsr_plan *p, spec *parent, const tsr_tensor *inputs, spec **out)
+{
+    const spec_split *sp = parent->split;
+    const tsr_graph *full = sp->full;
+    tsr_status st = TSR_ERR_OUT_OF_MEMORY;
+    spec *s = tsr_calloc(1, sizeof *s);
+    if (!s)
+        return st;
+    s->parent = parent;
+    s->n_inputs = sp->n_tail_inputs;
+    if (!(s->ranks = tsr_calloc((size_t)s->n_inputs + 1, sizeof *s->ranks)) ||
+        !(s->dims = tsr_calloc((size_t)s->n_inputs + 1, sizeof *s->dims)) ||
+        !(s->consts = tsr_calloc((size_t)sp->n_tail_consts + 1, sizeof *s->consts)) ||
+        (st = tsr_graph_create(&s->graph)) != TSR_OK)
+        goto fail;
+    s->graph->default_opset = full->default_opset;
+    s->graph->fold_limit = full->fold_limit;
+    for (int j = 0; j < s->n_inputs && st == TSR_OK; j++) {
+        const tsr_tensor *x = tail_source(parent, inputs, j);
+        int from = sp->tail_input[j];
+        int v = from >= 0 ? full->inputs[from] : sp->frontier_value[-1 - from];
+        s->ranks[j] = x->rank;
+        memcpy(s->dims[j], x->dims, sizeof(int64_t) * (size_t)x->rank);
+        st = tsr_graph_add_input(s->graph, full->values[v].name, x->dtype, x->rank, x->dims, NULL);
+    }
+    for (int v = 0; v < full->n_values && st == TSR_OK; v++) {
+        const tsr_value *val = &full->values[v];
+        if (val->data && val->producer < 0 && !val->is_input)
+            st = tsr_graph_share_constant(s->graph, val, true);
+    }
+    for (int c = 0; c < sp->n_tail_consts && st == TSR_OK; c++) {
+        int k = sp->tail_const[c], idx;
+        const tsr_tensor *f = &sp->frontier[k];
+        size_t bytes = tsr_tensor_bytes(f);
+        s->consts[c] = *f;
+        if (!(s->consts[c].data = tsr_malloc(bytes + 1))) {
+            st = TSR_ERR_OUT_OF_MEMORY;
+            break;
+        }
+        s->n_consts++;
+        memcpy(s->consts[c].data, f->data, bytes);
+        st = tsr_graph_new_value(s->graph, full->values[sp->frontier_value[k]].name, &idx);
+        if (st == TSR_OK)
+            st = tsr_value_set_constant(&s->graph->values[idx], f);
+    }
+    for (int n = 0; n < full->n_nodes && st == TSR_OK; n++)
+        if (sp->tail_node[n])
+            st = tsr_graph_replay_node(full, n, s->graph);
+    for (int o = 0; o < sp->n_tail_outputs && st == TSR_OK; o++)
+        st = tsr_graph_add_output(s->graph, full->values[full->outputs[sp->tail_output[o]]].name);
+    if (st != TSR_OK)
+        goto fail;
+    tsr_graph_remove_dead(s->graph);
+    if ((st = spec_build(p, s)) != TSR_OK)
+        goto fail;
+    *out = s;
+    return TSR_OK;
+fail:
+    spec_destroy(p, s);
+    return st;
+}
+
+/* Whether s is the current specialization or a tail its last run used. */
+static bool in_use(const tsr_plan *p, const spec *s)
+{
+    for (const spec *c = p->current; c; c = c->last_tail)
+        if (c == s)
+            return true;
+    return false;
+}
+
+/* Takes s and its tails out of the cache and destroys them. */
+static void uncache(tsr_plan *p, spec *s)
+{
+    for (spec *t = p->specs; t;) {
+        if (t->parent == s) {
+            uncache(p, t);
+            t = p->specs;
+        } else {
+            t = t->next;
+        }
+    }
+    for (spec **link = &p->specs; *link; link = &(*link)->next)
+        if (*link == s) {
+            *link = s->next;
+            break;
+        }
+    if (s->parent && s->parent->last_tail == s)
+        s->parent->last_tail = NULL;
+    p->n_specs--;
+    p->cached_bytes -= s->bytes;
+    p->n_evictions++;
+    spec_destroy(p, s);
+}
+
+/* Destroys least recently used specializations (a spec with its tails)
+ * while the cache holds more than its limits allow; the current one and
+ * the tails of its last run stay whatever their size (the caller may be
+ * reading its output shapes, or the outputs they hold). */
 static void evict(tsr_plan *p)
 {
     while (p->n_specs > 1 && (p->n_specs > p->max_specs || p->cached_bytes > p->max_bytes)) {
-        spec **victim = NULL;
-        for (spec **link = &p->specs; *link; link = &(*link)->next)
-            if (*link != p->current)
-                victim = link;
-        spec *s = *victim;
-        *victim = s->next;
-        p->n_specs--;
-        p->cached_bytes -= s->bytes;
-        p->n_evictions++;
-        spec_destroy(p, s);
+        spec *victim = NULL;
+        for (spec *s = p->specs; s; s = s->next)
+            if (!in_use(p, s))
+                victim = s;
+        if (!victim)
+            return;
+        uncache(p, victim);
     }
+}
+
+/* Puts s at the head of the cache, counting it in if new. */
+static void cache_front(tsr_plan *p, spec *s, bool is_new)
+{
+    for (spec **link = &p->specs; !is_new && *link; link = &(*link)->next)
+        if (*link == s) {
+            *link = s->next;
+            break;
+        }
+    if (is_new) {
+        p->n_specs++;
+        p->cached_bytes += s->bytes;
+        p->n_builds++;
+    }
+    s->next = p->specs;
+    p->specs = s;
 }
 
 /* tsr_plan_reshape with the plan's lock held. */
@@ -489,20 +901,13 @@ static tsr_status reshape_locked(tsr_plan *p, int n_inputs, const tsr_tensor *in
     TSR_CHECK(check_inputs(p->graph, n_inputs, inputs));
     if (p->current && spec_matches(p->current, n_inputs, inputs))
         return TSR_OK;
-    spec **link = &p->specs;
-    while (*link && !spec_matches(*link, n_inputs, inputs))
-        link = &(*link)->next;
-    spec *s = *link;
-    if (s) {
-        *link = s->next;
-    } else {
+    spec *s = p->specs;
+    while (s && (s->parent || !spec_matches(s, n_inputs, inputs)))
+        s = s->next;
+    bool is_new = !s;
+    if (is_new)
         TSR_CHECK(spec_create(p, n_inputs, inputs, &s));
-        p->n_specs++;
-        p->cached_bytes += s->bytes;
-        p->n_builds++;
-    }
-    s->next = p->specs;
-    p->specs = s;
+    cache_front(p, s, is_new);
     p->current = s;
     evict(p);
     return TSR_OK;
@@ -540,7 +945,8 @@ tsr_status tsr_plan_output_desc(const tsr_plan *p, int index, tsr_tensor *desc_o
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_plan_output_desc: NULL argument");
     if (!p->current)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "call tsr_plan_reshape before asking for outputs");
-    const tsr_graph *g = p->current->graph;
+    const spec *s = p->current;
+    const tsr_graph *g = s->split ? s->split->full : s->graph;
     if (index < 0 || index >= g->n_outputs)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "output index %d out of range (%d outputs)", index,
                          g->n_outputs);
@@ -636,7 +1042,7 @@ static tsr_status run_step(const tsr_plan *p, const spec *s, const plan_step *st
     }
     /* A node whose outputs are all empty has nothing to compute, so no
      * kernel ever sees the NULL buffers that empty values get. */
-    bool all_empty = node->n_outputs > 0;
+    bool all_empty = node->n_outputs > 0 && !node->op->bound;
     for (int o = 0; o < node->n_outputs; o++) {
         outs[o] = value_in_buffer(s, node->outputs[o], st->out_bufs[o], inputs, outputs);
         k.outputs[o] = &outs[o];
@@ -651,6 +1057,9 @@ static tsr_status run_step(const tsr_plan *p, const spec *s, const plan_step *st
         tsr_node_describe(node, desc, sizeof desc);
         tsr_error_prefix("%s: ", desc);
     }
+    /* The dims it wrote, for the tail (frontier_buffers: in a caller's buffer). */
+    for (int o = 0; node->op->bound && o < node->n_outputs; o++)
+        memcpy(outputs[s->bufs[st->out_bufs[o]].index].dims, outs[o].dims, sizeof outs[o].dims);
     return status;
 }
 
@@ -668,22 +1077,29 @@ static int step_space(const spec *s, const plan_step *st)
     return tsr_spec_space(s, st->backend);
 }
 
-/* tsr_plan_run with the plan's lock held. */
-static tsr_status run_locked(tsr_plan *p, int n_inputs, const tsr_tensor *inputs, int n_outputs,
-                             tsr_tensor *outputs)
+/* The caller's output buffers against g's outputs. An output whose shape
+ * only the run finds comes without data; inside a split run (held), one
+ * of rank -1 without data asks the spec to hold it. */
+static tsr_status check_outputs(const tsr_graph *g, int n_outputs, const tsr_tensor *outputs,
+                                bool held)
 {
-    TSR_CHECK(reshape_locked(p, n_inputs, inputs));
-    spec *s = p->current;
-    const tsr_graph *g = s->graph;
     if (n_outputs != g->n_outputs || (n_outputs && !outputs))
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "the model has %d outputs, %d buffers were given",
                          g->n_outputs, n_outputs);
-    for (int i = 0; i < n_inputs; i++)
-        if (!inputs[i].data && tsr_tensor_numel(&inputs[i]) > 0)
-            return tsr_error(TSR_ERR_INVALID_ARGUMENT, "input %d has no data", i);
     for (int o = 0; o < n_outputs; o++) {
         const tsr_value *v = &g->values[g->outputs[o]];
         tsr_tensor want = tsr_value_tensor(v);
+        if (held && outputs[o].rank < 0 && !outputs[o].data)
+            continue;
+        if (tsr_tensor_numel(&want) < 0) {
+            if (outputs[o].data)
+                return tsr_error(TSR_ERR_INVALID_ARGUMENT,
+                                 "output '%s': its shape is known only after the run, so the plan "
+                                 "allocates it: pass data NULL and read its dims and data after "
+                                 "tsr_plan_run",
+                                 v->name);
+            continue;
+        }
         bool same = outputs[o].dtype == want.dtype && outputs[o].rank == want.rank;
         for (int d = 0; same && d < want.rank; d++)
             same = outputs[o].dims[d] == want.dims[d];
@@ -696,10 +1112,11 @@ static tsr_status run_locked(tsr_plan *p, int n_inputs, const tsr_tensor *inputs
         if (!outputs[o].data && tsr_tensor_numel(&want) > 0)
             return tsr_error(TSR_ERR_INVALID_ARGUMENT, "output %d has no buffer", o);
     }
-    /* Libraries that size their own thread teams (oneDNN) follow this.
-     * It sets the calling thread's OpenMP thread count only (an ICV of
-     * its own), so plans on other threads keep theirs. */
-    omp_set_num_threads(p->threads);
+    return TSR_OK;
+}
+
+static tsr_status run_steps(tsr_plan *p, spec *s, const tsr_tensor *inputs, tsr_tensor *outputs)
+{
     /* Each step forks and joins its own team rather than the plan running
      * in one parallel region: most regions of a CNN's run are oneDNN's own
      * (about 32 of squeezenet1_1's 44), and oneDNN called inside a region
@@ -723,6 +1140,118 @@ static tsr_status run_locked(tsr_plan *p, int n_inputs, const tsr_tensor *inputs
     if (p->profiling)
         s->profiled_runs++;
     return TSR_OK;
+}
+
+/* Gives the outputs of s asked for with rank -1 buffers s holds. */
+static tsr_status hold_outputs(tsr_plan *p, spec *s, tsr_tensor *outputs)
+{
+    const tsr_graph *g = s->graph;
+    for (int o = 0; o < g->n_outputs; o++) {
+        if (outputs[o].rank >= 0 || outputs[o].data)
+            continue;
+        if (!s->owned_outputs && !(s->owned_outputs = tsr_calloc((size_t)g->n_outputs,
+                                                                 sizeof *s->owned_outputs)))
+            return TSR_ERR_OUT_OF_MEMORY;
+        tsr_tensor t = tsr_value_tensor(&g->values[g->outputs[o]]);
+        size_t bytes = tsr_tensor_bytes(&t);
+        if (!s->owned_outputs[o]) {
+            if (!(s->owned_outputs[o] = tsr_aligned_alloc(bytes + 1)))
+                return TSR_ERR_OUT_OF_MEMORY;
+            s->bytes += bytes;
+            p->cached_bytes += bytes;
+        }
+        t.data = s->owned_outputs[o];
+        outputs[o] = t;
+    }
+    return TSR_OK;
+}
+
+/* Runs spec s; a split one runs its prefix, then the tail for the dims it
+ * found (built now if new). */
+static tsr_status run_spec(tsr_plan *p, spec *s, const tsr_tensor *inputs, tsr_tensor *outputs)
+{
+    if (!s->split) {
+        if (s->parent)
+            TSR_CHECK(check_outputs(s->graph, s->graph->n_outputs, outputs, true));
+        TSR_CHECK(hold_outputs(p, s, outputs));
+        return run_steps(p, s, inputs, outputs);
+    }
+    spec_split *sp = s->split;
+    const tsr_graph *full = sp->full;
+    for (int k = 0; k < sp->n_frontier; k++) {
+        const tsr_value *v = &s->graph->values[s->graph->outputs[k]];
+        memcpy(sp->frontier[k].dims, v->dims, sizeof v->dims);
+    }
+    TSR_CHECK(run_steps(p, s, inputs, sp->frontier));
+    for (int o = 0; o < full->n_outputs; o++) {
+        int k = sp->output_of[o];
+        if (k < 0)
+            continue;
+        if (outputs[o].rank < 0 && !outputs[o].data)
+            outputs[o] = sp->frontier[k];
+        else
+            memcpy(outputs[o].data, sp->frontier[k].data, tsr_tensor_bytes(&sp->frontier[k]));
+    }
+    if (!sp->n_tail_outputs)
+        return TSR_OK;
+    spec *t = p->specs;
+    while (t && !tail_matches(t, s, inputs))
+        t = t->next;
+    bool is_new = !t;
+    if (is_new)
+        TSR_CHECK(tail_create(p, s, inputs, &t));
+    cache_front(p, t, is_new);
+    s->last_tail = t;
+    tsr_tensor *tail_in = tsr_calloc((size_t)sp->n_tail_inputs + 1, sizeof *tail_in);
+    tsr_tensor *tail_out = tsr_calloc((size_t)sp->n_tail_outputs + 1, sizeof *tail_out);
+    tsr_status st = tail_in && tail_out ? TSR_OK : TSR_ERR_OUT_OF_MEMORY;
+    for (int j = 0; j < sp->n_tail_inputs && st == TSR_OK; j++)
+        tail_in[j] = *tail_source(s, inputs, j);
+    for (int o = 0; o < sp->n_tail_outputs && st == TSR_OK; o++)
+        tail_out[o] = outputs[sp->tail_output[o]];
+    if (st == TSR_OK)
+        st = run_spec(p, t, tail_in, tail_out);
+    for (int o = 0; o < sp->n_tail_outputs && st == TSR_OK; o++)
+        outputs[sp->tail_output[o]] = tail_out[o];
+    free(tail_in);
+    free(tail_out);
+    return st;
+}
+
+/* tsr_plan_run with the plan's lock held. */
+static tsr_status run_locked(tsr_plan *p, int n_inputs, const tsr_tensor *inputs, int n_outputs,
+                             tsr_tensor *outputs)
+{
+    TSR_CHECK(reshape_locked(p, n_inputs, inputs));
+    spec *s = p->current;
+    for (int i = 0; i < n_inputs; i++)
+        if (!inputs[i].data && tsr_tensor_numel(&inputs[i]) > 0)
+            return tsr_error(TSR_ERR_INVALID_ARGUMENT, "input %d has no data", i);
+    const tsr_graph *g = s->split ? s->split->full : s->graph;
+    TSR_CHECK(check_outputs(g, n_outputs, outputs, false));
+    /* Libraries that size their own thread teams (oneDNN) follow this.
+     * It sets the calling thread's OpenMP thread count only (an ICV of
+     * its own), so plans on other threads keep theirs. */
+    omp_set_num_threads(p->threads);
+    if (!s->split)
+        return run_steps(p, s, inputs, outputs);
+    /* Outputs sized by the data: rank -1 asks the spec computing them to
+     * hold them (run_spec), and the caller gets their dims and data. */
+    tsr_tensor *outs = tsr_malloc((size_t)n_outputs * sizeof *outs + 1);
+    if (!outs)
+        return TSR_ERR_OUT_OF_MEMORY;
+    memcpy(outs, outputs, (size_t)n_outputs * sizeof *outs);
+    for (int o = 0; o < n_outputs; o++) {
+        tsr_tensor want = tsr_value_tensor(&g->values[g->outputs[o]]);
+        if (tsr_tensor_numel(&want) < 0)
+            outs[o] = (tsr_tensor){.dtype = want.dtype, .rank = -1};
+    }
+    tsr_status st = run_spec(p, s, inputs, outs);
+    if (st == TSR_OK)
+        memcpy(outputs, outs, (size_t)n_outputs * sizeof *outs);
+    free(outs);
+    evict(p);
+    return st;
 }
 
 tsr_status tsr_plan_run(tsr_plan *p, int n_inputs, const tsr_tensor *inputs, int n_outputs,

@@ -59,6 +59,31 @@ typedef struct {
 /* Training graphs take every parameter as an input. */
 #define TSR_PLAN_MAX_INPUTS 1024
 
+/* A specialization whose graph has values sized only by the data (a
+ * NonZero's output, a Reshape to a shape computed from an input) runs in
+ * two parts (plan.c: split). Its own steps compute the prefix: every node
+ * whose shapes follow from the input shapes, the ops that report the dims
+ * they wrote (op.h: bound) included; they write the frontier, the values
+ * the rest reads, into host buffers as large as each can be. The rest is
+ * a tail specialization planned at the dims the prefix found, taking the
+ * small tensors that shapes are computed from as constants; one tail per
+ * distinct dims and constants, cached beside the other specializations.
+ * A tail may split again. */
+typedef struct {
+    tsr_graph *full; /* the whole graph at the spec's input shapes, TSR_DIM_UNKNOWN where the
+                        data decides (output descriptions, and the source of every tail) */
+    int n_frontier;      /* the prefix graph's outputs, in order */
+    int *frontier_value; /* each one's value in full */
+    bool *as_constant;   /* taken by the tail as a constant */
+    tsr_tensor *frontier; /* its host buffer; dims as the last run found them */
+    int *output_of;       /* per output of full: its frontier index, -1 the tail's */
+    bool *tail_node;      /* per node of full: the tail computes it */
+    /* The tail's inputs: >= 0 an input of full, else frontier -1 - k; then
+     * its constants (frontier indices) and its outputs (outputs of full). */
+    int n_tail_inputs, n_tail_consts, n_tail_outputs;
+    int *tail_input, *tail_const, *tail_output;
+} spec_split;
+
 typedef struct spec {
     int n_inputs;
     int *ranks; /* the input shapes it was built for, n_inputs of each */
@@ -77,6 +102,15 @@ typedef struct spec {
     int profiled_runs;
     size_t bytes; /* counted against the plan's cache limit (plan.c: spec_bytes) */
     struct spec *next; /* the plan's cache, most recently used first */
+    spec_split *split; /* NULL unless the graph has values sized by the data */
+    /* A tail: the spec whose prefix sized it, and the frontier values it
+     * holds as constants (their shapes and contents are its key, with the
+     * input shapes in ranks and dims). */
+    struct spec *parent;
+    tsr_tensor *consts;
+    int n_consts;
+    struct spec *last_tail; /* the tail of the last run (kept from eviction while current) */
+    void **owned_outputs;   /* outputs whose shape the caller could not know, held for it */
 } spec;
 
 /* Builds steps and buffers for s->graph on the given device backends and

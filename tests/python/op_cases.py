@@ -556,6 +556,11 @@ CASES = [
          grad_outputs=[0], tol="exact", label="smallest"),
     Case("TopKGrad", [normal(2, 2, 3), const(np.array([[[3, 0, 1], [0, 2, 4]],
                                                        [[1, 1, 0], [4, 3, 2]]], dtype=I64)),
+    # nonzero.c: the output's count is known only at run time (plans run it first)
+    Case("NonZero", [ints(3, 4, 5, lo=-1, hi=2)], grad="the output is a set of indices",
+         tol="exact"),
+    Case("NonZero", [mask(2, 7)], grad="the output is a set of indices", tol="exact",
+         label="bool"),
                       const(np.array([2, 5, 3], dtype=I64))], {"axis": 1}),
     # radial.c
     Case("BesselBasis", [positive(3, 4, lo=0.5, hi=4.5)], {"r_cutoff": 5.0, "n_basis": 6},

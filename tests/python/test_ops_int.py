@@ -374,9 +374,10 @@ def test_onehot_float_indices_and_depth_truncate_and_match_torch():
 
 
 def test_onehot_depth_as_graph_input():
-    """A class count known only at run time is a data-dependent shape, refused for now."""
-    with pytest.raises(tsr.TesseraError, match="depends on the values of a non-constant input"):
-        tsr.run_op("OneHot", [np.array([1, 0, 3]), np.array([4]), np.array([0.0, 1.0])])
+    """A class count known only at run time: the plan takes it as a constant of its tail."""
+    for depth in (4, 6):
+        (y,) = tsr.run_op("OneHot", [np.array([1, 0, 3]), np.array([depth]), np.array([0.0, 1.0])])
+        assert_close(y, onehot_np(np.array([1, 0, 3]), depth, np.array([0.0, 1.0]), -1))
 
 
 def test_onehot_errors():

@@ -160,15 +160,22 @@ def test_k_from_a_shape_folds_at_plan_time():
     np.testing.assert_array_equal(i, want_i)
 
 
-def test_k_known_only_at_run_time_is_refused_with_a_reason():
+def test_k_known_only_at_run_time():
+    """A K that is a graph input sizes the plan's tail at each run (cached per K)."""
     g = tsr.Graph()
     g.add_input("X", np.float32, [3, 5])
     g.add_input("K", np.int64, [1])
     g.add_node("TopK", ["X", "K"], ["V", "I"], name="topk")
     g.add_output("V")
     g.add_output("I")
-    with pytest.raises(tsr.TesseraError, match="topk.*depends on the values of a non-constant"):
-        tsr.Plan(g).run([np.zeros((3, 5), np.float32), np.array([2], np.int64)])
+    plan = tsr.Plan(g)
+    x = distinct(np.random.default_rng(2), (3, 5), np.float32)
+    for k in (2, 4, 2):
+        v, i = plan.run([x, np.array([k], np.int64)])
+        want_v, want_i = numpy_topk(x, k, 1, 1)
+        np.testing.assert_array_equal(v, want_v)
+        np.testing.assert_array_equal(i, want_i)
+    assert plan.stats().n_builds == 3  # the spec and one tail per K
 
 
 @pytest.mark.parametrize("x, k, attrs, message", [
