@@ -445,7 +445,7 @@ tsr_status tsr_graph_gradient(const tsr_graph *graph, int n_outputs, const char 
     *grad_graph_out = NULL;
     TSR_CHECK(check_request(graph, n_outputs, outputs, n_wrt, wrt));
     tsr_grad_ctx c = {0};
-    TSR_CHECK(tsr_graph_clone(graph, &c.g));
+    TSR_CHECK(tsr_graph_clone_expanded(graph, &c.g));
     tsr_graph *g = c.g;
     tsr_status st = TSR_OK;
     int n_fwd_nodes = g->n_nodes;

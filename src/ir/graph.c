@@ -838,13 +838,14 @@ tsr_status tsr_graph_replay(const tsr_graph *src, tsr_graph *dst, bool freeze_pa
     return TSR_OK;
 }
 
-tsr_status tsr_graph_clone(const tsr_graph *g, tsr_graph **out)
+static tsr_status clone_graph(const tsr_graph *g, bool expand_all, tsr_graph **out)
 {
     tsr_graph *c;
     TSR_CHECK(tsr_graph_create(&c));
     tsr_status st = TSR_OK;
     c->default_opset = g->default_opset;
     c->fold_limit = g->fold_limit;
+    c->expand_all = expand_all;
     for (int s = 0; s < g->n_symbols && st == TSR_OK; s++) {
         int idx;
         st = tsr_graph_symbol(c, g->symbols[s], &idx);
@@ -865,4 +866,14 @@ tsr_status tsr_graph_clone(const tsr_graph *g, tsr_graph **out)
     }
     *out = c;
     return TSR_OK;
+}
+
+tsr_status tsr_graph_clone(const tsr_graph *g, tsr_graph **out)
+{
+    return clone_graph(g, g->expand_all, out);
+}
+
+tsr_status tsr_graph_clone_expanded(const tsr_graph *g, tsr_graph **out)
+{
+    return clone_graph(g, true, out);
 }

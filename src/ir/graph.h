@@ -65,6 +65,10 @@ struct tsr_graph {
     /* Bytes (and FLOPs) beyond its constant inputs' bytes past which a
      * node is run by plans instead of folded; -1: no limit. */
     int64_t fold_limit;
+    /* Ops defined by other ops (op.h's expand) expand wherever their
+     * shapes allow, even those a backend could run whole (LSTM on oneDNN):
+     * graphs to differentiate, whose gradients come from the expansion. */
+    bool expand_all;
 };
 
 /* Index of the value named `name`, or -1. */
@@ -93,6 +97,8 @@ tsr_status tsr_graph_share_constant(tsr_graph *dst, const tsr_value *val, bool f
 tsr_status tsr_graph_replay_node(const tsr_graph *src, int n, tsr_graph *dst);
 /* Deep copy. */
 tsr_status tsr_graph_clone(const tsr_graph *g, tsr_graph **out);
+/* Deep copy with expand_all set: what autodiff differentiates. */
+tsr_status tsr_graph_clone_expanded(const tsr_graph *g, tsr_graph **out);
 /* Makes value `v` a constant holding a copy of `t` (shape and dtype too). */
 tsr_status tsr_value_set_constant(tsr_value *v, const tsr_tensor *t);
 /* A tsr_tensor view of a value with known shape (data may be NULL). */

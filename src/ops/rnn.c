@@ -19,10 +19,20 @@
  * dispatch each; an LSTM with the default activations and no clip,
  * peepholes or input_forget (what torch exports) has its gate math as one
  * LSTMCell node per step instead (below), an op whose gradient is again
- * written in the element-wise ops. A symbolic sequence length leaves the node in the graph
- * (shapes are inferred symbolically); each plan replays the graph at
- * concrete input shapes and expands it there, so such exports run; only
- * their gradient is refused, with an error saying why.
+ * written in the element-wise ops.
+ *
+ * Inference is the exception: a float32 node with constant weights, the
+ * default activations and no sequence_lens, clip or input_forget (what
+ * torch exports; peepholes and either GRU variant too) stays whole, so
+ * that the cpu device runs it as one oneDNN RNN primitive (dnnl_rnn.c):
+ * the expansion's per-step Gemms, each too small for oneDNN to run well,
+ * were 90 % of an LSTM's time. It has a reference kernel for the other
+ * devices; graphs to differentiate (expand_all) expand it still.
+ *
+ * A symbolic sequence length leaves the node in the graph (shapes are
+ * inferred symbolically); each plan replays the graph at concrete input
+ * shapes and expands it there (or keeps it whole), so such exports run;
+ * only their gradient is refused, with an error saying why.
  *
  * ONNX gives activations as a list of strings; the importer passes it as
  * one comma-separated string ("Sigmoid,Tanh,Tanh"), the form the C and
@@ -47,27 +57,23 @@
 #define NAME_LEN 320
 #define MAX_ACTIVATIONS 6
 
-typedef enum rnn_kind { RNN_LSTM, RNN_GRU, RNN_SIMPLE } rnn_kind;
-
-static rnn_kind kind_of(const tsr_op_def *op)
+static tsr_rnn_kind kind_of(const tsr_op_def *op)
 {
-    return strcmp(op->name, "LSTM") == 0  ? RNN_LSTM
-           : strcmp(op->name, "GRU") == 0 ? RNN_GRU
-                                          : RNN_SIMPLE;
+    return strcmp(op->name, "LSTM") == 0  ? TSR_RNN_LSTM
+           : strcmp(op->name, "GRU") == 0 ? TSR_RNN_GRU
+                                          : TSR_RNN_SIMPLE;
 }
 
 /* Gates per direction: LSTM i, o, f, c; GRU z, r, h; RNN one. */
-static int gate_count(rnn_kind k)
+static int gate_count(tsr_rnn_kind k)
 {
-    return k == RNN_LSTM ? 4 : k == RNN_GRU ? 3 : 1;
+    return k == TSR_RNN_LSTM ? 4 : k == TSR_RNN_GRU ? 3 : 1;
 }
 /* Activations per direction: LSTM f, g, h; GRU f, g; RNN f. */
-static int activation_count(rnn_kind k)
+static int activation_count(tsr_rnn_kind k)
 {
-    return k == RNN_LSTM ? 3 : k == RNN_GRU ? 2 : 1;
+    return k == TSR_RNN_LSTM ? 3 : k == TSR_RNN_GRU ? 2 : 1;
 }
-
-enum { IN_X, IN_W, IN_R, IN_B, IN_SEQ, IN_H0, IN_C0, IN_P };
 
 static const tsr_value *input(const tsr_infer_ctx *c, int i)
 {
@@ -132,7 +138,7 @@ typedef struct activation {
 /* The node's activations, D * activation_count of them; the defaults
  * (Sigmoid, Tanh, Tanh for LSTM) when the attribute is absent. Errors name
  * the unknown activation or the wrong count. */
-static tsr_status parse_activations(const tsr_node *n, rnn_kind k, int n_dirs,
+static tsr_status parse_activations(const tsr_node *n, tsr_rnn_kind k, int n_dirs,
                                     activation acts[MAX_ACTIVATIONS], char *err, size_t err_size)
 {
     static const char *const defaults[] = {"Sigmoid,Tanh,Tanh", "Sigmoid,Tanh", "Tanh"};
@@ -192,7 +198,7 @@ static tsr_status parse_activations(const tsr_node *n, rnn_kind k, int n_dirs,
 /* -------------------------------------------------------------- inference */
 
 typedef struct rnn_shape {
-    rnn_kind kind;
+    tsr_rnn_kind kind;
     int n_dirs;
     bool reverse;     /* the only direction is reverse */
     bool batch_major; /* layout = 1: X [B, T, I], Y [B, T, D, H], states [B, D, H] */
@@ -222,9 +228,10 @@ static tsr_status read_shape(const tsr_infer_ctx *c, rnn_shape *s)
         return tsr_infer_error(c, TSR_ERR_PARSE, "layout is %lld; ONNX allows 0 and 1",
                                (long long)layout);
     s->batch_major = layout == 1;
-    for (int i = IN_X; i <= IN_R; i++)
+    for (int i = TSR_RNN_IN_X; i <= TSR_RNN_IN_R; i++)
         TSR_CHECK(tsr_infer_require_dtype(c, i, TSR_FLOAT_TYPES));
-    const tsr_value *x = input(c, IN_X), *w = input(c, IN_W), *r = input(c, IN_R);
+    const tsr_value *x = input(c, TSR_RNN_IN_X), *w = input(c, TSR_RNN_IN_W),
+                    *r = input(c, TSR_RNN_IN_R);
     static const char *const names[] = {"X", "W", "R"};
     const tsr_value *vs[] = {x, w, r};
     for (int i = 0; i < 3; i++) {
@@ -255,30 +262,30 @@ static tsr_status read_shape(const tsr_infer_ctx *c, rnn_shape *s)
     TSR_CHECK(check_dim(c, "W [num_directions, gates*hidden_size, input_size]", w, 2, s->I));
     TSR_CHECK(check_dim(c, "R [num_directions, gates*hidden_size, hidden_size]", r, 0, s->n_dirs));
     TSR_CHECK(check_dim(c, "R [num_directions, gates*hidden_size, hidden_size]", r, 1, G * s->H));
-    const tsr_value *b = input(c, IN_B);
+    const tsr_value *b = input(c, TSR_RNN_IN_B);
     if (b) {
-        TSR_CHECK(tsr_infer_require_dtype(c, IN_B, TSR_FLOAT_TYPES));
+        TSR_CHECK(tsr_infer_require_dtype(c, TSR_RNN_IN_B, TSR_FLOAT_TYPES));
         if (b->rank != 2 || b->dtype != x->dtype)
             return tsr_infer_error(c, TSR_ERR_SHAPE,
                                    "B must be [num_directions, 2*gates*hidden_size] of X's dtype");
         TSR_CHECK(check_dim(c, "B [num_directions, 2*gates*hidden_size]", b, 0, s->n_dirs));
         TSR_CHECK(check_dim(c, "B [num_directions, 2*gates*hidden_size]", b, 1, 2 * G * s->H));
     }
-    const tsr_value *seq = input(c, IN_SEQ);
+    const tsr_value *seq = input(c, TSR_RNN_IN_SEQ);
     if (seq) {
-        TSR_CHECK(tsr_infer_require_dtype(c, IN_SEQ,
+        TSR_CHECK(tsr_infer_require_dtype(c, TSR_RNN_IN_SEQ,
                                           TSR_DTYPE_BIT(TSR_INT32) | TSR_DTYPE_BIT(TSR_INT64)));
         if (seq->rank != 1)
             return tsr_infer_error(c, TSR_ERR_SHAPE, "sequence_lens has rank %d, expected 1 [%s]",
                                    seq->rank, "batch_size");
         TSR_CHECK(check_dim(c, "sequence_lens [batch_size]", seq, 0, s->B));
     }
-    for (int i = IN_H0; i <= IN_C0; i++) {
+    for (int i = TSR_RNN_IN_H0; i <= TSR_RNN_IN_C0; i++) {
         const tsr_value *h = input(c, i);
         if (!h)
             continue;
-        const char *what = i == IN_H0 ? "initial_h" : "initial_c";
-        if (i == IN_C0 && s->kind != RNN_LSTM)
+        const char *what = i == TSR_RNN_IN_H0 ? "initial_h" : "initial_c";
+        if (i == TSR_RNN_IN_C0 && s->kind != TSR_RNN_LSTM)
             return tsr_infer_error(c, TSR_ERR_PARSE, "%s takes no initial_c", n->op->name);
         TSR_CHECK(tsr_infer_require_dtype(c, i, TSR_FLOAT_TYPES));
         if (h->rank != 3 || h->dtype != x->dtype)
@@ -289,22 +296,22 @@ static tsr_status read_shape(const tsr_infer_ctx *c, rnn_shape *s)
         TSR_CHECK(check_dim(c, what, h, s->batch_major ? 0 : 1, s->B));
         TSR_CHECK(check_dim(c, what, h, 2, s->H));
     }
-    const tsr_value *p = input(c, IN_P);
+    const tsr_value *p = input(c, TSR_RNN_IN_P);
     if (p) {
-        TSR_CHECK(tsr_infer_require_dtype(c, IN_P, TSR_FLOAT_TYPES));
+        TSR_CHECK(tsr_infer_require_dtype(c, TSR_RNN_IN_P, TSR_FLOAT_TYPES));
         if (p->rank != 2 || p->dtype != x->dtype)
             return tsr_infer_error(c, TSR_ERR_SHAPE,
                                    "P must be [num_directions, 3*hidden_size] of X's dtype");
         TSR_CHECK(check_dim(c, "P [num_directions, 3*hidden_size]", p, 0, s->n_dirs));
         TSR_CHECK(check_dim(c, "P [num_directions, 3*hidden_size]", p, 1, 3 * s->H));
     }
-    if (s->kind == RNN_LSTM) {
+    if (s->kind == TSR_RNN_LSTM) {
         int64_t f = tsr_attr_int(n, "input_forget");
         if (f != 0 && f != 1)
             return tsr_infer_error(c, TSR_ERR_PARSE, "input_forget is %lld; it is 0 or 1",
                                    (long long)f);
     }
-    if (s->kind == RNN_GRU) {
+    if (s->kind == TSR_RNN_GRU) {
         int64_t lbr = tsr_attr_int(n, "linear_before_reset");
         if (lbr != 0 && lbr != 1)
             return tsr_infer_error(c, TSR_ERR_PARSE, "linear_before_reset is %lld; it is 0 or 1",
@@ -325,7 +332,7 @@ static tsr_status rnn_infer(tsr_infer_ctx *c)
 {
     rnn_shape s;
     TSR_CHECK(read_shape(c, &s));
-    tsr_dtype dt = c->inputs[IN_X]->dtype;
+    tsr_dtype dt = c->inputs[TSR_RNN_IN_X]->dtype;
     int64_t D = s.n_dirs;
     int64_t y[4] = {s.T, D, s.B, s.H}, yb[4] = {s.B, s.T, D, s.H};
     int64_t h[3] = {D, s.B, s.H}, hb[3] = {s.B, D, s.H};
@@ -335,13 +342,235 @@ static tsr_status rnn_infer(tsr_infer_ctx *c)
     return TSR_OK;
 }
 
+/* ----------------------------------------------------------- whole nodes */
+
+/* The inference context of a node already in the graph. */
+static tsr_infer_ctx node_ctx(const tsr_graph *g, const tsr_node *node)
+{
+    tsr_infer_ctx c = {.graph = g, .node = node, .n_inputs = node->n_inputs};
+    for (int i = 0; i < node->n_inputs; i++)
+        c.inputs[i] = node->inputs[i] >= 0 ? &g->values[node->inputs[i]] : NULL;
+    return c;
+}
+
+static bool rnn_act_of(const activation *a, tsr_rnn_act *out)
+{
+    static const act_kind kinds[] = {ACT_TANH, ACT_RELU, ACT_SIGMOID};
+    static const tsr_rnn_act acts[] = {TSR_RNN_ACT_TANH, TSR_RNN_ACT_RELU, TSR_RNN_ACT_SIGMOID};
+    for (int i = 0; i < 3; i++)
+        if (a->kind == kinds[i]) {
+            *out = acts[i];
+            return true;
+        }
+    return false;
+}
+
+/* A whole node is one a backend runs as one sequence (oneDNN's RNN
+ * primitives); everything else is expanded, which covers all of ONNX. */
+static bool whole_info(const tsr_infer_ctx *c, tsr_rnn_whole *w, char *why, size_t size)
+{
+    const tsr_node *n = c->node;
+    rnn_shape s;
+    activation acts[MAX_ACTIVATIONS];
+    char err[400];
+    if (read_shape(c, &s) != TSR_OK ||
+        parse_activations(n, s.kind, s.n_dirs, acts, err, sizeof err) != TSR_OK) {
+        snprintf(why, size, "the node is malformed");
+        return false;
+    }
+    const char *refused = NULL;
+    if (c->inputs[TSR_RNN_IN_X]->dtype != TSR_FLOAT32)
+        refused = "X is not float32";
+    else if (s.batch_major)
+        refused = "layout is 1";
+    else if (input(c, TSR_RNN_IN_SEQ))
+        refused = "sequence_lens is given";
+    else if (tsr_attr_has(n, "clip"))
+        refused = "clip is given";
+    else if (s.kind == TSR_RNN_LSTM && tsr_attr_int(n, "input_forget"))
+        refused = "input_forget is set";
+    for (int i = TSR_RNN_IN_W; !refused && i <= TSR_RNN_IN_P; i++)
+        if (i != TSR_RNN_IN_SEQ && i != TSR_RNN_IN_H0 && i != TSR_RNN_IN_C0 && input(c, i) &&
+            !input(c, i)->data)
+            refused = "W, R, B or P is not a constant";
+    static const act_kind defaults[][3] = {
+        {ACT_SIGMOID, ACT_TANH, ACT_TANH}, {ACT_SIGMOID, ACT_TANH}, {ACT_TANH}};
+    int per_dir = activation_count(s.kind);
+    for (int a = 0; !refused && a < per_dir * s.n_dirs; a++) {
+        bool ok = s.kind == TSR_RNN_SIMPLE
+                      ? rnn_act_of(&acts[a], &w->act) && acts[a].kind == acts[0].kind
+                      : acts[a].kind == defaults[s.kind][a % per_dir];
+        if (!ok)
+            refused = "its activations are not the default ones";
+    }
+    if (refused) {
+        snprintf(why, size, "%s", refused);
+        return false;
+    }
+    w->kind = s.kind;
+    w->gates = gate_count(s.kind);
+    w->n_dirs = s.n_dirs;
+    w->reverse = s.reverse;
+    w->lbr = s.kind == TSR_RNN_GRU && tsr_attr_int(n, "linear_before_reset");
+    w->peepholes = s.kind == TSR_RNN_LSTM && input(c, TSR_RNN_IN_P);
+    if (s.kind != TSR_RNN_SIMPLE)
+        w->act = TSR_RNN_ACT_TANH;
+    w->T = s.T;
+    w->B = s.B;
+    w->I = s.I;
+    w->H = s.H;
+    return true;
+}
+
+bool tsr_rnn_runs_whole(const tsr_graph *g, const tsr_node *node, tsr_rnn_whole *out, char *why,
+                        size_t why_size)
+{
+    tsr_infer_ctx c = node_ctx(g, node);
+    return whole_info(&c, out, why, why_size);
+}
+
 /* The node expands once the sequence length and the sizes of the weights'
- * products are known; the batch may stay symbolic. */
+ * products are known (the batch may stay symbolic), unless it stays
+ * whole for a backend to run as one sequence; graphs to differentiate
+ * expand it all the same. */
 static bool rnn_expandable(const tsr_infer_ctx *c)
 {
-    const tsr_value *x = c->inputs[IN_X];
+    const tsr_value *x = c->inputs[TSR_RNN_IN_X];
     bool batch_major = tsr_attr_int(c->node, "layout") == 1;
-    return tsr_dim_known(x->dims[batch_major ? 1 : 0]) && tsr_dim_known(x->dims[2]);
+    if (!tsr_dim_known(x->dims[batch_major ? 1 : 0]) || !tsr_dim_known(x->dims[2]))
+        return false;
+    tsr_rnn_whole w;
+    char why[128];
+    return c->graph->expand_all || !whole_info(c, &w, why, sizeof why);
+}
+
+static double sigmoid(double x)
+{
+    return 1.0 / (1.0 + exp(-x));
+}
+
+static double rnn_act(tsr_rnn_act a, double x)
+{
+    return a == TSR_RNN_ACT_TANH ? tanh(x) : a == TSR_RNN_ACT_RELU ? (x > 0 ? x : 0) : sigmoid(x);
+}
+
+/* Row j of a [G*H, K] weight of direction d times the vector v [K]. */
+static double row_dot(const float *w, int64_t d, int64_t rows, int64_t j, int64_t K,
+                      const double *v)
+{
+    const float *r = w + (d * rows + j) * K;
+    double acc = 0;
+    for (int64_t k = 0; k < K; k++)
+        acc += (double)r[k] * v[k];
+    return acc;
+}
+
+/* The reference kernel of a whole node (float32), straight from ONNX's
+ * equations, in double. */
+static tsr_status rnn_ref(const tsr_kernel_ctx *k)
+{
+    const tsr_node *n = k->node;
+    tsr_rnn_kind kind = kind_of(n->op);
+    int D = 1;
+    bool reverse = false;
+    if (directions(n, &D, &reverse) != 0)
+        return tsr_error(TSR_ERR_PARSE, "%s: bad direction", n->op->name);
+    activation acts[MAX_ACTIVATIONS];
+    char err[400];
+    if (parse_activations(n, kind, D, acts, err, sizeof err) != TSR_OK)
+        return tsr_error(TSR_ERR_PARSE, "%s: %s", n->op->name, err);
+    tsr_rnn_act act = TSR_RNN_ACT_TANH;
+    if (kind == TSR_RNN_SIMPLE && !rnn_act_of(&acts[0], &act))
+        return tsr_error(TSR_ERR_UNSUPPORTED, "%s: the whole node runs Tanh, Relu or Sigmoid",
+                         n->op->name);
+    const tsr_tensor *X = k->inputs[TSR_RNN_IN_X], *W = k->inputs[TSR_RNN_IN_W],
+                     *R = k->inputs[TSR_RNN_IN_R];
+    const tsr_tensor *Bt = k->n_inputs > TSR_RNN_IN_B ? k->inputs[TSR_RNN_IN_B] : NULL;
+    const tsr_tensor *H0 = k->n_inputs > TSR_RNN_IN_H0 ? k->inputs[TSR_RNN_IN_H0] : NULL;
+    const tsr_tensor *C0 = k->n_inputs > TSR_RNN_IN_C0 ? k->inputs[TSR_RNN_IN_C0] : NULL;
+    const tsr_tensor *P = k->n_inputs > TSR_RNN_IN_P ? k->inputs[TSR_RNN_IN_P] : NULL;
+    if (X->dtype != TSR_FLOAT32 || X->rank != 3 || R->rank != 3)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "%s: the whole node runs float32 [T, B, I] only",
+                         n->op->name);
+    int64_t T = X->dims[0], B = X->dims[1], I = X->dims[2], H = R->dims[2];
+    int G = gate_count(kind);
+    int64_t GH = G * H;
+    if (T == 0)
+        return tsr_error(TSR_ERR_SHAPE,
+                         "X holds a sequence of length 0; %s needs at least one step", n->op->name);
+    bool lbr = kind == TSR_RNN_GRU && tsr_attr_int(n, "linear_before_reset");
+    const float *x = X->data, *w = W->data, *r = R->data;
+    const float *bias = Bt ? Bt->data : NULL, *p = P ? P->data : NULL;
+    double *buf = tsr_calloc((size_t)(I + 4 * H + 2 * GH), sizeof *buf);
+    double *hs = tsr_calloc((size_t)(2 * B * H), sizeof *hs);
+    if (!buf || !hs) {
+        free(buf);
+        free(hs);
+        return TSR_ERR_OUT_OF_MEMORY;
+    }
+    double *xt = buf, *h = buf + I, *c = h + H, *rh = c + H, *hn = rh + H, *gx = hn + H,
+           *gh = gx + GH;
+    float *y = k->n_outputs > 0 ? k->outputs[0]->data : NULL;
+    for (int d = 0; d < D; d++) {
+        bool backward = d == 1 || reverse;
+        double *hb = hs, *cb = hs + B * H;
+        for (int64_t i = 0; i < B * H; i++) {
+            hb[i] = H0 ? ((const float *)H0->data)[d * B * H + i] : 0.0;
+            cb[i] = C0 ? ((const float *)C0->data)[d * B * H + i] : 0.0;
+        }
+        const float *wb = bias ? bias + d * 2 * GH : NULL, *rb = wb ? wb + GH : NULL;
+        const float *pd = p ? p + d * 3 * H : NULL;
+        for (int64_t step = 0; step < T; step++) {
+            int64_t t = backward ? T - 1 - step : step;
+            for (int64_t b = 0; b < B; b++) {
+                for (int64_t i = 0; i < I; i++)
+                    xt[i] = x[(t * B + b) * I + i];
+                memcpy(h, hb + b * H, sizeof *h * (size_t)H);
+                memcpy(c, cb + b * H, sizeof *c * (size_t)H);
+                for (int64_t j = 0; j < GH; j++) {
+                    gx[j] = row_dot(w, d, GH, j, I, xt) + (wb ? wb[j] : 0.0);
+                    gh[j] = row_dot(r, d, GH, j, H, h) + (rb ? rb[j] : 0.0);
+                }
+                for (int64_t j = 0; j < H; j++) {
+                    if (kind == TSR_RNN_SIMPLE) {
+                        hn[j] = rnn_act(act, gx[j] + gh[j]);
+                    } else if (kind == TSR_RNN_LSTM) {
+                        double gi = gx[j] + gh[j] + (pd ? pd[j] * c[j] : 0.0);
+                        double gf =
+                            gx[2 * H + j] + gh[2 * H + j] + (pd ? pd[2 * H + j] * c[j] : 0.0);
+                        double cn =
+                            sigmoid(gf) * c[j] + sigmoid(gi) * tanh(gx[3 * H + j] + gh[3 * H + j]);
+                        double go = gx[H + j] + gh[H + j] + (pd ? pd[H + j] * cn : 0.0);
+                        hn[j] = sigmoid(go) * tanh(cn);
+                        cb[b * H + j] = cn;
+                    } else {
+                        rh[j] = sigmoid(gx[H + j] + gh[H + j]) * h[j];
+                    }
+                }
+                for (int64_t j = 0; kind == TSR_RNN_GRU && j < H; j++) {
+                    double z = sigmoid(gx[j] + gh[j]), rr = sigmoid(gx[H + j] + gh[H + j]);
+                    double a = lbr ? gx[2 * H + j] + rr * gh[2 * H + j]
+                                   : gx[2 * H + j] + row_dot(r, d, GH, 2 * H + j, H, rh) +
+                                         (rb ? rb[2 * H + j] : 0.0);
+                    hn[j] = (1 - z) * tanh(a) + z * h[j];
+                }
+                for (int64_t j = 0; j < H; j++) {
+                    hb[b * H + j] = hn[j];
+                    if (y)
+                        y[((t * D + d) * B + b) * H + j] = (float)hn[j];
+                }
+            }
+        }
+        for (int o = 1; o < k->n_outputs; o++) {
+            float *out = (float *)k->outputs[o]->data + d * B * H;
+            const double *src = o == 1 ? hb : cb;
+            for (int64_t i = 0; i < B * H; i++)
+                out[i] = (float)src[i];
+        }
+    }
+    free(buf);
+    free(hs);
+    return TSR_OK;
 }
 
 static tsr_status rnn_grad(tsr_grad_ctx *c)
@@ -558,7 +787,7 @@ static tsr_status activate(const expander *e, const activation *a, const char *x
 
 /* What every step of one direction reads. */
 typedef struct direction {
-    rnn_kind kind;
+    tsr_rnn_kind kind;
     const activation *acts;        /* activation_count of them */
     const char *clip_lo, *clip_hi; /* NULL: no clip */
     const char *zero;              /* a scalar 0 of the dtype */
@@ -616,22 +845,22 @@ static tsr_status step(const expander *e, const direction *d, int64_t t, name *h
     }
     tsr_attr trans_b = TSR_ATTR_I("transB", 1);
     int64_t H = d->H;
-    if (d->kind == RNN_LSTM || d->kind == RNN_SIMPLE) {
+    if (d->kind == TSR_RNN_LSTM || d->kind == TSR_RNN_SIMPLE) {
         if (*h_zero)
             gates = xt;
         else
             TSR_CHECK(emit(e, &tsr_op_Gemm, "Gemm", 3, (const char *[]){h->s, d->r.s, xt.s}, 1,
                            &trans_b, NULL, &gates));
     }
-    if (d->kind == RNN_SIMPLE) {
+    if (d->kind == TSR_RNN_SIMPLE) {
         TSR_CHECK(pre_activation(e, d, gates.s, 0, &h_new));
-    } else if (d->kind == RNN_LSTM && d->plain_cell) {
+    } else if (d->kind == TSR_RNN_LSTM && d->plain_cell) {
         name hc[2];
         TSR_CHECK(emit_n(e, &tsr_op_LSTMCell, "LSTMCell", *c_zero ? 1 : 2,
                          (const char *[]){gates.s, *c_zero ? NULL : c->s}, 0, NULL, 2, NULL, hc));
         h_new = hc[0];
         c_new = hc[1];
-    } else if (d->kind == RNN_LSTM) {
+    } else if (d->kind == TSR_RNN_LSTM) {
         name gi, go, gf, gc, i, f, cc, o;
         TSR_CHECK(split_last(e, gates.s, 4, H, parts));
         gi = parts[0], go = parts[1], gf = parts[2], gc = parts[3];
@@ -711,16 +940,16 @@ static tsr_status step(const expander *e, const direction *d, int64_t t, name *h
     if (d->has_seq) {
         TSR_CHECK(masked(e, mask.s, h_new.s, d->zero, y));
         TSR_CHECK(masked(e, mask.s, h_new.s, *h_zero ? d->zero : h->s, h));
-        if (d->kind == RNN_LSTM)
+        if (d->kind == TSR_RNN_LSTM)
             TSR_CHECK(masked(e, mask.s, c_new.s, *c_zero ? d->zero : c->s, c));
     } else {
         *y = h_new;
         *h = h_new;
-        if (d->kind == RNN_LSTM)
+        if (d->kind == TSR_RNN_LSTM)
             *c = c_new;
     }
     *h_zero = false;
-    if (d->kind == RNN_LSTM)
+    if (d->kind == TSR_RNN_LSTM)
         *c_zero = false;
     return TSR_OK;
 }
@@ -732,9 +961,7 @@ static const char *node_input(const tsr_graph *g, const tsr_node *n, int i)
 
 static tsr_status rnn_expand(tsr_graph *g, const tsr_node *node, const char *const *outputs)
 {
-    tsr_infer_ctx ic = {.graph = g, .node = node, .n_inputs = node->n_inputs};
-    for (int i = 0; i < node->n_inputs; i++)
-        ic.inputs[i] = node->inputs[i] >= 0 ? &g->values[node->inputs[i]] : NULL;
+    tsr_infer_ctx ic = node_ctx(g, node);
     rnn_shape s;
     TSR_CHECK(read_shape(&ic, &s));
     activation acts[MAX_ACTIVATIONS];
@@ -755,12 +982,12 @@ static tsr_status rnn_expand(tsr_graph *g, const tsr_node *node, const char *con
     }
     expander e = {.g = g,
                   .stem = node->name && *node->name ? node->name : node->op->name,
-                  .dtype = g->values[node->inputs[IN_X]].dtype};
+                  .dtype = g->values[node->inputs[TSR_RNN_IN_X]].dtype};
     int G = gate_count(s.kind), A = activation_count(s.kind);
     int64_t T = s.T, H = s.H, GH = G * H;
-    name x = in[IN_X], x2, zero, clip_lo, clip_hi, seq;
+    name x = in[TSR_RNN_IN_X], x2, zero, clip_lo, clip_hi, seq;
     if (s.batch_major)
-        TSR_CHECK(transpose(&e, in[IN_X].s, 3, (const int64_t[]){1, 0, 2}, NULL, &x));
+        TSR_CHECK(transpose(&e, in[TSR_RNN_IN_X].s, 3, (const int64_t[]){1, 0, 2}, NULL, &x));
     TSR_CHECK(const_ints(&e, 1, 2, (const int64_t[]){-1, s.I}, &x2));
     TSR_CHECK(
         emit(&e, &tsr_op_Reshape, "Reshape", 2, (const char *[]){x.s, x2.s}, 0, NULL, NULL, &x2));
@@ -770,16 +997,16 @@ static tsr_status rnn_expand(tsr_graph *g, const tsr_node *node, const char *con
         TSR_CHECK(const_scalar(&e, -tsr_attr_float(node, "clip"), &clip_lo));
         TSR_CHECK(const_scalar(&e, tsr_attr_float(node, "clip"), &clip_hi));
     }
-    if (has[IN_SEQ]) {
+    if (has[TSR_RNN_IN_SEQ]) {
         tsr_attr to = TSR_ATTR_I("to", TSR_INT64);
-        TSR_CHECK(
-            emit(&e, &tsr_op_Cast, "Cast", 1, (const char *[]){in[IN_SEQ].s}, 1, &to, NULL, &seq));
+        TSR_CHECK(emit(&e, &tsr_op_Cast, "Cast", 1, (const char *[]){in[TSR_RNN_IN_SEQ].s}, 1, &to,
+                       NULL, &seq));
     }
-    name h0 = in[IN_H0], c0 = in[IN_C0];
-    if (s.batch_major && has[IN_H0])
-        TSR_CHECK(transpose(&e, in[IN_H0].s, 3, (const int64_t[]){1, 0, 2}, NULL, &h0));
-    if (s.batch_major && has[IN_C0])
-        TSR_CHECK(transpose(&e, in[IN_C0].s, 3, (const int64_t[]){1, 0, 2}, NULL, &c0));
+    name h0 = in[TSR_RNN_IN_H0], c0 = in[TSR_RNN_IN_C0];
+    if (s.batch_major && has[TSR_RNN_IN_H0])
+        TSR_CHECK(transpose(&e, in[TSR_RNN_IN_H0].s, 3, (const int64_t[]){1, 0, 2}, NULL, &h0));
+    if (s.batch_major && has[TSR_RNN_IN_C0])
+        TSR_CHECK(transpose(&e, in[TSR_RNN_IN_C0].s, 3, (const int64_t[]){1, 0, 2}, NULL, &c0));
 
     name *ys = tsr_calloc((size_t)(T * s.n_dirs), sizeof *ys);
     if (!ys)
@@ -793,13 +1020,13 @@ static tsr_status rnn_expand(tsr_graph *g, const tsr_node *node, const char *con
                        .clip_hi = clip ? clip_hi.s : NULL,
                        .zero = zero.s,
                        .H = H,
-                       .lbr = s.kind == RNN_GRU && tsr_attr_int(node, "linear_before_reset"),
-                       .input_forget = s.kind == RNN_LSTM && tsr_attr_int(node, "input_forget"),
-                       .has_peep = s.kind == RNN_LSTM && has[IN_P],
-                       .has_seq = has[IN_SEQ]};
-        if (has[IN_SEQ])
+                       .lbr = s.kind == TSR_RNN_GRU && tsr_attr_int(node, "linear_before_reset"),
+                       .input_forget = s.kind == TSR_RNN_LSTM && tsr_attr_int(node, "input_forget"),
+                       .has_peep = s.kind == TSR_RNN_LSTM && has[TSR_RNN_IN_P],
+                       .has_seq = has[TSR_RNN_IN_SEQ]};
+        if (has[TSR_RNN_IN_SEQ])
             d.seq = seq;
-        d.plain_cell = s.kind == RNN_LSTM && !clip && !d.input_forget && !d.has_peep &&
+        d.plain_cell = s.kind == TSR_RNN_LSTM && !clip && !d.input_forget && !d.has_peep &&
                        d.acts[0].kind == ACT_SIGMOID && d.acts[1].kind == ACT_TANH &&
                        d.acts[2].kind == ACT_TANH;
         name w, bias, wb, rb;
@@ -807,10 +1034,10 @@ static tsr_status rnn_expand(tsr_graph *g, const tsr_node *node, const char *con
 #define DIR_TRY(expr)                                                                              \
     if ((st = (expr)) != TSR_OK)                                                                   \
     break
-        DIR_TRY(take(&e, in[IN_W].s, dir, &w));
-        DIR_TRY(take(&e, in[IN_R].s, dir, &d.r));
-        if (has[IN_B]) {
-            DIR_TRY(take(&e, in[IN_B].s, dir, &bias));
+        DIR_TRY(take(&e, in[TSR_RNN_IN_W].s, dir, &w));
+        DIR_TRY(take(&e, in[TSR_RNN_IN_R].s, dir, &d.r));
+        if (has[TSR_RNN_IN_B]) {
+            DIR_TRY(take(&e, in[TSR_RNN_IN_B].s, dir, &bias));
             DIR_TRY(slice_last(&e, bias.s, 0, GH, &wb));
             DIR_TRY(slice_last(&e, bias.s, GH, 2 * GH, &rb));
             has_x_bias = true;
@@ -821,7 +1048,7 @@ static tsr_status rnn_expand(tsr_graph *g, const tsr_node *node, const char *con
                 DIR_TRY(binary(&e, &tsr_op_Add, wb.s, rb.s, &wb));
             }
         }
-        if (s.kind == RNN_GRU && !d.lbr) {
+        if (s.kind == TSR_RNN_GRU && !d.lbr) {
             /* Rows of R: z and r together, then h. */
             name starts, ends, axes;
             int64_t axis0 = 0;
@@ -838,7 +1065,7 @@ static tsr_status rnn_expand(tsr_graph *g, const tsr_node *node, const char *con
         }
         if (d.has_peep) {
             name p;
-            DIR_TRY(take(&e, in[IN_P].s, dir, &p));
+            DIR_TRY(take(&e, in[TSR_RNN_IN_P].s, dir, &p));
             DIR_TRY(slice_last(&e, p.s, 0, H, &d.p_i));
             DIR_TRY(slice_last(&e, p.s, H, 2 * H, &d.p_o));
             DIR_TRY(slice_last(&e, p.s, 2 * H, 3 * H, &d.p_f));
@@ -850,7 +1077,7 @@ static tsr_status rnn_expand(tsr_graph *g, const tsr_node *node, const char *con
         DIR_TRY(const_ints(&e, 1, 3, (const int64_t[]){T, -1, GH}, &shape));
         DIR_TRY(emit(&e, &tsr_op_Reshape, "Reshape", 2, (const char *[]){d.proj.s, shape.s}, 0,
                      NULL, NULL, &d.proj));
-        bool h_zero = !has[IN_H0], c_zero = !has[IN_C0];
+        bool h_zero = !has[TSR_RNN_IN_H0], c_zero = !has[TSR_RNN_IN_C0];
         if (!h_zero)
             DIR_TRY(take(&e, h0.s, dir, &hs[dir]));
         if (!c_zero)
@@ -930,6 +1157,7 @@ static const tsr_attr_def gru_attrs[] = {{"activation_alpha", TSR_ATTR_FLOATS},
         .grad = rnn_grad,                                                                          \
         .expandable = rnn_expandable,                                                              \
         .expand = rnn_expand,                                                                      \
+        .ref = rnn_ref,                                                                            \
     };
 
 RNN_OP(LSTM, lstm_attrs, 8, 3)
@@ -1009,11 +1237,6 @@ static void cell_put(tsr_tensor *t, int64_t i, double v)
         ((double *)t->data)[i] = v;
     else
         ((float *)t->data)[i] = (float)v;
-}
-
-static double sigmoid(double x)
-{
-    return 1.0 / (1.0 + exp(-x));
 }
 
 static tsr_status lstm_cell_ref(const tsr_kernel_ctx *k)

@@ -2,7 +2,9 @@
 batch_first, initial states, odd sizes) and against an independent numpy reading of the ONNX
 spec for what torch does not export (sequence_lens, clip, every activation with its alpha and
 beta, linear_before_reset=0, peepholes, input_forget, layout=1, missing bias); their gradients
-through the expansion against finite differences in float64; a symbolic sequence length;
+through the expansion against finite differences in float64; float32 nodes with constant
+weights run whole (oneDNN's RNN primitives on the cpu device) against their reference kernel and
+the spec, the rest expanded, and differentiated through the expansion; a symbolic sequence length;
 Trilu against numpy triu/tril; and transformer blocks (nn.TransformerEncoderLayer and
 TransformerDecoderLayer, nn.MultiheadAttention, a GPT block with a torch.triu causal mask,
 embedding, LayerNorm and GELU) exported at opset 13 (14 where triu needs it) and 17, against
@@ -157,8 +159,12 @@ def make_case(op, rng, T=5, N=3, I=4, H=3, direction="forward", bias=True, seq=F
 INPUT_ORDER = ["X", "W", "R", "B", "seq", "h0", "c0", "P"]
 
 
-def build(op, arrays, attrs, n_outputs, symbolic_time=False):
-    """The node on graph inputs (every array), named rnn; returns graph and feeds."""
+WEIGHTS = ("W", "R", "B", "P")
+
+
+def build(op, arrays, attrs, n_outputs, symbolic_time=False, weights=None):
+    """The node named rnn on graph inputs (every array; the weights W, R, B and P are constants
+    with weights="constant", parameters with "parameter"); returns graph and feeds."""
     g = tsr.Graph()
     g.set_opset(17)
     last = max(INPUT_ORDER.index(k) for k in arrays)
@@ -168,6 +174,10 @@ def build(op, arrays, attrs, n_outputs, symbolic_time=False):
             names.append("")
             continue
         a = arrays[k]
+        if weights and k in WEIGHTS:
+            (g.add_constant if weights == "constant" else g.add_parameter)(k, a)
+            names.append(k)
+            continue
         shape = list(a.shape)
         if symbolic_time and k == "X":
             shape[1 if attrs.get("layout") else 0] = "time"
@@ -243,6 +253,99 @@ def test_long_sequence_and_odd_sizes():
     arrays = make_case("LSTM", rng, T=70, N=2, I=5, H=7, direction="bidirectional",
                        dtype=np.float32, seq=True)
     run_spec_case("LSTM", arrays, {"direction": "bidirectional"}, "cpu", 2e-6)
+
+
+# ------------------------------------------------------------ whole nodes
+
+WHOLE_CASES = [(op, direction, states, extra)
+               for op, extras in (("LSTM", [{}, {"peep": True}]),
+                                  ("GRU", [{"linear_before_reset": 0}, {"linear_before_reset": 1}]),
+                                  ("RNN", [{}, {"activations": "Relu"}, {"activations": "Sigmoid"}]))
+               for direction in ("forward", "reverse", "bidirectional")
+               for states in (False, True)
+               for extra in extras]
+
+
+def whole_id(c):
+    op, direction, states, extra = c
+    return "-".join([op, direction, "states" if states else "zero"] +
+                    [f"{k}={v}" for k, v in extra.items()])
+
+
+@pytest.mark.parametrize("case", WHOLE_CASES, ids=[whole_id(c) for c in WHOLE_CASES])
+def test_whole_node_against_ref(case):
+    """float32 with constant weights and the default activations: the node stays whole, runs
+    as one oneDNN RNN primitive on the cpu device and its own reference kernel on ref; random
+    odd sizes, every direction, with and without initial states, peepholes, both GRU
+    variants, RNN's three activations."""
+    op, direction, states, extra = case
+    extra = dict(extra)
+    peep = extra.pop("peep", False)
+    if "activations" in extra and direction == "bidirectional":
+        extra["activations"] = ",".join([extra["activations"]] * 2)
+    rng = np.random.default_rng(zlib.crc32(whole_id(case).encode()))
+    T, N, I, H = (int(v) for v in rng.integers([1, 1, 1, 1], [10, 6, 10, 12]))
+    arrays = make_case(op, rng, T=T, N=N, I=I, H=H, direction=direction, dtype=np.float32,
+                       h0=states, c0=states and op == "LSTM", peep=peep)
+    attrs = dict(extra, direction=direction)
+    n_out = 3 if op == "LSTM" else 2
+    g, feeds = build(op, arrays, attrs, n_out, weights="constant")
+    assert g.stats()["op_counts"] == {op: 1}
+    got = {}
+    for device, backend in (("ref", "ref"), ("cpu", "dnnl")):
+        plan = tsr.Plan(g, device=device, threads=2)
+        got[device] = plan.run(feeds)
+        assert plan.node_backend("rnn") == backend
+    opts = dict(attrs)
+    if "activations" in opts:
+        opts["activations"] = opts["activations"].split(",")
+    f64 = {k: v.astype(np.float64) for k, v in arrays.items()}
+    want = reference(op, f64.pop("X"), f64.pop("W"), f64.pop("R"), **f64, **opts)
+    for o in range(n_out):
+        close(got["ref"][o], want[o], 1e-6)
+        close(got["cpu"][o], got["ref"][o], 1e-5)
+
+
+@pytest.mark.parametrize("attrs,shape,why", [
+    ({"clip": 0.5}, {}, "clip"),
+    ({}, dict(seq=True), "sequence_lens"),
+    ({"layout": 1}, dict(layout=1), "layout"),
+    ({"input_forget": 1}, {}, "input_forget"),
+    ({"activations": "Sigmoid,Tanh,Relu"}, {}, "activations"),
+    ({}, dict(dtype=np.float64), "float64"),
+])
+def test_nodes_oneDNN_cannot_run_expand(attrs, shape, why):
+    """What oneDNN's RNN primitives lack (sequence_lens, clip, other activations, ...) keeps the
+    expansion, whose kernels run it as before."""
+    rng = np.random.default_rng(len(why))
+    arrays = make_case("LSTM", rng, **dict(dict(dtype=np.float32), **shape))
+    g, feeds = build("LSTM", arrays, attrs, 3, weights="constant")
+    assert "LSTM" not in g.stats()["op_counts"], why
+    g, _ = build("LSTM", make_case("LSTM", rng, dtype=np.float32), {}, 3)
+    assert "LSTM" not in g.stats()["op_counts"], "weights fed at run time"
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+def test_whole_node_is_expanded_for_its_gradient(op):
+    """Trainable weights (parameters) keep the node whole for inference plans, and the
+    gradient graph differentiates its expansion: the gradients match those of the same node
+    on weights fed as inputs (expanded at build)."""
+    rng = np.random.default_rng(21)
+    arrays = make_case(op, rng, T=4, N=3, I=5, H=6, direction="bidirectional", h0=True,
+                       c0=op == "LSTM", dtype=np.float32)
+    n_out = 3 if op == "LSTM" else 2
+    outs = ["Y", "Y_h", "Y_c"][:n_out]
+    whole, feeds = build(op, arrays, {"direction": "bidirectional"}, n_out, weights="parameter")
+    assert whole.stats()["op_counts"] == {op: 1}
+    plan = tsr.Plan(whole, device="cpu")
+    seeds = [rng.standard_normal(y.shape).astype(np.float32) for y in plan.run(feeds)]
+    assert plan.node_backend("rnn") == "dnnl"
+    wrt = ["X", "W", "R", "B"]
+    got = tsr.Plan(tsr.gradient(whole, outs, wrt), device="cpu").run(feeds + seeds)[n_out:]
+    expanded, all_feeds = build(op, arrays, {"direction": "bidirectional"}, n_out)
+    want = tsr.Plan(tsr.gradient(expanded, outs, wrt), device="cpu").run(all_feeds + seeds)
+    for a, w in zip(got, want[n_out:]):
+        close(a, w, 1e-5)
 
 
 # ---------------------------------------------------------- against torch

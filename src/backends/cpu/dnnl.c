@@ -1,9 +1,10 @@
 /* The oneDNN backend: convolutions (Conv, ai.tessera.FusedConv with its
  * bias, residual sum and activation as post-ops), their gradients
- * (ai.tessera.ConvGradInput, ConvGradFilter), ConvTranspose and matrix products
- * (Gemm, MatMul). Every primitive is created once when the plan is built,
- * with weights prepacked into the format oneDNN chose; a run only points
- * the primitive's memories at the plan's buffers and executes.
+ * (ai.tessera.ConvGradInput, ConvGradFilter), ConvTranspose, matrix products
+ * (Gemm, MatMul) and whole LSTM, GRU and RNN nodes (dnnl_rnn.c). Every
+ * primitive is created once when the plan is built, with weights prepacked
+ * into the format oneDNN chose; a run only points the primitive's memories
+ * at the plan's buffers and executes.
  *
  * oneDNN's own trace (which implementation each primitive got, and its
  * time) is printed with the environment variable DNNL_VERBOSE=1 (=2 adds
@@ -295,6 +296,11 @@ static bool is_conv_bwd(const tsr_node *node)
     return node->op == &tsr_op_ConvGradInput || node->op == &tsr_op_ConvGradFilter;
 }
 
+static bool is_rnn(const tsr_node *node)
+{
+    return node->op == &tsr_op_LSTM || node->op == &tsr_op_GRU || node->op == &tsr_op_RNN;
+}
+
 static bool dnnl_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
 {
     if (node->op == &tsr_op_Conv || node->op == &tsr_op_FusedConv)
@@ -305,9 +311,11 @@ static bool dnnl_supports(const tsr_graph *g, const tsr_node *node, char *why, s
         return tsr_dnnl_conv_bwd_supports(g, node, why, size);
     if (node->op == &tsr_op_ConvTranspose)
         return tsr_dnnl_deconv_supports(g, node, why, size);
+    if (is_rnn(node))
+        return tsr_dnnl_rnn_supports(g, node, why, size);
     snprintf(why, size,
-             "oneDNN runs Conv, FusedConv, ConvGradInput, ConvGradFilter, ConvTranspose, Gemm and "
-             "MatMul only");
+             "oneDNN runs Conv, FusedConv, ConvGradInput, ConvGradFilter, ConvTranspose, Gemm, "
+             "MatMul, LSTM, GRU and RNN only");
     return false;
 }
 
@@ -335,6 +343,8 @@ static tsr_status dnnl_prepare(const tsr_prepare_ctx *ctx, void **state_out)
         status = tsr_dnnl_conv_bwd_prepare(ctx, state_out);
     else if (ctx->node->op == &tsr_op_ConvTranspose)
         status = tsr_dnnl_deconv_prepare(ctx, state_out);
+    else if (is_rnn(ctx->node))
+        status = tsr_dnnl_rnn_prepare(ctx, state_out);
     else
         status = tsr_dnnl_matmul_prepare(ctx, state_out);
     omp_set_num_threads(saved_threads);
@@ -349,6 +359,8 @@ static tsr_status dnnl_run(void *state, const tsr_kernel_ctx *k)
         return tsr_dnnl_conv_bwd_run(state, k);
     if (k->node->op == &tsr_op_ConvTranspose)
         return tsr_dnnl_deconv_run(state, k);
+    if (is_rnn(k->node))
+        return tsr_dnnl_rnn_run(state, k);
     return tsr_dnnl_matmul_run(state, k);
 }
 
@@ -363,6 +375,8 @@ static void dnnl_release(void *state)
         tsr_dnnl_conv_bwd_release(state);
     else if (kind == TSR_DNNL_KIND_DECONV)
         tsr_dnnl_deconv_release(state);
+    else if (kind == TSR_DNNL_KIND_RNN)
+        tsr_dnnl_rnn_release(state);
     else
         tsr_dnnl_matmul_release(state);
 }
@@ -383,6 +397,8 @@ static const char *dnnl_kernel_name(const void *state)
         return tsr_dnnl_conv_bwd_kernel_name(state);
     if (kind == TSR_DNNL_KIND_DECONV)
         return tsr_dnnl_deconv_kernel_name(state);
+    if (kind == TSR_DNNL_KIND_RNN)
+        return tsr_dnnl_rnn_kernel_name(state);
     return tsr_dnnl_matmul_kernel_name(state);
 }
 

@@ -39,7 +39,7 @@ typedef enum {
     TSR_DNNL_THREAD       /* the running thread's scratchpad, shared by every primitive it runs */
 } tsr_dnnl_source;
 
-#define TSR_DNNL_MAX_ARGS 8
+#define TSR_DNNL_MAX_ARGS 12
 
 /* One primitive with its arguments: memories whose handles are set from
  * the kernel's tensors at each run, or point at buffers owned here. */
@@ -104,7 +104,8 @@ typedef enum {
     TSR_DNNL_KIND_MATMUL,
     TSR_DNNL_KIND_CONV,
     TSR_DNNL_KIND_CONV_BWD,
-    TSR_DNNL_KIND_DECONV
+    TSR_DNNL_KIND_DECONV,
+    TSR_DNNL_KIND_RNN
 } tsr_dnnl_kind;
 
 bool tsr_dnnl_conv_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size);
@@ -142,5 +143,12 @@ tsr_status tsr_dnnl_deconv_prepare(const tsr_prepare_ctx *ctx, void **state_out)
 tsr_status tsr_dnnl_deconv_run(void *state, const tsr_kernel_ctx *k);
 void tsr_dnnl_deconv_release(void *state);
 const char *tsr_dnnl_deconv_kernel_name(const void *state);
+
+/* LSTM, GRU and RNN nodes that stay whole (rnn.h), float32 (dnnl_rnn.c). */
+bool tsr_dnnl_rnn_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size);
+tsr_status tsr_dnnl_rnn_prepare(const tsr_prepare_ctx *ctx, void **state_out);
+tsr_status tsr_dnnl_rnn_run(void *state, const tsr_kernel_ctx *k);
+void tsr_dnnl_rnn_release(void *state);
+const char *tsr_dnnl_rnn_kernel_name(const void *state);
 
 #endif
