@@ -25,6 +25,9 @@ PairTesseraIctp::PairTesseraIctp(LAMMPS *lmp) : Pair(lmp)
     restartinfo = 0;
     one_coeff = 1;
     manybody_flag = 1;
+    /* The per-atom virial splits each edge's term between its two atoms,
+     * which is not the centroid form of a many-body term. */
+    centroidstressflag = CENTROID_NOTAVAIL;
     tsr_ictp_options_init(&options_);
     options_.threads = 1;
 }
@@ -171,8 +174,6 @@ double PairTesseraIctp::init_one(int, int)
 void PairTesseraIctp::compute(int eflag, int vflag)
 {
     ev_init(eflag, vflag);
-    if (vflag_atom)
-        fail_all("pair_style tessera/ictp computes no per-atom virial (compute stress/atom)");
 
     int nlocal = atom->nlocal, nall = atom->nlocal + atom->nghost;
     const int *type = atom->type;
@@ -181,6 +182,8 @@ void PairTesseraIctp::compute(int eflag, int vflag)
         numbers_[i] = type_number_[type[i]];
     forces_.resize(3 * static_cast<size_t>(nall));
     energies_.resize(nlocal);
+    if (vflag_atom)
+        virials_.resize(6 * static_cast<size_t>(nall));
 
     /* atom->x is one contiguous block of [nmax][3] doubles. */
     const double *positions = nall ? &atom->x[0][0] : nullptr;
@@ -188,8 +191,9 @@ void PairTesseraIctp::compute(int eflag, int vflag)
     double energy = 0.0;
     tsr_status st = tsr_atoms_create(nall, numbers_.data(), positions, nullptr, nullptr, &cluster);
     if (st == TSR_OK)
-        st = tsr_ictp_evaluate_local(evaluator_, cluster, nlocal, &energy, forces_.data(),
-                                     eflag_atom ? energies_.data() : nullptr);
+        st = tsr_ictp_evaluate_local_virial(evaluator_, cluster, nlocal, &energy, forces_.data(),
+                                            eflag_atom ? energies_.data() : nullptr,
+                                            vflag_atom ? virials_.data() : nullptr);
     tsr_atoms_destroy(cluster);
     if (st != TSR_OK)
         fail_one(std::string("pair_style tessera/ictp: ") + tsr_last_error());
@@ -203,6 +207,11 @@ void PairTesseraIctp::compute(int eflag, int vflag)
     if (eflag_atom)
         for (int i = 0; i < nlocal; i++)
             eatom[i] += energies_[i];
+    /* Ghosts' shares too: compute stress/atom sends them to their owners. */
+    if (vflag_atom)
+        for (int i = 0; i < nall; i++)
+            for (int k = 0; k < 6; k++)
+                vatom[i][k] += virials_[6 * static_cast<size_t>(i) + k];
     if (vflag_fdotr)
         virial_fdotr_compute();
 }

@@ -14,7 +14,9 @@
  * LAMMPS neighbour list, the C library builds its own. Forces on ghosts go
  * back to their owners through LAMMPS's reverse communication, hence
  * `newton on`; the virial is LAMMPS's sum of r . f over owned and ghost
- * atoms (virial_fdotr_compute), exact for a cluster like this one. */
+ * atoms (virial_fdotr_compute), exact for a cluster like this one, and the
+ * per-atom virials (compute stress/atom) the C library's split of it
+ * between the atoms, ghosts' shares going to their owners the same way. */
 #ifndef TESSERA_PAIR_TESSERA_ICTP_H
 #define TESSERA_PAIR_TESSERA_ICTP_H
 
@@ -54,7 +56,7 @@ class PairTesseraIctp : public LAMMPS_NS::Pair
     double receptive_field_ = 0.0;
     std::vector<int32_t> type_number_; /* atomic number of each atom type (1-based) */
     std::vector<int32_t> numbers_;     /* of the owned and ghost atoms */
-    std::vector<double> forces_, energies_;
+    std::vector<double> forces_, energies_, virials_;
 };
 
 } // namespace tessera_lammps

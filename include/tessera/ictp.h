@@ -102,6 +102,20 @@ TSR_API tsr_status tsr_ictp_evaluate_edges(tsr_ictp_evaluator *evaluator, const 
 TSR_API tsr_status tsr_ictp_evaluate_local(tsr_ictp_evaluator *evaluator, const tsr_atoms *atoms,
                                            int64_t n_local, double *energy_out,
                                            double *forces_out, double *energies_out);
+/* The same with each atom's share of the virial, virials_out [n][6] (may
+ * be NULL: then it is tsr_ictp_evaluate_local): with v_e the edge vectors
+ * and E the local energy, each edge's term -v_e (x) dE/dv_e, symmetrized,
+ * half to either of its atoms, as xx yy zz xy xz yz in energy units
+ * (LAMMPS's vatom; compute stress/atom). Ghosts get shares too, for their
+ * owners to add up, and atoms out of reach zeros. They add up to the
+ * virial -V·stress: of the whole system over all domains, and for a
+ * periodic structure with n_local = n its own. The first call that asks
+ * for them builds a second plan (the gradient with respect to the edge
+ * vectors as well); calls without them never run it. */
+TSR_API tsr_status tsr_ictp_evaluate_local_virial(tsr_ictp_evaluator *evaluator,
+                                                  const tsr_atoms *atoms, int64_t n_local,
+                                                  double *energy_out, double *forces_out,
+                                                  double *energies_out, double *virials_out);
 /* The model's cutoff, as tsr_ictp_model_cutoff (0 for NULL). */
 TSR_API double tsr_ictp_evaluator_cutoff(const tsr_ictp_evaluator *evaluator);
 /* Evaluates several structures (of any sizes) in one run of the graph.

@@ -376,6 +376,7 @@ def _declare(lib):
         "tsr_ictp_evaluator_destroy": (v, [p]),
         "tsr_ictp_evaluator_stats": (i, [p, C.POINTER(PlanStats)]),
         "tsr_ictp_evaluate": (i, [p, p, C.POINTER(C.c_double), p, p, p]),
+        "tsr_ictp_evaluate_local_virial": (i, [p, p, C.c_int64, C.POINTER(C.c_double), p, p, p]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(lib, name)

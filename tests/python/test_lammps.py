@@ -1,8 +1,11 @@
 """pair_style tessera/ictp in Debian's LAMMPS (tessera-lammps, lammps/): the same structures
 give the same energy, forces and pressure through LAMMPS on 1 and 2 MPI ranks as
 `tessera ictp eval`, to 1e-8 in float64 (a periodic cell, and a molecule in a non-periodic
-box); an NVE run conserves energy; a bad pair_coeff or pair_style gets a clear error."""
+box), and the same per-atom virials (compute stress/atom) as the C API, adding up to the
+pressure tensor; an NVE run conserves energy; a bad pair_coeff or pair_style gets a clear
+error."""
 
+import ctypes as C
 import json
 import os
 import shutil
@@ -102,7 +105,14 @@ def run_lammps(tmp_path, script, ranks=1, name="in.lmp", timeout=120):
                           env={**env, "OMP_NUM_THREADS": "1"})
 
 
-def single_point(tmp_path, model, boundary, ranks, extra=""):
+def single_point(tmp_path, model, boundary, ranks, extra="", virials=False):
+    """Energy, pressure tensor, forces, per-atom energies and (virials) the six columns of
+    compute stress/atom's pair term, in id order."""
+    columns = "id fx fy fz c_atom_pe"
+    compute_virials = ""
+    if virials:
+        columns += "".join(f" c_atom_virial[{k}]" for k in range(1, 7))
+        compute_virials = "compute atom_virial all stress/atom NULL pair\n"
     script = f"""units metal
 atom_style atomic
 atom_modify map array
@@ -112,7 +122,7 @@ pair_style tessera/ictp {extra}
 pair_coeff * * {model} {' '.join(ELEMENTS)}
 thermo_style custom step pe pxx pyy pzz pxy pxz pyz
 compute atom_pe all pe/atom
-dump forces all custom 1 forces.dump id fx fy fz c_atom_pe
+{compute_virials}dump forces all custom 1 forces.dump {columns}
 dump_modify forces sort id format float %.17g
 run 0
 print "RESULT $(pe:%.17g) $(pxx:%.17g) $(pyy:%.17g) $(pzz:%.17g) $(pxy:%.17g) $(pxz:%.17g) $(pyz:%.17g)"
@@ -120,9 +130,9 @@ print "RESULT $(pe:%.17g) $(pxx:%.17g) $(pyy:%.17g) $(pzz:%.17g) $(pxy:%.17g) $(
     r = run_lammps(tmp_path, script, ranks)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     values = [float(v) for v in r.stdout.split("RESULT")[-1].split()[:7]]
-    dump = (tmp_path / "forces.dump").read_text().split("ITEM: ATOMS id fx fy fz c_atom_pe")[-1]
+    dump = (tmp_path / "forces.dump").read_text().split("ITEM: ATOMS " + columns)[-1]
     table = np.array([[float(v) for v in line.split()[1:]] for line in dump.strip().splitlines()])
-    return values[0], np.array(values[1:]), table[:, :3], table[:, 3]
+    return values[0], np.array(values[1:]), table[:, :3], table[:, 3], table[:, 4:]
 
 
 def tessera_eval(tmp_path, model, numbers, pos, lengths=None):
@@ -148,7 +158,7 @@ def assert_close(got, want, tol, what):
 def test_periodic_cell_matches_tessera_eval(model, tmp_path, ranks):
     numbers, pos, lengths = periodic_cell()
     write_data(tmp_path / "data.lmp", numbers, pos, [(0.0, L) for L in lengths])
-    energy, pressure, forces, energies = single_point(tmp_path, model, "p p p", ranks)
+    energy, pressure, forces, energies, _ = single_point(tmp_path, model, "p p p", ranks)
     want = tessera_eval(tmp_path, model, numbers, pos, lengths)
     assert_close(energy, want["energy"], 1e-8, "energy")
     assert_close(forces, want["forces"], 1e-8, "forces")
@@ -160,11 +170,46 @@ def test_periodic_cell_matches_tessera_eval(model, tmp_path, ranks):
     assert_close(pressure, want_pressure, 1e-8, "pressure tensor")
 
 
+def c_api_virials(model, numbers, pos, lengths):
+    """The periodic cell's per-atom virials from tsr_ictp_evaluate_local_virial."""
+    ictp = tsr.IctpModel(model)
+    atoms = tsr.Atoms(numbers, pos, np.diag(lengths), [1, 1, 1])
+    n = len(numbers)
+    energy, forces, energies, virials = C.c_double(), np.zeros((n, 3)), np.zeros(n), \
+        np.zeros((n, 6))
+    ptr = lambda a: a.ctypes.data_as(C.c_void_p)  # noqa: E731
+    assert tsr.lib().tsr_ictp_evaluate_local_virial(
+        ictp.evaluator, atoms.handle, C.c_int64(n), C.byref(energy), ptr(forces),
+        ptr(energies), ptr(virials)) == tsr.OK, tsr.lib().tsr_last_error().decode()
+    return virials
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_per_atom_virials_match_the_c_api(model, tmp_path, ranks):
+    numbers, pos, lengths = periodic_cell()
+    write_data(tmp_path / "data.lmp", numbers, pos, [(0.0, L) for L in lengths])
+    energy, pressure, forces, _, stress_atom = single_point(tmp_path, model, "p p p", ranks,
+                                                            virials=True)
+    want = tessera_eval(tmp_path, model, numbers, pos, lengths)
+    assert_close(energy, want["energy"], 1e-8, "energy")
+    assert_close(forces, want["forces"], 1e-8, "forces")
+    # compute stress/atom is minus the virial in pressure x volume; its sum over the
+    # atoms is minus the pressure tensor (here all virial: no velocities) times V.
+    assert_close(-stress_atom.sum(axis=0) / np.prod(lengths), pressure, 1e-8,
+                 "compute stress/atom summed against the pressure tensor")
+    stress = np.array(want["stress"]).reshape(3, 3)
+    assert_close(stress_atom.sum(axis=0),
+                 NKTV2P_METAL * np.prod(lengths) * stress[[0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2]],
+                 1e-8, "compute stress/atom summed against tessera ictp eval's stress")
+    assert_close(stress_atom, -NKTV2P_METAL * c_api_virials(model, numbers, pos, lengths),
+                 1e-8, "compute stress/atom against tsr_ictp_evaluate_local_virial")
+
+
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_molecule_in_a_box_matches_tessera_eval(model, tmp_path, ranks):
     numbers, pos = molecule()
     write_data(tmp_path / "data.lmp", numbers, pos, [(-2.0, 8.0), (-2.0, 7.0), (-2.0, 7.0)])
-    energy, _, forces, _ = single_point(tmp_path, model, "f f f", ranks)
+    energy, _, forces, _, _ = single_point(tmp_path, model, "f f f", ranks)
     want = tessera_eval(tmp_path, model, numbers, pos)
     assert_close(energy, want["energy"], 1e-8, "energy")
     assert_close(forces, want["forces"], 1e-8, "forces")
@@ -208,7 +253,7 @@ run {steps}
         f"total energy moved by {np.ptp(total):.3g} eV, kinetic by {np.ptp(kinetic):.3g} eV"
 
 
-def lammps_error(tmp_path, model, style_args="", coeff_args=None):
+def lammps_error(tmp_path, model, style_args="", coeff_args=None, commands=""):
     numbers, pos = molecule(n=4)
     write_data(tmp_path / "data.lmp", numbers, pos, [(-2.0, 8.0), (-2.0, 7.0), (-2.0, 7.0)])
     coeff = f"{model} {' '.join(ELEMENTS)}" if coeff_args is None else coeff_args
@@ -218,6 +263,7 @@ boundary f f f
 read_data data.lmp
 pair_style tessera/ictp {style_args}
 pair_coeff * * {coeff}
+{commands}
 run 0
 """
     r = run_lammps(tmp_path, script)
@@ -239,6 +285,10 @@ def test_bad_pair_coeff_and_style_errors(model, tmp_path):
     assert "dtype is 'float16'" in out
     out = lammps_error(tmp_path, model, style_args="colour blue")
     assert "unknown keyword 'colour'" in out
+    # The per-atom virial halves each edge's term: not the centroid form of many-body terms.
+    out = lammps_error(tmp_path, model, commands="compute c all centroid/stress/atom NULL\n"
+                       "dump d all custom 1 c.dump c_c[1]")
+    assert "does not support compute centroid/stress/atom" in out
 
 
 def test_newton_off_is_refused(model, tmp_path):

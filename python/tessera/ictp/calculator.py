@@ -6,7 +6,10 @@
 
 Energies in eV, forces in eV/Å, stress in eV/Å³ as ASE's Voigt vector
 (xx, yy, zz, yz, xz, xy), the derivative of the energy with respect to strain
-over the volume. A structure with no cell is a molecule; periodic axes follow
+over the volume; `stresses`, per-atom stresses in the same order that add up
+to the stress: each atom's share of the virial (tsr_ictp_evaluate_local_virial:
+half of each edge's term to either of its atoms) over minus the volume, as
+ASE's LennardJones has them. A structure with no cell is a molecule; periodic axes follow
 `atoms.pbc`. Every evaluation runs in C (no part of the model runs in Python);
 atom and edge counts that change between calls, as in MD, reuse the
 evaluator's plans (its size classes)."""
@@ -29,7 +32,8 @@ class Calculator(_AseCalculator):
     dtype: "float64" (default) or "float32"; threads: None for all cores;
     device: None for the library's default ("cpu"), or "ref"."""
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "stresses",
+                              "energies"]
 
     def __init__(self, model_path, dtype="float64", threads=None, device=None, **kwargs):
         super().__init__(**kwargs)
@@ -78,17 +82,31 @@ class Calculator(_AseCalculator):
                                          C.cast(pbc, C.c_void_p) if has_cell else None,
                                          C.byref(handle)))
         want_stress = "stress" in properties
+        want_stresses = "stresses" in properties
+        if want_stresses and not (has_cell and abs(atoms.get_volume()) > 0):
+            raise ValueError("per-atom stresses need a cell of non-zero volume")
         energy = C.c_double()
         forces, energies, stress = np.zeros((n, 3)), np.zeros(n), np.zeros(9)
+        virials = np.zeros((n, 6))
         try:
-            _capi.check(lib.tsr_ictp_evaluate(self._evaluator, handle, C.byref(energy),
-                                              ptr(forces), ptr(stress) if want_stress else None,
-                                              ptr(energies)))
+            if want_stresses:
+                _capi.check(lib.tsr_ictp_evaluate_local_virial(
+                    self._evaluator, handle, n, C.byref(energy), ptr(forces), ptr(energies),
+                    ptr(virials)))
+            else:
+                _capi.check(lib.tsr_ictp_evaluate(
+                    self._evaluator, handle, C.byref(energy), ptr(forces),
+                    ptr(stress) if want_stress else None, ptr(energies)))
         finally:
             lib.tsr_atoms_destroy(handle)
         self.results = {"energy": energy.value, "free_energy": energy.value, "forces": forces,
                         "energies": energies}
-        if want_stress:
+        if want_stresses:
+            # vatom's xx yy zz xy xz yz to ASE's Voigt order, stress = -virial / V.
+            stresses = -virials[:, [0, 1, 2, 5, 4, 3]] / abs(atoms.get_volume())
+            self.results["stresses"] = stresses
+            self.results["stress"] = stresses.sum(axis=0)
+        elif want_stress:
             s = stress.reshape(3, 3)
             self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2],
                                                s[0, 1]])

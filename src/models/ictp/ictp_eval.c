@@ -1,6 +1,10 @@
 /* Evaluating an ICTP model: neighbour list, the energy graph's gradient
  * (tsr_graph_gradient with respect to positions and strain) compiled into
- * one plan, and the results into the caller's buffers. */
+ * one plan, and the results into the caller's buffers. Per-atom virials
+ * need the gradient with respect to the edge vectors too (through the
+ * shift vectors, v = r_i - r_j - shift): a second plan, built from the kept
+ * energy graph on the first request, so that evaluations without them pay
+ * nothing. */
 #include "models/ictp/ictp_internal.h"
 
 #include <math.h>
@@ -9,10 +13,15 @@
 #include <string.h>
 
 enum { IN_POS, IN_SPECIES, IN_BATCH, IN_RECV, IN_SEND, IN_SHIFTS, IN_STRAIN, IN_SEED, N_IN };
-enum { OUT_ENERGY, OUT_ENERGIES, OUT_POS_GRAD, OUT_STRAIN_GRAD, N_OUT };
+enum { OUT_ENERGY, OUT_ENERGIES, OUT_POS_GRAD, OUT_STRAIN_GRAD, OUT_SHIFT_GRAD, N_OUT_VIRIAL };
+enum { N_OUT = OUT_SHIFT_GRAD };
 
 struct tsr_ictp_evaluator {
     tsr_plan *plan;
+    tsr_plan *virial_plan; /* NULL until per-atom virials are first asked for */
+    tsr_graph *graph;      /* the energy graph, which virial_plan differentiates */
+    char *device;          /* the options' device, kept for virial_plan */
+    int threads;
     tsr_dtype dtype;
     double cutoff;
     int n_interactions;
@@ -35,6 +44,9 @@ void tsr_ictp_evaluator_destroy(tsr_ictp_evaluator *ev)
     if (!ev)
         return;
     tsr_plan_destroy(ev->plan);
+    tsr_plan_destroy(ev->virial_plan);
+    tsr_graph_destroy(ev->graph);
+    free(ev->device);
     tsr_edges_free(&ev->edges);
     free(ev);
 }
@@ -49,6 +61,30 @@ tsr_status tsr_ictp_evaluator_stats(const tsr_ictp_evaluator *ev, tsr_plan_stats
 tsr_plan *tsr_ictp_evaluator_plan(tsr_ictp_evaluator *ev)
 {
     return ev ? ev->plan : NULL;
+}
+
+/* The plan of the energy graph's gradient with respect to the first n_wrt
+ * of positions, strain and shift vectors (outputs: energy, energies, then the
+ * gradients in that order). */
+static tsr_status gradient_plan(const tsr_ictp_evaluator *ev, int n_wrt, tsr_plan **plan_out)
+{
+    const char *outputs[1] = {"energy"}, *wrt[3] = {"positions", "strain", "shift_vectors"};
+    tsr_graph *grad = NULL;
+    tsr_status st = tsr_graph_gradient(ev->graph, 1, outputs, n_wrt, wrt, &grad);
+    if (st != TSR_OK)
+        return st;
+    if (tsr_graph_num_inputs(grad) != N_IN || tsr_graph_num_outputs(grad) != 2 + n_wrt) {
+        st = tsr_error(TSR_ERR_INTERNAL, "ICTP: the gradient graph has %d inputs and %d outputs",
+                       tsr_graph_num_inputs(grad), tsr_graph_num_outputs(grad));
+    } else {
+        tsr_compile_options co;
+        tsr_compile_options_init(&co);
+        co.device = ev->device;
+        co.threads = ev->threads;
+        st = tsr_plan_create(grad, &co, plan_out);
+    }
+    tsr_graph_destroy(grad);
+    return st;
 }
 
 tsr_status tsr_ictp_evaluator_create(const tsr_ictp_model *model, const tsr_ictp_options *options,
@@ -67,26 +103,18 @@ tsr_status tsr_ictp_evaluator_create(const tsr_ictp_model *model, const tsr_ictp
     if (opt.threads < 0)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "ICTP evaluator: threads is %d (0: all cores)",
                          opt.threads);
-    tsr_graph *graph = NULL, *grad = NULL;
     tsr_ictp_evaluator *ev = tsr_calloc(1, sizeof *ev);
     if (!ev)
         return TSR_ERR_OUT_OF_MEMORY;
-    tsr_status st = ictp_build_graph(model, opt.dtype, &graph);
-    if (st != TSR_OK)
-        goto cleanup;
-    const char *outputs[1] = {"energy"}, *wrt[2] = {"positions", "strain"};
-    if ((st = tsr_graph_gradient(graph, 1, outputs, 2, wrt, &grad)) != TSR_OK)
-        goto cleanup;
-    if (tsr_graph_num_inputs(grad) != N_IN || tsr_graph_num_outputs(grad) != N_OUT) {
-        st = tsr_error(TSR_ERR_INTERNAL, "ICTP: the gradient graph has %d inputs and %d outputs",
-                       tsr_graph_num_inputs(grad), tsr_graph_num_outputs(grad));
+    tsr_edges_init(&ev->edges);
+    ev->threads = opt.threads;
+    tsr_status st = TSR_OK;
+    if (opt.device && !(ev->device = tsr_strdup(opt.device))) {
+        st = TSR_ERR_OUT_OF_MEMORY;
         goto cleanup;
     }
-    tsr_compile_options co;
-    tsr_compile_options_init(&co);
-    co.device = opt.device;
-    co.threads = opt.threads;
-    if ((st = tsr_plan_create(grad, &co, &ev->plan)) != TSR_OK)
+    if ((st = ictp_build_graph(model, opt.dtype, &ev->graph)) != TSR_OK ||
+        (st = gradient_plan(ev, 2, &ev->plan)) != TSR_OK)
         goto cleanup;
     ev->dtype = opt.dtype;
     ev->cutoff = model->cfg.r_cutoff;
@@ -94,12 +122,9 @@ tsr_status tsr_ictp_evaluator_create(const tsr_ictp_model *model, const tsr_ictp
     ev->n_species = model->cfg.n_species;
     ev->exact_sizes = opt.exact_sizes != 0;
     memcpy(ev->types, model->cfg.types, sizeof ev->types);
-    tsr_edges_init(&ev->edges);
     *evaluator_out = ev;
     ev = NULL;
 cleanup:
-    tsr_graph_destroy(graph);
-    tsr_graph_destroy(grad);
     tsr_ictp_evaluator_destroy(ev);
     return st;
 }
@@ -171,8 +196,7 @@ static int64_t size_class(int64_t count)
  * first padding atom to itself across a shift of twice the cutoff, where
  * the radial basis is exactly zero: nothing reaches a real atom, whose
  * energies, forces and stress are those of the unpadded batch. */
-static tsr_status pad_inputs(const tsr_ictp_evaluator *ev, int64_t n_structures,
-                             batch_inputs *in)
+static tsr_status pad_inputs(const tsr_ictp_evaluator *ev, int64_t n_structures, batch_inputs *in)
 {
     tsr_dtype dt = ev->dtype;
     size_t fs = tsr_dtype_size(dt);
@@ -218,8 +242,7 @@ static tsr_status pad_inputs(const tsr_ictp_evaluator *ev, int64_t n_structures,
  * or NULL to build them here. */
 static tsr_status gather_inputs(tsr_ictp_evaluator *ev, int64_t n_structures,
                                 const tsr_atoms *const *structures,
-                                const tsr_edges *const *given_edges, bool stress,
-                                batch_inputs *in)
+                                const tsr_edges *const *given_edges, bool stress, batch_inputs *in)
 {
     tsr_dtype dt = ev->dtype;
     size_t fs = tsr_dtype_size(dt);
@@ -317,23 +340,61 @@ static tsr_status gather_inputs(tsr_ictp_evaluator *ev, int64_t n_structures,
     return TSR_OK;
 }
 
+/* Each atom's share of the virial W = -sum_e v_e (x) dE/dv_e (energy
+ * units, -V stress in total): half of each edge's term to either end,
+ * symmetrized, as LAMMPS's vatom (xx yy zz xy xz yz). dE/dv_e is minus the
+ * gradient with respect to the edge's shift vector (v = r_i - r_j - shift,
+ * the strain being zero). */
+static void atom_virials(const tsr_ictp_evaluator *ev, const batch_inputs *in,
+                         const void *shift_grad, double *virials_out)
+{
+    tsr_dtype dt = ev->dtype;
+    memset(virials_out, 0, 6 * (size_t)in->n_atoms * sizeof *virials_out);
+    for (int64_t e = 0; e < in->n_edges; e++) {
+        int64_t i = in->receivers[e], j = in->senders[e];
+        double v[3], g[3];
+        for (int k = 0; k < 3; k++) {
+            v[k] = get(dt, in->pos, 3 * i + k) - get(dt, in->pos, 3 * j + k) -
+                   get(dt, in->shift_vectors, 3 * e + k);
+            g[k] = get(dt, shift_grad, 3 * e + k);
+        }
+        const double half[6] = {0.5 * v[0] * g[0],
+                                0.5 * v[1] * g[1],
+                                0.5 * v[2] * g[2],
+                                0.25 * (v[0] * g[1] + v[1] * g[0]),
+                                0.25 * (v[0] * g[2] + v[2] * g[0]),
+                                0.25 * (v[1] * g[2] + v[2] * g[1])};
+        for (int c = 0; c < 6; c++) {
+            virials_out[6 * i + c] += half[c];
+            virials_out[6 * j + c] += half[c];
+        }
+    }
+}
+
 /* n_counted: the number of atoms whose energies count, the first ones of
- * a single structure (tsr_ictp_evaluate_local), or -1 for all. */
+ * a single structure (tsr_ictp_evaluate_local), or -1 for all.
+ * virials_out [atoms][6], or NULL: per-atom virials (atom_virials), which
+ * run the virial plan instead of the plain one. */
 static tsr_status evaluate_structures(tsr_ictp_evaluator *ev, int64_t n_structures,
                                       const tsr_atoms *const *structures,
                                       const tsr_edges *const *given_edges, int64_t n_counted,
-                                      double *energies_out,
-                                      double *forces_out, double *stress_out,
-                                      double *atom_energies_out)
+                                      double *energies_out, double *forces_out, double *stress_out,
+                                      double *atom_energies_out, double *virials_out)
 {
     batch_inputs in = {0};
     tsr_dtype dt = ev->dtype;
     size_t fs = tsr_dtype_size(dt);
     void *energy = NULL, *energies = NULL, *pos_grad = NULL, *strain_grad = NULL;
+    void *shift_grad = NULL;
     tsr_status st =
         gather_inputs(ev, n_structures, structures, given_edges, stress_out != NULL, &in);
     if (st != TSR_OK)
         goto cleanup;
+    if (virials_out && !ev->virial_plan &&
+        (st = gradient_plan(ev, 3, &ev->virial_plan)) != TSR_OK) {
+        tsr_error_prefix("ICTP per-atom virials: ");
+        goto cleanup;
+    }
     if (n_counted >= 0 && n_counted < in.n_atoms) {
         /* The uncounted atoms join the padding structure, whose seed is 0:
          * the counted ones see them, their own energies add nothing. */
@@ -355,7 +416,8 @@ static tsr_status evaluate_structures(tsr_ictp_evaluator *ev, int64_t n_structur
     energies = tsr_malloc((size_t)rn * fs);
     pos_grad = tsr_malloc(3 * (size_t)rn * fs);
     strain_grad = tsr_malloc(9 * (size_t)rb * fs);
-    if (!energy || !energies || !pos_grad || !strain_grad) {
+    shift_grad = virials_out ? tsr_malloc(3 * (size_t)re * fs) : NULL;
+    if (!energy || !energies || !pos_grad || !strain_grad || (virials_out && !shift_grad)) {
         st = TSR_ERR_OUT_OF_MEMORY;
         goto cleanup;
     }
@@ -369,13 +431,15 @@ static tsr_status evaluate_structures(tsr_ictp_evaluator *ev, int64_t n_structur
         [IN_STRAIN] = {dt, 3, {rb, 3, 3}, in.strain},
         [IN_SEED] = {dt, 1, {rb}, in.seed},
     };
-    tsr_tensor outputs[N_OUT] = {
+    tsr_tensor outputs[N_OUT_VIRIAL] = {
         [OUT_ENERGY] = {dt, 1, {rb}, energy},
         [OUT_ENERGIES] = {dt, 1, {rn}, energies},
         [OUT_POS_GRAD] = {dt, 2, {rn, 3}, pos_grad},
         [OUT_STRAIN_GRAD] = {dt, 3, {rb, 3, 3}, strain_grad},
+        [OUT_SHIFT_GRAD] = {dt, 2, {re, 3}, shift_grad},
     };
-    if ((st = tsr_plan_run(ev->plan, N_IN, inputs, N_OUT, outputs)) != TSR_OK) {
+    if ((st = virials_out ? tsr_plan_run(ev->virial_plan, N_IN, inputs, N_OUT_VIRIAL, outputs)
+                          : tsr_plan_run(ev->plan, N_IN, inputs, N_OUT, outputs)) != TSR_OK) {
         tsr_error_prefix("ICTP evaluation: ");
         goto cleanup;
     }
@@ -392,8 +456,11 @@ static tsr_status evaluate_structures(tsr_ictp_evaluator *ev, int64_t n_structur
                                                 (get(dt, strain_grad, 9 * b + 3 * i + j) +
                                                  get(dt, strain_grad, 9 * b + 3 * j + i)) /
                                                 in.volumes[b];
+    if (virials_out)
+        atom_virials(ev, &in, shift_grad, virials_out);
 cleanup:
     batch_free(&in);
+    free(shift_grad);
     free(energy);
     free(energies);
     free(pos_grad);
@@ -411,7 +478,7 @@ tsr_status tsr_ictp_evaluate_batch(tsr_ictp_evaluator *ev, int64_t n_structures,
     if (n_structures == 0)
         return TSR_OK;
     return evaluate_structures(ev, n_structures, structures, NULL, -1, energies_out, forces_out,
-                               stress_out, atom_energies_out);
+                               stress_out, atom_energies_out, NULL);
 }
 
 tsr_status tsr_ictp_evaluate(tsr_ictp_evaluator *ev, const tsr_atoms *atoms, double *energy_out,
@@ -448,12 +515,19 @@ tsr_status tsr_ictp_evaluate_edges(tsr_ictp_evaluator *ev, const tsr_atoms *atom
                              (long long)e, (long long)edges->receivers[e],
                              (long long)edges->senders[e], (long long)n);
     return evaluate_structures(ev, 1, &atoms, &edges, -1, energy_out, forces_out, stress_out,
-                               energies_out);
+                               energies_out, NULL);
 }
 
-tsr_status tsr_ictp_evaluate_local(tsr_ictp_evaluator *ev, const tsr_atoms *atoms,
-                                   int64_t n_local, double *energy_out, double *forces_out,
-                                   double *energies_out)
+tsr_status tsr_ictp_evaluate_local(tsr_ictp_evaluator *ev, const tsr_atoms *atoms, int64_t n_local,
+                                   double *energy_out, double *forces_out, double *energies_out)
+{
+    return tsr_ictp_evaluate_local_virial(ev, atoms, n_local, energy_out, forces_out, energies_out,
+                                          NULL);
+}
+
+tsr_status tsr_ictp_evaluate_local_virial(tsr_ictp_evaluator *ev, const tsr_atoms *atoms,
+                                          int64_t n_local, double *energy_out, double *forces_out,
+                                          double *energies_out, double *virials_out)
 {
     if (!ev || !atoms || !energy_out)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_ictp_evaluate_local: NULL argument");
@@ -473,7 +547,7 @@ tsr_status tsr_ictp_evaluate_local(tsr_ictp_evaluator *ev, const tsr_atoms *atom
     tsr_edges_init(&kept);
     int64_t *hop = NULL, *index = NULL;
     int32_t *numbers = NULL;
-    double *positions = NULL, *forces = NULL;
+    double *positions = NULL, *forces = NULL, *virials = NULL;
     tsr_atoms *cluster = NULL;
     double cell[9];
     int pbc[3];
@@ -501,7 +575,8 @@ tsr_status tsr_ictp_evaluate_local(tsr_ictp_evaluator *ev, const tsr_atoms *atom
     numbers = tsr_malloc(((size_t)n_kept + 1) * sizeof *numbers);
     positions = tsr_malloc(3 * ((size_t)n_kept + 1) * sizeof *positions);
     forces = tsr_malloc(3 * ((size_t)n_kept + 1) * sizeof *forces);
-    if (!numbers || !positions || !forces) {
+    virials = virials_out ? tsr_malloc(6 * ((size_t)n_kept + 1) * sizeof *virials) : NULL;
+    if (!numbers || !positions || !forces || (virials_out && !virials)) {
         st = TSR_ERR_OUT_OF_MEMORY;
         goto cleanup;
     }
@@ -528,11 +603,15 @@ tsr_status tsr_ictp_evaluate_local(tsr_ictp_evaluator *ev, const tsr_atoms *atom
     const tsr_edges *kept_edges = &kept;
     const tsr_atoms *kept_atoms = cluster;
     if ((st = evaluate_structures(ev, 1, &kept_atoms, &kept_edges, n_local, energy_out,
-                                  forces_out ? forces : NULL, NULL, energies_out)) != TSR_OK)
+                                  forces_out ? forces : NULL, NULL, energies_out, virials)) !=
+        TSR_OK)
         goto cleanup;
     for (int64_t a = 0; forces_out && a < n; a++)
         for (int k = 0; k < 3; k++)
             forces_out[3 * a + k] = index[a] >= 0 ? forces[3 * index[a] + k] : 0.0;
+    for (int64_t a = 0; virials_out && a < n; a++)
+        for (int c = 0; c < 6; c++)
+            virials_out[6 * a + c] = index[a] >= 0 ? virials[6 * index[a] + c] : 0.0;
 cleanup:
     tsr_edges_free(&all);
     tsr_edges_free(&kept);
@@ -542,5 +621,6 @@ cleanup:
     free(numbers);
     free(positions);
     free(forces);
+    free(virials);
     return st;
 }
