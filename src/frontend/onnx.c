@@ -75,10 +75,10 @@ static tsr_status check_opsets(importer *imp)
         }
         if (!is_default_domain(os->domain))
             continue;
-        if (v < 11 || v > 17)
+        if (v < 11 || v > 21)
             return tsr_error(TSR_ERR_UNSUPPORTED,
                              "the model uses ONNX opset %" PRId64
-                             "; Tessera supports opsets 11 to 17 (re-export the model with "
+                             "; Tessera supports opsets 11 to 21 (re-export the model with "
                              "one of those)",
                              v);
         imp->default_opset = v;

@@ -26,10 +26,11 @@ bool tsr_onnx_dtype(int32_t onnx_type, tsr_dtype *dtype_out)
 
 const char *tsr_onnx_dtype_name(int32_t onnx_type)
 {
-    static const char *const names[] = {"undefined",  "float",   "uint8",  "int8",   "uint16",
-                                        "int16",      "int32",   "int64",  "string", "bool",
-                                        "float16",    "double",  "uint32", "uint64", "complex64",
-                                        "complex128", "bfloat16"};
+    static const char *const names[] = {
+        "undefined",      "float",      "uint8",          "int8",       "uint16",   "int16",
+        "int32",          "int64",      "string",         "bool",       "float16",  "double",
+        "uint32",         "uint64",     "complex64",      "complex128", "bfloat16", "float8e4m3fn",
+        "float8e4m3fnuz", "float8e5m2", "float8e5m2fnuz", "uint4",      "int4",     "float4e2m1"};
     if (onnx_type >= 0 && onnx_type < (int32_t)(sizeof names / sizeof names[0]))
         return names[onnx_type];
     return "unknown";

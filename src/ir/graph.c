@@ -182,8 +182,8 @@ tsr_status tsr_graph_set_opset(tsr_graph *g, int opset)
 {
     if (!g)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_graph_set_opset: graph is NULL");
-    if (opset < 11 || opset > 17)
-        return tsr_error(TSR_ERR_UNSUPPORTED, "opset %d is not supported (11 to 17 are)", opset);
+    if (opset < 11 || opset > 21)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "opset %d is not supported (11 to 21 are)", opset);
     g->default_opset = opset;
     return TSR_OK;
 }

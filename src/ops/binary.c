@@ -1,6 +1,6 @@
 /* Broadcasting element-wise ops with two or more inputs: arithmetic,
- * comparisons, the logical And/Or/Xor, Where, Mod, Pow and the variadic
- * Max/Min/Sum.
+ * comparisons, the logical And/Or/Xor, the bitwise BitwiseAnd/Or/Xor,
+ * Where, Mod, Pow and the variadic Max/Min/Sum.
  *
  * Every kernel goes through one broadcast iterator: operand strides are
  * zero along broadcast dims, dims of size 1 are dropped and neighbouring
@@ -271,6 +271,22 @@ LOOP2(equal_bool, uint8_t, uint8_t, !a == !b)
 LOOP2(and_bool, uint8_t, uint8_t, a && b)
 LOOP2(or_bool, uint8_t, uint8_t, a || b)
 LOOP2(xor_bool, uint8_t, uint8_t, !a != !b)
+
+/* Bitwise ops (opset 18) on every integer dtype Tessera has. */
+#define LOOPS_BITWISE(OP, EXPR)                                                                    \
+    LOOP2(OP##_i64, int64_t, int64_t, EXPR)                                                        \
+    LOOP2(OP##_i32, int32_t, int32_t, EXPR)                                                        \
+    LOOP2(OP##_i8, int8_t, int8_t, EXPR)                                                           \
+    LOOP2(OP##_u8, uint8_t, uint8_t, EXPR)
+#define BITWISE_TABLE(OP)                                                                          \
+    {                                                                                              \
+        [TSR_INT64] = OP##_i64, [TSR_INT32] = OP##_i32, [TSR_INT8] = OP##_i8,                      \
+        [TSR_UINT8] = OP##_u8                                                                      \
+    }
+
+LOOPS_BITWISE(bit_and, a &b)
+LOOPS_BITWISE(bit_or, a | b)
+LOOPS_BITWISE(bit_xor, a ^ b)
 
 #define NUMERIC_TABLE(OP)                                                                          \
     {                                                                                              \
@@ -553,6 +569,9 @@ EW_OP(GreaterOrEqual, 2, flops_elementwise, true, false, COMPARE_TABLE(greater_e
 EW_OP(And, 2, flops_elementwise, true, false, {[TSR_BOOL] = and_bool}, NULL)
 EW_OP(Or, 2, flops_elementwise, true, false, {[TSR_BOOL] = or_bool}, NULL)
 EW_OP(Xor, 2, flops_elementwise, true, false, {[TSR_BOOL] = xor_bool}, NULL)
+EW_OP(BitwiseAnd, 2, flops_elementwise, false, false, BITWISE_TABLE(bit_and), NULL)
+EW_OP(BitwiseOr, 2, flops_elementwise, false, false, BITWISE_TABLE(bit_or), NULL)
+EW_OP(BitwiseXor, 2, flops_elementwise, false, false, BITWISE_TABLE(bit_xor), NULL)
 
 /* ------------------------------------------------------------------ Mod */
 

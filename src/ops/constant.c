@@ -9,10 +9,11 @@
 
 static const char *onnx_type_name(int64_t code)
 {
-    static const char *const names[] = {"undefined",  "float32", "uint8",  "int8",   "uint16",
-                                        "int16",      "int32",   "int64",  "string", "bool",
-                                        "float16",    "float64", "uint32", "uint64", "complex64",
-                                        "complex128", "bfloat16"};
+    static const char *const names[] = {
+        "undefined",      "float32",    "uint8",          "int8",       "uint16",   "int16",
+        "int32",          "int64",      "string",         "bool",       "float16",  "float64",
+        "uint32",         "uint64",     "complex64",      "complex128", "bfloat16", "float8e4m3fn",
+        "float8e4m3fnuz", "float8e5m2", "float8e5m2fnuz", "uint4",      "int4",     "float4e2m1"};
     return code >= 0 && code < (int64_t)(sizeof names / sizeof names[0]) ? names[code]
                                                                          : "an unknown type";
 }
@@ -169,11 +170,21 @@ const tsr_op_def tsr_op_ConstantOfShape = {
 
 /* ----------------------------------------------------------------- Cast */
 
-static const tsr_attr_def cast_attrs[] = {{"to", TSR_ATTR_INT, .required = true}, {NULL}};
+/* saturate (opset 19 on) only concerns casts to float8 types, which
+ * Tessera does not have: for every other target it changes nothing. */
+static const tsr_attr_def cast_attrs[] = {
+    {"saturate", TSR_ATTR_INT, .i = 1}, {"to", TSR_ATTR_INT, .required = true}, {NULL}};
 
 static tsr_status cast_infer(tsr_infer_ctx *c)
 {
     TSR_CHECK(tsr_infer_require_inputs(c));
+    if (tsr_attr_has(c->node, "saturate") && c->node->opset < 19)
+        return tsr_infer_error(c, TSR_ERR_PARSE, "Cast takes saturate from opset 19 on, not at %d",
+                               c->node->opset);
+    int64_t saturate = tsr_attr_int(c->node, "saturate");
+    if (saturate != 0 && saturate != 1)
+        return tsr_infer_error(c, TSR_ERR_INVALID_ARGUMENT, "saturate is %lld, must be 0 or 1",
+                               (long long)saturate);
     int64_t to = tsr_attr_int(c->node, "to");
     if (!is_tessera_dtype(to))
         return tsr_infer_error(c, TSR_ERR_UNSUPPORTED,

@@ -406,9 +406,28 @@ const tsr_op_def tsr_op_Concat = {
 
 /* --------------------------------------------------------------- Split */
 
-/* `split` is an attribute before opset 13 and an input from 13 on. */
-static const tsr_attr_def split_attrs[] = {
-    {"axis", TSR_ATTR_INT, .i = 0}, {"split", TSR_ATTR_INTS}, {NULL}};
+/* `split` is an attribute before opset 13 and an input from 13 on; from 18
+ * on num_outputs may stand in for it, with every piece ceil(dim / n) long
+ * but the last, which holds the rest. */
+static const tsr_attr_def split_attrs[] = {{"axis", TSR_ATTR_INT, .i = 0},
+                                           {"num_outputs", TSR_ATTR_INT},
+                                           {"split", TSR_ATTR_INTS},
+                                           {NULL}};
+
+/* The pieces num_outputs gives an axis of known size `dim`. */
+static tsr_status split_even_sizes(const tsr_infer_ctx *c, int axis, int64_t dim, int n,
+                                   int64_t *sizes)
+{
+    int64_t piece = (dim + n - 1) / n, last = dim - piece * (n - 1);
+    if (last < 0)
+        return tsr_infer_error(c, TSR_ERR_SHAPE,
+                               "axis %d of size %lld does not split into %d pieces of %lld and a "
+                               "last one holding the rest (num_outputs %d)",
+                               axis, (long long)dim, n, (long long)piece, n);
+    for (int j = 0; j < n; j++)
+        sizes[j] = j < n - 1 ? piece : last;
+    return TSR_OK;
+}
 
 static tsr_status split_infer(tsr_infer_ctx *c)
 {
@@ -422,7 +441,21 @@ static tsr_status split_infer(tsr_infer_ctx *c)
     int count = -1;
     bool known = false, given = false;
     bool has_input = c->n_inputs > 1 && c->inputs[1];
-    if (c->node->opset >= 13) {
+    bool by_count = tsr_attr_has(c->node, "num_outputs");
+    if (by_count) {
+        int64_t num = tsr_attr_int(c->node, "num_outputs");
+        if (c->node->opset < 18)
+            return tsr_infer_error(c, TSR_ERR_PARSE,
+                                   "num_outputs is an attribute of Split from opset 18 on, not %d",
+                                   c->node->opset);
+        if (has_input)
+            return tsr_infer_error(c, TSR_ERR_PARSE,
+                                   "split and num_outputs are both given; give one of them");
+        if (num != n)
+            return tsr_infer_error(c, TSR_ERR_SHAPE,
+                                   "num_outputs is %lld but the node has %d outputs",
+                                   (long long)num, n);
+    } else if (c->node->opset >= 13) {
         if (tsr_attr_has(c->node, "split"))
             return tsr_infer_error(c, TSR_ERR_PARSE,
                                    "from opset 13 on, split is an input, not an attribute");
@@ -445,6 +478,11 @@ static tsr_status split_infer(tsr_infer_ctx *c)
         }
     }
     int64_t dim = x->dims[axis];
+    if (by_count && tsr_dim_known(dim)) {
+        TSR_CHECK(split_even_sizes(c, axis, dim, n, sizes));
+        given = known = true;
+        count = n;
+    }
     if (given && count >= 0 && count != n)
         return tsr_infer_error(c, TSR_ERR_SHAPE, "split has %d entries for %d outputs", count, n);
     if (given && known) {
@@ -927,7 +965,7 @@ const tsr_op_def tsr_op_Gather = {
 
 static const tsr_attr_def pad_attrs[] = {{"mode", TSR_ATTR_STRING, .s = "constant"}, {NULL}};
 
-typedef enum { PAD_CONSTANT, PAD_REFLECT, PAD_EDGE } pad_mode;
+typedef enum { PAD_CONSTANT, PAD_REFLECT, PAD_EDGE, PAD_WRAP } pad_mode;
 
 static tsr_status pad_mode_of(const tsr_node *n, pad_mode *mode)
 {
@@ -938,9 +976,49 @@ static tsr_status pad_mode_of(const tsr_node *n, pad_mode *mode)
         *mode = PAD_REFLECT;
     else if (strcmp(m, "edge") == 0)
         *mode = PAD_EDGE;
+    else if (strcmp(m, "wrap") == 0 && n->opset >= 19)
+        *mode = PAD_WRAP;
     else
         return tsr_error(TSR_ERR_UNSUPPORTED,
-                         "Pad mode '%s' is not supported (constant, reflect, edge are)", m);
+                         "Pad mode '%s' is not supported at opset %d (constant, reflect, edge "
+                         "are, and wrap from opset 19 on)",
+                         m, n->opset);
+    return TSR_OK;
+}
+
+/* From opset 18 on, the optional fourth input names the axes that `pads`
+ * (2 x len(axes) values, begins then ends) applies to; the others get no
+ * padding. Spreads `given` (count values) into full pads of 2 x rank. */
+static tsr_status pad_spread(const tsr_node *n, int rank, const int64_t *given, int count,
+                             const int64_t *axes, int n_axes, int64_t *pads)
+{
+    if (!axes) {
+        if (count != 2 * rank)
+            return tsr_error(TSR_ERR_SHAPE, "pads has %d entries for an input of rank %d", count,
+                             rank);
+        memcpy(pads, given, (size_t)count * sizeof *pads);
+        return TSR_OK;
+    }
+    if (n->opset < 18)
+        return tsr_error(TSR_ERR_PARSE, "Pad takes an axes input from opset 18 on, not at %d",
+                         n->opset);
+    if (count != 2 * n_axes)
+        return tsr_error(TSR_ERR_SHAPE, "pads has %d entries for %d axes (expected two per axis)",
+                         count, n_axes);
+    bool seen[TSR_MAX_RANK] = {false};
+    for (int d = 0; d < 2 * rank; d++)
+        pads[d] = 0;
+    for (int i = 0; i < n_axes; i++) {
+        int axis;
+        if (!tsr_axis_normalize(axes[i], rank, &axis))
+            return tsr_error(TSR_ERR_SHAPE, "axes[%d] is %lld, out of range for rank %d", i,
+                             (long long)axes[i], rank);
+        if (seen[axis])
+            return tsr_error(TSR_ERR_SHAPE, "axis %d is given twice in axes", axis);
+        seen[axis] = true;
+        pads[axis] = given[i];
+        pads[rank + axis] = given[n_axes + i];
+    }
     return TSR_OK;
 }
 
@@ -975,8 +1053,9 @@ static tsr_status pad_check(pad_mode mode, int rank, const int64_t *dims, const 
             return tsr_error(TSR_ERR_SHAPE,
                              "reflect pads %lld and %lld must be smaller than axis %d of size %lld",
                              (long long)b, (long long)e, d, (long long)n);
-        if (mode == PAD_EDGE && (b > 0 || e > 0) && n == 0)
-            return tsr_error(TSR_ERR_SHAPE, "edge padding of the empty axis %d", d);
+        if ((mode == PAD_EDGE || mode == PAD_WRAP) && (b > 0 || e > 0) && n == 0)
+            return tsr_error(TSR_ERR_SHAPE, "%s padding of the empty axis %d",
+                             mode == PAD_EDGE ? "edge" : "wrap", d);
     }
     return TSR_OK;
 }
@@ -987,11 +1066,16 @@ static tsr_status pad_infer(tsr_infer_ctx *c)
     const tsr_value *x = c->inputs[0];
     pad_mode mode = PAD_CONSTANT;
     TSR_CHECK(pad_mode_of(c->node, &mode));
-    int64_t pads[2 * TSR_MAX_RANK];
-    int count;
-    bool known;
-    TSR_CHECK(tsr_infer_int_input(c, 1, "pads", pads, 2 * TSR_MAX_RANK, &count, &known));
-    if (count >= 0 && count != 2 * x->rank)
+    int64_t given[2 * TSR_MAX_RANK], axes[TSR_MAX_RANK], pads[2 * TSR_MAX_RANK];
+    int count, n_axes = 0;
+    bool known, axes_known = true, has_axes = c->n_inputs > 3 && c->inputs[3];
+    TSR_CHECK(tsr_infer_int_input(c, 1, "pads", given, 2 * TSR_MAX_RANK, &count, &known));
+    if (has_axes)
+        TSR_CHECK(tsr_infer_int_input(c, 3, "axes", axes, TSR_MAX_RANK, &n_axes, &axes_known));
+    known &= axes_known;
+    if (known)
+        TSR_CHECK(pad_spread(c->node, x->rank, given, count, has_axes ? axes : NULL, n_axes, pads));
+    else if (!has_axes && count >= 0 && count != 2 * x->rank)
         return tsr_infer_error(c, TSR_ERR_SHAPE, "pads has %d entries for an input of rank %d",
                                count, x->rank);
     const tsr_value *cv = c->n_inputs > 2 ? c->inputs[2] : NULL;
@@ -1026,6 +1110,7 @@ static int64_t pad_source(int64_t i, int64_t n, pad_mode mode)
     switch (mode) {
     case PAD_EDGE: return i < 0 ? 0 : n - 1;
     case PAD_REFLECT: return i < 0 ? -i : 2 * (n - 1) - i;
+    case PAD_WRAP: return (i % n + n) % n;
     default: return -1;
     }
 }
@@ -1046,12 +1131,14 @@ static tsr_status pad_ref(const tsr_kernel_ctx *k)
     tsr_tensor *y = k->outputs[0];
     pad_mode mode = PAD_CONSTANT;
     TSR_CHECK(pad_mode_of(k->node, &mode));
-    int64_t pads[2 * TSR_MAX_RANK];
-    int count;
-    TSR_CHECK(tsr_kernel_ints(k->inputs[1], pads, 2 * TSR_MAX_RANK, &count));
+    int64_t given[2 * TSR_MAX_RANK], axes[TSR_MAX_RANK], pads[2 * TSR_MAX_RANK];
+    int count, n_axes = 0;
+    const tsr_tensor *axes_t = k->n_inputs > 3 ? k->inputs[3] : NULL;
+    TSR_CHECK(tsr_kernel_ints(k->inputs[1], given, 2 * TSR_MAX_RANK, &count));
+    if (axes_t)
+        TSR_CHECK(tsr_kernel_ints(axes_t, axes, TSR_MAX_RANK, &n_axes));
     int r = x->rank;
-    if (count != 2 * r)
-        return tsr_error(TSR_ERR_SHAPE, "pads has %d entries for an input of rank %d", count, r);
+    TSR_CHECK(pad_spread(k->node, r, given, count, axes_t ? axes : NULL, n_axes, pads));
     TSR_CHECK(pad_check(mode, r, x->dims, pads));
     size_t es = tsr_dtype_size(x->dtype);
     unsigned char fill[16] = {0};
@@ -1110,6 +1197,32 @@ static tsr_status pad_grad(tsr_grad_ctx *c)
         return tsr_grad_unsupported(c, "the gradient of constant_value has no rule yet");
     const char *neg, *g;
     TSR_CHECK(tsr_grad_unary(c, &tsr_op_Neg, tsr_grad_input(c, 1), &neg));
+    const char *axes_name = tsr_grad_input(c, 3);
+    if (axes_name) {
+        /* The gradient is emitted at an opset without Pad's axes input:
+         * the cropping pads are scattered into a full-rank list. */
+        const tsr_value *axes = tsr_grad_value(c, axes_name);
+        if (!axes->data)
+            return tsr_grad_unsupported(c, "the padded axes are computed at run time");
+        int rank = tsr_grad_value(c, tsr_grad_input(c, 0))->rank, n_axes;
+        int64_t given[TSR_MAX_RANK], at[2 * TSR_MAX_RANK], zeros[2 * TSR_MAX_RANK] = {0};
+        tsr_tensor view = tsr_value_tensor(axes);
+        TSR_CHECK(tsr_kernel_ints(&view, given, TSR_MAX_RANK, &n_axes));
+        for (int i = 0; i < n_axes; i++) {
+            int axis;
+            if (!tsr_axis_normalize(given[i], rank, &axis))
+                return tsr_error(TSR_ERR_SHAPE, "axes[%d] is %lld, out of range for rank %d", i,
+                                 (long long)given[i], rank);
+            at[i] = axis;
+            at[n_axes + i] = rank + axis;
+        }
+        const char *base, *where, *full;
+        TSR_CHECK(tsr_grad_ints(c, 2 * rank, zeros, &base));
+        TSR_CHECK(tsr_grad_ints(c, 2 * n_axes, at, &where));
+        const char *scatter[3] = {base, where, neg};
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_ScatterElements, 3, scatter, 0, NULL, 1, &full));
+        neg = full;
+    }
     const char *ins[2] = {tsr_grad_dy(c, 0), neg};
     TSR_CHECK(tsr_grad_emit(c, &tsr_op_Pad, 2, ins, 0, NULL, 1, &g));
     return tsr_grad_contribute(c, 0, g);
@@ -1119,7 +1232,7 @@ const tsr_op_def tsr_op_Pad = {
     .name = "Pad",
     .domain = "",
     .min_inputs = 2,
-    .max_inputs = 3,
+    .max_inputs = 4,
     .min_outputs = 1,
     .max_outputs = 1,
     .attrs = pad_attrs,

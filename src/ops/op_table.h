@@ -23,6 +23,7 @@ TSR_OP(Floor)
 TSR_OP(Ceil)
 TSR_OP(Softplus)
 TSR_OP(Not)
+TSR_OP(BitwiseNot)
 TSR_OP(ReluGrad) /* domain ai.tessera, Relu's backward from its output */
 TSR_OP(ClipGrad) /* domain ai.tessera, Clip's backward */
 
@@ -43,6 +44,9 @@ TSR_OP(GreaterOrEqual)
 TSR_OP(And)
 TSR_OP(Or)
 TSR_OP(Xor)
+TSR_OP(BitwiseAnd)
+TSR_OP(BitwiseOr)
+TSR_OP(BitwiseXor)
 TSR_OP(Where)
 TSR_OP(Mod)
 

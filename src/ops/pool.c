@@ -22,6 +22,7 @@ const tsr_attr_def tsr_maxpool_attrs[] = {{"auto_pad", TSR_ATTR_STRING, .s = "NO
 const tsr_attr_def tsr_avgpool_attrs[] = {{"auto_pad", TSR_ATTR_STRING, .s = "NOTSET"},
                                           {"ceil_mode", TSR_ATTR_INT, .i = 0},
                                           {"count_include_pad", TSR_ATTR_INT, .i = 0},
+                                          {"dilations", TSR_ATTR_INTS},
                                           {"kernel_shape", TSR_ATTR_INTS, .required = true},
                                           {"pads", TSR_ATTR_INTS},
                                           {"strides", TSR_ATTR_INTS},
@@ -56,6 +57,20 @@ static tsr_status pool_window(const tsr_node *node, int rank, const int64_t *in,
     bool ceil_mode = false;
     TSR_CHECK(bool_attr(node, "ceil_mode", &ceil_mode));
     TSR_CHECK(tsr_window_init(node, (int)n, in, kernel, ceil_mode, w));
+    if (node->op != &tsr_op_MaxPool && tsr_attr_has(node, "dilations")) {
+        /* AveragePool's dilations (opset 19) are accepted where they
+         * change nothing; the kernels average contiguous windows. */
+        if (node->opset < 19)
+            return tsr_error(TSR_ERR_PARSE,
+                             "AveragePool takes dilations from opset 19 on, not at %d",
+                             node->opset);
+        for (int i = 0; i < w->n; i++)
+            if (w->dilation[i] != 1)
+                return tsr_error(TSR_ERR_UNSUPPORTED,
+                                 "AveragePool with dilations other than 1 is not supported yet "
+                                 "(spatial dim %d has %lld)",
+                                 i, (long long)w->dilation[i]);
+    }
     for (int i = 0; i < w->n; i++) {
         int64_t span = (w->kernel[i] - 1) * w->dilation[i] + 1;
         if (w->pad_begin[i] >= span || w->pad_end[i] >= span)

@@ -30,26 +30,33 @@ static reduce_mode reduce_mode_of(const tsr_op_def *op)
     return REDUCE_MEAN;
 }
 
-/* The dtypes ONNX gives each reduction that Tessera has. */
-static unsigned reduce_dtypes(reduce_mode mode)
+/* The dtypes ONNX gives each reduction that Tessera has at the node's
+ * opset; ReduceMax and ReduceMin take bool from opset 20 on, run as uint8
+ * (max is any, min is all). */
+static unsigned reduce_dtypes(const tsr_node *n)
 {
     unsigned ints = TSR_DTYPE_BIT(TSR_INT32) | TSR_DTYPE_BIT(TSR_INT64);
-    switch (mode) {
+    switch (reduce_mode_of(n->op)) {
     case REDUCE_MEAN: return TSR_FLOAT_TYPES;
     case REDUCE_SUM:
     case REDUCE_PROD: return TSR_FLOAT_TYPES | ints;
     case REDUCE_MAX:
     case REDUCE_MIN: break;
     }
-    return TSR_FLOAT_TYPES | ints | TSR_DTYPE_BIT(TSR_INT8) | TSR_DTYPE_BIT(TSR_UINT8);
+    return TSR_FLOAT_TYPES | ints | TSR_DTYPE_BIT(TSR_INT8) | TSR_DTYPE_BIT(TSR_UINT8) |
+           (n->opset >= 20 ? TSR_DTYPE_BIT(TSR_BOOL) : 0);
 }
 
 /* ReduceSum takes its axes as an optional input, and
- * noop_with_empty_axes, from opset 13 on; the others keep the attribute
- * up to opset 17, the newest a graph takes. */
+ * noop_with_empty_axes, from opset 13 on; the others from opset 18 on. */
+static int axes_input_opset(const tsr_op_def *op)
+{
+    return op == &tsr_op_ReduceSum ? 13 : 18;
+}
+
 static bool axes_from_input(const tsr_node *n)
 {
-    return n->op == &tsr_op_ReduceSum && n->opset >= 13;
+    return n->opset >= axes_input_opset(n->op);
 }
 
 /* Which axes are reduced. `axes_input` is the axes input when the node has
@@ -63,8 +70,10 @@ static tsr_status reduce_mask(const tsr_node *n, bool has_axes_input, const tsr_
     *known = true;
     if (axes_from_input(n)) {
         if (tsr_attr_has(n, "axes"))
-            return tsr_error(TSR_ERR_UNSUPPORTED, "from opset 13 on, ReduceSum takes axes as its "
-                                                  "second input, not as an attribute");
+            return tsr_error(TSR_ERR_UNSUPPORTED,
+                             "from opset %d on, %s takes axes as its second input, not as an "
+                             "attribute",
+                             axes_input_opset(n->op), n->op->name);
         if (has_axes_input && !axes_input) {
             *known = false;
             return TSR_OK;
@@ -91,7 +100,12 @@ static tsr_status reduce_mask(const tsr_node *n, bool has_axes_input, const tsr_
             axes[count++] = attr[i];
     }
     int64_t keepdims = tsr_attr_int(n, "keepdims");
-    int64_t noop = n->op == &tsr_op_ReduceSum ? tsr_attr_int(n, "noop_with_empty_axes") : 0;
+    int64_t noop = tsr_attr_int(n, "noop_with_empty_axes");
+    if (noop && !axes_from_input(n))
+        return tsr_error(TSR_ERR_UNSUPPORTED,
+                         "%s at opset %d has no attribute 'noop_with_empty_axes' (it comes "
+                         "with the axes input, from opset %d on)",
+                         n->op->name, n->opset, axes_input_opset(n->op));
     if (keepdims != 0 && keepdims != 1)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "keepdims is %lld, must be 0 or 1",
                          (long long)keepdims);
@@ -112,16 +126,14 @@ static tsr_status reduce_mask(const tsr_node *n, bool has_axes_input, const tsr_
     return TSR_OK;
 }
 
-static const tsr_attr_def reduce_attrs[] = {
-    {"axes", TSR_ATTR_INTS}, {"keepdims", TSR_ATTR_INT, .i = 1}, {NULL}};
-static const tsr_attr_def reduce_sum_attrs[] = {{"axes", TSR_ATTR_INTS},
-                                                {"keepdims", TSR_ATTR_INT, .i = 1},
-                                                {"noop_with_empty_axes", TSR_ATTR_INT, .i = 0},
-                                                {NULL}};
+static const tsr_attr_def reduce_attrs[] = {{"axes", TSR_ATTR_INTS},
+                                            {"keepdims", TSR_ATTR_INT, .i = 1},
+                                            {"noop_with_empty_axes", TSR_ATTR_INT, .i = 0},
+                                            {NULL}};
 
 static tsr_status reduce_infer(tsr_infer_ctx *c)
 {
-    TSR_CHECK(tsr_infer_require_dtype(c, 0, reduce_dtypes(reduce_mode_of(c->node->op))));
+    TSR_CHECK(tsr_infer_require_dtype(c, 0, reduce_dtypes(c->node)));
     const tsr_value *x = c->inputs[0];
     const tsr_value *axes_value = c->n_inputs > 1 ? c->inputs[1] : NULL;
     bool keepdims = tsr_attr_int(c->node, "keepdims") != 0;
@@ -314,7 +326,7 @@ static tsr_status reduce_ref(const tsr_kernel_ctx *k)
         return tsr_error(TSR_ERR_SHAPE, "output has %lld elements, the reduction gives %lld",
                          (long long)tsr_tensor_numel(k->outputs[0]), (long long)r.out_count);
     reduce_mode mode = reduce_mode_of(k->node->op);
-    if (x->dtype >= 32 || !(reduce_dtypes(mode) & TSR_DTYPE_BIT(x->dtype)))
+    if (x->dtype >= 32 || !(reduce_dtypes(k->node) & TSR_DTYPE_BIT(x->dtype)))
         return tsr_error(TSR_ERR_DTYPE, "%s has no kernel for %s", k->node->op->name,
                          tsr_dtype_name(x->dtype));
     switch (x->dtype) {
@@ -467,15 +479,15 @@ static tsr_status reduce_grad(tsr_grad_ctx *c)
     return tsr_grad_contribute(c, 0, g);
 }
 
-#define REDUCE_OP(NAME, ATTRS, MAX_INPUTS)                                                         \
+#define REDUCE_OP(NAME)                                                                            \
     const tsr_op_def tsr_op_##NAME = {                                                             \
         .name = #NAME,                                                                             \
         .domain = "",                                                                              \
         .min_inputs = 1,                                                                           \
-        .max_inputs = MAX_INPUTS,                                                                  \
+        .max_inputs = 2,                                                                           \
         .min_outputs = 1,                                                                          \
         .max_outputs = 1,                                                                          \
-        .attrs = ATTRS,                                                                            \
+        .attrs = reduce_attrs,                                                                     \
         .locality = TSR_LOCALITY_REDUCTION,                                                        \
         .infer = reduce_infer,                                                                     \
         .ref = reduce_ref,                                                                         \
@@ -483,11 +495,11 @@ static tsr_status reduce_grad(tsr_grad_ctx *c)
         .grad = reduce_grad,                                                                       \
     };
 
-REDUCE_OP(ReduceMean, reduce_attrs, 1)
-REDUCE_OP(ReduceSum, reduce_sum_attrs, 2)
-REDUCE_OP(ReduceMax, reduce_attrs, 1)
-REDUCE_OP(ReduceMin, reduce_attrs, 1)
-REDUCE_OP(ReduceProd, reduce_attrs, 1)
+REDUCE_OP(ReduceMean)
+REDUCE_OP(ReduceSum)
+REDUCE_OP(ReduceMax)
+REDUCE_OP(ReduceMin)
+REDUCE_OP(ReduceProd)
 
 /* ------------------------------------------------------ Softmax, LogSoftmax */
 

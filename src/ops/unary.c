@@ -642,3 +642,49 @@ const tsr_op_def tsr_op_Not = {
     .infer = not_infer,
     .ref = not_ref,
 };
+
+/* BitwiseNot (opset 18) on every integer dtype Tessera has. */
+#define BITWISE_NOT_TYPES                                                                          \
+    (TSR_DTYPE_BIT(TSR_INT64) | TSR_DTYPE_BIT(TSR_INT32) | TSR_DTYPE_BIT(TSR_INT8) |               \
+     TSR_DTYPE_BIT(TSR_UINT8))
+
+static tsr_status bitwise_not_infer(tsr_infer_ctx *c)
+{
+    TSR_CHECK(tsr_infer_require_dtype(c, 0, BITWISE_NOT_TYPES));
+    const tsr_value *x = c->inputs[0];
+    tsr_infer_set(c, 0, x->dtype, x->rank, x->dims);
+    return TSR_OK;
+}
+
+#define BITWISE_NOT_LOOP(T)                                                                        \
+    for (int64_t i = 0; i < count; i++)                                                            \
+        ((T *)y->data)[i] = (T) ~((const T *)x->data)[i];
+
+static tsr_status bitwise_not_ref(const tsr_kernel_ctx *k)
+{
+    const tsr_tensor *x = k->inputs[0];
+    tsr_tensor *y = k->outputs[0];
+    int64_t count = tsr_tensor_numel(x);
+    switch (x->dtype) {
+    case TSR_INT64: BITWISE_NOT_LOOP(int64_t) break;
+    case TSR_INT32: BITWISE_NOT_LOOP(int32_t) break;
+    case TSR_INT8: BITWISE_NOT_LOOP(int8_t) break;
+    case TSR_UINT8: BITWISE_NOT_LOOP(uint8_t) break;
+    default:
+        return tsr_error(TSR_ERR_DTYPE, "BitwiseNot has no kernel for %s",
+                         tsr_dtype_name(x->dtype));
+    }
+    return TSR_OK;
+}
+
+const tsr_op_def tsr_op_BitwiseNot = {
+    .name = "BitwiseNot",
+    .domain = "",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .locality = TSR_LOCALITY_ELEMENTWISE,
+    .infer = bitwise_not_infer,
+    .ref = bitwise_not_ref,
+};

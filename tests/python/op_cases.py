@@ -174,6 +174,7 @@ CASES = [
     Case("Ceil", [fractional(3, 5, 7)], tol="exact"),
     Case("Softplus", [normal(3, 5, 7, scale=3)]),
     Case("Not", [mask(3, 5, 7)], tol="exact"),
+    Case("BitwiseNot", [ints(3, 5, 7, lo=-40, hi=40)], opset=18, tol="exact"),
     # binary.c
     Case("Add", [normal(2, "C", 5, 7), normal(2, "C", 5, 7)], cpu="cpu"),
     Case("Add", [normal(2, "C", 5, 7), normal(2, "C", 5, 7).unblocked()], cpu="cpu",
@@ -202,6 +203,12 @@ CASES = [
     Case("And", [mask(3, 5), mask(5)], tol="exact"),
     Case("Or", [mask(3, 1), mask(1, 5)], tol="exact"),
     Case("Xor", [mask(2, 3, 5), mask(3, 5)], tol="exact"),
+    Case("BitwiseAnd", [ints(3, 5, lo=-40, hi=40), ints(5, lo=-40, hi=40)], opset=18,
+         tol="exact"),
+    Case("BitwiseOr", [ints(3, 1, lo=-40, hi=40), ints(1, 5, lo=-40, hi=40)], opset=18,
+         tol="exact"),
+    Case("BitwiseXor", [ints(2, 3, 5, lo=-40, hi=40), ints(3, 5, lo=-40, hi=40)], opset=18,
+         tol="exact"),
     Case("Where", [mask(3, 5), normal(3, 5), normal(5)]),
     Case("Mod", [fractional(3, 5), const(np.full((3, 5), 2.0))], {"fmod": 1}),
     # conv.c
