@@ -154,17 +154,41 @@ def test_transcendentals_accuracy(cpu_env):
 
 
 def test_binary_refusals():
-    """Broadcasts other than per-channel and scalar, and float64, go to ref
-    (with a reason); the results still match."""
+    """Broadcasts other than per-channel and scalar go to ref (with a
+    reason), in float32 and float64; the results still match."""
     rng = np.random.default_rng(6)
-    a = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
-    for b in [rng.standard_normal((1, 3, 1, 7)).astype(np.float32),
-              rng.standard_normal((7,)).astype(np.float32)]:
-        got = run_op_on("Add", [a, b], backend="ref")
-        np.testing.assert_allclose(got, a + b, rtol=1e-6)
-    a64 = a.astype(np.float64)
-    got = run_op_on("Mul", [a64, a64], backend="ref")
-    np.testing.assert_allclose(got, a64 * a64)
+    for dtype in (np.float32, np.float64):
+        a = rng.standard_normal((2, 3, 5, 7)).astype(dtype)
+        for b in [rng.standard_normal((1, 3, 1, 7)).astype(dtype),
+                  rng.standard_normal((7,)).astype(dtype)]:
+            got = run_op_on("Add", [a, b], backend="ref")
+            np.testing.assert_allclose(got, a + b, rtol=1e-6)
+
+
+@pytest.mark.parametrize("isa", isa_params())
+def test_float64_elementwise_matches_ref(isa, monkeypatch):
+    """float64 unary and binary ops (same shapes, per-channel, scalar, either
+    operand first) on the cpu kernels give the ref kernels' values exactly
+    (the same double formulas), on odd shapes and on enough elements for two
+    threads; the ops with parameters stay on ref."""
+    monkeypatch.setenv("TSR_CPU_ISA", isa)
+    rng = np.random.default_rng(11)
+    for shape in [(3, 5, 7), (1, 1), (2, 9, 1, 13), (40, 1100)]:
+        x = rng.standard_normal(shape) * 4
+        for op in ["Relu", "Sigmoid", "Tanh", "Erf", "Exp", "Abs", "Neg"]:
+            np.testing.assert_array_equal(run_op_on(op, [x]), tsr.run_op(op, [x])[0],
+                                          err_msg=op)
+        c = np.ones(len(shape), dtype=int)
+        c[1] = shape[1]
+        others = [rng.standard_normal(shape) + 5, rng.standard_normal(tuple(c)) + 5,
+                  rng.standard_normal(()) + 5]
+        for op in ["Add", "Sub", "Mul", "Div"]:
+            for y in others:
+                for pair in ([x, y], [y, x]):
+                    np.testing.assert_array_equal(run_op_on(op, pair),
+                                                  tsr.run_op(op, pair)[0], err_msg=op)
+    np.testing.assert_array_equal(run_op_on("LeakyRelu", [x], backend="ref"),
+                                  np.where(x >= 0, x, 0.01 * x))
 
 
 def test_max_pools_propagate_nan(cpu_env):

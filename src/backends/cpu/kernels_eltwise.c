@@ -4,7 +4,9 @@
  * floats (a blocked tensor's rows are its channel blocks, padded lanes
  * included), cut into cache-sized pieces that threads share. Where an op
  * maps the zeros of padded lanes to something else (Sigmoid, 0/0), the
- * lanes are zeroed again in each piece while it is still in cache. */
+ * lanes are zeroed again in each piece while it is still in cache.
+ * float64 (the ICTP models' precision) runs the binary ops and the unary
+ * ones without parameters, in plain layouts, by the ref kernels' formulas. */
 #include "backends/cpu/kernels_internal.h"
 #include "ops/reduce.h"
 #include "ops/rnn.h"
@@ -52,11 +54,17 @@ typedef void (*affine_tile)(const float *x, const float *s, const float *t, int 
 typedef void (*lstm_cell_tile)(const float *gates, const float *c_prev, float *h, float *c,
                                int64_t hidden);
 typedef void (*softmax_tile)(const float *x, float *y, int64_t n, bool log_out);
+typedef void (*unary64_tile)(const double *x, double *y, int64_t n);
+typedef void (*binary64_vv_tile)(const double *a, const double *b, double *y, int64_t n);
+typedef void (*binary64_vs_tile)(const double *a, double b, double *y, int64_t n);
 
 typedef struct {
     unary_tile unary[TSR_CPU_N_UNARY];
     binary_vv_tile vv[TSR_CPU_N_BINARY];
     binary_vp_tile vp[TSR_CPU_N_BINARY];
+    unary64_tile unary64[TSR_CPU_N_UNARY]; /* NULL: float64 runs on ref */
+    binary64_vv_tile vv64[TSR_CPU_N_BINARY];
+    binary64_vs_tile vs64[TSR_CPU_N_BINARY];
     affine_tile affine;
     lstm_cell_tile lstm_cell;
     softmax_tile softmax_row;
@@ -113,7 +121,8 @@ static void zero_padding(float *y, int64_t len, int block, int pad_from)
             y[p + l] = 0.0f;
 }
 
-/* Calls fn on every piece; `out` is the output, for re-zeroing. */
+/* Calls fn on every piece; `out` is the output, for re-zeroing (NULL for
+ * float64, which is plain). */
 static void run_pieces(const span_job *j, int threads, piece_fn fn, const void *ctx, float *out)
 {
     if (j->rows == 0 || j->row_len == 0)
@@ -204,6 +213,45 @@ static void unary_piece(const void *ctx, int64_t row, int64_t offset, int64_t le
     c->tile(c->x + at, c->y + at, len, &c->prm);
 }
 
+typedef struct {
+    unary64_tile tile;
+    const double *x;
+    double *y;
+} unary64_ctx;
+
+static void unary64_piece(const void *ctx, int64_t row, int64_t offset, int64_t len)
+{
+    const unary64_ctx *c = ctx;
+    (void)row; /* one row */
+    c->tile(c->x + offset, c->y + offset, len);
+}
+
+static const struct {
+    const tsr_op_def *op;
+    int kind;
+} unary_kinds[] = {
+    {&tsr_op_Relu, TSR_CPU_RELU},
+    {&tsr_op_LeakyRelu, TSR_CPU_LEAKY_RELU},
+    {&tsr_op_Clip, TSR_CPU_CLIP},
+    {&tsr_op_HardSigmoid, TSR_CPU_HARD_SIGMOID},
+    {&tsr_op_HardSwish, TSR_CPU_HARD_SWISH},
+    {&tsr_op_Sigmoid, TSR_CPU_SIGMOID},
+    {&tsr_op_Tanh, TSR_CPU_TANH},
+    {&tsr_op_Erf, TSR_CPU_ERF},
+    {&tsr_op_Exp, TSR_CPU_EXP},
+    {&tsr_op_Abs, TSR_CPU_ABS},
+    {&tsr_op_Neg, TSR_CPU_NEG},
+};
+
+/* The unary op's TSR_CPU_* kind, or -1. */
+static int unary_kind(const tsr_op_def *op)
+{
+    for (size_t i = 0; i < sizeof unary_kinds / sizeof *unary_kinds; i++)
+        if (unary_kinds[i].op == op)
+            return unary_kinds[i].kind;
+    return -1;
+}
+
 /* The op's parameters; Clip's bounds are its optional inputs. */
 static tsr_cpu_ew_params unary_params(const unary_data *d, const float *lo, const float *hi)
 {
@@ -226,6 +274,13 @@ static bool unary_rezeroes(unary_tile tile, const tsr_cpu_ew_params *prm)
 static tsr_status unary_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
 {
     const unary_data *d = s->data;
+    if (k->inputs[0]->dtype == TSR_FLOAT64) {
+        unary64_ctx c = {
+            .tile = tiles[s->isa]->unary64[d->kind], .x = k->inputs[0]->data, .y = k->outputs[0]->data};
+        span_job j = span_of(k->inputs[0], TSR_LAYOUT_PLAIN, false);
+        run_pieces(&j, k->threads, unary64_piece, &c, NULL);
+        return TSR_OK;
+    }
     const tsr_tensor *lo = k->n_inputs > 1 ? k->inputs[1] : NULL;
     const tsr_tensor *hi = k->n_inputs > 2 ? k->inputs[2] : NULL;
     unary_ctx c = {.tile = tiles[s->isa]->unary[d->kind],
@@ -252,12 +307,22 @@ static void unary_band(const tsr_cpu_state *s, const tsr_band_call *c)
         band_rezero(p, c->cb, y, len);
 }
 
-static bool unary_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+static bool f32_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
 {
     for (int i = 0; i < node->n_inputs; i++)
         if (!tsr_cpu_require_f32(g, node, i, why, size))
             return false;
     return true;
+}
+
+/* float32, or float64 for the kinds with a float64 tile (one input). */
+static bool unary_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    int kind = unary_kind(node->op);
+    if (tsr_cpu_input(g, node, 0)->dtype == TSR_FLOAT64 && node->n_inputs == 1 && kind >= 0 &&
+        tiles[TSR_ISA_PORTABLE]->unary64[kind])
+        return true;
+    return f32_supports(g, node, why, size);
 }
 
 static tsr_status unary_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
@@ -269,35 +334,17 @@ static tsr_status unary_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
     s->data = d;
     s->run = unary_run;
     const tsr_op_def *op = node->op;
-    if (op == &tsr_op_Relu) {
-        d->kind = TSR_CPU_RELU;
-    } else if (op == &tsr_op_LeakyRelu) {
-        d->kind = TSR_CPU_LEAKY_RELU;
+    d->kind = unary_kind(op);
+    if (d->kind < 0)
+        return tsr_error(TSR_ERR_INTERNAL, "cpu backend: %s is not a unary op it knows", op->name);
+    if (op == &tsr_op_LeakyRelu) {
         d->prm.a = (float)tsr_attr_float(node, "alpha");
-    } else if (op == &tsr_op_Clip) {
-        d->kind = TSR_CPU_CLIP;
     } else if (op == &tsr_op_HardSigmoid) {
-        d->kind = TSR_CPU_HARD_SIGMOID;
         d->prm.a = (float)tsr_attr_float(node, "alpha");
         d->prm.b = (float)tsr_attr_float(node, "beta");
-    } else if (op == &tsr_op_HardSwish) {
-        d->kind = TSR_CPU_HARD_SWISH;
-    } else if (op == &tsr_op_Sigmoid) {
-        d->kind = TSR_CPU_SIGMOID;
-    } else if (op == &tsr_op_Tanh) {
-        d->kind = TSR_CPU_TANH;
-    } else if (op == &tsr_op_Erf) {
-        d->kind = TSR_CPU_ERF;
-    } else if (op == &tsr_op_Exp) {
-        d->kind = TSR_CPU_EXP;
-    } else if (op == &tsr_op_Abs) {
-        d->kind = TSR_CPU_ABS;
-    } else if (op == &tsr_op_Neg) {
-        d->kind = TSR_CPU_NEG;
-    } else {
-        return tsr_error(TSR_ERR_INTERNAL, "cpu backend: %s is not a unary op it knows", op->name);
     }
-    if (tsr_cpu_planes_of(tsr_cpu_input(ctx->graph, node, 0), ctx->input_layouts[0], &d->planes)) {
+    const tsr_value *x = tsr_cpu_input(ctx->graph, node, 0);
+    if (x->dtype == TSR_FLOAT32 && tsr_cpu_planes_of(x, ctx->input_layouts[0], &d->planes)) {
         s->band = unary_band;
         s->band_info = tsr_cpu_pointwise_band(1u);
     }
@@ -367,11 +414,18 @@ static bool binary_form_of(const tsr_graph *g, const tsr_node *node, binary_form
     return false;
 }
 
+static bool is_f64(const tsr_graph *g, const tsr_node *node, int i)
+{
+    return tsr_cpu_input(g, node, i)->dtype == TSR_FLOAT64;
+}
+
 static bool binary_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
 {
     binary_form f;
-    return tsr_cpu_require_f32(g, node, 0, why, size) &&
-           tsr_cpu_require_f32(g, node, 1, why, size) && binary_form_of(g, node, &f, why, size);
+    bool f64 = is_f64(g, node, 0) && is_f64(g, node, 1);
+    return (f64 || (tsr_cpu_require_f32(g, node, 0, why, size) &&
+                    tsr_cpu_require_f32(g, node, 1, why, size))) &&
+           binary_form_of(g, node, &f, why, size);
 }
 
 static void binary_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
@@ -380,7 +434,7 @@ static void binary_layouts(const tsr_graph *g, const tsr_node *node, const uint8
     binary_form f;
     char why[8];
     tsr_layout l = TSR_LAYOUT_PLAIN;
-    if (binary_form_of(g, node, &f, why, sizeof why)) {
+    if (!is_f64(g, node, 0) && binary_form_of(g, node, &f, why, sizeof why)) {
         const tsr_value *main = tsr_cpu_input(g, node, f.main);
         l = tsr_cpu_keep_layout(main, available[f.main]);
         /* A residual Add of a blocked and a plain tensor: block the plain one. */
@@ -440,11 +494,51 @@ static float binary_scalar(int kind, float a, float b)
     }
 }
 
+typedef struct {
+    binary64_vv_tile vv;
+    binary64_vs_tile vs;
+    const double *a, *b;
+    double *y;
+    int64_t row_len, channels; /* vs: rows are (n, c) unless scalar */
+    bool scalar;
+} binary64_ctx;
+
+static void binary64_piece(const void *ctx, int64_t row, int64_t offset, int64_t len)
+{
+    const binary64_ctx *c = ctx;
+    int64_t at = row * c->row_len + offset;
+    if (c->vv)
+        c->vv(c->a + at, c->b + at, c->y + at, len);
+    else
+        c->vs(c->a + at, c->b[c->scalar ? 0 : row % c->channels], c->y + at, len);
+}
+
+static tsr_status binary64_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const binary_data *d = s->data;
+    const binary_form *f = &d->form;
+    const tsr_tensor *x = k->inputs[f->main];
+    const tsr_cpu_eltwise_tiles *t = tiles[s->isa];
+    span_job j = span_of(x, TSR_LAYOUT_PLAIN, !f->same_shape && !f->scalar);
+    binary64_ctx c = {.vv = f->same_shape ? t->vv64[d->kind] : NULL,
+                      .vs = f->same_shape ? NULL : t->vs64[d->kind],
+                      .a = x->data,
+                      .b = k->inputs[1 - f->main]->data,
+                      .y = k->outputs[0]->data,
+                      .row_len = j.row_len,
+                      .channels = x->rank >= 2 ? x->dims[1] : 1,
+                      .scalar = f->scalar};
+    run_pieces(&j, k->threads, binary64_piece, &c, NULL);
+    return TSR_OK;
+}
+
 static tsr_status binary_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
 {
     const binary_data *d = s->data;
     const binary_form *f = &d->form;
     const tsr_tensor *x = k->inputs[f->main], *other = k->inputs[1 - f->main];
+    if (x->dtype == TSR_FLOAT64)
+        return binary64_run(s, k);
     tsr_layout layout = (tsr_layout)k->input_layouts[f->main];
     binary_ctx c = {.a = x->data,
                     .b = other->data,
@@ -518,8 +612,9 @@ static tsr_status binary_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
     int block = tsr_layout_block((tsr_layout)ctx->input_layouts[d->form.main]);
     if (!d->form.same_shape && block > 1)
         s->isa = tsr_cpu_isa_for_block(s->isa, block);
-    if (tsr_cpu_planes_of(tsr_cpu_output(ctx->graph, node, 0), ctx->input_layouts[d->form.main],
-                          &d->planes)) {
+    const tsr_value *y = tsr_cpu_output(ctx->graph, node, 0);
+    if (y->dtype == TSR_FLOAT32 &&
+        tsr_cpu_planes_of(y, ctx->input_layouts[d->form.main], &d->planes)) {
         s->band = binary_band;
         s->band_info = tsr_cpu_pointwise_band(d->form.same_shape ? 3u : 1u << d->form.main);
     }
@@ -766,7 +861,7 @@ const tsr_cpu_op tsr_cpu_eltwise_ops[] = {
     {&tsr_op_Mul, binary_supports, binary_layouts, binary_prepare},
     {&tsr_op_Div, binary_supports, binary_layouts, binary_prepare},
     {&tsr_op_BatchNormalization, bn_supports, NULL, bn_prepare},
-    {&tsr_op_LSTMCell, unary_supports, NULL, lstm_cell_prepare},
+    {&tsr_op_LSTMCell, f32_supports, NULL, lstm_cell_prepare},
     {&tsr_op_Softmax, softmax_supports, NULL, softmax_prepare},
     {&tsr_op_LogSoftmax, softmax_supports, NULL, softmax_prepare},
     {NULL},

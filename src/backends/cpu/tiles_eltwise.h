@@ -1,6 +1,6 @@
 /* Element-wise tiles over contiguous spans of float32, written once in the
  * vector layer of simd.h and included by kernels_eltwise.c once per ISA
- * level. A span is a plain tensor's elements or a blocked tensor's
+ * level, and the float64 ones as loops the compiler vectorizes for it. A span is a plain tensor's elements or a blocked tensor's
  * (padded lanes included); per-channel operands come as a pattern that
  * repeats every `period` floats (a block's lanes, or one splat vector).
  * No include guard: included once per level. */
@@ -162,6 +162,56 @@ BINARY_TILES(div, BINARY_DIV)
 BINARY_TILES(rsub, BINARY_RSUB)
 BINARY_TILES(rdiv, BINARY_RDIV)
 
+/* float64 (plain layouts, so no padded lanes): y = a OP b (vv) and
+ * y = a OP b for one value b (vs: a scalar operand, or one channel's value
+ * along that channel's row). The same double arithmetic as the ref
+ * kernels, so the results are theirs. */
+#define BINARY64_TILES(name, EXPR)                                                                 \
+    SIMD_TARGET static void SIMD_NAME(binary64_vv_##name)(const double *as, const double *bs,      \
+                                                          double *ys, int64_t n)                   \
+    {                                                                                              \
+        _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                        \
+        {                                                                                          \
+            double a = as[i], b = bs[i];                                                           \
+            ys[i] = EXPR;                                                                          \
+        }                                                                                          \
+    }                                                                                              \
+    SIMD_TARGET static void SIMD_NAME(binary64_vs_##name)(const double *as, double b, double *ys,  \
+                                                          int64_t n)                               \
+    {                                                                                              \
+        _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                        \
+        {                                                                                          \
+            double a = as[i];                                                                      \
+            ys[i] = EXPR;                                                                          \
+        }                                                                                          \
+    }
+
+BINARY64_TILES(add, a + b)
+BINARY64_TILES(sub, a - b)
+BINARY64_TILES(mul, a *b)
+BINARY64_TILES(div, a / b)
+BINARY64_TILES(rsub, b - a)
+BINARY64_TILES(rdiv, b / a)
+
+/* The float64 unary ops without parameters, by the ref kernels' formulas. */
+#define UNARY64_TILE(name, EXPR)                                                                   \
+    SIMD_TARGET static void SIMD_NAME(unary64_##name)(const double *xs, double *ys, int64_t n)     \
+    {                                                                                              \
+        _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                        \
+        {                                                                                          \
+            double x = xs[i];                                                                      \
+            ys[i] = EXPR;                                                                          \
+        }                                                                                          \
+    }
+
+UNARY64_TILE(relu, x < 0 ? 0.0 : x)
+UNARY64_TILE(sigmoid, 1.0 / (1.0 + exp(-x)))
+UNARY64_TILE(tanh, tanh(x))
+UNARY64_TILE(erf, erf(x))
+UNARY64_TILE(exp, exp(x))
+UNARY64_TILE(abs, fabs(x))
+UNARY64_TILE(neg, -x)
+
 /* y = x * s + t with s and t patterns as in binary_vp (BatchNormalization). */
 SIMD_TARGET static void SIMD_NAME(affine_vp)(const float *xs, const float *s, const float *t,
                                              int period, float *ys, int64_t n)
@@ -290,6 +340,25 @@ static const tsr_cpu_eltwise_tiles SIMD_NAME(eltwise_tiles) = {
            [TSR_CPU_DIV] = SIMD_NAME(binary_vp_div),
            [TSR_CPU_RSUB] = SIMD_NAME(binary_vp_rsub),
            [TSR_CPU_RDIV] = SIMD_NAME(binary_vp_rdiv)},
+    .unary64 = {[TSR_CPU_RELU] = SIMD_NAME(unary64_relu),
+                [TSR_CPU_SIGMOID] = SIMD_NAME(unary64_sigmoid),
+                [TSR_CPU_TANH] = SIMD_NAME(unary64_tanh),
+                [TSR_CPU_ERF] = SIMD_NAME(unary64_erf),
+                [TSR_CPU_EXP] = SIMD_NAME(unary64_exp),
+                [TSR_CPU_ABS] = SIMD_NAME(unary64_abs),
+                [TSR_CPU_NEG] = SIMD_NAME(unary64_neg)},
+    .vv64 = {[TSR_CPU_ADD] = SIMD_NAME(binary64_vv_add),
+             [TSR_CPU_SUB] = SIMD_NAME(binary64_vv_sub),
+             [TSR_CPU_MUL] = SIMD_NAME(binary64_vv_mul),
+             [TSR_CPU_DIV] = SIMD_NAME(binary64_vv_div),
+             [TSR_CPU_RSUB] = SIMD_NAME(binary64_vv_rsub),
+             [TSR_CPU_RDIV] = SIMD_NAME(binary64_vv_rdiv)},
+    .vs64 = {[TSR_CPU_ADD] = SIMD_NAME(binary64_vs_add),
+             [TSR_CPU_SUB] = SIMD_NAME(binary64_vs_sub),
+             [TSR_CPU_MUL] = SIMD_NAME(binary64_vs_mul),
+             [TSR_CPU_DIV] = SIMD_NAME(binary64_vs_div),
+             [TSR_CPU_RSUB] = SIMD_NAME(binary64_vs_rsub),
+             [TSR_CPU_RDIV] = SIMD_NAME(binary64_vs_rdiv)},
     .affine = SIMD_NAME(affine_vp),
     .lstm_cell = SIMD_NAME(lstm_cell),
     .softmax_row = SIMD_NAME(softmax_row),
@@ -297,3 +366,5 @@ static const tsr_cpu_eltwise_tiles SIMD_NAME(eltwise_tiles) = {
 
 #undef UNARY_TILE
 #undef BINARY_TILES
+#undef UNARY64_TILE
+#undef BINARY64_TILES
