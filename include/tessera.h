@@ -278,11 +278,18 @@ TSR_API void tsr_plan_destroy(tsr_plan *plan);
  * cheap; past the cache's limits (tsr_plan_set_cache_limits) the least
  * recently used ones are dropped and rebuilt if their shape comes back. */
 TSR_API tsr_status tsr_plan_reshape(tsr_plan *plan, int n_inputs, const tsr_tensor *inputs);
-/* After reshape: the dtype and concrete shape of output `index`. */
+/* After reshape: the dtype and concrete shape of output `index`; a dim
+ * that the data decides (a NonZero's count, a Reshape to a shape computed
+ * from an input's values) is -1 (docs/dynamic_shapes.md). */
 TSR_API tsr_status tsr_plan_output_desc(const tsr_plan *plan, int index, tsr_tensor *desc_out);
 /* Runs on the shapes of `inputs` (reshaping first if they changed) and
  * writes every output into the caller's buffers, whose dtype and shape
  * must match tsr_plan_output_desc.
+ *
+ * Outputs with a -1 dim there are allocated by the plan: pass them with
+ * data NULL (rank and dims are not read). The run sets their rank, dims
+ * and data, which points into the plan's memory and stays valid until the
+ * next call that uses the plan (reshape, run, set_cache_limits, destroy).
  *
  * One plan on several threads: tsr_plan_reshape, tsr_plan_run,
  * tsr_plan_set_profiling and tsr_plan_set_cache_limits hold the plan's

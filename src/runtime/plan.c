@@ -231,6 +231,8 @@ static size_t spec_bytes(const tsr_plan *p, const spec *s)
             tsr_tensor t = tsr_value_tensor(&g->values[v]);
             bytes += tsr_tensor_bytes(&t);
         }
+    for (int k = 0; s->split && k < s->split->n_frontier; k++)
+        bytes += tsr_tensor_bytes(&s->split->frontier[k]);
     return bytes;
 }
 
@@ -619,7 +621,10 @@ static tsr_status bound_outputs(tsr_graph *g)
 {
     for (int n = 0; n < g->n_nodes; n++) {
         const tsr_node *node = &g->nodes[n];
-        if (!node->op->bound)
+        bool known = true;
+        for (int o = 0; o < node->n_outputs; o++)
+            known = known && shape_known(&g->values[node->outputs[o]]);
+        if (!node->op->bound || known)
             continue;
         tsr_infer_ctx c = {.graph = g, .node = node, .n_inputs = node->n_inputs,
                            .n_outputs = node->n_outputs};
@@ -639,7 +644,9 @@ static tsr_status bound_outputs(tsr_graph *g)
 }
 
 /* The frontier's host buffers, and a check that each op reporting its
- * dims writes the caller's side of the prefix (run_step reads them there). */
+ * dims writes its frontier values there itself (run_step reads the dims
+ * there; the others have a known shape: a NonZero of a constant too large
+ * to fold). */
 static tsr_status frontier_buffers(spec *s)
 {
     spec_split *sp = s->split;
@@ -654,12 +661,17 @@ static tsr_status frontier_buffers(spec *s)
         const plan_step *st = &s->steps[i];
         if (st->kind != STEP_KERNEL || !g->nodes[st->node].op->bound)
             continue;
-        for (int o = 0; o < st->n_out; o++)
-            if (s->bufs[st->out_bufs[o]].kind != BUF_OUTPUT)
+        for (int o = 0; o < st->n_out; o++) {
+            int k = 0, v = s->bufs[st->out_bufs[o]].value;
+            while (k < sp->n_frontier && g->outputs[k] != v)
+                k++;
+            if (k < sp->n_frontier && s->bufs[st->out_bufs[o]].kind != BUF_OUTPUT &&
+                !shape_known(&sp->full->values[sp->frontier_value[k]]))
                 return tsr_error(TSR_ERR_UNSUPPORTED,
                                  "node '%s' (%s): its output's size is known only after it runs, "
                                  "so it must be computed on the host in the plain layout",
                                  g->nodes[st->node].name, g->nodes[st->node].op->name);
+        }
     }
     return TSR_OK;
 }
@@ -1057,9 +1069,12 @@ static tsr_status run_step(const tsr_plan *p, const spec *s, const plan_step *st
         tsr_node_describe(node, desc, sizeof desc);
         tsr_error_prefix("%s: ", desc);
     }
-    /* The dims it wrote, for the tail (frontier_buffers: in a caller's buffer). */
-    for (int o = 0; node->op->bound && o < node->n_outputs; o++)
-        memcpy(outputs[s->bufs[st->out_bufs[o]].index].dims, outs[o].dims, sizeof outs[o].dims);
+    /* The dims it wrote, for the tail (frontier_buffers: in the frontier). */
+    for (int o = 0; node->op->bound && s->split && o < node->n_outputs; o++) {
+        const plan_buffer *b = &s->bufs[st->out_bufs[o]];
+        if (b->kind == BUF_OUTPUT)
+            memcpy(outputs[b->index].dims, outs[o].dims, sizeof outs[o].dims);
+    }
     return status;
 }
 
@@ -1187,10 +1202,11 @@ static tsr_status run_spec(tsr_plan *p, spec *s, const tsr_tensor *inputs, tsr_t
         int k = sp->output_of[o];
         if (k < 0)
             continue;
+        size_t bytes = tsr_tensor_bytes(&sp->frontier[k]);
         if (outputs[o].rank < 0 && !outputs[o].data)
             outputs[o] = sp->frontier[k];
-        else
-            memcpy(outputs[o].data, sp->frontier[k].data, tsr_tensor_bytes(&sp->frontier[k]));
+        else if (bytes)
+            memcpy(outputs[o].data, sp->frontier[k].data, bytes);
     }
     if (!sp->n_tail_outputs)
         return TSR_OK;
