@@ -32,7 +32,8 @@ typedef struct {
 } tsr_cpu_dpp_params;
 
 typedef void (*dpp_row_tile)(const tsr_cpu_dpp_geom *g, const float *x, int64_t x_row0,
-                             const tsr_cpu_dpp_params *p, float *y, int64_t oh, float *scratch);
+                             const tsr_cpu_dpp_params *p, float *y, int64_t oh, float *scratch,
+                             bool ahead);
 typedef void (*dpp_back_tile)(const tsr_cpu_dpp_geom *g, const float *x, const float *dy,
                               const tsr_cpu_dpp_params *p, float *dx, double *sums, float *scratch);
 
@@ -269,7 +270,8 @@ static tsr_status dpp_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; r++) {
             int64_t p = r / g->oh;
-            d->row(g, xs + p * in_plane, 0, &prm[p % cbs], ys + r * out_row, r % g->oh, mine);
+            d->row(g, xs + p * in_plane, 0, &prm[p % cbs], ys + r * out_row, r % g->oh, mine,
+                   true);
         }
     }
     free(prm);
@@ -288,7 +290,7 @@ static void dpp_band(const tsr_cpu_state *s, const tsr_band_call *c)
     int64_t out_row = g->ow * d->block;
     float *y = c->out.data + (c->r0 - c->out.row0) * out_row;
     for (int64_t r = c->r0; r < c->r1; r++, y += out_row)
-        d->row(g, c->in[0].data, c->in[0].row0, &prm, y, r, scratch);
+        d->row(g, c->in[0].data, c->in[0].row0, &prm, y, r, scratch, false);
 }
 
 /* X blocked even where it arrives plain, with two channels or more: the

@@ -113,14 +113,32 @@ SIMD_NAME(dpp_eval)(const tsr_cpu_dpp_geom *g, const float *x, int64_t x_row0,
 }
 
 /* One output row `oh` of the forward; y is that row. Runs of DPP_NW
- * windows with alike taps go interleaved. */
+ * windows with alike taps go interleaved. With `ahead`, each run first
+ * prefetches the input rows that the next output row adds at its columns
+ * (its window's rows below this one's), so that a plane streamed from
+ * memory arrives while this row computes instead of stalling its first
+ * loads. */
 SIMD_TARGET static inline __attribute__((always_inline)) void
 SIMD_NAME(dpp_row)(const tsr_cpu_dpp_geom *g, const float *x, int64_t x_row0,
-                   const tsr_cpu_dpp_params *p, float *y, int64_t oh, float *scratch, const int b)
+                   const tsr_cpu_dpp_params *p, float *y, int64_t oh, float *scratch, bool ahead,
+                   const int b)
 {
     SIMD_NAME(dpp_win) w[DPP_NW];
+    const int64_t pitch = g->iw * b;
+    int64_t next_lo = (oh + 1) * g->sh - g->ph + (g->kh > g->sh ? g->kh - g->sh : 0);
+    int64_t next_hi = (oh + 1) * g->sh - g->ph + g->kh;
+    if (!ahead || oh + 1 >= g->oh)
+        next_hi = next_lo;
+    next_lo = next_lo < 0 ? 0 : next_lo;
+    next_hi = next_hi > g->ih ? g->ih : next_hi;
     for (int64_t ow = 0; ow < g->ow;) {
         int64_t last = ow + DPP_NW - 1;
+        int64_t c0 = ow * g->sw - g->pw, c1 = c0 + DPP_NW * g->sw;
+        c0 = c0 < 0 ? 0 : c0;
+        c1 = c1 > g->iw ? g->iw : c1;
+        for (int64_t r = next_lo; r < next_hi; r++)
+            for (int64_t i = c0 * b; i < c1 * b; i += 64 / sizeof(float))
+                __builtin_prefetch(x + (r - x_row0) * pitch + i);
         bool alike = last < g->ow && g->wlo[ow] == g->wlo[last] && g->whi[ow] == g->whi[last];
         if (alike && g->full)
             alike = g->fwlo[ow] == g->fwlo[last] && g->fwhi[ow] == g->fwhi[last];
@@ -234,9 +252,10 @@ SIMD_NAME(dpp_back_plane)(const tsr_cpu_dpp_geom *g, const float *x, const float
 #define DPP_INSTANCE(b)                                                                            \
     SIMD_TARGET static void SIMD_NAME(dpp_row_b##b)(const tsr_cpu_dpp_geom *g, const float *x,     \
                                                     int64_t x_row0, const tsr_cpu_dpp_params *p,   \
-                                                    float *y, int64_t oh, float *scratch)          \
+                                                    float *y, int64_t oh, float *scratch,          \
+                                                    bool ahead)                                    \
     {                                                                                              \
-        SIMD_NAME(dpp_row)(g, x, x_row0, p, y, oh, scratch, b);                                    \
+        SIMD_NAME(dpp_row)(g, x, x_row0, p, y, oh, scratch, ahead, b);                             \
     }                                                                                              \
     SIMD_TARGET static void SIMD_NAME(dpp_back_b##b)(const tsr_cpu_dpp_geom *g, const float *x,    \
                                                      const float *dy, const tsr_cpu_dpp_params *p, \
