@@ -590,6 +590,25 @@ def test_symbolic_sequence_length_expands_per_plan_shape():
         tsr.gradient(g, ["Y"], ["W"])
 
 
+def test_symbolic_sequence_length_runs_whole_per_plan_shape():
+    """Constant float32 weights: the node stays whole at every plan shape, on oneDNN."""
+    rng = np.random.default_rng(14)
+    arrays = make_case("LSTM", rng, T=4, N=2, I=3, H=5, h0=True, c0=True, peep=True,
+                       dtype=np.float32)
+    g, _ = build("LSTM", arrays, {}, 3, symbolic_time=True, weights="constant")
+    plan = tsr.Plan(g, device="cpu")
+    for T in (4, 9):
+        arrays["X"] = rng.standard_normal((T, 2, 3)).astype(np.float32)
+        got = plan.run([arrays[k] for k in ("X", "h0", "c0")])
+        assert plan.node_backend("rnn") == "dnnl"
+        f64 = {k: v.astype(np.float64) for k, v in arrays.items()}
+        want = reference("LSTM", f64.pop("X"), f64.pop("W"), f64.pop("R"), **f64)
+        for o in range(3):
+            close(got[o], want[o], 1e-5)
+    with pytest.raises(tsr.TesseraError, match="sequence length is symbolic"):
+        tsr.gradient(g, ["Y"], ["h0"])
+
+
 def test_static_sequence_is_expanded_at_build():
     rng = np.random.default_rng(12)
     g, _ = build("LSTM", make_case("LSTM", rng, T=3), {}, 3)
