@@ -190,9 +190,10 @@ static int run_model(const run_options *o, tsr_graph *g)
     tsr_tensor *inputs = calloc((size_t)n_in + 1, sizeof *inputs);
     tsr_tensor *outputs = calloc((size_t)n_out + 1, sizeof *outputs);
     char **paths = calloc((size_t)n_out + 1, sizeof *paths);
+    bool *held = calloc((size_t)n_out + 1, sizeof *held); /* by the plan: sized by the data */
     tsr_plan *plan = NULL;
     int rc = CLI_OK;
-    if (!inputs || !outputs || !paths) {
+    if (!inputs || !outputs || !paths || !held) {
         rc = cli_fail("out of memory");
         goto done;
     }
@@ -225,6 +226,10 @@ static int run_model(const run_options *o, tsr_graph *g)
             rc = cli_fail_status(NULL);
             goto done;
         }
+        for (int d = 0; d < outputs[k].rank; d++)
+            held[k] = held[k] || outputs[k].dims[d] < 0;
+        if (held[k])
+            continue;
         size_t bytes = tsr_tensor_bytes(&outputs[k]);
         if (tsr_tensor_numel(&outputs[k]) < 0) {
             char shape[512];
@@ -274,8 +279,10 @@ done:
     tsr_plan_destroy(plan);
     for (int k = 0; inputs && k < n_in; k++)
         free(inputs[k].data);
-    for (int k = 0; outputs && k < n_out; k++)
-        free(outputs[k].data);
+    for (int k = 0; outputs && held && k < n_out; k++)
+        if (!held[k])
+            free(outputs[k].data);
+    free(held);
     for (int k = 0; paths && k < n_out; k++)
         free(paths[k]);
     free(inputs);

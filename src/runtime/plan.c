@@ -500,6 +500,17 @@ static bool split_nodes(const tsr_graph *g, bool *tail_node, bool *avail, bool *
     return progress;
 }
 
+/* Gives g (a prefix or a tail) the constants of full, shared. */
+static tsr_status share_constants(const tsr_graph *full, tsr_graph *g)
+{
+    for (int v = 0; v < full->n_values; v++) {
+        const tsr_value *val = &full->values[v];
+        if (val->data && val->producer < 0 && !val->is_input)
+            TSR_CHECK(tsr_graph_share_constant(g, val, true));
+    }
+    return TSR_OK;
+}
+
 /* Splits spec s, whose graph has values sized by the data, into its prefix
  * (s->graph from now on) and the description of its tails. */
 static tsr_status split_spec(spec *s)
@@ -584,11 +595,8 @@ static tsr_status split_spec(spec *s)
         const tsr_value *v = &full->values[full->inputs[i]];
         st = tsr_graph_add_input(g, v->name, v->dtype, v->rank, v->dims, NULL);
     }
-    for (int v = 0; v < nv && st == TSR_OK; v++) {
-        const tsr_value *val = &full->values[v];
-        if (val->data && val->producer < 0 && !val->is_input)
-            st = tsr_graph_share_constant(g, val, true);
-    }
+    if (st == TSR_OK)
+        st = share_constants(full, g);
     for (int n = 0; n < full->n_nodes && st == TSR_OK; n++)
         if (!sp->tail_node[n])
             st = tsr_graph_replay_node(full, n, g);
@@ -626,12 +634,7 @@ static tsr_status bound_outputs(tsr_graph *g)
             known = known && shape_known(&g->values[node->outputs[o]]);
         if (!node->op->bound || known)
             continue;
-        tsr_infer_ctx c = {.graph = g, .node = node, .n_inputs = node->n_inputs,
-                           .n_outputs = node->n_outputs};
-        for (int i = 0; i < node->n_inputs; i++)
-            c.inputs[i] = node->inputs[i] >= 0 ? &g->values[node->inputs[i]] : NULL;
-        for (int o = 0; o < node->n_outputs; o++)
-            c.outputs[o] = &g->values[node->outputs[o]];
+        tsr_infer_ctx c = tsr_node_infer_ctx(g, node);
         tsr_status st = node->op->bound(&c);
         if (st != TSR_OK) {
             char desc[320];
@@ -803,11 +806,8 @@ static tsr_status tail_create(tsr_plan *p, spec *parent, const tsr_tensor *input
         memcpy(s->dims[j], x->dims, sizeof(int64_t) * (size_t)x->rank);
         st = tsr_graph_add_input(s->graph, full->values[v].name, x->dtype, x->rank, x->dims, NULL);
     }
-    for (int v = 0; v < full->n_values && st == TSR_OK; v++) {
-        const tsr_value *val = &full->values[v];
-        if (val->data && val->producer < 0 && !val->is_input)
-            st = tsr_graph_share_constant(s->graph, val, true);
-    }
+    if (st == TSR_OK)
+        st = share_constants(full, s->graph);
     for (int c = 0; c < sp->n_tail_consts && st == TSR_OK; c++) {
         int k = sp->tail_const[c], idx;
         const tsr_tensor *f = &sp->frontier[k];

@@ -120,6 +120,9 @@ tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads
                         tsr_precision precision, bool depth_first, bool autotune, bool verbose);
 void tsr_schedule_release(spec *s);
 
+/* The inference context of node `node` of g: its input and output values. */
+tsr_infer_ctx tsr_node_infer_ctx(const tsr_graph *g, const tsr_node *node);
+
 /* The index in s->spaces of backend b's memory space. */
 int tsr_spec_space(const spec *s, const tsr_backend *b);
 

@@ -195,16 +195,22 @@ static const tsr_backend *choose_backend(scheduler *sc, const tsr_node *node, co
     return NULL;
 }
 
-static double node_flops(const tsr_graph *g, const tsr_node *node)
+tsr_infer_ctx tsr_node_infer_ctx(const tsr_graph *g, const tsr_node *node)
 {
-    if (!node->op->flops)
-        return 0.0;
     tsr_infer_ctx c = {.graph = g, .node = node, .n_inputs = node->n_inputs,
                        .n_outputs = node->n_outputs};
     for (int i = 0; i < node->n_inputs; i++)
         c.inputs[i] = node->inputs[i] >= 0 ? &g->values[node->inputs[i]] : NULL;
     for (int o = 0; o < node->n_outputs; o++)
         c.outputs[o] = &g->values[node->outputs[o]];
+    return c;
+}
+
+static double node_flops(const tsr_graph *g, const tsr_node *node)
+{
+    if (!node->op->flops)
+        return 0.0;
+    tsr_infer_ctx c = tsr_node_infer_ctx(g, node);
     return node->op->flops(&c);
 }
 

@@ -4,8 +4,8 @@ the data decides (NonZero -> Transpose -> GatherND / Gather, a Reshape to a shap
 from an input, Range(0, ReduceMax(x)) -> Cast -> Add, Expand / ConstantOfShape / Tile /
 Slice sized by computed tensors, a NonZero of a NonZero's gather), each run at several
 sizes so that tails are both reused from the plan's cache and planned anew, against numpy;
-a torch export of torch.nonzero and x[x > 0] against PyTorch; the plan's cache limits with
-tails; and the errors: a buffer given for an output the plan allocates, a bound or shape
+a torch export of torch.nonzero and x[x > 0] against PyTorch; `tessera run` writing them; the
+plan's cache limits with tails; and the errors: a buffer given for an output the plan allocates, a bound or shape
 found bad only at run time."""
 
 import ctypes as C
@@ -236,6 +236,19 @@ def test_torch_nonzero_and_boolean_masking_against_pytorch():
             assert [g.shape for g in got] == [tuple(w.shape) for w in want]
             for g, w in zip(got, want):
                 np.testing.assert_allclose(g, w.numpy(), rtol=1e-6)
+
+
+def test_tessera_run_writes_outputs_sized_by_the_data(tmp_path):
+    from test_cli import ok
+
+    model_path = tmp_path / "gather.onnx"
+    model_path.write_bytes(gather_model())
+    x = np.random.default_rng(6).standard_normal((4, 5)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    ok("run", model_path, "--input", tmp_path / "x.npy", "--output-dir", tmp_path / "out")
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "vals.npy"), x[x > 0])
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "picked.npy"),
+                                  x[np.nonzero(x > 0)[0]])
 
 
 def test_cache_limits_evict_tails_with_their_specs():
