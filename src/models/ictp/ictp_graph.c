@@ -178,9 +178,9 @@ static const char *concat(gb *b, int n, const char *const *xs, int axis)
     return node(b, "Concat", n, xs, 1, &a);
 }
 
-/* Cuts x [rows, Σ widths] into n consecutive column blocks, each by a
- * Gather of its columns: its gradient is a scatter whose size comes at run
- * time, so the forces' graph can be differentiated again (a Split's
+/* Cuts the weight x [rows, Σ widths] into n consecutive column blocks, each
+ * by a Gather of its columns: its gradient is a scatter whose size comes at
+ * run time, so the forces' graph can be differentiated again (a Split's
  * gradient, a Concat, needs static sizes there). */
 static void split_columns(gb *b, const char *x, int n, const int64_t *widths, const char **parts)
 {
@@ -200,6 +200,17 @@ static void split_columns(gb *b, const char *x, int n, const int64_t *widths, co
         parts[k] = node(b, "Gather", 2, in, 1, &a);
     }
     free(idx);
+}
+
+/* Splits x [rows, Σ widths] into its n column blocks with one Split. */
+static void split_outputs(gb *b, const char *x, int n, const int64_t *widths, const char **parts)
+{
+    const char *in[2] = {x, cst_i64(b, n, widths)};
+    for (int k = 0; k < n; k++)
+        parts[k] = fresh(b, "radial");
+    tsr_attr a = TSR_ATTR_I("axis", 1);
+    if (b->st == TSR_OK)
+        b->st = tsr_graph_add_node(b->g, "Split", "", NULL, 2, in, n, parts, 1, &a);
 }
 
 static const char *reduce_sum(gb *b, const char *x, int64_t axis, int keepdims)
@@ -288,9 +299,12 @@ static const char *weigh(gb *b, const char *x, int l, int64_t P, const ictp_weig
         const char *t = weight_value(b, w, 4, dims, perm, 1.0);
         return binary(b, "MatMul", x, species_table(b, t, P * G, G, species));
     }
+    /* The weights per channel as a rank-0 feature: the product (l, 0 -> l)
+     * is x ⊙ w, run by the ICT kernels where a Mul broadcasting over the
+     * coordinates would fall to ref. */
     const int64_t perm[3] = {0, 2, 1};
     const char *t = weight_value(b, w, 0, NULL, perm, 1.0);
-    const char *out = binary(b, "Mul", x, species_table(b, t, 1, P * G, species));
+    const char *out = ict_product(b, x, species_table(b, t, 1, P * G, species), l, 0, l);
     if (P > 1) {
         const int64_t dims[4] = {-1, width(l), P, G};
         out = reduce_sum(b, reshape(b, out, 4, dims), 2, 0);
@@ -374,10 +388,13 @@ static void build(gb *b)
                 return;
             }
         }
-        /* The radial weights of each path: the MLP's last layer is cut into
-         * one column block per path (weight-sized Gathers, which fold into
-         * constants for inference), so each path's [edges, F] weights come
-         * from their own MatMul and no per-edge tensor is sliced. */
+        /* The radial weights of each path [edges, F]. For inference, one
+         * MatMul for all paths and a Split of its columns: the forces'
+         * gradient is then one Concat and one MatMul instead of a MatMul
+         * and an Add per path. For training, whose second derivative needs
+         * the gradient of that Concat (a Split of static sizes), the MLP's
+         * last layer is cut into one column block per path instead, so that
+         * each path's weights come from their own MatMul. */
         char prefix[112];
         snprintf(prefix, sizeof prefix, "%sconv_tp_weights", I);
         const char *hidden = mlp(b, rho, prefix, c->n_radial);
@@ -387,11 +404,17 @@ static void build(gb *b)
         if (!wr)
             return;
         const char *wr_t = weight_value(b, wr, 0, NULL, perm2, 1.0 / sqrt((double)wr->dims[1]));
-        const char *wq[ICTP_MAX_PATHS];
+        const char *radial[ICTP_MAX_PATHS];
         int64_t widths[ICTP_MAX_PATHS];
         for (int q = 0; q < n_paths; q++)
             widths[q] = F;
-        split_columns(b, wr_t, n_paths, widths, wq);
+        if (b->trainable) {
+            split_columns(b, wr_t, n_paths, widths, radial);
+            for (int q = 0; q < n_paths; q++)
+                radial[q] = binary(b, "MatMul", hidden, radial[q]);
+        } else {
+            split_outputs(b, binary(b, "MatMul", hidden, wr_t), n_paths, widths, radial);
+        }
         /* Each path's message: the fused gather, product with the edge
          * ICT, radial weights and sum over each atom's edges. */
         const char *A[ICTP_MAX_L + 1];
@@ -400,8 +423,7 @@ static void build(gb *b)
             const char *msgs[7];
             for (int k = 0; k < P; k++, q++) {
                 int l1 = pairs[l3][k][0], l2 = pairs[l3][k][1];
-                const char *in[5] = {g[l1], Y[l2], binary(b, "MatMul", hidden, wq[q]), "senders",
-                                     "receivers"};
+                const char *in[5] = {g[l1], Y[l2], radial[q], "senders", "receivers"};
                 tsr_attr a[3] = {TSR_ATTR_I("l1", l1), TSR_ATTR_I("l2", l2), TSR_ATTR_I("l3", l3)};
                 msgs[k] = node_as(b, NULL, "ICTEdgeMessage", ICTP_DOMAIN, 5, in, 3, a);
             }
