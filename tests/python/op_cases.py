@@ -559,6 +559,11 @@ CASES = [
          {"exclusive": 1, "reverse": 1}),
     Case("OneHot", [ints(3, 5, lo=-5, hi=5), const(np.array(4, dtype=I64)),
                     const(np.array([0.5, -2.0]))], {"axis": 1}, tol="exact"),
+    # nonzero.c: the output's count is known only at run time (plans run it first)
+    Case("NonZero", [ints(3, 4, 5, lo=-1, hi=2)], grad="the output is a set of indices",
+         tol="exact"),
+    Case("NonZero", [mask(2, 7)], grad="the output is a set of indices", tol="exact",
+         label="bool"),
     # topk.c
     Case("TopK", [distinct(3, 7, 5), const(np.array([3], dtype=I64))], {"axis": 1}, n_outputs=2,
          grad_outputs=[0], tol="exact"),
@@ -566,11 +571,6 @@ CASES = [
          grad_outputs=[0], tol="exact", label="smallest"),
     Case("TopKGrad", [normal(2, 2, 3), const(np.array([[[3, 0, 1], [0, 2, 4]],
                                                        [[1, 1, 0], [4, 3, 2]]], dtype=I64)),
-    # nonzero.c: the output's count is known only at run time (plans run it first)
-    Case("NonZero", [ints(3, 4, 5, lo=-1, hi=2)], grad="the output is a set of indices",
-         tol="exact"),
-    Case("NonZero", [mask(2, 7)], grad="the output is a set of indices", tol="exact",
-         label="bool"),
                       const(np.array([2, 5, 3], dtype=I64))], {"axis": 1}),
     # radial.c
     Case("BesselBasis", [positive(3, 4, lo=0.5, hi=4.5)], {"r_cutoff": 5.0, "n_basis": 6},
