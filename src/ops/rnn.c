@@ -520,8 +520,8 @@ static tsr_status rnn_ref(const tsr_kernel_ctx *k)
         }
         const float *wb = bias ? bias + d * 2 * GH : NULL, *rb = wb ? wb + GH : NULL;
         const float *pd = p ? p + d * 3 * H : NULL;
-        for (int64_t step = 0; step < T; step++) {
-            int64_t t = backward ? T - 1 - step : step;
+        for (int64_t pos = 0; pos < T; pos++) {
+            int64_t t = backward ? T - 1 - pos : pos;
             for (int64_t b = 0; b < B; b++) {
                 for (int64_t i = 0; i < I; i++)
                     xt[i] = x[(t * B + b) * I + i];
