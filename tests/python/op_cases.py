@@ -133,6 +133,9 @@ class Case:
 
 CONV = {"kernel_shape": [3, 2], "pads": [1, 0, 2, 1], "strides": [2, 1], "dilations": [1, 2]}
 POOL = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}
+ROIS = np.array([[0.5, 1.0, 4.0, 5.5], [-1.0, 0.0, 3.0, 2.5], [2.0, 1.5, 6.0, 7.0]],
+                dtype=np.float32)
+ROI_ALIGN = {"output_height": 2, "output_width": 3, "sampling_ratio": 2, "spatial_scale": 0.75}
 
 CASES = [
     # unary.c
@@ -579,3 +582,16 @@ CASES = [
          {"r_cutoff": 4.0, "n_basis": 7, "p": 6, "derivative": 1}, cpu="cpu", cpu64="cpu",
          label="derivative1"),
 ]
+    # roialign.c, nms.c: detection; NonMaxSuppression's count is known only at run time
+    Case("RoiAlign", [normal(2, "C", 6, 5), const(ROIS), const(np.array([1, 0, 1], dtype=I64))],
+         ROI_ALIGN),
+    Case("RoiAlign", [distinct(2, 3, 6, 5, offset=0.05), const(ROIS),
+                      const(np.array([0, 0, 1], dtype=I64))],
+         dict(ROI_ALIGN, mode="max", coordinate_transformation_mode="output_half_pixel"),
+         label="max"),
+    Case("RoiAlignGrad", [normal(3, "C", 2, 3), const(ROIS), const(np.array([1, 1, 0], dtype=I64)),
+                          weights(2, "C", 6, 5)], ROI_ALIGN),
+    Case("NonMaxSuppression",
+         [Spec((2, 9, 4), lambda r, s: np.cumsum(r.uniform(0.2, 2.0, s), axis=-1)),
+          distinct(2, 3, 9), const(np.array([4], dtype=I64)), const(np.array([0.3]))],
+         grad="the output is a set of indices", tol="exact"),
