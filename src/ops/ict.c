@@ -728,8 +728,9 @@ static double ict_product_flops(const tsr_infer_ctx *c)
 /* The adjoint product ins[0] x ins[1] on `path` for input i, brought to
  * input i's shape: summed over the channels inside the product when input
  * i has no channel axis (sum_channels), by SumTo when it has one of size
- * 1 (none when its channels are the product's), and broadcast over input i's channels when neither operand has any
- * (the gradient of a sum_channels node with one channel-less input). */
+ * 1 (none when its channels are the product's), and broadcast over input
+ * i's channels when neither operand has any (the gradient of a
+ * sum_channels node with one channel-less input). */
 static tsr_status ict_product_adjoint(tsr_grad_ctx *c, int i, const char *const ins[2],
                                       const int path[3], double alpha, bool coords)
 {
@@ -756,8 +757,8 @@ static tsr_status ict_product_adjoint(tsr_grad_ctx *c, int i, const char *const 
      * channel axis of 1 can need a sum; SumTo would otherwise copy, since
      * a symbolic atom count cannot be proved equal. */
     const tsr_value *gv = tsr_grad_value(c, g), *iv = tsr_grad_value(c, tsr_grad_input(c, i));
-    bool same = in_rank == 3 && gv->rank == 3 && tsr_dim_known(iv->dims[2]) &&
-                iv->dims[2] == gv->dims[2];
+    bool same =
+        in_rank == 3 && gv->rank == 3 && tsr_dim_known(iv->dims[2]) && iv->dims[2] == gv->dims[2];
     return in_rank == 3 && !same ? tsr_grad_contribute_sum(c, i, g) : tsr_grad_contribute(c, i, g);
 }
 

@@ -1,9 +1,10 @@
 /* Element-wise tiles over contiguous spans of float32, written once in the
  * vector layer of simd.h and included by kernels_eltwise.c once per ISA
- * level, and the float64 ones as loops the compiler vectorizes for it. A span is a plain tensor's elements or a blocked tensor's
- * (padded lanes included); per-channel operands come as a pattern that
- * repeats every `period` floats (a block's lanes, or one splat vector).
- * No include guard: included once per level. */
+ * level, and the float64 ones as loops the compiler vectorizes for it. A
+ * span is a plain tensor's elements or a blocked tensor's (padded lanes
+ * included); per-channel operands come as a pattern that repeats every
+ * `period` floats (a block's lanes, or one splat vector). No include
+ * guard: included once per level. */
 #include "backends/cpu/simd.h"
 #include "backends/cpu/simd_math.h"
 
@@ -193,7 +194,56 @@ BINARY64_TILES(div, a / b)
 BINARY64_TILES(rsub, b - a)
 BINARY64_TILES(rdiv, b / a)
 
-/* The float64 unary ops without parameters, by the ref kernels' formulas. */
+/* e^x in double where the result is normal (|x| <= 708; the tiles redo
+ * other x with libm): x = n ln2 + r, |r| <= ln2/2, with n rounded by adding
+ * 1.5 * 2^52 and ln2 in two parts (n ln2_hi exact), e^r by its Taylor
+ * series to r^13 (truncated below 3e-18 relative), 2^n from the exponent
+ * bits of that rounding's result. Within a few ulp of libm's exp. */
+#define EXP64_RANGE 708.0
+SIMD_TARGET static inline double SIMD_NAME(exp64)(double x)
+{
+    const double shifter = 0x1.8p52;
+    x = x > EXP64_RANGE ? EXP64_RANGE : x < -EXP64_RANGE ? -EXP64_RANGE : x;
+    double t = x * 1.44269504088896338700e+00 + shifter, n = t - shifter;
+    double r = (x - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
+    /* Horner from 1/13!: p = p r + 1/k! for k = 12 down to 0. */
+    double p = 1.0 / 6227020800.0, fact = 6227020800.0;
+    for (int k = 13; k > 0; k--) {
+        fact /= k;
+        p = p * r + 1.0 / fact;
+    }
+    int64_t bits;
+    memcpy(&bits, &t, sizeof bits);
+    bits = (bits - 0x4338000000000000 + 1023) << 52;
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* A float64 op of e = e^(ARG): exp64 on every element, then libm's exp for
+ * the few beyond its range (overflow, subnormal results, inf, NaN). */
+#define UNARY64_EXP_TILE(name, ARG, EXPR)                                                          \
+    SIMD_TARGET static void SIMD_NAME(unary64_##name)(const double *xs, double *ys, int64_t n)     \
+    {                                                                                              \
+        _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                        \
+        {                                                                                          \
+            double x = xs[i], e = SIMD_NAME(exp64)(ARG);                                           \
+            ys[i] = EXPR;                                                                          \
+        }                                                                                          \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            double x = xs[i];                                                                      \
+            if (!(fabs(x) <= EXP64_RANGE)) {                                                       \
+                double e = exp(ARG);                                                               \
+                ys[i] = EXPR;                                                                      \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+UNARY64_EXP_TILE(sigmoid, -x, 1.0 / (1.0 + e))
+UNARY64_EXP_TILE(exp, x, e)
+
+/* The other float64 unary ops without parameters, by the ref kernels'
+ * formulas. */
 #define UNARY64_TILE(name, EXPR)                                                                   \
     SIMD_TARGET static void SIMD_NAME(unary64_##name)(const double *xs, double *ys, int64_t n)     \
     {                                                                                              \
@@ -205,10 +255,8 @@ BINARY64_TILES(rdiv, b / a)
     }
 
 UNARY64_TILE(relu, x < 0 ? 0.0 : x)
-UNARY64_TILE(sigmoid, 1.0 / (1.0 + exp(-x)))
 UNARY64_TILE(tanh, tanh(x))
 UNARY64_TILE(erf, erf(x))
-UNARY64_TILE(exp, exp(x))
 UNARY64_TILE(abs, fabs(x))
 UNARY64_TILE(neg, -x)
 
@@ -367,4 +415,6 @@ static const tsr_cpu_eltwise_tiles SIMD_NAME(eltwise_tiles) = {
 #undef UNARY_TILE
 #undef BINARY_TILES
 #undef UNARY64_TILE
+#undef UNARY64_EXP_TILE
+#undef EXP64_RANGE
 #undef BINARY64_TILES
