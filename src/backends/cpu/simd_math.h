@@ -191,6 +191,88 @@ SIMD_TARGET static inline vf SIMD_NAME(v_log2)(vf x)
     return r;
 }
 
+/* log2 x within about 6e-8 absolute (before rounding; the rounding of the
+ * result dominates once |log2 x| > 1), for the per-tap weights of DPP,
+ * where it costs a third of v_log2's work: x = m 2^e with m in [1, 2),
+ * whose leading mantissa bits pick r_i ~ 1 / m from a table held in one
+ * register (16 entries with AVX-512, 8 with AVX2), so that m r_i = 1 + f
+ * with |f| <= 1/33 (or 1/17) and log2 x = e - log2 r_i + f P(f), P of
+ * degree 2 (or 3) fitted here; the levels without a lane permute take
+ * v_log2. Special values as v_log2 (AVX-512's split covers them, AVX2
+ * sends them to libm). */
+#if TSR_SIMD_LEVEL == 2
+SIMD_TARGET static inline vf SIMD_NAME(v_log2_fast)(vf x)
+{
+    const __m512 rcp = _mm512_setr_ps(
+        0.9696969985961914f, 0.9142857193946838f, 0.8648648858070374f, 0.8205128312110901f,
+        0.7804877758026123f, 0.7441860437393188f, 0.7111111283302307f, 0.6808510422706604f,
+        0.6530612111091614f, 0.6274510025978088f, 0.6037735939025879f, 0.581818163394928f,
+        0.5614035129547119f, 0.5423728823661804f, 0.5245901346206665f, 0.5079365372657776f);
+    const __m512 lg = _mm512_setr_ps(
+        0.044394075870513916f, 0.12928301095962524f, 0.20945332944393158f, 0.28540220856666565f,
+        0.35755205154418945f, 0.42626476287841797f, 0.4918530583381653f, 0.5545889139175415f,
+        0.6147098541259766f, 0.6724252700805664f, 0.727920413017273f, 0.7813597321510315f,
+        0.832889974117279f, 0.8826430439949036f, 0.9307374358177185f, 0.9772798418998718f);
+    __m512 m = _mm512_getmant_ps(x, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_nan);
+    __m512 e = _mm512_getexp_ps(x);
+    /* vpermps reads the low 4 bits of each index: the mantissa's top 4. */
+    __m512i i = _mm512_srli_epi32(_mm512_castps_si512(m), 19);
+    __m512 f = _mm512_fmsub_ps(m, _mm512_permutexvar_ps(i, rcp), _mm512_set1_ps(1.0f));
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0.4812808036804199f), f,
+                               _mm512_set1_ps(-0.7216275930404663f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.442694902420044f));
+    return _mm512_add_ps(e, _mm512_fmadd_ps(p, f, _mm512_permutexvar_ps(i, lg)));
+}
+#elif TSR_SIMD_LEVEL == 1
+SIMD_TARGET static inline vf SIMD_NAME(v_log2_fast)(vf x)
+{
+    const __m256 rcp =
+        _mm256_setr_ps(0.9411764740943909f, 0.8421052694320679f, 0.761904776096344f,
+                       0.695652186870575f, 0.6399999856948853f, 0.5925925970077515f,
+                       0.5517241358757019f, 0.5161290168762207f);
+    const __m256 lg =
+        _mm256_setr_ps(0.08746283501386642f, 0.2479275017976761f, 0.39231738448143005f,
+                       0.523561954498291f, 0.6438562273979187f, 0.7548874616622925f,
+                       0.8579810261726379f, 0.9541963338851929f);
+    __m256i bits = _mm256_castps_si256(x);
+    __m256 e = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(127)));
+    __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)),
+                                                   _mm256_set1_epi32(0x3f800000)));
+    /* vpermps reads the low 3 bits of each index: the mantissa's top 3. */
+    __m256i i = _mm256_srli_epi32(bits, 20);
+    __m256 f = _mm256_fmsub_ps(m, _mm256_permutevar8x32_ps(rcp, i), _mm256_set1_ps(1.0f));
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(-0.3620647192001343f), f,
+                               _mm256_set1_ps(0.48216941952705383f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(-0.7213456034660339f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.4426939487457275f));
+    __m256 r = _mm256_add_ps(e, _mm256_fmadd_ps(p, f, _mm256_permutevar8x32_ps(lg, i)));
+    if (vmath_special(x))
+        r = SIMD_NAME(v_log2_special)(x, r);
+    return r;
+}
+#else
+SIMD_TARGET static inline vf SIMD_NAME(v_log2_fast)(vf x)
+{
+    return SIMD_NAME(v_log2)(x);
+}
+#endif
+
+/* 2^x for x <= 0 (or NaN) as v_exp2_nonpos with a polynomial of degree 5
+ * (2^r = 1 + r Q(r), fitted here: 9e-8 absolute, so 1 stays 1), one
+ * multiply-add fewer for DPP's per-tap weights. */
+SIMD_TARGET static inline vf SIMD_NAME(v_exp2_nonpos_fast)(vf x)
+{
+    x = vf_max(vf_set1(-150.0f), x);
+    vf n = vf_round(x);
+    vf r = vf_sub(x, n);
+    vf q = vf_set1(0.0013407253427430987f);
+    q = vf_fmadd(q, r, vf_set1(0.009671875275671482f));
+    q = vf_fmadd(q, r, vf_set1(0.055503085255622864f));
+    q = vf_fmadd(q, r, vf_set1(0.24022234976291656f));
+    q = vf_fmadd(q, r, vf_set1(0.6931472420692444f));
+    return vmath_scale2_nonpos(vf_fmadd(q, r, vf_set1(1.0f)), n);
+}
+
 /* ln x, as log2 x ln 2. */
 SIMD_TARGET static inline vf SIMD_NAME(v_log)(vf x)
 {

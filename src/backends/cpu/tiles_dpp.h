@@ -18,10 +18,11 @@ typedef struct {
 
 /* Windows (oh, ow + k * 1), k < nw, of lanes [lane0, lane0 + SIMD_W),
  * whose taps inside the input are alike (true inside the input, where the
- * forward uses nw > 1): x holds the plane from row x_row0 on. Leaves each
- * tap's log reward t (shifted by the ratio form's window term) in ts and,
- * when rhos is not NULL, its scaled reward in rhos, SIMD_W floats per tap
- * in window order (nw = 1 only, for the backward). */
+ * forward uses nw > 1): x holds the plane from row x_row0 on. ts gets
+ * SIMD_W floats per tap in window order; when rhos is not NULL (nw = 1
+ * only, for the backward) they end up as each tap's log reward t (shifted
+ * by the ratio form's window term) less top, and rhos gets the scaled
+ * rewards alike. */
 SIMD_TARGET static inline __attribute__((always_inline)) void
 SIMD_NAME(dpp_eval)(const tsr_cpu_dpp_geom *g, const float *x, int64_t x_row0,
                     const tsr_cpu_dpp_params *p, int64_t oh, int64_t ow, int lane0, float *ts,
@@ -32,11 +33,9 @@ SIMD_NAME(dpp_eval)(const tsr_cpu_dpp_geom *g, const float *x, int64_t x_row0,
     const float *base =
         x + (oh * g->sh - g->ph - x_row0) * pitch + (ow * g->sw - g->pw) * b + lane0;
     const float count = (float)((hhi - hlo) * (whi - wlo));
-    vf tilde[DPP_NW], plain[DPP_NW], tmax[DPP_NW], ysum[DPP_NW], shift[DPP_NW];
-    for (int k = 0; k < nw; k++) {
+    vf tilde[DPP_NW], plain[DPP_NW], ysum[DPP_NW], shift[DPP_NW];
+    for (int k = 0; k < nw; k++)
         tilde[k] = plain[k] = ysum[k] = shift[k] = vf_zero();
-        tmax[k] = vf_set1(-INFINITY);
-    }
     if (g->full) {
         const float *fb =
             x + (oh * g->sh - g->fph - x_row0) * pitch + (ow * g->sw - g->fpw) * b + lane0;
@@ -54,45 +53,45 @@ SIMD_NAME(dpp_eval)(const tsr_cpu_dpp_geom *g, const float *x, int64_t x_row0,
         for (int k = 0; k < nw; k++)
             tilde[k] = vf_mul(plain[k], vf_set1(1.0f / count));
     }
+    /* hl >= 0, so the largest t is hl times the largest log: the taps keep
+     * their logs, and t - top is one multiply-add of each. */
     const vf eps2 = vf_set1(g->eps2), hl = vf_load(p->hl + lane0), a = vf_load(p->a + lane0);
-    float *tq = ts;
+    vf lmax[DPP_NW];
+    for (int k = 0; k < nw; k++)
+        lmax[k] = vf_set1(-INFINITY);
+    float *lq = ts;
     for (int64_t kh = hlo; kh < hhi; kh++)
         for (int64_t kw = wlo; kw < whi; kw++)
-            for (int k = 0; k < nw; k++, tq += SIMD_W) {
+            for (int k = 0; k < nw; k++, lq += SIMD_W) {
                 vf d = vf_sub(vf_load(base + k * next + kh * pitch + kw * b), tilde[k]);
                 if (!g->symmetric)
                     d = vf_max(vf_zero(), d);
                 vf y = vf_fmadd(d, d, eps2);
-                vf t = vf_mul(hl, SIMD_NAME(v_log2)(y));
-                vf_store(tq, t);
+                vf l = SIMD_NAME(v_log2_fast)(y);
+                vf_store(lq, l);
                 if (g->ratio)
                     ysum[k] = vf_add(ysum[k], y);
-                tmax[k] = vf_max(t, tmax[k]);
+                lmax[k] = vf_max(l, lmax[k]);
             }
-    vf top[DPP_NW], alpha_hat[DPP_NW], rho_sum[DPP_NW], weighted[DPP_NW];
+    vf top[DPP_NW], alpha_hat[DPP_NW], rho_sum[DPP_NW], weighted[DPP_NW], minus_off[DPP_NW];
     for (int k = 0; k < nw; k++) {
-        if (g->ratio) {
+        if (g->ratio)
             shift[k] = vf_mul(hl, SIMD_NAME(v_log2)(ysum[k]));
-            tmax[k] = vf_sub(tmax[k], shift[k]);
-        }
-        top[k] = vf_max(a, tmax[k]);
+        top[k] = vf_max(a, vf_sub(vf_mul(hl, lmax[k]), shift[k]));
         alpha_hat[k] = SIMD_NAME(v_exp2_nonpos)(vf_sub(a, top[k]));
+        minus_off[k] = vf_sub(vf_zero(), vf_add(top[k], shift[k]));
         rho_sum[k] = weighted[k] = vf_zero();
     }
-    tq = ts;
+    lq = ts;
     float *rq = rhos;
     for (int64_t kh = hlo; kh < hhi; kh++)
         for (int64_t kw = wlo; kw < whi; kw++)
-            for (int k = 0; k < nw; k++, tq += SIMD_W) {
+            for (int k = 0; k < nw; k++, lq += SIMD_W) {
                 vf v = vf_load(base + k * next + kh * pitch + kw * b);
-                vf t = vf_load(tq);
-                if (g->ratio) {
-                    t = vf_sub(t, shift[k]);
-                    if (rq)
-                        vf_store(tq, t);
-                }
-                vf rho = SIMD_NAME(v_exp2_nonpos)(vf_sub(t, top[k]));
+                vf t = vf_fmadd(hl, vf_load(lq), minus_off[k]);
+                vf rho = SIMD_NAME(v_exp2_nonpos_fast)(t);
                 if (rq) {
+                    vf_store(lq, t);
                     vf_store(rq, rho);
                     rq += SIMD_W;
                 }
@@ -195,8 +194,7 @@ SIMD_NAME(dpp_back_plane)(const tsr_cpu_dpp_geom *g, const float *x, const float
                     for (int64_t kw = wlo; kw < whi; kw++, tq += SIMD_W, rq += SIMD_W) {
                         vf e = vf_mul(vf_sub(vf_load(xb + kh * pitch + kw * b), w.out), inv_w);
                         e_sum = vf_add(e_sum, e);
-                        e_rho_t =
-                            vf_fmadd(vf_mul(e, vf_load(rq)), vf_sub(vf_load(tq), w.top), e_rho_t);
+                        e_rho_t = vf_fmadd(vf_mul(e, vf_load(rq)), vf_load(tq), e_rho_t);
                     }
                 /* Σ e (alpha_hat + rho) = 0 gives Σ e rho = -alpha_hat Σ e;
                  * with t - top it avoids the reference's noted cancellation. */
