@@ -1296,51 +1296,63 @@ tsr_status tsr_plan_set_profiling(tsr_plan *p, int enabled)
     return TSR_OK;
 }
 
+/* ms per run of spec s's step st, over the runs s profiled. */
+static double step_ms(const spec *s, const plan_step *st)
+{
+    return s->profiled_runs ? st->seconds * 1e3 / s->profiled_runs : 0.0;
+}
+
+static void print_profile_row(const spec *s, const plan_step *st, int index, double total_ms,
+                              FILE *out)
+{
+    double ms = step_ms(s, st);
+    const char *op = "Copy", *name = s->graph->values[s->bufs[st->out_bufs[0]].value].name;
+    char label[64], members[256], backend[64] = "-";
+    if (st->backend) {
+        const char *kernel =
+            st->backend->kernel_name && st->state ? st->backend->kernel_name(st->state) : NULL;
+        snprintf(backend, sizeof backend, "%s%s%s", st->backend->name,
+                 kernel && *kernel ? "/" : "", kernel && *kernel ? kernel : "");
+    }
+    if (st->kind == STEP_STACK) {
+        op = "Stack";
+        tsr_stack_ops(s, st->stack, members, sizeof members);
+        name = members;
+    } else if (st->kind == STEP_KERNEL) {
+        op = s->graph->nodes[st->node].op->name;
+        name = s->graph->nodes[st->node].name;
+    } else if (st->kind == STEP_REORDER) {
+        snprintf(label, sizeof label, "Reorder->%s",
+                 tsr_layout_name((tsr_layout)s->bufs[st->out_bufs[0]].layout));
+        op = label;
+    } else if (st->kind == STEP_TRANSFER) {
+        snprintf(label, sizeof label, "Transfer->%s",
+                 s->spaces[s->bufs[st->out_bufs[0]].space].memory->name);
+        op = label;
+    }
+    fprintf(out, "%-5d %10.3f %6.1f  %-18s %-20s %s\n", index, ms,
+            total_ms > 0 ? 100.0 * ms / total_ms : 0.0, backend, op,
+            name && *name ? name : "<unnamed>");
+}
+
 tsr_status tsr_plan_print_profile(const tsr_plan *p, FILE *out)
 {
     if (!p || !out)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_plan_print_profile: NULL argument");
-    const spec *s = p->current;
-    if (!s || !s->profiled_runs)
+    if (!p->current || !p->current->profiled_runs)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "no profiled runs: enable profiling, then run");
-    double total = 0.0;
-    for (int i = 0; i < s->n_steps; i++)
-        total += s->steps[i].seconds;
+    /* A split specialization: its prefix, then the tails of its last run,
+     * each over the runs it profiled. */
+    double total_ms = 0.0;
+    for (const spec *s = p->current; s; s = s->last_tail)
+        for (int i = 0; i < s->n_steps; i++)
+            total_ms += step_ms(s, &s->steps[i]);
     fprintf(out, "%-5s %10s %6s  %-18s %-20s %s\n", "step", "ms/run", "%", "backend", "op", "node");
-    for (int i = 0; i < s->n_steps; i++) {
-        const plan_step *st = &s->steps[i];
-        double ms = st->seconds * 1e3 / s->profiled_runs;
-        const char *op = "Copy", *name = s->graph->values[s->bufs[st->out_bufs[0]].value].name;
-        char label[64], members[256], backend[64] = "-";
-        if (st->backend) {
-            const char *kernel = st->backend->kernel_name && st->state
-                                     ? st->backend->kernel_name(st->state)
-                                     : NULL;
-            snprintf(backend, sizeof backend, "%s%s%s", st->backend->name,
-                     kernel && *kernel ? "/" : "", kernel && *kernel ? kernel : "");
-        }
-        if (st->kind == STEP_STACK) {
-            op = "Stack";
-            tsr_stack_ops(s, st->stack, members, sizeof members);
-            name = members;
-        } else if (st->kind == STEP_KERNEL) {
-            op = s->graph->nodes[st->node].op->name;
-            name = s->graph->nodes[st->node].name;
-        } else if (st->kind == STEP_REORDER) {
-            snprintf(label, sizeof label, "Reorder->%s",
-                     tsr_layout_name((tsr_layout)s->bufs[st->out_bufs[0]].layout));
-            op = label;
-        } else if (st->kind == STEP_TRANSFER) {
-            snprintf(label, sizeof label, "Transfer->%s",
-                     s->spaces[s->bufs[st->out_bufs[0]].space].memory->name);
-            op = label;
-        }
-        fprintf(out, "%-5d %10.3f %6.1f  %-18s %-20s %s\n", i, ms,
-                total > 0 ? 100.0 * st->seconds / total : 0.0, backend, op,
-                name && *name ? name : "<unnamed>");
-    }
-    fprintf(out, "total %10.3f ms/run over %d runs\n", total * 1e3 / s->profiled_runs,
-            s->profiled_runs);
+    int index = 0;
+    for (const spec *s = p->current; s; s = s->last_tail)
+        for (int i = 0; i < s->n_steps; i++)
+            print_profile_row(s, &s->steps[i], index++, total_ms, out);
+    fprintf(out, "total %10.3f ms/run over %d runs\n", total_ms, p->current->profiled_runs);
     return TSR_OK;
 }
 
@@ -1351,12 +1363,16 @@ tsr_status tsr_plan_print_stacks(const tsr_plan *p, FILE *out)
     const spec *s = p->current;
     if (!s)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "call tsr_plan_reshape before asking for stacks");
-    if (!s->n_stacks)
+    int n_stacks = 0;
+    for (const spec *c = s; c; c = c->last_tail)
+        n_stacks += c->n_stacks;
+    if (!n_stacks)
         fprintf(out, "no depth-first stacks%s\n",
                 p->options.depth_first == 0 ? " (depth-first execution is off)" : "");
-    for (int i = 0; i < s->n_steps; i++)
-        if (s->steps[i].kind == STEP_STACK)
-            tsr_stack_print(s, s->steps[i].stack, out);
+    for (const spec *c = s; c; c = c->last_tail)
+        for (int i = 0; i < c->n_steps; i++)
+            if (c->steps[i].kind == STEP_STACK)
+                tsr_stack_print(c, c->steps[i].stack, out);
     return TSR_OK;
 }
 
@@ -1401,7 +1417,9 @@ tsr_status tsr_plan_node_backend(const tsr_plan *p, const char *node_name, const
     if (!p->current)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT,
                          "call tsr_plan_reshape before asking which backend runs a node");
-    const plan_step *st = find_kernel_step(p->current, named, (void *)node_name);
+    const plan_step *st = NULL;
+    for (const spec *s = p->current; s && !st; s = s->last_tail)
+        st = find_kernel_step(s, named, (void *)node_name);
     if (!st) {
         bool in_graph = false;
         for (int n = 0; n < p->graph->n_nodes && !in_graph; n++)
@@ -1422,31 +1440,35 @@ tsr_status tsr_plan_get_stats(const tsr_plan *p, tsr_plan_stats *out)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_plan_get_stats: NULL argument");
     if (!p->current)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "call tsr_plan_reshape before asking for stats");
-    const spec *s = p->current;
     memset(out, 0, sizeof *out);
-    for (int i = 0; i < s->n_spaces; i++)
-        out->arena_bytes += s->arena_bytes[i];
-    out->flops = s->flops;
-    for (int i = 0; i < s->n_steps; i++) {
-        out->n_steps += s->steps[i].kind == STEP_KERNEL;
-        out->n_reorders += s->steps[i].kind == STEP_REORDER;
-        out->n_transfers += s->steps[i].kind == STEP_TRANSFER;
-        out->n_stacks += s->steps[i].kind == STEP_STACK;
-        if (s->steps[i].kind == STEP_STACK)
-            out->n_stack_ops += tsr_stack_size(s->steps[i].stack);
-    }
-    out->n_steps += out->n_stack_ops;
     for (const tsr_backend *const *b = p->backends; *b && out->n_backends < 8; b++)
         out->backend_names[out->n_backends++] = (*b)->name;
-    find_kernel_step(s, count_backend, out);
-    for (int b = 0; b < s->n_bufs; b++)
-        if (s->bufs[b].kind == BUF_CONST || s->bufs[b].kind == BUF_UPLOAD) {
-            tsr_tensor t = tsr_value_tensor(&s->graph->values[s->bufs[b].value]);
-            if (s->bufs[b].kind == BUF_CONST)
-                out->constant_bytes += tsr_tensor_bytes(&t);
-            else
-                out->uploaded_bytes += tsr_tensor_bytes(&t);
+    /* A split specialization: its prefix and the tails of its last run. */
+    for (const spec *s = p->current; s; s = s->last_tail) {
+        for (int i = 0; i < s->n_spaces; i++)
+            out->arena_bytes += s->arena_bytes[i];
+        out->flops += s->flops;
+        int n_stack_ops = 0;
+        for (int i = 0; i < s->n_steps; i++) {
+            out->n_steps += s->steps[i].kind == STEP_KERNEL;
+            out->n_reorders += s->steps[i].kind == STEP_REORDER;
+            out->n_transfers += s->steps[i].kind == STEP_TRANSFER;
+            out->n_stacks += s->steps[i].kind == STEP_STACK;
+            if (s->steps[i].kind == STEP_STACK)
+                n_stack_ops += tsr_stack_size(s->steps[i].stack);
         }
+        out->n_stack_ops += n_stack_ops;
+        out->n_steps += n_stack_ops;
+        find_kernel_step(s, count_backend, out);
+        for (int b = 0; b < s->n_bufs; b++)
+            if (s->bufs[b].kind == BUF_CONST || s->bufs[b].kind == BUF_UPLOAD) {
+                tsr_tensor t = tsr_value_tensor(&s->graph->values[s->bufs[b].value]);
+                if (s->bufs[b].kind == BUF_CONST)
+                    out->constant_bytes += tsr_tensor_bytes(&t);
+                else
+                    out->uploaded_bytes += tsr_tensor_bytes(&t);
+            }
+    }
     out->n_cached_specs = p->n_specs;
     out->cached_bytes = p->cached_bytes;
     out->n_builds = p->n_builds;

@@ -118,6 +118,17 @@ def test_nonzero_gathers_on_a_device_with_its_own_memory(monkeypatch):
     np.testing.assert_array_equal(relu, np.maximum(x, 0))
 
 
+def test_stats_and_profile_cover_the_tail():
+    """The prefix's steps and those of the tail the last run used, together."""
+    sess = tessera.Session(gather_model(), device="ref", threads=1)
+    x = np.random.default_rng(8).standard_normal((3, 5)).astype(np.float32)
+    report = sess.profile({"x": x}, iters=2)
+    for op in ("NonZero", "Relu", "Transpose", "GatherND", "Gather", "ReduceSum"):
+        assert op in report
+    stats = sess.stats()
+    assert stats["n_steps"] == sum(stats["backend_steps"].values()) == 8
+
+
 def test_reshape_to_a_shape_summed_from_an_input():
     """Reshape(x, [-1, ReduceSum(s)]): the sum becomes a constant of the tail, one per sum."""
     m = model(
