@@ -142,7 +142,7 @@ typedef struct roi_frame {
 
 /* Adaptive grids beyond this many samples per side come from regions no
  * image has (or from huge coordinates): refused rather than looped over. */
-#define ROI_MAX_GRID ((int64_t)1 << 20)
+#define ROI_MAX_GRID ((int64_t)1 << 16)
 
 static tsr_status frame_of(const char *op, const roi_params *p, const tsr_tensor *rois, int64_t r,
                            roi_frame *f)
@@ -261,35 +261,55 @@ static tsr_status roialign_ref(const tsr_kernel_ctx *k)
     int64_t channels = x->dims[1], height = x->dims[2], width = x->dims[3];
     int64_t plane = height * width, bins = p.out_h * p.out_w;
     memset(y->data, 0, (size_t)tsr_tensor_numel(y) * tsr_dtype_size(y->dtype));
-    if (plane == 0)
+    if (plane == 0 || channels == 0)
         return TSR_OK;
-    for (int64_t r = 0; r < rois->dims[0]; r++) {
+    /* A row of samples' taps, computed once for every channel, and each
+     * channel's sum (or max) over the bin. */
+    double *acc = tsr_malloc((size_t)channels * sizeof(*acc));
+    roi_taps *row = NULL;
+    int64_t row_cap = 0;
+    tsr_status st = acc ? TSR_OK : TSR_ERR_OUT_OF_MEMORY;
+    for (int64_t r = 0; st == TSR_OK && r < rois->dims[0]; r++) {
         roi_frame f;
-        TSR_CHECK(frame_of("RoiAlign", &p, rois, r, &f));
+        if ((st = frame_of("RoiAlign", &p, rois, r, &f)) != TSR_OK)
+            break;
+        if (f.grid_w > row_cap) {
+            free(row);
+            row_cap = f.grid_w;
+            if (!(row = tsr_malloc((size_t)row_cap * sizeof(*row)))) {
+                st = TSR_ERR_OUT_OF_MEMORY;
+                break;
+            }
+        }
         int64_t image = ((const int64_t *)bi->data)[r] * channels * plane;
         for (int64_t ph = 0; ph < p.out_h; ph++)
-            for (int64_t pw = 0; pw < p.out_w; pw++)
-                for (int64_t c = 0; c < channels; c++) {
-                    int64_t src = image + c * plane,
-                            dst = (r * channels + c) * bins + ph * p.out_w + pw;
-                    double acc = 0.0;
-                    for (int64_t iy = 0; iy < f.grid_h; iy++)
-                        for (int64_t ix = 0; ix < f.grid_w; ix++) {
-                            roi_taps t = sample_taps(&f, ph, pw, iy, ix, height, width);
-                            if (!p.max_mode) {
-                                for (int q = 0; q < 4; q++)
-                                    acc += t.w[q] * tsr_get_f(x, src + t.at[q]);
-                                continue;
-                            }
+            for (int64_t pw = 0; pw < p.out_w; pw++) {
+                for (int64_t c = 0; c < channels; c++)
+                    acc[c] = p.max_mode ? -INFINITY : 0.0;
+                for (int64_t iy = 0; iy < f.grid_h; iy++) {
+                    for (int64_t ix = 0; ix < f.grid_w; ix++)
+                        row[ix] = sample_taps(&f, ph, pw, iy, ix, height, width);
+                    for (int64_t c = 0; c < channels; c++) {
+                        int64_t src = image + c * plane;
+                        double a = acc[c];
+                        for (int64_t ix = 0; ix < f.grid_w; ix++)
                             for (int q = 0; q < 4; q++) {
-                                double v = t.w[q] * tsr_get_f(x, src + t.at[q]);
-                                acc = (iy == 0 && ix == 0 && q == 0) ? v : fmax(acc, v);
+                                double v = row[ix].w[q] * tsr_get_f(x, src + row[ix].at[q]);
+                                a = p.max_mode ? fmax(a, v) : a + v;
                             }
-                        }
-                    tsr_set_f(y, dst, p.max_mode ? acc : acc / f.count);
+                        acc[c] = a;
+                    }
                 }
+                for (int64_t c = 0; c < channels; c++) {
+                    bool empty = f.grid_h <= 0 || f.grid_w <= 0;
+                    double v = !p.max_mode ? acc[c] / f.count : empty ? 0.0 : acc[c];
+                    tsr_set_f(y, (r * channels + c) * bins + ph * p.out_w + pw, v);
+                }
+            }
     }
-    return TSR_OK;
+    free(acc);
+    free(row);
+    return st;
 }
 
 static void emit_attrs(const roi_params *p, tsr_attr attrs[6])
