@@ -134,41 +134,94 @@ def test_matches_ref(capfd, cache_home, autotune, case):
         assert not cache_file(cache_home).exists()
 
 
+def measured_candidates(log, node="node0"):
+    """The implementations a measured decision timed, the default first,
+    from its --verbose line ("autotune 'n': IMPL 1.2 ms, IMPL 0.9 ms
+    (error ...) -> IMPL")."""
+    line = [ln for ln in log.splitlines() if f"autotune '{node}':" in ln][0]
+    timed = line.split(":", 2)[2].rsplit(" (error", 1)[0]
+    return [part.split()[0] for part in timed.split(",")]
+
+
 def test_winograd_chosen_and_cached(capfd, cache_home):
-    """A 3x3 conv's decision is measured once, written, then read back."""
+    """A 3x3 conv's decision among oneDNN's implementations (direct and
+    Winograd) is measured once, written, then read back."""
     needs_winograd()
     g, feeds = resnet_conv(np.random.default_rng(1), c=64, h=28, w=28)
     log = check(capfd, g, feeds, True)
-    assert "autotune 'node0': direct" in log and "(cached)" not in log, log
+    assert "(cached)" not in log, log
+    names = measured_candidates(log)
+    assert len(names) >= 2 and any("wino" in n for n in names), log
+    assert "wino" not in names[0], log
     text = cache_file(cache_home).read_text()
     assert text.startswith(HEADER)
     lines = text.splitlines()[1:]
     assert len(lines) == 1
     key, value = lines[0].split("\t")
     assert "onednn=" in key and "isa=" in key and "x=1x64x28x28" in key and "w=64x64x3x3" in key
-    algorithm, t_direct, t_wino, err = value.split()
-    assert algorithm in ("direct", "winograd")
-    assert float(t_direct) > 0 and float(t_wino) > 0 and 0 <= float(err) <= 1e-4
+    algorithm, t_default, t_other, err = value.split()
+    assert algorithm in names
+    assert float(t_default) > 0 and float(t_other) > 0 and 0 <= float(err) <= 1e-4
     log = check(capfd, g, feeds, True)
     assert "(cached)" in log and f"-> {algorithm} (cached)" in log, log
     assert cache_file(cache_home).read_text() == text
 
 
-@pytest.mark.parametrize("algorithm", ["direct", "winograd"])
-def test_cached_choice_is_followed(capfd, cache_home, monkeypatch, tmp_path, algorithm):
-    """An entry edited to either algorithm decides the kernel, untimed."""
+def follow_each_candidate(capfd, cache_home, tmp_path, monkeypatch, graph, feeds, log):
+    """After the node's decision was measured (log), plans it once per
+    candidate with the cache edited to that one: each is the kernel the
+    plan runs, and matches ref (check). Returns the candidates' names."""
+    names = measured_candidates(log)
+    key = cache_file(cache_home).read_text().splitlines()[1].split("\t")[0]
+    for i, name in enumerate(names):
+        home = tmp_path / f"edited{i}"
+        cache_file(home).parent.mkdir(parents=True)
+        cache_file(home).write_text(f"{HEADER}{key}\t{name} 0.002 0.001 1e-07\n")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+        log = check(capfd, graph, feeds, True)
+        assert f"-> {name} (cached)" in log, log
+        kernel = [ln for ln in log.splitlines() if "'node0' (FusedConv) -> dnnl" in ln][0]
+        assert f"dnnl ({name}" in kernel, kernel
+    return names
+
+
+def test_cached_choice_is_followed(capfd, cache_home, monkeypatch, tmp_path):
+    """An entry edited to any candidate (direct or Winograd) decides the
+    kernel, untimed, and gives the ref device's answer."""
     needs_winograd()
     g, feeds = resnet_conv(np.random.default_rng(2), c=32, h=14, w=14)
-    check(capfd, g, feeds, True)
-    key = cache_file(cache_home).read_text().splitlines()[1].split("\t")[0]
-    home = tmp_path / "edited"
-    cache_file(home).parent.mkdir(parents=True)
-    cache_file(home).write_text(f"{HEADER}{key}\t{algorithm} 0.002 0.001 1e-07\n")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
     log = check(capfd, g, feeds, True)
-    assert f"-> {algorithm} (cached)" in log, log
-    kernel = [line for line in log.splitlines() if "'node0' (FusedConv) -> dnnl" in line][0]
-    assert ("wino" in kernel) == (algorithm == "winograd"), kernel
+    names = follow_each_candidate(capfd, cache_home, tmp_path, monkeypatch, g, feeds, log)
+    assert any("wino" in n for n in names), names
+
+
+@pytest.mark.parametrize("case", [
+    # (seed, n, c, m, h, w, kernel, stride, pad, activation, residual)
+    (10, 1, 33, 47, 7, 7, 3, 1, 1, "Relu", False),     # Winograd 2x3 and 4x3 tiles, odd sizes
+    (11, 1, 37, 21, 13, 11, 1, 1, 0, "", False),       # 1x1: the 1x1 and the general kernel
+    (12, 2, 19, 40, 9, 15, 1, 1, 0, "Relu", False),    # 1x1 at batch 2
+    (13, 2, 17, 33, 14, 13, 3, 1, 1, "Relu", False),   # Winograd at batch 2
+    (14, 1, 48, 16, 5, 9, 1, 1, 0, "Relu", True),      # a residual (one kernel here)
+])
+def test_every_candidate_matches_ref(capfd, cache_home, monkeypatch, tmp_path, case):
+    """Each implementation autotuning can choose, forced through the
+    cache, on odd channel counts and sizes, batch 1 and 2. (Plain inputs,
+    3x3 with a residual and strided 3x3 have one implementation on
+    AVX-512, which test_matches_ref covers untimed.)"""
+    seed, n, c, m, h, w, k, stride, pad, act, residual = case
+    rng = np.random.default_rng(seed)
+    inputs = [rand(rng, (n, c, h, w)), rand(rng, (m, c, k, k)) * np.float32(0.2),
+              rand(rng, (m,))]
+    attrs = {"pads": [pad] * 4, "strides": [stride, stride], "activation": act}
+    if residual:
+        g0, f0 = make_graph("Conv", inputs, {"pads": [pad] * 4, "strides": [stride, stride]},
+                            const_inputs=(1, 2))
+        inputs.append(rand(rng, run_plan(g0, f0, "ref")[0].shape))
+    g, feeds = make_graph("FusedConv", inputs, attrs, domain="ai.tessera", const_inputs=(1, 2))
+    log = check(capfd, g, feeds, True)
+    if "autotune 'node0'" not in log:
+        pytest.skip("oneDNN has one implementation for this node here")
+    follow_each_candidate(capfd, cache_home, tmp_path, monkeypatch, g, feeds, log)
 
 
 @pytest.mark.parametrize("content", [

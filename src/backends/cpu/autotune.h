@@ -1,5 +1,6 @@
-/* Plan-time autotuning: a kernel with several algorithms (oneDNN's direct
- * and Winograd convolutions) times them on the node's real shapes, keeps
+/* Plan-time autotuning: a kernel with several candidates (oneDNN's
+ * implementations of its direct and Winograd convolutions) times them on
+ * the node's real shapes, keeps
  * the fastest one whose output stays within the accuracy guard, and
  * remembers the choice in an on-disk cache so that the next plan with the
  * same shape skips the timing. See docs/autotune.md for the cache file. */
@@ -21,13 +22,14 @@
  * choices back and forth. */
 #define TSR_AUTOTUNE_MARGIN 0.95
 
-/* One decision between a kernel's default algorithm and its one
- * alternative: the name of the algorithm taken (at most 15 characters,
- * no spaces), the best times of the default and of the alternative, and
- * the alternative's error relative to the default (whichever was taken,
- * so that a report can say why). */
+/* One decision among a kernel's candidates (algorithms, or a library's
+ * implementations of them): the name of the one taken (at most 31
+ * characters, no spaces), the best times of the default and of an
+ * alternative (the one taken, else the fastest other), and that
+ * alternative's error relative to the default, so that a report can say
+ * why. */
 typedef struct tsr_autotune_choice {
-    char algorithm[16];
+    char algorithm[32];
     double default_seconds, alternative_seconds, alternative_error;
 } tsr_autotune_choice;
 

@@ -34,17 +34,14 @@ typedef struct {
     tsr_dnnl_convert wconvert; /* W fed at run time into the primitive's format */
     tsr_dnnl_exec exec;
     /* The kernel's name: oneDNN's implementation, with the accuracy
-     * guard's error when autotuning took an algorithm other than direct. */
+     * guard's error when autotuning took another than the default. */
     char name[64];
 } conv_state;
 
-/* The algorithms autotuning chooses from; the first is the default.
+/* The algorithms whose implementations autotuning chooses from.
  * (dnnl_convolution_auto is no candidate of its own: oneDNN resolves it
  * to one of these by a fixed heuristic.) */
-static const struct {
-    const char *name;
-    dnnl_alg_kind_t alg;
-} conv_algs[] = {{"direct", dnnl_convolution_direct}, {"winograd", dnnl_convolution_winograd}};
+static const dnnl_alg_kind_t conv_algs[] = {dnnl_convolution_direct, dnnl_convolution_winograd};
 
 /* FusedConv's activations as oneDNN eltwise post-ops, with the ONNX
  * defaults of their parameters. HardSigmoid has no oneDNN 2.6 eltwise:
@@ -133,18 +130,19 @@ static tsr_status conv_post_ops(const tsr_node *node, const dnnl_memory_desc_t *
     return tsr_dnnl_check(s, "convolution post-ops");
 }
 
-/* The memory descriptors of a convolution and its oneDNN primitive
- * descriptor for activations in the given layouts (input 0, output 0,
- * input 3 for Z), src and weights in f32 or bf16. */
+/* The memory descriptors of a convolution, and its oneDNN operation
+ * descriptor and attributes (post-ops; the caller destroys them) for
+ * activations in the given layouts (input 0, output 0, input 3 for Z),
+ * src and weights in f32 or bf16. */
 typedef struct {
     dnnl_memory_desc_t src, user_src, wei, wei_plain, bias, dst, z;
     bool has_b, has_z;
 } conv_mds;
 
-static tsr_status conv_primitive_desc(const tsr_graph *g, const tsr_node *node,
-                                      tsr_layout src_layout, tsr_layout dst_layout,
-                                      tsr_layout z_layout, bool bf16, dnnl_alg_kind_t alg,
-                                      conv_mds *m, dnnl_primitive_desc_t *pd_out)
+static tsr_status conv_op_desc(const tsr_graph *g, const tsr_node *node, tsr_layout src_layout,
+                               tsr_layout dst_layout, tsr_layout z_layout, bool bf16,
+                               dnnl_alg_kind_t alg, conv_mds *m, dnnl_convolution_desc_t *cd,
+                               dnnl_primitive_attr_t *attr_out)
 {
     const tsr_value *x = &g->values[node->inputs[0]], *w = &g->values[node->inputs[1]];
     const tsr_value *y = &g->values[node->outputs[0]];
@@ -186,13 +184,10 @@ static tsr_status conv_primitive_desc(const tsr_graph *g, const tsr_node *node,
     if (m->has_b)
         TSR_CHECK(tsr_dnnl_plain_md(&m->bias, 1, w->dims, dnnl_f32));
 
-    dnnl_convolution_desc_t cd;
     TSR_DNNL_CHECK(dnnl_dilated_convolution_forward_desc_init(
-                       &cd, dnnl_forward_inference, alg, &m->src, &m->wei,
+                       cd, dnnl_forward_inference, alg, &m->src, &m->wei,
                        m->has_b ? &m->bias : NULL, &m->dst, strides, dilates, pad_l, pad_r),
                    "convolution descriptor");
-    dnnl_engine_t engine = NULL;
-    TSR_CHECK(tsr_dnnl_engine(&engine, NULL));
     dnnl_primitive_attr_t attr;
     TSR_DNNL_CHECK(dnnl_primitive_attr_create(&attr), "attribute creation");
     tsr_status status =
@@ -200,9 +195,81 @@ static tsr_status conv_primitive_desc(const tsr_graph *g, const tsr_node *node,
                        "scratchpad mode");
     if (status == TSR_OK)
         status = conv_post_ops(node, m->has_z ? &m->z : NULL, attr);
-    if (status == TSR_OK)
+    if (status != TSR_OK) {
+        dnnl_primitive_attr_destroy(attr);
+        return status;
+    }
+    *attr_out = attr;
+    return TSR_OK;
+}
+
+/* The name of the implementation oneDNN chose for pd ("" if it says none). */
+static const char *conv_impl_name(const_dnnl_primitive_desc_t pd)
+{
+    const char *impl = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success ||
+        !impl)
+        return "";
+    return impl;
+}
+
+/* Calls visit(pd, arg) on each implementation oneDNN has for cd, in its
+ * order of preference, until visit returns true: that one is kept in
+ * *pd_out, NULL when none was. */
+static void conv_each_impl(const dnnl_convolution_desc_t *cd, const_dnnl_primitive_attr_t attr,
+                           dnnl_engine_t engine, bool (*visit)(const_dnnl_primitive_desc_t, void *),
+                           void *arg, dnnl_primitive_desc_t *pd_out)
+{
+    *pd_out = NULL;
+    dnnl_primitive_desc_iterator_t it;
+    if (dnnl_primitive_desc_iterator_create(&it, cd, attr, engine, NULL) != dnnl_success)
+        return;
+    do {
+        dnnl_primitive_desc_t pd = dnnl_primitive_desc_iterator_fetch(it);
+        if (pd && visit(pd, arg))
+            *pd_out = pd;
+        else
+            dnnl_primitive_desc_destroy(pd);
+    } while (!*pd_out && dnnl_primitive_desc_iterator_next(it) == dnnl_success);
+    dnnl_primitive_desc_iterator_destroy(it);
+}
+
+static bool impl_is_named(const_dnnl_primitive_desc_t pd, void *name)
+{
+    return strcmp(conv_impl_name(pd), name) == 0;
+}
+
+/* A jit or gemm kernel, not oneDNN's reference loops. */
+static bool impl_is_fast(const_dnnl_primitive_desc_t pd)
+{
+    const char *name = conv_impl_name(pd);
+    return name[0] && strncmp(name, "ref", 3) != 0;
+}
+
+/* The oneDNN primitive descriptor of the convolution: of the
+ * implementation named `impl`, or of oneDNN's first choice for NULL. */
+static tsr_status conv_primitive_desc(const tsr_graph *g, const tsr_node *node,
+                                      tsr_layout src_layout, tsr_layout dst_layout,
+                                      tsr_layout z_layout, bool bf16, dnnl_alg_kind_t alg,
+                                      const char *impl, conv_mds *m,
+                                      dnnl_primitive_desc_t *pd_out)
+{
+    dnnl_convolution_desc_t cd;
+    dnnl_primitive_attr_t attr;
+    dnnl_engine_t engine = NULL;
+    TSR_CHECK(tsr_dnnl_engine(&engine, NULL));
+    TSR_CHECK(conv_op_desc(g, node, src_layout, dst_layout, z_layout, bf16, alg, m, &cd, &attr));
+    tsr_status status = TSR_OK;
+    if (!impl) {
         status = tsr_dnnl_check(dnnl_primitive_desc_create(pd_out, &cd, attr, engine, NULL),
                                 bf16 ? "bf16 convolution" : "convolution");
+    } else {
+        conv_each_impl(&cd, attr, engine, impl_is_named, (void *)impl, pd_out);
+        if (!*pd_out)
+            status = tsr_error(TSR_ERR_UNSUPPORTED,
+                               "oneDNN has no convolution implementation '%s' for this node",
+                               impl);
+    }
     dnnl_primitive_attr_destroy(attr);
     return status;
 }
@@ -215,11 +282,9 @@ static bool has_fast_kernel(const tsr_graph *g, const tsr_node *node, tsr_layout
     conv_mds m;
     dnnl_primitive_desc_t pd = NULL;
     if (conv_primitive_desc(g, node, src_layout, dst_layout, dst_layout, false,
-                            dnnl_convolution_direct, &m, &pd) != TSR_OK)
+                            dnnl_convolution_direct, NULL, &m, &pd) != TSR_OK)
         return false;
-    const char *impl = NULL;
-    bool fast = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
-                impl && strncmp(impl, "ref", 3) != 0;
+    bool fast = impl_is_fast(pd);
     dnnl_primitive_desc_destroy(pd);
     return fast;
 }
@@ -247,9 +312,10 @@ void tsr_dnnl_conv_layouts(const tsr_graph *g, const tsr_node *node, const uint8
         wanted[3] = (uint8_t)dst;
 }
 
-/* Builds the primitive with src and weights in f32 or bf16. */
+/* Builds the primitive with src and weights in f32 or bf16, of oneDNN's
+ * implementation `impl` of the algorithm (NULL: its first choice). */
 static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf16,
-                             dnnl_alg_kind_t alg)
+                             dnnl_alg_kind_t alg, const char *impl)
 {
     const tsr_graph *g = ctx->graph;
     const tsr_node *node = ctx->node;
@@ -259,7 +325,7 @@ static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf
     dnnl_primitive_desc_t pd = NULL;
     TSR_CHECK(conv_primitive_desc(
         g, node, (tsr_layout)ctx->input_layouts[0], (tsr_layout)ctx->output_layouts[0],
-        has_z ? (tsr_layout)ctx->input_layouts[3] : TSR_LAYOUT_PLAIN, bf16, alg, &m, &pd));
+        has_z ? (tsr_layout)ctx->input_layouts[3] : TSR_LAYOUT_PLAIN, bf16, alg, impl, &m, &pd));
     tsr_status status = TSR_OK;
     tsr_dnnl_exec *e = &st->exec;
     void *src_data = NULL;
@@ -307,21 +373,78 @@ static void conv_clear(conv_state *st)
     st->wconvert.active = false;
 }
 
-/* Whether oneDNN has an implementation of algorithm `alg` for the node in
- * the layouts it was given (Winograd: 3x3, stride 1, f32, on AVX-512). */
-static bool conv_alg_available(const tsr_prepare_ctx *ctx, dnnl_alg_kind_t alg)
+/* One candidate of autotuning: an algorithm and oneDNN's name of one of
+ * its implementations for the node. */
+typedef struct {
+    dnnl_alg_kind_t alg;
+    char impl[32];
+} conv_candidate;
+
+typedef struct {
+    dnnl_alg_kind_t alg;
+    const char *isa; /* the default's ISA suffix (":avx512_core"), or NULL */
+    conv_candidate *list;
+    int n;
+} candidate_list;
+
+static bool same_suffix(const char *a, const char *b)
+{
+    return a && b ? strcmp(a, b) == 0 : a == b;
+}
+
+/* Adds each fast implementation for the default's ISA not listed yet, up
+ * to the most the timing takes; never keeps pd. (Kernels for a narrower
+ * ISA than oneDNN's first choice, its sse41 ones where it took avx2, do
+ * not win: timing them would only lengthen the plan.) */
+static bool add_candidate(const_dnnl_primitive_desc_t pd, void *arg)
+{
+    candidate_list *l = arg;
+    const char *name = conv_impl_name(pd);
+    if (!impl_is_fast(pd) || l->n == TSR_AUTOTUNE_MAX_CANDIDATES ||
+        !same_suffix(strrchr(name, ':'), l->isa))
+        return false;
+    for (int i = 0; i < l->n; i++)
+        if (strcmp(l->list[i].impl, name) == 0)
+            return false;
+    l->list[l->n].alg = l->alg;
+    snprintf(l->list[l->n].impl, sizeof l->list[l->n].impl, "%s", name);
+    l->n++;
+    return false;
+}
+
+/* The candidates for the node in the layouts it was given: first the
+ * default (`default_impl`, oneDNN's first choice of the direct
+ * algorithm, what the node runs without autotuning), then the other
+ * implementations but the reference loops of each algorithm in oneDNN's
+ * order: at batch 1 the direct algorithm's general jit kernel can beat
+ * its 1x1 kernel, and Winograd's 4x3 tiles its 2x3 ones (fewer
+ * multiplications on 7x7 and 14x14 planes). Returns how many. */
+static int conv_candidates(const tsr_prepare_ctx *ctx, const char *default_impl,
+                           conv_candidate *list)
 {
     const tsr_node *node = ctx->node;
     bool has_z = node->n_inputs > 3 && node->inputs[3] >= 0;
-    conv_mds m;
-    dnnl_primitive_desc_t pd = NULL;
-    if (conv_primitive_desc(ctx->graph, node, (tsr_layout)ctx->input_layouts[0],
-                            (tsr_layout)ctx->output_layouts[0],
-                            has_z ? (tsr_layout)ctx->input_layouts[3] : TSR_LAYOUT_PLAIN, false,
-                            alg, &m, &pd) != TSR_OK)
-        return false;
-    dnnl_primitive_desc_destroy(pd);
-    return true;
+    candidate_list l = {.isa = strrchr(default_impl, ':'), .list = list, .n = 1};
+    list[0].alg = dnnl_convolution_direct;
+    snprintf(list[0].impl, sizeof list[0].impl, "%s", default_impl);
+    dnnl_engine_t engine = NULL;
+    if (tsr_dnnl_engine(&engine, NULL) != TSR_OK)
+        return l.n;
+    for (size_t a = 0; a < sizeof conv_algs / sizeof conv_algs[0]; a++) {
+        conv_mds m;
+        dnnl_convolution_desc_t cd;
+        dnnl_primitive_attr_t attr;
+        if (conv_op_desc(ctx->graph, node, (tsr_layout)ctx->input_layouts[0],
+                         (tsr_layout)ctx->output_layouts[0],
+                         has_z ? (tsr_layout)ctx->input_layouts[3] : TSR_LAYOUT_PLAIN, false,
+                         conv_algs[a], &m, &cd, &attr) != TSR_OK)
+            continue;
+        dnnl_primitive_desc_t none;
+        l.alg = conv_algs[a];
+        conv_each_impl(&cd, attr, engine, add_candidate, &l, &none);
+        dnnl_primitive_attr_destroy(attr);
+    }
+    return l.n;
 }
 
 /* The cache key: everything the timing depends on. */
@@ -338,7 +461,7 @@ static void conv_key(const tsr_prepare_ctx *ctx, char *key, size_t size)
     int act = conv_act_index(node);
     const dnnl_version_t *v = dnnl_version();
     snprintf(key, size,
-             "conv onednn=%d.%d.%d isa=%d/0x%x threads=%d x=%lldx%lldx%lldx%lld "
+             "conv-impl onednn=%d.%d.%d isa=%d/0x%x threads=%d x=%lldx%lldx%lldx%lld "
              "w=%lldx%lldx%lldx%lld group=%lld stride=%lldx%lld dilation=%lldx%lld "
              "pad=%lld,%lld,%lld,%lld bias=%d z=%s act=%s weights=%s in=%s out=%s",
              v->major, v->minor, v->patch, (int)tsr_cpu_isa(), (int)dnnl_get_effective_cpu_isa(),
@@ -439,102 +562,149 @@ static tsr_status trial_run(void *arg)
     return tsr_dnnl_conv_run(r->st, r->k);
 }
 
-/* Builds both algorithms, checks the alternative's output against the
- * default's on the trial operands, times both, and leaves the one taken
- * in *st. *decided is false when the alternative could not be built. */
-static tsr_status conv_measure(const tsr_prepare_ctx *ctx, conv_state *st, tsr_autotune_choice *c,
-                               bool *decided)
+/* Builds the alternatives (candidate 0, the default, is in *st), checks
+ * each one's output against the default's on the trial operands, times
+ * them all, and leaves the one taken in *st, its index in *taken.
+ * seconds[i] and errors[i] are INFINITY for a candidate that could not be
+ * built. *taken is -1 when the trial could not run: the default stays,
+ * undecided (a failing run fails again when the plan runs). */
+static tsr_status conv_measure(const tsr_prepare_ctx *ctx, conv_state *st,
+                               const conv_candidate *cands, int n, double *seconds,
+                               double *errors, int *taken)
 {
-    *decided = false;
-    TSR_CHECK(conv_build(ctx, st, false, conv_algs[0].alg));
-    conv_state *alt = tsr_calloc(1, sizeof *alt);
-    if (!alt)
-        return TSR_ERR_OUT_OF_MEMORY;
-    alt->kind = TSR_DNNL_KIND_CONV;
-    if (conv_build(ctx, alt, false, conv_algs[1].alg) != TSR_OK) {
-        tsr_dnnl_conv_release(alt);
-        return TSR_OK;
+    *taken = -1;
+    conv_state *states[TSR_AUTOTUNE_MAX_CANDIDATES] = {st};
+    for (int i = 0; i < n; i++)
+        seconds[i] = errors[i] = INFINITY;
+    errors[0] = 0.0;
+    tsr_status status = TSR_OK;
+    for (int i = 1; i < n && status == TSR_OK; i++) {
+        if (!(states[i] = tsr_calloc(1, sizeof *states[i]))) {
+            status = TSR_ERR_OUT_OF_MEMORY;
+            break;
+        }
+        states[i]->kind = TSR_DNNL_KIND_CONV;
+        if (conv_build(ctx, states[i], false, cands[i].alg, cands[i].impl) != TSR_OK) {
+            tsr_dnnl_conv_release(states[i]);
+            states[i] = NULL;
+        }
     }
-    conv_trial t;
+    conv_trial t = {.y_bytes = 0};
     float *ref = NULL;
-    tsr_status status = trial_init(ctx, &t);
-    conv_trial_run def_run = {st, &t.k}, alt_run = {alt, &t.k};
+    if (status == TSR_OK)
+        status = trial_init(ctx, &t);
     if (status == TSR_OK && !(ref = tsr_aligned_alloc(t.y_bytes ? t.y_bytes : 1)))
         status = TSR_ERR_OUT_OF_MEMORY;
     /* The guard's runs are the first timed ones. */
-    double err = 0.0, seconds[2] = {INFINITY, INFINITY};
+    conv_trial_run runs[TSR_AUTOTUNE_MAX_CANDIDATES];
+    void *args[TSR_AUTOTUNE_MAX_CANDIDATES];
+    double times[TSR_AUTOTUNE_MAX_CANDIDATES];
+    int index[TSR_AUTOTUNE_MAX_CANDIDATES], built = 0;
+    const float *y = t.tensors[TSR_MAX_NODE_IO].data;
+    for (int i = 0; i < n && status == TSR_OK; i++) {
+        if (!states[i])
+            continue;
+        runs[built] = (conv_trial_run){states[i], &t.k};
+        args[built] = &runs[built];
+        index[built] = i;
+        status = tsr_autotune_run_timed(trial_run, args[built], &times[built]);
+        if (status == TSR_OK && i == 0)
+            memcpy(ref, y, t.y_bytes);
+        else if (status == TSR_OK)
+            errors[i] = tsr_autotune_rel_error(y, ref, t.y_bytes / sizeof(float));
+        built++;
+    }
     if (status == TSR_OK)
-        status = tsr_autotune_run_timed(trial_run, &def_run, &seconds[0]);
-    if (status == TSR_OK) {
-        memcpy(ref, t.tensors[TSR_MAX_NODE_IO].data, t.y_bytes);
-        status = tsr_autotune_run_timed(trial_run, &alt_run, &seconds[1]);
-    }
-    void *runs[2] = {&def_run, &alt_run};
-    if (status == TSR_OK) {
-        err =
-            tsr_autotune_rel_error(t.tensors[TSR_MAX_NODE_IO].data, ref, t.y_bytes / sizeof(float));
-        status = tsr_autotune_time(2, trial_run, runs, seconds);
-    }
-    double t_def = seconds[0], t_alt = seconds[1];
+        status = tsr_autotune_time(built, trial_run, args, times);
     tsr_aligned_free(ref);
     trial_release(&t);
-    if (status != TSR_OK) {
-        /* No room or no run for the trial: the default stays, undecided,
-         * and a failing run fails again when the plan runs. */
-        tsr_dnnl_conv_release(alt);
-        return TSR_OK;
+    int best = 0;
+    for (int b = 0; status == TSR_OK && b < built; b++) {
+        int i = index[b];
+        seconds[i] = times[b];
+        if (i > 0 && tsr_autotune_takes(seconds[0], seconds[i], errors[i]) &&
+            seconds[i] < seconds[best])
+            best = i;
     }
-    bool take = tsr_autotune_takes(t_def, t_alt, err);
-    *c = (tsr_autotune_choice){.default_seconds = t_def,
-                               .alternative_seconds = t_alt,
-                               /* The cache holds finite numbers only. */
-                               .alternative_error = isfinite(err) ? err : FLT_MAX};
-    snprintf(c->algorithm, sizeof c->algorithm, "%s", conv_algs[take].name);
-    if (take) {
+    if (status == TSR_OK && best > 0) {
         conv_clear(st);
-        *st = *alt;
-        free(alt);
-    } else {
-        tsr_dnnl_conv_release(alt);
+        *st = *states[best];
+        free(states[best]);
+        states[best] = NULL;
     }
-    *decided = true;
+    for (int i = 1; i < n; i++)
+        if (states[i])
+            tsr_dnnl_conv_release(states[i]);
+    if (status == TSR_OK)
+        *taken = best;
     return TSR_OK;
 }
 
-/* Leaves in *st the algorithm the cache or a measurement chose, or the
+/* Leaves in *st the candidate the cache or a measurement chose, or the
  * default where there is nothing to choose from. */
 static tsr_status conv_autotune(const tsr_prepare_ctx *ctx, conv_state *st)
 {
-    if (!conv_alg_available(ctx, conv_algs[1].alg))
-        return conv_build(ctx, st, false, conv_algs[0].alg);
+    TSR_CHECK(conv_build(ctx, st, false, dnnl_convolution_direct, NULL));
+    conv_candidate cands[TSR_AUTOTUNE_MAX_CANDIDATES];
+    int n = conv_candidates(ctx, st->exec.impl, cands);
+    if (n < 2)
+        return TSR_OK;
     char key[512];
     conv_key(ctx, key, sizeof key);
     tsr_autotune_choice c;
-    bool cached = tsr_autotune_cache_get(key, &c), decided = cached;
-    int taken = 0;
+    bool cached = tsr_autotune_cache_get(key, &c);
+    int taken = -1;
+    double seconds[TSR_AUTOTUNE_MAX_CANDIDATES], errors[TSR_AUTOTUNE_MAX_CANDIDATES];
     if (cached) {
-        taken = strcmp(c.algorithm, conv_algs[1].name) == 0;
-        tsr_status status = conv_build(ctx, st, false, conv_algs[taken].alg);
-        if (status != TSR_OK && taken) {
+        /* A name this oneDNN no longer offers keeps the default. */
+        for (int i = 0; i < n && taken < 0; i++)
+            if (strcmp(c.algorithm, cands[i].impl) == 0)
+                taken = i;
+        if (taken > 0) {
             conv_clear(st);
-            taken = 0;
-            status = conv_build(ctx, st, false, conv_algs[0].alg);
+            if (conv_build(ctx, st, false, cands[taken].alg, cands[taken].impl) != TSR_OK) {
+                conv_clear(st);
+                taken = 0;
+                TSR_CHECK(conv_build(ctx, st, false, dnnl_convolution_direct, NULL));
+            }
         }
-        TSR_CHECK(status);
     } else {
-        TSR_CHECK(conv_measure(ctx, st, &c, &decided));
-        taken = decided && strcmp(c.algorithm, conv_algs[1].name) == 0;
-        if (decided)
-            tsr_autotune_cache_put(key, &c);
+        TSR_CHECK(conv_measure(ctx, st, cands, n, seconds, errors, &taken));
+        if (taken < 0)
+            return TSR_OK;
+        /* The record names the fastest alternative where the default stays. */
+        int other = taken;
+        for (int i = 1; i < n && taken == 0; i++)
+            if (other == 0 || seconds[i] < seconds[other])
+                other = i;
+        c = (tsr_autotune_choice){.default_seconds = seconds[0],
+                                  .alternative_seconds = seconds[other],
+                                  /* The cache holds finite numbers only. */
+                                  .alternative_error =
+                                      isfinite(errors[other]) ? errors[other] : FLT_MAX};
+        if (!isfinite(c.alternative_seconds))
+            c.alternative_seconds = FLT_MAX;
+        snprintf(c.algorithm, sizeof c.algorithm, "%s", cands[taken].impl);
+        tsr_autotune_cache_put(key, &c);
     }
-    if (taken)
+    if (taken > 0)
         snprintf(st->name, sizeof st->name, "%s err %.1e", st->exec.impl, c.alternative_error);
-    if (ctx->verbose && decided)
-        fprintf(stderr, "tessera: autotune '%s': %s %.3f ms, %s %.3f ms (error %.1e%s) -> %s%s\n",
-                ctx->node->name ? ctx->node->name : "", conv_algs[0].name, c.default_seconds * 1e3,
-                conv_algs[1].name, c.alternative_seconds * 1e3, c.alternative_error,
+    if (!ctx->verbose || taken < 0)
+        return TSR_OK;
+    char line[512];
+    int len = snprintf(line, sizeof line, "tessera: autotune '%s':",
+                       ctx->node->name ? ctx->node->name : "");
+    for (int i = 0; i < n && !cached && len > 0 && (size_t)len < sizeof line; i++)
+        len += snprintf(line + len, sizeof line - (size_t)len, "%s %s %.3f ms", i ? "," : "",
+                        cands[i].impl, seconds[i] * 1e3);
+    if (cached)
+        len += snprintf(line + len, sizeof line - (size_t)len,
+                        " %s %.3f ms, fastest other %.3f ms", cands[0].impl,
+                        c.default_seconds * 1e3, c.alternative_seconds * 1e3);
+    if (len > 0 && (size_t)len < sizeof line)
+        fprintf(stderr, "%s (error %.1e%s) -> %s%s\n", line, c.alternative_error,
                 c.alternative_error > TSR_AUTOTUNE_TOLERANCE ? ", over the guard" : "",
-                conv_algs[taken].name, cached ? " (cached)" : "");
+                cands[taken].impl, cached ? " (cached)" : "");
     return TSR_OK;
 }
 
@@ -850,12 +1020,13 @@ tsr_status tsr_dnnl_conv_prepare(const tsr_prepare_ctx *ctx, void **state_out)
     st->kind = TSR_DNNL_KIND_CONV;
     bool bf16 = tsr_dnnl_use_bf16(ctx);
     /* Autotuning chooses among f32 algorithms; bf16 keeps the direct one. */
-    tsr_status status = bf16 || !ctx->autotune ? conv_build(ctx, st, bf16, conv_algs[0].alg)
-                                               : conv_autotune(ctx, st);
+    tsr_status status = bf16 || !ctx->autotune
+                            ? conv_build(ctx, st, bf16, dnnl_convolution_direct, NULL)
+                            : conv_autotune(ctx, st);
     if (status == TSR_ERR_UNSUPPORTED && bf16) {
         /* No bf16 kernel for this shape: the node computes in f32. */
         conv_clear(st);
-        status = conv_build(ctx, st, false, conv_algs[0].alg);
+        status = conv_build(ctx, st, false, dnnl_convolution_direct, NULL);
     }
     if (status == TSR_OK && band_applies(ctx, st))
         status = band_init(ctx, st);
