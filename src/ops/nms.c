@@ -34,16 +34,12 @@ typedef struct nms_problem {
 static const char *const nms_inputs[5] = {"boxes", "scores", "max_output_boxes_per_class",
                                           "iou_threshold", "score_threshold"};
 
-/* Input i (2, 3 or 4) as one number; absent: *present is false. */
-static tsr_status read_scalar(const tsr_tensor *t, int i, double *value, bool *present)
+/* Optional input i (2, 3 or 4), when given, holds one value. */
+static tsr_status check_single(const tsr_tensor *t, int i)
 {
-    *present = t != NULL;
-    if (!t)
-        return TSR_OK;
-    if (tsr_tensor_numel(t) != 1 || t->rank > 1)
+    if (t && (tsr_tensor_numel(t) != 1 || t->rank > 1))
         return tsr_error(TSR_ERR_SHAPE, "NonMaxSuppression: %s must hold one value, not %lld",
                          nms_inputs[i], (long long)tsr_tensor_numel(t));
-    *value = t->dtype == TSR_INT64 ? (double)((const int64_t *)t->data)[0] : tsr_get_f(t, 0);
     return TSR_OK;
 }
 
@@ -71,19 +67,17 @@ static tsr_status problem_of(const tsr_node *node, const tsr_tensor *const in[5]
         return tsr_error(TSR_ERR_PARSE, "NonMaxSuppression: center_point_box is 0 or 1, not %lld",
                          (long long)center);
     p->center_point_box = center == 1;
-    double unused;
-    bool present;
-    TSR_CHECK(read_scalar(in[2], 2, &unused, &present));
-    int64_t max_out = present ? ((const int64_t *)in[2]->data)[0] : 0;
+    for (int i = 2; i < 5; i++)
+        TSR_CHECK(check_single(in[i], i));
+    int64_t max_out = in[2] ? ((const int64_t *)in[2]->data)[0] : 0;
     p->max_per_class = max_out > 0 ? max_out : 0;
-    TSR_CHECK(read_scalar(in[3], 3, &p->iou_threshold, &present));
-    if (!present)
-        p->iou_threshold = 0.0;
+    p->iou_threshold = in[3] ? tsr_get_f(in[3], 0) : 0.0;
     if (!(p->iou_threshold >= 0.0 && p->iou_threshold <= 1.0))
         return tsr_error(TSR_ERR_INVALID_ARGUMENT,
                          "NonMaxSuppression: iou_threshold is %g; it must lie in [0, 1]",
                          p->iou_threshold);
-    TSR_CHECK(read_scalar(in[4], 4, &p->score_threshold, &p->has_score_threshold));
+    p->has_score_threshold = in[4] != NULL;
+    p->score_threshold = in[4] ? tsr_get_f(in[4], 0) : 0.0;
     return TSR_OK;
 }
 
