@@ -2,11 +2,12 @@
 numpy.nonzero on every dtype, odd and empty shapes and all-zero inputs; models whose sizes
 the data decides (NonZero -> Transpose -> GatherND / Gather, a Reshape to a shape summed
 from an input, Range(0, ReduceMax(x)) -> Cast -> Add, Expand / ConstantOfShape / Tile /
-Slice sized by computed tensors, a NonZero of a NonZero's gather), each run at several
-sizes so that tails are both reused from the plan's cache and planned anew, against numpy;
-a torch export of torch.nonzero and x[x > 0] against PyTorch; `tessera run` writing them; the
-plan's cache limits with tails; and the errors: a buffer given for an output the plan allocates, a bound or shape
-found bad only at run time."""
+Slice sized by computed tensors, ReduceSum over axes given at run time, a NonZero of a
+NonZero's gather), each run at several sizes so that tails are both reused from the plan's
+cache and planned anew, against numpy; a torch export of torch.nonzero and x[x > 0] against
+PyTorch; `tessera run` writing them; the plan's cache limits with tails; and the errors: a
+buffer given for an output the plan allocates, a bound or shape found bad only at run
+time."""
 
 import ctypes as C
 import io
@@ -198,6 +199,19 @@ def test_shapes_computed_from_inputs(op):
         for k in (3, 1, 3, 2):
             (y,) = sess.run(None, {"x1": x1, "x2": x2, "k": np.array([k], np.int64)})
             np.testing.assert_array_equal(y, want(k))
+
+
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_reduce_sum_over_axes_given_at_run_time(keepdims):
+    m = model([h.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=keepdims)],
+              [vi("x", T.FLOAT, [2, 3, 4]), vi("axes", T.INT64, [1])], [vi("y", T.FLOAT, None)])
+    sess = tessera.Session(m, device="cpu", threads=1)
+    assert sess.outputs[0].shape == [None] * (3 - (1 - keepdims))
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    for axis in (0, 2, -2, 2):
+        (y,) = sess.run(None, {"x": x, "axes": np.array([axis], np.int64)})
+        np.testing.assert_array_equal(y, x.sum(axis=axis, keepdims=bool(keepdims)))
+    assert sess.stats()["n_builds"] == 4  # the spec, a tail per axis
 
 
 def test_nonzero_of_a_nonzero_gather_splits_twice():
