@@ -1,4 +1,4 @@
-/* Constants (Constant, ConstantOfShape), element type conversion (Cast)
+/* Constants (Constant, ConstantOfShape), element type conversion (Cast, CastLike)
  * and the index generator Range. All of them work on every dtype Tessera
  * has; the ONNX types it lacks (float16, strings, ...) are refused by name. */
 #include "autodiff/autodiff.h"
@@ -175,16 +175,22 @@ const tsr_op_def tsr_op_ConstantOfShape = {
 static const tsr_attr_def cast_attrs[] = {
     {"saturate", TSR_ATTR_INT, .i = 1}, {"to", TSR_ATTR_INT, .required = true}, {NULL}};
 
-static tsr_status cast_infer(tsr_infer_ctx *c)
+static tsr_status check_saturate(const tsr_infer_ctx *c)
 {
-    TSR_CHECK(tsr_infer_require_inputs(c));
     if (tsr_attr_has(c->node, "saturate") && c->node->opset < 19)
-        return tsr_infer_error(c, TSR_ERR_PARSE, "Cast takes saturate from opset 19 on, not at %d",
-                               c->node->opset);
+        return tsr_infer_error(c, TSR_ERR_PARSE, "%s takes saturate from opset 19 on, not at %d",
+                               c->node->op->name, c->node->opset);
     int64_t saturate = tsr_attr_int(c->node, "saturate");
     if (saturate != 0 && saturate != 1)
         return tsr_infer_error(c, TSR_ERR_INVALID_ARGUMENT, "saturate is %lld, must be 0 or 1",
                                (long long)saturate);
+    return TSR_OK;
+}
+
+static tsr_status cast_infer(tsr_infer_ctx *c)
+{
+    TSR_CHECK(tsr_infer_require_inputs(c));
+    TSR_CHECK(check_saturate(c));
     int64_t to = tsr_attr_int(c->node, "to");
     if (!is_tessera_dtype(to))
         return tsr_infer_error(c, TSR_ERR_UNSUPPORTED,
@@ -324,6 +330,33 @@ const tsr_op_def tsr_op_Cast = {
     .attrs = cast_attrs,
     .locality = TSR_LOCALITY_ELEMENTWISE,
     .infer = cast_infer,
+    .ref = cast_ref,
+    .grad = cast_grad,
+};
+
+/* CastLike (opset 15, saturate from 19): Cast to the dtype of its second
+ * input, whose values are not read. */
+static const tsr_attr_def castlike_attrs[] = {{"saturate", TSR_ATTR_INT, .i = 1}, {NULL}};
+
+static tsr_status castlike_infer(tsr_infer_ctx *c)
+{
+    TSR_CHECK(tsr_infer_require_inputs(c));
+    TSR_CHECK(check_saturate(c));
+    const tsr_value *x = c->inputs[0];
+    tsr_infer_set(c, 0, c->inputs[1]->dtype, x->rank, x->dims);
+    return TSR_OK;
+}
+
+const tsr_op_def tsr_op_CastLike = {
+    .name = "CastLike",
+    .domain = "",
+    .min_inputs = 2,
+    .max_inputs = 2,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .attrs = castlike_attrs,
+    .locality = TSR_LOCALITY_ELEMENTWISE,
+    .infer = castlike_infer,
     .ref = cast_ref,
     .grad = cast_grad,
 };

@@ -170,27 +170,20 @@ static tsr_status maxpool_gather_ref(const tsr_kernel_ctx *k)
             for (int64_t od = 0; od < w->out[0]; od++)                                             \
                 for (int64_t oh = 0; oh < w->out[1]; oh++)                                         \
                     for (int64_t ow = 0; ow < w->out[2]; ow++, o++) {                              \
-                        int64_t at[3] = {od, oh, ow}, lo[3], hi[3], padded = 1, inside = 1;        \
-                        for (int i = 0; i < 3; i++) {                                              \
-                            int64_t start = at[i] * w->stride[i] - w->pad_begin[i];                \
-                            int64_t end = start + w->kernel[i];                                    \
-                            if (end > w->in[i] + w->pad_end[i])                                    \
-                                end = w->in[i] + w->pad_end[i];                                    \
-                            padded *= end - start;                                                 \
-                            lo[i] = start > 0 ? start : 0;                                         \
-                            hi[i] = end < w->in[i] ? end : w->in[i];                               \
-                            inside *= hi[i] > lo[i] ? hi[i] - lo[i] : 0;                           \
-                        }                                                                          \
-                        int64_t div = include_pad ? padded : inside;                               \
+                        int64_t at[3] = {od, oh, ow}, start[3], lo[3], hi[3];                      \
+                        int64_t div = tsr_window_avg_taps(w, at, include_pad, start, lo, hi);      \
                         if (div <= 0)                                                              \
                             continue;                                                              \
                         T share = (T)((double)dy[o] / (double)div);                                \
-                        for (int64_t id = lo[0]; id < hi[0]; id++)                                 \
-                            for (int64_t ih = lo[1]; ih < hi[1]; ih++) {                           \
-                                T *row = dxp + (id * w->in[1] + ih) * w->in[2];                    \
-                                for (int64_t iw = lo[2]; iw < hi[2]; iw++)                         \
-                                    row[iw] += share;                                              \
+                        for (int64_t kd = lo[0]; kd < hi[0]; kd++) {                               \
+                            int64_t id = start[0] + kd * w->dilation[0];                           \
+                            for (int64_t kh = lo[1]; kh < hi[1]; kh++) {                           \
+                                int64_t ih = start[1] + kh * w->dilation[1];                       \
+                                T *row = dxp + (id * w->in[1] + ih) * w->in[2] + start[2];         \
+                                for (int64_t kw = lo[2]; kw < hi[2]; kw++)                         \
+                                    row[kw * w->dilation[2]] += share;                             \
                             }                                                                      \
+                        }                                                                          \
                     }                                                                              \
         }                                                                                          \
     }

@@ -120,6 +120,9 @@ TSR_OP(Trilu)
 /* cumsum.c: running sums along an axis */
 TSR_OP(CumSum)
 
+/* col2im.c: blocks of taps summed back into an image */
+TSR_OP(Col2Im)
+
 /* onehot.c: one-hot encoding of index tensors */
 TSR_OP(OneHot)
 
@@ -145,6 +148,7 @@ TSR_OP(RoiAlignGrad) /* domain ai.tessera, dY spread back over the sampled taps 
 TSR_OP(NonMaxSuppression)
 
 TSR_OP(Cast)
+TSR_OP(CastLike)
 TSR_OP(Range)
 
 /* dpp.c: Detail-Preserving Pooling (domain ai.tessera) */

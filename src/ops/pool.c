@@ -57,20 +57,6 @@ static tsr_status pool_window(const tsr_node *node, int rank, const int64_t *in,
     bool ceil_mode = false;
     TSR_CHECK(bool_attr(node, "ceil_mode", &ceil_mode));
     TSR_CHECK(tsr_window_init(node, (int)n, in, kernel, ceil_mode, w));
-    if (node->op != &tsr_op_MaxPool && tsr_attr_has(node, "dilations")) {
-        /* AveragePool's dilations (opset 19) are accepted where they
-         * change nothing; the kernels average contiguous windows. */
-        if (node->opset < 19)
-            return tsr_error(TSR_ERR_PARSE,
-                             "AveragePool takes dilations from opset 19 on, not at %d",
-                             node->opset);
-        for (int i = 0; i < w->n; i++)
-            if (w->dilation[i] != 1)
-                return tsr_error(TSR_ERR_UNSUPPORTED,
-                                 "AveragePool with dilations other than 1 is not supported yet "
-                                 "(spatial dim %d has %lld)",
-                                 i, (long long)w->dilation[i]);
-    }
     for (int i = 0; i < w->n; i++) {
         int64_t span = (w->kernel[i] - 1) * w->dilation[i] + 1;
         if (w->pad_begin[i] >= span || w->pad_end[i] >= span)
@@ -183,34 +169,25 @@ static tsr_status maxpool_ref(const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
-/* Mean over the window of output (od, oh, ow) of one plane. With
- * count_include_pad the divisor counts padded positions too, but a window
- * running past the end padding (ceil_mode) is clipped there, as in
- * PyTorch. */
+/* Mean over the window of output (od, oh, ow) of one plane, over the
+ * taps tsr_window_avg_taps gives (dilated from opset 19 on). */
 #define AVG_WINDOW(T, SUF)                                                                         \
     static T avg_window_##SUF(const pool_geom *g, const T *x, int64_t od, int64_t oh, int64_t ow)  \
     {                                                                                              \
         const tsr_window *w = &g->w;                                                               \
-        int64_t o[3] = {od, oh, ow}, lo[3], hi[3];                                                 \
-        int64_t padded = 1, inside = 1;                                                            \
-        for (int i = 0; i < 3; i++) {                                                              \
-            int64_t start = o[i] * w->stride[i] - w->pad_begin[i];                                 \
-            int64_t end = start + w->kernel[i];                                                    \
-            if (end > w->in[i] + w->pad_end[i])                                                    \
-                end = w->in[i] + w->pad_end[i];                                                    \
-            padded *= end - start;                                                                 \
-            lo[i] = start > 0 ? start : 0;                                                         \
-            hi[i] = end < w->in[i] ? end : w->in[i];                                               \
-            inside *= hi[i] > lo[i] ? hi[i] - lo[i] : 0;                                           \
-        }                                                                                          \
+        int64_t o[3] = {od, oh, ow}, start[3], lo[3], hi[3];                                       \
+        int64_t div = tsr_window_avg_taps(w, o, g->include_pad, start, lo, hi);                    \
         double sum = 0.0;                                                                          \
-        for (int64_t id = lo[0]; id < hi[0]; id++)                                                 \
-            for (int64_t ih = lo[1]; ih < hi[1]; ih++) {                                           \
-                const T *row = x + (id * w->in[1] + ih) * w->in[2];                                \
-                for (int64_t iw = lo[2]; iw < hi[2]; iw++)                                         \
-                    sum += row[iw];                                                                \
+        for (int64_t kd = lo[0]; kd < hi[0]; kd++) {                                               \
+            int64_t id = start[0] + kd * w->dilation[0];                                           \
+            for (int64_t kh = lo[1]; kh < hi[1]; kh++) {                                           \
+                int64_t ih = start[1] + kh * w->dilation[1];                                       \
+                const T *row = x + (id * w->in[1] + ih) * w->in[2] + start[2];                     \
+                for (int64_t kw = lo[2]; kw < hi[2]; kw++)                                         \
+                    sum += row[kw * w->dilation[2]];                                               \
             }                                                                                      \
-        return (T)(sum / (double)(g->include_pad ? padded : inside));                              \
+        }                                                                                          \
+        return (T)(sum / (double)div);                                                             \
     }
 
 AVG_WINDOW(float, f32)

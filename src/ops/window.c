@@ -13,10 +13,8 @@ static int64_t ceil_div(int64_t a, int64_t b)
     return -floor_div(-a, b);
 }
 
-/* Reads an optional list attribute of `n` values, each at least `min`,
- * into out; absent lists leave out as it is. */
-static tsr_status read_list(const tsr_node *node, const char *name, int n, int64_t min,
-                            int64_t *out)
+tsr_status tsr_window_read_list(const tsr_node *node, const char *name, int n, int64_t min,
+                                int64_t *out)
 {
     size_t count;
     const int64_t *vals = tsr_attr_ints(node, name, &count);
@@ -47,10 +45,10 @@ tsr_status tsr_window_init(const tsr_node *node, int n, const int64_t *in, const
         w->stride[i] = 1;
         w->dilation[i] = 1;
     }
-    TSR_CHECK(read_list(node, "strides", n, 1, w->stride));
-    TSR_CHECK(read_list(node, "dilations", n, 1, w->dilation));
+    TSR_CHECK(tsr_window_read_list(node, "strides", n, 1, w->stride));
+    TSR_CHECK(tsr_window_read_list(node, "dilations", n, 1, w->dilation));
     int64_t pads[2 * TSR_WINDOW_MAX_DIMS] = {0};
-    TSR_CHECK(read_list(node, "pads", 2 * n, 0, pads));
+    TSR_CHECK(tsr_window_read_list(node, "pads", 2 * n, 0, pads));
 
     const char *auto_pad = tsr_attr_string(node, "auto_pad");
     bool same_upper = strcmp(auto_pad, "SAME_UPPER") == 0;
@@ -162,6 +160,22 @@ void tsr_window_taps_inside(int64_t start, int64_t step, int64_t taps, int64_t s
         b = taps;
     *lo = a;
     *hi = b > a ? b : a;
+}
+
+int64_t tsr_window_avg_taps(const tsr_window *w, const int64_t *o, bool include_pad, int64_t *start,
+                            int64_t *lo, int64_t *hi)
+{
+    int64_t padded = 1, inside = 1;
+    for (int i = 0; i < 3; i++) {
+        int64_t plo, phi;
+        start[i] = o[i] * w->stride[i] - w->pad_begin[i];
+        tsr_window_taps_inside(start[i], w->dilation[i], w->kernel[i], w->in[i], &lo[i], &hi[i]);
+        tsr_window_taps_inside(start[i] + w->pad_begin[i], w->dilation[i], w->kernel[i],
+                               w->pad_begin[i] + w->in[i] + w->pad_end[i], &plo, &phi);
+        padded *= phi - plo;
+        inside *= hi[i] - lo[i];
+    }
+    return include_pad ? padded : inside;
 }
 
 #define MAX_WINDOW(T, SUF)                                                                         \

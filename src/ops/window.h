@@ -19,6 +19,11 @@ typedef struct tsr_window {
     int64_t out[TSR_WINDOW_MAX_DIMS];
 } tsr_window;
 
+/* Reads an optional list attribute of `n` values, each at least `min`,
+ * into out; absent lists leave out as it is. */
+tsr_status tsr_window_read_list(const tsr_node *node, const char *name, int n, int64_t min,
+                                int64_t *out);
+
 /* Fills *w for a node with `n` spatial dims of sizes `in` and window
  * `kernel` (either may hold unknown or symbolic dims; the matching output
  * dims are then TSR_DIM_UNKNOWN, or the input's symbol where the window
@@ -47,6 +52,14 @@ float tsr_window_max_f32(const tsr_window *w, const float *x, int64_t od, int64_
                          int64_t *arg);
 double tsr_window_max_f64(const tsr_window *w, const double *x, int64_t od, int64_t oh, int64_t ow,
                           int64_t *arg);
+
+/* The taps an average reads at output (o[0], o[1], o[2]) of a 3-D window:
+ * per dim its first position start[i] and the taps [lo[i], hi[i]) inside
+ * the input. Returns the divisor: the taps inside, or with
+ * count_include_pad those inside the padded input (a ceil_mode window
+ * running past the end padding is clipped there, as in PyTorch). */
+int64_t tsr_window_avg_taps(const tsr_window *w, const int64_t *o, bool include_pad, int64_t *start,
+                            int64_t *lo, int64_t *hi);
 
 /* The attribute schemas of MaxPool and AveragePool, which their backward
  * ops (grad_pool.c) take unchanged. */

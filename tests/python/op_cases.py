@@ -435,6 +435,8 @@ CASES = [
          {"value": np.array([2.5])}, folded=True,
          expect=lambda s: np.full((3, 5), 2.5)),
     Case("Cast", [normal(3, 5)], {"to": 11}, tol="exact"),
+    Case("CastLike", [normal(3, 5), Spec((2,), lambda r, s: r.standard_normal(s), const=True,
+                                         float_=False)], tol="exact"),
     Case("Range", [const(np.array(1, dtype=I64)), const(np.array(14, dtype=I64)),
                    const(np.array(3, dtype=I64))], folded=True,
          expect=lambda a, b, c: np.arange(a, b, c, dtype=I64)),
@@ -560,6 +562,11 @@ CASES = [
     # cumsum.c, onehot.c
     Case("CumSum", [normal(3, 5, 7), const(np.array(1, dtype=I64))],
          {"exclusive": 1, "reverse": 1}),
+    # col2im.c: image [5, 6], block [2, 3], dilations [2, 1], pads [1, 0, 0, 1] -> 4 x 5 blocks
+    Case("Col2Im", [normal(2, 12, 20), const(np.array([5, 6], dtype=I64)),
+                    const(np.array([2, 3], dtype=I64))],
+         {"dilations": [2, 1], "pads": [1, 0, 0, 1]}, opset=18,
+         grad="no gradient rule: unfolding is no op yet"),
     Case("OneHot", [ints(3, 5, lo=-5, hi=5), const(np.array(4, dtype=I64)),
                     const(np.array([0.5, -2.0]))], {"axis": 1}, tol="exact"),
     # nonzero.c: the output's count is known only at run time (plans run it first)

@@ -103,7 +103,6 @@ def test_random_windows(cpu_env, op):
             attrs.pop("count_include_pad", None)
             x = (rng.permutation(int(np.prod(shape))).reshape(shape) / 10 - 50).astype(np.float32)
         else:
-            attrs.pop("dilations", None)  # AveragePool has none before opset 19
             x = rng.standard_normal(shape).astype(np.float32)
         check(op, x, attrs, f"{op} {attrs} on {shape}, {cpu_env}")
 
@@ -120,8 +119,6 @@ def test_random_windows(cpu_env, op):
     ({"kernel_shape": [2, 3], "strides": [1, 2], "pads": [0, 1, 1, 1]}, (1, 9, 2, 1111)),
 ])
 def test_wide_windows_and_rows(cpu_env, op, attrs, shape):
-    if op == "AveragePool" and "dilations" in attrs:
-        pytest.skip("AveragePool has no dilations before opset 19")
     rng = np.random.default_rng(3)
     x = rng.standard_normal(shape).astype(np.float32)
     check(op, x, attrs, f"{op} {attrs} on {shape}, {cpu_env}")

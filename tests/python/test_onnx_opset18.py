@@ -5,9 +5,10 @@ reference evaluator can judge these models). Reduce* with axes as an input and
 noop_with_empty_axes (18), ReduceMax/ReduceMin on bool (20), Split's num_outputs (18), Pad's axes
 input (18) and wrap mode (19), Resize's antialias and keep_aspect_ratio_policy (18),
 ScatterElements/ScatterND max and min (18), GroupNormalization per group (18) and per channel
-(21), Cast's saturate (19), AveragePool's dilations (19), the Bitwise ops (18); the ops whose
-newer versions only widened the type list; gradients against finite differences; and the clear
-refusals: opset 22 on, float8 types, DeformConv, the old forms at the new opsets."""
+(21), Cast's saturate (19) and CastLike, AveragePool's dilations (19), the Bitwise ops and
+Col2Im (18); the ops whose newer versions only widened the type list; gradients against finite
+differences; and the clear refusals: opset 22 on, float8 types, DeformConv, the old forms at the
+new opsets."""
 
 import numpy as np
 import pytest
@@ -286,8 +287,9 @@ def test_resize_antialias_against_torch(tmp_path):
     want = F.interpolate(torch.from_numpy(x), size=(7, 5), mode="bilinear", align_corners=False,
                          antialias=True).numpy()
     for device in DEVICES:
-        (y,) = one(tmp_path, "Resize", [x, None, None, np.array([7, 5], I64)],
-                   {"mode": "linear", "antialias": 1, "exclude_outside": 1, "axes": [2, 3]}, 18, device, consts=(3,))
+        attrs = {"mode": "linear", "antialias": 1, "exclude_outside": 1, "axes": [2, 3]}
+        (y,) = one(tmp_path, "Resize", [x, None, None, np.array([7, 5], I64)], attrs, 18, device,
+                   consts=(3,))
         np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5)
 
 
@@ -382,17 +384,77 @@ def test_cast_saturate(tmp_path):
                  match="Cast to float8e4m3fn \\(ONNX type 17\\) is not supported")
 
 
+def test_castlike(tmp_path):
+    x = np.array([[-3.7, 0.2, 2.5], [7.9, -0.6, 1e3]], np.float32)
+    for like, saturate in [(np.zeros(2, np.int32), 0), (np.zeros((), np.float64), 1),
+                           (np.zeros(1, np.bool_), 1), (np.zeros(3, np.int8), 0)]:
+        (y,) = one(tmp_path, "CastLike", [x, like], {"saturate": saturate}, 19, consts=(1,))
+        close(y, x.astype(like.dtype), like.dtype)
+    node_refusal(tmp_path, "CastLike", [x, np.zeros(1, np.float64)], {"saturate": 1}, 17,
+                 consts=(1,), match="CastLike takes saturate from opset 19 on")
+
+
+def test_castlike_gradient():
+    x = np.random.default_rng(15).standard_normal((3, 4))
+    check_case(Case("CastLike", [x, np.zeros(2, np.float64)], opset=19, wrt=[0]),
+               second_order=False)
+
+
+def avgpool_ref(x, kernel, strides, dilations, pads, ceil_mode, include_pad):
+    """ONNX AveragePool-19 on (N, C, H, W): the mean over the window's taps inside the input, or
+    with count_include_pad over those inside the padded input."""
+    n_sp = len(kernel)
+    outs, taps = [], []
+    for d in range(n_sp):
+        size, pb, pe = x.shape[2 + d], pads[d], pads[n_sp + d]
+        span = (kernel[d] - 1) * dilations[d] + 1
+        room = size + pb + pe - span
+        out = (-(-room // strides[d]) if ceil_mode else room // strides[d]) + 1
+        if ceil_mode and (out - 1) * strides[d] >= size + pb:
+            out -= 1
+        outs.append(out)
+        taps.append([[o * strides[d] - pb + k * dilations[d] for k in range(kernel[d])]
+                     for o in range(out)])
+    y = np.zeros(x.shape[:2] + tuple(outs))
+    for oh in range(outs[0]):
+        for ow in range(outs[1]):
+            rows, cols = taps[0][oh], taps[1][ow]
+            r_in = [r for r in rows if 0 <= r < x.shape[2]]
+            c_in = [c for c in cols if 0 <= c < x.shape[3]]
+            total = x[:, :, r_in][:, :, :, c_in].sum(axis=(2, 3))
+            if include_pad:
+                div = (len([r for r in rows if r < x.shape[2] + pads[2]]) *
+                       len([c for c in cols if c < x.shape[3] + pads[3]]))
+            else:
+                div = len(r_in) * len(c_in)
+            y[:, :, oh, ow] = total / div
+    return y.astype(x.dtype)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_average_pool_dilations(tmp_path, device):
-    x = np.random.default_rng(19).standard_normal((2, 3, 9, 7)).astype(np.float32)
-    attrs = {"kernel_shape": [3, 2], "strides": [2, 1], "pads": [1, 0, 1, 1]}
-    (want,) = one(tmp_path, "AveragePool", [x], attrs, 17, device)
-    (got,) = one(tmp_path, "AveragePool", [x], dict(attrs, dilations=[1, 1]), 19, device)
-    close(got, want, np.float32)
-    node_refusal(tmp_path, "AveragePool", [x], dict(attrs, dilations=[2, 1]), 19,
-                 match="AveragePool with dilations other than 1 is not supported yet")
-    node_refusal(tmp_path, "AveragePool", [x], dict(attrs, dilations=[1, 1]), 18,
-                 match="AveragePool takes dilations from opset 19 on")
+    rng = np.random.default_rng(19)
+    for shape, kernel, strides, dilations, pads in [
+            ((2, 3, 9, 7), [3, 2], [2, 1], [2, 3], [1, 0, 2, 2]),
+            ((1, 17, 11, 13), [2, 3], [1, 2], [3, 2], [0, 2, 2, 1]),
+            ((1, 5, 8, 31), [3, 3], [3, 2], [1, 4], [1, 1, 2, 7]),
+            ((2, 2, 6, 6), [2, 2], [1, 1], [1, 1], [0, 0, 0, 0])]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        for ceil_mode in (0, 1):
+            for include_pad in (0, 1):
+                attrs = {"kernel_shape": kernel, "strides": strides, "dilations": dilations,
+                         "pads": pads, "ceil_mode": ceil_mode, "count_include_pad": include_pad}
+                (y,) = one(tmp_path, "AveragePool", [x], attrs, 19, device)
+                want = avgpool_ref(x, kernel, strides, dilations, pads, ceil_mode, include_pad)
+                np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6, err_msg=str(attrs))
+
+
+@pytest.mark.parametrize("include_pad", [0, 1])
+def test_average_pool_dilations_gradient(include_pad):
+    x = np.random.default_rng(23).standard_normal((1, 2, 7, 6))
+    attrs = {"kernel_shape": [2, 3], "strides": [2, 1], "dilations": [3, 2], "pads": [1, 2, 2, 1],
+             "ceil_mode": 1, "count_include_pad": include_pad}
+    check_case(Case("AveragePool", [x], attrs, opset=19))
 
 
 # ------------------------------------------------------------------ bitwise ops
@@ -422,6 +484,74 @@ def test_bitwise_refuses_floats_and_bool(tmp_path):
                  match="float32, which BitwiseAnd does not take")
     node_refusal(tmp_path, "BitwiseNot", [np.ones(3, np.bool_)], {}, 18,
                  match="bool, which BitwiseNot does not take")
+
+
+# ------------------------------------------------------------------ Col2Im
+
+def col2im_ref(x, image, block, strides, dilations, pads):
+    """The ONNX definition, one tap at a time."""
+    n = len(image)
+    grid = [(image[i] + pads[i] + pads[n + i] - (block[i] - 1) * dilations[i] - 1) // strides[i]
+            + 1 for i in range(n)]
+    taps = int(np.prod(block))
+    y = np.zeros((x.shape[0], x.shape[1] // taps) + tuple(image), x.dtype)
+    for c in range(y.shape[1]):
+        for k, tap in enumerate(np.ndindex(*block)):
+            for l, cell in enumerate(np.ndindex(*grid)):
+                pos = tuple(cell[i] * strides[i] - pads[i] + tap[i] * dilations[i]
+                            for i in range(n))
+                if all(0 <= pos[i] < image[i] for i in range(n)):
+                    y[(slice(None), c) + pos] += x[:, c * taps + k, l]
+    return y
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_col2im_against_torch_fold(tmp_path, device):
+    rng = np.random.default_rng(24)
+    for image, block, strides, dilations, pads, C in [
+            ([5, 7], [2, 3], [1, 2], [2, 1], [1, 0, 0, 2], 3), ([9, 4], [3, 1], [2, 1], [1, 1],
+                                                                 [1, 0, 1, 0], 1),
+            ([6, 6], [1, 1], [1, 1], [1, 1], [0, 0, 0, 0], 2)]:
+        grid = [(image[i] + pads[i] + pads[2 + i] - (block[i] - 1) * dilations[i] - 1)
+                // strides[i] + 1 for i in range(2)]
+        x = rng.standard_normal((2, C * block[0] * block[1], grid[0] * grid[1])).astype(np.float32)
+        attrs = {"strides": strides, "dilations": dilations, "pads": pads}
+        (y,) = one(tmp_path, "Col2Im", [x, np.array(image, I64), np.array(block, I64)], attrs, 18,
+                   device, consts=(1, 2))
+        want = col2im_ref(x.astype(np.float64), image, block, strides, dilations, pads)
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+        if pads[:2] == pads[2:]:  # torch pads both ends alike
+            folded = F.fold(torch.from_numpy(x), image, block, dilation=dilations,
+                            padding=pads[:2], stride=strides).numpy()
+            np.testing.assert_allclose(y, folded, rtol=1e-5, atol=1e-5)
+
+
+def test_col2im_1d_and_3d(tmp_path):
+    rng = np.random.default_rng(25)
+    for image, block, strides, dilations, pads in [
+            ([11], [3], [2], [2], [1, 2]), ([4, 5, 3], [2, 2, 1], [1, 2, 1], [2, 1, 1],
+                                            [1, 0, 0, 0, 1, 1])]:
+        n = len(image)
+        grid = [(image[i] + pads[i] + pads[n + i] - (block[i] - 1) * dilations[i] - 1)
+                // strides[i] + 1 for i in range(n)]
+        x = rng.standard_normal((1, 2 * int(np.prod(block)), int(np.prod(grid))))
+        attrs = {"strides": strides, "dilations": dilations, "pads": pads}
+        (y,) = one(tmp_path, "Col2Im", [x, np.array(image, I64), np.array(block, I64)], attrs, 18,
+                   consts=(1, 2))
+        close(y, col2im_ref(x, image, block, strides, dilations, pads), np.float64)
+
+
+def test_col2im_errors(tmp_path):
+    x = np.zeros((1, 6, 20), np.float32)
+    image, block = np.array([5, 6], I64), np.array([2, 3], I64)
+    node_refusal(tmp_path, "Col2Im", [x, image, block], {}, 18, consts=(1, 2),
+                 match="the input has 20 block positions \\(dim 2\\), the image and block give 16")
+    node_refusal(tmp_path, "Col2Im", [np.zeros((1, 7, 16), np.float32), image, block], {}, 18,
+                 consts=(1, 2), match="dim 1 \\(7\\) is not a multiple of the 6 taps")
+    node_refusal(tmp_path, "Col2Im", [x, image, np.array([2], I64)], {}, 18, consts=(1, 2),
+                 match="image_shape has 2 values but block_shape has 1")
+    node_refusal(tmp_path, "Col2Im", [x, image, np.array([7, 1], I64)], {}, 18, consts=(1, 2),
+                 match="a block spanning 7 does not fit image dim 0 of 5")
 
 
 # ------------------------------------------------------------------ type-list-only changes

@@ -111,18 +111,18 @@ static void taps_inside(int64_t start, int64_t step, int64_t taps, int64_t size,
 }
 
 /* Valid taps and the reciprocal of the average's divisor along one
- * spatial dim: with count_include_pad the divisor counts padding too, but
- * not past the end padding (ceil_mode windows), as in PyTorch. */
+ * spatial dim: with count_include_pad the divisor counts the taps on
+ * padding too, but not past the end padding (ceil_mode windows), as in
+ * PyTorch. */
 static void dim_ranges(const tsr_window *w, int d, bool include_pad, int64_t *lo, int64_t *hi,
                        float *inv)
 {
     for (int64_t o = 0; o < w->out[d]; o++) {
-        int64_t start = o * w->stride[d] - w->pad_begin[d];
+        int64_t start = o * w->stride[d] - w->pad_begin[d], plo, phi;
         taps_inside(start, w->dilation[d], w->kernel[d], w->in[d], &lo[o], &hi[o]);
-        int64_t end = start + w->kernel[d];
-        if (end > w->in[d] + w->pad_end[d])
-            end = w->in[d] + w->pad_end[d];
-        inv[o] = 1.0f / (float)(include_pad ? end - start : hi[o] - lo[o]);
+        taps_inside(start + w->pad_begin[d], w->dilation[d], w->kernel[d],
+                    w->pad_begin[d] + w->in[d] + w->pad_end[d], &plo, &phi);
+        inv[o] = 1.0f / (float)(include_pad ? phi - plo : hi[o] - lo[o]);
     }
 }
 
