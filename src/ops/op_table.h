@@ -137,9 +137,6 @@ TSR_OP(NonZero)
 TSR_OP(Resize)
 TSR_OP(Upsample)
 
-/* constant.c: constants, casts and index generators */
-TSR_OP(Constant)
-TSR_OP(ConstantOfShape)
 /* roialign.c: RoiAlign, bilinear pooling of boxes, and its backward op */
 TSR_OP(RoiAlign)
 TSR_OP(RoiAlignGrad) /* domain ai.tessera, dY spread back over the sampled taps */
@@ -147,6 +144,9 @@ TSR_OP(RoiAlignGrad) /* domain ai.tessera, dY spread back over the sampled taps 
 /* nms.c: NonMaxSuppression, a count of boxes known only at run time */
 TSR_OP(NonMaxSuppression)
 
+/* constant.c: constants, casts and index generators */
+TSR_OP(Constant)
+TSR_OP(ConstantOfShape)
 TSR_OP(Cast)
 TSR_OP(CastLike)
 TSR_OP(Range)

@@ -588,7 +588,6 @@ CASES = [
     Case("BesselBasis", [positive(2, 5, lo=0.5, hi=4.5)],
          {"r_cutoff": 4.0, "n_basis": 7, "p": 6, "derivative": 1}, cpu="cpu", cpu64="cpu",
          label="derivative1"),
-]
     # roialign.c, nms.c: detection; NonMaxSuppression's count is known only at run time
     Case("RoiAlign", [normal(2, "C", 6, 5), const(ROIS), const(np.array([1, 0, 1], dtype=I64))],
          ROI_ALIGN),
@@ -602,3 +601,4 @@ CASES = [
          [Spec((2, 9, 4), lambda r, s: np.cumsum(r.uniform(0.2, 2.0, s), axis=-1)),
           distinct(2, 3, 9), const(np.array([4], dtype=I64)), const(np.array([0.3]))],
          grad="the output is a set of indices", tol="exact"),
+]
