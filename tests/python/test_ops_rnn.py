@@ -306,6 +306,23 @@ def test_whole_node_against_ref(case):
         close(got["cpu"][o], got["ref"][o], 1e-5)
 
 
+@pytest.mark.parametrize("op,attrs", [("LSTM", {"direction": "bidirectional"}),
+                                       ("GRU", {"linear_before_reset": 1})])
+def test_whole_node_with_large_steps_against_ref(op, attrs):
+    """Steps large enough that oneDNN splits them over threads (the small ones run on one)."""
+    rng = np.random.default_rng(len(op))
+    arrays = make_case(op, rng, T=3, N=9, I=13, H=67, direction=attrs.get("direction", "forward"),
+                       dtype=np.float32, h0=True)
+    n_out = 3 if op == "LSTM" else 2
+    g, feeds = build(op, arrays, attrs, n_out, weights="constant")
+    want = tsr.Plan(g, device="ref").run(feeds)
+    plan = tsr.Plan(g, device="cpu", threads=2)
+    got = plan.run(feeds)
+    assert plan.node_backend("rnn") == "dnnl"
+    for a, w in zip(got, want):
+        close(a, w, 1e-5)
+
+
 @pytest.mark.parametrize("attrs,shape,why", [
     ({"clip": 0.5}, {}, "clip"),
     ({}, dict(seq=True), "sequence_lens"),
