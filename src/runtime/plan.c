@@ -2,7 +2,12 @@
  * to backends, and every intermediate placed by liveness in one arena per
  * memory space the device's backends use.
  * Specializations are cached by input shape, least recently used evicted
- * past the cache's limits. */
+ * past the cache's limits. Where the data decides sizes, a specialization
+ * runs its prefix and plans its tail at the sizes found (spec_split in
+ * plan_internal.h, docs/dynamic_shapes.md): re-planning the tail reuses
+ * the whole planner (passes, layouts, stacks, the memory plan) at concrete
+ * shapes, where sizing buffers at run time would need every pass and
+ * backend to handle unknown sizes. */
 #include "runtime/plan_internal.h"
 
 #include "passes/passes.h"
@@ -685,8 +690,15 @@ static tsr_status spec_build(tsr_plan *p, spec *s)
 {
     s->spaces = p->spaces;
     s->n_spaces = p->n_spaces;
-    if (has_unknown_shapes(s->graph))
+    if (has_unknown_shapes(s->graph)) {
         TSR_CHECK(split_spec(s));
+        if (p->options.verbose)
+            fprintf(stderr,
+                    "tessera: sizes known only at run time: the plan runs %d of %d nodes first, "
+                    "then plans the rest at the sizes found (%d values, %d taken as constants)\n",
+                    s->graph->n_nodes, s->split->full->n_nodes, s->split->n_frontier,
+                    s->split->n_tail_consts);
+    }
     if (p->optimize)
         TSR_CHECK(tsr_passes_run(s->graph));
     if (s->split)
