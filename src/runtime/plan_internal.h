@@ -70,11 +70,11 @@ typedef struct {
  * distinct dims and constants, cached beside the other specializations.
  * A tail may split again. */
 typedef struct {
-    tsr_graph *full; /* the whole graph at the spec's input shapes, TSR_DIM_UNKNOWN where the
-                        data decides (output descriptions, and the source of every tail) */
-    int n_frontier;      /* the prefix graph's outputs, in order */
-    int *frontier_value; /* each one's value in full */
-    bool *as_constant;   /* taken by the tail as a constant */
+    tsr_graph *full;      /* the whole graph at the spec's input shapes, TSR_DIM_UNKNOWN where the
+                             data decides (output descriptions, and the source of every tail) */
+    int n_frontier;       /* the prefix graph's outputs, in order */
+    int *frontier_value;  /* each one's value in full */
+    bool *as_constant;    /* taken by the tail as a constant */
     tsr_tensor *frontier; /* its host buffer; dims as the last run found them */
     int *output_of;       /* per output of full: its frontier index, -1 the tail's */
     bool *tail_node;      /* per node of full: the tail computes it */

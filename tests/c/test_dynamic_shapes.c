@@ -22,8 +22,8 @@ static tsr_graph *masking_graph(void)
     tsr_tensor z = {.dtype = TSR_FLOAT32, .rank = 0, .data = &zero};
     int64_t perm[2] = {1, 0};
     tsr_attr transpose = TSR_ATTR_INTS("perm", perm, 2);
-    tsr_status st = tsr_graph_add_input(g, "x", TSR_FLOAT32, 2, (const int64_t[]){ROWS, COLS},
-                                        NULL);
+    tsr_status st =
+        tsr_graph_add_input(g, "x", TSR_FLOAT32, 2, (const int64_t[]){ROWS, COLS}, NULL);
     if (st == TSR_OK)
         st = tsr_graph_add_constant(g, "zero", &z);
     if (st == TSR_OK)
