@@ -270,8 +270,7 @@ static tsr_status dpp_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; r++) {
             int64_t p = r / g->oh;
-            d->row(g, xs + p * in_plane, 0, &prm[p % cbs], ys + r * out_row, r % g->oh, mine,
-                   true);
+            d->row(g, xs + p * in_plane, 0, &prm[p % cbs], ys + r * out_row, r % g->oh, mine, true);
         }
     }
     free(prm);

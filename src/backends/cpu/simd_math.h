@@ -226,18 +226,17 @@ SIMD_TARGET static inline vf SIMD_NAME(v_log2_fast)(vf x)
 #elif TSR_SIMD_LEVEL == 1
 SIMD_TARGET static inline vf SIMD_NAME(v_log2_fast)(vf x)
 {
-    const __m256 rcp =
-        _mm256_setr_ps(0.9411764740943909f, 0.8421052694320679f, 0.761904776096344f,
-                       0.695652186870575f, 0.6399999856948853f, 0.5925925970077515f,
-                       0.5517241358757019f, 0.5161290168762207f);
-    const __m256 lg =
-        _mm256_setr_ps(0.08746283501386642f, 0.2479275017976761f, 0.39231738448143005f,
-                       0.523561954498291f, 0.6438562273979187f, 0.7548874616622925f,
-                       0.8579810261726379f, 0.9541963338851929f);
+    const __m256 rcp = _mm256_setr_ps(0.9411764740943909f, 0.8421052694320679f, 0.761904776096344f,
+                                      0.695652186870575f, 0.6399999856948853f, 0.5925925970077515f,
+                                      0.5517241358757019f, 0.5161290168762207f);
+    const __m256 lg = _mm256_setr_ps(0.08746283501386642f, 0.2479275017976761f,
+                                     0.39231738448143005f, 0.523561954498291f, 0.6438562273979187f,
+                                     0.7548874616622925f, 0.8579810261726379f, 0.9541963338851929f);
     __m256i bits = _mm256_castps_si256(x);
-    __m256 e = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(127)));
-    __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)),
-                                                   _mm256_set1_epi32(0x3f800000)));
+    __m256 e =
+        _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(127)));
+    __m256 m = _mm256_castsi256_ps(_mm256_or_si256(
+        _mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x3f800000)));
     /* vpermps reads the low 3 bits of each index: the mantissa's top 3. */
     __m256i i = _mm256_srli_epi32(bits, 20);
     __m256 f = _mm256_fmsub_ps(m, _mm256_permutevar8x32_ps(rcp, i), _mm256_set1_ps(1.0f));
@@ -258,7 +257,8 @@ SIMD_TARGET static inline vf SIMD_NAME(v_log2_fast)(vf x)
 #endif
 
 /* 2^x for x <= 0 (or NaN) as v_exp2_nonpos with a polynomial of degree 5
- * (2^r = 1 + r Q(r), fitted here: 9e-8 absolute, so 1 stays 1), one
+ * (2^r = 1 + r Q(r), fitted here: 9e-8 absolute, so 1 stays 1; 2e-7
+ * relative once rounded to float32), one
  * multiply-add fewer for DPP's per-tap weights. */
 SIMD_TARGET static inline vf SIMD_NAME(v_exp2_nonpos_fast)(vf x)
 {

@@ -248,10 +248,9 @@ SIMD_NAME(dpp_back_plane)(const tsr_cpu_dpp_geom *g, const float *x, const float
 }
 
 #define DPP_INSTANCE(b)                                                                            \
-    SIMD_TARGET static void SIMD_NAME(dpp_row_b##b)(const tsr_cpu_dpp_geom *g, const float *x,     \
-                                                    int64_t x_row0, const tsr_cpu_dpp_params *p,   \
-                                                    float *y, int64_t oh, float *scratch,          \
-                                                    bool ahead)                                    \
+    SIMD_TARGET static void SIMD_NAME(dpp_row_b##b)(                                               \
+        const tsr_cpu_dpp_geom *g, const float *x, int64_t x_row0, const tsr_cpu_dpp_params *p,    \
+        float *y, int64_t oh, float *scratch, bool ahead)                                          \
     {                                                                                              \
         SIMD_NAME(dpp_row)(g, x, x_row0, p, y, oh, scratch, ahead, b);                             \
     }                                                                                              \
