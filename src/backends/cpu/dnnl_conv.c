@@ -4,8 +4,8 @@
  * first; binary add reads Z in place, and oneDNN's jit kernels take
  * both.) Activations arrive and leave in the device's blocked layout,
  * or plain where oneDNN has no blocked kernel but its reference loops for
- * the shape (wide padding, as dilated convolutions have); constant weights are reordered once into the format oneDNN picked,
- * weights fed at run time (training plans' parameters) at every run. */
+ * the shape (wide padding, as dilated convolutions have); constant weights are reordered once into
+ * the format oneDNN picked, weights fed at run time (training plans' parameters) at every run. */
 #include "backends/cpu/autotune.h"
 #include "backends/cpu/dnnl_internal.h"
 
@@ -27,7 +27,7 @@
 typedef struct conv_band conv_band;
 
 typedef struct {
-    tsr_dnnl_kind kind; /* first, see dnnl_release */
+    tsr_dnnl_kind kind;  /* first, see dnnl_release */
     dnnl_alg_kind_t alg; /* the algorithm built */
     conv_band *band;     /* rows by bands in depth-first stacks; NULL: the node cannot */
     tsr_dnnl_convert convert;
@@ -207,8 +207,7 @@ static tsr_status conv_op_desc(const tsr_graph *g, const tsr_node *node, tsr_lay
 static const char *conv_impl_name(const_dnnl_primitive_desc_t pd)
 {
     const char *impl = NULL;
-    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success ||
-        !impl)
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl)
         return "";
     return impl;
 }
@@ -251,8 +250,7 @@ static bool impl_is_fast(const_dnnl_primitive_desc_t pd)
 static tsr_status conv_primitive_desc(const tsr_graph *g, const tsr_node *node,
                                       tsr_layout src_layout, tsr_layout dst_layout,
                                       tsr_layout z_layout, bool bf16, dnnl_alg_kind_t alg,
-                                      const char *impl, conv_mds *m,
-                                      dnnl_primitive_desc_t *pd_out)
+                                      const char *impl, conv_mds *m, dnnl_primitive_desc_t *pd_out)
 {
     dnnl_convolution_desc_t cd;
     dnnl_primitive_attr_t attr;
@@ -267,8 +265,7 @@ static tsr_status conv_primitive_desc(const tsr_graph *g, const tsr_node *node,
         conv_each_impl(&cd, attr, engine, impl_is_named, (void *)impl, pd_out);
         if (!*pd_out)
             status = tsr_error(TSR_ERR_UNSUPPORTED,
-                               "oneDNN has no convolution implementation '%s' for this node",
-                               impl);
+                               "oneDNN has no convolution implementation '%s' for this node", impl);
     }
     dnnl_primitive_attr_destroy(attr);
     return status;
@@ -569,8 +566,8 @@ static tsr_status trial_run(void *arg)
  * built. *taken is -1 when the trial could not run: the default stays,
  * undecided (a failing run fails again when the plan runs). */
 static tsr_status conv_measure(const tsr_prepare_ctx *ctx, conv_state *st,
-                               const conv_candidate *cands, int n, double *seconds,
-                               double *errors, int *taken)
+                               const conv_candidate *cands, int n, double *seconds, double *errors,
+                               int *taken)
 {
     *taken = -1;
     conv_state *states[TSR_AUTOTUNE_MAX_CANDIDATES] = {st};
@@ -692,15 +689,14 @@ static tsr_status conv_autotune(const tsr_prepare_ctx *ctx, conv_state *st)
     if (!ctx->verbose || taken < 0)
         return TSR_OK;
     char line[512];
-    int len = snprintf(line, sizeof line, "tessera: autotune '%s':",
-                       ctx->node->name ? ctx->node->name : "");
+    int len = snprintf(line, sizeof line,
+                       "tessera: autotune '%s':", ctx->node->name ? ctx->node->name : "");
     for (int i = 0; i < n && !cached && len > 0 && (size_t)len < sizeof line; i++)
         len += snprintf(line + len, sizeof line - (size_t)len, "%s %s %.3f ms", i ? "," : "",
                         cands[i].impl, seconds[i] * 1e3);
     if (cached)
-        len += snprintf(line + len, sizeof line - (size_t)len,
-                        " %s %.3f ms, fastest other %.3f ms", cands[0].impl,
-                        c.default_seconds * 1e3, c.alternative_seconds * 1e3);
+        len += snprintf(line + len, sizeof line - (size_t)len, " %s %.3f ms, fastest other %.3f ms",
+                        cands[0].impl, c.default_seconds * 1e3, c.alternative_seconds * 1e3);
     if (len > 0 && (size_t)len < sizeof line)
         fprintf(stderr, "%s (error %.1e%s) -> %s%s\n", line, c.alternative_error,
                 c.alternative_error > TSR_AUTOTUNE_TOLERANCE ? ", over the guard" : "",
@@ -819,8 +815,8 @@ static tsr_status band_shape_of(conv_band *b, int64_t rows, int64_t top, int64_t
                                 b->shapes[i].pad_bottom == bottom))
         i++;
     if (i == BAND_SHAPES) {
-        status = tsr_error(TSR_ERR_INTERNAL, "more than %d band shapes of one convolution",
-                           BAND_SHAPES);
+        status =
+            tsr_error(TSR_ERR_INTERNAL, "more than %d band shapes of one convolution", BAND_SHAPES);
     } else if (i == b->n_shapes) {
         b->shapes[i] = (band_shape){.rows = rows, .pad_top = top, .pad_bottom = bottom};
         status = band_build(b, &b->shapes[i]);
@@ -915,8 +911,8 @@ static tsr_status band_init(const tsr_prepare_ctx *ctx, conv_state *st)
     if (status == TSR_OK)
         status = tsr_dnnl_plain_md(&wei_plain, wei_rank, wei_dims, dnnl_f32);
     if (status == TSR_OK)
-        status = tsr_dnnl_check(dnnl_memory_desc_init_by_tag(&wei_any, wei_rank, wei_dims,
-                                                             dnnl_f32, dnnl_format_tag_any),
+        status = tsr_dnnl_check(dnnl_memory_desc_init_by_tag(&wei_any, wei_rank, wei_dims, dnnl_f32,
+                                                             dnnl_format_tag_any),
                                 "weights descriptor");
     if (status == TSR_OK && b->has_b)
         status = tsr_dnnl_plain_md(&b->bias, 1, &b->block, dnnl_f32);
@@ -970,9 +966,8 @@ tsr_status tsr_dnnl_conv_run_band(const void *state, const tsr_band_call *c)
     /* Channel blocks of the input, rows of each. */
     int64_t sbs = (b->ic + b->src_block - 1) / b->src_block, pitch = b->iw * b->src_block;
     /* Depthwise: the rows of block cb, which the stack passes as a band. */
-    const float *x = b->depthwise
-                         ? (const float *)c->in[0].data + (in_lo - c->in[0].row0) * pitch
-                         : (const float *)c->in[0].data + c->n * sbs * b->ih * pitch;
+    const float *x = b->depthwise ? (const float *)c->in[0].data + (in_lo - c->in[0].row0) * pitch
+                                  : (const float *)c->in[0].data + c->n * sbs * b->ih * pitch;
     bool whole = b->depthwise || (in_lo == 0 && in_hi == b->ih);
     size_t scratch = (sh->scratch_bytes + 63) / 64 * 64;
     size_t copy = whole ? 0 : (size_t)(sbs * (in_hi - in_lo) * pitch) * sizeof(float);
