@@ -53,6 +53,11 @@ tsr_status tsr_grow(void **array, int *cap, int need, size_t elem_size);
 #define TSR_DIM_SYM(k) ((int64_t)-2 - (int64_t)(k))
 #define TSR_DIM_SYM_INDEX(d) ((int)(-2 - (d)))
 static inline bool tsr_dim_known(int64_t d) { return d >= 0; }
+/* Two sizes of one axis that cannot both hold: both known and unequal. */
+static inline bool tsr_dims_differ(int64_t a, int64_t b)
+{
+    return tsr_dim_known(a) && tsr_dim_known(b) && a != b;
+}
 static inline bool tsr_dim_is_sym(int64_t d) { return d <= -2; }
 
 /* The largest tensor Tessera makes or reads, in bytes and in elements:

@@ -202,11 +202,6 @@ static tsr_status dpp_geometry(const tsr_node *node, const int64_t *x_dims, cons
     return TSR_OK;
 }
 
-static bool dims_differ(int64_t a, int64_t b)
-{
-    return tsr_dim_known(a) && tsr_dim_known(b) && a != b;
-}
-
 /* Checks X (input xi), alpha, lambda and the optional filter after it and
  * fills *g; x_dims gets X's dims (unknown where X's rank is). */
 static tsr_status dpp_infer_inputs(tsr_infer_ctx *c, int xi, dpp_geom *g, int64_t *x_dims)
@@ -229,7 +224,7 @@ static tsr_status dpp_infer_inputs(tsr_infer_ctx *c, int xi, dpp_geom *g, int64_
         const tsr_value *p = c->inputs[xi + 1 + i];
         if (p->rank < 0)
             continue;
-        if (p->rank != 1 || dims_differ(p->dims[0], x_dims[1]))
+        if (p->rank != 1 || tsr_dims_differ(p->dims[0], x_dims[1]))
             return tsr_infer_error(c, TSR_ERR_SHAPE,
                                    "%s must have shape [C] = [%lld] (one per channel), got rank "
                                    "%d with %lld values",
@@ -239,7 +234,7 @@ static tsr_status dpp_infer_inputs(tsr_infer_ctx *c, int xi, dpp_geom *g, int64_
     const tsr_value *f = c->n_inputs > xi + 3 ? c->inputs[xi + 3] : NULL;
     int64_t f_dims[4] = {TSR_DIM_UNKNOWN, 1, TSR_DIM_UNKNOWN, TSR_DIM_UNKNOWN};
     if (f && f->rank >= 0) {
-        if (f->rank != 4 || dims_differ(f->dims[0], x_dims[1]) || dims_differ(f->dims[1], 1))
+        if (f->rank != 4 || tsr_dims_differ(f->dims[0], x_dims[1]) || tsr_dims_differ(f->dims[1], 1))
             return tsr_infer_error(c, TSR_ERR_SHAPE,
                                    "filter must have shape [C, 1, kh, kw] with C = %lld, got rank "
                                    "%d, first dims %lld, %lld",
@@ -270,7 +265,7 @@ static tsr_status dpp_grad_infer(tsr_infer_ctx *c)
     if (dy->rank >= 0) {
         bool bad = dy->rank != 4;
         for (int i = 0; i < 4 && !bad; i++)
-            bad = dims_differ(dy->dims[i], out[i]);
+            bad = tsr_dims_differ(dy->dims[i], out[i]);
         if (bad) {
             char got[128], want[128];
             tsr_shape_format(got, sizeof got, dy->rank, dy->dims);

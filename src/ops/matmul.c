@@ -9,11 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool dims_conflict(int64_t a, int64_t b)
-{
-    return tsr_dim_known(a) && tsr_dim_known(b) && a != b;
-}
-
 static tsr_status require_same_float(tsr_infer_ctx *c)
 {
     for (int i = 0; i < c->n_inputs; i++) {
@@ -169,7 +164,7 @@ static tsr_status gemm_infer(tsr_infer_ctx *c)
     if (a->rank == 2 && b->rank == 2) {
         bool ta = tsr_attr_int(c->node, "transA") != 0, tb = tsr_attr_int(c->node, "transB") != 0;
         int64_t ka = a->dims[ta ? 0 : 1], kb = b->dims[tb ? 1 : 0];
-        if (dims_conflict(ka, kb)) {
+        if (tsr_dims_differ(ka, kb)) {
             char sa[160], sb[160];
             tsr_shape_format(sa, sizeof sa, 2, a->dims);
             tsr_shape_format(sb, sizeof sb, 2, b->dims);
@@ -185,7 +180,7 @@ static tsr_status gemm_infer(tsr_infer_ctx *c)
         return tsr_infer_error(c, TSR_ERR_SHAPE, "C must have rank <= 2, got %d", bias->rank);
     for (int i = 0; bias && i < bias->rank; i++) {
         int64_t cd = bias->dims[bias->rank - 1 - i], yd = dims[1 - i];
-        if (cd != 1 && dims_conflict(cd, yd)) {
+        if (cd != 1 && tsr_dims_differ(cd, yd)) {
             char sc[160], sy[160];
             tsr_shape_format(sc, sizeof sc, bias->rank, bias->dims);
             tsr_shape_format(sy, sizeof sy, 2, dims);
@@ -318,7 +313,7 @@ static tsr_status matmul_shape_of(int ra, const int64_t *da, int rb, const int64
     s->m = ra >= 2 ? da[ra - 2] : 1;
     s->k_b = rb >= 2 ? db[rb - 2] : db[0];
     s->n = rb >= 2 ? db[rb - 1] : 1;
-    if (dims_conflict(s->k_a, s->k_b)) {
+    if (tsr_dims_differ(s->k_a, s->k_b)) {
         char sa[160], sb[160];
         tsr_shape_format(sa, sizeof sa, ra, da);
         tsr_shape_format(sb, sizeof sb, rb, db);
@@ -648,7 +643,7 @@ static tsr_status einsum_infer(tsr_infer_ctx *c)
                                    v->rank, s.term_rank[t]);
         for (int d = 0; d < v->rank; d++) {
             int l = s.term[t][d];
-            if (dims_conflict(size[l], v->dims[d]))
+            if (tsr_dims_differ(size[l], v->dims[d]))
                 return tsr_infer_error(
                     c, TSR_ERR_SHAPE, "label '%c' has size %lld in input %d and %lld in input %d",
                     einsum_char(l), (long long)size[l], first[l], (long long)v->dims[d], t);

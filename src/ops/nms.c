@@ -178,11 +178,6 @@ static tsr_status select_boxes(const nms_problem *p, int64_t *out, int64_t capac
     return TSR_OK;
 }
 
-static bool dims_differ(int64_t a, int64_t b)
-{
-    return tsr_dim_known(a) && tsr_dim_known(b) && a != b;
-}
-
 static tsr_status nms_infer(tsr_infer_ctx *c)
 {
     TSR_CHECK(tsr_infer_require_inputs(c));
@@ -192,7 +187,7 @@ static tsr_status nms_infer(tsr_infer_ctx *c)
     TSR_CHECK(tsr_infer_require_dtype(c, 3, TSR_FLOAT_TYPES));
     TSR_CHECK(tsr_infer_require_dtype(c, 4, TSR_FLOAT_TYPES));
     const tsr_value *boxes = c->inputs[0], *scores = c->inputs[1];
-    if (boxes->rank >= 0 && (boxes->rank != 3 || dims_differ(boxes->dims[2], 4)))
+    if (boxes->rank >= 0 && (boxes->rank != 3 || tsr_dims_differ(boxes->dims[2], 4)))
         return tsr_infer_error(c, TSR_ERR_SHAPE, "boxes must be [B, N, 4], not of rank %d%s",
                                boxes->rank,
                                boxes->rank == 3 ? " with a last dim other than 4" : "");
@@ -200,8 +195,8 @@ static tsr_status nms_infer(tsr_infer_ctx *c)
         return tsr_infer_error(c, TSR_ERR_SHAPE, "scores must be [B, C, N], not of rank %d",
                                scores->rank);
     if (boxes->rank == 3 && scores->rank == 3 &&
-        (dims_differ(boxes->dims[0], scores->dims[0]) ||
-         dims_differ(boxes->dims[1], scores->dims[2])))
+        (tsr_dims_differ(boxes->dims[0], scores->dims[0]) ||
+         tsr_dims_differ(boxes->dims[1], scores->dims[2])))
         return tsr_infer_error(
             c, TSR_ERR_SHAPE, "boxes hold %lld images of %lld boxes but scores %lld images of %lld",
             (long long)boxes->dims[0], (long long)boxes->dims[1], (long long)scores->dims[0],

@@ -76,11 +76,6 @@ static tsr_status read_params(const tsr_node *n, roi_params *p)
     return TSR_OK;
 }
 
-static bool dims_differ(int64_t a, int64_t b)
-{
-    return tsr_dim_known(a) && tsr_dim_known(b) && a != b;
-}
-
 /* Checks X, rois and batch_indices (inputs 0-2, or the same three of
  * RoiAlignGrad at x_input, 1, 2) and sets *n_rois from whichever knows it. */
 static tsr_status infer_regions(tsr_infer_ctx *c, int x_input, int64_t *n_rois)
@@ -95,7 +90,7 @@ static tsr_status infer_regions(tsr_infer_ctx *c, int x_input, int64_t *n_rois)
                                tsr_dtype_name(rois->dtype), tsr_dtype_name(x->dtype));
     if (x->rank >= 0 && x->rank != 4)
         return tsr_infer_error(c, TSR_ERR_SHAPE, "X must be [N, C, H, W], not of rank %d", x->rank);
-    if (rois->rank >= 0 && (rois->rank != 2 || dims_differ(rois->dims[1], 4)))
+    if (rois->rank >= 0 && (rois->rank != 2 || tsr_dims_differ(rois->dims[1], 4)))
         return tsr_infer_error(c, TSR_ERR_SHAPE,
                                "rois must be [num_rois, 4] (x1, y1, x2, y2), not of rank %d%s",
                                rois->rank, rois->rank == 2 ? " with 4 columns" : "");
@@ -104,7 +99,7 @@ static tsr_status infer_regions(tsr_infer_ctx *c, int x_input, int64_t *n_rois)
                                bi->rank);
     int64_t from_rois = rois->rank == 2 ? rois->dims[0] : TSR_DIM_UNKNOWN;
     int64_t from_bi = bi->rank == 1 ? bi->dims[0] : TSR_DIM_UNKNOWN;
-    if (dims_differ(from_rois, from_bi))
+    if (tsr_dims_differ(from_rois, from_bi))
         return tsr_infer_error(c, TSR_ERR_SHAPE, "rois hold %lld boxes but batch_indices %lld",
                                (long long)from_rois, (long long)from_bi);
     *n_rois = tsr_dim_known(from_rois) || tsr_dim_is_sym(from_rois) ? from_rois : from_bi;
@@ -368,9 +363,9 @@ static tsr_status roialign_grad_infer(tsr_infer_ctx *c)
     if (dy->dtype != x->dtype)
         return tsr_infer_error(c, TSR_ERR_DTYPE, "dY is %s but X is %s", tsr_dtype_name(dy->dtype),
                                tsr_dtype_name(x->dtype));
-    if (dy->rank >= 0 && (dy->rank != 4 || dims_differ(dy->dims[0], n_rois) ||
-                          (x->rank == 4 && dims_differ(dy->dims[1], x->dims[1])) ||
-                          dims_differ(dy->dims[2], p.out_h) || dims_differ(dy->dims[3], p.out_w)))
+    if (dy->rank >= 0 && (dy->rank != 4 || tsr_dims_differ(dy->dims[0], n_rois) ||
+                          (x->rank == 4 && tsr_dims_differ(dy->dims[1], x->dims[1])) ||
+                          tsr_dims_differ(dy->dims[2], p.out_h) || tsr_dims_differ(dy->dims[3], p.out_w)))
         return tsr_infer_error(c, TSR_ERR_SHAPE,
                                "dY must be [num_rois, C, %lld, %lld] like RoiAlign's output",
                                (long long)p.out_h, (long long)p.out_w);
