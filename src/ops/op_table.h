@@ -79,6 +79,11 @@ TSR_OP(ReduceSum)
 TSR_OP(ReduceMax)
 TSR_OP(ReduceMin)
 TSR_OP(ReduceProd)
+TSR_OP(ReduceL1)
+TSR_OP(ReduceL2)
+TSR_OP(ReduceLogSum)
+TSR_OP(ReduceLogSumExp)
+TSR_OP(ReduceSumSquare)
 TSR_OP(Softmax)
 TSR_OP(LogSoftmax)
 
@@ -91,9 +96,6 @@ TSR_OP(Unsqueeze)
 TSR_OP(Expand)
 TSR_OP(Identity)
 TSR_OP(Dropout)
-
-/* control.c: If, whose branches are sub-graphs expanded where cond is known */
-TSR_OP(If)
 
 /* movement.c: ops that move data around */
 TSR_OP(Transpose)

@@ -1,6 +1,7 @@
 /* Reductions over axes (ReduceMean, ReduceSum, ReduceMax, ReduceMin,
- * ReduceProd) and Softmax / LogSoftmax. Float sums and products accumulate
- * in double; integer ones in 64 bits, wrapping like the integer
+ * ReduceProd, ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp,
+ * ReduceSumSquare) and Softmax / LogSoftmax. Float sums and products
+ * accumulate in double; integer ones in 64 bits, wrapping like the integer
  * arithmetic of binary.c, so int32 results match numpy's int32 reduce. */
 #include "ops/reduce.h"
 #include "autodiff/autodiff.h"
@@ -14,7 +15,14 @@ typedef enum reduce_mode {
     REDUCE_MEAN,
     REDUCE_MAX,
     REDUCE_MIN,
-    REDUCE_PROD
+    REDUCE_PROD,
+    /* from here on, sums of a function of x (then its square root or log),
+     * whose gradients are pointwise (reduce_pointwise_grad) */
+    REDUCE_L1,
+    REDUCE_L2,
+    REDUCE_LOG_SUM,
+    REDUCE_LOG_SUM_EXP,
+    REDUCE_SUM_SQUARE
 } reduce_mode;
 
 static reduce_mode reduce_mode_of(const tsr_op_def *op)
@@ -27,19 +35,36 @@ static reduce_mode reduce_mode_of(const tsr_op_def *op)
         return REDUCE_MIN;
     if (op == &tsr_op_ReduceProd)
         return REDUCE_PROD;
+    if (op == &tsr_op_ReduceL1)
+        return REDUCE_L1;
+    if (op == &tsr_op_ReduceL2)
+        return REDUCE_L2;
+    if (op == &tsr_op_ReduceLogSum)
+        return REDUCE_LOG_SUM;
+    if (op == &tsr_op_ReduceLogSumExp)
+        return REDUCE_LOG_SUM_EXP;
+    if (op == &tsr_op_ReduceSumSquare)
+        return REDUCE_SUM_SQUARE;
     return REDUCE_MEAN;
 }
 
 /* The dtypes ONNX gives each reduction that Tessera has at the node's
  * opset; ReduceMax and ReduceMin take bool from opset 20 on, run as uint8
- * (max is any, min is all). */
+ * (max is any, min is all). ONNX also lists integers for ReduceL2,
+ * ReduceLogSum and ReduceLogSumExp, whose results are not integers: those
+ * are floats only here. */
 static unsigned reduce_dtypes(const tsr_node *n)
 {
     unsigned ints = TSR_DTYPE_BIT(TSR_INT32) | TSR_DTYPE_BIT(TSR_INT64);
     switch (reduce_mode_of(n->op)) {
-    case REDUCE_MEAN: return TSR_FLOAT_TYPES;
+    case REDUCE_MEAN:
+    case REDUCE_L2:
+    case REDUCE_LOG_SUM:
+    case REDUCE_LOG_SUM_EXP: return TSR_FLOAT_TYPES;
     case REDUCE_SUM:
-    case REDUCE_PROD: return TSR_FLOAT_TYPES | ints;
+    case REDUCE_PROD:
+    case REDUCE_L1:
+    case REDUCE_SUM_SQUARE: return TSR_FLOAT_TYPES | ints;
     case REDUCE_MAX:
     case REDUCE_MIN: break;
     }
@@ -225,7 +250,11 @@ static void reduce_runs_of(const tsr_tensor *x, const bool *mask, reduce_runs *r
 }
 
 /* The kernel below is instantiated once per element type, with the
- * accumulator type ACC and the steps that fold one value v into acc. */
+ * accumulator type ACC and the steps that fold one value v into acc.
+ * ReduceLogSumExp takes two passes over each group: the first finds the
+ * max, which the second subtracts before exp (an infinite or NaN max is
+ * not subtracted: the sum is then inf, 0 or NaN as it should be). The
+ * logs and square root are float-only (reduce_dtypes). */
 /* clang-format off */
 #define REDUCE_DEFINE(NAME, T, ACC, LOWEST, HIGHEST, ADD, MUL, MAX_STEP, MIN_STEP)                \
     static void reduce_run_##NAME(const tsr_kernel_ctx *k, const reduce_runs *r, reduce_mode mode) \
@@ -237,6 +266,7 @@ static void reduce_runs_of(const tsr_tensor *x, const bool *mask, reduce_runs *r
         int64_t inner_stride = r->n_red ? r->red_stride[0] : 0;                                    \
         int64_t outer = inner ? r->red_count / inner : 0;                                          \
         int64_t outs = r->out_count;                                                               \
+        int passes = mode == REDUCE_LOG_SUM_EXP ? 2 : 1;                                           \
         _Pragma("omp parallel for num_threads(k->threads) if (k->threads > 1 && outs > 1)")        \
         for (int64_t o = 0; o < outs; o++) {                                                       \
             int64_t base = 0, rest = o;                                                            \
@@ -244,39 +274,65 @@ static void reduce_runs_of(const tsr_tensor *x, const bool *mask, reduce_runs *r
                 base += (rest % r->kept_size[g]) * r->kept_stride[g];                              \
                 rest /= r->kept_size[g];                                                           \
             }                                                                                      \
-            ACC acc = mode == REDUCE_MAX ? (LOWEST) : mode == REDUCE_MIN ? (HIGHEST)               \
-                    : mode == REDUCE_PROD ? (ACC)1 : (ACC)0;                                       \
-            for (int64_t q = 0; q < outer; q++) {                                                  \
-                int64_t offset = base, qr = q;                                                     \
-                for (int g = 1; g < r->n_red; g++) {                                               \
-                    offset += (qr % r->red_size[g]) * r->red_stride[g];                            \
-                    qr /= r->red_size[g];                                                          \
+            double shift = 0.0;                                                                    \
+            ACC acc = 0;                                                                           \
+            for (int pass = 0; pass < passes; pass++) {                                            \
+                reduce_mode step = pass + 1 < passes ? REDUCE_MAX : mode;                          \
+                acc = step == REDUCE_MAX ? (LOWEST) : step == REDUCE_MIN ? (HIGHEST)               \
+                    : step == REDUCE_PROD ? (ACC)1 : (ACC)0;                                       \
+                for (int64_t q = 0; q < outer; q++) {                                              \
+                    int64_t offset = base, qr = q;                                                 \
+                    for (int g = 1; g < r->n_red; g++) {                                           \
+                        offset += (qr % r->red_size[g]) * r->red_stride[g];                        \
+                        qr /= r->red_size[g];                                                      \
+                    }                                                                              \
+                    const T *xs = x + offset;                                                      \
+                    if (step == REDUCE_SUM || step == REDUCE_MEAN || step == REDUCE_LOG_SUM) {     \
+                        for (int64_t i = 0; i < inner; i++) {                                      \
+                            ACC v = xs[i * inner_stride];                                          \
+                            acc = ADD(acc, v);                                                     \
+                        }                                                                          \
+                    } else if (step == REDUCE_L1) {                                                \
+                        for (int64_t i = 0; i < inner; i++) {                                      \
+                            ACC v = xs[i * inner_stride];                                          \
+                            acc = ADD(acc, v < 0 ? MUL(v, (ACC)-1) : v);                           \
+                        }                                                                          \
+                    } else if (step == REDUCE_L2 || step == REDUCE_SUM_SQUARE) {                   \
+                        for (int64_t i = 0; i < inner; i++) {                                      \
+                            ACC v = xs[i * inner_stride];                                          \
+                            acc = ADD(acc, MUL(v, v));                                             \
+                        }                                                                          \
+                    } else if (step == REDUCE_LOG_SUM_EXP) {                                       \
+                        for (int64_t i = 0; i < inner; i++)                                        \
+                            acc = (ACC)(acc + exp((double)xs[i * inner_stride] - shift));          \
+                    } else if (step == REDUCE_PROD) {                                              \
+                        for (int64_t i = 0; i < inner; i++) {                                      \
+                            ACC v = xs[i * inner_stride];                                          \
+                            acc = MUL(acc, v);                                                     \
+                        }                                                                          \
+                    } else if (step == REDUCE_MAX) {                                               \
+                        for (int64_t i = 0; i < inner; i++) {                                      \
+                            ACC v = xs[i * inner_stride];                                          \
+                            MAX_STEP;                                                              \
+                        }                                                                          \
+                    } else {                                                                       \
+                        for (int64_t i = 0; i < inner; i++) {                                      \
+                            ACC v = xs[i * inner_stride];                                          \
+                            MIN_STEP;                                                              \
+                        }                                                                          \
+                    }                                                                              \
                 }                                                                                  \
-                const T *xs = x + offset;                                                          \
-                if (mode == REDUCE_SUM || mode == REDUCE_MEAN) {                                   \
-                    for (int64_t i = 0; i < inner; i++) {                                          \
-                        ACC v = xs[i * inner_stride];                                              \
-                        acc = ADD(acc, v);                                                         \
-                    }                                                                              \
-                } else if (mode == REDUCE_PROD) {                                                  \
-                    for (int64_t i = 0; i < inner; i++) {                                          \
-                        ACC v = xs[i * inner_stride];                                              \
-                        acc = MUL(acc, v);                                                         \
-                    }                                                                              \
-                } else if (mode == REDUCE_MAX) {                                                   \
-                    for (int64_t i = 0; i < inner; i++) {                                          \
-                        ACC v = xs[i * inner_stride];                                              \
-                        MAX_STEP;                                                                  \
-                    }                                                                              \
-                } else {                                                                           \
-                    for (int64_t i = 0; i < inner; i++) {                                          \
-                        ACC v = xs[i * inner_stride];                                              \
-                        MIN_STEP;                                                                  \
-                    }                                                                              \
-                }                                                                                  \
+                if (pass + 1 < passes)                                                             \
+                    shift = isfinite((double)acc) ? (double)acc : 0.0;                             \
             }                                                                                      \
             if (mode == REDUCE_MEAN)                                                               \
                 acc /= (ACC)r->red_count;                                                          \
+            else if (mode == REDUCE_L2)                                                            \
+                acc = (ACC)sqrt((double)acc);                                                      \
+            else if (mode == REDUCE_LOG_SUM)                                                       \
+                acc = (ACC)log((double)acc);                                                       \
+            else if (mode == REDUCE_LOG_SUM_EXP)                                                   \
+                acc = (ACC)(shift + log((double)acc));                                             \
             y[o] = (T)acc;                                                                         \
         }                                                                                          \
     }
@@ -433,6 +489,56 @@ static tsr_status reduce_prod_grad(tsr_grad_ctx *c, const char *dy_keep, int n, 
     return tsr_grad_contribute(c, 0, g);
 }
 
+/* The reductions of a function of x: dx = dy * f'(x, y), where dy and y
+ * come with the reduced axes put back and broadcast over the group. Every
+ * rule holds for groups of one element too (noop_with_empty_axes, a
+ * scalar). L1: sign(x), 0 at 0. L2: x / y, with y = 0 replaced by 1: y is
+ * 0 only where the whole group is 0, so the gradient there is 0 (the
+ * subgradient nearest the origin) and never NaN. LogSum: 1 / exp(y), the
+ * group's sum. LogSumExp: exp(x - y), the softmax, finite since y >= x.
+ * SumSquare: 2 x. */
+static tsr_status reduce_pointwise_grad(tsr_grad_ctx *c, reduce_mode mode, const bool *mask,
+                                        int rank, const char *dy_keep)
+{
+    const char *x = tsr_grad_input(c, 0), *y_keep, *d, *g;
+    tsr_dtype dt = tsr_grad_value(c, x)->dtype;
+    TSR_CHECK(reduce_grad_keep(c, tsr_grad_output(c, 0), mask, rank, &y_keep));
+    if (mode == REDUCE_L1) {
+        const char *zero, *pos, *neg, *pos_f, *neg_f;
+        tsr_attr to = TSR_ATTR_I("to", dt);
+        TSR_CHECK(tsr_grad_scalar(c, 0.0, dt, &zero));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Greater, x, zero, &pos));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Less, x, zero, &neg));
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_Cast, 1, &pos, 1, &to, 1, &pos_f));
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_Cast, 1, &neg, 1, &to, 1, &neg_f));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Sub, pos_f, neg_f, &d));
+    } else if (mode == REDUCE_L2) {
+        const char *zero, *one, *is_zero, *norm;
+        TSR_CHECK(tsr_grad_scalar(c, 0.0, dt, &zero));
+        TSR_CHECK(tsr_grad_scalar(c, 1.0, dt, &one));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Equal, y_keep, zero, &is_zero));
+        const char *pick[3] = {is_zero, one, y_keep};
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_Where, 3, pick, 0, NULL, 1, &norm));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Div, x, norm, &d));
+    } else if (mode == REDUCE_LOG_SUM) {
+        const char *sum, *share;
+        TSR_CHECK(tsr_grad_unary(c, &tsr_op_Exp, y_keep, &sum));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Div, dy_keep, sum, &share));
+        TSR_CHECK(expand_to(c, share, x, &g));
+        return tsr_grad_contribute(c, 0, g);
+    } else if (mode == REDUCE_LOG_SUM_EXP) {
+        const char *diff;
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Sub, x, y_keep, &diff));
+        TSR_CHECK(tsr_grad_unary(c, &tsr_op_Exp, diff, &d));
+    } else {
+        const char *two;
+        TSR_CHECK(tsr_grad_scalar(c, 2.0, dt, &two));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, x, two, &d));
+    }
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, d, dy_keep, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
 static tsr_status reduce_grad(tsr_grad_ctx *c)
 {
     const char *x = tsr_grad_input(c, 0), *dy = tsr_grad_dy(c, 0);
@@ -443,6 +549,8 @@ static tsr_status reduce_grad(tsr_grad_ctx *c)
     const char *keep, *g;
     TSR_CHECK(reduce_grad_keep(c, dy, mask, xv->rank, &keep));
     reduce_mode mode = reduce_mode_of(tsr_grad_node(c)->op);
+    if (mode >= REDUCE_L1)
+        return reduce_pointwise_grad(c, mode, mask, xv->rank, keep);
     int64_t axes[TSR_MAX_RANK];
     int n = 0;
     for (int d = 0; d < xv->rank; d++)
@@ -500,6 +608,11 @@ REDUCE_OP(ReduceSum)
 REDUCE_OP(ReduceMax)
 REDUCE_OP(ReduceMin)
 REDUCE_OP(ReduceProd)
+REDUCE_OP(ReduceL1)
+REDUCE_OP(ReduceL2)
+REDUCE_OP(ReduceLogSum)
+REDUCE_OP(ReduceLogSumExp)
+REDUCE_OP(ReduceSumSquare)
 
 /* ------------------------------------------------------ Softmax, LogSoftmax */
 
