@@ -104,7 +104,8 @@ typedef enum tsr_attr_type {
     TSR_ATTR_STRING,
     TSR_ATTR_INTS,
     TSR_ATTR_FLOATS,
-    TSR_ATTR_TENSOR
+    TSR_ATTR_TENSOR,
+    TSR_ATTR_GRAPH /* a sub-graph (If's branches), copied into the node */
 } tsr_attr_type;
 
 typedef struct tsr_attr {
@@ -117,6 +118,7 @@ typedef struct tsr_attr {
     const int64_t *ints;
     const double *floats;
     const tsr_tensor *t;
+    const tsr_graph *graph;
 } tsr_attr;
 
 #define TSR_ATTR_I(n, v) ((tsr_attr){.name = (n), .type = TSR_ATTR_INT, .i = (v)})

@@ -30,7 +30,7 @@ DTYPES = {
 }
 NUMPY_OF = {code: dt for dt, code in DTYPES.items()}
 
-ATTR_INT, ATTR_FLOAT, ATTR_STRING, ATTR_INTS, ATTR_FLOATS, ATTR_TENSOR = range(1, 7)
+ATTR_INT, ATTR_FLOAT, ATTR_STRING, ATTR_INTS, ATTR_FLOATS, ATTR_TENSOR, ATTR_GRAPH = range(1, 8)
 PRECISIONS = {"fp32": 0, "bf16": 1}
 
 # ------------------------------------------------------------------ errors
@@ -134,6 +134,7 @@ class Attr(C.Structure):
         ("ints", C.POINTER(C.c_int64)),
         ("floats", C.POINTER(C.c_double)),
         ("t", C.POINTER(Tensor)),
+        ("graph", C.c_void_p),
     ]
 
 
@@ -477,8 +478,8 @@ def compile_options(device=None, threads=None, precision="fp32", depth_first=Non
 
 def make_attr(name, value, keep):
     """A tsr_attr from a Python value: int/bool, float, str, numpy array
-    (tensor), list of ints or list of floats. Objects the attribute points
-    at are appended to `keep`."""
+    (tensor), list of ints or list of floats, a Graph (If's branches,
+    copied). Objects the attribute points at are appended to `keep`."""
     a = Attr()
     a.name = name.encode()
     keep.append(a.name)
@@ -502,6 +503,9 @@ def make_attr(name, value, keep):
         arr = (C.c_double * max(len(value), 1))(*[float(v) for v in value])
         keep.append(arr)
         a.type, a.count, a.floats = ATTR_FLOATS, len(value), arr
+    elif isinstance(getattr(value, "handle", None), C.c_void_p):
+        keep.append(value)
+        a.type, a.graph = ATTR_GRAPH, value.handle
     else:
         raise TypeError(f"attribute {name}: cannot pass {type(value)}")
     return a

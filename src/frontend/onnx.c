@@ -20,6 +20,15 @@ typedef struct importer {
     const char *base_dir;
     tsr_graph *g;
     int64_t default_opset; /* 0 when the model does not import ai.onnx */
+    /* The outer values the graph attributes of the node being added read,
+     * which become the inputs of each sub-graph in this order (constants
+     * are shared into the sub-graphs instead). */
+    const char **captured;
+    int n_captured, cap_captured;
+    /* An If whose cond is constant already: the branch it takes, built for
+     * both attributes, since the other may not even infer at these shapes
+     * (a Squeeze of a dim that is not 1). */
+    const Onnx__GraphProto *taken_branch;
 } importer;
 
 static bool is_default_domain(const char *domain)
@@ -88,9 +97,8 @@ static tsr_status check_opsets(importer *imp)
     return TSR_OK;
 }
 
-static tsr_status add_initializers(importer *imp)
+static tsr_status add_initializers(importer *imp, const Onnx__GraphProto *graph)
 {
-    const Onnx__GraphProto *graph = imp->model->graph;
     if (graph->n_sparse_initializer)
         return tsr_error(TSR_ERR_UNSUPPORTED,
                          "the graph has %zu sparse initializers, which Tessera does not support",
@@ -187,7 +195,11 @@ typedef struct attr_scratch {
     char *s;
     double *floats;
     tsr_tensor t;
+    tsr_graph *graph;
 } attr_scratch;
+
+static tsr_status build_branch(const importer *imp, const Onnx__GraphProto *gp,
+                               tsr_graph **graph_out);
 
 static const char *attr_kind_name(Onnx__AttributeProto__AttributeType type)
 {
@@ -308,6 +320,15 @@ static tsr_status convert_attr(const importer *imp, const char *label,
         out->t = &scratch->t;
         return TSR_OK;
     }
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPH: {
+        out->type = TSR_ATTR_GRAPH;
+        tsr_status st = build_branch(imp, imp->taken_branch ? imp->taken_branch : a->g,
+                                     &scratch->graph);
+        if (st != TSR_OK && st != TSR_ERR_OUT_OF_MEMORY)
+            tsr_error_prefix("%s: %s: ", label, a->name);
+        out->graph = scratch->graph;
+        return st;
+    }
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__UNDEFINED:
         return tsr_error(TSR_ERR_PARSE, "%s: attribute '%s' has no type and no value", label,
                          a->name);
@@ -422,6 +443,203 @@ static tsr_status add_training_node(importer *imp, const Onnx__NodeProto *node, 
                                  &a);
 }
 
+/* Concat, Sum, Max and Min are associative (Concat along its axis), so a
+ * node with more inputs than a node holds (ssdlite's Concat of 90 heads)
+ * becomes a tree of nodes of at most TSR_MAX_NODE_IO inputs each, and the
+ * limit never meets a user. */
+static bool is_variadic_associative(const tsr_op_def *op)
+{
+    static const char *const names[] = {"Concat", "Sum", "Max", "Min"};
+    for (size_t k = 0; op && !*op->domain && k < sizeof names / sizeof *names; k++)
+        if (strcmp(op->name, names[k]) == 0)
+            return true;
+    return false;
+}
+
+static tsr_status add_variadic_tree(importer *imp, const tsr_op_def *op, int version,
+                                    const Onnx__NodeProto *node, int n_attrs,
+                                    const tsr_attr *attrs)
+{
+    size_t n = node->n_input;
+    typedef char name_buf[512];
+    name_buf *parts = tsr_calloc(n, sizeof *parts);
+    const char **level = tsr_calloc(n, sizeof *level);
+    tsr_status st = parts && level ? TSR_OK : TSR_ERR_OUT_OF_MEMORY;
+    for (size_t i = 0; i < n && st == TSR_OK; i++)
+        level[i] = node->input[i];
+    size_t n_parts = 0;
+    while (st == TSR_OK && n > TSR_MAX_NODE_IO) {
+        size_t next = 0;
+        for (size_t first = 0; first < n && st == TSR_OK; first += TSR_MAX_NODE_IO) {
+            size_t count = n - first < TSR_MAX_NODE_IO ? n - first : TSR_MAX_NODE_IO;
+            const char *out = parts[n_parts];
+            st = derived_name(imp, node->output[0], "part", parts[n_parts++], sizeof *parts);
+            if (st == TSR_OK)
+                st = tsr_graph_add_node_op(imp->g, op, version, node->name, (int)count,
+                                           level + first, 1, &out, n_attrs, attrs);
+            level[next++] = out;
+        }
+        n = next;
+    }
+    if (st == TSR_OK)
+        st = tsr_graph_add_node_op(imp->g, op, version, node->name, (int)n, level, 1,
+                                   (const char *const *)node->output, n_attrs, attrs);
+    free(level);
+    free(parts);
+    return st;
+}
+
+static tsr_status add_node(importer *imp, const Onnx__NodeProto *node, size_t index);
+
+/* ------------------------------------------------ sub-graphs (If's branches) */
+
+/* Whether `name` is defined in gp before its node `before`. */
+static bool defined_before(const Onnx__GraphProto *gp, size_t before, const char *name)
+{
+    for (size_t i = 0; i < gp->n_initializer; i++)
+        if (gp->initializer[i]->name && strcmp(gp->initializer[i]->name, name) == 0)
+            return true;
+    for (size_t i = 0; i < gp->n_input; i++)
+        if (gp->input[i]->name && strcmp(gp->input[i]->name, name) == 0)
+            return true;
+    for (size_t n = 0; n < before; n++)
+        for (size_t o = 0; o < gp->node[n]->n_output; o++)
+            if (gp->node[n]->output[o] && strcmp(gp->node[n]->output[o], name) == 0)
+                return true;
+    return false;
+}
+
+static tsr_status capture(importer *imp, const char *name)
+{
+    for (int c = 0; c < imp->n_captured; c++)
+        if (strcmp(imp->captured[c], name) == 0)
+            return TSR_OK;
+    TSR_CHECK(tsr_grow((void **)&imp->captured, &imp->cap_captured, imp->n_captured + 1,
+                       sizeof *imp->captured));
+    imp->captured[imp->n_captured++] = name;
+    return TSR_OK;
+}
+
+/* Adds to imp->captured the names gp (and the sub-graphs of its nodes)
+ * reads from outside itself, which ONNX resolves in the enclosing scopes. */
+static tsr_status capture_free_names(importer *imp, const Onnx__GraphProto *gp)
+{
+    for (size_t n = 0; n < gp->n_node; n++) {
+        const Onnx__NodeProto *node = gp->node[n];
+        for (size_t i = 0; i < node->n_input; i++)
+            if (node->input[i] && *node->input[i] && !defined_before(gp, n, node->input[i]))
+                TSR_CHECK(capture(imp, node->input[i]));
+        for (size_t a = 0; a < node->n_attribute; a++) {
+            const Onnx__AttributeProto *attr = node->attribute[a];
+            if (!attr->g)
+                continue;
+            importer inner = {0};
+            tsr_status st = capture_free_names(&inner, attr->g);
+            for (int c = 0; c < inner.n_captured && st == TSR_OK; c++)
+                if (!defined_before(gp, n, inner.captured[c]))
+                    st = capture(imp, inner.captured[c]);
+            free(inner.captured);
+            TSR_CHECK(st);
+        }
+    }
+    for (size_t o = 0; o < gp->n_output; o++)
+        if (gp->output[o]->name && !defined_before(gp, gp->n_node, gp->output[o]->name))
+            TSR_CHECK(capture(imp, gp->output[o]->name));
+    return TSR_OK;
+}
+
+/* A sub-graph of its own value names, whose inputs are the node's
+ * captured values with their shapes here (symbols numbered as here). */
+static tsr_status build_branch(const importer *imp, const Onnx__GraphProto *gp,
+                               tsr_graph **graph_out)
+{
+    if (!gp)
+        return tsr_error(TSR_ERR_PARSE, "the attribute holds no graph");
+    tsr_graph *sub;
+    TSR_CHECK(tsr_graph_create(&sub));
+    importer nested = {.model = imp->model, .base_dir = imp->base_dir, .g = sub,
+                       .default_opset = imp->default_opset};
+    sub->default_opset = imp->g->default_opset;
+    sub->fold_limit = imp->g->fold_limit;
+    tsr_status st = TSR_OK;
+    for (int s = 0; s < imp->g->n_symbols && st == TSR_OK; s++) {
+        int idx;
+        st = tsr_graph_symbol(sub, imp->g->symbols[s], &idx);
+    }
+    for (int c = 0; c < imp->n_captured && st == TSR_OK; c++) {
+        const tsr_value *v = &imp->g->values[tsr_graph_find_value(imp->g, imp->captured[c])];
+        if (v->data) {
+            st = tsr_graph_share_constant(sub, v, false);
+            continue;
+        }
+        const char *names[TSR_MAX_RANK] = {0};
+        for (int d = 0; d < v->rank; d++)
+            if (tsr_dim_is_sym(v->dims[d]))
+                names[d] = imp->g->symbols[TSR_DIM_SYM_INDEX(v->dims[d])];
+        st = tsr_graph_add_input(sub, v->name, v->dtype, v->rank, v->dims, names);
+    }
+    if (st == TSR_OK)
+        st = add_initializers(&nested, gp);
+    for (size_t n = 0; n < gp->n_node && st == TSR_OK; n++)
+        st = add_node(&nested, gp->node[n], n);
+    for (size_t o = 0; o < gp->n_output && st == TSR_OK; o++)
+        st = gp->output[o]->name ? tsr_graph_add_output(sub, gp->output[o]->name)
+                                 : tsr_error(TSR_ERR_PARSE, "output #%zu has no name", o);
+    free(nested.captured);
+    if (st != TSR_OK) {
+        tsr_graph_destroy(sub);
+        return st;
+    }
+    *graph_out = sub;
+    return TSR_OK;
+}
+
+/* The node's inputs followed by the values its sub-graphs read from
+ * outside (imp->captured) that are not constants: If's form (ops/control.c). */
+static tsr_status capture_inputs(importer *imp, const Onnx__NodeProto *node, const char *label,
+                                 const char ***inputs_out, int *n_out)
+{
+    imp->n_captured = 0;
+    for (size_t a = 0; a < node->n_attribute; a++)
+        if (node->attribute[a]->g)
+            TSR_CHECK(capture_free_names(imp, node->attribute[a]->g));
+    const char **inputs = tsr_calloc(node->n_input + (size_t)imp->n_captured + 1, sizeof *inputs);
+    if (!inputs)
+        return TSR_ERR_OUT_OF_MEMORY;
+    int n = 0;
+    for (size_t i = 0; i < node->n_input; i++)
+        inputs[n++] = node->input[i];
+    for (int c = 0; c < imp->n_captured; c++) {
+        int v = tsr_graph_find_value(imp->g, imp->captured[c]);
+        if (v < 0) {
+            free(inputs);
+            return tsr_error(TSR_ERR_NOT_FOUND,
+                             "%s: a branch reads '%s', which is not defined before the node",
+                             label, imp->captured[c]);
+        }
+        if (!imp->g->values[v].data)
+            inputs[n++] = imp->captured[c];
+    }
+    *inputs_out = inputs;
+    *n_out = n;
+    return TSR_OK;
+}
+
+/* The branch an If with a constant cond takes, or NULL. */
+static const Onnx__GraphProto *constant_if_branch(const importer *imp, const Onnx__NodeProto *node)
+{
+    if (strcmp(node->op_type, "If") != 0 || !is_default_domain(node->domain) || node->n_input < 1)
+        return NULL;
+    int v = tsr_graph_find_value(imp->g, node->input[0]);
+    if (v < 0 || !imp->g->values[v].data || imp->g->values[v].dtype != TSR_BOOL)
+        return NULL;
+    const char *want = ((const uint8_t *)imp->g->values[v].data)[0] ? "then_branch" : "else_branch";
+    for (size_t a = 0; a < node->n_attribute; a++)
+        if (node->attribute[a]->name && strcmp(node->attribute[a]->name, want) == 0)
+            return node->attribute[a]->g;
+    return NULL;
+}
+
 static tsr_status add_node(importer *imp, const Onnx__NodeProto *node, size_t index)
 {
     char label[400];
@@ -430,6 +648,9 @@ static tsr_status add_node(importer *imp, const Onnx__NodeProto *node, size_t in
         return tsr_error(TSR_ERR_PARSE, "node #%zu has no op type", index);
     const char *domain = is_default_domain(node->domain) ? "" : node->domain;
     const tsr_op_def *op = tsr_op_find(domain, node->op_type);
+    if (!op)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "%s: op '%s' in domain '%s' is unknown", label,
+                         node->op_type, domain_label(domain));
     int64_t version;
     if (!domain_version(imp, domain, &version))
         return tsr_error(TSR_ERR_PARSE,
@@ -442,27 +663,37 @@ static tsr_status add_node(importer *imp, const Onnx__NodeProto *node, size_t in
     size_t n_attrs = node->n_attribute;
     tsr_attr *attrs = tsr_calloc(n_attrs + 1, sizeof *attrs);
     attr_scratch *scratch = tsr_calloc(n_attrs + 1, sizeof *scratch);
+    const char **inputs = NULL;
+    int n_inputs = (int)node->n_input;
     tsr_status st = TSR_OK;
     if (!attrs || !scratch) {
         st = TSR_ERR_OUT_OF_MEMORY;
         goto cleanup;
     }
+    st = capture_inputs(imp, node, label, &inputs, &n_inputs);
+    imp->taken_branch = constant_if_branch(imp, node);
     for (size_t a = 0; a < n_attrs && st == TSR_OK; a++)
         st = convert_attr(imp, label, node->attribute[a], &attrs[a], &scratch[a]);
     if (st == TSR_OK && (node->n_input > INT32_MAX || node->n_output > INT32_MAX))
         st = tsr_error(TSR_ERR_PARSE, "%s has too many inputs or outputs", label);
     if (st == TSR_OK && is_training_form(imp, node, attrs, n_attrs))
         st = add_training_node(imp, node, label, attrs, n_attrs);
+    else if (st == TSR_OK && node->n_input > TSR_MAX_NODE_IO && is_variadic_associative(op) &&
+             node->n_output == 1)
+        st = add_variadic_tree(imp, op, (int)version, node, (int)n_attrs, attrs);
     else if (st == TSR_OK)
-        st = tsr_graph_add_node_op(imp->g, op, (int)version, node->name, (int)node->n_input,
-                                   (const char *const *)node->input, (int)node->n_output,
+        st = tsr_graph_add_node_op(imp->g, op, (int)version, node->name, n_inputs, inputs,
+                                   (int)node->n_output,
                                    (const char *const *)node->output, (int)n_attrs, attrs);
 cleanup:
     for (size_t a = 0; scratch && a < n_attrs; a++) {
         free(scratch[a].s);
         free(scratch[a].floats);
         tsr_shared_release(scratch[a].t.data);
+        tsr_graph_destroy(scratch[a].graph);
     }
+    imp->taken_branch = NULL;
+    free(inputs);
     free(scratch);
     free(attrs);
     return st;
@@ -518,7 +749,7 @@ static tsr_status build_graph(importer *imp)
     const Onnx__GraphProto *graph = imp->model->graph;
     TSR_CHECK(check_opsets(imp));
     TSR_CHECK(check_known_ops(imp));
-    TSR_CHECK(add_initializers(imp));
+    TSR_CHECK(add_initializers(imp, graph));
     for (size_t i = 0; i < graph->n_input; i++)
         TSR_CHECK(add_input(imp, graph->input[i], i));
     for (size_t n = 0; n < graph->n_node; n++)
@@ -558,6 +789,7 @@ static tsr_status import_model(Onnx__ModelProto *model, const char *base_dir,
     tsr_status st = tsr_graph_create(&imp.g);
     if (st == TSR_OK)
         st = build_graph(&imp);
+    free(imp.captured);
     onnx__model_proto__free_unpacked(model, NULL);
     if (st != TSR_OK) {
         tsr_graph_destroy(imp.g);

@@ -113,6 +113,7 @@ static void free_node(tsr_node *n)
         free(at->ints);
         free(at->floats);
         tsr_aligned_free(at->t.data);
+        tsr_graph_destroy(at->graph);
     }
     free(n->attrs);
 }
@@ -361,6 +362,11 @@ static tsr_status copy_attr(const tsr_op_def *op, const tsr_attr *src, tsr_node_
             memcpy(dst->t.data, src->t->data, bytes);
         break;
     }
+    case TSR_ATTR_GRAPH:
+        if (!src->graph)
+            return tsr_error(TSR_ERR_PARSE, "%s attribute '%s' holds no graph", op->name,
+                             src->name);
+        return tsr_graph_clone(src->graph, &dst->graph);
     default: break;
     }
     return TSR_OK;
@@ -787,7 +793,8 @@ int tsr_node_attr_views(const tsr_node *n, tsr_attr *attrs, int max)
     for (int i = 0; i < count; i++) {
         const tsr_node_attr *a = &n->attrs[i];
         attrs[i] = (tsr_attr){.name = a->name, .type = a->type, .i = a->i, .f = a->f, .s = a->s,
-                              .count = a->count, .ints = a->ints, .floats = a->floats, .t = &a->t};
+                              .count = a->count, .ints = a->ints, .floats = a->floats, .t = &a->t,
+                              .graph = a->graph};
     }
     return count;
 }

@@ -32,6 +32,7 @@ typedef struct tsr_node_attr {
     int64_t *ints;
     double *floats;
     tsr_tensor t; /* TSR_ATTR_TENSOR: t.data owned by the node */
+    tsr_graph *graph; /* TSR_ATTR_GRAPH: owned by the node */
 } tsr_node_attr;
 
 #define TSR_MAX_NODE_IO 64

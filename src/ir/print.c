@@ -42,6 +42,9 @@ static void print_attr(FILE *out, const tsr_node_attr *a)
         fputc(']', out);
         break;
     case TSR_ATTR_TENSOR: fprintf(out, "tensor<%s>", tsr_dtype_name(a->t.dtype)); break;
+    case TSR_ATTR_GRAPH:
+        fprintf(out, "graph<%d nodes, %d outputs>", a->graph->n_nodes, a->graph->n_outputs);
+        break;
     }
 }
 

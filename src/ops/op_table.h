@@ -97,6 +97,9 @@ TSR_OP(Expand)
 TSR_OP(Identity)
 TSR_OP(Dropout)
 
+/* control.c: If, whose branches are sub-graphs expanded where cond is known */
+TSR_OP(If)
+
 /* movement.c: ops that move data around */
 TSR_OP(Transpose)
 TSR_OP(Concat)

@@ -7,6 +7,7 @@ harness fails naming any op that has none. Adding a backend, or teaching
 one a new op, means changing `cpu=` of the cases it now runs."""
 
 import numpy as np
+from tessera.graph import Graph
 
 I64 = np.int64
 
@@ -102,6 +103,15 @@ def ints(*shape, lo=0, hi=3, constant=False):
 
 def mask(*shape):
     return Spec(shape, lambda r, s: r.standard_normal(s) > 0, float_=False)
+
+
+def branch_graph(op):
+    """A sub-graph applying `op` to the If node's one outer value."""
+    g = Graph()
+    g.add_input("x", np.float32, [3, 5])
+    g.add_node(op, ["x"], ["y"])
+    g.add_output("y")
+    return g
 
 
 class Case:
@@ -349,6 +359,11 @@ CASES = [
     Case("Unsqueeze", [normal(3, 5), const(np.array([0, 3], dtype=I64))], tol="exact"),
     Case("Expand", [normal(3, 1), const(np.array([2, 3, 5], dtype=I64))], tol="exact"),
     Case("Identity", [normal(3, 5)], tol="exact"),
+    # control.c: If expands into its taken branch (cond constant); test_ops_control.py has
+    # the rest
+    Case("If", [const(np.array(True)), normal(3, 5)],
+         {"then_branch": branch_graph("Neg"), "else_branch": branch_graph("Exp")},
+         expanded=True),
     Case("Dropout", [normal(3, 5)], tol="exact"),
     # movement.c
     Case("Transpose", [normal(2, 3, 5)], {"perm": [1, 2, 0]}, tol="exact"),
