@@ -3,7 +3,7 @@ and cpu devices: odd shapes, negative axes, keepdims 0 and 1, all axes, empty ax
 without noop_with_empty_axes, the axes attribute (opset 13) and input (opset 18), every dtype
 Tessera gives each; the edge values (LogSumExp of large, infinite and -inf inputs, ReduceL2 of
 zeros and its gradient, LogSum of an empty group); the refusals; and torch.onnx.export of
-F.normalize, torch.logsumexp and torch.norm against PyTorch. op_cases.py checks ref against cpu
+F.normalize, torch.logsumexp and torch.norm against PyTorch, and torchvision's ssd300_vgg16 (slow). op_cases.py checks ref against cpu
 and the gradient rules against finite differences."""
 
 import io
@@ -169,3 +169,24 @@ def test_torch_exports(opset):
         gots = tsr.Plan(g, device=device).run([x.numpy()])
         for got, w in zip(gots, wants):
             np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-5 * np.abs(w).max())
+
+
+@pytest.mark.slow
+def test_ssd300_vgg16():
+    """torchvision's ssd300_vgg16 (its L2Norm is a ReduceL2; random weights), opset 11, one
+    300x300 image on the cpu device: the detections in score order against PyTorch's."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.detection.ssd300_vgg16(weights=None, weights_backbone=None).eval()
+    image = torch.rand(3, 300, 300)
+    buf = io.BytesIO()
+    torch.onnx.export(model, ([image],), buf, opset_version=11)
+    boxes, scores, labels = tsr.Plan(tsr.Graph.load_bytes(buf.getvalue()), device="cpu").run(
+        [image.numpy()])
+    with torch.no_grad():
+        w = {k: v.numpy() for k, v in model([image])[0].items()}
+    assert boxes.shape == w["boxes"].shape and len(scores) > 0
+    o, ow = np.argsort(-scores, kind="stable"), np.argsort(-w["scores"], kind="stable")
+    np.testing.assert_allclose(scores[o], w["scores"][ow], atol=1e-4 * np.abs(w["scores"]).max())
+    np.testing.assert_array_equal(labels[o], w["labels"][ow])
+    np.testing.assert_allclose(boxes[o], w["boxes"][ow], atol=1e-4 * np.abs(w["boxes"]).max())
