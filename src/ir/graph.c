@@ -801,8 +801,14 @@ int tsr_node_attr_views(const tsr_node *n, tsr_attr *attrs, int max)
 
 tsr_status tsr_graph_share_constant(tsr_graph *dst, const tsr_value *val, bool freeze_params)
 {
+    return tsr_graph_share_constant_as(dst, val->name, val, freeze_params);
+}
+
+tsr_status tsr_graph_share_constant_as(tsr_graph *dst, const char *name, const tsr_value *val,
+                                       bool freeze_params)
+{
     int idx;
-    TSR_CHECK(tsr_graph_new_value(dst, val->name, &idx));
+    TSR_CHECK(tsr_graph_new_value(dst, name, &idx));
     tsr_value *copy = &dst->values[idx];
     copy->dtype = val->dtype;
     copy->rank = val->rank;
@@ -815,15 +821,23 @@ tsr_status tsr_graph_share_constant(tsr_graph *dst, const tsr_value *val, bool f
 
 tsr_status tsr_graph_replay_node(const tsr_graph *src, int n, tsr_graph *dst)
 {
+    return tsr_graph_replay_node_as(src, n, dst, NULL);
+}
+
+tsr_status tsr_graph_replay_node_as(const tsr_graph *src, int n, tsr_graph *dst,
+                                    const char *const *names)
+{
     const tsr_node *node = &src->nodes[n];
     const char *ins[TSR_MAX_NODE_IO], *outs[TSR_MAX_NODE_IO];
     tsr_attr attrs[64];
     if (node->n_attrs > 64)
         return tsr_error(TSR_ERR_UNSUPPORTED, "node '%s' has more than 64 attributes", node->name);
     for (int i = 0; i < node->n_inputs; i++)
-        ins[i] = node->inputs[i] >= 0 ? src->values[node->inputs[i]].name : "";
+        ins[i] = node->inputs[i] < 0 ? ""
+                 : names             ? names[node->inputs[i]]
+                                     : src->values[node->inputs[i]].name;
     for (int o = 0; o < node->n_outputs; o++)
-        outs[o] = src->values[node->outputs[o]].name;
+        outs[o] = names ? names[node->outputs[o]] : src->values[node->outputs[o]].name;
     tsr_node_attr_views(node, attrs, 64);
     return tsr_graph_add_node_op(dst, node->op, node->opset, node->name, node->n_inputs, ins,
                                  node->n_outputs, outs, node->n_attrs, attrs);

@@ -94,8 +94,14 @@ tsr_status tsr_graph_replay(const tsr_graph *src, tsr_graph *dst, bool freeze_pa
 /* Adds to dst a constant sharing src's value `val` (same name, no copy;
  * with freeze_params a parameter becomes a plain constant). */
 tsr_status tsr_graph_share_constant(tsr_graph *dst, const tsr_value *val, bool freeze_params);
+/* The same under another name (an If's branch inlined). */
+tsr_status tsr_graph_share_constant_as(tsr_graph *dst, const char *name, const tsr_value *val,
+                                       bool freeze_params);
 /* Adds a copy of src's node `n` to dst, whose values it reads by name. */
 tsr_status tsr_graph_replay_node(const tsr_graph *src, int n, tsr_graph *dst);
+/* The same with src's value v named names[v] in dst (an If's branch inlined). */
+tsr_status tsr_graph_replay_node_as(const tsr_graph *src, int n, tsr_graph *dst,
+                                    const char *const *names);
 /* Deep copy. */
 tsr_status tsr_graph_clone(const tsr_graph *g, tsr_graph **out);
 /* Deep copy with expand_all set: what autodiff differentiates. */

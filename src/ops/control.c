@@ -55,6 +55,8 @@ static tsr_status if_infer(tsr_infer_ctx *c)
                                    cond->dims[d]);
     const tsr_graph *then_g = branch(c->node, "then_branch");
     const tsr_graph *else_g = branch(c->node, "else_branch");
+    if (!then_g || !else_g)
+        return tsr_infer_error(c, TSR_ERR_PARSE, "a branch holds no graph");
     if (then_g->n_outputs != c->n_outputs || else_g->n_outputs != c->n_outputs)
         return tsr_infer_error(c, TSR_ERR_PARSE,
                                "the node has %d outputs, then_branch %d and else_branch %d",
@@ -117,35 +119,11 @@ static tsr_status if_expand(tsr_graph *g, const tsr_node *node, const char *cons
         if (st == TSR_OK && !(names[v] = tsr_strdup(buf)))
             st = TSR_ERR_OUT_OF_MEMORY;
         const tsr_value *val = &b->values[v];
-        if (st == TSR_OK && val->data && val->producer < 0 && !val->is_input) {
-            int idx;
-            st = tsr_graph_new_value(g, names[v], &idx);
-            if (st == TSR_OK) {
-                tsr_value *copy = &g->values[idx];
-                copy->dtype = val->dtype;
-                copy->rank = val->rank;
-                memcpy(copy->dims, val->dims, sizeof copy->dims);
-                copy->data = val->data;
-                tsr_shared_retain(copy->data);
-            }
-        }
+        if (st == TSR_OK && val->data && val->producer < 0 && !val->is_input)
+            st = tsr_graph_share_constant_as(g, names[v], val, false);
     }
-    for (int n = 0; n < b->n_nodes && st == TSR_OK; n++) {
-        const tsr_node *bn = &b->nodes[n];
-        const char *ins[TSR_MAX_NODE_IO], *outs[TSR_MAX_NODE_IO];
-        tsr_attr attrs[64];
-        if (bn->n_attrs > 64) {
-            st = tsr_error(TSR_ERR_UNSUPPORTED, "node '%s' has more than 64 attributes", bn->name);
-            break;
-        }
-        for (int i = 0; i < bn->n_inputs; i++)
-            ins[i] = bn->inputs[i] >= 0 ? names[bn->inputs[i]] : "";
-        for (int o = 0; o < bn->n_outputs; o++)
-            outs[o] = names[bn->outputs[o]];
-        tsr_node_attr_views(bn, attrs, 64);
-        st = tsr_graph_add_node_op(g, bn->op, bn->opset, bn->name, bn->n_inputs, ins,
-                                   bn->n_outputs, outs, bn->n_attrs, attrs);
-    }
+    for (int n = 0; n < b->n_nodes && st == TSR_OK; n++)
+        st = tsr_graph_replay_node_as(b, n, g, (const char *const *)names);
     for (int o = 0; o < b->n_outputs && st == TSR_OK; o++) {
         const char *from = names[b->outputs[o]];
         if (strcmp(from, outputs[o]) != 0)
