@@ -27,24 +27,21 @@ typedef enum reduce_mode {
 
 static reduce_mode reduce_mode_of(const tsr_op_def *op)
 {
-    if (op == &tsr_op_ReduceSum)
-        return REDUCE_SUM;
-    if (op == &tsr_op_ReduceMax)
-        return REDUCE_MAX;
-    if (op == &tsr_op_ReduceMin)
-        return REDUCE_MIN;
-    if (op == &tsr_op_ReduceProd)
-        return REDUCE_PROD;
-    if (op == &tsr_op_ReduceL1)
-        return REDUCE_L1;
-    if (op == &tsr_op_ReduceL2)
-        return REDUCE_L2;
-    if (op == &tsr_op_ReduceLogSum)
-        return REDUCE_LOG_SUM;
-    if (op == &tsr_op_ReduceLogSumExp)
-        return REDUCE_LOG_SUM_EXP;
-    if (op == &tsr_op_ReduceSumSquare)
-        return REDUCE_SUM_SQUARE;
+    static const struct {
+        const tsr_op_def *op;
+        reduce_mode mode;
+    } modes[] = {{&tsr_op_ReduceSum, REDUCE_SUM},
+                 {&tsr_op_ReduceMax, REDUCE_MAX},
+                 {&tsr_op_ReduceMin, REDUCE_MIN},
+                 {&tsr_op_ReduceProd, REDUCE_PROD},
+                 {&tsr_op_ReduceL1, REDUCE_L1},
+                 {&tsr_op_ReduceL2, REDUCE_L2},
+                 {&tsr_op_ReduceLogSum, REDUCE_LOG_SUM},
+                 {&tsr_op_ReduceLogSumExp, REDUCE_LOG_SUM_EXP},
+                 {&tsr_op_ReduceSumSquare, REDUCE_SUM_SQUARE}};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
+        if (modes[i].op == op)
+            return modes[i].mode;
     return REDUCE_MEAN;
 }
 

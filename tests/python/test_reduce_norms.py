@@ -2,9 +2,9 @@
 and cpu devices: odd shapes, negative axes, keepdims 0 and 1, all axes, empty axes with and
 without noop_with_empty_axes, the axes attribute (opset 13) and input (opset 18), every dtype
 Tessera gives each; the edge values (LogSumExp of large, infinite and -inf inputs, ReduceL2 of
-zeros and its gradient, LogSum of an empty group); the refusals; and torch.onnx.export of
-F.normalize, torch.logsumexp and torch.norm against PyTorch, and torchvision's ssd300_vgg16 (slow). op_cases.py checks ref against cpu
-and the gradient rules against finite differences."""
+zeros and its gradient, LogSum of an empty group); the refusals; torch.onnx.export of
+F.normalize, torch.logsumexp and torch.norm against PyTorch; torchvision's ssd300_vgg16 (slow).
+op_cases.py checks ref against cpu and the gradient rules against finite differences."""
 
 import io
 
