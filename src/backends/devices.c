@@ -4,6 +4,9 @@
  * list. Adding a device is one line here. */
 #include "backends/backend.h"
 #include "backends/cpu/cpu.h"
+#ifdef TSR_HAVE_CUDA
+#include "backends/cuda/cuda.h"
+#endif
 #include "backends/testdev/testdev.h"
 
 #include <stdio.h>
@@ -50,6 +53,9 @@ static const device devices[] = {
     {"cpu", cpu_backends, PRECISION(TSR_PRECISION_FP32) | PRECISION(TSR_PRECISION_BF16),
      cpu_has_precision, true, NULL},
     {"ref", ref_backends, PRECISION(TSR_PRECISION_FP32), NULL, false, NULL},
+#ifdef TSR_HAVE_CUDA
+    {"cuda", tsr_cuda_backends, PRECISION(TSR_PRECISION_FP32), NULL, true, NULL},
+#endif
     /* The cpu device's kernels on memory the host must not touch, for
      * testing devices with memory of their own (docs/hal.md). */
     {"testdev", tsr_testdev_backends, PRECISION(TSR_PRECISION_FP32), NULL, true, "TSR_TESTDEV"},
