@@ -633,6 +633,9 @@ static const Onnx__GraphProto *constant_if_branch(const importer *imp, const Onn
     int v = tsr_graph_find_value(imp->g, node->input[0]);
     if (v < 0 || !imp->g->values[v].data || imp->g->values[v].dtype != TSR_BOOL)
         return NULL;
+    tsr_tensor cond = tsr_value_tensor(&imp->g->values[v]);
+    if (tsr_tensor_numel(&cond) != 1)
+        return NULL;
     const char *want = ((const uint8_t *)imp->g->values[v].data)[0] ? "then_branch" : "else_branch";
     for (size_t a = 0; a < node->n_attribute; a++)
         if (node->attribute[a]->name && strcmp(node->attribute[a]->name, want) == 0)

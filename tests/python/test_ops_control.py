@@ -231,6 +231,12 @@ def test_if_errors_name_the_node():
               [vi("x", T.FLOAT, [2]), vi("c", T.FLOAT, [])], [vi("y", T.FLOAT, None)])
     with pytest.raises(tessera.Error, match="float_cond"):
         tessera.Session(m, device="ref", threads=1)
+    m = model([h.make_node("If", ["c"], ["y"], name="empty_cond", then_branch=then_g,
+                           else_branch=then_g)],
+              [vi("x", T.FLOAT, [2])], [vi("y", T.FLOAT, None)],
+              [h.make_tensor("c", T.BOOL, [0], [])])
+    with pytest.raises(tessera.ShapeError, match="empty_cond.*one element"):
+        tessera.Session(m, device="ref", threads=1)
 
 
 @pytest.mark.parametrize("op", ["Concat", "Sum", "Max", "Min"])
