@@ -220,10 +220,10 @@ def test_info_ops_names_the_backend_of_every_node(tmp_path):
     for line in out.split("Ops (op, nodes, backends running them):")[1].splitlines():
         if line.startswith("  on "):
             device = line.split()[1]
-        elif line.strip():
+        elif line.strip() and ": cannot plan the model" not in line:  # cuda without a GPU
             op, count, backends = line.split(None, 2)
             rows[device, op] = (int(count), backends)
-    assert set(d for d, _ in rows) == {"cpu", "ref"}
+    assert {"cpu", "ref"} <= set(d for d, _ in rows)
     for op in ("Conv", "Relu", "Neg", "ReduceSum"):
         assert rows["ref", op] == (1, "ref 1")
     assert rows["cpu", "Conv"] == (1, "dnnl 1")
