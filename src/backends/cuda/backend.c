@@ -88,10 +88,8 @@ static tsr_status run_binary(void *stream, int op, const tsr_tensor *a, const ts
     broadcast_strides(a, y->rank, s.a_strides);
     if (b)
         broadcast_strides(b, y->rank, s.b_strides);
-    return tsr_cuda_status(
-        tsr_cuda_binary(stream, op, &s, a->data, b ? b->data : NULL, y->data), op == TSR_CUDA_COPY
-                                                                                   ? "Gemm's C"
-                                                                                   : "Add/Mul");
+    return tsr_cuda_status(tsr_cuda_binary(stream, op, &s, a->data, b ? b->data : NULL, y->data),
+                           op == TSR_CUDA_COPY ? "Gemm's C" : "Add/Mul");
 }
 
 static tsr_status run_matmul(void *ctx, const tsr_tensor *a, const tsr_tensor *b, tsr_tensor *y)

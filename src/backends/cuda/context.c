@@ -89,7 +89,10 @@ static tsr_status cuda_context_create(void **ctx_out)
     return TSR_OK;
 }
 
-void *tsr_cuda_stream(void *ctx) { return ((cuda_ctx *)ctx)->stream; }
+void *tsr_cuda_stream(void *ctx)
+{
+    return ((cuda_ctx *)ctx)->stream;
+}
 
 static void *cuda_alloc(void *ctx, size_t bytes)
 {

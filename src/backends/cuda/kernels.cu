@@ -67,7 +67,8 @@ __device__ float block_combine(float v, bool is_max)
     for (int half = THREADS / 2; half > 0; half /= 2) {
         if (threadIdx.x < half) {
             float o = partial[threadIdx.x + half];
-            partial[threadIdx.x] = is_max ? fmaxf(partial[threadIdx.x], o) : partial[threadIdx.x] + o;
+            partial[threadIdx.x] =
+                is_max ? fmaxf(partial[threadIdx.x], o) : partial[threadIdx.x] + o;
         }
         __syncthreads();
     }
