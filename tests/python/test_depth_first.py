@@ -247,6 +247,9 @@ def test_models_agree(model, monkeypatch):
 
     monkeypatch.delenv("TSR_DF_BAND_ROWS", raising=False)
     monkeypatch.delenv("TSR_CPU_LAYOUT", raising=False)
+    # Autotuning may time different oneDNN kernels best in the two plans, and their
+    # roundings differ by more than the 1e-6 this compares at.
+    monkeypatch.setenv("TSR_AUTOTUNE", "0")
     entry = models.export(model, 11, 1, False)
     x = np.load(entry.input_path(1))
     g = tsr.Graph.load(entry.onnx_path)

@@ -322,15 +322,23 @@ def test_bad_inputs_are_named():
                    scales=np.ones(4, np.float32))
 
 
-def test_sizes_known_only_at_run_time_are_refused_at_planning():
+@pytest.mark.parametrize("device", DEVICES)
+def test_sizes_fed_at_run_time(device):
+    """Sizes that are a graph input: the plan sizes the output from their values at each run
+    (docs/dynamic_shapes.md), one plan for both sizes."""
     g = tsr.Graph()
     g.set_opset(13)
-    g.add_input("x", np.float32, [1, 1, 3, 3])
+    g.add_input("x", np.float32, [1, 2, 3, 4])
     g.add_input("sizes", np.int64, [4])
     g.add_node("Resize", ["x", "", "", "sizes"], ["y"], {"mode": "linear"}, name="resize")
     g.add_output("y")
-    with pytest.raises(tsr.TesseraError, match="resize"):
-        g.run([np.zeros((1, 1, 3, 3), np.float32), np.array([1, 1, 6, 6], I64)])
+    plan = tsr.Plan(g, device=device)
+    x = np.random.default_rng(5).standard_normal((1, 2, 3, 4)).astype(np.float32)
+    for out in [(1, 2, 6, 7), (1, 2, 2, 9)]:
+        got = plan.run([x, np.array(out, I64)])[0]
+        want = spec_resize(x, [o / i for o, i in zip(out, x.shape)], out, [(0, 1)] * 4,
+                           spec("linear"))
+        close(got, want, np.float32)
 
 
 # ---------------------------------------------------------- gradient
