@@ -9,7 +9,7 @@
 #   junit.xml    the same, per case
 #   summary.txt  one line per stage and its exit status
 # Usage: tests/gpu/run.sh OUTDIR. TESSERA_BUILD_DIR: use that build
-# instead of building one (it must have been configured with CUDA);
+# instead of building one (configured with -DTSR_WITH_CUDA=ON);
 # PYTHON: the interpreter (python3).
 # Stays well under 10 minutes on the H200 machine: one build with every
 # core, single-node op cases, models at batch 1 exported once each.
@@ -26,7 +26,7 @@ stage() { echo "$1: exit $2" >> "$OUT/summary.txt"; }
 
 if [ -z "${TESSERA_BUILD_DIR:-}" ]; then
     TESSERA_BUILD_DIR=$ROOT/build-gpu
-    { cmake -S "$ROOT" -B "$TESSERA_BUILD_DIR" -DCMAKE_BUILD_TYPE=Release &&
+    { cmake -S "$ROOT" -B "$TESSERA_BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DTSR_WITH_CUDA=ON &&
       cmake --build "$TESSERA_BUILD_DIR" -j"$(nproc)"; } > "$OUT/build.log" 2>&1
     rc=$?
     stage build $rc
