@@ -212,9 +212,9 @@ SIMD_TARGET static inline double SIMD_NAME(exp64)(double x)
         fact /= k;
         p = p * r + 1.0 / fact;
     }
-    int64_t bits;
+    uint64_t bits; /* unsigned: a NaN x (redone by the tiles) gives any bits, no UB */
     memcpy(&bits, &t, sizeof bits);
-    bits = (bits - 0x4338000000000000 + 1023) << 52;
+    bits = (bits - 0x4338000000000000u + 1023u) << 52;
     double scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;
