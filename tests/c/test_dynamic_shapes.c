@@ -72,15 +72,23 @@ static void check_run(tsr_plan *plan, int positive, int seed)
     CHECK(found == positive);
 }
 
-static void test_outputs_held_by_the_plan(void)
+/* A plan of masking_graph() on the default device; NULL (and a failed
+ * check) when it cannot be made. */
+static tsr_plan *masking_plan(void)
 {
     tsr_graph *g = masking_graph();
     CHECK(g != NULL);
     if (!g)
-        return;
+        return NULL;
     tsr_plan *plan = NULL;
     CHECK_OK(tsr_plan_create(g, NULL, &plan));
     tsr_graph_destroy(g);
+    return plan;
+}
+
+static void test_outputs_held_by_the_plan(void)
+{
+    tsr_plan *plan = masking_plan();
     if (!plan)
         return;
     float x[ROWS * COLS];
@@ -104,13 +112,7 @@ static void test_outputs_held_by_the_plan(void)
 
 static void test_tails_within_the_cache_limits(void)
 {
-    tsr_graph *g = masking_graph();
-    CHECK(g != NULL);
-    if (!g)
-        return;
-    tsr_plan *plan = NULL;
-    CHECK_OK(tsr_plan_create(g, NULL, &plan));
-    tsr_graph_destroy(g);
+    tsr_plan *plan = masking_plan();
     if (!plan)
         return;
     CHECK_OK(tsr_plan_set_cache_limits(plan, 2, SIZE_MAX));
