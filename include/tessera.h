@@ -70,12 +70,17 @@ typedef enum tsr_dtype {
 TSR_API size_t tsr_dtype_size(tsr_dtype dtype); /* 0 for unknown types */
 TSR_API const char *tsr_dtype_name(tsr_dtype dtype);
 
-/* A dense, C-ordered tensor that the caller owns. */
+/* A dense, C-ordered tensor that the caller owns. `memory` says where
+ * `data` points: NULL (what a zero-initialised tensor holds) is host
+ * memory; a device with memory of its own names its space ("testdev",
+ * "cuda"), as tsr_device_alloc sets it. Only tsr_plan_run and the
+ * tsr_device_* calls take tensors outside host memory (docs/hal.md). */
 typedef struct tsr_tensor {
     tsr_dtype dtype;
     int rank;
     int64_t dims[TSR_MAX_RANK];
     void *data;
+    const char *memory;
 } tsr_tensor;
 
 /* No tensor may take more than 2^62 bytes (shapes past that are errors
@@ -306,6 +311,26 @@ TSR_API tsr_status tsr_plan_output_desc(const tsr_plan *plan, int index, tsr_ten
  * uses the plan. */
 TSR_API tsr_status tsr_plan_run(tsr_plan *plan, int n_inputs, const tsr_tensor *inputs,
                                 int n_outputs, tsr_tensor *outputs);
+
+/* Device-resident buffers, for callers that keep data on a device with
+ * memory of its own (docs/hal.md). tsr_plan_run takes any input and
+ * output in that memory (tsr_tensor.memory), reading and writing it there
+ * without a copy through the host; host and device tensors mix freely.
+ * A tensor whose memory the plan's device does not use, or whose data is
+ * not where its memory says, is refused naming the tensor. Work the
+ * caller issued on the device must be complete before the run; the
+ * outputs are when it returns. Graphs whose shapes the data decides take
+ * host tensors only.
+ *
+ * tsr_device_alloc allocates data for `tensor`'s dtype and dims in the
+ * memory of the plan's device and sets its memory; TSR_ERR_UNSUPPORTED on
+ * a device that computes in host memory. tsr_device_free frees it (with a
+ * plan of the same device) and clears data and memory. tsr_device_copy
+ * copies src into dst (the same dtype and shape), each in host memory or
+ * the plan's device's, and returns once the copy is complete. */
+TSR_API tsr_status tsr_device_alloc(tsr_plan *plan, tsr_tensor *tensor);
+TSR_API tsr_status tsr_device_free(tsr_plan *plan, tsr_tensor *tensor);
+TSR_API tsr_status tsr_device_copy(tsr_plan *plan, tsr_tensor *dst, const tsr_tensor *src);
 
 typedef struct tsr_plan_stats {
     size_t arena_bytes;    /* shared memory of all intermediates */

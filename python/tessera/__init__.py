@@ -16,7 +16,7 @@ import sys
 from ._capi import (DtypeError, Error, FileError, InternalError, InvalidArgumentError,
                     NotFoundError, OutOfMemoryError, ParseError, ShapeError, UnsupportedError,
                     library_path)
-from .graph import Graph, Plan, ValueSpec
+from .graph import DeviceTensor, Graph, Plan, ValueSpec
 from .session import Session
 
 __version__ = "0.1.0"
@@ -45,8 +45,8 @@ def __getattr__(name):
 
 
 __all__ = [
-    "Session", "Graph", "Plan", "ValueSpec", "optimize", "OptimizedModule", "CaptureError",
-    "compile_backend",
+    "Session", "Graph", "Plan", "ValueSpec", "DeviceTensor", "optimize", "OptimizedModule",
+    "CaptureError", "compile_backend",
     "export_for_training", "unshare_initializers", "nn", "library_path", "Error",
     "InvalidArgumentError", "ParseError", "UnsupportedError", "ShapeError", "DtypeError",
     "NotFoundError", "FileError", "OutOfMemoryError", "InternalError",

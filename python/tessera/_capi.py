@@ -108,13 +108,14 @@ ERROR_CLASSES = {
 
 
 class Tensor(C.Structure):
-    """tsr_tensor"""
+    """tsr_tensor; memory None is host memory, else a device's ("testdev")."""
 
     _fields_ = [
         ("dtype", C.c_int),
         ("rank", C.c_int),
         ("dims", C.c_int64 * MAX_RANK),
         ("data", C.c_void_p),
+        ("memory", C.c_char_p),
     ]
 
     def shape(self):
@@ -352,6 +353,9 @@ def _declare(lib):
         "tsr_plan_reshape": (i, [p, i, C.POINTER(Tensor)]),
         "tsr_plan_output_desc": (i, [p, i, C.POINTER(Tensor)]),
         "tsr_plan_run": (i, [p, i, C.POINTER(Tensor), i, C.POINTER(Tensor)]),
+        "tsr_device_alloc": (i, [p, C.POINTER(Tensor)]),
+        "tsr_device_free": (i, [p, C.POINTER(Tensor)]),
+        "tsr_device_copy": (i, [p, C.POINTER(Tensor), C.POINTER(Tensor)]),
         "tsr_plan_get_stats": (i, [p, C.POINTER(PlanStats)]),
         "tsr_plan_set_cache_limits": (i, [p, i, C.c_size_t]),
         "tsr_plan_node_backend": (i, [p, C.c_char_p, C.POINTER(C.c_char_p)]),

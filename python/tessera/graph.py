@@ -151,6 +151,61 @@ class Graph:
         return type(self)(a.value), type(self)(b.value)
 
 
+class DeviceTensor:
+    """A tensor in the memory of a plan's device (tsr_device_alloc), for
+    inputs and outputs that stay on the device between runs (docs/hal.md,
+    "Device-resident caller buffers"): runs read and write it there, with
+    no copy through the host. Plan.to_device and Session.to_device make
+    one holding an array; numpy() copies it back. It keeps its plan alive
+    and is freed when dropped."""
+
+    def __init__(self, plan, dtype, shape):
+        shape = tuple(int(d) for d in shape)
+        self.tensor = _capi.Tensor(dtype=_capi.DTYPES[np.dtype(dtype)], rank=len(shape))
+        self.tensor.dims[:len(shape)] = shape
+        check(lib().tsr_device_alloc(plan.handle, C.byref(self.tensor)))
+        self._plan = plan
+
+    def __del__(self):
+        if _capi.loaded() and getattr(self, "_plan", None) and self.tensor.data:
+            lib().tsr_device_free(self._plan.handle, C.byref(self.tensor))
+
+    @property
+    def dtype(self):
+        return np.dtype(_capi.NUMPY_OF[self.tensor.dtype])
+
+    @property
+    def shape(self):
+        return self.tensor.shape()
+
+    @property
+    def memory(self):
+        """The device memory it lives in ("testdev", "cuda")."""
+        return self.tensor.memory.decode()
+
+    def copy_from(self, array):
+        """Overwrites the contents with `array`'s (same shape; converted to
+        this tensor's dtype)."""
+        host = np.ascontiguousarray(array, dtype=self.dtype)
+        check(lib().tsr_device_copy(self._plan.handle, C.byref(self.tensor),
+                                    C.byref(_capi.tensor_of(host))))
+        return self
+
+    def numpy(self):
+        """A new numpy array holding the contents."""
+        host = np.empty(self.shape, dtype=self.dtype)
+        check(lib().tsr_device_copy(self._plan.handle, C.byref(_capi.tensor_of(host)),
+                                    C.byref(self.tensor)))
+        return host
+
+
+def feed_view(x, dtype, name):
+    """_feeds.view, with a DeviceTensor passed as it is."""
+    if isinstance(x, DeviceTensor):
+        return x.tensor, x
+    return _feeds.view(x, dtype, name)
+
+
 class Plan:
     """A tsr_plan compiled from a Graph (which may be dropped afterwards:
     the plan keeps its own copy). The options are tessera.Session's;
@@ -211,19 +266,36 @@ class Plan:
             taken.append(a)
         return taken
 
-    def run(self, inputs, outputs=None):
+    def to_device(self, array):
+        """A DeviceTensor in this plan's device memory holding `array`."""
+        array = np.asarray(array)
+        return DeviceTensor(self, array.dtype, array.shape).copy_from(array)
+
+    def device_outputs(self, descs):
+        """New DeviceTensors for the outputs reshape() described."""
+        if any(d < 0 for _, shape in descs for d in shape):
+            raise _capi.UnsupportedError(3, "outputs whose shape the data decides come back in "
+                                            "host memory only")
+        return [DeviceTensor(self, dt, shape) for dt, shape in descs]
+
+    def run(self, inputs, outputs=None, *, device_outputs=False):
         """Runs the plan on `inputs`, in graph input order.
 
-        Without `outputs`: `inputs` is a sequence of numpy arrays or CPU
+        Without `outputs`: `inputs` is a sequence of numpy arrays, CPU
         torch tensors (read in place where C-contiguous; no dtype
-        conversion), and the outputs come back as a list of new numpy
-        arrays. With `outputs`: both are C arrays of Tensor, outputs sized
-        as reshape() described (output_array), written in place (no
+        conversion) or DeviceTensors, and the outputs come back as a list
+        of new numpy arrays, or with device_outputs=True of new
+        DeviceTensors. With `outputs`: both are C arrays of Tensor, outputs
+        sized as reshape() described (output_array), written in place (no
         allocation) but for those whose shape the run finds (take_outputs)."""
         if outputs is None:
-            views = [_feeds.view(x, None, f"#{i}") for i, x in enumerate(inputs)]
+            views = [feed_view(x, None, f"#{i}") for i, x in enumerate(inputs)]
             ins = _capi.tensor_array([t for t, _ in views])
             descs = self.reshape(ins)
+            if device_outputs:
+                result = self.device_outputs(descs)
+                self.run(ins, _capi.tensor_array([t.tensor for t in result]))
+                return result
             arrays = self.empty_outputs(descs)
             outs = self.output_array(descs, arrays)
             self.run(ins, outs)

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from . import _capi, _feeds
-from .graph import Graph, Plan
+from .graph import Graph, Plan, feed_view
 
 MAX_BUFFER_SETS = 16  # output buffer sets kept per session, one per input shape
 
@@ -69,12 +69,18 @@ class Session:
                                              + ", ".join(map(repr, missing)))
         views, owners = [], []
         for spec in self.inputs:
-            t, owner = _feeds.view(feeds[spec.name], spec.dtype, spec.name)
+            t, owner = feed_view(feeds[spec.name], spec.dtype, spec.name)
             views.append(t)
             owners.append(owner)
         return _capi.tensor_array(views), owners
 
-    def run(self, outputs=None, feeds=None, *, fresh=False):
+    def to_device(self, array):
+        """A DeviceTensor holding `array` in the memory of the session's
+        device, for feeds that stay there (devices with memory of their
+        own: docs/hal.md)."""
+        return self._plan.to_device(array)
+
+    def run(self, outputs=None, feeds=None, *, fresh=False, device_outputs=False):
         """Runs the model and returns a list of outputs, those named in
         `outputs` (None: all, in model order).
 
@@ -90,7 +96,11 @@ class Session:
         them): copy what must outlive that call, or pass fresh=True to get
         newly allocated outputs that the session never touches again.
         Outputs whose shape depends on the data (a NonZero's indices,
-        .outputs shows their unknown dims as None) are new at every run."""
+        .outputs shows their unknown dims as None) are new at every run.
+
+        On a device with memory of its own a feed may be a DeviceTensor
+        (to_device), read where it is, and device_outputs=True returns new
+        DeviceTensors, written there, instead of arrays."""
         names = [o.name for o in self.outputs]
         wanted = names if outputs is None else list(outputs)
         for w in wanted:
@@ -98,6 +108,11 @@ class Session:
                 raise _capi.NotFoundError(6, f"{w!r} is not an output of the model (outputs: "
                                              f"{', '.join(names)})")
         ins, owners = self._inputs(feeds or {})
+        if device_outputs:
+            result = self._plan.device_outputs(self._plan.reshape(ins))
+            self._plan.run(ins, _capi.tensor_array([t.tensor for t in result]))
+            self._last_inputs = ins
+            return [result[names.index(w)] for w in wanted]
         key = tuple(ins[i].shape() for i in range(len(owners)))
         cached = None if fresh else self._buffers.get(key)
         if cached is not None:

@@ -25,6 +25,11 @@ typedef struct tsr_memory_space {
     tsr_status (*copy)(void *ctx, void *dst, const void *src, size_t bytes); /* within the space */
     /* Waits until every copy and kernel issued so far has completed. */
     tsr_status (*synchronize)(void *ctx);
+    /* Whether [ptr, ptr + bytes) is memory of this space (as far as the
+     * space can tell: within one allocation where it keeps them), so
+     * that a caller's tensor in the wrong space is refused, not run.
+     * NULL: host memory, anything no device space holds. */
+    bool (*holds)(void *ctx, const void *ptr, size_t bytes);
 } tsr_memory_space;
 
 extern const tsr_memory_space tsr_host_memory;

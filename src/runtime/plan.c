@@ -19,46 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    const void *host; /* the constant's data */
-    int space;
-    size_t bytes;
-    void *device;
-    int refs;
-} plan_upload;
-
-struct tsr_plan {
-    tsr_graph *graph;
-    tsr_compile_options options;
-    const tsr_backend *const *backends;
-    int threads;
-    spec *specs; /* most recently used first; the head is the current one */
-    spec *current;
-    /* The cache's limits and what it holds (spec_bytes of each spec). */
-    int max_specs;
-    size_t max_bytes;
-    int n_specs;
-    size_t cached_bytes;
-    int64_t n_builds, n_evictions;
-    /* The constants of the plan's graph, sorted: specs share them. */
-    const void **shared;
-    int n_shared;
-    bool profiling;
-    bool optimize; /* run the graph passes on each specialization */
-    /* The memory spaces of the device's backends (the host first), each
-     * with its device context. */
-    plan_space spaces[TSR_MAX_SPACES];
-    int n_spaces;
-    /* Constants copied into device spaces, shared by the specs that read
-     * them (refs of them): a weight is uploaded once per plan. */
-    plan_upload *uploads;
-    int n_uploads, cap_uploads;
-    /* Held by reshape, run, set_profiling and set_cache_limits: a plan
-     * shared between threads runs one call at a time (its arena holds one
-     * run, and eviction never frees a spec another call is running). */
-    pthread_mutex_t lock;
-};
-
 void tsr_compile_options_init(tsr_compile_options *o)
 {
     memset(o, 0, sizeof *o);
@@ -183,6 +143,7 @@ static void spec_destroy(tsr_plan *p, spec *s)
     tsr_graph_destroy(s->graph);
     free(s->ranks);
     free(s->dims);
+    free(s->residency);
     free(s);
 }
 
@@ -309,14 +270,17 @@ tsr_status tsr_plan_create(const tsr_graph *graph, const tsr_compile_options *op
         free(p);
         return st;
     }
-    if ((st = list_shared(p)) != TSR_OK) {
+    if ((st = list_shared(p)) != TSR_OK ||
+        !(p->residency = tsr_calloc((size_t)(graph->n_inputs + graph->n_outputs) + 1, 1))) {
         tsr_graph_destroy(p->graph);
+        free(p->shared);
         free(p);
-        return st;
+        return st != TSR_OK ? st : TSR_ERR_OUT_OF_MEMORY;
     }
     if (pthread_mutex_init(&p->lock, NULL) != 0) {
         tsr_graph_destroy(p->graph);
         free(p->shared);
+        free(p->residency);
         free(p);
         return tsr_error(TSR_ERR_OUT_OF_MEMORY, "tsr_plan_create: no mutex for the plan");
     }
@@ -350,6 +314,7 @@ void tsr_plan_destroy(tsr_plan *p)
     free(p->uploads);
     tsr_graph_destroy(p->graph);
     free(p->shared);
+    free(p->residency);
     pthread_mutex_destroy(&p->lock);
     free(p);
 }
@@ -427,6 +392,16 @@ static bool spec_matches(const spec *s, int n_inputs, const tsr_tensor *inputs)
                 return false;
     }
     return true;
+}
+
+/* Whether s serves a run whose tensors live in `residency` (NULL: all
+ * in host memory). */
+static bool residency_matches(const tsr_plan *p, const spec *s, const uint8_t *residency)
+{
+    size_t n = (size_t)(p->graph->n_inputs + p->graph->n_outputs);
+    if (!s->residency || !residency)
+        return !s->residency && !residency;
+    return memcmp(s->residency, residency, n) == 0;
 }
 
 static bool shape_known(const tsr_value *v) { return tsr_shape_numel(v->rank, v->dims) >= 0; }
@@ -699,6 +674,10 @@ static tsr_status spec_build(tsr_plan *p, spec *s)
                     s->graph->n_nodes, s->split->full->n_nodes, s->split->n_frontier,
                     s->split->n_tail_consts);
     }
+    if (s->split && s->residency)
+        return tsr_error(TSR_ERR_UNSUPPORTED,
+                         "the data decides some of this graph's shapes, so its inputs and "
+                         "outputs must be in host memory (tsr_tensor.memory NULL)");
     if (p->optimize)
         TSR_CHECK(tsr_passes_run(s->graph));
     if (s->split)
@@ -718,7 +697,8 @@ static tsr_status spec_build(tsr_plan *p, spec *s)
     return TSR_OK;
 }
 
-static tsr_status spec_create(tsr_plan *p, int n_inputs, const tsr_tensor *inputs, spec **out)
+static tsr_status spec_create(tsr_plan *p, int n_inputs, const tsr_tensor *inputs,
+                              const uint8_t *residency, spec **out)
 {
     tsr_status st;
     spec *s = tsr_calloc(1, sizeof *s);
@@ -727,7 +707,10 @@ static tsr_status spec_create(tsr_plan *p, int n_inputs, const tsr_tensor *input
     s->n_inputs = n_inputs;
     s->ranks = tsr_calloc((size_t)n_inputs, sizeof *s->ranks);
     s->dims = tsr_calloc((size_t)n_inputs, sizeof *s->dims);
-    if (!s->ranks || !s->dims) {
+    size_t n_tensors = (size_t)(n_inputs + p->graph->n_outputs);
+    if (residency && (s->residency = tsr_malloc(n_tensors + 1)))
+        memcpy(s->residency, residency, n_tensors);
+    if (!s->ranks || !s->dims || (residency && !s->residency)) {
         st = TSR_ERR_OUT_OF_MEMORY;
         goto fail;
     }
@@ -919,18 +902,24 @@ static void cache_front(tsr_plan *p, spec *s, bool is_new)
     p->specs = s;
 }
 
-/* tsr_plan_reshape with the plan's lock held. */
-static tsr_status reshape_locked(tsr_plan *p, int n_inputs, const tsr_tensor *inputs)
+/* tsr_plan_reshape with the plan's lock held: the spec for these input
+ * shapes and, where `exact`, for tensors where `residency` says (NULL:
+ * all in host memory); otherwise any spec of these shapes will do, a new
+ * one built for `residency`. */
+static tsr_status reshape_locked(tsr_plan *p, int n_inputs, const tsr_tensor *inputs,
+                                 const uint8_t *residency, bool exact)
 {
     TSR_CHECK(check_inputs(p->graph, n_inputs, inputs));
-    if (p->current && spec_matches(p->current, n_inputs, inputs))
+    if (p->current && spec_matches(p->current, n_inputs, inputs) &&
+        (!exact || residency_matches(p, p->current, residency)))
         return TSR_OK;
     spec *s = p->specs;
-    while (s && (s->parent || !spec_matches(s, n_inputs, inputs)))
+    while (s && (s->parent || !spec_matches(s, n_inputs, inputs) ||
+                 (exact && !residency_matches(p, s, residency))))
         s = s->next;
     bool is_new = !s;
     if (is_new)
-        TSR_CHECK(spec_create(p, n_inputs, inputs, &s));
+        TSR_CHECK(spec_create(p, n_inputs, inputs, residency, &s));
     cache_front(p, s, is_new);
     p->current = s;
     evict(p);
@@ -958,7 +947,10 @@ tsr_status tsr_plan_reshape(tsr_plan *p, int n_inputs, const tsr_tensor *inputs)
     if (!p)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_plan_reshape: plan is NULL");
     pthread_mutex_lock(&p->lock);
-    tsr_status st = reshape_locked(p, n_inputs, inputs);
+    bool device = false;
+    tsr_status st = tsr_plan_residency(p, n_inputs, inputs, 0, NULL, &device);
+    if (st == TSR_OK)
+        st = reshape_locked(p, n_inputs, inputs, device ? p->residency : NULL, false);
     pthread_mutex_unlock(&p->lock);
     return st;
 }
@@ -1250,7 +1242,9 @@ static tsr_status run_spec(tsr_plan *p, spec *s, const tsr_tensor *inputs, tsr_t
 static tsr_status run_locked(tsr_plan *p, int n_inputs, const tsr_tensor *inputs, int n_outputs,
                              tsr_tensor *outputs)
 {
-    TSR_CHECK(reshape_locked(p, n_inputs, inputs));
+    bool device = false;
+    TSR_CHECK(tsr_plan_residency(p, n_inputs, inputs, n_outputs, outputs, &device));
+    TSR_CHECK(reshape_locked(p, n_inputs, inputs, device ? p->residency : NULL, true));
     spec *s = p->current;
     for (int i = 0; i < n_inputs; i++)
         if (!inputs[i].data && tsr_tensor_numel(&inputs[i]) > 0)

@@ -8,6 +8,7 @@
 
 #include "backends/backend.h"
 
+#include <pthread.h>
 #include <stdio.h>
 
 /* The memory spaces a plan's device uses, each with its device context
@@ -109,9 +110,57 @@ typedef struct spec {
     struct spec *parent;
     tsr_tensor *consts;
     int n_consts;
+    /* The space of each input, then of each output, as the runs it
+     * serves hold them; NULL: all in host memory. */
+    uint8_t *residency;
     struct spec *last_tail; /* the tail of the last run (kept from eviction while current) */
     void **owned_outputs;   /* outputs whose shape the caller could not know, held for it */
 } spec;
+
+/* The plan (plan.c); device_memory.c reads its spaces. */
+typedef struct {
+    const void *host; /* the constant's data */
+    int space;
+    size_t bytes;
+    void *device;
+    int refs;
+} plan_upload;
+
+struct tsr_plan {
+    tsr_graph *graph;
+    tsr_compile_options options;
+    const tsr_backend *const *backends;
+    int threads;
+    spec *specs; /* most recently used first; the head is the current one */
+    spec *current;
+    /* The cache's limits and what it holds (spec_bytes of each spec). */
+    int max_specs;
+    size_t max_bytes;
+    int n_specs;
+    size_t cached_bytes;
+    int64_t n_builds, n_evictions;
+    /* The constants of the plan's graph, sorted: specs share them. */
+    const void **shared;
+    int n_shared;
+    bool profiling;
+    bool optimize; /* run the graph passes on each specialization */
+    /* The memory spaces of the device's backends (the host first), each
+     * with its device context. */
+    plan_space spaces[TSR_MAX_SPACES];
+    int n_spaces;
+    /* Constants copied into device spaces, shared by the specs that read
+     * them (refs of them): a weight is uploaded once per plan. */
+    plan_upload *uploads;
+    int n_uploads, cap_uploads;
+    /* Per input, then per output, of the run under way: its space
+     * (device_memory.c: tsr_plan_residency). */
+    uint8_t *residency;
+    /* Held by reshape, run, set_profiling, set_cache_limits and the
+     * tsr_device_* calls: a plan shared between threads runs one call at
+     * a time (its arena holds one run, eviction never frees a spec
+     * another call is running, and a device context's queue is one). */
+    pthread_mutex_t lock;
+};
 
 /* Builds steps and buffers for s->graph on the given device backends and
  * places the arena buffers; the arenas themselves are not allocated, nor
@@ -122,6 +171,15 @@ void tsr_schedule_release(spec *s);
 
 /* The inference context of node `node` of g: its input and output values. */
 tsr_infer_ctx tsr_node_infer_ctx(const tsr_graph *g, const tsr_node *node);
+
+/* Where the run's tensors live (device_memory.c): p->residency gets each
+ * input's space, then each output's (outputs NULL: the host), checked
+ * against their data; *device_out says whether any is not the host. */
+tsr_status tsr_plan_residency(tsr_plan *p, int n_inputs, const tsr_tensor *inputs, int n_outputs,
+                              const tsr_tensor *outputs, bool *device_out);
+
+/* The space of graph output o of spec s. */
+int tsr_spec_output_space(const spec *s, int o);
 
 /* The index in s->spaces of backend b's memory space. */
 int tsr_spec_space(const spec *s, const tsr_backend *b);

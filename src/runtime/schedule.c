@@ -78,9 +78,22 @@ static tsr_status new_step(scheduler *sc, step_kind kind, int node, const tsr_ba
 static tsr_status buffer_in_layout(scheduler *sc, int v, int space, tsr_layout layout,
                                    int *buf_out);
 
+/* Transfers go between the host and one device. */
+static tsr_status check_crossing(const scheduler *sc, int v, int from, int to)
+{
+    const spec *s = sc->s;
+    if (from == TSR_HOST_SPACE || to == TSR_HOST_SPACE)
+        return TSR_OK;
+    return tsr_error(TSR_ERR_UNSUPPORTED,
+                     "'%s' would move from device memory '%s' to '%s': transfers go between "
+                     "the host and one device",
+                     s->graph->values[v].name, s->spaces[from].memory->name,
+                     s->spaces[to].memory->name);
+}
+
 /* A copy of value v in `space`, which holds none yet, in `layout` where
  * another space has it so: a host constant is uploaded once (no step),
- * anything else transferred by a step, between the host and a device. */
+ * anything else transferred by a step. */
 static tsr_status transfer_in(scheduler *sc, int v, int space, tsr_layout layout, int *buf_out)
 {
     spec *s = sc->s;
@@ -94,12 +107,7 @@ static tsr_status transfer_in(scheduler *sc, int v, int space, tsr_layout layout
         return tsr_error(TSR_ERR_INTERNAL, "value '%s' has no buffer", s->graph->values[v].name);
     int from = s->bufs[src].space;
     tsr_layout held = (tsr_layout)s->bufs[src].layout;
-    if (from != TSR_HOST_SPACE && space != TSR_HOST_SPACE)
-        return tsr_error(TSR_ERR_UNSUPPORTED,
-                         "'%s' would move from device memory '%s' to '%s': transfers go between "
-                         "the host and one device",
-                         s->graph->values[v].name, s->spaces[from].memory->name,
-                         s->spaces[space].memory->name);
+    TSR_CHECK(check_crossing(sc, v, from, space));
     /* A layout the target space cannot convert (a host with only ref) is
      * converted before it leaves. */
     if (held != layout && !sc->reorderer[space] && sc->reorderer[from]) {
@@ -268,7 +276,8 @@ static tsr_status schedule_node(scheduler *sc, int n, int threads)
             if (sc->verbose)
                 fprintf(stderr, "tessera:   '%s' takes over the buffer of '%s'\n",
                         g->values[v].name, g->values[node->inputs[k]].name);
-        } else if (graph_out >= 0 && produced[o] == TSR_LAYOUT_PLAIN && space == TSR_HOST_SPACE)
+        } else if (graph_out >= 0 && produced[o] == TSR_LAYOUT_PLAIN &&
+                   space == tsr_spec_output_space(s, graph_out))
             TSR_CHECK(new_buffer(sc, BUF_OUTPUT, graph_out, v, TSR_LAYOUT_PLAIN, space, &buf));
         else
             TSR_CHECK(new_buffer(sc, BUF_ARENA, -1, v, (tsr_layout)produced[o], space, &buf));
@@ -307,45 +316,53 @@ static tsr_status schedule_node(scheduler *sc, int n, int threads)
     return TSR_OK;
 }
 
+int tsr_spec_output_space(const spec *s, int o)
+{
+    return s->residency ? s->residency[s->n_inputs + o] : TSR_HOST_SPACE;
+}
+
 /* Graph outputs no kernel wrote into the caller's buffer: constants,
- * inputs, values listed twice, held in another layout or in device
- * memory only. */
+ * inputs, values listed twice, held in another layout or in another
+ * memory space only. */
 static tsr_status finish_outputs(scheduler *sc)
 {
     spec *s = sc->s;
     const tsr_graph *g = s->graph;
     for (int o = 0; o < g->n_outputs; o++) {
-        int v = g->outputs[o];
-        const int *row = copies_of(sc, v, TSR_HOST_SPACE);
+        int v = g->outputs[o], space = tsr_spec_output_space(s, o);
+        const int *row = copies_of(sc, v, space);
         bool written = false;
         for (int b = 0; b < s->n_bufs && !written; b++)
             written = s->bufs[b].kind == BUF_OUTPUT && s->bufs[b].index == o;
         if (written)
             continue;
         int dst;
-        TSR_CHECK(new_buffer(sc, BUF_OUTPUT, o, v, TSR_LAYOUT_PLAIN, TSR_HOST_SPACE, &dst));
+        TSR_CHECK(new_buffer(sc, BUF_OUTPUT, o, v, TSR_LAYOUT_PLAIN, space, &dst));
         plan_step *st;
+        int blocked = row[1] >= 0 ? row[1] : row[2];
         if (row[TSR_LAYOUT_PLAIN] >= 0) {
             TSR_CHECK(new_step(sc, STEP_COPY, -1, NULL, 1, 1, &st));
             st->in_bufs[0] = row[TSR_LAYOUT_PLAIN];
-        } else if (row[1] >= 0 || row[2] >= 0) {
-            int src = row[1] >= 0 ? row[1] : row[2];
-            TSR_CHECK(new_step(sc, STEP_REORDER, -1, sc->reorderer[TSR_HOST_SPACE], 1, 1, &st));
-            st->in_bufs[0] = src;
+        } else if (blocked >= 0 && sc->reorderer[space]) {
+            TSR_CHECK(new_step(sc, STEP_REORDER, -1, sc->reorderer[space], 1, 1, &st));
+            st->in_bufs[0] = blocked;
         } else {
-            int device = 1;
-            while (device < s->n_spaces && copies_of(sc, v, device)[TSR_LAYOUT_PLAIN] < 0 &&
-                   copies_of(sc, v, device)[1] < 0 && copies_of(sc, v, device)[2] < 0)
-                device++;
-            if (device == s->n_spaces)
+            int from = 0;
+            while (from < s->n_spaces &&
+                   (from == space || (copies_of(sc, v, from)[TSR_LAYOUT_PLAIN] < 0 &&
+                                      copies_of(sc, v, from)[1] < 0 && copies_of(sc, v, from)[2] < 0)))
+                from++;
+            if (from == s->n_spaces)
                 return tsr_error(TSR_ERR_INTERNAL, "output '%s' has no buffer", g->values[v].name);
+            TSR_CHECK(check_crossing(sc, v, from, space));
             int src;
-            TSR_CHECK(buffer_in_layout(sc, v, device, TSR_LAYOUT_PLAIN, &src));
+            TSR_CHECK(buffer_in_layout(sc, v, from, TSR_LAYOUT_PLAIN, &src));
             TSR_CHECK(new_step(sc, STEP_TRANSFER, -1, NULL, 1, 1, &st));
             st->in_bufs[0] = src;
             if (sc->verbose)
-                fprintf(stderr, "tessera:   transfer '%s' %s -> host (output %d)\n",
-                        g->values[v].name, s->spaces[device].memory->name, o);
+                fprintf(stderr, "tessera:   transfer '%s' %s -> %s (output %d)\n",
+                        g->values[v].name, s->spaces[from].memory->name,
+                        s->spaces[space].memory->name, o);
         }
         st->out_bufs[0] = dst;
     }
@@ -456,9 +473,13 @@ tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads
             st = new_buffer(&sc, BUF_CONST, -1, v, TSR_LAYOUT_PLAIN, TSR_HOST_SPACE,
                             &copies_of(&sc, v, TSR_HOST_SPACE)[TSR_LAYOUT_PLAIN]);
     }
-    for (int i = 0; i < g->n_inputs && st == TSR_OK; i++)
-        st = new_buffer(&sc, BUF_INPUT, i, g->inputs[i], TSR_LAYOUT_PLAIN, TSR_HOST_SPACE,
-                        &copies_of(&sc, g->inputs[i], TSR_HOST_SPACE)[TSR_LAYOUT_PLAIN]);
+    /* The caller's inputs, each in the space it lives in: a reader there
+     * takes it as it is, one elsewhere through a transfer. */
+    for (int i = 0; i < g->n_inputs && st == TSR_OK; i++) {
+        int space = s->residency ? s->residency[i] : TSR_HOST_SPACE;
+        st = new_buffer(&sc, BUF_INPUT, i, g->inputs[i], TSR_LAYOUT_PLAIN, space,
+                        &copies_of(&sc, g->inputs[i], space)[TSR_LAYOUT_PLAIN]);
+    }
     for (int n = 0; n < g->n_nodes && st == TSR_OK; n++)
         st = schedule_node(&sc, n, threads);
     if (st == TSR_OK)

@@ -145,6 +145,20 @@ static tsr_status cuda_copy(void *ctx, void *dst, const void *src, size_t bytes)
                           "cudaMemcpyAsync within the device");
 }
 
+/* The runtime tells device memory from host memory but not an
+ * allocation's extent, so only the first byte is checked. */
+static bool cuda_holds(void *ctx, const void *ptr, size_t bytes)
+{
+    (void)ctx;
+    (void)bytes;
+    struct cudaPointerAttributes attr;
+    if (cudaPointerGetAttributes(&attr, ptr) != cudaSuccess) {
+        cudaGetLastError(); /* not a CUDA error the next call should see */
+        return false;
+    }
+    return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged;
+}
+
 const tsr_memory_space tsr_cuda_memory = {
     .name = "cuda",
     .context_create = cuda_context_create,
@@ -155,6 +169,7 @@ const tsr_memory_space tsr_cuda_memory = {
     .copy_from_host = cuda_copy_from_host,
     .copy = cuda_copy,
     .synchronize = cuda_synchronize,
+    .holds = cuda_holds,
 };
 
 /* cuBLAS is column-major: row-major y = op(a) op(b) is column-major

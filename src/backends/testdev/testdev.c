@@ -228,6 +228,23 @@ static tsr_status testdev_copy(void *ctx, void *dst, const void *src, size_t byt
 
 static tsr_status testdev_synchronize(void *ctx) { return check_ctx(ctx); }
 
+/* Within one allocation, so that a caller's buffer too small for its
+ * tensor is refused rather than run over its neighbour. */
+static bool testdev_holds(void *ctx, const void *ptr, size_t bytes)
+{
+    if (check_ctx(ctx) != TSR_OK || !in_pool(ptr))
+        return false;
+    size_t offset = (size_t)((const char *)ptr - pool.base);
+    bool held = false;
+    pthread_mutex_lock(&pool.lock);
+    for (int u = 0; u < pool.n_used && !held; u++)
+        held = offset >= pool.used[u].offset &&
+               offset < pool.used[u].offset + pool.used[u].bytes &&
+               bytes <= pool.used[u].offset + pool.used[u].bytes - offset;
+    pthread_mutex_unlock(&pool.lock);
+    return held;
+}
+
 static const tsr_memory_space testdev_memory = {
     .name = "testdev",
     .context_create = testdev_context_create,
@@ -238,6 +255,7 @@ static const tsr_memory_space testdev_memory = {
     .copy_from_host = testdev_copy_from_host,
     .copy = testdev_copy,
     .synchronize = testdev_synchronize,
+    .holds = testdev_holds,
 };
 
 static tsr_status check_tensor(const char *what, int index, const tsr_tensor *t)
