@@ -29,6 +29,8 @@ typedef struct importer {
      * both attributes, since the other may not even infer at these shapes
      * (a Squeeze of a dim that is not 1). */
     const Onnx__GraphProto *taken_branch;
+    /* A Loop whose body is being built: its inputs type the body's own. */
+    const Onnx__NodeProto *loop;
 } importer;
 
 static bool is_default_domain(const char *domain)
@@ -548,8 +550,51 @@ static tsr_status capture_free_names(importer *imp, const Onnx__GraphProto *gp)
     return TSR_OK;
 }
 
-/* A sub-graph of its own value names, whose inputs are the node's
- * captured values with their shapes here (symbols numbered as here). */
+/* Adds to sub an input named `name` of the dtype and shape of imp's value v. */
+static tsr_status add_input_like(const importer *imp, tsr_graph *sub, const char *name, int v)
+{
+    const tsr_value *val = &imp->g->values[v];
+    const char *names[TSR_MAX_RANK] = {0};
+    for (int d = 0; d < val->rank; d++)
+        if (tsr_dim_is_sym(val->dims[d]))
+            names[d] = imp->g->symbols[TSR_DIM_SYM_INDEX(val->dims[d])];
+    return tsr_graph_add_input(sub, name, val->dtype, val->rank, val->dims, names);
+}
+
+/* A Loop body's own inputs: iter_num, cond and one per loop-carried value,
+ * typed from the node's inputs (exports often leave the declared shapes
+ * out, and a loop-carried value keeps its initial one's dtype). */
+static tsr_status add_loop_inputs(const importer *imp, const Onnx__GraphProto *gp, tsr_graph *sub)
+{
+    const Onnx__NodeProto *node = imp->loop;
+    if (node->n_input < 2 || gp->n_input != node->n_input)
+        return tsr_error(TSR_ERR_PARSE,
+                         "the body takes %zu inputs, but the node gives iter_num, cond and %zu "
+                         "loop-carried values",
+                         gp->n_input, node->n_input < 2 ? (size_t)0 : node->n_input - 2);
+    for (size_t k = 0; k < gp->n_input; k++) {
+        const char *name = gp->input[k]->name;
+        if (!name || !*name)
+            return tsr_error(TSR_ERR_PARSE, "body input #%zu has no name", k);
+        if (k < 2) {
+            TSR_CHECK(tsr_graph_add_input(sub, name, k ? TSR_BOOL : TSR_INT64, 0, NULL, NULL));
+            continue;
+        }
+        const char *init = node->input[k];
+        int v = init && *init ? tsr_graph_find_value(imp->g, init) : -1;
+        if (v < 0)
+            return tsr_error(TSR_ERR_PARSE,
+                             "loop-carried value %zu ('%s') is missing or not defined before "
+                             "the node",
+                             k - 2, init ? init : "");
+        TSR_CHECK(add_input_like(imp, sub, name, v));
+    }
+    return TSR_OK;
+}
+
+/* A sub-graph of its own value names, whose inputs are a Loop body's own
+ * and then the node's captured values with their shapes here (symbols
+ * numbered as here). */
 static tsr_status build_branch(const importer *imp, const Onnx__GraphProto *gp,
                                tsr_graph **graph_out)
 {
@@ -566,17 +611,12 @@ static tsr_status build_branch(const importer *imp, const Onnx__GraphProto *gp,
         int idx;
         st = tsr_graph_symbol(sub, imp->g->symbols[s], &idx);
     }
+    if (st == TSR_OK && imp->loop)
+        st = add_loop_inputs(imp, gp, sub);
     for (int c = 0; c < imp->n_captured && st == TSR_OK; c++) {
-        const tsr_value *v = &imp->g->values[tsr_graph_find_value(imp->g, imp->captured[c])];
-        if (v->data) {
-            st = tsr_graph_share_constant(sub, v, false);
-            continue;
-        }
-        const char *names[TSR_MAX_RANK] = {0};
-        for (int d = 0; d < v->rank; d++)
-            if (tsr_dim_is_sym(v->dims[d]))
-                names[d] = imp->g->symbols[TSR_DIM_SYM_INDEX(v->dims[d])];
-        st = tsr_graph_add_input(sub, v->name, v->dtype, v->rank, v->dims, names);
+        int v = tsr_graph_find_value(imp->g, imp->captured[c]);
+        st = imp->g->values[v].data ? tsr_graph_share_constant(sub, &imp->g->values[v], false)
+                                    : add_input_like(imp, sub, imp->captured[c], v);
     }
     if (st == TSR_OK)
         st = add_initializers(&nested, gp);
@@ -675,8 +715,12 @@ static tsr_status add_node(importer *imp, const Onnx__NodeProto *node, size_t in
     }
     st = capture_inputs(imp, node, label, &inputs, &n_inputs);
     imp->taken_branch = constant_if_branch(imp, node);
+    imp->loop = op == &tsr_op_Loop ? node : NULL;
     for (size_t a = 0; a < n_attrs && st == TSR_OK; a++)
         st = convert_attr(imp, label, node->attribute[a], &attrs[a], &scratch[a]);
+    /* The body's last inputs are the outer values it reads (ops/control.c). */
+    if (imp->loop)
+        attrs[n_attrs++] = TSR_ATTR_I("outer_inputs", n_inputs - (int)node->n_input);
     if (st == TSR_OK && (node->n_input > INT32_MAX || node->n_output > INT32_MAX))
         st = tsr_error(TSR_ERR_PARSE, "%s has too many inputs or outputs", label);
     if (st == TSR_OK && is_training_form(imp, node, attrs, n_attrs))
@@ -696,6 +740,7 @@ cleanup:
         tsr_graph_destroy(scratch[a].graph);
     }
     imp->taken_branch = NULL;
+    imp->loop = NULL;
     free(inputs);
     free(scratch);
     free(attrs);

@@ -94,6 +94,7 @@ static void attr_release(tsr_node_attr *a)
     free(a->ints);
     free(a->floats);
     tsr_aligned_free(a->t.data);
+    tsr_graph_destroy(a->graph);
     memset(a, 0, sizeof *a);
 }
 
@@ -126,11 +127,13 @@ static tsr_status attr_copy(const tsr_attr *src, tsr_node_attr *dst)
         if (ok && bytes)
             memcpy(dst->t.data, src->t->data, bytes);
     }
-    if (!ok) {
+    tsr_status st = ok ? TSR_OK : TSR_ERR_OUT_OF_MEMORY;
+    /* If's branches and Loop's body: the node owns its sub-graphs. */
+    if (st == TSR_OK && src->type == TSR_ATTR_GRAPH && src->graph)
+        st = tsr_graph_clone(src->graph, &dst->graph);
+    if (st != TSR_OK)
         attr_release(dst);
-        return TSR_ERR_OUT_OF_MEMORY;
-    }
-    return TSR_OK;
+    return st;
 }
 
 static tsr_status attr_check(const tsr_op_def *op, const tsr_attr *a)

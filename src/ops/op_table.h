@@ -97,8 +97,10 @@ TSR_OP(Expand)
 TSR_OP(Identity)
 TSR_OP(Dropout)
 
-/* control.c: If, whose branches are sub-graphs expanded where cond is known */
+/* control.c: If, whose branches are sub-graphs expanded where cond is known,
+ * and Loop, whose body is unrolled where its trip count and conditions are */
 TSR_OP(If)
+TSR_OP(Loop)
 
 /* movement.c: ops that move data around */
 TSR_OP(Transpose)

@@ -7,7 +7,9 @@ autograd. NonMaxSuppression against torchvision.ops.nms / batched_nms per image 
 (distinct scores: torchvision keeps exact ties in another order), with both box encodings,
 score thresholds and per-class limits; a model NonMaxSuppression -> Gather of the kept boxes
 run at several counts by one plan; torch.onnx.export of torchvision.ops.roi_align and
-torchvision.ops.nms (opsets 11 and 16) against PyTorch; and the errors for bad inputs."""
+torchvision.ops.nms (opsets 11 and 16) against PyTorch; the errors for bad inputs; and the
+comparison of whole models' detections (detections.py): any order among ties, and a failure
+on one moved box, a swapped label, a score or a count."""
 
 import io
 
@@ -20,6 +22,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 
 import tsr
+from detections import assert_detections_match
 
 DEVICES = ["ref", "cpu"]
 FLOATS = [np.float32, np.float64]
@@ -467,3 +470,59 @@ def test_nms_bad_inputs_are_refused(inputs, message):
 def test_nms_bad_center_point_box():
     with pytest.raises(tsr.TesseraError, match="center_point_box is 0 or 1, not 2"):
         nms([BOXES, SCORES, MAX1], {"center_point_box": 2})
+
+
+# ------------------------------------------------------------ whole-model detection comparison
+
+
+def detections(rng, n=12, tied=(3, 7)):
+    """n detections whose scores [tied[0], tied[1]) are one tie."""
+    scores = np.sort(rng.uniform(0.1, 0.9, n))[::-1].astype(np.float32)
+    scores[tied[0]:tied[1]] = scores[tied[0]]
+    xy = rng.uniform(0, 300, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 20, (n, 2))], 1).astype(np.float32)
+    return {"boxes": boxes, "scores": scores, "labels": rng.integers(1, 5, n)}
+
+
+def permuted(det, order):
+    return {k: v[order] for k, v in det.items()}
+
+
+def test_detection_comparison_allows_any_order_among_ties():
+    rng = np.random.default_rng(0)
+    want = detections(rng)
+    order = rng.permutation(12)  # scores in another order too: the comparison sorts them
+    got = permuted(want, order)
+    got["scores"] = got["scores"] + np.float32(1e-7)
+    assert_detections_match(got, want, score_atol=1e-6, box_atol=1e-3)
+    ties_reversed = permuted(want, np.r_[0:3, 6:2:-1, 7:12])
+    assert_detections_match(ties_reversed, want, score_atol=1e-6, box_atol=1e-3)
+
+
+@pytest.mark.parametrize("change, message", [
+    ("box", "detection 5 .* has no counterpart among the 4 expected"),
+    ("untied box", "detection 9 .* has no counterpart among the 1 expected"),
+    ("label", "has no counterpart among the 4 expected"),
+    ("untied order", "has no counterpart among the 1 expected"),
+    ("score", "score 10 in decreasing order is"),
+    ("count", "11 detections, expected 12"),
+])
+def test_detection_comparison_fails_on_a_real_mismatch(change, message):
+    rng = np.random.default_rng(1)
+    want = detections(rng)
+    got = {k: v.copy() for k, v in want.items()}
+    if change == "box":
+        got["boxes"][5, 2] += 0.01  # one box of the tie moved by 10x the tolerance
+    elif change == "untied box":
+        got["boxes"][9, 0] -= 0.01
+    elif change == "label":
+        i = np.nonzero(want["labels"][3:7] != want["labels"][3])[0][0] + 3
+        got["labels"][[3, i]] = got["labels"][[i, 3]]  # two tied detections swap labels
+    elif change == "untied order":
+        got["boxes"][[8, 9]] = got["boxes"][[9, 8]]  # distinct scores: the order is data
+    elif change == "score":
+        got["scores"][10] -= np.float32(1e-5)
+    else:
+        got = {k: v[:-1] for k, v in got.items()}
+    with pytest.raises(AssertionError, match=message):
+        assert_detections_match(got, want, score_atol=1e-6, box_atol=1e-3)
