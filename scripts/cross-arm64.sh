@@ -7,6 +7,8 @@
 #   test-short  build, then the quick C tests on an emulated NEON CPU
 #   test        build, then every C test on NEON and on SVE at 128, 256
 #               and 512 bits; one log per CPU in $ARM64_DIR
+# CPUS picks the emulated CPUs of either test (test-short: neon; test:
+# neon sve128 sve256 sve512), e.g. CPUS="sve128 sve512" for the SVE level.
 # The arm64 packages are unpacked, never installed: installing :arm64 -dev
 # packages with dpkg can replace their amd64 versions.
 set -eu
@@ -91,15 +93,19 @@ run_ctest() { # name, extra ctest arguments
 case "${1:-build}" in
 sysroot) make_sysroot ;;
 build) build ;;
-test-short)
+test-short | test)
     build
-    run_ctest neon -R "$short_tests"
-    ;;
-test)
-    build
+    if [ "$1" = test-short ]; then
+        cpus=${CPUS:-neon}
+        set -- -R "$short_tests"
+    else
+        cpus=${CPUS:-neon sve128 sve256 sve512}
+        set --
+    fi
     failed=""
-    for name in neon sve128 sve256 sve512; do
-        run_ctest "$name" || failed="$failed $name"
+    for name in $cpus; do
+        [ -n "$(cpu_of "$name")" ] || { echo "unknown CPU $name (neon, sve128, sve256, sve512)" >&2; exit 2; }
+        run_ctest "$name" "$@" || failed="$failed $name"
     done
     [ -z "$failed" ] || { echo "failed on:$failed" >&2; exit 1; }
     ;;

@@ -18,11 +18,13 @@ static inline const char *tsr_isa_skip_reason(tsr_isa level, tsr_isa top)
         return "not an x86-64 machine";
     if (level == TSR_ISA_NEON && top < TSR_ISA_NEON)
         return "no Advanced SIMD (HWCAP_ASIMD) here, or TSR_CPU_ISA caps it";
+    if (level == TSR_ISA_SVE && top < TSR_ISA_SVE)
+        return "no SVE (HWCAP_SVE) here, or TSR_CPU_ISA caps it";
 #elif !TSR_CPU_X86
     if (level != TSR_ISA_PORTABLE)
         return "neither an x86-64 nor an aarch64 machine";
 #else
-    if (level == TSR_ISA_NEON)
+    if (level == TSR_ISA_NEON || level == TSR_ISA_SVE)
         return "not an aarch64 machine";
     if (level == TSR_ISA_AVX512 && !__builtin_cpu_supports("avx512f"))
         return "machine lacks avx512f";

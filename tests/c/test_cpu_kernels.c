@@ -3,6 +3,7 @@
  * last channel block, which no plain view shows, must come out zero (the
  * output buffer starts as garbage). Reorders round-trip exactly. */
 #include "backends/cpu/cpu.h"
+#include "backends/cpu/matvec.h"
 #include "harness.h"
 #include "isa_skip.h"
 
@@ -17,8 +18,11 @@ typedef struct {
     int n_consts;    /* constant inputs after x: scalars or per-channel vectors */
     float consts[4]; /* value of each (per-channel ones get value + 0.1 * c) */
     bool per_channel[4];
-    bool second_x; /* a second full-shape input (Div x / x2) */
-    bool x_second; /* the constant comes first: const OP x */
+    bool second_x;      /* a second full-shape input (Div x / x2) */
+    bool dy_pooled;     /* the second input is [n, c, 4, 5], a 3x3/2 pool's output (MaxPoolGrad) */
+    bool plain_out;     /* the output is plain whatever the input's layout (global pools) */
+    const char *domain; /* NULL: ONNX's */
+    bool x_second;      /* the constant comes first: const OP x */
 } op_case;
 
 static uint32_t rng_state = 12345;
@@ -37,8 +41,10 @@ static void run_case(const op_case *oc, int64_t n, int64_t c, int64_t h, int64_t
     CHECK_OK(tsr_graph_create(&g));
     int64_t dims[4] = {n, c, h, w};
     CHECK_OK(tsr_graph_add_input(g, "x", TSR_FLOAT32, 4, dims, NULL));
+    int64_t dy_dims[4] = {n, c, 4, 5};
     if (oc->second_x)
-        CHECK_OK(tsr_graph_add_input(g, "x2", TSR_FLOAT32, 4, dims, NULL));
+        CHECK_OK(
+            tsr_graph_add_input(g, "x2", TSR_FLOAT32, 4, oc->dy_pooled ? dy_dims : dims, NULL));
     const char *names[6] = {"x"};
     int n_in = 1;
     if (oc->second_x)
@@ -64,14 +70,15 @@ static void run_case(const op_case *oc, int64_t n, int64_t c, int64_t h, int64_t
         names[0] = names[1];
         names[1] = "x";
     }
-    CHECK_OK(tsr_graph_add_node(g, oc->op, "", "node", n_in, names, 1, (const char *[]){"y"},
-                                oc->n_attrs, oc->attrs));
+    CHECK_OK(tsr_graph_add_node(g, oc->op, oc->domain ? oc->domain : "", "node", n_in, names, 1,
+                                (const char *[]){"y"}, oc->n_attrs, oc->attrs));
     const tsr_node *node = &g->nodes[g->n_nodes - 1];
     tsr_tensor y_desc = tsr_value_tensor(&g->values[node->outputs[0]]);
 
     /* Plain inputs, and their blocked copies for the full-shape ones. */
     tsr_tensor in_plain[6], in_blocked[6];
-    uint8_t in_layouts[6] = {0}, out_layouts[1] = {(uint8_t)layout};
+    tsr_layout out_layout = oc->plain_out ? TSR_LAYOUT_PLAIN : layout;
+    uint8_t in_layouts[6] = {0}, out_layouts[1] = {(uint8_t)out_layout};
     for (int i = 0; i < node->n_inputs; i++) {
         const tsr_value *v = &g->values[node->inputs[i]];
         in_plain[i] = tsr_value_tensor(v);
@@ -102,7 +109,7 @@ static void run_case(const op_case *oc, int64_t n, int64_t c, int64_t h, int64_t
                           .threads = 2};
     CHECK_OK(tsr_backend_cpu.prepare(&pc, &state));
 
-    size_t y_bytes = tsr_layout_bytes(&y_desc, layout);
+    size_t y_bytes = tsr_layout_bytes(&y_desc, out_layout);
     tsr_tensor y_blocked = y_desc, y_plain = y_desc, y_ref = y_desc;
     y_blocked.data = tsr_aligned_alloc(y_bytes);
     memset(y_blocked.data, 0x7f, y_bytes); /* garbage: 3.4e38 everywhere */
@@ -115,12 +122,12 @@ static void run_case(const op_case *oc, int64_t n, int64_t c, int64_t h, int64_t
         k.input_layouts[i] = in_layouts[i];
     }
     k.outputs[0] = &y_blocked;
-    k.output_layouts[0] = (uint8_t)layout;
+    k.output_layouts[0] = (uint8_t)out_layout;
     CHECK_OK(tsr_backend_cpu.run(state, &k));
     tsr_backend_cpu.release(state);
 
     /* Padded lanes of the last block of every image and pixel are zero. */
-    int b = tsr_layout_block(layout);
+    int b = tsr_layout_block(out_layout);
     int64_t cbs = (c + b - 1) / b, pixels = y_desc.dims[2] * y_desc.dims[3];
     const float *yb = y_blocked.data;
     int bad = 0;
@@ -135,7 +142,7 @@ static void run_case(const op_case *oc, int64_t n, int64_t c, int64_t h, int64_t
         rk.inputs[i] = &in_plain[i];
     rk.outputs[0] = &y_ref;
     CHECK_OK(node->op->ref(&rk));
-    CHECK_OK(tsr_backend_cpu.reorder(&y_blocked, layout, &y_plain, TSR_LAYOUT_PLAIN, 2));
+    CHECK_OK(tsr_backend_cpu.reorder(&y_blocked, out_layout, &y_plain, TSR_LAYOUT_PLAIN, 2));
     const float *got = y_plain.data, *want = y_ref.data;
     float scale = 0.0f;
     for (int64_t i = 0; i < tsr_tensor_numel(&y_desc); i++)
@@ -189,6 +196,15 @@ static void test_kernels(void)
          3,
          {TSR_ATTR_INTS("kernel_shape", kernel3, 2), TSR_ATTR_INTS("strides", stride2, 2),
           TSR_ATTR_INTS("pads", pads1, 4)}},
+        {"MaxPoolGrad",
+         3,
+         {TSR_ATTR_INTS("kernel_shape", kernel3, 2), TSR_ATTR_INTS("strides", stride2, 2),
+          TSR_ATTR_INTS("pads", pads1, 4)},
+         .second_x = true,
+         .dy_pooled = true,
+         .domain = "ai.tessera"},
+        {"GlobalAveragePool", .plain_out = true},
+        {"GlobalMaxPool", .plain_out = true},
     };
     const int64_t channels[] = {1, 3, 13, 24, 33};
     const char *env = getenv("TSR_CPU_ISA");
@@ -196,7 +212,7 @@ static void test_kernels(void)
     if (env)
         snprintf(saved, sizeof saved, "%s", env);
     tsr_isa top = tsr_cpu_isa();
-    for (int level = TSR_ISA_PORTABLE; level <= TSR_ISA_NEON; level++) {
+    for (int level = TSR_ISA_PORTABLE; level <= TSR_ISA_SVE; level++) {
         if (tsr_isa_skip("test_cpu_kernels", (tsr_isa)level, top))
             continue;
         setenv("TSR_CPU_ISA", tsr_cpu_isa_name((tsr_isa)level), 1);
@@ -204,13 +220,91 @@ static void test_kernels(void)
         CHECK(tsr_cpu_isa() == (tsr_isa)level);
         for (size_t o = 0; o < sizeof cases / sizeof *cases; o++)
             for (size_t ci = 0; ci < sizeof channels / sizeof *channels; ci++)
-                for (tsr_layout l = TSR_LAYOUT_BLOCKED8; l <= TSR_LAYOUT_BLOCKED16; l++)
+                for (tsr_layout l = TSR_LAYOUT_PLAIN; l <= TSR_LAYOUT_BLOCKED16; l++)
                     run_case(&cases[o], 1 + (int64_t)ci % 2, channels[ci], 7, 9, l);
     }
     if (env)
         setenv("TSR_CPU_ISA", saved, 1);
     else
         unsetenv("TSR_CPU_ISA");
+}
+
+/* The matrix-vector tile of `level` (kernels_matvec.c) against Gemm's
+ * reference kernel: y = 0.5 A op(B) + 2 C, A [m, k], B [k, n] or (trans_b)
+ * [n, k], C [n]; k and n odd, so that rows and column slices end in
+ * partial vectors. */
+static void run_matvec(tsr_isa level, int64_t m, int64_t k, int64_t n, bool trans_b)
+{
+    tsr_graph *g = NULL;
+    CHECK_OK(tsr_graph_create(&g));
+    int64_t ad[2] = {m, k}, bd[2] = {trans_b ? n : k, trans_b ? k : n}, cd[1] = {n};
+    CHECK_OK(tsr_graph_add_input(g, "a", TSR_FLOAT32, 2, ad, NULL));
+    CHECK_OK(tsr_graph_add_input(g, "b", TSR_FLOAT32, 2, bd, NULL));
+    CHECK_OK(tsr_graph_add_input(g, "c", TSR_FLOAT32, 1, cd, NULL));
+    tsr_attr attrs[3] = {TSR_ATTR_I("transB", trans_b), TSR_ATTR_F("alpha", 0.5),
+                         TSR_ATTR_F("beta", 2.0)};
+    CHECK_OK(tsr_graph_add_node(g, "Gemm", "", "gemm", 3, (const char *[]){"a", "b", "c"}, 1,
+                                (const char *[]){"y"}, 3, attrs));
+    const tsr_node *node = &g->nodes[g->n_nodes - 1];
+    tsr_tensor t[4];
+    for (int i = 0; i < 3; i++) {
+        t[i] = tsr_value_tensor(&g->values[node->inputs[i]]);
+        int64_t count = tsr_tensor_numel(&t[i]);
+        float *p = malloc(sizeof(float) * (size_t)count);
+        for (int64_t e = 0; e < count; e++)
+            p[e] = rnd();
+        t[i].data = p;
+    }
+    t[3] = tsr_value_tensor(&g->values[node->outputs[0]]);
+    float *want = malloc(sizeof(float) * (size_t)(m * n)),
+          *got = malloc(sizeof(float) * (size_t)(m * n));
+    t[3].data = want;
+    tsr_kernel_ctx rk = {.node = node,
+                         .n_inputs = 3,
+                         .n_outputs = 1,
+                         .threads = 1,
+                         .inputs = {&t[0], &t[1], &t[2]},
+                         .outputs = {&t[3]}};
+    CHECK_OK(node->op->ref(&rk));
+    tsr_cpu_matvec p = {.m = m,
+                        .k = k,
+                        .n = n,
+                        .lda = k,
+                        .trans_b = trans_b,
+                        .has_c = true,
+                        .alpha = 0.5f,
+                        .beta = 2.0f,
+                        .c_rs = 0,
+                        .c_cs = 1,
+                        .isa = level};
+    tsr_cpu_matvec_run(&p, t[0].data, t[1].data, t[2].data, got, 2);
+    int wrong = 0;
+    for (int64_t i = 0; i < m * n; i++)
+        if (!(fabsf(got[i] - want[i]) <= 1e-5f * (float)k) && wrong++ == 0)
+            fprintf(stderr, "  matvec %s m=%lld k=%lld n=%lld trans_b=%d: y[%lld] = %g, want %g\n",
+                    tsr_cpu_isa_name(level), (long long)m, (long long)k, (long long)n, trans_b,
+                    (long long)i, got[i], want[i]);
+    CHECK(wrong == 0);
+    for (int i = 0; i < 3; i++)
+        free(t[i].data);
+    free(want);
+    free(got);
+    tsr_graph_destroy(g);
+}
+
+static void test_matvec(void)
+{
+    const int64_t ks[] = {1, 7, 37, 130}, ns[] = {1, 5, 33, 70};
+    tsr_isa top = tsr_cpu_isa();
+    for (int level = TSR_ISA_PORTABLE; level <= TSR_ISA_SVE; level++) {
+        if (tsr_isa_skip("test_cpu_kernels matvec", (tsr_isa)level, top))
+            continue;
+        for (int64_t m = 1; m <= TSR_MATVEC_MAX_M; m++)
+            for (int ki = 0; ki < 4; ki++)
+                for (int ni = 0; ni < 4; ni++)
+                    for (int tb = 0; tb < 2; tb++)
+                        run_matvec((tsr_isa)level, m, ks[ki], ns[ni], tb);
+    }
 }
 
 static void test_reorders(void)
@@ -244,5 +338,6 @@ int main(void)
 {
     test_reorders();
     test_kernels();
+    test_matvec();
     return tsr_test_summary("test_cpu_kernels");
 }

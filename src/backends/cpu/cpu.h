@@ -22,16 +22,27 @@
 #endif
 
 /* Ordered within each architecture, portable lowest: an override can only
- * lower the level (TSR_ISA_NEON is the only aarch64 level). */
-typedef enum tsr_isa { TSR_ISA_PORTABLE = 0, TSR_ISA_AVX2, TSR_ISA_AVX512, TSR_ISA_NEON } tsr_isa;
+ * lower the level (aarch64: NEON below SVE). */
+typedef enum tsr_isa {
+    TSR_ISA_PORTABLE = 0,
+    TSR_ISA_AVX2,
+    TSR_ISA_AVX512,
+    TSR_ISA_NEON,
+    TSR_ISA_SVE
+} tsr_isa;
 
 /* The vector extensions of this CPU (read once);
- * TSR_CPU_ISA=portable|avx2|avx512|neon lowers it, for tests and
+ * TSR_CPU_ISA=portable|avx2|avx512|neon|sve lowers it, for tests and
  * comparisons (a level of another architecture is ignored). */
 tsr_isa tsr_cpu_isa(void);
 /* The lower-case name TSR_CPU_ISA takes for `isa`: "portable", "avx2",
- * "avx512", "neon". */
+ * "avx512", "neon", "sve". */
 const char *tsr_cpu_isa_name(tsr_isa isa);
+/* The name with SVE's vector length ("sve 512-bit"), for --verbose. */
+const char *tsr_cpu_isa_label(tsr_isa isa);
+/* float32 lanes of one vector at `isa`: SVE's from the kernel's vector
+ * length (prctl), 4 to 64. */
+int tsr_cpu_isa_lanes(tsr_isa isa);
 /* The blocked layout activations use: nChw16c with AVX-512, nChw8c with
  * AVX2, plain otherwise (NEON included: docs/arm64.md); TSR_CPU_LAYOUT=plain|nChw8c|nChw16c
  * overrides it. */

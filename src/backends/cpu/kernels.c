@@ -113,6 +113,8 @@ static tsr_status cpu_prepare(const tsr_prepare_ctx *ctx, void **state_out)
     if (!s)
         return TSR_ERR_OUT_OF_MEMORY;
     s->isa = tsr_cpu_isa();
+    if (s->isa == TSR_ISA_SVE && !o->sve)
+        s->isa = TSR_ISA_NEON;
     tsr_status st = o->prepare(ctx, s);
     if (st != TSR_OK) {
         free(s->data);
@@ -143,7 +145,7 @@ static void cpu_release(void *state)
 static const char *cpu_kernel_name(const void *state)
 {
     const tsr_cpu_state *s = state;
-    return s ? tsr_cpu_isa_name(s->isa) : NULL;
+    return s ? tsr_cpu_isa_label(s->isa) : NULL;
 }
 
 static tsr_status cpu_run(void *state, const tsr_kernel_ctx *ctx)

@@ -85,6 +85,9 @@ typedef struct {
 #define TSR_SIMD_LEVEL 3
 #include "backends/cpu/tiles_eltwise.h"
 #undef TSR_SIMD_LEVEL
+#define TSR_SIMD_LEVEL 4
+#include "backends/cpu/tiles_eltwise.h"
+#undef TSR_SIMD_LEVEL
 #endif
 
 static const tsr_cpu_eltwise_tiles *const tiles[] = {
@@ -94,10 +97,13 @@ static const tsr_cpu_eltwise_tiles *const tiles[] = {
     [TSR_ISA_AVX512] = &eltwise_tiles_avx512,
 #elif TSR_CPU_ARM64
     [TSR_ISA_NEON] = &eltwise_tiles_neon,
+    [TSR_ISA_SVE] = &eltwise_tiles_sve,
 #endif
 };
-static const int isa_width[] = {
-    [TSR_ISA_PORTABLE] = 1, [TSR_ISA_AVX2] = 8, [TSR_ISA_AVX512] = 16, [TSR_ISA_NEON] = 4};
+
+/* Floats of a per-channel pattern: a 16-lane block, or one vector of the
+ * widest SVE (2048 bits). */
+#define PATTERN_FLOATS 64
 
 /* ------------------------------------------------------------- spans */
 
@@ -476,7 +482,7 @@ static void binary_piece(const void *ctx, int64_t row, int64_t offset, int64_t l
         c->vv(c->a + at, c->b + at, c->y + at, len);
         return;
     }
-    float pattern[16];
+    float pattern[PATTERN_FLOATS];
     int64_t cb = c->planes.block > 1 ? row % c->planes.cbs : row % c->planes.channels;
     int period =
         channel_pattern(&c->planes, cb, c->values, c->scalar, c->pad_value, c->width, pattern);
@@ -547,7 +553,7 @@ static tsr_status binary_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
                     .y = k->outputs[0]->data,
                     .values = other->data,
                     .scalar = f->scalar,
-                    .width = isa_width[s->isa]};
+                    .width = tsr_cpu_isa_lanes(s->isa)};
     span_job j = span_of(x, layout, !f->same_shape && !f->scalar);
     const tsr_cpu_eltwise_tiles *t = tiles[s->isa];
     if (f->same_shape) {
@@ -579,10 +585,10 @@ static void binary_band(const tsr_cpu_state *s, const tsr_band_call *c)
     if (f->same_shape) {
         t->vv[d->kind](a, band_rows(&c->in[1 - f->main], c->r0, p->pitch), y, len);
     } else {
-        float pattern[16];
+        float pattern[PATTERN_FLOATS];
         pad = d->kind == TSR_CPU_DIV ? 1.0f : 0.0f;
         int period = channel_pattern(p, c->cb, c->in[1 - f->main].data, f->scalar, pad,
-                                     isa_width[s->isa], pattern);
+                                     tsr_cpu_isa_lanes(s->isa), pattern);
         t->vp[d->kind](a, pattern, period, y, len);
     }
     if (binary_scalar(d->kind, 0.0f, pad) != 0.0f)
@@ -669,7 +675,7 @@ typedef struct {
 static void bn_piece(const void *ctx, int64_t row, int64_t offset, int64_t len)
 {
     const bn_ctx *c = ctx;
-    float s[16], t[16];
+    float s[PATTERN_FLOATS], t[PATTERN_FLOATS];
     int64_t cb = c->planes.block > 1 ? row % c->planes.cbs : row % c->planes.channels;
     int period = channel_pattern(&c->planes, cb, c->scale, false, 0.0f, c->width, s);
     channel_pattern(&c->planes, cb, c->shift, false, 0.0f, c->width, t);
@@ -702,7 +708,7 @@ static tsr_status bn_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
                 .scale = scale,
                 .shift = shift,
                 .planes = {.block = j.block, .cbs = j.cbs, .channels = d->channels},
-                .width = isa_width[s->isa]};
+                .width = tsr_cpu_isa_lanes(s->isa)};
     run_pieces(&j, k->threads, bn_piece, &c, c.y);
     free(scratch);
     return TSR_OK;
@@ -712,8 +718,8 @@ static void bn_band(const tsr_cpu_state *s, const tsr_band_call *c)
 {
     const bn_data *d = s->data;
     const tsr_cpu_planes *p = &d->planes;
-    float sp[16], tp[16];
-    int width = isa_width[s->isa];
+    float sp[PATTERN_FLOATS], tp[PATTERN_FLOATS];
+    int width = tsr_cpu_isa_lanes(s->isa);
     int period = channel_pattern(p, c->cb, d->scale, false, 0.0f, width, sp);
     channel_pattern(p, c->cb, d->shift, false, 0.0f, width, tp);
     tiles[s->isa]->affine(band_rows(&c->in[0], c->r0, p->pitch), sp, tp, period,
@@ -847,24 +853,24 @@ static tsr_status softmax_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 }
 
 const tsr_cpu_op tsr_cpu_eltwise_ops[] = {
-    {&tsr_op_Relu, unary_supports, NULL, unary_prepare},
-    {&tsr_op_LeakyRelu, unary_supports, NULL, unary_prepare},
-    {&tsr_op_Clip, unary_supports, NULL, unary_prepare},
-    {&tsr_op_HardSigmoid, unary_supports, NULL, unary_prepare},
-    {&tsr_op_HardSwish, unary_supports, NULL, unary_prepare},
-    {&tsr_op_Sigmoid, unary_supports, NULL, unary_prepare},
-    {&tsr_op_Tanh, unary_supports, NULL, unary_prepare},
-    {&tsr_op_Erf, unary_supports, NULL, unary_prepare},
-    {&tsr_op_Exp, unary_supports, NULL, unary_prepare},
-    {&tsr_op_Abs, unary_supports, NULL, unary_prepare},
-    {&tsr_op_Neg, unary_supports, NULL, unary_prepare},
-    {&tsr_op_Add, binary_supports, binary_layouts, binary_prepare},
-    {&tsr_op_Sub, binary_supports, binary_layouts, binary_prepare},
-    {&tsr_op_Mul, binary_supports, binary_layouts, binary_prepare},
-    {&tsr_op_Div, binary_supports, binary_layouts, binary_prepare},
-    {&tsr_op_BatchNormalization, bn_supports, NULL, bn_prepare},
-    {&tsr_op_LSTMCell, f32_supports, NULL, lstm_cell_prepare},
-    {&tsr_op_Softmax, softmax_supports, NULL, softmax_prepare},
-    {&tsr_op_LogSoftmax, softmax_supports, NULL, softmax_prepare},
+    {&tsr_op_Relu, unary_supports, NULL, unary_prepare, true},
+    {&tsr_op_LeakyRelu, unary_supports, NULL, unary_prepare, true},
+    {&tsr_op_Clip, unary_supports, NULL, unary_prepare, true},
+    {&tsr_op_HardSigmoid, unary_supports, NULL, unary_prepare, true},
+    {&tsr_op_HardSwish, unary_supports, NULL, unary_prepare, true},
+    {&tsr_op_Sigmoid, unary_supports, NULL, unary_prepare, true},
+    {&tsr_op_Tanh, unary_supports, NULL, unary_prepare, true},
+    {&tsr_op_Erf, unary_supports, NULL, unary_prepare, true},
+    {&tsr_op_Exp, unary_supports, NULL, unary_prepare, true},
+    {&tsr_op_Abs, unary_supports, NULL, unary_prepare, true},
+    {&tsr_op_Neg, unary_supports, NULL, unary_prepare, true},
+    {&tsr_op_Add, binary_supports, binary_layouts, binary_prepare, true},
+    {&tsr_op_Sub, binary_supports, binary_layouts, binary_prepare, true},
+    {&tsr_op_Mul, binary_supports, binary_layouts, binary_prepare, true},
+    {&tsr_op_Div, binary_supports, binary_layouts, binary_prepare, true},
+    {&tsr_op_BatchNormalization, bn_supports, NULL, bn_prepare, true},
+    {&tsr_op_LSTMCell, f32_supports, NULL, lstm_cell_prepare, true},
+    {&tsr_op_Softmax, softmax_supports, NULL, softmax_prepare, true},
+    {&tsr_op_LogSoftmax, softmax_supports, NULL, softmax_prepare, true},
     {NULL},
 };

@@ -49,6 +49,9 @@ typedef struct tsr_cpu_op {
     void (*layouts)(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
                     uint8_t *wanted, uint8_t *produced);
     tsr_status (*prepare)(const tsr_prepare_ctx *ctx, tsr_cpu_state *state);
+    /* Whether the family has SVE tiles; without them an SVE CPU runs its
+     * NEON ones (docs/arm64.md). */
+    bool sve;
 } tsr_cpu_op;
 
 extern const tsr_cpu_op tsr_cpu_eltwise_ops[];

@@ -22,6 +22,9 @@
 #define TSR_SIMD_LEVEL 3
 #include "backends/cpu/tiles_matvec.h"
 #undef TSR_SIMD_LEVEL
+#define TSR_SIMD_LEVEL 4
+#include "backends/cpu/tiles_matvec.h"
+#undef TSR_SIMD_LEVEL
 #endif
 
 bool tsr_cpu_matvec_fits(int64_t m, int64_t k, int64_t n)
@@ -71,7 +74,9 @@ void tsr_cpu_matvec_run(const tsr_cpu_matvec *p, const float *a, const float *b,
                 matvec_slice_avx2(p, a, b, y, j0, j1);
             else
 #elif TSR_CPU_ARM64
-            if (p->isa == TSR_ISA_NEON)
+            if (p->isa == TSR_ISA_SVE)
+                matvec_slice_sve(p, a, b, y, j0, j1);
+            else if (p->isa == TSR_ISA_NEON)
                 matvec_slice_neon(p, a, b, y, j0, j1);
             else
 #endif

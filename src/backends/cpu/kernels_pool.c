@@ -55,6 +55,9 @@ typedef struct {
 #define TSR_SIMD_LEVEL 3
 #include "backends/cpu/tiles_pool.h"
 #undef TSR_SIMD_LEVEL
+#define TSR_SIMD_LEVEL 4
+#include "backends/cpu/tiles_pool.h"
+#undef TSR_SIMD_LEVEL
 #endif
 
 static const tsr_cpu_pool_tiles *const tiles[] = {
@@ -64,6 +67,7 @@ static const tsr_cpu_pool_tiles *const tiles[] = {
     [TSR_ISA_AVX512] = &pool_tiles_avx512,
 #elif TSR_CPU_ARM64
     [TSR_ISA_NEON] = &pool_tiles_neon,
+    [TSR_ISA_SVE] = &pool_tiles_sve,
 #endif
 };
 
@@ -201,11 +205,12 @@ static void max_grad_layouts(const tsr_graph *g, const tsr_node *node, const uin
 
 /* How much of a row one pass through the row buffer covers: `seg` taps
  * along W (all of them unless the window spans more than half the
- * buffer) for `chunk` outputs. A plain row's buffer keeps 2 x 16 floats
- * for the vector loads past its last tap. */
-static void row_buffer_passes(tsr_cpu_pool_geom *g, int block)
+ * buffer) for `chunk` outputs. A plain row's buffer keeps 2 vectors'
+ * floats (at least 2 x 16) for the vector loads past its last tap. */
+static void row_buffer_passes(tsr_cpu_pool_geom *g, int block, int lanes)
 {
-    int64_t pixels = POOL_ROW_FLOATS / block - (block == 1 ? 32 : 0);
+    int64_t pad = 2 * (lanes > 16 ? lanes : 16);
+    int64_t pixels = POOL_ROW_FLOATS / block - (block == 1 ? pad : 0);
     int64_t seg = g->kw;
     if ((seg - 1) * g->dw + 1 > pixels / 2)
         seg = (pixels / 2 - 1) / g->dw + 1;
@@ -260,7 +265,7 @@ static tsr_status pool_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
     g->hinv = hinv;
     g->winv = winv;
     d->block = tsr_layout_block((tsr_layout)ctx->input_layouts[0]);
-    row_buffer_passes(g, d->block);
+    row_buffer_passes(g, d->block, tsr_cpu_isa_lanes(s->isa));
     if (d->block > 1)
         s->isa = tsr_cpu_isa_for_block(s->isa, d->block);
     if (is_grad) {
@@ -344,10 +349,10 @@ static tsr_status global_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 }
 
 const tsr_cpu_op tsr_cpu_pool_ops[] = {
-    {&tsr_op_MaxPool, pool_supports, NULL, pool_prepare},
-    {&tsr_op_AveragePool, pool_supports, NULL, pool_prepare},
-    {&tsr_op_MaxPoolGrad, max_grad_supports, max_grad_layouts, pool_prepare},
-    {&tsr_op_GlobalAveragePool, global_supports, global_layouts, global_prepare},
-    {&tsr_op_GlobalMaxPool, global_supports, global_layouts, global_prepare},
+    {&tsr_op_MaxPool, pool_supports, NULL, pool_prepare, true},
+    {&tsr_op_AveragePool, pool_supports, NULL, pool_prepare, true},
+    {&tsr_op_MaxPoolGrad, max_grad_supports, max_grad_layouts, pool_prepare, true},
+    {&tsr_op_GlobalAveragePool, global_supports, global_layouts, global_prepare, true},
+    {&tsr_op_GlobalMaxPool, global_supports, global_layouts, global_prepare, true},
     {NULL},
 };

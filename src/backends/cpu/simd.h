@@ -1,9 +1,12 @@
 /* The vector layer the cpu backend's tiles are written in, for one
  * instruction set: TSR_SIMD_LEVEL 0 (portable C, one lane), 1 (AVX2 + FMA,
- * 8 lanes), 2 (AVX-512F, 16 lanes) or 3 (aarch64 NEON, 4 lanes). A tile
+ * 8 lanes), 2 (AVX-512F, 16 lanes), 3 (aarch64 NEON, 4 lanes) or 4
+ * (aarch64 SVE, svcntw() lanes: 4 to 64, known at run time only). A tile
  * template includes this header and is itself included once per level,
  * so the loops are written once and only these definitions differ (BLIS
- * style).
+ * style). SVE's vectors are sizeless: a template that keeps them in
+ * arrays, or tests SIMD_W in #if, needs its own SVE body
+ * (docs/arm64.md).
  *
  * No include guard: every inclusion redefines the macros for the level set.
  * Conventions that keep the levels bit-compatible where it matters:
@@ -11,7 +14,11 @@
  * the x86 instructions define them (NaN in either gives b; NEON's own
  * vmaxq/vminq would give NaN, so that level compares and selects).
  * vf_max_nan(a, b) is NaN where either is (the pools' max; only b is on
- * the dependency chain, so a running maximum goes in b). */
+ * the dependency chain, so a running maximum goes in b).
+ * vf_load_lanes(p, l, len) and vf_store_lanes(p, v, l, len) move lanes
+ * [l, l + SIMD_W) of a run of len (a channel block), p pointing at lane
+ * l: a whole vector where SIMD_W divides every block (the fixed widths),
+ * the lanes below len only where it need not (SVE). */
 #include <math.h>
 #include <stdint.h>
 
@@ -30,6 +37,8 @@
 #undef vf_store
 #undef vf_load_n
 #undef vf_store_n
+#undef vf_load_lanes
+#undef vf_store_lanes
 #undef vf_add
 #undef vf_sub
 #undef vf_mul
@@ -48,6 +57,7 @@
 #undef vm_or
 #undef vm_none
 #undef vf_select
+#undef SVE_ALL
 
 #define SIMD_CAT2(a, b) a##_##b
 #define SIMD_CAT(a, b) SIMD_CAT2(a, b)
@@ -68,6 +78,8 @@
 #define vf_store(p, v) _mm512_storeu_ps((p), (v))
 #define vf_load_n(p, n) _mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1u), (p))
 #define vf_store_n(p, v, n) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1u), (v))
+#define vf_load_lanes(p, l, len) vf_load(p)
+#define vf_store_lanes(p, v, l, len) vf_store(p, v)
 #define vf_add(a, b) _mm512_add_ps(a, b)
 #define vf_sub(a, b) _mm512_sub_ps(a, b)
 #define vf_mul(a, b) _mm512_mul_ps(a, b)
@@ -115,6 +127,8 @@
     _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 #define vf_load_n(p, n) _mm256_maskload_ps((p), TSR_AVX2_TAIL(n))
 #define vf_store_n(p, v, n) _mm256_maskstore_ps((p), TSR_AVX2_TAIL(n), (v))
+#define vf_load_lanes(p, l, len) vf_load(p)
+#define vf_store_lanes(p, v, l, len) vf_store(p, v)
 #define vf_add(a, b) _mm256_add_ps(a, b)
 #define vf_sub(a, b) _mm256_sub_ps(a, b)
 #define vf_mul(a, b) _mm256_mul_ps(a, b)
@@ -170,6 +184,8 @@ __attribute__((target("avx2,fma"))) static inline __m256 tsr_simd_scale2_avx2(__
 #define vf_store(p, v) vst1q_f32((p), (v))
 #define vf_load_n(p, n) tsr_simd_load_n_neon((p), (n))
 #define vf_store_n(p, v, n) tsr_simd_store_n_neon((p), (v), (n))
+#define vf_load_lanes(p, l, len) vf_load(p)
+#define vf_store_lanes(p, v, l, len) vf_store(p, v)
 #define vf_add(a, b) vaddq_f32(a, b)
 #define vf_sub(a, b) vsubq_f32(a, b)
 #define vf_mul(a, b) vmulq_f32(a, b)
@@ -228,6 +244,50 @@ static inline float32x4_t tsr_simd_scale2_neon(float32x4_t p, float32x4_t n)
 }
 #endif
 
+#elif TSR_SIMD_LEVEL == 4
+
+/* SVE, vector-length agnostic: every operation on all lanes (svptrue),
+ * tails and blocks narrower than a vector through svwhilelt predicates,
+ * which neither read nor write the lanes they leave out. */
+#include <arm_sve.h>
+#define SIMD_W ((int)svcntw())
+#define SIMD_SUFFIX sve
+#define SIMD_TARGET __attribute__((target("+sve")))
+#define vf svfloat32_t
+#define vm svbool_t
+#define SVE_ALL svptrue_b32()
+#define vf_zero() svdup_n_f32(0.0f)
+#define vf_set1(x) svdup_n_f32(x)
+#define vf_load(p) svld1_f32(SVE_ALL, p)
+#define vf_store(p, v) svst1_f32(SVE_ALL, (p), (v))
+#define vf_load_n(p, n) svld1_f32(svwhilelt_b32(0, (int)(n)), p)
+#define vf_store_n(p, v, n) svst1_f32(svwhilelt_b32(0, (int)(n)), (p), (v))
+#define vf_load_lanes(p, l, len) svld1_f32(svwhilelt_b32((int)(l), (int)(len)), p)
+#define vf_store_lanes(p, v, l, len) svst1_f32(svwhilelt_b32((int)(l), (int)(len)), (p), (v))
+#define vf_add(a, b) svadd_f32_x(SVE_ALL, a, b)
+#define vf_sub(a, b) svsub_f32_x(SVE_ALL, a, b)
+#define vf_mul(a, b) svmul_f32_x(SVE_ALL, a, b)
+#define vf_div(a, b) svdiv_f32_x(SVE_ALL, a, b)
+#define vf_fmadd(a, b, c) svmla_f32_x(SVE_ALL, c, a, b)
+#define vf_max(a, b) svsel_f32(svcmpgt_f32(SVE_ALL, a, b), a, b)
+#define vf_min(a, b) svsel_f32(svcmplt_f32(SVE_ALL, a, b), a, b)
+/* FMAX returns NaN for a NaN in either operand. */
+#define vf_max_nan(a, b) svmax_f32_x(SVE_ALL, a, b)
+#define vf_load_even(p) svuzp1_f32(svld1_f32(SVE_ALL, p), svld1_f32(SVE_ALL, (p) + svcntw()))
+#define vf_round(x) svrintn_f32_x(SVE_ALL, x)
+/* FSCALE: p * 2^n, rounded once, over- and underflowing as IEEE says. */
+#define vf_scale2(p, n) svscale_f32_x(SVE_ALL, p, svcvt_s32_f32_x(SVE_ALL, n))
+#define vf_abs(x) svabs_f32_x(SVE_ALL, x)
+#define vf_copysign(mag, sgn)                                                                      \
+    svreinterpret_f32_u32(                                                                         \
+        svorr_u32_x(SVE_ALL, svreinterpret_u32_f32(mag),                                           \
+                    svand_n_u32_x(SVE_ALL, svreinterpret_u32_f32(sgn), 0x80000000u)))
+#define vm_lt(a, b) svcmplt_f32(SVE_ALL, a, b)
+#define vm_nan(a) svcmpuo_f32(SVE_ALL, a, a)
+#define vm_or(a, b) svorr_b_z(SVE_ALL, a, b)
+#define vm_none() svpfalse_b()
+#define vf_select(m, x, y) svsel_f32(m, x, y)
+
 #elif TSR_SIMD_LEVEL == 0
 
 #define SIMD_W 1
@@ -241,6 +301,8 @@ static inline float32x4_t tsr_simd_scale2_neon(float32x4_t p, float32x4_t n)
 #define vf_store(p, v) (*(p) = (v))
 #define vf_load_n(p, n) ((void)(n), *(p))
 #define vf_store_n(p, v, n) ((void)(n), *(p) = (v))
+#define vf_load_lanes(p, l, len) vf_load(p)
+#define vf_store_lanes(p, v, l, len) vf_store(p, v)
 #define vf_add(a, b) ((a) + (b))
 #define vf_sub(a, b) ((a) - (b))
 #define vf_mul(a, b) ((a) * (b))
@@ -261,5 +323,5 @@ static inline float32x4_t tsr_simd_scale2_neon(float32x4_t p, float32x4_t n)
 #define vf_select(m, x, y) ((m) ? (x) : (y))
 
 #else
-#error "TSR_SIMD_LEVEL must be 0, 1, 2 or 3"
+#error "TSR_SIMD_LEVEL must be 0, 1, 2, 3 or 4"
 #endif

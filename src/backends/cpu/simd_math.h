@@ -78,6 +78,29 @@ __attribute__((target("avx2,fma"))) static inline int tsr_vmath_special_avx2(__m
     vbslq_f32(vcltq_f32(n, vdupq_n_f32(-125.0f)), vdupq_n_f32(0.0f),                               \
               vreinterpretq_f32_s32(                                                               \
                   vaddq_s32(vreinterpretq_s32_f32(p), vshlq_n_s32(vcvtq_s32_f32(n), 23))))
+#elif TSR_SIMD_LEVEL == 4
+/* As AVX2's, in SVE's integer lanes; only the scaling of v_exp and v_exp2
+ * differs (FSCALE, exact as AVX-512's scalef). */
+#define VMATH_SPLIT_EXACT 0
+#define vmath_split(x, m, e)                                                                       \
+    do {                                                                                           \
+        svint32_t bits_ = svreinterpret_s32_f32(x);                                                \
+        svint32_t ex_ = svasr_n_s32_x(SVE_ALL, svsub_n_s32_x(SVE_ALL, bits_, 0x3f400000), 23);     \
+        (m) = svreinterpret_f32_s32(svsub_s32_x(SVE_ALL, bits_, svlsl_n_s32_x(SVE_ALL, ex_, 23))); \
+        (e) = svcvt_f32_s32_x(SVE_ALL, ex_);                                                       \
+    } while (0)
+/* Any lane outside [FLT_MIN, FLT_MAX] or NaN, as AVX2's test. */
+#define vmath_special(x)                                                                           \
+    svptest_any(SVE_ALL,                                                                           \
+                svcmpgt_n_u32(SVE_ALL,                                                             \
+                              svsub_n_u32_x(SVE_ALL, svreinterpret_u32_f32(x), 0x00800000u),       \
+                              0x7effffffu))
+/* As AVX2's: the exponent field plus n, flushed to zero below 2^-125. */
+#define vmath_scale2_nonpos(p, n)                                                                  \
+    svsel_f32(svcmplt_n_f32(SVE_ALL, n, -125.0f), svdup_n_f32(0.0f),                               \
+              svreinterpret_f32_s32(                                                               \
+                  svadd_s32_x(SVE_ALL, svreinterpret_s32_f32(p),                                   \
+                              svlsl_n_s32_x(SVE_ALL, svcvt_s32_f32_x(SVE_ALL, n), 23))))
 #else
 #define VMATH_SPLIT_EXACT 0
 #define vmath_split(x, m, e)                                                                       \

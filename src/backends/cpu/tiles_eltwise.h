@@ -8,7 +8,6 @@
 #include "backends/cpu/simd.h"
 #include "backends/cpu/simd_math.h"
 
-
 SIMD_TARGET static inline vf SIMD_NAME(v_sigmoid)(vf x)
 {
     vf one = vf_set1(1.0f);
@@ -123,8 +122,9 @@ UNARY_TILE(neg, UNARY_NEG)
 
 /* y = a OP b over n elements (vv), and y = a OP pattern, the pattern of
  * `period` floats repeating along the span (vp). period is SIMD_W (one
- * splat vector: n may end in a partial vector) or a multiple of it that
- * divides n (a block's lanes). */
+ * splat vector: n may end in a partial vector) or a block's lanes, which
+ * divide n (and SIMD_W divides them, except on SVE, whose vectors cover
+ * a block's lanes under a predicate). */
 #define BINARY_TILES(name, OP)                                                                     \
     SIMD_TARGET static void SIMD_NAME(binary_vv_##name)(const float *as, const float *bs,          \
                                                         float *ys, int64_t n)                      \
@@ -153,7 +153,10 @@ UNARY_TILE(neg, UNARY_NEG)
         }                                                                                          \
         for (; i < n; i += period)                                                                 \
             for (int j = 0; j < period; j += SIMD_W)                                               \
-                vf_store(ys + i + j, OP(vf_load(as + i + j), vf_load(pat + j)));                   \
+                vf_store_lanes(                                                                    \
+                    ys + i + j,                                                                    \
+                    OP(vf_load_lanes(as + i + j, j, period), vf_load_lanes(pat + j, j, period)),   \
+                    j, period);                                                                    \
     }
 
 BINARY_TILES(add, BINARY_ADD)
@@ -277,7 +280,11 @@ SIMD_TARGET static void SIMD_NAME(affine_vp)(const float *xs, const float *s, co
     }
     for (; i < n; i += period)
         for (int j = 0; j < period; j += SIMD_W)
-            vf_store(ys + i + j, vf_fmadd(vf_load(xs + i + j), vf_load(s + j), vf_load(t + j)));
+            vf_store_lanes(ys + i + j,
+                           vf_fmadd(vf_load_lanes(xs + i + j, j, period),
+                                    vf_load_lanes(s + j, j, period),
+                                    vf_load_lanes(t + j, j, period)),
+                           j, period);
 }
 
 /* One row of LSTMCell: gates [4H] (i, o, f, g pre-activations), c_prev

@@ -17,6 +17,70 @@
  * one or two rows of A, 2 beyond, so that the m x rows accumulators stay
  * in registers), each a stream of its own, all m rows of A against them. */
 #define MV_MAX_ROWS 4
+#if TSR_SIMD_LEVEL == 4
+/* SVE: the m x rows accumulators are named vectors (sizeless vectors make
+ * no arrays), acc<i><r> for row i of A and B row j + r; k is walked with
+ * svwhilelt, so its tail needs no scalar loop. */
+#define MV_ACC_ROW(i)                                                                              \
+    vf acc##i##0 = vf_zero(), acc##i##1 = vf_zero(), acc##i##2 = vf_zero(), acc##i##3 = vf_zero()
+#define MV_FMA_ROW(i)                                                                              \
+    if (m > i) {                                                                                   \
+        vf av = svld1_f32(pg, a + i * p->lda + x);                                                 \
+        acc##i##0 = svmla_f32_m(pg, acc##i##0, av, w0);                                            \
+        if (rows > 1) {                                                                            \
+            acc##i##1 = svmla_f32_m(pg, acc##i##1, av, w1);                                        \
+            acc##i##2 = svmla_f32_m(pg, acc##i##2, av, w2);                                        \
+            acc##i##3 = svmla_f32_m(pg, acc##i##3, av, w3);                                        \
+        }                                                                                          \
+    }
+#define MV_SUM_ROW(i)                                                                              \
+    if (m > i) {                                                                                   \
+        float *yi = y + i * p->n + j;                                                              \
+        yi[0] = svaddv_f32(SVE_ALL, acc##i##0);                                                    \
+        if (rows > 1) {                                                                            \
+            yi[1] = svaddv_f32(SVE_ALL, acc##i##1);                                                \
+            yi[2] = svaddv_f32(SVE_ALL, acc##i##2);                                                \
+            yi[3] = svaddv_f32(SVE_ALL, acc##i##3);                                                \
+        }                                                                                          \
+    }
+/* rows is 1 or 4: mv_rows_m takes B rows 4 at a time at every m here. */
+SIMD_TARGET static inline __attribute__((always_inline)) void
+SIMD_NAME(mv_rows_block)(const tsr_cpu_matvec *p, const float *a, const float *b, float *y,
+                         int64_t j, const int rows, const int m)
+{
+    const int64_t k = p->k;
+    const float *b0 = b + j * k, *b1 = rows > 1 ? b0 + k : b0;
+    const float *b2 = rows > 1 ? b1 + k : b0, *b3 = rows > 1 ? b2 + k : b0;
+    MV_ACC_ROW(0);
+    MV_ACC_ROW(1);
+    MV_ACC_ROW(2);
+    MV_ACC_ROW(3);
+    for (int64_t x = 0; x < k; x += SIMD_W) {
+        svbool_t pg = svwhilelt_b32(x, k);
+        __builtin_prefetch(b0 + x + TSR_MATVEC_PREFETCH);
+        vf w0 = svld1_f32(pg, b0 + x), w1 = w0, w2 = w0, w3 = w0;
+        if (rows > 1) {
+            __builtin_prefetch(b1 + x + TSR_MATVEC_PREFETCH);
+            __builtin_prefetch(b2 + x + TSR_MATVEC_PREFETCH);
+            __builtin_prefetch(b3 + x + TSR_MATVEC_PREFETCH);
+            w1 = svld1_f32(pg, b1 + x);
+            w2 = svld1_f32(pg, b2 + x);
+            w3 = svld1_f32(pg, b3 + x);
+        }
+        MV_FMA_ROW(0)
+        MV_FMA_ROW(1)
+        MV_FMA_ROW(2)
+        MV_FMA_ROW(3)
+    }
+    MV_SUM_ROW(0)
+    MV_SUM_ROW(1)
+    MV_SUM_ROW(2)
+    MV_SUM_ROW(3)
+}
+#undef MV_ACC_ROW
+#undef MV_FMA_ROW
+#undef MV_SUM_ROW
+#else
 SIMD_TARGET static inline __attribute__((always_inline)) void
 SIMD_NAME(mv_rows_block)(const tsr_cpu_matvec *p, const float *a, const float *b, float *y,
                          int64_t j, const int rows, const int m)
@@ -58,11 +122,14 @@ SIMD_NAME(mv_rows_block)(const tsr_cpu_matvec *p, const float *a, const float *b
     }
 }
 
+#endif
+
 SIMD_TARGET static inline __attribute__((always_inline)) void
 SIMD_NAME(mv_rows_m)(const tsr_cpu_matvec *p, const float *a, const float *b, float *y, int64_t j0,
                      int64_t j1, const int m)
 {
-    const int block = m <= 2 ? 4 : 2;
+    /* SVE's accumulators for 2 rows would be those for 4: it takes 4. */
+    const int block = m <= 2 || TSR_SIMD_LEVEL == 4 ? 4 : 2;
     int64_t j = j0;
     for (; j + block <= j1; j += block)
         SIMD_NAME(mv_rows_block)(p, a, b, y, j, block, m);
@@ -71,6 +138,43 @@ SIMD_NAME(mv_rows_m)(const tsr_cpu_matvec *p, const float *a, const float *b, fl
 }
 #undef MV_MAX_ROWS
 
+#if TSR_SIMD_LEVEL == 4
+/* y[i, j0..j1) += A[i, r] B[r, j0..j1) for rows r in [r0, r0 + rows) of B,
+ * rows being 1 or 4: SVE's B rows in named vectors, A's values as scalar
+ * operands of FMLA, the columns walked with svwhilelt. */
+SIMD_TARGET static inline __attribute__((always_inline)) void
+SIMD_NAME(mv_cols_step)(const tsr_cpu_matvec *p, const float *a, const float *b, float *y,
+                        int64_t j0, int64_t j1, int64_t r0, const int rows, const int m)
+{
+    const int64_t n = p->n;
+    const float *br = b + r0 * n;
+    float ak[TSR_MATVEC_MAX_M][4];
+    for (int i = 0; i < m; i++)
+        for (int r = 0; r < rows; r++)
+            ak[i][r] = a[i * p->lda + r0 + r];
+    for (int64_t j = j0; j < j1; j += SIMD_W) {
+        svbool_t pg = svwhilelt_b32(j, j1);
+        for (int r = 0; r < rows; r++)
+            __builtin_prefetch(br + (rows + r) * n + j);
+        vf w0 = svld1_f32(pg, br + j), w1 = w0, w2 = w0, w3 = w0;
+        if (rows > 1) {
+            w1 = svld1_f32(pg, br + n + j);
+            w2 = svld1_f32(pg, br + 2 * n + j);
+            w3 = svld1_f32(pg, br + 3 * n + j);
+        }
+        for (int i = 0; i < m; i++) {
+            vf acc = svld1_f32(pg, y + i * n + j);
+            acc = svmla_n_f32_x(pg, acc, w0, ak[i][0]);
+            if (rows > 1) {
+                acc = svmla_n_f32_x(pg, acc, w1, ak[i][1]);
+                acc = svmla_n_f32_x(pg, acc, w2, ak[i][2]);
+                acc = svmla_n_f32_x(pg, acc, w3, ak[i][3]);
+            }
+            svst1_f32(pg, y + i * n + j, acc);
+        }
+    }
+}
+#else
 /* y[i, j0..j1) += A[i, r] B[r, j0..j1) for rows r in [r0, r0 + rows) of B,
  * rows being 1 to 4. */
 SIMD_TARGET static inline __attribute__((always_inline)) void
@@ -111,6 +215,8 @@ SIMD_NAME(mv_cols_step)(const tsr_cpu_matvec *p, const float *a, const float *b,
         }
     }
 }
+
+#endif
 
 /* B is [k, n] (MatMul, Gemm with transB = 0): the thread's columns of
  * each B row in turn, four rows per pass over its slice of y. */

@@ -98,8 +98,9 @@ SIMD_NAME(pool_cols_plain)(const tsr_cpu_pool_geom *g, const float *t, float *y,
     }
 }
 
-/* The same for b lanes per column (one vector per SIMD_W lanes), or one
- * float per column where a plain row has a stride of 3 or more. */
+/* The same for b lanes per column (one vector per SIMD_W lanes; on SVE
+ * the last one predicated to the block), or one float per column where a
+ * plain row has a stride of 3 or more. */
 SIMD_TARGET static inline __attribute__((always_inline)) void
 SIMD_NAME(pool_cols_lanes)(const tsr_cpu_pool_geom *g, const float *t, float *y, int64_t o0,
                            int64_t n, int64_t taps, bool first, bool last, float hinv,
@@ -110,7 +111,7 @@ SIMD_NAME(pool_cols_lanes)(const tsr_cpu_pool_geom *g, const float *t, float *y,
         const float *p = t + i * step;
         float *o = y + i * b;
         const float scale = hinv * g->winv[o0 + i];
-        if (b < SIMD_W) {
+        if (b == 1 && SIMD_W > 1) {
             float acc = first ? p[0] : o[0];
             for (int64_t k = first ? 1 : 0; k < taps; k++) {
                 float v = p[k * tap];
@@ -120,12 +121,12 @@ SIMD_NAME(pool_cols_lanes)(const tsr_cpu_pool_geom *g, const float *t, float *y,
             continue;
         }
         for (int j = 0; j < b; j += SIMD_W) {
-            vf acc = first ? vf_load(p + j) : vf_load(o + j);
+            vf acc = first ? vf_load_lanes(p + j, j, b) : vf_load_lanes(o + j, j, b);
             for (int64_t k = first ? 1 : 0; k < taps; k++) {
-                vf v = vf_load(p + k * tap + j);
+                vf v = vf_load_lanes(p + k * tap + j, j, b);
                 acc = is_max ? vf_max_nan(v, acc) : vf_add(acc, v);
             }
-            vf_store(o + j, last && !is_max ? vf_mul(acc, vf_set1(scale)) : acc);
+            vf_store_lanes(o + j, last && !is_max ? vf_mul(acc, vf_set1(scale)) : acc, j, b);
         }
     }
 }
@@ -160,6 +161,43 @@ SIMD_NAME(pool_row)(const tsr_cpu_pool_geom *g, const float *x, int64_t x_row0, 
     }
 }
 
+#if TSR_SIMD_LEVEL == 4
+/* One step of an SVE block walk: accumulator `acc` of the block's lanes
+ * under `pg` (SVE vectors are sizeless, so a block's up to 4 vectors are
+ * named rather than an array). Max propagates NaN (FMAX). */
+#define POOL_SVE_ACC(acc, pg, src)                                                                 \
+    do {                                                                                           \
+        vf v_ = svld1_f32(pg, src);                                                                \
+        acc = is_max ? svmax_f32_m(pg, acc, v_) : svadd_f32_m(pg, acc, v_);                        \
+    } while (0)
+/* Sum or max of `pixels` pixels of b lanes each into out[0..b): the b
+ * lanes in at most 4 vectors (16 lanes over SVE's 4-lane minimum), each
+ * under its svwhilelt predicate. */
+SIMD_TARGET static inline __attribute__((always_inline)) void
+SIMD_NAME(reduce_pixels)(const float *x, int64_t pixels, float *out, const bool is_max, const int b)
+{
+    const int w = SIMD_W;
+    const svbool_t p0 = svwhilelt_b32(0, b), p1 = svwhilelt_b32(w, b);
+    const svbool_t p2 = svwhilelt_b32(2 * w, b), p3 = svwhilelt_b32(3 * w, b);
+    const vf init = vf_set1(is_max ? -INFINITY : 0.0f);
+    vf a0 = init, a1 = init, a2 = init, a3 = init;
+    for (int64_t p = 0; p < pixels; p++) {
+        const float *px = x + p * b;
+        POOL_SVE_ACC(a0, p0, px);
+        if (b > w)
+            POOL_SVE_ACC(a1, p1, px + w);
+        if (b > 2 * w) {
+            POOL_SVE_ACC(a2, p2, px + 2 * w);
+            POOL_SVE_ACC(a3, p3, px + 3 * w);
+        }
+    }
+    svst1_f32(p0, out, a0);
+    svst1_f32(p1, out + w, a1);
+    svst1_f32(p2, out + 2 * w, a2);
+    svst1_f32(p3, out + 3 * w, a3);
+}
+#undef POOL_SVE_ACC
+#else
 /* Sum or max of `pixels` pixels of b lanes each into out[0..b), with four
  * accumulators per lane vector to hide the add latency. */
 SIMD_TARGET static inline __attribute__((always_inline)) void
@@ -207,6 +245,8 @@ SIMD_NAME(reduce_pixels)(const float *x, int64_t pixels, float *out, const bool 
     }
 }
 
+#endif
+
 /* Sum or max of n contiguous floats (a plain plane): pixels of SIMD_W
  * lanes, then across the lanes and the tail in scalar code. */
 SIMD_TARGET static float SIMD_NAME(reduce_plain)(const float *x, int64_t n, bool is_max)
@@ -233,6 +273,63 @@ SIMD_TARGET static float SIMD_NAME(reduce_plain)(const float *x, int64_t n, bool
  * first NaN, so results match the reference exactly. Per lane, the
  * position of the best tap so far is kept as a float (exact below 2^24
  * pixels, which supports checks), then the b adds scatter. */
+#if TSR_SIMD_LEVEL == 4
+/* The best tap so far and its position for the block's lanes under pg:
+ * v > best, or v the first NaN (best not NaN yet). */
+#define GRAD_SVE_STEP(best, at, pg, src)                                                           \
+    do {                                                                                           \
+        vf v_ = svld1_f32(pg, src);                                                                \
+        vf ok_ = vf_select(vm_nan(best), vf_zero(), vf_set1(1.0f));                                \
+        vf nan_new_ = vf_select(vm_nan(v_), ok_, vf_zero());                                       \
+        vm take_ = vm_or(vm_lt(best, v_), vm_lt(vf_zero(), nan_new_));                             \
+        best = vf_select(take_, v_, best);                                                         \
+        at = vf_select(take_, vpos, at);                                                           \
+    } while (0)
+SIMD_TARGET static inline __attribute__((always_inline)) void
+SIMD_NAME(max_grad_plane)(const tsr_cpu_pool_geom *g, const float *x, const float *dy, float *dx,
+                          const int b)
+{
+    const int w = SIMD_W;
+    const svbool_t p0 = svwhilelt_b32(0, b), p1 = svwhilelt_b32(w, b);
+    const svbool_t p2 = svwhilelt_b32(2 * w, b), p3 = svwhilelt_b32(3 * w, b);
+    memset(dx, 0, (size_t)(g->ih * g->iw * b) * sizeof(float));
+    for (int64_t oh = 0; oh < g->oh; oh++) {
+        int64_t h0 = oh * g->sh - g->ph, hlo = g->hlo[oh], hhi = g->hhi[oh];
+        for (int64_t ow = 0; ow < g->ow; ow++) {
+            int64_t w0 = ow * g->sw - g->pw, wlo = g->wlo[ow], whi = g->whi[ow];
+            if (hlo >= hhi || wlo >= whi)
+                continue;
+            vf first = vf_set1((float)((h0 + hlo * g->dh) * g->iw + w0 + wlo * g->dw));
+            vf b0 = vf_set1(-INFINITY), b1 = b0, b2 = b0, b3 = b0;
+            vf at0 = first, at1 = first, at2 = first, at3 = first;
+            for (int64_t kh = hlo; kh < hhi; kh++) {
+                int64_t row = (h0 + kh * g->dh) * g->iw;
+                for (int64_t kw = wlo; kw < whi; kw++) {
+                    int64_t pos = row + w0 + kw * g->dw;
+                    vf vpos = vf_set1((float)pos);
+                    const float *px = x + pos * b;
+                    GRAD_SVE_STEP(b0, at0, p0, px);
+                    if (b > w)
+                        GRAD_SVE_STEP(b1, at1, p1, px + w);
+                    if (b > 2 * w) {
+                        GRAD_SVE_STEP(b2, at2, p2, px + 2 * w);
+                        GRAD_SVE_STEP(b3, at3, p3, px + 3 * w);
+                    }
+                }
+            }
+            float where[16];
+            svst1_f32(p0, where, at0);
+            svst1_f32(p1, where + w, at1);
+            svst1_f32(p2, where + 2 * w, at2);
+            svst1_f32(p3, where + 3 * w, at3);
+            const float *gy = dy + (oh * g->ow + ow) * b;
+            for (int l = 0; l < b; l++)
+                dx[(int64_t)where[l] * b + l] += gy[l];
+        }
+    }
+}
+#undef GRAD_SVE_STEP
+#else
 SIMD_TARGET static inline __attribute__((always_inline)) void
 SIMD_NAME(max_grad_plane)(const tsr_cpu_pool_geom *g, const float *x, const float *dy, float *dx,
                           const int b)
@@ -277,6 +374,8 @@ SIMD_NAME(max_grad_plane)(const tsr_cpu_pool_geom *g, const float *x, const floa
     }
 }
 
+#endif
+
 /* The same on a plain plane, one pixel at a time. */
 static void SIMD_NAME(max_grad_plain)(const tsr_cpu_pool_geom *g, const float *x, const float *dy,
                                       float *dx)
@@ -302,7 +401,8 @@ static void SIMD_NAME(max_grad_plain)(const tsr_cpu_pool_geom *g, const float *x
     }
 }
 
-/* The instances: every (op, block) whose block is a multiple of SIMD_W. */
+/* The instances: every (op, block) whose block is a multiple of SIMD_W,
+ * or, on SVE, every one. */
 #define POOL_INSTANCE(op, is_max, b)                                                               \
     SIMD_TARGET static void SIMD_NAME(op##_b##b)(const tsr_cpu_pool_geom *g, const float *x,       \
                                                  int64_t x_row0, float *y, int64_t oh)             \
@@ -322,12 +422,21 @@ static void SIMD_NAME(max_grad_plain)(const tsr_cpu_pool_geom *g, const float *x
         SIMD_NAME(max_grad_plane)(g, x, dy, dx, b);                                                \
     }
 
+/* SVE covers any block under predicates: all instances. */
+#if TSR_SIMD_LEVEL == 4
+#define POOL_BLOCK8 1
+#elif SIMD_W <= 8
+#define POOL_BLOCK8 1
+#else
+#define POOL_BLOCK8 0
+#endif
+
 POOL_INSTANCE(maxpool, true, 16)
 POOL_INSTANCE(avgpool, false, 16)
 GLOBAL_INSTANCE(gmax, true, 16)
 GLOBAL_INSTANCE(gsum, false, 16)
 GRAD_INSTANCE(16)
-#if SIMD_W <= 8
+#if POOL_BLOCK8
 POOL_INSTANCE(maxpool, true, 8)
 POOL_INSTANCE(avgpool, false, 8)
 GLOBAL_INSTANCE(gmax, true, 8)
@@ -340,27 +449,27 @@ POOL_INSTANCE(avgpool, false, 1)
 static const tsr_cpu_pool_tiles SIMD_NAME(pool_tiles) = {
     .row = {{
                 [2] = SIMD_NAME(avgpool_b16),
-#if SIMD_W <= 8
+#if POOL_BLOCK8
                 [1] = SIMD_NAME(avgpool_b8),
 #endif
                 [0] = SIMD_NAME(avgpool_b1),
             },
             {
                 [2] = SIMD_NAME(maxpool_b16),
-#if SIMD_W <= 8
+#if POOL_BLOCK8
                 [1] = SIMD_NAME(maxpool_b8),
 #endif
                 [0] = SIMD_NAME(maxpool_b1),
             }},
     .global = {{
                    [2] = SIMD_NAME(gsum_b16),
-#if SIMD_W <= 8
+#if POOL_BLOCK8
                    [1] = SIMD_NAME(gsum_b8),
 #endif
                },
                {
                    [2] = SIMD_NAME(gmax_b16),
-#if SIMD_W <= 8
+#if POOL_BLOCK8
                    [1] = SIMD_NAME(gmax_b8),
 #endif
                }},
@@ -368,7 +477,7 @@ static const tsr_cpu_pool_tiles SIMD_NAME(pool_tiles) = {
     .max_grad =
         {
             [2] = SIMD_NAME(max_grad_b16),
-#if SIMD_W <= 8
+#if POOL_BLOCK8
             [1] = SIMD_NAME(max_grad_b8),
 #endif
             [0] = SIMD_NAME(max_grad_plain),
@@ -379,3 +488,4 @@ static const tsr_cpu_pool_tiles SIMD_NAME(pool_tiles) = {
 #undef POOL_INSTANCE
 #undef GLOBAL_INSTANCE
 #undef POOL_MAXV
+#undef POOL_BLOCK8
