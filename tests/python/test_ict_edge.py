@@ -77,7 +77,10 @@ def test_message_matches_unfused(ls):
 
 @pytest.mark.parametrize("device,threads", [("ref", 1), ("cpu", 1), ("cpu", 2)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("c,n,e", [(1, 3, 5), (17, 7, 40), (33, 11, 301), (64, 5, 0)])
+# 1500 edges of 40 channels: enough work on the paths of rank 1 and up for two threads,
+# which the ICT kernels start only on far more work than other kernels.
+@pytest.mark.parametrize("c,n,e", [(1, 3, 5), (17, 7, 40), (33, 11, 301), (40, 13, 1500),
+                                   (64, 5, 0)])
 def test_message_and_grad_backends(device, threads, dtype, c, n, e):
     """Every convolution path, odd channel counts (vector tails, channel slices of two
     threads), no edges at all, both directions and the gradient op, against the float64

@@ -5,9 +5,25 @@
 #ifndef TSR_CPU_ICT_VEC_H
 #define TSR_CPU_ICT_VEC_H
 
+#include "backends/cpu/kernels_internal.h"
+
+#include <stdint.h>
 #include <string.h>
 
 #define ICT_VEC_BYTES 64
+
+/* Threads for an ICTP kernel of `work` multiply-adds. A model evaluation
+ * runs hundreds of these nodes, most of them tens of microseconds at a
+ * molecule's size, where waking the second thread (and on a busy machine
+ * waiting for its core) costs more than the half it takes; so a team
+ * starts only at ICT_THREAD_SCALE times the work tsr_cpu_threads_for asks
+ * of the other kernels. */
+#define ICT_THREAD_SCALE 16
+
+static inline int ict_threads_for(int threads, int64_t work)
+{
+    return tsr_cpu_threads_for(threads, work / ICT_THREAD_SCALE);
+}
 
 /* v = n values from p (n at most a vector's lanes), the lanes from n on zero:
  * a whole vector loads in one move (a memcpy of constant size). */

@@ -272,7 +272,7 @@ static tsr_status ict_product_run(const tsr_cpu_state *s, const tsr_kernel_ctx *
                                  : (b[0].size + b[0].dim * b[0].ncls) * cx +
                                        (b[1].size + b[1].dim * b[1].ncls) * cy +
                                        (int64_t)(b[0].dim * b[1].dim + b[2].ncls) * b[2].dim * ch;
-    int nt = tsr_cpu_threads_for(k->threads, n * row_work);
+    int nt = ict_threads_for(k->threads, n * row_work);
     tsr_status st = TSR_OK;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {

@@ -189,7 +189,7 @@ static tsr_status edge_message_run(const tsr_cpu_state *s, const tsr_kernel_ctx 
     int64_t n = x->dims[0], e = y->dims[0], ch = w->dims[1];
     bool f64 = z->dtype == TSR_FLOAT64;
     int64_t lanes = f64 ? 8 : 16, vecs = (ch + lanes - 1) / lanes;
-    int nt = tsr_cpu_threads_for(k->threads, e * d->d_out * d->d_in * ch);
+    int nt = ict_threads_for(k->threads, e * d->d_out * d->d_in * ch);
     nt = nt < vecs ? nt : (int)vecs;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -215,7 +215,7 @@ static tsr_status edge_grad_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
     tsr_tensor *dw = k->outputs[0], *dy = k->outputs[1];
     int64_t e = y->dims[0], ch = w->dims[1];
     bool f64 = dw->dtype == TSR_FLOAT64;
-    int nt = tsr_cpu_threads_for(k->threads, e * d->d_out * d->d_in * ch);
+    int nt = ict_threads_for(k->threads, e * d->d_out * d->d_in * ch);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int team = omp_get_num_threads(), me = omp_get_thread_num();
@@ -360,7 +360,7 @@ static tsr_status ict_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
     if (v->rank != 2 || v->dims[1] != 3)
         return tsr_error(TSR_ERR_SHAPE, "ICT takes vectors [E, 3], got rank %d", v->rank);
     int64_t e = v->dims[0];
-    int nt = tsr_cpu_threads_for(k->threads, e * d->dim * d->ncls);
+    int nt = ict_threads_for(k->threads, e * d->dim * d->ncls);
     int64_t bad = v->dtype == TSR_FLOAT64 ? ict_run_double(d, v->data, k->outputs[0]->data, e, nt)
                                           : ict_run_float(d, v->data, k->outputs[0]->data, e, nt);
     if (bad >= 0) {
@@ -470,7 +470,7 @@ static tsr_status bessel_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
     tsr_tensor *out = k->outputs[0];
     int64_t n = tsr_tensor_numel(r), nb = b->n_basis, bad = n;
     bool f64 = r->dtype == TSR_FLOAT64;
-    int nt = tsr_cpu_threads_for(k->threads, n * (nb * 8 + 40));
+    int nt = ict_threads_for(k->threads, n * (nb * 8 + 40));
 #pragma omp parallel for num_threads(nt) if (nt > 1) reduction(min : bad)
     for (int64_t i = 0; i < n; i++) {
         double ri = f64 ? ((const double *)r->data)[i] : ((const float *)r->data)[i];
