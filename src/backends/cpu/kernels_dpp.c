@@ -220,6 +220,17 @@ static int64_t params_floats(const dpp_data *d)
     return (2 + d->g.fh * d->g.fw) * d->block;
 }
 
+/* Floats from one thread's scratch to the next's: whole cache lines and
+ * one more, so that no two threads write the same line or the two lines
+ * of one adjacent-line prefetch pair: the tiles rewrite their scratch on
+ * every window, so a line shared at a boundary would cross between the
+ * cores once per window. */
+static int64_t thread_stride(int64_t floats)
+{
+    const int64_t line = TSR_ALIGNMENT / sizeof(float);
+    return (floats + line - 1) / line * line + line;
+}
+
 static bool dpp_supports_at(const tsr_graph *g, const tsr_node *node, int xi, char *why,
                             size_t size)
 {
@@ -249,19 +260,20 @@ static tsr_status dpp_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
     int b = d->block;
     int64_t cbs = (x->dims[1] + b - 1) / b, planes = x->dims[0] * cbs, rows = planes * g->oh;
     int64_t in_plane = g->ih * g->iw * b, out_row = g->ow * b, pf = params_floats(d);
-    int64_t scratch_per = g->kh * g->kw * DPP_NW * 16;
+    int64_t scratch_per = thread_stride(g->kh * g->kw * DPP_NW * 16);
     int nt = tsr_cpu_threads_for(k->threads, rows * out_row * g->kh * g->kw * 16);
-    float *buf = malloc(sizeof(float) * (size_t)(cbs * pf + nt * scratch_per));
+    float *buf = malloc(sizeof(float) * (size_t)(cbs * pf));
+    float *scratch = tsr_aligned_alloc(sizeof(float) * (size_t)(nt * scratch_per));
     tsr_cpu_dpp_params *prm = malloc(sizeof *prm * (size_t)cbs);
-    if (!buf || !prm) {
+    if (!buf || !scratch || !prm) {
         free(buf);
+        tsr_aligned_free(scratch);
         free(prm);
         return TSR_ERR_OUT_OF_MEMORY;
     }
     const float *filter = g->full ? k->inputs[3]->data : NULL;
     for (int64_t cb = 0; cb < cbs; cb++)
         pack_params(d, k->inputs[1]->data, k->inputs[2]->data, filter, cb, buf + cb * pf, &prm[cb]);
-    float *scratch = buf + cbs * pf;
     const float *xs = x->data;
     float *ys = k->outputs[0]->data;
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -274,6 +286,7 @@ static tsr_status dpp_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
         }
     }
     free(prm);
+    tsr_aligned_free(scratch);
     free(buf);
     return TSR_OK;
 }
@@ -354,17 +367,19 @@ static tsr_status dpp_grad_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
     int64_t batch = x->dims[0], cbs = (d->channels + b - 1) / b, planes = batch * cbs;
     int64_t in_plane = g->ih * g->iw * b, out_plane = g->oh * g->ow * b, pf = params_floats(d);
     int64_t f_taps = g->fh * g->fw, n_sums = (2 + f_taps) * b;
-    int64_t scratch_per = 2 * g->kh * g->kw * 16 + n_sums;
+    int64_t scratch_per = thread_stride(2 * g->kh * g->kw * 16 + n_sums);
     int nt = tsr_cpu_threads_for(k->threads, planes * in_plane * 16);
     if (nt > planes)
         nt = (int)planes;
-    float *buf = malloc(sizeof(float) * (size_t)(cbs * pf + nt * scratch_per));
+    float *buf = malloc(sizeof(float) * (size_t)(cbs * pf));
+    float *scratch = tsr_aligned_alloc(sizeof(float) * (size_t)(nt * scratch_per));
     tsr_cpu_dpp_params *prm = malloc(sizeof *prm * (size_t)cbs);
     /* Per-plane sums, added up over the batch afterwards in a fixed order,
      * so that results do not depend on the thread count. */
     double *sums = calloc((size_t)(planes * n_sums), sizeof *sums);
-    if (!buf || !prm || !sums) {
+    if (!buf || !scratch || !prm || !sums) {
         free(buf);
+        tsr_aligned_free(scratch);
         free(prm);
         free(sums);
         return TSR_ERR_OUT_OF_MEMORY;
@@ -372,7 +387,6 @@ static tsr_status dpp_grad_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
     const float *filter = g->full ? k->inputs[4]->data : NULL;
     for (int64_t cb = 0; cb < cbs; cb++)
         pack_params(d, k->inputs[2]->data, k->inputs[3]->data, filter, cb, buf + cb * pf, &prm[cb]);
-    float *scratch = buf + cbs * pf;
     const float *xs = x->data, *dys = k->inputs[0]->data;
     float *dxs = k->outputs[0]->data;
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -397,6 +411,7 @@ static tsr_status dpp_grad_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
     }
     free(sums);
     free(prm);
+    tsr_aligned_free(scratch);
     free(buf);
     return TSR_OK;
 }
