@@ -1,6 +1,9 @@
 /* Removing nodes whose output is exactly their first input: exporters
- * leave Identity and Dropout behind, and shape arithmetic that became
- * constant often leaves Reshapes and Casts that change nothing. */
+ * leave Identity and Dropout behind, shape arithmetic that became
+ * constant often leaves Reshapes and Casts that change nothing, and
+ * autodiff leaves a SumTo wherever only the run's sizes decide whether a
+ * gradient was broadcast (at a plan's concrete shapes, one of equal
+ * shapes sums nothing). */
 #include "passes/passes.h"
 
 #include "ir/rewrite.h"
@@ -111,6 +114,8 @@ static bool is_noop(const tsr_graph *g, const tsr_node *n)
         return same_type(in, out, true) && clip_is_noop(g, n);
     if (op == &tsr_op_Transpose)
         return same_type(in, out, false) && transpose_is_noop(n, in->rank);
+    if (op == &tsr_op_SumTo)
+        return same_type(in, out, false);
     if (op == &tsr_op_Reshape || op == &tsr_op_Flatten || op == &tsr_op_Squeeze ||
         op == &tsr_op_Unsqueeze || op == &tsr_op_Expand)
         return same_type(in, out, false);

@@ -71,6 +71,13 @@ static void node(tsr_graph *g, const char *op, const char *in0, const char *in1,
         tsr_graph_add_node(g, op, "", out, n_in, ins, 1, (const char *[]){out}, n_attrs, attrs));
 }
 
+/* SumTo (domain ai.tessera) of `in` to the shape constant `shape`. */
+static void sum_to(tsr_graph *g, const char *in, const char *shape, const char *out)
+{
+    CHECK_OK(tsr_graph_add_node(g, "SumTo", "ai.tessera", out, 2, (const char *[]){in, shape}, 1,
+                                (const char *[]){out}, 0, NULL));
+}
+
 /* A graph with input x of shape [2, channels, 7, 9]. */
 static tsr_graph *new_graph(tsr_dtype dtype, int64_t channels)
 {
@@ -494,7 +501,8 @@ static void test_remove_identities(void)
         node(g, "Reshape", "i5", "same_shape", NULL, "i6", 0, NULL);
         node(g, "Transpose", "i6", NULL, NULL, "i7", 1,
              (tsr_attr[]){TSR_ATTR_INTS("perm", perm, 4)});
-        node(g, "Tanh", "i7", NULL, NULL, "t", 0, NULL);
+        sum_to(g, "i7", "same_shape", "i8");
+        node(g, "Tanh", "i8", NULL, NULL, "t", 0, NULL);
         node(g, "Identity", "t", NULL, NULL, "y", 0, NULL);
         CHECK_OK(tsr_graph_add_output(g, "y"));
         tsr_graph *f = run_pass(g, tsr_pass_remove_identities, true);
@@ -510,10 +518,11 @@ static void test_identities_kept(void)
 {
     /* A graph output straight from a graph input, a graph output copied
      * from another graph output, a Dropout whose mask is read, Cast, Pad,
-     * Clip and Transpose that do something. */
+     * Clip, Transpose and SumTo that do something. */
     tsr_graph *g = new_graph(TSR_FLOAT32, 3);
-    const int64_t pads[8] = {0, 0, 1, 0, 0, 0, 0, 2};
+    const int64_t pads[8] = {0, 0, 1, 0, 0, 0, 0, 2}, per_channel[4] = {1, 3, 1, 1};
     add_ints(g, "pads", 8, pads);
+    add_ints(g, "per_channel", 4, per_channel);
     add_scalar(g, "hi", TSR_FLOAT32, 0.5);
     node(g, "Identity", "x", NULL, NULL, "y0", 0, NULL);
     node(g, "Relu", "x", NULL, NULL, "r", 0, NULL);
@@ -525,12 +534,13 @@ static void test_identities_kept(void)
     node(g, "Pad", "r", "pads", NULL, "y3", 0, NULL);
     node(g, "Clip", "r", "", "hi", "y4", 0, NULL);
     node(g, "Transpose", "r", NULL, NULL, "y5", 0, NULL);
-    const char *outs[] = {"y0", "y1", "r", "y2", "y3", "y4", "y5"};
-    for (int o = 0; o < 7; o++)
+    sum_to(g, "r", "per_channel", "y6");
+    const char *outs[] = {"y0", "y1", "r", "y2", "y3", "y4", "y5", "y6"};
+    for (int o = 0; o < 8; o++)
         CHECK_OK(tsr_graph_add_output(g, outs[o]));
     tsr_graph *f = run_pass(g, tsr_pass_remove_identities, false);
-    CHECK(check_ops(f, "Identity Relu Identity Dropout Cast Add Pad Clip Transpose"));
-    for (int o = 0; o < 7; o++)
+    CHECK(check_ops(f, "Identity Relu Identity Dropout Cast Add Pad Clip Transpose SumTo"));
+    for (int o = 0; o < 8; o++)
         CHECK(strcmp(output_name(f, o), outs[o]) == 0);
     tsr_graph_destroy(f);
     tsr_graph_destroy(g);

@@ -114,6 +114,21 @@ def branch_graph(op):
     return g
 
 
+def loop_body_graph():
+    """A Loop body adding iter_num to its one int64 loop-carried value [3, 5], which it also
+    gives as a scan output; cond passed through."""
+    g = Graph()
+    g.add_input("i", np.int64, [])
+    g.add_input("c", np.bool_, [])
+    g.add_input("x", np.int64, [3, 5])
+    g.add_node("Identity", ["c"], ["c_out"])
+    g.add_node("Add", ["x", "i"], ["y"])
+    g.add_node("Identity", ["y"], ["scan"])
+    for name in ("c_out", "y", "scan"):
+        g.add_output(name)
+    return g
+
+
 class Case:
     """One node of `op` on `inputs` (Spec or None for an omitted input).
 
@@ -129,16 +144,19 @@ class Case:
     computes the case in bf16 under precision bf16, so its result must move
     off the float32 one (else precision bf16 only has to stay correct).
     expanded: the graph builder replaces the node by the ops it is defined by
-    (op.h's expand hook), so no node0 remains to name a backend."""
+    (op.h's expand hook), so no node0 remains to name a backend.
+    identity: at the case's shapes the node changes nothing, so identity
+    removal drops it wherever its input is not a graph input: when its
+    input arrives through a blocked() reorder, no node0 runs."""
 
     def __init__(self, op, inputs, attrs=None, *, cpu="ref", cpu64="ref", n_outputs=1, opset=17,
                  grad=True, grad_outputs=None, tol="close", rtol=1e-6, folded=False, expect=None,
-                 bf16=False, label="", expanded=False):
+                 bf16=False, label="", expanded=False, identity=False):
         self.op, self.inputs, self.attrs = op, list(inputs), dict(attrs or {})
         self.cpu, self.cpu64, self.n_outputs, self.opset = cpu, cpu64, n_outputs, opset
         self.grad, self.rtol, self.bf16 = grad, rtol, bf16
         self.grad_outputs, self.tol, self.folded, self.expect = grad_outputs, tol, folded, expect
-        self.label, self.expanded = label, expanded
+        self.label, self.expanded, self.identity = label, expanded, identity
 
 
 CONV = {"kernel_shape": [3, 2], "pads": [1, 0, 2, 1], "strides": [2, 1], "dilations": [1, 2]}
@@ -359,11 +377,13 @@ CASES = [
     Case("Unsqueeze", [normal(3, 5), const(np.array([0, 3], dtype=I64))], tol="exact"),
     Case("Expand", [normal(3, 1), const(np.array([2, 3, 5], dtype=I64))], tol="exact"),
     Case("Identity", [normal(3, 5)], tol="exact"),
-    # control.c: If expands into its taken branch (cond constant); test_ops_control.py has
-    # the rest
+    # control.c: If expands into its taken branch (cond constant), Loop unrolls (trip count
+    # constant); test_ops_control.py and test_ops_loop.py have the rest
     Case("If", [const(np.array(True)), normal(3, 5)],
          {"then_branch": branch_graph("Neg"), "else_branch": branch_graph("Exp")},
          expanded=True),
+    Case("Loop", [const(np.array(3, dtype=I64)), const(np.array(True)), ints(3, 5, hi=9)],
+         {"body": loop_body_graph()}, n_outputs=2, tol="exact", expanded=True),
     Case("Dropout", [normal(3, 5)], tol="exact"),
     # movement.c
     Case("Transpose", [normal(2, 3, 5)], {"perm": [1, 2, 0]}, tol="exact"),
@@ -495,7 +515,7 @@ CASES = [
     Case("SumTo", [normal(2, 3, "C"), const(np.array([1, 1], dtype=I64))], cpu="cpu",
          cpu64="cpu", tol="sum", label="lead_axis"),
     Case("SumTo", [normal(2, "C", 5, 4), shape_of(2, "C", 5, 4)], cpu="cpu", cpu64="cpu",
-         tol="exact", label="same_shape"),
+         tol="exact", label="same_shape", identity=True),
     # training.c
     Case("BatchNormTrain", [normal(3, "C", 4, 3, scale=2), positive("C"), normal("C"),
                             weights("C"), running_var("C")],
