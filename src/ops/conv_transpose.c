@@ -27,25 +27,6 @@ static const tsr_attr_def conv_transpose_attrs[] = {{"auto_pad", TSR_ATTR_STRING
                                                     {"strides", TSR_ATTR_INTS},
                                                     {NULL}};
 
-/* An optional list of `n` values, each at least `min`, into out (left as
- * it is when absent). */
-static tsr_status read_list(const tsr_node *node, const char *name, int n, int64_t min,
-                            int64_t *out)
-{
-    size_t count;
-    const int64_t *vals = tsr_attr_ints(node, name, &count);
-    if (!vals)
-        return TSR_OK;
-    if (count != (size_t)n)
-        return tsr_error(TSR_ERR_SHAPE, "'%s' has %zu values, expected %d", name, count, n);
-    for (int i = 0; i < n; i++)
-        if (vals[i] < min || vals[i] > TSR_MAX_TENSOR_BYTES)
-            return tsr_error(TSR_ERR_SHAPE, "'%s'[%d] is %lld, must be between %lld and 2^62", name,
-                             i, (long long)vals[i], (long long)min);
-    memcpy(out, vals, (size_t)n * sizeof *out);
-    return TSR_OK;
-}
-
 /* The spatial sizes output_shape asks for: n values, or n + 2 with the
  * batch and channels first (ONNX Runtime reads both). NULL when absent. */
 static tsr_status read_output_shape(const tsr_node *node, int n, const int64_t **out)
@@ -80,10 +61,10 @@ tsr_status tsr_conv_transpose_window(const tsr_node *node, int n, const int64_t 
     int64_t pads[2 * TSR_WINDOW_MAX_DIMS] = {0}, adjust[TSR_WINDOW_MAX_DIMS] = {0};
     for (int i = 0; i < n; i++)
         w->stride[i] = w->dilation[i] = 1;
-    TSR_CHECK(read_list(node, "strides", n, 1, w->stride));
-    TSR_CHECK(read_list(node, "dilations", n, 1, w->dilation));
-    TSR_CHECK(read_list(node, "pads", 2 * n, 0, pads));
-    TSR_CHECK(read_list(node, "output_padding", n, 0, adjust));
+    TSR_CHECK(tsr_window_read_list(node, "strides", n, 1, w->stride));
+    TSR_CHECK(tsr_window_read_list(node, "dilations", n, 1, w->dilation));
+    TSR_CHECK(tsr_window_read_list(node, "pads", 2 * n, 0, pads));
+    TSR_CHECK(tsr_window_read_list(node, "output_padding", n, 0, adjust));
     const int64_t *out_shape;
     TSR_CHECK(read_output_shape(node, n, &out_shape));
 
@@ -193,7 +174,7 @@ static tsr_status kernel_shape(const tsr_node *node, const tsr_value *w, int n, 
     for (int i = 0; i < n; i++)
         kernel[i] = w->rank == n + 2 ? w->dims[2 + i] : TSR_DIM_UNKNOWN;
     int64_t given[TSR_WINDOW_MAX_DIMS] = {0};
-    TSR_CHECK(read_list(node, "kernel_shape", n, 1, given));
+    TSR_CHECK(tsr_window_read_list(node, "kernel_shape", n, 1, given));
     if (!tsr_attr_has(node, "kernel_shape"))
         return TSR_OK;
     for (int i = 0; i < n; i++) {

@@ -170,15 +170,27 @@ tsr_status tsr_dnnl_exec_arg(tsr_dnnl_exec *e, int arg, const dnnl_memory_desc_t
     return TSR_OK;
 }
 
+const char *tsr_dnnl_impl_name(const_dnnl_primitive_desc_t pd)
+{
+    const char *impl = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl)
+        return "";
+    return impl;
+}
+
+bool tsr_dnnl_impl_is_fast(const_dnnl_primitive_desc_t pd)
+{
+    const char *name = tsr_dnnl_impl_name(pd);
+    return name[0] && strncmp(name, "ref", 3) != 0;
+}
+
 tsr_status tsr_dnnl_exec_finish(tsr_dnnl_exec *e, dnnl_primitive_desc_t pd, const char *what)
 {
     e->what = what;
     const dnnl_memory_desc_t *scratch =
         dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     tsr_status status = TSR_OK;
-    const char *impl = NULL;
-    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl)
-        snprintf(e->impl, sizeof e->impl, "%s", impl);
+    snprintf(e->impl, sizeof e->impl, "%s", tsr_dnnl_impl_name(pd));
     e->scratch_bytes = scratch ? dnnl_memory_desc_get_size(scratch) : 0;
     if (e->scratch_bytes > 0)
         status =

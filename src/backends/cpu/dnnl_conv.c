@@ -203,15 +203,6 @@ static tsr_status conv_op_desc(const tsr_graph *g, const tsr_node *node, tsr_lay
     return TSR_OK;
 }
 
-/* The name of the implementation oneDNN chose for pd ("" if it says none). */
-static const char *conv_impl_name(const_dnnl_primitive_desc_t pd)
-{
-    const char *impl = NULL;
-    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl)
-        return "";
-    return impl;
-}
-
 /* Calls visit(pd, arg) on each implementation oneDNN has for cd, in its
  * order of preference, until visit returns true: that one is kept in
  * *pd_out, NULL when none was. */
@@ -235,14 +226,7 @@ static void conv_each_impl(const dnnl_convolution_desc_t *cd, const_dnnl_primiti
 
 static bool impl_is_named(const_dnnl_primitive_desc_t pd, void *name)
 {
-    return strcmp(conv_impl_name(pd), name) == 0;
-}
-
-/* A jit or gemm kernel, not oneDNN's reference loops. */
-static bool impl_is_fast(const_dnnl_primitive_desc_t pd)
-{
-    const char *name = conv_impl_name(pd);
-    return name[0] && strncmp(name, "ref", 3) != 0;
+    return strcmp(tsr_dnnl_impl_name(pd), name) == 0;
 }
 
 /* The oneDNN primitive descriptor of the convolution: of the
@@ -281,7 +265,7 @@ static bool has_fast_kernel(const tsr_graph *g, const tsr_node *node, tsr_layout
     if (conv_primitive_desc(g, node, src_layout, dst_layout, dst_layout, false,
                             dnnl_convolution_direct, NULL, &m, &pd) != TSR_OK)
         return false;
-    bool fast = impl_is_fast(pd);
+    bool fast = tsr_dnnl_impl_is_fast(pd);
     dnnl_primitive_desc_destroy(pd);
     return fast;
 }
@@ -396,8 +380,8 @@ static bool same_suffix(const char *a, const char *b)
 static bool add_candidate(const_dnnl_primitive_desc_t pd, void *arg)
 {
     candidate_list *l = arg;
-    const char *name = conv_impl_name(pd);
-    if (!impl_is_fast(pd) || l->n == TSR_AUTOTUNE_MAX_CANDIDATES ||
+    const char *name = tsr_dnnl_impl_name(pd);
+    if (!tsr_dnnl_impl_is_fast(pd) || l->n == TSR_AUTOTUNE_MAX_CANDIDATES ||
         !same_suffix(strrchr(name, ':'), l->isa))
         return false;
     for (int i = 0; i < l->n; i++)

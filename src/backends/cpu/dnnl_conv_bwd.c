@@ -15,7 +15,6 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 typedef struct {
     tsr_dnnl_kind kind;        /* first, see dnnl_release */
@@ -180,9 +179,7 @@ static bool has_fast_kernel(const tsr_graph *g, const tsr_node *node, tsr_layout
     dnnl_primitive_desc_t pd = NULL;
     if (conv_bwd_primitive_desc(g, node, x_layout, dy_layout, &m, &pd) != TSR_OK)
         return false;
-    const char *impl = NULL;
-    bool fast = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
-                impl && strncmp(impl, "ref", 3) != 0;
+    bool fast = tsr_dnnl_impl_is_fast(pd);
     dnnl_primitive_desc_destroy(pd);
     return fast;
 }

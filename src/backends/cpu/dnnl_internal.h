@@ -23,6 +23,11 @@ void *tsr_dnnl_thread_scratchpad(size_t bytes);
 tsr_status tsr_dnnl_check(dnnl_status_t status, const char *what);
 #define TSR_DNNL_CHECK(call, what) TSR_CHECK(tsr_dnnl_check((call), (what)))
 
+/* The name of the implementation oneDNN chose for pd ("" if it says none). */
+const char *tsr_dnnl_impl_name(const_dnnl_primitive_desc_t pd);
+/* A jit or gemm kernel, not oneDNN's reference loops. */
+bool tsr_dnnl_impl_is_fast(const_dnnl_primitive_desc_t pd);
+
 /* A plain (row-major) memory descriptor of `rank` dims. */
 tsr_status tsr_dnnl_plain_md(dnnl_memory_desc_t *md, int rank, const int64_t *dims,
                              dnnl_data_type_t type);
