@@ -23,8 +23,11 @@ enabled), the forward runs the first half of tsr_graph_gradient's graph
 split by tsr_graph_split: it computes the outputs and the values the
 backward reads, which stay on the autograd context until backward; the
 backward runs the second half on those values and the output gradients,
-without running the forward pass again. One gradient graph is built per
-set of tensors that require grad (parameters and inputs).
+without running the forward pass again. Where the forward saves many bytes
+per flop (mobilenet_v2), moving the saved values across the split costs
+more than a second forward, and the backward instead runs the whole
+gradient graph in one plan (_Halves.recompute). One gradient graph is built
+per set of tensors that require grad (parameters and inputs).
 
 In train mode the capture is the exporter's training export, whose
 BatchNormalization and Dropout the importer turns into Tessera's training
@@ -54,6 +57,9 @@ from .nn import DOMAIN
 
 OPSET = 14
 SEED_INPUT = "tessera_dropout_seed"
+# Above this many saved bytes per forward flop, the backward computes the
+# forward again rather than read values saved across the split (_Halves.recompute).
+RECOMPUTE_BYTES_PER_FLOP = 0.05
 
 
 class CaptureError(RuntimeError):
@@ -406,9 +412,11 @@ class _Halves:
         self.n_outputs = len(outs)
         diff = [o.name for o in outs[:capture.n_model_outputs]
                 if o.dtype is not None and o.dtype.kind == "f"]
+        self.capture, self.diff, self.wrt = capture, diff, wrt
         first, second = capture.graph.gradient(diff, wrt).split(self.n_outputs)
         self.forward = Plan(first, **capture.compile)
         self.backward = Plan(second, **capture.compile)
+        self.full = None  # the unsplit gradient plan, once recompute() chose it
         feed_of = {name: i for i, name in enumerate(capture.names)}
         self.forward_feeds = [feed_of[s.name] for s in first.inputs()]
         self.output_names = [o.name for o in first.outputs()]
@@ -429,6 +437,34 @@ class _Halves:
         # graph alive); the other saved values are plain tensors on ctx.
         self.saved_outputs = sorted({k for kind, k in self.backward_feeds
                                      if kind == "saved" and k < self.n_outputs})
+
+    def recompute(self, feeds):
+        """Whether the backward runs the whole gradient graph (the forward
+        again, then the backward, in one plan) instead of the backward half,
+        decided at the first call from the forward half at `feeds`' shapes.
+        Each saved value crosses the split in the plain layout: the forward
+        half reorders it out of the backend's blocked layout, the backward
+        half back in, so the split moves every saved byte four times, which
+        costs more than computing the forward again where the forward does
+        little arithmetic per saved byte (mobilenet_v2 at batch 8 saves 0.12
+        bytes per forward flop, and the split cost 39 % over one plan on the
+        2-core Sapphire Rapids; resnet18 saves 0.012 and the split cost 26 %
+        against 29 % for the second forward). Decided once: the plans of the
+        mode not taken are dropped."""
+        if self.full is None and self.forward is not None:
+            descs = self.forward.reshape(_capi.tensor_array([_feeds.view(x, None, str(i))[0]
+                                                             for i, x in enumerate(feeds)]))
+            saved = sum(np.dtype(dt).itemsize * int(np.prod(shape))
+                        for dt, shape in descs[self.n_outputs:])
+            if saved > RECOMPUTE_BYTES_PER_FLOP * self.forward.stats()["flops"]:
+                self.forward = self.backward = None
+                graph = self.capture.graph.gradient(self.diff, self.wrt)
+                self.full = Plan(graph, **self.capture.compile)
+                feed_of = {name: i for i, name in enumerate(self.capture.names)}
+                seed_of = {f"{d}__seed": k for k, d in enumerate(self.diff)}
+                self.full_feeds = [("grad", seed_of[s.name]) if s.name in seed_of
+                                   else ("feed", feed_of[s.name]) for s in graph.inputs()]
+        return self.full is not None
 
 
 # ------------------------------------------------------------------ running
@@ -457,6 +493,8 @@ class _TesseraFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, call, *diff):
         halves = call.halves
+        if halves.recompute([call.feeds[i] for i in halves.forward_feeds]):
+            return _TesseraFunction.forward_only(ctx, call, diff)
         outs = _run(halves.forward, [call.feeds[i] for i in halves.forward_feeds])
         call.outputs = outs[:halves.n_outputs]
         n = halves.n_outputs
@@ -473,12 +511,40 @@ class _TesseraFunction(torch.autograd.Function):
         return tuple(call.outputs)
 
     @staticmethod
+    def forward_only(ctx, call, diff):
+        """The forward of recompute mode: the capture's own plan, nothing
+        saved but the feeds, whose versions the backward checks (it reads
+        them again, so an in-place change in between would go unseen)."""
+        call.outputs = _run(call.capture.plan, call.feeds)
+        ctx.call = call
+        ctx.saved = None
+        ctx.versions = [x._version for x in call.feeds]
+        ctx.output_descs = [(o.shape, o.dtype) for o in call.outputs]
+        ctx.save_for_backward(*diff)
+        ctx.n_diff = len(diff)
+        n_model = call.capture.n_model_outputs
+        ctx.mark_non_differentiable(*[o for k, o in enumerate(call.outputs)
+                                      if k >= n_model or not o.is_floating_point()])
+        return tuple(call.outputs)
+
+    @staticmethod
     def backward(ctx, *grads):
         call, halves = ctx.call, ctx.call.halves
-        saved = dict(ctx.saved)
-        saved.update(zip(halves.saved_outputs, ctx.saved_tensors[ctx.n_diff:]))
+        saved = {}
+        if halves.full is not None:
+            stats = {name for mean, var, *_ in call.capture.stats for name in (mean, var)}
+            for name, x, version in zip(call.capture.names, call.feeds, ctx.versions):
+                if x._version != version and name not in stats:
+                    raise RuntimeError(f"'{name}' was modified in place between the forward and "
+                                       "the backward of a tessera.optimize module, which reads "
+                                       "it again to compute the gradients")
+            plan, wanted = halves.full, halves.full_feeds
+        else:
+            saved = dict(ctx.saved)
+            saved.update(zip(halves.saved_outputs, ctx.saved_tensors[ctx.n_diff:]))
+            plan, wanted = halves.backward, halves.backward_feeds
         feeds = []
-        for kind, k in halves.backward_feeds:
+        for kind, k in wanted:
             if kind == "feed":
                 feeds.append(call.feeds[k])
             elif kind == "saved":
@@ -489,7 +555,8 @@ class _TesseraFunction(torch.autograd.Function):
             else:
                 feeds.append(grads[k])
         ctx.saved = None
-        return (None,) + tuple(_run(halves.backward, feeds))
+        outs = _run(plan, feeds)
+        return (None,) + tuple(outs[halves.n_outputs:] if halves.full is not None else outs)
 
 
 class _Call:
@@ -625,8 +692,9 @@ def optimize(module, example_inputs, *, device="cpu", dynamic_batch=True, precis
     works unchanged. .train() switches to Tessera's training-mode BatchNorm
     (running statistics updated in the module's buffers) and Dropout;
     loss.backward() then fills the .grad of every parameter with gradients
-    computed by Tessera, from values the forward kept (the backward does not
-    run the forward again).
+    computed by Tessera, from values the forward kept (or, where saving them
+    costs more than computing them, by running the forward again inside the
+    backward's plan; the feeds must then not change in place in between).
 
     Eval mode without gradients runs a plan with the weights baked in as
     constants (BatchNorm folded into the convolutions, weights laid out

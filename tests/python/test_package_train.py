@@ -103,7 +103,16 @@ def test_training_matches_eager_in_float64(net, optimizer):
             assert torch.equal(value, ref[name]), name  # num_batches_tracked
 
 
-def test_gradients_reach_every_parameter_and_the_input():
+@pytest.fixture(params=["split", "recompute"])
+def backward_mode(request, monkeypatch):
+    """Both ways the backward runs (bridge._Halves.recompute): the backward half on the
+    values the forward half saved, or the whole gradient graph again."""
+    monkeypatch.setattr(tessera.bridge, "RECOMPUTE_BYTES_PER_FLOP",
+                        float("inf") if request.param == "split" else 0.0)
+    return request.param
+
+
+def test_gradients_reach_every_parameter_and_the_input(backward_mode):
     torch.manual_seed(4)
     eager = perturb(small_resnet()).double().train()
     twin = copy.deepcopy(eager)
@@ -119,7 +128,8 @@ def test_gradients_reach_every_parameter_and_the_input():
         assert (p.grad - q.grad).abs().max().item() < 1e-10, name
 
 
-def test_backward_reads_saved_values_instead_of_running_the_forward_again():
+def test_backward_reads_saved_values_instead_of_running_the_forward_again(monkeypatch):
+    monkeypatch.setattr(tessera.bridge, "RECOMPUTE_BYTES_PER_FLOP", float("inf"))
     torch.manual_seed(5)
     model = small_resnet().double().train()
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
@@ -132,6 +142,31 @@ def test_backward_reads_saved_values_instead_of_running_the_forward_again():
         assert halves.forward.node_backend(conv)
         with pytest.raises(tessera.NotFoundError, match="no node named"):
             halves.backward.node_backend(conv)
+
+
+def test_recompute_chosen_where_the_forward_saves_many_bytes_per_flop():
+    """A small net (8-16 channels at 8x8) saves more bytes per forward flop than the
+    threshold: its backward runs the whole gradient graph, the halves are dropped."""
+    torch.manual_seed(5)
+    model = small_resnet().double().train()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    fast = tessera.optimize(model, (x,))
+    fast(x).sum().backward()
+    (halves,) = next(iter(fast._captures.values())).halves.values()
+    assert halves.full is not None and halves.forward is None and halves.backward is None
+    assert halves.full.node_backend("/0/Conv")
+
+
+def test_recompute_refuses_inputs_changed_in_place_before_backward(monkeypatch):
+    monkeypatch.setattr(tessera.bridge, "RECOMPUTE_BYTES_PER_FLOP", 0.0)
+    torch.manual_seed(5)
+    model = small_resnet().double().train()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    fast = tessera.optimize(model, (x,))
+    loss = fast(x).sum()
+    x.mul_(2.0)
+    with pytest.raises(RuntimeError, match="'input_0' was modified in place"):
+        loss.backward()
 
 
 def test_frozen_parameters_get_no_gradient():
