@@ -120,6 +120,18 @@ int cli_default_input_shapes(const tsr_graph *graph, int64_t batch, tsr_tensor *
 
 double cli_now_seconds(void); /* monotonic clock */
 
+/* Stopping a long run cleanly (md, train, ictp train). cli_stop_catch
+ * installs handlers for SIGINT and SIGTERM, also where a background shell
+ * left SIGINT ignored (so `kill -INT` still stops a run): the first one
+ * writes `note` to stderr and makes cli_stop_requested() return its name
+ * ("SIGINT", "SIGTERM"; NULL before), which the run checks at its next safe
+ * point (after an MD step, after an epoch and its checkpoint); a second one
+ * ends the process at once, by the signal's default action.
+ * cli_stop_release restores the handlers found. */
+void cli_stop_catch(const char *note);
+const char *cli_stop_requested(void);
+void cli_stop_release(void);
+
 /* Model inputs from --input [NAME=]FILE.npy arguments, as `tessera run`
  * takes them: NAME= binds by name, plain files bind the inputs in order;
  * inputs given no file get seeded random data (symbolic dims of size

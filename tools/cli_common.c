@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -354,6 +355,55 @@ double cli_now_seconds(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ------------------------------------------------ stopping on signals */
+
+static const int stop_signals[] = {SIGINT, SIGTERM};
+static struct sigaction stop_previous[2];
+static bool stop_caught[2];
+static const char *stop_note;
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+    if (stop_signal) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    stop_signal = sig;
+    if (stop_note) {
+        ssize_t ignored = write(STDERR_FILENO, stop_note, strlen(stop_note));
+        (void)ignored;
+    }
+}
+
+void cli_stop_catch(const char *note)
+{
+    stop_note = note;
+    stop_signal = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (int k = 0; k < 2; k++) {
+        stop_caught[k] = sigaction(stop_signals[k], &sa, &stop_previous[k]) == 0;
+    }
+}
+
+const char *cli_stop_requested(void)
+{
+    return stop_signal == SIGINT ? "SIGINT" : stop_signal == SIGTERM ? "SIGTERM" : NULL;
+}
+
+void cli_stop_release(void)
+{
+    for (int k = 0; k < 2; k++)
+        if (stop_caught[k])
+            sigaction(stop_signals[k], &stop_previous[k], NULL);
+    stop_caught[0] = stop_caught[1] = false;
 }
 
 /* ------------------------------------------------ inputs from .npy files */

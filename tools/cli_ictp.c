@@ -60,6 +60,8 @@ static const char ictp_usage[] =
     "  --checkpoint PATH     saved every epoch; an existing one is resumed\n"
     "  --early-stopping N    stop after N epochs without improvement (0: never)\n"
     "  --dtype, --device, --threads as above\n"
+    "Ctrl-C or SIGTERM stops the run after the epoch in progress (a second one at\n"
+    "once); the same command resumes from the checkpoint.\n"
     "\n"
     "Usage: tessera ictp test MODEL.npz DATA.extxyz [--dtype D] [--device DEV] [--threads N]\n"
     "\n"

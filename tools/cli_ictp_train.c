@@ -292,7 +292,9 @@ int ictp_train_main(int argc, char **argv)
     }
     if ((rc = start_log(log, tsr_ictp_trainer_epochs(tr) + 1)))
         goto done;
-    for (int64_t epoch = tsr_ictp_trainer_epochs(tr) + 1; epoch <= o.epochs; epoch++) {
+    cli_stop_catch("\ntessera ictp train: stopping after this epoch (again to stop now)\n");
+    for (int64_t epoch = tsr_ictp_trainer_epochs(tr) + 1;
+         epoch <= o.epochs && !cli_stop_requested(); epoch++) {
         train_progress p;
         train_progress_start(&p, epoch, o.epochs, n_train);
         double t0 = cli_now_seconds(), loss = 0, lr = tsr_ictp_trainer_lr(tr);
@@ -345,7 +347,17 @@ int ictp_train_main(int argc, char **argv)
             break;
         }
     }
+    if (cli_stop_requested()) {
+        fprintf(stderr,
+                "tessera ictp train: stopped by %s after epoch %lld; the best model so far is "
+                "%s%s%s\n",
+                cli_stop_requested(), (long long)tsr_ictp_trainer_epochs(tr), o.out,
+                o.checkpoint ? ", and the same command resumes from " : "",
+                o.checkpoint ? o.checkpoint : "");
+        rc = CLI_FAIL;
+    }
 done:
+    cli_stop_release();
     if (made_config)
         remove(config_tmp);
     free(log);

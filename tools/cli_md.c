@@ -7,7 +7,6 @@
 #include "train_report.h"
 
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,14 +269,6 @@ static void progress_draw(md_progress *p, const tsr_md_state *s, long long steps
     p->width = n;
 }
 
-static volatile sig_atomic_t interrupted;
-
-static void on_interrupt(int sig)
-{
-    (void)sig;
-    interrupted = 1;
-}
-
 static void plot_log(const char *log, const char *png)
 {
     const cli_plot_panel panels[] = {
@@ -332,9 +323,9 @@ static int run(const md_args *o, tsr_md *md, int64_t n_atoms, FILE *csv)
     md_progress bar = {.tty = isatty(STDERR_FILENO) != 0};
     double start = cli_now_seconds(), interval_start = start;
     int64_t interval_steps = 0;
-    void (*previous)(int) = signal(SIGINT, on_interrupt);
+    cli_stop_catch(NULL);
     int rc = CLI_OK;
-    while (s.step < o->steps && !interrupted) {
+    while (s.step < o->steps && !cli_stop_requested()) {
         if (tsr_md_run(md, 1) != TSR_OK) {
             progress_clear(&bar);
             rc = cli_fail_status(NULL);
@@ -361,9 +352,10 @@ static int run(const md_args *o, tsr_md *md, int64_t n_atoms, FILE *csv)
         double total_rate = (double)s.step * o->dt * 1e-6 * 86400.0 / (now - start);
         progress_draw(&bar, &s, o->steps, now - start, total_rate);
     }
-    signal(SIGINT, previous);
+    cli_stop_release();
     progress_clear(&bar);
     double elapsed = cli_now_seconds() - start;
+    bool interrupted = cli_stop_requested() != NULL;
     if (interrupted)
         fprintf(stderr,
                 "tessera md: interrupted at step %lld; the trajectory keeps every frame "

@@ -69,7 +69,9 @@ static const char train_usage[] =
     "a terminal, else one line per epoch. The log has one row per epoch: epoch,\n"
     "step, train loss and accuracy, validation loss and accuracy, lr, seconds (of\n"
     "training, validation excluded) and validation seconds. Training accuracy is\n"
-    "measured in inference mode on each batch just before its step.\n";
+    "measured in inference mode on each batch just before its step. Ctrl-C or\n"
+    "SIGTERM stops after the epoch in progress and writes the model trained so far\n"
+    "(a second one stops at once); --resume continues from the checkpoint.\n";
 
 static int train_main(int argc, char **argv);
 
@@ -603,8 +605,10 @@ static int train_all(train_run *r)
     int64_t *order = malloc(sizeof *order * (size_t)r->train->x.dims[0]);
     batch_buffers b;
     int rc = order ? batch_alloc(&b, r->train, o->batch) : cli_fail("out of memory");
-    for (int64_t e = start_epoch; e < o->epochs && rc == CLI_OK; e++)
+    cli_stop_catch("\ntessera train: stopping after this epoch (again to stop now)\n");
+    for (int64_t e = start_epoch; e < o->epochs && rc == CLI_OK && !cli_stop_requested(); e++)
         rc = train_epoch(r, e, order, &b);
+    cli_stop_release();
     if (order)
         batch_free(&b);
     free(order);
@@ -659,6 +663,12 @@ static int train_main(int argc, char **argv)
     printf("trained model -> %s\nlog -> %s\n", o.out, log_path);
     if (plot_path && access(plot_path, F_OK) == 0)
         printf("plot -> %s\n", plot_path);
+    if (cli_stop_requested()) {
+        fprintf(stderr, "tessera train: stopped by %s after epoch %lld of %lld%s\n",
+                cli_stop_requested(), (long long)tsr_trainer_epoch_count(r.trainer), o.epochs,
+                o.checkpoint ? "; --resume continues from the checkpoint" : "");
+        rc = CLI_FAIL;
+    }
 done:
     train_log_free(&r.log);
     tsr_trainer_destroy(r.trainer);

@@ -9,8 +9,11 @@ agrees with central finite differences of that loss (float64)."""
 import ctypes as C
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -172,10 +175,14 @@ def test_trainer_fits_energies_and_forces(model, tmp_path):
 
 # ---------------------------------------------------- tessera ictp train / test
 
-def run_cli(*args):
+def cli_command(*args):
     build = os.environ.get("TESSERA_BUILD_DIR", os.path.join(tsr.ROOT, "build"))
     exe = os.environ.get("TESSERA_BIN", os.path.join(build, "bin", "tessera"))
-    return subprocess.run([exe, "ictp", *map(str, args)], capture_output=True, text=True)
+    return [exe, "ictp", *map(str, args)]
+
+
+def run_cli(*args):
+    return subprocess.run(cli_command(*args), capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -198,10 +205,14 @@ def data(tmp_path_factory, model):
     return d
 
 
+def train_args(data, out, *extra):
+    return ["train", data / "train.extxyz", "--valid", data / "valid.extxyz", "--config",
+            data / "config.json", "--out", out, "--threads", 1, "--batch-size", 3, "--seed", 7,
+            *extra]
+
+
 def train(data, out, *extra):
-    return run_cli("train", data / "train.extxyz", "--valid", data / "valid.extxyz", "--config",
-                   data / "config.json", "--out", out, "--threads", 1, "--batch-size", 3,
-                   "--seed", 7, *extra)
+    return run_cli(*train_args(data, out, *extra))
 
 
 def csv_rows(path):
@@ -251,6 +262,33 @@ def test_cli_resume_is_bit_identical(data, tmp_path):
     ma, mb = np.load(a / "m.npz"), np.load(b / "m.npz")
     for k in ma.files:
         np.testing.assert_array_equal(ma[k], mb[k])
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_cli_signal_stops_after_the_epoch(data, tmp_path, sig):
+    """The first SIGINT or SIGTERM ends the run after the epoch in progress, with that
+    epoch's log row, best model and checkpoint written; the same command resumes there."""
+    log, ckpt = tmp_path / "log.csv", tmp_path / "ckpt"
+    args = train_args(data, tmp_path / "m.npz", "--epochs", 10**6, "--log", log,
+                      "--checkpoint", ckpt, "--no-plot")
+    p = subprocess.Popen(cli_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 2):
+        time.sleep(0.05)
+    p.send_signal(getattr(signal, sig))
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 1, err
+    assert "stopping after this epoch" in err, err
+    m = re.search(rf"stopped by {sig} after epoch (\d+); the best model so far is ", err)
+    assert m and str(ckpt) in err, err
+    n = int(m.group(1))
+    assert len(csv_rows(log)) == n and (tmp_path / "m.npz").exists()
+    r = train(data, tmp_path / "m.npz", "--epochs", n + 1, "--log", log, "--checkpoint", ckpt,
+              "--no-plot")
+    assert r.returncode == 0, r.stderr
+    assert f"resuming {ckpt} at epoch {n}" in r.stderr
+    assert [int(row[0]) for row in csv_rows(log)] == list(range(1, n + 2))
 
 
 def test_cli_corrupt_checkpoint_and_data(data, tmp_path):

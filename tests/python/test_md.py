@@ -208,7 +208,8 @@ def test_trajectory_keeps_frames_and_never_the_start(model, tmp_path):
     assert np.array_equal(again[-1].arrays["velocities"], frames[-1].arrays["velocities"])
 
 
-def test_interrupted_run_keeps_its_frames(model, tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupted_run_keeps_its_frames(model, tmp_path, sig):
     import signal
     import time
     numbers, pos = molecule(11, n=8)
@@ -223,7 +224,7 @@ def test_interrupted_run_keeps_its_frames(model, tmp_path):
     deadline = time.time() + 60
     while time.time() < deadline and (not traj.exists() or traj.read_text().count("step=") < 3):
         time.sleep(0.05)
-    p.send_signal(signal.SIGINT)
+    p.send_signal(getattr(signal, sig))
     out, err = p.communicate(timeout=60)
     assert p.returncode == 1 and "interrupted at step" in err
     frames = ase.io.read(str(traj), ":")

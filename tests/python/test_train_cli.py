@@ -9,8 +9,12 @@ The binary is $TESSERA_BIN, else $TESSERA_BUILD_DIR/bin/tessera, else build/bin/
 
 import csv
 import gzip
+import re
 import shutil
+import signal
 import struct
+import subprocess
+import time
 
 import numpy as np
 import onnx
@@ -19,7 +23,7 @@ from onnx import numpy_helper
 
 import train_export
 import tsr
-from test_cli import tessera
+from test_cli import tessera, tessera_bin
 
 torch = pytest.importorskip("torch")
 
@@ -62,10 +66,13 @@ def write_idx_set(directory, prefix, x, y, gz=True):
     write_idx(directory / f"{prefix}-labels-idx1-ubyte{ext}", y.astype(np.uint8))
 
 
+def train_args(model, data, out, *extra):
+    return ["train", model, "--data", data, "--out", out, "--threads", "1", "--batch", "16",
+            "--optimizer", "adam", "--lr", "0.01", "--seed", "3", *extra]
+
+
 def train(model, data, out, *extra):
-    return tessera("train", model, "--data", data, "--out", out, "--threads", "1",
-                   "--batch", "16", "--optimizer", "adam", "--lr", "0.01", "--seed", "3",
-                   *extra)
+    return tessera(*train_args(model, data, out, *extra))
 
 
 def read_log(path):
@@ -171,6 +178,37 @@ def test_resume_continues_exactly(model_path, tmp_path):
     assert r.returncode == 1, r.stderr
     assert "was made with seed 3," in r.stderr and "this run has 4," in r.stderr, r.stderr
     assert "(--seed differs)" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_signal_stops_after_the_epoch(model_path, tmp_path, sig):
+    """The first SIGINT or SIGTERM ends the run after the epoch in progress: the model
+    trained so far is written, the log and checkpoint have that epoch, --resume goes on."""
+    x, y = make_data(48, 6)
+    data, out, ckpt = tmp_path / "train.npz", tmp_path / "m.onnx", tmp_path / "ckpt"
+    np.savez(data, x=x, y=y)
+    log = tmp_path / "m.csv"
+    args = train_args(model_path, data, out, "--epochs", "1000000", "--checkpoint", ckpt,
+                      "--no-plot")
+    p = subprocess.Popen([tessera_bin(), *map(str, args)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not log.exists() or len(read_log(log)) < 1):
+        time.sleep(0.05)
+    p.send_signal(getattr(signal, sig))
+    stdout, err = p.communicate(timeout=120)
+    assert p.returncode == 1, err
+    m = re.search(rf"stopped by {sig} after epoch (\d+) of 1000000; --resume continues", err)
+    assert m and "stopping after this epoch" in err, err
+    n = int(m.group(1))
+    assert f"trained model -> {out}" in stdout
+    assert [int(row["epoch"]) for row in read_log(log)] == list(range(1, n + 1))
+    tsr.run_onnx(out, [x[:2, None]])
+    r = train(model_path, data, out, "--epochs", str(n + 1), "--checkpoint", ckpt, "--resume",
+              "--no-plot")
+    assert r.returncode == 0, r.stderr
+    assert f"resuming after epoch {n}" in r.stderr
+    assert len(read_log(log)) == n + 1
 
 
 def _bad_idx(tmp_path, kind):
