@@ -3,6 +3,9 @@
     /usr/bin/python3 bench/cpu.py [--threads 2] [--iters 5] [--warmup 2] [--rounds 1]
         [--batches 1 8] [--models ...] [--device cpu] [--precision fp32|bf16]
 
+--models also takes the segmentation models and the sequence models of models.py: lstm and
+gru (2 layers of 128 with a linear head on the last of 32 steps) and transformer_encoder.
+
 For each model and batch, three processes run one after the other with the same thread count:
 `tessera bench` (the device and precision asked for; on its own seeded random input, as it
 takes no input file), ONNX Runtime 1.30's CPU execution provider (bench/ort_bench.mjs under

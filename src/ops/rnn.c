@@ -1,7 +1,9 @@
-/* LSTM, GRU and RNN with ONNX's semantics (opsets 7-17: forward, reverse
- * and bidirectional, initial states, sequence_lens, layout, every
- * activation ONNX lists with activation_alpha/beta, clip, input_forget,
- * linear_before_reset, LSTM peepholes, all outputs).
+/* LSTM, GRU and RNN with ONNX's semantics (versions 7 and 14 of each, the
+ * ones the importer's opsets 11 to 21 hold; layout, new in 14, is read at
+ * any opset): forward, reverse and bidirectional, initial states,
+ * sequence_lens, layout, every activation ONNX lists with
+ * activation_alpha/beta, clip, input_forget, linear_before_reset, LSTM
+ * peepholes, all outputs.
  *
  * Design: these ops are defined by other ops. Once the sequence length is
  * known the graph builder expands the node (op.h's expand hook), unrolled

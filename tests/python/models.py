@@ -30,10 +30,10 @@ MODEL_NAMES = ("resnet18", "resnet50", "mobilenet_v2", "vgg16", "densenet121", "
 # torchvision.models.segmentation; the export's output is the "out" logits (N, 21, H, W).
 SEGMENTATION_NAMES = ("lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large", "fcn_resnet50",
                       "deeplabv3_resnet50")
-# Sequence models of torch.nn on (batch, SEQUENCE_SHAPE) inputs: a 2-layer LSTM with a linear
-# head on its last step, and a 2-layer transformer encoder (GELU, no dropout).
-SEQUENCE_NAMES = ("lstm", "transformer_encoder")
-SEQUENCE_SHAPE = {"lstm": (32, 64), "transformer_encoder": (32, 128)}
+# Sequence models of torch.nn on (batch, SEQUENCE_SHAPE) inputs: a 2-layer LSTM and a 2-layer
+# GRU with a linear head on the last step, and a 2-layer transformer encoder (GELU, no dropout).
+SEQUENCE_NAMES = ("lstm", "gru", "transformer_encoder")
+SEQUENCE_SHAPE = {"lstm": (32, 64), "gru": (32, 64), "transformer_encoder": (32, 128)}
 
 # A dynamic export is traced at this batch and run at the others, so a batch size baked into
 # the graph by mistake cannot go unnoticed.
@@ -181,11 +181,14 @@ def _sequence_model(name):
     class LastStep(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.lstm = torch.nn.LSTM(features, 128, 2, batch_first=True)
+            # Named after the model ("lstm", "gru"): the state dicts cached before the GRU
+            # came hold the LSTM's weights under "lstm".
+            recurrent = torch.nn.GRU if name == "gru" else torch.nn.LSTM
+            self.add_module(name, recurrent(features, 128, 2, batch_first=True))
             self.head = torch.nn.Linear(128, 10)
 
         def forward(self, x):
-            return self.head(self.lstm(x)[0][:, -1])
+            return self.head(getattr(self, name)(x)[0][:, -1])
 
     return LastStep()
 

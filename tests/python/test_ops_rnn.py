@@ -780,10 +780,10 @@ def test_transformer_blocks_against_torch(name, opset):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("opset", [13, 17])
-@pytest.mark.parametrize("name", ["lstm", "transformer_encoder"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "transformer_encoder"])
 def test_cached_sequence_models_match_torch(name, opset, tmp_path):
-    """The 2-layer LSTM and transformer encoder of bench/cpu.py, dynamic batch, on the cpu
-    device through the CLI, at the batches the cache entry holds PyTorch's outputs for."""
+    """The 2-layer LSTM and GRU and the transformer encoder of bench/cpu.py, dynamic batch, on
+    the cpu device through the CLI, at the batches the cache entry holds PyTorch's outputs for."""
     import models
 
     if not models.tessera_bin().is_file():
