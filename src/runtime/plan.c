@@ -684,7 +684,7 @@ static tsr_status spec_build(tsr_plan *p, spec *s)
         TSR_CHECK(bound_outputs(s->graph));
     TSR_CHECK(tsr_graph_verify(s->graph));
     TSR_CHECK(tsr_schedule(s, p->backends, p->threads, p->options.precision,
-                           p->options.depth_first != 0, p->options.autotune != 0,
+                           p->options.depth_first != 0, p->options.autotune != 0, p->optimize,
                            p->options.verbose));
     if (s->split)
         TSR_CHECK(frontier_buffers(s));
@@ -1044,6 +1044,8 @@ static tsr_status run_step(const tsr_plan *p, const spec *s, const plan_step *st
     }
     if (st->kind == STEP_TRANSFER)
         return run_transfer(s, st, inputs, outputs);
+    if (st->in_place)
+        return TSR_OK;
     const tsr_node *node = &s->graph->nodes[st->node];
     tsr_tensor ins[TSR_MAX_NODE_IO], outs[TSR_MAX_NODE_IO];
     tsr_kernel_ctx k = {.node = node, .n_inputs = node->n_inputs, .n_outputs = node->n_outputs,

@@ -32,11 +32,17 @@ typedef struct {
     int index; /* graph input or output index */
     int value; /* the value whose contents it holds */
     uint8_t layout;
-    uint8_t space;  /* plan_space index */
-    void *upload;   /* BUF_UPLOAD: the device copy */
+    uint8_t space; /* plan_space index */
+    void *upload;  /* BUF_UPLOAD: the device copy */
     size_t bytes;
     size_t offset;   /* within the arena */
     int first, last; /* steps between which an arena buffer is live */
+    /* An arena buffer placed as a slice of another (a Concat's input
+     * written into its output, schedule.c): that buffer and the slice's
+     * byte offset in it. */
+    bool slice;
+    int parent;
+    size_t slice_offset;
 } plan_buffer;
 
 /* STEP_TRANSFER: one value copied between memory spaces, layout kept. */
@@ -55,6 +61,9 @@ typedef struct {
     int *out_bufs;
     int n_in, n_out;
     double seconds; /* profiling: total time in this step */
+    /* STEP_KERNEL: a Concat whose inputs their producers wrote into its
+     * output's slices, so it has nothing to run. */
+    bool in_place;
 } plan_step;
 
 /* Training graphs take every parameter as an input. */
@@ -164,9 +173,11 @@ struct tsr_plan {
 
 /* Builds steps and buffers for s->graph on the given device backends and
  * places the arena buffers; the arenas themselves are not allocated, nor
- * the constants uploaded. */
+ * the constants uploaded. `optimize` (devices that run the graph passes,
+ * not ref) lets producers write a Concat's inputs into its output. */
 tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads,
-                        tsr_precision precision, bool depth_first, bool autotune, bool verbose);
+                        tsr_precision precision, bool depth_first, bool autotune, bool optimize,
+                        bool verbose);
 void tsr_schedule_release(spec *s);
 
 /* The inference context of node `node` of g: its input and output values. */

@@ -392,7 +392,7 @@ static tsr_status place_arena(spec *s, int space)
         return TSR_ERR_OUT_OF_MEMORY;
     int n = 0;
     for (int b = 0; b < s->n_bufs; b++)
-        if (s->bufs[b].kind == BUF_ARENA && s->bufs[b].space == space)
+        if (s->bufs[b].kind == BUF_ARENA && s->bufs[b].space == space && !s->bufs[b].slice)
             order[n++] = (placement){b, s->bufs[b].bytes, s->bufs[b].first};
     qsort(order, (size_t)n, sizeof *order, by_size_desc);
     size_t total = 0;
@@ -437,13 +437,128 @@ static tsr_status place_arenas(spec *s)
             if (st->in_bufs[i] >= 0)
                 s->bufs[st->in_bufs[i]].last = step;
     }
+    /* A slice is live while its parent is, which holds it. */
+    for (int b = 0; b < s->n_bufs; b++) {
+        plan_buffer *child = &s->bufs[b], *parent = child->slice ? &s->bufs[child->parent] : NULL;
+        if (parent && child->first >= 0) {
+            if (parent->first < 0 || child->first < parent->first)
+                parent->first = child->first;
+            if (child->last > parent->last)
+                parent->last = child->last;
+        }
+    }
     for (int space = 0; space < s->n_spaces; space++)
         TSR_CHECK(place_arena(s, space));
+    for (int b = 0; b < s->n_bufs; b++)
+        if (s->bufs[b].slice)
+            s->bufs[b].offset = s->bufs[s->bufs[b].parent].offset + s->bufs[b].slice_offset;
     return TSR_OK;
 }
 
+static bool step_writes(const plan_step *st, int buf)
+{
+    for (int o = 0; o < st->n_out; o++)
+        if (st->out_bufs[o] == buf)
+            return true;
+    return false;
+}
+
+static bool is_parent(const spec *s, int buf)
+{
+    for (int b = 0; b < s->n_bufs; b++)
+        if (s->bufs[b].slice && s->bufs[b].parent == buf)
+            return true;
+    return false;
+}
+
+/* The byte offset of each input of the Concat at step c in its output
+ * buffer, when each is one contiguous, aligned range of it: nothing but a
+ * batch of 1 before the axis, whole channel blocks in a blocked layout. */
+static bool concat_slices(const spec *s, const plan_step *st, size_t *offsets)
+{
+    const tsr_graph *g = s->graph;
+    const tsr_node *node = &g->nodes[st->node];
+    const plan_buffer *out = &s->bufs[st->out_bufs[0]];
+    const tsr_value *y = &g->values[node->outputs[0]];
+    int axis;
+    if (!tsr_axis_normalize(tsr_attr_int(node, "axis"), y->rank, &axis))
+        return false;
+    int block = tsr_layout_block((tsr_layout)out->layout);
+    if (block > 1 && (y->rank != 4 || axis != 1))
+        return false;
+    int64_t inner = 1;
+    for (int d = 0; d < y->rank; d++) {
+        if (y->dims[d] < 0 || (d < axis && y->dims[d] != 1))
+            return false;
+        if (d > axis)
+            inner *= y->dims[d];
+    }
+    size_t at = 0, elem = tsr_dtype_size(y->dtype);
+    for (int i = 0; i < node->n_inputs; i++) {
+        int64_t n = g->values[node->inputs[i]].dims[axis];
+        if (n <= 0 || n % block != 0 || at % TSR_ALIGNMENT != 0)
+            return false;
+        offsets[i] = at;
+        at += (size_t)(n * inner) * elem;
+    }
+    return true;
+}
+
+/* Each Concat whose inputs can all be written straight into its output:
+ * the producers write the slices (the inputs' buffers become slices of
+ * the output's) and the Concat step does nothing. An input qualifies when
+ * its buffer is the arena's, in the output's space and layout, distinct
+ * from the others, nobody's parent, and written only before the Concat;
+ * the output must be written by nothing before the Concat and by nothing
+ * after it while an input is still read. */
+static void concat_in_place(spec *s, bool verbose)
+{
+    for (int c = 0; c < s->n_steps; c++) {
+        plan_step *st = &s->steps[c];
+        if (st->kind != STEP_KERNEL || s->graph->nodes[st->node].op != &tsr_op_Concat ||
+            st->n_in < 2 || st->n_in > TSR_MAX_NODE_IO)
+            continue;
+        int ob = st->out_bufs[0];
+        const plan_buffer *out = &s->bufs[ob];
+        size_t offsets[TSR_MAX_NODE_IO];
+        if (out->kind != BUF_ARENA || out->slice || !concat_slices(s, st, offsets))
+            continue;
+        bool ok = true;
+        int last_read = c;
+        for (int i = 0; i < st->n_in && ok; i++) {
+            int ib = st->in_bufs[i];
+            const plan_buffer *in = ib >= 0 ? &s->bufs[ib] : NULL;
+            ok = in && in->kind == BUF_ARENA && !in->slice && in->space == out->space &&
+                 in->layout == out->layout && !is_parent(s, ib);
+            for (int k = 0; k < i && ok; k++)
+                ok = st->in_bufs[k] != ib;
+            for (int t = 0; t < s->n_steps && ok; t++) {
+                const plan_step *other = &s->steps[t];
+                ok = t < c || !step_writes(other, ib);
+                for (int k = 0; k < other->n_in && ok && t > last_read; k++)
+                    if (other->in_bufs[k] == ib)
+                        last_read = t;
+            }
+        }
+        for (int t = 0; t < s->n_steps && ok; t++)
+            ok = t == c || !step_writes(&s->steps[t], ob) || t > last_read;
+        if (!ok)
+            continue;
+        for (int i = 0; i < st->n_in; i++) {
+            s->bufs[st->in_bufs[i]].slice = true;
+            s->bufs[st->in_bufs[i]].parent = ob;
+            s->bufs[st->in_bufs[i]].slice_offset = offsets[i];
+        }
+        st->in_place = true;
+        if (verbose)
+            fprintf(stderr, "tessera:   '%s': its %d inputs are written in place\n",
+                    s->graph->nodes[st->node].name, st->n_in);
+    }
+}
+
 tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads,
-                        tsr_precision precision, bool depth_first, bool autotune, bool verbose)
+                        tsr_precision precision, bool depth_first, bool autotune, bool optimize,
+                        bool verbose)
 {
     const tsr_graph *g = s->graph;
     scheduler sc = {.s = s, .backends = backends, .verbose = verbose, .precision = precision,
@@ -486,6 +601,8 @@ tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads
         st = finish_outputs(&sc);
     if (st == TSR_OK && depth_first)
         st = tsr_stacks_form(s, threads, verbose);
+    if (st == TSR_OK && optimize)
+        concat_in_place(s, verbose);
     if (st == TSR_OK)
         st = place_arenas(s);
     free(sc.copies);
