@@ -2,12 +2,14 @@
 #   make        build the library, the CLI and the tests into build/
 #   make run    build, then benchmark the built-in ResNet-50 (the main job)
 #   make test   build, then run every test: C tests (also under ASan and
-#               UBSan), the Python tests against PyTorch and numpy, and a
-#               short run of every fuzz target
+#               UBSan), the Python tests against PyTorch and numpy, a
+#               short run of every fuzz target, and the aarch64 cross
+#               build's quick tests under qemu (test-short below)
 #   make test-slow  the Python cases marked slow (model zoos, large sizes)
 #   make cross-arm64       cross build for aarch64 into build-arm64/build
-#   make test-cross-arm64  that build's C tests under qemu: NEON and SVE
-#               at 128, 256 and 512 bits (docs/arm64.md)
+#   make test-cross-arm64  that build's C tests and the op x backend
+#               harness under qemu: NEON and SVE at 128, 256 and 512 bits
+#               (docs/arm64.md)
 #   make fuzz   build the libFuzzer targets (clang, ASan, UBSan) into
 #               build-fuzz/ and run each for FUZZ_SECONDS (docs/fuzzing.md)
 # Missing Debian packages are installed first when run as root.
@@ -59,6 +61,7 @@ cross-arm64:
 
 test-cross-arm64:
 	scripts/cross-arm64.sh test
+	scripts/cross-arm64.sh test-python
 
 run: build
 	$(BUILD)/bin/tessera bench
@@ -66,6 +69,7 @@ run: build
 test: deps-test build sanitize fuzz-build
 	$(MAKE) --no-print-directory test-c test-python
 	$(MAKE) --no-print-directory test-fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
+	scripts/cross-arm64.sh test-short
 
 test-c:
 	ctest --test-dir $(BUILD) --output-on-failure

@@ -1,14 +1,20 @@
 #!/bin/sh
 # Cross build for aarch64 and its tests under qemu-user (docs/arm64.md).
-# Usage: scripts/cross-arm64.sh [sysroot|build|test-short|test]
-#   sysroot     unpack Debian's arm64 packages of the dependencies into
+# Usage: scripts/cross-arm64.sh [sysroot|build|test-short|test|test-python]
+#   sysroot     unpack Debian's arm64 packages of the dependencies, and of
+#               Python with numpy and pytest for the Python tests, into
 #               $ARM64_DIR/sysroot (made once, from apt-get download)
 #   build       sysroot, then configure and build $ARM64_DIR/build
-#   test-short  build, then the quick C tests on an emulated NEON CPU
+#   test-short  build, then the quick C tests on an emulated NEON CPU and
+#               a slice of the op x backend harness on 256-bit SVE
 #   test        build, then every C test on NEON and on SVE at 128, 256
 #               and 512 bits; one log per CPU in $ARM64_DIR
-# CPUS picks the emulated CPUs of either test (test-short: neon; test:
-# neon sve128 sve256 sve512), e.g. CPUS="sve128 sve512" for the SVE level.
+#   test-python build, then the Python tests PY_TESTS (default: the op x
+#               backend harness and the cpu kernel tests) with the arm64
+#               Python and libtessera.so, on each CPU
+# CPUS picks the emulated CPUs (test-short: neon for the C tests; test and
+# test-python: neon sve128 sve256 sve512), e.g. CPUS="sve128 sve512";
+# PYTEST_ARGS are passed on to pytest.
 # The arm64 packages are unpacked, never installed: installing :arm64 -dev
 # packages with dpkg can replace their amd64 versions.
 set -eu
@@ -22,13 +28,24 @@ dir=$(cd "$ARM64_DIR" && pwd)
 sysroot=$dir/sysroot
 
 # The libraries the build links and the tests load, with their runtime
-# dependencies; libonnx-dev for onnx.proto.
+# dependencies; libonnx-dev for onnx.proto. Then Python 3.11 with numpy
+# (its BLAS and LAPACK) and pytest (all-architecture packages) for the
+# Python tests: qemu resolves every absolute path inside the sysroot first,
+# so the interpreter finds its modules there.
 pkgs="libdnnl-dev libdnnl2 libprotobuf-c-dev libprotobuf-c1 zlib1g-dev zlib1g libonnx-dev
 libc6 libc6-dev linux-libc-dev libcrypt1 libcrypt-dev libnsl-dev libtirpc-dev
 libgcc-s1 libgomp1 libstdc++6"
+py_pkgs="python3.11-minimal libpython3.11-minimal libpython3.11-stdlib python3-numpy libblas3
+liblapack3 libgfortran5 libexpat1 libffi8 libbz2-1.0 liblzma5 libssl3 libsqlite3-0 libuuid1
+libncursesw6 libtinfo6 libreadline8 libdb5.3 libnsl2 libtirpc3 libgssapi-krb5-2 libkrb5-3
+libk5crypto3 libkrb5support0 libcom-err2 libkeyutils1"
+py_all="python3-pytest python3-pluggy python3-iniconfig python3-packaging python3-attr python3-py
+python3-more-itertools python3-pkg-resources python3-setuptools"
 
 make_sysroot() {
-    [ -f "$sysroot/.complete" ] && return 0
+    # Remade when the package lists change.
+    want="$pkgs $py_pkgs $py_all"
+    [ -f "$sysroot/.complete" ] && [ "$(cat "$sysroot/.complete")" = "$want" ] && return 0
     if ! dpkg --print-foreign-architectures | grep -qx arm64; then
         if [ "$(id -u)" -ne 0 ]; then
             echo "dpkg has no arm64 architecture; as root: dpkg --add-architecture arm64 && apt-get update" >&2
@@ -41,7 +58,8 @@ make_sysroot() {
     rm -rf "$debs" "$sysroot"
     mkdir -p "$debs" "$sysroot"
     # shellcheck disable=SC2046
-    (cd "$debs" && apt-get download -q $(for p in $pkgs; do printf '%s:arm64 ' "$p"; done))
+    (cd "$debs" && apt-get download -q $(for p in $pkgs $py_pkgs; do printf '%s:arm64 ' "$p"; done) \
+        $py_all)
     for deb in "$debs"/*.deb; do
         dpkg-deb -x "$deb" "$sysroot"
     done
@@ -53,7 +71,11 @@ make_sysroot() {
         /*) ln -sfn "$sysroot$target" "$link" ;;
         esac
     done
-    touch "$sysroot/.complete"
+    # What update-alternatives would link for numpy.
+    lib=$sysroot/usr/lib/aarch64-linux-gnu
+    ln -sfn blas/libblas.so.3 "$lib/libblas.so.3"
+    ln -sfn lapack/liblapack.so.3 "$lib/liblapack.so.3"
+    printf '%s' "$want" >"$sysroot/.complete"
 }
 
 build() {
@@ -90,24 +112,56 @@ run_ctest() { # name, extra ctest arguments
     tail -3 "$dir/ctest-$name.log"
 }
 
+# The Python tests with the arm64 interpreter and library, under qemu:
+# name, then pytest's arguments.
+run_pytest() {
+    name=$1
+    shift
+    echo "== $name, pytest (QEMU_CPU=$(cpu_of "$name"))"
+    (cd tests/python && QEMU_CPU=$(cpu_of "$name") TESSERA_LIB="$dir/build/lib/libtessera.so" \
+        TESSERA_BUILD_DIR="$dir/build" \
+        qemu-aarch64-static -L "$sysroot" "$sysroot/usr/bin/python3.11" -m pytest -q \
+        -p no:cacheprovider "$@") >"$dir/pytest-$name.log" 2>&1 || {
+        tail -40 "$dir/pytest-$name.log"
+        return 1
+    }
+    tail -1 "$dir/pytest-$name.log"
+}
+
+check_cpu() {
+    [ -n "$(cpu_of "$1")" ] || { echo "unknown CPU $1 (neon, sve128, sve256, sve512)" >&2; exit 2; }
+}
+
+failed=""
 case "${1:-build}" in
 sysroot) make_sysroot ;;
 build) build ;;
-test-short | test)
+test-short)
     build
-    if [ "$1" = test-short ]; then
-        cpus=${CPUS:-neon}
-        set -- -R "$short_tests"
-    else
-        cpus=${CPUS:-neon sve128 sve256 sve512}
-        set --
-    fi
-    failed=""
-    for name in $cpus; do
-        [ -n "$(cpu_of "$name")" ] || { echo "unknown CPU $name (neon, sve128, sve256, sve512)" >&2; exit 2; }
-        run_ctest "$name" "$@" || failed="$failed $name"
+    for name in ${CPUS:-neon}; do
+        check_cpu "$name"
+        run_ctest "$name" -R "$short_tests" || failed="$failed $name"
     done
-    [ -z "$failed" ] || { echo "failed on:$failed" >&2; exit 1; }
+    # A slice of the op x backend harness: a few op families, every case and layout.
+    run_pytest sve256 test_backend_ops.py -k "Relu or Add or MaxPool or Softmax or Conv" \
+        ${PYTEST_ARGS:-} || failed="$failed sve256-python"
     ;;
-*) echo "usage: $0 sysroot|build|test-short|test" >&2; exit 2 ;;
+test)
+    build
+    for name in ${CPUS:-neon sve128 sve256 sve512}; do
+        check_cpu "$name"
+        run_ctest "$name" || failed="$failed $name"
+    done
+    ;;
+test-python)
+    build
+    for name in ${CPUS:-neon sve128 sve256 sve512}; do
+        check_cpu "$name"
+        # shellcheck disable=SC2086
+        run_pytest "$name" ${PY_TESTS:-test_backend_ops.py test_cpu_kernels.py} ${PYTEST_ARGS:-} ||
+            failed="$failed $name"
+    done
+    ;;
+*) echo "usage: $0 sysroot|build|test-short|test|test-python" >&2; exit 2 ;;
 esac
+[ -z "$failed" ] || { echo "failed on:$failed" >&2; exit 1; }
