@@ -105,3 +105,25 @@ def _nearest(g, w, row):
         return []
     d = np.abs(w["boxes"][same] - g["boxes"][row]).max(-1)
     return w["boxes"][same[int(np.argmin(d))]]
+
+
+def count_matches(got, want, score_atol, box_atol):
+    """How many detections of `want` have their own counterpart in `got` (the same label, the
+    box within box_atol, the score within score_atol; greedy from the highest score, each got
+    detection used once), and the largest difference between the masks of matched pairs
+    (0 without masks). For models whose float32 result PyTorch itself does not reproduce
+    exactly (Mask R-CNN): how close each float32 answer comes to the float64 one."""
+    used = np.zeros(len(got["scores"]), bool)
+    matched, worst_mask = 0, 0.0
+    for i in np.argsort(-np.asarray(want["scores"]), kind="stable"):
+        box_diff = np.abs(got["boxes"] - want["boxes"][i]).max(-1)
+        ok = ((got["labels"] == want["labels"][i]) & (box_diff <= box_atol) &
+              (np.abs(got["scores"] - want["scores"][i]) <= score_atol) & ~used)
+        if ok.any():
+            j = int(np.argmin(np.where(ok, box_diff, np.inf)))
+            used[j] = True
+            matched += 1
+            if "masks" in want:
+                worst_mask = max(worst_mask, float(np.abs(got["masks"][j].astype(np.float64) -
+                                                       want["masks"][i]).max()))
+    return matched, worst_mask

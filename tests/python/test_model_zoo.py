@@ -3,7 +3,8 @@ installed torchvision, with seeded weights and calibrated BatchNorm statistics (
 through `tessera run` on the cpu device against PyTorch, at opset 13 with a static batch and
 at the highest opset torch 1.13 writes (17) with a dynamic batch axis run at batch 3; and
 torchvision's two mobilenet detection models at opset 11 on one image through the Python
-package, their detections against PyTorch's as sets (detections.py: ties in any order).
+package, their detections against PyTorch's as sets (detections.py: ties in any order), and
+Mask R-CNN against PyTorch in float64 (its float32 detections are not reproducible).
 
 The six classifiers of test_models.py and the segmentation models of
 test_models_segmentation.py are covered there; everything here is slow (TESSERA_SLOW=1,
@@ -29,7 +30,8 @@ pytest.importorskip("torchvision")
 import models  # noqa: E402
 import torch  # noqa: E402
 import tsr  # noqa: E402
-from detections import IMAGE_SHAPE, assert_detections_match, detection_model  # noqa: E402
+from detections import (IMAGE_SHAPE, assert_detections_match, count_matches,  # noqa: E402
+                        detection_model)
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
@@ -48,8 +50,7 @@ NOT_EXPORTABLE = {
 # What stops a model today (reason of its strict xfail).
 NOT_YET = {}
 
-# Detection models checked against PyTorch. maskrcnn's export (its Loop unrolled) runs, but
-# 98 of its 100 detections matched PyTorch's in a first comparison: not listed until it does.
+# Detection models checked against PyTorch's float32 detections (maskrcnn: below).
 DETECTION_NAMES = ("fasterrcnn_mobilenet_v3_large_320_fpn", "ssdlite320_mobilenet_v3_large")
 
 
@@ -123,3 +124,36 @@ def test_detection_model_matches_torch(name):
     got = dict(zip(want, outs))  # the export's outputs in the order of the model's dict
     assert_detections_match(got, want, score_atol=TOLERANCE * np.abs(want["scores"]).max(),
                             box_atol=TOLERANCE * np.abs(want["boxes"]).max())
+
+
+def test_mask_rcnn_matches_torch_float64():
+    """maskrcnn_resnet50_fpn (its paste of masks an ONNX Loop, unrolled) on one 320x320 image
+    at opset 11 on the cpu device. Its float32 detections are not reproducible to 1e-4: with
+    random weights its 100 scores lie within 0.014 of each other, and float32 noise in the
+    800x800 ResNet-50 FPN moves them by up to 7e-4 of the largest, which reorders region
+    proposals at the RPN's cut and swaps detections (PyTorch's own float32 run keeps 99 of its
+    float64 run's 100; ONNX Runtime 1.30 on the same export keeps 79 of PyTorch's float32
+    boxes). So Tessera is held to PyTorch in float64: at least as many detections matched
+    (label, score within 1e-3 and box within 1e-4 of the largest) as PyTorch's float32 run,
+    and the matched masks (probabilities) no further apart than FLOAT32_FACTOR times
+    PyTorch's float32 masks are."""
+    model = detection_model("maskrcnn_resnet50_fpn")
+    torch.manual_seed(1)
+    image = torch.rand(IMAGE_SHAPE)
+    with torch.no_grad():
+        want32 = {k: v.numpy() for k, v in model([image])[0].items()}
+        exact = {k: v.numpy() for k, v in
+                 copy.deepcopy(model).double()([image.double()])[0].items()}
+    buf = io.BytesIO()
+    torch.onnx.export(model, ([image],), buf, opset_version=11)
+    outs = tsr.Plan(tsr.Graph.load_bytes(buf.getvalue()), device="cpu").run([image.numpy()])
+    got = dict(zip(want32, outs))
+    assert got["masks"].shape == want32["masks"].shape
+    atol = dict(score_atol=1e-3 * np.abs(exact["scores"]).max(),
+                box_atol=TOLERANCE * np.abs(exact["boxes"]).max())
+    torch_matched, torch_mask = count_matches(want32, exact, **atol)
+    matched, mask = count_matches(got, exact, **atol)
+    assert matched >= torch_matched, (
+        f"{matched} of {len(exact['scores'])} detections match PyTorch's float64 ones, "
+        f"PyTorch's float32 run matches {torch_matched}")
+    assert mask <= max(FLOAT32_FACTOR * torch_mask, TOLERANCE), (mask, torch_mask)
