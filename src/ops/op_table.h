@@ -136,9 +136,11 @@ TSR_OP(Col2Im)
 /* onehot.c: one-hot encoding of index tensors */
 TSR_OP(OneHot)
 
-/* topk.c: the K largest or smallest along an axis, and its backward op */
+/* topk.c: the K largest or smallest along an axis, its backward op, ArgMax and ArgMin */
 TSR_OP(TopK)
 TSR_OP(TopKGrad) /* domain ai.tessera, dValues scattered back to X's shape */
+TSR_OP(ArgMax)
+TSR_OP(ArgMin)
 
 /* nonzero.c: the indices of nonzero elements, a shape known only at run time */
 TSR_OP(NonZero)

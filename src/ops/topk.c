@@ -1,5 +1,11 @@
 /* TopK (opsets 11 on: K as an input; axis, largest, sorted) and its
- * backward op ai.tessera.TopKGrad.
+ * backward op ai.tessera.TopKGrad; ArgMax and ArgMin (axis, keepdims,
+ * select_last_index), which pick by the same kind of total order.
+ *
+ * ArgMax/ArgMin: the index along `axis` of the largest (smallest) element;
+ * of equal ones the first, or the last with select_last_index = 1. A NaN
+ * is picked before any number by both, as PyTorch's and NumPy's argmax and
+ * argmin do. The output is int64 and has no gradient.
  *
  * Elements are ranked by a total order, so the result never depends on
  * the kernel's visiting order: equal values rank by the lower index first
@@ -350,3 +356,114 @@ const tsr_op_def tsr_op_TopKGrad = {
     .ref = topk_grad_ref,
     .grad = topk_grad_grad,
 };
+
+/* ------------------------------------------------------- ArgMax, ArgMin */
+
+static const tsr_attr_def arg_attrs[] = {{"axis", TSR_ATTR_INT, .i = 0},
+                                         {"keepdims", TSR_ATTR_INT, .i = 1},
+                                         {"select_last_index", TSR_ATTR_INT, .i = 0},
+                                         {NULL}};
+
+static tsr_status arg_infer(tsr_infer_ctx *c)
+{
+    const tsr_value *x = c->inputs[0];
+    TSR_CHECK(tsr_infer_require_dtype(c, 0, TOPK_DTYPES));
+    int64_t keep = tsr_attr_int(c->node, "keepdims");
+    int64_t last = tsr_attr_int(c->node, "select_last_index");
+    if ((keep != 0 && keep != 1) || (last != 0 && last != 1))
+        return tsr_infer_error(c, TSR_ERR_PARSE,
+                               "keepdims and select_last_index are 0 or 1 (%lld, %lld given)",
+                               (long long)keep, (long long)last);
+    if (x->rank < 0) {
+        tsr_infer_set(c, 0, TSR_INT64, -1, NULL);
+        return TSR_OK;
+    }
+    int64_t axis_attr = tsr_attr_int(c->node, "axis");
+    int axis;
+    if (x->rank == 0 || axis_attr < -x->rank || axis_attr >= x->rank)
+        return tsr_infer_error(c, TSR_ERR_SHAPE, "axis %lld is out of range for X of rank %d",
+                               (long long)axis_attr, x->rank);
+    TSR_CHECK(normalize_axis(axis_attr, x->rank, &axis));
+    if (x->dims[axis] == 0)
+        return tsr_infer_error(c, TSR_ERR_SHAPE,
+                               "axis %d of X is empty: there is no element to pick", axis);
+    int64_t dims[TSR_MAX_RANK];
+    int rank = 0;
+    for (int d = 0; d < x->rank; d++)
+        if (d != axis)
+            dims[rank++] = x->dims[d];
+        else if (keep)
+            dims[rank++] = 1;
+    tsr_infer_set(c, 0, TSR_INT64, rank, dims);
+    return TSR_OK;
+}
+
+/* Whether element b of a strided row is picked over a, the best so far
+ * (b comes after a): a NaN over any number, then the larger (ArgMax) or
+ * smaller value, then among equals the later one only for `last`. */
+#define ARG_PICK(T, SUF, ISNAN)                                                                    \
+    static void arg_row_##SUF(const void *row, int64_t n, int64_t stride, bool max, bool last,     \
+                              int64_t *out)                                                        \
+    {                                                                                              \
+        const T *x = row;                                                                          \
+        int64_t best = 0;                                                                          \
+        for (int64_t j = 1; j < n; j++) {                                                          \
+            T a = x[best * stride], b = x[j * stride];                                             \
+            bool na = ISNAN(a), nb = ISNAN(b);                                                     \
+            bool take = na || nb ? nb && (!na || last)                                             \
+                                 : (max ? b > a : b < a) || (last && b == a);                      \
+            if (take)                                                                              \
+                best = j;                                                                          \
+        }                                                                                          \
+        *out = best;                                                                               \
+    }
+
+ARG_PICK(float, f32, isnan)
+ARG_PICK(double, f64, isnan)
+ARG_PICK(uint8_t, u8, TOPK_NO_NAN)
+ARG_PICK(int8_t, i8, TOPK_NO_NAN)
+ARG_PICK(int32_t, i32, TOPK_NO_NAN)
+ARG_PICK(int64_t, i64, TOPK_NO_NAN)
+
+static tsr_status arg_ref(const tsr_kernel_ctx *k)
+{
+    const tsr_tensor *x = k->inputs[0];
+    int axis = 0;
+    TSR_CHECK(normalize_axis(tsr_attr_int(k->node, "axis"), x->rank, &axis));
+    int64_t outer, inner, n = x->dims[axis];
+    axis_view(x, axis, &outer, &inner);
+    if (outer == 0 || inner == 0)
+        return TSR_OK;
+    bool max = k->node->op == &tsr_op_ArgMax, last = tsr_attr_int(k->node, "select_last_index");
+    void (*row_fn)(const void *, int64_t, int64_t, bool, bool, int64_t *) =
+        x->dtype == TSR_FLOAT32   ? arg_row_f32
+        : x->dtype == TSR_FLOAT64 ? arg_row_f64
+        : x->dtype == TSR_UINT8   ? arg_row_u8
+        : x->dtype == TSR_INT8    ? arg_row_i8
+        : x->dtype == TSR_INT32   ? arg_row_i32
+                                  : arg_row_i64;
+    size_t es = tsr_dtype_size(x->dtype);
+    const char *src = x->data;
+    int64_t *y = k->outputs[0]->data;
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = 0; i < inner; i++)
+            row_fn(src + (size_t)(o * n * inner + i) * es, n, inner, max, last, &y[o * inner + i]);
+    return TSR_OK;
+}
+
+#define ARG_OP(NAME)                                                                               \
+    const tsr_op_def tsr_op_##NAME = {                                                             \
+        .name = #NAME,                                                                             \
+        .domain = "",                                                                              \
+        .min_inputs = 1,                                                                           \
+        .max_inputs = 1,                                                                           \
+        .min_outputs = 1,                                                                          \
+        .max_outputs = 1,                                                                          \
+        .attrs = arg_attrs,                                                                        \
+        .locality = TSR_LOCALITY_REDUCTION,                                                        \
+        .infer = arg_infer,                                                                        \
+        .ref = arg_ref,                                                                            \
+    };
+
+ARG_OP(ArgMax)
+ARG_OP(ArgMin)
