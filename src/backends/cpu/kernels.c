@@ -39,6 +39,17 @@ tsr_layout tsr_cpu_keep_layout(const tsr_value *v, uint8_t available)
     return TSR_LAYOUT_PLAIN;
 }
 
+void tsr_cpu_plain_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                           uint8_t *wanted, uint8_t *produced)
+{
+    (void)g;
+    (void)available;
+    for (int i = 0; i < node->n_inputs; i++)
+        wanted[i] = TSR_LAYOUT_PLAIN;
+    for (int i = 0; i < node->n_outputs; i++)
+        produced[i] = TSR_LAYOUT_PLAIN;
+}
+
 int tsr_cpu_threads_for(int threads, int64_t work)
 {
     /* Below this, starting a team costs more than the loop. */

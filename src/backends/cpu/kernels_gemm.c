@@ -187,14 +187,6 @@ static bool gemm_supports(const tsr_graph *g, const tsr_node *node, char *why, s
     return true;
 }
 
-static void plain_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
-                          uint8_t *wanted, uint8_t *produced)
-{
-    for (int i = 0; i < node->n_inputs; i++)
-        wanted[i] = TSR_LAYOUT_PLAIN;
-    produced[0] = TSR_LAYOUT_PLAIN;
-}
-
 static tsr_status gemm_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 {
     s->run = gemm_run;
@@ -202,6 +194,6 @@ static tsr_status gemm_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 }
 
 const tsr_cpu_op tsr_cpu_gemm_ops[] = {
-    {&tsr_op_MatMul, gemm_supports, plain_layouts, gemm_prepare},
+    {&tsr_op_MatMul, gemm_supports, tsr_cpu_plain_layouts, gemm_prepare},
     {NULL},
 };

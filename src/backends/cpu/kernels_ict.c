@@ -513,15 +513,6 @@ static tsr_status sum_to_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 }
 
 /* Both take plain inputs and give plain outputs. */
-static void plain_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
-                          uint8_t *wanted, uint8_t *produced)
-{
-    for (int i = 0; i < node->n_inputs; i++)
-        wanted[i] = TSR_LAYOUT_PLAIN;
-    for (int i = 0; i < node->n_outputs; i++)
-        produced[i] = TSR_LAYOUT_PLAIN;
-}
-
 /* A SumTo that sums nothing (the gradient of a residual Add, whose shapes
  * were known only at run time when autodiff emitted it) copies its input
  * in whatever blocked layout it arrives, so no reorder surrounds it. */
@@ -532,13 +523,13 @@ static void sum_to_layouts(const tsr_graph *g, const tsr_node *node, const uint8
     bool copy = x->rank == y->rank && x->dtype == TSR_FLOAT32;
     for (int d = 0; copy && d < x->rank; d++)
         copy = x->dims[d] == y->dims[d] && tsr_dim_known(x->dims[d]);
-    plain_layouts(g, node, available, wanted, produced);
+    tsr_cpu_plain_layouts(g, node, available, wanted, produced);
     if (copy)
         wanted[0] = produced[0] = (uint8_t)tsr_cpu_keep_layout(x, available[0]);
 }
 
 const tsr_cpu_op tsr_cpu_ict_ops[] = {
-    {&tsr_op_ICTProduct, ict_product_supports, plain_layouts, ict_product_prepare},
+    {&tsr_op_ICTProduct, ict_product_supports, tsr_cpu_plain_layouts, ict_product_prepare},
     {&tsr_op_SumTo, sum_to_supports, sum_to_layouts, sum_to_prepare},
     {NULL},
 };

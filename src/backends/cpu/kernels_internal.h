@@ -79,6 +79,10 @@ bool tsr_cpu_require_f32(const tsr_graph *g, const tsr_node *n, int i, char *why
  * that layout when it is blocked and the value is a rank-4 tensor, else
  * plain. */
 tsr_layout tsr_cpu_keep_layout(const tsr_value *v, uint8_t available);
+/* The layouts of an op that reads and writes plain memory only (row-wise
+ * ops, whose rows a blocked layout would interleave). */
+void tsr_cpu_plain_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                           uint8_t *wanted, uint8_t *produced);
 /* Threads worth starting for `work` elements of streaming work. */
 int tsr_cpu_threads_for(int threads, int64_t work);
 /* The tile variant for data in `layout`: blocks narrower than the ISA's
