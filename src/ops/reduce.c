@@ -148,6 +148,21 @@ static tsr_status reduce_mask(const tsr_node *n, bool has_axes_input, const tsr_
     return TSR_OK;
 }
 
+bool tsr_reduce_graph_mask(const tsr_graph *g, const tsr_node *n, bool mask[TSR_MAX_RANK])
+{
+    const tsr_value *x = &g->values[n->inputs[0]];
+    bool has_axes = n->n_inputs > 1 && n->inputs[1] >= 0, known;
+    tsr_tensor axes;
+    if (has_axes) {
+        if (!g->values[n->inputs[1]].data)
+            return false;
+        axes = tsr_value_tensor(&g->values[n->inputs[1]]);
+    }
+    return x->rank >= 0 &&
+           reduce_mask(n, has_axes, has_axes ? &axes : NULL, x->rank, mask, &known) == TSR_OK &&
+           known;
+}
+
 static const tsr_attr_def reduce_attrs[] = {{"axes", TSR_ATTR_INTS},
                                             {"keepdims", TSR_ATTR_INT, .i = 1},
                                             {"noop_with_empty_axes", TSR_ATTR_INT, .i = 0},

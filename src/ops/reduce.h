@@ -1,5 +1,5 @@
 /* Softmax and LogSoftmax's geometry (reduce.c), shared with the backends'
- * kernels. */
+ * kernels, and the reduced axes of a node, for the passes. */
 #ifndef TSR_OPS_REDUCE_H
 #define TSR_OPS_REDUCE_H
 
@@ -10,5 +10,10 @@
  * block from the axis on is one contiguous row, inner = 1). */
 tsr_status tsr_softmax_geometry(const tsr_node *node, int rank, const int64_t *dims, int64_t *outer,
                                 int64_t *n, int64_t *inner);
+
+/* Which axes of its input reduction node n (ReduceMean, ReduceSum, ...)
+ * reduces, from its axes attribute or a constant axes input; false when the
+ * axes are known only at run time or the node is malformed. */
+bool tsr_reduce_graph_mask(const tsr_graph *g, const tsr_node *n, bool mask[TSR_MAX_RANK]);
 
 #endif

@@ -22,6 +22,10 @@ bool tsr_pass_fold_batchnorm(tsr_graph *g);
 /* Turns Conv, then an Add of a same-shaped tensor (the residual), then an
  * activation into one FusedConv, for each of those steps that is there. */
 bool tsr_pass_fuse_conv(tsr_graph *g);
+/* Turns a layer normalization written out op by op (ReduceMean, Sub, Pow,
+ * ReduceMean, Add, Sqrt, Div, Mul by the scale, Add of the bias: torch's
+ * export below opset 17) into one LayerNormalization. */
+bool tsr_pass_fuse_layernorm(tsr_graph *g);
 /* Drops the kernel taps of a Conv or FusedConv with constant W that read
  * only padding at the graph's static input sizes (a dilated 3x3 whose
  * off-centre taps all fall in the padding becomes a 1x1), when the

@@ -159,15 +159,43 @@ def test_transcendentals_accuracy(cpu_env):
 
 
 def test_binary_refusals():
-    """Broadcasts other than per-channel and scalar go to ref (with a
+    """Broadcasts other than per-channel, one repeated row and scalar go to ref (with a
     reason), in float32 and float64; the results still match."""
     rng = np.random.default_rng(6)
     for dtype in (np.float32, np.float64):
         a = rng.standard_normal((2, 3, 5, 7)).astype(dtype)
         for b in [rng.standard_normal((1, 3, 1, 7)).astype(dtype),
-                  rng.standard_normal((7,)).astype(dtype)]:
+                  rng.standard_normal((2, 1, 5, 1)).astype(dtype)]:
             got = run_op_on("Add", [a, b], backend="ref")
             np.testing.assert_allclose(got, a + b, rtol=1e-6)
+
+
+@pytest.mark.parametrize("isa", isa_params())
+def test_binary_repeated_row(isa, monkeypatch):
+    """An operand that is one row of the output's last dims (a bias over [..., N]; leading
+    1s allowed), either operand first, every op, float32 and float64, against numpy; from a
+    blocked convolution output too, which the backend must hand over plain."""
+    monkeypatch.setenv("TSR_CPU_ISA", isa)
+    rng = np.random.default_rng(12)
+    for dtype in (np.float32, np.float64):
+        for shape, row in [((6, 5, 37), (37,)), ((4, 3, 16), (1, 3, 16)), ((300, 129), (129,)),
+                           ((2, 3, 5, 7), (7,)), ((2, 3, 5, 7), (5, 7))]:
+            x = rng.standard_normal(shape).astype(dtype)
+            b = (rng.standard_normal(row) + 3).astype(dtype)
+            for op, f in [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply),
+                          ("Div", np.divide)]:
+                for pair in ([x, b], [b, x]):
+                    np.testing.assert_allclose(run_op_on(op, pair), f(*pair), rtol=1e-6,
+                                               err_msg=f"{op} {shape} {row}")
+    x = rng.standard_normal((2, 19, 5, 7)).astype(np.float32)
+    g = tsr.Graph()
+    g.set_opset(17)
+    g.add_input("x", np.float32, list(x.shape))
+    g.add_constant("row", rng.standard_normal(7).astype(np.float32))
+    g.add_node("Sub", ["row", blocked(g, "x", 19)], ["y"], name="op")
+    g.add_output("y")
+    got, want = run_both(g, [x])
+    np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 @pytest.mark.parametrize("isa", isa_params())
@@ -207,6 +235,26 @@ def test_float64_elementwise_matches_ref(isa, monkeypatch):
                                                   tsr.run_op(op, pair)[0], err_msg=op)
     np.testing.assert_array_equal(run_op_on("LeakyRelu", [x], backend="ref"),
                                   np.where(x >= 0, x, 0.01 * x))
+
+
+def test_row_ops_on_a_convolution_output(cpu_env):
+    """Softmax and LogSoftmax along the last axis, and LayerNormalization, of a rank-4 tensor
+    that a convolution leaves blocked: they read rows, so the backend must hand them plain
+    memory (Softmax ran on the blocked one and was off by 0.4 before)."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 19, 5, 7)).astype(np.float32)
+    for op, attrs in [("Softmax", {"axis": -1}), ("LogSoftmax", {"axis": 3})]:
+        got, want = run_both(graph_of(op, x.shape, attrs), [x])
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=op)
+    g = tsr.Graph()
+    g.set_opset(17)
+    g.add_input("x", np.float32, list(x.shape))
+    g.add_constant("scale", rng.standard_normal(7).astype(np.float32))
+    g.add_node("LayerNormalization", [blocked(g, "x", 19), "scale"], ["y"], {"axis": -1},
+               name="op")
+    g.add_output("y")
+    got, want = run_both(g, [x])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_max_pools_propagate_nan(cpu_env):

@@ -55,6 +55,8 @@ typedef void (*affine_tile)(const float *x, const float *s, const float *t, int 
 typedef void (*lstm_cell_tile)(const float *gates, const float *c_prev, float *h, float *c,
                                int64_t hidden);
 typedef void (*softmax_tile)(const float *x, float *y, int64_t n, bool log_out);
+typedef void (*layernorm_tile)(const float *x, const float *scale, const float *bias, float *y,
+                               int64_t n, float eps);
 typedef void (*unary64_tile)(const double *x, double *y, int64_t n);
 typedef void (*binary64_vv_tile)(const double *a, const double *b, double *y, int64_t n);
 typedef void (*binary64_vs_tile)(const double *a, double b, double *y, int64_t n);
@@ -69,6 +71,7 @@ typedef struct {
     affine_tile affine;
     lstm_cell_tile lstm_cell;
     softmax_tile softmax_row;
+    layernorm_tile layernorm_row;
 } tsr_cpu_eltwise_tiles;
 
 #define TSR_SIMD_LEVEL 0
@@ -365,7 +368,8 @@ static tsr_status unary_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 typedef struct {
     int main;        /* the input with the output's shape */
     bool same_shape; /* both inputs have it */
-    bool scalar;     /* else the other input is per-channel */
+    bool scalar;     /* else the other input is per-channel, or one row: */
+    int64_t row;     /* > 0: the other input is a row of this many repeated (a bias) */
 } binary_form;
 
 static bool same_dims(const tsr_value *a, const tsr_value *b)
@@ -390,6 +394,24 @@ static bool is_per_channel(const tsr_value *v, const tsr_value *out)
             return false;
     }
     return true;
+}
+
+/* The length of the row that `v` broadcast to `out` repeats, when v's dims
+ * (leading 1s aside) are out's last ones, as a bias over [..., N] is; else 0. */
+static int64_t repeated_row(const tsr_value *v, const tsr_value *out)
+{
+    if (v->rank > out->rank)
+        return 0;
+    int first = 0;
+    while (first < v->rank && v->dims[first] == 1)
+        first++;
+    int64_t len = 1;
+    for (int i = first; i < v->rank; i++) {
+        if (v->dims[i] != out->dims[i + out->rank - v->rank] || v->dims[i] < 1)
+            return 0;
+        len *= v->dims[i];
+    }
+    return len > 1 ? len : 0;
 }
 
 static bool binary_form_of(const tsr_graph *g, const tsr_node *node, binary_form *f, char *why,
@@ -417,8 +439,11 @@ static bool binary_form_of(const tsr_graph *g, const tsr_node *node, binary_form
     }
     if (is_per_channel(other, out))
         return true;
-    snprintf(why, size, "%s: broadcast of %s to %s is not per-channel", node->op->name,
-             shape[1 - f->main], oshape);
+    f->row = repeated_row(other, out);
+    if (f->row > 0)
+        return true;
+    snprintf(why, size, "%s: broadcast of %s to %s is neither per-channel nor one row",
+             node->op->name, shape[1 - f->main], oshape);
     return false;
 }
 
@@ -442,7 +467,7 @@ static void binary_layouts(const tsr_graph *g, const tsr_node *node, const uint8
     binary_form f;
     char why[8];
     tsr_layout l = TSR_LAYOUT_PLAIN;
-    if (!is_f64(g, node, 0) && binary_form_of(g, node, &f, why, sizeof why)) {
+    if (!is_f64(g, node, 0) && binary_form_of(g, node, &f, why, sizeof why) && !f.row) {
         const tsr_value *main = tsr_cpu_input(g, node, f.main);
         l = tsr_cpu_keep_layout(main, available[f.main]);
         /* A residual Add of a blocked and a plain tensor: block the plain one. */
@@ -540,11 +565,40 @@ static tsr_status binary64_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
+/* The other operand one row, repeated over plain memory: the same-shape
+ * tile, row by row. */
+static tsr_status binary_rows_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const binary_data *d = s->data;
+    const tsr_tensor *x = k->inputs[d->form.main], *other = k->inputs[1 - d->form.main];
+    int64_t n = d->form.row, rows = tsr_tensor_numel(x) / n;
+    int nt = tsr_cpu_threads_for(k->threads, rows * n);
+    const tsr_cpu_eltwise_tiles *t = tiles[s->isa];
+    if (x->dtype == TSR_FLOAT64) {
+        binary64_vv_tile vv = t->vv64[d->kind];
+        const double *a = x->data, *b = other->data;
+        double *y = k->outputs[0]->data;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+        for (int64_t r = 0; r < rows; r++)
+            vv(a + r * n, b, y + r * n, n);
+        return TSR_OK;
+    }
+    binary_vv_tile vv = t->vv[d->kind];
+    const float *a = x->data, *b = other->data;
+    float *y = k->outputs[0]->data;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t r = 0; r < rows; r++)
+        vv(a + r * n, b, y + r * n, n);
+    return TSR_OK;
+}
+
 static tsr_status binary_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
 {
     const binary_data *d = s->data;
     const binary_form *f = &d->form;
     const tsr_tensor *x = k->inputs[f->main], *other = k->inputs[1 - f->main];
+    if (f->row)
+        return binary_rows_run(s, k);
     if (x->dtype == TSR_FLOAT64)
         return binary64_run(s, k);
     tsr_layout layout = (tsr_layout)k->input_layouts[f->main];
@@ -621,7 +675,7 @@ static tsr_status binary_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
     if (!d->form.same_shape && block > 1)
         s->isa = tsr_cpu_isa_for_block(s->isa, block);
     const tsr_value *y = tsr_cpu_output(ctx->graph, node, 0);
-    if (y->dtype == TSR_FLOAT32 &&
+    if (y->dtype == TSR_FLOAT32 && !d->form.row &&
         tsr_cpu_planes_of(y, ctx->input_layouts[d->form.main], &d->planes)) {
         s->band = binary_band;
         s->band_info = tsr_cpu_pointwise_band(d->form.same_shape ? 3u : 1u << d->form.main);
@@ -852,6 +906,78 @@ static tsr_status softmax_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
     return TSR_OK;
 }
 
+/* -------------------------------------------------- LayerNormalization */
+
+/* float32, the Y output only, and a scale and bias with one value per
+ * normalized element (what nn.LayerNorm exports and fuse_layernorm folds);
+ * broadcast ones, the Mean and InvStdDev outputs and float64 stay on ref. */
+static bool layernorm_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    if (!tsr_cpu_require_f32(g, node, 0, why, size))
+        return false;
+    const tsr_value *x = tsr_cpu_input(g, node, 0);
+    int axis;
+    if (x->rank < 1 || !tsr_axis_normalize(tsr_attr_int(node, "axis"), x->rank, &axis)) {
+        snprintf(why, size, "the axis is out of range");
+        return false;
+    }
+    if (node->n_outputs > 1) {
+        snprintf(why, size, "the Mean and InvStdDev outputs are computed by ref");
+        return false;
+    }
+    int64_t n = tsr_shape_numel(x->rank - axis, x->dims + axis);
+    for (int i = 1; i < 3; i++) {
+        const tsr_value *p = tsr_cpu_input(g, node, i);
+        if (p && (p->dtype != TSR_FLOAT32 || tsr_shape_numel(p->rank, p->dims) != n)) {
+            snprintf(why, size, "%s is broadcast over the normalized axes: ref runs it",
+                     i == 1 ? "the scale" : "the bias");
+            return false;
+        }
+    }
+    return true;
+}
+
+typedef struct {
+    int axis;
+    float zeros[]; /* the bias when the node has none */
+} layernorm_data;
+
+static tsr_status layernorm_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const layernorm_data *d = s->data;
+    const tsr_tensor *x = k->inputs[0];
+    int64_t rows = tsr_shape_numel(d->axis, x->dims);
+    int64_t n = tsr_shape_numel(x->rank - d->axis, x->dims + d->axis);
+    const float *xs = x->data, *scale = k->inputs[1]->data;
+    const float *bias = k->n_inputs > 2 && k->inputs[2] ? k->inputs[2]->data : d->zeros;
+    float *ys = k->outputs[0]->data;
+    float eps = (float)tsr_attr_float(k->node, "epsilon");
+    layernorm_tile tile = tiles[s->isa]->layernorm_row;
+    int nt = tsr_cpu_threads_for(k->threads, rows * n * 4);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t r = 0; r < rows; r++)
+        tile(xs + r * n, scale, bias, ys + r * n, n, eps);
+    return TSR_OK;
+}
+
+static tsr_status layernorm_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
+{
+    const tsr_value *x = tsr_cpu_input(ctx->graph, ctx->node, 0);
+    int axis;
+    if (!tsr_axis_normalize(tsr_attr_int(ctx->node, "axis"), x->rank, &axis))
+        return tsr_error(TSR_ERR_INTERNAL, "cpu LayerNormalization: axis out of range");
+    int64_t n = tsr_cpu_input(ctx->graph, ctx->node, 2)
+                    ? 0
+                    : tsr_shape_numel(x->rank - axis, x->dims + axis);
+    layernorm_data *d = tsr_calloc(1, sizeof *d + sizeof(float) * (size_t)n);
+    if (!d)
+        return TSR_ERR_OUT_OF_MEMORY;
+    d->axis = axis;
+    s->data = d;
+    s->run = layernorm_run;
+    return TSR_OK;
+}
+
 const tsr_cpu_op tsr_cpu_eltwise_ops[] = {
     {&tsr_op_Relu, unary_supports, NULL, unary_prepare, true},
     {&tsr_op_LeakyRelu, unary_supports, NULL, unary_prepare, true},
@@ -870,7 +996,9 @@ const tsr_cpu_op tsr_cpu_eltwise_ops[] = {
     {&tsr_op_Div, binary_supports, binary_layouts, binary_prepare, true},
     {&tsr_op_BatchNormalization, bn_supports, NULL, bn_prepare, true},
     {&tsr_op_LSTMCell, f32_supports, NULL, lstm_cell_prepare, true},
-    {&tsr_op_Softmax, softmax_supports, NULL, softmax_prepare, true},
-    {&tsr_op_LogSoftmax, softmax_supports, NULL, softmax_prepare, true},
+    {&tsr_op_Softmax, softmax_supports, tsr_cpu_plain_layouts, softmax_prepare, true},
+    {&tsr_op_LogSoftmax, softmax_supports, tsr_cpu_plain_layouts, softmax_prepare, true},
+    {&tsr_op_LayerNormalization, layernorm_supports, tsr_cpu_plain_layouts, layernorm_prepare,
+     true},
     {NULL},
 };

@@ -371,6 +371,49 @@ SIMD_TARGET static void SIMD_NAME(softmax_row)(const float *x, float *y, int64_t
         y[j] *= 1.0f / sum;
 }
 
+SIMD_TARGET static inline float SIMD_NAME(hsum)(vf v)
+{
+    float lanes[SIMD_W], t = 0.0f;
+    vf_store(lanes, v);
+    for (int l = 0; l < SIMD_W; l++)
+        t += lanes[l];
+    return t;
+}
+
+/* LayerNormalization of one contiguous row of n floats: the mean, then the
+ * mean of the squared deviations (a second pass, as the ref kernel takes,
+ * so nothing cancels), then (x - mean) inv scale + bias, scale and bias
+ * rows of n. */
+SIMD_TARGET static void SIMD_NAME(layernorm_row)(const float *x, const float *scale,
+                                                 const float *bias, float *y, int64_t n, float eps)
+{
+    int64_t nv = n / SIMD_W * SIMD_W;
+    vf acc = vf_zero();
+    for (int64_t j = 0; j < nv; j += SIMD_W)
+        acc = vf_add(vf_load(x + j), acc);
+    float sum = SIMD_NAME(hsum)(acc);
+    for (int64_t j = nv; j < n; j++)
+        sum += x[j];
+    float mean = sum / (float)n;
+    vf vmean = vf_set1(mean);
+    acc = vf_zero();
+    for (int64_t j = 0; j < nv; j += SIMD_W) {
+        vf d = vf_sub(vf_load(x + j), vmean);
+        acc = vf_fmadd(d, d, acc);
+    }
+    float sq = SIMD_NAME(hsum)(acc);
+    for (int64_t j = nv; j < n; j++)
+        sq += (x[j] - mean) * (x[j] - mean);
+    float inv = 1.0f / sqrtf(sq / (float)n + eps);
+    vf vinv = vf_set1(inv);
+    for (int64_t j = 0; j < nv; j += SIMD_W) {
+        vf xhat = vf_mul(vf_sub(vf_load(x + j), vmean), vinv);
+        vf_store(y + j, vf_fmadd(xhat, vf_load(scale + j), vf_load(bias + j)));
+    }
+    for (int64_t j = nv; j < n; j++)
+        y[j] = (x[j] - mean) * inv * scale[j] + bias[j];
+}
+
 static const tsr_cpu_eltwise_tiles SIMD_NAME(eltwise_tiles) = {
     .unary = {[TSR_CPU_RELU] = SIMD_NAME(unary_relu),
               [TSR_CPU_LEAKY_RELU] = SIMD_NAME(unary_leaky),
@@ -417,6 +460,7 @@ static const tsr_cpu_eltwise_tiles SIMD_NAME(eltwise_tiles) = {
     .affine = SIMD_NAME(affine_vp),
     .lstm_cell = SIMD_NAME(lstm_cell),
     .softmax_row = SIMD_NAME(softmax_row),
+    .layernorm_row = SIMD_NAME(layernorm_row),
 };
 
 #undef UNARY_TILE
