@@ -299,7 +299,7 @@ static void matmul_clear(matmul_state *st)
 
 tsr_status tsr_dnnl_matmul_prepare(const tsr_prepare_ctx *ctx, void **state_out)
 {
-    mm_shape s;
+    mm_shape s = {0};
     if (ctx->node->op == &tsr_op_Gemm)
         gemm_shape(ctx->graph, ctx->node, &s);
     else
