@@ -3,8 +3,8 @@ batch_first, initial states, odd sizes) and against an independent numpy reading
 spec for what torch does not export (sequence_lens, clip, every activation with its alpha and
 beta, linear_before_reset=0, peepholes, input_forget, layout=1, missing bias); their gradients
 through the expansion against finite differences in float64; float32 nodes with constant
-weights run whole (oneDNN's RNN primitives on the cpu device) against their reference kernel and
-the spec, the rest expanded, and differentiated through the expansion; a symbolic sequence length;
+weights run whole (oneDNN's RNN primitives on the cpu device, or step by step for LSTMs of a few
+sequences) against their reference kernel and the spec, the rest expanded, and differentiated through the expansion; a symbolic sequence length;
 Trilu against numpy triu/tril; and transformer blocks (nn.TransformerEncoderLayer and
 TransformerDecoderLayer, nn.MultiheadAttention, a GPT block with a torch.triu causal mask,
 embedding, LayerNorm and GELU) exported at opset 13 (14 where triu needs it) and 17, against
@@ -275,7 +275,8 @@ def whole_id(c):
 @pytest.mark.parametrize("case", WHOLE_CASES, ids=[whole_id(c) for c in WHOLE_CASES])
 def test_whole_node_against_ref(case):
     """float32 with constant weights and the default activations: the node stays whole, runs
-    as one oneDNN RNN primitive on the cpu device and its own reference kernel on ref; random
+    on the dnnl backend (one oneDNN RNN primitive, or step by step: a plain LSTM of these few
+    sequences) on the cpu device and its own reference kernel on ref; random
     odd sizes, every direction, with and without initial states, peepholes, both GRU
     variants, RNN's three activations."""
     op, direction, states, extra = case
@@ -321,6 +322,43 @@ def test_whole_node_with_large_steps_against_ref(op, attrs):
     assert plan.node_backend("rnn") == "dnnl"
     for a, w in zip(got, want):
         close(a, w, 1e-5)
+
+
+def lstm_kernel(plan, feeds):
+    """The kernel that ran node "rnn" (the profile's backend column)."""
+    plan.set_profiling(True)
+    plan.run(feeds)
+    for line in plan.profile_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[-1] == "rnn":
+            return fields[3]
+    raise AssertionError(plan.profile_text())
+
+
+@pytest.mark.parametrize("isa", isa_params())
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("N,threads", [(1, 2), (3, 2), (7, 2), (8, 1), (8, 2)])
+def test_small_batch_lstm_runs_step_by_step(isa, direction, N, threads, monkeypatch):
+    """A plain LSTM of at most 8 sequences with H = 45 (recurrent weights in L2) runs step by
+    step (dnnl_rnn.c: the inputs' products as one sgemm, then the cpu backend's matrix-vector
+    and LSTMCell tiles, each thread its own sequences): all three outputs against ref, every
+    direction, batches that split unevenly between threads and over the tile's four rows, no
+    bias and random initial states in turn; 9 sequences go to oneDNN's primitive."""
+    monkeypatch.setenv("TSR_CPU_ISA", isa)
+    rng = np.random.default_rng(N * 10 + threads)
+    states = N % 2 == 1
+    arrays = make_case("LSTM", rng, T=6, N=N, I=13, H=45, direction=direction, bias=not states,
+                       dtype=np.float32, h0=states, c0=states)
+    g, feeds = build("LSTM", arrays, {"direction": direction}, 3, weights="constant")
+    want = tsr.Plan(g, device="ref").run(feeds)
+    plan = tsr.Plan(g, device="cpu", threads=threads)
+    got = plan.run(feeds)
+    assert lstm_kernel(plan, feeds) == "dnnl/cpu:lstm-steps"
+    for a, w in zip(got, want):
+        close(a, w, 1e-5)
+    big = make_case("LSTM", rng, T=2, N=9, I=13, H=45, direction=direction, dtype=np.float32)
+    g, feeds = build("LSTM", big, {"direction": direction}, 3, weights="constant")
+    assert lstm_kernel(tsr.Plan(g, device="cpu", threads=threads), feeds) != "dnnl/cpu:lstm-steps"
 
 
 @pytest.mark.parametrize("attrs,shape,why", [

@@ -9,6 +9,7 @@
  * ones without parameters, in plain layouts, by the ref kernels' formulas
  * (Sigmoid and Exp with a vectorized exp within a few ulp of libm's). */
 #include "backends/cpu/kernels_internal.h"
+#include "backends/cpu/matvec.h"
 #include "ops/reduce.h"
 #include "ops/rnn.h"
 
@@ -850,6 +851,14 @@ static tsr_status lstm_cell_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
     for (int64_t b = 0; b < B; b++)
         lstm_cell_rows(&x, b);
     return TSR_OK;
+}
+
+void tsr_cpu_lstm_cell_rows(tsr_isa isa, const float *gates, float *c, float *h, int64_t rows,
+                            int64_t hidden)
+{
+    lstm_cell_tile tile = tiles[isa]->lstm_cell;
+    for (int64_t b = 0; b < rows; b++)
+        tile(gates + b * 4 * hidden, c + b * hidden, h + b * hidden, c + b * hidden, hidden);
 }
 
 static tsr_status lstm_cell_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)

@@ -36,11 +36,11 @@
 #define MV_SUM_ROW(i)                                                                              \
     if (m > i) {                                                                                   \
         float *yi = y + i * p->n + j;                                                              \
-        yi[0] = svaddv_f32(SVE_ALL, acc##i##0);                                                    \
+        yi[0] += svaddv_f32(SVE_ALL, acc##i##0);                                                   \
         if (rows > 1) {                                                                            \
-            yi[1] = svaddv_f32(SVE_ALL, acc##i##1);                                                \
-            yi[2] = svaddv_f32(SVE_ALL, acc##i##2);                                                \
-            yi[3] = svaddv_f32(SVE_ALL, acc##i##3);                                                \
+            yi[1] += svaddv_f32(SVE_ALL, acc##i##1);                                               \
+            yi[2] += svaddv_f32(SVE_ALL, acc##i##2);                                               \
+            yi[3] += svaddv_f32(SVE_ALL, acc##i##3);                                               \
         }                                                                                          \
     }
 /* rows is 1 or 4: mv_rows_m takes B rows 4 at a time at every m here. */
@@ -117,7 +117,7 @@ SIMD_NAME(mv_rows_block)(const tsr_cpu_matvec *p, const float *a, const float *b
                 t += lanes[l];
             for (int64_t x = kl; x < k; x++)
                 t += ai[x] * br[r][x];
-            y[i * p->n + j + r] = t;
+            y[i * p->n + j + r] += t;
         }
     }
 }
@@ -130,6 +130,9 @@ SIMD_NAME(mv_rows_m)(const tsr_cpu_matvec *p, const float *a, const float *b, fl
 {
     /* SVE's accumulators for 2 rows would be those for 4: it takes 4. */
     const int block = m <= 2 || TSR_SIMD_LEVEL == 4 ? 4 : 2;
+    for (int i = 0; i < m && !p->accumulate; i++)
+        for (int64_t j = j0; j < j1; j++)
+            y[i * p->n + j] = 0.0f;
     int64_t j = j0;
     for (; j + block <= j1; j += block)
         SIMD_NAME(mv_rows_block)(p, a, b, y, j, block, m);
@@ -224,7 +227,7 @@ SIMD_TARGET static inline __attribute__((always_inline)) void
 SIMD_NAME(mv_cols_m)(const tsr_cpu_matvec *p, const float *a, const float *b, float *y, int64_t j0,
                      int64_t j1, const int m)
 {
-    for (int i = 0; i < m; i++)
+    for (int i = 0; i < m && !p->accumulate; i++)
         for (int64_t j = j0; j < j1; j++)
             y[i * p->n + j] = 0.0f;
     int64_t r = 0;
