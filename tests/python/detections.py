@@ -12,11 +12,16 @@ and so is the output. The models here have their BatchNorm statistics measured o
 instead (as models.py does for the classifiers), which leaves every score distinct.
 """
 
+from collections import namedtuple
+
 import numpy as np
 
 # The images the BatchNorm statistics are measured on, and the one the tests run.
 CALIBRATION_IMAGES = 4
 IMAGE_SHAPE = (3, 320, 320)
+# The outputs of every detection model; Mask R-CNN adds masks, Keypoint R-CNN keypoints and
+# keypoints_scores.
+DETECTION_KEYS = ("boxes", "scores", "labels")
 
 
 def detection_model(name, seed=0):
@@ -36,8 +41,11 @@ def detection_model(name, seed=0):
         for bn in batchnorms:
             bn.reset_running_stats()
             bn.momentum = None  # a plain average over the calibration pass
-        # The whole model's training pass needs targets: the parts with BatchNorms run alone.
+        # The whole model's training pass needs targets: the parts with BatchNorms run alone,
+        # on images resized as at inference (in training mode the transform picks a random
+        # size from min_size: keypointrcnn's are 640 to 800, 768 drawn here, 800 at eval).
         model.train()
+        model.transform.eval()
         images, _ = model.transform(list(torch.rand((CALIBRATION_IMAGES,) + IMAGE_SHAPE)))
         features = model.backbone(images.tensors)
         if hasattr(model, "head"):
@@ -47,7 +55,7 @@ def detection_model(name, seed=0):
 
 def _order(det):
     o = np.argsort(-np.asarray(det["scores"]), kind="stable")
-    return {k: np.asarray(det[k])[o] for k in ("boxes", "scores", "labels")}
+    return {k: np.asarray(det[k])[o] for k in DETECTION_KEYS}
 
 
 def _perfect_matching(compatible):
@@ -107,14 +115,24 @@ def _nearest(g, w, row):
     return w["boxes"][same[int(np.argmin(d))]]
 
 
-def count_matches(got, want, score_atol, box_atol):
+# What count_matches finds: `count` detections matched; for each further output of the
+# detections, `worst` its largest difference between matched pairs and `beyond` how many of
+# its elements differ by more than a tolerance.
+Matches = namedtuple("Matches", "count worst beyond")
+
+def count_matches(got, want, score_atol, box_atol, atol=None):
     """How many detections of `want` have their own counterpart in `got` (the same label, the
     box within box_atol, the score within score_atol; greedy from the highest score, each got
-    detection used once), and the largest difference between the masks of matched pairs
-    (0 without masks). For models whose float32 result PyTorch itself does not reproduce
-    exactly (Mask R-CNN): how close each float32 answer comes to the float64 one."""
+    detection used once), as a Matches: with, for every other output of the detections (the
+    keys of `want` beyond boxes, scores and labels: masks, keypoints, keypoints_scores), the
+    largest difference between matched pairs (worst[key]), and for the keys of atol how many
+    elements of matched pairs differ by more than atol[key] (beyond[key]). For models whose
+    float32 result PyTorch itself does not reproduce exactly (Mask and Keypoint R-CNN): how
+    close each float32 answer comes to the float64 one."""
+    atol = atol or {}
+    extra = [k for k in want if k not in DETECTION_KEYS]
     used = np.zeros(len(got["scores"]), bool)
-    matched, worst_mask = 0, 0.0
+    matched, worst, beyond = 0, dict.fromkeys(extra, 0.0), dict.fromkeys(atol, 0)
     for i in np.argsort(-np.asarray(want["scores"]), kind="stable"):
         box_diff = np.abs(got["boxes"] - want["boxes"][i]).max(-1)
         ok = ((got["labels"] == want["labels"][i]) & (box_diff <= box_atol) &
@@ -123,7 +141,9 @@ def count_matches(got, want, score_atol, box_atol):
             j = int(np.argmin(np.where(ok, box_diff, np.inf)))
             used[j] = True
             matched += 1
-            if "masks" in want:
-                worst_mask = max(worst_mask, float(np.abs(got["masks"][j].astype(np.float64) -
-                                                       want["masks"][i]).max()))
-    return matched, worst_mask
+            for k in extra:
+                diff = np.abs(np.asarray(got[k][j], np.float64) - want[k][i])
+                worst[k] = max(worst[k], float(diff.max(initial=0.0)))
+                if k in atol:
+                    beyond[k] += int(np.count_nonzero(diff > atol[k]))
+    return Matches(matched, worst, beyond)
