@@ -31,20 +31,21 @@
  * GRU median 0.46-0.54 -> 0.35-0.41 ms. */
 #define RNN_SERIAL_STEP_MACS (1 << 17)
 
-/* An LSTM of at most STEPS_MAX_B sequences whose recurrent weights fit in
- * a core's L2 runs step by step instead (steps_run): the input products of
- * all steps as one sgemm, then per step the recurrent product (h against R
- * transposed, read from L2) through the cpu backend's matrix-vector tile
- * and the gates through its LSTMCell tile. Sequences are independent, so
- * with several, each thread takes its own through all the steps without a
- * barrier. One sequence is split by hidden units instead: each thread
- * keeps the columns of R for its units' four gates (its "part", packed
- * [H, 4 units], the gates of its units contiguous, W and the biases
- * permuted to match) and the threads meet once per step. oneDNN's
- * primitive spent 5.5 us per step on one sequence of H = 128 on Zen 4, 2.4
- * times what reading R from L2 takes. */
+/* An LSTM of at most STEPS_MAX_B sequences whose W and R (512 KiB) fit
+ * in a core's L2 runs step by step instead (steps_run): each step is one
+ * product of [x_t, h_prev, 1] (copied side by side) with [W; R; biases]
+ * transposed, through the cpu backend's matrix-vector tile, then the
+ * LSTMCell tile. Sequences are independent, so with several each thread
+ * takes its own through all the steps without a barrier. One sequence is
+ * split by hidden units instead: each thread keeps the columns of the
+ * weights for its units' four gates (its "part", packed [I + H + 1,
+ * 4 units], the gates of its units contiguous), and the threads meet once
+ * per step. oneDNN's primitive spent 5.5 us per step on one sequence
+ * of H = 128 on Zen 4, 2.4 times what reading R from L2 takes; with 8, its
+ * separate products of the inputs (an sgemm, which packs W at every call)
+ * and of the states kept it at 71 % of two cores' peak. */
 #define STEPS_MAX_B 8
-#define STEPS_MAX_R_FLOATS (1 << 17)
+#define STEPS_MAX_WEIGHT_FLOATS (1 << 17)
 #define STEPS_MAX_PARTS 8
 
 typedef struct {
@@ -63,10 +64,9 @@ typedef struct {
     int64_t unit[STEPS_MAX_PARTS + 1];
     tsr_isa isa;
     float *buf;   /* the arrays below, in one allocation */
-    float *w;     /* [D, 4H, I]: W, rows in part order */
-    float *rt;    /* [D, H, 4H]: per part, R's rows for it transposed, [H, 4 units] */
-    float *bias;  /* [D, 4H]: Wb + Rb */
-    float *proj;  /* [T, B, 4H]: one direction's gates, from the input products and biases */
+    float *wr;    /* [D, I + H + 1, 4H]: per part, [W; R; Wb + Rb]'s rows for it transposed */
+    float *xh;    /* [max(B, parts), I + H + 1]: [x_t, h_prev, 1] of a row, or of a part's thread */
+    float *gates; /* [B, 4H] */
     float *c;     /* [B, H] */
     float *zeros; /* [B, H]: the initial h when the node has none */
 } rnn_state;
@@ -289,14 +289,14 @@ static tsr_status rnn_build(const tsr_prepare_ctx *ctx, rnn_state *st, const tsr
 static bool steps_fit(const tsr_rnn_whole *w)
 {
     return w->kind == TSR_RNN_LSTM && !w->peepholes && w->B <= STEPS_MAX_B &&
-           4 * w->H * w->H <= STEPS_MAX_R_FLOATS;
+           (w->I + w->H) * 4 * w->H <= STEPS_MAX_WEIGHT_FLOATS;
 }
 
 static tsr_status steps_build(const tsr_prepare_ctx *ctx, rnn_state *st, const tsr_rnn_whole *w)
 {
     const tsr_graph *g = ctx->graph;
     const tsr_node *node = ctx->node;
-    int64_t D = w->n_dirs, T = w->T, B = w->B, I = w->I, H = w->H, G4 = 4 * H;
+    int64_t D = w->n_dirs, B = w->B, I = w->I, H = w->H, G4 = 4 * H, K = I + H + 1;
     st->steps = true;
     st->reverse = w->reverse;
     st->D = D;
@@ -308,16 +308,18 @@ static tsr_status steps_build(const tsr_prepare_ctx *ctx, rnn_state *st, const t
     st->parts = parts = parts < 1 ? 1 : parts > STEPS_MAX_PARTS ? STEPS_MAX_PARTS : parts;
     for (int p = 0; p <= parts; p++)
         st->unit[p] = p == parts ? H : H / 16 * p / parts * 16;
-    size_t floats = (size_t)(D * G4 * I + D * H * G4 + D * G4 + T * B * G4 + 2 * B * H);
+    int64_t rows = B > parts ? B : parts;
+    size_t floats = (size_t)(D * K * G4 + rows * K + B * G4 + 2 * B * H);
     st->buf = tsr_aligned_alloc(sizeof(float) * floats);
     if (!st->buf)
         return TSR_ERR_OUT_OF_MEMORY;
     memset(st->buf, 0, sizeof(float) * floats);
-    st->w = st->buf;
-    st->rt = st->w + D * G4 * I;
-    st->bias = st->rt + D * H * G4;
-    st->proj = st->bias + D * G4;
-    st->c = st->proj + T * B * G4;
+    st->wr = st->buf;
+    st->xh = st->wr + D * K * G4;
+    for (int64_t row = 0; row < rows; row++)
+        st->xh[row * K + K - 1] = 1.0f;
+    st->gates = st->xh + rows * K;
+    st->c = st->gates + B * G4;
     st->zeros = st->c + B * H;
     const float *wsrc = g->values[node->inputs[TSR_RNN_IN_W]].data;
     const float *r = g->values[node->inputs[TSR_RNN_IN_R]].data;
@@ -326,60 +328,64 @@ static tsr_status steps_build(const tsr_prepare_ctx *ctx, rnn_state *st, const t
     for (int64_t d = 0; d < D; d++)
         for (int p = 0; p < parts; p++) {
             int64_t u0 = st->unit[p], units = st->unit[p + 1] - u0;
-            float *rt = st->rt + d * H * G4 + H * 4 * u0;
+            float *wr = st->wr + d * K * G4 + K * 4 * u0;
             for (int64_t gate = 0; gate < 4; gate++)
                 for (int64_t u = 0; u < units; u++) {
-                    int64_t from = d * G4 + gate * H + u0 + u, to = 4 * u0 + gate * units + u;
-                    memcpy(st->w + (d * G4 + to) * I, wsrc + from * I, sizeof(float) * (size_t)I);
+                    int64_t from = d * G4 + gate * H + u0 + u, col = gate * units + u;
+                    for (int64_t k = 0; k < I; k++)
+                        wr[k * 4 * units + col] = wsrc[from * I + k];
                     for (int64_t k = 0; k < H; k++)
-                        rt[k * 4 * units + gate * units + u] = r[from * H + k];
+                        wr[(I + k) * 4 * units + col] = r[from * H + k];
                     if (b)
-                        st->bias[d * G4 + to] = b[from + d * G4] + b[from + d * G4 + G4];
+                        wr[(K - 1) * 4 * units + col] = b[from + d * G4] + b[from + d * G4 + G4];
                 }
         }
     snprintf(st->exec.impl, sizeof st->exec.impl, "cpu:lstm-steps");
     return TSR_OK;
 }
 
-/* One step of part p for sequences [b0, b1): gates += h_prev R^T, then the cell. */
-static void steps_part(const rnn_state *st, const float *hp, float *ho, int64_t t, int64_t d,
-                       int p, int64_t b0, int64_t b1)
+/* Step t of part p for sequences [b0, b1) of direction d, their [x_t,
+ * h_prev, 1] in xh's rows: gates = [x_t, h_prev, 1] [W; R; biases]^T, then
+ * the cell. */
+static void steps_part(const rnn_state *st, const float *xh, float *ho, int64_t d, int p,
+                       int64_t b0, int64_t b1)
 {
-    int64_t B = st->B, H = st->H, G4 = 4 * H;
+    int64_t H = st->H, G4 = 4 * H, K = st->I + H + 1;
     int64_t u0 = st->unit[p], units = st->unit[p + 1] - u0;
-    const float *rt = st->rt + d * H * G4 + H * 4 * u0;
+    const float *wr = st->wr + d * K * G4 + K * 4 * u0;
     for (int64_t r0 = b0; r0 < b1; r0 += TSR_MATVEC_MAX_M) {
         /* Several rows only with one part: then each gates row is dense. */
         int64_t m = b1 - r0 < TSR_MATVEC_MAX_M ? b1 - r0 : TSR_MATVEC_MAX_M;
-        tsr_cpu_matvec mv = {.m = m,
-                             .k = H,
-                             .n = 4 * units,
-                             .lda = H,
-                             .accumulate = true,
-                             .alpha = 1.0f,
-                             .isa = st->isa};
-        float *gates = st->proj + (t * B + r0) * G4 + 4 * u0;
-        tsr_cpu_matvec_run(&mv, hp + r0 * H, rt, NULL, gates, 1);
+        float *gates = st->gates + r0 * G4 + 4 * u0;
+        tsr_cpu_matvec mv = {
+            .m = m, .k = K, .n = 4 * units, .lda = K, .alpha = 1.0f, .isa = st->isa};
+        tsr_cpu_matvec_run(&mv, xh + (r0 - b0) * K, wr, NULL, gates, 1);
         tsr_cpu_lstm_cell_rows(st->isa, gates, st->c + r0 * H + u0, ho + r0 * H + u0, m, units);
+    }
+}
+
+/* [x_t, h_prev] of rows [b0, b1) into xh (the 1 after them stays). */
+static void steps_gather(const rnn_state *st, const float *x, const float *hp, float *xh,
+                         int64_t b0, int64_t b1)
+{
+    int64_t I = st->I, H = st->H, K = I + H + 1;
+    for (int64_t b = b0; b < b1; b++) {
+        memcpy(xh + (b - b0) * K, x + b * I, sizeof(float) * (size_t)I);
+        memcpy(xh + (b - b0) * K + I, hp + b * H, sizeof(float) * (size_t)H);
     }
 }
 
 static tsr_status steps_run(const rnn_state *st, const tsr_kernel_ctx *k)
 {
-    int64_t T = st->T, B = st->B, H = st->H, D = st->D, G4 = 4 * H;
+    int64_t T = st->T, B = st->B, H = st->H, D = st->D, I = st->I, K = I + H + 1;
     const tsr_tensor *h0t = k->n_inputs > TSR_RNN_IN_H0 ? k->inputs[TSR_RNN_IN_H0] : NULL;
     const tsr_tensor *c0 = k->n_inputs > TSR_RNN_IN_C0 ? k->inputs[TSR_RNN_IN_C0] : NULL;
-    const float *h0 = h0t ? h0t->data : NULL;
+    const float *h0 = h0t ? h0t->data : NULL, *x = k->inputs[TSR_RNN_IN_X]->data;
     float *y = k->outputs[0]->data;
     int parts = st->parts;
     int nt = parts > 1 ? parts : k->threads < B ? k->threads : (int)B;
     for (int64_t d = 0; d < D; d++) {
         bool reverse = D == 2 ? d == 1 : st->reverse;
-        for (int64_t r = 0; r < T * B; r++)
-            memcpy(st->proj + r * G4, st->bias + d * G4, sizeof(float) * (size_t)G4);
-        TSR_DNNL_CHECK(dnnl_sgemm('N', 'T', T * B, G4, st->I, 1.0f, k->inputs[TSR_RNN_IN_X]->data,
-                                  st->I, st->w + d * G4 * st->I, st->I, 1.0f, st->proj, G4),
-                       "sgemm of the LSTM's inputs");
         if (c0)
             memcpy(st->c, (const float *)c0->data + d * B * H, sizeof(float) * (size_t)(B * H));
         else
@@ -389,12 +395,14 @@ static tsr_status steps_run(const rnn_state *st, const tsr_kernel_ctx *k)
             int id = omp_get_thread_num(), team = omp_get_num_threads();
             /* One part: this thread's sequences; parts: its parts of the one. */
             int64_t b0 = parts > 1 ? 0 : B * id / team, b1 = parts > 1 ? B : B * (id + 1) / team;
+            float *xh = st->xh + (parts > 1 ? id : b0) * K;
             const float *hp = h0 ? h0 + d * B * H : st->zeros;
             for (int64_t s = 0; s < T; s++) {
                 int64_t t = reverse ? T - 1 - s : s;
                 float *ho = y + (t * D + d) * B * H;
+                steps_gather(st, x + t * B * I, hp, xh, b0, b1);
                 for (int p = parts > 1 ? id : 0; p < parts; p += parts > 1 ? team : parts)
-                    steps_part(st, hp, ho, t, d, p, b0, b1);
+                    steps_part(st, xh, ho, d, p, b0, b1);
                 if (parts > 1) {
 #pragma omp barrier
                 }

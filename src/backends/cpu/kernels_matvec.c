@@ -33,7 +33,7 @@ bool tsr_cpu_matvec_fits(int64_t m, int64_t k, int64_t n)
      * with oneDNN: on the 2-core Zen 3 its gemv streamed vgg16's
      * 25088x4096 classifier in 20-25 ms on one thread against this path's
      * 23-29 ms, while from two rows on this path took half oneDNN's time. */
-    const int64_t min_weights = 1 << 18;
+    const int64_t min_weights = TSR_MATVEC_CACHED_FLOATS;
     /* Within the caches any row count up to the limit: a recurrent step's
      * [1, H] x [H, 4H] took oneDNN's gemm about 40 us at H = 128 (LSTM). */
     if (m >= 1 && m <= TSR_MATVEC_MAX_M && k >= 1 && n >= 1 && k * n < min_weights)

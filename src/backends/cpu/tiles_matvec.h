@@ -221,6 +221,60 @@ SIMD_NAME(mv_cols_step)(const tsr_cpu_matvec *p, const float *a, const float *b,
 
 #endif
 
+#if TSR_SIMD_LEVEL != 4
+/* A B that the caches hold (an LSTM's recurrent weights): the m x nb
+ * vectors of y at columns [j, j + nb vectors) stay in registers along all
+ * of k, each B row's piece loaded once for the m rows, and y is written
+ * once; the pass form below writes y back after every four B rows, which
+ * bound a [4, 128] x [128, 512] product by its stores on Zen 4. nb is 1 or
+ * MV_NB (MV_NB x m accumulators within AVX2's 16 registers); tail < SIMD_W
+ * lanes: one partial vector. */
+#define MV_NB (TSR_SIMD_LEVEL == 1 ? 2 : 4)
+SIMD_TARGET static inline __attribute__((always_inline)) void
+SIMD_NAME(mv_cols_block)(const tsr_cpu_matvec *p, const float *a, const float *b, float *y,
+                         int64_t j, const int nb, const int tail, const int m)
+{
+    const int64_t n = p->n;
+    vf acc[TSR_MATVEC_MAX_M][4];
+    for (int i = 0; i < m; i++)
+        for (int v = 0; v < nb; v++)
+            acc[i][v] = vf_zero();
+    for (int64_t r = 0; r < p->k; r++) {
+        vf w[4];
+        for (int v = 0; v < nb; v++)
+            w[v] = tail ? vf_load_n(b + r * n + j, tail) : vf_load(b + r * n + j + v * SIMD_W);
+        for (int i = 0; i < m; i++) {
+            vf ai = vf_set1(a[i * p->lda + r]);
+            for (int v = 0; v < nb; v++)
+                acc[i][v] = vf_fmadd(ai, w[v], acc[i][v]);
+        }
+    }
+    for (int i = 0; i < m; i++)
+        for (int v = 0; v < nb; v++) {
+            float *yp = y + i * n + j + v * SIMD_W;
+            if (tail)
+                vf_store_n(yp, p->accumulate ? vf_add(vf_load_n(yp, tail), acc[i][v]) : acc[i][v],
+                           tail);
+            else
+                vf_store(yp, p->accumulate ? vf_add(vf_load(yp), acc[i][v]) : acc[i][v]);
+        }
+}
+
+SIMD_TARGET static inline __attribute__((always_inline)) void
+SIMD_NAME(mv_cols_blocked_m)(const tsr_cpu_matvec *p, const float *a, const float *b, float *y,
+                             int64_t j0, int64_t j1, const int m)
+{
+    int64_t j = j0;
+    for (; j + MV_NB * SIMD_W <= j1; j += MV_NB * SIMD_W)
+        SIMD_NAME(mv_cols_block)(p, a, b, y, j, MV_NB, 0, m);
+    for (; j + SIMD_W <= j1; j += SIMD_W)
+        SIMD_NAME(mv_cols_block)(p, a, b, y, j, 1, 0, m);
+    if (j < j1)
+        SIMD_NAME(mv_cols_block)(p, a, b, y, j, 1, (int)(j1 - j), m);
+}
+#undef MV_NB
+#endif
+
 /* B is [k, n] (MatMul, Gemm with transB = 0): the thread's columns of
  * each B row in turn, four rows per pass over its slice of y. */
 SIMD_TARGET static inline __attribute__((always_inline)) void
@@ -237,6 +291,13 @@ SIMD_NAME(mv_cols_m)(const tsr_cpu_matvec *p, const float *a, const float *b, fl
         SIMD_NAME(mv_cols_step)(p, a, b, y, j0, j1, r, 1, m);
 }
 
+/* The register-blocked form for a B within the caches (not on SVE, whose
+ * sizeless vectors make no arrays). */
+#if TSR_SIMD_LEVEL == 4
+#define MV_COLS_BLOCKED(p) false
+#else
+#define MV_COLS_BLOCKED(p) ((p)->k * (p)->n < TSR_MATVEC_CACHED_FLOATS)
+#endif
 SIMD_TARGET static void SIMD_NAME(matvec_slice)(const tsr_cpu_matvec *p, const float *a,
                                                 const float *b, float *y, int64_t j0, int64_t j1)
 {
@@ -244,6 +305,8 @@ SIMD_TARGET static void SIMD_NAME(matvec_slice)(const tsr_cpu_matvec *p, const f
     case M:                                                                                        \
         if (p->trans_b)                                                                            \
             SIMD_NAME(mv_rows_m)(p, a, b, y, j0, j1, M);                                           \
+        else if (MV_COLS_BLOCKED(p))                                                               \
+            SIMD_NAME(mv_cols_blocked_m)(p, a, b, y, j0, j1, M);                                   \
         else                                                                                       \
             SIMD_NAME(mv_cols_m)(p, a, b, y, j0, j1, M);                                           \
         break;
@@ -256,6 +319,7 @@ SIMD_TARGET static void SIMD_NAME(matvec_slice)(const tsr_cpu_matvec *p, const f
     }
 #undef MV_CASE
 }
+#undef MV_COLS_BLOCKED
 
 #undef MV_LINE
 #undef MV_NV
