@@ -286,6 +286,13 @@ static tsr_status rnn_build(const tsr_prepare_ctx *ctx, rnn_state *st, const tsr
     return tsr_dnnl_exec_finish(e, pd, "RNN");
 }
 
+/* floats rounded up to whole cache lines, so that what two threads write
+ * never shares a line (the rows of xh, the arrays of the buffer). */
+static int64_t lines(int64_t floats)
+{
+    return (floats + 15) / 16 * 16;
+}
+
 static bool steps_fit(const tsr_rnn_whole *w)
 {
     return w->kind == TSR_RNN_LSTM && !w->peepholes && w->B <= STEPS_MAX_B &&
@@ -309,18 +316,20 @@ static tsr_status steps_build(const tsr_prepare_ctx *ctx, rnn_state *st, const t
     for (int p = 0; p <= parts; p++)
         st->unit[p] = p == parts ? H : H / 16 * p / parts * 16;
     int64_t rows = B > parts ? B : parts;
-    size_t floats = (size_t)(D * K * G4 + rows * K + B * G4 + 2 * B * H);
+    int64_t pitch = lines(K); /* of an xh row */
+    size_t floats =
+        (size_t)(lines(D * K * G4) + rows * pitch + lines(B * G4) + 2 * lines(B * H));
     st->buf = tsr_aligned_alloc(sizeof(float) * floats);
     if (!st->buf)
         return TSR_ERR_OUT_OF_MEMORY;
     memset(st->buf, 0, sizeof(float) * floats);
     st->wr = st->buf;
-    st->xh = st->wr + D * K * G4;
+    st->xh = st->wr + lines(D * K * G4);
     for (int64_t row = 0; row < rows; row++)
-        st->xh[row * K + K - 1] = 1.0f;
-    st->gates = st->xh + rows * K;
-    st->c = st->gates + B * G4;
-    st->zeros = st->c + B * H;
+        st->xh[row * pitch + K - 1] = 1.0f;
+    st->gates = st->xh + rows * pitch;
+    st->c = st->gates + lines(B * G4);
+    st->zeros = st->c + lines(B * H);
     const float *wsrc = g->values[node->inputs[TSR_RNN_IN_W]].data;
     const float *r = g->values[node->inputs[TSR_RNN_IN_R]].data;
     const float *b = has_input(node, TSR_RNN_IN_B) ? g->values[node->inputs[TSR_RNN_IN_B]].data
@@ -358,8 +367,8 @@ static void steps_part(const rnn_state *st, const float *xh, float *ho, int64_t 
         int64_t m = b1 - r0 < TSR_MATVEC_MAX_M ? b1 - r0 : TSR_MATVEC_MAX_M;
         float *gates = st->gates + r0 * G4 + 4 * u0;
         tsr_cpu_matvec mv = {
-            .m = m, .k = K, .n = 4 * units, .lda = K, .alpha = 1.0f, .isa = st->isa};
-        tsr_cpu_matvec_run(&mv, xh + (r0 - b0) * K, wr, NULL, gates, 1);
+            .m = m, .k = K, .n = 4 * units, .lda = lines(K), .alpha = 1.0f, .isa = st->isa};
+        tsr_cpu_matvec_run(&mv, xh + (r0 - b0) * lines(K), wr, NULL, gates, 1);
         tsr_cpu_lstm_cell_rows(st->isa, gates, st->c + r0 * H + u0, ho + r0 * H + u0, m, units);
     }
 }
@@ -368,16 +377,16 @@ static void steps_part(const rnn_state *st, const float *xh, float *ho, int64_t 
 static void steps_gather(const rnn_state *st, const float *x, const float *hp, float *xh,
                          int64_t b0, int64_t b1)
 {
-    int64_t I = st->I, H = st->H, K = I + H + 1;
+    int64_t I = st->I, H = st->H, pitch = lines(I + H + 1);
     for (int64_t b = b0; b < b1; b++) {
-        memcpy(xh + (b - b0) * K, x + b * I, sizeof(float) * (size_t)I);
-        memcpy(xh + (b - b0) * K + I, hp + b * H, sizeof(float) * (size_t)H);
+        memcpy(xh + (b - b0) * pitch, x + b * I, sizeof(float) * (size_t)I);
+        memcpy(xh + (b - b0) * pitch + I, hp + b * H, sizeof(float) * (size_t)H);
     }
 }
 
 static tsr_status steps_run(const rnn_state *st, const tsr_kernel_ctx *k)
 {
-    int64_t T = st->T, B = st->B, H = st->H, D = st->D, I = st->I, K = I + H + 1;
+    int64_t T = st->T, B = st->B, H = st->H, D = st->D, I = st->I, pitch = lines(I + H + 1);
     const tsr_tensor *h0t = k->n_inputs > TSR_RNN_IN_H0 ? k->inputs[TSR_RNN_IN_H0] : NULL;
     const tsr_tensor *c0 = k->n_inputs > TSR_RNN_IN_C0 ? k->inputs[TSR_RNN_IN_C0] : NULL;
     const float *h0 = h0t ? h0t->data : NULL, *x = k->inputs[TSR_RNN_IN_X]->data;
@@ -395,7 +404,7 @@ static tsr_status steps_run(const rnn_state *st, const tsr_kernel_ctx *k)
             int id = omp_get_thread_num(), team = omp_get_num_threads();
             /* One part: this thread's sequences; parts: its parts of the one. */
             int64_t b0 = parts > 1 ? 0 : B * id / team, b1 = parts > 1 ? B : B * (id + 1) / team;
-            float *xh = st->xh + (parts > 1 ? id : b0) * K;
+            float *xh = st->xh + (parts > 1 ? id : b0) * pitch;
             const float *hp = h0 ? h0 + d * B * H : st->zeros;
             for (int64_t s = 0; s < T; s++) {
                 int64_t t = reverse ? T - 1 - s : s;
