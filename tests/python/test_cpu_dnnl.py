@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tsr
-from test_cpu_kernels import bf16_skip_reason
+from test_cpu_kernels import bf16_skip_reason, cpu_flags
 
 ACTIVATIONS = ["", "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh"]
 
@@ -210,6 +210,24 @@ def test_gemm(capfd, trans, c_index):
     # B and C constant (a classifier layer) or graph inputs.
     const = (1, 2) if seed % 2 == 0 else ()
     check_against_ref(capfd, "Gemm", [a, b, c], attrs, const_inputs=const)
+
+
+@pytest.mark.parametrize("with_z", [False, True])
+def test_dilated_convolution_image_by_image(capfd, with_z):
+    """A 3x3 convolution with dilation and padding 12 on a 28x28 map, 512 -> 32 channels
+    (deeplabv3's ASPP, narrowed), at batch 3: on AVX-512 oneDNN's blocked jit kernel takes one
+    image but not the batch, so the node runs that kernel image by image ("/image" in its
+    kernel name) instead of the plain gemm convolution; bias, residual Z and Relu moved on with
+    each image, against ref."""
+    rng = np.random.default_rng(21)
+    x, w, b = rand(rng, (3, 512, 28, 28)), rand(rng, (32, 512, 3, 3)) * 0.05, rand(rng, (32,))
+    z = rand(rng, (3, 32, 28, 28)) if with_z else None
+    attrs = {"dilations": [12, 12], "pads": [12] * 4, "kernel_shape": [3, 3],
+             "activation": "Relu"}
+    log = check_against_ref(capfd, "FusedConv", [x, w, b, z], attrs, domain="ai.tessera",
+                            const_inputs=(1, 2))
+    if "avx512f" in cpu_flags():
+        assert "jit:avx512_core/image" in log, log
 
 
 def test_gemm_classifier(capfd):

@@ -36,6 +36,11 @@ typedef struct {
     /* The kernel's name: oneDNN's implementation, with the accuracy
      * guard's error when autotuning took another than the default. */
     char name[64];
+    /* > 1: a primitive for one image, run on each of this many in turn
+     * (one_image_applies), the activations that many bytes apart. */
+    int64_t images;
+    size_t image_bytes[4]; /* of X, -, -, Z (by input) */
+    size_t y_image_bytes;
 } conv_state;
 
 /* The algorithms whose implementations autotuning chooses from.
@@ -141,16 +146,20 @@ typedef struct {
 
 static tsr_status conv_op_desc(const tsr_graph *g, const tsr_node *node, tsr_layout src_layout,
                                tsr_layout dst_layout, tsr_layout z_layout, bool bf16,
-                               dnnl_alg_kind_t alg, conv_mds *m, dnnl_convolution_desc_t *cd,
-                               dnnl_primitive_attr_t *attr_out)
+                               bool one_image, dnnl_alg_kind_t alg, conv_mds *m,
+                               dnnl_convolution_desc_t *cd, dnnl_primitive_attr_t *attr_out)
 {
-    const tsr_value *x = &g->values[node->inputs[0]], *w = &g->values[node->inputs[1]];
-    const tsr_value *y = &g->values[node->outputs[0]];
+    const tsr_value *w = &g->values[node->inputs[1]];
+    int64_t x_dims[4], y_dims[4];
+    memcpy(x_dims, g->values[node->inputs[0]].dims, sizeof x_dims);
+    memcpy(y_dims, g->values[node->outputs[0]].dims, sizeof y_dims);
+    if (one_image)
+        x_dims[0] = y_dims[0] = 1;
     m->has_b = node->n_inputs > 2 && node->inputs[2] >= 0;
     m->has_z = node->n_inputs > 3 && node->inputs[3] >= 0;
 
     tsr_window win;
-    TSR_CHECK(tsr_window_init(node, 2, x->dims + 2, w->dims + 2, false, &win));
+    TSR_CHECK(tsr_window_init(node, 2, x_dims + 2, w->dims + 2, false, &win));
     dnnl_dims_t strides, dilates, pad_l, pad_r;
     for (int d = 0; d < 2; d++) {
         strides[d] = win.stride[d];
@@ -161,11 +170,11 @@ static tsr_status conv_op_desc(const tsr_graph *g, const tsr_node *node, tsr_lay
     int64_t group = tsr_attr_int(node, "group");
     dnnl_data_type_t in_type = bf16 ? dnnl_bf16 : dnnl_f32;
 
-    TSR_CHECK(tsr_dnnl_layout_md(&m->user_src, x->dims, src_layout, dnnl_f32));
-    TSR_CHECK(tsr_dnnl_layout_md(&m->src, x->dims, src_layout, in_type));
-    TSR_CHECK(tsr_dnnl_layout_md(&m->dst, y->dims, dst_layout, dnnl_f32));
+    TSR_CHECK(tsr_dnnl_layout_md(&m->user_src, x_dims, src_layout, dnnl_f32));
+    TSR_CHECK(tsr_dnnl_layout_md(&m->src, x_dims, src_layout, in_type));
+    TSR_CHECK(tsr_dnnl_layout_md(&m->dst, y_dims, dst_layout, dnnl_f32));
     if (m->has_z)
-        TSR_CHECK(tsr_dnnl_layout_md(&m->z, y->dims, z_layout, dnnl_f32));
+        TSR_CHECK(tsr_dnnl_layout_md(&m->z, y_dims, z_layout, dnnl_f32));
     int wei_rank = group > 1 ? 5 : 4;
     int64_t wei_dims[5];
     if (group > 1) {
@@ -233,14 +242,16 @@ static bool impl_is_named(const_dnnl_primitive_desc_t pd, void *name)
  * implementation named `impl`, or of oneDNN's first choice for NULL. */
 static tsr_status conv_primitive_desc(const tsr_graph *g, const tsr_node *node,
                                       tsr_layout src_layout, tsr_layout dst_layout,
-                                      tsr_layout z_layout, bool bf16, dnnl_alg_kind_t alg,
-                                      const char *impl, conv_mds *m, dnnl_primitive_desc_t *pd_out)
+                                      tsr_layout z_layout, bool bf16, bool one_image,
+                                      dnnl_alg_kind_t alg, const char *impl, conv_mds *m,
+                                      dnnl_primitive_desc_t *pd_out)
 {
     dnnl_convolution_desc_t cd;
     dnnl_primitive_attr_t attr;
     dnnl_engine_t engine = NULL;
     TSR_CHECK(tsr_dnnl_engine(&engine, NULL));
-    TSR_CHECK(conv_op_desc(g, node, src_layout, dst_layout, z_layout, bf16, alg, m, &cd, &attr));
+    TSR_CHECK(conv_op_desc(g, node, src_layout, dst_layout, z_layout, bf16, one_image, alg, m, &cd,
+                           &attr));
     tsr_status status = TSR_OK;
     if (!impl) {
         status = tsr_dnnl_check(dnnl_primitive_desc_create(pd_out, &cd, attr, engine, NULL),
@@ -256,13 +267,14 @@ static tsr_status conv_primitive_desc(const tsr_graph *g, const tsr_node *node,
 }
 
 /* Whether oneDNN has a real (jit or gemm) f32 kernel for the node with
- * its activations in these layouts, not only its reference loops. */
+ * its activations in these layouts (for one of its images), not only its
+ * reference loops. */
 static bool has_fast_kernel(const tsr_graph *g, const tsr_node *node, tsr_layout src_layout,
-                            tsr_layout dst_layout)
+                            tsr_layout dst_layout, bool one_image)
 {
     conv_mds m;
     dnnl_primitive_desc_t pd = NULL;
-    if (conv_primitive_desc(g, node, src_layout, dst_layout, dst_layout, false,
+    if (conv_primitive_desc(g, node, src_layout, dst_layout, dst_layout, false, one_image,
                             dnnl_convolution_direct, NULL, &m, &pd) != TSR_OK)
         return false;
     bool fast = tsr_dnnl_impl_is_fast(pd);
@@ -281,9 +293,12 @@ void tsr_dnnl_conv_layouts(const tsr_graph *g, const tsr_node *node, const uint8
     /* oneDNN's blocked direct kernels take no padding wider than a few
      * columns (a dilated 3x3 with pads 12 on AVX2) and fall back to its
      * reference loops, orders of magnitude slower; its gemm convolution
-     * takes any padding and dilation, on plain activations. */
-    if (!has_fast_kernel(g, node, src, dst) &&
-        has_fast_kernel(g, node, TSR_LAYOUT_PLAIN, TSR_LAYOUT_PLAIN)) {
+     * takes any padding and dilation, on plain activations. Where the
+     * blocked kernel takes one image but not the batch, the node runs
+     * image by image instead (one_image_applies). */
+    if (!has_fast_kernel(g, node, src, dst, false) &&
+        !(x->dims[0] > 1 && has_fast_kernel(g, node, src, dst, true)) &&
+        has_fast_kernel(g, node, TSR_LAYOUT_PLAIN, TSR_LAYOUT_PLAIN, false)) {
         src = TSR_LAYOUT_PLAIN;
         dst = TSR_LAYOUT_PLAIN;
     }
@@ -296,7 +311,7 @@ void tsr_dnnl_conv_layouts(const tsr_graph *g, const tsr_node *node, const uint8
 /* Builds the primitive with src and weights in f32 or bf16, of oneDNN's
  * implementation `impl` of the algorithm (NULL: its first choice). */
 static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf16,
-                             dnnl_alg_kind_t alg, const char *impl)
+                             bool one_image, dnnl_alg_kind_t alg, const char *impl)
 {
     const tsr_graph *g = ctx->graph;
     const tsr_node *node = ctx->node;
@@ -306,7 +321,12 @@ static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf
     dnnl_primitive_desc_t pd = NULL;
     TSR_CHECK(conv_primitive_desc(
         g, node, (tsr_layout)ctx->input_layouts[0], (tsr_layout)ctx->output_layouts[0],
-        has_z ? (tsr_layout)ctx->input_layouts[3] : TSR_LAYOUT_PLAIN, bf16, alg, impl, &m, &pd));
+        has_z ? (tsr_layout)ctx->input_layouts[3] : TSR_LAYOUT_PLAIN, bf16, one_image, alg, impl,
+        &m, &pd));
+    st->images = one_image ? g->values[node->inputs[0]].dims[0] : 1;
+    st->image_bytes[0] = dnnl_memory_desc_get_size(&m.user_src);
+    st->image_bytes[3] = m.has_z ? dnnl_memory_desc_get_size(&m.z) : 0;
+    st->y_image_bytes = dnnl_memory_desc_get_size(&m.dst);
     tsr_status status = TSR_OK;
     tsr_dnnl_exec *e = &st->exec;
     void *src_data = NULL;
@@ -340,7 +360,7 @@ static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf
         return status;
     }
     TSR_CHECK(tsr_dnnl_exec_finish(e, pd, "convolution"));
-    snprintf(st->name, sizeof st->name, "%s", e->impl);
+    snprintf(st->name, sizeof st->name, "%s%s", e->impl, st->images > 1 ? "/image" : "");
     st->alg = alg;
     return TSR_OK;
 }
@@ -418,7 +438,7 @@ static int conv_candidates(const tsr_prepare_ctx *ctx, const char *default_impl,
         if (conv_op_desc(ctx->graph, node, (tsr_layout)ctx->input_layouts[0],
                          (tsr_layout)ctx->output_layouts[0],
                          has_z ? (tsr_layout)ctx->input_layouts[3] : TSR_LAYOUT_PLAIN, false,
-                         conv_algs[a], &m, &cd, &attr) != TSR_OK)
+                         false, conv_algs[a], &m, &cd, &attr) != TSR_OK)
             continue;
         dnnl_primitive_desc_t none;
         l.alg = conv_algs[a];
@@ -565,7 +585,7 @@ static tsr_status conv_measure(const tsr_prepare_ctx *ctx, conv_state *st,
             break;
         }
         states[i]->kind = TSR_DNNL_KIND_CONV;
-        if (conv_build(ctx, states[i], false, cands[i].alg, cands[i].impl) != TSR_OK) {
+        if (conv_build(ctx, states[i], false, false, cands[i].alg, cands[i].impl) != TSR_OK) {
             tsr_dnnl_conv_release(states[i]);
             states[i] = NULL;
         }
@@ -625,7 +645,7 @@ static tsr_status conv_measure(const tsr_prepare_ctx *ctx, conv_state *st,
  * default where there is nothing to choose from. */
 static tsr_status conv_autotune(const tsr_prepare_ctx *ctx, conv_state *st)
 {
-    TSR_CHECK(conv_build(ctx, st, false, dnnl_convolution_direct, NULL));
+    TSR_CHECK(conv_build(ctx, st, false, false, dnnl_convolution_direct, NULL));
     conv_candidate cands[TSR_AUTOTUNE_MAX_CANDIDATES];
     int n = conv_candidates(ctx, st->exec.impl, cands);
     if (n < 2)
@@ -643,10 +663,10 @@ static tsr_status conv_autotune(const tsr_prepare_ctx *ctx, conv_state *st)
                 taken = i;
         if (taken > 0) {
             conv_clear(st);
-            if (conv_build(ctx, st, false, cands[taken].alg, cands[taken].impl) != TSR_OK) {
+            if (conv_build(ctx, st, false, false, cands[taken].alg, cands[taken].impl) != TSR_OK) {
                 conv_clear(st);
                 taken = 0;
-                TSR_CHECK(conv_build(ctx, st, false, dnnl_convolution_direct, NULL));
+                TSR_CHECK(conv_build(ctx, st, false, false, dnnl_convolution_direct, NULL));
             }
         }
     } else {
@@ -991,6 +1011,21 @@ tsr_status tsr_dnnl_conv_run_band(const void *state, const tsr_band_call *c)
     return tsr_dnnl_check(s, "band convolution");
 }
 
+/* Whether the node runs image by image: f32 on blocked activations,
+ * where oneDNN's blocked kernels take one image but offer only their
+ * reference loops for the batch. oneDNN 2.6.3's jit kernel refuses
+ * deeplabv3's ASPP convolutions (dilations 12 and 24 on a 28x28 map) from
+ * batch 2 on, and the gemm convolution on plain activations, which im2cols
+ * every tap with the padding, took 3.4x as long per image. */
+static bool one_image_applies(const tsr_prepare_ctx *ctx, bool bf16)
+{
+    const tsr_graph *g = ctx->graph;
+    const tsr_node *node = ctx->node;
+    tsr_layout src = (tsr_layout)ctx->input_layouts[0], dst = (tsr_layout)ctx->output_layouts[0];
+    return !bf16 && g->values[node->inputs[0]].dims[0] > 1 && dst != TSR_LAYOUT_PLAIN &&
+           !has_fast_kernel(g, node, src, dst, false) && has_fast_kernel(g, node, src, dst, true);
+}
+
 tsr_status tsr_dnnl_conv_prepare(const tsr_prepare_ctx *ctx, void **state_out)
 {
     conv_state *st = tsr_calloc(1, sizeof *st);
@@ -998,16 +1033,18 @@ tsr_status tsr_dnnl_conv_prepare(const tsr_prepare_ctx *ctx, void **state_out)
         return TSR_ERR_OUT_OF_MEMORY;
     st->kind = TSR_DNNL_KIND_CONV;
     bool bf16 = tsr_dnnl_use_bf16(ctx);
-    /* Autotuning chooses among f32 algorithms; bf16 keeps the direct one. */
-    tsr_status status = bf16 || !ctx->autotune
-                            ? conv_build(ctx, st, bf16, dnnl_convolution_direct, NULL)
+    bool one_image = one_image_applies(ctx, bf16);
+    /* Autotuning chooses among f32 algorithms for the whole batch; bf16
+     * and image-by-image nodes keep the direct one. */
+    tsr_status status = bf16 || one_image || !ctx->autotune
+                            ? conv_build(ctx, st, bf16, one_image, dnnl_convolution_direct, NULL)
                             : conv_autotune(ctx, st);
     if (status == TSR_ERR_UNSUPPORTED && bf16) {
         /* No bf16 kernel for this shape: the node computes in f32. */
         conv_clear(st);
-        status = conv_build(ctx, st, false, dnnl_convolution_direct, NULL);
+        status = conv_build(ctx, st, false, false, dnnl_convolution_direct, NULL);
     }
-    if (status == TSR_OK && band_applies(ctx, st))
+    if (status == TSR_OK && !one_image && band_applies(ctx, st))
         status = band_init(ctx, st);
     if (status != TSR_OK) {
         tsr_dnnl_conv_release(st);
@@ -1024,7 +1061,26 @@ tsr_status tsr_dnnl_conv_run(void *state, const tsr_kernel_ctx *k)
         TSR_CHECK(tsr_dnnl_exec_run(&st->convert.exec, k));
     if (st->wconvert.active)
         TSR_CHECK(tsr_dnnl_exec_run(&st->wconvert.exec, k));
-    return tsr_dnnl_exec_run(&st->exec, k);
+    if (st->images <= 1)
+        return tsr_dnnl_exec_run(&st->exec, k);
+    /* Image by image: the same primitive on X, Z and Y moved on by one
+     * image each time (W and B stay). */
+    tsr_kernel_ctx one = *k;
+    tsr_tensor in[TSR_MAX_NODE_IO], out = *k->outputs[0];
+    for (int i = 0; i < k->n_inputs; i++)
+        if (k->inputs[i]) {
+            in[i] = *k->inputs[i];
+            one.inputs[i] = &in[i];
+        }
+    one.outputs[0] = &out;
+    for (int64_t n = 0; n < st->images; n++) {
+        for (int i = 0; i < k->n_inputs && i < 4; i++)
+            if (k->inputs[i] && st->image_bytes[i])
+                in[i].data = (char *)k->inputs[i]->data + (size_t)n * st->image_bytes[i];
+        out.data = (char *)k->outputs[0]->data + (size_t)n * st->y_image_bytes;
+        TSR_CHECK(tsr_dnnl_exec_run(&st->exec, &one));
+    }
+    return TSR_OK;
 }
 
 const char *tsr_dnnl_conv_kernel_name(const void *state)
