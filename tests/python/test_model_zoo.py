@@ -131,6 +131,23 @@ def test_detection_model_matches_torch(name):
                             box_atol=TOLERANCE * np.abs(want["boxes"]).max())
 
 
+def _float32_float64_and_tessera(name):
+    """Detection model `name` on one seeded 320x320 image: PyTorch's float32 and float64
+    outputs, and Tessera's on its opset-11 export (cpu device), each a dict by output name."""
+    model = detection_model(name)
+    torch.manual_seed(1)
+    image = torch.rand(IMAGE_SHAPE)
+    with torch.no_grad():
+        want32 = {k: v.numpy() for k, v in model([image])[0].items()}
+        exact = {k: v.numpy() for k, v in
+                 copy.deepcopy(model).double()([image.double()])[0].items()}
+    buf = io.BytesIO()
+    torch.onnx.export(model, ([image],), buf, opset_version=11)
+    outs = tsr.Plan(tsr.Graph.load_bytes(buf.getvalue()), device="cpu").run([image.numpy()])
+    got = dict(zip(want32, outs))
+    return want32, exact, got
+
+
 def test_mask_rcnn_matches_torch_float64():
     """maskrcnn_resnet50_fpn (its paste of masks an ONNX Loop, unrolled) on one 320x320 image
     at opset 11 on the cpu device. Its float32 detections are not reproducible to 1e-4: with
@@ -142,17 +159,7 @@ def test_mask_rcnn_matches_torch_float64():
     score within 1e-3 and box within 1e-4 of the largest) as PyTorch's float32 run, less one,
     and the matched masks (probabilities) no further apart than FLOAT32_FACTOR times
     PyTorch's float32 masks are."""
-    model = detection_model("maskrcnn_resnet50_fpn")
-    torch.manual_seed(1)
-    image = torch.rand(IMAGE_SHAPE)
-    with torch.no_grad():
-        want32 = {k: v.numpy() for k, v in model([image])[0].items()}
-        exact = {k: v.numpy() for k, v in
-                 copy.deepcopy(model).double()([image.double()])[0].items()}
-    buf = io.BytesIO()
-    torch.onnx.export(model, ([image],), buf, opset_version=11)
-    outs = tsr.Plan(tsr.Graph.load_bytes(buf.getvalue()), device="cpu").run([image.numpy()])
-    got = dict(zip(want32, outs))
+    want32, exact, got = _float32_float64_and_tessera("maskrcnn_resnet50_fpn")
     assert got["masks"].shape == want32["masks"].shape
     atol = dict(score_atol=1e-3 * np.abs(exact["scores"]).max(),
                 box_atol=TOLERANCE * np.abs(exact["boxes"]).max())
@@ -184,17 +191,7 @@ def test_keypoint_rcnn_matches_torch_float64():
     more than FLOAT32_FACTOR times as many elements as PyTorch float32's further than that
     TOLERANCE (which two detections' keypoints swapped, two keypoints swapped, one
     detection's keypoints half a pixel off or all of them 0.1 off would exceed)."""
-    model = detection_model("keypointrcnn_resnet50_fpn")
-    torch.manual_seed(1)
-    image = torch.rand(IMAGE_SHAPE)
-    with torch.no_grad():
-        want32 = {k: v.numpy() for k, v in model([image])[0].items()}
-        exact = {k: v.numpy() for k, v in
-                 copy.deepcopy(model).double()([image.double()])[0].items()}
-    buf = io.BytesIO()
-    torch.onnx.export(model, ([image],), buf, opset_version=11)
-    outs = tsr.Plan(tsr.Graph.load_bytes(buf.getvalue()), device="cpu").run([image.numpy()])
-    got = dict(zip(want32, outs))
+    want32, exact, got = _float32_float64_and_tessera("keypointrcnn_resnet50_fpn")
     for k in KEYPOINT_OUTPUTS:
         assert got[k].shape == want32[k].shape, (k, got[k].shape, want32[k].shape)
     tol = {k: TOLERANCE * np.abs(exact[k]).max() for k in KEYPOINT_OUTPUTS}
