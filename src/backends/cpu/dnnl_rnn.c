@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Multiply-adds of one step's recurrent product (B x GH x H) below which
  * the primitive runs on one thread: a single sequence's step (an LSTM or
@@ -31,8 +32,8 @@
  * GRU median 0.46-0.54 -> 0.35-0.41 ms. */
 #define RNN_SERIAL_STEP_MACS (1 << 17)
 
-/* An LSTM of at most STEPS_MAX_B sequences whose W and R (512 KiB) fit
- * in a core's L2 runs step by step instead (steps_run): each step is one
+/* An LSTM of at most STEPS_MAX_B sequences whose W and R fill at most
+ * half a core's L2 (512 KiB on Zen 4) runs step by step instead (steps_run): each step is one
  * product of [x_t, h_prev, 1] (copied side by side) with [W; R; biases]
  * transposed, through the cpu backend's matrix-vector tile, then the
  * LSTMCell tile. Sequences are independent, so with several each thread
@@ -45,7 +46,8 @@
  * separate products of the inputs (an sgemm, which packs W at every call)
  * and of the states kept it at 71 % of two cores' peak. */
 #define STEPS_MAX_B 8
-#define STEPS_MAX_WEIGHT_FLOATS (1 << 17)
+/* When the L2's size is not known: 512 KiB of weights. */
+#define STEPS_DEFAULT_WEIGHT_FLOATS (1 << 17)
 #define STEPS_MAX_PARTS 8
 
 typedef struct {
@@ -295,8 +297,11 @@ static int64_t lines(int64_t floats)
 
 static bool steps_fit(const tsr_rnn_whole *w)
 {
+    long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    int64_t max_floats =
+        l2 > 0 ? (int64_t)l2 / 2 / (int64_t)sizeof(float) : STEPS_DEFAULT_WEIGHT_FLOATS;
     return w->kind == TSR_RNN_LSTM && !w->peepholes && w->B <= STEPS_MAX_B &&
-           (w->I + w->H) * 4 * w->H <= STEPS_MAX_WEIGHT_FLOATS;
+           (w->I + w->H) * 4 * w->H <= max_floats;
 }
 
 static tsr_status steps_build(const tsr_prepare_ctx *ctx, rnn_state *st, const tsr_rnn_whole *w)

@@ -11,7 +11,8 @@
 #include "backends/cpu/cpu.h"
 
 #define TSR_MATVEC_MAX_M 4
-/* Floats of a B that the caches hold: 1 MiB, a Zen 3 core's L2. */
+/* Floats of a B that the caches hold: 1 MiB (twice a Zen 3 core's L2, a
+ * Zen 4 core's). */
 #define TSR_MATVEC_CACHED_FLOATS (1 << 18)
 /* How far ahead along a B row the tiles prefetch, in floats. */
 #define TSR_MATVEC_PREFETCH 512
