@@ -291,12 +291,15 @@ SIMD_NAME(mv_cols_m)(const tsr_cpu_matvec *p, const float *a, const float *b, fl
         SIMD_NAME(mv_cols_step)(p, a, b, y, j0, j1, r, 1, m);
 }
 
-/* The register-blocked form for a B within the caches (not on SVE, whose
- * sizeless vectors make no arrays). */
+/* B [k, n]: the register-blocked form for a B within the caches, the pass
+ * form otherwise and on SVE (whose sizeless vectors make no arrays). */
 #if TSR_SIMD_LEVEL == 4
-#define MV_COLS_BLOCKED(p) false
+#define MV_COLS(p, a, b, y, j0, j1, M) SIMD_NAME(mv_cols_m)(p, a, b, y, j0, j1, M)
 #else
-#define MV_COLS_BLOCKED(p) ((p)->k * (p)->n < TSR_MATVEC_CACHED_FLOATS)
+#define MV_COLS(p, a, b, y, j0, j1, M)                                                             \
+    ((p)->k * (p)->n < TSR_MATVEC_CACHED_FLOATS                                                    \
+         ? SIMD_NAME(mv_cols_blocked_m)(p, a, b, y, j0, j1, M)                                     \
+         : SIMD_NAME(mv_cols_m)(p, a, b, y, j0, j1, M))
 #endif
 SIMD_TARGET static void SIMD_NAME(matvec_slice)(const tsr_cpu_matvec *p, const float *a,
                                                 const float *b, float *y, int64_t j0, int64_t j1)
@@ -305,10 +308,8 @@ SIMD_TARGET static void SIMD_NAME(matvec_slice)(const tsr_cpu_matvec *p, const f
     case M:                                                                                        \
         if (p->trans_b)                                                                            \
             SIMD_NAME(mv_rows_m)(p, a, b, y, j0, j1, M);                                           \
-        else if (MV_COLS_BLOCKED(p))                                                               \
-            SIMD_NAME(mv_cols_blocked_m)(p, a, b, y, j0, j1, M);                                   \
         else                                                                                       \
-            SIMD_NAME(mv_cols_m)(p, a, b, y, j0, j1, M);                                           \
+            MV_COLS(p, a, b, y, j0, j1, M);                                                        \
         break;
     switch (p->m) {
         MV_CASE(1)
@@ -319,7 +320,7 @@ SIMD_TARGET static void SIMD_NAME(matvec_slice)(const tsr_cpu_matvec *p, const f
     }
 #undef MV_CASE
 }
-#undef MV_COLS_BLOCKED
+#undef MV_COLS
 
 #undef MV_LINE
 #undef MV_NV
