@@ -1,8 +1,8 @@
 /* The cpu backend's matrix-vector product: Gemm and MatMul with a few rows
  * of A against a large B (a classifier at batches 2 to 4), which is
- * memory-bound; also each step of a small-batch LSTM (dnnl_rnn.c). oneDNN's matmul runs it from a prepacked copy of B; this
- * streams B once, in the order it is stored, split between the threads by
- * output columns.
+ * memory-bound, and each step of a small-batch LSTM (dnnl_rnn.c). oneDNN's
+ * matmul runs it from a prepacked copy of B; this streams B once, in the
+ * order it is stored, split between the threads by output columns.
  * The oneDNN backend takes it at plan time for the shapes it fits
  * (tsr_cpu_matvec_fits). */
 #ifndef TSR_BACKENDS_CPU_MATVEC_H
