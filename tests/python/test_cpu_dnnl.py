@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tsr
-from test_cpu_kernels import bf16_skip_reason, cpu_flags
+from test_cpu_kernels import bf16_skip_reason, isa_skip_reason
 
 ACTIVATIONS = ["", "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh"]
 
@@ -226,7 +226,7 @@ def test_dilated_convolution_image_by_image(capfd, with_z):
              "activation": "Relu"}
     log = check_against_ref(capfd, "FusedConv", [x, w, b, z], attrs, domain="ai.tessera",
                             const_inputs=(1, 2))
-    if "avx512f" in cpu_flags():
+    if isa_skip_reason("avx512") is None:
         assert "jit:avx512_core/image" in log, log
 
 
