@@ -28,9 +28,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TOPK_DTYPES                                                                                \
-    (TSR_FLOAT_TYPES | TSR_DTYPE_BIT(TSR_UINT8) | TSR_DTYPE_BIT(TSR_INT8) |                       \
-     TSR_DTYPE_BIT(TSR_INT32) | TSR_DTYPE_BIT(TSR_INT64))
+#define TOPK_NO_NAN(v) ((void)(v), false)
+/* The dtypes TopK, ArgMax and ArgMin take: X(dtype, C type, suffix, NaN test). */
+#define TOPK_DTYPES(X)                                                                             \
+    X(TSR_FLOAT32, float, f32, isnan)                                                              \
+    X(TSR_FLOAT64, double, f64, isnan)                                                             \
+    X(TSR_UINT8, uint8_t, u8, TOPK_NO_NAN)                                                         \
+    X(TSR_INT8, int8_t, i8, TOPK_NO_NAN)                                                           \
+    X(TSR_INT32, int32_t, i32, TOPK_NO_NAN)                                                        \
+    X(TSR_INT64, int64_t, i64, TOPK_NO_NAN)
+
+#define TOPK_DTYPE_BIT(DT, T, SUF, ISNAN) | TSR_DTYPE_BIT(DT)
+#define TOPK_DTYPE_MASK (0u TOPK_DTYPES(TOPK_DTYPE_BIT))
 
 static const tsr_attr_def topk_attrs[] = {{"axis", TSR_ATTR_INT, .i = -1},
                                           {"largest", TSR_ATTR_INT, .i = 1},
@@ -50,7 +59,7 @@ static tsr_status topk_infer(tsr_infer_ctx *c)
 {
     TSR_CHECK(tsr_infer_require_inputs(c));
     const tsr_value *x = c->inputs[0], *k = c->inputs[1];
-    TSR_CHECK(tsr_infer_require_dtype(c, 0, TOPK_DTYPES));
+    TSR_CHECK(tsr_infer_require_dtype(c, 0, TOPK_DTYPE_MASK));
     TSR_CHECK(tsr_infer_require_dtype(c, 1, TSR_DTYPE_BIT(TSR_INT64)));
     if (k->rank > 1 || (k->rank >= 0 && tsr_dim_known(tsr_shape_numel(k->rank, k->dims)) &&
                         tsr_shape_numel(k->rank, k->dims) != 1))
@@ -94,7 +103,7 @@ static tsr_status topk_infer(tsr_infer_ctx *c)
 /* Whether element a of a strided row ranks before element b. */
 typedef bool (*topk_rank_fn)(const void *row, int64_t stride, int64_t a, int64_t b, bool largest);
 
-#define TOPK_RANK(T, SUF, ISNAN)                                                                   \
+#define TOPK_RANK(DT, T, SUF, ISNAN)                                                               \
     static bool rank_##SUF(const void *row, int64_t stride, int64_t a, int64_t b, bool largest)    \
     {                                                                                              \
         T va = ((const T *)row)[a * stride], vb = ((const T *)row)[b * stride];                    \
@@ -106,30 +115,18 @@ typedef bool (*topk_rank_fn)(const void *row, int64_t stride, int64_t a, int64_t
         return a < b;                                                                              \
     }
 
-#define TOPK_NO_NAN(v) ((void)(v), false)
-TOPK_RANK(float, f32, isnan)
-TOPK_RANK(double, f64, isnan)
-TOPK_RANK(uint8_t, u8, TOPK_NO_NAN)
-TOPK_RANK(int8_t, i8, TOPK_NO_NAN)
-TOPK_RANK(int32_t, i32, TOPK_NO_NAN)
-TOPK_RANK(int64_t, i64, TOPK_NO_NAN)
+TOPK_DTYPES(TOPK_RANK)
 
+/* Inference admits only TOPK_DTYPE_MASK. */
 static topk_rank_fn rank_fn(tsr_dtype dt)
 {
+#define RANK_CASE(DT, T, SUF, ISNAN)                                                               \
+    case DT: return rank_##SUF;
     switch (dt) {
-    case TSR_FLOAT32:
-        return rank_f32;
-    case TSR_FLOAT64:
-        return rank_f64;
-    case TSR_UINT8:
-        return rank_u8;
-    case TSR_INT8:
-        return rank_i8;
-    case TSR_INT32:
-        return rank_i32;
-    default:
-        return rank_i64;
+        TOPK_DTYPES(RANK_CASE)
+    default: return rank_i64;
     }
+#undef RANK_CASE
 }
 
 /* A heap of the k best indices seen so far, the lowest ranked at the root,
@@ -367,7 +364,7 @@ static const tsr_attr_def arg_attrs[] = {{"axis", TSR_ATTR_INT, .i = 0},
 static tsr_status arg_infer(tsr_infer_ctx *c)
 {
     const tsr_value *x = c->inputs[0];
-    TSR_CHECK(tsr_infer_require_dtype(c, 0, TOPK_DTYPES));
+    TSR_CHECK(tsr_infer_require_dtype(c, 0, TOPK_DTYPE_MASK));
     int64_t keep = tsr_attr_int(c->node, "keepdims");
     int64_t last = tsr_attr_int(c->node, "select_last_index");
     if ((keep != 0 && keep != 1) || (last != 0 && last != 1))
@@ -401,7 +398,10 @@ static tsr_status arg_infer(tsr_infer_ctx *c)
 /* Whether element b of a strided row is picked over a, the best so far
  * (b comes after a): a NaN over any number, then the larger (ArgMax) or
  * smaller value, then among equals the later one only for `last`. */
-#define ARG_PICK(T, SUF, ISNAN)                                                                    \
+typedef void (*arg_row_fn)(const void *row, int64_t n, int64_t stride, bool max, bool last,
+                           int64_t *out);
+
+#define ARG_PICK(DT, T, SUF, ISNAN)                                                                \
     static void arg_row_##SUF(const void *row, int64_t n, int64_t stride, bool max, bool last,     \
                               int64_t *out)                                                        \
     {                                                                                              \
@@ -418,12 +418,19 @@ static tsr_status arg_infer(tsr_infer_ctx *c)
         *out = best;                                                                               \
     }
 
-ARG_PICK(float, f32, isnan)
-ARG_PICK(double, f64, isnan)
-ARG_PICK(uint8_t, u8, TOPK_NO_NAN)
-ARG_PICK(int8_t, i8, TOPK_NO_NAN)
-ARG_PICK(int32_t, i32, TOPK_NO_NAN)
-ARG_PICK(int64_t, i64, TOPK_NO_NAN)
+TOPK_DTYPES(ARG_PICK)
+
+/* Inference admits only TOPK_DTYPE_MASK. */
+static arg_row_fn arg_row_of(tsr_dtype dt)
+{
+#define ARG_CASE(DT, T, SUF, ISNAN)                                                                \
+    case DT: return arg_row_##SUF;
+    switch (dt) {
+        TOPK_DTYPES(ARG_CASE)
+    default: return arg_row_i64;
+    }
+#undef ARG_CASE
+}
 
 static tsr_status arg_ref(const tsr_kernel_ctx *k)
 {
@@ -435,13 +442,7 @@ static tsr_status arg_ref(const tsr_kernel_ctx *k)
     if (outer == 0 || inner == 0)
         return TSR_OK;
     bool max = k->node->op == &tsr_op_ArgMax, last = tsr_attr_int(k->node, "select_last_index");
-    void (*row_fn)(const void *, int64_t, int64_t, bool, bool, int64_t *) =
-        x->dtype == TSR_FLOAT32   ? arg_row_f32
-        : x->dtype == TSR_FLOAT64 ? arg_row_f64
-        : x->dtype == TSR_UINT8   ? arg_row_u8
-        : x->dtype == TSR_INT8    ? arg_row_i8
-        : x->dtype == TSR_INT32   ? arg_row_i32
-                                  : arg_row_i64;
+    arg_row_fn row_fn = arg_row_of(x->dtype);
     size_t es = tsr_dtype_size(x->dtype);
     const char *src = x->data;
     int64_t *y = k->outputs[0]->data;
