@@ -167,7 +167,8 @@ def test_winograd_chosen_and_cached(capfd, cache_home):
     assert cache_file(cache_home).read_text() == text
 
 
-def follow_each_candidate(capfd, cache_home, tmp_path, monkeypatch, graph, feeds, log):
+def follow_each_candidate(capfd, cache_home, tmp_path, monkeypatch, graph, feeds, log,
+                          op="FusedConv"):
     """After the node's decision was measured (log), plans it once per
     candidate with the cache edited to that one: each is the kernel the
     plan runs, and matches ref (check). Returns the candidates' names."""
@@ -180,7 +181,7 @@ def follow_each_candidate(capfd, cache_home, tmp_path, monkeypatch, graph, feeds
         monkeypatch.setenv("XDG_CACHE_HOME", str(home))
         log = check(capfd, graph, feeds, True)
         assert f"-> {name} (cached)" in log, log
-        kernel = [ln for ln in log.splitlines() if "'node0' (FusedConv) -> dnnl" in ln][0]
+        kernel = [ln for ln in log.splitlines() if f"'node0' ({op}) -> dnnl" in ln][0]
         assert f"dnnl ({name}" in kernel, kernel
     return names
 
@@ -222,6 +223,35 @@ def test_every_candidate_matches_ref(capfd, cache_home, monkeypatch, tmp_path, c
     if "autotune 'node0'" not in log:
         pytest.skip("oneDNN has one implementation for this node here")
     follow_each_candidate(capfd, cache_home, tmp_path, monkeypatch, g, feeds, log)
+
+
+@pytest.mark.parametrize("op", ["ConvGradInput", "ConvGradFilter"])
+@pytest.mark.parametrize("case", [
+    # (seed, n, c, m, h, w): odd channel counts and sizes, batch 1 to 3
+    (20, 1, 33, 47, 7, 7),
+    (21, 2, 17, 33, 14, 13),
+    (22, 3, 64, 48, 12, 9),
+])
+def test_backward_candidates_match_ref(capfd, cache_home, monkeypatch, tmp_path, op, case):
+    """The backward convolutions of a 3x3 stride-1 layer (fed weights, as
+    in training) choose between oneDNN's direct and Winograd kernels: the
+    decision is measured and cached, and each candidate, forced through
+    the cache, gives the ref device's answer."""
+    needs_winograd()
+    seed, n, c, m, h, w = case
+    rng = np.random.default_rng(seed)
+    x, wt = rand(rng, (n, c, h, w)), rand(rng, (m, c, 3, 3)) * np.float32(0.2)
+    dy = rand(rng, (n, m, h, w))
+    inputs = ([dy, wt, np.array(x.shape, np.int64)] if op == "ConvGradInput"
+              else [x, dy, np.array(wt.shape, np.int64)])
+    g, feeds = make_graph(op, inputs, {"pads": [1, 1, 1, 1]}, domain="ai.tessera",
+                          const_inputs=(2,))
+    log = check(capfd, g, feeds, True)
+    key = cache_file(cache_home).read_text().splitlines()[1].split("\t")[0]
+    assert key.startswith("conv-bwd-data " if op == "ConvGradInput" else "conv-bwd-weights ")
+    assert f"x={n}x{c}x{h}x{w}" in key and f"w={m}x{c}x3x3" in key, key
+    names = follow_each_candidate(capfd, cache_home, tmp_path, monkeypatch, g, feeds, log, op)
+    assert len(names) == 2 and "wino" not in names[0] and "wino" in names[1], names
 
 
 @pytest.mark.parametrize("content", [

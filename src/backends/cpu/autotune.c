@@ -13,6 +13,7 @@
 #include "backends/cpu/autotune.h"
 
 #include <errno.h>
+#include <float.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
@@ -342,4 +343,163 @@ void tsr_autotune_fill_random(float *x, size_t n, unsigned seed)
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         x[i] = (float)((double)(s >> 40) / (double)(1u << 23)) - 1.0f;
     }
+}
+
+static tsr_status trial_tensor(tsr_autotune_trial *t, int slot, const tsr_value *v,
+                               tsr_layout layout, unsigned seed)
+{
+    tsr_tensor *x = &t->tensors[slot];
+    *x = (tsr_tensor){.dtype = TSR_FLOAT32, .rank = v->rank};
+    memcpy(x->dims, v->dims, sizeof x->dims);
+    if (v->data) {
+        x->dtype = v->dtype;
+        x->data = v->data;
+        return TSR_OK;
+    }
+    size_t bytes = tsr_layout_bytes(x, layout);
+    t->owned[slot] = x->data = tsr_aligned_alloc(bytes ? bytes : 1);
+    if (!x->data)
+        return TSR_ERR_OUT_OF_MEMORY;
+    memset(x->data, 0, bytes);
+    if (seed == 0)
+        return TSR_OK;
+    float *data = x->data;
+    int block = tsr_layout_block(layout);
+    if (block == 1) {
+        tsr_autotune_fill_random(data, bytes / sizeof(float), seed);
+        return TSR_OK;
+    }
+    /* [N, ceil(C/b), H*W, b]: random lanes below C, one row at a time. */
+    int64_t c = x->dims[1], plane = x->dims[2] * x->dims[3], cb = (c + block - 1) / block;
+    for (int64_t n = 0; n < x->dims[0]; n++)
+        for (int64_t b = 0; b < cb; b++) {
+            int64_t lanes = c - b * block < block ? c - b * block : block;
+            float *row = data + (n * cb + b) * plane * block;
+            for (int64_t p = 0; p < plane; p++)
+                tsr_autotune_fill_random(row + p * block, (size_t)lanes,
+                                         seed + (unsigned)((n * cb + b) * plane + p));
+        }
+    return TSR_OK;
+}
+
+tsr_status tsr_autotune_trial_init(const tsr_prepare_ctx *ctx, tsr_autotune_trial *t)
+{
+    const tsr_graph *g = ctx->graph;
+    const tsr_node *node = ctx->node;
+    *t = (tsr_autotune_trial){.k = {.node = node, .n_inputs = node->n_inputs, .n_outputs = 1}};
+    for (int i = 0; i < node->n_inputs; i++) {
+        if (node->inputs[i] < 0)
+            continue;
+        TSR_CHECK(trial_tensor(t, i, &g->values[node->inputs[i]],
+                               (tsr_layout)ctx->input_layouts[i], 1u + 7919u * (unsigned)i));
+        t->k.inputs[i] = &t->tensors[i];
+        t->k.input_layouts[i] = ctx->input_layouts[i];
+    }
+    tsr_tensor *y = &t->tensors[TSR_MAX_NODE_IO];
+    TSR_CHECK(trial_tensor(t, TSR_MAX_NODE_IO, &g->values[node->outputs[0]],
+                           (tsr_layout)ctx->output_layouts[0], 0));
+    t->y_bytes = tsr_layout_bytes(y, (tsr_layout)ctx->output_layouts[0]);
+    t->k.outputs[0] = y;
+    t->k.output_layouts[0] = ctx->output_layouts[0];
+    return TSR_OK;
+}
+
+void tsr_autotune_trial_release(tsr_autotune_trial *t)
+{
+    for (int i = 0; i <= TSR_MAX_NODE_IO; i++)
+        tsr_aligned_free(t->owned[i]);
+}
+
+typedef struct {
+    tsr_status (*run)(void *state, const tsr_kernel_ctx *k);
+    void *state;
+    const tsr_kernel_ctx *k;
+} trial_call;
+
+static tsr_status trial_call_run(void *arg)
+{
+    const trial_call *c = arg;
+    return c->run(c->state, c->k);
+}
+
+tsr_status tsr_autotune_measure(int n, void *const *states,
+                                tsr_status (*run)(void *state, const tsr_kernel_ctx *k),
+                                tsr_autotune_trial *t, double *seconds, double *errors,
+                                int *taken)
+{
+    *taken = 0;
+    if (n < 1 || n > TSR_AUTOTUNE_MAX_CANDIDATES || !states[0])
+        return tsr_error(TSR_ERR_INTERNAL, "autotune: %d candidates, default %s", n,
+                         n > 0 && states[0] ? "built" : "missing");
+    for (int i = 0; i < n; i++)
+        seconds[i] = errors[i] = INFINITY;
+    errors[0] = 0.0;
+    size_t n_y = t->y_bytes / sizeof(float);
+    float *ref = tsr_aligned_alloc(t->y_bytes ? t->y_bytes : 1);
+    if (!ref)
+        return TSR_ERR_OUT_OF_MEMORY;
+    /* The guard's runs are the first timed ones. */
+    trial_call calls[TSR_AUTOTUNE_MAX_CANDIDATES];
+    void *args[TSR_AUTOTUNE_MAX_CANDIDATES];
+    double times[TSR_AUTOTUNE_MAX_CANDIDATES];
+    int index[TSR_AUTOTUNE_MAX_CANDIDATES], built = 0;
+    const float *y = t->tensors[TSR_MAX_NODE_IO].data;
+    tsr_status status = TSR_OK;
+    for (int i = 0; i < n && status == TSR_OK; i++) {
+        if (!states[i])
+            continue;
+        calls[built] = (trial_call){run, states[i], &t->k};
+        args[built] = &calls[built];
+        index[built] = i;
+        status = tsr_autotune_run_timed(trial_call_run, args[built], &times[built]);
+        if (status == TSR_OK && i == 0)
+            memcpy(ref, y, t->y_bytes);
+        else if (status == TSR_OK)
+            errors[i] = tsr_autotune_rel_error(y, ref, n_y);
+        built++;
+    }
+    if (status == TSR_OK)
+        status = tsr_autotune_time(built, trial_call_run, args, times);
+    tsr_aligned_free(ref);
+    for (int b = 0; status == TSR_OK && b < built; b++) {
+        int i = index[b];
+        seconds[i] = times[b];
+        if (i > 0 && tsr_autotune_takes(seconds[0], seconds[i], errors[i]) &&
+            seconds[i] < seconds[*taken])
+            *taken = i;
+    }
+    return status;
+}
+
+tsr_autotune_choice tsr_autotune_record(int n, const char *const *names, const double *seconds,
+                                        const double *errors, int taken)
+{
+    int other = taken;
+    for (int i = 1; i < n && taken == 0; i++)
+        if (other == 0 || seconds[i] < seconds[other])
+            other = i;
+    tsr_autotune_choice c = {
+        .default_seconds = isfinite(seconds[0]) ? seconds[0] : FLT_MAX,
+        .alternative_seconds = isfinite(seconds[other]) ? seconds[other] : FLT_MAX,
+        .alternative_error = isfinite(errors[other]) ? errors[other] : FLT_MAX};
+    snprintf(c.algorithm, sizeof c.algorithm, "%s", names[taken]);
+    return c;
+}
+
+void tsr_autotune_report(const char *node, int n, const char *const *names,
+                         const double *seconds, const tsr_autotune_choice *c, bool cached,
+                         int taken)
+{
+    char line[512];
+    int len = snprintf(line, sizeof line, "tessera: autotune '%s':", node ? node : "");
+    for (int i = 0; i < n && !cached && len > 0 && (size_t)len < sizeof line; i++)
+        len += snprintf(line + len, sizeof line - (size_t)len, "%s %s %.3f ms", i ? "," : "",
+                        names[i], seconds[i] * 1e3);
+    if (cached && len > 0 && (size_t)len < sizeof line)
+        len += snprintf(line + len, sizeof line - (size_t)len, " %s %.3f ms, fastest other %.3f ms",
+                        names[0], c->default_seconds * 1e3, c->alternative_seconds * 1e3);
+    if (len > 0 && (size_t)len < sizeof line)
+        fprintf(stderr, "%s (error %.1e%s) -> %s%s\n", line, c->alternative_error,
+                c->alternative_error > TSR_AUTOTUNE_TOLERANCE ? ", over the guard" : "",
+                names[taken], cached ? " (cached)" : "");
 }

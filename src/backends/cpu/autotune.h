@@ -7,7 +7,7 @@
 #ifndef TSR_BACKENDS_CPU_AUTOTUNE_H
 #define TSR_BACKENDS_CPU_AUTOTUNE_H
 
-#include "core/core.h"
+#include "backends/backend.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -78,5 +78,45 @@ double tsr_autotune_rel_error(const float *y, const float *ref, size_t n);
 
 /* Fills `x` with reproducible uniform values in [-1, 1). */
 void tsr_autotune_fill_random(float *x, size_t n, unsigned seed);
+
+/* A node's operands for trial runs: constants as they are, reproducible
+ * random values for the others in the layouts the kernel sees (the lanes
+ * past C of a blocked layout left zero, as the plan keeps them), and a
+ * buffer for output 0, the one compared. */
+typedef struct {
+    tsr_tensor tensors[TSR_MAX_NODE_IO + 1];
+    void *owned[TSR_MAX_NODE_IO + 1];
+    size_t y_bytes;
+    tsr_kernel_ctx k;
+} tsr_autotune_trial;
+
+tsr_status tsr_autotune_trial_init(const tsr_prepare_ctx *ctx, tsr_autotune_trial *t);
+void tsr_autotune_trial_release(tsr_autotune_trial *t);
+
+/* The guard and the timing of n candidates on one trial: states[0] the
+ * default's, NULL for one that could not be built. Each runs once
+ * through run(states[i], &t->k), its output compared with the default's
+ * (errors[i], tsr_autotune_rel_error), then all are timed
+ * (tsr_autotune_time). seconds[i] and errors[i] are INFINITY for a NULL
+ * state; *taken is the fastest candidate tsr_autotune_takes over the
+ * default, else 0. Fails with the first failing run's status. */
+tsr_status tsr_autotune_measure(int n, void *const *states,
+                                tsr_status (*run)(void *state, const tsr_kernel_ctx *k),
+                                tsr_autotune_trial *t, double *seconds, double *errors,
+                                int *taken);
+
+/* The cache record of a measured decision among n candidates named
+ * names[i]: the one taken, with the default's time and that of the one
+ * taken, else of the fastest other; numbers that are not finite (a
+ * candidate not built) as FLT_MAX, which is all the cache holds. */
+tsr_autotune_choice tsr_autotune_record(int n, const char *const *names, const double *seconds,
+                                        const double *errors, int taken);
+
+/* The verbose line of a decision on stderr: each candidate's time where
+ * it was measured, the default's and the fastest other's where it came
+ * from the cache. */
+void tsr_autotune_report(const char *node, int n, const char *const *names,
+                         const double *seconds, const tsr_autotune_choice *c, bool cached,
+                         int taken);
 
 #endif

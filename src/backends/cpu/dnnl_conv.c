@@ -11,7 +11,6 @@
 
 #include "ops/window.h"
 
-#include <float.h>
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
@@ -479,90 +478,6 @@ static void conv_key(const tsr_prepare_ctx *ctx, char *key, size_t size)
              tsr_layout_name((tsr_layout)ctx->output_layouts[0]));
 }
 
-/* The node's operands for trial runs: constants as they are, random
- * values for the others (activations with the lanes past C of a blocked
- * layout left zero, as the plan keeps them), and an output buffer. */
-typedef struct {
-    tsr_tensor tensors[TSR_MAX_NODE_IO + 1];
-    void *owned[TSR_MAX_NODE_IO + 1];
-    size_t y_bytes;
-    tsr_kernel_ctx k;
-} conv_trial;
-
-static void trial_release(conv_trial *t)
-{
-    for (int i = 0; i <= TSR_MAX_NODE_IO; i++)
-        tsr_aligned_free(t->owned[i]);
-}
-
-static tsr_status trial_tensor(conv_trial *t, int slot, const tsr_value *v, tsr_layout layout,
-                               unsigned seed)
-{
-    tsr_tensor *x = &t->tensors[slot];
-    *x = (tsr_tensor){.dtype = TSR_FLOAT32, .rank = v->rank};
-    memcpy(x->dims, v->dims, sizeof x->dims);
-    if (v->data) {
-        x->data = v->data;
-        return TSR_OK;
-    }
-    size_t bytes = tsr_layout_bytes(x, layout);
-    t->owned[slot] = x->data = tsr_aligned_alloc(bytes ? bytes : 1);
-    if (!x->data)
-        return TSR_ERR_OUT_OF_MEMORY;
-    memset(x->data, 0, bytes);
-    if (seed == 0)
-        return TSR_OK;
-    float *data = x->data;
-    int block = tsr_layout_block(layout);
-    if (block == 1) {
-        tsr_autotune_fill_random(data, bytes / sizeof(float), seed);
-        return TSR_OK;
-    }
-    /* [N, ceil(C/b), H*W, b]: random lanes below C, one row at a time. */
-    int64_t c = x->dims[1], plane = x->dims[2] * x->dims[3], cb = (c + block - 1) / block;
-    for (int64_t n = 0; n < x->dims[0]; n++)
-        for (int64_t b = 0; b < cb; b++) {
-            int64_t lanes = c - b * block < block ? c - b * block : block;
-            float *row = data + (n * cb + b) * plane * block;
-            for (int64_t p = 0; p < plane; p++)
-                tsr_autotune_fill_random(row + p * block, (size_t)lanes,
-                                         seed + (unsigned)((n * cb + b) * plane + p));
-        }
-    return TSR_OK;
-}
-
-static tsr_status trial_init(const tsr_prepare_ctx *ctx, conv_trial *t)
-{
-    const tsr_graph *g = ctx->graph;
-    const tsr_node *node = ctx->node;
-    *t = (conv_trial){.k = {.node = node, .n_inputs = node->n_inputs, .n_outputs = 1}};
-    for (int i = 0; i < node->n_inputs; i++) {
-        if (node->inputs[i] < 0)
-            continue;
-        tsr_layout layout = i == 0 || i == 3 ? (tsr_layout)ctx->input_layouts[i] : TSR_LAYOUT_PLAIN;
-        TSR_CHECK(
-            trial_tensor(t, i, &g->values[node->inputs[i]], layout, 1u + 7919u * (unsigned)i));
-        t->k.inputs[i] = &t->tensors[i];
-    }
-    tsr_tensor *y = &t->tensors[TSR_MAX_NODE_IO];
-    TSR_CHECK(trial_tensor(t, TSR_MAX_NODE_IO, &g->values[node->outputs[0]],
-                           (tsr_layout)ctx->output_layouts[0], 0));
-    t->y_bytes = tsr_layout_bytes(y, (tsr_layout)ctx->output_layouts[0]);
-    t->k.outputs[0] = y;
-    return TSR_OK;
-}
-
-typedef struct {
-    conv_state *st;
-    const tsr_kernel_ctx *k;
-} conv_trial_run;
-
-static tsr_status trial_run(void *arg)
-{
-    const conv_trial_run *r = arg;
-    return tsr_dnnl_conv_run(r->st, r->k);
-}
-
 /* Builds the alternatives (candidate 0, the default, is in *st), checks
  * each one's output against the default's on the trial operands, times
  * them all, and leaves the one taken in *st, its index in *taken.
@@ -575,9 +490,6 @@ static tsr_status conv_measure(const tsr_prepare_ctx *ctx, conv_state *st,
 {
     *taken = -1;
     conv_state *states[TSR_AUTOTUNE_MAX_CANDIDATES] = {st};
-    for (int i = 0; i < n; i++)
-        seconds[i] = errors[i] = INFINITY;
-    errors[0] = 0.0;
     tsr_status status = TSR_OK;
     for (int i = 1; i < n && status == TSR_OK; i++) {
         if (!(states[i] = tsr_calloc(1, sizeof *states[i]))) {
@@ -590,43 +502,14 @@ static tsr_status conv_measure(const tsr_prepare_ctx *ctx, conv_state *st,
             states[i] = NULL;
         }
     }
-    conv_trial t = {.y_bytes = 0};
-    float *ref = NULL;
-    if (status == TSR_OK)
-        status = trial_init(ctx, &t);
-    if (status == TSR_OK && !(ref = tsr_aligned_alloc(t.y_bytes ? t.y_bytes : 1)))
-        status = TSR_ERR_OUT_OF_MEMORY;
-    /* The guard's runs are the first timed ones. */
-    conv_trial_run runs[TSR_AUTOTUNE_MAX_CANDIDATES];
-    void *args[TSR_AUTOTUNE_MAX_CANDIDATES];
-    double times[TSR_AUTOTUNE_MAX_CANDIDATES];
-    int index[TSR_AUTOTUNE_MAX_CANDIDATES], built = 0;
-    const float *y = t.tensors[TSR_MAX_NODE_IO].data;
-    for (int i = 0; i < n && status == TSR_OK; i++) {
-        if (!states[i])
-            continue;
-        runs[built] = (conv_trial_run){states[i], &t.k};
-        args[built] = &runs[built];
-        index[built] = i;
-        status = tsr_autotune_run_timed(trial_run, args[built], &times[built]);
-        if (status == TSR_OK && i == 0)
-            memcpy(ref, y, t.y_bytes);
-        else if (status == TSR_OK)
-            errors[i] = tsr_autotune_rel_error(y, ref, t.y_bytes / sizeof(float));
-        built++;
-    }
-    if (status == TSR_OK)
-        status = tsr_autotune_time(built, trial_run, args, times);
-    tsr_aligned_free(ref);
-    trial_release(&t);
+    tsr_autotune_trial t = {.y_bytes = 0};
     int best = 0;
-    for (int b = 0; status == TSR_OK && b < built; b++) {
-        int i = index[b];
-        seconds[i] = times[b];
-        if (i > 0 && tsr_autotune_takes(seconds[0], seconds[i], errors[i]) &&
-            seconds[i] < seconds[best])
-            best = i;
-    }
+    if (status == TSR_OK)
+        status = tsr_autotune_trial_init(ctx, &t);
+    if (status == TSR_OK)
+        status = tsr_autotune_measure(n, (void *const *)states, tsr_dnnl_conv_run, &t, seconds,
+                                      errors, &best);
+    tsr_autotune_trial_release(&t);
     if (status == TSR_OK && best > 0) {
         conv_clear(st);
         *st = *states[best];
@@ -650,6 +533,9 @@ static tsr_status conv_autotune(const tsr_prepare_ctx *ctx, conv_state *st)
     int n = conv_candidates(ctx, st->exec.impl, cands);
     if (n < 2)
         return TSR_OK;
+    const char *names[TSR_AUTOTUNE_MAX_CANDIDATES];
+    for (int i = 0; i < n; i++)
+        names[i] = cands[i].impl;
     char key[512];
     conv_key(ctx, key, sizeof key);
     tsr_autotune_choice c;
@@ -673,38 +559,14 @@ static tsr_status conv_autotune(const tsr_prepare_ctx *ctx, conv_state *st)
         TSR_CHECK(conv_measure(ctx, st, cands, n, seconds, errors, &taken));
         if (taken < 0)
             return TSR_OK;
-        /* The record names the fastest alternative where the default stays. */
-        int other = taken;
-        for (int i = 1; i < n && taken == 0; i++)
-            if (other == 0 || seconds[i] < seconds[other])
-                other = i;
-        c = (tsr_autotune_choice){.default_seconds = seconds[0],
-                                  .alternative_seconds = seconds[other],
-                                  /* The cache holds finite numbers only. */
-                                  .alternative_error =
-                                      isfinite(errors[other]) ? errors[other] : FLT_MAX};
-        if (!isfinite(c.alternative_seconds))
-            c.alternative_seconds = FLT_MAX;
-        snprintf(c.algorithm, sizeof c.algorithm, "%s", cands[taken].impl);
+        c = tsr_autotune_record(n, names, seconds, errors, taken);
         tsr_autotune_cache_put(key, &c);
     }
     if (taken > 0)
         snprintf(st->name, sizeof st->name, "%s err %.1e", st->exec.impl, c.alternative_error);
     if (!ctx->verbose || taken < 0)
         return TSR_OK;
-    char line[512];
-    int len = snprintf(line, sizeof line,
-                       "tessera: autotune '%s':", ctx->node->name ? ctx->node->name : "");
-    for (int i = 0; i < n && !cached && len > 0 && (size_t)len < sizeof line; i++)
-        len += snprintf(line + len, sizeof line - (size_t)len, "%s %s %.3f ms", i ? "," : "",
-                        cands[i].impl, seconds[i] * 1e3);
-    if (cached)
-        len += snprintf(line + len, sizeof line - (size_t)len, " %s %.3f ms, fastest other %.3f ms",
-                        cands[0].impl, c.default_seconds * 1e3, c.alternative_seconds * 1e3);
-    if (len > 0 && (size_t)len < sizeof line)
-        fprintf(stderr, "%s (error %.1e%s) -> %s%s\n", line, c.alternative_error,
-                c.alternative_error > TSR_AUTOTUNE_TOLERANCE ? ", over the guard" : "",
-                cands[taken].impl, cached ? " (cached)" : "");
+    tsr_autotune_report(ctx->node->name, n, names, seconds, &c, cached, taken);
     return TSR_OK;
 }
 
