@@ -266,10 +266,13 @@ def test_max_pools_propagate_nan(cpu_env):
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
 
 
-def test_max_pool_grad_ties_and_nan(cpu_env):
+@pytest.mark.parametrize("x_blocked", [True, False])
+def test_max_pool_grad_ties_and_nan(cpu_env, x_blocked):
     """MaxPoolGrad routes each dY to the maximum the reference picks: the first of tied
     values, the first NaN of a window (as PyTorch), over overlapping windows and an odd
-    channel count; dY holds integers, so every sum is exact whatever the order."""
+    channel count; dY holds integers, so every sum is exact whatever the order. dY comes
+    blocked; X blocked too, or plain (as a value saved across tsr_graph_split comes),
+    which the kernel takes reordered into blocks."""
     rng = np.random.default_rng(11)
     x = rng.integers(0, 3, (2, 19, 9, 8)).astype(np.float32)
     x[0, 1, 2, 2] = x[0, 1, 3, 3] = x[1, 18, 0, 0] = np.nan
@@ -278,7 +281,8 @@ def test_max_pool_grad_ties_and_nan(cpu_env):
     g.set_opset(17)
     g.add_input("x", np.float32, list(x.shape))
     g.add_input("dy", np.float32, list(dy.shape))
-    g.add_node("MaxPoolGrad", [blocked(g, "x", 19), blocked(g, "dy", 19)], ["y"],
+    g.add_node("MaxPoolGrad", [blocked(g, "x", 19) if x_blocked else "x", blocked(g, "dy", 19)],
+               ["y"],
                {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
                domain="ai.tessera", name="op")
     g.add_output("y")

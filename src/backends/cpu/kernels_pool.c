@@ -190,16 +190,17 @@ static bool max_grad_supports(const tsr_graph *g, const tsr_node *node, char *wh
     return true;
 }
 
-/* X, dY and dX blocked when X and dY both arrive blocked, else plain: a
- * plain dY is never reordered into blocks (it may be a Reshape's output
- * sharing a buffer of another shape, which the plan would reorder by the
- * buffer's shape). */
+/* X, dY and dX blocked when dY arrives blocked, X reordered into blocks
+ * if it comes plain (a value saved across tsr_graph_split: the plain
+ * kernel compares one pixel at a time, and took 26 ms of a resnet18
+ * backward half at batch 8 against 4 blocked); else plain: a plain dY is
+ * never reordered into blocks (it may be a Reshape's output sharing a
+ * buffer of another shape, which the plan would reorder by the buffer's
+ * shape). */
 static void max_grad_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
                              uint8_t *wanted, uint8_t *produced)
 {
-    tsr_layout l = tsr_cpu_keep_layout(tsr_cpu_input(g, node, 0), available[0]);
-    if (tsr_cpu_keep_layout(tsr_cpu_input(g, node, 1), available[1]) != l)
-        l = TSR_LAYOUT_PLAIN;
+    tsr_layout l = tsr_cpu_keep_layout(tsr_cpu_input(g, node, 1), available[1]);
     wanted[0] = wanted[1] = produced[0] = (uint8_t)l;
 }
 
