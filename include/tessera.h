@@ -289,6 +289,30 @@ TSR_API tsr_status tsr_plan_reshape(tsr_plan *plan, int n_inputs, const tsr_tens
  * that the data decides (a NonZero's count, a Reshape to a shape computed
  * from an input's values) is -1 (docs/dynamic_shapes.md). */
 TSR_API tsr_status tsr_plan_output_desc(const tsr_plan *plan, int index, tsr_tensor *desc_out);
+
+/* Values handed from one plan to another, such as the values the forward
+ * half of tsr_graph_split saves for the backward half, can stay in the
+ * layout their producer wrote (the cpu device's blocked [N, C/16, H, W, 16]
+ * activations) instead of being reordered into the plain layout by the
+ * first plan and back by the second. A layout is an opaque code; 0 is the
+ * plain layout, the only one a caller may read or write element by
+ * element.
+ *
+ * tsr_plan_keep_output_layouts lets each output o with keep[o] nonzero
+ * leave in its producer's layout; it must come before the plan's first
+ * reshape or run. After a reshape, tsr_plan_output_layout gives output
+ * `index`'s layout code and the bytes its buffer must hold (more than its
+ * plain size where a blocked layout pads C to whole blocks); an output
+ * the plan cannot keep (in device memory, or of a graph whose shapes the
+ * data decides) is plain. tsr_plan_set_input_layouts sets the layout
+ * code of each input the following reshapes and runs feed (NULL: all
+ * plain): a code that tsr_plan_output_layout reported, for a tensor of
+ * that output's dtype and shape, from a plan of the same device.
+ * Specializations are cached by input layouts as well as shapes. */
+TSR_API tsr_status tsr_plan_keep_output_layouts(tsr_plan *plan, int n_outputs, const int *keep);
+TSR_API tsr_status tsr_plan_output_layout(const tsr_plan *plan, int index, int *layout_out,
+                                          size_t *bytes_out);
+TSR_API tsr_status tsr_plan_set_input_layouts(tsr_plan *plan, int n_inputs, const int *layouts);
 /* Runs on the shapes of `inputs` (reshaping first if they changed) and
  * writes every output into the caller's buffers, whose dtype and shape
  * must match tsr_plan_output_desc.

@@ -302,6 +302,29 @@ class Plan:
             return self.take_outputs(outs, descs, arrays)
         check(lib().tsr_plan_run(self.handle, len(inputs), inputs, self.n_outputs, outputs))
 
+    def keep_output_layouts(self, keep):
+        """Lets each output whose flag in `keep` is true leave in the layout
+        its producer wrote (tsr_plan_keep_output_layouts), for values
+        handed to another plan; before the first reshape or run."""
+        flags = (C.c_int * max(len(keep), 1))(*[int(bool(k)) for k in keep])
+        check(lib().tsr_plan_keep_output_layouts(self.handle, len(keep), flags))
+
+    def output_layout(self, index):
+        """After reshape: (layout code, bytes) of output `index`
+        (tsr_plan_output_layout); code 0 is the plain layout."""
+        code, size = C.c_int(), C.c_size_t()
+        check(lib().tsr_plan_output_layout(self.handle, index, C.byref(code), C.byref(size)))
+        return code.value, size.value
+
+    def set_input_layouts(self, codes):
+        """The layout code of each input the next runs feed
+        (tsr_plan_set_input_layouts); None: all plain."""
+        if codes is None:
+            check(lib().tsr_plan_set_input_layouts(self.handle, 0, None))
+            return
+        arr = (C.c_int * max(len(codes), 1))(*[int(c) for c in codes])
+        check(lib().tsr_plan_set_input_layouts(self.handle, len(codes), arr))
+
     def stats(self):
         """tsr_plan_get_stats of the current specialization, as a dict."""
         s = _capi.PlanStats()

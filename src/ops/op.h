@@ -47,6 +47,7 @@ typedef enum tsr_layout {
     TSR_LAYOUT_BLOCKED8,
     TSR_LAYOUT_BLOCKED16
 } tsr_layout;
+#define TSR_N_LAYOUTS 3
 
 static inline int tsr_layout_block(tsr_layout l)
 {

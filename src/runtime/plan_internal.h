@@ -122,6 +122,13 @@ typedef struct spec {
     /* The space of each input, then of each output, as the runs it
      * serves hold them; NULL: all in host memory. */
     uint8_t *residency;
+    /* The layout of each input as the runs it serves feed it (part of its
+     * key, tsr_plan_set_input_layouts), and of each output as it writes
+     * it (outputs the plan keeps in their producer's layout,
+     * tsr_plan_keep_output_layouts); NULL: all plain. */
+    uint8_t *input_layouts;
+    uint8_t *output_layouts;
+    const bool *keep_layouts; /* the plan's, NULL for none (and in a spec that splits) */
     struct spec *last_tail; /* the tail of the last run (kept from eviction while current) */
     void **owned_outputs;   /* outputs whose shape the caller could not know, held for it */
 } spec;
@@ -164,6 +171,11 @@ struct tsr_plan {
     /* Per input, then per output, of the run under way: its space
      * (device_memory.c: tsr_plan_residency). */
     uint8_t *residency;
+    /* The layout each input is fed in (tsr_plan_set_input_layouts), NULL:
+     * all plain; per output, whether it may leave in its producer's
+     * layout (tsr_plan_keep_output_layouts), NULL: none. */
+    uint8_t *input_layouts;
+    bool *keep_layouts;
     /* Held by reshape, run, set_profiling, set_cache_limits and the
      * tsr_device_* calls: a plan shared between threads runs one call at
      * a time (its arena holds one run, eviction never frees a spec

@@ -2,15 +2,14 @@
  * backend of the device that supports it, each input arrives in that
  * backend's memory space and in the layout it wants (transfers and
  * reorders are inserted and shared between readers; constants are
- * uploaded once instead), graph outputs land in the caller's buffers, and
+ * uploaded once instead), graph outputs land in the caller's buffers
+ * (plain, or in their producer's layout where the plan keeps it), and
  * arena buffers are placed by liveness, one arena per space. */
 #include "runtime/plan_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define N_LAYOUTS 3
 
 typedef struct {
     spec *s;
@@ -29,7 +28,7 @@ static size_t align_up(size_t n) { return (n + TSR_ALIGNMENT - 1) / TSR_ALIGNMEN
 /* The buffers holding value v in `space`, one per layout (-1: none). */
 static int *copies_of(const scheduler *sc, int v, int space)
 {
-    return &sc->copies[(v * sc->s->n_spaces + space) * N_LAYOUTS];
+    return &sc->copies[(v * sc->s->n_spaces + space) * TSR_N_LAYOUTS];
 }
 
 static tsr_status new_buffer(scheduler *sc, buf_kind kind, int index, int value, tsr_layout layout,
@@ -100,7 +99,7 @@ static tsr_status transfer_in(scheduler *sc, int v, int space, tsr_layout layout
     int src = -1;
     for (int pass = 0; pass < 2 && src < 0; pass++)
         for (int sp = 0; sp < s->n_spaces && src < 0; sp++)
-            for (int l = 0; l < N_LAYOUTS && src < 0 && sp != space; l++)
+            for (int l = 0; l < TSR_N_LAYOUTS && src < 0 && sp != space; l++)
                 if (pass == 1 || l == (int)layout)
                     src = copies_of(sc, v, sp)[l];
     if (src < 0)
@@ -143,7 +142,7 @@ static tsr_status buffer_in_layout(scheduler *sc, int v, int space, tsr_layout l
         return TSR_OK;
     }
     int src = -1;
-    for (int l = 0; l < N_LAYOUTS && src < 0; l++)
+    for (int l = 0; l < TSR_N_LAYOUTS && src < 0; l++)
         src = row[l];
     if (src < 0) {
         TSR_CHECK(transfer_in(sc, v, space, layout, &src));
@@ -222,6 +221,12 @@ static double node_flops(const tsr_graph *g, const tsr_node *node)
     return node->op->flops(&c);
 }
 
+/* Whether graph output o may leave in its producer's layout. */
+static bool keeps_layout(const spec *s, int o)
+{
+    return s->keep_layouts && s->keep_layouts[o] && tsr_spec_output_space(s, o) == TSR_HOST_SPACE;
+}
+
 static tsr_status schedule_node(scheduler *sc, int n, int threads)
 {
     spec *s = sc->s;
@@ -242,7 +247,7 @@ static tsr_status schedule_node(scheduler *sc, int n, int threads)
         bool found = false;
         for (int k = 0; v >= 0 && k <= s->n_spaces && !found; k++) {
             const int *row = copies_of(sc, v, k == 0 ? space : k - 1);
-            for (int l = 0; l < N_LAYOUTS && !found; l++)
+            for (int l = 0; l < TSR_N_LAYOUTS && !found; l++)
                 if (row[l] >= 0) {
                     available[i] = (uint8_t)l;
                     found = true;
@@ -276,9 +281,11 @@ static tsr_status schedule_node(scheduler *sc, int n, int threads)
             if (sc->verbose)
                 fprintf(stderr, "tessera:   '%s' takes over the buffer of '%s'\n",
                         g->values[v].name, g->values[node->inputs[k]].name);
-        } else if (graph_out >= 0 && produced[o] == TSR_LAYOUT_PLAIN &&
+        } else if (graph_out >= 0 &&
+                   (produced[o] == TSR_LAYOUT_PLAIN || keeps_layout(s, graph_out)) &&
                    space == tsr_spec_output_space(s, graph_out))
-            TSR_CHECK(new_buffer(sc, BUF_OUTPUT, graph_out, v, TSR_LAYOUT_PLAIN, space, &buf));
+            TSR_CHECK(new_buffer(sc, BUF_OUTPUT, graph_out, v, (tsr_layout)produced[o], space,
+                                 &buf));
         else
             TSR_CHECK(new_buffer(sc, BUF_ARENA, -1, v, (tsr_layout)produced[o], space, &buf));
         s->steps[s->n_steps - 1].out_bufs[o] = buf;
@@ -337,9 +344,17 @@ static tsr_status finish_outputs(scheduler *sc)
         if (written)
             continue;
         int dst;
-        TSR_CHECK(new_buffer(sc, BUF_OUTPUT, o, v, TSR_LAYOUT_PLAIN, space, &dst));
         plan_step *st;
         int blocked = row[1] >= 0 ? row[1] : row[2];
+        if (blocked >= 0 && keeps_layout(s, o)) {
+            TSR_CHECK(new_buffer(sc, BUF_OUTPUT, o, v, (tsr_layout)s->bufs[blocked].layout, space,
+                                 &dst));
+            TSR_CHECK(new_step(sc, STEP_COPY, -1, NULL, 1, 1, &st));
+            st->in_bufs[0] = blocked;
+            st->out_bufs[0] = dst;
+            continue;
+        }
+        TSR_CHECK(new_buffer(sc, BUF_OUTPUT, o, v, TSR_LAYOUT_PLAIN, space, &dst));
         if (row[TSR_LAYOUT_PLAIN] >= 0) {
             TSR_CHECK(new_step(sc, STEP_COPY, -1, NULL, 1, 1, &st));
             st->in_bufs[0] = row[TSR_LAYOUT_PLAIN];
@@ -366,6 +381,17 @@ static tsr_status finish_outputs(scheduler *sc)
         }
         st->out_bufs[0] = dst;
     }
+    return TSR_OK;
+}
+
+/* s->output_layouts from the output buffers. */
+static tsr_status note_output_layouts(spec *s)
+{
+    if (!(s->output_layouts = tsr_calloc((size_t)s->graph->n_outputs + 1, 1)))
+        return TSR_ERR_OUT_OF_MEMORY;
+    for (int b = 0; b < s->n_bufs; b++)
+        if (s->bufs[b].kind == BUF_OUTPUT)
+            s->output_layouts[s->bufs[b].index] = s->bufs[b].layout;
     return TSR_OK;
 }
 
@@ -566,7 +592,7 @@ tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads
     for (const tsr_backend *const *b = backends; *b; b++)
         if ((*b)->reorder && !sc.reorderer[tsr_spec_space(s, *b)])
             sc.reorderer[tsr_spec_space(s, *b)] = *b;
-    size_t n_copies = N_LAYOUTS * (size_t)s->n_spaces * ((size_t)g->n_values + 1);
+    size_t n_copies = TSR_N_LAYOUTS * (size_t)s->n_spaces * ((size_t)g->n_values + 1);
     sc.copies = tsr_malloc(sizeof(int) * n_copies);
     sc.last_reader = tsr_malloc(sizeof(int) * ((size_t)g->n_values + 1));
     if (!sc.copies || !sc.last_reader) {
@@ -592,13 +618,16 @@ tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads
      * takes it as it is, one elsewhere through a transfer. */
     for (int i = 0; i < g->n_inputs && st == TSR_OK; i++) {
         int space = s->residency ? s->residency[i] : TSR_HOST_SPACE;
-        st = new_buffer(&sc, BUF_INPUT, i, g->inputs[i], TSR_LAYOUT_PLAIN, space,
-                        &copies_of(&sc, g->inputs[i], space)[TSR_LAYOUT_PLAIN]);
+        tsr_layout layout = s->input_layouts ? (tsr_layout)s->input_layouts[i] : TSR_LAYOUT_PLAIN;
+        st = new_buffer(&sc, BUF_INPUT, i, g->inputs[i], layout, space,
+                        &copies_of(&sc, g->inputs[i], space)[layout]);
     }
     for (int n = 0; n < g->n_nodes && st == TSR_OK; n++)
         st = schedule_node(&sc, n, threads);
     if (st == TSR_OK)
         st = finish_outputs(&sc);
+    if (st == TSR_OK && s->keep_layouts)
+        st = note_output_layouts(s);
     if (st == TSR_OK && depth_first)
         st = tsr_stacks_form(s, threads, verbose);
     if (st == TSR_OK && optimize)
