@@ -23,11 +23,11 @@ enabled), the forward runs the first half of tsr_graph_gradient's graph
 split by tsr_graph_split: it computes the outputs and the values the
 backward reads, which stay on the autograd context until backward; the
 backward runs the second half on those values and the output gradients,
-without running the forward pass again. Where the forward saves many bytes
-per flop (mobilenet_v2), moving the saved values across the split costs
-more than a second forward, and the backward instead runs the whole
-gradient graph in one plan (_Halves.recompute). One gradient graph is built
-per set of tensors that require grad (parameters and inputs).
+without running the forward pass again. The saved values cross in the
+layout their producer wrote (tsr_plan_keep_output_layouts; the cpu
+device's blocked activations), not reordered into the plain layout and
+back. One gradient graph is built per set of tensors that require grad
+(parameters and inputs).
 
 In train mode the capture is the exporter's training export, whose
 BatchNormalization and Dropout the importer turns into Tessera's training
@@ -57,9 +57,6 @@ from .nn import DOMAIN
 
 OPSET = 14
 SEED_INPUT = "tessera_dropout_seed"
-# Above this many saved bytes per forward flop, the backward computes the
-# forward again rather than read values saved across the split (_Halves.recompute).
-RECOMPUTE_BYTES_PER_FLOP = 0.05
 
 
 class CaptureError(RuntimeError):
@@ -412,15 +409,15 @@ class _Halves:
         self.n_outputs = len(outs)
         diff = [o.name for o in outs[:capture.n_model_outputs]
                 if o.dtype is not None and o.dtype.kind == "f"]
-        self.capture, self.diff, self.wrt = capture, diff, wrt
         first, second = capture.graph.gradient(diff, wrt).split(self.n_outputs)
         self.forward = Plan(first, **capture.compile)
         self.backward = Plan(second, **capture.compile)
-        self.full = None  # the unsplit gradient plan, once recompute() chose it
+        # The saved values cross in the layout their producer wrote (_Packed).
+        self.forward.keep_output_layouts([k >= self.n_outputs
+                                          for k in range(len(first.outputs()))])
         feed_of = {name: i for i, name in enumerate(capture.names)}
         self.forward_feeds = [feed_of[s.name] for s in first.inputs()]
-        self.output_names = [o.name for o in first.outputs()]
-        saved_of = {name: k for k, name in enumerate(self.output_names)}
+        saved_of = {o.name: k for k, o in enumerate(first.outputs())}
         output_of = {f"{o.name}__seed": k for k, o in enumerate(outs) if o.name in diff}
         # What the backward half reads, in its input order: ("grad", output index),
         # ("feed", capture feed index) or ("saved", forward-half output index).
@@ -437,51 +434,57 @@ class _Halves:
         # graph alive); the other saved values are plain tensors on ctx.
         self.saved_outputs = sorted({k for kind, k in self.backward_feeds
                                      if kind == "saved" and k < self.n_outputs})
-
-    def recompute(self, feeds):
-        """Whether the backward runs the whole gradient graph (the forward
-        again, then the backward, in one plan) instead of the backward half,
-        decided at the first call from the forward half at `feeds`' shapes.
-        Each saved value crosses the split in the plain layout: the forward
-        half reorders it out of the backend's blocked layout, the backward
-        half back in, so the split moves every saved byte four times, which
-        costs more than computing the forward again where the forward does
-        little arithmetic per saved byte (mobilenet_v2 at batch 8 saves 0.12
-        bytes per forward flop, and the split cost 39 % over one plan on the
-        2-core Sapphire Rapids; resnet18 saves 0.012 and the split cost 26 %
-        against 29 % for the second forward). Decided once: the plans of the
-        mode not taken are dropped."""
-        if self.full is None and self.forward is not None:
-            descs = self.forward.reshape(_capi.tensor_array([_feeds.view(x, None, str(i))[0]
-                                                             for i, x in enumerate(feeds)]))
-            saved = sum(np.dtype(dt).itemsize * int(np.prod(shape))
-                        for dt, shape in descs[self.n_outputs:])
-            if saved > RECOMPUTE_BYTES_PER_FLOP * self.forward.stats()["flops"]:
-                self.forward = self.backward = None
-                graph = self.capture.graph.gradient(self.diff, self.wrt)
-                self.full = Plan(graph, **self.capture.compile)
-                feed_of = {name: i for i, name in enumerate(self.capture.names)}
-                seed_of = {f"{d}__seed": k for k, d in enumerate(self.diff)}
-                self.full_feeds = [("grad", seed_of[s.name]) if s.name in seed_of
-                                   else ("feed", feed_of[s.name]) for s in graph.inputs()]
-        return self.full is not None
+        # The feeds the backward half reads again, but the BatchNorm running
+        # statistics (which the forward itself updates): their versions are
+        # checked, as autograd checks those of saved tensors.
+        stats = {name for mean, var, *_ in capture.stats for name in (mean, var)}
+        self.reread = sorted({k for kind, k in self.backward_feeds
+                              if kind == "feed" and capture.names[k] not in stats})
 
 
 # ------------------------------------------------------------------ running
 
 
-def _run(plan, feeds):
-    """Runs `plan` on a list of tensors (zero-copy views where possible) and
-    returns newly allocated torch outputs."""
-    views = []
-    for i, x in enumerate(feeds):
-        t, owner = _feeds.view(x, None, str(i))
-        views.append((t, owner))
+class _Packed:
+    """A float32 value the forward half left in its producer's layout (the
+    cpu device's blocked one, tsr_plan_keep_output_layouts) for the
+    backward half: its bytes, its logical shape and the layout's code."""
+
+    __slots__ = ("raw", "shape", "layout")
+
+    def __init__(self, nbytes, shape, layout):
+        self.raw = torch.empty(nbytes, dtype=torch.uint8)
+        self.shape, self.layout = tuple(shape), layout
+
+    def tensor(self):
+        t = _capi.Tensor(dtype=_capi.DTYPES[np.dtype(np.float32)], rank=len(self.shape),
+                         data=self.raw.data_ptr())
+        for d, n in enumerate(self.shape):
+            t.dims[d] = n
+        return t
+
+
+def _tensor(x, name):
+    return x.tensor() if isinstance(x, _Packed) else _feeds.view(x, None, name)[0]
+
+
+def _run(plan, feeds, packed_from=None):
+    """Runs `plan` on a list of tensors (zero-copy views where possible, or
+    _Packed) and returns newly allocated torch outputs; from output index
+    `packed_from` on, an output the plan kept in another layout than plain
+    comes as a _Packed. The views keep their tensors alive: `feeds` holds
+    them, and contiguous copies made here live in the list."""
+    views = [_feeds.view(x, None, str(i)) if not isinstance(x, _Packed) else (x.tensor(), x)
+             for i, x in enumerate(feeds)]
     ins = _capi.tensor_array([t for t, _ in views])
     descs = plan.reshape(ins)
-    outs = [torch.empty(shape, dtype=_feeds.torch_dtype(_capi.DTYPES[np.dtype(dt)]))
-            for dt, shape in descs]
-    plan.run(ins, _capi.tensor_array([_feeds.view(o, None, "out")[0] for o in outs]))
+    outs = []
+    for k, (dt, shape) in enumerate(descs):
+        layout, nbytes = plan.output_layout(k) if packed_from is not None and k >= packed_from \
+            else (0, 0)
+        outs.append(_Packed(nbytes, shape, layout) if layout else
+                    torch.empty(shape, dtype=_feeds.torch_dtype(_capi.DTYPES[np.dtype(dt)])))
+    plan.run(ins, _capi.tensor_array([_tensor(o, "out") for o in outs]))
     return outs
 
 
@@ -493,15 +496,15 @@ class _TesseraFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, call, *diff):
         halves = call.halves
-        if halves.recompute([call.feeds[i] for i in halves.forward_feeds]):
-            return _TesseraFunction.forward_only(ctx, call, diff)
-        outs = _run(halves.forward, [call.feeds[i] for i in halves.forward_feeds])
+        outs = _run(halves.forward, [call.feeds[i] for i in halves.forward_feeds],
+                    packed_from=halves.n_outputs)
         call.outputs = outs[:halves.n_outputs]
         n = halves.n_outputs
         ctx.call = call
         ctx.saved = {k: outs[k] for k in range(n, len(outs))}
         ctx.output_descs = [(o.shape, o.dtype) for o in call.outputs]
         ctx.save_for_backward(*diff, *[outs[k] for k in halves.saved_outputs])
+        ctx.versions = [call.feeds[k]._version for k in halves.reread]
         ctx.n_diff = len(diff)
         # Integer outputs and the BatchNorm statistics after the model's outputs
         # carry no gradient.
@@ -511,40 +514,17 @@ class _TesseraFunction(torch.autograd.Function):
         return tuple(call.outputs)
 
     @staticmethod
-    def forward_only(ctx, call, diff):
-        """The forward of recompute mode: the capture's own plan, nothing
-        saved but the feeds, whose versions the backward checks (it reads
-        them again, so an in-place change in between would go unseen)."""
-        call.outputs = _run(call.capture.plan, call.feeds)
-        ctx.call = call
-        ctx.saved = None
-        ctx.versions = [x._version for x in call.feeds]
-        ctx.output_descs = [(o.shape, o.dtype) for o in call.outputs]
-        ctx.save_for_backward(*diff)
-        ctx.n_diff = len(diff)
-        n_model = call.capture.n_model_outputs
-        ctx.mark_non_differentiable(*[o for k, o in enumerate(call.outputs)
-                                      if k >= n_model or not o.is_floating_point()])
-        return tuple(call.outputs)
-
-    @staticmethod
     def backward(ctx, *grads):
         call, halves = ctx.call, ctx.call.halves
-        saved = {}
-        if halves.full is not None:
-            stats = {name for mean, var, *_ in call.capture.stats for name in (mean, var)}
-            for name, x, version in zip(call.capture.names, call.feeds, ctx.versions):
-                if x._version != version and name not in stats:
-                    raise RuntimeError(f"'{name}' was modified in place between the forward and "
-                                       "the backward of a tessera.optimize module, which reads "
-                                       "it again to compute the gradients")
-            plan, wanted = halves.full, halves.full_feeds
-        else:
-            saved = dict(ctx.saved)
-            saved.update(zip(halves.saved_outputs, ctx.saved_tensors[ctx.n_diff:]))
-            plan, wanted = halves.backward, halves.backward_feeds
+        for k, version in zip(halves.reread, ctx.versions):
+            if call.feeds[k]._version != version:
+                raise RuntimeError(f"'{call.capture.names[k]}' was modified in place between the "
+                                   "forward and the backward of a tessera.optimize module, which "
+                                   "reads it again to compute the gradients")
+        saved = dict(ctx.saved)
+        saved.update(zip(halves.saved_outputs, ctx.saved_tensors[ctx.n_diff:]))
         feeds = []
-        for kind, k in wanted:
+        for kind, k in halves.backward_feeds:
             if kind == "feed":
                 feeds.append(call.feeds[k])
             elif kind == "saved":
@@ -555,8 +535,9 @@ class _TesseraFunction(torch.autograd.Function):
             else:
                 feeds.append(grads[k])
         ctx.saved = None
-        outs = _run(plan, feeds)
-        return (None,) + tuple(outs[halves.n_outputs:] if halves.full is not None else outs)
+        halves.backward.set_input_layouts([x.layout if isinstance(x, _Packed) else 0
+                                           for x in feeds])
+        return (None,) + tuple(_run(halves.backward, feeds))
 
 
 class _Call:
