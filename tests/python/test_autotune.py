@@ -203,12 +203,16 @@ def test_cached_choice_is_followed(capfd, cache_home, monkeypatch, tmp_path):
     (12, 2, 19, 40, 9, 15, 1, 1, 0, "Relu", False),    # 1x1 at batch 2
     (13, 2, 17, 33, 14, 13, 3, 1, 1, "Relu", False),   # Winograd at batch 2
     (14, 1, 48, 16, 5, 9, 1, 1, 0, "Relu", True),      # a residual (one kernel here)
+    (15, 2, 33, 47, 9, 11, 3, 1, 1, "Relu", True),     # a residual: Winograd adds it by a sum
+    (16, 1, 40, 24, 7, 7, 3, 1, 1, "", True),          # the same at batch 1, no activation
 ])
 def test_every_candidate_matches_ref(capfd, cache_home, monkeypatch, tmp_path, case):
     """Each implementation autotuning can choose, forced through the
     cache, on odd channel counts and sizes, batch 1 and 2. (Plain inputs,
     3x3 with a residual and strided 3x3 have one implementation on
-    AVX-512, which test_matches_ref covers untimed.)"""
+    AVX-512, which test_matches_ref covers untimed.) A 3x3 stride-1
+    residual has Winograd candidates that copy Z into Y and add it by a
+    sum post-op."""
     seed, n, c, m, h, w, k, stride, pad, act, residual = case
     rng = np.random.default_rng(seed)
     inputs = [rand(rng, (n, c, h, w)), rand(rng, (m, c, k, k)) * np.float32(0.2),
@@ -222,7 +226,9 @@ def test_every_candidate_matches_ref(capfd, cache_home, monkeypatch, tmp_path, c
     log = check(capfd, g, feeds, True)
     if "autotune 'node0'" not in log:
         pytest.skip("oneDNN has one implementation for this node here")
-    follow_each_candidate(capfd, cache_home, tmp_path, monkeypatch, g, feeds, log)
+    names = follow_each_candidate(capfd, cache_home, tmp_path, monkeypatch, g, feeds, log)
+    if residual and k == 3 and not winograd_skip_reason():
+        assert any("wino" in n and n.endswith("+sum") for n in names), names
 
 
 @pytest.mark.parametrize("op", ["ConvGradInput", "ConvGradFilter"])

@@ -107,7 +107,7 @@ static bool parse_line(char *line, tsr_autotune_choice *choice)
         return false;
     *tab = '\0';
     char tail;
-    if (sscanf(tab + 1, "%31s %lf %lf %lf %c", choice->algorithm, &choice->default_seconds,
+    if (sscanf(tab + 1, "%39s %lf %lf %lf %c", choice->algorithm, &choice->default_seconds,
                &choice->alternative_seconds, &choice->alternative_error, &tail) != 4)
         return false;
     double v[3] = {choice->default_seconds, choice->alternative_seconds, choice->alternative_error};

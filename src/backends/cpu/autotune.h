@@ -23,13 +23,13 @@
 #define TSR_AUTOTUNE_MARGIN 0.95
 
 /* One decision among a kernel's candidates (algorithms, or a library's
- * implementations of them): the name of the one taken (at most 31
+ * implementations of them): the name of the one taken (at most 39
  * characters, no spaces), the best times of the default and of an
  * alternative (the one taken, else the fastest other), and that
  * alternative's error relative to the default, so that a report can say
  * why. */
 typedef struct tsr_autotune_choice {
-    char algorithm[32];
+    char algorithm[40];
     double default_seconds, alternative_seconds, alternative_error;
 } tsr_autotune_choice;
 

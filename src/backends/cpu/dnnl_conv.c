@@ -1,8 +1,8 @@
 /* 2-D convolutions through oneDNN: Conv, and ai.tessera.FusedConv whose
  * residual input Z becomes a binary-add post-op and whose activation
- * becomes eltwise post-ops. (A sum post-op would need Z copied into Y
- * first; binary add reads Z in place, and oneDNN's jit kernels take
- * both.) Activations arrive and leave in the device's blocked layout,
+ * becomes eltwise post-ops. (Binary add reads Z in place; oneDNN's
+ * Winograd kernels take only a sum post-op, which adds what Y holds, so
+ * for them Z is copied into Y first: a candidate of autotuning.) Activations arrive and leave in the device's blocked layout,
  * or plain where oneDNN has no blocked kernel but its reference loops for
  * the shape (wide padding, as dilated convolutions have); constant weights are reordered once into
  * the format oneDNN picked, weights fed at run time (training plans' parameters) at every run. */
@@ -40,12 +40,17 @@ typedef struct {
     int64_t images;
     size_t image_bytes[4]; /* of X, -, -, Z (by input) */
     size_t y_image_bytes;
+    bool z_sum; /* Z is added by a sum post-op: copied into Y before the primitive runs */
 } conv_state;
 
 /* The algorithms whose implementations autotuning chooses from.
  * (dnnl_convolution_auto is no candidate of its own: oneDNN resolves it
  * to one of these by a fixed heuristic.) */
 static const dnnl_alg_kind_t conv_algs[] = {dnnl_convolution_direct, dnnl_convolution_winograd};
+
+/* Appended to the name of an implementation that adds Z by a sum
+ * post-op, in kernel names and the autotuning cache. */
+#define SUM_SUFFIX "+sum"
 
 /* FusedConv's activations as oneDNN eltwise post-ops, with the ONNX
  * defaults of their parameters. HardSigmoid has no oneDNN 2.6 eltwise:
@@ -106,7 +111,9 @@ bool tsr_dnnl_conv_supports(const tsr_graph *g, const tsr_node *node, char *why,
     return true;
 }
 
-static tsr_status conv_post_ops(const tsr_node *node, const dnnl_memory_desc_t *z_md,
+/* Z, when z_md is given, is added by a binary post-op reading it, or by
+ * a sum post-op (z_sum) adding what the destination holds. */
+static tsr_status conv_post_ops(const tsr_node *node, const dnnl_memory_desc_t *z_md, bool z_sum,
                                 dnnl_primitive_attr_t attr)
 {
     int act = conv_act_index(node);
@@ -116,7 +123,8 @@ static tsr_status conv_post_ops(const tsr_node *node, const dnnl_memory_desc_t *
     TSR_DNNL_CHECK(dnnl_post_ops_create(&ops), "post-ops creation");
     dnnl_status_t s = dnnl_success;
     if (z_md)
-        s = dnnl_post_ops_append_binary(ops, dnnl_binary_add, z_md);
+        s = z_sum ? dnnl_post_ops_append_sum(ops, 1.0f)
+                  : dnnl_post_ops_append_binary(ops, dnnl_binary_add, z_md);
     if (s == dnnl_success && act >= 0) {
         double alpha = tsr_attr_has(node, "activation_alpha")
                            ? tsr_attr_float(node, "activation_alpha")
@@ -137,7 +145,8 @@ static tsr_status conv_post_ops(const tsr_node *node, const dnnl_memory_desc_t *
 /* The memory descriptors of a convolution, and its oneDNN operation
  * descriptor and attributes (post-ops; the caller destroys them) for
  * activations in the given layouts (input 0, output 0, input 3 for Z),
- * src and weights in f32 or bf16. */
+ * src and weights in f32 or bf16, Z added by a sum post-op (z_sum) or a
+ * binary one. */
 typedef struct {
     dnnl_memory_desc_t src, user_src, wei, wei_plain, bias, dst, z;
     bool has_b, has_z;
@@ -145,7 +154,7 @@ typedef struct {
 
 static tsr_status conv_op_desc(const tsr_graph *g, const tsr_node *node, tsr_layout src_layout,
                                tsr_layout dst_layout, tsr_layout z_layout, bool bf16,
-                               bool one_image, dnnl_alg_kind_t alg, conv_mds *m,
+                               bool one_image, dnnl_alg_kind_t alg, bool z_sum, conv_mds *m,
                                dnnl_convolution_desc_t *cd, dnnl_primitive_attr_t *attr_out)
 {
     const tsr_value *w = &g->values[node->inputs[1]];
@@ -202,7 +211,7 @@ static tsr_status conv_op_desc(const tsr_graph *g, const tsr_node *node, tsr_lay
         tsr_dnnl_check(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user),
                        "scratchpad mode");
     if (status == TSR_OK)
-        status = conv_post_ops(node, m->has_z ? &m->z : NULL, attr);
+        status = conv_post_ops(node, m->has_z ? &m->z : NULL, z_sum, attr);
     if (status != TSR_OK) {
         dnnl_primitive_attr_destroy(attr);
         return status;
@@ -242,15 +251,15 @@ static bool impl_is_named(const_dnnl_primitive_desc_t pd, void *name)
 static tsr_status conv_primitive_desc(const tsr_graph *g, const tsr_node *node,
                                       tsr_layout src_layout, tsr_layout dst_layout,
                                       tsr_layout z_layout, bool bf16, bool one_image,
-                                      dnnl_alg_kind_t alg, const char *impl, conv_mds *m,
-                                      dnnl_primitive_desc_t *pd_out)
+                                      dnnl_alg_kind_t alg, bool z_sum, const char *impl,
+                                      conv_mds *m, dnnl_primitive_desc_t *pd_out)
 {
     dnnl_convolution_desc_t cd;
     dnnl_primitive_attr_t attr;
     dnnl_engine_t engine = NULL;
     TSR_CHECK(tsr_dnnl_engine(&engine, NULL));
-    TSR_CHECK(conv_op_desc(g, node, src_layout, dst_layout, z_layout, bf16, one_image, alg, m, &cd,
-                           &attr));
+    TSR_CHECK(conv_op_desc(g, node, src_layout, dst_layout, z_layout, bf16, one_image, alg, z_sum,
+                           m, &cd, &attr));
     tsr_status status = TSR_OK;
     if (!impl) {
         status = tsr_dnnl_check(dnnl_primitive_desc_create(pd_out, &cd, attr, engine, NULL),
@@ -274,7 +283,7 @@ static bool has_fast_kernel(const tsr_graph *g, const tsr_node *node, tsr_layout
     conv_mds m;
     dnnl_primitive_desc_t pd = NULL;
     if (conv_primitive_desc(g, node, src_layout, dst_layout, dst_layout, false, one_image,
-                            dnnl_convolution_direct, NULL, &m, &pd) != TSR_OK)
+                            dnnl_convolution_direct, false, NULL, &m, &pd) != TSR_OK)
         return false;
     bool fast = tsr_dnnl_impl_is_fast(pd);
     dnnl_primitive_desc_destroy(pd);
@@ -308,9 +317,11 @@ void tsr_dnnl_conv_layouts(const tsr_graph *g, const tsr_node *node, const uint8
 }
 
 /* Builds the primitive with src and weights in f32 or bf16, of oneDNN's
- * implementation `impl` of the algorithm (NULL: its first choice). */
+ * implementation `impl` of the algorithm (NULL: its first choice), Z
+ * added by a sum post-op (z_sum: for the whole batch at once, Z in Y's
+ * layout) or a binary one. */
 static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf16,
-                             bool one_image, dnnl_alg_kind_t alg, const char *impl)
+                             bool one_image, dnnl_alg_kind_t alg, bool z_sum, const char *impl)
 {
     const tsr_graph *g = ctx->graph;
     const tsr_node *node = ctx->node;
@@ -320,8 +331,8 @@ static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf
     dnnl_primitive_desc_t pd = NULL;
     TSR_CHECK(conv_primitive_desc(
         g, node, (tsr_layout)ctx->input_layouts[0], (tsr_layout)ctx->output_layouts[0],
-        has_z ? (tsr_layout)ctx->input_layouts[3] : TSR_LAYOUT_PLAIN, bf16, one_image, alg, impl,
-        &m, &pd));
+        has_z ? (tsr_layout)ctx->input_layouts[3] : TSR_LAYOUT_PLAIN, bf16, one_image, alg,
+        z_sum, impl, &m, &pd));
     st->images = one_image ? g->values[node->inputs[0]].dims[0] : 1;
     st->image_bytes[0] = dnnl_memory_desc_get_size(&m.user_src);
     st->image_bytes[3] = m.has_z ? dnnl_memory_desc_get_size(&m.z) : 0;
@@ -351,7 +362,7 @@ static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf
         status = tsr_dnnl_exec_arg(e, DNNL_ARG_BIAS, &m.bias, TSR_DNNL_FROM_INPUT, 2, NULL);
     if (status == TSR_OK)
         status = tsr_dnnl_exec_arg(e, DNNL_ARG_DST, &m.dst, TSR_DNNL_FROM_OUTPUT, 0, NULL);
-    if (status == TSR_OK && has_z)
+    if (status == TSR_OK && has_z && !z_sum)
         status = tsr_dnnl_exec_arg(e, DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, &m.z,
                                    TSR_DNNL_FROM_INPUT, 3, NULL);
     if (status != TSR_OK) {
@@ -359,7 +370,9 @@ static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf
         return status;
     }
     TSR_CHECK(tsr_dnnl_exec_finish(e, pd, "convolution"));
-    snprintf(st->name, sizeof st->name, "%s%s", e->impl, st->images > 1 ? "/image" : "");
+    st->z_sum = has_z && z_sum;
+    snprintf(st->name, sizeof st->name, "%s%s%s", e->impl, st->z_sum ? SUM_SUFFIX : "",
+             st->images > 1 ? "/image" : "");
     st->alg = alg;
     return TSR_OK;
 }
@@ -373,15 +386,19 @@ static void conv_clear(conv_state *st)
     st->wconvert.active = false;
 }
 
-/* One candidate of autotuning: an algorithm and oneDNN's name of one of
- * its implementations for the node. */
+/* One candidate of autotuning: an algorithm, oneDNN's name of one of
+ * its implementations for the node, and how it adds Z; its label (the
+ * name, SUM_SUFFIX after it for a sum post-op) names it in the cache. */
 typedef struct {
     dnnl_alg_kind_t alg;
+    bool z_sum;
     char impl[32];
+    char label[40];
 } conv_candidate;
 
 typedef struct {
     dnnl_alg_kind_t alg;
+    bool z_sum;
     const char *isa; /* the default's ISA suffix (":avx512_core"), or NULL */
     conv_candidate *list;
     int n;
@@ -392,10 +409,11 @@ static bool same_suffix(const char *a, const char *b)
     return a && b ? strcmp(a, b) == 0 : a == b;
 }
 
-/* Adds each fast implementation for the default's ISA not listed yet, up
- * to the most the timing takes; never keeps pd. (Kernels for a narrower
- * ISA than oneDNN's first choice, its sse41 ones where it took avx2, do
- * not win: timing them would only lengthen the plan.) */
+/* Adds each fast implementation for the default's ISA not listed yet
+ * (with either post-op for Z), up to the most the timing takes; never
+ * keeps pd. (Kernels for a narrower ISA than oneDNN's first choice, its
+ * sse41 ones where it took avx2, do not win: timing them would only
+ * lengthen the plan.) */
 static bool add_candidate(const_dnnl_primitive_desc_t pd, void *arg)
 {
     candidate_list *l = arg;
@@ -406,9 +424,11 @@ static bool add_candidate(const_dnnl_primitive_desc_t pd, void *arg)
     for (int i = 0; i < l->n; i++)
         if (strcmp(l->list[i].impl, name) == 0)
             return false;
-    l->list[l->n].alg = l->alg;
-    snprintf(l->list[l->n].impl, sizeof l->list[l->n].impl, "%s", name);
-    l->n++;
+    conv_candidate *c = &l->list[l->n++];
+    c->alg = l->alg;
+    c->z_sum = l->z_sum;
+    snprintf(c->impl, sizeof c->impl, "%s", name);
+    snprintf(c->label, sizeof c->label, "%s%s", name, l->z_sum ? SUM_SUFFIX : "");
     return false;
 }
 
@@ -418,32 +438,39 @@ static bool add_candidate(const_dnnl_primitive_desc_t pd, void *arg)
  * implementations but the reference loops of each algorithm in oneDNN's
  * order: at batch 1 the direct algorithm's general jit kernel can beat
  * its 1x1 kernel, and Winograd's 4x3 tiles its 2x3 ones (fewer
- * multiplications on 7x7 and 14x14 planes). Returns how many. */
+ * multiplications on 7x7 and 14x14 planes). With a residual Z in Y's
+ * layout, the implementations that take no binary post-op follow with Z
+ * added by a sum post-op: oneDNN's Winograd kernels (ResNet's second
+ * convolution of each block). Returns how many. */
 static int conv_candidates(const tsr_prepare_ctx *ctx, const char *default_impl,
                            conv_candidate *list)
 {
     const tsr_node *node = ctx->node;
     bool has_z = node->n_inputs > 3 && node->inputs[3] >= 0;
+    tsr_layout z_layout = has_z ? (tsr_layout)ctx->input_layouts[3] : TSR_LAYOUT_PLAIN;
     candidate_list l = {.isa = strrchr(default_impl, ':'), .list = list, .n = 1};
-    list[0].alg = dnnl_convolution_direct;
+    list[0] = (conv_candidate){.alg = dnnl_convolution_direct};
     snprintf(list[0].impl, sizeof list[0].impl, "%s", default_impl);
+    snprintf(list[0].label, sizeof list[0].label, "%s", default_impl);
     dnnl_engine_t engine = NULL;
     if (tsr_dnnl_engine(&engine, NULL) != TSR_OK)
         return l.n;
-    for (size_t a = 0; a < sizeof conv_algs / sizeof conv_algs[0]; a++) {
-        conv_mds m;
-        dnnl_convolution_desc_t cd;
-        dnnl_primitive_attr_t attr;
-        if (conv_op_desc(ctx->graph, node, (tsr_layout)ctx->input_layouts[0],
-                         (tsr_layout)ctx->output_layouts[0],
-                         has_z ? (tsr_layout)ctx->input_layouts[3] : TSR_LAYOUT_PLAIN, false,
-                         false, conv_algs[a], &m, &cd, &attr) != TSR_OK)
-            continue;
-        dnnl_primitive_desc_t none;
-        l.alg = conv_algs[a];
-        conv_each_impl(&cd, attr, engine, add_candidate, &l, &none);
-        dnnl_primitive_attr_destroy(attr);
-    }
+    int forms = has_z && z_layout == (tsr_layout)ctx->output_layouts[0] ? 2 : 1;
+    for (int form = 0; form < forms; form++)
+        for (size_t a = 0; a < sizeof conv_algs / sizeof conv_algs[0]; a++) {
+            conv_mds m;
+            dnnl_convolution_desc_t cd;
+            dnnl_primitive_attr_t attr;
+            if (conv_op_desc(ctx->graph, node, (tsr_layout)ctx->input_layouts[0],
+                             (tsr_layout)ctx->output_layouts[0], z_layout, false, false,
+                             conv_algs[a], form == 1, &m, &cd, &attr) != TSR_OK)
+                continue;
+            dnnl_primitive_desc_t none;
+            l.alg = conv_algs[a];
+            l.z_sum = form == 1;
+            conv_each_impl(&cd, attr, engine, add_candidate, &l, &none);
+            dnnl_primitive_attr_destroy(attr);
+        }
     return l.n;
 }
 
@@ -497,7 +524,8 @@ static tsr_status conv_measure(const tsr_prepare_ctx *ctx, conv_state *st,
             break;
         }
         states[i]->kind = TSR_DNNL_KIND_CONV;
-        if (conv_build(ctx, states[i], false, false, cands[i].alg, cands[i].impl) != TSR_OK) {
+        if (conv_build(ctx, states[i], false, false, cands[i].alg, cands[i].z_sum,
+                       cands[i].impl) != TSR_OK) {
             tsr_dnnl_conv_release(states[i]);
             states[i] = NULL;
         }
@@ -528,14 +556,14 @@ static tsr_status conv_measure(const tsr_prepare_ctx *ctx, conv_state *st,
  * default where there is nothing to choose from. */
 static tsr_status conv_autotune(const tsr_prepare_ctx *ctx, conv_state *st)
 {
-    TSR_CHECK(conv_build(ctx, st, false, false, dnnl_convolution_direct, NULL));
+    TSR_CHECK(conv_build(ctx, st, false, false, dnnl_convolution_direct, false, NULL));
     conv_candidate cands[TSR_AUTOTUNE_MAX_CANDIDATES];
     int n = conv_candidates(ctx, st->exec.impl, cands);
     if (n < 2)
         return TSR_OK;
     const char *names[TSR_AUTOTUNE_MAX_CANDIDATES];
     for (int i = 0; i < n; i++)
-        names[i] = cands[i].impl;
+        names[i] = cands[i].label;
     char key[512];
     conv_key(ctx, key, sizeof key);
     tsr_autotune_choice c;
@@ -545,14 +573,15 @@ static tsr_status conv_autotune(const tsr_prepare_ctx *ctx, conv_state *st)
     if (cached) {
         /* A name this oneDNN no longer offers keeps the default. */
         for (int i = 0; i < n && taken < 0; i++)
-            if (strcmp(c.algorithm, cands[i].impl) == 0)
+            if (strcmp(c.algorithm, cands[i].label) == 0)
                 taken = i;
         if (taken > 0) {
             conv_clear(st);
-            if (conv_build(ctx, st, false, false, cands[taken].alg, cands[taken].impl) != TSR_OK) {
+            if (conv_build(ctx, st, false, false, cands[taken].alg, cands[taken].z_sum,
+                           cands[taken].impl) != TSR_OK) {
                 conv_clear(st);
                 taken = 0;
-                TSR_CHECK(conv_build(ctx, st, false, false, dnnl_convolution_direct, NULL));
+                TSR_CHECK(conv_build(ctx, st, false, false, dnnl_convolution_direct, false, NULL));
             }
         }
     } else {
@@ -563,7 +592,7 @@ static tsr_status conv_autotune(const tsr_prepare_ctx *ctx, conv_state *st)
         tsr_autotune_cache_put(key, &c);
     }
     if (taken > 0)
-        snprintf(st->name, sizeof st->name, "%s err %.1e", st->exec.impl, c.alternative_error);
+        snprintf(st->name, sizeof st->name, "%s err %.1e", cands[taken].label, c.alternative_error);
     if (!ctx->verbose || taken < 0)
         return TSR_OK;
     tsr_autotune_report(ctx->node->name, n, names, seconds, &c, cached, taken);
@@ -641,7 +670,7 @@ static tsr_status band_pd(const conv_band *b, band_shape *sh, const dnnl_memory_
         tsr_dnnl_check(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user),
                        "scratchpad mode");
     if (status == TSR_OK)
-        status = conv_post_ops(b->node, NULL, attr);
+        status = conv_post_ops(b->node, NULL, false, attr);
     if (status == TSR_OK)
         status = tsr_dnnl_check(dnnl_primitive_desc_create(pd_out, &cd, attr, engine, NULL),
                                 "band convolution");
@@ -899,12 +928,13 @@ tsr_status tsr_dnnl_conv_prepare(const tsr_prepare_ctx *ctx, void **state_out)
     /* Autotuning chooses among f32 algorithms for the whole batch; bf16
      * and image-by-image nodes keep the direct one. */
     tsr_status status = bf16 || one_image || !ctx->autotune
-                            ? conv_build(ctx, st, bf16, one_image, dnnl_convolution_direct, NULL)
+                            ? conv_build(ctx, st, bf16, one_image, dnnl_convolution_direct, false,
+                                         NULL)
                             : conv_autotune(ctx, st);
     if (status == TSR_ERR_UNSUPPORTED && bf16) {
         /* No bf16 kernel for this shape: the node computes in f32. */
         conv_clear(st);
-        status = conv_build(ctx, st, false, false, dnnl_convolution_direct, NULL);
+        status = conv_build(ctx, st, false, false, dnnl_convolution_direct, false, NULL);
     }
     if (status == TSR_OK && !one_image && band_applies(ctx, st))
         status = band_init(ctx, st);
@@ -916,9 +946,29 @@ tsr_status tsr_dnnl_conv_prepare(const tsr_prepare_ctx *ctx, void **state_out)
     return TSR_OK;
 }
 
+/* Z into Y, for a sum post-op to add: split across the threads above a
+ * few hundred KiB (a ResNet block's residual at batch 8 is 6 MB). */
+static void copy_z(const tsr_kernel_ctx *k, size_t bytes)
+{
+    const char *z = k->inputs[3]->data;
+    char *y = k->outputs[0]->data;
+    if (z == y)
+        return;
+    const size_t chunk = 64 << 10;
+    int64_t n = (int64_t)((bytes + chunk - 1) / chunk);
+    int nt = bytes >= (256 << 10) ? k->threads : 1;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t i = 0; i < n; i++) {
+        size_t at = (size_t)i * chunk;
+        memcpy(y + at, z + at, bytes - at < chunk ? bytes - at : chunk);
+    }
+}
+
 tsr_status tsr_dnnl_conv_run(void *state, const tsr_kernel_ctx *k)
 {
     conv_state *st = state;
+    if (st->z_sum)
+        copy_z(k, st->y_image_bytes);
     if (st->convert.active)
         TSR_CHECK(tsr_dnnl_exec_run(&st->convert.exec, k));
     if (st->wconvert.active)
