@@ -474,8 +474,11 @@ static int conv_candidates(const tsr_prepare_ctx *ctx, const char *default_impl,
     return l.n;
 }
 
-/* The cache key: everything the timing depends on. */
-static void conv_key(const tsr_prepare_ctx *ctx, char *key, size_t size)
+/* The cache key: everything the timing depends on, the candidates'
+ * names last (a decision among fewer candidates than this Tessera
+ * offers is measured again). */
+static void conv_key(const tsr_prepare_ctx *ctx, int n, const char *const *names, char *key,
+                     size_t size)
 {
     const tsr_graph *g = ctx->graph;
     const tsr_node *node = ctx->node;
@@ -503,6 +506,10 @@ static void conv_key(const tsr_prepare_ctx *ctx, char *key, size_t size)
              g->values[node->inputs[1]].data ? "constant" : "fed",
              tsr_layout_name((tsr_layout)ctx->input_layouts[0]),
              tsr_layout_name((tsr_layout)ctx->output_layouts[0]));
+    for (int i = 0; i < n; i++) {
+        size_t used = strlen(key);
+        snprintf(key + used, size - used, "%s%s", i ? "," : " candidates=", names[i]);
+    }
 }
 
 /* Builds the alternatives (candidate 0, the default, is in *st), checks
@@ -565,7 +572,7 @@ static tsr_status conv_autotune(const tsr_prepare_ctx *ctx, conv_state *st)
     for (int i = 0; i < n; i++)
         names[i] = cands[i].label;
     char key[512];
-    conv_key(ctx, key, sizeof key);
+    conv_key(ctx, n, names, key, sizeof key);
     tsr_autotune_choice c;
     bool cached = tsr_autotune_cache_get(key, &c);
     int taken = -1;
