@@ -369,6 +369,9 @@ static tsr_status conv_build(const tsr_prepare_ctx *ctx, conv_state *st, bool bf
         dnnl_primitive_desc_destroy(pd);
         return status;
     }
+    /* Winograd's scratchpad at batch 8 on a 224x224 plane is over 100 MB:
+     * one per thread, shared by the plan's convolutions, not one each. */
+    e->thread_scratchpad = true;
     TSR_CHECK(tsr_dnnl_exec_finish(e, pd, "convolution"));
     st->z_sum = has_z && z_sum;
     snprintf(st->name, sizeof st->name, "%s%s%s", e->impl, st->z_sum ? SUM_SUFFIX : "",
