@@ -406,7 +406,7 @@ CASES = [
     Case("Concat", [normal(2, 3), normal(2, 1), normal(2, 5)], {"axis": 1}, cpu="cpu",
          cpu64="cpu", tol="exact", label="rank2"),
     Case("Split", [normal(5, 3), const(np.array([2, 3], dtype=I64))], {"axis": 0}, n_outputs=2,
-         tol="exact"),
+         cpu="cpu", cpu64="cpu", tol="exact"),
     Case("Slice", [normal(5, 7), const(np.array([1, -5], dtype=I64)),
                    const(np.array([4, 100], dtype=I64)), const(np.array([0, 1], dtype=I64))],
          tol="exact"),

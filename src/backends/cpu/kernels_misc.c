@@ -1,4 +1,4 @@
-/* Data movement in the cpu backend: Concat and Transpose. Along the
+/* Data movement in the cpu backend: Concat, Split and Transpose. Along the
  * channels of rank-4 tensors whose channel counts are all multiples of the
  * block, the blocked layout concatenates exactly like plain memory does
  * (whole blocks, no padding in between), so one copy loop serves both. */
@@ -58,36 +58,25 @@ typedef struct {
  * piece's copy outweighs handing it out. */
 #define PIECE_BYTES (64 * 1024)
 
-/* Every input's copies in one parallel region (one fork and join per
- * Concat, not one per input), as pieces numbered input by input. */
-static tsr_status concat_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+/* The copies between a tensor `whole` and its n parts along an axis: the
+ * whole is `outer` rows, each row the parts' chunks side by side (chunk[i]
+ * bytes of part i per row; a NULL part is skipped). Into the whole
+ * (Concat) or out of it (Split), all in one parallel region (one fork and
+ * join per node, not one per part), as pieces numbered part by part. */
+static void move_parts(int threads, char *whole, int n, char *const *parts, const size_t *chunk,
+                       int64_t outer, bool into_whole)
 {
-    const concat_data *d = s->data;
-    tsr_tensor *y = k->outputs[0];
-    int axis = d->axis;
-    size_t es = tsr_dtype_size(y->dtype);
-    int64_t outer = 1, inner = 1;
-    for (int i = 0; i < axis; i++)
-        outer *= y->dims[i];
-    for (int i = axis + 1; i < y->rank; i++)
-        inner *= y->dims[i];
-    /* Blocked with every C a multiple of b: an image holds C * H * W
-     * elements either way and each input's channels are one contiguous
-     * run, so the copies are the plain ones. */
-    size_t out_row = (size_t)y->dims[axis] * (size_t)inner * es;
-    size_t chunk[TSR_MAX_NODE_IO], at[TSR_MAX_NODE_IO];
+    size_t at[TSR_MAX_NODE_IO], row = 0;
     int64_t pieces[TSR_MAX_NODE_IO], first[TSR_MAX_NODE_IO + 1];
     first[0] = 0;
-    size_t offset = 0;
-    for (int i = 0; i < k->n_inputs; i++) {
-        chunk[i] = (size_t)k->inputs[i]->dims[axis] * (size_t)inner * es;
-        at[i] = offset;
-        offset += chunk[i];
-        pieces[i] = (int64_t)((chunk[i] + PIECE_BYTES - 1) / PIECE_BYTES);
+    for (int i = 0; i < n; i++) {
+        at[i] = row;
+        row += chunk[i];
+        pieces[i] = parts[i] ? (int64_t)((chunk[i] + PIECE_BYTES - 1) / PIECE_BYTES) : 0;
         first[i + 1] = first[i] + outer * pieces[i];
     }
-    int64_t items = first[k->n_inputs];
-    int nt = tsr_cpu_threads_for(k->threads, (int64_t)(outer * out_row / 4));
+    int64_t items = first[n];
+    int nt = tsr_cpu_threads_for(threads, (int64_t)((size_t)outer * row / 4));
     if (nt > items)
         nt = (int)items;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
@@ -98,9 +87,40 @@ static tsr_status concat_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
         int64_t o = (it - first[i]) / pieces[i];
         size_t off = (size_t)((it - first[i]) % pieces[i]) * PIECE_BYTES;
         size_t len = chunk[i] - off < PIECE_BYTES ? chunk[i] - off : PIECE_BYTES;
-        memcpy((char *)y->data + (size_t)o * out_row + at[i] + off,
-               (const char *)k->inputs[i]->data + (size_t)o * chunk[i] + off, len);
+        char *w = whole + (size_t)o * row + at[i] + off, *p = parts[i] + (size_t)o * chunk[i] + off;
+        if (into_whole)
+            memcpy(w, p, len);
+        else
+            memcpy(p, w, len);
     }
+}
+
+/* Rows before `axis` and bytes of one step along it. */
+static void axis_geometry(const tsr_tensor *t, int axis, int64_t *outer, size_t *step)
+{
+    *outer = 1;
+    for (int i = 0; i < axis; i++)
+        *outer *= t->dims[i];
+    *step = tsr_dtype_size(t->dtype);
+    for (int i = axis + 1; i < t->rank; i++)
+        *step *= (size_t)t->dims[i];
+}
+
+static tsr_status concat_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const concat_data *d = s->data;
+    int64_t outer;
+    size_t step, chunk[TSR_MAX_NODE_IO];
+    char *parts[TSR_MAX_NODE_IO];
+    /* Blocked with every C a multiple of b: an image holds C * H * W
+     * elements either way and each input's channels are one contiguous
+     * run, so the copies are the plain ones. */
+    axis_geometry(k->outputs[0], d->axis, &outer, &step);
+    for (int i = 0; i < k->n_inputs; i++) {
+        chunk[i] = (size_t)k->inputs[i]->dims[d->axis] * step;
+        parts[i] = k->inputs[i]->data;
+    }
+    move_parts(k->threads, k->outputs[0]->data, k->n_inputs, parts, chunk, outer, true);
     return TSR_OK;
 }
 
@@ -140,6 +160,58 @@ static tsr_status concat_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
                                        .streamed = (unsigned)((1ull << ctx->node->n_inputs) - 1),
                                        .routes_blocks = true};
     }
+    return TSR_OK;
+}
+
+/* ------------------------------------------------------------- Split */
+
+static bool split_axis(const tsr_graph *g, const tsr_node *node, int *axis)
+{
+    return tsr_axis_normalize(tsr_attr_int(node, "axis"), tsr_cpu_input(g, node, 0)->rank, axis);
+}
+
+static bool split_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    int axis;
+    if (!split_axis(g, node, &axis)) {
+        snprintf(why, size, "Split: axis out of range");
+        return false;
+    }
+    return true;
+}
+
+/* The pieces' sizes are the outputs' (shape inference checked them
+ * against `split` or num_outputs); an output left out is skipped. */
+static tsr_status split_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const int *axis = s->data;
+    const tsr_tensor *x = k->inputs[0];
+    int64_t outer;
+    size_t step, chunk[TSR_MAX_NODE_IO], total = 0;
+    char *parts[TSR_MAX_NODE_IO];
+    axis_geometry(x, *axis, &outer, &step);
+    for (int i = 0; i < k->n_outputs; i++) {
+        const tsr_tensor *y = k->outputs[i];
+        chunk[i] = (size_t)y->dims[*axis] * step;
+        parts[i] = y->data;
+        total += chunk[i];
+    }
+    if (total != (size_t)x->dims[*axis] * step)
+        return tsr_error(TSR_ERR_INTERNAL, "Split outputs do not add up to the input along axis %d",
+                         *axis);
+    move_parts(k->threads, x->data, k->n_outputs, parts, chunk, outer, false);
+    return TSR_OK;
+}
+
+static tsr_status split_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
+{
+    int *axis = tsr_calloc(1, sizeof *axis);
+    if (!axis)
+        return TSR_ERR_OUT_OF_MEMORY;
+    s->data = axis;
+    s->run = split_run;
+    if (!split_axis(ctx->graph, ctx->node, axis))
+        return tsr_error(TSR_ERR_INTERNAL, "cpu backend: Split axis out of range");
     return TSR_OK;
 }
 
@@ -255,6 +327,7 @@ static tsr_status transpose_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s
 
 const tsr_cpu_op tsr_cpu_misc_ops[] = {
     {&tsr_op_Concat, concat_supports, concat_layouts, concat_prepare},
+    {&tsr_op_Split, split_supports, tsr_cpu_plain_layouts, split_prepare},
     {&tsr_op_Transpose, transpose_supports, tsr_cpu_plain_layouts, transpose_prepare},
     {NULL},
 };
