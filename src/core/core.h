@@ -80,6 +80,11 @@ tsr_status tsr_shape_numel_checked(int rank, const int64_t *dims, tsr_dtype dtyp
 #define TSR_FOLD_LIMIT_DEFAULT ((int64_t)16 << 20)
 /* -1 if not all dims are known or the count passes TSR_MAX_TENSOR_BYTES. */
 int64_t tsr_shape_numel(int rank, const int64_t *dims);
+/* TSR_OK for a tensor in host memory; else TSR_ERR_INVALID_ARGUMENT naming
+ * `what` and the tensor's memory, for the calls that read or write data
+ * on the host (only tsr_plan_run and the tsr_device_* calls take device
+ * tensors). */
+tsr_status tsr_tensor_require_host(const tsr_tensor *t, const char *what);
 /* Normalizes an axis in [-rank, rank) to [0, rank); false if out of range. */
 bool tsr_axis_normalize(int64_t axis, int rank, int *axis_out);
 /* Numpy broadcasting of two shapes; symbolic dims broadcast when equal. */

@@ -506,6 +506,7 @@ tsr_status tsr_npy_write(const char *path, const tsr_tensor *t)
 {
     if (!path || !t || !*path)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_npy_write: NULL argument or empty path");
+    TSR_CHECK(tsr_tensor_require_host(t, path));
     unsigned char header[TSR_NPY_HEADER_MAX];
     size_t header_len;
     TSR_CHECK(tsr_npy_encode_header(t, path, header, &header_len));

@@ -38,6 +38,16 @@ bool tsr_dtype_is_float(tsr_dtype dtype) { return dtype == TSR_FLOAT32 || dtype 
 
 int64_t tsr_tensor_numel(const tsr_tensor *t) { return tsr_shape_numel(t->rank, t->dims); }
 
+tsr_status tsr_tensor_require_host(const tsr_tensor *t, const char *what)
+{
+    if (!t->memory)
+        return TSR_OK;
+    return tsr_error(TSR_ERR_INVALID_ARGUMENT,
+                     "%s: the tensor is in %s memory, and this call reads host memory only "
+                     "(tsr_device_copy brings it to the host)",
+                     what, t->memory);
+}
+
 /* 0 for unknown dims; SIZE_MAX (which no allocation satisfies) past
  * TSR_MAX_TENSOR_BYTES. */
 size_t tsr_tensor_bytes(const tsr_tensor *t)

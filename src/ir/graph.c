@@ -271,6 +271,9 @@ tsr_status tsr_graph_add_constant(tsr_graph *g, const char *name, const tsr_tens
 {
     if (!g || !name || !value)
         return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_graph_add_constant: NULL argument");
+    char what[300];
+    snprintf(what, sizeof what, "constant '%.200s'", name);
+    TSR_CHECK(tsr_tensor_require_host(value, what));
     if (!tsr_dtype_size(value->dtype))
         return tsr_error(TSR_ERR_DTYPE, "constant '%s': unsupported dtype %d", name,
                          (int)value->dtype);
@@ -280,8 +283,6 @@ tsr_status tsr_graph_add_constant(tsr_graph *g, const char *name, const tsr_tens
     for (int i = 0; i < value->rank; i++)
         if (value->dims[i] < 0)
             return tsr_error(TSR_ERR_SHAPE, "constant '%s': negative dimension", name);
-    char what[300];
-    snprintf(what, sizeof what, "constant '%s'", name);
     int64_t numel;
     TSR_CHECK(tsr_shape_numel_checked(value->rank, value->dims, value->dtype, what, &numel));
     if (numel > 0 && !value->data)

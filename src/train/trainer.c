@@ -770,6 +770,9 @@ static tsr_status lookup(const tsr_trainer *t, const char *name, const tsr_tenso
     *index = find_param(t, name);
     if (*index < 0)
         return tsr_error(TSR_ERR_NOT_FOUND, "the trainer has no parameter '%s'", name);
+    char what[256];
+    snprintf(what, sizeof what, "parameter '%.200s'", name);
+    TSR_CHECK(tsr_tensor_require_host(v, what));
     const tsr_tensor *p = &t->params[*index].value;
     bool same = v->dtype == p->dtype && v->rank == p->rank;
     for (int d = 0; same && d < p->rank; d++)

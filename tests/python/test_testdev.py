@@ -368,6 +368,41 @@ def test_model_with_device_buffers():
     from_device(plan, ins[0])
 
 
+def test_host_only_calls_refuse_device_tensors(tmp_path):
+    """The calls that read or write a tensor's data on the host (a graph's
+    constants and parameters, a trainer's parameters, .npy files) refuse a
+    device tensor by name instead of faulting, and write nothing."""
+    plan = tessera.Plan(residency_graph(), device="testdev", **PLAN_OPTIONS)
+    dev = to_device(plan, np.ones((2, 3), np.float32))
+    g = tsr.Graph()
+    for fn in ("tsr_graph_add_constant", "tsr_graph_add_parameter"):
+        with pytest.raises(tsr.TesseraError, match="constant 'w': the tensor is in testdev "
+                           "memory, and this call reads host memory only"):
+            tsr.check(getattr(tsr.lib(), fn)(g.handle, b"w", ctypes.byref(dev)))
+    assert g.stats()["n_parameters"] == 0
+    g.add_constant("w", np.zeros((2, 3), np.float32))  # the name is still free
+    out = tmp_path / "w.npy"
+    with pytest.raises(tsr.TesseraError, match="w.npy: the tensor is in testdev memory"):
+        tsr.check(tsr.lib().tsr_npy_write(str(out).encode(), ctypes.byref(dev)))
+    assert not out.exists()
+
+    m = tsr.Graph()
+    m.add_input("x", np.float32, ["N", 3])
+    m.add_parameter("w", np.full((3, 2), 0.5, np.float32))
+    m.add_node("MatMul", ["x", "w"], ["y"])
+    m.add_output("y")
+    tr = tsr.Trainer(m, {"kind": "mse"}, {"kind": "sgd", "lr": 0.1})
+    before = tr.params()["w"][1]
+    dev_w = to_device(plan, np.ones((3, 2), np.float32))
+    for fn in ("tsr_trainer_set_param", "tsr_trainer_get_param"):
+        with pytest.raises(tsr.TesseraError, match="parameter 'w': the tensor is in testdev "
+                           "memory"):
+            tsr.check(getattr(tsr.lib(), fn)(tr.handle, b"w", ctypes.byref(dev_w)))
+    np.testing.assert_array_equal(tr.params()["w"][1], before)
+    from_device(plan, dev_w)
+    from_device(plan, dev)
+
+
 def test_plan_takes_device_tensors():
     """The package's side: DeviceTensor feeds read where they are, and
     device_outputs=True gives DeviceTensors back, equal to the host run."""
