@@ -25,7 +25,6 @@ Markdown report (mean +- std per variant, each variant against max pooling seed 
 WORK/curves.png (gnuplot) from what is there."""
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -42,9 +41,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
 import tessera  # noqa: E402
+from fashion_mnist_study import DATA, read_idx_gz  # noqa: E402
 from tessera.nn import DetailPreservingPool2d  # noqa: E402
 
-DATA = Path("/usr/share/datasets/fashion-mnist")
 VARIANTS = ["max", "avg", "strided", "dpp_lite", "dpp_full"]
 NETS = ["cnn", "resnet"]
 
@@ -96,13 +95,6 @@ def make_resnet(kind):
                                Block(16, 32, kind), Block(32, 32), Block(32, 64, kind),
                                Block(64, 64), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
                                torch.nn.Linear(64, 10))
-
-
-def read_idx_gz(path):
-    raw = gzip.open(path, "rb").read()
-    rank = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * k:8 + 4 * k], "big") for k in range(rank)]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * rank).reshape(dims)
 
 
 def load(split, subset):
