@@ -195,7 +195,7 @@ def report(runs, work):
             continue
         base = {r["seed"]: r["test_acc"][-1] for r in by["max"]}
         lines += [f"### {net}", "",
-                  "| variant | runs | epochs | test accuracy % (mean +- std) | s / epoch | "
+                  "| variant | runs | epochs | test accuracy % (mean +- std) | s / epoch (median) | "
                   "against max, seed by seed: mean difference (points) | better / worse |",
                   "|---|---|---|---|---|---|---|"]
         for kind in VARIANTS:
@@ -208,7 +208,7 @@ def report(runs, work):
                 *mean_std(pair))
             wins = "-" if kind == "max" or not pair else \
                 f"{sum(d > 0 for d in pair)} / {sum(d < 0 for d in pair)}"
-            sec = statistics.mean(r["seconds_per_epoch"] for r in rs)
+            sec = statistics.median(r["seconds_per_epoch"] for r in rs)
             lines.append(f"| {kind} | {len(rs)} | {rs[0]['epochs']} | {m:.2f} +- {s:.2f} | "
                          f"{sec:.1f} | {diff} | {wins} |")
         lines.append("")
