@@ -290,6 +290,36 @@ def test_max_pool_grad_ties_and_nan(cpu_env, x_blocked):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("dy_blocked", [True, False])
+@pytest.mark.parametrize("case", [
+    # (X shape, kernel, strides, pads, count_include_pad, ceil_mode)
+    ((2, 19, 9, 8), [3, 3], [2, 2], [1, 1, 1, 1], 0, 0),   # overlapping windows, odd C
+    ((1, 5, 7, 11), [2, 3], [1, 2], [0, 1, 0, 1], 1, 0),   # uneven pads, padding counted
+    ((3, 17, 6, 6), [3, 3], [2, 2], [1, 1, 1, 1], 1, 1),   # ceil_mode windows past the end
+    ((1, 16, 5, 5), [5, 5], [1, 1], [2, 2, 2, 2], 0, 0),   # windows wider than half the plane
+    ((2, 32, 8, 8), [2, 2], [2, 2], [0, 0, 0, 0], 0, 0),   # the downsampling of a CNN
+])
+def test_average_pool_grad_matches_ref(cpu_env, dy_blocked, case):
+    """AveragePoolGrad spreads each dY over its window divided as the forward divides
+    (count_include_pad, ceil_mode), on blocked and plain dY, against the reference."""
+    shape, kernel, strides, pads, include_pad, ceil = case
+    attrs = {"kernel_shape": kernel, "strides": strides, "pads": pads,
+             "count_include_pad": include_pad, "ceil_mode": ceil}
+    rng = np.random.default_rng(sum(shape) + include_pad)
+    x = rng.standard_normal(shape).astype(np.float32)
+    pooled = tsr.Plan(graph_of("AveragePool", shape, attrs), device="ref").run([x])[0]
+    dy = rng.standard_normal(pooled.shape).astype(np.float32)
+    g = tsr.Graph()
+    g.set_opset(17)
+    g.add_input("dy", np.float32, list(dy.shape))
+    g.add_constant("shape", np.array(shape, np.int64))
+    g.add_node("AveragePoolGrad", [blocked(g, "dy", shape[1]) if dy_blocked else "dy", "shape"],
+               ["y"], attrs, domain="ai.tessera", name="op")
+    g.add_output("y")
+    got, want = run_both(g, [dy])
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
 def test_batchnorm_train_large_mean(cpu_env):
     """BatchNormTrain on data whose mean is 3000 times its spread: the cpu kernel's
     shifted moments keep the variance (a float32 E[x^2] - mean^2 would lose it all),

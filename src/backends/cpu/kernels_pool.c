@@ -1,5 +1,6 @@
 /* Pooling kernels of the cpu backend: MaxPool and AveragePool over two
- * spatial dims, MaxPool's backward (MaxPoolGrad), and the global pools,
+ * spatial dims, their backward (MaxPoolGrad, AveragePoolGrad), and the
+ * global pools,
  * on blocked layouts (vectors across a channel block's lanes) and plain
  * (vectors along W). Window geometry is worked out once at plan time: for
  * each output row and column, the range of taps that land inside the
@@ -101,6 +102,13 @@ typedef struct {
     max_grad_tile grad; /* MaxPoolGrad */
     int block;
 } pool_data;
+
+/* The window's input: X, or for AveragePoolGrad (dY, shape of X) dX. */
+static const tsr_value *window_input(const tsr_graph *g, const tsr_node *node)
+{
+    return node->op == &tsr_op_AveragePoolGrad ? tsr_cpu_output(g, node, 0)
+                                               : tsr_cpu_input(g, node, 0);
+}
 
 /* Taps k in [0, taps) with 0 <= start + k * step < size, as [*lo, *hi). */
 static void taps_inside(int64_t start, int64_t step, int64_t taps, int64_t size, int64_t *lo,
@@ -204,6 +212,80 @@ static void max_grad_layouts(const tsr_graph *g, const tsr_node *node, const uin
     wanted[0] = wanted[1] = produced[0] = (uint8_t)l;
 }
 
+/* AveragePoolGrad(dY, shape): each output's gradient, times its window's
+ * 1 / divisor (the forward's, count_include_pad included), added to every
+ * tap of its window inside the input; a plane of dX per thread. The lanes
+ * of a block are one short loop of constant length, which the compiler
+ * vectorizes. */
+static inline __attribute__((always_inline)) void avg_grad_plane(const tsr_cpu_pool_geom *g,
+                                                                 const float *dy, float *dx,
+                                                                 const int b)
+{
+    memset(dx, 0, (size_t)(g->ih * g->iw * b) * sizeof(float));
+    for (int64_t oh = 0; oh < g->oh; oh++) {
+        int64_t h0 = oh * g->sh - g->ph;
+        for (int64_t ow = 0; ow < g->ow; ow++) {
+            int64_t w0 = ow * g->sw - g->pw;
+            const float *gy = dy + (oh * g->ow + ow) * b;
+            float scale = g->hinv[oh] * g->winv[ow], v[16];
+            for (int l = 0; l < b; l++)
+                v[l] = gy[l] * scale;
+            for (int64_t kh = g->hlo[oh]; kh < g->hhi[oh]; kh++) {
+                float *row = dx + (h0 + kh * g->dh) * g->iw * b;
+                for (int64_t kw = g->wlo[ow]; kw < g->whi[ow]; kw++) {
+                    float *px = row + (w0 + kw * g->dw) * b;
+                    for (int l = 0; l < b; l++)
+                        px[l] += v[l];
+                }
+            }
+        }
+    }
+}
+
+static tsr_status avg_grad_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const pool_data *d = s->data;
+    const tsr_cpu_pool_geom *g = &d->g;
+    const tsr_tensor *dx = k->outputs[0];
+    int b = d->block;
+    int64_t planes = dx->dims[0] * ((dx->dims[1] + b - 1) / b);
+    int64_t in_plane = g->ih * g->iw * b, out_plane = g->oh * g->ow * b;
+    const float *dys = k->inputs[0]->data;
+    float *dxs = dx->data;
+    int nt = tsr_cpu_threads_for(k->threads, planes * in_plane);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t p = 0; p < planes; p++) {
+        if (b == 16)
+            avg_grad_plane(g, dys + p * out_plane, dxs + p * in_plane, 16);
+        else if (b == 8)
+            avg_grad_plane(g, dys + p * out_plane, dxs + p * in_plane, 8);
+        else
+            avg_grad_plane(g, dys + p * out_plane, dxs + p * in_plane, 1);
+    }
+    return TSR_OK;
+}
+
+static bool avg_grad_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    if (!tsr_cpu_require_f32(g, node, 0, why, size))
+        return false;
+    if (tsr_cpu_input(g, node, 0)->rank != 4) {
+        snprintf(why, size, "AveragePoolGrad over %d spatial dims: the ref backend runs it",
+                 tsr_cpu_input(g, node, 0)->rank - 2);
+        return false;
+    }
+    return true;
+}
+
+/* dX in dY's layout (the shape input is plain). */
+static void avg_grad_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
+                             uint8_t *wanted, uint8_t *produced)
+{
+    tsr_layout l = tsr_cpu_keep_layout(tsr_cpu_input(g, node, 0), available[0]);
+    wanted[0] = produced[0] = (uint8_t)l;
+    wanted[1] = TSR_LAYOUT_PLAIN;
+}
+
 /* How much of a row one pass through the row buffer covers: `seg` taps
  * along W (all of them unless the window spans more than half the
  * buffer) for `chunk` outputs. A plain row's buffer keeps 2 vectors'
@@ -223,7 +305,7 @@ static void row_buffer_passes(tsr_cpu_pool_geom *g, int block, int lanes)
 static tsr_status pool_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 {
     const tsr_node *node = ctx->node;
-    const tsr_value *x = tsr_cpu_input(ctx->graph, node, 0);
+    const tsr_value *x = window_input(ctx->graph, node);
     bool is_grad = node->op == &tsr_op_MaxPoolGrad;
     bool is_max = node->op == &tsr_op_MaxPool || is_grad;
     size_t n_kernel;
@@ -272,6 +354,10 @@ static tsr_status pool_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
     if (is_grad) {
         d->grad = tiles[s->isa]->max_grad[block_index(d->block)];
         s->run = max_grad_run;
+        return TSR_OK;
+    }
+    if (node->op == &tsr_op_AveragePoolGrad) {
+        s->run = avg_grad_run;
         return TSR_OK;
     }
     d->row = tiles[s->isa]->row[is_max][block_index(d->block)];
@@ -353,6 +439,7 @@ const tsr_cpu_op tsr_cpu_pool_ops[] = {
     {&tsr_op_MaxPool, pool_supports, NULL, pool_prepare, true},
     {&tsr_op_AveragePool, pool_supports, NULL, pool_prepare, true},
     {&tsr_op_MaxPoolGrad, max_grad_supports, max_grad_layouts, pool_prepare, true},
+    {&tsr_op_AveragePoolGrad, avg_grad_supports, avg_grad_layouts, pool_prepare, true},
     {&tsr_op_GlobalAveragePool, global_supports, global_layouts, global_prepare, true},
     {&tsr_op_GlobalMaxPool, global_supports, global_layouts, global_prepare, true},
     {NULL},
