@@ -398,14 +398,6 @@ static bool spec_matches(const spec *s, int n_inputs, const tsr_tensor *inputs)
     return true;
 }
 
-/* Whether s was built for the layouts the plan's inputs are fed in. */
-static bool layouts_match(const tsr_plan *p, const spec *s)
-{
-    if (!s->input_layouts || !p->input_layouts)
-        return !s->input_layouts && !p->input_layouts;
-    return memcmp(s->input_layouts, p->input_layouts, (size_t)p->graph->n_inputs) == 0;
-}
-
 /* Whether s serves a run whose tensors live in `residency` (NULL: all
  * in host memory). */
 static bool residency_matches(const tsr_plan *p, const spec *s, const uint8_t *residency)
@@ -715,34 +707,6 @@ static tsr_status spec_build(tsr_plan *p, spec *s)
     return TSR_OK;
 }
 
-/* s->input_layouts from the plan's, for inputs that can be in them: rank-4
- * float32 tensors in host memory. */
-static tsr_status spec_input_layouts(const tsr_plan *p, spec *s, int n_inputs,
-                                     const tsr_tensor *inputs, const uint8_t *residency)
-{
-    if (!p->input_layouts)
-        return TSR_OK;
-    for (int i = 0; i < n_inputs; i++) {
-        if (!p->input_layouts[i])
-            continue;
-        const tsr_value *v = &p->graph->values[p->graph->inputs[i]];
-        if (inputs[i].dtype != TSR_FLOAT32 || inputs[i].rank != 4)
-            return tsr_error(TSR_ERR_INVALID_ARGUMENT,
-                             "input '%s' is fed in layout %s, which holds rank-4 float32 tensors "
-                             "only; it is %s of rank %d",
-                             v->name, tsr_layout_name((tsr_layout)p->input_layouts[i]),
-                             tsr_dtype_name(inputs[i].dtype), inputs[i].rank);
-        if (residency && residency[i] != TSR_HOST_SPACE)
-            return tsr_error(TSR_ERR_UNSUPPORTED,
-                             "input '%s' is fed in layout %s, which host memory holds only",
-                             v->name, tsr_layout_name((tsr_layout)p->input_layouts[i]));
-    }
-    if (!(s->input_layouts = tsr_malloc((size_t)n_inputs + 1)))
-        return TSR_ERR_OUT_OF_MEMORY;
-    memcpy(s->input_layouts, p->input_layouts, (size_t)n_inputs);
-    return TSR_OK;
-}
-
 static tsr_status spec_create(tsr_plan *p, int n_inputs, const tsr_tensor *inputs,
                               const uint8_t *residency, spec **out)
 {
@@ -764,7 +728,7 @@ static tsr_status spec_create(tsr_plan *p, int n_inputs, const tsr_tensor *input
         s->ranks[i] = inputs[i].rank;
         memcpy(s->dims[i], inputs[i].dims, sizeof(int64_t) * (size_t)inputs[i].rank);
     }
-    st = spec_input_layouts(p, s, n_inputs, inputs, residency);
+    st = tsr_spec_input_layouts(p, s, n_inputs, inputs, residency);
     if (st != TSR_OK)
         goto fail;
     s->keep_layouts = p->keep_layouts;
@@ -961,10 +925,11 @@ static tsr_status reshape_locked(tsr_plan *p, int n_inputs, const tsr_tensor *in
 {
     TSR_CHECK(check_inputs(p->graph, n_inputs, inputs));
     if (p->current && spec_matches(p->current, n_inputs, inputs) &&
-        layouts_match(p, p->current) && (!exact || residency_matches(p, p->current, residency)))
+        tsr_plan_layouts_match(p, p->current) &&
+        (!exact || residency_matches(p, p->current, residency)))
         return TSR_OK;
     spec *s = p->specs;
-    while (s && (s->parent || !spec_matches(s, n_inputs, inputs) || !layouts_match(p, s) ||
+    while (s && (s->parent || !spec_matches(s, n_inputs, inputs) || !tsr_plan_layouts_match(p, s) ||
                  (exact && !residency_matches(p, s, residency))))
         s = s->next;
     bool is_new = !s;
@@ -1018,75 +983,6 @@ tsr_status tsr_plan_output_desc(const tsr_plan *p, int index, tsr_tensor *desc_o
                          g->n_outputs);
     *desc_out = tsr_value_tensor(&g->values[g->outputs[index]]);
     desc_out->data = NULL;
-    return TSR_OK;
-}
-
-tsr_status tsr_plan_keep_output_layouts(tsr_plan *p, int n_outputs, const int *keep)
-{
-    if (!p || (n_outputs && !keep))
-        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_plan_keep_output_layouts: NULL argument");
-    if (n_outputs != p->graph->n_outputs)
-        return tsr_error(TSR_ERR_INVALID_ARGUMENT,
-                         "tsr_plan_keep_output_layouts: %d flags for a model with %d outputs",
-                         n_outputs, p->graph->n_outputs);
-    pthread_mutex_lock(&p->lock);
-    tsr_status st = TSR_OK;
-    if (p->n_builds > 0)
-        st = tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_plan_keep_output_layouts: call it before "
-                                                 "the plan's first reshape or run");
-    bool *flags = NULL;
-    if (st == TSR_OK && !(flags = tsr_calloc((size_t)n_outputs + 1, sizeof *flags)))
-        st = TSR_ERR_OUT_OF_MEMORY;
-    if (st == TSR_OK) {
-        for (int o = 0; o < n_outputs; o++)
-            flags[o] = keep[o] != 0;
-        free(p->keep_layouts);
-        p->keep_layouts = flags;
-    }
-    pthread_mutex_unlock(&p->lock);
-    return st;
-}
-
-tsr_status tsr_plan_output_layout(const tsr_plan *p, int index, int *layout_out,
-                                  size_t *bytes_out)
-{
-    tsr_tensor desc;
-    if (!layout_out || !bytes_out)
-        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_plan_output_layout: NULL argument");
-    TSR_CHECK(tsr_plan_output_desc(p, index, &desc));
-    const spec *s = p->current;
-    *layout_out = s->output_layouts ? s->output_layouts[index] : TSR_LAYOUT_PLAIN;
-    *bytes_out = tsr_shape_numel(desc.rank, desc.dims) < 0
-                     ? 0
-                     : tsr_layout_bytes(&desc, (tsr_layout)*layout_out);
-    return TSR_OK;
-}
-
-tsr_status tsr_plan_set_input_layouts(tsr_plan *p, int n_inputs, const int *layouts)
-{
-    if (!p)
-        return tsr_error(TSR_ERR_INVALID_ARGUMENT, "tsr_plan_set_input_layouts: plan is NULL");
-    if (layouts && n_inputs != p->graph->n_inputs)
-        return tsr_error(TSR_ERR_INVALID_ARGUMENT,
-                         "tsr_plan_set_input_layouts: %d layouts for a model with %d inputs",
-                         n_inputs, p->graph->n_inputs);
-    bool any = false;
-    for (int i = 0; layouts && i < n_inputs; i++) {
-        if (layouts[i] < 0 || layouts[i] >= TSR_N_LAYOUTS)
-            return tsr_error(TSR_ERR_INVALID_ARGUMENT,
-                             "tsr_plan_set_input_layouts: input %d: no layout has code %d", i,
-                             layouts[i]);
-        any = any || layouts[i] != TSR_LAYOUT_PLAIN;
-    }
-    uint8_t *codes = NULL;
-    if (any && !(codes = tsr_malloc((size_t)n_inputs + 1)))
-        return TSR_ERR_OUT_OF_MEMORY;
-    for (int i = 0; any && i < n_inputs; i++)
-        codes[i] = (uint8_t)layouts[i];
-    pthread_mutex_lock(&p->lock);
-    free(p->input_layouts);
-    p->input_layouts = codes;
-    pthread_mutex_unlock(&p->lock);
     return TSR_OK;
 }
 

@@ -187,6 +187,12 @@ struct tsr_plan {
  * places the arena buffers; the arenas themselves are not allocated, nor
  * the constants uploaded. `optimize` (devices that run the graph passes,
  * not ref) lets producers write a Concat's inputs into its output. */
+/* plan_layouts.c: whether s was built for the layouts the plan's inputs
+ * are fed in; s->input_layouts from the plan's, checked against the
+ * inputs (rank-4 float32 tensors in host memory only). */
+bool tsr_plan_layouts_match(const tsr_plan *p, const spec *s);
+tsr_status tsr_spec_input_layouts(const tsr_plan *p, spec *s, int n_inputs,
+                                  const tsr_tensor *inputs, const uint8_t *residency);
 tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads,
                         tsr_precision precision, bool depth_first, bool autotune, bool optimize,
                         bool verbose);
