@@ -46,10 +46,11 @@
  * then through n = v/|v| with ordinary ops. All of it differentiates again.
  *
  * The kernels work in the 2l+1 coordinates of an orthonormal basis Q of
- * the symmetric traceless tensors of each rank (columns: the orthonormalized
- * ICTs of 2l+1 fixed directions): Π = Q Qᵀ, and the product is a dense
- * (2l3+1) x (2l1+1) x (2l2+1) coupling of coordinates. Q itself does not
- * matter: Π is unique. */
+ * the symmetric traceless tensors of each rank (columns: the parts of T^l
+ * that vary as cos(mφ) and sin(mφ) about the z axis, see ict_basis_build):
+ * Π = Q Qᵀ, and the product is a (2l3+1) x (2l1+1) x (2l2+1) coupling of
+ * coordinates, mostly zeros in this basis. Q does not change any result:
+ * Π is unique. */
 #include "autodiff/autodiff.h"
 #include "ops/ict_plan.h"
 
@@ -190,62 +191,69 @@ static void ict_eval(int l, const double n[3], const int *cls, double *val, doub
         out[idx] = val[cls[idx]];
 }
 
+/* The basis of rank l: columns in the order m = 0, then cos and sin of
+ * m = 1..l, column (m, cos) the part of T^l(n) that varies as cos(mφ) under
+ * rotations about z (sin likewise), found as Σ_j cos(mφ_j) T^l(n(θ, φ_j))
+ * over 2l + 2 equally spaced φ_j, which is exact: T^l(n(θ, φ)) has
+ * Fourier degree l in φ. Each such part spans one dimension of the rank-l
+ * tensors, the parts are orthogonal, and the couplings between them vanish
+ * unless m3 = m1 + m2 or |m1 - m2| (the real Clebsch-Gordan rule), so most
+ * of a product's coupling is zero: 41 of 245 values on the path
+ * (3, 2 -> 3) instead of all. Rank 1 is the standard basis, so rank-1
+ * coordinates are the vector's components (x, y, z: cos, sin of m = 1 and
+ * m = 0). */
 static tsr_status ict_basis_build(int l, tsr_ict_basis *b)
 {
     b->l = l;
     b->dim = 2 * l + 1;
     b->size = pow3(l);
-    b->q = tsr_malloc((size_t)(b->dim * b->size) * sizeof *b->q);
+    b->q = tsr_calloc((size_t)(b->dim * b->size), sizeof *b->q);
     int *cls = tsr_malloc((size_t)b->size * sizeof *cls);
     double *val = tsr_malloc((size_t)((l + 1) * (l + 1)) * sizeof *val);
+    double *t = tsr_malloc((size_t)b->size * sizeof *t);
     tsr_status st = TSR_OK;
-    if (!b->q || !cls || !val) {
+    if (!b->q || !cls || !val || !t) {
         st = TSR_ERR_OUT_OF_MEMORY;
         goto cleanup;
     }
     tsr_ict_classes(l, cls);
-    int found = 0, candidates = 4 * b->dim;
     if (l == 1) {
-        /* The standard basis: rank-1 coordinates are the vector itself. */
-        memset(b->q, 0, 9 * sizeof *b->q);
         for (int i = 0; i < 3; i++)
             b->q[4 * i] = 1.0;
-        found = 3;
+        goto cleanup;
     }
-    /* Candidate directions on a golden-angle spiral; a candidate is kept
-     * when at least a tenth of its norm is new, so the basis is well
-     * conditioned. */
-    for (int m = 0; m < candidates && found < b->dim; m++) {
-        double z = 1.0 - (2.0 * m + 1.0) / candidates, rho = sqrt(1.0 - z * z);
-        double phi = 0.3 + 2.399963229728653 * m;
-        double n[3] = {rho * cos(phi), rho * sin(phi), z};
-        double *col = b->q + found * b->size;
-        ict_eval(l, n, cls, val, col);
-        double before = 0.0, norm = 0.0;
-        for (int64_t i = 0; i < b->size; i++)
-            before += col[i] * col[i];
-        for (int pass = 0; pass < 2; pass++)
-            for (int j = 0; j < found; j++) {
-                const double *prev = b->q + j * b->size;
-                double dot = 0.0;
+    /* Polar angles to try: a part vanishes where its associated Legendre
+     * function does, never at all of these. */
+    static const double thetas[] = {1.1, 0.7, 1.9, 0.4, 1.4, 2.6};
+    int nphi = 2 * l + 2;
+    for (int col = 0; col < b->dim && st == TSR_OK; col++) {
+        int m = (col + 1) / 2;
+        bool sine = col > 0 && col % 2 == 0;
+        double *q = b->q + col * b->size, norm = 0.0;
+        for (size_t a = 0; a < sizeof thetas / sizeof *thetas && !(norm > 1e-6); a++) {
+            memset(q, 0, (size_t)b->size * sizeof *q);
+            for (int j = 0; j < nphi; j++) {
+                double phi = 2.0 * 3.14159265358979323846 * j / nphi, f = sine ? sin(m * phi) : cos(m * phi);
+                double n[3] = {sin(thetas[a]) * cos(phi), sin(thetas[a]) * sin(phi), cos(thetas[a])};
+                ict_eval(l, n, cls, val, t);
                 for (int64_t i = 0; i < b->size; i++)
-                    dot += prev[i] * col[i];
-                for (int64_t i = 0; i < b->size; i++)
-                    col[i] -= dot * prev[i];
+                    q[i] += f * t[i];
             }
+            norm = 0.0;
+            for (int64_t i = 0; i < b->size; i++)
+                norm += q[i] * q[i];
+        }
+        if (!(norm > 1e-6)) {
+            st = tsr_error(TSR_ERR_INTERNAL, "no rank-%d ICT basis column for m = %d", l, m);
+            break;
+        }
         for (int64_t i = 0; i < b->size; i++)
-            norm += col[i] * col[i];
-        if (!(norm > 0.01 * before))
-            continue;
-        for (int64_t i = 0; i < b->size; i++)
-            col[i] /= sqrt(norm);
-        found++;
+            q[i] /= sqrt(norm);
     }
-    if (found < b->dim)
-        st = tsr_error(TSR_ERR_INTERNAL, "no well-conditioned basis of rank-%d ICTs found", l);
 cleanup:
     free(cls);
     free(val);
+    free(t);
     if (st != TSR_OK) {
         free(b->q);
         b->q = NULL;
@@ -297,6 +305,14 @@ tsr_status tsr_ict_plan_build(int l1, int l2, int l3, double alpha, tsr_ict_plan
                 p->w[((int64_t)r * d1 + a) * d2 + c] = scale * s;
             }
         }
+    /* The couplings the basis makes zero by symmetry come out as rounding
+     * errors; they are set to zero exactly, so the kernels skip them. */
+    double most = 0.0;
+    for (int64_t i = 0; i < (int64_t)d1 * d2 * d3; i++)
+        most = fabs(p->w[i]) > most ? fabs(p->w[i]) : most;
+    for (int64_t i = 0; i < (int64_t)d1 * d2 * d3; i++)
+        if (fabs(p->w[i]) < 1e-12 * most)
+            p->w[i] = 0.0;
 cleanup:
     free(m);
     if (st != TSR_OK)
