@@ -172,8 +172,8 @@ static tsr_status edge_grad_infer(tsr_infer_ctx *c)
 
 static tsr_status check_indices(const tsr_tensor *idx, int64_t rows, const char *what)
 {
-    const int64_t *v = idx->data;
-    for (int64_t e = 0; e < tsr_tensor_numel(idx); e++)
+    const int64_t *v = idx->data, n = tsr_tensor_numel(idx);
+    for (int64_t e = 0; e < n; e++)
         if (v[e] < 0 || v[e] >= rows)
             return tsr_error(TSR_ERR_INVALID_ARGUMENT,
                              "%s index %lld of edge %lld is out of range for %lld nodes", what,

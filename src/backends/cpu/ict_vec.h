@@ -26,24 +26,29 @@ static inline int ict_threads_for(int threads, int64_t work)
 }
 
 /* v = n values from p (n at most a vector's lanes), the lanes from n on zero:
- * a whole vector loads in one move (a memcpy of constant size). */
+ * a whole vector loads in one move (a memcpy of constant size), a tail lane
+ * by lane, so that v never needs an address and stays in a register. */
 #define ICT_VEC_LOAD(v, p, n)                                                                      \
     do {                                                                                           \
         if ((size_t)(n) * sizeof((v)[0]) == sizeof(v)) {                                           \
             memcpy(&(v), (p), sizeof(v));                                                          \
         } else {                                                                                   \
-            memset(&(v), 0, sizeof(v));                                                            \
-            memcpy(&(v), (p), (size_t)(n) * sizeof((v)[0]));                                       \
+            __typeof__(v) t_ = {0};                                                                \
+            for (size_t i_ = 0; i_ < (size_t)(n); i_++)                                            \
+                t_[i_] = (p)[i_];                                                                  \
+            (v) = t_;                                                                              \
         }                                                                                          \
     } while (0)
 
 /* The first n lanes of v to p. */
 #define ICT_VEC_STORE(p, v, n)                                                                     \
     do {                                                                                           \
-        if ((size_t)(n) * sizeof((v)[0]) == sizeof(v))                                             \
+        if ((size_t)(n) * sizeof((v)[0]) == sizeof(v)) {                                           \
             memcpy((p), &(v), sizeof(v));                                                          \
-        else                                                                                       \
-            memcpy((p), &(v), (size_t)(n) * sizeof((v)[0]));                                       \
+        } else {                                                                                   \
+            for (size_t i_ = 0; i_ < (size_t)(n); i_++)                                            \
+                (p)[i_] = (v)[i_];                                                                 \
+        }                                                                                          \
     } while (0)
 
 #endif

@@ -36,46 +36,61 @@
  * coordinate instead of one per (r, s). */
 #define EDGE_MAX_L 3
 #define EDGE_MAX_D (2 * EDGE_MAX_L + 1)
+/* The folded coupling padded to whole vectors (49 values: 4 vectors of
+ * float32, 7 of float64). */
+#define EDGE_MAX_FOLD 64
 
 typedef struct {
     int ls[3];
     bool transpose;
     int d_in, d_out, d2; /* the message's x and z widths (d1, d3 for the gradient) */
-    const void *w;       /* [d2][d_out][d_in] coupling in the data's dtype */
+    int nqp;             /* d_out x d_in rounded up to whole vectors */
+    const void *w;       /* [d2][nqp]: [d_out][d_in] coupling, zero-padded, the data's dtype */
 } edge_data;
 
 /* clang-format off */
-/* m[q] = Σ_t W[t][q] y_t, along q as vectors (W is [d2][d_out x d_in]). */
-#define EDGE_FOLD(T, m, wc, yk, nq, d2)                                                            \
-    for (int q = 0; q < (nq); q++)                                                                 \
-        m[q] = 0;                                                                                  \
-    for (int t = 0; t < (d2); t++) {                                                               \
-        T yt = yk[t];                                                                              \
-        const T *wt = wc + t * (nq);                                                               \
-        _Pragma("omp simd")                                                                        \
-        for (int q = 0; q < (nq); q++)                                                             \
-            m[q] += wt[q] * yt;                                                                    \
+/* BODY(..., width) with the node width (2l + 1, l <= EDGE_MAX_L) a constant,
+ * so that the compiler keeps the rows of one vector of channels in
+ * registers and unrolls the loops over them. */
+#define EDGE_BY_WIDTH(width, BODY, ...)                                                            \
+    switch (width) {                                                                               \
+    case 1: BODY(__VA_ARGS__, 1); break;                                                           \
+    case 3: BODY(__VA_ARGS__, 3); break;                                                           \
+    case 5: BODY(__VA_ARGS__, 5); break;                                                           \
+    default: BODY(__VA_ARGS__, 7); break;                                                          \
+    }
+
+/* m[q] = Σ_t W[t][q] y_t, a vector of q at a time kept in a register (W is
+ * [d2][nqp], each row padded with zeros to whole vectors, nqp values). */
+#define EDGE_FOLD(T, V, m, wc, yk, nqp, d2)                                                        \
+    for (int j = 0; j < (nqp); j += (int)(ICT_VEC_BYTES / sizeof(T))) {                            \
+        V acc_ = {0}, wv_;                                                                         \
+        for (int t = 0; t < (d2); t++) {                                                           \
+            memcpy(&wv_, wc + t * (nqp) + j, sizeof wv_);                                          \
+            acc_ += wv_ * yk[t];                                                                   \
+        }                                                                                          \
+        memcpy(m + j, &acc_, sizeof acc_);                                                         \
     }
 
 #define EDGE_DEFINE(T, SUFFIX, TARGET)                                                             \
     typedef T edge_vec_##T##_##SUFFIX __attribute__((vector_size(ICT_VEC_BYTES)));                 \
-    TARGET static void edge_message_##T##_##SUFFIX(const edge_data *d, const T *x, const T *y,     \
-                                                   const T *w, const int64_t *src,                 \
-                                                   const int64_t *dst, T *z, int64_t n, int64_t e, \
-                                                   int64_t ch, int64_t c0, int64_t c1)             \
+    TARGET static inline __attribute__((always_inline)) void edge_message_body_##T##_##SUFFIX(     \
+        const edge_data *d, const T *x, const T *y, const T *w, const int64_t *src,                \
+        const int64_t *dst, T *z, int64_t n, int64_t e, int64_t ch, int64_t c0, int64_t c1,        \
+        const int di)                                                                              \
     {                                                                                              \
         typedef edge_vec_##T##_##SUFFIX V;                                                         \
         const int64_t nl = ICT_VEC_BYTES / sizeof(T);                                              \
         const T *wc = d->w;                                                                        \
-        int di = d->d_in, dout = d->d_out, d2 = d->d2;                                             \
-        T m[EDGE_MAX_D * EDGE_MAX_D];                                                              \
+        int dout = d->d_out, d2 = d->d2;                                                           \
+        T m[EDGE_MAX_FOLD];                                                                        \
         V xw[EDGE_MAX_D];                                                                          \
         for (int64_t a = 0; a < n * dout; a++)                                                     \
             memset(z + a * ch + c0, 0, (size_t)(c1 - c0) * sizeof(T));                             \
         for (int64_t k = 0; k < e; k++) {                                                          \
             const T *yk = y + k * d2, *wk = w + k * ch, *xs = x + src[k] * di * ch;                \
             T *zd = z + dst[k] * dout * ch;                                                        \
-            EDGE_FOLD(T, m, wc, yk, dout * di, d2)                                                 \
+            EDGE_FOLD(T, V, m, wc, yk, d->nqp, d2)                                                 \
             for (int64_t cb = c0; cb < c1; cb += nl) {                                             \
                 int64_t len = c1 - cb < nl ? c1 - cb : nl;                                         \
                 V wv;                                                                              \
@@ -84,35 +99,47 @@ typedef struct {
                     ICT_VEC_LOAD(xw[i], xs + i * ch + cb, len);                                    \
                     xw[i] *= wv;                                                                   \
                 }                                                                                  \
+                /* The edge's term first, then one add into z: consecutive edges mostly   \
+                   share their destination, and only that add waits for the previous one. */   \
                 for (int o = 0; o < dout; o++) {                                                   \
                     const T *mo = m + o * di;                                                      \
-                    V acc;                                                                         \
+                    V term = mo[0] * xw[0], acc;                                                   \
+                    for (int i = 1; i < di; i++)                                                   \
+                        term += mo[i] * xw[i];                                                     \
                     ICT_VEC_LOAD(acc, zd + o * ch + cb, len);                                      \
-                    for (int i = 0; i < di; i++)                                                   \
-                        acc += mo[i] * xw[i];                                                      \
+                    acc += term;                                                                   \
                     ICT_VEC_STORE(zd + o * ch + cb, acc, len);                                     \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    TARGET static void edge_grad_##T##_##SUFFIX(const edge_data *d, const T *a, const T *y,        \
-                                                const T *w, const T *b, const int64_t *ia,         \
-                                                const int64_t *ib, T *dw, T *dy, int64_t k0,       \
-                                                int64_t k1, int64_t ch)                            \
+    /* The message with its input width a constant of each call. */                               \
+    TARGET static void edge_message_##T##_##SUFFIX(const edge_data *d, const T *x, const T *y,     \
+                                                   const T *w, const int64_t *src,                 \
+                                                   const int64_t *dst, T *z, int64_t n, int64_t e, \
+                                                   int64_t ch, int64_t c0, int64_t c1)             \
+    {                                                                                              \
+        EDGE_BY_WIDTH(d->d_in, edge_message_body_##T##_##SUFFIX, d, x, y, w, src, dst, z, n, e,    \
+                      ch, c0, c1);                                                                 \
+    }                                                                                              \
+                                                                                                   \
+    TARGET static inline __attribute__((always_inline)) void edge_grad_body_##T##_##SUFFIX(        \
+        const edge_data *d, const T *a, const T *y, const T *w, const T *b, const int64_t *ia,     \
+        const int64_t *ib, T *dw, T *dy, int64_t k0, int64_t k1, int64_t ch, const int d1)         \
     {                                                                                              \
         typedef edge_vec_##T##_##SUFFIX V;                                                         \
         const int64_t nl = ICT_VEC_BYTES / sizeof(T);                                              \
         const T *wc = d->w;                                                                        \
-        int d1 = d->d_in, d3 = d->d_out, d2 = d->d2;                                               \
-        T m[EDGE_MAX_D * EDGE_MAX_D];                                                              \
+        int d3 = d->d_out, d2 = d->d2;                                                             \
+        T m[EDGE_MAX_FOLD];                                                                        \
         V av[EDGE_MAX_D], bv[EDGE_MAX_D], lanes[EDGE_MAX_D * EDGE_MAX_D];                          \
         int nq = d3 * d1;                                                                          \
         for (int64_t k = k0; k < k1; k++) {                                                        \
             const T *yk = y + k * d2, *wk = w + k * ch;                                            \
             const T *as = a + ia[k] * d1 * ch, *bs = b + ib[k] * d3 * ch;                          \
             T *dwk = dw + k * ch;                                                                  \
-            EDGE_FOLD(T, m, wc, yk, nq, d2)                                                        \
+            EDGE_FOLD(T, V, m, wc, yk, d->nqp, d2)                                                 \
             for (int q = 0; q < nq; q++)                                                           \
                 lanes[q] = (V){0};                                                                 \
             for (int64_t cb = 0; cb < ch; cb += nl) {                                              \
@@ -132,7 +159,7 @@ typedef struct {
                 ICT_VEC_STORE(dwk + cb, dwv, len);                                                 \
             }                                                                                      \
             for (int t = 0; t < d2; t++) {                                                         \
-                const T *wt = wc + t * nq;                                                         \
+                const T *wt = wc + t * d->nqp;                                                     \
                 V acc = {0};                                                                       \
                 T sum = 0;                                                                         \
                 for (int q = 0; q < nq; q++)                                                       \
@@ -142,6 +169,15 @@ typedef struct {
                 dy[k * d2 + t] = sum;                                                              \
             }                                                                                      \
         }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    TARGET static void edge_grad_##T##_##SUFFIX(const edge_data *d, const T *a, const T *y,        \
+                                                const T *w, const T *b, const int64_t *ia,         \
+                                                const int64_t *ib, T *dw, T *dy, int64_t k0,       \
+                                                int64_t k1, int64_t ch)                            \
+    {                                                                                              \
+        EDGE_BY_WIDTH(d->d_in, edge_grad_body_##T##_##SUFFIX, d, a, y, w, b, ia, ib, dw, dy, k0,   \
+                      k1, ch);                                                                     \
     }
 /* clang-format on */
 
@@ -262,8 +298,9 @@ static void edge_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t
 }
 
 /* The coupling as [d2][d3][d1] ([d2][d1][d3] for a transposed message, so
- * that both directions run the same loops): folding an edge's y runs along
- * the d3 x d1 values as vectors. */
+ * that both directions run the same loops), each row of d3 x d1 values
+ * padded with zeros to whole vectors: folding an edge's y runs along them
+ * as vectors. */
 static tsr_status edge_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 {
     int ls[3];
@@ -274,20 +311,25 @@ static tsr_status edge_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
     TSR_CHECK(tsr_ict_plan_build(ls[0], ls[1], ls[2], alpha, &plan));
     int d1 = plan.b[0].dim, d2 = plan.b[1].dim, d3 = plan.b[2].dim;
     tsr_dtype dt = tsr_cpu_output(ctx->graph, ctx->node, 0)->dtype;
-    size_t es = tsr_dtype_size(dt), n = (size_t)d1 * d2 * d3;
-    edge_data *d = tsr_malloc(sizeof *d + n * es);
+    size_t es = tsr_dtype_size(dt), lanes = ICT_VEC_BYTES / es;
+    int nqp = (int)(((size_t)d1 * d3 + lanes - 1) / lanes * lanes);
+    edge_data *d = tsr_calloc(1, sizeof *d + (size_t)d2 * nqp * es);
     if (!d) {
         tsr_ict_plan_free(&plan);
         return TSR_ERR_OUT_OF_MEMORY;
     }
-    *d = (edge_data){
-        .transpose = tr, .d_in = tr ? d3 : d1, .d_out = tr ? d1 : d3, .d2 = d2, .w = d + 1};
+    *d = (edge_data){.transpose = tr,
+                     .d_in = tr ? d3 : d1,
+                     .d_out = tr ? d1 : d3,
+                     .d2 = d2,
+                     .nqp = nqp,
+                     .w = d + 1};
     memcpy(d->ls, ls, sizeof ls);
     for (int r = 0; r < d3; r++)
         for (int p = 0; p < d1; p++)
             for (int q = 0; q < d2; q++) {
                 double v = plan.w[((int64_t)r * d1 + p) * d2 + q];
-                int64_t i = (int64_t)q * d1 * d3 + (tr ? p * d3 + r : r * d1 + p);
+                int64_t i = (int64_t)q * nqp + (tr ? p * d3 + r : r * d1 + p);
                 if (es == sizeof(double))
                     ((double *)(d + 1))[i] = v;
                 else
