@@ -45,6 +45,8 @@ typedef struct {
     bool transpose;
     int d_in, d_out, d2; /* the message's x and z widths (d1, d3 for the gradient) */
     int nqp;             /* d_out x d_in rounded up to whole vectors */
+    /* The nonzero couplings of each y coordinate t: q = nzq[nzo[t]..nzo[t+1]). */
+    int nzo[EDGE_MAX_D + 1], nzq[EDGE_MAX_D * EDGE_MAX_D * EDGE_MAX_D];
     const void *w;       /* [d2][nqp]: [d_out][d_in] coupling, zero-padded, the data's dtype */
 } edge_data;
 
@@ -150,20 +152,32 @@ typedef struct {
                     ICT_VEC_LOAD(av[s], as + s * ch + cb, len);                                    \
                 for (int r = 0; r < d3; r++)                                                       \
                     ICT_VEC_LOAD(bv[r], bs + r * ch + cb, len);                                    \
-                for (int r = 0; r < d3; r++)                                                       \
-                    for (int s = 0; s < d1; s++) {                                                 \
-                        V p = av[s] * bv[r];                                                       \
-                        dwv += m[r * d1 + s] * p;                                                  \
-                        lanes[r * d1 + s] += wv * p;                                               \
-                    }                                                                              \
+                /* dw = Σ_r b_r ⊙ (Σ_s m_rs a_s): the inner sums are independent, so     \
+                   no chain of d3 x d1 dependent adds forms. */                                 \
+                for (int r = 0; r < d3; r++) {                                                     \
+                    const T *mr = m + r * d1;                                                      \
+                    V u = mr[0] * av[0], wb = wv * bv[r];                                          \
+                    for (int s = 1; s < d1; s++)                                                   \
+                        u += mr[s] * av[s];                                                        \
+                    dwv += u * bv[r];                                                              \
+                    for (int s = 0; s < d1; s++)                                                   \
+                        lanes[r * d1 + s] += wb * av[s];                                           \
+                }                                                                                  \
                 ICT_VEC_STORE(dwk + cb, dwv, len);                                                 \
             }                                                                                      \
             for (int t = 0; t < d2; t++) {                                                         \
                 const T *wt = wc + t * d->nqp;                                                     \
-                V acc = {0};                                                                       \
+                /* Over the nonzero couplings of t only, in two independent sums. */      \
+                V acc = {0}, acc1 = {0};                                                           \
                 T sum = 0;                                                                         \
-                for (int q = 0; q < nq; q++)                                                       \
-                    acc += wt[q] * lanes[q];                                                       \
+                int i = d->nzo[t];                                                                 \
+                for (; i + 2 <= d->nzo[t + 1]; i += 2) {                                           \
+                    acc += wt[d->nzq[i]] * lanes[d->nzq[i]];                                       \
+                    acc1 += wt[d->nzq[i + 1]] * lanes[d->nzq[i + 1]];                              \
+                }                                                                                  \
+                if (i < d->nzo[t + 1])                                                             \
+                    acc += wt[d->nzq[i]] * lanes[d->nzq[i]];                                       \
+                acc += acc1;                                                                       \
                 for (int l = 0; l < nl; l++)                                                       \
                     sum += acc[l];                                                                 \
                 dy[k * d2 + t] = sum;                                                              \
@@ -335,6 +349,16 @@ static tsr_status edge_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
                 else
                     ((float *)(d + 1))[i] = (float)v;
             }
+    for (int q = 0, k = 0; q < d2; q++) {
+        d->nzo[q] = k;
+        for (int i = 0; i < d1 * d3; i++) {
+            double v = es == sizeof(double) ? ((double *)(d + 1))[q * nqp + i]
+                                            : ((float *)(d + 1))[q * nqp + i];
+            if (v != 0)
+                d->nzq[k++] = i;
+        }
+        d->nzo[q + 1] = k;
+    }
     tsr_ict_plan_free(&plan);
     s->data = d;
     s->run = ctx->node->op == &tsr_op_ICTEdgeMessage ? edge_message_run : edge_grad_run;
