@@ -193,14 +193,7 @@ def main():
         write_extxyz(xyz, numbers, pos, cell)
         np.savez(npz, numbers=numbers, positions=pos,
                  cell=cell if cell is not None else np.zeros(0))
-        refres = None
-        if n in args.ref_sizes:
-            log(f"reference, {n} atoms")
-            try:
-                refres = run_reference(args, stem, npz)
-            except RuntimeError as e:
-                log(f"reference failed at {n} atoms: {e}")
-                failed = True
+        results = {}
         for dtype in args.dtypes:
             log(f"tessera, {n} atoms, {dtype}")
             try:
@@ -210,6 +203,18 @@ def main():
                 print(f"| {n} | {dtype} | fail | | | | | | |", flush=True)
                 failed = True
                 continue
+            results[dtype] = t
+        # The reference runs after Tessera: on the 2-core VMs, two-thread runs right after
+        # the PyTorch process were 1.7x slower than alone (docs/benchmarks.md).
+        refres = None
+        if n in args.ref_sizes:
+            log(f"reference, {n} atoms")
+            try:
+                refres = run_reference(args, stem, npz)
+            except RuntimeError as e:
+                log(f"reference failed at {n} atoms: {e}")
+                failed = True
+        for dtype, t in results.items():
             cells = [str(n), dtype, "%.2f" % t["ms"], "%.0f" % (n * 1e3 / t["ms"]),
                      "%.1f" % t["rss"]]
             if refres:
