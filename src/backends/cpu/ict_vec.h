@@ -51,4 +51,24 @@ static inline int ict_threads_for(int threads, int64_t work)
         }                                                                                          \
     } while (0)
 
+/* out = the sum of v's lanes, as a tree: the halves of v added as vectors
+ * (32 then 16 bytes), then the last 16 bytes' lanes. */
+#define ICT_VEC_HSUM(T, v, out)                                                                    \
+    do {                                                                                           \
+        typedef T ict_h32_ __attribute__((vector_size(32)));                                       \
+        typedef T ict_h16_ __attribute__((vector_size(16)));                                       \
+        ict_h32_ lo_, hi_;                                                                         \
+        ict_h16_ a_, b_;                                                                           \
+        memcpy(&lo_, &(v), sizeof lo_);                                                            \
+        memcpy(&hi_, (const char *)&(v) + sizeof lo_, sizeof hi_);                                 \
+        lo_ += hi_;                                                                                \
+        memcpy(&a_, &lo_, sizeof a_);                                                              \
+        memcpy(&b_, (const char *)&lo_ + sizeof a_, sizeof b_);                                    \
+        a_ += b_;                                                                                  \
+        T s_ = 0;                                                                                  \
+        for (size_t i_ = 0; i_ < sizeof a_ / sizeof(T); i_++)                                      \
+            s_ += a_[i_];                                                                          \
+        (out) = s_;                                                                                \
+    } while (0)
+
 #endif

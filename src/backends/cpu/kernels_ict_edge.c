@@ -169,7 +169,7 @@ typedef struct {
                 const T *wt = wc + t * d->nqp;                                                     \
                 /* Over the nonzero couplings of t only, in two independent sums. */      \
                 V acc = {0}, acc1 = {0};                                                           \
-                T sum = 0;                                                                         \
+                T sum;                                                                             \
                 int i = d->nzo[t];                                                                 \
                 for (; i + 2 <= d->nzo[t + 1]; i += 2) {                                           \
                     acc += wt[d->nzq[i]] * lanes[d->nzq[i]];                                       \
@@ -178,8 +178,7 @@ typedef struct {
                 if (i < d->nzo[t + 1])                                                             \
                     acc += wt[d->nzq[i]] * lanes[d->nzq[i]];                                       \
                 acc += acc1;                                                                       \
-                for (int l = 0; l < nl; l++)                                                       \
-                    sum += acc[l];                                                                 \
+                ICT_VEC_HSUM(T, acc, sum);                                                         \
                 dy[k * d2 + t] = sum;                                                              \
             }                                                                                      \
         }                                                                                          \
