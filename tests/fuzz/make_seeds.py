@@ -264,7 +264,7 @@ def i64_bytes(*values):
 
 
 def onnx_regressions(out):
-    """Issue 9's hand-made size attacks and the fuzzers' three finds
+    """Issue 9's hand-made size attacks and the fuzzers' finds
     (docs/fuzzing.md, Results)."""
     N = helper.make_node
     one = helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
@@ -282,6 +282,10 @@ def onnx_regressions(out):
         "constantofshape-2p62-relu.onnx": ([N("ConstantOfShape", ["s"], ["c"], value=one),
                                             N("Relu", ["c"], ["y"])],
                                            [], [t("y", None)], [shape_2p62]),
+        # An arena of exactly 1 GiB, which ASan's limit allowed and the fuzzer reported.
+        "constantofshape-1gib-relu.onnx": (
+            [N("ConstantOfShape", ["s"], ["c"], value=one), N("Relu", ["c"], ["y"])],
+            [], [t("y", None)], [raw_tensor("s", TensorProto.INT64, [1], i64_bytes(1 << 28))]),
         "expand-2p62.onnx": ([N("Expand", ["x", "s"], ["y"])], [t("x", [1])], [t("y", None)],
                              [shape_2p62]),
         "expand-2p31-2p31-4.onnx": (
