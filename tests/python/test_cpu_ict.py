@@ -2,8 +2,9 @@
 (kernels_ict_edge.c) against the ref kernels.
 
 In coordinates, with channels on both inputs (the product basis of ICTP and its
-gradients), the cpu kernel runs the nonzero couplings one vector of channels at a time
-(16 float32 or 8 float64 lanes) with a tail for the channels past the last whole vector;
+gradients), the cpu kernel runs the nonzero couplings on tiles of 4 or 8 vectors of
+channels (16 float32 or 8 float64 lanes) across rows, each row's last vector
+zero-padded: rows and channels that fill no tile, whole tiles, and a partial last one;
 channel-less inputs fold the coupling first, sum_channels sums the channels first. Every
 path up to rank 3 and some to rank 5, channel counts below, at and around the vector
 widths, float32 and float64, one and two threads, every vector level of this machine.
@@ -50,10 +51,10 @@ def test_coordinates_with_channels_matches_ref(ls, dtype):
     rng = np.random.default_rng(sum(ls))
     l1, l2, l3 = ls
     for c in CHANNELS:
-        n = 1 + c % 5
-        x = rng.standard_normal((n, 2 * l1 + 1, c)).astype(dtype)
-        y = rng.standard_normal((n, 2 * l2 + 1, c)).astype(dtype)
-        check(x, y, dict(l1=l1, l2=l2, l3=l3, alpha=0.7, coordinates=1))
+        for n in (1 + c % 5, 11):
+            x = rng.standard_normal((n, 2 * l1 + 1, c)).astype(dtype)
+            y = rng.standard_normal((n, 2 * l2 + 1, c)).astype(dtype)
+            check(x, y, dict(l1=l1, l2=l2, l3=l3, alpha=0.7, coordinates=1))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -40,11 +40,10 @@ typedef struct {
     /* The same as [d2][d3][d1] and [d1][d3][d2]: folding a channel-less
      * input into the coupling runs along the other two axes as vectors. */
     const void *wy, *wx;
-    /* The nonzero couplings by output coordinate r, then x coordinate s:
-     * the (r, s) pairs of r are sp[so[r]..so[r+1]), the y coordinates of
-     * pair k are ti[to[k]..to[k+1]) with coefficients tf (the dtype). */
-    const int *so, *sp, *to, *ti;
-    const void *tf;
+    /* The nonzero couplings w_rst by output coordinate r: those of r are
+     * k in [ro[r], ro[r+1]), with s = rs[k], t = rt[k], w = rc[k] (the dtype). */
+    const int *ro, *rs, *rt;
+    const void *rc;
     bool sum;      /* sum_channels: the output is summed over the channels */
     bool coords;   /* coordinates: no projections */
 } ict_product_data;
@@ -97,8 +96,55 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
         }                                                                                          \
     } while (0)
 
-#define ICT_PRODUCT_ROWS(T, SUFFIX, TARGET)                                                        \
+/* z_r = Σ w_rst x_s ⊙ y_t over the nonzero couplings, for n rows in
+ * coordinates with ch channels on x, y and z (row i at x + i·sx, its
+ * coordinate s at + s·ch; y and z alike). The rows' vectors of channels
+ * (a row's last one zero-padded) run TILE at a time: packed side by side,
+ * each coupling's multiply-adds then address both inputs at constant
+ * offsets, and each vector has its own accumulator, so that they overlap
+ * instead of waiting on one another. */
+#define ICT_COUPLE(T, SUFFIX, TARGET, TILE)                                                        \
     typedef T ict_vec_##SUFFIX __attribute__((vector_size(ICT_VEC_BYTES)));                       \
+    TARGET static void ict_couple_##SUFFIX(const ict_product_data *d, const T *x, const T *y,      \
+                                           T *z, int64_t n, int64_t sx, int64_t sy, int64_t sz,    \
+                                           int64_t ch)                                             \
+    {                                                                                              \
+        typedef ict_vec_##SUFFIX V;                                                                \
+        const int64_t lanes = ICT_VEC_BYTES / sizeof(T), nv = (ch + lanes - 1) / lanes;            \
+        const int64_t slots = n * nv;                                                              \
+        const int d1 = d->b[0].dim, d2 = d->b[1].dim, d3 = d->b[2].dim;                            \
+        const int *ro = d->ro, *rs = d->rs, *rt = d->rt;                                           \
+        const T *rc = d->rc;                                                                       \
+        V xp[ICT_MAX_D * (TILE)], yp[ICT_MAX_D * (TILE)];                                          \
+        for (int64_t v0 = 0; v0 < slots; v0 += (TILE)) {                                           \
+            int64_t oz[TILE], len[TILE];                                                           \
+            for (int v = 0; v < (TILE); v++) {                                                     \
+                /* Past the last slot: zeros, stored nowhere. */                                   \
+                bool live = v0 + v < slots;                                                        \
+                int64_t i = live ? (v0 + v) / nv : 0, cb = live ? (v0 + v) % nv * lanes : 0;       \
+                len[v] = !live ? 0 : ch - cb < lanes ? ch - cb : lanes;                            \
+                oz[v] = i * sz + cb;                                                               \
+                for (int s = 0; s < d1; s++)                                                       \
+                    ICT_VEC_LOAD(xp[s * (TILE) + v], x + i * sx + s * ch + cb, len[v]);            \
+                for (int t = 0; t < d2; t++)                                                       \
+                    ICT_VEC_LOAD(yp[t * (TILE) + v], y + i * sy + t * ch + cb, len[v]);            \
+            }                                                                                      \
+            for (int r = 0; r < d3; r++) {                                                         \
+                V acc[TILE];                                                                       \
+                _Pragma("GCC unroll 8") for (int v = 0; v < (TILE); v++) acc[v] = (V){0};          \
+                for (int k = ro[r]; k < ro[r + 1]; k++) {                                          \
+                    const V *xs = xp + rs[k] * (TILE), *yt = yp + rt[k] * (TILE);                  \
+                    const T c = rc[k];                                                             \
+                    _Pragma("GCC unroll 8") for (int v = 0; v < (TILE); v++) acc[v] +=             \
+                        (c * xs[v]) * yt[v];                                                       \
+                }                                                                                  \
+                for (int v = 0; v < (TILE); v++)                                                   \
+                    ICT_VEC_STORE(z + oz[v] + r * ch, acc[v], len[v]);                             \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+#define ICT_PRODUCT_ROWS(T, SUFFIX, TARGET)                                                        \
     TARGET static void ict_product_rows_##SUFFIX(const ict_product_data *d, const T *x,            \
                                                  const T *y, T *z, int64_t r0, int64_t r1,         \
                                                  int64_t cx, int64_t cy, int64_t ch, T *scratch)   \
@@ -113,11 +159,13 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
         /* With sum: cho = 1 output channel, coordinates zt[r] (stride zs = 1). */                 \
         const int64_t cho = d->sum ? 1 : ch, zs = cho;                                             \
         const bool coords = d->coords;                                                             \
-        typedef ict_vec_##SUFFIX V;                                                                \
-        const T *tf = d->tf;                                                                       \
-        const int *ti = d->ti, *sp = d->sp;                                                        \
         const int64_t w1 = coords ? d1 : b1->size, w2 = coords ? d2 : b2->size;                    \
         const int64_t w3 = coords ? d3 : b3->size;                                                 \
+        if (coords && cx != 1 && cy != 1 && !d->sum) {                                             \
+            ict_couple_##SUFFIX(d, x + r0 * w1 * ch, y + r0 * w2 * ch, z + r0 * w3 * ch, r1 - r0,  \
+                                w1 * ch, w2 * ch, w3 * ch, ch);                                    \
+            return;                                                                                \
+        }                                                                                          \
         for (int64_t a = r0; a < r1; a++) {                                                        \
             const T *xa = x + a * w1 * cx, *ya = y + a * w2 * cy, *xt = xa, *yt = ya;              \
             T *za = z + a * w3 * cho, *zt = za;                                                    \
@@ -158,31 +206,9 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
                         folded[i] += vt * wt[i];                                                   \
                 }                                                                                  \
             }                                                                                      \
-            /* Both with channels (and no channel sum): z_r += x_s ⊙ Σ_t w_rst y_t over the        \
-               nonzero w_rst, one vector of channels at a time, x and y of those channels      \
-               loaded once (zero past ch). */                                                      \
-            const bool general = cx != 1 && cy != 1 && !d->sum;                                    \
-            const int64_t lanes = ICT_VEC_BYTES / sizeof(T);                                       \
-            for (int64_t cb = 0; general && cb < ch; cb += lanes) {                                \
-                const int64_t len = ch - cb < lanes ? ch - cb : lanes;                             \
-                V xl[ICT_MAX_D], yl[ICT_MAX_D];                                                    \
-                for (int s = 0; s < d1; s++) {                                                     \
-                    ICT_VEC_LOAD(xl[s], xt + s * cx + cb, len);                                    \
-                }                                                                                  \
-                for (int t = 0; t < d2; t++) {                                                     \
-                    ICT_VEC_LOAD(yl[t], yt + t * cy + cb, len);                                    \
-                }                                                                                  \
-                for (int r = 0; r < d3; r++) {                                                     \
-                    V zc = {0};                                                                    \
-                    for (int k = d->so[r]; k < d->so[r + 1]; k++) {                                \
-                        V f = {0};                                                                 \
-                        for (int q = d->to[k]; q < d->to[k + 1]; q++)                              \
-                            f += tf[q] * yl[ti[q]];                                                \
-                        zc += f * xl[sp[k]];                                                       \
-                    }                                                                              \
-                    ICT_VEC_STORE(zt + r * ch + cb, zc, len);                                      \
-                }                                                                                  \
-            }                                                                                      \
+            /* Both with channels (and no channel sum): the projected row alone. */              \
+            if (cx != 1 && cy != 1 && !d->sum)                                                     \
+                ict_couple_##SUFFIX(d, xt, yt, zt, 1, 0, 0, 0, ch);                                \
             /* One input without channels: the coupling folded with it, per r. */                  \
             for (int r = 0; r < d3 && (cx == 1 || cy == 1) && !(d->sum && cx == ch && cy == ch);   \
                  r++) {                                                                            \
@@ -234,11 +260,19 @@ static size_t ict_product_scratch(const ict_product_data *d, int64_t cx, int64_t
     }
 /* clang-format on */
 
+/* The tile of whole vectors in registers: 8 of 32 AVX-512 registers, 4
+ * vectors (8 of 16 registers) with AVX2 and on the portable path. */
+ICT_COUPLE(float, float_portable, , 4)
+ICT_COUPLE(double, double_portable, , 4)
 ICT_PRODUCT_ROWS(float, float_portable, )
 ICT_PRODUCT_ROWS(double, double_portable, )
 #if TSR_CPU_X86
 #define AVX2_TARGET __attribute__((target("avx2,fma")))
 #define AVX512_TARGET __attribute__((target("avx512f,avx2,fma")))
+ICT_COUPLE(float, float_avx2, AVX2_TARGET, 4)
+ICT_COUPLE(double, double_avx2, AVX2_TARGET, 4)
+ICT_COUPLE(float, float_avx512, AVX512_TARGET, 8)
+ICT_COUPLE(double, double_avx512, AVX512_TARGET, 8)
 ICT_PRODUCT_ROWS(float, float_avx2, AVX2_TARGET)
 ICT_PRODUCT_ROWS(double, double_avx2, AVX2_TARGET)
 ICT_PRODUCT_ROWS(float, float_avx512, AVX512_TARGET)
@@ -351,18 +385,12 @@ static tsr_status ict_product_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state 
     TSR_CHECK(tsr_ict_plan_build(ls[0], ls[1], ls[2], alpha, &plan));
     size_t es = tsr_dtype_size(tsr_cpu_output(ctx->graph, ctx->node, 0)->dtype);
     int d1 = plan.b[0].dim, d2 = plan.b[1].dim, d3 = plan.b[2].dim;
-    int64_t nw = (int64_t)d1 * d2 * d3, nnz = 0, pairs = 0;
+    int64_t nw = (int64_t)d1 * d2 * d3, nnz = 0;
     for (int64_t i = 0; i < nw; i++)
         nnz += plan.w[i] != 0;
-    for (int64_t rs = 0; rs < (int64_t)d3 * d1; rs++)
-        for (int q = 0; q < d2; q++)
-            if (plan.w[rs * d2 + q] != 0) {
-                pairs++;
-                break;
-            }
     /* The struct and its arrays in one allocation, which release frees. */
     size_t head = (sizeof(ict_product_data) + 7) / 8 * 8, wbytes = ((size_t)nw * es + 7) / 8 * 8;
-    size_t lists = ((size_t)(d3 + 1 + 2 * pairs + 1 + nnz) * sizeof(int) + 7) / 8 * 8;
+    size_t lists = ((size_t)(d3 + 1 + 2 * nnz) * sizeof(int) + 7) / 8 * 8;
     size_t fbytes = ((size_t)nnz * es + 7) / 8 * 8, bytes = head + 3 * wbytes + lists + fbytes;
     for (int i = 0; i < 3; i++)
         bytes += kernel_basis_build(&plan.b[i], NULL, es, NULL, NULL);
@@ -377,42 +405,35 @@ static tsr_status ict_product_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state 
     }
     char *at = (char *)d + head;
     void *w = at, *wy = at + wbytes, *wx = at + 2 * wbytes;
-    int *so = (int *)(at + 3 * wbytes), *sp = so + d3 + 1, *to = sp + pairs, *ti = to + pairs + 1;
-    void *tf = at + 3 * wbytes + lists;
-    int k = 0, j = 0;
+    int *ro = (int *)(at + 3 * wbytes), *rs = ro + d3 + 1, *rt = rs + nnz;
+    void *rc = at + 3 * wbytes + lists;
+    int k = 0;
     for (int r = 0; r < d3; r++) {
-        so[r] = k;
-        for (int p = 0; p < d1; p++) {
-            bool listed = false; /* (r, p) has a pair already */
+        ro[r] = k;
+        for (int p = 0; p < d1; p++)
             for (int q = 0; q < d2; q++) {
-                double v = plan.w[((int64_t)r * d1 + p) * d2 + q];
-                if (v != 0) {
-                    if (!listed) {
-                        sp[k] = p;
-                        to[k++] = j;
-                        listed = true;
-                    }
-                    ti[j] = q;
-                    if (es == sizeof(double))
-                        ((double *)tf)[j] = v;
-                    else
-                        ((float *)tf)[j] = (float)v;
-                    j++;
-                }
                 int64_t i = ((int64_t)r * d1 + p) * d2 + q, iy = ((int64_t)q * d3 + r) * d1 + p;
                 int64_t ix = ((int64_t)p * d3 + r) * d2 + q;
+                double v = plan.w[i];
+                if (v != 0) {
+                    rs[k] = p;
+                    rt[k] = q;
+                    if (es == sizeof(double))
+                        ((double *)rc)[k] = v;
+                    else
+                        ((float *)rc)[k] = (float)v;
+                    k++;
+                }
                 if (es == sizeof(double)) {
                     ((double *)w)[i] = ((double *)wy)[iy] = ((double *)wx)[ix] = v;
                 } else {
                     ((float *)w)[i] = ((float *)wy)[iy] = ((float *)wx)[ix] = (float)v;
                 }
             }
-        }
     }
-    so[d3] = k;
-    to[k] = j;
-    *d = (ict_product_data){.w = w, .wy = wy, .wx = wx, .so = so, .sp = sp, .to = to, .ti = ti,
-                            .tf = tf, .sum = sum, .coords = coords};
+    ro[d3] = k;
+    *d = (ict_product_data){.w = w, .wy = wy, .wx = wx, .ro = ro, .rs = rs, .rt = rt, .rc = rc,
+                            .sum = sum, .coords = coords};
     at += 3 * wbytes + lists + fbytes;
     for (int i = 0; i < 3; i++) {
         tsr_ict_classes(ls[i], cls);
