@@ -225,23 +225,14 @@ static tsr_status reduce_infer(tsr_infer_ctx *c)
     return TSR_OK;
 }
 
-/* Input dims split into runs of kept and reduced axes; adjacent axes of the
- * same kind merge into one run, size-1 axes vanish. */
-typedef struct reduce_runs {
-    int n_kept, n_red;
-    int64_t kept_size[TSR_MAX_RANK], kept_stride[TSR_MAX_RANK];
-    int64_t red_size[TSR_MAX_RANK], red_stride[TSR_MAX_RANK];
-    int64_t out_count, red_count;
-} reduce_runs;
-
-static void reduce_runs_of(const tsr_tensor *x, const bool *mask, reduce_runs *r)
+void tsr_reduce_runs_of(int rank, const int64_t *dims, const bool *mask, tsr_reduce_runs *r)
 {
     r->n_kept = r->n_red = 0;
     r->out_count = r->red_count = 1;
     int64_t stride = 1;
     int last = -1; /* kind of the run just added, walking from the innermost axis */
-    for (int d = x->rank - 1; d >= 0; d--) {
-        int64_t size = x->dims[d];
+    for (int d = rank - 1; d >= 0; d--) {
+        int64_t size = dims[d];
         int kind = mask[d] ? 1 : 0;
         if (size != 1) {
             int64_t *sizes = kind ? r->red_size : r->kept_size;
@@ -269,7 +260,8 @@ static void reduce_runs_of(const tsr_tensor *x, const bool *mask, reduce_runs *r
  * logs and square root are float-only (reduce_dtypes). */
 /* clang-format off */
 #define REDUCE_DEFINE(NAME, T, ACC, LOWEST, HIGHEST, ADD, MUL, MAX_STEP, MIN_STEP)                \
-    static void reduce_run_##NAME(const tsr_kernel_ctx *k, const reduce_runs *r, reduce_mode mode) \
+    static void reduce_run_##NAME(const tsr_kernel_ctx *k, const tsr_reduce_runs *r,               \
+                                  reduce_mode mode)                                                \
     {                                                                                              \
         const T *x = k->inputs[0]->data;                                                           \
         T *y = k->outputs[0]->data;                                                                \
@@ -388,8 +380,8 @@ static tsr_status reduce_ref(const tsr_kernel_ctx *k)
     const tsr_tensor *axes = k->n_inputs > 1 ? k->inputs[1] : NULL;
     bool mask[TSR_MAX_RANK], known;
     TSR_CHECK(reduce_mask(k->node, axes != NULL, axes, x->rank, mask, &known));
-    reduce_runs r;
-    reduce_runs_of(x, mask, &r);
+    tsr_reduce_runs r;
+    tsr_reduce_runs_of(x->rank, x->dims, mask, &r);
     if (tsr_tensor_numel(k->outputs[0]) != r.out_count)
         return tsr_error(TSR_ERR_SHAPE, "output has %lld elements, the reduction gives %lld",
                          (long long)tsr_tensor_numel(k->outputs[0]), (long long)r.out_count);

@@ -11,7 +11,7 @@ static const tsr_cpu_op *const families[] = {tsr_cpu_eltwise_ops, tsr_cpu_pool_o
                                              tsr_cpu_misc_ops, tsr_cpu_dpp_ops, tsr_cpu_ict_ops,
                                              tsr_cpu_ict_edge_ops,
                                              tsr_cpu_resize_ops, tsr_cpu_gemm_ops,
-                                             tsr_cpu_train_ops};
+                                             tsr_cpu_train_ops, tsr_cpu_reduce_ops};
 
 static const tsr_cpu_op *find_op(const tsr_op_def *op)
 {

@@ -63,6 +63,7 @@ extern const tsr_cpu_op tsr_cpu_ict_ops[];
 extern const tsr_cpu_op tsr_cpu_ict_edge_ops[];
 extern const tsr_cpu_op tsr_cpu_gemm_ops[];
 extern const tsr_cpu_op tsr_cpu_train_ops[];
+extern const tsr_cpu_op tsr_cpu_reduce_ops[];
 
 /* Helpers shared by the families. */
 static inline const tsr_value *tsr_cpu_input(const tsr_graph *g, const tsr_node *n, int i)
