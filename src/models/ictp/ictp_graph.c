@@ -220,10 +220,14 @@ static const char *reduce_sum(gb *b, const char *x, int64_t axis, int keepdims)
     return node(b, "ReduceSum", 2, in, 1, &a);
 }
 
+/* x · sigmoid(x): the scaled SiLU without its scale SILU_SCALE, which
+ * every caller folds into the weights of the linear layer that follows
+ * (a constant in inference), saving a pass over the activations forward
+ * and one backward. */
 static const char *silu(gb *b, const char *x)
 {
     const char *sig = node(b, "Sigmoid", 1, &x, 0, NULL);
-    return binary(b, "Mul", binary(b, "Mul", x, sig), cst_scalar(b, SILU_SCALE));
+    return binary(b, "Mul", x, sig);
 }
 
 static const char *ict_product(gb *b, const char *x, const char *y, int l1, int l2, int l3)
@@ -263,7 +267,7 @@ static const char *lin(gb *b, const char *x, const ictp_weight *w, double scale)
 static const char *mlp(gb *b, const char *x, const char *prefix, int n_layers)
 {
     for (int i = 0; i < n_layers; i++) {
-        x = lin(b, x, weight(b, "%s.%d.weight", prefix, 2 * i), 1.0);
+        x = lin(b, x, weight(b, "%s.%d.weight", prefix, 2 * i), i > 0 ? SILU_SCALE : 1.0);
         if (i + 1 < n_layers)
             x = silu(b, x);
     }
@@ -403,7 +407,8 @@ static void build(gb *b)
         const ictp_weight *wr = weight(b, "%s.%d.weight", prefix, 2 * c->n_radial);
         if (!wr)
             return;
-        const char *wr_t = weight_value(b, wr, 0, NULL, perm2, 1.0 / sqrt((double)wr->dims[1]));
+        const double wr_scale = (c->n_radial > 0 ? SILU_SCALE : 1.0) / sqrt((double)wr->dims[1]);
+        const char *wr_t = weight_value(b, wr, 0, NULL, perm2, wr_scale);
         const char *radial[ICTP_MAX_PATHS];
         int64_t widths[ICTP_MAX_PATHS];
         for (int q = 0; q < n_paths; q++)
