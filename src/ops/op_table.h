@@ -22,10 +22,12 @@ TSR_OP(Reciprocal)
 TSR_OP(Floor)
 TSR_OP(Ceil)
 TSR_OP(Softplus)
+TSR_OP(Silu) /* domain ai.tessera, x sigmoid(x) */
 TSR_OP(Not)
 TSR_OP(BitwiseNot)
 TSR_OP(ReluGrad) /* domain ai.tessera, Relu's backward from its output */
 TSR_OP(ClipGrad) /* domain ai.tessera, Clip's backward */
+TSR_OP(SiluGrad) /* domain ai.tessera, Silu's backward */
 
 /* binary.c: broadcasting element-wise ops with two or more inputs */
 TSR_OP(Add)

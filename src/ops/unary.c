@@ -33,7 +33,7 @@ static void read_params(const tsr_node *node, double p[4])
  * into both typed loops (an indirect call per element would not vectorize).
  * clang-format is off here because it mangles _Pragma inside macros. */
 // clang-format off
-#define UNARY_OP(NAME, ATTRS, EXPR)                                                              \
+#define UNARY_OP_IN(NAME, DOMAIN, ATTRS, EXPR)                                                   \
     static tsr_status NAME##_grad(tsr_grad_ctx *c);                                              \
     static inline double NAME##_fn(double x, const double *p)                                    \
     {                                                                                            \
@@ -63,7 +63,7 @@ static void read_params(const tsr_node *node, double p[4])
     }                                                                                            \
     const tsr_op_def tsr_op_##NAME = {                                                           \
         .name = #NAME,                                                                           \
-        .domain = "",                                                                            \
+        .domain = DOMAIN,                                                                        \
         .min_inputs = 1,                                                                         \
         .max_inputs = 1,                                                                         \
         .min_outputs = 1,                                                                        \
@@ -75,6 +75,7 @@ static void read_params(const tsr_node *node, double p[4])
         .flops = flops_per_element,                                                              \
         .grad = NAME##_grad,                                                                     \
     };
+#define UNARY_OP(NAME, ATTRS, EXPR) UNARY_OP_IN(NAME, "", ATTRS, EXPR)
 // clang-format on
 
 static const tsr_attr_def leaky_attrs[] = {{"alpha", TSR_ATTR_FLOAT, .f = 0.01}, {NULL}};
@@ -107,6 +108,9 @@ UNARY_OP(Sqrt, NULL, sqrt(x))
 UNARY_OP(Reciprocal, NULL, 1.0 / x)
 UNARY_OP(Floor, NULL, floor(x))
 UNARY_OP(Ceil, NULL, ceil(x))
+/* Silu (domain ai.tessera; ONNX has none, PyTorch's SiLU exports as
+ * Mul(x, Sigmoid(x))): x sigmoid(x) in one pass. */
+UNARY_OP_IN(Silu, "ai.tessera", NULL, x / (1.0 + exp(-x)))
 /* log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow, no cancellation. */
 UNARY_OP(Softplus, NULL, (x > 0 ? x : 0.0) + log1p(exp(-fabs(x))))
 
@@ -285,6 +289,14 @@ static tsr_status Reciprocal_grad(tsr_grad_ctx *c)
 /* Piecewise constant: the gradient is zero, so nothing flows back. */
 static tsr_status Floor_grad(tsr_grad_ctx *c) { return TSR_OK; }
 static tsr_status Ceil_grad(tsr_grad_ctx *c) { return TSR_OK; }
+
+/* One SiluGrad pass: dY s (1 + x (1 - s)), s = sigmoid(x). */
+static tsr_status Silu_grad(tsr_grad_ctx *c)
+{
+    const char *ins[2] = {tsr_grad_dy(c, 0), tsr_grad_input(c, 0)}, *g;
+    TSR_CHECK(tsr_grad_emit(c, &tsr_op_SiluGrad, 2, ins, 0, NULL, 1, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
 
 static tsr_status Softplus_grad(tsr_grad_ctx *c)
 {
@@ -480,10 +492,12 @@ const tsr_op_def tsr_op_Clip = {
  * positive, else 0 (Relu'(0) = 0, and NaN passes nothing). Linear in dY
  * with a mask that is piecewise constant in Y, so its gradient is itself
  * along dY and none along Y. */
-static tsr_status relu_grad_infer(tsr_infer_ctx *c)
+/* dX of a backward op (dY, F): dY's dtype and shape, which the forward
+ * tensor F (named `f`) must share. */
+static tsr_status pair_grad_infer(tsr_infer_ctx *c, const char *f)
 {
     if (!c->inputs[0] || c->n_inputs < 2 || !c->inputs[1])
-        return tsr_infer_error(c, TSR_ERR_SHAPE, "dY and Y are required");
+        return tsr_infer_error(c, TSR_ERR_SHAPE, "dY and %s are required", f);
     TSR_CHECK(tsr_infer_require_dtype(c, 0, TSR_FLOAT_TYPES));
     const tsr_value *dy = c->inputs[0], *y = c->inputs[1];
     bool same = dy->dtype == y->dtype && dy->rank == y->rank;
@@ -491,10 +505,12 @@ static tsr_status relu_grad_infer(tsr_infer_ctx *c)
         same =
             dy->dims[d] == y->dims[d] || !tsr_dim_known(dy->dims[d]) || !tsr_dim_known(y->dims[d]);
     if (!same)
-        return tsr_infer_error(c, TSR_ERR_SHAPE, "dY must have Y's dtype and shape");
+        return tsr_infer_error(c, TSR_ERR_SHAPE, "dY must have %s's dtype and shape", f);
     tsr_infer_set(c, 0, dy->dtype, dy->rank, dy->dims);
     return TSR_OK;
 }
+
+static tsr_status relu_grad_infer(tsr_infer_ctx *c) { return pair_grad_infer(c, "Y"); }
 
 // clang-format off
 #define RELU_GRAD_LOOP(T)                                                                        \
@@ -539,6 +555,80 @@ const tsr_op_def tsr_op_ReluGrad = {
     .ref = relu_grad_ref,
     .flops = flops_per_element,
     .grad = relu_grad_grad,
+};
+
+/* SiluGrad(dY, X) -> dX (domain ai.tessera): dY s (1 + x (1 - s)) with
+ * s = sigmoid(x), Silu's derivative. Linear in dY; along X its derivative
+ * is dY Silu''(x) = dY s (1 - s) (2 + x (1 - 2s)), written with graph ops
+ * so that it differentiates again. */
+static tsr_status silu_grad_infer(tsr_infer_ctx *c) { return pair_grad_infer(c, "X"); }
+
+static inline double silu_grad_fn(double dy, double x)
+{
+    double s = 1.0 / (1.0 + exp(-x));
+    return dy * s * (1.0 + x * (1.0 - s));
+}
+
+// clang-format off
+#define SILU_GRAD_LOOP(T)                                                                        \
+    do {                                                                                         \
+        const T *dys = k->inputs[0]->data, *xs = k->inputs[1]->data;                             \
+        T *dxs = k->outputs[0]->data;                                                            \
+        _Pragma("omp parallel for num_threads(nt) if (nt > 1)")                                  \
+        for (int64_t i = 0; i < count; i++)                                                      \
+            dxs[i] = (T)silu_grad_fn(dys[i], xs[i]);                                             \
+    } while (0)
+// clang-format on
+
+static tsr_status silu_grad_ref(const tsr_kernel_ctx *k)
+{
+    int64_t count = tsr_tensor_numel(k->inputs[0]);
+    int nt = count >= PARALLEL_MIN_ELEMENTS && k->threads > 1 ? k->threads : 1;
+    if (k->inputs[0]->dtype == TSR_FLOAT32)
+        SILU_GRAD_LOOP(float);
+    else
+        SILU_GRAD_LOOP(double);
+    return TSR_OK;
+}
+
+static tsr_status silu_grad_grad(tsr_grad_ctx *c)
+{
+    const char *g = tsr_grad_dy(c, 0), *dy = tsr_grad_input(c, 0), *x = tsr_grad_input(c, 1);
+    if (tsr_grad_wants(c, 0)) {
+        const char *ins[2] = {g, x}, *gdy;
+        TSR_CHECK(tsr_grad_emit(c, &tsr_op_SiluGrad, 2, ins, 0, NULL, 1, &gdy));
+        TSR_CHECK(tsr_grad_contribute(c, 0, gdy));
+    }
+    if (!tsr_grad_wants(c, 1))
+        return TSR_OK;
+    const char *s, *one, *two, *one_minus, *ds, *twice, *one_minus2, *xt, *inner, *d2, *gd, *gx;
+    TSR_CHECK(tsr_grad_unary(c, &tsr_op_Sigmoid, x, &s));
+    TSR_CHECK(scalar(c, 1.0, &one));
+    TSR_CHECK(scalar(c, 2.0, &two));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Sub, one, s, &one_minus));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, s, one_minus, &ds));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, two, s, &twice));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Sub, one, twice, &one_minus2));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, x, one_minus2, &xt));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Add, two, xt, &inner));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, ds, inner, &d2));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, g, dy, &gd));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, gd, d2, &gx));
+    return tsr_grad_contribute(c, 1, gx);
+}
+
+const tsr_op_def tsr_op_SiluGrad = {
+    .name = "SiluGrad",
+    .domain = "ai.tessera",
+    .min_inputs = 2,
+    .max_inputs = 2,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .locality = TSR_LOCALITY_ELEMENTWISE,
+    .infer = silu_grad_infer,
+    .ref = silu_grad_ref,
+    .flops = flops_per_element,
+    .grad = silu_grad_grad,
 };
 
 /* ClipGrad(dY, X, min, max) -> dX (domain ai.tessera): dY where

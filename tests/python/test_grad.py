@@ -163,6 +163,9 @@ def cases():
                       ("HardSwish", {}), ("Tanh", {}), ("Erf", {}), ("Exp", {}), ("Softplus", {}),
                       ("Abs", {}), ("Neg", {})]:
         add(op, [away(R, (3, 5)) * 2], attrs)
+    add("Silu", [R.standard_normal((3, 5)) * 2], domain="ai.tessera")
+    add("SiluGrad", [R.standard_normal((3, 5)), R.standard_normal((3, 5)) * 2],
+        domain="ai.tessera")
     for op in ("Floor", "Ceil"):
         add(op, [away(R, (3, 5)) * 2], zero_gradient=True)
     for op in ("Log", "Sqrt", "Reciprocal"):

@@ -7,7 +7,9 @@
  * lanes are zeroed again in each piece while it is still in cache.
  * float64 (the ICTP models' precision) runs the binary ops and the unary
  * ones without parameters, in plain layouts, by the ref kernels' formulas
- * (Sigmoid and Exp with a vectorized exp within a few ulp of libm's). */
+ * (Sigmoid, Silu, SiluGrad and Exp with a vectorized exp within a few ulp
+ * of libm's). Silu's backward, SiluGrad (dY, X), runs as a binary op of
+ * two same-shape operands. */
 #include "backends/cpu/kernels_internal.h"
 #include "backends/cpu/matvec.h"
 #include "ops/reduce.h"
@@ -33,10 +35,12 @@ enum {
     TSR_CPU_EXP,
     TSR_CPU_ABS,
     TSR_CPU_NEG,
+    TSR_CPU_SILU,
     TSR_CPU_N_UNARY
 };
 
-/* RSUB and RDIV: the full-shape operand is the second one. */
+/* RSUB and RDIV: the full-shape operand is the second one. SILU_GRAD
+ * (dY, X) has same-shape tiles only. */
 enum {
     TSR_CPU_ADD,
     TSR_CPU_SUB,
@@ -44,6 +48,7 @@ enum {
     TSR_CPU_DIV,
     TSR_CPU_RSUB,
     TSR_CPU_RDIV,
+    TSR_CPU_SILU_GRAD,
     TSR_CPU_N_BINARY
 };
 
@@ -252,6 +257,7 @@ static const struct {
     {&tsr_op_Exp, TSR_CPU_EXP},
     {&tsr_op_Abs, TSR_CPU_ABS},
     {&tsr_op_Neg, TSR_CPU_NEG},
+    {&tsr_op_Silu, TSR_CPU_SILU},
 };
 
 /* The unary op's TSR_CPU_* kind, or -1. */
@@ -457,9 +463,15 @@ static bool binary_supports(const tsr_graph *g, const tsr_node *node, char *why,
 {
     binary_form f;
     bool f64 = is_f64(g, node, 0) && is_f64(g, node, 1);
-    return (f64 || (tsr_cpu_require_f32(g, node, 0, why, size) &&
-                    tsr_cpu_require_f32(g, node, 1, why, size))) &&
-           binary_form_of(g, node, &f, why, size);
+    if (!(f64 || (tsr_cpu_require_f32(g, node, 0, why, size) &&
+                  tsr_cpu_require_f32(g, node, 1, why, size))) ||
+        !binary_form_of(g, node, &f, why, size))
+        return false;
+    if (node->op == &tsr_op_SiluGrad && !f.same_shape) {
+        snprintf(why, size, "SiluGrad: dY and X differ in shape");
+        return false;
+    }
+    return true;
 }
 
 static void binary_layouts(const tsr_graph *g, const tsr_node *node, const uint8_t *available,
@@ -524,6 +536,7 @@ static float binary_scalar(int kind, float a, float b)
     case TSR_CPU_MUL: return a * b;
     case TSR_CPU_DIV: return a / b;
     case TSR_CPU_RSUB: return b - a;
+    case TSR_CPU_SILU_GRAD: return a * 0.5f; /* dY Silu'(0) */
     default: return b / a;
     }
 }
@@ -669,6 +682,8 @@ static tsr_status binary_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
         d->kind = TSR_CPU_MUL;
     else if (op == &tsr_op_Sub)
         d->kind = swapped ? TSR_CPU_RSUB : TSR_CPU_SUB;
+    else if (op == &tsr_op_SiluGrad)
+        d->kind = TSR_CPU_SILU_GRAD;
     else
         d->kind = swapped ? TSR_CPU_RDIV : TSR_CPU_DIV;
     /* A pattern of one block's lanes needs vectors no wider than the block. */
@@ -1003,6 +1018,8 @@ const tsr_cpu_op tsr_cpu_eltwise_ops[] = {
     {&tsr_op_Sub, binary_supports, binary_layouts, binary_prepare, true},
     {&tsr_op_Mul, binary_supports, binary_layouts, binary_prepare, true},
     {&tsr_op_Div, binary_supports, binary_layouts, binary_prepare, true},
+    {&tsr_op_Silu, unary_supports, NULL, unary_prepare, true},
+    {&tsr_op_SiluGrad, binary_supports, binary_layouts, binary_prepare, true},
     {&tsr_op_BatchNormalization, bn_supports, NULL, bn_prepare, true},
     {&tsr_op_LSTMCell, f32_supports, NULL, lstm_cell_prepare, true},
     {&tsr_op_Softmax, softmax_supports, tsr_cpu_plain_layouts, softmax_prepare, true},

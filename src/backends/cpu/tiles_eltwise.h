@@ -82,6 +82,7 @@ SIMD_TARGET static inline vf SIMD_NAME(v_erf)(vf x)
 #define UNARY_EXP(x) SIMD_NAME(v_exp)(x)
 #define UNARY_ABS(x) vf_abs(x)
 #define UNARY_NEG(x) vf_sub(vf_zero(), x)
+#define UNARY_SILU(x) vf_mul(x, SIMD_NAME(v_sigmoid)(x))
 
 #define UNARY_TILE(name, EXPR)                                                                     \
     SIMD_TARGET static void SIMD_NAME(unary_##name)(const float *xs, float *ys, int64_t n,         \
@@ -112,6 +113,7 @@ UNARY_TILE(erf, UNARY_ERF)
 UNARY_TILE(exp, UNARY_EXP)
 UNARY_TILE(abs, UNARY_ABS)
 UNARY_TILE(neg, UNARY_NEG)
+UNARY_TILE(silu, UNARY_SILU)
 
 #define BINARY_ADD(a, b) vf_add(a, b)
 #define BINARY_SUB(a, b) vf_sub(a, b)
@@ -120,12 +122,20 @@ UNARY_TILE(neg, UNARY_NEG)
 #define BINARY_RSUB(a, b) vf_sub(b, a)
 #define BINARY_RDIV(a, b) vf_div(b, a)
 
+/* dY Silu'(x) = dY (s + x s (1 - s)), s = sigmoid(x). */
+SIMD_TARGET static inline vf SIMD_NAME(v_silu_grad)(vf dy, vf x)
+{
+    vf s = SIMD_NAME(v_sigmoid)(x);
+    return vf_mul(dy, vf_fmadd(vf_mul(x, s), vf_sub(vf_set1(1.0f), s), s));
+}
+#define BINARY_SILU_GRAD(a, b) SIMD_NAME(v_silu_grad)(a, b)
+
 /* y = a OP b over n elements (vv), and y = a OP pattern, the pattern of
  * `period` floats repeating along the span (vp). period is SIMD_W (one
  * splat vector: n may end in a partial vector) or a block's lanes, which
  * divide n (and SIMD_W divides them, except on SVE, whose vectors cover
  * a block's lanes under a predicate). */
-#define BINARY_TILES(name, OP)                                                                     \
+#define BINARY_VV_TILE(name, OP)                                                                   \
     SIMD_TARGET static void SIMD_NAME(binary_vv_##name)(const float *as, const float *bs,          \
                                                         float *ys, int64_t n)                      \
     {                                                                                              \
@@ -136,7 +146,9 @@ UNARY_TILE(neg, UNARY_NEG)
             int r = (int)(n - i);                                                                  \
             vf_store_n(ys + i, OP(vf_load_n(as + i, r), vf_load_n(bs + i, r)), r);                 \
         }                                                                                          \
-    }                                                                                              \
+    }
+
+#define BINARY_VP_TILE(name, OP)                                                                   \
     SIMD_TARGET static void SIMD_NAME(binary_vp_##name)(const float *as, const float *pat,         \
                                                         int period, float *ys, int64_t n)          \
     {                                                                                              \
@@ -159,12 +171,17 @@ UNARY_TILE(neg, UNARY_NEG)
                     j, period);                                                                    \
     }
 
+#define BINARY_TILES(name, OP)                                                                     \
+    BINARY_VV_TILE(name, OP)                                                                       \
+    BINARY_VP_TILE(name, OP)
+
 BINARY_TILES(add, BINARY_ADD)
 BINARY_TILES(sub, BINARY_SUB)
 BINARY_TILES(mul, BINARY_MUL)
 BINARY_TILES(div, BINARY_DIV)
 BINARY_TILES(rsub, BINARY_RSUB)
 BINARY_TILES(rdiv, BINARY_RDIV)
+BINARY_VV_TILE(silu_grad, BINARY_SILU_GRAD)
 
 /* float64 (plain layouts, so no padded lanes): y = a OP b (vv) and
  * y = a OP b for one value b (vs: a scalar operand, or one channel's value
@@ -243,6 +260,26 @@ SIMD_TARGET static inline double SIMD_NAME(exp64)(double x)
     }
 
 UNARY64_EXP_TILE(sigmoid, -x, 1.0 / (1.0 + e))
+UNARY64_EXP_TILE(silu, -x, x / (1.0 + e))
+
+/* dY Silu'(x) in float64, the ref kernel's formula; libm's exp where exp64
+ * does not reach. */
+SIMD_TARGET static void SIMD_NAME(binary64_vv_silu_grad)(const double *dys, const double *xs,
+                                                        double *ys, int64_t n)
+{
+    _Pragma("omp simd") for (int64_t i = 0; i < n; i++)
+    {
+        double x = xs[i], s = 1.0 / (1.0 + SIMD_NAME(exp64)(-x));
+        ys[i] = dys[i] * s * (1.0 + x * (1.0 - s));
+    }
+    for (int64_t i = 0; i < n; i++) {
+        double x = xs[i];
+        if (!(fabs(x) <= EXP64_RANGE)) {
+            double s = 1.0 / (1.0 + exp(-x));
+            ys[i] = dys[i] * s * (1.0 + x * (1.0 - s));
+        }
+    }
+}
 UNARY64_EXP_TILE(exp, x, e)
 
 /* The other float64 unary ops without parameters, by the ref kernels'
@@ -425,13 +462,15 @@ static const tsr_cpu_eltwise_tiles SIMD_NAME(eltwise_tiles) = {
               [TSR_CPU_ERF] = SIMD_NAME(unary_erf),
               [TSR_CPU_EXP] = SIMD_NAME(unary_exp),
               [TSR_CPU_ABS] = SIMD_NAME(unary_abs),
-              [TSR_CPU_NEG] = SIMD_NAME(unary_neg)},
+              [TSR_CPU_NEG] = SIMD_NAME(unary_neg),
+              [TSR_CPU_SILU] = SIMD_NAME(unary_silu)},
     .vv = {[TSR_CPU_ADD] = SIMD_NAME(binary_vv_add),
            [TSR_CPU_SUB] = SIMD_NAME(binary_vv_sub),
            [TSR_CPU_MUL] = SIMD_NAME(binary_vv_mul),
            [TSR_CPU_DIV] = SIMD_NAME(binary_vv_div),
            [TSR_CPU_RSUB] = SIMD_NAME(binary_vv_rsub),
-           [TSR_CPU_RDIV] = SIMD_NAME(binary_vv_rdiv)},
+           [TSR_CPU_RDIV] = SIMD_NAME(binary_vv_rdiv),
+           [TSR_CPU_SILU_GRAD] = SIMD_NAME(binary_vv_silu_grad)},
     .vp = {[TSR_CPU_ADD] = SIMD_NAME(binary_vp_add),
            [TSR_CPU_SUB] = SIMD_NAME(binary_vp_sub),
            [TSR_CPU_MUL] = SIMD_NAME(binary_vp_mul),
@@ -444,13 +483,15 @@ static const tsr_cpu_eltwise_tiles SIMD_NAME(eltwise_tiles) = {
                 [TSR_CPU_ERF] = SIMD_NAME(unary64_erf),
                 [TSR_CPU_EXP] = SIMD_NAME(unary64_exp),
                 [TSR_CPU_ABS] = SIMD_NAME(unary64_abs),
-                [TSR_CPU_NEG] = SIMD_NAME(unary64_neg)},
+                [TSR_CPU_NEG] = SIMD_NAME(unary64_neg),
+                [TSR_CPU_SILU] = SIMD_NAME(unary64_silu)},
     .vv64 = {[TSR_CPU_ADD] = SIMD_NAME(binary64_vv_add),
              [TSR_CPU_SUB] = SIMD_NAME(binary64_vv_sub),
              [TSR_CPU_MUL] = SIMD_NAME(binary64_vv_mul),
              [TSR_CPU_DIV] = SIMD_NAME(binary64_vv_div),
              [TSR_CPU_RSUB] = SIMD_NAME(binary64_vv_rsub),
-             [TSR_CPU_RDIV] = SIMD_NAME(binary64_vv_rdiv)},
+             [TSR_CPU_RDIV] = SIMD_NAME(binary64_vv_rdiv),
+             [TSR_CPU_SILU_GRAD] = SIMD_NAME(binary64_vv_silu_grad)},
     .vs64 = {[TSR_CPU_ADD] = SIMD_NAME(binary64_vs_add),
              [TSR_CPU_SUB] = SIMD_NAME(binary64_vs_sub),
              [TSR_CPU_MUL] = SIMD_NAME(binary64_vs_mul),

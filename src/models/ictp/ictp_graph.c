@@ -220,14 +220,13 @@ static const char *reduce_sum(gb *b, const char *x, int64_t axis, int keepdims)
     return node(b, "ReduceSum", 2, in, 1, &a);
 }
 
-/* x · sigmoid(x): the scaled SiLU without its scale SILU_SCALE, which
- * every caller folds into the weights of the linear layer that follows
- * (a constant in inference), saving a pass over the activations forward
- * and one backward. */
+/* x · sigmoid(x) as one Silu node (one pass forward, one SiluGrad pass
+ * backward, where Sigmoid and Mul took two and six): the scaled SiLU
+ * without its scale SILU_SCALE, which every caller folds into the weights
+ * of the linear layer that follows (a constant in inference). */
 static const char *silu(gb *b, const char *x)
 {
-    const char *sig = node(b, "Sigmoid", 1, &x, 0, NULL);
-    return binary(b, "Mul", x, sig);
+    return node_as(b, NULL, "Silu", ICTP_DOMAIN, 1, &x, 0, NULL);
 }
 
 static const char *ict_product(gb *b, const char *x, const char *y, int l1, int l2, int l3)
