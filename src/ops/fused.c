@@ -30,7 +30,8 @@ typedef enum {
     ACT_SIGMOID,
     ACT_HARD_SIGMOID,
     ACT_HARD_SWISH,
-    ACT_TANH
+    ACT_TANH,
+    ACT_SILU
 } fused_act;
 
 /* Each activation's name and the ONNX defaults of its parameters, used
@@ -46,7 +47,8 @@ static const struct {
                   {"Sigmoid", ACT_SIGMOID, 0.0, 0.0},
                   {"HardSigmoid", ACT_HARD_SIGMOID, 0.2, 0.5},
                   {"HardSwish", ACT_HARD_SWISH, 0.0, 0.0},
-                  {"Tanh", ACT_TANH, 0.0, 0.0}};
+                  {"Tanh", ACT_TANH, 0.0, 0.0},
+                  {"Silu", ACT_SILU, 0.0, 0.0}};
 
 typedef struct {
     fused_act act;
@@ -68,7 +70,7 @@ static tsr_status fused_act_read(const tsr_node *node, fused_act_params *p)
     }
     return tsr_error(TSR_ERR_UNSUPPORTED,
                      "activation '%s' is not supported (\"\", Relu, LeakyRelu, Clip, Sigmoid, "
-                     "HardSigmoid, HardSwish and Tanh are)",
+                     "HardSigmoid, HardSwish, Tanh and Silu are)",
                      name);
 }
 
@@ -154,6 +156,7 @@ static inline double hard_sigmoid(double x, double alpha, double beta)
         case ACT_HARD_SIGMOID: ACT_LOOP(T, hard_sigmoid(x, a, b)); break;                          \
         case ACT_HARD_SWISH: ACT_LOOP(T, x * hard_sigmoid(x, 1.0 / 6.0, 0.5)); break;              \
         case ACT_TANH: ACT_LOOP(T, tanh(x)); break;                                                \
+        case ACT_SILU: ACT_LOOP(T, x / (1.0 + exp(-x))); break;                                    \
         }                                                                                          \
     }
 

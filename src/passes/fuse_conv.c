@@ -60,7 +60,7 @@ static bool activation_attrs(const tsr_graph *g, const tsr_node *act, tsr_attr *
             return false;
         params = true;
     } else if (op != &tsr_op_Relu && op != &tsr_op_Sigmoid && op != &tsr_op_HardSwish &&
-               op != &tsr_op_Tanh) {
+               op != &tsr_op_Tanh && op != &tsr_op_Silu) {
         return false;
     }
     attrs[0] = TSR_ATTR_S("activation", op->name);

@@ -11,6 +11,7 @@ static const struct {
 } passes[] = {
     {"remove_identities", tsr_pass_remove_identities},
     {"fold_batchnorm", tsr_pass_fold_batchnorm},
+    {"fuse_silu", tsr_pass_fuse_silu},
     {"fuse_conv", tsr_pass_fuse_conv},
     {"fuse_layernorm", tsr_pass_fuse_layernorm},
     {"trim_conv_taps", tsr_pass_trim_conv_taps},

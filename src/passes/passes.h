@@ -26,6 +26,9 @@ bool tsr_pass_fuse_conv(tsr_graph *g);
  * ReduceMean, Add, Sqrt, Div, Mul by the scale, Add of the bias: torch's
  * export below opset 17) into one LayerNormalization. */
 bool tsr_pass_fuse_layernorm(tsr_graph *g);
+/* Turns Mul(x, Sigmoid(x)), SiLU as torch exports it, into one
+ * ai.tessera::Silu. */
+bool tsr_pass_fuse_silu(tsr_graph *g);
 /* Drops the kernel taps of a Conv or FusedConv with constant W that read
  * only padding at the graph's static input sizes (a dilated 3x3 whose
  * off-centre taps all fall in the padding becomes a 1x1), when the

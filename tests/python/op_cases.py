@@ -560,6 +560,8 @@ CASES = [
     Case("FusedConv", [normal(2, 5, 9, 7), normal(6, 5, 3, 2)],
          dict(CONV, activation="HardSigmoid", activation_alpha=0.3, activation_beta=0.5),
          cpu="dnnl", tol="sum", bf16=True, label="hardsigmoid"),
+    Case("FusedConv", [normal(2, 5, 9, 7), normal(6, 5, 3, 2), normal(6)],
+         dict(CONV, activation="Silu"), cpu="dnnl", tol="sum", bf16=True, label="silu"),
     # ict.c (test_ict.py has the references, equivariance and ranks up to 6)
     Case("ICT", [normal(5, 3)], {"l": 3}),
     Case("ICT", [normal(4, 3)], {"l": 2, "normalize": 0}, label="unnormalized"),

@@ -65,7 +65,8 @@ static const struct {
                  {"Sigmoid", dnnl_eltwise_logistic, 0.0, 0.0},
                  {"HardSigmoid", dnnl_eltwise_linear, 0.2, 0.5},
                  {"HardSwish", dnnl_eltwise_hardswish, 0.0, 0.0},
-                 {"Tanh", dnnl_eltwise_tanh, 0.0, 0.0}};
+                 {"Tanh", dnnl_eltwise_tanh, 0.0, 0.0},
+                 {"Silu", dnnl_eltwise_swish, 1.0, 0.0}};
 
 static bool is_fused(const tsr_node *node)
 {
