@@ -331,7 +331,7 @@ def main():
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--models", nargs="+", default=list(models.MODEL_NAMES),
                         choices=models.MODEL_NAMES + models.SEGMENTATION_NAMES
-                        + models.SEQUENCE_NAMES)
+                        + models.SEQUENCE_NAMES + models.zoo_names("classification"))
     parser.add_argument("--device", default="cpu", help="Tessera's device (default cpu)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="Tessera's precision; ONNX Runtime and PyTorch stay fp32")

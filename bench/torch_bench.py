@@ -67,7 +67,7 @@ def main():
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=models.MODEL_NAMES + models.SEGMENTATION_NAMES
-                        + models.SEQUENCE_NAMES)
+                        + models.SEQUENCE_NAMES + models.zoo_names("classification"))
     parser.add_argument("weights")
     parser.add_argument("input")
     parser.add_argument("--threads", type=int, default=2)

@@ -1,5 +1,6 @@
 /* Element-wise kernels of the cpu backend: unary activations, Add, Sub,
- * Mul and Div (same shapes, or a per-channel or scalar operand), and
+ * Mul and Div (same shapes, or a per-channel, per-image-and-channel
+ * (squeeze-and-excitation's [N, C, 1, 1] scale) or scalar operand), and
  * inference BatchNormalization. They treat a tensor as rows of contiguous
  * floats (a blocked tensor's rows are its channel blocks, padded lanes
  * included), cut into cache-sized pieces that threads share. Where an op
@@ -375,7 +376,8 @@ static tsr_status unary_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 typedef struct {
     int main;        /* the input with the output's shape */
     bool same_shape; /* both inputs have it */
-    bool scalar;     /* else the other input is per-channel, or one row: */
+    bool scalar;     /* else the other input is per-channel (per image too if: */
+    bool per_image;  /* it is [N, C, 1, ...] with out's N and C), or one row: */
     int64_t row;     /* > 0: the other input is a row of this many repeated (a bias) */
 } binary_form;
 
@@ -400,6 +402,18 @@ static bool is_per_channel(const tsr_value *v, const tsr_value *out)
         if (d != (i == 1 ? out->dims[1] : 1))
             return false;
     }
+    return true;
+}
+
+/* Whether `v` broadcast to `out` varies along dims 0 and 1 only, both
+ * out's: [N, C, 1, ...], one value per image and channel. */
+static bool is_per_image_channel(const tsr_value *v, const tsr_value *out)
+{
+    if (out->rank < 3 || v->rank != out->rank)
+        return false;
+    for (int i = 0; i < out->rank; i++)
+        if (v->dims[i] != (i < 2 ? out->dims[i] : 1))
+            return false;
     return true;
 }
 
@@ -446,6 +460,10 @@ static bool binary_form_of(const tsr_graph *g, const tsr_node *node, binary_form
     }
     if (is_per_channel(other, out))
         return true;
+    if (is_per_image_channel(other, out)) {
+        f->per_image = true;
+        return true;
+    }
     f->row = repeated_row(other, out);
     if (f->row > 0)
         return true;
@@ -504,9 +522,10 @@ typedef struct {
     const float *a, *b;
     float *y;
     int64_t row_len;
-    /* vp: the other operand's value per channel (C of them), or one scalar */
+    /* vp: the other operand's value per channel (C of them, or N x C per
+     * image), or one scalar */
     const float *values;
-    bool scalar;
+    bool scalar, per_image;
     tsr_cpu_planes planes; /* block > 1: rows are channel blocks */
     int width;             /* vector width of the tile: the splat period */
     float pad_value;       /* what padded lanes of the pattern hold */
@@ -521,9 +540,11 @@ static void binary_piece(const void *ctx, int64_t row, int64_t offset, int64_t l
         return;
     }
     float pattern[PATTERN_FLOATS];
-    int64_t cb = c->planes.block > 1 ? row % c->planes.cbs : row % c->planes.channels;
+    int64_t per = c->planes.block > 1 ? c->planes.cbs : c->planes.channels;
+    int64_t cb = row % per;
+    const float *values = c->values + (c->per_image ? row / per * c->planes.channels : 0);
     int period =
-        channel_pattern(&c->planes, cb, c->values, c->scalar, c->pad_value, c->width, pattern);
+        channel_pattern(&c->planes, cb, values, c->scalar, c->pad_value, c->width, pattern);
     c->vp(c->a + at, pattern, period, c->y + at, len);
 }
 
@@ -547,7 +568,7 @@ typedef struct {
     const double *a, *b;
     double *y;
     int64_t row_len, channels; /* vs: rows are (n, c) unless scalar */
-    bool scalar;
+    bool scalar, per_image;
 } binary64_ctx;
 
 static void binary64_piece(const void *ctx, int64_t row, int64_t offset, int64_t len)
@@ -557,7 +578,8 @@ static void binary64_piece(const void *ctx, int64_t row, int64_t offset, int64_t
     if (c->vv)
         c->vv(c->a + at, c->b + at, c->y + at, len);
     else
-        c->vs(c->a + at, c->b[c->scalar ? 0 : row % c->channels], c->y + at, len);
+        c->vs(c->a + at, c->b[c->scalar ? 0 : c->per_image ? row : row % c->channels], c->y + at,
+              len);
 }
 
 static tsr_status binary64_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
@@ -574,7 +596,8 @@ static tsr_status binary64_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
                       .y = k->outputs[0]->data,
                       .row_len = j.row_len,
                       .channels = x->rank >= 2 ? x->dims[1] : 1,
-                      .scalar = f->scalar};
+                      .scalar = f->scalar,
+                      .per_image = f->per_image};
     run_pieces(&j, k->threads, binary64_piece, &c, NULL);
     return TSR_OK;
 }
@@ -621,6 +644,7 @@ static tsr_status binary_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
                     .y = k->outputs[0]->data,
                     .values = other->data,
                     .scalar = f->scalar,
+                    .per_image = f->per_image,
                     .width = tsr_cpu_isa_lanes(s->isa)};
     span_job j = span_of(x, layout, !f->same_shape && !f->scalar);
     const tsr_cpu_eltwise_tiles *t = tiles[s->isa];
@@ -655,8 +679,11 @@ static void binary_band(const tsr_cpu_state *s, const tsr_band_call *c)
     } else {
         float pattern[PATTERN_FLOATS];
         pad = d->kind == TSR_CPU_DIV ? 1.0f : 0.0f;
-        int period = channel_pattern(p, c->cb, c->in[1 - f->main].data, f->scalar, pad,
-                                     tsr_cpu_isa_lanes(s->isa), pattern);
+        const float *values = c->in[1 - f->main].data;
+        if (f->per_image)
+            values += c->n * p->channels;
+        int period = channel_pattern(p, c->cb, values, f->scalar, pad, tsr_cpu_isa_lanes(s->isa),
+                                     pattern);
         t->vp[d->kind](a, pattern, period, y, len);
     }
     if (binary_scalar(d->kind, 0.0f, pad) != 0.0f)
