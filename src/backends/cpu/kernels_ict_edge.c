@@ -135,35 +135,51 @@ typedef struct {
         const T *wc = d->w;                                                                        \
         int d3 = d->d_out, d2 = d->d2;                                                             \
         T m[EDGE_MAX_FOLD];                                                                        \
-        V av[EDGE_MAX_D], bv[EDGE_MAX_D], lanes[EDGE_MAX_D * EDGE_MAX_D];                          \
-        int nq = d3 * d1;                                                                          \
+        V av[EDGE_MAX_D], av1[EDGE_MAX_D], lanes[EDGE_MAX_D * EDGE_MAX_D];                         \
         for (int64_t k = k0; k < k1; k++) {                                                        \
             const T *yk = y + k * d2, *wk = w + k * ch;                                            \
             const T *as = a + ia[k] * d1 * ch, *bs = b + ib[k] * d3 * ch;                          \
             T *dwk = dw + k * ch;                                                                  \
             EDGE_FOLD(T, V, m, wc, yk, d->nqp, d2)                                                 \
-            for (int q = 0; q < nq; q++)                                                           \
+            /* Two vectors of channels at a time: each (r, s) sums both into one vector of     \
+               partial sums, written by the first pair and added to by later ones (zero        \
+               without channels). */                                                           \
+            for (int q = 0; ch == 0 && q < d3 * d1; q++)                                           \
                 lanes[q] = (V){0};                                                                 \
-            for (int64_t cb = 0; cb < ch; cb += nl) {                                              \
-                int64_t len = ch - cb < nl ? ch - cb : nl;                                         \
-                V wv, dwv = {0};                                                                   \
-                ICT_VEC_LOAD(wv, wk + cb, len);                                                    \
-                for (int s = 0; s < d1; s++)                                                       \
-                    ICT_VEC_LOAD(av[s], as + s * ch + cb, len);                                    \
-                for (int r = 0; r < d3; r++)                                                       \
-                    ICT_VEC_LOAD(bv[r], bs + r * ch + cb, len);                                    \
+            for (int64_t cb = 0; cb < ch; cb += 2 * nl) {                                          \
+                const int64_t len0 = ch - cb < nl ? ch - cb : nl;                                  \
+                const int64_t rest = ch - cb - nl, len1 = rest <= 0 ? 0 : rest < nl ? rest : nl;   \
+                const int64_t c1 = len1 ? cb + nl : cb;                                            \
+                const bool first = cb == 0;                                                        \
+                V w0, w1, dw0 = {0}, dw1 = {0};                                                    \
+                ICT_VEC_LOAD(w0, wk + cb, len0);                                                   \
+                ICT_VEC_LOAD(w1, wk + c1, len1);                                                   \
+                for (int s = 0; s < d1; s++) {                                                     \
+                    ICT_VEC_LOAD(av[s], as + s * ch + cb, len0);                                   \
+                    ICT_VEC_LOAD(av1[s], as + s * ch + c1, len1);                                  \
+                }                                                                                  \
                 /* dw = Σ_r b_r ⊙ (Σ_s m_rs a_s): the inner sums are independent, so     \
                    no chain of d3 x d1 dependent adds forms. */                                 \
                 for (int r = 0; r < d3; r++) {                                                     \
                     const T *mr = m + r * d1;                                                      \
-                    V u = mr[0] * av[0], wb = wv * bv[r];                                          \
-                    for (int s = 1; s < d1; s++)                                                   \
-                        u += mr[s] * av[s];                                                        \
-                    dwv += u * bv[r];                                                              \
-                    for (int s = 0; s < d1; s++)                                                   \
-                        lanes[r * d1 + s] += wb * av[s];                                           \
+                    V b0, b1;                                                                      \
+                    ICT_VEC_LOAD(b0, bs + r * ch + cb, len0);                                      \
+                    ICT_VEC_LOAD(b1, bs + r * ch + c1, len1);                                      \
+                    V u0 = mr[0] * av[0], u1 = mr[0] * av1[0];                                     \
+                    for (int s = 1; s < d1; s++) {                                                 \
+                        u0 += mr[s] * av[s];                                                       \
+                        u1 += mr[s] * av1[s];                                                      \
+                    }                                                                              \
+                    dw0 += u0 * b0;                                                                \
+                    dw1 += u1 * b1;                                                                \
+                    V wb0 = w0 * b0, wb1 = w1 * b1;                                                \
+                    for (int s = 0; s < d1; s++) {                                                 \
+                        V l = wb0 * av[s] + wb1 * av1[s];                                          \
+                        lanes[r * d1 + s] = first ? l : lanes[r * d1 + s] + l;                     \
+                    }                                                                              \
                 }                                                                                  \
-                ICT_VEC_STORE(dwk + cb, dwv, len);                                                 \
+                ICT_VEC_STORE(dwk + cb, dw0, len0);                                                \
+                ICT_VEC_STORE(dwk + c1, dw1, len1);                                                \
             }                                                                                      \
             for (int t = 0; t < d2; t++) {                                                         \
                 const T *wt = wc + t * d->nqp;                                                     \
