@@ -115,6 +115,43 @@ def test_message_and_grad_backends(device, threads, dtype, c, n, e):
         assert_close(dy, want_dy, f"{ls} dy", tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layout", ["neighbour_list", "one_hub", "empty_atoms"])
+def test_message_sorted_by_destination_two_threads(layout, dtype):
+    """Destinations in order (a neighbour list's receivers): two threads take runs of edges
+    cut where the destination changes, each zeroing the atoms it owns. Atoms without edges
+    between the runs and at both ends, one atom receiving most edges (the cut moves past
+    it), against the float64 reference."""
+    rng = np.random.default_rng(len(layout))
+    n, e, c = 40, 3000, 40
+    if layout == "neighbour_list":
+        dst = np.sort(rng.integers(0, n, e))
+    elif layout == "one_hub":
+        dst = np.sort(np.concatenate([np.full(e - 20, 17), rng.integers(0, n, 20)]))
+    else:
+        dst = np.sort(rng.integers(5, n - 5, e))
+        dst[(dst > 15) & (dst < 25)] = 15
+        dst = np.sort(dst)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for ls in [(0, 0, 0), (1, 2, 3), (2, 3, 3), (3, 3, 2)]:
+        g = tsr.Graph()
+        g.set_opset(17)
+        names = ["x", "y", "w", "src", "dst"]
+        shapes = [(n, 2 * ls[0] + 1, c), (e, 2 * ls[1] + 1), (e, c), (e,), (e,)]
+        for name, shape in zip(names, shapes):
+            g.add_input(name, np.int64 if name in ("src", "dst") else dtype, list(shape))
+        g.add_node("ICTEdgeMessage", names, ["z"], attrs_of(*ls, 1.3), domain=DOMAIN)
+        g.add_output("z")
+        plan = tsr.Plan(g, device="cpu", threads=2)
+        # A first run leaves its output in the buffer: the second must zero every row.
+        first = random_case(rng, ls, n, e, c)
+        plan.run([t.astype(dtype) for t in first[:3]] + [first[3], dst])
+        x, y, w, src, _ = random_case(rng, ls, n, e, c)
+        want = message_ref(x, y, w, src, dst, *ls, 1.3)
+        got = plan.run([t.astype(dtype) for t in (x, y, w)] + [src, dst])[0]
+        assert_close(got, want, f"{ls} {layout}", tol)
+
+
 def test_message_high_rank_on_ref():
     """Ranks above 3 (a coupling too large for the cpu kernel's stack) run on ref."""
     ls = (4, 2, 6)

@@ -78,8 +78,8 @@ typedef struct {
     typedef T edge_vec_##T##_##SUFFIX __attribute__((vector_size(ICT_VEC_BYTES)));                 \
     TARGET static inline __attribute__((always_inline)) void edge_message_body_##T##_##SUFFIX(     \
         const edge_data *d, const T *x, const T *y, const T *w, const int64_t *src,                \
-        const int64_t *dst, T *z, int64_t n, int64_t e, int64_t ch, int64_t c0, int64_t c1,        \
-        const int di)                                                                              \
+        const int64_t *dst, T *z, int64_t a0, int64_t a1, int64_t k0, int64_t k1, int64_t ch,      \
+        int64_t c0, int64_t c1, const int di)                                                      \
     {                                                                                              \
         typedef edge_vec_##T##_##SUFFIX V;                                                         \
         const int64_t nl = ICT_VEC_BYTES / sizeof(T);                                              \
@@ -87,9 +87,9 @@ typedef struct {
         int dout = d->d_out, d2 = d->d2;                                                           \
         T m[EDGE_MAX_FOLD];                                                                        \
         V xw[EDGE_MAX_D];                                                                          \
-        for (int64_t a = 0; a < n * dout; a++)                                                     \
+        for (int64_t a = a0 * dout; a < a1 * dout; a++)                                            \
             memset(z + a * ch + c0, 0, (size_t)(c1 - c0) * sizeof(T));                             \
-        for (int64_t k = 0; k < e; k++) {                                                          \
+        for (int64_t k = k0; k < k1; k++) {                                                        \
             const T *yk = y + k * d2, *wk = w + k * ch, *xs = x + src[k] * di * ch;                \
             T *zd = z + dst[k] * dout * ch;                                                        \
             EDGE_FOLD(T, V, m, wc, yk, d->nqp, d2)                                                 \
@@ -116,14 +116,15 @@ typedef struct {
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    /* The message with its input width a constant of each call. */                               \
-    TARGET static void edge_message_##T##_##SUFFIX(const edge_data *d, const T *x, const T *y,     \
-                                                   const T *w, const int64_t *src,                 \
-                                                   const int64_t *dst, T *z, int64_t n, int64_t e, \
-                                                   int64_t ch, int64_t c0, int64_t c1)             \
+    /* The message with its input width a constant of each call: z's rows of atoms [a0, a1)       \
+       and channels [c0, c1) from edges [k0, k1), whose destinations are among those atoms. */    \
+    TARGET static void edge_message_##T##_##SUFFIX(                                                \
+        const edge_data *d, const T *x, const T *y, const T *w, const int64_t *src,                \
+        const int64_t *dst, T *z, int64_t a0, int64_t a1, int64_t k0, int64_t k1, int64_t ch,      \
+        int64_t c0, int64_t c1)                                                                    \
     {                                                                                              \
-        EDGE_BY_WIDTH(d->d_in, edge_message_body_##T##_##SUFFIX, d, x, y, w, src, dst, z, n, e,    \
-                      ch, c0, c1);                                                                 \
+        EDGE_BY_WIDTH(d->d_in, edge_message_body_##T##_##SUFFIX, d, x, y, w, src, dst, z, a0, a1,  \
+                      k0, k1, ch, c0, c1);                                                         \
     }                                                                                              \
                                                                                                    \
     TARGET static inline __attribute__((always_inline)) void edge_grad_body_##T##_##SUFFIX(        \
@@ -244,6 +245,35 @@ static void channel_slice(int64_t ch, int64_t lanes, int team, int me, int64_t *
     *c1 = *c1 < ch ? *c1 : ch;
 }
 
+/* Whether the destinations never decrease (the receivers of a neighbour
+ * list, which lists each atom's edges together). */
+static bool sorted_by(const int64_t *dst, int64_t e)
+{
+    for (int64_t k = 1; k < e; k++)
+        if (dst[k] < dst[k - 1])
+            return false;
+    return true;
+}
+
+/* Thread me's edges [*k0, *k1) of e sorted by destination, cut where the
+ * destination changes, and the atoms [*a0, *a1) it owns: from its first
+ * edge's destination (atom 0 for the first thread) to the next thread's. */
+static void edge_slice(const int64_t *dst, int64_t n, int64_t e, int team, int me, int64_t *a0,
+                       int64_t *a1, int64_t *k0, int64_t *k1)
+{
+    int64_t cut[2];
+    for (int j = 0; j < 2; j++) {
+        int64_t k = e * (me + j) / team;
+        while (k > 0 && k < e && dst[k] == dst[k - 1])
+            k++;
+        cut[j] = k;
+    }
+    *k0 = cut[0];
+    *k1 = cut[1];
+    *a0 = me == 0 ? 0 : cut[0] < e ? dst[cut[0]] : n;
+    *a1 = me + 1 == team ? n : cut[1] < e ? dst[cut[1]] : n;
+}
+
 static tsr_status edge_message_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
 {
     const edge_data *d = s->data;
@@ -255,17 +285,27 @@ static tsr_status edge_message_run(const tsr_cpu_state *s, const tsr_kernel_ctx 
     bool f64 = z->dtype == TSR_FLOAT64;
     int64_t lanes = f64 ? 8 : 16, vecs = (ch + lanes - 1) / lanes;
     int nt = ict_threads_for(k->threads, e * d->d_out * d->d_in * ch);
-    nt = nt < vecs ? nt : (int)vecs;
+    /* Edges sorted by destination: threads take runs of edges, each with
+     * the atoms they reach (every thread folds only its own edges' couplings).
+     * Otherwise edges that share a destination would race, so threads take
+     * slices of the channels instead. */
+    bool by_edges = nt > 1 && sorted_by(dst, e);
+    if (!by_edges)
+        nt = nt < vecs ? nt : (int)vecs;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        int64_t c0, c1;
-        channel_slice(ch, lanes, omp_get_num_threads(), omp_get_thread_num(), &c0, &c1);
+        int team = omp_get_num_threads(), me = omp_get_thread_num();
+        int64_t a0 = 0, a1 = n, k0 = 0, k1 = e, c0 = 0, c1 = ch;
+        if (by_edges)
+            edge_slice(dst, n, e, team, me, &a0, &a1, &k0, &k1);
+        else
+            channel_slice(ch, lanes, team, me, &c0, &c1);
         if (c1 > c0) {
             if (f64)
                 EDGE_PICK(edge_message, double, s->isa)
-            (d, x->data, y->data, w->data, src, dst, z->data, n, e, ch, c0, c1);
+            (d, x->data, y->data, w->data, src, dst, z->data, a0, a1, k0, k1, ch, c0, c1);
             else EDGE_PICK(edge_message, float, s->isa)(d, x->data, y->data, w->data, src, dst,
-                                                        z->data, n, e, ch, c0, c1);
+                                                        z->data, a0, a1, k0, k1, ch, c0, c1);
         }
     }
     return TSR_OK;
