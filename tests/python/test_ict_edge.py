@@ -152,6 +152,30 @@ def test_message_sorted_by_destination_two_threads(layout, dtype):
         assert_close(got, want, f"{ls} {layout}", tol)
 
 
+@pytest.mark.parametrize("n", [40, 75000])
+def test_message_unsorted_two_threads(n):
+    """Destinations out of order (a transposed message's senders), two threads: each takes
+    a run of edges into its own copy of the output, summed at the end, run twice on one plan
+    so that a copy left from the first run cannot leak; with 75000 atoms the copies would
+    pass 64 MiB and the threads take slices of the channels instead."""
+    rng = np.random.default_rng(n)
+    ls, e, c = (3, 2, 3), 2000, 32
+    g = tsr.Graph()
+    g.set_opset(17)
+    names = ["x", "y", "w", "src", "dst"]
+    shapes = [(n, 7, c), (e, 5), (e, c), (e,), (e,)]
+    for name, shape in zip(names, shapes):
+        g.add_input(name, np.int64 if name in ("src", "dst") else np.float32, list(shape))
+    g.add_node("ICTEdgeMessage", names, ["z"], attrs_of(*ls, 1.3), domain=DOMAIN)
+    g.add_output("z")
+    plan = tsr.Plan(g, device="cpu", threads=2)
+    for _ in range(2):
+        x, y, w, src, dst = random_case(rng, ls, n, e, c)
+        want = message_ref(x, y, w, src, dst, *ls, 1.3)
+        got = plan.run([t.astype(np.float32) for t in (x, y, w)] + [src, dst])[0]
+        assert_close(got, want, f"{n} atoms", 2e-5)
+
+
 def test_message_high_rank_on_ref():
     """Ranks above 3 (a coupling too large for the cpu kernel's stack) run on ref."""
     ls = (4, 2, 6)

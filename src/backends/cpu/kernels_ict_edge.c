@@ -274,6 +274,10 @@ static void edge_slice(const int64_t *dst, int64_t n, int64_t e, int team, int m
     *a1 = me + 1 == team ? n : cut[1] < e ? dst[cut[1]] : n;
 }
 
+/* The most memory the threads' private copies of a message's output may
+ * take; beyond it threads split the channels. */
+#define EDGE_PRIVATE_BYTES ((size_t)64 << 20)
+
 static tsr_status edge_message_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
 {
     const edge_data *d = s->data;
@@ -283,31 +287,57 @@ static tsr_status edge_message_run(const tsr_cpu_state *s, const tsr_kernel_ctx 
     tsr_tensor *z = k->outputs[0];
     int64_t n = x->dims[0], e = y->dims[0], ch = w->dims[1];
     bool f64 = z->dtype == TSR_FLOAT64;
-    int64_t lanes = f64 ? 8 : 16, vecs = (ch + lanes - 1) / lanes;
+    size_t es = f64 ? sizeof(double) : sizeof(float);
+    int64_t lanes = f64 ? 8 : 16, vecs = (ch + lanes - 1) / lanes, zn = n * d->d_out * ch;
     int nt = ict_threads_for(k->threads, e * d->d_out * d->d_in * ch);
-    /* Edges sorted by destination: threads take runs of edges, each with
-     * the atoms they reach (every thread folds only its own edges' couplings).
-     * Otherwise edges that share a destination would race, so threads take
-     * slices of the channels instead. */
+    /* How threads share the edges without racing on a destination:
+     * - destinations in order (the receivers of a neighbour list): runs of
+     *   edges cut where the destination changes, each with its atoms;
+     * - else runs of edges, each thread but the first adding into a private
+     *   copy of z, summed into z at the end;
+     * - else (copies too large) slices of the channels, every thread then
+     *   folding every edge's coupling. */
     bool by_edges = nt > 1 && sorted_by(dst, e);
-    if (!by_edges)
+    char *copies = NULL;
+    if (nt > 1 && !by_edges && (size_t)(nt - 1) * (size_t)zn * es <= EDGE_PRIVATE_BYTES)
+        copies = tsr_malloc((size_t)(nt - 1) * (size_t)zn * es);
+    if (nt > 1 && !by_edges && !copies)
         nt = nt < vecs ? nt : (int)vecs;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int team = omp_get_num_threads(), me = omp_get_thread_num();
         int64_t a0 = 0, a1 = n, k0 = 0, k1 = e, c0 = 0, c1 = ch;
-        if (by_edges)
+        void *out = z->data;
+        if (by_edges) {
             edge_slice(dst, n, e, team, me, &a0, &a1, &k0, &k1);
-        else
+        } else if (copies) {
+            k0 = e * me / team;
+            k1 = e * (me + 1) / team;
+            if (me > 0)
+                out = copies + (size_t)(me - 1) * (size_t)zn * es;
+        } else {
             channel_slice(ch, lanes, team, me, &c0, &c1);
+        }
         if (c1 > c0) {
             if (f64)
                 EDGE_PICK(edge_message, double, s->isa)
-            (d, x->data, y->data, w->data, src, dst, z->data, a0, a1, k0, k1, ch, c0, c1);
+            (d, x->data, y->data, w->data, src, dst, out, a0, a1, k0, k1, ch, c0, c1);
             else EDGE_PICK(edge_message, float, s->isa)(d, x->data, y->data, w->data, src, dst,
-                                                        z->data, a0, a1, k0, k1, ch, c0, c1);
+                                                        out, a0, a1, k0, k1, ch, c0, c1);
+        }
+        if (copies) {
+#pragma omp barrier
+#pragma omp for schedule(static)
+            for (int64_t i = 0; i < zn; i++)
+                for (int t = 0; t + 1 < team; t++) {
+                    if (f64)
+                        ((double *)z->data)[i] += ((const double *)copies)[(int64_t)t * zn + i];
+                    else
+                        ((float *)z->data)[i] += ((const float *)copies)[(int64_t)t * zn + i];
+                }
         }
     }
+    free(copies);
     return TSR_OK;
 }
 
