@@ -7,8 +7,9 @@
  * Σ_t W[t][o][i] y_t (at most 7 x 7 values, as vectors), so what runs along the
  * channels is a d_out x d_in matrix-vector product per channel. A message
  * adds w_e ⊙ M x[src] into z[dst]: edges that share a destination would
- * race, so threads split the channels instead (each owns a slice of every
- * node). The gradient's outputs belong to one edge each, so its threads
+ * race, so threads take runs of edges that own their destinations (edges in
+ * destination order) or add into private copies of z (edge_message_run).
+ * The gradient's outputs belong to one edge each, so its threads
  * split the edges; one pass over p = a_s ⊙ b_r gives both dw (Σ M p) and
  * the channel sums D[r][s] = Σ_c w p that dy = Σ W D needs (kept as
  * vectors of partial sums until W has been applied).
