@@ -512,27 +512,33 @@ static tsr_status pair_grad_infer(tsr_infer_ctx *c, const char *f)
 
 static tsr_status relu_grad_infer(tsr_infer_ctx *c) { return pair_grad_infer(c, "Y"); }
 
+/* The ref kernel NAME of a backward op (dY, F) -> dX, element by element:
+ * dX = EXPR of dy and f, in double. */
 // clang-format off
-#define RELU_GRAD_LOOP(T)                                                                        \
+#define PAIR_GRAD_LOOP(T, EXPR)                                                                  \
     do {                                                                                         \
-        const T *dys = k->inputs[0]->data, *ys = k->inputs[1]->data;                             \
+        const T *dys = k->inputs[0]->data, *fs = k->inputs[1]->data;                             \
         T *dxs = k->outputs[0]->data;                                                            \
         _Pragma("omp parallel for num_threads(nt) if (nt > 1)")                                  \
-        for (int64_t i = 0; i < count; i++)                                                      \
-            dxs[i] = ys[i] > 0 ? dys[i] : 0;                                                     \
+        for (int64_t i = 0; i < count; i++) {                                                    \
+            double dy = dys[i], f = fs[i];                                                       \
+            dxs[i] = (T)(EXPR);                                                                  \
+        }                                                                                        \
     } while (0)
+#define PAIR_GRAD_REF(NAME, EXPR)                                                                \
+    static tsr_status NAME(const tsr_kernel_ctx *k)                                              \
+    {                                                                                            \
+        int64_t count = tsr_tensor_numel(k->inputs[0]);                                          \
+        int nt = count >= PARALLEL_MIN_ELEMENTS && k->threads > 1 ? k->threads : 1;              \
+        if (k->inputs[0]->dtype == TSR_FLOAT32)                                                  \
+            PAIR_GRAD_LOOP(float, EXPR);                                                         \
+        else                                                                                     \
+            PAIR_GRAD_LOOP(double, EXPR);                                                        \
+        return TSR_OK;                                                                           \
+    }
 // clang-format on
 
-static tsr_status relu_grad_ref(const tsr_kernel_ctx *k)
-{
-    int64_t count = tsr_tensor_numel(k->inputs[0]);
-    int nt = count >= PARALLEL_MIN_ELEMENTS && k->threads > 1 ? k->threads : 1;
-    if (k->inputs[0]->dtype == TSR_FLOAT32)
-        RELU_GRAD_LOOP(float);
-    else
-        RELU_GRAD_LOOP(double);
-    return TSR_OK;
-}
+PAIR_GRAD_REF(relu_grad_ref, f > 0 ? dy : 0.0)
 
 static tsr_status relu_grad_grad(tsr_grad_ctx *c)
 {
@@ -569,27 +575,7 @@ static inline double silu_grad_fn(double dy, double x)
     return dy * s * (1.0 + x * (1.0 - s));
 }
 
-// clang-format off
-#define SILU_GRAD_LOOP(T)                                                                        \
-    do {                                                                                         \
-        const T *dys = k->inputs[0]->data, *xs = k->inputs[1]->data;                             \
-        T *dxs = k->outputs[0]->data;                                                            \
-        _Pragma("omp parallel for num_threads(nt) if (nt > 1)")                                  \
-        for (int64_t i = 0; i < count; i++)                                                      \
-            dxs[i] = (T)silu_grad_fn(dys[i], xs[i]);                                             \
-    } while (0)
-// clang-format on
-
-static tsr_status silu_grad_ref(const tsr_kernel_ctx *k)
-{
-    int64_t count = tsr_tensor_numel(k->inputs[0]);
-    int nt = count >= PARALLEL_MIN_ELEMENTS && k->threads > 1 ? k->threads : 1;
-    if (k->inputs[0]->dtype == TSR_FLOAT32)
-        SILU_GRAD_LOOP(float);
-    else
-        SILU_GRAD_LOOP(double);
-    return TSR_OK;
-}
+PAIR_GRAD_REF(silu_grad_ref, silu_grad_fn(dy, f))
 
 static tsr_status silu_grad_grad(tsr_grad_ctx *c)
 {
