@@ -77,6 +77,25 @@ static void move_parts(int threads, char *whole, int n, char *const *parts, cons
     }
     int64_t items = first[n];
     int nt = tsr_cpu_threads_for(threads, (int64_t)((size_t)outer * row / 4));
+    if (row <= PIECE_BYTES) {
+        /* Short rows (the radial weights of an edge cut into paths): row
+         * by row, every part's chunk in turn, without finding each piece's
+         * part and row. */
+        if (nt > outer)
+            nt = (int)outer;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+        for (int64_t o = 0; o < outer; o++)
+            for (int i = 0; i < n; i++) {
+                if (!parts[i])
+                    continue;
+                char *w = whole + (size_t)o * row + at[i], *p = parts[i] + (size_t)o * chunk[i];
+                if (into_whole)
+                    memcpy(w, p, chunk[i]);
+                else
+                    memcpy(p, w, chunk[i]);
+            }
+        return;
+    }
     if (nt > items)
         nt = (int)items;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
