@@ -328,14 +328,21 @@ static tsr_status edge_message_run(const tsr_cpu_state *s, const tsr_kernel_ctx 
         }
         if (copies) {
 #pragma omp barrier
+            for (int t = 0; t + 1 < team; t++) {
+                if (f64) {
+                    double *zs = z->data;
+                    const double *cs = (const double *)copies + (int64_t)t * zn;
 #pragma omp for schedule(static)
-            for (int64_t i = 0; i < zn; i++)
-                for (int t = 0; t + 1 < team; t++) {
-                    if (f64)
-                        ((double *)z->data)[i] += ((const double *)copies)[(int64_t)t * zn + i];
-                    else
-                        ((float *)z->data)[i] += ((const float *)copies)[(int64_t)t * zn + i];
+                    for (int64_t i = 0; i < zn; i++)
+                        zs[i] += cs[i];
+                } else {
+                    float *zs = z->data;
+                    const float *cs = (const float *)copies + (int64_t)t * zn;
+#pragma omp for schedule(static)
+                    for (int64_t i = 0; i < zn; i++)
+                        zs[i] += cs[i];
                 }
+            }
         }
     }
     free(copies);
