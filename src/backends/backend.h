@@ -51,24 +51,34 @@ typedef struct tsr_prepare_ctx {
  * rows to input rows. Output rows [r0, r1) of one image's channel block
  * read, from each streamed input, rows [r0 * stride - pad,
  * (r1 - 1) * stride - pad + extent) clipped to the input, in the same
- * channel block (Concat: in the block it routes the output block to). */
+ * channel block (Concat: in the block it routes the output block to).
+ * A node that computes every block in one call (a convolution) gets
+ * those rows of every block of its streamed inputs; a stack holding one
+ * runs tiles of all channels. */
 typedef struct tsr_band_info {
     int64_t stride, pad, extent;
-    unsigned streamed;  /* bit i: input i is read band by band */
-    bool routes_blocks; /* Concat along channels: output blocks are the inputs' blocks in order */
+    unsigned streamed;   /* bit i: input i is read band by band */
+    bool routes_blocks;  /* Concat along channels: output blocks are the inputs' blocks in order */
+    bool all_blocks;     /* one call computes every block */
+    bool mixes_channels; /* every output block reads every input block (compute-bound) */
 } tsr_band_info;
 
-/* Rows of one channel block's plane: `data` holds row `row0` onward,
- * rows `pitch` floats apart (width x block lanes). */
+/* Rows of channel block planes: `data` holds row `row0` onward of the
+ * first block, rows `pitch` floats apart (width x block lanes); the next
+ * block's plane starts `plane` floats later (calls of a channel-mixing
+ * node, which see every block; plane == (rows held) x pitch: the band is
+ * one dense tensor). */
 typedef struct tsr_band {
     float *data;
     int64_t row0;
+    int64_t plane;
 } tsr_band;
 
 /* One band of one node: output rows [r0, r1) of channel block cb of
- * image n. Streamed inputs come as bands of the block they are read in
- * (Concat: only the input holding the block, the others NULL); the others
- * as their whole tensor (row0 0). */
+ * image n (a node computing every block: of all of them, cb 0). Streamed
+ * inputs come as bands of the block they are read in (Concat: only the
+ * input holding the block, the others NULL; a node computing every block:
+ * of all blocks); the others as their whole tensor (row0 0). */
 typedef struct tsr_band_call {
     int64_t n, cb, r0, r1;
     tsr_band in[TSR_MAX_NODE_IO];

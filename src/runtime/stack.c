@@ -1,14 +1,17 @@
 /* Depth-first stacks (BrainSlug): runs of memory-bound kernel steps whose
  * backends compute them band by band are run together, tile by tile,
- * maybe opened by a compute-bound one (a convolution reading its whole
- * input, whose output then never leaves the cache). A
- * tile is (image, channel block, band of rows) of the stack's last output
- * (its sink); walking the members backwards gives the rows every earlier
- * value needs for it (windows add halos, recomputed by neighbouring tiles
- * rather than shared). Values read only inside the stack live in
- * per-thread scratch bands sized to fit half the L2 cache; values read
- * outside get full buffers: the sink is written in place, the others are
- * copied out of their bands, each row by exactly one tile. */
+ * maybe with compute-bound ones among them (convolutions, which mix
+ * channels: their input or output then never leaves the cache). A tile
+ * is (image, channel block, band of rows) of the stack's last output (its
+ * sink), or (image, band of rows) over every channel when a member
+ * computes every block in one call (a convolution); walking the members
+ * backwards gives the rows every earlier value needs for it (windows add
+ * halos, recomputed by neighbouring tiles rather than shared). Values
+ * read only inside the stack live in per-thread scratch bands sized to
+ * fit the L2 cache; values read outside get full buffers: the sink is
+ * written in place, the others are copied out of their bands, each row by
+ * exactly one tile. A stack forms only where it does not raise the
+ * arena's peak. */
 #include "runtime/plan_internal.h"
 
 #include <omp.h>
@@ -26,10 +29,13 @@
 /* The most rows a stack may compute per row of output (halos computed
  * again by each band): past this, a shorter stack is better. */
 #define MAX_RECOMPUTE 1.5
-/* The same for an opener (a compute-bound member reading its inputs
- * whole, a convolution): its halo rows cost as much as its own, so a few
- * percent recomputed eat what keeping its output in cache saves. */
-#define MAX_OPENER_RECOMPUTE 1.0625
+/* The same for a compute-bound member (a convolution): its halo rows
+ * cost as much as its own, so a few percent recomputed eat what keeping
+ * its output in cache saves. */
+#define MAX_CONV_RECOMPUTE 1.0625
+/* The most members a stack may have: planning tries every length up to
+ * it from each step (DenseNet's blocks join in runs of hundreds). */
+#define MAX_MEMBERS 32
 
 typedef struct {
     int buf;      /* the plan buffer: BUF_BAND when internal */
@@ -58,6 +64,8 @@ struct plan_stack {
     int n_values;
     int sink;
     int64_t batch, sink_cbs, band_rows, n_bands;
+    bool wide;        /* a member computes every block at once: so do tiles */
+    int64_t tile_cbs; /* channel tiles per image: sink_cbs, 1 when wide */
     int64_t *range;        /* [band][value]{lo, hi}: rows computed */
     int64_t *owned;        /* [band][value]{lo, hi}: rows copied out */
     int *block;            /* [sink block][value]: the value's block computed for it, -1 none */
@@ -65,6 +73,8 @@ struct plan_stack {
     size_t scratch_floats; /* per thread */
     int scratch_buf;
     size_t working_set; /* bytes one tile touches */
+    int *value_of;      /* [buf]: its stack value, -1 none (planning) */
+    int n_bufs;
 };
 
 /* ------------------------------------------------------------ cache size */
@@ -112,6 +122,11 @@ typedef struct {
     spec *s;
     int *reads; /* [buf]: reading steps' input slots over the whole plan */
     int threads;
+    /* The plan's steps as they are now (NULL: to work out again): every
+     * buffer's first and last step, and the arena bytes live at the
+     * busiest step. */
+    int *from, *until;
+    size_t peak;
 } former;
 
 static bool is_empty(const int64_t *r)
@@ -209,8 +224,9 @@ static void size_bands(plan_stack *k)
             if (!is_empty(r) && r[1] - r[0] > most)
                 most = r[1] - r[0];
         }
-        /* 64-byte aligned bands */
-        k->values[v].floats = ((size_t)(most * k->values[v].pitch) + 15) / 16 * 16;
+        /* 64-byte aligned bands, of every block when wide */
+        int64_t planes = k->wide ? k->values[v].cbs : 1;
+        k->values[v].floats = ((size_t)(most * k->values[v].pitch * planes) + 15) / 16 * 16;
         k->values[v].scratch_at = SIZE_MAX;
     }
     k->scratch_floats = 0;
@@ -244,7 +260,10 @@ static void size_bands(plan_stack *k)
             k->scratch_floats = at + x->floats;
     }
     size_t outside = 0;
-    for (int64_t c = 0; c < k->sink_cbs; c++) {
+    for (int v = 0; k->wide && v < nv; v++)
+        if (!k->values[v].internal)
+            outside += k->values[v].floats * sizeof(float);
+    for (int64_t c = 0; !k->wide && c < k->sink_cbs; c++) {
         size_t bytes = 0;
         for (int v = 0; v < nv; v++)
             if (!k->values[v].internal && k->block[c * nv + v] >= 0)
@@ -255,29 +274,44 @@ static void size_bands(plan_stack *k)
     k->working_set = k->scratch_floats * sizeof(float) + outside;
 }
 
-/* Rows computed per row of output, over the members: what recomputing
- * the halos costs at this band height. */
-static double recompute_ratio(const plan_stack *k)
+/* Convolutions that mix channels, or read their input whole. */
+static bool is_compute_bound(const stack_member *mb)
+{
+    return !mb->info.streamed || mb->info.mixes_channels;
+}
+
+/* Whether the halos recomputed by every band at the planned height cost
+ * less than the stack saves: rows computed per row of output, over the
+ * members, and for each compute-bound member alone. */
+static bool halos_pay(const plan_stack *k)
 {
     double computed = 0.0, needed = 0.0;
     for (int m = 0; m < k->n_members; m++) {
         int o = k->members[m].out;
-        needed += (double)k->values[o].h;
+        double own = 0.0;
         for (int64_t t = 0; t < k->n_bands; t++) {
             const int64_t *r = &k->range[2 * (t * k->n_values + o)];
-            computed += is_empty(r) ? 0.0 : (double)(r[1] - r[0]);
+            own += is_empty(r) ? 0.0 : (double)(r[1] - r[0]);
         }
+        if (is_compute_bound(&k->members[m]) && own > MAX_CONV_RECOMPUTE * (double)k->values[o].h)
+            return false;
+        computed += own;
+        needed += (double)k->values[o].h;
     }
-    return needed > 0 ? computed / needed : 1.0;
+    return computed <= MAX_RECOMPUTE * needed;
 }
 
-/* The tallest band whose tile fits the L2 cache (bands of values not live
- * at once share it, so a tile touches a few bands at a time: halos cost
- * more than spilling to half the cache would save), whose scratch is
- * smaller than what it replaces, and that leaves tiles for every thread
- * (two each, where there are that many rows);
- * TSR_DF_BAND_ROWS forces a height (tests use it for tiny tiles). Returns
- * whether the height was forced. */
+/* Plans the fewest bands (of even heights) whose halos pay (more bands
+ * only recompute more, so the search stops at the first that does not),
+ * whose tile fits the L2 cache (bands of values not live at once share
+ * it, so a tile touches a few bands at a time: halos cost more than
+ * spilling to half the cache would save), whose scratch is smaller than
+ * what it replaces, and that leave tiles for every thread (two each,
+ * where there are that many rows; one each when tiles hold every
+ * channel: more bands would recompute more halo rows of convolutions);
+ * else bands of one row, if their halos pay. TSR_DF_BAND_ROWS forces a
+ * height (tests use it for tiny tiles), halos or not. Returns whether a
+ * height was planned. */
 static bool choose_band_rows(plan_stack *k, int threads)
 {
     int64_t h = k->values[k->sink].h;
@@ -298,19 +332,28 @@ static bool choose_band_rows(plan_stack *k, int threads)
             cap = full;
     }
     cap /= 2 * (size_t)threads;
-    int64_t planes = k->batch * k->sink_cbs;
-    int64_t want = 2 * (int64_t)threads < planes * h ? 2 * (int64_t)threads : planes * h;
-    for (int64_t rows = h; rows > 1; rows--) {
+    int64_t planes = k->batch * k->tile_cbs;
+    int64_t each = (k->wide ? 1 : 2) * (int64_t)threads;
+    int64_t want = each < planes * h ? each : planes * h;
+    for (int64_t bands = 1, last = 0; bands <= h; bands++) {
+        int64_t rows = (h + bands - 1) / bands;
+        if (rows <= 1)
+            break;
+        if (rows == last)
+            continue;
+        last = rows;
         if (planes * ((h + rows - 1) / rows) < want)
             continue;
         plan_rows(k, rows);
+        if (!halos_pay(k))
+            return false;
         size_bands(k);
         if (k->working_set <= budget && k->scratch_floats * sizeof(float) <= cap)
-            return false;
+            return true;
     }
     plan_rows(k, 1);
     size_bands(k);
-    return false;
+    return halos_pay(k);
 }
 
 /* For every block of the sink, the block of each value it needs (-1:
@@ -362,26 +405,23 @@ static bool plan_blocks(plan_stack *k)
     return true;
 }
 
-/* Whether the stack's openers (members streaming no input: convolutions
- * computing bands from their whole input) pay: each one's output must
- * live in bands only, so that the arena loses its buffer and the stack's
- * next ops read it from cache, and (unless the band height was forced)
- * its halo rows must cost little. */
-static bool openers_pay(const plan_stack *k, bool forced)
+/* Whether the stack's compute-bound members pay: each one's output, or
+ * for one mixing channels its streamed input, must live in bands only,
+ * so that the arena loses that buffer and its reader or writer in the
+ * stack finds it in cache. */
+static bool convs_keep_values(const plan_stack *k)
 {
     for (int m = 0; m < k->n_members; m++) {
         const stack_member *mb = &k->members[m];
-        if (mb->info.streamed)
+        if (!is_compute_bound(mb))
             continue;
         const stack_value *o = &k->values[mb->out];
-        if (!o->internal || o->copy_out)
-            return false;
-        double computed = 0.0;
-        for (int64_t t = 0; t < k->n_bands; t++) {
-            const int64_t *r = &k->range[2 * (t * k->n_values + mb->out)];
-            computed += is_empty(r) ? 0.0 : (double)(r[1] - r[0]);
+        bool kept = o->internal && !o->copy_out;
+        for (int i = 0; i < mb->step.n_in && mb->info.mixes_channels; i++) {
+            const stack_value *x = mb->in[i] >= 0 ? &k->values[mb->in[i]] : NULL;
+            kept = kept || (x && x->internal && !x->copy_out);
         }
-        if (!forced && computed > MAX_OPENER_RECOMPUTE * (double)o->h)
+        if (!kept)
             return false;
     }
     return true;
@@ -398,12 +438,74 @@ static bool can_join(const spec *s, const plan_step *st, tsr_band_info *info)
            (out->kind == BUF_ARENA || out->kind == BUF_OUTPUT);
 }
 
-static int value_of_buf(plan_stack *k, int buf)
+static int value_of_buf(const plan_stack *k, int buf)
 {
-    for (int v = 0; v < k->n_values; v++)
-        if (k->values[v].buf == buf)
-            return v;
-    return -1;
+    return buf >= 0 && buf < k->n_bufs ? k->value_of[buf] : -1;
+}
+
+/* Works out f's buffer lifetimes and peak for the plan's steps now. */
+static bool lifetimes(former *f)
+{
+    const spec *s = f->s;
+    f->from = tsr_calloc((size_t)s->n_bufs + 1, sizeof(int));
+    f->until = tsr_calloc((size_t)s->n_bufs + 1, sizeof(int));
+    size_t *live = tsr_calloc((size_t)s->n_steps + 1, sizeof(size_t));
+    if (!f->from || !f->until || !live) {
+        free(f->from);
+        free(f->until);
+        free(live);
+        f->from = f->until = NULL;
+        return false;
+    }
+    for (int b = 0; b < s->n_bufs; b++)
+        f->from[b] = -1;
+    for (int i = 0; i < s->n_steps; i++) {
+        const plan_step *st = &s->steps[i];
+        for (int o = 0; o < st->n_out; o++)
+            if (f->from[st->out_bufs[o]] < 0)
+                f->from[st->out_bufs[o]] = f->until[st->out_bufs[o]] = i;
+        for (int j = 0; j < st->n_in; j++)
+            if (st->in_bufs[j] >= 0 && f->from[st->in_bufs[j]] >= 0)
+                f->until[st->in_bufs[j]] = i;
+    }
+    for (int b = 0; b < s->n_bufs; b++)
+        if (s->bufs[b].kind == BUF_ARENA && f->from[b] >= 0) {
+            live[f->from[b]] += s->bufs[b].bytes;
+            live[f->until[b] + 1] -= s->bufs[b].bytes;
+        }
+    size_t sum = 0;
+    f->peak = 0;
+    for (int i = 0; i < s->n_steps; i++) {
+        sum += live[i];
+        f->peak = sum > f->peak ? sum : f->peak;
+    }
+    free(live);
+    return true;
+}
+
+/* Whether the plan's arena can hold the stack: the buffers it reads and
+ * writes, all live while it runs, and every thread's scratch, with the
+ * buffers live across its steps, must not need more than the plan's
+ * steps need at their peak now (live bytes summed), so that stacks do
+ * not raise the arena. inside[buf]: the reads of buf by the stack's steps
+ * [first, last]. */
+static bool within_peak(former *f, const plan_stack *k, const int *inside, int first, int last)
+{
+    const spec *s = f->s;
+    if (!f->from && !lifetimes(f))
+        return false;
+    size_t held = k->scratch_floats * sizeof(float) * (size_t)f->threads;
+    for (int b = 0; b < s->n_bufs; b++) {
+        if (s->bufs[b].kind != BUF_ARENA || f->from[b] < 0)
+            continue;
+        int v = value_of_buf(k, b);
+        bool produced = v >= 0 && k->values[v].producer >= 0;
+        if (produced && (k->values[v].sink || k->values[v].copy_out))
+            held += s->bufs[b].bytes; /* written by the stack */
+        else if (!produced && (inside[b] > 0 || (f->from[b] < first && f->until[b] > last)))
+            held += s->bufs[b].bytes; /* read by it, or live across it */
+    }
+    return held <= f->peak;
 }
 
 /* The stack of steps [first, last], planned; NULL when they do not make
@@ -419,8 +521,12 @@ static plan_stack *try_stack(former *f, int first, int last)
     k->members = tsr_calloc((size_t)nm, sizeof *k->members);
     k->values = tsr_calloc((size_t)nm * (TSR_MAX_NODE_IO + 1), sizeof *k->values);
     int *inside = tsr_calloc((size_t)s->n_bufs + 1, sizeof(int));
-    if (!k->members || !k->values || !inside)
+    k->value_of = tsr_malloc(((size_t)s->n_bufs + 1) * sizeof(int));
+    if (!k->members || !k->values || !inside || !k->value_of)
         goto reject;
+    k->n_bufs = s->n_bufs;
+    for (int b = 0; b < s->n_bufs; b++)
+        k->value_of[b] = -1;
     k->n_members = nm;
     uint8_t layout = s->bufs[s->steps[first].out_bufs[0]].layout;
     int block = tsr_layout_block((tsr_layout)layout);
@@ -453,6 +559,7 @@ static plan_stack *try_stack(former *f, int first, int last)
             int v = value_of_buf(k, buf);
             if (v < 0) {
                 v = k->n_values++;
+                k->value_of[buf] = v;
                 k->values[v] = (stack_value){.buf = buf,
                                              .producer = -1,
                                              .h = val->dims[2],
@@ -485,9 +592,10 @@ static plan_stack *try_stack(former *f, int first, int last)
             const stack_value *x = &k->values[mb->in[i]];
             if (x->pitch != o->pitch && mb->info.stride == 1 && mb->info.extent == 1)
                 goto reject;
-            if (!mb->info.routes_blocks && x->cbs != o->cbs)
+            if (!mb->info.routes_blocks && !mb->info.mixes_channels && x->cbs != o->cbs)
                 goto reject;
         }
+        k->wide = k->wide || mb->info.all_blocks;
     }
     /* Values produced here: inputs of members only through streamed slots. */
     for (int m = 0; m < nm; m++) {
@@ -525,17 +633,17 @@ static plan_stack *try_stack(former *f, int first, int last)
     if (k->sink < 0 || k->values[k->sink].producer != nm - 1)
         goto reject;
     k->sink_cbs = k->values[k->sink].cbs;
+    k->tile_cbs = k->wide ? 1 : k->sink_cbs;
     int64_t hs = k->values[k->sink].h;
     k->range = tsr_calloc((size_t)(hs + 1) * (size_t)k->n_values * 2, sizeof(int64_t));
     k->owned = tsr_calloc((size_t)(hs + 1) * (size_t)k->n_values * 2, sizeof(int64_t));
     k->block = tsr_calloc((size_t)k->sink_cbs * (size_t)k->n_values + 1, sizeof(int));
     k->owner = tsr_calloc((size_t)k->sink_cbs * (size_t)k->n_values + 1, sizeof(bool));
     if (!k->range || !k->owned || !k->block || !k->owner || hs == 0 || k->batch == 0 ||
-        !plan_blocks(k))
+        (!k->wide && !plan_blocks(k)))
         goto reject;
-    /* Halos recomputed by every band must not cost more than the stack saves. */
-    bool forced = choose_band_rows(k, f->threads);
-    if ((!forced && recompute_ratio(k) > MAX_RECOMPUTE) || !openers_pay(k, forced))
+    if (!convs_keep_values(k) || !choose_band_rows(k, f->threads) ||
+        !within_peak(f, k, inside, first, last))
         goto reject;
     free(inside);
     return k;
@@ -627,6 +735,8 @@ tsr_status tsr_stacks_form(spec *s, int threads, bool verbose)
         while (end < s->n_steps && can_join(s, &s->steps[end], &info))
             end++;
         plan_stack *k = NULL;
+        if (end - i > MAX_MEMBERS)
+            end = i + MAX_MEMBERS;
         for (int last = end - 1; last > i && !k; last--)
             k = try_stack(&f, i, last);
         if (!k) {
@@ -642,9 +752,15 @@ tsr_status tsr_stacks_form(spec *s, int threads, bool verbose)
         }
         if (verbose)
             tsr_stack_print(s, k, stderr);
+        /* The steps changed: lifetimes are worked out again when needed. */
+        free(f.from);
+        free(f.until);
+        f.from = f.until = NULL;
         i++;
     }
     free(f.reads);
+    free(f.from);
+    free(f.until);
     return st;
 }
 
@@ -665,6 +781,7 @@ void tsr_stack_destroy(plan_stack *k)
     free(k->owned);
     free(k->block);
     free(k->owner);
+    free(k->value_of);
     free(k);
 }
 
@@ -699,13 +816,14 @@ void tsr_stack_print(const spec *s, const plan_stack *k, FILE *out)
     for (int v = 0; v < k->n_values; v++)
         band_only += k->values[v].internal && !k->values[v].copy_out;
     fprintf(out,
-            "stack of %d ops -> '%s' [%lld x %lld x %lld x %lld, %s]: tiles of 1 image x %d "
+            "stack of %d ops -> '%s' [%lld x %lld x %lld x %lld, %s]: tiles of 1 image x %lld "
             "channels x %lld rows (%lld x %lld x %lld tiles), %zu KiB per tile, %zu KiB scratch "
             "per thread, %d values without buffers\n",
             k->n_members, sv->name, (long long)sv->dims[0], (long long)sv->dims[1],
             (long long)sv->dims[2], (long long)sv->dims[3],
-            tsr_layout_name((tsr_layout)s->bufs[sink->buf].layout), block, (long long)k->band_rows,
-            (long long)k->batch, (long long)k->sink_cbs, (long long)k->n_bands,
+            tsr_layout_name((tsr_layout)s->bufs[sink->buf].layout),
+            (long long)(k->wide ? sink->cbs * block : block), (long long)k->band_rows,
+            (long long)k->batch, (long long)k->tile_cbs, (long long)k->n_bands,
             k->working_set / 1024, k->scratch_floats * sizeof(float) / 1024, band_only);
     for (int m = 0; m < k->n_members; m++) {
         const tsr_node *node = &s->graph->nodes[k->members[m].step.node];
@@ -727,57 +845,90 @@ typedef struct {
     const void **whole; /* per member, per input: whole tensors */
 } stack_run;
 
-/* Value v's block b in tile band t: its band in scratch, or its plane. */
-static tsr_band band_of(const stack_run *r, float *scratch, int v, int64_t n, int b, int64_t t)
+/* Value v's block b in tile band t: its band in scratch (wide: the
+ * blocks' bands one after another), or its plane. */
+static tsr_band band_of(const stack_run *r, float *scratch, int v, int64_t n, int64_t b, int64_t t)
 {
     const plan_stack *k = r->k;
     const stack_value *x = &k->values[v];
-    if (x->internal)
-        return (tsr_band){scratch + x->scratch_at, k->range[2 * (t * k->n_values + v)]};
+    if (x->internal) {
+        const int64_t *rows = &k->range[2 * (t * k->n_values + v)];
+        int64_t plane = (rows[1] - rows[0]) * x->pitch;
+        return (tsr_band){scratch + x->scratch_at + (k->wide ? b * plane : 0), rows[0], plane};
+    }
     float *plane = (float *)r->data[v] + ((n * x->cbs + b) * x->h) * x->pitch;
-    return (tsr_band){plane, 0};
+    return (tsr_band){plane, 0, x->h * x->pitch};
 }
 
-/* Runs one tile; on failure, the failing member's message names its node. */
+/* Member m's call for output block bo (every block: a member computing
+ * them all) of image n in band t; then the rows the tile owns of a value
+ * also read outside are copied out. c: the tile's channel block. */
+static tsr_status run_call(const stack_run *r, float *scratch, int m, int64_t n, int64_t bo,
+                           int64_t c, int64_t t)
+{
+    const plan_stack *k = r->k;
+    const stack_member *mb = &k->members[m];
+    int nv = k->n_values, o = mb->out;
+    const int64_t *rows = &k->range[2 * (t * nv + o)];
+    tsr_band_call call = {.n = n, .cb = bo, .r0 = rows[0], .r1 = rows[1]};
+    for (int i = 0; i < mb->step.n_in; i++) {
+        int v = mb->in[i];
+        int64_t b = bo;
+        /* Concat: only the input holding the block (another may be
+         * active in some other block for the same tile). */
+        if (mb->info.routes_blocks) {
+            if (!(bo >= mb->at[i] && bo < mb->at[i + 1]))
+                continue;
+            b = bo - mb->at[i];
+        }
+        if (v < 0)
+            call.in[i] = (tsr_band){(float *)r->whole[m * TSR_MAX_NODE_IO + i], 0, 0};
+        else
+            call.in[i] = band_of(r, scratch, v, n, b, t);
+    }
+    call.out = band_of(r, scratch, o, n, bo, t);
+    tsr_status st = mb->step.backend->run_band(mb->step.state, &call);
+    if (st != TSR_OK) {
+        char desc[320];
+        tsr_node_describe(&r->s->graph->nodes[mb->step.node], desc, sizeof desc);
+        tsr_error_prefix("%s (in a depth-first stack, image %lld, rows [%lld, %lld)): ", desc,
+                         (long long)n, (long long)rows[0], (long long)rows[1]);
+        return st;
+    }
+    const stack_value *x = &k->values[o];
+    const int64_t *own = &k->owned[2 * (t * nv + o)];
+    if (!x->copy_out || !(k->wide || k->owner[c * nv + o]) || is_empty(own))
+        return TSR_OK;
+    int64_t blocks = mb->info.all_blocks ? x->cbs : 1;
+    for (int64_t b = 0; b < blocks; b++) {
+        float *plane = (float *)r->data[o] + ((n * x->cbs + bo + b) * x->h) * x->pitch;
+        const float *band = call.out.data + b * call.out.plane;
+        memcpy(plane + own[0] * x->pitch, band + (own[0] - rows[0]) * x->pitch,
+               (size_t)((own[1] - own[0]) * x->pitch) * sizeof(float));
+    }
+    return TSR_OK;
+}
+
+/* Runs one tile: channel block c of the sink (every block when wide);
+ * on failure, the failing member's message names its node. */
 static tsr_status run_tile(const stack_run *r, float *scratch, int64_t n, int64_t c, int64_t t)
 {
     const plan_stack *k = r->k;
     int nv = k->n_values;
-    const int *blk = &k->block[c * nv];
     for (int m = 0; m < k->n_members; m++) {
         const stack_member *mb = &k->members[m];
         int o = mb->out;
-        const int64_t *rows = &k->range[2 * (t * nv + o)];
-        if (blk[o] < 0 || is_empty(rows))
+        if (is_empty(&k->range[2 * (t * nv + o)]))
             continue;
-        tsr_band_call call = {.n = n, .cb = blk[o], .r0 = rows[0], .r1 = rows[1]};
-        for (int i = 0; i < mb->step.n_in; i++) {
-            int v = mb->in[i];
-            /* Concat: only the input holding the block (another may be
-             * active in some other block for the same tile). */
-            if (mb->info.routes_blocks && !(blk[o] >= mb->at[i] && blk[o] < mb->at[i + 1]))
-                continue;
-            if (v < 0)
-                call.in[i] = (tsr_band){(float *)r->whole[m * TSR_MAX_NODE_IO + i], 0};
-            else if (blk[v] >= 0)
-                call.in[i] = band_of(r, scratch, v, n, blk[v], t);
+        if (!k->wide) {
+            int bo = k->block[c * nv + o];
+            if (bo >= 0)
+                TSR_CHECK(run_call(r, scratch, m, n, bo, c, t));
+            continue;
         }
-        call.out = band_of(r, scratch, o, n, blk[o], t);
-        tsr_status st = mb->step.backend->run_band(mb->step.state, &call);
-        if (st != TSR_OK) {
-            char desc[320];
-            tsr_node_describe(&r->s->graph->nodes[mb->step.node], desc, sizeof desc);
-            tsr_error_prefix("%s (in a depth-first stack, image %lld, rows [%lld, %lld)): ", desc,
-                             (long long)n, (long long)rows[0], (long long)rows[1]);
-            return st;
-        }
-        const stack_value *x = &k->values[o];
-        const int64_t *own = &k->owned[2 * (t * nv + o)];
-        if (x->copy_out && k->owner[c * nv + o] && !is_empty(own)) {
-            float *plane = (float *)r->data[o] + ((n * x->cbs + blk[o]) * x->h) * x->pitch;
-            memcpy(plane + own[0] * x->pitch, call.out.data + (own[0] - rows[0]) * x->pitch,
-                   (size_t)((own[1] - own[0]) * x->pitch) * sizeof(float));
-        }
+        int64_t blocks = mb->info.all_blocks ? 1 : k->values[o].cbs;
+        for (int64_t b = 0; b < blocks; b++)
+            TSR_CHECK(run_call(r, scratch, m, n, b, c, t));
     }
     return TSR_OK;
 }
@@ -808,7 +959,7 @@ tsr_status tsr_stack_run(const spec *s, const plan_step *st, const tsr_tensor *i
                    .data = data,
                    .whole = whole,
                    .scratch = tsr_spec_buffer(s, k->scratch_buf, inputs, outputs)};
-    int64_t tiles = k->batch * k->sink_cbs * k->n_bands;
+    int64_t tiles = k->batch * k->tile_cbs * k->n_bands;
     int nt = threads < tiles ? threads : (int)tiles;
     /* The first failure, its message copied off the thread that raised
      * it (messages are per thread); tiles not started yet are skipped. */
@@ -821,8 +972,8 @@ tsr_status tsr_stack_run(const spec *s, const plan_step *st, const tsr_tensor *i
         for (int64_t i = 0; i < tiles; i++) {
             if (atomic_load_explicit(&failed, memory_order_relaxed) != TSR_OK)
                 continue;
-            int64_t t = i % k->n_bands, c = (i / k->n_bands) % k->sink_cbs;
-            tsr_status status = run_tile(&r, scratch, i / (k->n_bands * k->sink_cbs), c, t);
+            int64_t t = i % k->n_bands, c = (i / k->n_bands) % k->tile_cbs;
+            tsr_status status = run_tile(&r, scratch, i / (k->n_bands * k->tile_cbs), c, t);
             int none = TSR_OK;
             if (status != TSR_OK && atomic_compare_exchange_strong(&failed, &none, (int)status))
                 snprintf(message, sizeof message, "%s", tsr_last_error());

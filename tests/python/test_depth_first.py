@@ -143,10 +143,38 @@ class Builder:
             self.g.add_node("GlobalAveragePool", [self.cur], [out])
             self.outputs.append(out)
 
+    def conv(self, oc, k, stride, depthwise=False):
+        """A convolution of the current value (square kernel k, padding
+        k // 2), with a bias and maybe a clip, as MobileNet's and
+        DenseNet's; depthwise keeps the channels."""
+        rng = self.rng
+        c, h, w = self.shape[self.cur]
+        oc = c if depthwise else oc
+        oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
+        fan = k * k * (1 if depthwise else c)
+        wname = self.const(rng.standard_normal((oc, 1 if depthwise else c, k, k)) / np.sqrt(fan))
+        attrs = {"kernel_shape": [k, k], "strides": [stride] * 2, "pads": [k // 2] * 4}
+        if depthwise:
+            attrs["group"] = c
+        self.add("Conv", [self.cur, wname, self.const(rng.normal(0, 0.1, oc))], attrs, (oc, oh, ow))
+        if rng.random() < 0.5:
+            self.add("Clip", [self.cur, self.const(np.zeros(())), self.const(np.full((), 6.0))])
+
     def finish(self):
         for o in dict.fromkeys(self.outputs + [self.cur]):
             self.g.add_output(o)
         return self.g
+
+
+def add_peak(g, name):
+    """A value four times as large as `name` (a Concat along W, which
+    stacks do not take) and an output from it, so that the arena's peak
+    lies after the stacks before it. A stack must not raise that peak, and
+    one holds its input, its output and its scratch at once: a chain of
+    equal values at the peak stays layer by layer."""
+    g.add_node("Concat", [name] * 4, [name + "_wide"], {"axis": 3})
+    g.add_node("Neg", [name + "_wide"], [name + "_peak"])
+    g.add_output(name + "_peak")
 
 
 def run_modes(g, feeds, threads=2, on_ref=0):
@@ -337,6 +365,7 @@ def test_band_error_comes_out_of_the_stack(layout, monkeypatch):
                name="the_pool")
     g.add_node("Sigmoid", ["b"], ["y"], name="sigmoid")
     g.add_output("y")
+    add_peak(g, "y")
     feeds = [np.random.default_rng(7).standard_normal(shape).astype(np.float32)]
     monkeypatch.setenv("TSR_TEST_FAIL_BAND", "the_pool")
     plan = tsr.Plan(g, device="cpu", threads=2, depth_first=1)
@@ -381,12 +410,12 @@ def _stacked_ops(err):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_conv_opens_stacks(layout, band_rows, monkeypatch, capfd):
     """A convolution (random kernel, stride, dilation, padding, bias,
-    activation; plain or blocked input) opens a stack of the random ops
-    after it, computing its output by bands of rows of one channel block:
-    it must agree with layer by layer and with ref; so must a depthwise
-    convolution after it (streamed, inside the stack). Plain activations
-    (one channel per block), blocked inputs with a partial block (13
-    channels) and inputs wider than a block leave the convolution out."""
+    activation; plain or blocked input, of 3 to 32 channels, a partial
+    block among them) opens a stack of the random ops after it, computing
+    its output by bands of rows of every channel block: it must agree with
+    layer by layer and with ref; so must a depthwise convolution after it
+    (inside the stack). Plain activations (one channel per block) leave
+    the convolution out."""
     monkeypatch.setenv("TSR_CPU_LAYOUT", layout)
     monkeypatch.setenv("TSR_VERBOSE", "1")
     if band_rows:
@@ -432,6 +461,7 @@ def test_conv_opens_stacks(layout, band_rows, monkeypatch, capfd):
         for _ in range(int(rng.integers(1, 5))):
             b.step()
         g = b.finish()
+        add_peak(g, b.cur)
         capfd.readouterr()
         results, stats = run_modes(g, b.feeds)
         stacks = _stacked_ops(capfd.readouterr().err)
@@ -444,6 +474,64 @@ def test_conv_opens_stacks(layout, band_rows, monkeypatch, capfd):
             check_close(got_df, ref, rtol=1e-4)
     if blocked_convs:
         assert opened >= 3, f"only {opened} stacks opened by a convolution in 10 random graphs"
+
+
+@pytest.mark.parametrize("band_rows", ["", "1", "3"])
+@pytest.mark.parametrize("layout", ["nChw8c", "nChw16c"])
+def test_convs_inside_stacks(layout, band_rows, monkeypatch, capfd):
+    """Convolutions anywhere in a stack, as MobileNet's blocks (1x1 expand,
+    depthwise, 1x1 project) and DenseNet's (Concat, BatchNormalization,
+    ReLU, 1x1): tiles of every channel, the convolutions reading their
+    bands of every block (copied where a band holds more rows than they
+    read, or a whole image's planes) and writing them (computed aside
+    where the output is a full buffer), among random ops. They must agree
+    with layer by layer and with ref, and some stacks must hold two
+    convolutions, or one after another op."""
+    monkeypatch.setenv("TSR_CPU_LAYOUT", layout)
+    monkeypatch.setenv("TSR_VERBOSE", "1")
+    if band_rows:
+        monkeypatch.setenv("TSR_DF_BAND_ROWS", band_rows)
+    else:
+        monkeypatch.delenv("TSR_DF_BAND_ROWS", raising=False)
+    if not _convs_blocked(capfd):
+        pytest.skip(f"oneDNN runs convolutions plain with {layout} on this CPU")
+    rng = np.random.default_rng([20 + len(layout), len(band_rows) and int(band_rows)])
+    inner = 0
+    for case in range(8):
+        b = Builder(rng, layout, channels=[16, 24, 32, 40], reciprocal=False)
+        for _ in range(int(rng.integers(2, 6))):
+            kind = rng.choice(["step", "expand", "depthwise", "project", "bottleneck"])
+            c = b.shape[b.cur][0]
+            if kind == "step":
+                b.step()
+            elif kind == "expand":
+                b.conv(int(rng.choice([2, 4, 6])) * c // 8 * 8 or 16, 1, 1)
+            elif kind == "depthwise":
+                b.conv(c, 3, int(rng.choice([1, 2])), depthwise=True)
+            elif kind == "project":
+                b.conv(int(rng.choice([16, 32, 48])), 1, 1)
+            else:
+                x = b.cur
+                params = [rng.uniform(0.5, 1.5, c), rng.normal(0, 0.1, c),
+                          rng.normal(0, 0.1, c), rng.uniform(0.5, 1.5, c)]
+                b.add("BatchNormalization", [x] + [b.const(p) for p in params],
+                      {"epsilon": 1e-5})
+                b.add("Relu", [b.cur])
+                b.conv(int(rng.choice([16, 32])), int(rng.choice([1, 3])), 1)
+                b.add("Concat", [x, b.cur], {"axis": 1},
+                      (b.shape[x][0] + b.shape[b.cur][0],) + b.shape[b.cur][1:])
+        g = b.finish()
+        add_peak(g, b.cur)
+        capfd.readouterr()
+        results, _ = run_modes(g, b.feeds)
+        for ops in _stacked_ops(capfd.readouterr().err):
+            convs = [i for i, op in enumerate(ops) if op in ("Conv", "FusedConv")]
+            inner += len(convs) > 1 or any(i > 0 for i in convs)
+        want = tsr.Plan(g, device="ref").run(b.feeds)
+        for got_df, got_lbl, ref in zip(results[1], results[0], want):
+            check_close(got_df, got_lbl, rtol=1e-5)
+            check_close(got_df, ref, rtol=1e-4)
+    assert inner >= 2, f"only {inner} stacks with a convolution inside in 8 random graphs"
 
 
 @pytest.mark.parametrize("layout", ["nChw8c", "nChw16c"])
@@ -460,7 +548,8 @@ def test_stem_and_depthwise_stack(layout, monkeypatch, capfd):
     rng = np.random.default_rng(11)
     g = tsr.Graph()
     g.set_opset(17)
-    shape = (2, 3, 61, 47)
+    # Batch 8: a whole image per tile, no halo rows for the stem to compute twice.
+    shape = (8, 3, 61, 47)
     g.add_input("x", np.float32, list(shape))
     g.add_constant("w", (rng.standard_normal((32, 3, 3, 3)) / 5).astype(np.float32))
     g.add_constant("wd", (rng.standard_normal((32, 1, 3, 3)) / 3).astype(np.float32))

@@ -612,23 +612,26 @@ static tsr_status conv_autotune(const tsr_prepare_ctx *ctx, conv_state *st)
 
 /* ------------------------------------------------ depth-first bands */
 
-/* A convolution opening a depth-first stack computes output rows
- * [r0, r1) of one output channel block of one image at a time, from its
- * whole input. oneDNN primitives have fixed shapes, so there is one per
- * band shape (output rows and the padding rows above and below the input
- * rows read: the first and last bands differ from the middle ones), built
- * the first time a band of that shape runs and kept; the weights of each
- * output block are packed once at prepare, in the format the whole-image
- * primitive chose. Bands run on the stack's threads at the same time, so
- * each run gets its own memories and uses its thread's scratchpad; input
- * rows that are not a whole image are copied there first (a band's rows
- * of several channels are not one dense tensor). Taken for f32 direct
- * convolutions with constant weights, no residual input and blocked
- * output of whole blocks: of one group (the input may be plain), or
- * depthwise (one group per channel) on blocked input, where block cb of
- * the output reads block cb of the input only: that input is streamed,
- * so a depthwise convolution may sit inside a stack (MobileNet's expand
- * 1x1 convolution -> depthwise), its rows read in place. */
+/* A convolution in a depth-first stack computes output rows [r0, r1)
+ * of every output channel block of one image at a time, from the rows
+ * they need of every input block (of one group, it mixes channels;
+ * depthwise, one group per channel, block cb of the output reads block cb
+ * of the input only, but one call for all blocks costs less than one per
+ * block). oneDNN primitives have fixed shapes, so there is one per band
+ * shape (output rows and the padding rows above and below the input rows
+ * read: the first and last bands differ from the middle ones), built the
+ * first time a band of that shape runs and kept; the weights are packed
+ * then too, once (a convolution that joins no stack keeps one copy), in
+ * the format oneDNN chose for a band of the whole image. Bands run on the
+ * stack's threads at the same time, so each run gets its own memories
+ * and uses its thread's scratchpad. Input
+ * rows of several blocks that are not one dense tensor (rows of a whole
+ * image's planes, or fewer rows than the stack holds) are copied there
+ * first, and an output that is not one is computed there and copied out.
+ * Taken for f32 direct convolutions with constant weights, no residual
+ * input and blocked output of whole blocks, on input in the output's
+ * layout (streamed: the stack's bands) or plain (read whole: the stem's
+ * RGB image). */
 #define BAND_SHAPES 16
 
 typedef struct {
@@ -644,11 +647,12 @@ struct conv_band {
     int64_t ic, ih, iw, ow, block, src_block;
     int64_t stride, pad, extent; /* along rows: stride, top padding, dilated kernel height */
     dnnl_dims_t strides, dilates, pad_l, pad_r;
-    dnnl_memory_desc_t wei, bias;
+    dnnl_memory_desc_t wei, bias, wei_plain;
+    const void *weights; /* the node's, plain */
     bool has_b;
-    bool depthwise; /* a band reads its own block's rows of a streamed input */
-    int64_t cbs;
-    tsr_dnnl_exec *packs; /* [cbs]: each block's weights, packed as wei (owned[0]) */
+    bool depthwise;
+    int64_t oc, cbs;
+    tsr_dnnl_exec pack; /* the weights packed as wei (owned[0]) once a band has run */
     pthread_mutex_t lock;
     int n_shapes;
     band_shape shapes[BAND_SHAPES];
@@ -663,8 +667,8 @@ static tsr_status band_pd(const conv_band *b, band_shape *sh, const dnnl_memory_
     if (in_rows <= 0)
         return tsr_error(TSR_ERR_UNSUPPORTED, "a band of %lld output rows reads no input row",
                          (long long)sh->rows);
-    const int64_t src_dims[4] = {1, b->depthwise ? b->block : b->ic, in_rows, b->iw};
-    const int64_t dst_dims[4] = {1, b->block, sh->rows, b->ow};
+    const int64_t src_dims[4] = {1, b->ic, in_rows, b->iw};
+    const int64_t dst_dims[4] = {1, b->oc, sh->rows, b->ow};
     TSR_CHECK(tsr_dnnl_layout_md(&sh->src, src_dims, b->src_layout, dnnl_f32));
     TSR_CHECK(tsr_dnnl_layout_md(&sh->dst, dst_dims, b->dst_layout, dnnl_f32));
     dnnl_dims_t pad_l = {sh->pad_top, b->pad_l[1]}, pad_r = {sh->pad_bottom, b->pad_r[1]};
@@ -710,12 +714,21 @@ static tsr_status band_build(const conv_band *b, band_shape *sh)
     return status;
 }
 
-/* The shape of a band, built the first time it is asked for. */
+/* The shape of a band, built the first time it is asked for (the
+ * weights packed the first time any is). */
 static tsr_status band_shape_of(conv_band *b, int64_t rows, int64_t top, int64_t bottom,
                                 const band_shape **out)
 {
     pthread_mutex_lock(&b->lock);
     tsr_status status = TSR_OK;
+    if (!b->pack.n_args)
+        status =
+            tsr_dnnl_pack(&b->pack, DNNL_ARG_WEIGHTS, &b->wei_plain, b->weights, &b->wei, 1.0f);
+    if (status != TSR_OK) {
+        tsr_dnnl_exec_release(&b->pack);
+        pthread_mutex_unlock(&b->lock);
+        return status;
+    }
     int i = 0;
     while (i < b->n_shapes && !(b->shapes[i].rows == rows && b->shapes[i].pad_top == top &&
                                 b->shapes[i].pad_bottom == bottom))
@@ -742,9 +755,7 @@ static void band_release(conv_band *b)
         return;
     for (int i = 0; i < b->n_shapes; i++)
         dnnl_primitive_destroy(b->shapes[i].primitive);
-    for (int64_t c = 0; b->packs && c < b->cbs; c++)
-        tsr_dnnl_exec_release(&b->packs[c]);
-    free(b->packs);
+    tsr_dnnl_exec_release(&b->pack);
     pthread_mutex_destroy(&b->lock);
     free(b);
 }
@@ -760,14 +771,8 @@ static bool band_applies(const tsr_prepare_ctx *ctx, const conv_state *st)
     bool has_z = node->n_inputs > 3 && node->inputs[3] >= 0;
     int64_t group = tsr_attr_int(node, "group");
     bool depthwise = group > 1 && group == x->dims[1] && group == w->dims[0] && src == dst;
-    /* A band of one output block re-reads the whole input's rows, and
-     * oneDNN's kernels for 16 output channels reuse each input load less:
-     * cheap only for inputs one block wide or less (measured on
-     * MobileNet-v2: 1x1 expand convolutions by bands ran its stacks 1.4x
-     * slower than layer by layer; the stem's RGB input is cheap). */
-    bool narrow = x->dims[1] <= block;
     return !st->convert.active && st->alg == dnnl_convolution_direct && !has_z && w->data &&
-           ((group == 1 && narrow) || depthwise) && block > 1 && w->dims[0] % block == 0 &&
+           (group == 1 || depthwise) && block > 1 && w->dims[0] % block == 0 &&
            (src_block == 1 || src_block == block) && x->dims[1] % src_block == 0;
 }
 
@@ -795,7 +800,8 @@ static tsr_status band_init(const tsr_prepare_ctx *ctx, conv_state *st)
                      .pad = win.pad_begin[0],
                      .extent = (win.kernel[0] - 1) * win.dilation[0] + 1,
                      .has_b = node->n_inputs > 2 && node->inputs[2] >= 0,
-                     .depthwise = tsr_attr_int(node, "group") > 1};
+                     .depthwise = tsr_attr_int(node, "group") > 1,
+                     .oc = w->dims[0]};
     for (int d = 0; d < 2; d++) {
         b->strides[d] = win.stride[d];
         b->dilates[d] = win.dilation[d] - 1;
@@ -804,24 +810,22 @@ static tsr_status band_init(const tsr_prepare_ctx *ctx, conv_state *st)
     }
     b->cbs = w->dims[0] / b->block;
     pthread_mutex_init(&b->lock, NULL);
-    b->packs = tsr_calloc((size_t)b->cbs, sizeof *b->packs);
-    /* One block of output channels; depthwise: [groups, 1, 1, kh, kw]. */
-    dnnl_dims_t wei_dims = {b->block, w->dims[1], w->dims[2], w->dims[3]};
+    /* Depthwise: [groups, 1, 1, kh, kw]. */
+    dnnl_dims_t wei_dims = {w->dims[0], w->dims[1], w->dims[2], w->dims[3]};
     int wei_rank = 4;
     if (b->depthwise) {
         wei_rank = 5;
-        memcpy(wei_dims, (int64_t[5]){b->block, 1, 1, w->dims[2], w->dims[3]}, 5 * sizeof(int64_t));
+        memcpy(wei_dims, (int64_t[5]){b->oc, 1, 1, w->dims[2], w->dims[3]}, 5 * sizeof(int64_t));
     }
-    dnnl_memory_desc_t wei_plain, wei_any;
-    tsr_status status = b->packs ? TSR_OK : TSR_ERR_OUT_OF_MEMORY;
-    if (status == TSR_OK)
-        status = tsr_dnnl_plain_md(&wei_plain, wei_rank, wei_dims, dnnl_f32);
+    dnnl_memory_desc_t wei_any;
+    b->weights = w->data;
+    tsr_status status = tsr_dnnl_plain_md(&b->wei_plain, wei_rank, wei_dims, dnnl_f32);
     if (status == TSR_OK)
         status = tsr_dnnl_check(dnnl_memory_desc_init_by_tag(&wei_any, wei_rank, wei_dims, dnnl_f32,
                                                              dnnl_format_tag_any),
                                 "weights descriptor");
     if (status == TSR_OK && b->has_b)
-        status = tsr_dnnl_plain_md(&b->bias, 1, &b->block, dnnl_f32);
+        status = tsr_dnnl_plain_md(&b->bias, 1, &b->oc, dnnl_f32);
     /* The weights format: the one oneDNN picks for a band of the whole image. */
     band_shape whole = {.rows = y->dims[2], .pad_top = win.pad_begin[0]};
     whole.pad_bottom = (whole.rows - 1) * b->stride + b->extent - b->pad - b->ih;
@@ -833,10 +837,6 @@ static tsr_status band_init(const tsr_prepare_ctx *ctx, conv_state *st)
     if (status == TSR_OK)
         b->wei = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     dnnl_primitive_desc_destroy(pd);
-    size_t per_block = (size_t)(b->block * w->dims[1] * w->dims[2] * w->dims[3]);
-    for (int64_t c = 0; status == TSR_OK && c < b->cbs; c++)
-        status = tsr_dnnl_pack(&b->packs[c], DNNL_ARG_WEIGHTS, &wei_plain,
-                               (const float *)w->data + (size_t)c * per_block, &b->wei, 1.0f);
     if (status != TSR_OK) {
         band_release(b);
         return status;
@@ -850,12 +850,14 @@ bool tsr_dnnl_conv_band_info(const void *state, tsr_band_info *info_out)
     const conv_band *b = ((const conv_state *)state)->band;
     if (!b)
         return false;
-    /* Depthwise: the input is streamed. Else none is: the convolution
-     * reads its whole input, so it opens a stack. */
+    /* Input in the output's layout comes from the stack band by band;
+     * plain input is read whole. */
     *info_out = (tsr_band_info){.stride = b->stride,
                                 .pad = b->pad,
                                 .extent = b->extent,
-                                .streamed = b->depthwise ? 1u : 0u};
+                                .streamed = b->src_block == b->block ? 1u : 0u,
+                                .all_blocks = true,
+                                .mixes_channels = !b->depthwise};
     return true;
 }
 
@@ -869,28 +871,41 @@ tsr_status tsr_dnnl_conv_run_band(const void *state, const tsr_band_call *c)
     dnnl_engine_t engine = NULL;
     dnnl_stream_t stream = NULL;
     TSR_CHECK(tsr_dnnl_engine(&engine, &stream));
-    /* Channel blocks of the input, rows of each. */
-    int64_t sbs = (b->ic + b->src_block - 1) / b->src_block, pitch = b->iw * b->src_block;
-    /* Depthwise: the rows of block cb, which the stack passes as a band. */
-    const float *x = b->depthwise ? (const float *)c->in[0].data + (in_lo - c->in[0].row0) * pitch
-                                  : (const float *)c->in[0].data + c->n * sbs * b->ih * pitch;
-    bool whole = b->depthwise || (in_lo == 0 && in_hi == b->ih);
-    size_t scratch = (sh->scratch_bytes + 63) / 64 * 64;
-    size_t copy = whole ? 0 : (size_t)(sbs * (in_hi - in_lo) * pitch) * sizeof(float);
-    char *buf = NULL;
-    if (scratch + copy > 0 && !(buf = tsr_dnnl_thread_scratchpad(scratch + copy)))
-        return tsr_error(TSR_ERR_OUT_OF_MEMORY, "no %zu-byte band scratchpad for this thread",
-                         scratch + copy);
-    if (!whole) {
-        float *rows = (float *)(buf + scratch);
-        size_t n = (size_t)((in_hi - in_lo) * pitch);
-        for (int64_t s = 0; s < sbs; s++)
-            memcpy(rows + (size_t)s * n, x + (s * b->ih + in_lo) * pitch, n * sizeof(float));
-        x = rows;
+    /* Blocks of the input, rows of each `plane` floats apart; x: row
+     * in_lo of the first. */
+    int64_t pitch = b->iw * b->src_block, rows = in_hi - in_lo;
+    int64_t sbs = (b->ic + b->src_block - 1) / b->src_block;
+    const float *x;
+    int64_t plane;
+    if (b->src_block == b->block) {
+        x = c->in[0].data + (in_lo - c->in[0].row0) * pitch;
+        plane = c->in[0].plane;
+    } else {
+        x = (const float *)c->in[0].data + (c->n * sbs * b->ih + in_lo) * pitch;
+        plane = b->ih * pitch;
     }
-    float *y = c->out.data + (c->r0 - c->out.row0) * b->ow * b->block;
-    void *data[5] = {(void *)x, b->packs[c->cb].owned[0],
-                     b->has_b ? (float *)c->in[2].data + c->cb * b->block : NULL, y, buf};
+    int64_t ocbs = b->cbs, opitch = b->ow * b->block;
+    int64_t out_rows = c->r1 - c->r0;
+    float *y = c->out.data + (c->r0 - c->out.row0) * opitch;
+    bool dense_in = sbs == 1 || plane == rows * pitch;
+    bool dense_out = ocbs == 1 || c->out.plane == out_rows * opitch;
+    size_t scratch = (sh->scratch_bytes + 63) / 64 * 64;
+    size_t in_bytes = dense_in ? 0 : (size_t)(sbs * rows * pitch) * sizeof(float);
+    size_t out_bytes = dense_out ? 0 : (size_t)(ocbs * out_rows * opitch) * sizeof(float);
+    char *buf = NULL;
+    if (scratch + in_bytes + out_bytes > 0 &&
+        !(buf = tsr_dnnl_thread_scratchpad(scratch + in_bytes + out_bytes)))
+        return tsr_error(TSR_ERR_OUT_OF_MEMORY, "no %zu-byte band scratchpad for this thread",
+                         scratch + in_bytes + out_bytes);
+    if (!dense_in) {
+        float *copy = (float *)(buf + scratch);
+        size_t n = (size_t)(rows * pitch);
+        for (int64_t s = 0; s < sbs; s++)
+            memcpy(copy + (size_t)s * n, x + s * plane, n * sizeof(float));
+        x = copy;
+    }
+    float *dst = dense_out ? y : (float *)(buf + scratch + in_bytes);
+    void *data[5] = {(void *)x, b->pack.owned[0], b->has_b ? c->in[2].data : NULL, dst, buf};
     const dnnl_memory_desc_t *mds[5] = {&sh->src, &b->wei, &b->bias, &sh->dst, &sh->scratch};
     const int args[5] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST,
                          DNNL_ARG_SCRATCHPAD};
@@ -910,6 +925,9 @@ tsr_status tsr_dnnl_conv_run_band(const void *state, const tsr_band_call *c)
         s = dnnl_stream_wait(stream);
     for (int a = 0; a < n; a++)
         dnnl_memory_destroy(exec[a].memory);
+    size_t n_out = (size_t)(out_rows * opitch);
+    for (int64_t o = 0; s == dnnl_success && !dense_out && o < ocbs; o++)
+        memcpy(y + o * c->out.plane, dst + (size_t)o * n_out, n_out * sizeof(float));
     return tsr_dnnl_check(s, "band convolution");
 }
 
