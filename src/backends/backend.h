@@ -98,8 +98,8 @@ typedef struct tsr_backend {
                     uint8_t *wanted, uint8_t *produced);
     /* The input whose buffer output 0 may take over when the node is that
      * input's last reader (an accumulating kernel: oneDNN's sum post-op),
-     * or -1. NULL: never. */
-    int (*inplace_input)(const tsr_node *node);
+     * or -1; that input holds as many bytes as output 0. NULL: never. */
+    int (*inplace_input)(const tsr_graph *g, const tsr_node *node);
     /* Per-node state built once at plan time (NULL if none is needed). */
     tsr_status (*prepare)(const struct tsr_prepare_ctx *ctx, void **state_out);
     void (*release)(void *state);

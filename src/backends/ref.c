@@ -24,8 +24,9 @@ static tsr_status ref_run(void *state, const tsr_kernel_ctx *ctx)
 /* Ops whose output is input 0's bytes under another shape: the output
  * takes over the input's buffer where the node is its last reader, and
  * their kernel (shape.c's copy_ref) then has nothing to copy. */
-static int ref_inplace_input(const tsr_node *node)
+static int ref_inplace_input(const tsr_graph *g, const tsr_node *node)
 {
+    (void)g;
     const tsr_op_def *op = node->op;
     return op == &tsr_op_Reshape || op == &tsr_op_Flatten || op == &tsr_op_Squeeze ||
                    op == &tsr_op_Unsqueeze || op == &tsr_op_Identity

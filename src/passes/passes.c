@@ -14,6 +14,7 @@ static const struct {
     {"fuse_silu", tsr_pass_fuse_silu},
     {"fuse_conv", tsr_pass_fuse_conv},
     {"fuse_layernorm", tsr_pass_fuse_layernorm},
+    {"fuse_gemm", tsr_pass_fuse_gemm},
     {"trim_conv_taps", tsr_pass_trim_conv_taps},
 };
 

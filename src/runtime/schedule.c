@@ -274,7 +274,7 @@ static tsr_status schedule_node(scheduler *sc, int n, int threads)
             if (g->outputs[k] == v)
                 graph_out = k;
         int buf;
-        int k = o == 0 && b->inplace_input ? b->inplace_input(node) : -1;
+        int k = o == 0 && b->inplace_input ? b->inplace_input(g, node) : -1;
         if (k >= 0 && k < node->n_inputs && takes_over(sc, n, node->inputs[k], ins[k], produced[0]) &&
             graph_out < 0) {
             buf = ins[k];

@@ -393,6 +393,22 @@ static void dnnl_release(void *state)
         tsr_dnnl_matmul_release(state);
 }
 
+/* Gemm's C when it has the output's shape: the sum post-op accumulates
+ * the product onto it in place (dnnl_matmul.c). */
+static int dnnl_inplace_input(const tsr_graph *g, const tsr_node *node)
+{
+    if (node->op != &tsr_op_Gemm || node->n_inputs < 3 || node->inputs[2] < 0 ||
+        tsr_attr_float(node, "beta") == 0.0)
+        return -1;
+    const tsr_value *c = &g->values[node->inputs[2]], *y = &g->values[node->outputs[0]];
+    if (c->dtype != y->dtype || c->rank != y->rank)
+        return -1;
+    for (int d = 0; d < c->rank; d++)
+        if (c->dims[d] != y->dims[d] || !tsr_dim_known(c->dims[d]))
+            return -1;
+    return 2;
+}
+
 /* Depth-first stacks: convolutions open them (dnnl_conv.c). */
 static bool dnnl_band_info(const void *state, tsr_band_info *info_out)
 {
@@ -420,6 +436,7 @@ const tsr_backend tsr_backend_dnnl = {
     .layouts = dnnl_layouts,
     .prepare = dnnl_prepare,
     .release = dnnl_release,
+    .inplace_input = dnnl_inplace_input,
     .kernel_name = dnnl_kernel_name,
     .run = dnnl_run,
     .band_info = dnnl_band_info,

@@ -330,20 +330,33 @@ tsr_status tsr_dnnl_matmul_prepare(const tsr_prepare_ctx *ctx, void **state_out)
 tsr_status tsr_dnnl_matmul_run(void *state, const tsr_kernel_ctx *k)
 {
     matmul_state *st = state;
+    float *y = k->outputs[0]->data;
+    const float *c = st->copy_c || st->matvec.has_c ? k->inputs[2]->data : NULL;
     if (st->use_matvec) {
-        const tsr_tensor *c = st->matvec.has_c ? k->inputs[2] : NULL;
-        tsr_cpu_matvec_run(&st->matvec, k->inputs[0]->data, k->inputs[1]->data, c ? c->data : NULL,
-                           k->outputs[0]->data, k->threads);
+        /* C in Y's buffer (dnnl_inplace_input): the slices overwrite Y
+         * before the epilogue reads C, so it reads a copy (a few rows). */
+        float *saved = NULL;
+        if (c && c == y) {
+            size_t bytes = (size_t)(st->matvec.m * st->matvec.n) * sizeof(float);
+            if (!(saved = tsr_malloc(bytes)))
+                return TSR_ERR_OUT_OF_MEMORY;
+            c = memcpy(saved, c, bytes);
+        }
+        tsr_cpu_matvec_run(&st->matvec, k->inputs[0]->data, k->inputs[1]->data, c, y, k->threads);
+        free(saved);
         return TSR_OK;
     }
     if (st->convert.active)
         TSR_CHECK(tsr_dnnl_exec_run(&st->convert.exec, k));
-    if (st->copy_c) {
-        const float *c = k->inputs[2]->data;
-        float *y = k->outputs[0]->data;
-        for (int64_t i = 0; i < st->m; i++)
-            for (int64_t j = 0; j < st->n; j++)
-                y[i * st->n + j] = c[i * st->c_rs + j * st->c_cs];
+    /* C into Y for the sum post-op, unless Y took over C's buffer. */
+    if (st->copy_c && c != y) {
+        if (st->c_rs == st->n && st->c_cs == 1) {
+            memcpy(y, c, (size_t)(st->m * st->n) * sizeof(float));
+        } else {
+            for (int64_t i = 0; i < st->m; i++)
+                for (int64_t j = 0; j < st->n; j++)
+                    y[i * st->n + j] = c[i * st->c_rs + j * st->c_cs];
+        }
     }
     return tsr_dnnl_exec_run(&st->exec, k);
 }
