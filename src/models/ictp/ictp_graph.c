@@ -179,9 +179,10 @@ static const char *concat(gb *b, int n, const char *const *xs, int axis)
 }
 
 /* Cuts the weight x [rows, Σ widths] into n consecutive column blocks, each
- * by a Gather of its columns: its gradient is a scatter whose size comes at
- * run time, so the forces' graph can be differentiated again (a Split's
- * gradient, a Concat, needs static sizes there). */
+ * by a Gather of its columns (folded away when x is a constant): its
+ * gradient is a scatter whose size comes at run time, so the forces' graph
+ * can be differentiated again (a Split's gradient, a Concat, needs static
+ * sizes there). */
 static void split_columns(gb *b, const char *x, int n, const int64_t *widths, const char **parts)
 {
     int64_t most = 1;
@@ -200,17 +201,6 @@ static void split_columns(gb *b, const char *x, int n, const int64_t *widths, co
         parts[k] = node(b, "Gather", 2, in, 1, &a);
     }
     free(idx);
-}
-
-/* Splits x [rows, Σ widths] into its n column blocks with one Split. */
-static void split_outputs(gb *b, const char *x, int n, const int64_t *widths, const char **parts)
-{
-    const char *in[2] = {x, cst_i64(b, n, widths)};
-    for (int k = 0; k < n; k++)
-        parts[k] = fresh(b, "radial");
-    tsr_attr a = TSR_ATTR_I("axis", 1);
-    if (b->st == TSR_OK)
-        b->st = tsr_graph_add_node(b->g, "Split", "", NULL, 2, in, n, parts, 1, &a);
 }
 
 static const char *reduce_sum(gb *b, const char *x, int64_t axis, int keepdims)
@@ -391,13 +381,12 @@ static void build(gb *b)
                 return;
             }
         }
-        /* The radial weights of each path [edges, F]. For inference, one
-         * MatMul for all paths and a Split of its columns: the forces'
-         * gradient is then one Concat and one MatMul instead of a MatMul
-         * and an Add per path. For training, whose second derivative needs
-         * the gradient of that Concat (a Split of static sizes), the MLP's
-         * last layer is cut into one column block per path instead, so that
-         * each path's weights come from their own MatMul. */
+        /* The radial weights of each path [edges, F], each from its own
+         * MatMul with its column block of the MLP's last layer: no Split
+         * of one product for all paths, which copied every edge's weights
+         * (and in the forces' gradient a Concat of them). The gradient
+         * sums the paths' products, MatMul then Add each, which
+         * fuse_gemm makes one matmul accumulating in place. */
         char prefix[112];
         snprintf(prefix, sizeof prefix, "%sconv_tp_weights", I);
         const char *hidden = mlp(b, rho, prefix, c->n_radial);
@@ -412,13 +401,9 @@ static void build(gb *b)
         int64_t widths[ICTP_MAX_PATHS];
         for (int q = 0; q < n_paths; q++)
             widths[q] = F;
-        if (b->trainable) {
-            split_columns(b, wr_t, n_paths, widths, radial);
-            for (int q = 0; q < n_paths; q++)
-                radial[q] = binary(b, "MatMul", hidden, radial[q]);
-        } else {
-            split_outputs(b, binary(b, "MatMul", hidden, wr_t), n_paths, widths, radial);
-        }
+        split_columns(b, wr_t, n_paths, widths, radial);
+        for (int q = 0; q < n_paths; q++)
+            radial[q] = binary(b, "MatMul", hidden, radial[q]);
         /* Each path's message: the fused gather, product with the edge
          * ICT, radial weights and sum over each atom's edges. */
         const char *A[ICTP_MAX_L + 1];
