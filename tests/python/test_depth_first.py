@@ -46,14 +46,15 @@ def _pool_out(size, k, s, pb, pe, d, ceil):
 class Builder:
     """A random stack: each step adds one op on the current value."""
 
-    def __init__(self, rng, layout, channels=(3, 8, 13, 16, 24, 32), reciprocal=True):
+    def __init__(self, rng, layout, channels=(3, 8, 13, 16, 24, 32), reciprocal=True,
+                 batches=(1, 2, 3)):
         self.rng = rng
         # reciprocal: constant / value too (1/x of a convolution's output
         # near 0 magnifies its rounding past what a comparison with ref takes)
         self.reciprocal = reciprocal
         self.g = tsr.Graph()
         self.g.set_opset(17)
-        n = int(rng.choice([1, 2, 3]))
+        n = int(rng.choice(batches))
         c = int(rng.choice(channels))
         h, w = (int(v) for v in rng.integers(5, 30, size=2))
         self.x_shape = (n, c, h, w)
@@ -415,7 +416,8 @@ def test_conv_opens_stacks(layout, band_rows, monkeypatch, capfd):
     its output by bands of rows of every channel block: it must agree with
     layer by layer and with ref; so must a depthwise convolution after it
     (inside the stack). Plain activations (one channel per block) leave
-    the convolution out."""
+    the convolution out; so does a batch smaller than the threads (see
+    test_stem_and_depthwise_stack)."""
     monkeypatch.setenv("TSR_CPU_LAYOUT", layout)
     monkeypatch.setenv("TSR_VERBOSE", "1")
     if band_rows:
@@ -426,7 +428,7 @@ def test_conv_opens_stacks(layout, band_rows, monkeypatch, capfd):
     blocked_convs = layout != "plain" and _convs_blocked(capfd)
     opened = 0
     for case in range(10):
-        b = Builder(rng, "plain", channels=[3, 16, 32, 13], reciprocal=False)
+        b = Builder(rng, "plain", channels=[3, 16, 32, 13], reciprocal=False, batches=(2, 3))
         n, c, h, w = b.x_shape
         oc = int(rng.choice([16, 32, 48]))
         k = [int(v) for v in rng.integers(1, 8, size=2)]
@@ -498,7 +500,7 @@ def test_convs_inside_stacks(layout, band_rows, monkeypatch, capfd):
     rng = np.random.default_rng([20 + len(layout), len(band_rows) and int(band_rows)])
     inner = 0
     for case in range(8):
-        b = Builder(rng, layout, channels=[16, 24, 32, 40], reciprocal=False)
+        b = Builder(rng, layout, channels=[16, 24, 32, 40], reciprocal=False, batches=(2, 3))
         for _ in range(int(rng.integers(2, 6))):
             kind = rng.choice(["step", "expand", "depthwise", "project", "bottleneck"])
             c = b.shape[b.cur][0]
@@ -534,22 +536,12 @@ def test_convs_inside_stacks(layout, band_rows, monkeypatch, capfd):
     assert inner >= 2, f"only {inner} stacks with a convolution inside in 8 random graphs"
 
 
-@pytest.mark.parametrize("layout", ["nChw8c", "nChw16c"])
-def test_stem_and_depthwise_stack(layout, monkeypatch, capfd):
+def _stem_graph(batch, rng):
     """MobileNet's stem: conv 3 -> 32 (stride 2) + ReLU6, depthwise 3x3 +
-    ReLU6, at an odd size: one stack of both convolutions, the stem's
-    output without a buffer, the answer as layer by layer's; none when the
-    stem's output is read outside too."""
-    monkeypatch.setenv("TSR_CPU_LAYOUT", layout)
-    monkeypatch.setenv("TSR_VERBOSE", "1")
-    monkeypatch.delenv("TSR_DF_BAND_ROWS", raising=False)
-    if not _convs_blocked(capfd):
-        pytest.skip(f"oneDNN runs convolutions plain with {layout} on this CPU")
-    rng = np.random.default_rng(11)
+    ReLU6, at an odd size."""
     g = tsr.Graph()
     g.set_opset(17)
-    # Batch 8: a whole image per tile, no halo rows for the stem to compute twice.
-    shape = (8, 3, 61, 47)
+    shape = (batch, 3, 61, 47)
     g.add_input("x", np.float32, list(shape))
     g.add_constant("w", (rng.standard_normal((32, 3, 3, 3)) / 5).astype(np.float32))
     g.add_constant("wd", (rng.standard_normal((32, 1, 3, 3)) / 3).astype(np.float32))
@@ -563,13 +555,34 @@ def test_stem_and_depthwise_stack(layout, monkeypatch, capfd):
                                                   "group": 32})
     g.add_node("Clip", ["d", "lo", "hi"], ["y"])
     g.add_output("y")
-    feeds = [rng.standard_normal(shape).astype(np.float32)]
+    return g, [rng.standard_normal(shape).astype(np.float32)]
+
+
+@pytest.mark.parametrize("layout", ["nChw8c", "nChw16c"])
+def test_stem_and_depthwise_stack(layout, monkeypatch, capfd):
+    """The stem at batch 8 on 2 threads: one stack of both convolutions
+    (a whole image per tile, no halo rows for the stem to compute twice),
+    the stem's output without a buffer, the answer as layer by layer's;
+    none at batch 1 (bands of the one image would recompute halos and copy
+    rows), and none when the stem's output is read outside too."""
+    monkeypatch.setenv("TSR_CPU_LAYOUT", layout)
+    monkeypatch.setenv("TSR_VERBOSE", "1")
+    monkeypatch.delenv("TSR_DF_BAND_ROWS", raising=False)
+    if not _convs_blocked(capfd):
+        pytest.skip(f"oneDNN runs convolutions plain with {layout} on this CPU")
+    rng = np.random.default_rng(11)
+    g, feeds = _stem_graph(8, rng)
     capfd.readouterr()
     results, stats = run_modes(g, feeds)
     assert _stacked_ops(capfd.readouterr().err) == [["FusedConv", "FusedConv"]]
     assert stats[1].arena_bytes < stats[0].arena_bytes
     check_close(results[1][0], results[0][0], rtol=1e-5)
     check_close(results[1][0], tsr.Plan(g, device="ref").run(feeds)[0], rtol=1e-4)
+    g1, feeds1 = _stem_graph(1, rng)
+    capfd.readouterr()
+    results, _ = run_modes(g1, feeds1)
+    assert not any("FusedConv" in ops for ops in _stacked_ops(capfd.readouterr().err))
+    check_close(results[1][0], results[0][0])
     # The stem's output also read outside: it would keep its buffer, the
     # stack would not pay, so the convolution stays out of it.
     g.add_output("r")
