@@ -112,15 +112,7 @@ static bool fuse_one(tsr_graph *g, int c)
 
 bool tsr_pass_fuse_conv(tsr_graph *g)
 {
-    bool changed = false;
-    int n = 0;
     /* A fused node moves forward to its reader's place, where the loop
      * meets it again and can fuse the next step of the chain. */
-    while (n < g->n_nodes) {
-        if (fuse_one(g, n))
-            changed = true;
-        else
-            n++;
-    }
-    return changed;
+    return tsr_pass_fuse_each(g, fuse_one);
 }

@@ -61,14 +61,5 @@ static bool fuse_one(tsr_graph *g, int m)
 
 bool tsr_pass_fuse_gemm(tsr_graph *g)
 {
-    bool changed = false;
-    /* A fused node moves forward to the Add's place; the node that took
-     * its index is looked at next. */
-    for (int n = 0; n < g->n_nodes;) {
-        if (fuse_one(g, n))
-            changed = true;
-        else
-            n++;
-    }
-    return changed;
+    return tsr_pass_fuse_each(g, fuse_one);
 }

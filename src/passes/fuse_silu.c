@@ -36,12 +36,5 @@ static bool fuse_one(tsr_graph *g, int s)
 
 bool tsr_pass_fuse_silu(tsr_graph *g)
 {
-    bool changed = false;
-    for (int n = 0; n < g->n_nodes;) {
-        if (fuse_one(g, n))
-            changed = true;
-        else
-            n++;
-    }
-    return changed;
+    return tsr_pass_fuse_each(g, fuse_one);
 }

@@ -18,6 +18,18 @@ static const struct {
     {"trim_conv_taps", tsr_pass_trim_conv_taps},
 };
 
+bool tsr_pass_fuse_each(tsr_graph *g, bool (*fuse_one)(tsr_graph *g, int n))
+{
+    bool changed = false;
+    for (int n = 0; n < g->n_nodes;) {
+        if (fuse_one(g, n))
+            changed = true;
+        else
+            n++;
+    }
+    return changed;
+}
+
 /* In debug builds: the verifier's verdict on the graph a pass left. */
 static tsr_status check_after(const tsr_graph *g, const char *pass)
 {

@@ -39,6 +39,11 @@ bool tsr_pass_fuse_gemm(tsr_graph *g);
  * padding left is not negative. */
 bool tsr_pass_trim_conv_taps(tsr_graph *g);
 
+/* For the passes: fuse_one(g, n) at every node n, again at the same index
+ * after it fused (the fused node moved on or was removed, and the node now
+ * there is new to it); whether any did. */
+bool tsr_pass_fuse_each(tsr_graph *g, bool (*fuse_one)(tsr_graph *g, int n));
+
 /* Runs the passes above to a fixed point, then removes dead code. In
  * debug builds the verifier checks the graph after each pass and a
  * failure becomes TSR_ERR_INTERNAL naming the pass. */
