@@ -6,10 +6,10 @@
  * reverse mode writes for a value that several MatMuls read (the forces
  * of an interatomic potential: one per path of the radial weights), and
  * a linear layer exported as MatMul then Add of its bias is one too.
- * Only a MatMul output that nothing else reads is fused, only a C that
- * broadcasts to the product's shape (the Add's output is then the
- * product's shape too), and only in float32: float64 MatMul runs on the
- * cpu backend's own kernel, which takes no C. */
+ * Only a MatMul output that nothing else reads is fused, and only a C
+ * that broadcasts to the product's shape (the Add's output is then the
+ * product's shape too); in float64, only a C of the product's shape, the
+ * one the cpu backend's float64 kernel accumulates onto. */
 #include "passes/passes.h"
 
 #include "ir/rewrite.h"
@@ -38,7 +38,7 @@ static bool fuse_one(tsr_graph *g, int m)
     const tsr_value *a = &g->values[mm->inputs[0]], *b = &g->values[mm->inputs[1]];
     int y = mm->outputs[0];
     const tsr_value *yv = &g->values[y];
-    if (a->rank != 2 || b->rank != 2 || yv->dtype != TSR_FLOAT32)
+    if (a->rank != 2 || b->rank != 2 || (yv->dtype != TSR_FLOAT32 && yv->dtype != TSR_FLOAT64))
         return false;
     int r = tsr_rewrite_sole_reader(g, y);
     if (r < 0)
@@ -49,7 +49,10 @@ static bool fuse_one(tsr_graph *g, int m)
     /* The other operand is an input of the Add, so it exists before the
      * Add's place, where the fused node goes. */
     int c = add->inputs[0] == y ? add->inputs[1] : add->inputs[0];
-    if (g->values[c].dtype != yv->dtype || !broadcasts_to(&g->values[c], yv))
+    const tsr_value *cv = &g->values[c];
+    if (cv->dtype != yv->dtype || !broadcasts_to(cv, yv) ||
+        (yv->dtype == TSR_FLOAT64 &&
+         (cv->rank != 2 || cv->dims[0] != yv->dims[0] || cv->dims[1] != yv->dims[1])))
         return false;
     int inputs[3] = {mm->inputs[0], mm->inputs[1], c};
     tsr_attr attrs[2] = {TSR_ATTR_F("alpha", 1.0), TSR_ATTR_F("beta", 1.0)};

@@ -29,9 +29,9 @@ bool tsr_pass_fuse_layernorm(tsr_graph *g);
 /* Turns Mul(x, Sigmoid(x)), SiLU as torch exports it, into one
  * ai.tessera::Silu. */
 bool tsr_pass_fuse_silu(tsr_graph *g);
-/* Turns Add(MatMul(A, B), C) of two-dimensional float32 A and B into
- * Gemm(A, B, C), when nothing else reads the product and C broadcasts to
- * it. */
+/* Turns Add(MatMul(A, B), C) of two-dimensional A and B into Gemm(A, B,
+ * C), when nothing else reads the product and C broadcasts to it (in
+ * float64: has its shape). */
 bool tsr_pass_fuse_gemm(tsr_graph *g);
 /* Drops the kernel taps of a Conv or FusedConv with constant W that read
  * only padding at the graph's static input sizes (a dilated 3x3 whose

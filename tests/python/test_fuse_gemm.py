@@ -2,8 +2,9 @@
 B becomes Gemm(A, B, C), run by oneDNN with C as a bias (one row) or accumulated onto in place
 (a C of the product's shape, read last there, lends its buffer); chains of such sums, as reverse
 mode writes them, accumulate in one buffer; the few-rows matrix-vector path reads its C before
-overwriting it; patterns the pass must leave alone (float64 among them) run unfused. Every
-answer against numpy in float64 and the ref device."""
+overwriting it; float64 runs on the cpu backend's kernel, accumulating in place too; patterns
+the pass must leave alone run unfused. Every answer against numpy in float64 and the ref
+device.""" 
 
 import numpy as np
 import pytest
@@ -152,18 +153,40 @@ def test_patterns_left_alone_stay_right():
     assert "Gemm" not in ops, ops
 
 
-def test_float64_left_alone():
-    """float64 MatMul runs on the cpu backend's own kernel, which takes no C."""
+@pytest.mark.parametrize("isa", ["", "avx2", "portable"])
+def test_float64_accumulates_in_place(isa, capfd, monkeypatch):
+    """float64: the cpu backend's own kernel runs Gemm with C of the product's shape,
+    accumulating onto it (in place along a chain of sums, onto a copy of a graph input), at
+    odd sizes and every ISA; a C that broadcasts stays MatMul and Add there."""
+    monkeypatch.setenv("TSR_VERBOSE", "1")
+    if isa:
+        monkeypatch.setenv("TSR_CPU_ISA", isa)
     rng = np.random.default_rng(10)
-    a = rng.standard_normal((17, 5))
-    b = rng.standard_normal((5, 9))
-    c = rng.standard_normal((17, 9))
+    m, n, ks = 29, 13, [5, 17, 3]
     g = _graph()
-    g.add_input("a", np.float64, [17, 5])
-    g.add_input("c", np.float64, [17, 9])
-    g.add_constant("b", b)
-    g.add_node("MatMul", ["a", "b"], ["p"])
-    g.add_node("Add", ["c", "p"], ["y"])
+    feeds, bs, want = [], [], np.zeros((m, n))
+    for i, k in enumerate(ks):
+        a = rng.standard_normal((m, k))
+        bs.append(rng.standard_normal((k, n)))
+        g.add_input(f"a{i}", np.float64, [m, k])
+        g.add_constant(f"b{i}", bs[-1])
+        g.add_node("MatMul", [f"a{i}", f"b{i}"], [f"p{i}"])
+        feeds.append(a)
+        want += a @ bs[-1]
+    c = rng.standard_normal((m, n))
+    g.add_input("c", np.float64, [m, n])
+    feeds.append(c)
+    g.add_node("Add", ["p0", "c"], ["s0"])
+    g.add_node("Add", ["p1", "s0"], ["s1"])
+    g.add_node("Add", ["s1", "p2"], ["y"])
     g.add_output("y")
-    ops = _check(g, [a, c], [a @ b + c], rtol=1e-12)
-    assert "Gemm" not in ops and ops.get("MatMul") == {"cpu"}, ops
+    row = rng.standard_normal(n)
+    g.add_constant("row", row)
+    g.add_node("MatMul", ["a0", "b0"], ["q"])
+    g.add_node("Add", ["q", "row"], ["z"])
+    g.add_output("z")
+    capfd.readouterr()
+    ops = _check(g, feeds, [want + c, feeds[0] @ bs[0] + row], rtol=1e-12)
+    assert ops.get("Gemm") == {"cpu"} and ops.get("Add") == {"cpu"}, ops
+    err = capfd.readouterr().err
+    assert "'s1' takes over the buffer of 's0'" in err, err

@@ -184,12 +184,18 @@ static tsr_status cpu_run_band(const void *state, const tsr_band_call *call)
     return TSR_OK;
 }
 
+static int cpu_inplace_input(const tsr_graph *g, const tsr_node *node)
+{
+    return tsr_cpu_gemm_accumulates(g, node) ? 2 : -1;
+}
+
 const tsr_backend tsr_backend_cpu = {
     .name = "cpu",
     .supports = cpu_supports,
     .layouts = cpu_layouts,
     .prepare = cpu_prepare,
     .release = cpu_release,
+    .inplace_input = cpu_inplace_input,
     .kernel_name = cpu_kernel_name,
     .run = cpu_run,
     .reorder = tsr_cpu_reorder,

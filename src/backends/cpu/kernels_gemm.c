@@ -9,7 +9,10 @@
  * each element of B that is loaded feeds four rows; K in these models is
  * small (3 to a few hundred), so B stays in cache across the row blocks.
  * Threads split the rows (or the batches), only when there is enough work
- * for them. */
+ * for them. Gemm(A, B, C) with C of Y's shape, alpha = beta = 1 and no
+ * transposes (what fuse_gemm writes) accumulates onto C: the tiles start
+ * from Y, which holds C (Y takes over C's buffer where the Gemm reads it
+ * last, else C is copied in first). */
 #include "backends/cpu/kernels_internal.h"
 
 #if TSR_CPU_X86
@@ -48,13 +51,14 @@ static bool gemm_shape_of(int ra, const int64_t *da, int rb, const int64_t *db, 
     return true;
 }
 
-/* Y[i0..i1) = A B over rows, portable. */
+/* Y[i0..i1) = A B over rows (acc: += A B), portable. */
 static void rows_portable(const double *a, const double *b, double *y, int64_t i0, int64_t i1,
-                          int64_t k, int64_t n)
+                          int64_t k, int64_t n, bool acc)
 {
     for (int64_t i = i0; i < i1; i++) {
         double *yr = y + i * n;
-        memset(yr, 0, (size_t)n * sizeof *yr);
+        if (!acc)
+            memset(yr, 0, (size_t)n * sizeof *yr);
         for (int64_t p = 0; p < k; p++) {
             double av = a[i * k + p];
             const double *br = b + p * n;
@@ -67,15 +71,19 @@ static void rows_portable(const double *a, const double *b, double *y, int64_t i
 #if TSR_CPU_X86
 #define AVX2_TARGET __attribute__((target("avx2,fma")))
 
-/* R (1..4) rows from i of Y = A B, columns 8, then 4, then one at a time. */
+/* R (1..4) rows from i of Y = A B (add: Y += A B), columns 8, then 4,
+ * then one at a time. */
 AVX2_TARGET static inline __attribute__((always_inline)) void
-block_avx2(const double *a, const double *b, double *y, int64_t i, int R, int64_t k, int64_t n)
+block_avx2(const double *a, const double *b, double *y, int64_t i, int R, int64_t k, int64_t n,
+           bool add)
 {
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
         __m256d acc[4][2];
-        for (int r = 0; r < R; r++)
-            acc[r][0] = acc[r][1] = _mm256_setzero_pd();
+        for (int r = 0; r < R; r++) {
+            acc[r][0] = add ? _mm256_loadu_pd(y + (i + r) * n + j) : _mm256_setzero_pd();
+            acc[r][1] = add ? _mm256_loadu_pd(y + (i + r) * n + j + 4) : _mm256_setzero_pd();
+        }
         for (int64_t p = 0; p < k; p++) {
             __m256d b0 = _mm256_loadu_pd(b + p * n + j), b1 = _mm256_loadu_pd(b + p * n + j + 4);
             for (int r = 0; r < R; r++) {
@@ -92,7 +100,7 @@ block_avx2(const double *a, const double *b, double *y, int64_t i, int R, int64_
     for (; j + 4 <= n; j += 4) {
         __m256d acc[4];
         for (int r = 0; r < R; r++)
-            acc[r] = _mm256_setzero_pd();
+            acc[r] = add ? _mm256_loadu_pd(y + (i + r) * n + j) : _mm256_setzero_pd();
         for (int64_t p = 0; p < k; p++) {
             __m256d b0 = _mm256_loadu_pd(b + p * n + j);
             for (int r = 0; r < R; r++)
@@ -103,7 +111,7 @@ block_avx2(const double *a, const double *b, double *y, int64_t i, int R, int64_
     }
     for (; j < n; j++)
         for (int r = 0; r < R; r++) {
-            double acc = 0.0;
+            double acc = add ? y[(i + r) * n + j] : 0.0;
             for (int64_t p = 0; p < k; p++)
                 acc += a[(i + r) * k + p] * b[p * n + j];
             y[(i + r) * n + j] = acc;
@@ -111,15 +119,15 @@ block_avx2(const double *a, const double *b, double *y, int64_t i, int R, int64_
 }
 
 AVX2_TARGET static void rows_avx2(const double *a, const double *b, double *y, int64_t i0,
-                                  int64_t i1, int64_t k, int64_t n)
+                                  int64_t i1, int64_t k, int64_t n, bool acc)
 {
     int64_t i = i0;
     for (; i + 4 <= i1; i += 4)
-        block_avx2(a, b, y, i, 4, k, n);
+        block_avx2(a, b, y, i, 4, k, n, acc);
     switch (i1 - i) {
-    case 3: block_avx2(a, b, y, i, 3, k, n); break;
-    case 2: block_avx2(a, b, y, i, 2, k, n); break;
-    case 1: block_avx2(a, b, y, i, 1, k, n); break;
+    case 3: block_avx2(a, b, y, i, 3, k, n, acc); break;
+    case 2: block_avx2(a, b, y, i, 2, k, n, acc); break;
+    case 1: block_avx2(a, b, y, i, 1, k, n, acc); break;
     default: break;
     }
 }
@@ -140,7 +148,12 @@ static tsr_status gemm_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
                          (long long)tsr_tensor_numel(y), (long long)(g.batches * g.m * g.n));
     if (tsr_tensor_numel(y) == 0)
         return TSR_OK;
-    void (*rows)(const double *, const double *, double *, int64_t, int64_t, int64_t, int64_t) =
+    /* Gemm: Y starts as C. */
+    bool acc = k->n_inputs > 2 && k->inputs[2];
+    if (acc && k->inputs[2]->data != y->data)
+        memcpy(y->data, k->inputs[2]->data, (size_t)tsr_tensor_numel(y) * sizeof(double));
+    void (*rows)(const double *, const double *, double *, int64_t, int64_t, int64_t, int64_t,
+                 bool) =
 #if TSR_CPU_X86
         s->isa == TSR_ISA_PORTABLE ? rows_portable : rows_avx2;
 #else
@@ -157,13 +170,13 @@ static tsr_status gemm_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
             /* Whole blocks of four rows per thread. */
             int64_t blocks = (g.m + 3) / 4;
             int64_t i0 = blocks * me / team * 4, i1 = blocks * (me + 1) / team * 4;
-            rows(ad, bd, yd, i0, i1 < g.m ? i1 : g.m, g.k, g.n);
+            rows(ad, bd, yd, i0, i1 < g.m ? i1 : g.m, g.k, g.n, acc);
         }
         return TSR_OK;
     }
 #pragma omp parallel for num_threads(nt) if (nt > 1)
     for (int64_t t = 0; t < g.batches; t++)
-        rows(ad + t * g.m * g.k, bd + t * g.k * g.n, yd + t * g.m * g.n, 0, g.m, g.k, g.n);
+        rows(ad + t * g.m * g.k, bd + t * g.k * g.n, yd + t * g.m * g.n, 0, g.m, g.k, g.n, acc);
     return TSR_OK;
 }
 
@@ -187,6 +200,33 @@ static bool gemm_supports(const tsr_graph *g, const tsr_node *node, char *why, s
     return true;
 }
 
+/* Gemm as fuse_gemm writes it: A B + C, C of Y's shape. */
+static bool gemm_op_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    if (!tsr_cpu_gemm_accumulates(g, node)) {
+        snprintf(why, size,
+                 "Gemm: the cpu kernel runs float64 A B + C of 2-D A and B, C of the product's "
+                 "shape, alpha = beta = 1, no transposes");
+        return false;
+    }
+    return gemm_supports(g, node, why, size);
+}
+
+bool tsr_cpu_gemm_accumulates(const tsr_graph *g, const tsr_node *node)
+{
+    if (node->op != &tsr_op_Gemm || node->n_inputs < 3 || node->inputs[2] < 0 ||
+        tsr_attr_float(node, "alpha") != 1.0 || tsr_attr_float(node, "beta") != 1.0 ||
+        tsr_attr_int(node, "transA") || tsr_attr_int(node, "transB"))
+        return false;
+    const tsr_value *c = &g->values[node->inputs[2]], *y = &g->values[node->outputs[0]];
+    if (c->dtype != TSR_FLOAT64 || y->dtype != TSR_FLOAT64 || c->rank != 2 || y->rank != 2)
+        return false;
+    for (int d = 0; d < 2; d++)
+        if (c->dims[d] != y->dims[d] || !tsr_dim_known(c->dims[d]))
+            return false;
+    return true;
+}
+
 static tsr_status gemm_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 {
     s->run = gemm_run;
@@ -195,5 +235,6 @@ static tsr_status gemm_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 
 const tsr_cpu_op tsr_cpu_gemm_ops[] = {
     {&tsr_op_MatMul, gemm_supports, tsr_cpu_plain_layouts, gemm_prepare},
+    {&tsr_op_Gemm, gemm_op_supports, tsr_cpu_plain_layouts, gemm_prepare},
     {NULL},
 };

@@ -62,6 +62,9 @@ extern const tsr_cpu_op tsr_cpu_resize_ops[];
 extern const tsr_cpu_op tsr_cpu_ict_ops[];
 extern const tsr_cpu_op tsr_cpu_ict_edge_ops[];
 extern const tsr_cpu_op tsr_cpu_gemm_ops[];
+/* Whether node is a Gemm the float64 kernel runs by accumulating onto C
+ * (kernels_gemm.c), so that its output may take over C's buffer. */
+bool tsr_cpu_gemm_accumulates(const tsr_graph *g, const tsr_node *node);
 extern const tsr_cpu_op tsr_cpu_train_ops[];
 extern const tsr_cpu_op tsr_cpu_reduce_ops[];
 
