@@ -70,7 +70,8 @@ void PairTesseraIctp::allocate()
 void PairTesseraIctp::settings(int narg, char **arg)
 {
     const std::string usage =
-        "pair_style tessera/ictp [dtype float64|float32] [threads N] [device NAME]";
+        "pair_style tessera/ictp [dtype float64|float32] [threads N] [device NAME] "
+        "[radial_table N]";
     for (int i = 0; i < narg; i += 2) {
         std::string key = arg[i];
         if (i + 1 >= narg)
@@ -91,6 +92,13 @@ void PairTesseraIctp::settings(int narg, char **arg)
                 fail_all("pair_style tessera/ictp: threads is '" + value +
                          "', not a count (0: all cores)");
             options_.threads = static_cast<int>(threads);
+        } else if (key == "radial_table") {
+            char *end = nullptr;
+            long n = std::strtol(value.c_str(), &end, 10);
+            if (value.empty() || *end != '\0' || n < 16 || n > (1L << 20))
+                fail_all("pair_style tessera/ictp: radial_table is '" + value +
+                         "', not a count of intervals from 16 to 1048576");
+            options_.radial_table = static_cast<int>(n);
         } else if (key == "device") {
             device_ = value;
         } else {

@@ -22,6 +22,9 @@ static const char ictp_usage[] =
     "  --dtype float32|float64  precision of the evaluation (default float64)\n"
     "  --device DEV          device to run on (default: the library's default)\n"
     "  --threads N           threads, 0 for all cores (default 0)\n"
+    "  --radial-table N      tabulate the radial MLPs as cubic splines on N intervals\n"
+    "                        (16..1048576; faster, within the spline's error of the\n"
+    "                        model, docs/ictp.md; default: the MLPs, exact)\n"
     "  --output OUT.extxyz   write every frame back with energy, forces (and stress)\n"
     "                        from the model; OUT must not be the input file\n"
     "  --json                print the results as JSON instead of a table\n"
@@ -30,7 +33,7 @@ static const char ictp_usage[] =
     "Nothing is written unless every frame succeeded; files are written atomically.\n"
     "\n"
     "Usage: tessera ictp bench MODEL.npz STRUCTURE [--iters N] [--stress] [--dtype D]\n"
-    "                          [--device DEV] [--threads N] [--profile]\n"
+    "                          [--device DEV] [--threads N] [--radial-table N] [--profile]\n"
     "\n"
     "Times energy + forces (+ stress) evaluations of the first frame of STRUCTURE\n"
     "(.extxyz or .npz) after one untimed warm-up: milliseconds per evaluation,\n"
@@ -80,7 +83,7 @@ typedef struct {
     const char *model, *structures, *output, *device;
     bool stress, json, bench, profile;
     tsr_dtype dtype;
-    long long threads, iters;
+    long long threads, iters, radial_table;
 } ictp_options;
 
 static int parse_options(int argc, char **argv, ictp_options *o, bool *help)
@@ -99,6 +102,9 @@ static int parse_options(int argc, char **argv, ictp_options *o, bool *help)
             o->output = v;
         } else if (o->bench && cli_arg_flag(&a, "--profile")) {
             o->profile = true;
+        } else if (cli_arg_option(&a, "--radial-table", &v)) {
+            if (v)
+                cli_parse_int(&a, "--radial-table", v, 16, 1 << 20, &o->radial_table);
         } else if (o->bench && cli_arg_option(&a, "--iters", &v)) {
             if (v)
                 cli_parse_int(&a, "--iters", v, 1, 1000000000, &o->iters);
@@ -182,6 +188,7 @@ static int load(const ictp_options *o, tsr_ictp_evaluator **ev_out, int64_t *n_f
     opt.device = o->device;
     opt.dtype = o->dtype;
     opt.threads = (int)o->threads;
+    opt.radial_table = (int)o->radial_table;
     tsr_status st = tsr_ictp_evaluator_create(model, &opt, ev_out);
     tsr_ictp_model_destroy(model);
     if (st != TSR_OK)
@@ -261,8 +268,11 @@ static int bench_main(int argc, char **argv)
     double per = (now_seconds() - t0) / (double)o.iters;
     printf("structure: %lld atoms (%s)\n", (long long)n, o.structures);
     printf("energy: %.15g\n", e);
-    printf("ms per evaluation: %.3f (energy + forces%s, %s, %lld iterations)\n", per * 1e3,
-           o.stress ? " + stress" : "", tsr_dtype_name(o.dtype), o.iters);
+    char radial[64] = "radial MLPs";
+    if (o.radial_table > 0)
+        snprintf(radial, sizeof radial, "radial table of %lld intervals", o.radial_table);
+    printf("ms per evaluation: %.3f (energy + forces%s, %s, %s, %lld iterations)\n", per * 1e3,
+           o.stress ? " + stress" : "", tsr_dtype_name(o.dtype), radial, o.iters);
     printf("atom-steps per second: %.1f\n", (double)n / per);
     printf("peak resident memory: %.1f MiB\n", peak_rss_mib());
     if (o.profile && tsr_plan_print_profile(tsr_ictp_evaluator_plan(ev), stderr) != TSR_OK)

@@ -49,6 +49,8 @@ static const char md_usage[] =
     "                        integration is in float64 either way\n"
     "  --device DEV          device to run on (default: the library's default)\n"
     "  --threads N           threads, 0 for all cores (default 0)\n"
+    "  --radial-table N      the radial MLPs as cubic splines on N intervals (16 to\n"
+    "                        1048576; faster, within the spline's error: docs/ictp.md)\n"
     "  -h, --help            show this help\n"
     "\n"
     "Report lines (stdout): time (ps), potential, kinetic and total energy (eV),\n"
@@ -69,7 +71,7 @@ const cli_command cli_md_command = {
 typedef struct {
     const char *model, *start, *trajectory, *log, *plot, *device;
     bool no_plot;
-    long long steps, every, report, threads, chain;
+    long long steps, every, report, threads, chain, radial_table;
     double dt, temperature, friction, tau, skin;
     uint64_t seed;
     tsr_md_ensemble ensemble;
@@ -149,6 +151,9 @@ static int parse_args(int argc, char **argv, md_args *o, bool *help)
             o->plot = v;
         } else if (cli_arg_flag(&a, "--no-plot")) {
             o->no_plot = true;
+        } else if (cli_arg_option(&a, "--radial-table", &v)) {
+            if (v)
+                cli_parse_int(&a, "--radial-table", v, 16, 1 << 20, &o->radial_table);
         } else if (!cli_arg_eval_options(&a, &o->device, &o->threads, &o->dtype)) {
             const char *pos = cli_arg_rest(&a, help);
             if (!pos)
@@ -419,6 +424,7 @@ static int md_main(int argc, char **argv)
     eo.device = o.device;
     eo.dtype = o.dtype;
     eo.threads = (int)o.threads;
+    eo.radial_table = (int)o.radial_table;
     if (tsr_ictp_evaluator_create(model, &eo, &ev) != TSR_OK) {
         rc = cli_fail_status(NULL);
         goto cleanup;

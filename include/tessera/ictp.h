@@ -50,6 +50,16 @@ typedef struct tsr_ictp_options {
      * specializations instead of building one per count; 1: plan at the
      * exact counts. Results are the same either way. */
     int exact_sizes;
+    /* 0 (default): the radial MLPs run at every evaluation, as the model
+     * defines them; n > 0 (16 to 1048576): each interaction's radial
+     * weights, functions of the distance alone, are tabulated when the
+     * evaluator is created as cubic splines (C2) on n equal intervals of
+     * [0, r_c) and looked up per edge (RadialSpline), which skips the MLPs'
+     * matrix products forward and in the forces. The results then differ
+     * from the model's by the spline's error, which falls as n^-4
+     * (docs/ictp.md gives it for the published model; 2048 intervals keep
+     * forces within about 1e-7 relative). */
+    int radial_table;
 } tsr_ictp_options;
 
 TSR_API void tsr_ictp_options_init(tsr_ictp_options *options);

@@ -298,7 +298,7 @@ class TrainerStats(C.Structure):
 class IctpOptions(C.Structure):
     """tsr_ictp_options (tessera/ictp.h)."""
     _fields_ = [("device", C.c_char_p), ("dtype", C.c_int), ("threads", C.c_int),
-                ("exact_sizes", C.c_int)]
+                ("exact_sizes", C.c_int), ("radial_table", C.c_int)]
 
 
 def library_path():

@@ -202,5 +202,8 @@ TSR_OP(ICTProduct)
 TSR_OP(ICTEdgeMessage)
 TSR_OP(ICTEdgeMessageGrad)
 
-/* radial.c: the Bessel radial basis with the polynomial cutoff (domain ai.tessera) */
+/* radial.c: the Bessel radial basis with the polynomial cutoff, tabulated
+ * radial functions (domain ai.tessera) */
 TSR_OP(BesselBasis)
+TSR_OP(RadialSpline)
+TSR_OP(RadialSplineDot)

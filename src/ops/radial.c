@@ -11,13 +11,32 @@
  * derivatives of sin(w r)/r and of the polynomial). The gradient of order
  * k is Σ_n dB_n · (order k + 1), so derivatives of any order exist as
  * graph nodes. f and its first two derivatives vanish at r_c; the third
- * jumps there. Distances must be positive. */
+ * jumps there. Distances must be positive.
+ *
+ *   RadialSpline(r [...], table [n, 4, K]) -> f [..., K]
+ *   RadialSplineDot(r [...], table [n, 4, K], dy [..., K]) -> [...]
+ *       attributes r_max (required), derivative = 0
+ *
+ * K functions of r tabulated as cubic splines on n equal intervals of
+ * [0, r_max): interval i holds the coefficients of f_k = Σ_j c_ijk t^j, t =
+ * r/h - i, h = r_max/n (a radial MLP of ICTP, fitted once, docs/ictp.md):
+ * the derivatives add the coefficients up without the cancellation that
+ * differences of values would suffer in float32. From r_max
+ * on every function is 0 (a cutoff). RadialSpline gives the functions or
+ * their derivative of order `derivative`, RadialSplineDot the derivative's
+ * contraction Σ_k dy_k f_k^(d)(r), which is RadialSpline's gradient at the
+ * next order without a tensor of derivatives per edge; its own gradient is
+ * RadialSpline and RadialSplineDot again, so derivatives of any order
+ * exist (the pieces are cubic: from the fourth on they are 0). The table
+ * has no gradient: it is a constant of the evaluation (training
+ * differentiates the MLP itself). Distances must not be negative. */
 #include "autodiff/autodiff.h"
 #include "ops/op.h"
 #include "ops/radial.h"
 
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #define BESSEL_MAX_DERIVATIVE 16
@@ -197,4 +216,262 @@ const tsr_op_def tsr_op_BesselBasis = {
     .ref = bessel_ref,
     .flops = bessel_flops,
     .grad = bessel_grad,
+};
+
+/* --------------------------------------------------------- RadialSpline */
+
+#define SPLINE_MAX_DERIVATIVE 16
+
+static const tsr_attr_def spline_attrs[] = {
+    {"r_max", TSR_ATTR_FLOAT, true}, {"derivative", TSR_ATTR_INT, .i = 0}, {NULL}};
+
+tsr_status tsr_spline_read(const tsr_node *node, tsr_spline_params *p)
+{
+    p->r_max = tsr_attr_float(node, "r_max");
+    int64_t order = tsr_attr_int(node, "derivative");
+    if (!(p->r_max > 0.0) || !isfinite(p->r_max))
+        return tsr_error(TSR_ERR_UNSUPPORTED, "r_max is %g, must be positive and finite",
+                         p->r_max);
+    if (order < 0 || order > SPLINE_MAX_DERIVATIVE)
+        return tsr_error(TSR_ERR_UNSUPPORTED, "derivative is %lld, must be in 0..%d",
+                         (long long)order, SPLINE_MAX_DERIVATIVE);
+    p->order = (int)order;
+    return TSR_OK;
+}
+
+tsr_status tsr_spline_bad_distance(int64_t i, double r)
+{
+    return tsr_error(TSR_ERR_INVALID_ARGUMENT,
+                     "r[%lld] is %g; the radial spline needs distances of at least 0",
+                     (long long)i, r);
+}
+
+/* Checks the table [n, 4, K] (n >= 1) against r's dtype and, for the
+ * Dot, dy against r's shape with K appended; *k_out gets K. */
+static tsr_status spline_infer_common(tsr_infer_ctx *c, int64_t *k_out)
+{
+    tsr_spline_params p = {0};
+    TSR_CHECK(tsr_spline_read(c->node, &p));
+    for (int i = 0; i < c->n_inputs; i++)
+        TSR_CHECK(tsr_infer_require_dtype(c, i, TSR_FLOAT_TYPES));
+    const tsr_value *r = c->inputs[0], *t = c->inputs[1];
+    for (int i = 1; i < c->n_inputs; i++)
+        if (c->inputs[i]->dtype != r->dtype)
+            return tsr_infer_error(c, TSR_ERR_DTYPE, "r is %s but %s is %s; all must share one",
+                                   tsr_dtype_name(r->dtype), i == 1 ? "table" : "dy",
+                                   tsr_dtype_name(c->inputs[i]->dtype));
+    *k_out = TSR_DIM_UNKNOWN;
+    if (t->rank >= 0) {
+        if (t->rank != 3 || (tsr_dim_known(t->dims[0]) && t->dims[0] < 1) ||
+            (tsr_dim_known(t->dims[1]) && t->dims[1] != 4)) {
+            char got[128];
+            tsr_shape_format(got, sizeof got, t->rank, t->dims);
+            return tsr_infer_error(c, TSR_ERR_SHAPE,
+                                   "table ('%s') has shape %s; it must be [n, 4, K] with n >= 1",
+                                   t->name, got);
+        }
+        *k_out = t->dims[2];
+    }
+    if (r->rank >= TSR_MAX_RANK)
+        return tsr_infer_error(c, TSR_ERR_SHAPE, "r has rank %d; at most %d is supported", r->rank,
+                               TSR_MAX_RANK - 1);
+    if (c->n_inputs < 3 || r->rank < 0 || c->inputs[2]->rank < 0)
+        return TSR_OK;
+    const tsr_value *dy = c->inputs[2];
+    bool ok = dy->rank == r->rank + 1;
+    for (int d = 0; ok && d <= r->rank; d++) {
+        int64_t want = d < r->rank ? r->dims[d] : *k_out;
+        ok = !tsr_dim_known(want) || !tsr_dim_known(dy->dims[d]) || want == dy->dims[d];
+    }
+    if (!ok) {
+        char got[128], rs[128];
+        tsr_shape_format(got, sizeof got, dy->rank, dy->dims);
+        tsr_shape_format(rs, sizeof rs, r->rank, r->dims);
+        return tsr_infer_error(c, TSR_ERR_SHAPE,
+                               "dy ('%s') has shape %s; it must be r's %s with the table's K "
+                               "appended",
+                               dy->name, got, rs);
+    }
+    return TSR_OK;
+}
+
+static tsr_status spline_infer(tsr_infer_ctx *c)
+{
+    int64_t k;
+    TSR_CHECK(spline_infer_common(c, &k));
+    const tsr_value *r = c->inputs[0];
+    if (r->rank < 0)
+        return TSR_OK;
+    int64_t dims[TSR_MAX_RANK];
+    for (int d = 0; d < r->rank; d++)
+        dims[d] = r->dims[d];
+    dims[r->rank] = k;
+    tsr_infer_set(c, 0, r->dtype, r->rank + 1, dims);
+    return TSR_OK;
+}
+
+static tsr_status spline_dot_infer(tsr_infer_ctx *c)
+{
+    int64_t k;
+    TSR_CHECK(spline_infer_common(c, &k));
+    const tsr_value *r = c->inputs[0];
+    if (r->rank >= 0)
+        tsr_infer_set(c, 0, r->dtype, r->rank, r->dims);
+    return TSR_OK;
+}
+
+/* The shapes as the kernels need them: n intervals, K functions, and (Dot)
+ * dy of r's size times K. */
+tsr_status tsr_spline_shapes(const tsr_kernel_ctx *k, int64_t *n, int64_t *kk)
+{
+    const tsr_tensor *r = k->inputs[0], *t = k->inputs[1];
+    if (t->rank != 3 || t->dims[0] < 1 || t->dims[1] != 4)
+        return tsr_error(TSR_ERR_SHAPE, "%s: the table is not [n, 4, K]", k->node->op->name);
+    *n = t->dims[0];
+    *kk = t->dims[2];
+    if (k->n_inputs > 2 && tsr_tensor_numel(k->inputs[2]) != tsr_tensor_numel(r) * *kk)
+        return tsr_error(TSR_ERR_SHAPE, "%s: dy does not hold K values per distance",
+                         k->node->op->name);
+    return TSR_OK;
+}
+
+/* f^(d)(r) of every function, or its contraction with dy (dot), for each
+ * distance in turn, in double. */
+static tsr_status spline_ref_run(const tsr_kernel_ctx *k, bool dot)
+{
+    tsr_spline_params p = {0};
+    TSR_CHECK(tsr_spline_read(k->node, &p));
+    int64_t n, kk;
+    TSR_CHECK(tsr_spline_shapes(k, &n, &kk));
+    const tsr_tensor *r = k->inputs[0], *t = k->inputs[1];
+    tsr_tensor *out = k->outputs[0];
+    int64_t m = tsr_tensor_numel(r);
+    for (int64_t e = 0; e < m; e++) {
+        double re = tsr_get_f(r, e), w[4];
+        if (!(re >= 0.0))
+            return tsr_spline_bad_distance(e, re);
+        int64_t i = 0;
+        bool in = tsr_spline_weights(re, p.r_max, n, p.order, &i, w);
+        double acc = 0.0;
+        for (int64_t j = 0; j < kk; j++) {
+            double v = 0.0;
+            for (int q = 0; in && q < 4; q++)
+                v += w[q] * tsr_get_f(t, (4 * i + q) * kk + j);
+            if (dot)
+                acc += v * tsr_get_f(k->inputs[2], e * kk + j);
+            else
+                tsr_set_f(out, e * kk + j, v);
+        }
+        if (dot)
+            tsr_set_f(out, e, acc);
+    }
+    return TSR_OK;
+}
+
+static tsr_status spline_ref(const tsr_kernel_ctx *k)
+{
+    return spline_ref_run(k, false);
+}
+
+static tsr_status spline_dot_ref(const tsr_kernel_ctx *k)
+{
+    return spline_ref_run(k, true);
+}
+
+/* Four multiply-adds per value (and one more for the contraction). */
+static double spline_flops(const tsr_infer_ctx *c)
+{
+    const tsr_value *t = c->inputs[1], *r = c->inputs[0];
+    int64_t m = tsr_shape_numel(r->rank, r->dims);
+    if (m < 0 || t->rank != 3 || !tsr_dim_known(t->dims[2]))
+        return 0.0;
+    return (double)m * (double)t->dims[2] * (c->n_inputs > 2 ? 10.0 : 8.0);
+}
+
+static tsr_status spline_emit(tsr_grad_ctx *c, const tsr_op_def *op, const char *dy, int order,
+                              const char **out)
+{
+    tsr_spline_params p = {0};
+    TSR_CHECK(tsr_spline_read(tsr_grad_node(c), &p));
+    if (order > SPLINE_MAX_DERIVATIVE)
+        return tsr_grad_unsupported(c, "%s has derivatives up to order %d",
+                                    tsr_grad_node(c)->op->name, SPLINE_MAX_DERIVATIVE);
+    const char *ins[3] = {tsr_grad_input(c, 0), tsr_grad_input(c, 1), dy};
+    tsr_attr a[2] = {TSR_ATTR_F("r_max", p.r_max), TSR_ATTR_I("derivative", order)};
+    return tsr_grad_emit(c, op, dy ? 3 : 2, ins, 2, a, 1, out);
+}
+
+static tsr_status spline_table_grad(tsr_grad_ctx *c)
+{
+    if (tsr_grad_wants(c, 1))
+        return tsr_grad_unsupported(c, "%s: the table has no gradient (it is a constant of the "
+                                       "evaluation; training differentiates the radial MLP)",
+                                    tsr_grad_node(c)->op->name);
+    return TSR_OK;
+}
+
+/* dr = Σ_k dy_k f_k^(d+1)(r). */
+static tsr_status spline_grad(tsr_grad_ctx *c)
+{
+    TSR_CHECK(spline_table_grad(c));
+    if (!tsr_grad_wants(c, 0))
+        return TSR_OK;
+    const char *g;
+    TSR_CHECK(spline_emit(c, &tsr_op_RadialSplineDot, tsr_grad_dy(c, 0),
+                          (int)tsr_attr_int(tsr_grad_node(c), "derivative") + 1, &g));
+    return tsr_grad_contribute(c, 0, g);
+}
+
+/* With z = Σ_k dy_k f_k^(d)(r) and its gradient g: dr = g · Σ_k dy_k
+ * f_k^(d+1)(r), ddy = g ⊗ f^(d)(r). */
+static tsr_status spline_dot_grad(tsr_grad_ctx *c)
+{
+    TSR_CHECK(spline_table_grad(c));
+    int d = (int)tsr_attr_int(tsr_grad_node(c), "derivative");
+    const char *gz = tsr_grad_dy(c, 0), *g;
+    if (tsr_grad_wants(c, 0)) {
+        TSR_CHECK(spline_emit(c, &tsr_op_RadialSplineDot, tsr_grad_input(c, 2), d + 1, &g));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, g, gz, &g));
+        TSR_CHECK(tsr_grad_contribute(c, 0, g));
+    }
+    if (tsr_grad_wants(c, 2)) {
+        const char *f, *axes, *gu;
+        const int64_t last = -1;
+        TSR_CHECK(spline_emit(c, &tsr_op_RadialSpline, NULL, d, &f));
+        TSR_CHECK(tsr_grad_ints(c, 1, &last, &axes));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Unsqueeze, gz, axes, &gu));
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, f, gu, &g));
+        TSR_CHECK(tsr_grad_contribute(c, 2, g));
+    }
+    return TSR_OK;
+}
+
+const tsr_op_def tsr_op_RadialSpline = {
+    .name = "RadialSpline",
+    .domain = "ai.tessera",
+    .min_inputs = 2,
+    .max_inputs = 2,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .attrs = spline_attrs,
+    .locality = TSR_LOCALITY_COMPUTE,
+    .infer = spline_infer,
+    .ref = spline_ref,
+    .flops = spline_flops,
+    .grad = spline_grad,
+};
+
+const tsr_op_def tsr_op_RadialSplineDot = {
+    .name = "RadialSplineDot",
+    .domain = "ai.tessera",
+    .min_inputs = 3,
+    .max_inputs = 3,
+    .min_outputs = 1,
+    .max_outputs = 1,
+    .attrs = spline_attrs,
+    .locality = TSR_LOCALITY_COMPUTE,
+    .infer = spline_dot_infer,
+    .ref = spline_dot_ref,
+    .flops = spline_flops,
+    .grad = spline_dot_grad,
 };

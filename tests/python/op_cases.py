@@ -6,6 +6,8 @@ Adding an op to src/ops/op_table.h means adding its case here; the
 harness fails naming any op that has none. Adding a backend, or teaching
 one a new op, means changing `cpu=` of the cases it now runs."""
 
+import math
+
 import numpy as np
 from tessera.graph import Graph
 
@@ -88,6 +90,23 @@ def const(value):
     """A constant of exactly this value and dtype (floats follow the dtype under test)."""
     v = np.asarray(value)
     return Spec(v.shape, lambda r, s: v.copy(), const=True, float_=v.dtype.kind == "f")
+
+
+def spline_table(n, r_max=5.0):
+    """RadialSpline's table [n, 4, C] of one smooth cubic per column, f(r) = Σ_j a_j r^j
+    with random a_j, in each interval's coefficients (f = Σ_m c_m t^m, r = (i + t) h): a
+    table whose functions are smooth across the knots, so that finite differences of r hold
+    anywhere below r_max."""
+    def make(rng, s):
+        h = r_max / n
+        a = rng.standard_normal((4, s[2])) * np.array([[1.0], [0.5], [0.2], [0.05]])
+        c = np.zeros(s)
+        for i in range(n):
+            for j in range(4):
+                for m in range(j + 1):
+                    c[i, m] += a[j] * h ** j * math.comb(j, m) * float(i) ** (j - m)
+        return c
+    return Spec((n, 4, "C"), make, const=True)
 
 
 def shape_of(*dims):
@@ -668,6 +687,15 @@ CASES = [
     Case("BesselBasis", [positive(2, 5, lo=0.5, hi=4.5)],
          {"r_cutoff": 4.0, "n_basis": 7, "p": 6, "derivative": 1}, cpu="cpu", cpu64="cpu",
          label="derivative1"),
+    Case("RadialSpline", [positive(3, 5, lo=0.0, hi=4.9), spline_table(7)], {"r_max": 5.0},
+         cpu="cpu", cpu64="cpu"),
+    Case("RadialSpline", [positive(4, lo=0.1, hi=4.9), spline_table(3, r_max=5.0)],
+         {"r_max": 5.0, "derivative": 2}, cpu="cpu", cpu64="cpu", label="derivative2"),
+    Case("RadialSpline", [positive(2, 3, lo=4.0, hi=7.0), spline_table(5, r_max=5.0)],
+         {"r_max": 5.0}, cpu="cpu", cpu64="cpu", label="beyond",
+         grad="zero from r_max on, where finite differences would cross the cutoff"),
+    Case("RadialSplineDot", [positive(3, 5, lo=0.1, hi=4.9), spline_table(6), normal(3, 5, "C")],
+         {"r_max": 5.0, "derivative": 1}, cpu="cpu", cpu64="cpu"),
     # roialign.c, nms.c: detection; NonMaxSuppression's count is known only at run time
     Case("RoiAlign", [normal(2, "C", 6, 5), const(ROIS), const(np.array([1, 0, 1], dtype=I64))],
          ROI_ALIGN),

@@ -578,7 +578,15 @@ def test_cli_bench(models, tmp_path):
     assert float(fields["ms per evaluation"].split()[0]) > 0
     assert float(fields["atom-steps per second"]) > 0
     assert float(fields["peak resident memory"].split()[0]) > 0
+    r = run_cli("bench", path, tmp_path / "s.npz", "--iters", 2, "--radial-table", 1024)
+    assert r.returncode == 0, r.stderr
+    fields = dict(line.split(": ", 1) for line in r.stdout.strip().splitlines())
+    assert "radial table of 1024 intervals" in fields["ms per evaluation"]
+    table = tsr.IctpModel(path, radial_table=1024).evaluate(atoms)["energy"]
+    assert_rel(float(fields["energy"]), table, 1e-12, "bench energy with a radial table")
     r = run_cli("bench", path, tmp_path / "s.npz", "--iters", 0)
     assert r.returncode == 2 and "--iters" in r.stderr
+    r = run_cli("eval", path, tmp_path / "s.npz", "--radial-table", 8)
+    assert r.returncode == 2 and "--radial-table" in r.stderr
     r = run_cli("frobnicate")
     assert r.returncode == 2 and "available: eval, bench" in r.stderr

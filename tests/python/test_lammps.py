@@ -135,12 +135,12 @@ print "RESULT $(pe:%.17g) $(pxx:%.17g) $(pyy:%.17g) $(pzz:%.17g) $(pxy:%.17g) $(
     return values[0], np.array(values[1:]), table[:, :3], table[:, 3], table[:, 4:]
 
 
-def tessera_eval(tmp_path, model, numbers, pos, lengths=None):
+def tessera_eval(tmp_path, model, numbers, pos, lengths=None, extra=()):
     atoms = tsr.Atoms(numbers, pos, None if lengths is None else np.diag(lengths),
                       None if lengths is None else [1, 1, 1])
     tsr.write_extxyz(tmp_path / "ref.extxyz", [atoms])
     args = [tessera_bin(), "ictp", "eval", model, tmp_path / "ref.extxyz", "--json",
-            "--threads", "1"]
+            "--threads", "1", *extra]
     if lengths is not None:
         args.append("--stress")
     r = subprocess.run(list(map(str, args)), capture_output=True, text=True)
@@ -168,6 +168,21 @@ def test_periodic_cell_matches_tessera_eval(model, tmp_path, ranks):
     stress = np.array(want["stress"]).reshape(3, 3)
     want_pressure = -NKTV2P_METAL * stress[[0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2]]
     assert_close(pressure, want_pressure, 1e-8, "pressure tensor")
+
+
+def test_radial_table_matches_tessera_eval(model, tmp_path):
+    """pair_style's radial_table gives what `tessera ictp eval --radial-table` gives, over
+    two ranks, and moves off the exact MLPs by no more than the spline's error."""
+    numbers, pos, lengths = periodic_cell()
+    write_data(tmp_path / "data.lmp", numbers, pos, [(0.0, L) for L in lengths])
+    energy, _, forces, _, _ = single_point(tmp_path, model, "p p p", 2,
+                                           extra="radial_table 512")
+    want = tessera_eval(tmp_path, model, numbers, pos, lengths, ["--radial-table", "512"])
+    assert_close(energy, want["energy"], 1e-8, "energy")
+    assert_close(forces, want["forces"], 1e-8, "forces")
+    exact = tessera_eval(tmp_path, model, numbers, pos, lengths)
+    assert_close(forces, exact["forces"], 1e-4, "forces against the exact MLPs")
+    assert np.abs(np.asarray(forces) - exact["forces"]).max() > 0, "the table had no effect"
 
 
 def c_api_virials(model, numbers, pos, lengths):
@@ -283,6 +298,8 @@ def test_bad_pair_coeff_and_style_errors(model, tmp_path):
     assert "none" in out and "pair_coeff for tessera/ictp" in out
     out = lammps_error(tmp_path, model, style_args="dtype float16")
     assert "dtype is 'float16'" in out
+    out = lammps_error(tmp_path, model, style_args="radial_table 8")
+    assert "radial_table is '8', not a count of intervals from 16" in out
     out = lammps_error(tmp_path, model, style_args="colour blue")
     assert "unknown keyword 'colour'" in out
     # The per-atom virial halves each edge's term: not the centroid form of many-body terms.

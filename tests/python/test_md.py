@@ -89,6 +89,30 @@ def test_velocity_verlet_matches_ase(model, tmp_path):
     assert "ns/day" in r.stdout and "neighbour list builds" in r.stdout
 
 
+def test_radial_table_matches_ase_and_conserves_energy(model, tmp_path):
+    """--radial-table in `tessera md` and radial_table in the ASE calculator: the same
+    trajectory, and NVE conserving the tabulated potential's energy as well as the MLPs'."""
+    numbers, pos = molecule(12, n=8)
+    start = write(tmp_path / "start.extxyz", ase.Atoms(numbers=numbers, positions=pos))
+    traj = tmp_path / "traj.extxyz"
+    run_ok(model, start, "--steps", 60, "--dt", 0.5, "--temperature", 300, "--seed", 4,
+           "--trajectory", traj, "--every", 60, "--radial-table", 1024)
+    first, last = ase.io.read(str(traj), ":")
+    codata_2018 = 1.602176634e-19 / 1.66053906660e-27 * 1e-10
+    masses = ase.Atoms(numbers=numbers).get_masses()
+    atoms = ase.Atoms(numbers=numbers, positions=first.positions,
+                      masses=masses * ase.units.fs**2 / codata_2018)
+    atoms.set_velocities(first.arrays["velocities"] / ase.units.fs)
+    atoms.calc = Calculator(model, threads=1, radial_table=1024)
+    VelocityVerlet(atoms, timestep=0.5 * ase.units.fs).run(60)
+    assert np.abs(atoms.get_forces() - last.arrays["forces"]).max() < 1e-8
+    assert np.abs(atoms.positions - last.positions).max() < 1e-10
+    rows = log_rows(tmp_path / "traj.csv")
+    assert np.ptp(rows["etot_eV"]) < 2e-3 * np.ptp(rows["epot_eV"])
+    with pytest.raises(ValueError, match="radial_table is 4"):
+        Calculator(model, radial_table=4)
+
+
 def test_forces_after_rebuilds_equal_fresh_evaluations(model, tmp_path):
     numbers, pos, cell = crystal(13, n=5)
     start = write(tmp_path / "c.extxyz",
@@ -247,6 +271,8 @@ def test_interrupted_run_keeps_its_frames(model, tmp_path, sig):
     (["--steps", 5, "--dt", 1, "--trajectory", "T", "--dtype", "float16"],
      "--dtype must be float32 or float64"),
     (["--steps", 5, "--dt", 1, "--trajectory", "T", "--bogus"], "unknown option '--bogus'"),
+    (["--steps", 5, "--dt", 1, "--trajectory", "T", "--radial-table", 8],
+     "--radial-table must be"),
 ])
 def test_bad_arguments(model, tmp_path, args, message):
     numbers, pos = molecule(11, n=8)

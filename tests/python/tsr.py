@@ -465,7 +465,8 @@ class NeighborList:
 class IctpModel:
     """tsr_ictp_model + one tsr_ictp_evaluator: evaluate(atoms) -> dict."""
 
-    def __init__(self, path, device=None, dtype=np.float64, threads=1, exact_sizes=False):
+    def __init__(self, path, device=None, dtype=np.float64, threads=1, exact_sizes=False,
+                 radial_table=0):
         L = lib()
         L.tsr_ictp_model_cutoff.restype = C.c_double
         m, ev = C.c_void_p(), C.c_void_p()
@@ -478,6 +479,7 @@ class IctpModel:
         opt.dtype = DTYPES[np.dtype(dtype)]
         opt.threads = threads
         opt.exact_sizes = int(exact_sizes)
+        opt.radial_table = radial_table
         check(L.tsr_ictp_evaluator_create(m, C.byref(opt), C.byref(ev)))
         self.evaluator = ev
         self.cutoff = L.tsr_ictp_model_cutoff(m)

@@ -30,17 +30,24 @@ class Calculator(_AseCalculator):
     """ASE calculator for an ICTP model file (MODEL.npz with MODEL.json beside it).
 
     dtype: "float64" (default) or "float32"; threads: None for all cores;
-    device: None for the library's default ("cpu"), or "ref"."""
+    device: None for the library's default ("cpu"), or "ref"; radial_table: None (the
+    model's radial MLPs, exact) or a number of intervals (16 to 1048576) on which they are
+    tabulated as cubic splines when the calculator is created: faster, within the
+    spline's error (docs/ictp.md; 2048 keeps forces within about 1e-7 relative)."""
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "stresses",
                               "energies"]
 
-    def __init__(self, model_path, dtype="float64", threads=None, device=None, **kwargs):
+    def __init__(self, model_path, dtype="float64", threads=None, device=None,
+                 radial_table=None, **kwargs):
         super().__init__(**kwargs)
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be float32 or float64, not {dtype!r}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads is {threads}; use None for all cores")
+        if radial_table is not None and not 16 <= radial_table <= 1 << 20:
+            raise ValueError(f"radial_table is {radial_table}; use None for the MLPs or "
+                             "16 to 1048576 intervals")
         lib = _capi.lib()
         self._model = self._evaluator = None
         model, evaluator = C.c_void_p(), C.c_void_p()
@@ -51,6 +58,7 @@ class Calculator(_AseCalculator):
         opt.dtype = _DTYPES[dtype]
         opt.threads = threads or 0
         opt.device = device.encode() if device else None
+        opt.radial_table = radial_table or 0
         _capi.check(lib.tsr_ictp_evaluator_create(model, C.byref(opt), C.byref(evaluator)))
         self._evaluator = evaluator
         self.cutoff = lib.tsr_ictp_model_cutoff(model)

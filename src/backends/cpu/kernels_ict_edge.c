@@ -1,7 +1,8 @@
 /* The per-edge ops of ICTP in the cpu backend, float32 and float64: the
  * fused edge convolution, ICTEdgeMessage and ICTEdgeMessageGrad
  * (src/ops/ict_edge.c), the edge ICTs, ICT in coordinates (below), and
- * their radial basis, BesselBasis and its first derivative (at the end).
+ * their radial basis, BesselBasis and its first derivative, and the
+ * tabulated radial functions, RadialSpline and RadialSplineDot (at the end).
  *
  * Per edge, the coupling is first folded with the edge's ICT y, M[o][i] =
  * Σ_t W[t][o][i] y_t (at most 7 x 7 values, as vectors), so what runs along the
@@ -675,9 +676,113 @@ static tsr_status bessel_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
     return TSR_OK;
 }
 
+/* ------------------------------------------------ RadialSpline(Dot) */
+
+/* Per distance, the weights of its interval's four coefficients (in
+ * double), then along the K functions as simd loops over the interval's
+ * rows of coefficients, which lie side by side. */
+#define SPLINE_DEFINE(T, SUFFIX, TARGET)                                                           \
+    TARGET static void spline_rows_##T##_##SUFFIX(const tsr_spline_params *p, const T *r,         \
+                                                  const T *tab, const T *dy, T *out, int64_t n,    \
+                                                  int64_t kk, int64_t e0, int64_t e1)              \
+    {                                                                                              \
+        for (int64_t e = e0; e < e1; e++) {                                                        \
+            double w[4] = {0.0, 0.0, 0.0, 0.0};                                                    \
+            int64_t i = 0;                                                                         \
+            bool in = tsr_spline_weights((double)r[e], p->r_max, n, p->order, &i, w);              \
+            const T w0 = (T)w[0], w1 = (T)w[1], w2 = (T)w[2], w3 = (T)w[3];                        \
+            const T *f0 = tab + 4 * i * kk, *m0 = f0 + kk, *f1 = m0 + kk, *m1 = f1 + kk;           \
+            if (dy && !in) {                                                                       \
+                out[e] = 0;                                                                        \
+            } else if (dy) {                                                                       \
+                const T *g = dy + e * kk;                                                          \
+                T acc = 0;                                                                         \
+                _Pragma("omp simd reduction(+ : acc)")                                             \
+                for (int64_t j = 0; j < kk; j++)                                                   \
+                    acc += g[j] * (w0 * f0[j] + w1 * m0[j] + w2 * f1[j] + w3 * m1[j]);             \
+                out[e] = acc;                                                                      \
+            } else if (in) {                                                                       \
+                T *o = out + e * kk;                                                               \
+                _Pragma("omp simd")                                                                \
+                for (int64_t j = 0; j < kk; j++)                                                   \
+                    o[j] = w0 * f0[j] + w1 * m0[j] + w2 * f1[j] + w3 * m1[j];                      \
+            } else {                                                                               \
+                memset(out + e * kk, 0, (size_t)kk * sizeof(T));                                   \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+#if TSR_CPU_X86
+#define SPLINE_LEVELS(T)                                                                           \
+    SPLINE_DEFINE(T, portable, )                                                                   \
+    SPLINE_DEFINE(T, avx2, TARGET_AVX2)                                                            \
+    SPLINE_DEFINE(T, avx512, TARGET_AVX512)
+#else
+#define SPLINE_LEVELS(T) SPLINE_DEFINE(T, portable, )
+#endif
+
+SPLINE_LEVELS(float)
+SPLINE_LEVELS(double)
+
+static tsr_status spline_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const tsr_spline_params *p = s->data;
+    int64_t n, kk;
+    TSR_CHECK(tsr_spline_shapes(k, &n, &kk));
+    const tsr_tensor *r = k->inputs[0], *t = k->inputs[1];
+    const tsr_tensor *dy = k->n_inputs > 2 ? k->inputs[2] : NULL;
+    int64_t m = tsr_tensor_numel(r);
+    bool f64 = r->dtype == TSR_FLOAT64;
+    for (int64_t e = 0; e < m; e++) {
+        double re = f64 ? ((const double *)r->data)[e] : ((const float *)r->data)[e];
+        if (!(re >= 0.0))
+            return tsr_spline_bad_distance(e, re);
+    }
+    int nt = ict_threads_for(k->threads, m * (kk * 4 + 20));
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int team = omp_get_num_threads(), me = omp_get_thread_num();
+        int64_t e0 = m * me / team, e1 = m * (me + 1) / team;
+        if (f64)
+            EDGE_PICK(spline_rows, double, s->isa)
+        (p, r->data, t->data, dy ? dy->data : NULL, k->outputs[0]->data, n, kk, e0, e1);
+        else EDGE_PICK(spline_rows, float, s->isa)(p, r->data, t->data, dy ? dy->data : NULL,
+                                                   k->outputs[0]->data, n, kk, e0, e1);
+    }
+    return TSR_OK;
+}
+
+static bool spline_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    tsr_dtype dt = tsr_cpu_output(g, node, 0)->dtype;
+    if (dt != TSR_FLOAT32 && dt != TSR_FLOAT64) {
+        snprintf(why, size, "%s: %s runs on the ref backend", node->op->name,
+                 tsr_dtype_name(dt));
+        return false;
+    }
+    return true;
+}
+
+static tsr_status spline_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
+{
+    tsr_spline_params *p = tsr_malloc(sizeof *p);
+    if (!p)
+        return TSR_ERR_OUT_OF_MEMORY;
+    tsr_status st = tsr_spline_read(ctx->node, p);
+    if (st != TSR_OK) {
+        free(p);
+        return st;
+    }
+    s->data = p;
+    s->run = spline_run;
+    return TSR_OK;
+}
+
 const tsr_cpu_op tsr_cpu_ict_edge_ops[] = {
     {&tsr_op_ICT, ict_supports, edge_layouts, ict_prepare},
     {&tsr_op_BesselBasis, bessel_supports, edge_layouts, bessel_prepare},
+    {&tsr_op_RadialSpline, spline_supports, edge_layouts, spline_prepare},
+    {&tsr_op_RadialSplineDot, spline_supports, edge_layouts, spline_prepare},
     {&tsr_op_ICTEdgeMessage, edge_supports, edge_layouts, edge_prepare},
     {&tsr_op_ICTEdgeMessageGrad, edge_supports, edge_layouts, edge_prepare},
     {NULL},

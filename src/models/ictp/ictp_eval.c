@@ -109,11 +109,23 @@ tsr_status tsr_ictp_evaluator_create(const tsr_ictp_model *model, const tsr_ictp
     tsr_edges_init(&ev->edges);
     ev->threads = opt.threads;
     tsr_status st = TSR_OK;
+    double **tables = NULL;
     if (opt.device && !(ev->device = tsr_strdup(opt.device))) {
         st = TSR_ERR_OUT_OF_MEMORY;
         goto cleanup;
     }
-    if ((st = ictp_build_graph(model, opt.dtype, &ev->graph)) != TSR_OK ||
+    if (opt.radial_table != 0 && (opt.radial_table < 16 || opt.radial_table > (1 << 20))) {
+        st = tsr_error(TSR_ERR_INVALID_ARGUMENT,
+                       "ICTP evaluator: radial_table is %d; it must be 0 (the MLPs) or 16 to "
+                       "1048576 intervals",
+                       opt.radial_table);
+        goto cleanup;
+    }
+    if (opt.radial_table > 0 && (st = ictp_radial_tables(model, opt.radial_table, opt.device,
+                                                         opt.threads, &tables)) != TSR_OK)
+        goto cleanup;
+    if ((st = ictp_build_graph(model, opt.dtype, (const double *const *)tables, opt.radial_table,
+                               &ev->graph)) != TSR_OK ||
         (st = gradient_plan(ev, 2, &ev->plan)) != TSR_OK)
         goto cleanup;
     ev->dtype = opt.dtype;
@@ -125,6 +137,7 @@ tsr_status tsr_ictp_evaluator_create(const tsr_ictp_model *model, const tsr_ictp
     *evaluator_out = ev;
     ev = NULL;
 cleanup:
+    ictp_radial_tables_free(model->cfg.T, tables);
     tsr_ictp_evaluator_destroy(ev);
     return st;
 }

@@ -39,6 +39,10 @@ typedef struct gb {
     tsr_dtype dt;
     tsr_status st;
     bool trainable; /* weights as parameters (training) or constants */
+    /* Radial weights tabulated per interaction (ictp_radial_tables), or
+     * NULL: the radial MLPs run in the graph. */
+    const double *const *tables;
+    int64_t table_n; /* the tables' intervals */
     int counter;
     int n_names, cap_names;
     char **names;
@@ -263,6 +267,60 @@ static const char *mlp(gb *b, const char *x, const char *prefix, int n_layers)
     return x;
 }
 
+/* The radial weights of an interaction (its weights under `prefix`): the
+ * MLP of the basis rho, then its last layer, whole ([edges, paths·F] into
+ * radial[0], n_paths = 0) or one MatMul per path's column block of F
+ * ([edges, F] each into radial[q]): no Split of one product for all paths,
+ * which copied every edge's weights (and in the forces' gradient a Concat
+ * of them). The gradient sums the paths' products, MatMul then Add each,
+ * which fuse_gemm makes one matmul accumulating in place. */
+static void radial_mlp(gb *b, const char *rho, const char *prefix, int n_paths,
+                       const char **radial)
+{
+    const ictp_config *c = &b->m->cfg;
+    const char *hidden = mlp(b, rho, prefix, c->n_radial);
+    if (c->n_radial > 0)
+        hidden = silu(b, hidden);
+    const ictp_weight *wr = weight(b, "%s.%d.weight", prefix, 2 * c->n_radial);
+    radial[0] = "";
+    if (!wr)
+        return;
+    const int64_t perm2[2] = {1, 0};
+    const double wr_scale = (c->n_radial > 0 ? SILU_SCALE : 1.0) / sqrt((double)wr->dims[1]);
+    const char *wr_t = weight_value(b, wr, 0, NULL, perm2, wr_scale);
+    if (n_paths == 0) {
+        radial[0] = binary(b, "MatMul", hidden, wr_t);
+        return;
+    }
+    int64_t widths[ICTP_MAX_PATHS];
+    for (int q = 0; q < n_paths; q++)
+        widths[q] = c->F;
+    split_columns(b, wr_t, n_paths, widths, radial);
+    for (int q = 0; q < n_paths; q++)
+        radial[q] = binary(b, "MatMul", hidden, radial[q]);
+}
+
+/* Path q's columns of interaction t's table ([n][4][paths·F]) as a
+ * constant [n, 4, F], read by a RadialSpline of r. */
+static const char *radial_spline(gb *b, const char *r, int t, int q, int n_paths)
+{
+    if (b->st != TSR_OK)
+        return "";
+    const int64_t F = b->m->cfg.F, n = b->table_n, K = n_paths * F;
+    double *part = tsr_malloc((size_t)(n * 4 * F) * sizeof *part);
+    if (!part) {
+        b->st = TSR_ERR_OUT_OF_MEMORY;
+        return "";
+    }
+    for (int64_t i = 0; i < 4 * n; i++)
+        memcpy(part + i * F, b->tables[t] + i * K + q * F, (size_t)F * sizeof *part);
+    const int64_t dims[3] = {n, 4, F};
+    const char *in[2] = {r, cst(b, 3, dims, part)};
+    free(part);
+    tsr_attr a = TSR_ATTR_F("r_max", b->m->cfg.r_cutoff);
+    return node_as(b, NULL, "RadialSpline", ICTP_DOMAIN, 2, in, 1, &a);
+}
+
 /* A per-species table (S, rows, cols) of weight values, gathered by species:
  * [atoms, rows, cols]. */
 static const char *species_table(gb *b, const char *table, int64_t rows, int64_t cols,
@@ -305,6 +363,14 @@ static const char *weigh(gb *b, const char *x, int l, int64_t P, const ictp_weig
     return out;
 }
 
+static const char *bessel_basis(gb *b, const char *r)
+{
+    const ictp_config *c = &b->m->cfg;
+    tsr_attr bessel[3] = {TSR_ATTR_F("r_cutoff", c->r_cutoff), TSR_ATTR_I("n_basis", c->n_basis),
+                          TSR_ATTR_I("p", c->p_cutoff)};
+    return node_as(b, NULL, "BesselBasis", ICTP_DOMAIN, 1, &r, 3, bessel);
+}
+
 static void build(gb *b)
 {
     const ictp_config *c = &b->m->cfg;
@@ -335,9 +401,7 @@ static void build(gb *b)
     v = binary(b, "Add", v, reshape(b, dv, 2, de3));
     const char *r = reduce_sum(b, binary(b, "Mul", v, v), 1, 0);
     r = node(b, "Sqrt", 1, &r, 0, NULL);
-    tsr_attr bessel[3] = {TSR_ATTR_F("r_cutoff", c->r_cutoff), TSR_ATTR_I("n_basis", c->n_basis),
-                          TSR_ATTR_I("p", c->p_cutoff)};
-    const char *rho = node_as(b, NULL, "BesselBasis", ICTP_DOMAIN, 1, &r, 3, bessel);
+    const char *rho = b->tables ? "" : bessel_basis(b, r);
     const char *Y[ICTP_MAX_L + 1];
     for (int l = 0; l <= c->Le; l++) {
         tsr_attr a[2] = {TSR_ATTR_I("l", l), TSR_ATTR_I("coordinates", 1)};
@@ -381,29 +445,16 @@ static void build(gb *b)
                 return;
             }
         }
-        /* The radial weights of each path [edges, F], each from its own
-         * MatMul with its column block of the MLP's last layer: no Split
-         * of one product for all paths, which copied every edge's weights
-         * (and in the forces' gradient a Concat of them). The gradient
-         * sums the paths' products, MatMul then Add each, which
-         * fuse_gemm makes one matmul accumulating in place. */
+        /* The radial weights of each path [edges, F]. */
         char prefix[112];
         snprintf(prefix, sizeof prefix, "%sconv_tp_weights", I);
-        const char *hidden = mlp(b, rho, prefix, c->n_radial);
-        if (c->n_radial > 0)
-            hidden = silu(b, hidden);
-        const ictp_weight *wr = weight(b, "%s.%d.weight", prefix, 2 * c->n_radial);
-        if (!wr)
-            return;
-        const double wr_scale = (c->n_radial > 0 ? SILU_SCALE : 1.0) / sqrt((double)wr->dims[1]);
-        const char *wr_t = weight_value(b, wr, 0, NULL, perm2, wr_scale);
         const char *radial[ICTP_MAX_PATHS];
-        int64_t widths[ICTP_MAX_PATHS];
-        for (int q = 0; q < n_paths; q++)
-            widths[q] = F;
-        split_columns(b, wr_t, n_paths, widths, radial);
-        for (int q = 0; q < n_paths; q++)
-            radial[q] = binary(b, "MatMul", hidden, radial[q]);
+        if (b->tables) {
+            for (int q = 0; q < n_paths; q++)
+                radial[q] = radial_spline(b, r, t, q, n_paths);
+        } else {
+            radial_mlp(b, rho, prefix, n_paths, radial);
+        }
         /* Each path's message: the fused gather, product with the edge
          * ICT, radial weights and sum over each atom's edges. */
         const char *A[ICTP_MAX_L + 1];
@@ -507,28 +558,179 @@ static void build(gb *b)
         b->st = tsr_graph_add_output(b->g, "energies");
 }
 
-static tsr_status build_graph(const tsr_ictp_model *model, tsr_dtype dtype, bool trainable,
-                              tsr_graph **graph_out)
+/* Builds the graph `fill` describes into *graph_out. */
+static tsr_status build_with(gb *b, void (*fill)(gb *), tsr_graph **graph_out)
 {
     *graph_out = NULL;
-    gb b = {.m = model, .dt = dtype, .trainable = trainable};
-    TSR_CHECK(tsr_graph_create(&b.g));
-    build(&b);
-    for (int i = 0; i < b.n_names; i++)
-        free(b.names[i]);
-    free(b.names);
-    if (b.st != TSR_OK) {
+    TSR_CHECK(tsr_graph_create(&b->g));
+    fill(b);
+    for (int i = 0; i < b->n_names; i++)
+        free(b->names[i]);
+    free(b->names);
+    if (b->st != TSR_OK) {
         tsr_error_prefix("building the ICTP graph: ");
-        tsr_graph_destroy(b.g);
-        return b.st;
+        tsr_graph_destroy(b->g);
+        return b->st;
     }
-    *graph_out = b.g;
+    *graph_out = b->g;
     return TSR_OK;
 }
 
-tsr_status ictp_build_graph(const tsr_ictp_model *model, tsr_dtype dtype, tsr_graph **graph_out)
+static tsr_status build_graph(const tsr_ictp_model *model, tsr_dtype dtype, bool trainable,
+                              tsr_graph **graph_out)
 {
-    return build_graph(model, dtype, false, graph_out);
+    gb b = {.m = model, .dt = dtype, .trainable = trainable};
+    return build_with(&b, build, graph_out);
+}
+
+tsr_status ictp_build_graph(const tsr_ictp_model *model, tsr_dtype dtype,
+                            const double *const *tables, int64_t n, tsr_graph **graph_out)
+{
+    gb b = {.m = model, .dt = dtype, .tables = tables, .table_n = n};
+    return build_with(&b, build, graph_out);
+}
+
+/* r [n+1] -> one output per interaction, its radial weights [n+1, paths·F]. */
+static void build_radial(gb *b)
+{
+    const ictp_config *c = &b->m->cfg;
+    const int64_t dims[1] = {b->table_n + 1};
+    if (b->st == TSR_OK && (b->st = tsr_graph_add_input(b->g, "r", b->dt, 1, dims, NULL)) != TSR_OK)
+        return;
+    const char *rho = bessel_basis(b, "r");
+    for (int t = 0; t < c->T; t++) {
+        char prefix[112];
+        snprintf(prefix, sizeof prefix, "representation.interactions.%d.conv_tp_weights", t);
+        const char *w;
+        radial_mlp(b, rho, prefix, 0, &w);
+        if (b->st == TSR_OK)
+            b->st = tsr_graph_add_output(b->g, w);
+    }
+}
+
+/* Cubic spline through f_i = f[i·K + j], i = 0..n (spacing h), into
+ * table [n][4][K] as the coefficients of each interval in t in [0, 1): C2,
+ * its derivatives m_i solving m_{i-1} + 4 m_i + m_{i+1} = 3 (f_{i+1} -
+ * f_{i-1}) / h (Thomas's algorithm, along the K columns at once), with
+ * m_0 from one-sided differences of fourth order and m_n = 0 (the
+ * cutoff's: the basis and its derivative vanish at r_c). */
+static tsr_status spline_fit(const double *f, int64_t n, int64_t K, double h, double *table)
+{
+    double *cp = tsr_malloc((size_t)n * sizeof *cp), *m = tsr_malloc((size_t)((n + 1) * K) * sizeof *m);
+    if (!cp || !m) {
+        free(cp);
+        free(m);
+        return TSR_ERR_OUT_OF_MEMORY;
+    }
+    double *m0 = m, *mn = m + n * K;
+    for (int64_t j = 0; j < K; j++) {
+        m0[j] = (-25.0 * f[j] + 48.0 * f[K + j] - 36.0 * f[2 * K + j] + 16.0 * f[3 * K + j] -
+                 3.0 * f[4 * K + j]) /
+                (12.0 * h);
+        mn[j] = 0.0;
+    }
+    /* Forward sweep (m_i holds d'_i), then back substitution. */
+    for (int64_t i = 1; i < n; i++) {
+        double denom = 4.0 - (i > 1 ? cp[i - 1] : 0.0);
+        cp[i] = 1.0 / denom;
+        const double *fp = f + (i + 1) * K, *fm = f + (i - 1) * K, *prev = m + (i - 1) * K;
+        for (int64_t j = 0; j < K; j++)
+            m[i * K + j] = (3.0 * (fp[j] - fm[j]) / h - prev[j]) / denom;
+    }
+    for (int64_t i = n - 2; i >= 1; i--)
+        for (int64_t j = 0; j < K; j++)
+            m[i * K + j] -= cp[i] * m[(i + 1) * K + j];
+    /* Hermite data to coefficients: c0 = f_i, c1 = h m_i,
+     * c2 = 3 (f_{i+1} - f_i) - h (2 m_i + m_{i+1}), c3 = 2 (f_i - f_{i+1}) + h (m_i + m_{i+1}). */
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < K; j++) {
+            double f0 = f[i * K + j], f1 = f[(i + 1) * K + j];
+            double d0 = h * m[i * K + j], d1 = h * m[(i + 1) * K + j];
+            double *c = table + 4 * i * K + j;
+            c[0] = f0;
+            c[K] = d0;
+            c[2 * K] = 3.0 * (f1 - f0) - 2.0 * d0 - d1;
+            c[3 * K] = 2.0 * (f0 - f1) + d0 + d1;
+        }
+    free(cp);
+    free(m);
+    return TSR_OK;
+}
+
+void ictp_radial_tables_free(int n_tables, double **tables)
+{
+    for (int t = 0; tables && t < n_tables; t++)
+        free(tables[t]);
+    free(tables);
+}
+
+tsr_status ictp_radial_tables(const tsr_ictp_model *model, int64_t n, const char *device,
+                              int threads, double ***tables_out)
+{
+    *tables_out = NULL;
+    const ictp_config *c = &model->cfg;
+    gb b = {.m = model, .dt = TSR_FLOAT64, .table_n = n};
+    tsr_graph *g = NULL;
+    TSR_CHECK(build_with(&b, build_radial, &g));
+    tsr_compile_options co;
+    tsr_compile_options_init(&co);
+    co.device = device;
+    co.threads = threads;
+    tsr_plan *plan = NULL;
+    tsr_status st = tsr_plan_create(g, &co, &plan);
+    tsr_graph_destroy(g);
+    if (st != TSR_OK)
+        return st;
+    const double h = c->r_cutoff / (double)n;
+    double *r = tsr_malloc((size_t)(n + 1) * sizeof *r);
+    double **tables = tsr_calloc((size_t)c->T, sizeof *tables);
+    tsr_tensor *out = tsr_calloc((size_t)c->T, sizeof *out);
+    if (!r || !tables || !out) {
+        st = TSR_ERR_OUT_OF_MEMORY;
+        goto cleanup;
+    }
+    /* The basis is defined for r > 0: the first knot sits a millionth of
+     * an interval out (the radial functions are even in r there, so this
+     * moves them by O(10^-12) of an interval squared). */
+    for (int64_t i = 0; i <= n; i++)
+        r[i] = (double)i * h;
+    r[0] = 1e-6 * h;
+    for (int t = 0; t < c->T; t++) {
+        char key[112];
+        snprintf(key, sizeof key, "representation.interactions.%d.conv_tp_weights.%d.weight", t,
+                 2 * c->n_radial);
+        const ictp_weight *w = ictp_weight_get(model, key);
+        if (!w) {
+            st = tsr_error(TSR_ERR_INTERNAL, "ICTP model: weight '%s' was not loaded", key);
+            goto cleanup;
+        }
+        out[t] = (tsr_tensor){TSR_FLOAT64, 2, {n + 1, w->dims[0]}, NULL};
+        out[t].data = tsr_malloc((size_t)((n + 1) * w->dims[0]) * sizeof(double));
+        tables[t] = tsr_malloc((size_t)(4 * n * w->dims[0]) * sizeof(double));
+        if (!out[t].data || !tables[t]) {
+            st = TSR_ERR_OUT_OF_MEMORY;
+            goto cleanup;
+        }
+    }
+    tsr_tensor in = {TSR_FLOAT64, 1, {n + 1}, r};
+    if ((st = tsr_plan_run(plan, 1, &in, c->T, out)) != TSR_OK) {
+        tsr_error_prefix("tabulating the ICTP radial weights: ");
+        goto cleanup;
+    }
+    for (int t = 0; t < c->T && st == TSR_OK; t++)
+        st = spline_fit(out[t].data, n, out[t].dims[1], h, tables[t]);
+cleanup:
+    for (int t = 0; out && t < c->T; t++)
+        free(out[t].data);
+    free(out);
+    free(r);
+    tsr_plan_destroy(plan);
+    if (st != TSR_OK) {
+        ictp_radial_tables_free(c->T, tables);
+        return st;
+    }
+    *tables_out = tables;
+    return TSR_OK;
 }
 
 static tsr_status model_graph(const tsr_ictp_model *model, tsr_dtype dtype, bool trainable,

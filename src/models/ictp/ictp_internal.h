@@ -52,7 +52,17 @@ tsr_status ictp_read_config(const char *path, ictp_config *cfg);
 tsr_status ictp_expected_weights(const ictp_config *cfg, int *n_out, ictp_weight **weights_out);
 void ictp_weights_free(int n, ictp_weight *weights);
 
-/* The energy graph of tsr_ictp_model_graph. */
-tsr_status ictp_build_graph(const tsr_ictp_model *model, tsr_dtype dtype, tsr_graph **graph_out);
+/* The energy graph of tsr_ictp_model_graph; with tables (n intervals, from
+ * ictp_radial_tables) the radial weights are RadialSpline nodes of them
+ * instead of the MLPs. */
+tsr_status ictp_build_graph(const tsr_ictp_model *model, tsr_dtype dtype,
+                            const double *const *tables, int64_t n, tsr_graph **graph_out);
+/* Every interaction's radial weights (the MLP of the Bessel basis and its
+ * last layer, all paths) tabulated for RadialSpline on n intervals of
+ * [0, r_c): tables_out[t] [n][4][paths·F] (RadialSpline's coefficients),
+ * run on `device` in float64. */
+tsr_status ictp_radial_tables(const tsr_ictp_model *model, int64_t n, const char *device,
+                              int threads, double ***tables_out);
+void ictp_radial_tables_free(int n_tables, double **tables);
 
 #endif
