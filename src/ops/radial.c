@@ -13,19 +13,22 @@
  * graph nodes. f and its first two derivatives vanish at r_c; the third
  * jumps there. Distances must be positive.
  *
- *   RadialSpline(r [...], table [n, 4, K]) -> f [..., K]
- *   RadialSplineDot(r [...], table [n, 4, K], dy [..., K]) -> [...]
+ *   RadialSpline(r [...], table [n, 4, K]) -> f_1 .. f_m [..., K/m]
+ *   RadialSplineDot(r [...], table [n, 4, K], dy_1 .. dy_m [..., K/m]) -> [...]
  *       attributes r_max (required), derivative = 0
  *
  * K functions of r tabulated as cubic splines on n equal intervals of
  * [0, r_max): interval i holds the coefficients of f_k = Σ_j c_ijk t^j, t =
  * r/h - i, h = r_max/n (a radial MLP of ICTP, fitted once, docs/ictp.md):
  * the derivatives add the coefficients up without the cancellation that
- * differences of values would suffer in float32. From r_max
+ * differences of values would suffer in float32. The K columns come out as
+ * m equal blocks, one output each (ICTP's convolution paths: one table
+ * read per distance for all of them, no Split after it). From r_max
  * on every function is 0 (a cutoff). RadialSpline gives the functions or
  * their derivative of order `derivative`, RadialSplineDot the derivative's
- * contraction Σ_k dy_k f_k^(d)(r), which is RadialSpline's gradient at the
- * next order without a tensor of derivatives per edge; its own gradient is
+ * contraction Σ_q Σ_k dy_q,k f_q,k^(d)(r) over all blocks, which is
+ * RadialSpline's gradient at the next order without a tensor of
+ * derivatives per edge; its own gradient is
  * RadialSpline and RadialSplineDot again, so derivatives of any order
  * exist (the pieces are cubic: from the fourth on they are 0). The table
  * has no gradient: it is a constant of the evaluation (training
@@ -246,9 +249,17 @@ tsr_status tsr_spline_bad_distance(int64_t i, double r)
                      (long long)i, r);
 }
 
-/* Checks the table [n, 4, K] (n >= 1) against r's dtype and, for the
- * Dot, dy against r's shape with K appended; *k_out gets K. */
-static tsr_status spline_infer_common(tsr_infer_ctx *c, int64_t *k_out)
+/* The blocks: RadialSpline's outputs, RadialSplineDot's inputs after the
+ * table. */
+static int spline_blocks(const tsr_node *node, int n_inputs, int n_outputs)
+{
+    return node->op == &tsr_op_RadialSplineDot ? n_inputs - 2 : n_outputs;
+}
+
+/* Checks the table [n, 4, K] (n >= 1, K a multiple of the m blocks)
+ * against r's dtype and, for the Dot, each dy against r's shape with K/m
+ * appended; *kb_out gets K/m. */
+static tsr_status spline_infer_common(tsr_infer_ctx *c, int64_t *kb_out)
 {
     tsr_spline_params p = {0};
     TSR_CHECK(tsr_spline_read(c->node, &p));
@@ -260,7 +271,8 @@ static tsr_status spline_infer_common(tsr_infer_ctx *c, int64_t *k_out)
             return tsr_infer_error(c, TSR_ERR_DTYPE, "r is %s but %s is %s; all must share one",
                                    tsr_dtype_name(r->dtype), i == 1 ? "table" : "dy",
                                    tsr_dtype_name(c->inputs[i]->dtype));
-    *k_out = TSR_DIM_UNKNOWN;
+    int m = spline_blocks(c->node, c->n_inputs, c->n_outputs);
+    *kb_out = TSR_DIM_UNKNOWN;
     if (t->rank >= 0) {
         if (t->rank != 3 || (tsr_dim_known(t->dims[0]) && t->dims[0] < 1) ||
             (tsr_dim_known(t->dims[1]) && t->dims[1] != 4)) {
@@ -270,100 +282,117 @@ static tsr_status spline_infer_common(tsr_infer_ctx *c, int64_t *k_out)
                                    "table ('%s') has shape %s; it must be [n, 4, K] with n >= 1",
                                    t->name, got);
         }
-        *k_out = t->dims[2];
+        if (tsr_dim_known(t->dims[2])) {
+            if (t->dims[2] % m)
+                return tsr_infer_error(c, TSR_ERR_SHAPE,
+                                       "the table's %lld functions do not split into %d equal "
+                                       "blocks",
+                                       (long long)t->dims[2], m);
+            *kb_out = t->dims[2] / m;
+        }
     }
     if (r->rank >= TSR_MAX_RANK)
         return tsr_infer_error(c, TSR_ERR_SHAPE, "r has rank %d; at most %d is supported", r->rank,
                                TSR_MAX_RANK - 1);
-    if (c->n_inputs < 3 || r->rank < 0 || c->inputs[2]->rank < 0)
-        return TSR_OK;
-    const tsr_value *dy = c->inputs[2];
-    bool ok = dy->rank == r->rank + 1;
-    for (int d = 0; ok && d <= r->rank; d++) {
-        int64_t want = d < r->rank ? r->dims[d] : *k_out;
-        ok = !tsr_dim_known(want) || !tsr_dim_known(dy->dims[d]) || want == dy->dims[d];
-    }
-    if (!ok) {
-        char got[128], rs[128];
-        tsr_shape_format(got, sizeof got, dy->rank, dy->dims);
-        tsr_shape_format(rs, sizeof rs, r->rank, r->dims);
-        return tsr_infer_error(c, TSR_ERR_SHAPE,
-                               "dy ('%s') has shape %s; it must be r's %s with the table's K "
-                               "appended",
-                               dy->name, got, rs);
+    for (int q = 2; q < c->n_inputs && r->rank >= 0; q++) {
+        const tsr_value *dy = c->inputs[q];
+        if (dy->rank < 0)
+            continue;
+        bool ok = dy->rank == r->rank + 1;
+        for (int d = 0; ok && d <= r->rank; d++) {
+            int64_t want = d < r->rank ? r->dims[d] : *kb_out;
+            ok = !tsr_dim_known(want) || !tsr_dim_known(dy->dims[d]) || want == dy->dims[d];
+        }
+        if (!ok) {
+            char got[128], rs[128];
+            tsr_shape_format(got, sizeof got, dy->rank, dy->dims);
+            tsr_shape_format(rs, sizeof rs, r->rank, r->dims);
+            return tsr_infer_error(c, TSR_ERR_SHAPE,
+                                   "dy %d ('%s') has shape %s; it must be r's %s with the "
+                                   "block's K/%d functions appended",
+                                   q - 2, dy->name, got, rs, m);
+        }
     }
     return TSR_OK;
 }
 
 static tsr_status spline_infer(tsr_infer_ctx *c)
 {
-    int64_t k;
-    TSR_CHECK(spline_infer_common(c, &k));
+    int64_t kb;
+    TSR_CHECK(spline_infer_common(c, &kb));
     const tsr_value *r = c->inputs[0];
     if (r->rank < 0)
         return TSR_OK;
     int64_t dims[TSR_MAX_RANK];
     for (int d = 0; d < r->rank; d++)
         dims[d] = r->dims[d];
-    dims[r->rank] = k;
-    tsr_infer_set(c, 0, r->dtype, r->rank + 1, dims);
+    dims[r->rank] = kb;
+    for (int q = 0; q < c->n_outputs; q++)
+        tsr_infer_set(c, q, r->dtype, r->rank + 1, dims);
     return TSR_OK;
 }
 
 static tsr_status spline_dot_infer(tsr_infer_ctx *c)
 {
-    int64_t k;
-    TSR_CHECK(spline_infer_common(c, &k));
+    int64_t kb;
+    TSR_CHECK(spline_infer_common(c, &kb));
     const tsr_value *r = c->inputs[0];
     if (r->rank >= 0)
         tsr_infer_set(c, 0, r->dtype, r->rank, r->dims);
     return TSR_OK;
 }
 
-/* The shapes as the kernels need them: n intervals, K functions, and (Dot)
- * dy of r's size times K. */
-tsr_status tsr_spline_shapes(const tsr_kernel_ctx *k, int64_t *n, int64_t *kk)
+/* The shapes as the kernels need them: n intervals, m blocks of kb
+ * functions, every block (output or dy) of r's size times kb. */
+tsr_status tsr_spline_shapes(const tsr_kernel_ctx *k, int64_t *n, int *m, int64_t *kb)
 {
     const tsr_tensor *r = k->inputs[0], *t = k->inputs[1];
-    if (t->rank != 3 || t->dims[0] < 1 || t->dims[1] != 4)
-        return tsr_error(TSR_ERR_SHAPE, "%s: the table is not [n, 4, K]", k->node->op->name);
+    bool dot = k->node->op == &tsr_op_RadialSplineDot;
+    *m = spline_blocks(k->node, k->n_inputs, k->n_outputs);
+    if (t->rank != 3 || t->dims[0] < 1 || t->dims[1] != 4 || t->dims[2] % *m)
+        return tsr_error(TSR_ERR_SHAPE, "%s: the table is not [n, 4, K] with %d blocks of K",
+                         k->node->op->name, *m);
     *n = t->dims[0];
-    *kk = t->dims[2];
-    if (k->n_inputs > 2 && tsr_tensor_numel(k->inputs[2]) != tsr_tensor_numel(r) * *kk)
-        return tsr_error(TSR_ERR_SHAPE, "%s: dy does not hold K values per distance",
-                         k->node->op->name);
+    *kb = t->dims[2] / *m;
+    for (int q = 0; q < *m; q++) {
+        const tsr_tensor *b = dot ? k->inputs[2 + q] : k->outputs[q];
+        if (tsr_tensor_numel(b) != tsr_tensor_numel(r) * *kb)
+            return tsr_error(TSR_ERR_SHAPE, "%s: block %d does not hold K/%d values per distance",
+                             k->node->op->name, q, *m);
+    }
     return TSR_OK;
 }
 
-/* f^(d)(r) of every function, or its contraction with dy (dot), for each
- * distance in turn, in double. */
+/* f^(d)(r) of every function, or its contraction with the dy blocks
+ * (dot), for each distance in turn, in double. */
 static tsr_status spline_ref_run(const tsr_kernel_ctx *k, bool dot)
 {
     tsr_spline_params p = {0};
     TSR_CHECK(tsr_spline_read(k->node, &p));
-    int64_t n, kk;
-    TSR_CHECK(tsr_spline_shapes(k, &n, &kk));
+    int64_t n, kb;
+    int m;
+    TSR_CHECK(tsr_spline_shapes(k, &n, &m, &kb));
     const tsr_tensor *r = k->inputs[0], *t = k->inputs[1];
-    tsr_tensor *out = k->outputs[0];
-    int64_t m = tsr_tensor_numel(r);
-    for (int64_t e = 0; e < m; e++) {
+    int64_t len = tsr_tensor_numel(r), kk = kb * m;
+    for (int64_t e = 0; e < len; e++) {
         double re = tsr_get_f(r, e), w[4];
         if (!(re >= 0.0))
             return tsr_spline_bad_distance(e, re);
         int64_t i = 0;
         bool in = tsr_spline_weights(re, p.r_max, n, p.order, &i, w);
         double acc = 0.0;
-        for (int64_t j = 0; j < kk; j++) {
-            double v = 0.0;
-            for (int q = 0; in && q < 4; q++)
-                v += w[q] * tsr_get_f(t, (4 * i + q) * kk + j);
-            if (dot)
-                acc += v * tsr_get_f(k->inputs[2], e * kk + j);
-            else
-                tsr_set_f(out, e * kk + j, v);
-        }
+        for (int q = 0; q < m; q++)
+            for (int64_t j = 0; j < kb; j++) {
+                double v = 0.0;
+                for (int c = 0; in && c < 4; c++)
+                    v += w[c] * tsr_get_f(t, (4 * i + c) * kk + q * kb + j);
+                if (dot)
+                    acc += v * tsr_get_f(k->inputs[2 + q], e * kb + j);
+                else
+                    tsr_set_f(k->outputs[q], e * kb + j, v);
+            }
         if (dot)
-            tsr_set_f(out, e, acc);
+            tsr_set_f(k->outputs[0], e, acc);
     }
     return TSR_OK;
 }
@@ -382,23 +411,30 @@ static tsr_status spline_dot_ref(const tsr_kernel_ctx *k)
 static double spline_flops(const tsr_infer_ctx *c)
 {
     const tsr_value *t = c->inputs[1], *r = c->inputs[0];
-    int64_t m = tsr_shape_numel(r->rank, r->dims);
-    if (m < 0 || t->rank != 3 || !tsr_dim_known(t->dims[2]))
+    int64_t len = tsr_shape_numel(r->rank, r->dims);
+    if (len < 0 || t->rank != 3 || !tsr_dim_known(t->dims[2]))
         return 0.0;
-    return (double)m * (double)t->dims[2] * (c->n_inputs > 2 ? 10.0 : 8.0);
+    bool dot = c->node->op == &tsr_op_RadialSplineDot;
+    return (double)len * (double)t->dims[2] * (dot ? 10.0 : 8.0);
 }
 
-static tsr_status spline_emit(tsr_grad_ctx *c, const tsr_op_def *op, const char *dy, int order,
-                              const char **out)
+/* A spline op of the node's table and r at derivative `order`: the Dot of
+ * the m blocks dys, or (dys NULL) RadialSpline's m blocks into outs. */
+static tsr_status spline_emit(tsr_grad_ctx *c, int m, const char *const *dys, int order,
+                              const char **outs)
 {
     tsr_spline_params p = {0};
     TSR_CHECK(tsr_spline_read(tsr_grad_node(c), &p));
     if (order > SPLINE_MAX_DERIVATIVE)
         return tsr_grad_unsupported(c, "%s has derivatives up to order %d",
                                     tsr_grad_node(c)->op->name, SPLINE_MAX_DERIVATIVE);
-    const char *ins[3] = {tsr_grad_input(c, 0), tsr_grad_input(c, 1), dy};
+    const char *ins[TSR_MAX_NODE_IO] = {tsr_grad_input(c, 0), tsr_grad_input(c, 1)};
+    for (int q = 0; dys && q < m; q++)
+        ins[2 + q] = dys[q];
     tsr_attr a[2] = {TSR_ATTR_F("r_max", p.r_max), TSR_ATTR_I("derivative", order)};
-    return tsr_grad_emit(c, op, dy ? 3 : 2, ins, 2, a, 1, out);
+    if (dys)
+        return tsr_grad_emit(c, &tsr_op_RadialSplineDot, 2 + m, ins, 2, a, 1, outs);
+    return tsr_grad_emit(c, &tsr_op_RadialSpline, 2, ins, 2, a, m, outs);
 }
 
 static tsr_status spline_table_grad(tsr_grad_ctx *c)
@@ -410,38 +446,56 @@ static tsr_status spline_table_grad(tsr_grad_ctx *c)
     return TSR_OK;
 }
 
-/* dr = Σ_k dy_k f_k^(d+1)(r). */
+/* dr = Σ_q Σ_k dy_q,k f_q,k^(d+1)(r); a block without a gradient counts as
+ * zeros. */
 static tsr_status spline_grad(tsr_grad_ctx *c)
 {
     TSR_CHECK(spline_table_grad(c));
     if (!tsr_grad_wants(c, 0))
         return TSR_OK;
-    const char *g;
-    TSR_CHECK(spline_emit(c, &tsr_op_RadialSplineDot, tsr_grad_dy(c, 0),
-                          (int)tsr_attr_int(tsr_grad_node(c), "derivative") + 1, &g));
+    const tsr_node *node = tsr_grad_node(c);
+    int m = node->n_outputs;
+    const char *dys[TSR_MAX_NODE_IO], *g;
+    for (int q = 0; q < m; q++) {
+        dys[q] = tsr_grad_dy(c, q);
+        if (!dys[q])
+            TSR_CHECK(tsr_grad_zeros_like(c, tsr_grad_output(c, q), &dys[q]));
+    }
+    TSR_CHECK(spline_emit(c, m, dys, (int)tsr_attr_int(node, "derivative") + 1, &g));
     return tsr_grad_contribute(c, 0, g);
 }
 
-/* With z = Σ_k dy_k f_k^(d)(r) and its gradient g: dr = g · Σ_k dy_k
- * f_k^(d+1)(r), ddy = g ⊗ f^(d)(r). */
+/* With z = Σ_q Σ_k dy_q,k f_q,k^(d)(r) and its gradient g: dr = g · (the
+ * same at d+1), ddy_q = g ⊗ f_q^(d)(r). */
 static tsr_status spline_dot_grad(tsr_grad_ctx *c)
 {
     TSR_CHECK(spline_table_grad(c));
-    int d = (int)tsr_attr_int(tsr_grad_node(c), "derivative");
+    const tsr_node *node = tsr_grad_node(c);
+    int d = (int)tsr_attr_int(node, "derivative"), m = node->n_inputs - 2;
     const char *gz = tsr_grad_dy(c, 0), *g;
     if (tsr_grad_wants(c, 0)) {
-        TSR_CHECK(spline_emit(c, &tsr_op_RadialSplineDot, tsr_grad_input(c, 2), d + 1, &g));
+        const char *dys[TSR_MAX_NODE_IO];
+        for (int q = 0; q < m; q++)
+            dys[q] = tsr_grad_input(c, 2 + q);
+        TSR_CHECK(spline_emit(c, m, dys, d + 1, &g));
         TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, g, gz, &g));
         TSR_CHECK(tsr_grad_contribute(c, 0, g));
     }
-    if (tsr_grad_wants(c, 2)) {
-        const char *f, *axes, *gu;
-        const int64_t last = -1;
-        TSR_CHECK(spline_emit(c, &tsr_op_RadialSpline, NULL, d, &f));
-        TSR_CHECK(tsr_grad_ints(c, 1, &last, &axes));
-        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Unsqueeze, gz, axes, &gu));
-        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, f, gu, &g));
-        TSR_CHECK(tsr_grad_contribute(c, 2, g));
+    bool any = false;
+    for (int q = 0; q < m; q++)
+        any = any || tsr_grad_wants(c, 2 + q);
+    if (!any)
+        return TSR_OK;
+    const char *f[TSR_MAX_NODE_IO], *axes, *gu;
+    const int64_t last = -1;
+    TSR_CHECK(spline_emit(c, m, NULL, d, f));
+    TSR_CHECK(tsr_grad_ints(c, 1, &last, &axes));
+    TSR_CHECK(tsr_grad_binary(c, &tsr_op_Unsqueeze, gz, axes, &gu));
+    for (int q = 0; q < m; q++) {
+        if (!tsr_grad_wants(c, 2 + q))
+            continue;
+        TSR_CHECK(tsr_grad_binary(c, &tsr_op_Mul, f[q], gu, &g));
+        TSR_CHECK(tsr_grad_contribute(c, 2 + q, g));
     }
     return TSR_OK;
 }
@@ -452,7 +506,7 @@ const tsr_op_def tsr_op_RadialSpline = {
     .min_inputs = 2,
     .max_inputs = 2,
     .min_outputs = 1,
-    .max_outputs = 1,
+    .max_outputs = TSR_MAX_NODE_IO,
     .attrs = spline_attrs,
     .locality = TSR_LOCALITY_COMPUTE,
     .infer = spline_infer,
@@ -465,7 +519,7 @@ const tsr_op_def tsr_op_RadialSplineDot = {
     .name = "RadialSplineDot",
     .domain = "ai.tessera",
     .min_inputs = 3,
-    .max_inputs = 3,
+    .max_inputs = TSR_MAX_NODE_IO,
     .min_outputs = 1,
     .max_outputs = 1,
     .attrs = spline_attrs,

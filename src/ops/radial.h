@@ -26,8 +26,9 @@ typedef struct tsr_spline_params {
 
 tsr_status tsr_spline_read(const tsr_node *node, tsr_spline_params *p);
 
-/* The kernel's n intervals and K functions, its inputs checked. */
-tsr_status tsr_spline_shapes(const tsr_kernel_ctx *k, int64_t *n, int64_t *kk);
+/* The kernel's n intervals and m blocks of kb functions, its tensors
+ * checked. */
+tsr_status tsr_spline_shapes(const tsr_kernel_ctx *k, int64_t *n, int *m, int64_t *kb);
 
 /* The error for a distance r[i] that is negative (or NaN). */
 tsr_status tsr_spline_bad_distance(int64_t i, double r);

@@ -92,12 +92,13 @@ def const(value):
     return Spec(v.shape, lambda r, s: v.copy(), const=True, float_=v.dtype.kind == "f")
 
 
-def spline_table(n, r_max=5.0):
-    """RadialSpline's table [n, 4, C] of one smooth cubic per column, f(r) = Σ_j a_j r^j
-    with random a_j, in each interval's coefficients (f = Σ_m c_m t^m, r = (i + t) h): a
-    table whose functions are smooth across the knots, so that finite differences of r hold
-    anywhere below r_max."""
+def spline_table(n, r_max=5.0, blocks=1):
+    """RadialSpline's table [n, 4, blocks·C] of one smooth cubic per column, f(r) = Σ_j a_j
+    r^j with random a_j, in each interval's coefficients (f = Σ_m c_m t^m, r = (i + t) h):
+    a table whose functions are smooth across the knots, so that finite differences of r
+    hold anywhere below r_max."""
     def make(rng, s):
+        s = (s[0], s[1], s[2] * blocks)
         h = r_max / n
         a = rng.standard_normal((4, s[2])) * np.array([[1.0], [0.5], [0.2], [0.05]])
         c = np.zeros(s)
@@ -696,6 +697,11 @@ CASES = [
          grad="zero from r_max on, where finite differences would cross the cutoff"),
     Case("RadialSplineDot", [positive(3, 5, lo=0.1, hi=4.9), spline_table(6), normal(3, 5, "C")],
          {"r_max": 5.0, "derivative": 1}, cpu="cpu", cpu64="cpu"),
+    Case("RadialSpline", [positive(5, lo=0.0, hi=4.9), spline_table(4, blocks=3)], {"r_max": 5.0},
+         n_outputs=3, cpu="cpu", cpu64="cpu", label="blocks"),
+    Case("RadialSplineDot", [positive(2, 3, lo=0.1, hi=4.9), spline_table(5, blocks=2),
+                             normal(2, 3, "C"), normal(2, 3, "C")],
+         {"r_max": 5.0}, cpu="cpu", cpu64="cpu", label="blocks"),
     # roialign.c, nms.c: detection; NonMaxSuppression's count is known only at run time
     Case("RoiAlign", [normal(2, "C", 6, 5), const(ROIS), const(np.array([1, 0, 1], dtype=I64))],
          ROI_ALIGN),

@@ -4,7 +4,8 @@ radial MLPs as cubic splines, docs/ictp.md).
 
 The ops against numpy: a table holding one global cubic per column reproduces it and its
 derivatives exactly at any r, knots and r = 0 included, and gives 0 from r_max on; the
-contraction is Σ_k dy_k f_k^(d); gradients of two orders against finite differences.
+columns come out in equal blocks; the contraction is Σ_k dy_k f_k^(d) over every block;
+gradients of two orders against finite differences.
 The evaluators against the PyTorch reference of the model (exact MLPs): errors that fall
 as the fourth power of the intervals, within the bounds the docs state, float32 too."""
 
@@ -41,18 +42,20 @@ def cubic_derivative(a, r, d):
     return out
 
 
-def run(op, inputs, attrs, device="cpu", threads=1):
+def run(op, inputs, attrs, device="cpu", threads=1, n_outputs=1):
     g = tsr.Graph()
     g.set_opset(17)
     for i, x in enumerate(inputs):
         g.add_input(f"in{i}", x.dtype, list(x.shape))
-    g.add_node(op, [f"in{i}" for i in range(len(inputs))], ["z"], attrs, domain=DOMAIN,
+    outs = [f"z{q}" for q in range(n_outputs)]
+    g.add_node(op, [f"in{i}" for i in range(len(inputs))], outs, attrs, domain=DOMAIN,
                name="op")
-    g.add_output("z")
+    for o in outs:
+        g.add_output(o)
     plan = tsr.Plan(g, device=device, threads=threads)
-    z = plan.run(list(inputs))[0]
+    z = plan.run(list(inputs))
     assert plan.node_backend("op") == device
-    return z
+    return z[0] if n_outputs == 1 else z
 
 
 @pytest.mark.parametrize("device", ["ref", "cpu"])
@@ -96,6 +99,33 @@ def test_spline_dot_is_the_contraction(device, dtype):
         np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale, err_msg=f"order {d}")
 
 
+@pytest.mark.parametrize("device", ["ref", "cpu"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_blocks_are_the_columns(device, dtype):
+    """m outputs (m dy inputs of the Dot): the table's K columns in m equal blocks."""
+    rng = np.random.default_rng(4)
+    m, kb = 5, 7
+    table, a = cubic_table(rng, 8, m * kb)
+    r = np.concatenate([rng.uniform(0, R_MAX, 30), [R_MAX, 9.0]])
+    tol = 1e-11 if dtype == np.float64 else 3e-5
+    for d in (0, 1):
+        attrs = {"r_max": R_MAX, "derivative": d}
+        blocks = run("RadialSpline", [r.astype(dtype), table.astype(dtype)], attrs, device,
+                     n_outputs=m)
+        whole = cubic_derivative(a, r, d) * (r < R_MAX)[:, None]
+        scale = max(1.0, float(np.abs(whole).max()))
+        for q, got in enumerate(blocks):
+            np.testing.assert_allclose(got, whole[:, q * kb:(q + 1) * kb], rtol=0,
+                                       atol=tol * scale, err_msg=f"block {q}")
+        dys = [rng.standard_normal((len(r), kb)) for _ in range(m)]
+        got = run("RadialSplineDot", [r.astype(dtype), table.astype(dtype)] +
+                  [y.astype(dtype) for y in dys], attrs, device)
+        want = np.einsum("ek,ek->e", whole, np.concatenate(dys, axis=1))
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale * 10)
+    with pytest.raises(tsr.TesseraError, match="do not split into 4 equal blocks"):
+        run("RadialSpline", [r, table], {"r_max": R_MAX}, device, n_outputs=4)
+
+
 def test_two_threads_match_one():
     rng = np.random.default_rng(5)
     table, _ = cubic_table(rng, 40, 32)
@@ -109,17 +139,20 @@ def test_two_threads_match_one():
 
 @pytest.mark.parametrize("op", ["RadialSpline", "RadialSplineDot"])
 @pytest.mark.parametrize("d", [0, 1])
-def test_gradients_second_order(op, d):
+@pytest.mark.parametrize("m", [1, 2])
+def test_gradients_second_order(op, d, m):
     rng = np.random.default_rng(7 + d)
-    table, _ = cubic_table(rng, 6, 5)
+    table, _ = cubic_table(rng, 6, 5 * m)
     r = rng.uniform(0.2, 4.8, (3, 4))
-    ins = [r] if op == "RadialSpline" else [r, rng.standard_normal((3, 4, 5))]
+    dot = op == "RadialSplineDot"
+    ins = [r] + ([rng.standard_normal((3, 4, 5)) for _ in range(m)] if dot else [])
 
     def build(g, names):
         g.add_constant("table", table)
-        g.add_node(op, [names[0], "table"] + names[1:], ["out0"],
+        outs = ["out0"] if dot else [f"out{q}" for q in range(m)]
+        g.add_node(op, [names[0], "table"] + names[1:], outs,
                    {"r_max": R_MAX, "derivative": d}, domain=DOMAIN)
-        return ["out0"]
+        return outs
     hv = check_second_order(build, ins)
     assert max(float(np.max(np.abs(h))) for h in hv) > 1e-6
 

@@ -679,36 +679,41 @@ static tsr_status bessel_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 /* ------------------------------------------------ RadialSpline(Dot) */
 
 /* Per distance, the weights of its interval's four coefficients (in
- * double), then along the K functions as simd loops over the interval's
- * rows of coefficients, which lie side by side. */
+ * double), then for each block, along its functions, simd loops over the
+ * interval's rows of coefficients, which lie side by side (one contiguous
+ * read of 4 K values per distance for all blocks). */
 #define SPLINE_DEFINE(T, SUFFIX, TARGET)                                                           \
     TARGET static void spline_rows_##T##_##SUFFIX(const tsr_spline_params *p, const T *r,         \
-                                                  const T *tab, const T *dy, T *out, int64_t n,    \
-                                                  int64_t kk, int64_t e0, int64_t e1)              \
+                                                  const T *tab, T *const *blocks, int m,           \
+                                                  T *dot, int64_t n, int64_t kb, int64_t e0,       \
+                                                  int64_t e1)                                      \
     {                                                                                              \
+        const int64_t kk = kb * m;                                                                 \
         for (int64_t e = e0; e < e1; e++) {                                                        \
             double w[4] = {0.0, 0.0, 0.0, 0.0};                                                    \
             int64_t i = 0;                                                                         \
             bool in = tsr_spline_weights((double)r[e], p->r_max, n, p->order, &i, w);              \
             const T w0 = (T)w[0], w1 = (T)w[1], w2 = (T)w[2], w3 = (T)w[3];                        \
-            const T *f0 = tab + 4 * i * kk, *m0 = f0 + kk, *f1 = m0 + kk, *m1 = f1 + kk;           \
-            if (dy && !in) {                                                                       \
-                out[e] = 0;                                                                        \
-            } else if (dy) {                                                                       \
-                const T *g = dy + e * kk;                                                          \
-                T acc = 0;                                                                         \
-                _Pragma("omp simd reduction(+ : acc)")                                             \
-                for (int64_t j = 0; j < kk; j++)                                                   \
-                    acc += g[j] * (w0 * f0[j] + w1 * m0[j] + w2 * f1[j] + w3 * m1[j]);             \
-                out[e] = acc;                                                                      \
-            } else if (in) {                                                                       \
-                T *o = out + e * kk;                                                               \
-                _Pragma("omp simd")                                                                \
-                for (int64_t j = 0; j < kk; j++)                                                   \
-                    o[j] = w0 * f0[j] + w1 * m0[j] + w2 * f1[j] + w3 * m1[j];                      \
-            } else {                                                                               \
-                memset(out + e * kk, 0, (size_t)kk * sizeof(T));                                   \
+            T acc = 0;                                                                             \
+            for (int q = 0; q < m; q++) {                                                          \
+                const T *c0 = tab + 4 * i * kk + q * kb, *c1 = c0 + kk, *c2 = c1 + kk;             \
+                const T *c3 = c2 + kk;                                                             \
+                T *b = blocks[q] + e * kb;                                                         \
+                if (!in) {                                                                         \
+                    if (!dot)                                                                      \
+                        memset(b, 0, (size_t)kb * sizeof(T));                                      \
+                } else if (dot) {                                                                  \
+                    _Pragma("omp simd reduction(+ : acc)")                                         \
+                    for (int64_t j = 0; j < kb; j++)                                               \
+                        acc += b[j] * (w0 * c0[j] + w1 * c1[j] + w2 * c2[j] + w3 * c3[j]);         \
+                } else {                                                                           \
+                    _Pragma("omp simd")                                                            \
+                    for (int64_t j = 0; j < kb; j++)                                               \
+                        b[j] = w0 * c0[j] + w1 * c1[j] + w2 * c2[j] + w3 * c3[j];                  \
+                }                                                                                  \
             }                                                                                      \
+            if (dot)                                                                               \
+                dot[e] = acc;                                                                      \
         }                                                                                          \
     }
 
@@ -727,27 +732,33 @@ SPLINE_LEVELS(double)
 static tsr_status spline_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
 {
     const tsr_spline_params *p = s->data;
-    int64_t n, kk;
-    TSR_CHECK(tsr_spline_shapes(k, &n, &kk));
+    int64_t n, kb;
+    int m;
+    TSR_CHECK(tsr_spline_shapes(k, &n, &m, &kb));
     const tsr_tensor *r = k->inputs[0], *t = k->inputs[1];
-    const tsr_tensor *dy = k->n_inputs > 2 ? k->inputs[2] : NULL;
-    int64_t m = tsr_tensor_numel(r);
+    bool dot = k->node->op == &tsr_op_RadialSplineDot;
+    /* The blocks: the Dot's dy inputs (read) or the outputs (written). */
+    void *blocks[TSR_MAX_NODE_IO];
+    for (int q = 0; q < m; q++)
+        blocks[q] = dot ? k->inputs[2 + q]->data : k->outputs[q]->data;
+    void *out = dot ? k->outputs[0]->data : NULL;
+    int64_t len = tsr_tensor_numel(r);
     bool f64 = r->dtype == TSR_FLOAT64;
-    for (int64_t e = 0; e < m; e++) {
+    for (int64_t e = 0; e < len; e++) {
         double re = f64 ? ((const double *)r->data)[e] : ((const float *)r->data)[e];
         if (!(re >= 0.0))
             return tsr_spline_bad_distance(e, re);
     }
-    int nt = ict_threads_for(k->threads, m * (kk * 4 + 20));
+    int nt = ict_threads_for(k->threads, len * (kb * m * 4 + 20));
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int team = omp_get_num_threads(), me = omp_get_thread_num();
-        int64_t e0 = m * me / team, e1 = m * (me + 1) / team;
+        int64_t e0 = len * me / team, e1 = len * (me + 1) / team;
         if (f64)
             EDGE_PICK(spline_rows, double, s->isa)
-        (p, r->data, t->data, dy ? dy->data : NULL, k->outputs[0]->data, n, kk, e0, e1);
-        else EDGE_PICK(spline_rows, float, s->isa)(p, r->data, t->data, dy ? dy->data : NULL,
-                                                   k->outputs[0]->data, n, kk, e0, e1);
+        (p, r->data, t->data, (double *const *)blocks, m, out, n, kb, e0, e1);
+        else EDGE_PICK(spline_rows, float, s->isa)(p, r->data, t->data, (float *const *)blocks, m,
+                                                   out, n, kb, e0, e1);
     }
     return TSR_OK;
 }

@@ -182,29 +182,32 @@ static const char *concat(gb *b, int n, const char *const *xs, int axis)
     return node(b, "Concat", n, xs, 1, &a);
 }
 
-/* Cuts the weight x [rows, Σ widths] into n consecutive column blocks, each
- * by a Gather of its columns (folded away when x is a constant): its
- * gradient is a scatter whose size comes at run time, so the forces' graph
- * can be differentiated again (a Split's gradient, a Concat, needs static
- * sizes there). */
+/* Columns [start, start + width) of the weight x [rows, cols] by a Gather
+ * (folded away when x is a constant): its gradient is a scatter whose size
+ * comes at run time, so the forces' graph can be differentiated again (a
+ * Split's gradient, a Concat, needs static sizes there). */
+static const char *columns(gb *b, const char *x, int64_t start, int64_t width)
+{
+    if (b->st != TSR_OK)
+        return "";
+    int64_t *idx = tsr_malloc((size_t)width * sizeof *idx);
+    if (!idx) {
+        b->st = TSR_ERR_OUT_OF_MEMORY;
+        return "";
+    }
+    for (int64_t c = 0; c < width; c++)
+        idx[c] = start + c;
+    const char *in[2] = {x, cst_i64(b, (int)width, idx)};
+    free(idx);
+    tsr_attr a = TSR_ATTR_I("axis", 1);
+    return node(b, "Gather", 2, in, 1, &a);
+}
+
+/* Cuts the weight x [rows, Σ widths] into n consecutive column blocks. */
 static void split_columns(gb *b, const char *x, int n, const int64_t *widths, const char **parts)
 {
-    int64_t most = 1;
-    for (int k = 0; k < n; k++)
-        most = widths[k] > most ? widths[k] : most;
-    int64_t *idx = tsr_malloc((size_t)most * sizeof *idx);
-    if (!idx) {
-        b->st = b->st != TSR_OK ? b->st : TSR_ERR_OUT_OF_MEMORY;
-        return;
-    }
-    for (int k = 0, start = 0; k < n; start += (int)widths[k++]) {
-        for (int64_t c = 0; c < widths[k]; c++)
-            idx[c] = start + c;
-        const char *in[2] = {x, cst_i64(b, (int)widths[k], idx)};
-        tsr_attr a = TSR_ATTR_I("axis", 1);
-        parts[k] = node(b, "Gather", 2, in, 1, &a);
-    }
-    free(idx);
+    for (int k = 0, start = 0; k < n; start += (int)widths[k++])
+        parts[k] = columns(b, x, start, widths[k]);
 }
 
 static const char *reduce_sum(gb *b, const char *x, int64_t axis, int keepdims)
@@ -300,25 +303,23 @@ static void radial_mlp(gb *b, const char *rho, const char *prefix, int n_paths,
         radial[q] = binary(b, "MatMul", hidden, radial[q]);
 }
 
-/* Path q's columns of interaction t's table ([n][4][paths·F]) as a
- * constant [n, 4, F], read by a RadialSpline of r. */
-static const char *radial_spline(gb *b, const char *r, int t, int q, int n_paths)
+/* Interaction t's radial weights from its table ([n][4][paths·F]): one
+ * RadialSpline of r with an output [edges, F] per path into radial. */
+static void radial_spline(gb *b, const char *r, int t, int n_paths, const char **radial)
 {
+    for (int q = 0; q < n_paths; q++)
+        radial[q] = "";
     if (b->st != TSR_OK)
-        return "";
-    const int64_t F = b->m->cfg.F, n = b->table_n, K = n_paths * F;
-    double *part = tsr_malloc((size_t)(n * 4 * F) * sizeof *part);
-    if (!part) {
-        b->st = TSR_ERR_OUT_OF_MEMORY;
-        return "";
-    }
-    for (int64_t i = 0; i < 4 * n; i++)
-        memcpy(part + i * F, b->tables[t] + i * K + q * F, (size_t)F * sizeof *part);
-    const int64_t dims[3] = {n, 4, F};
-    const char *in[2] = {r, cst(b, 3, dims, part)};
-    free(part);
+        return;
+    const int64_t dims[3] = {b->table_n, 4, (int64_t)n_paths * b->m->cfg.F};
+    const char *in[2] = {r, cst(b, 3, dims, b->tables[t])};
+    for (int q = 0; q < n_paths && b->st == TSR_OK; q++)
+        radial[q] = fresh(b, "radial");
+    if (b->st != TSR_OK)
+        return;
     tsr_attr a = TSR_ATTR_F("r_max", b->m->cfg.r_cutoff);
-    return node_as(b, NULL, "RadialSpline", ICTP_DOMAIN, 2, in, 1, &a);
+    b->st = tsr_graph_add_node(b->g, "RadialSpline", ICTP_DOMAIN, NULL, 2, in, n_paths, radial, 1,
+                               &a);
 }
 
 /* A per-species table (S, rows, cols) of weight values, gathered by species:
@@ -336,6 +337,34 @@ static int64_t width(int l)
     return 2 * l + 1;
 }
 
+/* Uncoupled product weights [s][c][p] (the authors' order) as [S, P, G]. */
+static const char *path_weights(gb *b, const ictp_weight *w)
+{
+    const int64_t perm[3] = {0, 2, 1};
+    return weight_value(b, w, 0, NULL, perm, 1.0);
+}
+
+/* Σ_p W[s, c, p] X[k, c, p] over the paths [first, first + P) of the
+ * uncoupled weights t [S, P_all, G] (path_weights), X's P. The weights per
+ * channel are a rank-0 feature: the product (l, 0 -> l) is x ⊙ w, run by
+ * the ICT kernels where a Mul broadcasting over the coordinates would fall
+ * to ref. */
+static const char *weigh_paths(gb *b, const char *x, int l, const char *t, int64_t P_all,
+                               int64_t first, int64_t P, const char *species)
+{
+    const ictp_config *c = &b->m->cfg;
+    int64_t S = c->n_species, G = c->G;
+    const int64_t flat[2] = {S, P_all * G};
+    if (P < P_all)
+        t = columns(b, reshape(b, t, 2, flat), first * G, P * G);
+    const char *out = ict_product(b, x, species_table(b, t, 1, P * G, species), l, 0, l);
+    if (P > 1) {
+        const int64_t dims[4] = {-1, width(l), P, G};
+        out = reduce_sum(b, reshape(b, out, 4, dims), 2, 0);
+    }
+    return out;
+}
+
 /* B += Σ_p W[s, c, p] X[k, c, p] (or the coupled form) for one rank. */
 static const char *weigh(gb *b, const char *x, int l, int64_t P, const ictp_weight *w,
                          const char *species)
@@ -350,17 +379,7 @@ static const char *weigh(gb *b, const char *x, int l, int64_t P, const ictp_weig
         const char *t = weight_value(b, w, 4, dims, perm, 1.0);
         return binary(b, "MatMul", x, species_table(b, t, P * G, G, species));
     }
-    /* The weights per channel as a rank-0 feature: the product (l, 0 -> l)
-     * is x ⊙ w, run by the ICT kernels where a Mul broadcasting over the
-     * coordinates would fall to ref. */
-    const int64_t perm[3] = {0, 2, 1};
-    const char *t = weight_value(b, w, 0, NULL, perm, 1.0);
-    const char *out = ict_product(b, x, species_table(b, t, 1, P * G, species), l, 0, l);
-    if (P > 1) {
-        const int64_t dims[4] = {-1, width(l), P, G};
-        out = reduce_sum(b, reshape(b, out, 4, dims), 2, 0);
-    }
-    return out;
+    return weigh_paths(b, x, l, path_weights(b, w), P, 0, P, species);
 }
 
 static const char *bessel_basis(gb *b, const char *r)
@@ -450,8 +469,7 @@ static void build(gb *b)
         snprintf(prefix, sizeof prefix, "%sconv_tp_weights", I);
         const char *radial[ICTP_MAX_PATHS];
         if (b->tables) {
-            for (int q = 0; q < n_paths; q++)
-                radial[q] = radial_spline(b, r, t, q, n_paths);
+            radial_spline(b, r, t, n_paths, radial);
         } else {
             radial_mlp(b, rho, prefix, n_paths, radial);
         }
@@ -484,8 +502,40 @@ static void build(gb *b)
             P_cur[l] = 1;
         }
         for (int i = 0; i < c->nu - 1; i++) {
-            int target = i == c->nu - 2 ? l_out : c->Le;
+            bool last = i == c->nu - 2;
+            int target = last ? l_out : c->Le;
             bool full = !(c->symmetric && i == 0);
+            if (last && !c->coupled) {
+                /* The last features are only weighed per channel and summed
+                 * over paths, which commutes with the channel-wise
+                 * product: Σ_p w_p ⊙ (X_p ⊗ A) = (Σ_p w_p ⊙ X_p) ⊗ A per
+                 * pair (l1, l2), so each pair's X is weighed first and
+                 * its product runs on G channels instead of P·G, with no
+                 * Expand of A and no Concat of the paths. */
+                for (int l3 = 0; l3 <= target; l3++) {
+                    int pp[7][2], n = ictp_pairs(l3, top, c->Le, full, pp);
+                    if (n == 0) {
+                        b->st = tsr_error(TSR_ERR_INTERNAL,
+                                          "ICTP: no product path reaches rank %d", l3);
+                        return;
+                    }
+                    const ictp_weight *w =
+                        weight(b, "%sblocks.%d.weighted_sum.weight.%d", Q, i, l3);
+                    if (!w)
+                        return;
+                    const char *t = path_weights(b, w);
+                    int64_t P_all = 0;
+                    for (int k = 0; k < n; k++)
+                        P_all += P_cur[pp[k][0]];
+                    for (int k = 0, first = 0; k < n; first += P_cur[pp[k++][0]]) {
+                        int l1 = pp[k][0], l2 = pp[k][1];
+                        const char *xw =
+                            weigh_paths(b, X[l1], l1, t, P_all, first, P_cur[l1], species);
+                        B[l3] = binary(b, "Add", B[l3], ict_product(b, xw, A[l2], l1, l2, l3));
+                    }
+                }
+                break;
+            }
             const char *Xn[ICTP_MAX_L + 1];
             int P_new[ICTP_MAX_L + 1];
             for (int l3 = 0; l3 <= target; l3++) {
