@@ -1,8 +1,8 @@
 """ICTP energy + forces: Tessera against the PyTorch reference of the tests.
 
     /usr/bin/python3 bench/ictp.py [--threads 2] [--sizes 21 108 1000 [8000]]
-        [--dtypes float32 float64] [--iters 10] [--ref-sizes 21 108] [--device cpu]
-        [--wait-policy passive] [--build-dir DIR]
+        [--dtypes float32 float64] [--radial 0 2048] [--iters 10] [--ref-sizes 21 108]
+        [--device cpu] [--wait-policy passive] [--build-dir DIR]
 
 The published configuration (F = G = 32, 2 interactions, nu = 3, Le = 3, Lh = 2, symmetric
 product, r_c = 5 A, radial MLP [64, 64, 64], readout [16], 4 species) with random weights
@@ -14,7 +14,9 @@ species at random).
 
 Tessera: one `tessera ictp bench MODEL STRUCTURE --iters N --dtype D --threads T` process per
 row (neighbour list built every evaluation, as in MD); its ms per evaluation, atom-steps per
-second and peak resident memory are what it reports. The reference: a PyTorch process per
+second and peak resident memory are what it reports. --radial gives the radial weights of
+each row: 0 the model's MLPs (exact), N > 0 `--radial-table N` (cubic splines on N
+intervals, docs/ictp.md); one row per value. The reference: a PyTorch process per
 size with torch.set_num_threads(T), float64 (it has no float32 path), energy and forces by
 autograd, neighbour list computed once outside the timing (its brute-force search is O(N^2)
 Python); the min over --ref-iters evaluations after one warm-up, and the process's peak
@@ -102,9 +104,11 @@ def tessera_bin(args):
     return exe
 
 
-def run_tessera(args, model, xyz, dtype):
+def run_tessera(args, model, xyz, dtype, radial):
     cmd = [str(tessera_bin(args)), "ictp", "bench", model, xyz, "--iters", str(args.iters),
            "--dtype", dtype, "--threads", str(args.threads)]
+    if radial:
+        cmd += ["--radial-table", str(radial)]
     if args.device:
         cmd += ["--device", args.device]
     env = dict(os.environ)
@@ -158,11 +162,12 @@ def run_reference(args, stem, npz):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
-    # 8000 atoms is opt-in: today the graph keeps every per-edge tensor whole,
-    # about 5 MB per atom in float64 (some 40 GB at 8000 atoms).
+    # 8000 atoms is opt-in: minutes per row.
     ap.add_argument("--sizes", type=int, nargs="+", default=[21, 108, 1000])
     ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"],
                     choices=["float32", "float64"])
+    ap.add_argument("--radial", type=int, nargs="+", default=[0, 2048],
+                    help="0: the radial MLPs; N: --radial-table N (one row each)")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--ref-sizes", type=int, nargs="*", default=[21, 108])
     ap.add_argument("--ref-iters", type=int, default=3)
@@ -183,9 +188,9 @@ def main():
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, {args.threads} threads, "
           f"device {args.device}, OMP_WAIT_POLICY {args.wait_policy or 'default'}; reference: PyTorch {ref.torch.__version__} float64")
     print()
-    print("| atoms | dtype | Tessera ms/eval | atom-steps/s | peak RSS MiB | reference ms/eval "
-          "(float64) | reference RSS MiB | speed-up | energy rel. dev. |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| atoms | dtype | radial | Tessera ms/eval | atom-steps/s | peak RSS MiB | reference "
+          "ms/eval (float64) | reference RSS MiB | speed-up | energy rel. dev. |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     failed = False
     for n in args.sizes:
         numbers, pos, cell = structure(n)
@@ -195,15 +200,17 @@ def main():
                  cell=cell if cell is not None else np.zeros(0))
         results = {}
         for dtype in args.dtypes:
-            log(f"tessera, {n} atoms, {dtype}")
-            try:
-                t = run_tessera(args, model, xyz, dtype)
-            except (RuntimeError, AttributeError) as e:
-                log(f"tessera failed at {n} atoms, {dtype}: {e}")
-                print(f"| {n} | {dtype} | fail | | | | | | |", flush=True)
-                failed = True
-                continue
-            results[dtype] = t
+            for radial in args.radial:
+                what = f"table {radial}" if radial else "MLPs"
+                log(f"tessera, {n} atoms, {dtype}, {what}")
+                try:
+                    t = run_tessera(args, model, xyz, dtype, radial)
+                except (RuntimeError, AttributeError) as e:
+                    log(f"tessera failed at {n} atoms, {dtype}, {what}: {e}")
+                    print(f"| {n} | {dtype} | {what} | fail | | | | | | |", flush=True)
+                    failed = True
+                    continue
+                results[(dtype, what)] = t
         # The reference runs after Tessera: on the 2-core VMs, two-thread runs right after
         # the PyTorch process were 1.7x slower than alone (docs/benchmarks.md).
         refres = None
@@ -214,8 +221,8 @@ def main():
             except RuntimeError as e:
                 log(f"reference failed at {n} atoms: {e}")
                 failed = True
-        for dtype, t in results.items():
-            cells = [str(n), dtype, "%.2f" % t["ms"], "%.0f" % (n * 1e3 / t["ms"]),
+        for (dtype, what), t in results.items():
+            cells = [str(n), dtype, what, "%.2f" % t["ms"], "%.0f" % (n * 1e3 / t["ms"]),
                      "%.1f" % t["rss"]]
             if refres:
                 dev = abs(t["energy"] - refres["energy"]) / max(abs(refres["energy"]), 1e-300)

@@ -124,9 +124,12 @@ tsr_status tsr_ictp_evaluator_create(const tsr_ictp_model *model, const tsr_ictp
     if (opt.radial_table > 0 && (st = ictp_radial_tables(model, opt.radial_table, opt.device,
                                                          opt.threads, &tables)) != TSR_OK)
         goto cleanup;
-    if ((st = ictp_build_graph(model, opt.dtype, (const double *const *)tables, opt.radial_table,
-                               &ev->graph)) != TSR_OK ||
-        (st = gradient_plan(ev, 2, &ev->plan)) != TSR_OK)
+    st = ictp_build_graph(model, opt.dtype, (const double *const *)tables, opt.radial_table,
+                          &ev->graph);
+    /* The graph holds the tables now, in its dtype. */
+    ictp_radial_tables_free(model->cfg.T, tables);
+    tables = NULL;
+    if (st != TSR_OK || (st = gradient_plan(ev, 2, &ev->plan)) != TSR_OK)
         goto cleanup;
     ev->dtype = opt.dtype;
     ev->cutoff = model->cfg.r_cutoff;
