@@ -373,13 +373,20 @@ static tsr_status edge_grad_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
-static bool edge_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+/* The ops of this file run float32 and float64; other dtypes on ref. */
+static bool float_output(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
 {
     tsr_dtype dt = tsr_cpu_output(g, node, 0)->dtype;
-    if (dt != TSR_FLOAT32 && dt != TSR_FLOAT64) {
-        snprintf(why, size, "%s: %s runs on the ref backend", node->op->name, tsr_dtype_name(dt));
+    if (dt == TSR_FLOAT32 || dt == TSR_FLOAT64)
+        return true;
+    snprintf(why, size, "%s: %s runs on the ref backend", node->op->name, tsr_dtype_name(dt));
+    return false;
+}
+
+static bool edge_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    if (!float_output(g, node, why, size))
         return false;
-    }
     int ls[3];
     double alpha;
     bool tr;
@@ -535,11 +542,8 @@ static tsr_status ict_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
 
 static bool ict_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
 {
-    tsr_dtype dt = tsr_cpu_output(g, node, 0)->dtype;
-    if (dt != TSR_FLOAT32 && dt != TSR_FLOAT64) {
-        snprintf(why, size, "ICT: %s runs on the ref backend", tsr_dtype_name(dt));
+    if (!float_output(g, node, why, size))
         return false;
-    }
     int64_t l = tsr_attr_int(node, "l"), normalize = tsr_attr_int(node, "normalize");
     /* Up to rank 1 the components are the coordinates (Q = I). */
     bool coords = tsr_attr_int(node, "coordinates") == 1 || l == 0 || l == 1;
@@ -649,11 +653,8 @@ static tsr_status bessel_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
 
 static bool bessel_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
 {
-    tsr_dtype dt = tsr_cpu_output(g, node, 0)->dtype;
-    if (dt != TSR_FLOAT32 && dt != TSR_FLOAT64) {
-        snprintf(why, size, "BesselBasis: %s runs on the ref backend", tsr_dtype_name(dt));
+    if (!float_output(g, node, why, size))
         return false;
-    }
     if (tsr_attr_int(node, "derivative") > 1) {
         snprintf(why, size, "BesselBasis: derivatives above the first run on ref");
         return false;
@@ -763,17 +764,6 @@ static tsr_status spline_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
     return TSR_OK;
 }
 
-static bool spline_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
-{
-    tsr_dtype dt = tsr_cpu_output(g, node, 0)->dtype;
-    if (dt != TSR_FLOAT32 && dt != TSR_FLOAT64) {
-        snprintf(why, size, "%s: %s runs on the ref backend", node->op->name,
-                 tsr_dtype_name(dt));
-        return false;
-    }
-    return true;
-}
-
 static tsr_status spline_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 {
     tsr_spline_params *p = tsr_malloc(sizeof *p);
@@ -792,8 +782,8 @@ static tsr_status spline_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 const tsr_cpu_op tsr_cpu_ict_edge_ops[] = {
     {&tsr_op_ICT, ict_supports, edge_layouts, ict_prepare},
     {&tsr_op_BesselBasis, bessel_supports, edge_layouts, bessel_prepare},
-    {&tsr_op_RadialSpline, spline_supports, edge_layouts, spline_prepare},
-    {&tsr_op_RadialSplineDot, spline_supports, edge_layouts, spline_prepare},
+    {&tsr_op_RadialSpline, float_output, edge_layouts, spline_prepare},
+    {&tsr_op_RadialSplineDot, float_output, edge_layouts, spline_prepare},
     {&tsr_op_ICTEdgeMessage, edge_supports, edge_layouts, edge_prepare},
     {&tsr_op_ICTEdgeMessageGrad, edge_supports, edge_layouts, edge_prepare},
     {NULL},
