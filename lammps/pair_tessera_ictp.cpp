@@ -95,9 +95,9 @@ void PairTesseraIctp::settings(int narg, char **arg)
         } else if (key == "radial_table") {
             char *end = nullptr;
             long n = std::strtol(value.c_str(), &end, 10);
-            if (value.empty() || *end != '\0' || n < 16 || n > (1L << 20))
+            if (value.empty() || *end != '\0' || n < 16 || n > 65536)
                 fail_all("pair_style tessera/ictp: radial_table is '" + value +
-                         "', not a count of intervals from 16 to 1048576");
+                         "', not a count of intervals from 16 to 65536");
             options_.radial_table = static_cast<int>(n);
         } else if (key == "device") {
             device_ = value;

@@ -23,7 +23,7 @@ static const char ictp_usage[] =
     "  --device DEV          device to run on (default: the library's default)\n"
     "  --threads N           threads, 0 for all cores (default 0)\n"
     "  --radial-table N      tabulate the radial MLPs as cubic splines on N intervals\n"
-    "                        (16..1048576; faster, within the spline's error of the\n"
+    "                        (16..65536; faster, within the spline's error of the\n"
     "                        model, docs/ictp.md; default: the MLPs, exact)\n"
     "  --output OUT.extxyz   write every frame back with energy, forces (and stress)\n"
     "                        from the model; OUT must not be the input file\n"
@@ -104,7 +104,7 @@ static int parse_options(int argc, char **argv, ictp_options *o, bool *help)
             o->profile = true;
         } else if (cli_arg_option(&a, "--radial-table", &v)) {
             if (v)
-                cli_parse_int(&a, "--radial-table", v, 16, 1 << 20, &o->radial_table);
+                cli_parse_int(&a, "--radial-table", v, 16, 65536, &o->radial_table);
         } else if (o->bench && cli_arg_option(&a, "--iters", &v)) {
             if (v)
                 cli_parse_int(&a, "--iters", v, 1, 1000000000, &o->iters);

@@ -50,7 +50,7 @@ static const char md_usage[] =
     "  --device DEV          device to run on (default: the library's default)\n"
     "  --threads N           threads, 0 for all cores (default 0)\n"
     "  --radial-table N      the radial MLPs as cubic splines on N intervals (16 to\n"
-    "                        1048576; faster, within the spline's error: docs/ictp.md)\n"
+    "                        65536; faster, within the spline's error: docs/ictp.md)\n"
     "  -h, --help            show this help\n"
     "\n"
     "Report lines (stdout): time (ps), potential, kinetic and total energy (eV),\n"
@@ -153,7 +153,7 @@ static int parse_args(int argc, char **argv, md_args *o, bool *help)
             o->no_plot = true;
         } else if (cli_arg_option(&a, "--radial-table", &v)) {
             if (v)
-                cli_parse_int(&a, "--radial-table", v, 16, 1 << 20, &o->radial_table);
+                cli_parse_int(&a, "--radial-table", v, 16, 65536, &o->radial_table);
         } else if (!cli_arg_eval_options(&a, &o->device, &o->threads, &o->dtype)) {
             const char *pos = cli_arg_rest(&a, help);
             if (!pos)

@@ -51,7 +51,7 @@ typedef struct tsr_ictp_options {
      * exact counts. Results are the same either way. */
     int exact_sizes;
     /* 0 (default): the radial MLPs run at every evaluation, as the model
-     * defines them; n > 0 (16 to 1048576): each interaction's radial
+     * defines them; n > 0 (16 to 65536): each interaction's radial
      * weights, functions of the distance alone, are tabulated when the
      * evaluator is created as cubic splines (C2) on n equal intervals of
      * [0, r_c) and looked up per edge (RadialSpline), which skips the MLPs'

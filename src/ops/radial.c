@@ -233,8 +233,7 @@ tsr_status tsr_spline_read(const tsr_node *node, tsr_spline_params *p)
     p->r_max = tsr_attr_float(node, "r_max");
     int64_t order = tsr_attr_int(node, "derivative");
     if (!(p->r_max > 0.0) || !isfinite(p->r_max))
-        return tsr_error(TSR_ERR_UNSUPPORTED, "r_max is %g, must be positive and finite",
-                         p->r_max);
+        return tsr_error(TSR_ERR_UNSUPPORTED, "r_max is %g, must be positive and finite", p->r_max);
     if (order < 0 || order > SPLINE_MAX_DERIVATIVE)
         return tsr_error(TSR_ERR_UNSUPPORTED, "derivative is %lld, must be in 0..%d",
                          (long long)order, SPLINE_MAX_DERIVATIVE);
@@ -245,8 +244,8 @@ tsr_status tsr_spline_read(const tsr_node *node, tsr_spline_params *p)
 tsr_status tsr_spline_bad_distance(int64_t i, double r)
 {
     return tsr_error(TSR_ERR_INVALID_ARGUMENT,
-                     "r[%lld] is %g; the radial spline needs distances of at least 0",
-                     (long long)i, r);
+                     "r[%lld] is %g; the radial spline needs distances of at least 0", (long long)i,
+                     r);
 }
 
 /* The blocks: RadialSpline's outputs, RadialSplineDot's inputs after the
@@ -440,8 +439,9 @@ static tsr_status spline_emit(tsr_grad_ctx *c, int m, const char *const *dys, in
 static tsr_status spline_table_grad(tsr_grad_ctx *c)
 {
     if (tsr_grad_wants(c, 1))
-        return tsr_grad_unsupported(c, "%s: the table has no gradient (it is a constant of the "
-                                       "evaluation; training differentiates the radial MLP)",
+        return tsr_grad_unsupported(c,
+                                    "%s: the table has no gradient (it is a constant of the "
+                                    "evaluation; training differentiates the radial MLP)",
                                     tsr_grad_node(c)->op->name);
     return TSR_OK;
 }

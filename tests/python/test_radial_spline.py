@@ -240,7 +240,7 @@ def test_tables_molecule_float32_and_batches(models):
             np.testing.assert_allclose(together[key], alone[key], rtol=1e-11, atol=1e-13)
 
 
-@pytest.mark.parametrize("n", [-1, 1, 15, (1 << 20) + 1])
+@pytest.mark.parametrize("n", [-1, 1, 15, 65537])
 def test_bad_interval_counts(models, n):
     with pytest.raises(tsr.TesseraError, match=f"radial_table is {n}; it must be 0"):
         tsr.IctpModel(models["Le0"], radial_table=n)

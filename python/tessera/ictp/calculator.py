@@ -31,7 +31,7 @@ class Calculator(_AseCalculator):
 
     dtype: "float64" (default) or "float32"; threads: None for all cores;
     device: None for the library's default ("cpu"), or "ref"; radial_table: None (the
-    model's radial MLPs, exact) or a number of intervals (16 to 1048576) on which they are
+    model's radial MLPs, exact) or a number of intervals (16 to 65536) on which they are
     tabulated as cubic splines when the calculator is created: faster, within the
     spline's error (docs/ictp.md; 2048 keeps forces within about 1e-7 relative)."""
 
@@ -45,9 +45,9 @@ class Calculator(_AseCalculator):
             raise ValueError(f"dtype must be float32 or float64, not {dtype!r}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads is {threads}; use None for all cores")
-        if radial_table is not None and not 16 <= radial_table <= 1 << 20:
+        if radial_table is not None and not 16 <= radial_table <= 65536:
             raise ValueError(f"radial_table is {radial_table}; use None for the MLPs or "
-                             "16 to 1048576 intervals")
+                             "16 to 65536 intervals")
         lib = _capi.lib()
         self._model = self._evaluator = None
         model, evaluator = C.c_void_p(), C.c_void_p()

@@ -679,6 +679,7 @@ static tsr_status bessel_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 
 /* ------------------------------------------------ RadialSpline(Dot) */
 
+/* clang-format off */
 /* Per distance, the weights of its interval's four coefficients (in
  * double), then for each block, along its functions, simd loops over the
  * interval's rows of coefficients, which lie side by side (one contiguous
@@ -717,6 +718,8 @@ static tsr_status bessel_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
                 dot[e] = acc;                                                                      \
         }                                                                                          \
     }
+
+/* clang-format on */
 
 #if TSR_CPU_X86
 #define SPLINE_LEVELS(T)                                                                           \

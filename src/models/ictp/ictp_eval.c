@@ -114,10 +114,10 @@ tsr_status tsr_ictp_evaluator_create(const tsr_ictp_model *model, const tsr_ictp
         st = TSR_ERR_OUT_OF_MEMORY;
         goto cleanup;
     }
-    if (opt.radial_table != 0 && (opt.radial_table < 16 || opt.radial_table > (1 << 20))) {
+    if (opt.radial_table != 0 && (opt.radial_table < 16 || opt.radial_table > 65536)) {
         st = tsr_error(TSR_ERR_INVALID_ARGUMENT,
                        "ICTP evaluator: radial_table is %d; it must be 0 (the MLPs) or 16 to "
-                       "1048576 intervals",
+                       "65536 intervals",
                        opt.radial_table);
         goto cleanup;
     }

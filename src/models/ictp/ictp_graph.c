@@ -277,15 +277,15 @@ static const char *mlp(gb *b, const char *x, const char *prefix, int n_layers)
  * which copied every edge's weights (and in the forces' gradient a Concat
  * of them). The gradient sums the paths' products, MatMul then Add each,
  * which fuse_gemm makes one matmul accumulating in place. */
-static void radial_mlp(gb *b, const char *rho, const char *prefix, int n_paths,
-                       const char **radial)
+static void radial_mlp(gb *b, const char *rho, const char *prefix, int n_paths, const char **radial)
 {
     const ictp_config *c = &b->m->cfg;
     const char *hidden = mlp(b, rho, prefix, c->n_radial);
     if (c->n_radial > 0)
         hidden = silu(b, hidden);
     const ictp_weight *wr = weight(b, "%s.%d.weight", prefix, 2 * c->n_radial);
-    radial[0] = "";
+    for (int q = 0; q < (n_paths ? n_paths : 1); q++)
+        radial[q] = "";
     if (!wr)
         return;
     const int64_t perm2[2] = {1, 0};
@@ -318,8 +318,8 @@ static void radial_spline(gb *b, const char *r, int t, int n_paths, const char *
     if (b->st != TSR_OK)
         return;
     tsr_attr a = TSR_ATTR_F("r_max", b->m->cfg.r_cutoff);
-    b->st = tsr_graph_add_node(b->g, "RadialSpline", ICTP_DOMAIN, NULL, 2, in, n_paths, radial, 1,
-                               &a);
+    b->st =
+        tsr_graph_add_node(b->g, "RadialSpline", ICTP_DOMAIN, NULL, 2, in, n_paths, radial, 1, &a);
 }
 
 /* A per-species table (S, rows, cols) of weight values, gathered by species:
@@ -515,8 +515,8 @@ static void build(gb *b)
                 for (int l3 = 0; l3 <= target; l3++) {
                     int pp[7][2], n = ictp_pairs(l3, top, c->Le, full, pp);
                     if (n == 0) {
-                        b->st = tsr_error(TSR_ERR_INTERNAL,
-                                          "ICTP: no product path reaches rank %d", l3);
+                        b->st = tsr_error(TSR_ERR_INTERNAL, "ICTP: no product path reaches rank %d",
+                                          l3);
                         return;
                     }
                     const ictp_weight *w =
@@ -666,7 +666,8 @@ static void build_radial(gb *b)
  * cutoff's: the basis and its derivative vanish at r_c). */
 static tsr_status spline_fit(const double *f, int64_t n, int64_t K, double h, double *table)
 {
-    double *cp = tsr_malloc((size_t)n * sizeof *cp), *m = tsr_malloc((size_t)((n + 1) * K) * sizeof *m);
+    double *cp = tsr_malloc((size_t)n * sizeof *cp),
+           *m = tsr_malloc((size_t)((n + 1) * K) * sizeof *m);
     if (!cp || !m) {
         free(cp);
         free(m);
