@@ -140,12 +140,13 @@ static tsr_status gemm_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
     gemm_shape g;
     if (!gemm_shape_of(a->rank, a->dims, b->rank, b->dims, &g))
         return tsr_error(TSR_ERR_SHAPE,
-                         "MatMul: A of rank %d and B of rank %d do not match the "
+                         "%s: A of rank %d and B of rank %d do not match the "
                          "shapes this kernel was prepared for",
-                         a->rank, b->rank);
+                         k->node->op->name, a->rank, b->rank);
     if (tsr_tensor_numel(y) != g.batches * g.m * g.n)
-        return tsr_error(TSR_ERR_SHAPE, "MatMul: Y holds %lld values, %lld expected",
-                         (long long)tsr_tensor_numel(y), (long long)(g.batches * g.m * g.n));
+        return tsr_error(TSR_ERR_SHAPE, "%s: Y holds %lld values, %lld expected",
+                         k->node->op->name, (long long)tsr_tensor_numel(y),
+                         (long long)(g.batches * g.m * g.n));
     if (tsr_tensor_numel(y) == 0)
         return TSR_OK;
     /* Gemm: Y starts as C. */
@@ -185,16 +186,17 @@ static bool gemm_supports(const tsr_graph *g, const tsr_node *node, char *why, s
     const tsr_value *a = tsr_cpu_input(g, node, 0), *b = tsr_cpu_input(g, node, 1);
     gemm_shape s;
     if (a->dtype != TSR_FLOAT64 || b->dtype != TSR_FLOAT64) {
-        snprintf(why, size, "MatMul: the cpu kernel runs float64 (oneDNN float32), not %s",
-                 tsr_dtype_name(a->dtype));
+        snprintf(why, size, "%s: the cpu kernel runs float64 (oneDNN float32), not %s",
+                 node->op->name, tsr_dtype_name(a->dtype));
         return false;
     }
     if (a->rank < 0 || b->rank < 0 || tsr_shape_numel(a->rank, a->dims) < 0 ||
         tsr_shape_numel(b->rank, b->dims) < 0 ||
         !gemm_shape_of(a->rank, a->dims, b->rank, b->dims, &s)) {
         snprintf(why, size,
-                 "MatMul: the cpu kernel takes A of rank >= 2 times a 2-D B or a B with A's batch "
-                 "dims");
+                 "%s: the cpu kernel takes A of rank >= 2 times a 2-D B or a B with A's batch "
+                 "dims",
+                 node->op->name);
         return false;
     }
     return true;
