@@ -506,7 +506,8 @@ const tsr_op_def tsr_op_RadialSpline = {
     .min_inputs = 2,
     .max_inputs = 2,
     .min_outputs = 1,
-    .max_outputs = TSR_MAX_NODE_IO,
+    /* Its gradient, the Dot, takes r, the table and one dy per block. */
+    .max_outputs = TSR_MAX_NODE_IO - 2,
     .attrs = spline_attrs,
     .locality = TSR_LOCALITY_COMPUTE,
     .infer = spline_infer,

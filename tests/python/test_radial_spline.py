@@ -124,6 +124,9 @@ def test_blocks_are_the_columns(device, dtype):
         np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale * 10)
     with pytest.raises(tsr.TesseraError, match="do not split into 4 equal blocks"):
         run("RadialSpline", [r, table], {"r_max": R_MAX}, device, n_outputs=4)
+    # the gradient's Dot takes two inputs more than there are blocks
+    with pytest.raises(tsr.TesseraError, match="63 outputs, expected 1 to 62"):
+        run("RadialSpline", [r, np.zeros((3, 4, 63))], {"r_max": R_MAX}, device, n_outputs=63)
 
 
 def test_two_threads_match_one():
