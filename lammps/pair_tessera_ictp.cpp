@@ -67,6 +67,17 @@ void PairTesseraIctp::allocate()
     allocated = 1;
 }
 
+// A whole decimal number in [lo, hi] into *out.
+static bool parse_count(const std::string &value, long lo, long hi, int *out)
+{
+    char *end = nullptr;
+    long n = std::strtol(value.c_str(), &end, 10);
+    if (value.empty() || *end != '\0' || n < lo || n > hi)
+        return false;
+    *out = static_cast<int>(n);
+    return true;
+}
+
 void PairTesseraIctp::settings(int narg, char **arg)
 {
     const std::string usage =
@@ -86,19 +97,13 @@ void PairTesseraIctp::settings(int narg, char **arg)
                 fail_all("pair_style tessera/ictp: dtype is '" + value +
                          "', not float64 or float32");
         } else if (key == "threads") {
-            char *end = nullptr;
-            long threads = std::strtol(value.c_str(), &end, 10);
-            if (value.empty() || *end != '\0' || threads < 0 || threads > 4096)
+            if (!parse_count(value, 0, 4096, &options_.threads))
                 fail_all("pair_style tessera/ictp: threads is '" + value +
                          "', not a count (0: all cores)");
-            options_.threads = static_cast<int>(threads);
         } else if (key == "radial_table") {
-            char *end = nullptr;
-            long n = std::strtol(value.c_str(), &end, 10);
-            if (value.empty() || *end != '\0' || n < 16 || n > 65536)
+            if (!parse_count(value, 16, 65536, &options_.radial_table))
                 fail_all("pair_style tessera/ictp: radial_table is '" + value +
                          "', not a count of intervals from 16 to 65536");
-            options_.radial_table = static_cast<int>(n);
         } else if (key == "device") {
             device_ = value;
         } else {
