@@ -267,6 +267,11 @@ typedef struct tsr_compile_options {
                      keep the fastest within the accuracy guard, cached on disk
                      (docs/autotune.md). -1: the device's default (TSR_AUTOTUNE=0 or 1 in
                      the environment sets it), 0: off, 1: on */
+    int inter_op; /* run independent steps side by side, one thread each, instead of one
+                     after another on every thread, where steps are too small to split
+                     (README, "Steps side by side"). -1: the default, chosen per
+                     specialization by step size (TSR_INTER_OP=0 or 1 in the environment
+                     sets it), 0: off, 1: on wherever it applies */
 } tsr_compile_options;
 
 TSR_API void tsr_compile_options_init(tsr_compile_options *options);
@@ -381,6 +386,9 @@ typedef struct tsr_plan_stats {
      * device once per plan (counted apart from constant_bytes). */
     int n_transfers;
     size_t uploaded_bytes;
+    /* 1: the specialization runs its steps side by side, one thread each
+     * (tsr_compile_options.inter_op). */
+    int side_by_side;
 } tsr_plan_stats;
 
 TSR_API tsr_status tsr_plan_get_stats(const tsr_plan *plan, tsr_plan_stats *stats_out);

@@ -161,6 +161,7 @@ class CompileOptions(C.Structure):
         ("precision", C.c_int),
         ("verbose", C.c_int),
         ("autotune", C.c_int),
+        ("inter_op", C.c_int),
     ]
 
 
@@ -184,6 +185,7 @@ class PlanStats(C.Structure):
         ("n_evictions", C.c_int64),
         ("n_transfers", C.c_int),
         ("uploaded_bytes", C.c_size_t),
+        ("side_by_side", C.c_int),
     ]
 
 

@@ -333,7 +333,7 @@ class Plan:
         out["backend_steps"] = {s.backend_names[i].decode(): s.backend_steps[i]
                                 for i in range(s.n_backends)}
         for k in ("n_cached_specs", "cached_bytes", "n_builds", "n_evictions", "n_transfers",
-                  "uploaded_bytes"):
+                  "uploaded_bytes", "side_by_side"):
             out[k] = getattr(s, k)
         return out
 

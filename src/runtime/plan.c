@@ -28,6 +28,8 @@ void tsr_compile_options_init(tsr_compile_options *o)
     o->verbose = verbose && *verbose && strcmp(verbose, "0") != 0;
     const char *autotune = getenv("TSR_AUTOTUNE");
     o->autotune = !autotune || !*autotune ? -1 : strcmp(autotune, "0") != 0;
+    const char *inter_op = getenv("TSR_INTER_OP");
+    o->inter_op = !inter_op || !*inter_op ? -1 : strcmp(inter_op, "0") != 0;
 }
 
 /* Drops spec s's references to the uploads its BUF_UPLOAD buffers hold,
@@ -135,6 +137,7 @@ static void spec_destroy(tsr_plan *p, spec *s)
         tsr_aligned_free(s->owned_outputs[o]);
     free(s->owned_outputs);
     split_destroy(s->split);
+    tsr_dag_destroy(s->dag);
     release_uploads(p, s);
     tsr_schedule_release(s);
     for (int i = 0; i < s->n_spaces; i++)
@@ -663,6 +666,58 @@ static tsr_status frontier_buffers(spec *s)
     return TSR_OK;
 }
 
+/* Whether s's steps run side by side, one thread each (dag.c), rather
+ * than one after another on the whole team; decided on its graph before
+ * it is scheduled, since every kernel is then prepared for one thread
+ * (oneDNN's kernels split their work, and some synchronize, by the thread
+ * count they were created for). Only host plans can, without a split (its
+ * prefix reports dims); stacks are not formed (they run tiles on the
+ * team). By default only where every node is small (outputs of at most
+ * INTER_OP_ELEMENTS elements, INTER_OP_FLOPS operations), the nodes can
+ * keep the team busy (their total cost, outputs' elements plus
+ * INTER_OP_NODE per node, is INTER_OP_WIDTH times the longest chain's),
+ * and every intermediate fits INTER_OP_ARENA bytes of memory of its own
+ * (steps side by side must not wait for memory to be freed). */
+#define INTER_OP_ELEMENTS 262144.0
+#define INTER_OP_FLOPS 4194304.0
+#define INTER_OP_NODE 1024.0
+#define INTER_OP_WIDTH 1.5
+#define INTER_OP_ARENA ((double)(64 << 20))
+static bool side_by_side(const tsr_plan *p, const spec *s)
+{
+    const tsr_graph *g = s->graph;
+    if (p->threads < 2 || p->n_spaces > 1 || s->split || !g->n_nodes || p->options.inter_op == 0)
+        return false;
+    if (p->options.inter_op > 0)
+        return true;
+    /* end: per value, the longest chain of costs that computes it. */
+    double *end = tsr_calloc((size_t)g->n_values + 1, sizeof *end);
+    if (!end)
+        return false;
+    double total = 0, longest = 0, bytes = 0;
+    bool small = true;
+    for (int n = 0; n < g->n_nodes && small; n++) {
+        const tsr_node *node = &g->nodes[n];
+        double elements = 0, start = 0;
+        for (int o = 0; o < node->n_outputs; o++) {
+            tsr_tensor t = tsr_value_tensor(&g->values[node->outputs[o]]);
+            elements += (double)tsr_tensor_numel(&t);
+            bytes += (double)tsr_tensor_bytes(&t);
+        }
+        for (int i = 0; i < node->n_inputs; i++)
+            if (node->inputs[i] >= 0 && end[node->inputs[i]] > start)
+                start = end[node->inputs[i]];
+        double cost = elements + INTER_OP_NODE;
+        for (int o = 0; o < node->n_outputs; o++)
+            end[node->outputs[o]] = start + cost;
+        total += cost;
+        longest = start + cost > longest ? start + cost : longest;
+        small = elements <= INTER_OP_ELEMENTS && tsr_node_flops(g, node) <= INTER_OP_FLOPS;
+    }
+    free(end);
+    return small && bytes <= INTER_OP_ARENA && total >= INTER_OP_WIDTH * longest;
+}
+
 /* Plans s->graph (a graph at concrete input shapes), splitting it first
  * where the data decides shapes. */
 static tsr_status spec_build(tsr_plan *p, spec *s)
@@ -693,11 +748,19 @@ static tsr_status spec_build(tsr_plan *p, spec *s)
     if (s->split)
         TSR_CHECK(bound_outputs(s->graph));
     TSR_CHECK(tsr_graph_verify(s->graph));
-    TSR_CHECK(tsr_schedule(s, p->backends, p->threads, p->options.precision,
-                           p->options.depth_first != 0, p->options.autotune != 0, p->optimize,
-                           p->options.verbose));
+    bool apart = side_by_side(p, s);
+    TSR_CHECK(tsr_schedule(s, p->backends, apart ? 1 : p->threads, p->options.precision,
+                           p->options.depth_first != 0 && !apart, p->options.autotune != 0,
+                           p->optimize, p->options.verbose));
     if (s->split)
         TSR_CHECK(frontier_buffers(s));
+    if (apart) {
+        TSR_CHECK(tsr_place_arenas(s, false));
+        TSR_CHECK(tsr_dag_build(s, &s->dag));
+        s->single = true;
+        if (!s->dag)
+            TSR_CHECK(tsr_place_arenas(s, true));
+    }
     for (int i = 0; i < s->n_spaces; i++)
         if (s->arena_bytes[i] &&
             !(s->arena[i] = s->spaces[i].memory->alloc(s->spaces[i].ctx, s->arena_bytes[i])))
@@ -1039,11 +1102,11 @@ static tsr_status run_transfer(const spec *s, const plan_step *st, const tsr_ten
     return sp->memory->copy_from_host(sp->ctx, dst, src, bytes);
 }
 
-static tsr_status run_step(const tsr_plan *p, const spec *s, const plan_step *st,
+static tsr_status run_step(const spec *s, const plan_step *st, int threads,
                            const tsr_tensor *inputs, tsr_tensor *outputs)
 {
     if (st->kind == STEP_STACK)
-        return tsr_stack_run(s, st, inputs, outputs, p->threads);
+        return tsr_stack_run(s, st, inputs, outputs, threads);
     if (st->kind == STEP_COPY || st->kind == STEP_REORDER) {
         /* The destination holds the value converted; the source buffer may
          * have been taken over by it from a value of another shape (a
@@ -1053,7 +1116,7 @@ static tsr_status run_step(const tsr_plan *p, const spec *s, const plan_step *st
                                          inputs, outputs);
         if (st->kind == STEP_REORDER)
             return st->backend->reorder(&src, (tsr_layout)s->bufs[st->in_bufs[0]].layout, &dst,
-                                        (tsr_layout)s->bufs[st->out_bufs[0]].layout, p->threads);
+                                        (tsr_layout)s->bufs[st->out_bufs[0]].layout, threads);
         const plan_space *sp = &s->spaces[s->bufs[st->in_bufs[0]].space];
         return sp->memory->copy(sp->ctx, dst.data, src.data,
                                 tsr_layout_bytes(&src, (tsr_layout)s->bufs[st->in_bufs[0]].layout));
@@ -1065,7 +1128,7 @@ static tsr_status run_step(const tsr_plan *p, const spec *s, const plan_step *st
     const tsr_node *node = &s->graph->nodes[st->node];
     tsr_tensor ins[TSR_MAX_NODE_IO], outs[TSR_MAX_NODE_IO];
     tsr_kernel_ctx k = {.node = node, .n_inputs = node->n_inputs, .n_outputs = node->n_outputs,
-                        .threads = p->threads,
+                        .threads = threads,
                         .device = s->spaces[tsr_spec_space(s, st->backend)].ctx};
     for (int i = 0; i < node->n_inputs; i++) {
         if (st->in_bufs[i] < 0)
@@ -1152,24 +1215,67 @@ static tsr_status check_outputs(const tsr_graph *g, int n_outputs, const tsr_ten
     return TSR_OK;
 }
 
+/* Step i of a run, timed when profiling (to its end on the device too). */
+typedef struct {
+    tsr_plan *p;
+    spec *s;
+    int threads;
+    const tsr_tensor *inputs;
+    tsr_tensor *outputs;
+} step_run;
+
+static tsr_status run_one(void *arg, int i)
+{
+    const step_run *r = arg;
+    plan_step *st = &r->s->steps[i];
+    double start = r->p->profiling ? omp_get_wtime() : 0.0;
+    TSR_CHECK(run_step(r->s, st, r->threads, r->inputs, r->outputs));
+    if (r->p->profiling && r->s->n_spaces > 1) {
+        const plan_space *sp = &r->s->spaces[step_space(r->s, st)];
+        TSR_CHECK(sp->memory->synchronize(sp->ctx));
+    }
+    if (r->p->profiling)
+        st->seconds += omp_get_wtime() - start;
+    return TSR_OK;
+}
+
+/* Whether a caller's output shares memory with an input or another
+ * output: the steps' dependencies (dag.c) know the caller's tensors by
+ * index only, so such a run keeps the steps' order. */
+static bool caller_overlap(const spec *s, const tsr_tensor *inputs, const tsr_tensor *outputs)
+{
+    const tsr_graph *g = s->graph;
+    for (int o = 0; o < g->n_outputs; o++) {
+        const char *a = outputs[o].data;
+        size_t na = a ? tsr_tensor_bytes(&outputs[o]) : 0;
+        for (int t = 0; na && t < g->n_inputs + g->n_outputs; t++) {
+            const tsr_tensor *x = t < g->n_inputs ? &inputs[t] : &outputs[t - g->n_inputs];
+            const char *b = x->data;
+            size_t nb = b && x != &outputs[o] ? tsr_tensor_bytes(x) : 0;
+            if (nb && a < b + nb && b < a + na)
+                return true;
+        }
+    }
+    return false;
+}
+
 static tsr_status run_steps(tsr_plan *p, spec *s, const tsr_tensor *inputs, tsr_tensor *outputs)
 {
     /* Each step forks and joins its own team rather than the plan running
      * in one parallel region: most regions of a CNN's run are oneDNN's own
      * (about 32 of squeezenet1_1's 44), and oneDNN called inside a region
      * runs on the calling thread alone. A fork and join costs about 1 us
-     * on a warm team; small kernels skip it (tsr_cpu_threads_for). */
-    for (int i = 0; i < s->n_steps; i++) {
-        plan_step *st = &s->steps[i];
-        double start = p->profiling ? omp_get_wtime() : 0.0;
-        TSR_CHECK(run_step(p, s, st, inputs, outputs));
-        /* A profile times each step to its end on the device too. */
-        if (p->profiling && s->n_spaces > 1) {
-            const plan_space *sp = &s->spaces[step_space(s, st)];
-            TSR_CHECK(sp->memory->synchronize(sp->ctx));
-        }
-        if (p->profiling)
-            st->seconds += omp_get_wtime() - start;
+     * on a warm team; small kernels skip it (tsr_cpu_threads_for). A spec
+     * of small steps (side_by_side) runs them side by side
+     * instead, one thread each. */
+    bool dag = s->dag && !caller_overlap(s, inputs, outputs);
+    step_run r = {.p = p, .s = s, .threads = s->single ? 1 : p->threads, .inputs = inputs,
+                  .outputs = outputs};
+    if (dag) {
+        TSR_CHECK(tsr_dag_run(s->dag, p->threads, run_one, &r));
+    } else {
+        for (int i = 0; i < s->n_steps; i++)
+            TSR_CHECK(run_one(&r, i));
     }
     /* The outputs are the caller's once every space has finished. */
     for (int i = 1; i < s->n_spaces; i++)

@@ -79,6 +79,9 @@ tsr_status tsr_plan_print_profile(const tsr_plan *p, FILE *out)
         for (int i = 0; i < s->n_steps; i++)
             print_profile_row(s, &s->steps[i], index++, total_ms, out);
     fprintf(out, "total %10.3f ms/run over %d runs\n", total_ms, p->current->profiled_runs);
+    if (p->current->dag)
+        fprintf(out, "(the steps ran side by side, one thread each: their times add up to more "
+                     "than a run's)\n");
     return TSR_OK;
 }
 
@@ -174,6 +177,7 @@ tsr_status tsr_plan_get_stats(const tsr_plan *p, tsr_plan_stats *out)
         for (int i = 0; i < s->n_spaces; i++)
             out->arena_bytes += s->arena_bytes[i];
         out->flops += s->flops;
+        out->side_by_side = out->side_by_side || s->dag;
         int n_stack_ops = 0;
         for (int i = 0; i < s->n_steps; i++) {
             out->n_steps += s->steps[i].kind == STEP_KERNEL;

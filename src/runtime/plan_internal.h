@@ -94,6 +94,8 @@ typedef struct {
     int *tail_input, *tail_const, *tail_output;
 } spec_split;
 
+typedef struct plan_dag plan_dag;
+
 typedef struct spec {
     int n_inputs;
     int *ranks; /* the input shapes it was built for, n_inputs of each */
@@ -131,6 +133,8 @@ typedef struct spec {
     const bool *keep_layouts; /* the plan's, NULL for none (and in a spec that splits) */
     struct spec *last_tail; /* the tail of the last run (kept from eviction while current) */
     void **owned_outputs;   /* outputs whose shape the caller could not know, held for it */
+    plan_dag *dag; /* the steps' dependencies when they run side by side (dag.c), else NULL */
+    bool single;   /* its kernels were prepared for one thread each (side by side) */
 } spec;
 
 /* The plan (plan.c); device_memory.c reads its spaces. */
@@ -197,9 +201,24 @@ tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads
                         tsr_precision precision, bool depth_first, bool autotune, bool optimize,
                         bool verbose);
 void tsr_schedule_release(spec *s);
+/* Places s's arena buffers (tsr_schedule does, with reuse): with reuse,
+ * buffers whose lifetimes do not overlap share memory; without, none do,
+ * so that steps run side by side (dag.c) wait only for their inputs. */
+tsr_status tsr_place_arenas(spec *s, bool reuse);
+
+/* dag.c: the dependencies of s's steps through the memory they read and
+ * write, and a run of them by a team of threads, each step on one thread
+ * (run(arg, step)); the first failure is returned, later steps skipped. */
+typedef tsr_status (*tsr_dag_step_fn)(void *arg, int step);
+tsr_status tsr_dag_build(const spec *s, plan_dag **out);
+void tsr_dag_destroy(plan_dag *d);
+tsr_status tsr_dag_run(plan_dag *d, int threads, tsr_dag_step_fn run, void *arg);
+
 
 /* The inference context of node `node` of g: its input and output values. */
 tsr_infer_ctx tsr_node_infer_ctx(const tsr_graph *g, const tsr_node *node);
+/* Its estimated floating-point operations (0 where the op has no estimate). */
+double tsr_node_flops(const tsr_graph *g, const tsr_node *node);
 
 /* Where the run's tensors live (device_memory.c): p->residency gets each
  * input's space, then each output's (outputs NULL: the host), checked

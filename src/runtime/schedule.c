@@ -213,7 +213,7 @@ tsr_infer_ctx tsr_node_infer_ctx(const tsr_graph *g, const tsr_node *node)
     return c;
 }
 
-static double node_flops(const tsr_graph *g, const tsr_node *node)
+double tsr_node_flops(const tsr_graph *g, const tsr_node *node)
 {
     if (!node->op->flops)
         return 0.0;
@@ -319,7 +319,7 @@ static tsr_status schedule_node(scheduler *sc, int n, int threads)
                 fprintf(stderr, " [%s]", tsr_layout_name((tsr_layout)produced[o]));
         fputc('\n', stderr);
     }
-    s->flops += node_flops(g, node);
+    s->flops += tsr_node_flops(g, node);
     return TSR_OK;
 }
 
@@ -410,8 +410,9 @@ static int by_size_desc(const void *a, const void *b)
 }
 
 /* Greedy placement in each space's arena, largest first, at the lowest
- * offset that overlaps no placed buffer whose lifetime overlaps. */
-static tsr_status place_arena(spec *s, int space)
+ * offset that overlaps no placed buffer whose lifetime overlaps; without
+ * reuse, each after the last. */
+static tsr_status place_arena(spec *s, int space, bool reuse)
 {
     placement *order = tsr_calloc((size_t)s->n_bufs + 1, sizeof *order);
     if (!order)
@@ -424,8 +425,8 @@ static tsr_status place_arena(spec *s, int space)
     size_t total = 0;
     for (int a = 0; a < n; a++) {
         plan_buffer *pa = &s->bufs[order[a].buf];
-        size_t offset = 0;
-        bool moved = true;
+        size_t offset = reuse ? 0 : total;
+        bool moved = reuse;
         while (moved) {
             moved = false;
             for (int b = 0; b < a; b++) {
@@ -452,7 +453,7 @@ static tsr_status place_arena(spec *s, int space)
     return TSR_OK;
 }
 
-static tsr_status place_arenas(spec *s)
+tsr_status tsr_place_arenas(spec *s, bool reuse)
 {
     for (int step = 0; step < s->n_steps; step++) {
         const plan_step *st = &s->steps[step];
@@ -474,7 +475,7 @@ static tsr_status place_arenas(spec *s)
         }
     }
     for (int space = 0; space < s->n_spaces; space++)
-        TSR_CHECK(place_arena(s, space));
+        TSR_CHECK(place_arena(s, space, reuse));
     for (int b = 0; b < s->n_bufs; b++)
         if (s->bufs[b].slice)
             s->bufs[b].offset = s->bufs[s->bufs[b].parent].offset + s->bufs[b].slice_offset;
@@ -633,7 +634,7 @@ tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads
     if (st == TSR_OK && optimize)
         concat_in_place(s, verbose);
     if (st == TSR_OK)
-        st = place_arenas(s);
+        st = tsr_place_arenas(s, true);
     free(sc.copies);
     free(sc.last_reader);
     return st;

@@ -522,11 +522,15 @@ class IctpModel:
             first += c
         return out
 
-    def cached_specs(self):
-        """How many plan specializations the evaluator holds (tsr_ictp_evaluator_stats)."""
+    def plan_stats(self):
+        """tsr_ictp_evaluator_stats: the plan's statistics at the last evaluation."""
         stats = _capi.PlanStats()
         check(lib().tsr_ictp_evaluator_stats(self.evaluator, C.byref(stats)))
-        return stats.n_cached_specs
+        return stats
+
+    def cached_specs(self):
+        """How many plan specializations the evaluator holds."""
+        return self.plan_stats().n_cached_specs
 
 
 def ictp_model_graph(path, dtype=np.float64):
