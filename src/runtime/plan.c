@@ -672,17 +672,15 @@ static tsr_status frontier_buffers(spec *s)
  * (oneDNN's kernels split their work, and some synchronize, by the thread
  * count they were created for). Only host plans can, without a split (its
  * prefix reports dims); stacks are not formed (they run tiles on the
- * team). By default only where every node is small (outputs of at most
- * INTER_OP_ELEMENTS elements, INTER_OP_FLOPS operations), the nodes can
- * keep the team busy (their total cost, outputs' elements plus
- * INTER_OP_NODE per node, is INTER_OP_WIDTH times the longest chain's),
- * and every intermediate fits INTER_OP_ARENA bytes of memory of its own
- * (steps side by side must not wait for memory to be freed). */
-#define INTER_OP_ELEMENTS 262144.0
-#define INTER_OP_FLOPS 4194304.0
+ * team). By default only where every node is small enough that one thread
+ * does it well (outputs of at most INTER_OP_ELEMENTS elements, at most
+ * INTER_OP_FLOPS operations) and the nodes can keep the team busy: their
+ * total cost (outputs' elements, plus INTER_OP_NODE per node) is
+ * INTER_OP_WIDTH times the longest chain's. */
+#define INTER_OP_ELEMENTS 4194304.0
+#define INTER_OP_FLOPS 67108864.0
 #define INTER_OP_NODE 1024.0
 #define INTER_OP_WIDTH 1.5
-#define INTER_OP_ARENA ((double)(64 << 20))
 static bool side_by_side(const tsr_plan *p, const spec *s)
 {
     const tsr_graph *g = s->graph;
@@ -694,15 +692,14 @@ static bool side_by_side(const tsr_plan *p, const spec *s)
     double *end = tsr_calloc((size_t)g->n_values + 1, sizeof *end);
     if (!end)
         return false;
-    double total = 0, longest = 0, bytes = 0;
+    double total = 0, longest = 0;
     bool small = true;
     for (int n = 0; n < g->n_nodes && small; n++) {
         const tsr_node *node = &g->nodes[n];
         double elements = 0, start = 0;
         for (int o = 0; o < node->n_outputs; o++) {
-            tsr_tensor t = tsr_value_tensor(&g->values[node->outputs[o]]);
-            elements += (double)tsr_tensor_numel(&t);
-            bytes += (double)tsr_tensor_bytes(&t);
+            const tsr_value *v = &g->values[node->outputs[o]];
+            elements += (double)tsr_shape_numel(v->rank, v->dims);
         }
         for (int i = 0; i < node->n_inputs; i++)
             if (node->inputs[i] >= 0 && end[node->inputs[i]] > start)
@@ -715,7 +712,7 @@ static bool side_by_side(const tsr_plan *p, const spec *s)
         small = elements <= INTER_OP_ELEMENTS && tsr_node_flops(g, node) <= INTER_OP_FLOPS;
     }
     free(end);
-    return small && bytes <= INTER_OP_ARENA && total >= INTER_OP_WIDTH * longest;
+    return small && total >= INTER_OP_WIDTH * longest;
 }
 
 /* Plans s->graph (a graph at concrete input shapes), splitting it first
@@ -755,11 +752,9 @@ static tsr_status spec_build(tsr_plan *p, spec *s)
     if (s->split)
         TSR_CHECK(frontier_buffers(s));
     if (apart) {
-        TSR_CHECK(tsr_place_arenas(s, false));
+        TSR_CHECK(tsr_dag_place(s));
         TSR_CHECK(tsr_dag_build(s, &s->dag));
         s->single = true;
-        if (!s->dag)
-            TSR_CHECK(tsr_place_arenas(s, true));
     }
     for (int i = 0; i < s->n_spaces; i++)
         if (s->arena_bytes[i] &&

@@ -201,15 +201,21 @@ tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads
                         tsr_precision precision, bool depth_first, bool autotune, bool optimize,
                         bool verbose);
 void tsr_schedule_release(spec *s);
-/* Places s's arena buffers (tsr_schedule does, with reuse): with reuse,
- * buffers whose lifetimes do not overlap share memory; without, none do,
- * so that steps run side by side (dag.c) wait only for their inputs. */
-tsr_status tsr_place_arenas(spec *s, bool reuse);
+/* Places s's arena buffers (tsr_schedule does): buffers a and b may
+ * share memory unless conflict(s, a, b, arg); NULL: unless their
+ * lifetimes in the steps' order overlap. */
+typedef bool (*tsr_buffers_conflict)(const spec *s, int a, int b, void *arg);
+tsr_status tsr_place_arenas(spec *s, tsr_buffers_conflict conflict, void *arg);
 
 /* dag.c: the dependencies of s's steps through the memory they read and
  * write, and a run of them by a team of threads, each step on one thread
  * (run(arg, step)); the first failure is returned, later steps skipped. */
 typedef tsr_status (*tsr_dag_step_fn)(void *arg, int step);
+/* Places s's arena so that buffers share memory only where every access
+ * of one is ordered before every access of the other by the steps'
+ * dependencies through their buffers: placed so, memory adds no
+ * dependency between steps. */
+tsr_status tsr_dag_place(spec *s);
 tsr_status tsr_dag_build(const spec *s, plan_dag **out);
 void tsr_dag_destroy(plan_dag *d);
 tsr_status tsr_dag_run(plan_dag *d, int threads, tsr_dag_step_fn run, void *arg);

@@ -409,14 +409,23 @@ static int by_size_desc(const void *a, const void *b)
     return x->first - y->first;
 }
 
+static bool lifetimes_overlap(const spec *s, int a, int b, void *arg)
+{
+    (void)arg;
+    return s->bufs[a].first <= s->bufs[b].last && s->bufs[b].first <= s->bufs[a].last;
+}
+
 /* Greedy placement in each space's arena, largest first, at the lowest
- * offset that overlaps no placed buffer whose lifetime overlaps; without
- * reuse, each after the last. */
-static tsr_status place_arena(spec *s, int space, bool reuse)
+ * offset that overlaps no placed buffer it conflicts with. */
+static tsr_status place_arena(spec *s, int space, tsr_buffers_conflict conflict, void *arg)
 {
     placement *order = tsr_calloc((size_t)s->n_bufs + 1, sizeof *order);
-    if (!order)
+    bool *clash = tsr_calloc((size_t)s->n_bufs + 1, sizeof *clash);
+    if (!order || !clash) {
+        free(order);
+        free(clash);
         return TSR_ERR_OUT_OF_MEMORY;
+    }
     int n = 0;
     for (int b = 0; b < s->n_bufs; b++)
         if (s->bufs[b].kind == BUF_ARENA && s->bufs[b].space == space && !s->bufs[b].slice)
@@ -425,15 +434,16 @@ static tsr_status place_arena(spec *s, int space, bool reuse)
     size_t total = 0;
     for (int a = 0; a < n; a++) {
         plan_buffer *pa = &s->bufs[order[a].buf];
-        size_t offset = reuse ? 0 : total;
-        bool moved = reuse;
+        for (int b = 0; b < a; b++)
+            clash[b] = conflict(s, order[a].buf, order[b].buf, arg);
+        size_t offset = 0;
+        bool moved = true;
         while (moved) {
             moved = false;
             for (int b = 0; b < a; b++) {
                 const plan_buffer *pb = &s->bufs[order[b].buf];
-                bool time_overlap = pa->first <= pb->last && pb->first <= pa->last;
                 bool space_overlap = offset < pb->offset + pb->bytes && pb->offset < offset + pa->bytes;
-                if (time_overlap && space_overlap) {
+                if (clash[b] && space_overlap) {
                     offset = pb->offset + pb->bytes;
                     moved = true;
                 }
@@ -441,6 +451,7 @@ static tsr_status place_arena(spec *s, int space, bool reuse)
         }
         if (offset + pa->bytes > (size_t)TSR_MAX_TENSOR_BYTES) {
             free(order);
+            free(clash);
             return tsr_error(TSR_ERR_SHAPE,
                              "the intermediates live at once take more than 2^62 bytes");
         }
@@ -449,11 +460,12 @@ static tsr_status place_arena(spec *s, int space, bool reuse)
             total = offset + pa->bytes;
     }
     free(order);
+    free(clash);
     s->arena_bytes[space] = total;
     return TSR_OK;
 }
 
-tsr_status tsr_place_arenas(spec *s, bool reuse)
+tsr_status tsr_place_arenas(spec *s, tsr_buffers_conflict conflict, void *arg)
 {
     for (int step = 0; step < s->n_steps; step++) {
         const plan_step *st = &s->steps[step];
@@ -475,7 +487,7 @@ tsr_status tsr_place_arenas(spec *s, bool reuse)
         }
     }
     for (int space = 0; space < s->n_spaces; space++)
-        TSR_CHECK(place_arena(s, space, reuse));
+        TSR_CHECK(place_arena(s, space, conflict ? conflict : lifetimes_overlap, arg));
     for (int b = 0; b < s->n_bufs; b++)
         if (s->bufs[b].slice)
             s->bufs[b].offset = s->bufs[s->bufs[b].parent].offset + s->bufs[b].slice_offset;
@@ -634,7 +646,7 @@ tsr_status tsr_schedule(spec *s, const tsr_backend *const *backends, int threads
     if (st == TSR_OK && optimize)
         concat_in_place(s, verbose);
     if (st == TSR_OK)
-        st = tsr_place_arenas(s, true);
+        st = tsr_place_arenas(s, NULL, NULL);
     free(sc.copies);
     free(sc.last_reader);
     return st;
