@@ -676,7 +676,9 @@ static tsr_status frontier_buffers(spec *s)
  * does it well (outputs of at most INTER_OP_ELEMENTS elements, at most
  * INTER_OP_FLOPS operations) and the nodes can keep the team busy: their
  * total cost (outputs' elements, plus INTER_OP_NODE per node) is
- * INTER_OP_WIDTH times the longest chain's. */
+ * INTER_OP_WIDTH times the longest chain's; and at most INTER_OP_NODES
+ * nodes (the placement keeps n^2 bits of dependencies, dag.c). */
+#define INTER_OP_NODES 8192
 #define INTER_OP_ELEMENTS 4194304.0
 #define INTER_OP_FLOPS 67108864.0
 #define INTER_OP_NODE 1024.0
@@ -688,6 +690,8 @@ static bool side_by_side(const tsr_plan *p, const spec *s)
         return false;
     if (p->options.inter_op > 0)
         return true;
+    if (g->n_nodes > INTER_OP_NODES)
+        return false;
     /* end: per value, the longest chain of costs that computes it. */
     double *end = tsr_calloc((size_t)g->n_values + 1, sizeof *end);
     if (!end)
