@@ -113,7 +113,8 @@ void tsr_dag_destroy(plan_dag *d)
 
 /* Edges i -> j, i < j, where steps i and j touch overlapping bytes of a
  * resource and one of them writes them; from[e] -> to[e], by increasing
- * to. *n_edges -1: a step has more accesses than the search holds. */
+ * to (collect_edges; *fits false: a step has more accesses than the
+ * search holds, and no edges are found). */
 typedef struct {
     int *from, *to;
     int n, cap;
