@@ -59,9 +59,9 @@ def parse_profile(text):
     """[(op, name, ms)] of the step profile table in `text`."""
     steps = []
     for line in text.splitlines():
-        parts = line.split(None, 5)
-        if len(parts) >= 5 and parts[0].isdigit():
-            op, name = parts[4], parts[5].strip() if len(parts) > 5 else ""
+        parts = line.split(None, 6)
+        if len(parts) >= 6 and parts[0].isdigit():
+            op, name = parts[4], parts[6].strip() if len(parts) > 6 else ""
             steps.append((op, name, float(parts[1])))
     return steps
 

@@ -28,12 +28,22 @@ static double step_ms(const spec *s, const plan_step *st)
     return s->profiled_runs ? st->seconds * 1e3 / s->profiled_runs : 0.0;
 }
 
+/* "42336x64": the dims of value v, "scalar" for rank 0, cut to fit. */
+static void format_dims(const tsr_value *v, char *buf, size_t size)
+{
+    int n = snprintf(buf, size, "%s", v->rank == 0 ? "scalar" : "");
+    for (int d = 0; d < v->rank && n < (int)size; d++)
+        n += snprintf(buf + n, size - (size_t)n, "%s%lld", d ? "x" : "", (long long)v->dims[d]);
+}
+
 static void print_profile_row(const spec *s, const plan_step *st, int index, double total_ms,
                               FILE *out)
 {
     double ms = step_ms(s, st);
-    const char *op = "Copy", *name = s->graph->values[s->bufs[st->out_bufs[0]].value].name;
-    char label[64], members[256], backend[64] = "-";
+    const tsr_value *result = &s->graph->values[s->bufs[st->out_bufs[0]].value];
+    const char *op = "Copy", *name = result->name;
+    char label[64], members[256], backend[64] = "-", dims[32];
+    format_dims(result, dims, sizeof dims);
     if (st->backend) {
         const char *kernel =
             st->backend->kernel_name && st->state ? st->backend->kernel_name(st->state) : NULL;
@@ -56,8 +66,8 @@ static void print_profile_row(const spec *s, const plan_step *st, int index, dou
                  s->spaces[s->bufs[st->out_bufs[0]].space].memory->name);
         op = label;
     }
-    fprintf(out, "%-5d %10.3f %6.1f  %-18s %-20s %s\n", index, ms,
-            total_ms > 0 ? 100.0 * ms / total_ms : 0.0, backend, op,
+    fprintf(out, "%-5d %10.3f %6.1f  %-18s %-20s %-16s %s\n", index, ms,
+            total_ms > 0 ? 100.0 * ms / total_ms : 0.0, backend, op, dims,
             name && *name ? name : "<unnamed>");
 }
 
@@ -73,7 +83,8 @@ tsr_status tsr_plan_print_profile(const tsr_plan *p, FILE *out)
     for (const spec *s = p->current; s; s = s->last_tail)
         for (int i = 0; i < s->n_steps; i++)
             total_ms += step_ms(s, &s->steps[i]);
-    fprintf(out, "%-5s %10s %6s  %-18s %-20s %s\n", "step", "ms/run", "%", "backend", "op", "node");
+    fprintf(out, "%-5s %10s %6s  %-18s %-20s %-16s %s\n", "step", "ms/run", "%", "backend", "op",
+            "output", "node");
     int index = 0;
     for (const spec *s = p->current; s; s = s->last_tail)
         for (int i = 0; i < s->n_steps; i++)
