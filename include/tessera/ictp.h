@@ -145,6 +145,10 @@ TSR_API tsr_status tsr_ictp_evaluate_batch(tsr_ictp_evaluator *evaluator, int64_
  *   batch int64 [atoms] (each atom's structure, 0-based),
  *   receivers int64 [edges], senders int64 [edges] (atom indices),
  *   shift_vectors [edges, 3] (S·cell), strain [structures, 3, 3],
+ *   radial_edges int64 [rows] (an edge per row of radial weights),
+ *   radial_rows int64 [edges] (each edge's row: an edge and its reverse
+ *   may share one, as their distances are equal; 0..edges-1 for both
+ *   gives each edge its own),
  * and outputs energy [structures] and energies [atoms]. The edge vectors
  * are (r_i - r_j - S·cell)(I + strain of the edge's structure). */
 TSR_API tsr_status tsr_ictp_model_graph(const tsr_ictp_model *model, tsr_dtype dtype,

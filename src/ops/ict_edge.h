@@ -13,5 +13,7 @@ tsr_status tsr_ict_edge_attrs_read(const tsr_node *node, int ls[3], double *alph
  * ICTEdgeMessageGrad node; transpose: of an ICTEdgeMessage). */
 tsr_status tsr_ict_edge_check_run(const tsr_kernel_ctx *k, const int ls[3], bool transpose,
                                   bool grad);
+/* The weight row of each edge (the optional last input), or NULL: row e. */
+const int64_t *tsr_ict_edge_rows(const tsr_kernel_ctx *k, bool grad);
 
 #endif

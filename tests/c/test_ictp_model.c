@@ -255,8 +255,63 @@ static void test_bad_models(void)
     CHECK_FAILS(tsr_ictp_evaluator_create(NULL, NULL, NULL), TSR_ERR_INVALID_ARGUMENT, "NULL");
 }
 
+/* The radial rows of a neighbour list: every edge of a full list has its
+ * reverse (j, i, -S), self-images of a cell smaller than the cutoff
+ * included, and shares its row; rows are numbered in the order of their
+ * first edges and the offsets added. An edge without a reverse gets a row
+ * of its own. */
+static void test_radial_rows(void)
+{
+    tsr_atoms *atoms = NULL;
+    tsr_edges edges;
+    tsr_edges_init(&edges);
+    const int pbc[3] = {1, 1, 1};
+    CHECK_OK(tsr_atoms_create(4, numbers, base_pos, cell, pbc, &atoms));
+    CHECK_OK(tsr_atoms_edges(atoms, 3.0, &edges));
+    int64_t n = edges.count, n_rows = -1;
+    int64_t *rows = malloc((size_t)n * sizeof *rows), *reps = malloc((size_t)n * sizeof *reps);
+    int *uses = calloc((size_t)n, sizeof *uses);
+    CHECK(n > 40 && rows && reps && uses);
+    CHECK_OK(ictp_radial_rows(&edges, 100, 7, rows, reps, &n_rows));
+    CHECK(2 * n_rows == n);
+    for (int64_t e = 0, next = 7; e < n; e++) {
+        int64_t u = rows[e] - 7;
+        CHECK(u >= 0 && u < n_rows);
+        if (u < 0 || u >= n_rows)
+            continue;
+        if (u == next - 7) {
+            CHECK(reps[u] == 100 + e);
+            next++;
+        }
+        CHECK(u < next - 7);
+        uses[u]++;
+        int64_t r = reps[u] - 100;
+        CHECK(edges.receivers[e] == (r == e ? edges.receivers[r] : edges.senders[r]));
+        for (int k = 0; k < 3 && r != e; k++)
+            CHECK(edges.shifts[3 * e + k] == -edges.shifts[3 * r + k]);
+    }
+    for (int64_t u = 0; u < n_rows; u++)
+        CHECK(uses[u] == 2);
+    /* 2 -> 2 across S = (1, 0, 0) without its reverse, between a pair. */
+    const int64_t recv[3] = {0, 2, 1}, send[3] = {1, 2, 0};
+    edges.count = 3;
+    memcpy(edges.receivers, recv, sizeof recv);
+    memcpy(edges.senders, send, sizeof send);
+    memset(edges.shifts, 0, 9 * sizeof *edges.shifts);
+    edges.shifts[3] = 1;
+    CHECK_OK(ictp_radial_rows(&edges, 0, 0, rows, reps, &n_rows));
+    CHECK(n_rows == 2 && rows[0] == 0 && rows[1] == 1 && rows[2] == 0 && reps[0] == 0 &&
+          reps[1] == 1);
+    free(rows);
+    free(reps);
+    free(uses);
+    tsr_edges_free(&edges);
+    tsr_atoms_destroy(atoms);
+}
+
 int main(void)
 {
+    test_radial_rows();
     test_model();
     test_bad_models();
     return tsr_test_summary("test_ictp_model");

@@ -115,6 +115,109 @@ def test_message_and_grad_backends(device, threads, dtype, c, n, e):
         assert_close(dy, want_dy, f"{ls} dy", tol)
 
 
+def message_rows(x, y, w, src, dst, rows, ls, alpha, device, threads, transpose=0):
+    return tsr.run_op("ICTEdgeMessage", [x, y, w, src, dst, rows],
+                      attrs_of(*ls, alpha, transpose=transpose), domain=DOMAIN,
+                      device=device, threads=threads)[0]
+
+
+@pytest.mark.parametrize("device,threads", [("ref", 1), ("cpu", 1), ("cpu", 2)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("c,n,e,n_rows", [(17, 7, 40, 23), (40, 13, 1500, 700), (5, 3, 9, 30),
+                                          (8, 4, 0, 3)])
+def test_shared_weight_rows(device, threads, dtype, c, n, e, n_rows):
+    """Edges taking their weights from rows of w (an edge and its reverse share one): the
+    message reads row rows[e], the gradient op sums each row's edges into dw[row] and leaves
+    unused rows zero; rows shared by many edges, by none, more rows than edges, no edges;
+    against the reference on w[rows] and numpy's add.at."""
+    rng = np.random.default_rng(c + e + n_rows)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for ls in CONV_PATHS:
+        x, y, _, src, dst = random_case(rng, ls, n, e, c)
+        dst = np.sort(dst)
+        w = rng.standard_normal((n_rows, c))
+        rows = rng.integers(0, max(n_rows // 2, 1), e)
+        b = rng.standard_normal((n, 2 * ls[2] + 1, c))
+        cast = [t.astype(dtype) for t in (x, y, w, b)]
+        want = message_ref(x, y, w[rows], src, dst, *ls, 1.1)
+        got = message_rows(cast[0], cast[1], cast[2], src, dst, rows, ls, 1.1, device, threads)
+        assert_close(got, want, f"{ls} message", tol)
+        zt = message_rows(cast[3], cast[1], cast[2], dst, src, rows, ls, 1.1, device, threads,
+                          transpose=1)
+        t = form_ref(x, y, w[rows], b, src, dst, ls, 1.1)
+        assert_close(np.array(np.sum(zt * x)), np.array(t), f"{ls} transposed", tol * 10)
+        # The output buffer of a first run must not leak into the sums of the second.
+        for _ in range(2):
+            dw, dy = tsr.run_op("ICTEdgeMessageGrad", cast + [src, dst, rows],
+                                attrs_of(*ls, 1.1), n_outputs=2, domain=DOMAIN, device=device,
+                                threads=threads)
+        per_edge = (product(x[src], y, *ls, 1.1) * b[dst]).sum(axis=1)
+        want_dw = np.zeros_like(w)
+        np.add.at(want_dw, rows, per_edge)
+        assert dw.shape == w.shape
+        assert_close(dw, want_dw, f"{ls} dw", tol)
+        assert not np.any(dw[max(n_rows // 2, 1):]), "rows no edge uses must be zero"
+        plain_dw, plain_dy = edge_grad(cast[0], cast[1], cast[2][rows], cast[3], src, dst, ls,
+                                       1.1, device, threads)
+        assert_close(dy, plain_dy.astype(np.float64), f"{ls} dy", tol)
+
+
+def test_shared_weight_rows_past_private_copies():
+    """Two threads whose private copies of dw would pass 64 MiB (600000 rows of 32 float32
+    channels) take the edges in the order of their rows instead, each thread whole rows."""
+    rng = np.random.default_rng(17)
+    ls, n, e, c, n_rows = (2, 1, 3), 9, 3000, 32, 600000
+    x, y, _, src, dst = random_case(rng, ls, n, e, c)
+    b = rng.standard_normal((n, 7, c))
+    w = np.zeros((n_rows, c), np.float32)
+    rows = rng.choice(n_rows, e // 2, replace=False)[rng.integers(0, e // 2, e)]
+    w[rows] = rng.standard_normal((e, c))
+    dw, dy = tsr.run_op("ICTEdgeMessageGrad",
+                        [x.astype(np.float32), y.astype(np.float32), w, b.astype(np.float32),
+                         src, dst, rows], attrs_of(*ls, 1.1), n_outputs=2, domain=DOMAIN,
+                        device="cpu", threads=2)
+    want_dw = np.zeros((n_rows, c))
+    np.add.at(want_dw, rows, (product(x[src], y, *ls, 1.1) * b[dst]).sum(axis=1))
+    assert_close(dw[rows], want_dw[rows], "dw", 2e-5)
+    assert not np.any(np.delete(dw, rows, axis=0)), "rows no edge uses must be zero"
+    _, want_dy = edge_grad(x, y, w[rows].astype(np.float64), b, src, dst, ls, 1.1)
+    assert_close(dy, want_dy, "dy", 2e-5)
+
+
+@pytest.mark.parametrize("transpose", [0, 1])
+def test_shared_weight_rows_second_order(transpose):
+    """Gradients with respect to x, y and the shared rows of w, first and second order,
+    against central differences: each row's derivative sums its edges'."""
+    ls = (2, 1, 1)
+    rng = np.random.default_rng(11 + transpose)
+    width = 2 * (ls[2] if transpose else ls[0]) + 1
+    x = rng.standard_normal((4, width, 3))
+    y = rng.standard_normal((6, 2 * ls[1] + 1))
+    w = rng.standard_normal((4, 3))
+    src, dst = np.array([0, 1, 1, 3, 0, 1]), np.array([1, 0, 3, 3, 1, 0])
+    rows = np.array([0, 2, 0, 1, 2, 0])
+
+    def build(g, names):
+        g.add_node("ICTEdgeMessage", names, ["out0"], attrs_of(*ls, 0.9, transpose=transpose),
+                   domain=DOMAIN)
+        return ["out0"]
+    hv = check_second_order(build, [x, y, w, src, dst, rows])
+    assert max(float(np.max(np.abs(h))) for h in hv) > 1e-6
+
+
+def test_shared_weight_rows_gradient_op_second_order():
+    rng = np.random.default_rng(13)
+    a, y = rng.standard_normal((3, 5, 2)), rng.standard_normal((5, 3))
+    w, b = rng.standard_normal((3, 2)), rng.standard_normal((3, 7, 2))
+    ia, ib, rows = np.array([0, 1, 2, 2, 0]), np.array([2, 2, 0, 1, 1]), np.array([1, 0, 1, 1, 0])
+
+    def build(g, names):
+        g.add_node("ICTEdgeMessageGrad", names, ["out0", "out1"], attrs_of(2, 1, 3, 0.8),
+                   domain=DOMAIN)
+        return ["out0", "out1"]
+    check_second_order(build, [a, y, w, b, ia, ib, rows])
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("layout", ["neighbour_list", "one_hub", "empty_atoms"])
 def test_message_sorted_by_destination_two_threads(layout, dtype):
@@ -250,6 +353,11 @@ def test_errors(device):
         message(x, y[:, :2], w, src, dst, (1, 1, 2), 1.0, device)
     with pytest.raises(tsr.TesseraError, match=r"w \('in2'\) has shape"):
         message(x, y, w[:3], src, dst, (1, 1, 2), 1.0, device)
+    with pytest.raises(tsr.TesseraError, match="weight row index 3 of edge 1 is out of range "
+                                               "for 3 rows of w"):
+        message_rows(x, y, w[:3], src, dst, np.array([0, 3, 1, 2]), (1, 1, 2), 1.0, device, 1)
+    with pytest.raises(tsr.TesseraError, match=r"the weight rows \('in5'\) has shape"):
+        message_rows(x, y, w[:3], src, dst, np.array([0, 1, 2]), (1, 1, 2), 1.0, device, 1)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

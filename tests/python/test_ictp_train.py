@@ -50,9 +50,10 @@ def molecule(seed=3, n=6):
 
 
 def inputs(pos, species, recv, send):
+    """The graph's inputs, each edge its own radial row."""
     n, ne = len(pos), len(recv)
     return [pos, species, np.zeros(n, np.int64), recv, send, np.zeros((ne, 3)),
-            np.zeros((1, 3, 3))]
+            np.zeros((1, 3, 3)), np.arange(ne), np.arange(ne)]
 
 
 def loss_graph(path):

@@ -10,8 +10,9 @@
  * adds w_e ⊙ M x[src] into z[dst]: edges that share a destination would
  * race, so threads take runs of edges that own their destinations (edges in
  * destination order) or add into private copies of z (edge_message_run).
- * The gradient's outputs belong to one edge each, so its threads
- * split the edges; one pass over p = a_s ⊙ b_r gives both dw (Σ M p) and
+ * The gradient's outputs belong to one edge each (with shared weight rows,
+ * dw's to one row: edge_grad_run), so its threads split the edges; one
+ * pass over p = a_s ⊙ b_r gives both dw (Σ M p) and
  * the channel sums D[r][s] = Σ_c w p that dy = Σ W D needs (kept as
  * vectors of partial sums until W has been applied).
  *
@@ -52,6 +53,20 @@ typedef struct {
     const void *w;       /* [d2][nqp]: [d_out][d_in] coupling, zero-padded, the data's dtype */
 } edge_data;
 
+/* Shared weight rows are read (and their gradients added) out of order:
+ * the rows of the edge EDGE_AHEAD further on are fetched while this one
+ * runs. */
+#define EDGE_AHEAD 4
+
+static inline void edge_prefetch_rows(const void *w, const void *dw, int64_t row, int64_t bytes)
+{
+    for (int64_t o = 0; o < bytes; o += 64) {
+        __builtin_prefetch((const char *)w + row * bytes + o, 0);
+        if (dw)
+            __builtin_prefetch((const char *)dw + row * bytes + o, 1);
+    }
+}
+
 /* clang-format off */
 /* BODY(..., width) with the node width (2l + 1, l <= EDGE_MAX_L) a constant,
  * so that the compiler keeps the rows of one vector of channels in
@@ -80,8 +95,8 @@ typedef struct {
     typedef T edge_vec_##T##_##SUFFIX __attribute__((vector_size(ICT_VEC_BYTES)));                 \
     TARGET static inline __attribute__((always_inline)) void edge_message_body_##T##_##SUFFIX(     \
         const edge_data *d, const T *x, const T *y, const T *w, const int64_t *src,                \
-        const int64_t *dst, T *z, int64_t a0, int64_t a1, int64_t k0, int64_t k1, int64_t ch,      \
-        int64_t c0, int64_t c1, const int di)                                                      \
+        const int64_t *dst, const int64_t *rows, T *z, int64_t a0, int64_t a1, int64_t k0,         \
+        int64_t k1, int64_t ch, int64_t c0, int64_t c1, const int di)                              \
     {                                                                                              \
         typedef edge_vec_##T##_##SUFFIX V;                                                         \
         const int64_t nl = ICT_VEC_BYTES / sizeof(T);                                              \
@@ -92,7 +107,10 @@ typedef struct {
         for (int64_t a = a0 * dout; a < a1 * dout; a++)                                            \
             memset(z + a * ch + c0, 0, (size_t)(c1 - c0) * sizeof(T));                             \
         for (int64_t k = k0; k < k1; k++) {                                                        \
-            const T *yk = y + k * d2, *wk = w + k * ch, *xs = x + src[k] * di * ch;                \
+            const T *yk = y + k * d2, *wk = w + (rows ? rows[k] : k) * ch;                         \
+            const T *xs = x + src[k] * di * ch;                                                    \
+            if (rows && k + EDGE_AHEAD < k1)                                                       \
+                edge_prefetch_rows(w, NULL, rows[k + EDGE_AHEAD], ch * (int64_t)sizeof(T));        \
             T *zd = z + dst[k] * dout * ch;                                                        \
             EDGE_FOLD(T, V, m, wc, yk, d->nqp, d2)                                                 \
             for (int64_t cb = c0; cb < c1; cb += nl) {                                             \
@@ -122,16 +140,17 @@ typedef struct {
        and channels [c0, c1) from edges [k0, k1), whose destinations are among those atoms. */    \
     TARGET static void edge_message_##T##_##SUFFIX(                                                \
         const edge_data *d, const T *x, const T *y, const T *w, const int64_t *src,                \
-        const int64_t *dst, T *z, int64_t a0, int64_t a1, int64_t k0, int64_t k1, int64_t ch,      \
-        int64_t c0, int64_t c1)                                                                    \
+        const int64_t *dst, const int64_t *rows, T *z, int64_t a0, int64_t a1, int64_t k0,         \
+        int64_t k1, int64_t ch, int64_t c0, int64_t c1)                                            \
     {                                                                                              \
-        EDGE_BY_WIDTH(d->d_in, edge_message_body_##T##_##SUFFIX, d, x, y, w, src, dst, z, a0, a1,  \
-                      k0, k1, ch, c0, c1);                                                         \
+        EDGE_BY_WIDTH(d->d_in, edge_message_body_##T##_##SUFFIX, d, x, y, w, src, dst, rows, z,    \
+                      a0, a1, k0, k1, ch, c0, c1);                                                 \
     }                                                                                              \
                                                                                                    \
     TARGET static inline __attribute__((always_inline)) void edge_grad_body_##T##_##SUFFIX(        \
         const edge_data *d, const T *a, const T *y, const T *w, const T *b, const int64_t *ia,     \
-        const int64_t *ib, T *dw, T *dy, int64_t k0, int64_t k1, int64_t ch, const int d1)         \
+        const int64_t *ib, const int64_t *rows, const int64_t *order, T *dw, T *dy, int64_t p0,    \
+        int64_t p1, int64_t ch, const int d1)                                                      \
     {                                                                                              \
         typedef edge_vec_##T##_##SUFFIX V;                                                         \
         const int64_t nl = ICT_VEC_BYTES / sizeof(T);                                              \
@@ -139,10 +158,16 @@ typedef struct {
         int d3 = d->d_out, d2 = d->d2;                                                             \
         T m[EDGE_MAX_FOLD];                                                                        \
         V av[EDGE_MAX_D], av1[EDGE_MAX_D], lanes[EDGE_MAX_D * EDGE_MAX_D];                         \
-        for (int64_t k = k0; k < k1; k++) {                                                        \
-            const T *yk = y + k * d2, *wk = w + k * ch;                                            \
+        /* With rows, each edge adds into its row of dw (zeroed): this thread's copy, or    \
+           with order (the edges by row) runs of whole rows. */                                \
+        for (int64_t p = p0; p < p1; p++) {                                                        \
+            const int64_t k = order ? order[p] : p, u = rows ? rows[k] : k;                        \
+            const T *yk = y + k * d2, *wk = w + u * ch;                                            \
             const T *as = a + ia[k] * d1 * ch, *bs = b + ib[k] * d3 * ch;                          \
-            T *dwk = dw + k * ch;                                                                  \
+            T *dwk = dw + u * ch;                                                                  \
+            if (rows && p + EDGE_AHEAD < p1)                                                       \
+                edge_prefetch_rows(w, dw, rows[order ? order[p + EDGE_AHEAD] : p + EDGE_AHEAD],    \
+                                   ch * (int64_t)sizeof(T));                                       \
             EDGE_FOLD(T, V, m, wc, yk, d->nqp, d2)                                                 \
             /* Two vectors of channels at a time: each (r, s) sums both into one vector of     \
                partial sums, written by the first pair and added to by later ones (zero        \
@@ -181,6 +206,13 @@ typedef struct {
                         lanes[r * d1 + s] = first ? l : lanes[r * d1 + s] + l;                     \
                     }                                                                              \
                 }                                                                                  \
+                if (rows) {                                                                        \
+                    V o0, o1;                                                                      \
+                    ICT_VEC_LOAD(o0, dwk + cb, len0);                                              \
+                    ICT_VEC_LOAD(o1, dwk + c1, len1);                                              \
+                    dw0 += o0;                                                                     \
+                    dw1 += o1;                                                                     \
+                }                                                                                  \
                 ICT_VEC_STORE(dwk + cb, dw0, len0);                                                \
                 ICT_VEC_STORE(dwk + c1, dw1, len1);                                                \
             }                                                                                      \
@@ -203,13 +235,13 @@ typedef struct {
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    TARGET static void edge_grad_##T##_##SUFFIX(const edge_data *d, const T *a, const T *y,        \
-                                                const T *w, const T *b, const int64_t *ia,         \
-                                                const int64_t *ib, T *dw, T *dy, int64_t k0,       \
-                                                int64_t k1, int64_t ch)                            \
+    TARGET static void edge_grad_##T##_##SUFFIX(                                                   \
+        const edge_data *d, const T *a, const T *y, const T *w, const T *b, const int64_t *ia,     \
+        const int64_t *ib, const int64_t *rows, const int64_t *order, T *dw, T *dy, int64_t p0,    \
+        int64_t p1, int64_t ch)                                                                    \
     {                                                                                              \
-        EDGE_BY_WIDTH(d->d_in, edge_grad_body_##T##_##SUFFIX, d, a, y, w, b, ia, ib, dw, dy, k0,   \
-                      k1, ch);                                                                     \
+        EDGE_BY_WIDTH(d->d_in, edge_grad_body_##T##_##SUFFIX, d, a, y, w, b, ia, ib, rows, order,  \
+                      dw, dy, p0, p1, ch);                                                         \
     }
 /* clang-format on */
 
@@ -286,6 +318,7 @@ static tsr_status edge_message_run(const tsr_cpu_state *s, const tsr_kernel_ctx 
     TSR_CHECK(tsr_ict_edge_check_run(k, d->ls, d->transpose, false));
     const tsr_tensor *x = k->inputs[0], *y = k->inputs[1], *w = k->inputs[2];
     const int64_t *src = k->inputs[3]->data, *dst = k->inputs[4]->data;
+    const int64_t *rows = tsr_ict_edge_rows(k, false);
     tsr_tensor *z = k->outputs[0];
     int64_t n = x->dims[0], e = y->dims[0], ch = w->dims[1];
     bool f64 = z->dtype == TSR_FLOAT64;
@@ -323,9 +356,9 @@ static tsr_status edge_message_run(const tsr_cpu_state *s, const tsr_kernel_ctx 
         if (c1 > c0) {
             if (f64)
                 EDGE_PICK(edge_message, double, s->isa)
-            (d, x->data, y->data, w->data, src, dst, out, a0, a1, k0, k1, ch, c0, c1);
+            (d, x->data, y->data, w->data, src, dst, rows, out, a0, a1, k0, k1, ch, c0, c1);
             else EDGE_PICK(edge_message, float, s->isa)(d, x->data, y->data, w->data, src, dst,
-                                                        out, a0, a1, k0, k1, ch, c0, c1);
+                                                        rows, out, a0, a1, k0, k1, ch, c0, c1);
         }
         if (copies) {
 #pragma omp barrier
@@ -350,26 +383,103 @@ static tsr_status edge_message_run(const tsr_cpu_state *s, const tsr_kernel_ctx 
     return TSR_OK;
 }
 
+/* The edges in the order of their rows (a counting sort, stable), so that
+ * each row's edges are consecutive: [e] from tsr_malloc, or NULL. */
+static int64_t *edges_by_row(const int64_t *rows, int64_t e, int64_t n_rows)
+{
+    int64_t *order = tsr_malloc((size_t)(e ? e : 1) * sizeof *order);
+    int64_t *start = tsr_calloc((size_t)n_rows + 1, sizeof *start);
+    if (order && start) {
+        for (int64_t k = 0; k < e; k++)
+            start[rows[k] + 1]++;
+        for (int64_t u = 0; u < n_rows; u++)
+            start[u + 1] += start[u];
+        for (int64_t k = 0; k < e; k++)
+            order[start[rows[k]]++] = k;
+    } else {
+        free(order);
+        order = NULL;
+    }
+    free(start);
+    return order;
+}
+
+/* Thread me's positions [*p0, *p1) of the edges in row order, cut where
+ * the row changes, so that no row's sum is split between threads. */
+static void row_slice(const int64_t *rows, const int64_t *order, int64_t e, int team, int me,
+                      int64_t *p0, int64_t *p1)
+{
+    int64_t cut[2];
+    for (int j = 0; j < 2; j++) {
+        int64_t p = e * (me + j) / team;
+        while (p > 0 && p < e && rows[order[p]] == rows[order[p - 1]])
+            p++;
+        cut[j] = p;
+    }
+    *p0 = cut[0];
+    *p1 = cut[1];
+}
+
+/* The gradient: threads take runs of edges, dw rows and dy rows their own.
+ * With shared weight rows, an edge adds into its row of dw: each thread
+ * but the first into a private copy of dw, summed into it at the end, or
+ * (copies too large) the edges in the order of their rows, so that each
+ * thread's run holds whole rows. */
 static tsr_status edge_grad_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
 {
     const edge_data *d = s->data;
     TSR_CHECK(tsr_ict_edge_check_run(k, d->ls, false, true));
     const tsr_tensor *a = k->inputs[0], *y = k->inputs[1], *w = k->inputs[2], *b = k->inputs[3];
     const int64_t *ia = k->inputs[4]->data, *ib = k->inputs[5]->data;
+    const int64_t *rows = tsr_ict_edge_rows(k, true);
     tsr_tensor *dw = k->outputs[0], *dy = k->outputs[1];
     int64_t e = y->dims[0], ch = w->dims[1];
     bool f64 = dw->dtype == TSR_FLOAT64;
     int nt = ict_threads_for(k->threads, e * d->d_out * d->d_in * ch);
+    size_t bytes = tsr_tensor_bytes(dw);
+    char *copies = NULL;
+    int64_t *order = NULL;
+    if (rows && nt > 1 && (size_t)(nt - 1) * bytes <= EDGE_PRIVATE_BYTES)
+        copies = tsr_malloc((size_t)(nt - 1) * bytes);
+    if (rows && nt > 1 && !copies && !(order = edges_by_row(rows, e, w->dims[0])))
+        return TSR_ERR_OUT_OF_MEMORY;
+    if (order)
+        memset(dw->data, 0, bytes);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int team = omp_get_num_threads(), me = omp_get_thread_num();
-        int64_t k0 = e * me / team, k1 = e * (me + 1) / team;
+        int64_t p0 = e * me / team, p1 = e * (me + 1) / team;
+        char *out = me == 0 || !copies ? dw->data : copies + (size_t)(me - 1) * bytes;
+        if (order)
+            row_slice(rows, order, e, team, me, &p0, &p1);
+        else if (rows)
+            memset(out, 0, bytes);
         if (f64)
             EDGE_PICK(edge_grad, double, s->isa)
-        (d, a->data, y->data, w->data, b->data, ia, ib, dw->data, dy->data, k0, k1, ch);
+        (d, a->data, y->data, w->data, b->data, ia, ib, rows, order, (double *)out, dy->data, p0,
+         p1, ch);
         else EDGE_PICK(edge_grad, float, s->isa)(d, a->data, y->data, w->data, b->data, ia, ib,
-                                                 dw->data, dy->data, k0, k1, ch);
+                                                 rows, order, (float *)out, dy->data, p0, p1, ch);
+        if (copies) {
+#pragma omp barrier
+            for (int t = 0; t + 1 < team; t++) {
+                const char *c = copies + (size_t)t * bytes;
+                if (f64) {
+                    double *z = dw->data;
+#pragma omp for schedule(static)
+                    for (int64_t i = 0; i < (int64_t)(bytes / sizeof *z); i++)
+                        z[i] += ((const double *)c)[i];
+                } else {
+                    float *z = dw->data;
+#pragma omp for schedule(static)
+                    for (int64_t i = 0; i < (int64_t)(bytes / sizeof *z); i++)
+                        z[i] += ((const float *)c)[i];
+                }
+            }
+        }
     }
+    free(copies);
+    free(order);
     return TSR_OK;
 }
 

@@ -12,7 +12,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { IN_POS, IN_SPECIES, IN_BATCH, IN_RECV, IN_SEND, IN_SHIFTS, IN_STRAIN, IN_SEED, N_IN };
+enum {
+    IN_POS,
+    IN_SPECIES,
+    IN_BATCH,
+    IN_RECV,
+    IN_SEND,
+    IN_SHIFTS,
+    IN_STRAIN,
+    IN_RADIAL_EDGES,
+    IN_RADIAL_ROWS,
+    IN_SEED,
+    N_IN
+};
 enum { OUT_ENERGY, OUT_ENERGIES, OUT_POS_GRAD, OUT_STRAIN_GRAD, OUT_SHIFT_GRAD, N_OUT_VIRIAL };
 enum { N_OUT = OUT_SHIFT_GRAD };
 
@@ -164,13 +176,14 @@ static double det3(const double *m)
            m[2] * (m[3] * m[7] - m[4] * m[6]);
 }
 
-/* The graph's inputs for a batch, in the evaluator's dtype: n_atoms and
- * n_edges real ones, padded to rows_atoms and rows_edges (and one padding
- * structure, rows_structures) unless the evaluator runs exact sizes. */
+/* The graph's inputs for a batch, in the evaluator's dtype: n_atoms,
+ * n_edges and n_radial (radial rows, ictp_radial_rows) real ones, padded
+ * to rows_atoms, rows_edges and rows_radial (and one padding structure,
+ * rows_structures) unless the evaluator runs exact sizes. */
 typedef struct batch_inputs {
-    int64_t n_atoms, n_edges;
-    int64_t rows_atoms, rows_edges, rows_structures;
-    int64_t *species, *batch, *receivers, *senders;
+    int64_t n_atoms, n_edges, n_radial;
+    int64_t rows_atoms, rows_edges, rows_radial, rows_structures;
+    int64_t *species, *batch, *receivers, *senders, *radial_rows, *radial_edges;
     void *pos, *shift_vectors, *strain, *seed;
     double *volumes;
 } batch_inputs;
@@ -181,6 +194,8 @@ static void batch_free(batch_inputs *in)
     free(in->batch);
     free(in->receivers);
     free(in->senders);
+    free(in->radial_rows);
+    free(in->radial_edges);
     free(in->pos);
     free(in->shift_vectors);
     free(in->strain);
@@ -211,12 +226,15 @@ static int64_t size_class(int64_t count)
  * extra structure (seed 0, zero strain) and the padding edges join the
  * first padding atom to itself across a shift of twice the cutoff, where
  * the radial basis is exactly zero: nothing reaches a real atom, whose
- * energies, forces and stress are those of the unpadded batch. */
+ * energies, forces and stress are those of the unpadded batch. The
+ * padding edges share one radial row; the padding rows, which no edge
+ * reads, take the last edge's distance. */
 static tsr_status pad_inputs(const tsr_ictp_evaluator *ev, int64_t n_structures, batch_inputs *in)
 {
     tsr_dtype dt = ev->dtype;
     size_t fs = tsr_dtype_size(dt);
     int64_t na = size_class(in->n_atoms + 1), ne = size_class(in->n_edges);
+    int64_t nr = size_class(in->n_radial + (ne > in->n_edges));
     int64_t *species = tsr_realloc(in->species, (size_t)na * sizeof *species);
     if (species)
         in->species = species;
@@ -232,7 +250,13 @@ static tsr_status pad_inputs(const tsr_ictp_evaluator *ev, int64_t n_structures,
     int64_t *send = recv ? tsr_realloc(in->senders, (size_t)ne * sizeof *send) : NULL;
     if (send)
         in->senders = send;
-    void *shifts = send ? tsr_realloc(in->shift_vectors, 3 * (size_t)ne * fs) : NULL;
+    int64_t *rows = send ? tsr_realloc(in->radial_rows, (size_t)ne * sizeof *rows) : NULL;
+    if (rows)
+        in->radial_rows = rows;
+    int64_t *reps = rows ? tsr_realloc(in->radial_edges, (size_t)nr * sizeof *reps) : NULL;
+    if (reps)
+        in->radial_edges = reps;
+    void *shifts = reps ? tsr_realloc(in->shift_vectors, 3 * (size_t)ne * fs) : NULL;
     if (!shifts)
         return TSR_ERR_OUT_OF_MEMORY;
     in->shift_vectors = shifts;
@@ -244,12 +268,16 @@ static tsr_status pad_inputs(const tsr_ictp_evaluator *ev, int64_t n_structures,
     }
     for (int64_t e = in->n_edges; e < ne; e++) {
         in->receivers[e] = in->senders[e] = in->n_atoms;
+        in->radial_rows[e] = in->n_radial;
         for (int k = 0; k < 3; k++)
             put(dt, in->shift_vectors, 3 * e + k, k == 0 ? 2.0 * ev->cutoff : 0.0);
     }
+    for (int64_t u = in->n_radial; u < nr; u++)
+        in->radial_edges[u] = u == in->n_radial && ne > in->n_edges ? in->n_edges : ne - 1;
     put(dt, in->seed, n_structures, 0.0);
     in->rows_atoms = na;
     in->rows_edges = ne;
+    in->rows_radial = nr;
     in->rows_structures = n_structures + 1;
     return TSR_OK;
 }
@@ -324,12 +352,22 @@ static tsr_status gather_inputs(tsr_ictp_evaluator *ev, int64_t n_structures,
             int64_t *sd = r ? tsr_realloc(in->senders, (size_t)cap * sizeof *sd) : NULL;
             if (sd)
                 in->senders = sd;
-            void *sv = sd ? tsr_realloc(in->shift_vectors, (size_t)cap * 3 * fs) : NULL;
+            int64_t *rr = sd ? tsr_realloc(in->radial_rows, (size_t)cap * sizeof *rr) : NULL;
+            if (rr)
+                in->radial_rows = rr;
+            int64_t *re = rr ? tsr_realloc(in->radial_edges, (size_t)cap * sizeof *re) : NULL;
+            if (re)
+                in->radial_edges = re;
+            void *sv = re ? tsr_realloc(in->shift_vectors, (size_t)cap * 3 * fs) : NULL;
             if (!sv)
                 return TSR_ERR_OUT_OF_MEMORY;
             in->shift_vectors = sv;
             cap_edges = cap;
         }
+        int64_t n_rows;
+        TSR_CHECK(ictp_radial_rows(edges, at, in->n_radial, in->radial_rows + at,
+                                   in->radial_edges + in->n_radial, &n_rows));
+        in->n_radial += n_rows;
         for (int64_t e = 0; e < ne; e++) {
             in->receivers[at + e] = first + edges->receivers[e];
             in->senders[at + e] = first + edges->senders[e];
@@ -344,14 +382,18 @@ static tsr_status gather_inputs(tsr_ictp_evaluator *ev, int64_t n_structures,
     if (!in->receivers) {
         in->receivers = tsr_malloc(sizeof *in->receivers);
         in->senders = tsr_malloc(sizeof *in->senders);
+        in->radial_rows = tsr_malloc(sizeof *in->radial_rows);
+        in->radial_edges = tsr_malloc(sizeof *in->radial_edges);
         in->shift_vectors = tsr_malloc(3 * fs);
-        if (!in->receivers || !in->senders || !in->shift_vectors)
+        if (!in->receivers || !in->senders || !in->radial_rows || !in->radial_edges ||
+            !in->shift_vectors)
             return TSR_ERR_OUT_OF_MEMORY;
     }
     if (!ev->exact_sizes)
         return pad_inputs(ev, n_structures, in);
     in->rows_atoms = in->n_atoms;
     in->rows_edges = in->n_edges;
+    in->rows_radial = in->n_radial;
     in->rows_structures = n_structures;
     return TSR_OK;
 }
@@ -420,7 +462,7 @@ static tsr_status evaluate_structures(tsr_ictp_evaluator *ev, int64_t n_structur
         in.rows_structures = n_structures + 1;
     }
     int64_t n = in.n_atoms, nb = n_structures;
-    int64_t rn = in.rows_atoms, re = in.rows_edges, rb = in.rows_structures;
+    int64_t rn = in.rows_atoms, re = in.rows_edges, ru = in.rows_radial, rb = in.rows_structures;
     if (n == 0) {
         for (int64_t b = 0; b < nb; b++)
             energies_out[b] = 0;
@@ -445,6 +487,8 @@ static tsr_status evaluate_structures(tsr_ictp_evaluator *ev, int64_t n_structur
         [IN_SEND] = {TSR_INT64, 1, {re}, in.senders},
         [IN_SHIFTS] = {dt, 2, {re, 3}, in.shift_vectors},
         [IN_STRAIN] = {dt, 3, {rb, 3, 3}, in.strain},
+        [IN_RADIAL_EDGES] = {TSR_INT64, 1, {ru}, in.radial_edges},
+        [IN_RADIAL_ROWS] = {TSR_INT64, 1, {re}, in.radial_rows},
         [IN_SEED] = {dt, 1, {rb}, in.seed},
     };
     tsr_tensor outputs[N_OUT_VIRIAL] = {

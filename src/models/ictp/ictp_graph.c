@@ -396,6 +396,7 @@ static void build(gb *b)
     const char *R = "representation.";
     int64_t S = c->n_species, F = c->F, G = c->G;
     const char *dim_n[2] = {"atoms", NULL}, *dim_e[2] = {"edges", NULL};
+    const char *dim_r[2] = {"radial_rows", NULL};
     const char *dim_b[3] = {"structures", NULL, NULL};
     const int64_t d3[2] = {0, 3}, d133[3] = {0, 3, 3}, d1[1] = {0};
     if (b->st == TSR_OK &&
@@ -405,7 +406,9 @@ static void build(gb *b)
          (b->st = tsr_graph_add_input(b->g, "receivers", TSR_INT64, 1, d1, dim_e)) != TSR_OK ||
          (b->st = tsr_graph_add_input(b->g, "senders", TSR_INT64, 1, d1, dim_e)) != TSR_OK ||
          (b->st = tsr_graph_add_input(b->g, "shift_vectors", b->dt, 2, d3, dim_e)) != TSR_OK ||
-         (b->st = tsr_graph_add_input(b->g, "strain", b->dt, 3, d133, dim_b)) != TSR_OK))
+         (b->st = tsr_graph_add_input(b->g, "strain", b->dt, 3, d133, dim_b)) != TSR_OK ||
+         (b->st = tsr_graph_add_input(b->g, "radial_edges", TSR_INT64, 1, d1, dim_r)) != TSR_OK ||
+         (b->st = tsr_graph_add_input(b->g, "radial_rows", TSR_INT64, 1, d1, dim_e)) != TSR_OK))
         return;
     const char *pos = "positions", *species = "species", *strain = "strain";
     tsr_attr shape_attrs[2] = {TSR_ATTR_I("start", 0), TSR_ATTR_I("end", 1)};
@@ -418,7 +421,10 @@ static void build(gb *b)
     const int64_t de13[3] = {-1, 1, 3}, de3[2] = {-1, 3};
     const char *dv = binary(b, "MatMul", reshape(b, v, 3, de13), eps);
     v = binary(b, "Add", v, reshape(b, dv, 2, de3));
-    const char *r = reduce_sum(b, binary(b, "Mul", v, v), 1, 0);
+    /* The distances of the radial rows (an edge and its reverse share one):
+     * the radial weights run on half the edges. */
+    const char *vr = gather(b, v, "radial_edges");
+    const char *r = reduce_sum(b, binary(b, "Mul", vr, vr), 1, 0);
     r = node(b, "Sqrt", 1, &r, 0, NULL);
     const char *rho = b->tables ? "" : bessel_basis(b, r);
     const char *Y[ICTP_MAX_L + 1];
@@ -481,9 +487,10 @@ static void build(gb *b)
             const char *msgs[7];
             for (int k = 0; k < P; k++, q++) {
                 int l1 = pairs[l3][k][0], l2 = pairs[l3][k][1];
-                const char *in[5] = {g[l1], Y[l2], radial[q], "senders", "receivers"};
+                const char *in[6] = {g[l1],     Y[l2],       radial[q],
+                                     "senders", "receivers", "radial_rows"};
                 tsr_attr a[3] = {TSR_ATTR_I("l1", l1), TSR_ATTR_I("l2", l2), TSR_ATTR_I("l3", l3)};
-                msgs[k] = node_as(b, NULL, "ICTEdgeMessage", ICTP_DOMAIN, 5, in, 3, a);
+                msgs[k] = node_as(b, NULL, "ICTEdgeMessage", ICTP_DOMAIN, 6, in, 3, a);
             }
             A[l3] = lin(b, concat(b, P, msgs, 2), weight(b, "%slinear_second.weight.%d", I, l3),
                         1.0 / (sqrt((double)P) * c->avg_n_neighbors));
@@ -631,6 +638,56 @@ static tsr_status build_graph(const tsr_ictp_model *model, tsr_dtype dtype, bool
 {
     gb b = {.m = model, .dt = dtype, .trainable = trainable};
     return build_with(&b, build, graph_out);
+}
+
+/* The slot of edge (i, j, S) in a table of 2^bits edge indices (-1: free)
+ * of `edges`, found by linear probing: its index, or a free slot. */
+static int64_t edge_slot(const tsr_edges *edges, const int64_t *table, int bits, int64_t i,
+                         int64_t j, const int32_t *S)
+{
+    uint64_t h = (uint64_t)i * 0x9E3779B97F4A7C15u ^ (uint64_t)j * 0xC2B2AE3D27D4EB4Fu;
+    for (int k = 0; k < 3; k++)
+        h = (h ^ (uint64_t)(uint32_t)S[k]) * 0x100000001B3u;
+    uint64_t mask = ((uint64_t)1 << bits) - 1;
+    for (uint64_t slot = (h ^ (h >> 29)) & mask;; slot = (slot + 1) & mask) {
+        int64_t e = table[slot];
+        if (e < 0 || (edges->receivers[e] == i && edges->senders[e] == j &&
+                      !memcmp(edges->shifts + 3 * e, S, 3 * sizeof *S)))
+            return (int64_t)slot;
+    }
+}
+
+tsr_status ictp_radial_rows(const tsr_edges *edges, int64_t edge_offset, int64_t row_offset,
+                            int64_t *rows_out, int64_t *reps_out, int64_t *n_rows_out)
+{
+    int64_t n = edges->count, n_rows = 0;
+    int bits = 4;
+    while (((int64_t)1 << bits) < 2 * n)
+        bits++;
+    int64_t *table = tsr_malloc(((size_t)1 << bits) * sizeof *table);
+    if (!table)
+        return TSR_ERR_OUT_OF_MEMORY;
+    memset(table, 0xff, ((size_t)1 << bits) * sizeof *table);
+    for (int64_t e = 0; e < n; e++)
+        table[edge_slot(edges, table, bits, edges->receivers[e], edges->senders[e],
+                        edges->shifts + 3 * e)] = e;
+    for (int64_t e = 0; e < n; e++)
+        rows_out[e] = -1;
+    for (int64_t e = 0; e < n; e++) {
+        if (rows_out[e] >= 0)
+            continue;
+        const int32_t *S = edges->shifts + 3 * e;
+        const int32_t back[3] = {-S[0], -S[1], -S[2]};
+        int64_t r =
+            table[edge_slot(edges, table, bits, edges->senders[e], edges->receivers[e], back)];
+        rows_out[e] = row_offset + n_rows;
+        if (r >= 0 && rows_out[r] < 0)
+            rows_out[r] = row_offset + n_rows;
+        reps_out[n_rows++] = edge_offset + e;
+    }
+    free(table);
+    *n_rows_out = n_rows;
+    return TSR_OK;
 }
 
 tsr_status ictp_build_graph(const tsr_ictp_model *model, tsr_dtype dtype,

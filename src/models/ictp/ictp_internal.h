@@ -57,6 +57,14 @@ void ictp_weights_free(int n, ictp_weight *weights);
  * instead of the MLPs. */
 tsr_status ictp_build_graph(const tsr_ictp_model *model, tsr_dtype dtype,
                             const double *const *tables, int64_t n, tsr_graph **graph_out);
+/* The graph's radial_rows and radial_edges of a structure's edges: an edge
+ * (i, j, S) and its reverse (j, i, -S) have one distance, so they share a
+ * row of radial weights. rows_out[e] = row_offset + the row of edge e,
+ * reps_out[u] = edge_offset + the first edge of row u (rows numbered in
+ * the order of their first edges); *n_rows_out the row count (at most
+ * edges->count). */
+tsr_status ictp_radial_rows(const tsr_edges *edges, int64_t edge_offset, int64_t row_offset,
+                            int64_t *rows_out, int64_t *reps_out, int64_t *n_rows_out);
 /* Every interaction's radial weights (the MLP of the Bessel basis and its
  * last layer, all paths) tabulated for RadialSpline on n intervals of
  * [0, r_c): tables_out[t] [n][4][paths·F] (RadialSpline's coefficients),

@@ -310,7 +310,21 @@ static tsr_status loss_model(const tsr_ictp_model *m, tsr_dtype dt, double w_f, 
 /* ------------------------------------------------------------ batches */
 
 /* The inputs; B_SW only in models with the stress term. */
-enum { B_POS, B_SPECIES, B_BATCH, B_RECV, B_SEND, B_SHIFTS, B_STRAIN, B_SEED, B_EW, B_SW, B_N };
+enum {
+    B_POS,
+    B_SPECIES,
+    B_BATCH,
+    B_RECV,
+    B_SEND,
+    B_SHIFTS,
+    B_STRAIN,
+    B_RADIAL_EDGES,
+    B_RADIAL_ROWS,
+    B_SEED,
+    B_EW,
+    B_SW,
+    B_N
+};
 
 typedef struct batch {
     int64_t n_atoms, n_edges, n_structures;
@@ -361,15 +375,15 @@ static tsr_status make_batch(const ictp_config *c, tsr_dtype dt, const weights *
         na += fd[idx[k]].n;
         ne += edges->count;
     }
-    size_t sizes[B_N] = {3 * fs, 8, 8, 8, 8, 3 * fs, 9 * fs, fs, fs, fs};
-    int64_t rows[B_N] = {na, na, na, ne, ne, ne, count, count, na, count};
+    size_t sizes[B_N] = {3 * fs, 8, 8, 8, 8, 3 * fs, 9 * fs, 8, 8, fs, fs, fs};
+    int64_t rows[B_N] = {na, na, na, ne, ne, ne, count, ne, ne, count, na, count};
     for (int k = 0; k < B_N; k++)
         if (!(bt->buf[k] = tsr_calloc(rows[k] ? (size_t)rows[k] : 1, sizes[k])))
             return TSR_ERR_OUT_OF_MEMORY;
     int64_t n_target = 4 * na + (w->stress ? 9 * count : 0);
     if (!(bt->target = tsr_calloc((size_t)(n_target ? n_target : 1), fs)))
         return TSR_ERR_OUT_OF_MEMORY;
-    int64_t a0 = 0, e0 = 0;
+    int64_t a0 = 0, e0 = 0, n_radial = 0;
     for (int64_t k = 0; k < count; k++) {
         const tsr_atoms *at = frames[idx[k]];
         const frame_data *f = &fd[idx[k]];
@@ -404,18 +418,23 @@ static tsr_status make_batch(const ictp_config *c, tsr_dtype dt, const weights *
                 put(dt, bt->buf[B_SHIFTS], 3 * (e0 + e) + d,
                     s[0] * cell[d] + s[1] * cell[3 + d] + s[2] * cell[6 + d]);
         }
+        int64_t n_rows;
+        TSR_CHECK(ictp_radial_rows(edges, e0, n_radial, (int64_t *)bt->buf[B_RADIAL_ROWS] + e0,
+                                   (int64_t *)bt->buf[B_RADIAL_EDGES] + n_radial, &n_rows));
+        n_radial += n_rows;
         a0 += f->n;
         e0 += edges->count;
     }
     bt->n_atoms = na;
     bt->n_edges = ne;
     bt->n_structures = count;
-    int64_t dims[B_N][3] = {{na, 3}, {na},        {na},    {ne}, {ne},
-                            {ne, 3}, {count, 3, 3}, {count}, {na}, {count}};
-    int ranks[B_N] = {2, 1, 1, 1, 1, 2, 3, 1, 1, 1};
+    int64_t dims[B_N][3] = {{na, 3},       {na},       {na}, {ne},    {ne}, {ne, 3},
+                            {count, 3, 3}, {n_radial}, {ne}, {count}, {na}, {count}};
+    int ranks[B_N] = {2, 1, 1, 1, 1, 2, 3, 1, 1, 1, 1, 1};
     bt->n_inputs = w->stress ? B_N : B_SW;
     for (int k = 0; k < B_N; k++) {
-        bool ints = k == B_SPECIES || k == B_BATCH || k == B_RECV || k == B_SEND;
+        bool ints = k == B_SPECIES || k == B_BATCH || k == B_RECV || k == B_SEND ||
+                    k == B_RADIAL_EDGES || k == B_RADIAL_ROWS;
         bt->in[k] =
             (tsr_tensor){.dtype = ints ? TSR_INT64 : dt, .rank = ranks[k], .data = bt->buf[k]};
         memcpy(bt->in[k].dims, dims[k], sizeof dims[k]);
