@@ -162,26 +162,44 @@ def test_shared_weight_rows(device, threads, dtype, c, n, e, n_rows):
         assert_close(dy, plain_dy.astype(np.float64), f"{ls} dy", tol)
 
 
-def test_shared_weight_rows_past_private_copies():
-    """Two threads whose private copies of dw would pass 64 MiB (600000 rows of 32 float32
-    channels) take the edges in the order of their rows instead, each thread whole rows."""
-    rng = np.random.default_rng(17)
-    ls, n, e, c, n_rows = (2, 1, 3), 9, 3000, 32, 600000
-    x, y, _, src, dst = random_case(rng, ls, n, e, c)
+@pytest.mark.parametrize("threads", [2, 3, 4])
+@pytest.mark.parametrize("pattern", ["pairs", "block", "random"])
+def test_shared_weight_rows_threads(threads, pattern):
+    """The gradient's threads each own the rows their edges start and add into the others'
+    rows in later rounds: an edge and its reverse anywhere (rows numbered by first edge, as
+    ictp_radial_rows numbers them), one row shared by a block of edges across several
+    threads' runs (the padding edges), and rows at random, on 2 to 4 threads."""
+    rng = np.random.default_rng(threads * 10 + len(pattern))
+    ls, n, e, c = (2, 1, 3), 9, 6000, 20
+    if pattern == "pairs":
+        partner = rng.permutation(e)
+        rows, n_rows = -np.ones(e, np.int64), 0
+        for k in range(e):
+            if rows[k] < 0:
+                rows[k] = n_rows
+                if rows[partner[k]] < 0:
+                    rows[partner[k]] = n_rows
+                n_rows += 1
+    elif pattern == "block":
+        rows = np.arange(e) // 2
+        rows[1000:4500] = 1000
+        n_rows = int(rows.max()) + 5
+    else:
+        n_rows = 1500
+        rows = rng.integers(0, n_rows, e)
+    x, y, w, src, dst = random_case(rng, ls, n, e, c)
     b = rng.standard_normal((n, 7, c))
-    w = np.zeros((n_rows, c), np.float32)
-    rows = rng.choice(n_rows, e // 2, replace=False)[rng.integers(0, e // 2, e)]
-    w[rows] = rng.standard_normal((e, c))
-    dw, dy = tsr.run_op("ICTEdgeMessageGrad",
-                        [x.astype(np.float32), y.astype(np.float32), w, b.astype(np.float32),
-                         src, dst, rows], attrs_of(*ls, 1.1), n_outputs=2, domain=DOMAIN,
-                        device="cpu", threads=2)
-    want_dw = np.zeros((n_rows, c))
-    np.add.at(want_dw, rows, (product(x[src], y, *ls, 1.1) * b[dst]).sum(axis=1))
-    assert_close(dw[rows], want_dw[rows], "dw", 2e-5)
-    assert not np.any(np.delete(dw, rows, axis=0)), "rows no edge uses must be zero"
-    _, want_dy = edge_grad(x, y, w[rows].astype(np.float64), b, src, dst, ls, 1.1)
-    assert_close(dy, want_dy, "dy", 2e-5)
+    w = rng.standard_normal((n_rows, c))
+    for dtype, tol in [(np.float64, 1e-12), (np.float32, 2e-5)]:
+        dw, dy = tsr.run_op("ICTEdgeMessageGrad",
+                            [t.astype(dtype) for t in (x, y, w, b)] + [src, dst, rows],
+                            attrs_of(*ls, 1.1), n_outputs=2, domain=DOMAIN, device="cpu",
+                            threads=threads)
+        want_dw = np.zeros((n_rows, c))
+        np.add.at(want_dw, rows, (product(x[src], y, *ls, 1.1) * b[dst]).sum(axis=1))
+        assert_close(dw, want_dw, f"{pattern} dw", tol)
+        _, want_dy = edge_grad(x, y, w[rows], b, src, dst, ls, 1.1)
+        assert_close(dy, want_dy, f"{pattern} dy", tol)
 
 
 @pytest.mark.parametrize("transpose", [0, 1])

@@ -149,8 +149,8 @@ static inline void edge_prefetch_rows(const void *w, const void *dw, int64_t row
                                                                                                    \
     TARGET static inline __attribute__((always_inline)) void edge_grad_body_##T##_##SUFFIX(        \
         const edge_data *d, const T *a, const T *y, const T *w, const T *b, const int64_t *ia,     \
-        const int64_t *ib, const int64_t *rows, const int64_t *order, T *dw, T *dy, int64_t p0,    \
-        int64_t p1, int64_t ch, const int d1)                                                      \
+        const int64_t *ib, const int64_t *rows, const int64_t *order, bool slots, T *dw, T *dy,    \
+        int64_t p0, int64_t p1, int64_t ch, const int d1)                                          \
     {                                                                                              \
         typedef edge_vec_##T##_##SUFFIX V;                                                         \
         const int64_t nl = ICT_VEC_BYTES / sizeof(T);                                              \
@@ -158,15 +158,16 @@ static inline void edge_prefetch_rows(const void *w, const void *dw, int64_t row
         int d3 = d->d_out, d2 = d->d2;                                                             \
         T m[EDGE_MAX_FOLD];                                                                        \
         V av[EDGE_MAX_D], av1[EDGE_MAX_D], lanes[EDGE_MAX_D * EDGE_MAX_D];                         \
-        /* With rows, each edge adds into its row of dw (zeroed): this thread's copy, or    \
-           with order (the edges by row) runs of whole rows. */                                \
+        /* The edges order[p0..p1) (or p0..p1); with rows, each adds into its row of dw,   \
+           or with slots stores into row p - p0. */                                            \
         for (int64_t p = p0; p < p1; p++) {                                                        \
             const int64_t k = order ? order[p] : p, u = rows ? rows[k] : k;                        \
             const T *yk = y + k * d2, *wk = w + u * ch;                                            \
             const T *as = a + ia[k] * d1 * ch, *bs = b + ib[k] * d3 * ch;                          \
-            T *dwk = dw + u * ch;                                                                  \
+            T *dwk = dw + (slots ? p - p0 : u) * ch;                                               \
             if (rows && p + EDGE_AHEAD < p1)                                                       \
-                edge_prefetch_rows(w, dw, rows[order ? order[p + EDGE_AHEAD] : p + EDGE_AHEAD],    \
+                edge_prefetch_rows(w, slots ? NULL : dw,                                           \
+                                   rows[order ? order[p + EDGE_AHEAD] : p + EDGE_AHEAD],           \
                                    ch * (int64_t)sizeof(T));                                       \
             EDGE_FOLD(T, V, m, wc, yk, d->nqp, d2)                                                 \
             /* Two vectors of channels at a time: each (r, s) sums both into one vector of     \
@@ -206,7 +207,7 @@ static inline void edge_prefetch_rows(const void *w, const void *dw, int64_t row
                         lanes[r * d1 + s] = first ? l : lanes[r * d1 + s] + l;                     \
                     }                                                                              \
                 }                                                                                  \
-                if (rows) {                                                                        \
+                if (rows && !slots) {                                                              \
                     V o0, o1;                                                                      \
                     ICT_VEC_LOAD(o0, dwk + cb, len0);                                              \
                     ICT_VEC_LOAD(o1, dwk + c1, len1);                                              \
@@ -237,11 +238,11 @@ static inline void edge_prefetch_rows(const void *w, const void *dw, int64_t row
                                                                                                    \
     TARGET static void edge_grad_##T##_##SUFFIX(                                                   \
         const edge_data *d, const T *a, const T *y, const T *w, const T *b, const int64_t *ia,     \
-        const int64_t *ib, const int64_t *rows, const int64_t *order, T *dw, T *dy, int64_t p0,    \
-        int64_t p1, int64_t ch)                                                                    \
+        const int64_t *ib, const int64_t *rows, const int64_t *order, bool slots, T *dw, T *dy,    \
+        int64_t p0, int64_t p1, int64_t ch)                                                        \
     {                                                                                              \
         EDGE_BY_WIDTH(d->d_in, edge_grad_body_##T##_##SUFFIX, d, a, y, w, b, ia, ib, rows, order,  \
-                      dw, dy, p0, p1, ch);                                                         \
+                      slots, dw, dy, p0, p1, ch);                                                  \
     }
 /* clang-format on */
 
@@ -311,6 +312,10 @@ static void edge_slice(const int64_t *dst, int64_t n, int64_t e, int team, int m
 /* The most memory the threads' private copies of a message's output may
  * take; beyond it threads split the channels. */
 #define EDGE_PRIVATE_BYTES ((size_t)64 << 20)
+
+/* The most threads a gradient with shared weight rows runs on (its
+ * per-thread tables are on the stack). */
+#define EDGE_MAX_TEAM 256
 
 static tsr_status edge_message_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
 {
@@ -383,104 +388,162 @@ static tsr_status edge_message_run(const tsr_cpu_state *s, const tsr_kernel_ctx 
     return TSR_OK;
 }
 
-/* The edges in the order of their rows (a counting sort, stable), so that
- * each row's edges are consecutive: [e] from tsr_malloc, or NULL. */
-static int64_t *edges_by_row(const int64_t *rows, int64_t e, int64_t n_rows)
+/* The thread owning row u: the first t with u < hi[t]. */
+static int row_owner(const int64_t *hi, int64_t u)
 {
-    int64_t *order = tsr_malloc((size_t)(e ? e : 1) * sizeof *order);
-    int64_t *start = tsr_calloc((size_t)n_rows + 1, sizeof *start);
-    if (order && start) {
-        for (int64_t k = 0; k < e; k++)
-            start[rows[k] + 1]++;
-        for (int64_t u = 0; u < n_rows; u++)
-            start[u + 1] += start[u];
-        for (int64_t k = 0; k < e; k++)
-            order[start[rows[k]]++] = k;
-    } else {
-        free(order);
-        order = NULL;
-    }
-    free(start);
-    return order;
+    int t = 0;
+    while (u >= hi[t])
+        t++;
+    return t;
 }
 
-/* Thread me's positions [*p0, *p1) of the edges in row order, cut where
- * the row changes, so that no row's sum is split between threads. */
-static void row_slice(const int64_t *rows, const int64_t *order, int64_t e, int team, int me,
-                      int64_t *p0, int64_t *p1)
+/* Thread me's share of a gradient with shared weight rows (edge_grad_run):
+ * its edges [k0, k1) into list[k0..k1) in edge order, those on its own rows
+ * (from hi[me - 1]) first, *n_own of them, then the others grouped by the
+ * thread owning their rows, count[t] of them for each thread t < me. */
+static void split_by_owner(const int64_t *rows, const int64_t *hi, int me, int64_t k0, int64_t k1,
+                           int64_t *list, int64_t *n_own, int64_t *count)
 {
-    int64_t cut[2];
-    for (int j = 0; j < 2; j++) {
-        int64_t p = e * (me + j) / team;
-        while (p > 0 && p < e && rows[order[p]] == rows[order[p - 1]])
-            p++;
-        cut[j] = p;
+    int64_t lo = me ? hi[me - 1] : 0, at = k0, next[EDGE_MAX_TEAM];
+    for (int t = 0; t < me; t++)
+        count[t] = 0;
+    for (int64_t k = k0; k < k1; k++) {
+        if (rows[k] >= lo)
+            list[at++] = k;
+        else
+            count[row_owner(hi, rows[k])]++;
     }
-    *p0 = cut[0];
-    *p1 = cut[1];
+    *n_own = at - k0;
+    for (int t = 0; t < me; t++) {
+        next[t] = at;
+        at += count[t];
+    }
+    for (int64_t k = k0; k < k1; k++)
+        if (rows[k] < lo)
+            list[next[row_owner(hi, rows[k])]++] = k;
 }
 
-/* The gradient: threads take runs of edges, dw rows and dy rows their own.
- * With shared weight rows, an edge adds into its row of dw: each thread
- * but the first into a private copy of dw, summed into it at the end, or
- * (copies too large) the edges in the order of their rows, so that each
- * thread's run holds whole rows. */
+/* The gradient op's edges list[p0..p1) (or p0..p1), their dw into out
+ * (with slots, edge p's into row p - p0). */
+static void grad_edges(const tsr_cpu_state *s, const tsr_kernel_ctx *k, const int64_t *list,
+                       bool slots, void *out, int64_t p0, int64_t p1)
+{
+    const edge_data *d = s->data;
+    const tsr_tensor *a = k->inputs[0], *y = k->inputs[1], *w = k->inputs[2], *b = k->inputs[3];
+    const int64_t *ia = k->inputs[4]->data, *ib = k->inputs[5]->data;
+    const int64_t *rows = tsr_ict_edge_rows(k, true);
+    void *dy = k->outputs[1]->data;
+    int64_t ch = w->dims[1];
+    if (k->outputs[0]->dtype == TSR_FLOAT64)
+        EDGE_PICK(edge_grad, double, s->isa)
+    (d, a->data, y->data, w->data, b->data, ia, ib, rows, list, slots, out, dy, p0, p1, ch);
+    else EDGE_PICK(edge_grad, float, s->isa)(d, a->data, y->data, w->data, b->data, ia, ib, rows,
+                                             list, slots, out, dy, p0, p1, ch);
+}
+
+/* dw[rows[list[q]]] += part[q - first] for q in [q0, q1): the rows'
+ * contributions another thread computed. */
+static void add_parts(bool f64, void *dw, const void *part, const int64_t *rows,
+                      const int64_t *list, int64_t first, int64_t q0, int64_t q1, int64_t ch)
+{
+    for (int64_t q = q0; q < q1; q++) {
+        int64_t u = rows[list[q]], i = (q - first) * ch;
+        if (f64) {
+            double *z = (double *)dw + u * ch;
+            const double *c = (const double *)part + i;
+            for (int64_t j = 0; j < ch; j++)
+                z[j] += c[j];
+        } else {
+            float *z = (float *)dw + u * ch;
+            const float *c = (const float *)part + i;
+            for (int64_t j = 0; j < ch; j++)
+                z[j] += c[j];
+        }
+    }
+}
+
+/* The gradient: threads take runs of edges, each edge's row of dy its own.
+ * With shared weight rows, an edge adds into its row of dw, which another
+ * thread's edge may share. Thread t owns the rows below the largest row of
+ * its edges and of the threads' before it (with rows numbered in the order
+ * of their first edges, as ictp_radial_rows numbers them, the rows its
+ * edges start): it zeroes them and adds its edges on them into them; its
+ * edges on other threads' rows store their contributions in a private
+ * buffer, one row per edge, which the owners add in after a barrier. Each
+ * thread runs its own edges, in edge order, with no copy of dw. */
 static tsr_status edge_grad_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
 {
     const edge_data *d = s->data;
     TSR_CHECK(tsr_ict_edge_check_run(k, d->ls, false, true));
-    const tsr_tensor *a = k->inputs[0], *y = k->inputs[1], *w = k->inputs[2], *b = k->inputs[3];
-    const int64_t *ia = k->inputs[4]->data, *ib = k->inputs[5]->data;
+    const tsr_tensor *w = k->inputs[2];
     const int64_t *rows = tsr_ict_edge_rows(k, true);
-    tsr_tensor *dw = k->outputs[0], *dy = k->outputs[1];
-    int64_t e = y->dims[0], ch = w->dims[1];
+    tsr_tensor *dw = k->outputs[0];
+    int64_t e = k->inputs[1]->dims[0], ch = w->dims[1], n_rows = w->dims[0];
     bool f64 = dw->dtype == TSR_FLOAT64;
+    size_t row_bytes = (size_t)ch * tsr_dtype_size(dw->dtype);
     int nt = ict_threads_for(k->threads, e * d->d_out * d->d_in * ch);
-    size_t bytes = tsr_tensor_bytes(dw);
-    char *copies = NULL;
-    int64_t *order = NULL;
-    if (rows && nt > 1 && (size_t)(nt - 1) * bytes <= EDGE_PRIVATE_BYTES)
-        copies = tsr_malloc((size_t)(nt - 1) * bytes);
-    if (rows && nt > 1 && !copies && !(order = edges_by_row(rows, e, w->dims[0])))
+    nt = nt < EDGE_MAX_TEAM ? nt : EDGE_MAX_TEAM;
+    int64_t *list = rows ? tsr_malloc((size_t)(e ? e : 1) * sizeof *list) : NULL;
+    /* Per thread: the end of its rows, the first of its other edges in
+     * list, their counts per owner, and their contributions. */
+    int64_t hi[EDGE_MAX_TEAM], first[EDGE_MAX_TEAM];
+    int64_t(*count)[EDGE_MAX_TEAM] = rows ? tsr_malloc((size_t)nt * sizeof *count) : NULL;
+    void *parts[EDGE_MAX_TEAM] = {0};
+    bool failed = false;
+    if (rows && (!list || !count)) {
+        free(list);
+        free(count);
         return TSR_ERR_OUT_OF_MEMORY;
-    if (order)
-        memset(dw->data, 0, bytes);
+    }
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int team = omp_get_num_threads(), me = omp_get_thread_num();
-        int64_t p0 = e * me / team, p1 = e * (me + 1) / team;
-        char *out = me == 0 || !copies ? dw->data : copies + (size_t)(me - 1) * bytes;
-        if (order)
-            row_slice(rows, order, e, team, me, &p0, &p1);
-        else if (rows)
-            memset(out, 0, bytes);
-        if (f64)
-            EDGE_PICK(edge_grad, double, s->isa)
-        (d, a->data, y->data, w->data, b->data, ia, ib, rows, order, (double *)out, dy->data, p0,
-         p1, ch);
-        else EDGE_PICK(edge_grad, float, s->isa)(d, a->data, y->data, w->data, b->data, ia, ib,
-                                                 rows, order, (float *)out, dy->data, p0, p1, ch);
-        if (copies) {
+        int64_t k0 = e * me / team, k1 = e * (me + 1) / team, n_own = k1 - k0;
+        if (rows) {
+            int64_t top = 0;
+            for (int64_t q = k0; q < k1; q++)
+                top = rows[q] >= top ? rows[q] + 1 : top;
+            hi[me] = top;
 #pragma omp barrier
-            for (int t = 0; t + 1 < team; t++) {
-                const char *c = copies + (size_t)t * bytes;
-                if (f64) {
-                    double *z = dw->data;
-#pragma omp for schedule(static)
-                    for (int64_t i = 0; i < (int64_t)(bytes / sizeof *z); i++)
-                        z[i] += ((const double *)c)[i];
-                } else {
-                    float *z = dw->data;
-#pragma omp for schedule(static)
-                    for (int64_t i = 0; i < (int64_t)(bytes / sizeof *z); i++)
-                        z[i] += ((const float *)c)[i];
-                }
+#pragma omp single
+            {
+                for (int t = 1; t < team; t++)
+                    hi[t] = hi[t] > hi[t - 1] ? hi[t] : hi[t - 1];
+                hi[team - 1] = n_rows;
+            }
+            int64_t lo = me ? hi[me - 1] : 0;
+            memset((char *)dw->data + (size_t)lo * row_bytes, 0, (size_t)(hi[me] - lo) * row_bytes);
+            split_by_owner(rows, hi, me, k0, k1, list, &n_own, count[me]);
+            first[me] = k0 + n_own;
+#pragma omp barrier
+#pragma omp single
+            for (int t = 0; t < team; t++) {
+                int64_t n_other = e * (t + 1) / team - first[t];
+                if (n_other > 0 && !(parts[t] = tsr_malloc((size_t)n_other * row_bytes)))
+                    failed = true;
+            }
+        }
+        if (!failed)
+            grad_edges(s, k, list, false, dw->data, k0, k0 + n_own);
+        if (rows && !failed && parts[me])
+            grad_edges(s, k, list, true, parts[me], first[me], k1);
+        if (rows) {
+#pragma omp barrier
+            /* Thread t's other edges on my rows follow those on the rows of
+             * threads before me. */
+            for (int t = me + 1; t < team && !failed; t++) {
+                int64_t q0 = first[t];
+                for (int o = 0; o < me; o++)
+                    q0 += count[t][o];
+                add_parts(f64, dw->data, parts[t], rows, list, first[t], q0, q0 + count[t][me], ch);
             }
         }
     }
-    free(copies);
-    free(order);
-    return TSR_OK;
+    for (int t = 0; t < nt; t++)
+        free(parts[t]);
+    free(count);
+    free(list);
+    return failed ? TSR_ERR_OUT_OF_MEMORY : TSR_OK;
 }
 
 /* The ops of this file run float32 and float64; other dtypes on ref. */
