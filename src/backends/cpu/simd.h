@@ -18,7 +18,9 @@
  * vf_load_lanes(p, l, len) and vf_store_lanes(p, v, l, len) move lanes
  * [l, l + SIMD_W) of a run of len (a channel block), p pointing at lane
  * l: a whole vector where SIMD_W divides every block (the fixed widths),
- * the lanes below len only where it need not (SVE). */
+ * the lanes below len only where it need not (SVE). sd_fma(a, b, c) is a
+ * scalar double a b + c, rounded once where the level has FMA (scalar code
+ * in simd loops, which ISO C mode keeps from fusing on its own). */
 #include <math.h>
 #include <stdint.h>
 
@@ -44,6 +46,7 @@
 #undef vf_mul
 #undef vf_div
 #undef vf_fmadd
+#undef sd_fma
 #undef vf_max
 #undef vf_min
 #undef vf_max_nan
@@ -85,6 +88,7 @@
 #define vf_mul(a, b) _mm512_mul_ps(a, b)
 #define vf_div(a, b) _mm512_div_ps(a, b)
 #define vf_fmadd(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define sd_fma(a, b, c) __builtin_fma(a, b, c)
 #define vf_max(a, b) _mm512_max_ps(a, b)
 #define vf_min(a, b) _mm512_min_ps(a, b)
 #define vf_max_nan(a, b) _mm512_mask_max_ps(a, _mm512_cmp_ps_mask(a, a, _CMP_ORD_Q), a, b)
@@ -134,6 +138,7 @@
 #define vf_mul(a, b) _mm256_mul_ps(a, b)
 #define vf_div(a, b) _mm256_div_ps(a, b)
 #define vf_fmadd(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define sd_fma(a, b, c) __builtin_fma(a, b, c)
 #define vf_max(a, b) _mm256_max_ps(a, b)
 #define vf_min(a, b) _mm256_min_ps(a, b)
 #define vf_max_nan(a, b) _mm256_blendv_ps(_mm256_max_ps(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q))
@@ -191,6 +196,7 @@ __attribute__((target("avx2,fma"))) static inline __m256 tsr_simd_scale2_avx2(__
 #define vf_mul(a, b) vmulq_f32(a, b)
 #define vf_div(a, b) vdivq_f32(a, b)
 #define vf_fmadd(a, b, c) vfmaq_f32(c, a, b)
+#define sd_fma(a, b, c) __builtin_fma(a, b, c)
 #define vf_max(a, b) tsr_simd_max_neon(a, b)
 #define vf_min(a, b) tsr_simd_min_neon(a, b)
 #define vf_max_nan(a, b) vmaxq_f32(a, b)
@@ -269,6 +275,7 @@ static inline float32x4_t tsr_simd_scale2_neon(float32x4_t p, float32x4_t n)
 #define vf_mul(a, b) svmul_f32_x(SVE_ALL, a, b)
 #define vf_div(a, b) svdiv_f32_x(SVE_ALL, a, b)
 #define vf_fmadd(a, b, c) svmla_f32_x(SVE_ALL, c, a, b)
+#define sd_fma(a, b, c) __builtin_fma(a, b, c)
 #define vf_max(a, b) svsel_f32(svcmpgt_f32(SVE_ALL, a, b), a, b)
 #define vf_min(a, b) svsel_f32(svcmplt_f32(SVE_ALL, a, b), a, b)
 /* FMAX returns NaN for a NaN in either operand. */
@@ -308,6 +315,7 @@ static inline float32x4_t tsr_simd_scale2_neon(float32x4_t p, float32x4_t n)
 #define vf_mul(a, b) ((a) * (b))
 #define vf_div(a, b) ((a) / (b))
 #define vf_fmadd(a, b, c) ((a) * (b) + (c))
+#define sd_fma(a, b, c) ((a) * (b) + (c))
 #define vf_max(a, b) ((a) > (b) ? (a) : (b))
 #define vf_min(a, b) ((a) < (b) ? (a) : (b))
 #define vf_max_nan(a, b) ((a) != (a) || (a) > (b) ? (a) : (b))

@@ -217,20 +217,21 @@ BINARY64_TILES(rdiv, b / a)
 /* e^x in double where the result is normal (|x| <= 708; the tiles redo
  * other x with libm): x = n ln2 + r, |r| <= ln2/2, with n rounded by adding
  * 1.5 * 2^52 and ln2 in two parts (n ln2_hi exact), e^r by its Taylor
- * series to r^13 (truncated below 3e-18 relative), 2^n from the exponent
- * bits of that rounding's result. Within a few ulp of libm's exp. */
+ * series to r^13 (truncated below 3e-18 relative) in fused multiply-adds
+ * where the level has them, 2^n from the exponent bits of that rounding's
+ * result. Within a few ulp of libm's exp. */
 #define EXP64_RANGE 708.0
 SIMD_TARGET static inline double SIMD_NAME(exp64)(double x)
 {
     const double shifter = 0x1.8p52;
     x = x > EXP64_RANGE ? EXP64_RANGE : x < -EXP64_RANGE ? -EXP64_RANGE : x;
-    double t = x * 1.44269504088896338700e+00 + shifter, n = t - shifter;
-    double r = (x - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
+    double t = sd_fma(x, 1.44269504088896338700e+00, shifter), n = t - shifter;
+    double r = sd_fma(-n, 1.90821492927058770002e-10, sd_fma(-n, 6.93147180369123816490e-01, x));
     /* Horner from 1/13!: p = p r + 1/k! for k = 12 down to 0. */
     double p = 1.0 / 6227020800.0, fact = 6227020800.0;
     for (int k = 13; k > 0; k--) {
         fact /= k;
-        p = p * r + 1.0 / fact;
+        p = sd_fma(p, r, 1.0 / fact);
     }
     uint64_t bits; /* unsigned: a NaN x (redone by the tiles) gives any bits, no UB */
     memcpy(&bits, &t, sizeof bits);
@@ -241,16 +242,19 @@ SIMD_TARGET static inline double SIMD_NAME(exp64)(double x)
 }
 
 /* A float64 op of e = e^(ARG): exp64 on every element, then libm's exp for
- * the few beyond its range (overflow, subnormal results, inf, NaN). */
+ * the few beyond its range (overflow, subnormal results, inf, NaN), found
+ * in a second pass only when the first saw one. */
 #define UNARY64_EXP_TILE(name, ARG, EXPR)                                                          \
     SIMD_TARGET static void SIMD_NAME(unary64_##name)(const double *xs, double *ys, int64_t n)     \
     {                                                                                              \
-        _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                        \
+        int outside = 0;                                                                           \
+        _Pragma("omp simd reduction(| : outside)") for (int64_t i = 0; i < n; i++)                 \
         {                                                                                          \
             double x = xs[i], e = SIMD_NAME(exp64)(ARG);                                           \
             ys[i] = EXPR;                                                                          \
+            outside |= !(fabs(x) <= EXP64_RANGE);                                                  \
         }                                                                                          \
-        for (int64_t i = 0; i < n; i++) {                                                          \
+        for (int64_t i = 0; outside && i < n; i++) {                                               \
             double x = xs[i];                                                                      \
             if (!(fabs(x) <= EXP64_RANGE)) {                                                       \
                 double e = exp(ARG);                                                               \
@@ -267,12 +271,14 @@ UNARY64_EXP_TILE(silu, -x, x / (1.0 + e))
 SIMD_TARGET static void SIMD_NAME(binary64_vv_silu_grad)(const double *dys, const double *xs,
                                                         double *ys, int64_t n)
 {
-    _Pragma("omp simd") for (int64_t i = 0; i < n; i++)
+    int outside = 0;
+    _Pragma("omp simd reduction(| : outside)") for (int64_t i = 0; i < n; i++)
     {
         double x = xs[i], s = 1.0 / (1.0 + SIMD_NAME(exp64)(-x));
         ys[i] = dys[i] * s * (1.0 + x * (1.0 - s));
+        outside |= !(fabs(x) <= EXP64_RANGE);
     }
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = 0; outside && i < n; i++) {
         double x = xs[i];
         if (!(fabs(x) <= EXP64_RANGE)) {
             double s = 1.0 / (1.0 + exp(-x));
