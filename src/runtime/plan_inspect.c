@@ -28,12 +28,16 @@ static double step_ms(const spec *s, const plan_step *st)
     return s->profiled_runs ? st->seconds * 1e3 / s->profiled_runs : 0.0;
 }
 
-/* "42336x64": the dims of value v, "scalar" for rank 0, cut to fit. */
+/* "[42336,64]": value v's shape as tsr_shape_format writes it, without
+ * its spaces, so that the table's columns stay one word each. */
 static void format_dims(const tsr_value *v, char *buf, size_t size)
 {
-    int n = snprintf(buf, size, "%s", v->rank == 0 ? "scalar" : "");
-    for (int d = 0; d < v->rank && n < (int)size; d++)
-        n += snprintf(buf + n, size - (size_t)n, "%s%lld", d ? "x" : "", (long long)v->dims[d]);
+    tsr_shape_format(buf, size, v->rank, v->dims);
+    char *w = buf;
+    for (const char *r = buf; *r; r++)
+        if (*r != ' ')
+            *w++ = *r;
+    *w = '\0';
 }
 
 static void print_profile_row(const spec *s, const plan_step *st, int index, double total_ms,
