@@ -115,6 +115,12 @@ static void put_real(text *t, double x)
 
 /* -------------------------------------------------------------- tokens */
 
+/* The whitespace the readers split atom lines at. */
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
 /* Splits `s` in place at whitespace; returns the number of tokens, or -1
  * when there are more than `max`. */
 static int64_t split(char *s, char **tokens, int64_t max)
@@ -122,14 +128,14 @@ static int64_t split(char *s, char **tokens, int64_t max)
     int64_t n = 0;
     char *p = s;
     for (;;) {
-        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+        while (is_space(*p))
             p++;
         if (!*p)
             return n;
         if (n == max)
             return -1;
         tokens[n++] = p;
-        while (*p && *p != ' ' && *p != '\t' && *p != '\r' && *p != '\n')
+        while (*p && !is_space(*p))
             p++;
         if (*p)
             *p++ = '\0';
@@ -725,12 +731,16 @@ static void put_scalar(text *t, const atoms_item *it, int64_t k)
         text_put(t, it->strings[k], strlen(it->strings[k]));
 }
 
+/* A word the readers take back whole: not empty, no whitespace they
+ * split at (is_space) and no quote, '=', backslash or brace. Other bytes
+ * are the word's, UTF-8 among them (a signed comparison with ' ' once
+ * took every byte above 127 for whitespace). */
 static bool is_plain_word(const char *s)
 {
     if (!*s)
         return false;
     for (const char *p = s; *p; p++)
-        if (*p <= ' ' || *p == '"' || *p == '=' || *p == '\\' || *p == '{' || *p == '}')
+        if (is_space(*p) || *p == '"' || *p == '=' || *p == '\\' || *p == '{' || *p == '}')
             return false;
     return true;
 }

@@ -300,3 +300,19 @@ def test_npz_errors(tmp_path):
     path.write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(tsr.TesseraError, match="not a valid .npz"):
         tsr.read_atoms_npz(path)
+
+
+
+def test_extxyz_string_columns_keep_utf8(tmp_path):
+    """A string column holding UTF-8 (bytes above 127) writes back and reads again: the writer
+    once took those bytes for whitespace and refused what the reader had accepted (found by
+    fuzz_extxyz)."""
+    path = tmp_path / "utf8.xyz"
+    path.write_text("2\nProperties=species:S:1:pos:R:3:label:S:1\n"
+                    "Cu 0 0 0 α-site\nCu 1.8 1.8 0 Ω2\n", encoding="utf-8")
+    frames = tsr.read_extxyz(path)
+    assert list(frames[0].arrays()["label"].ravel()) == ["α-site", "Ω2"]
+    copy = tmp_path / "copy.xyz"
+    tsr.write_extxyz(copy, frames)
+    again = tsr.read_extxyz(copy)
+    assert list(again[0].arrays()["label"].ravel()) == ["α-site", "Ω2"]
