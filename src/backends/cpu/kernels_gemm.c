@@ -71,14 +71,33 @@ static void rows_portable(const double *a, const double *b, double *y, int64_t i
 #if TSR_CPU_X86
 #define AVX2_TARGET __attribute__((target("avx2,fma")))
 
+/* How far ahead of a block of rows its tiles prefetch A and Y. */
+enum { PREFETCH_ROWS = 8 };
+
 /* R (1..4) rows from i of Y = A B (add: Y += A B), columns 8, then 4,
- * then one at a time. */
+ * then one at a time. With rows i + PREFETCH_ROWS + R - 1 below `end`,
+ * the tiles of 8 columns prefetch that block's rows of A (their lines
+ * shared out over the tiles) and, when adding, its lines of Y in the
+ * tile's columns. A and Y stream from memory in large products (the
+ * radial maps of every edge), and the hardware prefetcher alone leaves
+ * an accumulating tile waiting on Y: 13 -> 8 ms for [175097, 32] x
+ * [32, 64] + Y, 2 threads. */
 AVX2_TARGET static inline __attribute__((always_inline)) void
 block_avx2(const double *a, const double *b, double *y, int64_t i, int R, int64_t k, int64_t n,
-           bool add)
+           bool add, int64_t end)
 {
+    bool ahead = i + PREFETCH_ROWS + R <= end;
+    const double *a_ahead = a + (i + PREFETCH_ROWS) * k;
+    int64_t a_lines = (R * k + 7) / 8, tiles = n / 8;
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
+        if (ahead) {
+            int64_t t = j / 8;
+            for (int64_t l = a_lines * t / tiles; l < a_lines * (t + 1) / tiles; l++)
+                _mm_prefetch((const char *)(a_ahead + 8 * l), _MM_HINT_T0);
+            for (int r = 0; add && r < R; r++)
+                _mm_prefetch((const char *)(y + (i + PREFETCH_ROWS + r) * n + j), _MM_HINT_T0);
+        }
         __m256d acc[4][2];
         for (int r = 0; r < R; r++) {
             acc[r][0] = add ? _mm256_loadu_pd(y + (i + r) * n + j) : _mm256_setzero_pd();
@@ -123,11 +142,11 @@ AVX2_TARGET static void rows_avx2(const double *a, const double *b, double *y, i
 {
     int64_t i = i0;
     for (; i + 4 <= i1; i += 4)
-        block_avx2(a, b, y, i, 4, k, n, acc);
+        block_avx2(a, b, y, i, 4, k, n, acc, i1);
     switch (i1 - i) {
-    case 3: block_avx2(a, b, y, i, 3, k, n, acc); break;
-    case 2: block_avx2(a, b, y, i, 2, k, n, acc); break;
-    case 1: block_avx2(a, b, y, i, 1, k, n, acc); break;
+    case 3: block_avx2(a, b, y, i, 3, k, n, acc, i1); break;
+    case 2: block_avx2(a, b, y, i, 2, k, n, acc, i1); break;
+    case 1: block_avx2(a, b, y, i, 1, k, n, acc, i1); break;
     default: break;
     }
 }
