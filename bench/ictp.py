@@ -1,8 +1,8 @@
 """ICTP energy + forces: Tessera against the PyTorch reference of the tests.
 
     /usr/bin/python3 bench/ictp.py [--threads 2] [--sizes 21 108 1000 [8000]]
-        [--dtypes float32 float64] [--radial 0 2048] [--iters 10] [--ref-sizes 21 108]
-        [--device cpu] [--wait-policy passive] [--build-dir DIR]
+        [--dtypes float32 float64] [--radial 0 2048] [--iters 10] [--rounds 3]
+        [--ref-sizes 21 108] [--device cpu] [--wait-policy passive] [--build-dir DIR]
 
 The published configuration (F = G = 32, 2 interactions, nu = 3, Le = 3, Lh = 2, symmetric
 product, r_c = 5 A, radial MLP [64, 64, 64], readout [16], 4 species) with random weights
@@ -12,9 +12,14 @@ fcc bulk of 108, 1000 and 8000 atoms (cubic cells of 3x3x3, 5x5x10 and 10x10x20 
 cells, lattice constant 3.8 A, 42 neighbours within 5 A, atoms displaced by up to 0.1 A, four
 species at random).
 
-Tessera: one `tessera ictp bench MODEL STRUCTURE --iters N --dtype D --threads T` process per
-row (neighbour list built every evaluation, as in MD); its ms per evaluation (the mean), its
-fastest evaluation, atom-steps per second and peak resident memory are what it reports. The
+Tessera: `tessera ictp bench MODEL STRUCTURE --iters N --dtype D --threads T` processes
+(neighbour list built every evaluation, as in MD), --rounds of them per row, the dtypes of a
+radial setting taking turns (float32, float64, float32, ...); a row gives the mean of their ms
+per evaluation, the fastest evaluation of all, atom-steps per second and the peak resident
+memory. The float64 rows also give float64 / float32: per round, the fastest float64
+evaluation over the fastest float32 one of the run just before it, the median over the rounds.
+The VM's phases move a run by up to 1.6x within minutes, so only back-to-back runs compare
+dtypes (all float32 rows, then all float64 ones, read 2.6x where the pairs read 1.8x). The
 speed-up is fastest against fastest (the reference's figure is its fastest too), which the
 load of a shared machine moves far less than the means. --radial gives the radial weights of
 each row: 0 the model's MLPs (exact), N > 0 `--radial-table N` (cubic splines on N
@@ -35,6 +40,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -172,6 +178,8 @@ def main():
     ap.add_argument("--radial", type=int, nargs="+", default=[0, 2048],
                     help="0: the radial MLPs; N: --radial-table N (one row each)")
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="runs per row, the dtypes taking turns (>= 1)")
     ap.add_argument("--ref-sizes", type=int, nargs="*", default=[21, 108])
     ap.add_argument("--ref-iters", type=int, default=3)
     ap.add_argument("--device", default="cpu")
@@ -180,6 +188,8 @@ def main():
                     help="OMP_WAIT_POLICY for Tessera's process (default: libgomp's)")
     ap.add_argument("--work", default=None, help="folder for the model and structures")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
 
     import ictp_reference as ref
 
@@ -193,8 +203,8 @@ def main():
     print()
     print("| atoms | dtype | radial | Tessera ms/eval | Tessera fastest ms | atom-steps/s | "
           "peak RSS MiB | reference fastest ms (float64) | reference RSS MiB | speed-up | "
-          "energy rel. dev. |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "energy rel. dev. | float64 / float32 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     failed = False
     for n in args.sizes:
         numbers, pos, cell = structure(n)
@@ -202,19 +212,28 @@ def main():
         write_extxyz(xyz, numbers, pos, cell)
         np.savez(npz, numbers=numbers, positions=pos,
                  cell=cell if cell is not None else np.zeros(0))
-        results = {}
-        for dtype in args.dtypes:
-            for radial in args.radial:
-                what = f"table {radial}" if radial else "MLPs"
-                log(f"tessera, {n} atoms, {dtype}, {what}")
-                try:
-                    t = run_tessera(args, model, xyz, dtype, radial)
-                except (RuntimeError, AttributeError) as e:
-                    log(f"tessera failed at {n} atoms, {dtype}, {what}: {e}")
-                    print(f"| {n} | {dtype} | {what} | fail | | | | | | | |", flush=True)
-                    failed = True
-                    continue
-                results[(dtype, what)] = t
+        runs, failures = {}, set()
+        for radial in args.radial:
+            what = f"table {radial}" if radial else "MLPs"
+            for rnd in range(args.rounds):
+                for dtype in args.dtypes:
+                    if (dtype, what) in failures:
+                        continue
+                    log(f"tessera, {n} atoms, {dtype}, {what}, round {rnd + 1}/{args.rounds}")
+                    try:
+                        t = run_tessera(args, model, xyz, dtype, radial)
+                    except (RuntimeError, AttributeError) as e:
+                        log(f"tessera failed at {n} atoms, {dtype}, {what}: {e}")
+                        failures.add((dtype, what))
+                        failed = True
+                        continue
+                    runs.setdefault((dtype, what), []).append(t)
+        for dtype, what in sorted(failures):
+            print(f"| {n} | {dtype} | {what} | fail | | | | | | | | |", flush=True)
+        results = {key: {"ms": statistics.mean(r["ms"] for r in rs),
+                         "fastest": min(r["fastest"] for r in rs),
+                         "rss": max(r["rss"] for r in rs), "energy": rs[0]["energy"]}
+                   for key, rs in runs.items() if key not in failures}
         # The reference runs after Tessera: on the 2-core VMs, two-thread runs right after
         # the PyTorch process were 1.7x slower than alone (docs/benchmarks.md).
         refres = None
@@ -234,6 +253,12 @@ def main():
                           "%.1fx" % (refres["ms"] / t["fastest"]), "%.1e" % dev]
             else:
                 cells += ["-", "-", "-", "-"]
+            pair = (runs.get(("float32", what)), runs.get(("float64", what)))
+            if dtype == "float64" and all(pair) and ("float32", what) in results:
+                cells.append("%.2fx" % statistics.median(
+                    b["fastest"] / a["fastest"] for a, b in zip(*pair)))
+            else:
+                cells.append("")
             print("| " + " | ".join(cells) + " |", flush=True)
     return 1 if failed else 0
 
