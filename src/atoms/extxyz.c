@@ -115,10 +115,13 @@ static void put_real(text *t, double x)
 
 /* -------------------------------------------------------------- tokens */
 
-/* The whitespace the readers split atom lines at. */
+/* The whitespace the readers split lines at: the ASCII bytes Python's
+ * str.split() splits at (space, \t \n \v \f \r, and \x1c-\x1f), so that
+ * what the writer leaves bare, ASE reads as the same words. */
 static bool is_space(char c)
 {
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+    unsigned char u = (unsigned char)c;
+    return u == ' ' || (u >= '\t' && u <= '\r') || (u >= 0x1c && u <= 0x1f);
 }
 
 /* Splits `s` in place at whitespace; returns the number of tokens, or -1
@@ -238,7 +241,7 @@ static tsr_status read_word(const reader *r, const char **pp, bool stop_at_equal
             text_put(&t, *q == ',' ? " " : q, 1);
         p = close + 1;
     } else {
-        while (*p && *p != ' ' && *p != '\t' && !(stop_at_equals && *p == '='))
+        while (*p && !is_space(*p) && !(stop_at_equals && *p == '='))
             text_put(&t, p++, 1);
     }
     if (t.failed) {
@@ -255,7 +258,7 @@ static tsr_status parse_comment(const reader *r, const char *line, pairs *out)
     const char *p = line;
     tsr_status st = TSR_OK;
     for (;;) {
-        while (*p == ' ' || *p == '\t')
+        while (is_space(*p))
             p++;
         if (!*p)
             return TSR_OK;
@@ -263,11 +266,11 @@ static tsr_status parse_comment(const reader *r, const char *line, pairs *out)
         if ((st = read_word(r, &p, true, &kv.key)) != TSR_OK)
             return st;
         const char *q = p;
-        while (*q == ' ' || *q == '\t')
+        while (is_space(*q))
             q++;
         if (*q == '=') {
             q++;
-            while (*q == ' ' || *q == '\t')
+            while (is_space(*q))
                 q++;
             p = q;
             st = read_word(r, &p, false, &kv.value);
@@ -664,12 +667,12 @@ tsr_status tsr_extxyz_read(const char *path, int64_t *n_frames_out, tsr_atoms **
         if ((st = next_line(&r, &got)) != TSR_OK || !got)
             break;
         char *p = r.line;
-        while (*p == ' ' || *p == '\t')
+        while (is_space(*p))
             p++;
         if (!*p)
             continue; /* blank lines between or after frames */
         char *end = p + strlen(p);
-        while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+        while (end > p && is_space(end[-1]))
             *--end = '\0';
         int64_t n;
         if (!parse_int(p, &n) || n < 0) {

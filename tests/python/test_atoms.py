@@ -316,3 +316,25 @@ def test_extxyz_string_columns_keep_utf8(tmp_path):
     tsr.write_extxyz(copy, frames)
     again = tsr.read_extxyz(copy)
     assert list(again[0].arrays()["label"].ravel()) == ["α-site", "Ω2"]
+
+
+def test_extxyz_splits_at_the_whitespace_ase_splits_at(tmp_path):
+    """Vertical tab, form feed and \\x1c-\\x1f separate words as they do for Python's
+    str.split(), hence ASE: the same file reads the same in both (the readers once took those
+    bytes into the words, and the writer left such words bare, for ASE to split)."""
+    import ase.io
+    path = tmp_path / "ctl.xyz"
+    path.write_bytes(b'2\nenergy=1.5\x0bLattice="4 0 0 0 4 0 0 0 4"\x0c'
+                     b'Properties=species:S:1:pos:R:3:tag:S:1 pbc="T T T"\n'
+                     b"Cu\x0b0 0\x0c0.5\x1ca\nCu 1.8 1.8 0\x1fc\x0b\n")
+    want = ase.io.read(path)
+    got = tsr.read_extxyz(path)[0]
+    assert got.info()["energy"].item() == want.info["energy"]
+    np.testing.assert_array_equal(got.positions, want.positions)
+    cell, pbc = got.cell()
+    np.testing.assert_array_equal(cell, want.cell.array)
+    assert pbc == list(want.pbc)
+    assert list(got.arrays()["tag"].ravel()) == list(want.arrays["tag"])
+    copy = tmp_path / "copy.xyz"
+    tsr.write_extxyz(copy, [got])
+    assert list(ase.io.read(copy).arrays["tag"]) == ["a", "c"]
