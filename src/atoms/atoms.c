@@ -196,9 +196,10 @@ bool tsr_atoms_name_ok(const char *name)
 {
     if (!name || !*name)
         return false;
-    for (const char *p = name; *p; p++)
+    /* Unsigned: UTF-8 bytes (above 127) belong to the name. */
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
         if (*p <= ' ' || *p == '=' || *p == '"' || *p == '\'' || *p == ':' || *p == '{' ||
-            *p == '}' || *p == '\\' || (unsigned char)*p == 127)
+            *p == '}' || *p == '\\' || *p == 127)
             return false;
     return true;
 }

@@ -774,6 +774,11 @@ static void test_values(void)
     CHECK(tsr_atoms_set_array(a, &v) == TSR_ERR_SHAPE); /* one row for two atoms */
     v.name = "a b";
     CHECK(tsr_atoms_set_info(a, &v) == TSR_ERR_INVALID_ARGUMENT);
+    v.name = "a\vb"; /* a vertical tab: whitespace to ASE's reader */
+    CHECK(tsr_atoms_set_info(a, &v) == TSR_ERR_INVALID_ARGUMENT);
+    v.name = "\xc3\xa9nergie"; /* UTF-8, as the extxyz reader takes it */
+    CHECK_OK(tsr_atoms_set_info(a, &v));
+    CHECK_OK(tsr_atoms_remove_info(a, v.name));
     v.name = "Lattice";
     CHECK(tsr_atoms_set_info(a, &v) == TSR_ERR_INVALID_ARGUMENT);
     const char *two[2] = {"x", "y"};
