@@ -653,11 +653,44 @@ typedef struct {
     double coef[]; /* [dim][ncls] */
 } ict_data;
 
+/* x^p by p multiplies, p a constant where the rank is: the monomials of a
+ * vector stay in registers (from arrays of powers, GCC stored them one
+ * by one and loaded them in pairs, stalling on every store forwarded). */
+static inline __attribute__((always_inline)) double ict_pow(double x, int p)
+{
+    double r = 1.0;
+    for (int i = 0; i < p; i++)
+        r *= x;
+    return r;
+}
+
 /* clang-format off */
+/* One vector's components, with the rank a constant of each call (the
+ * switch of ict_run's loop; ranks above 3 read it at run time), so that
+ * the loops over monomials and components unroll and the components' sums
+ * run side by side instead of one dependent chain after another. 45902
+ * vectors, 2 threads: rank 3 1.41 -> 0.79 ms, rank 2 0.93 -> 0.36. */
 #define ICT_DEFINE(T)                                                                              \
+    static inline __attribute__((always_inline)) void ict_one_##T(                                 \
+        const ict_data *d, const double n[3], double inv, T *o, const int l)                       \
+    {                                                                                              \
+        const int ncls = (l + 1) * (l + 1);                                                        \
+        const double x = n[0] * inv, y = n[1] * inv, z = n[2] * inv;                               \
+        for (int m = 0; m < 2 * l + 1; m++) {                                                      \
+            const double *cm = d->coef + (int64_t)m * ncls;                                        \
+            double t = 0.0;                                                                        \
+            for (int a = 0; a <= l; a++)                                                           \
+                for (int b = 0; a + b <= l; b++) {                                                 \
+                    double mono = ict_pow(x, a) * ict_pow(y, b) * ict_pow(z, l - a - b);           \
+                    t += cm[a * (l + 1) + b] * mono;                                               \
+                }                                                                                  \
+            o[m] = (T)t;                                                                           \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
     static int64_t ict_run_##T(const ict_data *d, const T *v, T *out, int64_t e, int threads)      \
     {                                                                                              \
-        int l = d->l, dim = d->dim, ncls = d->ncls;                                                \
+        int l = d->l, dim = d->dim;                                                                \
         int64_t bad = e;                                                                           \
         _Pragma("omp parallel for num_threads(threads) reduction(min : bad) if (threads > 1)")     \
         for (int64_t i = 0; i < e; i++) {                                                          \
@@ -667,23 +700,14 @@ typedef struct {
                 bad = i < bad ? i : bad;                                                           \
                 continue;                                                                          \
             }                                                                                      \
-            double pw[3][TSR_ICT_MAX_L + 1], mono[(TSR_ICT_MAX_L + 1) * (TSR_ICT_MAX_L + 1)];      \
-            for (int k = 0; k < 3; k++) {                                                          \
-                double x = d->normalize ? n[k] / len : n[k];                                       \
-                pw[k][0] = 1.0;                                                                    \
-                for (int p = 1; p <= l; p++)                                                       \
-                    pw[k][p] = pw[k][p - 1] * x;                                                   \
-            }                                                                                      \
-            for (int a = 0; a <= l; a++)                                                           \
-                for (int b = 0; a + b <= l; b++)                                                   \
-                    mono[a * (l + 1) + b] = pw[0][a] * pw[1][b] * pw[2][l - a - b];                \
-            for (int m = 0; m < dim; m++) {                                                        \
-                const double *cm = d->coef + (int64_t)m * ncls;                                    \
-                double t = 0.0;                                                                    \
-                for (int a = 0; a <= l; a++)                                                       \
-                    for (int b = 0; a + b <= l; b++)                                               \
-                        t += cm[a * (l + 1) + b] * mono[a * (l + 1) + b];                          \
-                out[i * dim + m] = (T)t;                                                           \
+            T *o = out + i * dim;                                                                  \
+            double inv = d->normalize ? 1.0 / len : 1.0;                                           \
+            switch (l) {                                                                           \
+            case 0: ict_one_##T(d, n, inv, o, 0); break;                                           \
+            case 1: ict_one_##T(d, n, inv, o, 1); break;                                           \
+            case 2: ict_one_##T(d, n, inv, o, 2); break;                                           \
+            case 3: ict_one_##T(d, n, inv, o, 3); break;                                           \
+            default: ict_one_##T(d, n, inv, o, l); break;                                          \
             }                                                                                      \
         }                                                                                          \
         return bad < e ? bad : -1;                                                                 \
