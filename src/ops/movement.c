@@ -870,8 +870,7 @@ static int64_t index_at(const tsr_tensor *t, int64_t i)
     return t->dtype == TSR_INT64 ? ((const int64_t *)t->data)[i] : ((const int32_t *)t->data)[i];
 }
 
-/* Checks every index against an axis of size `dim`. */
-static tsr_status check_indices(const tsr_tensor *indices, int axis, int64_t dim)
+tsr_status tsr_gather_check_indices(const tsr_tensor *indices, int axis, int64_t dim)
 {
     int64_t n = tsr_tensor_numel(indices);
     for (int64_t i = 0; i < n; i++) {
@@ -899,7 +898,7 @@ static tsr_status gather_infer(tsr_infer_ctx *c)
                                rank, TSR_MAX_RANK);
     if (ind->data && tsr_dim_known(x->dims[axis])) {
         tsr_tensor t = tsr_value_tensor(ind);
-        TSR_CHECK(check_indices(&t, axis, x->dims[axis]));
+        TSR_CHECK(tsr_gather_check_indices(&t, axis, x->dims[axis]));
     }
     int64_t dims[TSR_MAX_RANK];
     int r = 0;
@@ -921,7 +920,7 @@ static tsr_status gather_ref(const tsr_kernel_ctx *k)
     if (!tsr_axis_normalize(tsr_attr_int(k->node, "axis"), x->rank, &axis))
         return tsr_error(TSR_ERR_SHAPE, "axis is out of range for rank %d", x->rank);
     int64_t dim = x->dims[axis];
-    TSR_CHECK(check_indices(ind, axis, dim));
+    TSR_CHECK(tsr_gather_check_indices(ind, axis, dim));
     size_t es = tsr_dtype_size(x->dtype);
     int64_t outer = product(x->dims, 0, axis), n = tsr_tensor_numel(ind);
     size_t inner_bytes = (size_t)product(x->dims, axis + 1, x->rank) * es;

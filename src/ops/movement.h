@@ -26,6 +26,10 @@ tsr_status tsr_infer_int_input(const tsr_infer_ctx *c, int input, const char *wh
 /* Writes "[1, -1, 3]"-style text of plain integers into buf. */
 void tsr_format_ints(char *buf, size_t size, const int64_t *vals, int n);
 
+/* Gather's indices (int32 or int64) against an axis of size `dim`: an
+ * error naming the first one outside [-dim, dim). */
+tsr_status tsr_gather_check_indices(const tsr_tensor *indices, int axis, int64_t dim);
+
 /* Fails when one of the inputs the op's schema requires was omitted. */
 tsr_status tsr_infer_require_inputs(const tsr_infer_ctx *c);
 

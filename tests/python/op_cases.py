@@ -454,9 +454,17 @@ CASES = [
                        const(np.array([0, 1], dtype=I64)), const(np.array([-2, 3], dtype=I64))],
          tol="exact"),
     Case("Gather", [normal(5, 3), const(np.array([[3, 0], [3, 1]], dtype=I64))], {"axis": 0},
-         tol="exact"),
+         cpu="cpu", cpu64="cpu", tol="exact"),
     Case("Gather", [normal(3, 5), const(np.array([4, -1, 2], dtype=I64))], {"axis": 1},
-         tol="exact", label="axis1"),
+         cpu="cpu", cpu64="cpu", tol="exact", label="axis1"),
+    # The cpu kernel: slices of the fixed sizes it copies by moves (3 and 6 elements) and of
+    # other sizes, int32 indices, indices from a graph input, enough slices for two threads.
+    Case("Gather", [normal(2, 7, 3, 2), const(np.array([6, -7, 0, 3, 3], dtype=np.int32))],
+         {"axis": 1}, cpu="cpu", cpu64="cpu", tol="exact", label="int32"),
+    Case("Gather", [normal(9, 5, 3), ints(4, 3, lo=-9, hi=9)], {"axis": 0}, cpu="cpu",
+         cpu64="cpu", tol="exact", label="input_indices"),
+    Case("Gather", [normal(4000, 3), ints(4, 3001, lo=-4000, hi=4000)], {"axis": 0}, cpu="cpu",
+         cpu64="cpu", tol="exact", label="threads", grad="large: the small cases check the rule"),
     Case("Pad", [normal(3, 5), const(np.array([1, 0, 2, -1], dtype=I64))], tol="exact"),
     Case("Tile", [normal(2, 3), const(np.array([2, 3], dtype=I64))], tol="exact"),
     # gather.c (test_ops_gather.py has numpy references for every dtype and reduction)

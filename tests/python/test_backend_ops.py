@@ -305,3 +305,21 @@ def test_node_backend_answers():
     ref_plan.run([np.zeros((1, 8, 5, 5), np.float32)])
     assert ref_plan.node_backend("relu") == "ref"
     assert ref_plan.backend_counts() == {"ref": 4}
+
+
+@pytest.mark.parametrize("device", ["ref", "cpu"])
+@pytest.mark.parametrize("index_dtype", [np.int64, np.int32])
+def test_gather_index_out_of_range_names_it(device, index_dtype):
+    """Indices that arrive at run time (a neighbour list's atoms) are checked by the kernel:
+    the first one outside [-dim, dim) is named, on ref and on the cpu kernel alike."""
+    x = np.arange(15, dtype=np.float32).reshape(5, 3)
+    for bad, at in ((5, 1), (-6, 2)):
+        idx = np.array([0, bad, bad, 1], dtype=index_dtype)
+        if at == 2:
+            idx[1] = 4
+        with pytest.raises(tsr.TesseraError, match=rf"index {bad} \(element {at} of the "
+                           r"indices\) is out of range for axis 0 of size 5"):
+            tsr.run_op("Gather", [x, idx], {"axis": 0}, device=device, threads=2)
+    ok = np.array([4, -5, 2], dtype=index_dtype)
+    np.testing.assert_array_equal(
+        tsr.run_op("Gather", [x, ok], {"axis": 0}, device=device, threads=2)[0], x[ok])

@@ -1,4 +1,4 @@
-/* Data movement in the cpu backend: Concat, Split and Transpose. Along the
+/* Data movement in the cpu backend: Concat, Split, Transpose and Gather. Along the
  * channels of rank-4 tensors whose channel counts are all multiples of the
  * block, the blocked layout concatenates exactly like plain memory does
  * (whole blocks, no padding in between), so one copy loop serves both. */
@@ -344,9 +344,91 @@ static tsr_status transpose_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s
     return TSR_OK;
 }
 
+/* -------------------------------------------------------------- Gather */
+
+/* Gather on plain layouts, every dtype: for each of the `outer` rows
+ * before the axis and each index, one slice of `inner` elements after it.
+ * ICTP gathers the positions of each edge's atoms (slices of 3) and each
+ * atom's weights by species (slices of 1024), where the ref kernel's
+ * memcpy call per slice on one thread took 0.18 ms for 45902 edges. Here
+ * threads share the slices and the common small sizes copy by fixed-size
+ * moves; the indices are checked first, so nothing is written for an
+ * index out of range. */
+static bool gather_axis(const tsr_graph *g, const tsr_node *node, int *axis)
+{
+    return tsr_axis_normalize(tsr_attr_int(node, "axis"), tsr_cpu_input(g, node, 0)->rank, axis);
+}
+
+static bool gather_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+{
+    int axis;
+    if (!gather_axis(g, node, &axis)) {
+        snprintf(why, size, "Gather: axis out of range");
+        return false;
+    }
+    return true;
+}
+
+static void copy_slice(char *dst, const char *src, size_t bytes)
+{
+    switch (bytes) {
+    case 4: memcpy(dst, src, 4); break;
+    case 8: memcpy(dst, src, 8); break;
+    case 12: memcpy(dst, src, 12); break;
+    case 16: memcpy(dst, src, 16); break;
+    case 24: memcpy(dst, src, 24); break;
+    case 32: memcpy(dst, src, 32); break;
+    default: memcpy(dst, src, bytes); break;
+    }
+}
+
+static tsr_status gather_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
+{
+    const int axis = *(const int *)s->data;
+    const tsr_tensor *x = k->inputs[0], *ind = k->inputs[1];
+    tsr_tensor *y = k->outputs[0];
+    int64_t dim = x->dims[axis], outer = 1, inner = 1, n = tsr_tensor_numel(ind);
+    for (int d = 0; d < axis; d++)
+        outer *= x->dims[d];
+    for (int d = axis + 1; d < x->rank; d++)
+        inner *= x->dims[d];
+    if (tsr_tensor_numel(y) != outer * n * inner)
+        return tsr_error(TSR_ERR_SHAPE, "Gather: Y holds %lld values, %lld expected",
+                         (long long)tsr_tensor_numel(y), (long long)(outer * n * inner));
+    TSR_CHECK(tsr_gather_check_indices(ind, axis, dim));
+    size_t slice = (size_t)inner * tsr_dtype_size(x->dtype);
+    const char *src = x->data;
+    char *dst = y->data;
+    const int64_t *i64 = ind->dtype == TSR_INT64 ? ind->data : NULL;
+    const int32_t *i32 = ind->dtype == TSR_INT64 ? NULL : ind->data;
+    int nt = tsr_cpu_threads_for(k->threads, (int64_t)((size_t)(outer * n) * slice / 4));
+#pragma omp parallel for collapse(2) schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = 0; i < n; i++) {
+            int64_t v = i64 ? i64[i] : i32[i];
+            v += v < 0 ? dim : 0;
+            copy_slice(dst + (size_t)(o * n + i) * slice, src + (size_t)(o * dim + v) * slice,
+                       slice);
+        }
+    return TSR_OK;
+}
+
+static tsr_status gather_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
+{
+    int *axis = tsr_calloc(1, sizeof *axis);
+    if (!axis)
+        return TSR_ERR_OUT_OF_MEMORY;
+    s->data = axis;
+    s->run = gather_run;
+    if (!gather_axis(ctx->graph, ctx->node, axis))
+        return tsr_error(TSR_ERR_INTERNAL, "cpu backend: Gather axis out of range");
+    return TSR_OK;
+}
+
 const tsr_cpu_op tsr_cpu_misc_ops[] = {
     {&tsr_op_Concat, concat_supports, concat_layouts, concat_prepare},
     {&tsr_op_Split, split_supports, tsr_cpu_plain_layouts, split_prepare},
     {&tsr_op_Transpose, transpose_supports, tsr_cpu_plain_layouts, transpose_prepare},
+    {&tsr_op_Gather, gather_supports, tsr_cpu_plain_layouts, gather_prepare},
     {NULL},
 };
