@@ -182,21 +182,35 @@ static tsr_status concat_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
     return TSR_OK;
 }
 
-/* ------------------------------------------------------------- Split */
+/* ------------------------------------------------- Split and Gather */
 
-static bool split_axis(const tsr_graph *g, const tsr_node *node, int *axis)
+/* Split's and Gather's `axis`, an axis of their first input. */
+static bool input_axis(const tsr_graph *g, const tsr_node *node, int *axis)
 {
     return tsr_axis_normalize(tsr_attr_int(node, "axis"), tsr_cpu_input(g, node, 0)->rank, axis);
 }
 
-static bool split_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
+static bool input_axis_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
 {
     int axis;
-    if (!split_axis(g, node, &axis)) {
-        snprintf(why, size, "Split: axis out of range");
+    if (!input_axis(g, node, &axis)) {
+        snprintf(why, size, "%s: axis out of range", node->op->name);
         return false;
     }
     return true;
+}
+
+/* The state of both: the normalized axis. */
+static tsr_status input_axis_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
+{
+    int *axis = tsr_calloc(1, sizeof *axis);
+    if (!axis)
+        return TSR_ERR_OUT_OF_MEMORY;
+    s->data = axis;
+    if (!input_axis(ctx->graph, ctx->node, axis))
+        return tsr_error(TSR_ERR_INTERNAL, "cpu backend: %s axis out of range",
+                         ctx->node->op->name);
+    return TSR_OK;
 }
 
 /* The pieces' sizes are the outputs' (shape inference checked them
@@ -224,14 +238,8 @@ static tsr_status split_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
 
 static tsr_status split_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 {
-    int *axis = tsr_calloc(1, sizeof *axis);
-    if (!axis)
-        return TSR_ERR_OUT_OF_MEMORY;
-    s->data = axis;
     s->run = split_run;
-    if (!split_axis(ctx->graph, ctx->node, axis))
-        return tsr_error(TSR_ERR_INTERNAL, "cpu backend: Split axis out of range");
-    return TSR_OK;
+    return input_axis_prepare(ctx, s);
 }
 
 /* ----------------------------------------------------------- Transpose */
@@ -354,21 +362,6 @@ static tsr_status transpose_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s
  * threads share the slices and the common small sizes copy by fixed-size
  * moves; the indices are checked first, so nothing is written for an
  * index out of range. */
-static bool gather_axis(const tsr_graph *g, const tsr_node *node, int *axis)
-{
-    return tsr_axis_normalize(tsr_attr_int(node, "axis"), tsr_cpu_input(g, node, 0)->rank, axis);
-}
-
-static bool gather_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
-{
-    int axis;
-    if (!gather_axis(g, node, &axis)) {
-        snprintf(why, size, "Gather: axis out of range");
-        return false;
-    }
-    return true;
-}
-
 static void copy_slice(char *dst, const char *src, size_t bytes)
 {
     switch (bytes) {
@@ -415,20 +408,14 @@ static tsr_status gather_run(const tsr_cpu_state *s, const tsr_kernel_ctx *k)
 
 static tsr_status gather_prepare(const tsr_prepare_ctx *ctx, tsr_cpu_state *s)
 {
-    int *axis = tsr_calloc(1, sizeof *axis);
-    if (!axis)
-        return TSR_ERR_OUT_OF_MEMORY;
-    s->data = axis;
     s->run = gather_run;
-    if (!gather_axis(ctx->graph, ctx->node, axis))
-        return tsr_error(TSR_ERR_INTERNAL, "cpu backend: Gather axis out of range");
-    return TSR_OK;
+    return input_axis_prepare(ctx, s);
 }
 
 const tsr_cpu_op tsr_cpu_misc_ops[] = {
     {&tsr_op_Concat, concat_supports, concat_layouts, concat_prepare},
-    {&tsr_op_Split, split_supports, tsr_cpu_plain_layouts, split_prepare},
+    {&tsr_op_Split, input_axis_supports, tsr_cpu_plain_layouts, split_prepare},
     {&tsr_op_Transpose, transpose_supports, tsr_cpu_plain_layouts, transpose_prepare},
-    {&tsr_op_Gather, gather_supports, tsr_cpu_plain_layouts, gather_prepare},
+    {&tsr_op_Gather, input_axis_supports, tsr_cpu_plain_layouts, gather_prepare},
     {NULL},
 };
