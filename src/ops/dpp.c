@@ -15,6 +15,7 @@
 #include "ops/op.h"
 #include "ops/window.h"
 
+#include <float.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -118,10 +119,11 @@ static tsr_status dpp_window(const tsr_node *node, const int64_t *in, const int6
 }
 
 /* Reads and checks the attributes and sizes: x_dims [N, C, H, W] and, for
- * the full variant, f_dims [C, 1, fh, fw] (NULL for lite). Unknown sizes
- * give unknown output sizes and skip the checks that need them. */
-static tsr_status dpp_geometry(const tsr_node *node, const int64_t *x_dims, const int64_t *f_dims,
-                               dpp_geom *g)
+ * the full variant, f_dims [C, 1, fh, fw] (NULL for lite), of the given
+ * dtype. Unknown sizes give unknown output sizes and skip the checks that
+ * need them. */
+static tsr_status dpp_geometry(const tsr_node *node, tsr_dtype dtype, const int64_t *x_dims,
+                               const int64_t *f_dims, dpp_geom *g)
 {
     memset(g, 0, sizeof *g);
     int64_t kernel[2] = {2, 2};
@@ -143,6 +145,14 @@ static tsr_status dpp_geometry(const tsr_node *node, const int64_t *x_dims, cons
     double eps = tsr_attr_float(node, "epsilon");
     if (!(eps > 0.0) || !isfinite(eps))
         return tsr_error(TSR_ERR_UNSUPPORTED, "epsilon is %g, must be positive and finite", eps);
+    /* y = d^2 + eps^2 must stay a normal number: a window of equal taps
+     * (or, asymmetric, of taps at most their mean) has d = 0 everywhere. */
+    double least = dtype == TSR_FLOAT64 ? DBL_MIN : FLT_MIN;
+    if (!(eps * eps >= least))
+        return tsr_error(TSR_ERR_UNSUPPORTED,
+                         "epsilon is %g: its square is below the smallest normal %s number "
+                         "(%g), which the weights need; epsilon must be at least %g",
+                         eps, tsr_dtype_name(dtype), least, sqrt(least));
     g->eps2 = eps * eps;
     const char *norm = tsr_attr_string(node, "normalization");
     if (strcmp(norm, "ratio") != 0 && strcmp(norm, "paper") != 0)
@@ -242,7 +252,7 @@ static tsr_status dpp_infer_inputs(tsr_infer_ctx *c, int xi, dpp_geom *g, int64_
                                    (long long)(f->rank > 1 ? f->dims[1] : -1));
         memcpy(f_dims, f->dims, sizeof f_dims);
     }
-    return dpp_geometry(c->node, x_dims, f ? f_dims : NULL, g);
+    return dpp_geometry(c->node, x->dtype, x_dims, f ? f_dims : NULL, g);
 }
 
 static tsr_status dpp_infer(tsr_infer_ctx *c)
@@ -320,7 +330,7 @@ static tsr_status dpp_kernel_setup(const tsr_kernel_ctx *k, int xi, dpp_geom *g,
 {
     const tsr_tensor *x = k->inputs[xi];
     const tsr_tensor *f = k->n_inputs > xi + 3 ? k->inputs[xi + 3] : NULL;
-    TSR_CHECK(dpp_geometry(k->node, x->dims, f ? f->dims : NULL, g));
+    TSR_CHECK(dpp_geometry(k->node, x->dtype, x->dims, f ? f->dims : NULL, g));
     size_t bytes = (size_t)k->threads * dpp_scratch_per_thread(g) * tsr_dtype_size(x->dtype);
     *scratch = tsr_malloc(bytes ? bytes : 1);
     return *scratch ? TSR_OK : TSR_ERR_OUT_OF_MEMORY;

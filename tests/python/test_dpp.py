@@ -249,6 +249,14 @@ def test_errors():
     expect_error("normalization 'cuda'", x, a, lam, None, dict(normalization="cuda"))
     expect_error("symmetric is 2", x, a, lam, None, dict(symmetric=2))
     expect_error("epsilon is 0", x, a, lam, None, dict(epsilon=0.0))
+    # Squares below the dtype's smallest normal number (the weights of a
+    # window of equal taps would be 0 / 0).
+    f32 = [v.astype(np.float32) for v in (x, a, lam)]
+    expect_error("epsilon is 1e-20: its square is below the smallest normal float32 number",
+                 *f32, None, dict(epsilon=1e-20))
+    expect_error("epsilon must be at least 1.49", x, a, lam, None, dict(epsilon=1e-160))
+    run_dpp(*f32, None, dict(epsilon=1.1e-19))
+    run_dpp(x, a, lam, None, dict(epsilon=1e-20))
     expect_error("kernel_shape has 1 values", x, a, lam, None, dict(kernel_shape=[2]))
     expect_error("must be smaller than the kernel", x, a, lam, None, dict(pads=[2, 0, 0, 0]))
     expect_error("dtype float32", x, a.astype(np.float32), lam, None, {})
