@@ -192,14 +192,9 @@ def test_against_torch(monkeypatch):
         attrs, x, alpha, lam, filt, dy = case(seed)
         if "auto_pad" in attrs:
             continue
-        kh, kw = attrs["kernel_shape"]
-        cfg = dict(kernel_size=(kh, kw), stride=tuple(attrs.get("strides", [kh, kw])),
-                   padding=tuple(attrs.get("pads", [0] * 4)),
-                   ceil_mode=bool(attrs.get("ceil_mode", 0)), symmetric=bool(attrs["symmetric"]),
-                   normalization=attrs["normalization"], epsilon=attrs["epsilon"])
         ts = [None if v is None else torch.tensor(v, dtype=torch.float64, requires_grad=True)
               for v in (x, alpha, lam, filt)]
-        out = dpp_torch.dpp(*ts, **cfg)
+        out = dpp_torch.dpp(*ts, **torch_config(attrs))
         out.backward(torch.from_numpy(dy.astype(np.float64)))
         g, feeds = build(attrs, x, alpha, lam, filt)
         check_close(run_cpu(g, feeds)[0], out.detach().numpy(),
@@ -209,6 +204,51 @@ def test_against_torch(monkeypatch):
         for name, a, t in zip(["dx", "dalpha", "dlambda", "dfilter"], got,
                               [t for t in ts if t is not None]):
             check_close(a, t.grad.numpy(), rtol=1e-4, what=f"seed {seed} {name}")
+
+
+def torch_config(attrs):
+    """dpp_torch.dpp's keyword arguments for the op's attributes (no auto_pad)."""
+    kh, kw = attrs["kernel_shape"]
+    return dict(kernel_size=(kh, kw), stride=tuple(attrs.get("strides", [kh, kw])),
+                padding=tuple(attrs.get("pads", [0] * 4)),
+                ceil_mode=bool(attrs.get("ceil_mode", 0)), symmetric=bool(attrs["symmetric"]),
+                normalization=attrs["normalization"], epsilon=attrs["epsilon"])
+
+
+def test_special_values(cpu_env):
+    """NaN and infinities in the input: the cpu kernels take the logs of a
+    window's taps without testing each for special values and retake the
+    window's when its sum of y is not finite. Their outputs are NaN, infinite
+    or finite where the reference's are, and equal or close to them."""
+    for seed in SEEDS:
+        attrs, x, alpha, lam, filt, _ = case(seed)
+        flat = x.reshape(-1)
+        at = np.random.default_rng(seed + 77).choice(flat.size, size=3, replace=False)
+        flat[at] = [np.nan, np.inf, -np.inf]
+        g, feeds = build(attrs, x, alpha, lam, filt)
+        got, want = (r[0] for r in run_both(g, feeds))
+        what = f"seed {seed} {attrs} full={filt is not None}"
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=what)
+        inf = np.isinf(want)
+        np.testing.assert_array_equal(got[inf], want[inf], err_msg=what)
+        fin = np.isfinite(want)
+        check_close(np.where(fin, got, 0), np.where(fin, want, 0), what=what)
+
+
+def test_smallest_epsilon(cpu_env):
+    """The smallest epsilon float32 takes (its square just above FLT_MIN) on
+    windows of equal taps, where every d is 0 and y is eps^2 alone, against
+    the float64 PyTorch implementation."""
+    for seed in [s for s in SEEDS if "auto_pad" not in case(s)[0]]:
+        attrs, x, alpha, lam, filt, _ = case(seed)
+        attrs["epsilon"] = 1.1e-19
+        x[..., ::2, :] = 0.5
+        ts = [None if v is None else torch.tensor(v, dtype=torch.float64)
+              for v in (x, alpha, lam, filt)]
+        want = dpp_torch.dpp(*ts, **torch_config(attrs)).numpy()
+        g, feeds = build(attrs, x, alpha, lam, filt)
+        for got, dev in zip(run_both(g, feeds), ("cpu", "ref")):
+            check_close(got[0], want, what=f"{dev} seed {seed} {attrs} full={filt is not None}")
 
 
 def test_plain_input_straight_in(monkeypatch):

@@ -222,7 +222,10 @@ SIMD_TARGET static inline vf SIMD_NAME(v_log2)(vf x)
  * with |f| <= 1/33 (or 1/17) and log2 x = e - log2 r_i + f P(f), P of
  * degree 2 (or 3) fitted here; the levels without a lane permute take
  * v_log2. Special values as v_log2 (AVX-512's split covers them, AVX2
- * sends them to libm). */
+ * sends them to libm). v_log2_fast_normal is the same for positive normal
+ * finite x only, what it gives for others unspecified, without the test
+ * for special values: for callers that test once for many values (AVX2;
+ * elsewhere it is v_log2_fast). */
 #if TSR_SIMD_LEVEL == 2
 SIMD_TARGET static inline vf SIMD_NAME(v_log2_fast)(vf x)
 {
@@ -247,7 +250,7 @@ SIMD_TARGET static inline vf SIMD_NAME(v_log2_fast)(vf x)
     return _mm512_add_ps(e, _mm512_fmadd_ps(p, f, _mm512_permutexvar_ps(i, lg)));
 }
 #elif TSR_SIMD_LEVEL == 1
-SIMD_TARGET static inline vf SIMD_NAME(v_log2_fast)(vf x)
+SIMD_TARGET static inline vf SIMD_NAME(v_log2_fast_normal)(vf x)
 {
     const __m256 rcp = _mm256_setr_ps(0.9411764740943909f, 0.8421052694320679f, 0.761904776096344f,
                                       0.695652186870575f, 0.6399999856948853f, 0.5925925970077515f,
@@ -267,7 +270,11 @@ SIMD_TARGET static inline vf SIMD_NAME(v_log2_fast)(vf x)
                                _mm256_set1_ps(0.48216941952705383f));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(-0.7213456034660339f));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.4426939487457275f));
-    __m256 r = _mm256_add_ps(e, _mm256_fmadd_ps(p, f, _mm256_permutevar8x32_ps(lg, i)));
+    return _mm256_add_ps(e, _mm256_fmadd_ps(p, f, _mm256_permutevar8x32_ps(lg, i)));
+}
+SIMD_TARGET static inline vf SIMD_NAME(v_log2_fast)(vf x)
+{
+    vf r = SIMD_NAME(v_log2_fast_normal)(x);
     if (vmath_special(x))
         r = SIMD_NAME(v_log2_special)(x, r);
     return r;
@@ -276,6 +283,12 @@ SIMD_TARGET static inline vf SIMD_NAME(v_log2_fast)(vf x)
 SIMD_TARGET static inline vf SIMD_NAME(v_log2_fast)(vf x)
 {
     return SIMD_NAME(v_log2)(x);
+}
+#endif
+#if TSR_SIMD_LEVEL != 1
+SIMD_TARGET static inline vf SIMD_NAME(v_log2_fast_normal)(vf x)
+{
+    return SIMD_NAME(v_log2_fast)(x);
 }
 #endif
 

@@ -16,6 +16,39 @@ typedef struct {
     vf out, wsum, alpha_hat, ysum, top, tilde, count;
 } SIMD_NAME(dpp_win);
 
+/* The log2 of each tap's y = d^2 + eps^2 (d = x less tilde, or its
+ * positive part) for windows k < nw whose taps start at base and go as
+ * dpp_eval's, into ts (SIMD_W floats per tap, in window order), with each
+ * window's sum of y and largest log; `checked` takes special values
+ * through the log's own test. hl >= 0, so the largest t is hl times the
+ * largest log: the taps keep their logs, and t - top is one multiply-add
+ * of each. */
+SIMD_TARGET static inline __attribute__((always_inline)) void
+SIMD_NAME(dpp_logs)(const tsr_cpu_dpp_geom *g, const float *base, int64_t hlo, int64_t hhi,
+                    int64_t wlo, int64_t whi, const vf *tilde, float *ts, vf *ysum, vf *lmax,
+                    bool checked, const int nw, const int b)
+{
+    const int64_t pitch = g->iw * b, next = g->sw * b;
+    const vf eps2 = vf_set1(g->eps2);
+    for (int k = 0; k < nw; k++) {
+        ysum[k] = vf_zero();
+        lmax[k] = vf_set1(-INFINITY);
+    }
+    float *lq = ts;
+    for (int64_t kh = hlo; kh < hhi; kh++)
+        for (int64_t kw = wlo; kw < whi; kw++)
+            for (int k = 0; k < nw; k++, lq += SIMD_W) {
+                vf d = vf_sub(vf_load(base + k * next + kh * pitch + kw * b), tilde[k]);
+                if (!g->symmetric)
+                    d = vf_max(vf_zero(), d);
+                vf y = vf_fmadd(d, d, eps2);
+                vf l = checked ? SIMD_NAME(v_log2_fast)(y) : SIMD_NAME(v_log2_fast_normal)(y);
+                vf_store(lq, l);
+                ysum[k] = vf_add(ysum[k], y);
+                lmax[k] = vf_max(l, lmax[k]);
+            }
+}
+
 /* Windows (oh, ow + k * 1), k < nw, of lanes [lane0, lane0 + SIMD_W),
  * whose taps inside the input are alike (true inside the input, where the
  * forward uses nw > 1): x holds the plane from row x_row0 on. ts gets
@@ -35,7 +68,7 @@ SIMD_NAME(dpp_eval)(const tsr_cpu_dpp_geom *g, const float *x, int64_t x_row0,
     const float count = (float)((hhi - hlo) * (whi - wlo));
     vf tilde[DPP_NW], plain[DPP_NW], ysum[DPP_NW], shift[DPP_NW];
     for (int k = 0; k < nw; k++)
-        tilde[k] = plain[k] = ysum[k] = shift[k] = vf_zero();
+        tilde[k] = plain[k] = shift[k] = vf_zero();
     if (g->full) {
         const float *fb =
             x + (oh * g->sh - g->fph - x_row0) * pitch + (ow * g->sw - g->fpw) * b + lane0;
@@ -53,26 +86,20 @@ SIMD_NAME(dpp_eval)(const tsr_cpu_dpp_geom *g, const float *x, int64_t x_row0,
         for (int k = 0; k < nw; k++)
             tilde[k] = vf_mul(plain[k], vf_set1(1.0f / count));
     }
-    /* hl >= 0, so the largest t is hl times the largest log: the taps keep
-     * their logs, and t - top is one multiply-add of each. */
-    const vf eps2 = vf_set1(g->eps2), hl = vf_load(p->hl + lane0), a = vf_load(p->a + lane0);
+    /* y >= eps^2, a normal number, so only infinite or NaN taps need the
+     * special-value path of the log, and they make their window's sum of y
+     * infinite or NaN: the taps take the log without the test, and windows
+     * whose sums are special take them again with it. */
+    const vf hl = vf_load(p->hl + lane0), a = vf_load(p->a + lane0);
     vf lmax[DPP_NW];
+    SIMD_NAME(dpp_logs)(g, base, hlo, hhi, wlo, whi, tilde, ts, ysum, lmax, false, nw, b);
+#if !VMATH_SPLIT_EXACT
+    bool special = false;
     for (int k = 0; k < nw; k++)
-        lmax[k] = vf_set1(-INFINITY);
-    float *lq = ts;
-    for (int64_t kh = hlo; kh < hhi; kh++)
-        for (int64_t kw = wlo; kw < whi; kw++)
-            for (int k = 0; k < nw; k++, lq += SIMD_W) {
-                vf d = vf_sub(vf_load(base + k * next + kh * pitch + kw * b), tilde[k]);
-                if (!g->symmetric)
-                    d = vf_max(vf_zero(), d);
-                vf y = vf_fmadd(d, d, eps2);
-                vf l = SIMD_NAME(v_log2_fast)(y);
-                vf_store(lq, l);
-                if (g->ratio)
-                    ysum[k] = vf_add(ysum[k], y);
-                lmax[k] = vf_max(l, lmax[k]);
-            }
+        special |= vmath_special(ysum[k]);
+    if (special)
+        SIMD_NAME(dpp_logs)(g, base, hlo, hhi, wlo, whi, tilde, ts, ysum, lmax, true, nw, b);
+#endif
     vf top[DPP_NW], alpha_hat[DPP_NW], rho_sum[DPP_NW], weighted[DPP_NW], minus_off[DPP_NW];
     for (int k = 0; k < nw; k++) {
         if (g->ratio)
@@ -82,8 +109,7 @@ SIMD_NAME(dpp_eval)(const tsr_cpu_dpp_geom *g, const float *x, int64_t x_row0,
         minus_off[k] = vf_sub(vf_zero(), vf_add(top[k], shift[k]));
         rho_sum[k] = weighted[k] = vf_zero();
     }
-    lq = ts;
-    float *rq = rhos;
+    float *lq = ts, *rq = rhos;
     for (int64_t kh = hlo; kh < hhi; kh++)
         for (int64_t kw = wlo; kw < whi; kw++)
             for (int k = 0; k < nw; k++, lq += SIMD_W) {
