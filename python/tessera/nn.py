@@ -148,7 +148,9 @@ class DetailPreservingPool2d(torch.nn.Module):
     rewards only values above the window's mean). full: a learned 3x3
     depthwise pre-filter `filter` [C, 1, 3, 3] (initialized to the
     normalized binomial) instead of the window mean (lite). normalization:
-    "paper" or "ratio". epsilon: the reward's epsilon.
+    "paper" or "ratio". epsilon: the reward's epsilon, whose square must be
+    a normal number of the dtype (at least 1.1e-19 in float32, 1.5e-154 in
+    float64).
 
     Learnable: `alpha` and `lambda_` [C], raw (the layer uses exp of
     each), initialized to 0. Forward and backward run on CPU float32 or
