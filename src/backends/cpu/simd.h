@@ -13,6 +13,7 @@
  * vf_max(a, b) is `a > b ? a : b` and vf_min(a, b) is `a < b ? a : b`, as
  * the x86 instructions define them (NaN in either gives b; NEON's own
  * vmaxq/vminq would give NaN, so that level compares and selects).
+ * vm_any(m) is whether any lane of mask m is set.
  * vf_max_nan(a, b) is NaN where either is (the pools' max; only b is on
  * the dependency chain, so a running maximum goes in b).
  * vf_load_lanes(p, l, len) and vf_store_lanes(p, v, l, len) move lanes
@@ -59,6 +60,7 @@
 #undef vm_nan
 #undef vm_or
 #undef vm_none
+#undef vm_any
 #undef vf_select
 #undef SVE_ALL
 
@@ -112,6 +114,7 @@
 #define vm_nan(a) _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q)
 #define vm_or(a, b) ((__mmask16)((a) | (b)))
 #define vm_none() ((__mmask16)0)
+#define vm_any(m) ((m) != 0)
 /* m ? x : y, lane by lane */
 #define vf_select(m, x, y) _mm512_mask_blend_ps(m, y, x)
 
@@ -155,6 +158,7 @@
 #define vm_nan(a) _mm256_cmp_ps(a, a, _CMP_UNORD_Q)
 #define vm_or(a, b) _mm256_or_ps(a, b)
 #define vm_none() _mm256_setzero_ps()
+#define vm_any(m) (_mm256_movemask_ps(m) != 0)
 #define vf_select(m, x, y) _mm256_blendv_ps(y, x, m)
 
 #ifndef TSR_SIMD_AVX2_HELPERS
@@ -209,6 +213,7 @@ __attribute__((target("avx2,fma"))) static inline __m256 tsr_simd_scale2_avx2(__
 #define vm_nan(a) vmvnq_u32(vceqq_f32(a, a))
 #define vm_or(a, b) vorrq_u32(a, b)
 #define vm_none() vdupq_n_u32(0)
+#define vm_any(m) (vmaxvq_u32(m) != 0)
 #define vf_select(m, x, y) vbslq_f32(m, x, y)
 
 #ifndef TSR_SIMD_NEON_HELPERS
@@ -293,6 +298,7 @@ static inline float32x4_t tsr_simd_scale2_neon(float32x4_t p, float32x4_t n)
 #define vm_nan(a) svcmpuo_f32(SVE_ALL, a, a)
 #define vm_or(a, b) svorr_b_z(SVE_ALL, a, b)
 #define vm_none() svpfalse_b()
+#define vm_any(m) svptest_any(SVE_ALL, m)
 #define vf_select(m, x, y) svsel_f32(m, x, y)
 
 #elif TSR_SIMD_LEVEL == 0
@@ -328,6 +334,7 @@ static inline float32x4_t tsr_simd_scale2_neon(float32x4_t p, float32x4_t n)
 #define vm_nan(a) ((a) != (a))
 #define vm_or(a, b) ((a) | (b))
 #define vm_none() 0
+#define vm_any(m) ((m) != 0)
 #define vf_select(m, x, y) ((m) ? (x) : (y))
 
 #else

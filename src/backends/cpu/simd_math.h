@@ -12,6 +12,7 @@
 #undef vmath_split
 #undef vmath_special
 #undef vmath_scale2_nonpos
+#undef vmath_scale2_normal
 
 /* x = m * 2^e with m in [0.75, 1.5). VMATH_SPLIT_EXACT: the split itself
  * gives the right log for every x (AVX-512's getexp and getmant take
@@ -28,6 +29,7 @@
                                  _mm512_set1_ps(1.0f));                                            \
     } while (0)
 #define vmath_scale2_nonpos(p, n) vf_scale2(p, n)
+#define vmath_scale2_normal(p, n) vf_scale2(p, n)
 #elif TSR_SIMD_LEVEL == 1
 /* The bits less those of 0.75, shifted, are e (a mantissa of 1.5 or more
  * carries into the exponent); the bits less e's give m. */
@@ -41,13 +43,16 @@
         (e) = _mm256_cvtepi32_ps(ex_);                                                             \
     } while (0)
 #define vmath_special(x) tsr_vmath_special_avx2(x)
-/* p 2^n for integer-valued n <= 0 and p in [0.7, 1.42]: n added to the
- * exponent field, exact while the result is normal; below 2^-125 it is
- * flushed to zero. */
+/* p 2^n for integer-valued n and p in [0.7, 1.42] where the result is a
+ * normal number: n added to the exponent field. */
+#define vmath_scale2_normal(p, n)                                                                  \
+    _mm256_castsi256_ps(                                                                           \
+        _mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23)))
+/* The same for integer-valued n <= 0, exact while the result is normal;
+ * below 2^-125 it is flushed to zero. */
 #define vmath_scale2_nonpos(p, n)                                                                  \
     _mm256_andnot_ps(_mm256_cmp_ps(n, _mm256_set1_ps(-125.0f), _CMP_LT_OQ),                        \
-                     _mm256_castsi256_ps(_mm256_add_epi32(                                         \
-                         _mm256_castps_si256(p), _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23))))
+                     vmath_scale2_normal(p, n))
 #ifndef TSR_VMATH_AVX2_HELPERS
 #define TSR_VMATH_AVX2_HELPERS
 /* Whether any lane is outside [FLT_MIN, FLT_MAX] or NaN: those lanes' bits
@@ -73,11 +78,12 @@ __attribute__((target("avx2,fma"))) static inline int tsr_vmath_special_avx2(__m
 #define vmath_special(x)                                                                           \
     (vmaxvq_u32(vcgtq_u32(vsubq_u32(vreinterpretq_u32_f32(x), vdupq_n_u32(0x00800000)),            \
                           vdupq_n_u32(0x7effffff))) != 0)
-/* As AVX2's: the exponent field plus n, flushed to zero below 2^-125. */
+/* As AVX2's: the exponent field plus n, and for nonpos flushed to zero
+ * below 2^-125. */
+#define vmath_scale2_normal(p, n)                                                                  \
+    vreinterpretq_f32_s32(vaddq_s32(vreinterpretq_s32_f32(p), vshlq_n_s32(vcvtq_s32_f32(n), 23)))
 #define vmath_scale2_nonpos(p, n)                                                                  \
-    vbslq_f32(vcltq_f32(n, vdupq_n_f32(-125.0f)), vdupq_n_f32(0.0f),                               \
-              vreinterpretq_f32_s32(                                                               \
-                  vaddq_s32(vreinterpretq_s32_f32(p), vshlq_n_s32(vcvtq_s32_f32(n), 23))))
+    vbslq_f32(vcltq_f32(n, vdupq_n_f32(-125.0f)), vdupq_n_f32(0.0f), vmath_scale2_normal(p, n))
 #elif TSR_SIMD_LEVEL == 4
 /* As AVX2's, in SVE's integer lanes; only the scaling of v_exp and v_exp2
  * differs (FSCALE, exact as AVX-512's scalef). */
@@ -95,12 +101,13 @@ __attribute__((target("avx2,fma"))) static inline int tsr_vmath_special_avx2(__m
                 svcmpgt_n_u32(SVE_ALL,                                                             \
                               svsub_n_u32_x(SVE_ALL, svreinterpret_u32_f32(x), 0x00800000u),       \
                               0x7effffffu))
-/* As AVX2's: the exponent field plus n, flushed to zero below 2^-125. */
+/* As AVX2's: the exponent field plus n, and for nonpos flushed to zero
+ * below 2^-125. */
+#define vmath_scale2_normal(p, n)                                                                  \
+    svreinterpret_f32_s32(svadd_s32_x(SVE_ALL, svreinterpret_s32_f32(p),                           \
+                                      svlsl_n_s32_x(SVE_ALL, svcvt_s32_f32_x(SVE_ALL, n), 23)))
 #define vmath_scale2_nonpos(p, n)                                                                  \
-    svsel_f32(svcmplt_n_f32(SVE_ALL, n, -125.0f), svdup_n_f32(0.0f),                               \
-              svreinterpret_f32_s32(                                                               \
-                  svadd_s32_x(SVE_ALL, svreinterpret_s32_f32(p),                                   \
-                              svlsl_n_s32_x(SVE_ALL, svcvt_s32_f32_x(SVE_ALL, n), 23))))
+    svsel_f32(svcmplt_n_f32(SVE_ALL, n, -125.0f), svdup_n_f32(0.0f), vmath_scale2_normal(p, n))
 #else
 #define VMATH_SPLIT_EXACT 0
 #define vmath_split(x, m, e)                                                                       \
@@ -116,16 +123,14 @@ __attribute__((target("avx2,fma"))) static inline int tsr_vmath_special_avx2(__m
     } while (0)
 #define vmath_special(x) (!((x) >= FLT_MIN && (x) <= FLT_MAX))
 #define vmath_scale2_nonpos(p, n) vf_scale2(p, n)
+#define vmath_scale2_normal(p, n) vf_scale2(p, n)
 #endif
 
-/* e^x: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two so n ln2 is
- * exact), a degree-7 Taylor polynomial for e^r (error below 1e-8 on that
- * range), then the exact scaling by 2^n. Clamping keeps n in the range
- * vf_scale2 handles; the bounds lie past overflow and underflow of the
- * result, and keep NaN (x as the second operand). */
-SIMD_TARGET static inline vf SIMD_NAME(v_exp)(vf x)
+/* e^x = p 2^n: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two so n ln2
+ * is exact), p a degree-7 Taylor polynomial for e^r (error below 1e-8 on
+ * that range). */
+SIMD_TARGET static inline vf SIMD_NAME(v_exp_parts)(vf x, vf *np)
 {
-    x = vf_min(vf_set1(89.0f), vf_max(vf_set1(-104.0f), x));
     vf n = vf_round(vf_mul(x, vf_set1(1.44269504088896341f)));
     vf r = vf_fmadd(n, vf_set1(-0.693359375f), x);
     r = vf_fmadd(n, vf_set1(2.12194440e-4f), r);
@@ -136,8 +141,27 @@ SIMD_TARGET static inline vf SIMD_NAME(v_exp)(vf x)
     p = vf_fmadd(p, r, vf_set1(1.0f / 6.0f));
     p = vf_fmadd(p, r, vf_set1(0.5f));
     p = vf_fmadd(p, r, vf_set1(1.0f));
-    p = vf_fmadd(p, r, vf_set1(1.0f));
+    *np = n;
+    return vf_fmadd(p, r, vf_set1(1.0f));
+}
+
+/* e^x, with the exact scaling by 2^n. Clamping keeps n in the range
+ * vf_scale2 handles; the bounds lie past overflow and underflow of the
+ * result, and keep NaN (x as the second operand). */
+SIMD_TARGET static inline vf SIMD_NAME(v_exp)(vf x)
+{
+    vf n, p = SIMD_NAME(v_exp_parts)(vf_min(vf_set1(89.0f), vf_max(vf_set1(-104.0f), x)), &n);
     return vf_scale2(p, n);
+}
+
+/* e^x as v_exp for x in [-86, 87] (or NaN), where the result is a normal
+ * number and the exponent field takes 2^n: three instructions where the
+ * exact scaling takes eleven on AVX2, NEON and SVE. Other x give
+ * unspecified values. */
+SIMD_TARGET static inline vf SIMD_NAME(v_exp_normal)(vf x)
+{
+    vf n, p = SIMD_NAME(v_exp_parts)(x, &n);
+    return vmath_scale2_normal(p, n);
 }
 
 /* 2^r for |r| <= 1/2: a degree-6 polynomial fitted here for relative

@@ -8,10 +8,16 @@
 #include "backends/cpu/simd.h"
 #include "backends/cpu/simd_math.h"
 
+/* 1 / (1 + e^-x). Above x = 86, e^-x is below 2^-124 and 1 + e^-x is 1,
+ * so -x is clamped at -86 and the exp takes the exponent-field scaling;
+ * vectors with some x below -86 (where e^-x may overflow) take the exact
+ * exp. */
 SIMD_TARGET static inline vf SIMD_NAME(v_sigmoid)(vf x)
 {
-    vf one = vf_set1(1.0f);
-    return vf_div(one, vf_add(one, SIMD_NAME(v_exp)(vf_sub(vf_zero(), x))));
+    vf one = vf_set1(1.0f), nx = vf_sub(vf_zero(), x);
+    vf e = vm_any(vm_lt(vf_set1(86.0f), nx)) ? SIMD_NAME(v_exp)(nx)
+                                             : SIMD_NAME(v_exp_normal)(vf_max(vf_set1(-86.0f), nx));
+    return vf_div(one, vf_add(one, e));
 }
 
 /* tanh: below |x| = 0.5 its odd Taylor series to x^15 (relative error
