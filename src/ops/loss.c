@@ -105,8 +105,8 @@ static void ce_geometry(const tsr_tensor *x, int64_t *n, int64_t *classes, int64
 
 static tsr_status ce_labels_valid(const tsr_tensor *lab, int64_t classes)
 {
-    const int64_t *l = lab->data;
-    for (int64_t i = 0; i < tsr_tensor_numel(lab); i++)
+    const int64_t *l = lab->data, n = tsr_tensor_numel(lab);
+    for (int64_t i = 0; i < n; i++)
         if (l[i] < 0 || l[i] >= classes)
             return tsr_error(TSR_ERR_INVALID_ARGUMENT,
                              "label %lld at position %lld is out of range for %lld classes",

@@ -656,7 +656,8 @@ static tsr_status resize_grad_ref(const tsr_kernel_ctx *k)
                     acc[off[i] + last->index[t]] += g * w[i] * last->weight[t];
         }
     }
-    for (int64_t i = 0; st == TSR_OK && i < tsr_tensor_numel(dx); i++)
+    const int64_t n_dx = tsr_tensor_numel(dx);
+    for (int64_t i = 0; st == TSR_OK && i < n_dx; i++)
         tsr_set_f(dx, i, acc[i]);
     free(off);
     free(w);

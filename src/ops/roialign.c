@@ -105,7 +105,8 @@ static tsr_status infer_regions(tsr_infer_ctx *c, int x_input, int64_t *n_rois)
     *n_rois = tsr_dim_known(from_rois) || tsr_dim_is_sym(from_rois) ? from_rois : from_bi;
     if (bi->data && x->rank == 4) {
         tsr_tensor t = tsr_value_tensor(bi);
-        for (int64_t r = 0; r < tsr_tensor_numel(&t); r++) {
+        const int64_t n = tsr_tensor_numel(&t);
+        for (int64_t r = 0; r < n; r++) {
             int64_t b = ((const int64_t *)t.data)[r];
             if (b < 0 || (tsr_dim_known(x->dims[0]) && b >= x->dims[0]))
                 return tsr_infer_error(c, TSR_ERR_SHAPE,
