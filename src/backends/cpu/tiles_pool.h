@@ -149,10 +149,17 @@ SIMD_NAME(pool_row)(const tsr_cpu_pool_geom *g, const float *x, int64_t x_row0, 
             const int64_t col0 = o0 * g->sw + k0 * g->dw - g->pw;
             const int64_t len =
                 (n - 1) * g->sw + (taps - 1) * g->dw + 1 + (b == 1 ? 2 * SIMD_W : 0);
-            SIMD_NAME(pool_fill)(t, rows, g->dh * pitch, nrows, col0, len, g->iw, is_max, b);
+            /* Three rows and three taps (3x3 windows inside the input)
+             * with the counts constant, so that their loops unroll. */
+            if (nrows == 3)
+                SIMD_NAME(pool_fill)(t, rows, g->dh * pitch, 3, col0, len, g->iw, is_max, b);
+            else
+                SIMD_NAME(pool_fill)(t, rows, g->dh * pitch, nrows, col0, len, g->iw, is_max, b);
             float *yo = y + o0 * b;
             if (b > 1 || g->sw > 2)
                 SIMD_NAME(pool_cols_lanes)(g, t, yo, o0, n, taps, first, last, hinv, is_max, b);
+            else if (g->sw == 1 && taps == 3)
+                SIMD_NAME(pool_cols_plain)(g, t, yo, o0, n, 3, first, last, hinv, is_max, 1);
             else if (g->sw == 1)
                 SIMD_NAME(pool_cols_plain)(g, t, yo, o0, n, taps, first, last, hinv, is_max, 1);
             else
