@@ -121,6 +121,11 @@ typedef struct tsr_backend {
      * stack carries out with the node named. */
     bool (*band_info)(const void *state, tsr_band_info *info_out);
     tsr_status (*run_band)(const void *state, const tsr_band_call *call);
+    /* Whether the prepared kernel can turn a NaN it reads into a finite
+     * value (oneDNN's fused ReLU and clip take max and min, which drop
+     * NaN); the plan then refuses NaN in the inputs that reach it rather
+     * than answer as if they were numbers. NULL: never. */
+    bool (*flushes_nan)(const void *state);
     /* Where the buffers this backend's kernels read and write live. */
     const tsr_memory_space *memory;
 } tsr_backend;

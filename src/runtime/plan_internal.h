@@ -111,6 +111,10 @@ typedef struct spec {
     void *arena[TSR_MAX_SPACES];
     double flops;
     int n_stacks;
+    /* Per input: a node whose kernel can turn a NaN it reads into a finite
+     * value (tsr_backend.flushes_nan) and that the input reaches, or -1;
+     * NULL when no kernel of the spec can (plan.c: nan_guard). */
+    int *nan_guard;
     int profiled_runs;
     size_t bytes; /* counted against the plan's cache limit (plan.c: spec_bytes) */
     struct spec *next; /* the plan's cache, most recently used first */

@@ -272,6 +272,70 @@ def test_max_pools_propagate_nan(cpu_env):
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
 
 
+def conv_act_graph(act, extra=(), name="conv"):
+    """x [2, 16, 8, 8] and an unused graph input m -> 3x3 Conv -> act (its
+    constant inputs `extra`) -> MaxPool 3x3 -> y; the passes fuse act into
+    the Conv."""
+    rng = np.random.default_rng(5)
+    g = tsr.Graph()
+    g.set_opset(17)
+    g.add_input("x", np.float32, [2, 16, 8, 8])
+    g.add_input("m", np.float32, [4])
+    g.add_constant("w", (rng.standard_normal((16, 16, 3, 3)) * 0.1).astype(np.float32))
+    g.add_node("Conv", ["x", "w"], ["c"], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]},
+               name=name)
+    names = ["c"]
+    for i, e in enumerate(extra):
+        g.add_constant(f"e{i}", np.array(e, np.float32))
+        names.append(f"e{i}")
+    g.add_node(act, names, ["a"])
+    g.add_node("MaxPool", ["a"], ["y"], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]})
+    g.add_node("Abs", ["m"], ["n"])
+    g.add_output("y")
+    g.add_output("n")
+    return g
+
+
+FLUSHING = [("Relu", ()), ("Clip", (0.0, 6.0)), ("HardSigmoid", ())]
+
+
+@pytest.mark.parametrize("act,extra", FLUSHING)
+def test_fused_activations_refuse_nan_they_would_hide(act, extra):
+    """oneDNN's fused ReLU, clip and hard-sigmoid take max and min, which give
+    a number for NaN: the plan refuses NaN in the inputs reaching them,
+    naming the input, the element and the node, and takes NaN in an input
+    that does not reach them (m) as it is. (test_depth_first.py: inside a
+    stack too.)"""
+    x = np.random.default_rng(6).standard_normal((2, 16, 8, 8)).astype(np.float32)
+    m = np.array([1.0, np.nan, -2.0, 3.0], np.float32)
+    plan = tsr.Plan(conv_act_graph(act, extra), device="cpu", threads=2)
+    y, n = plan.run([x, m])
+    assert plan.node_backend("conv").startswith("dnnl"), plan.node_backend("conv")
+    want = tsr.Plan(conv_act_graph(act, extra), device="ref").run([x, m])
+    np.testing.assert_allclose(y, want[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.isnan(n), [False, True, False, False])
+    x[0, 3, 2, 5] = np.nan
+    with pytest.raises(tsr.TesseraError) as info:
+        plan.run([x, m])
+    msg = str(info.value)
+    assert f"input 'x' holds NaN (element {3 * 64 + 2 * 8 + 5} of 2048)" in msg, msg
+    assert f"FusedConv 'conv' fuses a {act}" in msg, msg
+    assert np.isnan(tsr.Plan(conv_act_graph(act, extra), device="ref").run([x, m])[0]).any()
+
+
+@pytest.mark.parametrize("act", ["LeakyRelu", "Sigmoid", "Tanh", "HardSwish"])
+def test_fused_activations_that_keep_nan(act):
+    """The fused activations whose oneDNN kernels keep NaN run NaN inputs as
+    they are, with NaN where the reference has it."""
+    x = np.random.default_rng(7).standard_normal((2, 16, 8, 8)).astype(np.float32)
+    x[0, 3, 2, 5] = np.nan
+    m = np.ones(4, np.float32)
+    got = tsr.Plan(conv_act_graph(act), device="cpu", threads=2).run([x, m])[0]
+    want = tsr.Plan(conv_act_graph(act), device="ref").run([x, m])[0]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(want).sum() > 1
+
+
 @pytest.mark.parametrize("x_blocked", [True, False])
 def test_max_pool_grad_ties_and_nan(cpu_env, x_blocked):
     """MaxPoolGrad routes each dY to the maximum the reference picks: the first of tied

@@ -558,6 +558,23 @@ def _stem_graph(batch, rng):
     return g, [rng.standard_normal(shape).astype(np.float32)]
 
 
+def test_stack_refuses_nan_its_fused_clip_would_hide(monkeypatch, capfd):
+    """The stem's convolutions fuse their ReLU6 (Clip), which oneDNN computes
+    by max and min: run inside a stack, the plan refuses NaN in x as layer by
+    layer does (test_cpu_kernels.py), where it would answer numbers."""
+    monkeypatch.setenv("TSR_CPU_LAYOUT", "nChw16c")
+    monkeypatch.delenv("TSR_DF_BAND_ROWS", raising=False)
+    if not _convs_blocked(capfd):
+        pytest.skip("oneDNN runs convolutions plain with nChw16c on this CPU")
+    g, feeds = _stem_graph(8, np.random.default_rng(12))
+    plan = tsr.Plan(g, device="cpu", threads=2, depth_first=1)
+    plan.run(feeds)
+    assert plan.stats().n_stacks == 1
+    feeds[0][5, 1, 30, 20] = np.nan
+    with pytest.raises(tsr.TesseraError, match="input 'x' holds NaN .* fuses a Clip"):
+        plan.run(feeds)
+
+
 @pytest.mark.parametrize("layout", ["nChw8c", "nChw16c"])
 def test_stem_and_depthwise_stack(layout, monkeypatch, capfd):
     """The stem at batch 8 on 2 threads: one stack of both convolutions

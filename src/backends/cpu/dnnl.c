@@ -416,6 +416,12 @@ static bool dnnl_band_info(const void *state, tsr_band_info *info_out)
            tsr_dnnl_conv_band_info(state, info_out);
 }
 
+static bool dnnl_flushes_nan(const void *state)
+{
+    return state && *(const tsr_dnnl_kind *)state == TSR_DNNL_KIND_CONV &&
+           tsr_dnnl_conv_flushes_nan(state);
+}
+
 static const char *dnnl_kernel_name(const void *state)
 {
     tsr_dnnl_kind kind = *(const tsr_dnnl_kind *)state;
@@ -441,5 +447,6 @@ const tsr_backend tsr_backend_dnnl = {
     .run = dnnl_run,
     .band_info = dnnl_band_info,
     .run_band = tsr_dnnl_conv_run_band,
+    .flushes_nan = dnnl_flushes_nan,
     .memory = &tsr_host_memory,
 };

@@ -38,6 +38,7 @@ typedef struct {
     /* > 1: a primitive for one image, run on each of this many in turn
      * (one_image_applies), the activations that many bytes apart. */
     int64_t images;
+    bool flushes_nan;      /* the activation's post-op (conv_act_flushes_nan) */
     size_t image_bytes[4]; /* of X, -, -, Z (by input) */
     size_t y_image_bytes;
     bool z_sum; /* Z is added by a sum post-op: copied into Y before the primitive runs */
@@ -85,6 +86,23 @@ static int conv_act_index(const tsr_node *node)
         if (strcmp(conv_acts[i].name, name) == 0)
             return i;
     return -2;
+}
+
+/* Whether the activation's post-op can give a finite value for NaN: oneDNN
+ * 2.6 computes ReLU with alpha 0 as max(x, 0) and clip (HardSigmoid's
+ * too) as max and min, which return the bound when x is NaN; its other
+ * eltwise kernels keep NaN. */
+static bool conv_act_flushes_nan(const tsr_node *node)
+{
+    int act = conv_act_index(node);
+    if (act < 0)
+        return false;
+    dnnl_alg_kind_t alg = conv_acts[act].alg;
+    if (alg == dnnl_eltwise_clip || alg == dnnl_eltwise_linear)
+        return true;
+    double alpha = tsr_attr_has(node, "activation_alpha") ? tsr_attr_float(node, "activation_alpha")
+                                                          : conv_acts[act].alpha;
+    return alg == dnnl_eltwise_relu && alpha == 0.0;
 }
 
 bool tsr_dnnl_conv_supports(const tsr_graph *g, const tsr_node *node, char *why, size_t size)
@@ -967,6 +985,8 @@ tsr_status tsr_dnnl_conv_prepare(const tsr_prepare_ctx *ctx, void **state_out)
     }
     if (status == TSR_OK && !one_image && band_applies(ctx, st))
         status = band_init(ctx, st);
+    /* After autotuning, which may take another candidate's state. */
+    st->flushes_nan = conv_act_flushes_nan(ctx->node);
     if (status != TSR_OK) {
         tsr_dnnl_conv_release(st);
         return status;
@@ -1027,6 +1047,11 @@ tsr_status tsr_dnnl_conv_run(void *state, const tsr_kernel_ctx *k)
 const char *tsr_dnnl_conv_kernel_name(const void *state)
 {
     return ((const conv_state *)state)->name;
+}
+
+bool tsr_dnnl_conv_flushes_nan(const void *state)
+{
+    return ((const conv_state *)state)->flushes_nan;
 }
 
 void tsr_dnnl_conv_release(void *state)

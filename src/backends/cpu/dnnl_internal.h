@@ -120,6 +120,7 @@ tsr_status tsr_dnnl_conv_prepare(const tsr_prepare_ctx *ctx, void **state_out);
 tsr_status tsr_dnnl_conv_run(void *state, const tsr_kernel_ctx *k);
 void tsr_dnnl_conv_release(void *state);
 const char *tsr_dnnl_conv_kernel_name(const void *state);
+bool tsr_dnnl_conv_flushes_nan(const void *state);
 /* Depth-first stacks: a convolution computing output rows of one output
  * channel block from its whole input, opening a stack. */
 bool tsr_dnnl_conv_band_info(const void *state, tsr_band_info *info_out);
