@@ -272,7 +272,7 @@ def test_max_pools_propagate_nan(cpu_env):
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
 
 
-def conv_act_graph(act, extra=(), name="conv"):
+def conv_act_graph(act, extra=(), name="conv", w_nan=False):
     """x [2, 16, 8, 8] and an unused graph input m -> 3x3 Conv -> act (its
     constant inputs `extra`) -> MaxPool 3x3 -> y; the passes fuse act into
     the Conv."""
@@ -281,7 +281,10 @@ def conv_act_graph(act, extra=(), name="conv"):
     g.set_opset(17)
     g.add_input("x", np.float32, [2, 16, 8, 8])
     g.add_input("m", np.float32, [4])
-    g.add_constant("w", (rng.standard_normal((16, 16, 3, 3)) * 0.1).astype(np.float32))
+    w = (rng.standard_normal((16, 16, 3, 3)) * 0.1).astype(np.float32)
+    if w_nan:
+        w[2, 5, 1, 1] = np.nan
+    g.add_constant("w", w)
     g.add_node("Conv", ["x", "w"], ["c"], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]},
                name=name)
     names = ["c"]
@@ -321,6 +324,24 @@ def test_fused_activations_refuse_nan_they_would_hide(act, extra):
     assert f"input 'x' holds NaN (element {3 * 64 + 2 * 8 + 5} of 2048)" in msg, msg
     assert f"FusedConv 'conv' fuses a {act}" in msg, msg
     assert np.isnan(tsr.Plan(conv_act_graph(act, extra), device="ref").run([x, m])[0]).any()
+
+
+@pytest.mark.parametrize("act,extra", FLUSHING)
+def test_fused_activations_leave_nan_weights_to_ref(act, extra, capfd, monkeypatch):
+    """Weights holding NaN are constants, which the plan's check of its
+    inputs does not see: the dnnl backend refuses such a convolution with
+    a fused ReLU, clip or hard-sigmoid, and ref computes it, NaN where the
+    weight reaches."""
+    monkeypatch.setenv("TSR_VERBOSE", "1")
+    x = np.random.default_rng(8).standard_normal((2, 16, 8, 8)).astype(np.float32)
+    m = np.ones(4, np.float32)
+    plan = tsr.Plan(conv_act_graph(act, extra, w_nan=True), device="cpu", threads=2)
+    got = plan.run([x, m])[0]
+    assert "constant input 1 ('w') holds NaN" in capfd.readouterr().err
+    assert plan.node_backend("conv") == "ref"
+    want = tsr.Plan(conv_act_graph(act, extra, w_nan=True), device="ref").run([x, m])[0]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(want[:, 2]).all() and not np.isnan(want[:, 3]).any()
 
 
 @pytest.mark.parametrize("act", ["LeakyRelu", "Sigmoid", "Tanh", "HardSwish"])

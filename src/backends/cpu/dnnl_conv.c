@@ -127,6 +127,25 @@ bool tsr_dnnl_conv_supports(const tsr_graph *g, const tsr_node *node, char *why,
                  tsr_attr_string(node, "activation"));
         return false;
     }
+    /* Constant operands holding NaN (the plan checks only its inputs). */
+    for (int i = 1; conv_act_flushes_nan(node) && i < node->n_inputs; i++) {
+        const tsr_value *v = node->inputs[i] >= 0 ? &g->values[node->inputs[i]] : NULL;
+        if (!v || !v->data || v->dtype != TSR_FLOAT32)
+            continue;
+        const float *d = v->data;
+        int64_t n = tsr_shape_numel(v->rank, v->dims);
+        int nan = 0;
+#pragma omp simd reduction(| : nan)
+        for (int64_t j = 0; j < n; j++)
+            nan |= d[j] != d[j];
+        if (nan) {
+            snprintf(why, size,
+                     "constant input %d ('%s') holds NaN, which oneDNN's fused %s would turn "
+                     "into numbers",
+                     i, v->name, tsr_attr_string(node, "activation"));
+            return false;
+        }
+    }
     return true;
 }
 
