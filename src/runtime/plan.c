@@ -721,8 +721,6 @@ static bool side_by_side(const tsr_plan *p, const spec *s)
     return small && total >= INTER_OP_WIDTH * longest;
 }
 
-/* Plans s->graph (a graph at concrete input shapes), splitting it first
- * where the data decides shapes. */
 static bool step_flushes_nan(const plan_step *st)
 {
     return st->backend->flushes_nan && st->backend->flushes_nan(st->state);
@@ -843,6 +841,8 @@ static tsr_status check_nan_inputs(const tsr_plan *p, const spec *s, const tsr_t
     return TSR_OK;
 }
 
+/* Plans s->graph (a graph at concrete input shapes), splitting it first
+ * where the data decides shapes. */
 static tsr_status spec_build(tsr_plan *p, spec *s)
 {
     s->spaces = p->spaces;
