@@ -113,7 +113,7 @@ typedef struct spec {
     int n_stacks;
     /* Per input: a node whose kernel can turn a NaN it reads into a finite
      * value (tsr_backend.flushes_nan) and that the input reaches, or -1;
-     * NULL when no kernel of the spec can (plan.c: nan_guard). */
+     * NULL when no kernel of the spec can (nan_guard.c). */
     int *nan_guard;
     int profiled_runs;
     size_t bytes; /* counted against the plan's cache limit (plan.c: spec_bytes) */
@@ -210,6 +210,13 @@ void tsr_schedule_release(spec *s);
  * lifetimes in the steps' order overlap. */
 typedef bool (*tsr_buffers_conflict)(const spec *s, int a, int b, void *arg);
 tsr_status tsr_place_arenas(spec *s, tsr_buffers_conflict conflict, void *arg);
+
+/* nan_guard.c: s->nan_guard, for each input a node whose kernel can turn
+ * NaN into a finite value among those it reaches (after tsr_schedule); and
+ * the check of a run's inputs, which refuses NaN in those, naming the
+ * input, the element and the node. */
+tsr_status tsr_spec_nan_guard(spec *s);
+tsr_status tsr_spec_check_nan_inputs(const spec *s, const tsr_tensor *inputs, int threads);
 
 /* dag.c: the dependencies of s's steps through the memory they read and
  * write, and a run of them by a team of threads, each step on one thread

@@ -558,14 +558,16 @@ def _stem_graph(batch, rng):
     return g, [rng.standard_normal(shape).astype(np.float32)]
 
 
-def test_stack_refuses_nan_its_fused_clip_would_hide(monkeypatch, capfd):
+@pytest.mark.parametrize("layout", ["nChw8c", "nChw16c"])
+def test_stack_refuses_nan_its_fused_clip_would_hide(layout, monkeypatch, capfd):
     """The stem's convolutions fuse their ReLU6 (Clip), which oneDNN computes
     by max and min: run inside a stack, the plan refuses NaN in x as layer by
     layer does (test_cpu_kernels.py), where it would answer numbers."""
-    monkeypatch.setenv("TSR_CPU_LAYOUT", "nChw16c")
+    monkeypatch.setenv("TSR_CPU_LAYOUT", layout)
+    monkeypatch.setenv("TSR_VERBOSE", "1")
     monkeypatch.delenv("TSR_DF_BAND_ROWS", raising=False)
     if not _convs_blocked(capfd):
-        pytest.skip("oneDNN runs convolutions plain with nChw16c on this CPU")
+        pytest.skip(f"oneDNN runs convolutions plain with {layout} on this CPU")
     g, feeds = _stem_graph(8, np.random.default_rng(12))
     plan = tsr.Plan(g, device="cpu", threads=2, depth_first=1)
     plan.run(feeds)
