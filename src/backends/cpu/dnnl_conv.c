@@ -128,7 +128,8 @@ bool tsr_dnnl_conv_supports(const tsr_graph *g, const tsr_node *node, char *why,
         return false;
     }
     /* Constant operands holding NaN (the plan checks only its inputs). */
-    for (int i = 1; conv_act_flushes_nan(node) && i < node->n_inputs; i++) {
+    const bool flushes = conv_act_flushes_nan(node);
+    for (int i = 1; flushes && i < node->n_inputs; i++) {
         const tsr_value *v = node->inputs[i] >= 0 ? &g->values[node->inputs[i]] : NULL;
         if (!v || !v->data || v->dtype != TSR_FLOAT32)
             continue;
